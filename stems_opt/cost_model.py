@@ -1,0 +1,592 @@
+"""The cost model: off-chip traffic, global-buffer occupancy, energy and latency.
+
+This module is the referee. Every solver's answer is re-scored here, and the
+optimiser's coefficients come from the same :func:`segment_terms`, so the
+two agree by construction and the tests check that they do. The formulas
+are written out in ``docs/model.md``.
+
+A segment's cost is a sum of :class:`Term` objects, one per decision
+(a weight tensor, a state tensor, an activation tensor at its producer, a
+DRAM-read tensor at its consumer). Each term carries its DRAM reads and
+writes, its *persistent* global-buffer bits (held for the whole segment) and
+its *local* bits per (tile, layer position) (live or transient). The peak
+occupancy of a segment is::
+
+    peak = sum(persistent) + max over (tile t, position p) of sum(local[t, p])
+
+No solver is imported here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+from stems_opt.hardware import Hardware
+from stems_opt.mapping import (
+    Halo,
+    Mapping,
+    Order,
+    Placement,
+    Segment,
+    StateMode,
+    WeightChoice,
+)
+from stems_opt.network import Axis, Layer, LayerKind, Network, StatePersistence
+from stems_opt.problem import Problem
+
+TENSOR_CLASSES = ("weights", "state", "activations")
+
+
+# ---------------------------------------------------------------------------
+# Tile geometry
+# ---------------------------------------------------------------------------
+
+def tile_bounds(network: Network, layers: Sequence[str], axis: Axis,
+                tiles: int) -> dict[str, tuple[int, ...]]:
+    """Row boundaries ``b[0..n]`` of every layer's tiles along ``axis``.
+
+    A segment output (read outside the segment, or a network output) splits
+    its extent ``E`` as ``floor(t * E / n)``; every layer also computes, in
+    tile ``t``, every row its in-segment consumers need for their tiles
+    ``<= t``. So no consumer waits for a future tile, and each producer runs
+    ahead of its consumers by exactly the receptive-field lag.
+    """
+    return _tile_bounds(network, tuple(layers), axis, tiles)
+
+
+@lru_cache(maxsize=4096)
+def _tile_bounds(network: Network, layers: tuple[str, ...], axis: Axis,
+                 tiles: int) -> dict[str, tuple[int, ...]]:
+    inside = set(layers)
+    outputs = set(network.output_names)
+    bounds: dict[str, tuple[int, ...]] = {}
+    for name in reversed(layers):
+        lay = network.layer(name)
+        extent = lay.extent(axis)
+        consumers = network.consumers(name)
+        inner = [c for c in consumers if c in inside]
+        is_out = name in outputs or not consumers or len(inner) < len(consumers)
+        b = [0] * (tiles + 1)
+        b[tiles] = extent
+        for t in range(1, tiles):
+            v = (t * extent) // tiles if is_out else 0
+            for c in inner:
+                v = max(v, network.layer(c).window(axis, 0, bounds[c][t])[1])
+            b[t] = min(extent, v)
+        bounds[name] = tuple(b)
+    return bounds
+
+
+def sub_bounds(lo: int, hi: int, m: int) -> list[int]:
+    """Boundaries of ``m`` sub-tiles of rows ``[lo, hi)``, split the floor way."""
+    return [lo + (j * (hi - lo)) // m for j in range(m + 1)]
+
+
+def sub_tile_limits(network: Network, seg: Segment) -> dict[str, int]:
+    """Largest allowed ``m`` per layer: its smallest non-empty tile extent."""
+    bounds = tile_bounds(network, seg.layers, seg.axis, seg.tiles)
+    return {name: min(b[t + 1] - b[t] for t in range(seg.tiles) if b[t + 1] > b[t])
+            for name, b in bounds.items()}
+
+
+def _window_lo(layer: Layer, axis: Axis, row: int) -> int:
+    """First input row needed from output row ``row`` on."""
+    return layer.window(axis, row, row + 1)[0]
+
+
+# ---------------------------------------------------------------------------
+# Terms
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Term:
+    """One decision's share of a segment's traffic and occupancy.
+
+    ``local`` is ``None`` or an ``(n, L)`` array of bits per (tile, layer
+    position in the segment).
+    """
+
+    tensor_class: str
+    tensor: str
+    layer: str
+    read_bits: int = 0
+    write_bits: int = 0
+    persistent_bits: int = 0
+    local: np.ndarray | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class SegmentContext:
+    """How a segment meets the rest of the mapping.
+
+    Parameters
+    ----------
+    whole
+        Tensors kept whole in the GB during this segment (on-chip across
+        segments): each adds its full size to the persistent bits.
+    written
+        Tensors produced in this segment that are written to DRAM
+        (network outputs, and tensors some consumer reads from DRAM).
+    """
+
+    whole: frozenset[str] = frozenset()
+    written: frozenset[str] = frozenset()
+
+
+class SegmentGeometry:
+    """Tile and sub-tile geometry of one segment frame (layers, axis, n, Tb, order)."""
+
+    def __init__(self, network: Network, seg: Segment):
+        self.network = network
+        self.seg = seg
+        self.layers = [network.layer(n) for n in seg.layers]
+        self.pos = {n: i for i, n in enumerate(seg.layers)}
+        self.inside = set(seg.layers)
+        self.n = seg.tiles
+        self.bounds = tile_bounds(network, seg.layers, seg.axis, seg.tiles)
+        T = network.timesteps
+        self.T = T
+        self.tb = seg.time_batch
+        self.S = T // seg.time_batch
+        # Overlap rows kept across tile boundaries live for all T under space_outer.
+        self.tile_keep_mult = T if seg.order is Order.SPACE_OUTER else seg.time_batch
+
+    def tile_rows(self, name: str) -> list[int]:
+        """Rows of ``name`` in each tile."""
+        b = self.bounds[name]
+        return [b[t + 1] - b[t] for t in range(self.n)]
+
+    def active_tiles(self, name: str) -> int:
+        """Tiles in which ``name`` has rows to compute (it runs in S times that many steps)."""
+        return sum(1 for r in self.tile_rows(name) if r > 0)
+
+    def sub_rows(self, name: str, m: int) -> list[list[tuple[int, int]]]:
+        """Per tile, the sub-tile row ranges of ``name`` (empty list for an empty tile)."""
+        b = self.bounds[name]
+        out = []
+        for t in range(self.n):
+            if b[t + 1] <= b[t]:
+                out.append([])
+                continue
+            sb = sub_bounds(b[t], b[t + 1], m)
+            out.append([(sb[j], sb[j + 1]) for j in range(m)])
+        return out
+
+    def window_reads(self, consumer: str, m: int, keep: bool
+                     ) -> tuple[int, list[int], int]:
+        """Rows of an input read from DRAM by ``consumer`` with ``m`` sub-tiles.
+
+        Returns
+        -------
+        total_rows
+            Rows read over one pass of every tile and sub-tile (multiply by T
+            and the row size for bits).
+        max_new_rows
+            Per tile, the most rows one sub-tile reads (its transient buffer).
+        halo_rows
+            Under ``keep``, the most overlap rows held across a boundary,
+            already multiplied by the timesteps they are held for.
+        """
+        lay = self.network.layer(consumer)
+        axis = self.seg.axis
+        total = 0
+        max_new = [0] * self.n
+        halo = 0
+        prev_hi = None
+        for t, subs in enumerate(self.sub_rows(consumer, m)):
+            for j, (lo, hi) in enumerate(subs):
+                a, b = lay.window(axis, lo, hi)
+                overlap = max(0, min(prev_hi, b) - a) if prev_hi is not None else 0
+                new = (b - a) - overlap if keep else (b - a)
+                total += new
+                max_new[t] = max(max_new[t], new)
+                if keep and overlap:
+                    mult = self.tile_keep_mult if j == 0 else self.tb
+                    halo = max(halo, overlap * mult)
+                prev_hi = b
+        return total, max_new, halo
+
+
+def _local(geo: SegmentGeometry, pos_lo: int, pos_hi: int, per_tile: Sequence[int]) -> np.ndarray:
+    arr = np.zeros((geo.n, len(geo.layers)), dtype=np.int64)
+    arr[:, pos_lo:pos_hi + 1] = np.asarray(per_tile, dtype=np.int64)[:, None]
+    return arr
+
+
+def weight_term(geo: SegmentGeometry, layer: Layer, choice: WeightChoice, m: int) -> Term:
+    """Traffic and occupancy of ``layer``'s weights under ``choice``."""
+    w = layer.weight_size_bits
+    if choice.resident:
+        return Term("weights", layer.name, layer.name, read_bits=w, persistent_bits=w)
+    runs = geo.S * geo.active_tiles(layer.name)
+    reads = runs * w if choice.chunks == 1 else runs * m * w
+    chunk = w // choice.chunks
+    per_tile = [chunk if r else 0 for r in geo.tile_rows(layer.name)]
+    p = geo.pos[layer.name]
+    return Term("weights", layer.name, layer.name, read_bits=reads,
+                local=_local(geo, p, p, per_tile))
+
+
+def state_term(geo: SegmentGeometry, layer: Layer, mode: StateMode, m: int,
+               persistence: StatePersistence) -> Term:
+    """Traffic and occupancy of ``layer``'s neuron state under ``mode``."""
+    v = layer.state_size_bits
+    row = layer.state_row_bits(geo.seg.axis)
+    passes = 1 if mode is not StateMode.SPILLED else geo.S
+    if persistence is StatePersistence.STREAMING:
+        traffic = passes * v
+    else:
+        traffic = (passes - 1) * v
+    if mode is StateMode.RESIDENT:
+        return Term("state", layer.name, layer.name, traffic, traffic, persistent_bits=v)
+    if mode is StateMode.TILE_RESIDENT:
+        return Term("state", layer.name, layer.name, traffic, traffic,
+                    persistent_bits=max(geo.tile_rows(layer.name)) * row)
+    per_tile = [max((hi - lo for lo, hi in subs), default=0) * row
+                for subs in geo.sub_rows(layer.name, m)]
+    p = geo.pos[layer.name]
+    return Term("state", layer.name, layer.name, traffic, traffic,
+                local=_local(geo, p, p, per_tile))
+
+
+def output_term(geo: SegmentGeometry, layer: Layer, in_segment: Placement | None,
+                whole: bool, written: bool, m: int) -> Term:
+    """The output tensor of ``layer`` at its producer.
+
+    ``in_segment`` is its placement for in-segment consumers (``None`` when it
+    has none); ``whole`` says it is kept whole in the GB during this segment;
+    ``written`` that it goes to DRAM.
+    """
+    net = geo.network
+    name = layer.name
+    rowbits = layer.output_row_bits(geo.seg.axis)
+    write = net.tensor_size_bits(name) if written else 0
+    if whole:
+        return Term("activations", name, name, write_bits=write,
+                    persistent_bits=net.tensor_size_bits(name))
+    p = geo.pos[name]
+    if in_segment is Placement.ON_CHIP:
+        last = max(geo.pos[c] for c in net.consumers(name) if c in geo.inside)
+        live = [r * rowbits * geo.tb for r in geo.tile_rows(name)]
+        b = geo.bounds[name]
+        carried = 0
+        for t in range(1, geo.n):
+            need = [_window_lo(net.layer(c), geo.seg.axis, geo.bounds[c][t])
+                    for c in net.consumers(name)
+                    if c in geo.inside and geo.bounds[c][t] < net.layer(c).extent(geo.seg.axis)]
+            if need:
+                carried = max(carried, b[t] - min(need))
+        return Term("activations", name, name, write_bits=write,
+                    persistent_bits=carried * rowbits * geo.tile_keep_mult,
+                    local=_local(geo, p, last, live))
+    if written:
+        per_tile = [max((hi - lo for lo, hi in subs), default=0) * rowbits * geo.tb
+                    for subs in geo.sub_rows(name, m)]
+        return Term("activations", name, name, write_bits=write, local=_local(geo, p, p, per_tile))
+    return Term("activations", name, name)
+
+
+def dram_read_term(geo: SegmentGeometry, tensor: str, consumer: Layer, halo: Halo,
+                   m: int) -> Term:
+    """``consumer`` reading ``tensor`` from DRAM, window by window."""
+    rowbits = geo.network.tensor_row_bits(tensor, geo.seg.axis)
+    total, max_new, halo_rows = geo.window_reads(consumer.name, m, halo is Halo.KEEP)
+    p = geo.pos[consumer.name]
+    return Term("activations", tensor, consumer.name,
+                read_bits=total * rowbits * geo.T,
+                persistent_bits=halo_rows * rowbits,
+                local=_local(geo, p, p, [r * rowbits * geo.tb for r in max_new]))
+
+
+def segment_terms(network: Network, seg: Segment, ctx: SegmentContext,
+                  geo: SegmentGeometry | None = None) -> list[Term]:
+    """Every term of ``seg`` given how it meets the rest of the mapping."""
+    geo = geo or SegmentGeometry(network, seg)
+    terms: list[Term] = []
+    for lay in geo.layers:
+        m = seg.sub_tile(lay.name)
+        if lay.has_weights:
+            terms.append(weight_term(geo, lay, seg.weight(lay.name), m))
+        if lay.stateful:
+            terms.append(state_term(geo, lay, seg.state(lay.name), m, network.state_persistence))
+        has_inner = any(c in geo.inside for c in network.consumers(lay.name))
+        terms.append(output_term(geo, lay, seg.activation(lay.name) if has_inner else None,
+                                 lay.name in ctx.whole, lay.name in ctx.written, m))
+        for src in dict.fromkeys(lay.inputs):
+            if src in geo.inside:
+                if seg.activation(src) is Placement.ON_CHIP or src in ctx.whole:
+                    continue
+            elif src in ctx.whole:
+                continue
+            terms.append(dram_read_term(geo, src, lay, seg.halo(src), m))
+    # Tensors from earlier segments kept whole but not read here still occupy the GB.
+    produced_or_read = {lay.name for lay in geo.layers}
+    for name in sorted(ctx.whole - produced_or_read):
+        terms.append(Term("activations", name, "", persistent_bits=network.tensor_size_bits(name)))
+    return terms
+
+
+def mapping_contexts(network: Network, mapping: Mapping) -> list[SegmentContext]:
+    """The :class:`SegmentContext` of every segment of ``mapping``."""
+    where = {name: i for i, s in enumerate(mapping.segments) for name in s.layers}
+    where[network.input.name] = -1
+    whole: list[set[str]] = [set() for _ in mapping.segments]
+    written: list[set[str]] = [set() for _ in mapping.segments]
+    outputs = set(network.output_names)
+    for tensor in [network.input.name] + [lay.name for lay in network.layers]:
+        p = where[tensor]
+        cons_segs = sorted({where[c] for c in network.consumers(tensor)})
+        last_on_chip = None
+        to_dram = tensor in outputs
+        for s in cons_segs:
+            if s == p:
+                to_dram |= mapping.segments[s].activation(tensor) is Placement.DRAM
+            elif mapping.segments[s].input(tensor) is Placement.ON_CHIP:
+                last_on_chip = s
+            else:
+                to_dram = True
+        if last_on_chip is not None:
+            for s in range(max(p, 0), last_on_chip + 1):
+                whole[s].add(tensor)
+        if to_dram and p >= 0:
+            written[p].add(tensor)
+    return [SegmentContext(frozenset(w), frozenset(x)) for w, x in zip(whole, written)]
+
+
+# ---------------------------------------------------------------------------
+# Energy and latency pieces
+# ---------------------------------------------------------------------------
+
+def pj_to_fj(value_pj: float) -> int:
+    """Energies are kept on a 1 fJ grid so that solvers see integers."""
+    return int(round(value_pj * 1000))
+
+
+@dataclass(frozen=True)
+class EnergyRates:
+    """Integer fJ per bit for a DRAM read and a DRAM write, GB fill/drain included."""
+
+    read_fj_per_bit: int
+    write_fj_per_bit: int
+    gb_read_fj_per_bit: int
+    gb_write_fj_per_bit: int
+
+    @staticmethod
+    def of(hw: Hardware) -> EnergyRates:
+        """Rates of ``hw``: a DRAM read also writes the GB, a DRAM write reads it."""
+        gr, gw = pj_to_fj(hw.global_buffer.read_pj_per_bit), pj_to_fj(hw.global_buffer.write_pj_per_bit)
+        return EnergyRates(pj_to_fj(hw.dram.read_pj_per_bit) + gw,
+                           pj_to_fj(hw.dram.write_pj_per_bit) + gr, gr, gw)
+
+
+def layer_gb_access_bits(geo: SegmentGeometry, layer: Layer, m: int) -> tuple[int, int]:
+    """Operand reads and writes of ``layer`` at the GB (placeholder loop nest).
+
+    Until per-layer loop nests are optimised, each operand goes between the
+    GB and the array once per use: the weights once per sub-tile per
+    timestep, every input row of every (sub-)window once per timestep, each
+    output once, the state read and written once per timestep. Partial sums
+    stay in the output registers (the reduction loops run innermost).
+    """
+    if layer.kind is LayerKind.FLATTEN:
+        return 0, 0
+    T = geo.T
+    reads = layer.weight_size_bits * T * geo.active_tiles(layer.name) * m
+    for src in dict.fromkeys(layer.inputs):
+        rows, _, _ = geo.window_reads(layer.name, m, keep=False)
+        reads += rows * geo.network.tensor_row_bits(src, geo.seg.axis) * T
+    writes = layer.output_size_bits(T)
+    reads += layer.state_size_bits * T
+    writes += layer.state_size_bits * T
+    return reads, writes
+
+
+def layer_compute_cycles(geo: SegmentGeometry, layer: Layer, hw: Hardware) -> int:
+    """Cycles of ``layer`` on the array: spatial unrolling with ceil per tile."""
+    arr = hw.array
+    T = geo.T
+    if not layer.has_weights:
+        return math.ceil(layer.operations(T) / arr.pe_count) if layer.operations(T) else 0
+    axis = geo.seg.axis
+    along, across = ("OY", "OX") if axis is Axis.OY else ("OX", "OY")
+    rows = sum(math.ceil(r / arr.factor(along)) for r in geo.tile_rows(layer.name))
+    return (T * math.ceil(layer.k / arr.factor("K")) * math.ceil(layer.c / arr.factor("C"))
+            * math.ceil(layer.fy / arr.factor("FY")) * math.ceil(layer.fx / arr.factor("FX"))
+            * rows * math.ceil(layer.cross_extent(axis) / arr.factor(across)))
+
+
+# ---------------------------------------------------------------------------
+# The result
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TrafficBreakdown:
+    """DRAM reads and writes (bits) by tensor class."""
+
+    read_bits: dict[str, int]
+    write_bits: dict[str, int]
+
+    @property
+    def total_bits(self) -> int:
+        """All off-chip traffic."""
+        return sum(self.read_bits.values()) + sum(self.write_bits.values())
+
+    def by_class(self) -> dict[str, int]:
+        """Reads + writes per tensor class."""
+        return {c: self.read_bits[c] + self.write_bits[c] for c in TENSOR_CLASSES}
+
+
+@dataclass(frozen=True)
+class SegmentCost:
+    """Cost of one segment."""
+
+    index: int
+    layers: tuple[str, ...]
+    traffic: TrafficBreakdown
+    peak_gb_bits: int
+    persistent_gb_bits: int
+    peak_tile: int
+    peak_layer: str
+    energy_pj: dict[str, float]
+    latency_cycles: int
+    terms: tuple[Term, ...] = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """The referee's verdict on a mapping."""
+
+    traffic: TrafficBreakdown
+    traffic_by_layer: dict[str, int]
+    segments: tuple[SegmentCost, ...]
+    energy_pj: dict[str, float]
+    latency_cycles: int
+    capacity_bits: int
+    memory_energy_fj: int
+
+    @property
+    def traffic_bits(self) -> int:
+        """Total off-chip traffic."""
+        return self.traffic.total_bits
+
+    @property
+    def total_energy_pj(self) -> float:
+        """Total energy."""
+        return self.energy_pj["total"]
+
+    @property
+    def peak_gb_bits(self) -> int:
+        """Largest GB occupancy over all segments."""
+        return max(s.peak_gb_bits for s in self.segments)
+
+    @property
+    def feasible(self) -> bool:
+        """Whether every segment fits the GB."""
+        return self.peak_gb_bits <= self.capacity_bits
+
+    def objective_value(self, objective: str) -> float:
+        """Traffic in bits or energy in pJ."""
+        return self.traffic_bits if objective == "traffic" else self.total_energy_pj
+
+
+def _breakdown(terms: Sequence[Term]) -> TrafficBreakdown:
+    r = dict.fromkeys(TENSOR_CLASSES, 0)
+    w = dict.fromkeys(TENSOR_CLASSES, 0)
+    for t in terms:
+        r[t.tensor_class] += t.read_bits
+        w[t.tensor_class] += t.write_bits
+    return TrafficBreakdown(r, w)
+
+
+def peak_of(terms: Sequence[Term], geo: SegmentGeometry) -> tuple[int, int, int, int]:
+    """``(peak, persistent, tile, position)`` of a list of terms."""
+    persistent = sum(t.persistent_bits for t in terms)
+    local = np.zeros((geo.n, len(geo.layers)), dtype=np.int64)
+    for t in terms:
+        if t.local is not None:
+            local += t.local
+    flat = int(np.argmax(local))
+    tile, pos = divmod(flat, len(geo.layers))
+    return persistent + int(local[tile, pos]), persistent, tile, pos
+
+
+def evaluate(problem: Problem, mapping: Mapping) -> Cost:
+    """Score ``mapping``: traffic, per-segment peak occupancy, energy, latency.
+
+    The mapping must be structurally valid (:func:`stems_opt.mapping.check_structure`);
+    capacity is reported, not enforced: see :attr:`Cost.feasible`.
+    """
+    net, hw = problem.network, problem.hardware
+    rates = EnergyRates.of(hw)
+    contexts = mapping_contexts(net, mapping)
+    seg_costs = []
+    by_layer: dict[str, int] = {lay.name: 0 for lay in net.layers}
+    all_terms: list[Term] = []
+    gb_fj_total = 0
+    for i, (seg, ctx) in enumerate(zip(mapping.segments, contexts)):
+        geo = SegmentGeometry(net, seg)
+        terms = segment_terms(net, seg, ctx, geo)
+        peak, persistent, tile, pos = peak_of(terms, geo)
+        traffic = _breakdown(terms)
+        for t in terms:
+            if t.layer:
+                by_layer[t.layer] += t.read_bits + t.write_bits
+        reads, writes = sum(traffic.read_bits.values()), sum(traffic.write_bits.values())
+        gb_r = gb_w = 0
+        compute_cycles = 0
+        for lay in geo.layers:
+            r, w = layer_gb_access_bits(geo, lay, seg.sub_tile(lay.name))
+            gb_r += r
+            gb_w += w
+            compute_cycles += layer_compute_cycles(geo, lay, hw)
+        gb_fj = gb_r * rates.gb_read_fj_per_bit + gb_w * rates.gb_write_fj_per_bit
+        gb_fj_total += gb_fj
+        dram_fj = reads * (rates.read_fj_per_bit - rates.gb_write_fj_per_bit) + \
+            writes * (rates.write_fj_per_bit - rates.gb_read_fj_per_bit)
+        fill_fj = reads * rates.gb_write_fj_per_bit + writes * rates.gb_read_fj_per_bit
+        dram_cycles = math.ceil((reads + writes) / hw.dram_bandwidth_bits_per_cycle)
+        seg_costs.append(SegmentCost(
+            index=i, layers=seg.layers, traffic=traffic, peak_gb_bits=peak,
+            persistent_gb_bits=persistent, peak_tile=tile, peak_layer=seg.layers[pos],
+            energy_pj={"dram": dram_fj / 1000, "global_buffer": (gb_fj + fill_fj) / 1000},
+            latency_cycles=max(compute_cycles, dram_cycles), terms=tuple(terms)))
+        all_terms.extend(terms)
+    traffic = _breakdown(all_terms)
+    reads, writes = sum(traffic.read_bits.values()), sum(traffic.write_bits.values())
+    memory_fj = reads * rates.read_fj_per_bit + writes * rates.write_fj_per_bit + gb_fj_total
+    compute_fj = 0.0
+    neuron_fj = 0
+    T = net.timesteps
+    for lay in net.layers:
+        e = hw.array.mac_pj if lay.uses_mac else hw.array.accumulate_pj
+        compute_fj += lay.operations(T) * pj_to_fj(e) * lay.spike_rate
+        neuron_fj += lay.neuron_updates(T) * pj_to_fj(hw.array.neuron_update_pj)
+    energy = {
+        "dram": sum(s.energy_pj["dram"] for s in seg_costs),
+        "global_buffer": sum(s.energy_pj["global_buffer"] for s in seg_costs),
+        "inner_levels": 0.0,
+        "compute": compute_fj / 1000,
+        "neuron_updates": neuron_fj / 1000,
+    }
+    energy["total"] = (memory_fj + compute_fj + neuron_fj) / 1000
+    return Cost(traffic=traffic, traffic_by_layer=by_layer, segments=tuple(seg_costs),
+                energy_pj=energy, latency_cycles=sum(s.latency_cycles for s in seg_costs),
+                capacity_bits=hw.gb_capacity_bits, memory_energy_fj=memory_fj)
+
+
+def compulsory_traffic_bits(network: Network) -> int:
+    """Traffic no mapping avoids: input, outputs, every weight once, unavoidable state.
+
+    State: ``2 |V|`` per stateful layer under ``streaming``, none under ``reset``.
+    """
+    total = network.tensor_size_bits(network.input.name)
+    total += sum(network.tensor_size_bits(o) for o in network.output_names)
+    total += network.weight_size_bits
+    if network.state_persistence is StatePersistence.STREAMING:
+        total += 2 * network.state_size_bits
+    return total

@@ -1,0 +1,60 @@
+"""Errors raised for bad input, each naming the file, the layer and the field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem found in an input.
+
+    Parameters
+    ----------
+    message
+        What is wrong, in the user's terms.
+    file
+        The file the problem was found in, if any.
+    layer
+        The layer (or segment, or hardware level) concerned, if any.
+    field
+        The offending field, if any.
+    """
+
+    message: str
+    file: str | None = None
+    layer: str | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.file:
+            where.append(self.file)
+        if self.layer:
+            where.append(f"layer {self.layer!r}")
+        if self.field:
+            where.append(f"field {self.field!r}")
+        prefix = ": ".join([", ".join(where)]) if where else ""
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+    def with_file(self, file: str) -> Issue:
+        """Return a copy that names ``file`` (kept if already set)."""
+        return Issue(self.message, self.file or file, self.layer, self.field)
+
+
+class StemsInputError(ValueError):
+    """Raised with every problem found in an input, not only the first."""
+
+    def __init__(self, issues: list[Issue] | Issue):
+        self.issues = [issues] if isinstance(issues, Issue) else list(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+    def with_file(self, file: str) -> StemsInputError:
+        """Return the same error with ``file`` named in every issue."""
+        return StemsInputError([i.with_file(file) for i in self.issues])
+
+
+def raise_if(issues: list[Issue]) -> None:
+    """Raise :class:`StemsInputError` if ``issues`` is not empty."""
+    if issues:
+        raise StemsInputError(issues)

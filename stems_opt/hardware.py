@@ -1,0 +1,119 @@
+"""The accelerator: DRAM, a shared global buffer, inner levels and the compute array."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from stems_opt.errors import Issue, raise_if
+
+OPERANDS = ("W", "I", "O", "V")
+ARRAY_DIMS = ("K", "C", "OY", "OX", "FY", "FX")
+
+
+def _check_nonneg(owner: str, **values: float) -> list[Issue]:
+    return [Issue(f"must be a non-negative number, got {v!r}", layer=owner, field=k)
+            for k, v in values.items()
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or math.isnan(v)]
+
+
+@dataclass(frozen=True)
+class MemoryLevel:
+    """One memory: capacity, per-bit energies, bandwidth and the operands it serves.
+
+    ``capacity_bits`` is ``None`` for DRAM (unlimited).
+    """
+
+    name: str
+    capacity_bits: int | None
+    read_pj_per_bit: float
+    write_pj_per_bit: float
+    bandwidth_bits_per_cycle: float | None = None
+    operands: tuple[str, ...] = OPERANDS
+
+    def __post_init__(self) -> None:
+        issues = _check_nonneg(self.name, read_pj_per_bit=self.read_pj_per_bit,
+                               write_pj_per_bit=self.write_pj_per_bit)
+        if self.capacity_bits is not None and (not isinstance(self.capacity_bits, int)
+                                               or isinstance(self.capacity_bits, bool)
+                                               or self.capacity_bits < 1):
+            issues.append(Issue(f"must be a positive integer number of bits, got "
+                                f"{self.capacity_bits!r}", layer=self.name, field="size"))
+        if self.bandwidth_bits_per_cycle is not None:
+            bw = self.bandwidth_bits_per_cycle
+            if not isinstance(bw, (int, float)) or isinstance(bw, bool) or bw <= 0:
+                issues.append(Issue(f"must be a positive number, got {bw!r}", layer=self.name,
+                                    field="bandwidth_bits_per_cycle"))
+        for op in self.operands:
+            if op not in OPERANDS:
+                issues.append(Issue(f"unknown operand {op!r} (one of {', '.join(OPERANDS)})",
+                                    layer=self.name, field="operands"))
+        raise_if(issues)
+
+
+@dataclass(frozen=True)
+class ComputeArray:
+    """A PE array with fixed spatial unrolling and per-operation energies."""
+
+    unrolling: dict[str, int] = field(default_factory=lambda: {"K": 1})
+    accumulate_pj: float = 0.07
+    mac_pj: float = 0.16
+    neuron_update_pj: float = 0.0
+
+    def __post_init__(self) -> None:
+        issues = _check_nonneg("operational_array", accumulate_pj=self.accumulate_pj,
+                               mac_pj=self.mac_pj, neuron_update_pj=self.neuron_update_pj)
+        for dim, f in self.unrolling.items():
+            if dim not in ARRAY_DIMS:
+                issues.append(Issue(f"unknown dimension (one of {', '.join(ARRAY_DIMS)})",
+                                    layer="operational_array", field=f"sizes.{dim}"))
+            elif not isinstance(f, int) or isinstance(f, bool) or f < 1:
+                issues.append(Issue(f"must be a positive integer, got {f!r}",
+                                    layer="operational_array", field=f"sizes.{dim}"))
+        raise_if(issues)
+
+    @property
+    def pe_count(self) -> int:
+        """Number of processing elements."""
+        return math.prod(self.unrolling.values())
+
+    def factor(self, dim: str) -> int:
+        """Spatial unrolling of ``dim`` (1 when not unrolled)."""
+        return self.unrolling.get(dim, 1)
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """An accelerator with DRAM, one shared global buffer (GB) and optional inner levels."""
+
+    name: str
+    dram: MemoryLevel
+    global_buffer: MemoryLevel
+    array: ComputeArray
+    inner_levels: tuple[MemoryLevel, ...] = ()
+    clock_hz: float | None = None
+
+    def __post_init__(self) -> None:
+        issues: list[Issue] = []
+        if self.global_buffer.capacity_bits is None:
+            issues.append(Issue("the global buffer needs a size", layer="global_buffer",
+                                field="size"))
+        for lvl in self.inner_levels:
+            if lvl.capacity_bits is None:
+                issues.append(Issue("inner levels need a size", layer=lvl.name, field="size"))
+        if self.clock_hz is not None and (not isinstance(self.clock_hz, (int, float))
+                                          or self.clock_hz <= 0):
+            issues.append(Issue(f"must be a positive number, got {self.clock_hz!r}",
+                                field="clock_hz"))
+        raise_if(issues)
+
+    @property
+    def gb_capacity_bits(self) -> int:
+        """Capacity of the global buffer in bits."""
+        assert self.global_buffer.capacity_bits is not None
+        return self.global_buffer.capacity_bits
+
+    @property
+    def dram_bandwidth_bits_per_cycle(self) -> float:
+        """DRAM port width (bits per cycle); 64 when not given."""
+        return self.dram.bandwidth_bits_per_cycle or 64.0

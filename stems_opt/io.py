@@ -1,0 +1,483 @@
+"""Reading and writing files: networks, hardware, instances and mappings (YAML/JSON).
+
+This is the only module that touches the file system. Every loader collects
+all the problems it finds and raises them together as
+:class:`~stems_opt.errors.StemsInputError`, each naming the file, the layer
+(or level, or segment) and the field. The formats are documented in
+``docs/formats.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping as AbcMapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stems_opt.errors import Issue, StemsInputError
+from stems_opt.hardware import ComputeArray, Hardware, MemoryLevel
+from stems_opt.mapping import (
+    Halo,
+    Mapping,
+    Order,
+    Placement,
+    Segment,
+    StateMode,
+    WeightChoice,
+)
+from stems_opt.network import (
+    NETWORK_INPUT,
+    Axis,
+    Block,
+    InputTensor,
+    Network,
+    NetworkDefaults,
+    NeuronKind,
+    StatePersistence,
+    build_network,
+)
+from stems_opt.problem import KnownOptimum, Objective, Problem
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+def read_document(path: str | Path) -> Any:
+    """Parse a YAML or JSON file, turning every failure into one clear issue."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise StemsInputError(Issue("file not found", file=str(path))) from None
+    except IsADirectoryError:
+        raise StemsInputError(Issue("is a directory, not a file", file=str(path))) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StemsInputError(Issue(f"cannot be read: {exc}", file=str(path))) from None
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise StemsInputError(Issue(f"malformed JSON at line {exc.lineno}, column {exc.colno}: "
+                                    f"{exc.msg}", file=str(path))) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise StemsInputError(Issue(f"malformed YAML{where}: {what}", file=str(path))) from None
+
+
+def _expect_mapping(doc: Any, what: str, file: str) -> dict[str, Any]:
+    if not isinstance(doc, AbcMapping):
+        raise StemsInputError(Issue(f"expected a {what} (a YAML mapping at the top level), got "
+                                    f"{type(doc).__name__}", file=file))
+    return dict(doc)
+
+
+def _unknown(d: AbcMapping[str, Any], known: set[str], layer: str | None,
+             prefix: str = "") -> list[Issue]:
+    return [Issue(f"unknown field (known: {', '.join(sorted(known))})", layer=layer,
+                  field=prefix + str(k)) for k in d if k not in known]
+
+
+def _int(d: AbcMapping[str, Any], key: str, layer: str | None, issues: list[Issue],
+         default: Any = None, minimum: int = 1) -> Any:
+    v = d.get(key, default)
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+        issues.append(Issue(f"must be an integer >= {minimum}, got {v!r}", layer=layer, field=key))
+        return None
+    return v
+
+
+def _num(d: AbcMapping[str, Any], key: str, layer: str | None, issues: list[Issue],
+         default: Any = None) -> Any:
+    v = d.get(key, default)
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+        issues.append(Issue(f"must be a non-negative number, got {v!r}", layer=layer, field=key))
+        return None
+    return float(v)
+
+
+def _enum(enum: Any, value: Any, layer: str | None, fname: str, issues: list[Issue]) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        issues.append(Issue(f"unknown value {value!r} (one of "
+                            f"{', '.join(e.value for e in enum)})", layer=layer, field=fname))
+        return None
+
+
+def _rethrow(exc: StemsInputError, file: str) -> StemsInputError:
+    return exc.with_file(file)
+
+
+# ---------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------
+
+NETWORK_FIELDS = {"name", "timesteps", "state_persistence", "defaults", "input", "layers",
+                  "blocks", "outputs", "comment"}
+DEFAULT_FIELDS = {"weight_bits", "spike_bits", "activation_bits", "state_bits", "psum_bits",
+                  "neuron", "add_output_bits"}
+INPUT_FIELDS = {"name", "channels", "height", "width", "bits"}
+
+
+def network_from_dict(doc: Any, file: str = "<network>") -> Network:
+    """Build a :class:`Network` from its YAML form (see ``docs/formats.md``)."""
+    d = _expect_mapping(doc, "network", file)
+    issues = _unknown(d, NETWORK_FIELDS, None)
+    T = _int(d, "timesteps", None, issues)
+    sp = _enum(StatePersistence, d.get("state_persistence", "streaming"), None,
+               "state_persistence", issues)
+    dd = d.get("defaults", {}) or {}
+    defaults = NetworkDefaults()
+    if not isinstance(dd, AbcMapping):
+        issues.append(Issue("must be a mapping", field="defaults"))
+    else:
+        issues += _unknown(dd, DEFAULT_FIELDS, None, "defaults.")
+        kw: dict[str, Any] = {}
+        for key in ("weight_bits", "spike_bits", "activation_bits", "state_bits", "psum_bits"):
+            if key in dd:
+                kw[key] = _int(dd, key, None, issues)
+        if "neuron" in dd:
+            kw["neuron"] = _enum(NeuronKind, dd["neuron"], None, "defaults.neuron", issues)
+        if "add_output_bits" in dd:
+            if dd["add_output_bits"] not in ("widest", "exact"):
+                issues.append(Issue("must be 'widest' or 'exact'", field="defaults.add_output_bits"))
+            kw["add_output_bits"] = dd["add_output_bits"]
+        if not issues:
+            defaults = NetworkDefaults(**kw)
+    inp = d.get("input")
+    input_tensor = None
+    if not isinstance(inp, AbcMapping):
+        issues.append(Issue("is required: {channels, height, width, bits}", field="input"))
+    else:
+        issues += _unknown(inp, INPUT_FIELDS, "input", "")
+        iname = inp.get("name", NETWORK_INPUT)
+        vals = [_int(inp, k, iname, issues) for k in ("channels", "height", "width")]
+        bits = _int(inp, "bits", iname, issues, default=1)
+        if None not in vals and bits is not None:
+            input_tensor = InputTensor(str(iname), vals[0], vals[1], vals[2], bits)
+    layers = d.get("layers")
+    if not isinstance(layers, list) or not layers:
+        issues.append(Issue("must be a non-empty list of layers", field="layers"))
+        layers = []
+    blocks: list[Block] = []
+    raw_blocks = d.get("blocks", []) or []
+    if not isinstance(raw_blocks, list):
+        issues.append(Issue("must be a list of {name, layers}", field="blocks"))
+        raw_blocks = []
+    for i, b in enumerate(raw_blocks):
+        if isinstance(b, AbcMapping) and isinstance(b.get("layers"), list):
+            issues += _unknown(b, {"name", "layers"}, None, f"blocks[{i}].")
+            blocks.append(Block(str(b.get("name", f"block{i}")), tuple(map(str, b["layers"]))))
+        elif isinstance(b, list):
+            blocks.append(Block(f"block{i}", tuple(map(str, b))))
+        else:
+            issues.append(Issue("must be {name, layers: [...]} or a list of layer names",
+                                field=f"blocks[{i}]"))
+    outputs = d.get("outputs", []) or []
+    if not isinstance(outputs, list):
+        issues.append(Issue("must be a list of layer names", field="outputs"))
+        outputs = []
+    if issues or input_tensor is None:
+        raise StemsInputError(issues).with_file(file)
+    try:
+        return build_network(str(d.get("name", Path(file).stem)), T, input_tensor, layers,
+                             defaults, sp, blocks, [str(o) for o in outputs])
+    except StemsInputError as exc:
+        raise _rethrow(exc, file) from None
+
+
+def load_network(path: str | Path) -> Network:
+    """Read a network YAML file."""
+    return network_from_dict(read_document(path), str(path))
+
+
+# ---------------------------------------------------------------------------
+# Hardware
+# ---------------------------------------------------------------------------
+
+HARDWARE_FIELDS = {"name", "dram", "global_buffer", "inner_levels", "operational_array",
+                   "clock_hz", "comment"}
+LEVEL_FIELDS = {"name", "size", "read_pj_per_bit", "write_pj_per_bit",
+                "bandwidth_bits_per_cycle", "operands"}
+ARRAY_FIELDS = {"sizes", "accumulate_pj", "mac_pj", "neuron_update_pj"}
+
+
+def _level(d: Any, name: str, issues: list[Issue], sized: bool) -> MemoryLevel | None:
+    if not isinstance(d, AbcMapping):
+        issues.append(Issue("must be a mapping", layer=name))
+        return None
+    known = LEVEL_FIELDS if sized else LEVEL_FIELDS - {"size"}
+    local: list[Issue] = _unknown(d, known, name)
+    size = _int(d, "size", name, local) if sized else None
+    r = _num(d, "read_pj_per_bit", name, local)
+    w = _num(d, "write_pj_per_bit", name, local)
+    bw = d.get("bandwidth_bits_per_cycle")
+    ops = d.get("operands", ["W", "I", "O", "V"])
+    if not isinstance(ops, list):
+        local.append(Issue("must be a list such as [W, I, O, V]", layer=name, field="operands"))
+    issues += local
+    if local:
+        return None
+    try:
+        return MemoryLevel(str(d.get("name", name)), size, r, w, bw, tuple(map(str, ops)))
+    except StemsInputError as exc:
+        issues += exc.issues
+        return None
+
+
+def hardware_from_dict(doc: Any, file: str = "<hardware>") -> Hardware:
+    """Build a :class:`Hardware` from its YAML form (see ``docs/formats.md``)."""
+    d = _expect_mapping(doc, "hardware description", file)
+    issues = _unknown(d, HARDWARE_FIELDS, None)
+    dram = _level(d.get("dram"), "dram", issues, sized=False)
+    gb = _level(d.get("global_buffer"), "global_buffer", issues, sized=True)
+    inner = []
+    raw_inner = d.get("inner_levels", []) or []
+    if not isinstance(raw_inner, list):
+        issues.append(Issue("must be a list of memory levels", field="inner_levels"))
+        raw_inner = []
+    for i, lvl in enumerate(raw_inner):
+        name = lvl.get("name", f"inner_levels[{i}]") if isinstance(lvl, AbcMapping) else \
+            f"inner_levels[{i}]"
+        inner.append(_level(lvl, str(name), issues, sized=True))
+    arr_d = d.get("operational_array")
+    array = None
+    if not isinstance(arr_d, AbcMapping):
+        issues.append(Issue("is required: {sizes, accumulate_pj, mac_pj}", field="operational_array"))
+    else:
+        issues += _unknown(arr_d, ARRAY_FIELDS, "operational_array")
+        sizes = arr_d.get("sizes", {})
+        if not isinstance(sizes, AbcMapping):
+            issues.append(Issue("must be a mapping such as {K: 32, C: 2}", layer="operational_array",
+                                field="sizes"))
+        else:
+            try:
+                array = ComputeArray(dict(sizes), _num(arr_d, "accumulate_pj", None, issues, 0.0),
+                                     _num(arr_d, "mac_pj", None, issues, 0.0),
+                                     _num(arr_d, "neuron_update_pj", None, issues, 0.0))
+            except (StemsInputError, TypeError) as exc:
+                issues += getattr(exc, "issues", [Issue(str(exc), layer="operational_array")])
+    clock = d.get("clock_hz")
+    if issues or dram is None or gb is None or array is None or None in inner:
+        raise StemsInputError(issues or [Issue("invalid hardware")]).with_file(file)
+    try:
+        return Hardware(str(d.get("name", Path(file).stem)), dram, gb, array, tuple(inner), clock)
+    except StemsInputError as exc:
+        raise _rethrow(exc, file) from None
+
+
+def load_hardware(path: str | Path) -> Hardware:
+    """Read a hardware YAML file."""
+    return hardware_from_dict(read_document(path), str(path))
+
+
+# ---------------------------------------------------------------------------
+# Instances
+# ---------------------------------------------------------------------------
+
+INSTANCE_FIELDS = {"name", "network", "hardware", "objective", "options", "known_optima",
+                   "comment"}
+OPTION_FIELDS = {"max_segment_layers"}
+
+
+def load_instance(path: str | Path, objective: str | None = None) -> Problem:
+    """Read an instance file: network + hardware (paths relative to it, or inline)."""
+    path = Path(path)
+    file = str(path)
+    d = _expect_mapping(read_document(path), "instance", file)
+    issues = _unknown(d, INSTANCE_FIELDS, None)
+    base = path.parent
+
+    def part(key: str, loader: Any, from_dict: Any) -> Any:
+        v = d.get(key)
+        if isinstance(v, str):
+            return loader(base / v)
+        if isinstance(v, AbcMapping):
+            return from_dict(v, f"{file} ({key})")
+        raise StemsInputError(Issue("must be a file path or an inline mapping", file=file,
+                                    field=key))
+
+    obj = _enum(Objective, objective or d.get("objective", "traffic"), None, "objective", issues)
+    opts = d.get("options", {}) or {}
+    max_seg = None
+    if not isinstance(opts, AbcMapping):
+        issues.append(Issue("must be a mapping", field="options"))
+    else:
+        issues += _unknown(opts, OPTION_FIELDS, None, "options.")
+        if "max_segment_layers" in opts:
+            max_seg = _int(opts, "max_segment_layers", None, issues)
+    known = []
+    for i, k in enumerate(d.get("known_optima", []) or []):
+        if not isinstance(k, AbcMapping):
+            issues.append(Issue("must be {objective, value, provenance}",
+                                field=f"known_optima[{i}]"))
+            continue
+        issues += _unknown(k, {"objective", "value", "provenance"}, None, f"known_optima[{i}].")
+        o = _enum(Objective, k.get("objective", "traffic"), None, f"known_optima[{i}].objective",
+                  issues)
+        val = _num(k, "value", None, issues)
+        if o is not None and val is not None:
+            known.append(KnownOptimum(o, val, str(k.get("provenance", ""))))
+    if issues:
+        raise StemsInputError(issues).with_file(file)
+    errors: list[Issue] = []
+    network = hardware = None
+    try:
+        network = part("network", load_network, network_from_dict)
+    except StemsInputError as exc:
+        errors += exc.with_file(file).issues
+    try:
+        hardware = part("hardware", load_hardware, hardware_from_dict)
+    except StemsInputError as exc:
+        errors += exc.with_file(file).issues
+    if errors:
+        raise StemsInputError(errors)
+    return Problem(network, hardware, obj, str(d.get("name", path.stem)), tuple(known), max_seg)
+
+
+# ---------------------------------------------------------------------------
+# Mappings
+# ---------------------------------------------------------------------------
+
+SEGMENT_FIELDS = {"layers", "time_batch", "tiles", "axis", "order", "sub_tiles", "weights",
+                  "states", "activations", "inputs", "halos"}
+
+
+def _weight_choice(v: Any, where: str, key: str, issues: list[Issue]) -> WeightChoice | None:
+    if v == "resident":
+        return WeightChoice(resident=True)
+    if v == "streamed":
+        return WeightChoice()
+    if isinstance(v, str) and v.startswith("streamed/"):
+        try:
+            return WeightChoice(chunks=int(v.split("/", 1)[1]))
+        except ValueError:
+            pass
+    issues.append(Issue(f"weights of {key!r} must be 'resident', 'streamed' or "
+                        f"'streamed/K_CHUNKS', got {v!r}", layer=where, field=f"weights.{key}"))
+    return None
+
+
+def mapping_from_dict(doc: Any, file: str = "<mapping>") -> Mapping:
+    """Build a :class:`Mapping` from its YAML/JSON form."""
+    d = _expect_mapping(doc, "mapping", file)
+    if "mapping" in d and isinstance(d["mapping"], AbcMapping):
+        d = dict(d["mapping"])
+    issues = _unknown(d, {"name", "segments", "comment"}, None)
+    segs_raw = d.get("segments")
+    if not isinstance(segs_raw, list) or not segs_raw:
+        issues.append(Issue("must be a non-empty list of segments", field="segments"))
+        segs_raw = []
+    segments = []
+    for i, s in enumerate(segs_raw):
+        where = f"segment {i}"
+        if not isinstance(s, AbcMapping):
+            issues.append(Issue("must be a mapping", layer=where))
+            continue
+        local = _unknown(s, SEGMENT_FIELDS, where)
+        layers = s.get("layers")
+        if not isinstance(layers, list) or not layers:
+            local.append(Issue("must be a non-empty list of layer names", layer=where,
+                               field="layers"))
+        tb = _int(s, "time_batch", where, local)
+        n = _int(s, "tiles", where, local, default=1)
+        axis = _enum(Axis, s.get("axis", "OY"), where, "axis", local)
+        order = _enum(Order, s.get("order", "time_outer"), where, "order", local)
+
+        def table(key: str, conv: Any) -> dict[str, Any]:
+            raw = s.get(key, {}) or {}
+            if not isinstance(raw, AbcMapping):
+                local.append(Issue("must be a mapping from names to choices", layer=where,
+                                   field=key))
+                return {}
+            out = {}
+            for k, v in raw.items():
+                c = conv(v, str(k))
+                if c is not None:
+                    out[str(k)] = c
+            return out
+
+        def sub(v: Any, k: str) -> int | None:
+            if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+                return v
+            local.append(Issue(f"must be an integer >= 1, got {v!r}", layer=where,
+                               field=f"sub_tiles.{k}"))
+            return None
+
+        seg = dict(
+            sub_tiles=table("sub_tiles", sub),
+            weights=table("weights", lambda v, k: _weight_choice(v, where, k, local)),
+            states=table("states", lambda v, k: _enum(StateMode, v, where, f"states.{k}", local)),
+            activations=table("activations",
+                              lambda v, k: _enum(Placement, v, where, f"activations.{k}", local)),
+            inputs=table("inputs", lambda v, k: _enum(Placement, v, where, f"inputs.{k}", local)),
+            halos=table("halos", lambda v, k: _enum(Halo, v, where, f"halos.{k}", local)),
+        )
+        issues += local
+        if not local:
+            segments.append(Segment(layers=tuple(map(str, layers)), time_batch=tb, tiles=n,
+                                    axis=axis, order=order, **seg))
+    if issues:
+        raise StemsInputError(issues).with_file(file)
+    return Mapping(tuple(segments), str(d.get("name", "")))
+
+
+def mapping_to_dict(mapping: Mapping) -> dict[str, Any]:
+    """The YAML/JSON form of ``mapping`` (every field written out as given)."""
+    segs = []
+    for seg in mapping.segments:
+        segs.append({
+            "layers": list(seg.layers),
+            "time_batch": seg.time_batch,
+            "tiles": seg.tiles,
+            "axis": seg.axis.value,
+            "order": seg.order.value,
+            "sub_tiles": dict(seg.sub_tiles),
+            "weights": {k: str(v) if not v.resident and v.chunks > 1 else
+                        ("resident" if v.resident else "streamed") for k, v in seg.weights.items()},
+            "states": {k: v.value for k, v in seg.states.items()},
+            "activations": {k: v.value for k, v in seg.activations.items()},
+            "inputs": {k: v.value for k, v in seg.inputs.items()},
+            "halos": {k: v.value for k, v in seg.halos.items()},
+        })
+    out: dict[str, Any] = {"name": mapping.name} if mapping.name else {}
+    out["segments"] = segs
+    return {"mapping": out}
+
+
+def load_mapping(path: str | Path) -> Mapping:
+    """Read a mapping YAML or JSON file."""
+    return mapping_from_dict(read_document(path), str(path))
+
+
+def write_text_safely(path: str | Path, text: str) -> None:
+    """Write ``text`` atomically: a failure never leaves a half-written file behind."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dump_mapping(mapping: Mapping, path: str | Path) -> None:
+    """Write ``mapping`` as YAML (or JSON for a ``.json`` path)."""
+    doc = mapping_to_dict(mapping)
+    if str(path).lower().endswith(".json"):
+        text = json.dumps(doc, indent=2) + "\n"
+    else:
+        text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)
+    write_text_safely(path, text)

@@ -1,0 +1,344 @@
+"""A mapping: segments of the layer order and every per-segment decision.
+
+Decisions not written down take the plain defaults (weights streamed in one
+chunk, state spilled, activations through DRAM, halos re-read, one sub-tile);
+:meth:`Mapping.canonical` writes every decision out, which is what the
+mapping files contain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from stems_opt.network import Axis, Network, divisors
+
+if TYPE_CHECKING:
+    from stems_opt.problem import Problem
+
+
+class Order(str, Enum):
+    """Loop order of time batches and tiles inside a segment."""
+
+    TIME_OUTER = "time_outer"
+    SPACE_OUTER = "space_outer"
+
+
+class StateMode(str, Enum):
+    """Where a layer's neuron state lives during its segment."""
+
+    RESIDENT = "resident"
+    TILE_RESIDENT = "tile_resident"
+    SPILLED = "spilled"
+
+
+class Placement(str, Enum):
+    """Where an activation tensor lives between its producer and a consumer."""
+
+    ON_CHIP = "on_chip"
+    DRAM = "dram"
+
+
+class Halo(str, Enum):
+    """What happens to overlap rows of a DRAM-read tensor at tile boundaries."""
+
+    KEEP = "keep"
+    REREAD = "reread"
+
+
+@dataclass(frozen=True)
+class WeightChoice:
+    """Weights either resident for the whole segment or streamed in ``chunks`` along K."""
+
+    resident: bool = False
+    chunks: int = 1
+
+    def __str__(self) -> str:
+        return "resident" if self.resident else f"streamed/{self.chunks}"
+
+
+STREAMED = WeightChoice()
+RESIDENT = WeightChoice(resident=True)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Layers run together step by step, with their decisions.
+
+    Parameters
+    ----------
+    layers
+        Contiguous layer names in topological order.
+    time_batch
+        ``Tb``, a divisor of T.
+    tiles
+        ``n``, the tile count along ``axis``.
+    sub_tiles
+        Per layer ``m`` (default 1).
+    weights
+        Per weighted layer (default streamed, one chunk).
+    states
+        Per stateful layer (default spilled).
+    activations
+        Placement of tensors produced in this segment for their consumers in
+        this segment, keyed by producer (default ``dram``).
+    inputs
+        Placement of tensors produced before this segment (or the network
+        input) for this segment's consumers, keyed by producer (default
+        ``dram``).
+    halos
+        Per DRAM-read tensor (default ``reread``).
+    """
+
+    layers: tuple[str, ...]
+    time_batch: int
+    tiles: int = 1
+    axis: Axis = Axis.OY
+    order: Order = Order.TIME_OUTER
+    sub_tiles: dict[str, int] = field(default_factory=dict)
+    weights: dict[str, WeightChoice] = field(default_factory=dict)
+    states: dict[str, StateMode] = field(default_factory=dict)
+    activations: dict[str, Placement] = field(default_factory=dict)
+    inputs: dict[str, Placement] = field(default_factory=dict)
+    halos: dict[str, Halo] = field(default_factory=dict)
+
+    def sub_tile(self, layer: str) -> int:
+        """``m`` of ``layer``."""
+        return self.sub_tiles.get(layer, 1)
+
+    def weight(self, layer: str) -> WeightChoice:
+        """Weight decision of ``layer``."""
+        return self.weights.get(layer, STREAMED)
+
+    def state(self, layer: str) -> StateMode:
+        """State decision of ``layer``."""
+        return self.states.get(layer, StateMode.SPILLED)
+
+    def activation(self, tensor: str) -> Placement:
+        """In-segment placement of ``tensor``."""
+        return self.activations.get(tensor, Placement.DRAM)
+
+    def input(self, tensor: str) -> Placement:
+        """Placement of the earlier ``tensor`` for this segment."""
+        return self.inputs.get(tensor, Placement.DRAM)
+
+    def halo(self, tensor: str) -> Halo:
+        """Halo decision for DRAM-read ``tensor``."""
+        return self.halos.get(tensor, Halo.REREAD)
+
+    def steps(self, timesteps: int) -> int:
+        """``N = S * n``."""
+        return (timesteps // self.time_batch) * self.tiles
+
+    def replace(self, **changes: object) -> Segment:
+        """A copy with ``changes`` applied (dict fields are merged, not replaced)."""
+        values = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        for key, value in changes.items():
+            if isinstance(values[key], dict) and isinstance(value, dict):
+                values[key] = {**values[key], **value}
+            else:
+                values[key] = value
+        return Segment(**values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """Segments covering the layer order, with an optional name."""
+
+    segments: tuple[Segment, ...]
+    name: str = ""
+
+    def segment_of(self, layer: str) -> int:
+        """Index of the segment holding ``layer``."""
+        for i, seg in enumerate(self.segments):
+            if layer in seg.layers:
+                return i
+        raise KeyError(layer)
+
+    def canonical(self, network: Network) -> Mapping:
+        """Every decision written out (the form stored in mapping files)."""
+        segs = []
+        where = {name: i for i, s in enumerate(self.segments) for name in s.layers}
+        for i, seg in enumerate(self.segments):
+            layers = [network.layer(n) for n in seg.layers]
+            inside = set(seg.layers)
+            acts = {}
+            for lay in layers:
+                if any(c in inside for c in network.consumers(lay.name)):
+                    acts[lay.name] = seg.activation(lay.name)
+            ins = {}
+            for lay in layers:
+                for src in lay.inputs:
+                    if src not in inside and where.get(src, -1) != i:
+                        ins[src] = seg.input(src)
+            halos = {t: seg.halo(t) for t in sorted(set(acts) | set(ins))}
+            segs.append(Segment(
+                layers=seg.layers, time_batch=seg.time_batch, tiles=seg.tiles, axis=seg.axis,
+                order=seg.order,
+                sub_tiles={lay.name: seg.sub_tile(lay.name) for lay in layers},
+                weights={lay.name: seg.weight(lay.name) for lay in layers if lay.has_weights},
+                states={lay.name: seg.state(lay.name) for lay in layers if lay.stateful},
+                activations=acts, inputs=ins, halos=halos))
+        return Mapping(tuple(segs), self.name)
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One reason a mapping is not valid for a problem.
+
+    ``code`` is a short stable identifier (``structure``, ``divisor``,
+    ``range``, ``capacity``, ...); ``segment`` and ``layer`` say where.
+    """
+
+    code: str
+    message: str
+    segment: int | None = None
+    layer: str | None = None
+    field: str | None = None
+    tile: int | None = None
+    bits: int | None = None
+    capacity_bits: int | None = None
+
+    def __str__(self) -> str:
+        where = []
+        if self.segment is not None:
+            where.append(f"segment {self.segment}")
+        if self.layer:
+            where.append(f"layer {self.layer!r}")
+        if self.field:
+            where.append(f"field {self.field!r}")
+        return (", ".join(where) + ": " if where else "") + self.message
+
+
+def check_structure(network: Network, mapping: Mapping, k_unroll: int = 1) -> list[Violation]:
+    """Every structural violation (coverage, ranges, divisibility, keys).
+
+    ``k_unroll`` is the array's K unrolling, the floor for ``K / chunks``.
+    """
+    out: list[Violation] = []
+    order = [layer.name for layer in network.layers]
+    listed = [name for seg in mapping.segments for name in seg.layers]
+    unknown = [n for n in listed if not network.has_layer(n)]
+    for n in unknown:
+        out.append(Violation("structure", "no such layer in the network", layer=n,
+                             field="layers"))
+    if unknown:
+        return out
+    for n in sorted({n for n in listed if listed.count(n) > 1}):
+        out.append(Violation("structure", "layer is in more than one segment", layer=n,
+                             field="layers"))
+    for n in order:
+        if n not in listed:
+            out.append(Violation("structure", "layer is in no segment", layer=n, field="layers"))
+    if out:
+        return out
+    if listed != order:
+        out.append(Violation("structure", "segments must cut the layer order into contiguous "
+                             "runs in order", field="layers"))
+        return out
+    T = network.timesteps
+    for i, seg in enumerate(mapping.segments):
+        if not seg.layers:
+            out.append(Violation("structure", "empty segment", segment=i, field="layers"))
+            continue
+        layers = [network.layer(n) for n in seg.layers]
+        inside = set(seg.layers)
+        if not isinstance(seg.time_batch, int) or seg.time_batch < 1 or T % seg.time_batch:
+            out.append(Violation("divisor", f"time_batch {seg.time_batch} must divide T = {T} "
+                                 f"(one of {divisors(T)})", segment=i, field="time_batch"))
+            continue
+        max_n = min(lay.extent(seg.axis) for lay in layers)
+        if not 1 <= seg.tiles <= max_n:
+            out.append(Violation("range", f"tiles {seg.tiles} must be in 1..{max_n} (the "
+                                 f"smallest {seg.axis.value} extent in the segment)", segment=i,
+                                 field="tiles"))
+            continue
+        if seg.order is Order.SPACE_OUTER and (seg.tiles == 1 or seg.time_batch == T):
+            out.append(Violation("structure", "with one tile or Tb = T the order is "
+                                 "time_outer", segment=i, field="order"))
+        for key in seg.sub_tiles:
+            if key not in inside:
+                out.append(Violation("structure", "sub_tiles names a layer outside the segment",
+                                     segment=i, layer=key, field="sub_tiles"))
+        for key, wc in seg.weights.items():
+            if key not in inside or not network.layer(key).has_weights:
+                out.append(Violation("structure", "weights names a layer of this segment "
+                                     "without weights or outside it", segment=i, layer=key,
+                                     field="weights"))
+                continue
+            lay = network.layer(key)
+            if not wc.resident:
+                if wc.chunks < 1 or lay.k % wc.chunks:
+                    out.append(Violation("divisor", f"chunks {wc.chunks} must divide K = "
+                                         f"{lay.k}", segment=i, layer=key, field="weights"))
+                elif wc.chunks > 1 and lay.k // wc.chunks < k_unroll:
+                    out.append(Violation("range", f"K / chunks = {lay.k // wc.chunks} is below "
+                                         f"the array's K unrolling {k_unroll}", segment=i, layer=key,
+                                         field="weights"))
+        for key, mode in seg.states.items():
+            if key not in inside or not network.layer(key).stateful:
+                out.append(Violation("structure", "states names a layer of this segment "
+                                     "without state or outside it", segment=i, layer=key,
+                                     field="states"))
+            elif mode is StateMode.TILE_RESIDENT and not (
+                    seg.order is Order.SPACE_OUTER and seg.tiles > 1 and seg.time_batch < T):
+                out.append(Violation("structure", "tile_resident needs space_outer, tiles > 1 "
+                                     "and time_batch < T", segment=i, layer=key, field="states"))
+        for key in seg.activations:
+            if key not in inside or not any(c in inside for c in network.consumers(key)):
+                out.append(Violation("structure", "activations names a tensor not both made "
+                                     "and read in this segment", segment=i, layer=key,
+                                     field="activations"))
+        read_earlier = {src for lay in layers for src in lay.inputs if src not in inside}
+        for key, place in seg.inputs.items():
+            if key not in read_earlier:
+                out.append(Violation("structure", "inputs names a tensor this segment does "
+                                     "not read from an earlier segment", segment=i, layer=key,
+                                     field="inputs"))
+            elif key == network.input.name and place is Placement.ON_CHIP:
+                out.append(Violation("structure", "the network input always comes from DRAM",
+                                     segment=i, layer=key, field="inputs"))
+        for key in seg.halos:
+            if key not in read_earlier and key not in seg.activations and not any(
+                    c in inside for c in network.consumers(key)):
+                out.append(Violation("structure", "halos names a tensor this segment does not "
+                                     "read", segment=i, layer=key, field="halos"))
+        for lay in layers:
+            m = seg.sub_tile(lay.name)
+            if not isinstance(m, int) or m < 1:
+                out.append(Violation("range", f"sub_tiles must be >= 1, got {m}", segment=i,
+                                     layer=lay.name, field="sub_tiles"))
+    return out
+
+
+def check(problem: Problem, mapping: Mapping) -> list[Violation]:
+    """Every violation of ``mapping`` for ``problem``: structure, ranges, capacity.
+
+    Capacity violations name the segment, the tile (step), the layer
+    executing at the peak, the bits needed and the capacity.
+    """
+    from stems_opt.cost_model import evaluate, sub_tile_limits
+
+    out = check_structure(problem.network, mapping, problem.hardware.array.factor("K"))
+    if out:
+        return out
+    for i, seg in enumerate(mapping.segments):
+        limits = sub_tile_limits(problem.network, seg)
+        for name in seg.layers:
+            m = seg.sub_tile(name)
+            if m > limits[name]:
+                out.append(Violation("range", f"sub_tiles {m} exceeds the layer's smallest "
+                                     f"tile extent {limits[name]}", segment=i, layer=name,
+                                     field="sub_tiles"))
+    if out:
+        return out
+    cost = evaluate(problem, mapping)
+    cap = problem.hardware.gb_capacity_bits
+    for i, sc in enumerate(cost.segments):
+        if sc.peak_gb_bits > cap:
+            out.append(Violation("capacity", f"global buffer needs {sc.peak_gb_bits} bits at tile "
+                                 f"{sc.peak_tile} while {sc.peak_layer!r} runs; capacity is "
+                                 f"{cap} bits", segment=i, layer=sc.peak_layer, tile=sc.peak_tile,
+                                 bits=sc.peak_gb_bits, capacity_bits=cap))
+    return out

@@ -1,0 +1,644 @@
+"""The workload: layers of a spiking neural network and their shapes.
+
+A :class:`Network` is a DAG of :class:`Layer` in topological order with
+``timesteps`` (T) and batch 1. Shapes are resolved by :func:`build_network`
+from partial specs (the YAML form), so a :class:`Layer` always carries every
+loop bound; both classes validate themselves.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from stems_opt.errors import Issue, StemsInputError, raise_if
+
+
+class LayerKind(str, Enum):
+    """Layer operator."""
+
+    CONV = "conv"
+    LINEAR = "linear"
+    POOL = "pool"
+    ADD = "add"
+    FLATTEN = "flatten"
+
+
+class NeuronKind(str, Enum):
+    """Neuron model at a layer's output."""
+
+    LIF = "lif"
+    PLIF = "plif"
+    IF = "if"
+    STATELESS = "stateless"
+    NONE = "none"
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the neuron carries a membrane potential across timesteps."""
+        return self in (NeuronKind.LIF, NeuronKind.PLIF, NeuronKind.IF)
+
+    @property
+    def spiking(self) -> bool:
+        """Whether the layer emits 1-bit spikes and updates neurons."""
+        return self is not NeuronKind.NONE
+
+
+class StatePersistence(str, Enum):
+    """What happens to neuron state at the window's ends (MODEL.md section 1)."""
+
+    STREAMING = "streaming"
+    RESET = "reset"
+
+
+class Axis(str, Enum):
+    """Spatial axis along which a segment is tiled."""
+
+    OY = "OY"
+    OX = "OX"
+
+
+NETWORK_INPUT = "input"
+"""Default name of the network input tensor."""
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    """The network input: ``channels x height x width`` per timestep."""
+
+    name: str
+    channels: int
+    height: int
+    width: int
+    bits: int
+
+    def __post_init__(self) -> None:
+        issues = [
+            Issue(f"must be a positive integer, got {v!r}", layer=self.name, field=f)
+            for f, v in (
+                ("channels", self.channels),
+                ("height", self.height),
+                ("width", self.width),
+                ("bits", self.bits),
+            )
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1
+        ]
+        raise_if(issues)
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer with every loop bound resolved.
+
+    Spatial fields are per axis: ``oy``/``ox`` output extent, ``iy``/``ix``
+    input extent, ``fy``/``fx`` kernel, ``stride_y``/``stride_x``,
+    ``pad_y``/``pad_x`` (leading padding; trailing padding is whatever makes
+    the output extent, as in PyTorch).
+    """
+
+    name: str
+    kind: LayerKind
+    inputs: tuple[str, ...]
+    k: int
+    c: int
+    oy: int
+    ox: int
+    iy: int
+    ix: int
+    fy: int = 1
+    fx: int = 1
+    stride_y: int = 1
+    stride_x: int = 1
+    pad_y: int = 0
+    pad_x: int = 0
+    neuron: NeuronKind = NeuronKind.NONE
+    weight_bits: int = 4
+    input_bits: int = 1
+    output_bits: int = 1
+    state_bits: int = 12
+    psum_bits: int = 16
+    spike_rate: float = 1.0
+    pool_type: str | None = None
+
+    def __post_init__(self) -> None:
+        issues: list[Issue] = []
+        for f in ("k", "c", "oy", "ox", "iy", "ix", "fy", "fx", "stride_y", "stride_x",
+                  "weight_bits", "input_bits", "output_bits", "state_bits", "psum_bits"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                issues.append(Issue(f"must be a positive integer, got {v!r}", layer=self.name, field=f))
+        for f in ("pad_y", "pad_x"):
+            v = getattr(self, f)
+            if not isinstance(v, int) or v < 0:
+                issues.append(Issue(f"must be a non-negative integer, got {v!r}", layer=self.name, field=f))
+        if not 0.0 <= self.spike_rate <= 1.0:
+            issues.append(Issue(f"must lie in [0, 1], got {self.spike_rate}", layer=self.name,
+                                field="spike_rate"))
+        raise_if(issues)
+
+    # --- sizes (bits, over all timesteps where T appears) -----------------
+    @property
+    def has_weights(self) -> bool:
+        """Conv and linear layers carry weights."""
+        return self.kind in (LayerKind.CONV, LayerKind.LINEAR)
+
+    @property
+    def weight_size_bits(self) -> int:
+        """|W|: K x C x FY x FX x weight bits (0 for pools, adds, flattens)."""
+        return self.k * self.c * self.fy * self.fx * self.weight_bits if self.has_weights else 0
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the layer has a neuron state tensor V."""
+        return self.has_weights and self.neuron.stateful
+
+    @property
+    def state_size_bits(self) -> int:
+        """|V|: K x OY x OX x state bits (no T: state is carried over time)."""
+        return self.k * self.oy * self.ox * self.state_bits if self.stateful else 0
+
+    def output_size_bits(self, timesteps: int) -> int:
+        """|O| over ``timesteps`` timesteps."""
+        return timesteps * self.k * self.oy * self.ox * self.output_bits
+
+    def extent(self, axis: Axis) -> int:
+        """Output extent along ``axis``."""
+        return self.oy if axis is Axis.OY else self.ox
+
+    def cross_extent(self, axis: Axis) -> int:
+        """Output extent across ``axis``."""
+        return self.ox if axis is Axis.OY else self.oy
+
+    def input_extent(self, axis: Axis) -> int:
+        """Input extent along ``axis``."""
+        return self.iy if axis is Axis.OY else self.ix
+
+    def output_row_bits(self, axis: Axis) -> int:
+        """Bits of one output row along ``axis`` for one timestep."""
+        return self.k * self.cross_extent(axis) * self.output_bits
+
+    def state_row_bits(self, axis: Axis) -> int:
+        """Bits of one row of V along ``axis``."""
+        return self.k * self.cross_extent(axis) * self.state_bits if self.stateful else 0
+
+    # --- windows -----------------------------------------------------------
+    def window(self, axis: Axis, lo: int, hi: int) -> tuple[int, int]:
+        """Input rows ``[a, b)`` needed to compute output rows ``[lo, hi)``.
+
+        Empty output ranges need nothing; rows in the padding are clipped.
+        """
+        if hi <= lo:
+            return (0, 0)
+        if self.kind in (LayerKind.FLATTEN, LayerKind.LINEAR):
+            return (0, self.input_extent(axis))
+        if self.kind is LayerKind.ADD:
+            return (lo, hi)
+        if axis is Axis.OY:
+            s, p, f, e = self.stride_y, self.pad_y, self.fy, self.iy
+        else:
+            s, p, f, e = self.stride_x, self.pad_x, self.fx, self.ix
+        return (max(0, lo * s - p), min(e, (hi - 1) * s - p + f))
+
+    # --- operations ----------------------------------------------------------
+    def operations(self, timesteps: int) -> int:
+        """Synaptic operations over ``timesteps`` (AC or MAC; compares for pools)."""
+        if self.kind is LayerKind.CONV:
+            return timesteps * self.k * self.c * self.oy * self.ox * self.fy * self.fx
+        if self.kind is LayerKind.LINEAR:
+            return timesteps * self.k * self.c
+        if self.kind is LayerKind.POOL:
+            return timesteps * self.k * self.oy * self.ox * self.fy * self.fx
+        if self.kind is LayerKind.ADD:
+            return timesteps * self.k * self.oy * self.ox * (len(self.inputs) - 1)
+        return 0
+
+    @property
+    def uses_mac(self) -> bool:
+        """Multi-bit inputs need multiply-accumulates; spikes only accumulate."""
+        return self.has_weights and self.input_bits > 1
+
+    def neuron_updates(self, timesteps: int) -> int:
+        """Leak/compare/reset operations: one per output neuron per timestep."""
+        if not (self.has_weights and self.neuron.spiking):
+            return 0
+        return timesteps * self.k * self.oy * self.ox
+
+
+@dataclass(frozen=True)
+class Block:
+    """A named contiguous run of layers (the unit of STEMS's schedule strings)."""
+
+    name: str
+    layers: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Network:
+    """A validated SNN: layers in topological order, ``timesteps`` T, batch 1.
+
+    Compared and hashed by identity, so derived geometry can be cached per network.
+    """
+
+    name: str
+    timesteps: int
+    input: InputTensor
+    layers: tuple[Layer, ...]
+    state_persistence: StatePersistence = StatePersistence.STREAMING
+    blocks: tuple[Block, ...] = ()
+    outputs: tuple[str, ...] = ()
+    _index: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _consumers: dict[str, tuple[str, ...]] = field(default_factory=dict, init=False, repr=False,
+                                                   compare=False)
+
+    def __post_init__(self) -> None:
+        issues: list[Issue] = []
+        if not isinstance(self.timesteps, int) or isinstance(self.timesteps, bool) or self.timesteps < 1:
+            issues.append(Issue(f"must be a positive integer, got {self.timesteps!r}", field="timesteps"))
+        seen: dict[str, int] = {}
+        for i, layer in enumerate(self.layers):
+            if layer.name in seen or layer.name == self.input.name:
+                issues.append(Issue("duplicate layer name", layer=layer.name, field="name"))
+            for src in layer.inputs:
+                if src != self.input.name and src not in seen:
+                    issues.append(Issue(f"input {src!r} is not the network input or an earlier layer",
+                                        layer=layer.name, field="inputs"))
+            seen[layer.name] = i
+        if not self.layers:
+            issues.append(Issue("a network needs at least one layer", field="layers"))
+        raise_if(issues)
+        self._index.update(seen)
+        consumers: dict[str, list[str]] = {self.input.name: []}
+        consumers.update({layer.name: [] for layer in self.layers})
+        for layer in self.layers:
+            for src in layer.inputs:
+                if layer.name not in consumers[src]:
+                    consumers[src].append(layer.name)
+        self._consumers.update({k: tuple(v) for k, v in consumers.items()})
+        for o in self.outputs:
+            if o not in seen:
+                issues.append(Issue(f"output {o!r} is not a layer", field="outputs"))
+        covered: list[str] = []
+        for b in self.blocks:
+            for name in b.layers:
+                if name not in seen:
+                    issues.append(Issue(f"block {b.name!r} names unknown layer", layer=name,
+                                        field="blocks"))
+            covered.extend(b.layers)
+        if self.blocks and not issues and covered != [layer.name for layer in self.layers]:
+            issues.append(Issue("blocks must list every layer once, in layer order", field="blocks"))
+        raise_if(issues)
+
+    # --- queries ---------------------------------------------------------------
+    def index(self, name: str) -> int:
+        """Position of layer ``name`` in topological order."""
+        return self._index[name]
+
+    def layer(self, name: str) -> Layer:
+        """The layer called ``name``."""
+        return self.layers[self._index[name]]
+
+    def has_layer(self, name: str) -> bool:
+        """Whether ``name`` is a layer (not the network input)."""
+        return name in self._index
+
+    def consumers(self, tensor: str) -> tuple[str, ...]:
+        """Layers reading ``tensor`` (a layer name or the input's name), in order."""
+        return self._consumers[tensor]
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Network outputs: the listed ones, else every layer nobody reads."""
+        if self.outputs:
+            return self.outputs
+        return tuple(layer.name for layer in self.layers if not self._consumers[layer.name])
+
+    def tensor_size_bits(self, tensor: str) -> int:
+        """|X| over all timesteps for a layer output or the network input."""
+        if tensor == self.input.name:
+            i = self.input
+            return self.timesteps * i.channels * i.height * i.width * i.bits
+        return self.layer(tensor).output_size_bits(self.timesteps)
+
+    def tensor_row_bits(self, tensor: str, axis: Axis) -> int:
+        """Bits of one row (along ``axis``) of ``tensor`` for one timestep."""
+        if tensor == self.input.name:
+            i = self.input
+            cross = i.width if axis is Axis.OY else i.height
+            return i.channels * cross * i.bits
+        return self.layer(tensor).output_row_bits(axis)
+
+    def tensor_extent(self, tensor: str, axis: Axis) -> int:
+        """Extent of ``tensor`` along ``axis``."""
+        if tensor == self.input.name:
+            return self.input.height if axis is Axis.OY else self.input.width
+        return self.layer(tensor).extent(axis)
+
+    @property
+    def block_list(self) -> tuple[Block, ...]:
+        """The block partition; one block per layer when none is given."""
+        if self.blocks:
+            return self.blocks
+        return tuple(Block(layer.name, (layer.name,)) for layer in self.layers)
+
+    @property
+    def weight_size_bits(self) -> int:
+        """Sum of |W| over layers."""
+        return sum(layer.weight_size_bits for layer in self.layers)
+
+    @property
+    def state_size_bits(self) -> int:
+        """Sum of |V| over layers."""
+        return sum(layer.state_size_bits for layer in self.layers)
+
+    @property
+    def operations(self) -> int:
+        """Synaptic operations of conv and linear layers over T."""
+        return sum(layer.operations(self.timesteps) for layer in self.layers if layer.has_weights)
+
+
+# ----------------------------------------------------------------------------
+# Shape inference from partial specs
+# ----------------------------------------------------------------------------
+
+LAYER_FIELDS = {
+    "name", "type", "inputs", "loop_dims", "kernel", "stride", "padding", "neuron",
+    "operand_precision", "spike_rate", "pool", "comment",
+}
+PRECISION_KEYS = {"W", "O", "V", "psum"}
+
+
+@dataclass(frozen=True)
+class NetworkDefaults:
+    """Network-wide defaults for per-layer fields."""
+
+    weight_bits: int = 4
+    spike_bits: int = 1
+    activation_bits: int = 4
+    state_bits: int = 12
+    psum_bits: int = 16
+    neuron: NeuronKind = NeuronKind.LIF
+    add_output_bits: str = "widest"
+
+
+def _pair(value: Any, layer: str, fname: str, issues: list[Issue]) -> tuple[int, int] | None:
+    if isinstance(value, bool):
+        value = None
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 \
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return (value[0], value[1])
+    issues.append(Issue(f"must be an integer or a [y, x] pair of integers, got {value!r}",
+                        layer=layer, field=fname))
+    return None
+
+
+def _spatial_out(i: int, f: int, s: int, p: int) -> int:
+    return (i + 2 * p - f) // s + 1
+
+
+def build_network(
+    name: str,
+    timesteps: int,
+    input_tensor: InputTensor,
+    specs: Sequence[Mapping[str, Any]],
+    defaults: NetworkDefaults = NetworkDefaults(),
+    state_persistence: StatePersistence = StatePersistence.STREAMING,
+    blocks: Sequence[Block] = (),
+    outputs: Sequence[str] = (),
+) -> Network:
+    """Resolve shapes through the DAG and build a validated :class:`Network`.
+
+    Parameters
+    ----------
+    specs
+        One mapping per layer, as in the network YAML (``name``, ``type``,
+        ``inputs``, ``loop_dims``, ``stride``, ``padding``, ...). Given loop
+        bounds (``C``, ``OY``, ``OX``) are checked against the inferred ones.
+
+    Raises
+    ------
+    StemsInputError
+        With every problem found, each naming the layer and the field.
+    """
+    issues: list[Issue] = []
+    shapes: dict[str, tuple[int, int, int, int]] = {
+        input_tensor.name: (input_tensor.channels, input_tensor.height, input_tensor.width,
+                            input_tensor.bits)
+    }
+    layers: list[Layer] = []
+    for idx, spec in enumerate(specs):
+        lname = spec.get("name") if isinstance(spec, Mapping) else None
+        if not isinstance(lname, str) or not lname:
+            issues.append(Issue("every layer needs a string 'name'", layer=f"#{idx}", field="name"))
+            continue
+        layer_issues: list[Issue] = []
+        layer = _build_layer(lname, spec, shapes, defaults, layer_issues)
+        issues.extend(layer_issues)
+        if layer is not None and not layer_issues:
+            layers.append(layer)
+            shapes[lname] = (layer.k, layer.oy, layer.ox, layer.output_bits)
+    raise_if(issues)
+    return Network(name=name, timesteps=timesteps, input=input_tensor, layers=tuple(layers),
+                   state_persistence=state_persistence, blocks=tuple(blocks),
+                   outputs=tuple(outputs))
+
+
+def _build_layer(
+    lname: str,
+    spec: Mapping[str, Any],
+    shapes: Mapping[str, tuple[int, int, int, int]],
+    d: NetworkDefaults,
+    issues: list[Issue],
+) -> Layer | None:
+    for key in spec:
+        if key not in LAYER_FIELDS:
+            issues.append(Issue(f"unknown field (known: {', '.join(sorted(LAYER_FIELDS))})",
+                                layer=lname, field=str(key)))
+    try:
+        kind = LayerKind(spec.get("type"))
+    except ValueError:
+        issues.append(Issue(f"unknown layer type {spec.get('type')!r} (one of "
+                            f"{', '.join(k.value for k in LayerKind)})", layer=lname, field="type"))
+        return None
+    inputs = spec.get("inputs")
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    if not isinstance(inputs, Sequence) or not inputs or not all(isinstance(i, str) for i in inputs):
+        issues.append(Issue("must be a non-empty list of tensor names", layer=lname, field="inputs"))
+        return None
+    missing = [i for i in inputs if i not in shapes]
+    if missing:
+        issues.append(Issue(f"unknown or later tensor(s) {', '.join(missing)} (inputs must be the "
+                            "network input or earlier layers)", layer=lname, field="inputs"))
+        return None
+    if kind is LayerKind.ADD and len(inputs) < 2:
+        issues.append(Issue("an add needs two or more inputs", layer=lname, field="inputs"))
+        return None
+    if kind is not LayerKind.ADD and len(inputs) != 1:
+        issues.append(Issue(f"a {kind.value} layer takes exactly one input", layer=lname,
+                            field="inputs"))
+        return None
+    c, iy, ix, ibits = shapes[inputs[0]]
+    dims = spec.get("loop_dims", {}) or {}
+    if not isinstance(dims, Mapping):
+        issues.append(Issue("must be a mapping such as {K: 64, FY: 3, FX: 3}", layer=lname,
+                            field="loop_dims"))
+        return None
+    for key, v in dims.items():
+        if key not in {"K", "C", "OY", "OX", "FY", "FX", "T", "B"}:
+            issues.append(Issue("unknown loop dimension", layer=lname, field=f"loop_dims.{key}"))
+        elif not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            issues.append(Issue(f"must be a positive integer, got {v!r}", layer=lname,
+                                field=f"loop_dims.{key}"))
+    if issues:
+        return None
+
+    prec = spec.get("operand_precision", {}) or {}
+    if not isinstance(prec, Mapping):
+        issues.append(Issue("must be a mapping such as {W: 4, O: 1, V: 12}", layer=lname,
+                            field="operand_precision"))
+        return None
+    for key, v in prec.items():
+        if key not in PRECISION_KEYS:
+            issues.append(Issue("unknown operand (W, O, V, psum)", layer=lname,
+                                field=f"operand_precision.{key}"))
+        elif not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            issues.append(Issue(f"must be a positive integer, got {v!r}", layer=lname,
+                                field=f"operand_precision.{key}"))
+    try:
+        neuron = NeuronKind(spec.get("neuron", d.neuron.value if kind in
+                                     (LayerKind.CONV, LayerKind.LINEAR) else "none"))
+    except ValueError:
+        issues.append(Issue(f"unknown neuron {spec.get('neuron')!r} (one of "
+                            f"{', '.join(n.value for n in NeuronKind)})", layer=lname, field="neuron"))
+        return None
+    rate = spec.get("spike_rate", 1.0)
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate <= 1:
+        issues.append(Issue(f"must be a number in [0, 1], got {rate!r}", layer=lname,
+                            field="spike_rate"))
+        return None
+    for key in ("T", "B"):
+        if key in dims and key == "B" and dims[key] != 1:
+            issues.append(Issue("batch must be 1", layer=lname, field="loop_dims.B"))
+    if issues:
+        return None
+
+    common = dict(name=lname, inputs=tuple(inputs), iy=iy, ix=ix, input_bits=ibits,
+                  spike_rate=float(rate), psum_bits=prec.get("psum", d.psum_bits))
+
+    def check_given(key: str, inferred: int, why: str) -> None:
+        if key in dims and dims[key] != inferred:
+            issues.append(Issue(f"is {dims[key]} but {why} gives {inferred}", layer=lname,
+                                field=f"loop_dims.{key}"))
+
+    if kind in (LayerKind.CONV, LayerKind.LINEAR):
+        if "K" not in dims:
+            issues.append(Issue("is required", layer=lname, field="loop_dims.K"))
+            return None
+        k = dims["K"]
+        out_bits = prec.get("O", d.spike_bits if neuron.spiking else d.activation_bits)
+        wbits = prec.get("W", d.weight_bits)
+        sbits = prec.get("V", d.state_bits)
+        if kind is LayerKind.LINEAR:
+            if iy != 1 or ix != 1:
+                issues.append(Issue(f"input {inputs[0]!r} is {iy}x{ix}; flatten it first",
+                                    layer=lname, field="inputs"))
+                return None
+            check_given("C", c, f"input {inputs[0]!r}")
+            if issues:
+                return None
+            return Layer(kind=kind, k=k, c=c, oy=1, ox=1, neuron=neuron, weight_bits=wbits,
+                         output_bits=out_bits, state_bits=sbits, **common)
+        fy, fx = dims.get("FY", 1), dims.get("FX", 1)
+        stride = _pair(spec.get("stride", 1), lname, "stride", issues)
+        pad_spec = spec.get("padding", "same")
+        pad = ((fy - 1) // 2, (fx - 1) // 2) if pad_spec == "same" else \
+            _pair(pad_spec, lname, "padding", issues)
+        if stride is None or pad is None:
+            return None
+        if min(stride) < 1 or min(pad) < 0:
+            issues.append(Issue("stride must be >= 1 and padding >= 0", layer=lname,
+                                field="stride" if min(stride) < 1 else "padding"))
+            return None
+        if fy > iy + 2 * pad[0] or fx > ix + 2 * pad[1]:
+            issues.append(Issue(f"kernel {fy}x{fx} is larger than the padded input map "
+                                f"{iy + 2 * pad[0]}x{ix + 2 * pad[1]}", layer=lname,
+                                field="loop_dims.FY" if fy > iy + 2 * pad[0] else "loop_dims.FX"))
+            return None
+        oy = _spatial_out(iy, fy, stride[0], pad[0])
+        ox = _spatial_out(ix, fx, stride[1], pad[1])
+        check_given("C", c, f"input {inputs[0]!r}")
+        check_given("OY", oy, "the input, kernel, stride and padding")
+        check_given("OX", ox, "the input, kernel, stride and padding")
+        if issues:
+            return None
+        return Layer(kind=kind, k=k, c=c, oy=oy, ox=ox, fy=fy, fx=fx, stride_y=stride[0],
+                     stride_x=stride[1], pad_y=pad[0], pad_x=pad[1], neuron=neuron,
+                     weight_bits=wbits, output_bits=out_bits, state_bits=sbits, **common)
+
+    if neuron is not NeuronKind.NONE:
+        issues.append(Issue(f"a {kind.value} layer has no neurons; use 'none'", layer=lname,
+                            field="neuron"))
+        return None
+    if kind is LayerKind.POOL:
+        kernel = _pair(spec.get("kernel", [dims.get("FY", 2), dims.get("FX", 2)]), lname, "kernel",
+                       issues)
+        stride = _pair(spec.get("stride", kernel), lname, "stride", issues) if kernel else None
+        pad = _pair(spec.get("padding", 0), lname, "padding", issues)
+        ptype = spec.get("pool", "max")
+        if ptype not in ("max", "avg", "sum"):
+            issues.append(Issue(f"unknown pool {ptype!r} (max, avg, sum)", layer=lname,
+                                field="pool"))
+        if kernel is None or stride is None or pad is None or issues:
+            return None
+        if min(kernel) < 1 or min(stride) < 1 or min(pad) < 0:
+            issues.append(Issue("kernel and stride must be >= 1, padding >= 0", layer=lname,
+                                field="kernel"))
+            return None
+        if kernel[0] > iy + 2 * pad[0] or kernel[1] > ix + 2 * pad[1]:
+            issues.append(Issue(f"kernel {kernel[0]}x{kernel[1]} is larger than the input map "
+                                f"{iy}x{ix}", layer=lname, field="kernel"))
+            return None
+        oy = _spatial_out(iy, kernel[0], stride[0], pad[0])
+        ox = _spatial_out(ix, kernel[1], stride[1], pad[1])
+        check_given("K", c, "a pool keeps the channels of its input; it")
+        check_given("OY", oy, "the input, kernel and stride")
+        check_given("OX", ox, "the input, kernel and stride")
+        if issues:
+            return None
+        return Layer(kind=kind, k=c, c=c, oy=oy, ox=ox, fy=kernel[0], fx=kernel[1],
+                     stride_y=stride[0], stride_x=stride[1], pad_y=pad[0], pad_x=pad[1],
+                     output_bits=prec.get("O", ibits), pool_type=ptype, **common)
+    if kind is LayerKind.ADD:
+        shapes_in = [shapes[i] for i in inputs]
+        first = shapes_in[0]
+        for src, (sc, sy, sx, _) in zip(inputs[1:], shapes_in[1:]):
+            if (sc, sy, sx) != first[:3]:
+                issues.append(Issue(f"input {src!r} is {sc}x{sy}x{sx} but {inputs[0]!r} is "
+                                    f"{first[0]}x{first[1]}x{first[2]} (channels x OY x OX must "
+                                    "match)", layer=lname, field="inputs"))
+        if issues:
+            return None
+        widest = max(s[3] for s in shapes_in)
+        exact = widest + math.ceil(math.log2(len(inputs))) if widest > 1 else \
+            math.ceil(math.log2(len(inputs) + 1))
+        obits = prec.get("O", exact if d.add_output_bits == "exact" else widest)
+        return Layer(kind=kind, k=c, c=c, oy=iy, ox=ix, output_bits=obits, **common)
+    # flatten: (C, Y, X) -> (C*Y*X, 1, 1)
+    return Layer(kind=kind, k=c * iy * ix, c=c, oy=1, ox=1, output_bits=ibits, **common)
+
+
+def divisors(n: int) -> list[int]:
+    """All divisors of ``n`` in increasing order."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+__all__ = [
+    "NETWORK_INPUT", "Axis", "Block", "InputTensor", "Layer", "LayerKind", "Network",
+    "NetworkDefaults", "NeuronKind", "StatePersistence", "build_network", "divisors",
+]
