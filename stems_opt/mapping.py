@@ -172,7 +172,8 @@ class Mapping:
                 for src in lay.inputs:
                     if src not in inside and where.get(src, -1) != i:
                         ins[src] = seg.input(src)
-            halos = {t: seg.halo(t) for t in sorted(set(acts) | set(ins))}
+            dram_read = [t for t, p in {**acts, **ins}.items() if p is Placement.DRAM]
+            halos = {t: seg.halo(t) for t in sorted(dram_read)}
             segs.append(Segment(
                 layers=seg.layers, time_batch=seg.time_batch, tiles=seg.tiles, axis=seg.axis,
                 order=seg.order,
