@@ -1,0 +1,27 @@
+"""What a backend is given and what it returns."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """Solver settings common to every backend."""
+
+    time_limit_s: float | None = None
+    threads: int | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class BackendAnswer:
+    """Raw answer of a backend: ``status`` is optimal, feasible, infeasible or unknown."""
+
+    status: str
+    values: Sequence[float] | None
+    objective: float | None
+    bound: float | None
+    solve_s: float
+    detail: str = ""

@@ -1,0 +1,459 @@
+"""Precomputed model data shared by every backend.
+
+The joint problem is cut into *frames* and *layer options*:
+
+* A **frame** is a candidate segment: a contiguous interval of layers with a
+  time batch ``Tb``, an axis, a tile count ``n`` and an order.
+* A **layer option** is everything one layer of a frame decides, under one
+  *context*: its sub-tile count ``m``, its weight and state decisions, and
+  the context of its tensors (in-segment placement of its output, whether
+  the output is kept whole across segments or written for a later segment,
+  where each input comes from and its halo rule).
+
+Every option carries its objective coefficient (traffic bits, or energy in
+integer fJ) and its global-buffer coefficient on every capacity row of its
+frame (``persistent + local[t, p]``), both computed by the cost model's own
+term functions, so the MIP objective of a mapping is the cost model's value.
+
+Exact reductions (each keeps at least one optimal mapping):
+
+* OX frames are dropped when the network is symmetric under swapping the
+  axes (same cost and occupancy as the OY frame).
+* ``space_outer`` frames are kept only where a layer can be tile-resident
+  (otherwise ``time_outer`` is never worse: same traffic, carried rows held
+  for ``Tb`` instead of ``T`` timesteps).
+* Within one layer and context, an option whose cost and every capacity
+  coefficient are no smaller than another's is dropped (Pareto pruning);
+  so is any option that alone overflows the buffer.
+* Reading from DRAM a tensor that is kept whole on chip is excluded (the
+  on-chip read is never worse).
+* Frames with a layer that fits in no context are dropped, as are frames
+  whose lower bound plus the best completion of the rest of the chain
+  exceeds a known upper bound (a dynamic program over segment boundaries).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stems_opt.cost_model import (
+    EnergyRates,
+    SegmentGeometry,
+    dram_read_term,
+    layer_gb_access_bits,
+    output_term,
+    state_term,
+    sub_tile_limits,
+    weight_term,
+)
+from stems_opt.mapping import Halo, Order, Placement, Segment, StateMode, WeightChoice
+from stems_opt.network import Axis, Layer, Network, divisors
+from stems_opt.problem import Objective, Problem
+
+CHIP, KEEP, REREAD = "chip", "keep", "reread"
+
+
+@dataclass(frozen=True)
+class InputContext:
+    """Where one input of a layer comes from in a frame: ``chip``, or DRAM with a halo rule."""
+
+    tensor: str
+    source: str  # CHIP, KEEP or REREAD
+    in_frame: bool
+
+
+@dataclass(frozen=True)
+class OutputContext:
+    """What happens to a layer's output in a frame.
+
+    ``on_chip`` is the in-segment placement (``None`` without in-frame
+    consumers); ``whole`` keeps it whole in the GB for later segments;
+    ``cross_write`` writes it to DRAM for a later segment that reads it there.
+    """
+
+    on_chip: bool | None
+    whole: bool
+    cross_write: bool
+
+
+@dataclass(frozen=True)
+class LayerOption:
+    """One layer's decisions in one context, with its coefficients."""
+
+    layer: str
+    m: int
+    weight: WeightChoice | None
+    state: StateMode | None
+    inputs: tuple[InputContext, ...]
+    output: OutputContext
+    cost: int
+    read_bits: int
+    write_bits: int
+    coeff: np.ndarray = field(compare=False, repr=False)  # GB bits on each capacity row
+
+
+@dataclass
+class Frame:
+    """A candidate segment and the options of its layers."""
+
+    index: int
+    first: int
+    last: int
+    layers: tuple[str, ...]
+    time_batch: int
+    axis: Axis
+    tiles: int
+    order: Order
+    options: dict[str, list[LayerOption]]
+    rows: int
+    lower_bound: int = 0
+    in_tensors: tuple[str, ...] = ()
+    out_tensors: tuple[str, ...] = ()
+    frame_tensors: tuple[str, ...] = ()
+
+    def segment(self) -> Segment:
+        """The bare segment (decisions come from the chosen options)."""
+        return Segment(self.layers, self.time_batch, self.tiles, self.axis, self.order)
+
+
+@dataclass
+class ModelData:
+    """Everything a backend needs: frames, crossing tensors and constants."""
+
+    problem: Problem
+    objective: Objective
+    frames: list[Frame]
+    whole_candidates: dict[str, int]  # tensor -> size bits, may be kept whole across segments
+    last_consumer: dict[str, int]     # tensor -> index of its last consumer
+    producer: dict[str, int]          # tensor -> index of its producer (-1 for the input)
+    constant: float                   # objective part no mapping changes (compute, neurons)
+    capacity_bits: int
+    upper_bound: float | None = None
+    build_s: float = 0.0
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def axis_symmetric(network: Network) -> bool:
+    """Whether swapping OY and OX maps the network onto itself."""
+    i = network.input
+    if i.height != i.width:
+        return False
+    return all(lay.oy == lay.ox and lay.iy == lay.ix and lay.fy == lay.fx
+               and lay.stride_y == lay.stride_x and lay.pad_y == lay.pad_x
+               for lay in network.layers)
+
+
+def _weight_choices(layer: Layer, k_unroll: int) -> list[WeightChoice]:
+    out = [WeightChoice(resident=True), WeightChoice()]
+    out += [WeightChoice(chunks=k) for k in divisors(layer.k)
+            if k > 1 and layer.k // k >= k_unroll]
+    return out
+
+
+def _pareto(options: list[LayerOption]) -> list[LayerOption]:
+    """Drop options no better than another in cost and in every capacity coefficient."""
+    options = sorted(options, key=lambda o: (o.cost, int(o.coeff.sum()), o.m))
+    kept: list[LayerOption] = []
+    for o in options:
+        if any(k.cost <= o.cost and np.all(k.coeff <= o.coeff) for k in kept):
+            continue
+        kept.append(o)
+    return kept
+
+
+class _FrameBuilder:
+    """Builds the options of one frame from the cost model's term functions."""
+
+    def __init__(self, data_ctx: _Context, first: int, last: int, tb: int, axis: Axis,
+                 tiles: int, order: Order):
+        self.c = data_ctx
+        net = data_ctx.network
+        self.layers = tuple(lay.name for lay in net.layers[first:last + 1])
+        self.first, self.last = first, last
+        self.seg = Segment(self.layers, tb, tiles, axis, order)
+        self.geo = SegmentGeometry(net, self.seg)
+        self.inside = set(self.layers)
+        self.limits = sub_tile_limits(net, self.seg)
+        self.L = len(self.layers)
+
+    def coeff(self, term_persistent: int, local: np.ndarray | None) -> np.ndarray:
+        vec = np.full(self.geo.n * self.L, term_persistent, dtype=np.int64)
+        if local is not None:
+            vec += local.reshape(-1)
+        return vec
+
+    def build(self) -> dict[str, list[LayerOption]] | None:
+        out: dict[str, list[LayerOption]] = {}
+        for name in self.layers:
+            opts = self.layer_options(self.c.network.layer(name))
+            if not opts:
+                return None
+            out[name] = opts
+        return out
+
+    def input_contexts(self, layer: Layer) -> list[list[InputContext]]:
+        per_input = []
+        for src in dict.fromkeys(layer.inputs):
+            in_frame = src in self.inside
+            sources = [KEEP, REREAD]
+            if in_frame or src in self.c.whole_candidates:
+                sources = [CHIP, *sources]
+            per_input.append([InputContext(src, s, in_frame) for s in sources])
+        return per_input
+
+    def output_contexts(self, layer: Layer) -> list[OutputContext]:
+        net = self.c.network
+        cons = net.consumers(layer.name)
+        inner = any(c in self.inside for c in cons)
+        cross = any(c not in self.inside for c in cons)
+        placements: list[bool | None] = [True, False] if inner else [None]
+        crosses = [(False, False)]
+        if cross:
+            crosses = [(False, True)]
+            if layer.name in self.c.whole_candidates:
+                crosses += [(True, False), (True, True)]
+        out = []
+        for p, (whole, cw) in itertools.product(placements, crosses):
+            if whole and p is False:
+                continue  # a tensor kept whole is read on chip inside its segment too
+            out.append(OutputContext(p, whole, cw))
+        return out
+
+    def layer_options(self, layer: Layer) -> list[LayerOption]:
+        c = self.c
+        geo = self.geo
+        cap = c.capacity_bits
+        name = layer.name
+        net = c.network
+        is_output = name in c.outputs
+        weights = _weight_choices(layer, c.k_unroll) if layer.has_weights else [None]
+        states: list[StateMode | None] = [None]
+        if layer.stateful:
+            states = [StateMode.RESIDENT, StateMode.SPILLED]
+            if self.seg.order is Order.SPACE_OUTER:
+                states.append(StateMode.TILE_RESIDENT)
+        in_ctx = self.input_contexts(layer)
+        out_ctx = self.output_contexts(layer)
+        result: list[LayerOption] = []
+        by_context: dict[tuple, list[LayerOption]] = {}
+        for m in range(1, self.limits[name] + 1):
+            # Parts, each depending on one decision and m only.
+            w_parts = []
+            for wc in weights:
+                if wc is None:
+                    w_parts.append((None, 0, 0, None))
+                    continue
+                t = weight_term(geo, layer, wc, m)
+                w_parts.append((wc, t.read_bits, t.write_bits, self.coeff(t.persistent_bits, t.local)))
+            v_parts = []
+            for sm in states:
+                if sm is None:
+                    v_parts.append((None, 0, 0, None))
+                    continue
+                t = state_term(geo, layer, sm, m, net.state_persistence)
+                v_parts.append((sm, t.read_bits, t.write_bits, self.coeff(t.persistent_bits, t.local)))
+            o_parts = []
+            for oc in out_ctx:
+                written = is_output or oc.on_chip is False or oc.cross_write
+                placement = None if oc.on_chip is None else (
+                    Placement.ON_CHIP if oc.on_chip else Placement.DRAM)
+                t = output_term(geo, layer, placement, oc.whole, written, m)
+                o_parts.append((oc, t.read_bits, t.write_bits, self.coeff(t.persistent_bits, t.local)))
+            i_parts = []
+            for choices in in_ctx:
+                parts = []
+                for ic in choices:
+                    if ic.source == CHIP:
+                        parts.append((ic, 0, 0, None))
+                        continue
+                    t = dram_read_term(geo, ic.tensor, layer, Halo.KEEP if ic.source == KEEP
+                                       else Halo.REREAD, m)
+                    parts.append((ic, t.read_bits, t.write_bits,
+                                   self.coeff(t.persistent_bits, t.local)))
+                i_parts.append(parts)
+            gb_fj = 0
+            if c.objective is Objective.ENERGY:
+                r, w = layer_gb_access_bits(geo, layer, m)
+                gb_fj = r * c.rates.gb_read_fj_per_bit + w * c.rates.gb_write_fj_per_bit
+            # Weight x state pairs, pruned once per m.
+            wv = []
+            for (wc, wr, ww, wcf), (sm, vr, vw, vcf) in itertools.product(w_parts, v_parts):
+                coeff = np.zeros(geo.n * self.L, dtype=np.int64)
+                if wcf is not None:
+                    coeff = coeff + wcf
+                if vcf is not None:
+                    coeff = coeff + vcf
+                wv.append((wc, sm, wr + vr, ww + vw, coeff))
+            for oc_part in o_parts:
+                for in_combo in itertools.product(*i_parts) if i_parts else [()]:
+                    if any(ic.source != CHIP and ic.tensor in self.inside and oc_part[0] is None
+                           for ic, *_ in in_combo):
+                        pass
+                    base_r = oc_part[1] + sum(p[1] for p in in_combo)
+                    base_w = oc_part[2] + sum(p[2] for p in in_combo)
+                    base_c = oc_part[3].copy()
+                    for p in in_combo:
+                        if p[3] is not None:
+                            base_c += p[3]
+                    ctx_key = (oc_part[0], tuple(p[0] for p in in_combo))
+                    for wc, sm, r, w, coeff in wv:
+                        rr, wwb = base_r + r, base_w + w
+                        total = base_c + coeff
+                        if int(total.max()) > cap:
+                            continue
+                        cost = rr + wwb if c.objective is Objective.TRAFFIC else \
+                            rr * c.rates.read_fj_per_bit + wwb * c.rates.write_fj_per_bit + gb_fj
+                        by_context.setdefault(ctx_key, []).append(LayerOption(
+                            name, m, wc, sm, ctx_key[1], ctx_key[0], int(cost), rr, wwb, total))
+        for opts in by_context.values():
+            result.extend(_pareto(opts))
+        return result
+
+
+@dataclass
+class _Context:
+    network: Network
+    objective: Objective
+    capacity_bits: int
+    k_unroll: int
+    rates: EnergyRates
+    whole_candidates: dict[str, int]
+    outputs: set[str]
+
+
+def _whole_candidates(problem: Problem) -> dict[str, int]:
+    """Tensors that may be kept whole across segments: read outside a segment that
+    could hold their producer, and small enough to fit the buffer at all."""
+    net = problem.network
+    cap = problem.hardware.gb_capacity_bits
+    out = {}
+    for lay in net.layers:
+        if net.consumers(lay.name) and net.tensor_size_bits(lay.name) < cap:
+            out[lay.name] = net.tensor_size_bits(lay.name)
+    return out
+
+
+def frame_specs(problem: Problem) -> Iterable[tuple[int, int, int, Axis, int, Order]]:
+    """Every (first, last, Tb, axis, n, order) of the search space, after the exact
+    axis and order reductions."""
+    net = problem.network
+    T = net.timesteps
+    axes = [Axis.OY] if axis_symmetric(net) else [Axis.OY, Axis.OX]
+    L = len(net.layers)
+    max_len = problem.max_segment_layers or L
+    for first in range(L):
+        for last in range(first, min(L, first + max_len)):
+            lays = net.layers[first:last + 1]
+            stateful = any(lay.stateful for lay in lays)
+            for axis in axes:
+                max_n = min(lay.extent(axis) for lay in lays)
+                for tb in divisors(T):
+                    for n in range(1, max_n + 1):
+                        yield first, last, tb, axis, n, Order.TIME_OUTER
+                        if stateful and n > 1 and tb < T:
+                            yield first, last, tb, axis, n, Order.SPACE_OUTER
+
+
+def build_model_data(problem: Problem, upper_bound: float | None = None) -> ModelData:
+    """Generate and prune frames and options for ``problem``.
+
+    ``upper_bound`` (objective units) enables the exact bound-based frame
+    pruning; pass the value of any feasible mapping.
+    """
+    import time
+
+    start = time.perf_counter()
+    net, hw = problem.network, problem.hardware
+    rates = EnergyRates.of(hw)
+    whole = _whole_candidates(problem)
+    ctx = _Context(net, problem.objective, hw.gb_capacity_bits, hw.array.factor("K"), rates,
+                   whole, set(net.output_names))
+    index = {lay.name: i for i, lay in enumerate(net.layers)}
+    producer = {net.input.name: -1, **index}
+    last_consumer = {t: max(index[c] for c in net.consumers(t))
+                     for t in [net.input.name, *index] if net.consumers(t)}
+    frames: list[Frame] = []
+    tried = 0
+    for first, last, tb, axis, n, order in frame_specs(problem):
+        tried += 1
+        fb = _FrameBuilder(ctx, first, last, tb, axis, n, order)
+        options = fb.build()
+        if options is None:
+            continue
+        if order is Order.SPACE_OUTER and not any(
+                o.state is StateMode.TILE_RESIDENT for opts in options.values() for o in opts):
+            continue
+        inside = set(fb.layers)
+        in_t = tuple(dict.fromkeys(src for name in fb.layers for src in net.layer(name).inputs
+                                   if src not in inside))
+        out_t = tuple(name for name in fb.layers
+                      if any(c not in inside for c in net.consumers(name)))
+        fr_t = tuple(name for name in fb.layers if any(c in inside for c in net.consumers(name)))
+        lb = sum(min(o.cost for o in opts) for opts in options.values())
+        frames.append(Frame(len(frames), first, last, fb.layers, tb, axis, n, order, options,
+                            fb.geo.n * fb.L, lb, in_t, out_t, fr_t))
+    constant = 0.0
+    if problem.objective is Objective.ENERGY:
+        from stems_opt.cost_model import pj_to_fj
+
+        T = net.timesteps
+        for lay in net.layers:
+            e = hw.array.mac_pj if lay.uses_mac else hw.array.accumulate_pj
+            constant += lay.operations(T) * pj_to_fj(e) * lay.spike_rate
+            constant += lay.neuron_updates(T) * pj_to_fj(hw.array.neuron_update_pj)
+    data = ModelData(problem, problem.objective, frames, whole, last_consumer, producer, constant,
+                     hw.gb_capacity_bits, upper_bound)
+    data.stats.update(frames_tried=tried, frames_kept=len(frames),
+                      options=sum(len(o) for f in frames for o in f.options.values()))
+    if upper_bound is not None:
+        prune_by_bound(data, upper_bound)
+    data.build_s = time.perf_counter() - start
+    return data
+
+
+def prune_by_bound(data: ModelData, upper_bound: float) -> None:
+    """Drop frames that cannot be part of a mapping better than ``upper_bound``.
+
+    ``best_prefix[i]`` is a lower bound on layers ``0..i-1`` (shortest path
+    over frame lower bounds), ``best_suffix[j]`` on layers ``j..``; a frame
+    over ``first..last`` survives only if
+    ``best_prefix[first] + its bound + best_suffix[last + 1] <= upper_bound``.
+    """
+    L = len(data.problem.network.layers)
+    bound = upper_bound - data.constant
+    inf = math.inf
+    prefix = [inf] * (L + 1)
+    prefix[0] = 0
+    by_first: dict[int, list[Frame]] = {}
+    for f in data.frames:
+        by_first.setdefault(f.first, []).append(f)
+    for i in range(L):
+        if prefix[i] == inf:
+            continue
+        for f in by_first.get(i, []):
+            prefix[f.last + 1] = min(prefix[f.last + 1], prefix[i] + f.lower_bound)
+    suffix = [inf] * (L + 1)
+    suffix[L] = 0
+    by_last: dict[int, list[Frame]] = {}
+    for f in data.frames:
+        by_last.setdefault(f.last, []).append(f)
+    for j in range(L - 1, -1, -1):
+        for f in by_last.get(j, []):
+            pass
+    for j in range(L, 0, -1):
+        if suffix[j] == inf:
+            continue
+        for f in by_last.get(j - 1, []):
+            suffix[f.first] = min(suffix[f.first], suffix[j] + f.lower_bound)
+    kept = [f for f in data.frames
+            if prefix[f.first] + f.lower_bound + suffix[f.last + 1] <= bound]
+    for i, f in enumerate(kept):
+        f.index = i
+    data.stats["frames_pruned_by_bound"] = len(data.frames) - len(kept)
+    data.stats["lower_bound_dp"] = prefix[L] + data.constant
+    data.frames = kept

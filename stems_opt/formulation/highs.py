@@ -1,0 +1,91 @@
+"""HiGHS backend (highspy): reads the shared :class:`LinearModel`, returns values."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+from stems_opt.formulation.backend import BackendAnswer, SolveOptions
+from stems_opt.formulation.model import LinearModel
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """HiGHS prints a banner on fd 1 at its first instance: keep stdout clean for JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def solve_highs(lm: LinearModel, options: SolveOptions,
+                hint: dict[int, int] | None = None) -> BackendAnswer:
+    """Solve ``lm`` with HiGHS branch and cut, ``mip_rel_gap = 0``."""
+    import highspy
+
+    with _quiet_stdout():
+        h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("mip_rel_gap", 0.0)
+    h.setOptionValue("mip_abs_gap", 0.0)
+    h.setOptionValue("random_seed", options.seed)
+    if options.threads:
+        h.setOptionValue("threads", options.threads)
+    if options.time_limit_s is not None:
+        h.setOptionValue("time_limit", float(options.time_limit_s))
+    lp = highspy.HighsLp()
+    n = len(lm.names)
+    lp.num_col_ = n
+    lp.num_row_ = len(lm.rows)
+    lp.col_cost_ = [float(c) for c in lm.objective]
+    lp.col_lower_ = [0.0] * n
+    lp.col_upper_ = [1.0] * n
+    inf = highspy.kHighsInf
+    lp.row_lower_ = [-inf if lo == float("-inf") else float(lo) for _, _, _, lo, _ in lm.rows]
+    lp.row_upper_ = [inf if hi == float("inf") else float(hi) for _, _, _, _, hi in lm.rows]
+    starts, index, value = [0], [], []
+    for _, idx, coef, _, _ in lm.rows:
+        index.extend(idx)
+        value.extend(float(c) for c in coef)
+        starts.append(len(index))
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
+    lp.a_matrix_.start_ = starts
+    lp.a_matrix_.index_ = index
+    lp.a_matrix_.value_ = value
+    lp.a_matrix_.num_col_ = n
+    lp.a_matrix_.num_row_ = len(lm.rows)
+    lp.integrality_ = [highspy.HighsVarType.kInteger] * n
+    lp.col_names_ = list(lm.names)
+    lp.row_names_ = [name for name, *_ in lm.rows]
+    h.passModel(lp)
+    if hint:
+        sol = highspy.HighsSolution()
+        sol.col_value = [float(hint.get(i, 0)) for i in range(n)]
+        sol.value_valid = True
+        h.setSolution(sol)
+    start = time.perf_counter()
+    h.run()
+    elapsed = time.perf_counter() - start
+    ms = h.getModelStatus()
+    info = h.getInfo()
+    status_name = h.modelStatusToString(ms)
+    has_sol = info.primal_solution_status == 2  # kSolutionStatusFeasible
+    if ms == highspy.HighsModelStatus.kOptimal and has_sol:
+        values = list(h.getSolution().col_value)
+        return BackendAnswer("optimal", values, info.objective_function_value,
+                             info.mip_dual_bound, elapsed, status_name)
+    if ms == highspy.HighsModelStatus.kInfeasible:
+        return BackendAnswer("infeasible", None, None, None, elapsed, status_name)
+    if has_sol:
+        values = list(h.getSolution().col_value)
+        return BackendAnswer("feasible", values, info.objective_function_value,
+                             info.mip_dual_bound, elapsed, status_name)
+    return BackendAnswer("unknown", None, None, info.mip_dual_bound, elapsed, status_name)

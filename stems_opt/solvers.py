@@ -1,0 +1,188 @@
+"""Solver registry and :func:`solve`: every solver returns the same :class:`Result`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from stems_opt.cost_model import (
+    SegmentContext,
+    SegmentGeometry,
+    compulsory_traffic_bits,
+    evaluate,
+    peak_of,
+    segment_terms,
+    sub_tile_limits,
+)
+from stems_opt.errors import Issue, StemsInputError
+from stems_opt.mapping import Mapping, Segment, WeightChoice, check
+from stems_opt.network import Axis
+from stems_opt.problem import Objective, Problem
+from stems_opt.result import Result, SolveStatus
+
+EXACT_SOLVERS = ("cpsat", "highs")
+WARM_START_SCHEDULES = ("TB-LBL", "TB-F", "ST-LBL")
+
+
+def finest_peak_bits(problem: Problem, layer: str) -> int:
+    """GB bits ``layer`` needs alone at its finest tiling (Tb = 1, most tiles and
+    sub-tiles, weights in the most chunks, state spilled, tensors through DRAM)."""
+    net = problem.network
+    lay = net.layer(layer)
+    ku = problem.hardware.array.factor("K")
+    best = None
+    for axis in (Axis.OY, Axis.OX):
+        seg = Segment((layer,), 1, lay.extent(axis), axis)
+        m = sub_tile_limits(net, seg)[layer]
+        chunks = max([c for c in range(1, lay.k + 1) if lay.k % c == 0 and lay.k // c >= ku],
+                     default=1) if lay.has_weights else 1
+        seg = seg.replace(sub_tiles={layer: m},
+                          weights={layer: WeightChoice(chunks=chunks)} if lay.has_weights else {})
+        geo = SegmentGeometry(net, seg)
+        ctx = SegmentContext(frozenset(), frozenset({layer}))
+        peak = peak_of(segment_terms(net, seg, ctx, geo), geo)[0]
+        best = peak if best is None else min(best, peak)
+    assert best is not None
+    return best
+
+
+def explain_infeasible(problem: Problem) -> str:
+    """Name the layers that cannot fit the global buffer however they are tiled."""
+    cap = problem.hardware.gb_capacity_bits
+    worst = []
+    for lay in problem.network.layers:
+        need = finest_peak_bits(problem, lay.name)
+        if need > cap:
+            worst.append(f"layer {lay.name!r} needs {need:,} bits of global buffer at its "
+                         f"finest tiling; the capacity is {cap:,} bits")
+    if worst:
+        return "; ".join(worst)
+    return (f"every layer fits alone, but no segmentation fits the {cap:,}-bit global buffer "
+            "under the search-space limits")
+
+
+def _best_named(problem: Problem) -> Result | None:
+    from stems_opt.heuristics import named_schedule
+
+    best = None
+    for name in WARM_START_SCHEDULES:
+        r = named_schedule(problem, name)
+        if r.feasible and (best is None or r.objective_value < best.objective_value):
+            best = r
+    return best
+
+
+def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = None,
+                threads: int | None = None, seed: int = 0, warm_start: bool = True) -> Result:
+    """Solve the joint MIP to a proven optimum (or the best mapping, bound and gap).
+
+    The returned mapping is checked by :func:`~stems_opt.mapping.check` and
+    re-scored by :func:`~stems_opt.cost_model.evaluate`; the solver's
+    objective must equal the cost model's, or this raises ``AssertionError``.
+    """
+    from stems_opt.formulation.backend import SolveOptions
+    from stems_opt.formulation.data import build_model_data
+    from stems_opt.formulation.model import build_linear_model, decode, encode_hint
+
+    start = time.perf_counter()
+    objective = problem.objective
+    named = _best_named(problem) if warm_start else None
+    ub = named.objective_value if named is not None else None
+    if objective is Objective.ENERGY and ub is not None:
+        ub = ub * 1000  # the model works in fJ
+    data = build_model_data(problem, upper_bound=ub)
+    L = len(problem.network.layers)
+    covered = {i for f in data.frames for i in range(f.first, f.last + 1)}
+    if len(covered) < L and named is None:
+        return Result(SolveStatus.INFEASIBLE, solver, objective.value,
+                      message=explain_infeasible(problem),
+                      runtime_s=time.perf_counter() - start, build_s=data.build_s)
+    lm, variables = build_linear_model(data)
+    hint = encode_hint(data, variables, named.mapping) if named is not None else None
+    build_s = time.perf_counter() - start
+    opts = SolveOptions(time_limit_s=None if time_limit_s is None else
+                        max(0.1, time_limit_s - build_s), threads=threads, seed=seed)
+    if solver == "cpsat":
+        from stems_opt.formulation.cpsat import solve_cpsat
+
+        ans = solve_cpsat(lm, opts, hint)
+    elif solver == "highs":
+        from stems_opt.formulation.highs import solve_highs
+
+        ans = solve_highs(lm, opts, hint)
+    else:
+        raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
+                                    f"{', '.join(EXACT_SOLVERS)})", field="solver"))
+    stats = dict(data.stats)
+    stats.update(variables=len(lm.names), constraints=len(lm.rows), solve_s=ans.solve_s,
+                 model_build_s=build_s)
+    runtime = time.perf_counter() - start
+    scale = 1000.0 if objective is Objective.ENERGY else 1.0
+    if ans.values is None:
+        if ans.status == "infeasible" and named is None:
+            return Result(SolveStatus.INFEASIBLE, solver, objective.value,
+                          message=explain_infeasible(problem), runtime_s=runtime,
+                          build_s=build_s, stats=stats)
+        if named is not None:  # the warm start is the best mapping known
+            return _with_bound(named, solver, ans.bound, data.constant, scale, runtime, build_s,
+                               stats, "no mapping better than the warm start was found")
+        return Result(SolveStatus.UNKNOWN, solver, objective.value, runtime_s=runtime,
+                      build_s=build_s, stats=stats, message=f"solver stopped: {ans.detail}")
+    mapping = decode(data, variables, ans.values).canonical(problem.network)
+    violations = check(problem, mapping)
+    assert not violations, f"solver returned an invalid mapping: {violations}"
+    cost = evaluate(problem, mapping)
+    value = cost.objective_value(objective.value)
+    mip_value = (ans.objective + data.constant) / scale
+    assert _same(mip_value, value), f"MIP objective {mip_value} != cost model {value}"
+    bound = None if ans.bound is None else (ans.bound + data.constant) / scale
+    if bound is not None:
+        bound = min(bound, value)
+    status = SolveStatus.OPTIMAL if ans.status == "optimal" else SolveStatus.FEASIBLE
+    gap = 0.0 if status is SolveStatus.OPTIMAL else _gap(value, bound)
+    return Result(status, solver, objective.value, mapping=mapping, cost=cost,
+                  objective_value=value, bound=value if status is SolveStatus.OPTIMAL else bound,
+                  gap=gap, runtime_s=runtime, build_s=build_s, stats=stats)
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+
+def _gap(value: float, bound: float | None) -> float | None:
+    if bound is None:
+        return None
+    return 0.0 if value == 0 else max(0.0, (value - bound) / abs(value))
+
+
+def _with_bound(named: Result, solver: str, bound: float | None, constant: float, scale: float,
+                runtime: float, build_s: float, stats: dict[str, float], msg: str) -> Result:
+    b = None if bound is None else min((bound + constant) / scale, named.objective_value)
+    gap = _gap(named.objective_value, b)
+    status = SolveStatus.OPTIMAL if gap == 0.0 else SolveStatus.FEASIBLE
+    return Result(status, solver, named.objective, mapping=named.mapping, cost=named.cost,
+                  objective_value=named.objective_value, bound=b, gap=gap, runtime_s=runtime,
+                  build_s=build_s, stats=stats, message=msg)
+
+
+SOLVERS: dict[str, Callable[..., Result]] = {name: solve_exact for name in EXACT_SOLVERS}
+
+
+def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = None,
+          threads: int | None = None, seed: int = 0, warm_start: bool = True) -> Result:
+    """Solve ``problem`` with a registered solver (``cpsat`` or ``highs``)."""
+    if solver not in SOLVERS:
+        raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
+                                    f"{', '.join(SOLVERS)})", field="solver"))
+    result = SOLVERS[solver](problem, solver=solver, time_limit_s=time_limit_s, threads=threads,
+                             seed=seed, warm_start=warm_start)
+    return result
+
+
+def lower_bound_bits(problem: Problem) -> int:
+    """The compulsory traffic (see :func:`cost_model.compulsory_traffic_bits`)."""
+    return compulsory_traffic_bits(problem.network)
+
+
+__all__ = ["EXACT_SOLVERS", "SOLVERS", "Mapping", "explain_infeasible", "lower_bound_bits",
+           "solve", "solve_exact"]
