@@ -13,7 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stems_opt.errors import Issue
+    from stems_opt.mapping import Violation
 
 EXIT_OK, EXIT_INFEASIBLE, EXIT_INPUT, EXIT_NO_ANSWER = 0, 1, 2, 3
 
@@ -79,6 +84,18 @@ def _emit(doc: object, as_json: bool, text: str) -> None:
         print(text)
 
 
+def _violation_issues(violations: Iterable[Violation], file: str) -> list[Issue]:
+    """Mapping violations as input issues, each naming the mapping file once.
+
+    ``str(Violation)`` already carries the segment, layer and field, so only
+    the bare message goes into the issue, which adds the location itself.
+    """
+    from stems_opt.errors import Issue
+
+    return [Issue(v.message, file=file, layer=v.layer, field=v.field, segment=v.segment)
+            for v in violations]
+
+
 def _exit_for(result: object) -> int:
     from stems_opt.result import SolveStatus
 
@@ -94,11 +111,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     from stems_opt.cost_model import evaluate
     from stems_opt.errors import Issue, StemsInputError
     from stems_opt.heuristics import named_schedule
-    from stems_opt.io import dump_mapping, load_instance, load_mapping
+    from stems_opt.io import check_writable, dump_mapping, load_instance, load_mapping
     from stems_opt.mapping import check
     from stems_opt.report import format_result, result_to_dict
     from stems_opt.result import Result, SolveStatus
 
+    if args.out:
+        check_writable(args.out, field="out")
     problem = load_instance(args.instance, args.objective)
     if args.schedule:
         if args.tiles is not None and args.schedule.upper() in ("ST-LBL", "TB-LBL"):
@@ -110,14 +129,15 @@ def _evaluate(args: argparse.Namespace) -> int:
         violations = check(problem, mapping)
         hard = [v for v in violations if v.code != "capacity"]
         if hard:
-            raise StemsInputError([Issue(str(v), file=args.mapping, layer=v.layer, field=v.field)
-                                   for v in hard])
+            raise StemsInputError(_violation_issues(hard, args.mapping))
         mapping = mapping.canonical(problem.network)
         cost = evaluate(problem, mapping)
         result = Result(SolveStatus.FEASIBLE if cost.feasible else SolveStatus.INFEASIBLE,
                         solver="mapping", objective=problem.objective.value, mapping=mapping,
                         cost=cost, objective_value=cost.objective_value(problem.objective.value),
                         message="; ".join(str(v) for v in violations))
+    # A mapping that does not fit is still written: the user asked for it scored and saved,
+    # and the report and the exit code (1) say that it does not fit.
     if args.out and result.mapping is not None:
         dump_mapping(result.mapping, args.out)
     _emit(result_to_dict(problem, result), args.json, format_result(problem, result))
@@ -125,7 +145,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from stems_opt.errors import Issue, StemsInputError
+    from stems_opt.errors import StemsInputError
     from stems_opt.io import load_instance, load_mapping
     from stems_opt.mapping import check
 
@@ -138,17 +158,18 @@ def _validate(args: argparse.Namespace) -> int:
     if args.mapping:
         violations = check(problem, load_mapping(args.mapping))
         if violations:
-            raise StemsInputError([Issue(str(v), file=args.mapping, layer=v.layer, field=v.field)
-                                   for v in violations])
+            raise StemsInputError(_violation_issues(violations, args.mapping))
         print(f"{args.mapping}: valid, fits the global buffer")
     return EXIT_OK
 
 
 def _solve(args: argparse.Namespace) -> int:
-    from stems_opt.io import dump_mapping, load_instance
+    from stems_opt.io import check_writable, dump_mapping, load_instance
     from stems_opt.report import format_result, result_to_dict
     from stems_opt.solvers import solve
 
+    if args.out:
+        check_writable(args.out, field="out")
     problem = load_instance(args.instance, args.objective)
     result = solve(problem, solver=args.solver, time_limit_s=args.time_limit,
                    threads=args.threads, seed=args.seed)

@@ -318,10 +318,11 @@ def segment_terms(network: Network, seg: Segment, ctx: SegmentContext,
         terms.append(output_term(geo, lay, seg.activation(lay.name) if has_inner else None,
                                  lay.name in ctx.whole, lay.name in ctx.written, m))
         for src in dict.fromkeys(lay.inputs):
-            if src in geo.inside:
-                if seg.activation(src) is Placement.ON_CHIP or src in ctx.whole:
-                    continue
-            elif src in ctx.whole:
+            # Placements are taken literally: a reader set to `dram` reads from DRAM even
+            # when the tensor is also kept whole on chip for another segment.
+            inner = src in geo.inside
+            placement = seg.activation(src) if inner else seg.input(src)
+            if placement is Placement.ON_CHIP:
                 continue
             terms.append(dram_read_term(geo, src, lay, seg.halo(src), m))
     # Tensors from earlier segments kept whole but not read here still occupy the GB.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -19,27 +19,34 @@ class Issue:
         The layer (or segment, or hardware level) concerned, if any.
     field
         The offending field, if any.
+    segment
+        The mapping segment concerned, if any.
+
+    Rendered as ``file, segment 0, layer 'c1', field 'weights': message``,
+    leaving out the parts that are not set.
     """
 
     message: str
     file: str | None = None
     layer: str | None = None
     field: str | None = None
+    segment: int | None = None
 
     def __str__(self) -> str:
         where = []
         if self.file:
             where.append(self.file)
+        if self.segment is not None:
+            where.append(f"segment {self.segment}")
         if self.layer:
             where.append(f"layer {self.layer!r}")
         if self.field:
             where.append(f"field {self.field!r}")
-        prefix = ": ".join([", ".join(where)]) if where else ""
-        return f"{prefix}: {self.message}" if prefix else self.message
+        return f"{', '.join(where)}: {self.message}" if where else self.message
 
     def with_file(self, file: str) -> Issue:
         """Return a copy that names ``file`` (kept if already set)."""
-        return Issue(self.message, self.file or file, self.layer, self.field)
+        return replace(self, file=self.file or file)
 
 
 class StemsInputError(ValueError):

@@ -11,10 +11,19 @@ OPERANDS = ("W", "I", "O", "V")
 ARRAY_DIMS = ("K", "C", "OY", "OX", "FY", "FX")
 
 
+def is_number(value: object) -> bool:
+    """Whether ``value`` is a finite int or float (bools are not numbers here).
+
+    YAML reads ``true``, ``.nan`` and ``.inf`` as a bool and floats; none of
+    them is a meaningful size, energy or frequency.
+    """
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
 def _check_nonneg(owner: str, **values: float) -> list[Issue]:
-    return [Issue(f"must be a non-negative number, got {v!r}", layer=owner, field=k)
-            for k, v in values.items()
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or math.isnan(v)]
+    return [Issue(f"must be a finite non-negative number, got {v!r}", layer=owner, field=k)
+            for k, v in values.items() if not is_number(v) or v < 0]
 
 
 @dataclass(frozen=True)
@@ -41,9 +50,9 @@ class MemoryLevel:
                                 f"{self.capacity_bits!r}", layer=self.name, field="size"))
         if self.bandwidth_bits_per_cycle is not None:
             bw = self.bandwidth_bits_per_cycle
-            if not isinstance(bw, (int, float)) or isinstance(bw, bool) or bw <= 0:
-                issues.append(Issue(f"must be a positive number, got {bw!r}", layer=self.name,
-                                    field="bandwidth_bits_per_cycle"))
+            if not is_number(bw) or bw <= 0:
+                issues.append(Issue(f"must be a finite positive number, got {bw!r}",
+                                    layer=self.name, field="bandwidth_bits_per_cycle"))
         for op in self.operands:
             if op not in OPERANDS:
                 issues.append(Issue(f"unknown operand {op!r} (one of {', '.join(OPERANDS)})",
@@ -101,10 +110,9 @@ class Hardware:
         for lvl in self.inner_levels:
             if lvl.capacity_bits is None:
                 issues.append(Issue("inner levels need a size", layer=lvl.name, field="size"))
-        if self.clock_hz is not None and (not isinstance(self.clock_hz, (int, float))
-                                          or self.clock_hz <= 0):
-            issues.append(Issue(f"must be a positive number, got {self.clock_hz!r}",
-                                field="clock_hz"))
+        if self.clock_hz is not None and (not is_number(self.clock_hz) or self.clock_hz <= 0):
+            issues.append(Issue(f"must be a finite positive number of Hz, got "
+                                f"{self.clock_hz!r}", field="clock_hz"))
         raise_if(issues)
 
     @property

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from stems_opt.errors import Issue, StemsInputError
-from stems_opt.hardware import ComputeArray, Hardware, MemoryLevel
+from stems_opt.hardware import ComputeArray, Hardware, MemoryLevel, is_number
 from stems_opt.mapping import (
     Halo,
     Mapping,
@@ -42,13 +42,59 @@ from stems_opt.network import (
 )
 from stems_opt.problem import KnownOptimum, Objective, Problem
 
-
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
 
+class DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A YAML mapping gives the same key twice."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that rejects duplicate keys instead of keeping the last one.
+
+    PyYAML silently lets a later ``network:`` line win over an earlier one,
+    so a copy-paste slip would go unnoticed.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            first_line: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                # Keys brought in by a merge (<<) may legitimately be overridden.
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    seen = key in first_line
+                except TypeError:  # unhashable: the base class reports it
+                    continue
+                if seen:
+                    raise DuplicateKeyError(f"first given at line {first_line[key] + 1}",
+                                            None, f"duplicate key {key!r}", key_node.start_mark)
+                first_line[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateJsonKeyError(Exception):
+    """A JSON object gives the same key twice."""
+
+
+def _unique_json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateJsonKeyError(key)
+        out[key] = value
+    return out
+
+
 def read_document(path: str | Path) -> Any:
-    """Parse a YAML or JSON file, turning every failure into one clear issue."""
+    """Parse a YAML or JSON file, turning every failure into one clear issue.
+
+    Duplicate keys are an error (with their line in YAML), not a silent
+    overwrite.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -60,8 +106,15 @@ def read_document(path: str | Path) -> Any:
         raise StemsInputError(Issue(f"cannot be read: {exc}", file=str(path))) from None
     try:
         if path.suffix.lower() == ".json":
-            return json.loads(text)
-        return yaml.safe_load(text)
+            return json.loads(text, object_pairs_hook=_unique_json_object)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateJsonKeyError as exc:
+        raise StemsInputError(Issue(f"duplicate key {exc.args[0]!r} in a JSON object",
+                                    file=str(path))) from None
+    except DuplicateKeyError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
+        raise StemsInputError(Issue(f"{exc.problem} at line {line} ({exc.context})",
+                                    file=str(path))) from None
     except json.JSONDecodeError as exc:
         raise StemsInputError(Issue(f"malformed JSON at line {exc.lineno}, column {exc.colno}: "
                                     f"{exc.msg}", file=str(path))) from None
@@ -73,9 +126,13 @@ def read_document(path: str | Path) -> Any:
 
 
 def _expect_mapping(doc: Any, what: str, file: str) -> dict[str, Any]:
+    article = "an" if what[0] in "aeiou" else "a"
+    expected = f"expected {article} {what} (a YAML mapping at the top level)"
+    if doc is None:
+        # An empty file, or one holding only comments, parses as null.
+        raise StemsInputError(Issue(f"is empty: {expected}", file=file))
     if not isinstance(doc, AbcMapping):
-        raise StemsInputError(Issue(f"expected a {what} (a YAML mapping at the top level), got "
-                                    f"{type(doc).__name__}", file=file))
+        raise StemsInputError(Issue(f"{expected}, got {type(doc).__name__}", file=file))
     return dict(doc)
 
 
@@ -86,21 +143,26 @@ def _unknown(d: AbcMapping[str, Any], known: set[str], layer: str | None,
 
 
 def _int(d: AbcMapping[str, Any], key: str, layer: str | None, issues: list[Issue],
-         default: Any = None, minimum: int = 1) -> Any:
+         default: Any = None, minimum: int = 1, prefix: str = "") -> Any:
+    """``d[key]`` as an integer >= ``minimum``, else ``None`` and an issue for ``prefix + key``.
+
+    Floats are refused even when integral (``16.0``), as loop bounds are.
+    """
     v = d.get(key, default)
-    if isinstance(v, float) and v.is_integer():
-        v = int(v)
     if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        issues.append(Issue(f"must be an integer >= {minimum}, got {v!r}", layer=layer, field=key))
+        issues.append(Issue(f"must be an integer >= {minimum}, got {v!r}", layer=layer,
+                            field=prefix + key))
         return None
     return v
 
 
 def _num(d: AbcMapping[str, Any], key: str, layer: str | None, issues: list[Issue],
-         default: Any = None) -> Any:
+         default: Any = None, prefix: str = "") -> Any:
+    """``d[key]`` as a finite float >= 0, else ``None`` and an issue for ``prefix + key``."""
     v = d.get(key, default)
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-        issues.append(Issue(f"must be a non-negative number, got {v!r}", layer=layer, field=key))
+    if not is_number(v) or v < 0:
+        issues.append(Issue(f"must be a finite non-negative number, got {v!r}", layer=layer,
+                            field=prefix + key))
         return None
     return float(v)
 
@@ -145,12 +207,13 @@ def network_from_dict(doc: Any, file: str = "<network>") -> Network:
         kw: dict[str, Any] = {}
         for key in ("weight_bits", "spike_bits", "activation_bits", "state_bits", "psum_bits"):
             if key in dd:
-                kw[key] = _int(dd, key, None, issues)
+                kw[key] = _int(dd, key, None, issues, prefix="defaults.")
         if "neuron" in dd:
             kw["neuron"] = _enum(NeuronKind, dd["neuron"], None, "defaults.neuron", issues)
         if "add_output_bits" in dd:
             if dd["add_output_bits"] not in ("widest", "exact"):
-                issues.append(Issue("must be 'widest' or 'exact'", field="defaults.add_output_bits"))
+                issues.append(Issue("must be 'widest' or 'exact'",
+                                    field="defaults.add_output_bits"))
             kw["add_output_bits"] = dd["add_output_bits"]
         if not issues:
             defaults = NetworkDefaults(**kw)
@@ -253,20 +316,22 @@ def hardware_from_dict(doc: Any, file: str = "<hardware>") -> Hardware:
     arr_d = d.get("operational_array")
     array = None
     if not isinstance(arr_d, AbcMapping):
-        issues.append(Issue("is required: {sizes, accumulate_pj, mac_pj}", field="operational_array"))
+        issues.append(Issue("is required: {sizes, accumulate_pj, mac_pj}",
+                            field="operational_array"))
     else:
         issues += _unknown(arr_d, ARRAY_FIELDS, "operational_array")
         sizes = arr_d.get("sizes", {})
         if not isinstance(sizes, AbcMapping):
-            issues.append(Issue("must be a mapping such as {K: 32, C: 2}", layer="operational_array",
-                                field="sizes"))
+            issues.append(Issue("must be a mapping such as {K: 32, C: 2}",
+                                layer="operational_array", field="sizes"))
         else:
-            try:
-                array = ComputeArray(dict(sizes), _num(arr_d, "accumulate_pj", None, issues, 0.0),
-                                     _num(arr_d, "mac_pj", None, issues, 0.0),
-                                     _num(arr_d, "neuron_update_pj", None, issues, 0.0))
-            except (StemsInputError, TypeError) as exc:
-                issues += getattr(exc, "issues", [Issue(str(exc), layer="operational_array")])
+            energies = [_num(arr_d, key, "operational_array", issues, 0.0)
+                        for key in ("accumulate_pj", "mac_pj", "neuron_update_pj")]
+            if None not in energies:
+                try:
+                    array = ComputeArray(dict(sizes), *energies)
+                except StemsInputError as exc:
+                    issues += exc.issues
     clock = d.get("clock_hz")
     if issues or dram is None or gb is None or array is None or None in inner:
         raise StemsInputError(issues or [Issue("invalid hardware")]).with_file(file)
@@ -301,7 +366,14 @@ def load_instance(path: str | Path, objective: str | None = None) -> Problem:
     def part(key: str, loader: Any, from_dict: Any) -> Any:
         v = d.get(key)
         if isinstance(v, str):
-            return loader(base / v)
+            # A missing file is a problem of the instance's field, so name both.
+            target = base / v
+            if not target.exists():
+                raise StemsInputError(Issue(f"file not found: {target}", file=file, field=key))
+            if target.is_dir():
+                raise StemsInputError(Issue(f"is a directory, not a file: {target}", file=file,
+                                            field=key))
+            return loader(target)
         if isinstance(v, AbcMapping):
             return from_dict(v, f"{file} ({key})")
         raise StemsInputError(Issue("must be a file path or an inline mapping", file=file,
@@ -315,9 +387,14 @@ def load_instance(path: str | Path, objective: str | None = None) -> Problem:
     else:
         issues += _unknown(opts, OPTION_FIELDS, None, "options.")
         if "max_segment_layers" in opts:
-            max_seg = _int(opts, "max_segment_layers", None, issues)
+            max_seg = _int(opts, "max_segment_layers", None, issues, prefix="options.")
     known = []
-    for i, k in enumerate(d.get("known_optima", []) or []):
+    raw_known = d.get("known_optima", []) or []
+    if not isinstance(raw_known, list):
+        issues.append(Issue(f"must be a list of {{objective, value, provenance}}, got "
+                            f"{type(raw_known).__name__}", field="known_optima"))
+        raw_known = []
+    for i, k in enumerate(raw_known):
         if not isinstance(k, AbcMapping):
             issues.append(Issue("must be {objective, value, provenance}",
                                 field=f"known_optima[{i}]"))
@@ -325,7 +402,7 @@ def load_instance(path: str | Path, objective: str | None = None) -> Problem:
         issues += _unknown(k, {"objective", "value", "provenance"}, None, f"known_optima[{i}].")
         o = _enum(Objective, k.get("objective", "traffic"), None, f"known_optima[{i}].objective",
                   issues)
-        val = _num(k, "value", None, issues)
+        val = _num(k, "value", None, issues, prefix=f"known_optima[{i}].")
         if o is not None and val is not None:
             known.append(KnownOptimum(o, val, str(k.get("provenance", ""))))
     if issues:
@@ -368,6 +445,59 @@ def _weight_choice(v: Any, where: str, key: str, issues: list[Issue]) -> WeightC
     return None
 
 
+def _segment(s: Any, where: str, issues: list[Issue]) -> Segment | None:
+    """One segment of a mapping file, or ``None`` with its problems added to ``issues``."""
+    if not isinstance(s, AbcMapping):
+        issues.append(Issue("must be a mapping", layer=where))
+        return None
+    local = _unknown(s, SEGMENT_FIELDS, where)
+    layers = s.get("layers")
+    if not isinstance(layers, list) or not layers:
+        local.append(Issue("must be a non-empty list of layer names", layer=where,
+                           field="layers"))
+    tb = _int(s, "time_batch", where, local)
+    n = _int(s, "tiles", where, local, default=1)
+    axis = _enum(Axis, s.get("axis", "OY"), where, "axis", local)
+    order = _enum(Order, s.get("order", "time_outer"), where, "order", local)
+
+    def table(key: str, conv: Any) -> dict[str, Any]:
+        raw = s.get(key, {}) or {}
+        if not isinstance(raw, AbcMapping):
+            local.append(Issue("must be a mapping from names to choices", layer=where,
+                               field=key))
+            return {}
+        out = {}
+        for k, v in raw.items():
+            c = conv(v, str(k))
+            if c is not None:
+                out[str(k)] = c
+        return out
+
+    def sub(v: Any, k: str) -> int | None:
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+            return v
+        local.append(Issue(f"must be an integer >= 1, got {v!r}", layer=where,
+                           field=f"sub_tiles.{k}"))
+        return None
+
+    def choice(enum: Any, key: str) -> Any:
+        return lambda v, k: _enum(enum, v, where, f"{key}.{k}", local)
+
+    tables = dict(
+        sub_tiles=table("sub_tiles", sub),
+        weights=table("weights", lambda v, k: _weight_choice(v, where, k, local)),
+        states=table("states", choice(StateMode, "states")),
+        activations=table("activations", choice(Placement, "activations")),
+        inputs=table("inputs", choice(Placement, "inputs")),
+        halos=table("halos", choice(Halo, "halos")),
+    )
+    issues += local
+    if local:
+        return None
+    return Segment(layers=tuple(map(str, layers)), time_batch=tb, tiles=n, axis=axis,
+                   order=order, **tables)
+
+
 def mapping_from_dict(doc: Any, file: str = "<mapping>") -> Mapping:
     """Build a :class:`Mapping` from its YAML/JSON form."""
     d = _expect_mapping(doc, "mapping", file)
@@ -378,58 +508,10 @@ def mapping_from_dict(doc: Any, file: str = "<mapping>") -> Mapping:
     if not isinstance(segs_raw, list) or not segs_raw:
         issues.append(Issue("must be a non-empty list of segments", field="segments"))
         segs_raw = []
-    segments = []
-    for i, s in enumerate(segs_raw):
-        where = f"segment {i}"
-        if not isinstance(s, AbcMapping):
-            issues.append(Issue("must be a mapping", layer=where))
-            continue
-        local = _unknown(s, SEGMENT_FIELDS, where)
-        layers = s.get("layers")
-        if not isinstance(layers, list) or not layers:
-            local.append(Issue("must be a non-empty list of layer names", layer=where,
-                               field="layers"))
-        tb = _int(s, "time_batch", where, local)
-        n = _int(s, "tiles", where, local, default=1)
-        axis = _enum(Axis, s.get("axis", "OY"), where, "axis", local)
-        order = _enum(Order, s.get("order", "time_outer"), where, "order", local)
-
-        def table(key: str, conv: Any) -> dict[str, Any]:
-            raw = s.get(key, {}) or {}
-            if not isinstance(raw, AbcMapping):
-                local.append(Issue("must be a mapping from names to choices", layer=where,
-                                   field=key))
-                return {}
-            out = {}
-            for k, v in raw.items():
-                c = conv(v, str(k))
-                if c is not None:
-                    out[str(k)] = c
-            return out
-
-        def sub(v: Any, k: str) -> int | None:
-            if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
-                return v
-            local.append(Issue(f"must be an integer >= 1, got {v!r}", layer=where,
-                               field=f"sub_tiles.{k}"))
-            return None
-
-        seg = dict(
-            sub_tiles=table("sub_tiles", sub),
-            weights=table("weights", lambda v, k: _weight_choice(v, where, k, local)),
-            states=table("states", lambda v, k: _enum(StateMode, v, where, f"states.{k}", local)),
-            activations=table("activations",
-                              lambda v, k: _enum(Placement, v, where, f"activations.{k}", local)),
-            inputs=table("inputs", lambda v, k: _enum(Placement, v, where, f"inputs.{k}", local)),
-            halos=table("halos", lambda v, k: _enum(Halo, v, where, f"halos.{k}", local)),
-        )
-        issues += local
-        if not local:
-            segments.append(Segment(layers=tuple(map(str, layers)), time_batch=tb, tiles=n,
-                                    axis=axis, order=order, **seg))
+    segments = [_segment(s, f"segment {i}", issues) for i, s in enumerate(segs_raw)]
     if issues:
         raise StemsInputError(issues).with_file(file)
-    return Mapping(tuple(segments), str(d.get("name", "")))
+    return Mapping(tuple(seg for seg in segments if seg is not None), str(d.get("name", "")))
 
 
 def mapping_to_dict(mapping: Mapping) -> dict[str, Any]:
@@ -460,17 +542,69 @@ def load_mapping(path: str | Path) -> Mapping:
     return mapping_from_dict(read_document(path), str(path))
 
 
-def write_text_safely(path: str | Path, text: str) -> None:
-    """Write ``text`` atomically: a failure never leaves a half-written file behind."""
+def check_writable(path: str | Path, field: str | None = None) -> None:
+    """Fail early if a file cannot be written at ``path``.
+
+    Meant to run before a long computation whose result goes to ``path``, so
+    that a typo in the destination does not throw away minutes of solving.
+    The parent directory must exist, be a directory and be writable, and
+    ``path`` itself must not be a directory.
+
+    Parameters
+    ----------
+    path
+        The file to be written (it may exist; it will be replaced).
+    field
+        The option or field that gave ``path``, named in the message.
+
+    Raises
+    ------
+    StemsInputError
+        Naming ``path`` and what is wrong with it.
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    parent = path.parent
+
+    def fail(message: str) -> StemsInputError:
+        return StemsInputError(Issue(message, file=str(path), field=field))
+
+    if path.is_dir():
+        raise fail("is a directory; give the path of a file to write")
+    if not parent.exists():
+        raise fail(f"cannot be written: directory {str(parent)!r} does not exist")
+    if not parent.is_dir():
+        raise fail(f"cannot be written: {str(parent)!r} is not a directory")
+    # The file is replaced by renaming a temporary file, so the directory must be writable.
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise fail(f"cannot be written: directory {str(parent)!r} is not writable")
+
+
+def write_text_safely(path: str | Path, text: str) -> None:
+    """Write ``text`` atomically: a failure never leaves a half-written file behind.
+
+    The text goes to a temporary file next to ``path`` that is then renamed
+    over it; the temporary file is removed whatever happens.
+
+    Raises
+    ------
+    StemsInputError
+        If the file cannot be written (missing directory, ``path`` is a
+        directory, no permission, disk full), naming ``path``.
+    """
+    path = Path(path)
+    tmp: str | None = None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        tmp = None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise StemsInputError(Issue(f"cannot be written: {reason}", file=str(path))) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def dump_mapping(mapping: Mapping, path: str | Path) -> None:

@@ -216,8 +216,19 @@ def check_structure(network: Network, mapping: Mapping, k_unroll: int = 1) -> li
     """Every structural violation (coverage, ranges, divisibility, keys).
 
     ``k_unroll`` is the array's K unrolling, the floor for ``K / chunks``.
+    Keys of the per-segment tables may name anything (they come from a file),
+    so every name is checked before the network is asked about it.
     """
     out: list[Violation] = []
+
+    def consumers(tensor: str) -> tuple[str, ...]:
+        known = network.has_layer(tensor) or tensor == network.input.name
+        return network.consumers(tensor) if known else ()
+
+    def unknown_key(i: int, table: str, key: str, what: str = "layer") -> Violation:
+        return Violation("structure", f"no such {what} in the network", segment=i, layer=key,
+                         field=table)
+
     order = [layer.name for layer in network.layers]
     listed = [name for seg in mapping.segments for name in seg.layers]
     unknown = [n for n in listed if not network.has_layer(n)]
@@ -259,26 +270,31 @@ def check_structure(network: Network, mapping: Mapping, k_unroll: int = 1) -> li
             out.append(Violation("structure", "with one tile or Tb = T the order is "
                                  "time_outer", segment=i, field="order"))
         for key in seg.sub_tiles:
-            if key not in inside:
+            if not network.has_layer(key):
+                out.append(unknown_key(i, "sub_tiles", key))
+            elif key not in inside:
                 out.append(Violation("structure", "sub_tiles names a layer outside the segment",
                                      segment=i, layer=key, field="sub_tiles"))
         for key, wc in seg.weights.items():
-            if key not in inside or not network.layer(key).has_weights:
+            if not network.has_layer(key):
+                out.append(unknown_key(i, "weights", key))
+            elif key not in inside or not network.layer(key).has_weights:
                 out.append(Violation("structure", "weights names a layer of this segment "
                                      "without weights or outside it", segment=i, layer=key,
                                      field="weights"))
-                continue
-            lay = network.layer(key)
-            if not wc.resident:
-                if wc.chunks < 1 or lay.k % wc.chunks:
-                    out.append(Violation("divisor", f"chunks {wc.chunks} must divide K = "
-                                         f"{lay.k}", segment=i, layer=key, field="weights"))
-                elif wc.chunks > 1 and lay.k // wc.chunks < k_unroll:
-                    out.append(Violation("range", f"K / chunks = {lay.k // wc.chunks} is below "
-                                         f"the array's K unrolling {k_unroll}", segment=i, layer=key,
-                                         field="weights"))
+            elif not wc.resident:
+                k = network.layer(key).k
+                if wc.chunks < 1 or k % wc.chunks:
+                    out.append(Violation("divisor", f"chunks {wc.chunks} must divide K = {k}",
+                                         segment=i, layer=key, field="weights"))
+                elif wc.chunks > 1 and k // wc.chunks < k_unroll:
+                    out.append(Violation("range", f"K / chunks = {k // wc.chunks} is below "
+                                         f"the array's K unrolling {k_unroll}", segment=i,
+                                         layer=key, field="weights"))
         for key, mode in seg.states.items():
-            if key not in inside or not network.layer(key).stateful:
+            if not network.has_layer(key):
+                out.append(unknown_key(i, "states", key))
+            elif key not in inside or not network.layer(key).stateful:
                 out.append(Violation("structure", "states names a layer of this segment "
                                      "without state or outside it", segment=i, layer=key,
                                      field="states"))
@@ -287,13 +303,17 @@ def check_structure(network: Network, mapping: Mapping, k_unroll: int = 1) -> li
                 out.append(Violation("structure", "tile_resident needs space_outer, tiles > 1 "
                                      "and time_batch < T", segment=i, layer=key, field="states"))
         for key in seg.activations:
-            if key not in inside or not any(c in inside for c in network.consumers(key)):
+            if not network.has_layer(key):
+                out.append(unknown_key(i, "activations", key, "tensor"))
+            elif key not in inside or not any(c in inside for c in consumers(key)):
                 out.append(Violation("structure", "activations names a tensor not both made "
                                      "and read in this segment", segment=i, layer=key,
                                      field="activations"))
         read_earlier = {src for lay in layers for src in lay.inputs if src not in inside}
         for key, place in seg.inputs.items():
-            if key not in read_earlier:
+            if not network.has_layer(key) and key != network.input.name:
+                out.append(unknown_key(i, "inputs", key, "tensor"))
+            elif key not in read_earlier:
                 out.append(Violation("structure", "inputs names a tensor this segment does "
                                      "not read from an earlier segment", segment=i, layer=key,
                                      field="inputs"))
@@ -301,8 +321,10 @@ def check_structure(network: Network, mapping: Mapping, k_unroll: int = 1) -> li
                 out.append(Violation("structure", "the network input always comes from DRAM",
                                      segment=i, layer=key, field="inputs"))
         for key in seg.halos:
-            if key not in read_earlier and key not in seg.activations and not any(
-                    c in inside for c in network.consumers(key)):
+            if not network.has_layer(key) and key != network.input.name:
+                out.append(unknown_key(i, "halos", key, "tensor"))
+            elif key not in read_earlier and key not in seg.activations and not any(
+                    c in inside for c in consumers(key)):
                 out.append(Violation("structure", "halos names a tensor this segment does not "
                                      "read", segment=i, layer=key, field="halos"))
         for lay in layers:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from stems_opt.errors import Issue, StemsInputError, raise_if
+from stems_opt.errors import Issue, raise_if
 
 
 class LayerKind(str, Enum):
@@ -129,13 +129,16 @@ class Layer:
                   "weight_bits", "input_bits", "output_bits", "state_bits", "psum_bits"):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                issues.append(Issue(f"must be a positive integer, got {v!r}", layer=self.name, field=f))
+                issues.append(Issue(f"must be a positive integer, got {v!r}", layer=self.name,
+                                    field=f))
         for f in ("pad_y", "pad_x"):
             v = getattr(self, f)
-            if not isinstance(v, int) or v < 0:
-                issues.append(Issue(f"must be a non-negative integer, got {v!r}", layer=self.name, field=f))
-        if not 0.0 <= self.spike_rate <= 1.0:
-            issues.append(Issue(f"must lie in [0, 1], got {self.spike_rate}", layer=self.name,
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                issues.append(Issue(f"must be a non-negative integer, got {v!r}",
+                                    layer=self.name, field=f))
+        rate = self.spike_rate
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0.0 <= rate <= 1.0:
+            issues.append(Issue(f"must lie in [0, 1], got {rate!r}", layer=self.name,
                                 field="spike_rate"))
         raise_if(issues)
 
@@ -255,16 +258,17 @@ class Network:
 
     def __post_init__(self) -> None:
         issues: list[Issue] = []
-        if not isinstance(self.timesteps, int) or isinstance(self.timesteps, bool) or self.timesteps < 1:
-            issues.append(Issue(f"must be a positive integer, got {self.timesteps!r}", field="timesteps"))
+        T = self.timesteps
+        if not isinstance(T, int) or isinstance(T, bool) or T < 1:
+            issues.append(Issue(f"must be a positive integer, got {T!r}", field="timesteps"))
         seen: dict[str, int] = {}
         for i, layer in enumerate(self.layers):
             if layer.name in seen or layer.name == self.input.name:
                 issues.append(Issue("duplicate layer name", layer=layer.name, field="name"))
             for src in layer.inputs:
                 if src != self.input.name and src not in seen:
-                    issues.append(Issue(f"input {src!r} is not the network input or an earlier layer",
-                                        layer=layer.name, field="inputs"))
+                    issues.append(Issue(f"input {src!r} is not the network input or an earlier "
+                                        "layer", layer=layer.name, field="inputs"))
             seen[layer.name] = i
         if not self.layers:
             issues.append(Issue("a network needs at least one layer", field="layers"))
@@ -288,7 +292,8 @@ class Network:
                                         field="blocks"))
             covered.extend(b.layers)
         if self.blocks and not issues and covered != [layer.name for layer in self.layers]:
-            issues.append(Issue("blocks must list every layer once, in layer order", field="blocks"))
+            issues.append(Issue("blocks must list every layer once, in layer order",
+                                field="blocks"))
         raise_if(issues)
 
     # --- queries ---------------------------------------------------------------
@@ -416,8 +421,10 @@ def build_network(
     ----------
     specs
         One mapping per layer, as in the network YAML (``name``, ``type``,
-        ``inputs``, ``loop_dims``, ``stride``, ``padding``, ...). Given loop
-        bounds (``C``, ``OY``, ``OX``) are checked against the inferred ones.
+        ``inputs``, ``loop_dims``, ``stride``, ``padding``, ...). Every given
+        loop bound is checked against the inferred one: ``K``, ``C``, ``OY``,
+        ``OX``, ``FY``, ``FX`` against the layer's shape, ``T`` against
+        ``timesteps`` and ``B`` against 1.
 
     Raises
     ------
@@ -430,17 +437,20 @@ def build_network(
                             input_tensor.bits)
     }
     layers: list[Layer] = []
+    failed: set[str] = set()
     for idx, spec in enumerate(specs):
         lname = spec.get("name") if isinstance(spec, Mapping) else None
         if not isinstance(lname, str) or not lname:
             issues.append(Issue("every layer needs a string 'name'", layer=f"#{idx}", field="name"))
             continue
         layer_issues: list[Issue] = []
-        layer = _build_layer(lname, spec, shapes, defaults, layer_issues)
+        layer = _build_layer(lname, spec, shapes, failed, defaults, timesteps, layer_issues)
         issues.extend(layer_issues)
         if layer is not None and not layer_issues:
             layers.append(layer)
             shapes[lname] = (layer.k, layer.oy, layer.ox, layer.output_bits)
+        else:
+            failed.add(lname)
     raise_if(issues)
     return Network(name=name, timesteps=timesteps, input=input_tensor, layers=tuple(layers),
                    state_persistence=state_persistence, blocks=tuple(blocks),
@@ -451,9 +461,23 @@ def _build_layer(
     lname: str,
     spec: Mapping[str, Any],
     shapes: Mapping[str, tuple[int, int, int, int]],
+    failed: set[str],
     d: NetworkDefaults,
+    timesteps: int,
     issues: list[Issue],
 ) -> Layer | None:
+    """Resolve one layer's shape from its spec, or return ``None`` with ``issues`` filled.
+
+    Parameters
+    ----------
+    shapes
+        ``(channels, OY, OX, bits)`` of the network input and every layer built so far.
+    failed
+        Earlier layers that could not be built: reading one is not reported
+        again (its own problem already is), the layer is just skipped.
+    timesteps
+        The network's T, which a given ``loop_dims.T`` must equal.
+    """
     for key in spec:
         if key not in LAYER_FIELDS:
             issues.append(Issue(f"unknown field (known: {', '.join(sorted(LAYER_FIELDS))})",
@@ -467,13 +491,18 @@ def _build_layer(
     inputs = spec.get("inputs")
     if isinstance(inputs, str):
         inputs = [inputs]
-    if not isinstance(inputs, Sequence) or not inputs or not all(isinstance(i, str) for i in inputs):
-        issues.append(Issue("must be a non-empty list of tensor names", layer=lname, field="inputs"))
+    if not isinstance(inputs, Sequence) or not inputs \
+            or not all(isinstance(i, str) for i in inputs):
+        issues.append(Issue("must be a non-empty list of tensor names", layer=lname,
+                            field="inputs"))
         return None
-    missing = [i for i in inputs if i not in shapes]
+    missing = [i for i in inputs if i not in shapes and i not in failed]
     if missing:
         issues.append(Issue(f"unknown or later tensor(s) {', '.join(missing)} (inputs must be the "
                             "network input or earlier layers)", layer=lname, field="inputs"))
+        return None
+    if any(i in failed for i in inputs):
+        # The input's own problem is already reported; its shape is unknown, so stop quietly.
         return None
     if kind is LayerKind.ADD and len(inputs) < 2:
         issues.append(Issue("an add needs two or more inputs", layer=lname, field="inputs"))
@@ -514,16 +543,22 @@ def _build_layer(
                                      (LayerKind.CONV, LayerKind.LINEAR) else "none"))
     except ValueError:
         issues.append(Issue(f"unknown neuron {spec.get('neuron')!r} (one of "
-                            f"{', '.join(n.value for n in NeuronKind)})", layer=lname, field="neuron"))
+                            f"{', '.join(n.value for n in NeuronKind)})", layer=lname,
+                            field="neuron"))
         return None
     rate = spec.get("spike_rate", 1.0)
     if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate <= 1:
         issues.append(Issue(f"must be a number in [0, 1], got {rate!r}", layer=lname,
                             field="spike_rate"))
         return None
-    for key in ("T", "B"):
-        if key in dims and key == "B" and dims[key] != 1:
-            issues.append(Issue("batch must be 1", layer=lname, field="loop_dims.B"))
+    # Every layer runs over the whole window, so T is the network's; the batch is always 1.
+    valid_t = isinstance(timesteps, int) and not isinstance(timesteps, bool)
+    if "T" in dims and valid_t and dims["T"] != timesteps:
+        issues.append(Issue(f"is {dims['T']} but the network has timesteps: {timesteps}",
+                            layer=lname, field="loop_dims.T"))
+    if "B" in dims and dims["B"] != 1:
+        issues.append(Issue(f"batch must be 1, got {dims['B']}", layer=lname,
+                            field="loop_dims.B"))
     if issues:
         return None
 
@@ -549,6 +584,8 @@ def _build_layer(
                                     layer=lname, field="inputs"))
                 return None
             check_given("C", c, f"input {inputs[0]!r}")
+            for key in ("OY", "OX", "FY", "FX"):
+                check_given(key, 1, "a linear layer")
             if issues:
                 return None
             return Layer(kind=kind, k=k, c=c, oy=1, ox=1, neuron=neuron, weight_bits=wbits,
@@ -567,7 +604,8 @@ def _build_layer(
         if fy > iy + 2 * pad[0] or fx > ix + 2 * pad[1]:
             issues.append(Issue(f"kernel {fy}x{fx} is larger than the padded input map "
                                 f"{iy + 2 * pad[0]}x{ix + 2 * pad[1]}", layer=lname,
-                                field="loop_dims.FY" if fy > iy + 2 * pad[0] else "loop_dims.FX"))
+                                field="loop_dims.FY" if fy > iy + 2 * pad[0] else
+                                "loop_dims.FX"))
             return None
         oy = _spatial_out(iy, fy, stride[0], pad[0])
         ox = _spatial_out(ix, fx, stride[1], pad[1])
@@ -585,8 +623,8 @@ def _build_layer(
                             field="neuron"))
         return None
     if kind is LayerKind.POOL:
-        kernel = _pair(spec.get("kernel", [dims.get("FY", 2), dims.get("FX", 2)]), lname, "kernel",
-                       issues)
+        kernel = _pair(spec.get("kernel", [dims.get("FY", 2), dims.get("FX", 2)]), lname,
+                       "kernel", issues)
         stride = _pair(spec.get("stride", kernel), lname, "stride", issues) if kernel else None
         pad = _pair(spec.get("padding", 0), lname, "padding", issues)
         ptype = spec.get("pool", "max")
@@ -606,6 +644,9 @@ def _build_layer(
         oy = _spatial_out(iy, kernel[0], stride[0], pad[0])
         ox = _spatial_out(ix, kernel[1], stride[1], pad[1])
         check_given("K", c, "a pool keeps the channels of its input; it")
+        check_given("C", c, f"input {inputs[0]!r}")
+        check_given("FY", kernel[0], "the kernel")
+        check_given("FX", kernel[1], "the kernel")
         check_given("OY", oy, "the input, kernel and stride")
         check_given("OX", ox, "the input, kernel and stride")
         if issues:
@@ -616,7 +657,7 @@ def _build_layer(
     if kind is LayerKind.ADD:
         shapes_in = [shapes[i] for i in inputs]
         first = shapes_in[0]
-        for src, (sc, sy, sx, _) in zip(inputs[1:], shapes_in[1:]):
+        for src, (sc, sy, sx, _) in zip(inputs[1:], shapes_in[1:], strict=True):
             if (sc, sy, sx) != first[:3]:
                 issues.append(Issue(f"input {src!r} is {sc}x{sy}x{sx} but {inputs[0]!r} is "
                                     f"{first[0]}x{first[1]}x{first[2]} (channels x OY x OX must "
@@ -627,8 +668,19 @@ def _build_layer(
         exact = widest + math.ceil(math.log2(len(inputs))) if widest > 1 else \
             math.ceil(math.log2(len(inputs) + 1))
         obits = prec.get("O", exact if d.add_output_bits == "exact" else widest)
+        why = f"the shape of input {inputs[0]!r}"
+        for key, inferred in (("K", c), ("C", c), ("OY", iy), ("OX", ix), ("FY", 1), ("FX", 1)):
+            check_given(key, inferred, why)
+        if issues:
+            return None
         return Layer(kind=kind, k=c, c=c, oy=iy, ox=ix, output_bits=obits, **common)
     # flatten: (C, Y, X) -> (C*Y*X, 1, 1)
+    why = f"flattening input {inputs[0]!r} ({c}x{iy}x{ix})"
+    for key, inferred in (("K", c * iy * ix), ("C", c), ("OY", 1), ("OX", 1), ("FY", 1),
+                          ("FX", 1)):
+        check_given(key, inferred, why)
+    if issues:
+        return None
     return Layer(kind=kind, k=c * iy * ix, c=c, oy=1, ox=1, output_bits=ibits, **common)
 
 

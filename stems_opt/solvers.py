@@ -61,71 +61,91 @@ def explain_infeasible(problem: Problem) -> str:
             "under the search-space limits")
 
 
-def _best_named(problem: Problem) -> Result | None:
+def _incumbent(problem: Problem) -> Result | None:
+    """The best named schedule whose segments all lie in the search space."""
     from stems_opt.heuristics import named_schedule
 
+    cap = problem.max_segment_layers
     best = None
     for name in WARM_START_SCHEDULES:
+        if cap is not None and name == "ST-LBL" and len(problem.network.layers) > cap:
+            continue
         r = named_schedule(problem, name)
+        if r.mapping is not None and cap is not None and any(
+                len(s.layers) > cap for s in r.mapping.segments):
+            continue
         if r.feasible and (best is None or r.objective_value < best.objective_value):
             best = r
     return best
+
+
+def _frame_keys(problem: Problem, mapping: Mapping) -> list[tuple]:
+    index = {lay.name: i for i, lay in enumerate(problem.network.layers)}
+    return [(index[s.layers[0]], index[s.layers[-1]], s.time_batch, s.axis, s.tiles, s.order)
+            for s in mapping.segments]
 
 
 def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = None,
                 threads: int | None = None, seed: int = 0, warm_start: bool = True) -> Result:
     """Solve the joint MIP to a proven optimum (or the best mapping, bound and gap).
 
-    The returned mapping is checked by :func:`~stems_opt.mapping.check` and
-    re-scored by :func:`~stems_opt.cost_model.evaluate`; the solver's
-    objective must equal the cost model's, or this raises ``AssertionError``.
+    Steps: an incumbent from the named schedules (warm start and upper
+    bound); frame lower bounds and a shortest-path bound over segment
+    boundaries, which drop every frame that cannot be part of a strictly
+    better mapping; the MIP over the frames left (plus the incumbent's);
+    the answer re-checked by :func:`~stems_opt.mapping.check` and re-scored
+    by :func:`~stems_opt.cost_model.evaluate`. The solver's objective must
+    equal the cost model's, or this raises ``AssertionError``.
     """
     from stems_opt.formulation.backend import SolveOptions
     from stems_opt.formulation.data import build_model_data
     from stems_opt.formulation.model import build_linear_model, decode, encode_hint
 
+    if solver not in EXACT_SOLVERS:
+        raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
+                                    f"{', '.join(EXACT_SOLVERS)})", field="solver"))
     start = time.perf_counter()
     objective = problem.objective
-    named = _best_named(problem) if warm_start else None
-    ub = named.objective_value if named is not None else None
-    if objective is Objective.ENERGY and ub is not None:
-        ub = ub * 1000  # the model works in fJ
-    data = build_model_data(problem, upper_bound=ub)
+    scale = 1000.0 if objective is Objective.ENERGY else 1.0
+    named = _incumbent(problem) if warm_start else None
+    ub = None if named is None else round(named.objective_value * scale)
+    if objective is Objective.ENERGY and named is not None:
+        ub = named.cost.memory_energy_fj + 1 + _constant_fj(problem)
+    heuristic_s = time.perf_counter() - start
+    data = build_model_data(problem, upper_bound=ub,
+                            required=_frame_keys(problem, named.mapping) if named else ())
     L = len(problem.network.layers)
     covered = {i for f in data.frames for i in range(f.first, f.last + 1)}
+    stats = dict(data.stats)
+    stats.update(heuristic_s=heuristic_s)
     if len(covered) < L and named is None:
         return Result(SolveStatus.INFEASIBLE, solver, objective.value,
                       message=explain_infeasible(problem),
-                      runtime_s=time.perf_counter() - start, build_s=data.build_s)
+                      runtime_s=time.perf_counter() - start, build_s=data.build_s, stats=stats)
     lm, variables = build_linear_model(data)
     hint = encode_hint(data, variables, named.mapping) if named is not None else None
-    build_s = time.perf_counter() - start
-    opts = SolveOptions(time_limit_s=None if time_limit_s is None else
-                        max(0.1, time_limit_s - build_s), threads=threads, seed=seed)
+    build_s = time.perf_counter() - start - heuristic_s
+    remaining = None if time_limit_s is None else max(0.1, time_limit_s - heuristic_s - build_s)
+    opts = SolveOptions(time_limit_s=remaining, threads=threads, seed=seed)
     if solver == "cpsat":
         from stems_opt.formulation.cpsat import solve_cpsat
 
         ans = solve_cpsat(lm, opts, hint)
-    elif solver == "highs":
+    else:
         from stems_opt.formulation.highs import solve_highs
 
         ans = solve_highs(lm, opts, hint)
-    else:
-        raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
-                                    f"{', '.join(EXACT_SOLVERS)})", field="solver"))
-    stats = dict(data.stats)
     stats.update(variables=len(lm.names), constraints=len(lm.rows), solve_s=ans.solve_s,
-                 model_build_s=build_s)
+                 model_build_s=build_s, hint_complete=float(hint is not None))
     runtime = time.perf_counter() - start
-    scale = 1000.0 if objective is Objective.ENERGY else 1.0
     if ans.values is None:
-        if ans.status == "infeasible" and named is None:
+        if named is not None:  # the incumbent is the best mapping known
+            return _with_bound(named, solver, ans.bound, data.constant, scale, runtime, build_s,
+                               stats, f"the solver stopped ({ans.detail}); best known mapping")
+        if ans.status == "infeasible":
             return Result(SolveStatus.INFEASIBLE, solver, objective.value,
                           message=explain_infeasible(problem), runtime_s=runtime,
                           build_s=build_s, stats=stats)
-        if named is not None:  # the warm start is the best mapping known
-            return _with_bound(named, solver, ans.bound, data.constant, scale, runtime, build_s,
-                               stats, "no mapping better than the warm start was found")
         return Result(SolveStatus.UNKNOWN, solver, objective.value, runtime_s=runtime,
                       build_s=build_s, stats=stats, message=f"solver stopped: {ans.detail}")
     mapping = decode(data, variables, ans.values).canonical(problem.network)
@@ -135,14 +155,24 @@ def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | N
     value = cost.objective_value(objective.value)
     mip_value = (ans.objective + data.constant) / scale
     assert _same(mip_value, value), f"MIP objective {mip_value} != cost model {value}"
-    bound = None if ans.bound is None else (ans.bound + data.constant) / scale
-    if bound is not None:
-        bound = min(bound, value)
+    bound = None if ans.bound is None else min((ans.bound + data.constant) / scale, value)
     status = SolveStatus.OPTIMAL if ans.status == "optimal" else SolveStatus.FEASIBLE
     gap = 0.0 if status is SolveStatus.OPTIMAL else _gap(value, bound)
     return Result(status, solver, objective.value, mapping=mapping, cost=cost,
                   objective_value=value, bound=value if status is SolveStatus.OPTIMAL else bound,
                   gap=gap, runtime_s=runtime, build_s=build_s, stats=stats)
+
+
+def _constant_fj(problem: Problem) -> float:
+    from stems_opt.cost_model import pj_to_fj
+
+    net, hw = problem.network, problem.hardware
+    total = 0.0
+    for lay in net.layers:
+        e = hw.array.mac_pj if lay.uses_mac else hw.array.accumulate_pj
+        total += lay.operations(net.timesteps) * pj_to_fj(e) * lay.spike_rate
+        total += lay.neuron_updates(net.timesteps) * pj_to_fj(hw.array.neuron_update_pj)
+    return total
 
 
 def _same(a: float, b: float) -> bool:
@@ -174,9 +204,8 @@ def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = 
     if solver not in SOLVERS:
         raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
                                     f"{', '.join(SOLVERS)})", field="solver"))
-    result = SOLVERS[solver](problem, solver=solver, time_limit_s=time_limit_s, threads=threads,
+    return SOLVERS[solver](problem, solver=solver, time_limit_s=time_limit_s, threads=threads,
                              seed=seed, warm_start=warm_start)
-    return result
 
 
 def lower_bound_bits(problem: Problem) -> int:

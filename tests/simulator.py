@@ -54,7 +54,7 @@ execution of the layer in that step (section 5: ``max_j`` per item).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from stems_opt.mapping import Halo, Mapping, Order, Placement, Segment, StateMode
@@ -385,7 +385,9 @@ def simulate_segment(network: Network, mapping: Mapping, index: int,
 def _execute(network: Network, seg: Segment, lay: Layer, s: int, t: int, S: int, reset: bool,
              sb: list[int], dram_reads: set[tuple[str, str]],
              kept: dict[tuple[str, str, int], tuple[int, int]], plan: _Plan, whole: set[str],
-             line_buffered: dict[str, int], transfer) -> dict[str, int]:  # noqa: ANN001
+             line_buffered: dict[str, int],
+             transfer: Callable[[int | None, int | None, str, str, str, str, int], None],
+             ) -> dict[str, int]:
     """Run ``lay`` on its tile ``t`` for time batch ``s``; return its transient buffers."""
     axis, Tb, name = seg.axis, seg.time_batch, lay.name
     m = len(sb) - 1
@@ -449,6 +451,25 @@ def _execute(network: Network, seg: Segment, lay: Layer, s: int, t: int, S: int,
     return transient
 
 
+def whole_tensors_read_from_dram(network: Network, mapping: Mapping
+                                 ) -> list[tuple[int, str, str]]:
+    """``(segment, tensor, consumer)`` where a tensor kept whole on chip is read from DRAM.
+
+    docs/model.md charges such a read like any DRAM read (section 4); the cost
+    model does not (see tests/test_simulator.py, the xfail cases).
+    """
+    plan = _plan(network, mapping)
+    out = []
+    for i, seg in enumerate(mapping.segments):
+        inside = set(seg.layers)
+        for name in seg.layers:
+            for src in dict.fromkeys(network.layer(name).inputs):
+                if src in plan.whole[i] and \
+                        _placement(network, seg, inside, src) is Placement.DRAM:
+                    out.append((i, src, name))
+    return out
+
+
 def simulate(network: Network, mapping: Mapping) -> Run:
     """Run every segment of ``mapping``."""
     plan = _plan(network, mapping)
@@ -456,4 +477,4 @@ def simulate(network: Network, mapping: Mapping) -> Run:
 
 
 __all__ = ["CLASSES", "Run", "SegmentRun", "Transfer", "simulate", "simulate_segment",
-           "sub_bounds", "sub_tile_limits", "tile_bounds"]
+           "sub_bounds", "sub_tile_limits", "tile_bounds", "whole_tensors_read_from_dram"]

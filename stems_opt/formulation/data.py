@@ -291,9 +291,6 @@ class _FrameBuilder:
                 wv.append((wc, sm, wr + vr, ww + vw, coeff))
             for oc_part in o_parts:
                 for in_combo in itertools.product(*i_parts) if i_parts else [()]:
-                    if any(ic.source != CHIP and ic.tensor in self.inside and oc_part[0] is None
-                           for ic, *_ in in_combo):
-                        pass
                     base_r = oc_part[1] + sum(p[1] for p in in_combo)
                     base_w = oc_part[2] + sum(p[2] for p in in_combo)
                     base_c = oc_part[3].copy()
@@ -359,11 +356,88 @@ def frame_specs(problem: Problem) -> Iterable[tuple[int, int, int, Axis, int, Or
                             yield first, last, tb, axis, n, Order.SPACE_OUTER
 
 
-def build_model_data(problem: Problem, upper_bound: float | None = None) -> ModelData:
+FrameKey = tuple[int, int, int, Axis, int, Order]
+
+
+def spec_lower_bound(ctx: _Context, spec: FrameKey) -> int:
+    """A lower bound on any option set of frame ``spec``, cheap to compute.
+
+    Per layer, each decision at its cheapest choice that fits the buffer
+    alone: weights resident (else streamed in every step), state kept
+    (resident, tile-resident or ``S = 1``; else spilled every time batch),
+    outputs and inputs on chip where they can be (else written once / read
+    by the union of the consumer's windows).
+    """
+    first, last, tb, axis, n, order = spec
+    net, cap = ctx.network, ctx.capacity_bits
+    lays = net.layers[first:last + 1]
+    inside = {lay.name for lay in lays}
+    T = net.timesteps
+    S = T // tb
+    from stems_opt.cost_model import tile_bounds
+    from stems_opt.network import StatePersistence
+
+    bounds = tile_bounds(net, [lay.name for lay in lays], axis, n)
+    total = 0
+    for lay in lays:
+        b = bounds[lay.name]
+        rows = [b[t + 1] - b[t] for t in range(n)]
+        if lay.has_weights:
+            w = lay.weight_size_bits
+            total += w if w <= cap else S * sum(1 for r in rows if r) * w
+        if lay.stateful:
+            v = lay.state_size_bits
+            kept = v <= cap or S == 1 or (order is Order.SPACE_OUTER
+                                          and max(rows) * lay.state_row_bits(axis) <= cap)
+            passes = 1 if kept else S
+            total += 2 * passes * v if net.state_persistence is StatePersistence.STREAMING \
+                else 2 * (passes - 1) * v
+        cons = net.consumers(lay.name)
+        if lay.name in ctx.outputs or (any(c not in inside for c in cons)
+                                       and lay.name not in ctx.whole_candidates):
+            total += net.tensor_size_bits(lay.name)
+        for src in dict.fromkeys(lay.inputs):
+            if src in inside or src in ctx.whole_candidates:
+                continue
+            lo, hi = lay.window(axis, 0, lay.extent(axis))
+            total += (hi - lo) * net.tensor_row_bits(src, axis) * T
+    return total
+
+
+def _energy_lower_bound(ctx: _Context, traffic_lb: int) -> int:
+    # Every DRAM bit costs at least the cheaper of a read and a write (fJ).
+    return traffic_lb * min(ctx.rates.read_fj_per_bit, ctx.rates.write_fj_per_bit)
+
+
+def _dp_bounds(L: int, specs: list[tuple[FrameKey, int]]) -> tuple[list[float], list[float]]:
+    """Shortest-path bounds over segment boundaries: prefix[i] for layers before i,
+    suffix[j] for layers from j on."""
+    inf = math.inf
+    prefix = [inf] * (L + 1)
+    prefix[0] = 0
+    best: dict[tuple[int, int], int] = {}
+    for spec, lb in specs:
+        key = (spec[0], spec[1])
+        best[key] = min(best.get(key, lb), lb)
+    for (first, last), lb in sorted(best.items()):
+        if prefix[first] < inf:
+            prefix[last + 1] = min(prefix[last + 1], prefix[first] + lb)
+    suffix = [inf] * (L + 1)
+    suffix[L] = 0
+    for (first, last), lb in sorted(best.items(), key=lambda kv: -kv[0][1]):
+        if suffix[last + 1] < inf:
+            suffix[first] = min(suffix[first], suffix[last + 1] + lb)
+    return prefix, suffix
+
+
+def build_model_data(problem: Problem, upper_bound: float | None = None,
+                     required: Iterable[FrameKey] = ()) -> ModelData:
     """Generate and prune frames and options for ``problem``.
 
-    ``upper_bound`` (objective units) enables the exact bound-based frame
-    pruning; pass the value of any feasible mapping.
+    ``upper_bound`` is the objective value (traffic bits or energy fJ) of a
+    known mapping whose frames are listed in ``required``: frames that cannot
+    be part of a strictly better mapping are dropped before their options are
+    built (bound pruning), the required ones are always kept.
     """
     import time
 
@@ -377,10 +451,32 @@ def build_model_data(problem: Problem, upper_bound: float | None = None) -> Mode
     producer = {net.input.name: -1, **index}
     last_consumer = {t: max(index[c] for c in net.consumers(t))
                      for t in [net.input.name, *index] if net.consumers(t)}
+    L = len(net.layers)
+    specs = []
+    for spec in frame_specs(problem):
+        lb = spec_lower_bound(ctx, spec)
+        if problem.objective is Objective.ENERGY:
+            lb = _energy_lower_bound(ctx, lb)
+        specs.append((spec, lb))
+    prefix, suffix = _dp_bounds(L, specs)
+    constant = 0.0
+    if problem.objective is Objective.ENERGY:
+        from stems_opt.cost_model import pj_to_fj
+
+        T = net.timesteps
+        for lay in net.layers:
+            e = hw.array.mac_pj if lay.uses_mac else hw.array.accumulate_pj
+            constant += lay.operations(T) * pj_to_fj(e) * lay.spike_rate
+            constant += lay.neuron_updates(T) * pj_to_fj(hw.array.neuron_update_pj)
+    required = set(required)
+    kept_specs = []
+    for spec, lb in specs:
+        if spec in required or upper_bound is None or \
+                prefix[spec[0]] + lb + suffix[spec[1] + 1] < upper_bound - constant:
+            kept_specs.append((spec, lb))
     frames: list[Frame] = []
-    tried = 0
-    for first, last, tb, axis, n, order in frame_specs(problem):
-        tried += 1
+    for spec, lb in kept_specs:
+        first, last, tb, axis, n, order = spec
         fb = _FrameBuilder(ctx, first, last, tb, axis, n, order)
         options = fb.build()
         if options is None:
@@ -394,66 +490,14 @@ def build_model_data(problem: Problem, upper_bound: float | None = None) -> Mode
         out_t = tuple(name for name in fb.layers
                       if any(c not in inside for c in net.consumers(name)))
         fr_t = tuple(name for name in fb.layers if any(c in inside for c in net.consumers(name)))
-        lb = sum(min(o.cost for o in opts) for opts in options.values())
+        lb_opt = sum(min(o.cost for o in opts) for opts in options.values())
         frames.append(Frame(len(frames), first, last, fb.layers, tb, axis, n, order, options,
-                            fb.geo.n * fb.L, lb, in_t, out_t, fr_t))
-    constant = 0.0
-    if problem.objective is Objective.ENERGY:
-        from stems_opt.cost_model import pj_to_fj
-
-        T = net.timesteps
-        for lay in net.layers:
-            e = hw.array.mac_pj if lay.uses_mac else hw.array.accumulate_pj
-            constant += lay.operations(T) * pj_to_fj(e) * lay.spike_rate
-            constant += lay.neuron_updates(T) * pj_to_fj(hw.array.neuron_update_pj)
+                            fb.geo.n * fb.L, max(lb, lb_opt), in_t, out_t, fr_t))
     data = ModelData(problem, problem.objective, frames, whole, last_consumer, producer, constant,
                      hw.gb_capacity_bits, upper_bound)
-    data.stats.update(frames_tried=tried, frames_kept=len(frames),
-                      options=sum(len(o) for f in frames for o in f.options.values()))
-    if upper_bound is not None:
-        prune_by_bound(data, upper_bound)
+    data.stats.update(frames_in_space=len(specs), frames_after_bound=len(kept_specs),
+                      frames_kept=len(frames),
+                      options=sum(len(o) for f in frames for o in f.options.values()),
+                      lower_bound_dp=prefix[L] + constant)
     data.build_s = time.perf_counter() - start
     return data
-
-
-def prune_by_bound(data: ModelData, upper_bound: float) -> None:
-    """Drop frames that cannot be part of a mapping better than ``upper_bound``.
-
-    ``best_prefix[i]`` is a lower bound on layers ``0..i-1`` (shortest path
-    over frame lower bounds), ``best_suffix[j]`` on layers ``j..``; a frame
-    over ``first..last`` survives only if
-    ``best_prefix[first] + its bound + best_suffix[last + 1] <= upper_bound``.
-    """
-    L = len(data.problem.network.layers)
-    bound = upper_bound - data.constant
-    inf = math.inf
-    prefix = [inf] * (L + 1)
-    prefix[0] = 0
-    by_first: dict[int, list[Frame]] = {}
-    for f in data.frames:
-        by_first.setdefault(f.first, []).append(f)
-    for i in range(L):
-        if prefix[i] == inf:
-            continue
-        for f in by_first.get(i, []):
-            prefix[f.last + 1] = min(prefix[f.last + 1], prefix[i] + f.lower_bound)
-    suffix = [inf] * (L + 1)
-    suffix[L] = 0
-    by_last: dict[int, list[Frame]] = {}
-    for f in data.frames:
-        by_last.setdefault(f.last, []).append(f)
-    for j in range(L - 1, -1, -1):
-        for f in by_last.get(j, []):
-            pass
-    for j in range(L, 0, -1):
-        if suffix[j] == inf:
-            continue
-        for f in by_last.get(j - 1, []):
-            suffix[f.first] = min(suffix[f.first], suffix[j] + f.lower_bound)
-    kept = [f for f in data.frames
-            if prefix[f.first] + f.lower_bound + suffix[f.last + 1] <= bound]
-    for i, f in enumerate(kept):
-        f.index = i
-    data.stats["frames_pruned_by_bound"] = len(data.frames) - len(kept)
-    data.stats["lower_bound_dp"] = prefix[L] + data.constant
-    data.frames = kept
