@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from stems_opt.errors import Issue, raise_if
 
@@ -19,6 +20,13 @@ def is_number(value: object) -> bool:
     """
     return isinstance(value, (int, float)) and not isinstance(value, bool) \
         and math.isfinite(value)
+
+
+def check_clock(clock_hz: Any) -> list[Issue]:
+    """Issues with a clock frequency: ``None`` (not given) or a finite number > 0."""
+    if clock_hz is None or (is_number(clock_hz) and clock_hz > 0):
+        return []
+    return [Issue(f"must be a finite positive number of Hz, got {clock_hz!r}", field="clock_hz")]
 
 
 def _check_nonneg(owner: str, **values: float) -> list[Issue]:
@@ -110,9 +118,7 @@ class Hardware:
         for lvl in self.inner_levels:
             if lvl.capacity_bits is None:
                 issues.append(Issue("inner levels need a size", layer=lvl.name, field="size"))
-        if self.clock_hz is not None and (not is_number(self.clock_hz) or self.clock_hz <= 0):
-            issues.append(Issue(f"must be a finite positive number of Hz, got "
-                                f"{self.clock_hz!r}", field="clock_hz"))
+        issues += check_clock(self.clock_hz)
         raise_if(issues)
 
     @property

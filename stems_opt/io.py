@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from stems_opt.errors import Issue, StemsInputError
-from stems_opt.hardware import ComputeArray, Hardware, MemoryLevel, is_number
+from stems_opt.hardware import ComputeArray, Hardware, MemoryLevel, check_clock, is_number
 from stems_opt.mapping import (
     Halo,
     Mapping,
@@ -333,6 +333,7 @@ def hardware_from_dict(doc: Any, file: str = "<hardware>") -> Hardware:
                 except StemsInputError as exc:
                     issues += exc.issues
     clock = d.get("clock_hz")
+    issues += check_clock(clock)
     if issues or dram is None or gb is None or array is None or None in inner:
         raise StemsInputError(issues or [Issue("invalid hardware")]).with_file(file)
     try:

@@ -257,6 +257,12 @@ class Network:
                                                    compare=False)
 
     def __post_init__(self) -> None:
+        try:  # accept the YAML spelling from Python callers too
+            object.__setattr__(self, "state_persistence",
+                               StatePersistence(self.state_persistence))
+        except ValueError:
+            raise_if([Issue(f"unknown value {self.state_persistence!r} (streaming, reset)",
+                            field="state_persistence")])
         issues: list[Issue] = []
         T = self.timesteps
         if not isinstance(T, int) or isinstance(T, bool) or T < 1:

@@ -14,6 +14,7 @@ there is one, the layer and the field, and no traceback may leak out.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -171,6 +172,16 @@ def assert_clean(out: str, err: str) -> None:
     assert "Traceback" not in out and "Traceback" not in err, err
 
 
+LOCATION = re.compile(r"layer '[^']*'|field '[^']*'|segment \d+")
+
+
+def assert_location_once(err: str) -> None:
+    """No error line names the same segment, layer or field twice."""
+    for line in err.splitlines():
+        found = LOCATION.findall(line)
+        assert len(found) == len(set(found)), line
+
+
 # --- the corpus itself -------------------------------------------------------------------
 
 def test_every_corpus_file_has_a_case() -> None:
@@ -205,6 +216,7 @@ def test_bad_input(case: Case, command: str, tmp_path: Path,
         text = err
         assert err.startswith("stems-opt: error: "), err
         assert (case.names or case.file) in err, err
+        assert_location_once(err)
     for fragment in case.expect:
         assert fragment in text, (fragment, text)
 
@@ -327,8 +339,6 @@ def test_failing_run_creates_no_out_file(
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="cli/io: an --out path in a missing directory raises "
-                   "FileNotFoundError from tempfile.mkstemp (traceback, exit 1 = 'infeasible')")
 def test_out_in_missing_directory_is_bad_input(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "no_such_dir" / "m.yaml"
@@ -339,8 +349,6 @@ def test_out_in_missing_directory_is_bad_input(
     assert "m.yaml" in err
 
 
-@pytest.mark.xfail(strict=True, reason="cli/io: an --out path that is a directory raises "
-                   "IsADirectoryError from os.replace (traceback, exit 1 = 'infeasible')")
 def test_out_is_a_directory_is_bad_input(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, err = run_cli(["evaluate", str(TINY_INSTANCE), "--schedule", "TB-F",
@@ -348,6 +356,91 @@ def test_out_is_a_directory_is_bad_input(
     assert_clean(out, err)
     assert rc == EXIT_INPUT
     assert str(tmp_path) in err
+    assert list(tmp_path.iterdir()) == []  # no temp files
+
+
+def test_out_under_a_file_is_bad_input(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "plain.txt"
+    blocker.write_text("not a directory\n")
+    rc, out, err = run_cli(["evaluate", str(TINY_INSTANCE), "--schedule", "TB-F",
+                            "--out", str(blocker / "m.yaml")], capsys)
+    assert_clean(out, err)
+    assert rc == EXIT_INPUT
+    assert "m.yaml" in err and "not a directory" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.txt"]
+
+
+def test_out_is_checked_before_solving(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import stems_opt.solvers
+
+    def must_not_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the solver ran although --out cannot be written")
+
+    monkeypatch.setattr(stems_opt.solvers, "solve", must_not_run)
+    target = tmp_path / "no_such_dir" / "m.yaml"
+    rc, out, err = run_cli(["solve", str(TINY_INSTANCE), "--out", str(target)], capsys)
+    assert_clean(out, err)
+    assert rc == EXIT_INPUT
+    assert "m.yaml" in err and fld("out") in err
+
+
+@pytest.mark.parametrize("where", ["missing-directory", "directory"])
+def test_write_text_safely_raises_input_error(where: str, tmp_path: Path) -> None:
+    from stems_opt.errors import StemsInputError
+    from stems_opt.io import write_text_safely
+
+    target = tmp_path / "no_such_dir" / "m.yaml" if where == "missing-directory" else tmp_path
+    with pytest.raises(StemsInputError) as info:
+        write_text_safely(target, "mapping: {}\n")
+    assert str(target) in str(info.value)
+    assert "cannot be written" in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # no temp files
+
+
+def test_mapping_violation_names_its_location_once(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    mapping_file = BAD / "map_chunks_not_divide_k.yaml"
+    rc, out, err = run_cli(["evaluate", str(TINY_INSTANCE), "--mapping", str(mapping_file)],
+                           capsys)
+    assert_clean(out, err)
+    assert rc == EXIT_INPUT
+    assert err == (f"stems-opt: error: {mapping_file}, segment 0, layer 'c1', field 'weights': "
+                   "chunks 3 must divide K = 4\n")
+
+
+def test_overflowing_mapping_is_still_written_and_exits_1(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "scored.yaml"
+    rc, out, err = run_cli(["evaluate", str(TINY_INSTANCE), "--mapping",
+                            str(BAD / "map_overflows_gb.yaml"), "--out", str(target)], capsys)
+    assert_clean(out, err)
+    assert rc == EXIT_INFEASIBLE
+    assert "DOES NOT FIT" in out
+    assert target.read_text().startswith("mapping:")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scored.yaml"]
+
+
+def test_duplicate_json_key_is_bad_input(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    mapping_file = tmp_path / "dup.json"
+    mapping_file.write_text('{"segments": [{"layers": ["c1", "c2", "add", "pool"], '
+                            '"time_batch": 4, "time_batch": 2}]}')
+    rc, out, err = run_cli(["evaluate", str(TINY_INSTANCE), "--mapping", str(mapping_file)],
+                           capsys)
+    assert_clean(out, err)
+    assert rc == EXIT_INPUT
+    assert "dup.json" in err and "duplicate key 'time_batch'" in err
+
+
+def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
+    from stems_opt.io import read_document
+
+    doc = tmp_path / "merge.yaml"
+    doc.write_text("base: &b {x: 1, y: 2}\nderived:\n  <<: *b\n  y: 3\n")
+    assert read_document(doc)["derived"] == {"x": 1, "y": 3}
 
 
 # --- the real command line, in a subprocess ----------------------------------------------

@@ -118,6 +118,14 @@ def test_out_overwrites_existing_file(tmp_path: Path, capsys: pytest.CaptureFixt
     assert target.read_text().startswith("mapping:")
 
 
+def test_out_relative_to_working_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    evaluate_json(["--schedule", "TB-F", "--out", "m.yaml"], capsys)
+    assert (tmp_path / "m.yaml").read_text().startswith("mapping:")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.yaml"]  # no temp files
+
+
 def test_json_result_is_accepted_as_a_mapping(tmp_path: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     first = evaluate_json(["--schedule", "ST-F"], capsys)

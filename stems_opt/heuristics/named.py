@@ -267,7 +267,11 @@ def greedy_mapping(problem: Problem, frames: Sequence[Frame], name: str = "") ->
         ctx = _lone_context(net, frame.layers)
         max_n = min(net.layer(n).extent(Axis.OY) for n in frame.layers)
         if frame.tiles is not None:
-            segs.append(_initial_segment(problem, scorer, frame, ctx, min(frame.tiles, max_n)))
+            if frame.tiles > max_n:
+                raise StemsInputError(Issue(
+                    f"{frame.tiles} tiles exceed the smallest OY extent ({max_n}) of the fused "
+                    f"block {frame.layers[0]}..{frame.layers[-1]}", field="tiles"))
+            segs.append(_initial_segment(problem, scorer, frame, ctx, frame.tiles))
             continue
         chosen = None
         if frame.fused:
