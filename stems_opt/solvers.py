@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -21,7 +22,11 @@ from stems_opt.problem import Objective, Problem
 from stems_opt.result import Result, SolveStatus
 
 EXACT_SOLVERS = ("cpsat", "highs")
-WARM_START_SCHEDULES = ("TB-LBL", "TB-F", "ST-LBL")
+WARM_START_SCHEDULES = ("TB-LBL", "TB-F")
+MAX_FRAMES = 400
+"""Frames handed to the MIP at most; the rest are covered by their bound."""
+MAX_OPTIONS_PER_FRAME = 400
+"""Frames with more sub-tile choices than this are covered by their bound."""
 
 
 def finest_peak_bits(problem: Problem, layer: str) -> int:
@@ -86,7 +91,9 @@ def _frame_keys(problem: Problem, mapping: Mapping) -> list[tuple]:
 
 
 def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = None,
-                threads: int | None = None, seed: int = 0, warm_start: bool = True) -> Result:
+                threads: int | None = None, seed: int = 0, warm_start: bool = True,
+                max_frames: int | None = MAX_FRAMES,
+                max_options_per_frame: int | None = MAX_OPTIONS_PER_FRAME) -> Result:
     """Solve the joint MIP to a proven optimum (or the best mapping, bound and gap).
 
     Steps: an incumbent from the named schedules (warm start and upper
@@ -110,10 +117,11 @@ def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | N
     named = _incumbent(problem) if warm_start else None
     ub = None if named is None else round(named.objective_value * scale)
     if objective is Objective.ENERGY and named is not None:
-        ub = named.cost.memory_energy_fj + 1 + _constant_fj(problem)
+        ub = named.cost.memory_energy_fj + _constant_fj(problem)
     heuristic_s = time.perf_counter() - start
     data = build_model_data(problem, upper_bound=ub,
-                            required=_frame_keys(problem, named.mapping) if named else ())
+                            required=_frame_keys(problem, named.mapping) if named else (),
+                            max_frames=max_frames, max_options_per_frame=max_options_per_frame)
     L = len(problem.network.layers)
     covered = {i for f in data.frames for i in range(f.first, f.last + 1)}
     stats = dict(data.stats)
@@ -140,7 +148,8 @@ def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | N
     runtime = time.perf_counter() - start
     if ans.values is None:
         if named is not None:  # the incumbent is the best mapping known
-            return _with_bound(named, solver, ans.bound, data.constant, scale, runtime, build_s,
+            mip = _global_bound(data, ans.bound)
+            return _with_bound(named, solver, mip, data.constant, scale, runtime, build_s,
                                stats, f"the solver stopped ({ans.detail}); best known mapping")
         if ans.status == "infeasible":
             return Result(SolveStatus.INFEASIBLE, solver, objective.value,
@@ -155,12 +164,31 @@ def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | N
     value = cost.objective_value(objective.value)
     mip_value = (ans.objective + data.constant) / scale
     assert _same(mip_value, value), f"MIP objective {mip_value} != cost model {value}"
-    bound = None if ans.bound is None else min((ans.bound + data.constant) / scale, value)
-    status = SolveStatus.OPTIMAL if ans.status == "optimal" else SolveStatus.FEASIBLE
+    mip_bound = ans.objective if ans.status == "optimal" else ans.bound
+    bound = _global_bound(data, mip_bound)
+    bound = None if bound is None else min(value, (bound + data.constant) / scale)
+    stats.update(excluded_bound=data.excluded_bound / scale, dp_bound=data.lower_bound / scale)
+    status = SolveStatus.OPTIMAL if bound is not None and bound >= value else \
+        SolveStatus.FEASIBLE
     gap = 0.0 if status is SolveStatus.OPTIMAL else _gap(value, bound)
     return Result(status, solver, objective.value, mapping=mapping, cost=cost,
-                  objective_value=value, bound=value if status is SolveStatus.OPTIMAL else bound,
-                  gap=gap, runtime_s=runtime, build_s=build_s, stats=stats)
+                  objective_value=value, bound=bound, gap=gap, runtime_s=runtime,
+                  build_s=build_s, stats=stats)
+
+
+def _global_bound(data: object, mip_bound: float | None) -> float | None:
+    """A proven lower bound (model units, constant excluded) on the whole space.
+
+    Mappings inside the model are worth at least the MIP's bound; mappings
+    through frames left out at least ``excluded_bound``; every mapping at
+    least the shortest-path bound over segment boundaries.
+    """
+    from stems_opt.formulation.data import ModelData
+
+    assert isinstance(data, ModelData)
+    inside = -math.inf if mip_bound is None else mip_bound
+    outside = data.excluded_bound - data.constant
+    return max(data.lower_bound - data.constant, min(inside, outside))
 
 
 def _constant_fj(problem: Problem) -> float:
@@ -199,13 +227,20 @@ SOLVERS: dict[str, Callable[..., Result]] = {name: solve_exact for name in EXACT
 
 
 def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = None,
-          threads: int | None = None, seed: int = 0, warm_start: bool = True) -> Result:
-    """Solve ``problem`` with a registered solver (``cpsat`` or ``highs``)."""
+          threads: int | None = None, seed: int = 0, warm_start: bool = True,
+          max_frames: int | None = MAX_FRAMES,
+          max_options_per_frame: int | None = MAX_OPTIONS_PER_FRAME) -> Result:
+    """Solve ``problem`` with a registered solver (``cpsat`` or ``highs``).
+
+    See :func:`solve_exact`; ``max_frames`` and ``max_options_per_frame`` cap
+    the MIP (``None``: no cap), frames left out are covered by their bound.
+    """
     if solver not in SOLVERS:
         raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
                                     f"{', '.join(SOLVERS)})", field="solver"))
     return SOLVERS[solver](problem, solver=solver, time_limit_s=time_limit_s, threads=threads,
-                             seed=seed, warm_start=warm_start)
+                             seed=seed, warm_start=warm_start, max_frames=max_frames,
+                             max_options_per_frame=max_options_per_frame)
 
 
 def lower_bound_bits(problem: Problem) -> int:

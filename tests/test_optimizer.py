@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from stems_opt.cost_model import evaluate
@@ -83,14 +83,27 @@ def in_space(space: bf.Space, mapping: Mapping) -> bool:
     return all(seg in space.variants(seg.layers) for seg in canon.segments)
 
 
+def run_solver(p: Problem, solver: str, warm_start: bool, tolerate_hint_bug: bool) -> Result:
+    """``solve``; with ``tolerate_hint_bug``, HiGHS hitting the known warm-start bug (pinned by
+    ``test_highs_with_the_st_lbl_hint``) is re-run without the warm start."""
+    try:
+        return solve(p, solver, warm_start=warm_start)
+    except AssertionError as exc:
+        if not (tolerate_hint_bug and solver == "highs" and warm_start
+                and str(exc).startswith("MIP objective")):
+            raise
+        event("HiGHS warm-start bug: re-solved without the warm start")
+        return solve(p, solver, warm_start=False)
+
+
 def assert_optimal(p: Problem, expected: bf.Point | None, space: bf.Space | None = None,
-                   warm_start: bool = True) -> None:
+                   warm_start: bool = True, tolerate_hint_bug: bool = False) -> None:
     """Both solvers prove the brute-force optimum ``expected`` (``None``: infeasible)."""
     objective = p.objective
     value = None if expected is None else evaluate(p, expected.mapping).objective_value(
         objective.value)
     for solver in SOLVERS:
-        r = solve(p, solver, warm_start=warm_start)
+        r = run_solver(p, solver, warm_start, tolerate_hint_bug)
         if expected is None:
             assert r.status is SolveStatus.INFEASIBLE, describe(p, expected, r)
             continue
@@ -232,7 +245,7 @@ CASES: dict[str, tuple[dict[str, Any], int, int]] = {
 
 @functools.cache
 def case_frontiers(name: str) -> tuple[dict[Objective, list[bf.Point]], bf.Space]:
-    network, ku, _ = CASES[name]
+    network, ku, _size = CASES[name]
     base = make_problem(network, UNLIMITED, ku)
     space = bf.Space(base)
     frontiers, _ = bf.brute_force_frontiers(base, OBJECTIVES, space)
@@ -242,7 +255,7 @@ def case_frontiers(name: str) -> tuple[dict[Objective, list[bf.Point]], bf.Space
 @pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: o.value)
 @pytest.mark.parametrize("case", list(CASES))
 def test_known_case(case: str, objective: Objective) -> None:
-    network, ku, size = CASES[case]
+    _, ku, size = CASES[case]
     frontiers, space = case_frontiers(case)
     frontier = frontiers[objective]
     point = bf.optimum_at(frontier, size)
@@ -294,7 +307,7 @@ HAND = {
 
 def test_known_optimum_by_hand() -> None:
     base = make_problem(HAND, UNLIMITED)
-    frontier, count = bf.brute_force_frontier(base)
+    frontier, _ = bf.brute_force_frontier(base)
     assert [(pt.peak_bits, pt.rank) for pt in frontier] == [(12, 64), (16, 40)]
     assert lower_bound_bits(base) == 40
     p = make_problem(HAND, 15)
@@ -403,26 +416,22 @@ RANDOM_SETTINGS = dict(max_examples=25, deadline=None,
 
 @settings(**RANDOM_SETTINGS)
 @given(st.data())
+def test_random_tiny_problems(data: st.DataObject) -> None:
+    """The whole pipeline (default warm start) finds the brute-force optimum.
+
+    HiGHS runs that hit the warm-start bug pinned in part 5 are re-solved
+    without the warm start (counted in ``--hypothesis-show-statistics``).
+    """
+    p, point, space = random_case(data)
+    assert_optimal(p, point, space, tolerate_hint_bug=True)
+
+
+@settings(**RANDOM_SETTINGS)
+@given(st.data())
 def test_random_tiny_problems_without_warm_start(data: st.DataObject) -> None:
-    """The MIP itself (no incumbent: no hint, no bound pruning) finds the brute-force optimum."""
+    """The MIP alone (no incumbent: no hint, no bound pruning) finds the brute-force optimum."""
     p, point, space = random_case(data)
     assert_optimal(p, point, space, warm_start=False)
-
-
-HIGHS_HINT_REASON = (
-    "HiGHS backend with a warm start: after setSolution(hint), HiGHS 1.16 presolve reports "
-    "the MIP start as optimal in the reduced space (objective without the presolve offset, "
-    "often 0) and returns the hint itself, so solve(p, 'highs') raises 'MIP objective ... != "
-    "cost model ...' or returns the incumbent; see test_highs_warm_start_returns_the_hint")
-
-
-@pytest.mark.xfail(strict=True, reason=HIGHS_HINT_REASON)
-@settings(**RANDOM_SETTINGS, derandomize=True, phases=[Phase.explicit, Phase.generate])
-@given(st.data())
-def test_random_tiny_problems(data: st.DataObject) -> None:
-    """The whole pipeline (default warm start) finds the brute-force optimum."""
-    p, point, space = random_case(data)
-    assert_optimal(p, point, space)
 
 
 # ---------------------------------------------------------------------------
@@ -453,14 +462,18 @@ STRIDED = {
 }
 STRIDED_GB = 48
 
-# (2) HiGHS with a warm start returns the hint.
+# (2) HiGHS with a hint (warm start) returns the hint.
 # input 1 x 3 x 3 (1 bit), T = 2 -> a (1x1 conv, K 1, no neuron) -> b (1x1 conv, K 1).
 # At 32 bits the optimum is 98 (one segment, Tb = 1, n = 3, a on chip, weights
-# resident); the incumbent is ST-LBL at 242. HiGHS presolve reduces the model,
-# logs "MIP start solution is feasible in the reduced space: objective value is
-# 0", stops at the root with status Optimal, objective 0 and the hint as the
-# solution: solve(p, 'highs') raises "MIP objective 0.0 != cost model 242".
-# CP-SAT, and HiGHS without a warm start, return 98.
+# resident). Hinted with the ST-LBL mapping (242), HiGHS presolve reduces the
+# model, logs "MIP start solution is feasible in the reduced space: objective
+# value is 0", stops at the root with status Optimal, objective 0 and the hint
+# as its solution. CP-SAT with the same hint, and HiGHS without one, return 98.
+# Through solve(p, 'highs') this raises "MIP objective ... != cost model ..."
+# whenever the incumbent's hint meets this presolve path (with ST-LBL among the
+# warm-start schedules, on this very case; see the report for a case with the
+# current TB-LBL/TB-F incumbents). test_random_tiny_problems re-solves those
+# runs without the warm start.
 
 TINY_11 = {
     "name": "tiny_11", "timesteps": 2, "input": {"channels": 1, "height": 3, "width": 3},
@@ -471,6 +484,43 @@ TINY_11 = {
     ],
 }
 TINY_11_GB = 32
+HIGHS_HINT_REASON = (
+    "HiGHS backend with a hint: after setSolution(hint), HiGHS presolve reports the MIP start "
+    "as optimal in the reduced space (objective without the presolve offset, here 0) and "
+    "returns the hint itself (242) instead of the optimum (98)")
+
+
+def hinted_answer(backend: str) -> tuple[Any, list[int]]:
+    """Solve the whole TINY_11 model (no bound pruning) hinted with the ST-LBL mapping."""
+    from stems_opt.formulation.backend import SolveOptions
+    from stems_opt.formulation.cpsat import solve_cpsat
+    from stems_opt.formulation.data import build_model_data
+    from stems_opt.formulation.highs import solve_highs
+    from stems_opt.formulation.model import build_linear_model, encode_hint
+
+    p = make_problem(TINY_11, TINY_11_GB)
+    st_lbl = named_schedule(p, "ST-LBL")
+    assert st_lbl.feasible and st_lbl.objective_value == 242
+    data = build_model_data(p)
+    lm, variables = build_linear_model(data)
+    hint = encode_hint(data, variables, st_lbl.mapping)
+    assert hint is not None
+    backend_fn = solve_highs if backend == "highs" else solve_cpsat
+    return backend_fn(lm, SolveOptions(seed=0), hint), lm.objective
+
+
+def test_cpsat_with_the_st_lbl_hint() -> None:
+    ans, costs = hinted_answer("cpsat")
+    assert ans.status == "optimal"
+    assert ans.objective == sum(c * x for c, x in zip(costs, ans.values, strict=True)) == 98
+
+
+@pytest.mark.xfail(strict=True, reason=HIGHS_HINT_REASON)
+def test_highs_with_the_st_lbl_hint() -> None:
+    ans, costs = hinted_answer("highs")
+    assert ans.status == "optimal"
+    assert sum(c * x for c, x in zip(costs, ans.values, strict=True)) == 98  # 242: the hint
+    assert ans.objective == 98  # 0.0
 
 
 @pytest.mark.parametrize(("network", "size", "optimum"), [
@@ -478,7 +528,7 @@ TINY_11_GB = 32
 def test_bug_cases_without_warm_start(network: dict[str, Any], size: int, optimum: int) -> None:
     """The MIP is right on both cases: the bugs are in the warm start and its bound."""
     p = make_problem(network, size)
-    value, mapping, _ = bf.brute_force_optimum(p, fast=True)
+    value, _, _ = bf.brute_force_optimum(p, fast=True)
     assert value == optimum
     frontier, _ = bf.brute_force_frontier(make_problem(network, UNLIMITED))
     assert_optimal(p, bf.optimum_at(frontier, size), bf.Space(p), warm_start=False)
@@ -500,12 +550,4 @@ def test_bound_pruning_keeps_the_optimum_with_a_strided_1x1_conv(solver: str) ->
 def test_compulsory_traffic_is_a_lower_bound_with_a_strided_1x1_conv() -> None:
     p = make_problem(STRIDED, UNLIMITED)
     frontier, _ = bf.brute_force_frontier(p)
-    assert lower_bound_bits(p) <= frontier[-1].rank  # 156 > 96
-
-
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=HIGHS_HINT_REASON)
-def test_highs_warm_start_returns_the_hint() -> None:
-    p = make_problem(TINY_11, TINY_11_GB)
-    r = solve(p, "highs")
-    assert r.status is SolveStatus.OPTIMAL
-    assert r.objective_value == 98
+    assert lower_bound_bits(p) <= frontier[-1].rank  # 156 > 92 (unconstrained optimum)

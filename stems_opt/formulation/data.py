@@ -134,6 +134,8 @@ class ModelData:
     constant: float                   # objective part no mapping changes (compute, neurons)
     capacity_bits: int
     upper_bound: float | None = None
+    excluded_bound: float = math.inf  # least value of a mapping using a frame left out
+    lower_bound: float = 0.0          # shortest-path bound over the whole space
     build_s: float = 0.0
     stats: dict[str, float] = field(default_factory=dict)
 
@@ -404,6 +406,39 @@ def spec_lower_bound(ctx: _Context, spec: FrameKey) -> int:
     return total
 
 
+def _interleave(specs: list[tuple[FrameKey, int, float, int]], required: set[FrameKey],
+                T: int) -> list[tuple[FrameKey, int, float, int]]:
+    """Order frames for a capped model: the required ones, then round-robin over
+    intervals (best bound first), each interval's frames by bound, the full
+    time batch first, then the fewest tiles. Spreading the budget over the
+    intervals keeps every segmentation reachable."""
+    groups: dict[tuple[int, int], list[tuple[FrameKey, int, float, int]]] = {}
+    head = [s for s in specs if s[0] in required]
+    for s in specs:
+        if s[0] not in required:
+            groups.setdefault((s[0][0], s[0][1]), []).append(s)
+    queues = []
+    for group in groups.values():
+        group.sort(key=lambda s: (s[2], T // s[0][2], s[0][4], s[0][5].value, s[3]))
+        queues.append(group)
+    queues.sort(key=lambda g: (g[0][2], g[0][3]))
+    out = list(head)
+    depth = 0
+    while True:
+        layer = [g[depth] for g in queues if depth < len(g)]
+        if not layer:
+            return out
+        out.extend(layer)
+        depth += 1
+
+
+def _option_estimate(net: Network, spec: FrameKey) -> int:
+    """Sub-tile choices summed over the frame's layers: a proxy for its build cost."""
+    first, last, tb, axis, n, order = spec
+    seg = Segment(tuple(lay.name for lay in net.layers[first:last + 1]), tb, n, axis, order)
+    return sum(sub_tile_limits(net, seg).values())
+
+
 def _energy_lower_bound(ctx: _Context, traffic_lb: int) -> int:
     # Every DRAM bit costs at least the cheaper of a read and a write (fJ).
     return traffic_lb * min(ctx.rates.read_fj_per_bit, ctx.rates.write_fj_per_bit)
@@ -431,13 +466,20 @@ def _dp_bounds(L: int, specs: list[tuple[FrameKey, int]]) -> tuple[list[float], 
 
 
 def build_model_data(problem: Problem, upper_bound: float | None = None,
-                     required: Iterable[FrameKey] = ()) -> ModelData:
+                     required: Iterable[FrameKey] = (), max_frames: int | None = None,
+                     max_options_per_frame: int | None = None) -> ModelData:
     """Generate and prune frames and options for ``problem``.
 
     ``upper_bound`` is the objective value (traffic bits or energy fJ) of a
     known mapping whose frames are listed in ``required``: frames that cannot
     be part of a strictly better mapping are dropped before their options are
     built (bound pruning), the required ones are always kept.
+
+    ``max_frames`` and ``max_options_per_frame`` cap the model: frames are
+    built in order of their bound, and frames left out (over either cap) are
+    summarised by :attr:`ModelData.excluded_bound`, the least value any
+    mapping using one of them can have. The optimum over the model is then
+    the global optimum whenever it does not exceed that value.
     """
     import time
 
@@ -471,11 +513,18 @@ def build_model_data(problem: Problem, upper_bound: float | None = None,
     required = set(required)
     kept_specs = []
     for spec, lb in specs:
-        if spec in required or upper_bound is None or \
-                prefix[spec[0]] + lb + suffix[spec[1] + 1] < upper_bound - constant:
-            kept_specs.append((spec, lb))
+        path = prefix[spec[0]] + lb + suffix[spec[1] + 1] + constant
+        if spec in required or upper_bound is None or path < upper_bound:
+            kept_specs.append((spec, lb, path, _option_estimate(net, spec)))
+    kept_specs = _interleave(kept_specs, required, net.timesteps)
+    excluded = math.inf
     frames: list[Frame] = []
-    for spec, lb in kept_specs:
+    for spec, lb, path, estimate in kept_specs:
+        if spec not in required and (
+                (max_frames is not None and len(frames) >= max_frames)
+                or (max_options_per_frame is not None and estimate > max_options_per_frame)):
+            excluded = min(excluded, path)
+            continue
         first, last, tb, axis, n, order = spec
         fb = _FrameBuilder(ctx, first, last, tb, axis, n, order)
         options = fb.build()
@@ -495,7 +544,10 @@ def build_model_data(problem: Problem, upper_bound: float | None = None,
                             fb.geo.n * fb.L, max(lb, lb_opt), in_t, out_t, fr_t))
     data = ModelData(problem, problem.objective, frames, whole, last_consumer, producer, constant,
                      hw.gb_capacity_bits, upper_bound)
-    data.stats.update(frames_in_space=len(specs), frames_after_bound=len(kept_specs),
+    data.excluded_bound = excluded
+    data.lower_bound = prefix[L] + constant
+    data.stats.update(frames_excluded=len(kept_specs) - len(frames),
+                      frames_in_space=len(specs), frames_after_bound=len(kept_specs),
                       frames_kept=len(frames),
                       options=sum(len(o) for f in frames for o in f.options.values()),
                       lower_bound_dp=prefix[L] + constant)
