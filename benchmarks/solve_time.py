@@ -470,7 +470,27 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _split(text: str, allowed: Sequence[str], what: str) -> list[str]:
+def split_choices(text: str, allowed: Sequence[str], what: str) -> list[str]:
+    """Parse a comma-separated option restricted to ``allowed``.
+
+    Parameters
+    ----------
+    text
+        The option's value.
+    allowed
+        Accepted items.
+    what
+        The option's name, for the error message.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    ValueError
+        When an item is not allowed or there is none.
+    """
     items = [s.strip() for s in text.split(",") if s.strip()]
     bad = [s for s in items if s not in allowed]
     if bad or not items:
@@ -494,8 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     try:
-        solvers = _split(args.solvers, SOLVERS, "--solvers")
-        objectives = _split(args.objectives, OBJECTIVES, "--objectives")
+        solvers = split_choices(args.solvers, SOLVERS, "--solvers")
+        objectives = split_choices(args.objectives, OBJECTIVES, "--objectives")
         paths = resolve_instances(args.instances)
     except ValueError as exc:
         print(exc, file=sys.stderr)

@@ -90,6 +90,62 @@ def _frame_keys(problem: Problem, mapping: Mapping) -> list[tuple]:
             for s in mapping.segments]
 
 
+def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = None,
+                  threads: int | None = None, seed: int = 0, **_: object) -> Result:
+    """Solve by lazily priced segment columns and a master MIP (see
+    :mod:`stems_opt.formulation.columns`); both the local frame models and the
+    master are solved by ``solver``."""
+    from stems_opt.formulation.backend import SolveOptions
+    from stems_opt.formulation.columns import ColumnSolver
+    from stems_opt.formulation.data import objective_constant
+
+    if solver not in EXACT_SOLVERS:
+        raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
+                                    f"{', '.join(EXACT_SOLVERS)})", field="solver"))
+    start = time.perf_counter()
+    backend = _backend(solver)
+    cs = ColumnSolver(problem, backend, SolveOptions(threads=threads, seed=seed))
+    build_s = time.perf_counter() - start
+    left = None if time_limit_s is None else max(0.1, time_limit_s - build_s)
+    mapping, model_value, model_bound = cs.solve(left)
+    runtime = time.perf_counter() - start
+    objective = problem.objective
+    scale = 1000.0 if objective is Objective.ENERGY else 1.0
+    constant = objective_constant(problem)
+    stats = dict(cs.stats)
+    stats.update(model_build_s=build_s)
+    if mapping is None:
+        if model_bound == math.inf:
+            return Result(SolveStatus.INFEASIBLE, solver, objective.value,
+                          message=explain_infeasible(problem), runtime_s=runtime,
+                          build_s=build_s, stats=stats)
+        return Result(SolveStatus.UNKNOWN, solver, objective.value, runtime_s=runtime,
+                      build_s=build_s, stats=stats,
+                      bound=(model_bound + constant) / scale,
+                      message="the time limit came before any mapping was found")
+    violations = check(problem, mapping)
+    assert not violations, f"solver returned an invalid mapping: {violations}"
+    cost = evaluate(problem, mapping)
+    value = cost.objective_value(objective.value)
+    assert _same((model_value + constant) / scale, value), \
+        f"model objective {(model_value + constant) / scale} != cost model {value}"
+    bound = min(value, (model_bound + constant) / scale)
+    status = SolveStatus.OPTIMAL if bound >= value else SolveStatus.FEASIBLE
+    return Result(status, solver, objective.value, mapping=mapping, cost=cost,
+                  objective_value=value, bound=bound, gap=0.0 if status is SolveStatus.OPTIMAL
+                  else _gap(value, bound), runtime_s=runtime, build_s=build_s, stats=stats)
+
+
+def _backend(solver: str) -> Callable[..., object]:
+    if solver == "cpsat":
+        from stems_opt.formulation.cpsat import solve_cpsat
+
+        return solve_cpsat
+    from stems_opt.formulation.highs import solve_highs
+
+    return solve_highs
+
+
 def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = None,
                 threads: int | None = None, seed: int = 0, warm_start: bool = True,
                 max_frames: int | None = MAX_FRAMES,
@@ -105,7 +161,7 @@ def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | N
     equal the cost model's, or this raises ``AssertionError``.
     """
     from stems_opt.formulation.backend import SolveOptions
-    from stems_opt.formulation.data import build_model_data
+    from stems_opt.formulation.data import build_model_data, objective_constant
     from stems_opt.formulation.model import build_linear_model, decode, encode_hint
 
     if solver not in EXACT_SOLVERS:
@@ -117,7 +173,7 @@ def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | N
     named = _incumbent(problem) if warm_start else None
     ub = None if named is None else round(named.objective_value * scale)
     if objective is Objective.ENERGY and named is not None:
-        ub = named.cost.memory_energy_fj + _constant_fj(problem)
+        ub = named.cost.memory_energy_fj + objective_constant(problem)
     heuristic_s = time.perf_counter() - start
     data = build_model_data(problem, upper_bound=ub,
                             required=_frame_keys(problem, named.mapping) if named else (),
@@ -189,18 +245,6 @@ def _global_bound(data: object, mip_bound: float | None) -> float | None:
     inside = -math.inf if mip_bound is None else mip_bound
     outside = data.excluded_bound - data.constant
     return max(data.lower_bound - data.constant, min(inside, outside))
-
-
-def _constant_fj(problem: Problem) -> float:
-    from stems_opt.cost_model import pj_to_fj
-
-    net, hw = problem.network, problem.hardware
-    total = 0.0
-    for lay in net.layers:
-        e = hw.array.mac_pj if lay.uses_mac else hw.array.accumulate_pj
-        total += lay.operations(net.timesteps) * pj_to_fj(e) * lay.spike_rate
-        total += lay.neuron_updates(net.timesteps) * pj_to_fj(hw.array.neuron_update_pj)
-    return total
 
 
 def _same(a: float, b: float) -> bool:

@@ -469,11 +469,12 @@ STRIDED_GB = 48
 # model, logs "MIP start solution is feasible in the reduced space: objective
 # value is 0", stops at the root with status Optimal, objective 0 and the hint
 # as its solution. CP-SAT with the same hint, and HiGHS without one, return 98.
-# Through solve(p, 'highs') this raises "MIP objective ... != cost model ..."
-# whenever the incumbent's hint meets this presolve path (with ST-LBL among the
-# warm-start schedules, on this very case; see the report for a case with the
-# current TB-LBL/TB-F incumbents). test_random_tiny_problems re-solves those
-# runs without the warm start.
+# (3) The same through solve(p, 'highs') with the current incumbents (TB-LBL, TB-F):
+# input 1 x 2 x 1 (1 bit), T = 2, reset -> c (3x3 conv, K 3, if) -> p (3x3 pool, stride
+# 1, padding 1); K unrolling 1, GB 86 bits. The incumbent TB-LBL (256) is already
+# optimal; HiGHS hinted with it reports objective 232 (the reduced-space value) and
+# solve raises "MIP objective 232.0 != cost model 256" (energy: "2707.04 !=
+# 2986.28"). test_random_tiny_problems re-solves such runs without the warm start.
 
 TINY_11 = {
     "name": "tiny_11", "timesteps": 2, "input": {"channels": 1, "height": 3, "width": 3},
@@ -484,6 +485,16 @@ TINY_11 = {
     ],
 }
 TINY_11_GB = 32
+POOL3 = {
+    "name": "pool3", "timesteps": 2, "state_persistence": "reset",
+    "input": {"channels": 1, "height": 2, "width": 1},
+    "layers": [
+        {"name": "c", "type": "conv", "inputs": ["input"], "loop_dims": {"K": 3, "FY": 3, "FX": 3},
+         "neuron": "if"},
+        {"name": "p", "type": "pool", "inputs": ["c"], "kernel": 3, "stride": 1, "padding": 1},
+    ],
+}
+POOL3_GB = 86
 HIGHS_HINT_REASON = (
     "HiGHS backend with a hint: after setSolution(hint), HiGHS presolve reports the MIP start "
     "as optimal in the reduced space (objective without the presolve offset, here 0) and "
@@ -523,14 +534,16 @@ def test_highs_with_the_st_lbl_hint() -> None:
     assert ans.objective == 98  # 0.0
 
 
-@pytest.mark.parametrize(("network", "size", "optimum"), [
-    (STRIDED, STRIDED_GB, 96), (TINY_11, TINY_11_GB, 98)], ids=["strided", "tiny_11"])
-def test_bug_cases_without_warm_start(network: dict[str, Any], size: int, optimum: int) -> None:
-    """The MIP is right on both cases: the bugs are in the warm start and its bound."""
-    p = make_problem(network, size)
+@pytest.mark.parametrize(("network", "ku", "size", "optimum"), [
+    (STRIDED, 4, STRIDED_GB, 96), (TINY_11, 4, TINY_11_GB, 98), (POOL3, 1, POOL3_GB, 256)],
+    ids=["strided", "tiny_11", "pool3"])
+def test_bug_cases_without_warm_start(network: dict[str, Any], ku: int, size: int,
+                                      optimum: int) -> None:
+    """The MIP is right on these cases: the bugs are in the warm start and its bound."""
+    p = make_problem(network, size, ku)
     value, _, _ = bf.brute_force_optimum(p, fast=True)
     assert value == optimum
-    frontier, _ = bf.brute_force_frontier(make_problem(network, UNLIMITED))
+    frontier, _ = bf.brute_force_frontier(make_problem(network, UNLIMITED, ku))
     assert_optimal(p, bf.optimum_at(frontier, size), bf.Space(p), warm_start=False)
 
 
@@ -551,3 +564,14 @@ def test_compulsory_traffic_is_a_lower_bound_with_a_strided_1x1_conv() -> None:
     p = make_problem(STRIDED, UNLIMITED)
     frontier, _ = bf.brute_force_frontier(p)
     assert lower_bound_bits(p) <= frontier[-1].rank  # 156 > 92 (unconstrained optimum)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="HiGHS with the warm start reports "
+                   "the reduced-space objective of the hint: 'MIP objective 232.0 != cost model "
+                   "256' (see test_highs_with_the_st_lbl_hint)")
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: o.value)
+def test_highs_warm_start_through_solve(objective: Objective) -> None:
+    p = make_problem(POOL3, POOL3_GB, 1, objective)
+    r = solve(p, "highs")
+    assert r.status is SolveStatus.OPTIMAL
+    assert r.objective_value == solve(p, "cpsat").objective_value  # 256 / 2986.28

@@ -325,6 +325,29 @@ class _Context:
     outputs: set[str]
 
 
+def objective_constant(problem: Problem) -> float:
+    """The part of the objective no mapping changes: compute and neuron-update
+    energy in fJ for the energy objective, 0 for traffic."""
+    if problem.objective is not Objective.ENERGY:
+        return 0.0
+    from stems_opt.cost_model import pj_to_fj
+
+    net, hw = problem.network, problem.hardware
+    total = 0.0
+    for lay in net.layers:
+        e = hw.array.mac_pj if lay.uses_mac else hw.array.accumulate_pj
+        total += lay.operations(net.timesteps) * pj_to_fj(e) * lay.spike_rate
+        total += lay.neuron_updates(net.timesteps) * pj_to_fj(hw.array.neuron_update_pj)
+    return total
+
+
+def make_context(problem: Problem) -> _Context:
+    """What option generation needs to know about ``problem``."""
+    net, hw = problem.network, problem.hardware
+    return _Context(net, problem.objective, hw.gb_capacity_bits, hw.array.factor("K"),
+                    EnergyRates.of(hw), _whole_candidates(problem), set(net.output_names))
+
+
 def _whole_candidates(problem: Problem) -> dict[str, int]:
     """Tensors that may be kept whole across segments: read outside a segment that
     could hold their producer, and small enough to fit the buffer at all."""
@@ -485,10 +508,8 @@ def build_model_data(problem: Problem, upper_bound: float | None = None,
 
     start = time.perf_counter()
     net, hw = problem.network, problem.hardware
-    rates = EnergyRates.of(hw)
-    whole = _whole_candidates(problem)
-    ctx = _Context(net, problem.objective, hw.gb_capacity_bits, hw.array.factor("K"), rates,
-                   whole, set(net.output_names))
+    ctx = make_context(problem)
+    whole = ctx.whole_candidates
     index = {lay.name: i for i, lay in enumerate(net.layers)}
     producer = {net.input.name: -1, **index}
     last_consumer = {t: max(index[c] for c in net.consumers(t))
@@ -501,15 +522,7 @@ def build_model_data(problem: Problem, upper_bound: float | None = None,
             lb = _energy_lower_bound(ctx, lb)
         specs.append((spec, lb))
     prefix, suffix = _dp_bounds(L, specs)
-    constant = 0.0
-    if problem.objective is Objective.ENERGY:
-        from stems_opt.cost_model import pj_to_fj
-
-        T = net.timesteps
-        for lay in net.layers:
-            e = hw.array.mac_pj if lay.uses_mac else hw.array.accumulate_pj
-            constant += lay.operations(T) * pj_to_fj(e) * lay.spike_rate
-            constant += lay.neuron_updates(T) * pj_to_fj(hw.array.neuron_update_pj)
+    constant = objective_constant(problem)
     required = set(required)
     kept_specs = []
     for spec, lb in specs:

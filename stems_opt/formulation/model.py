@@ -138,7 +138,9 @@ def build_linear_model(data: ModelData) -> tuple[LinearModel, Variables]:
         _add_cross_in(lm, v, data, f)
         _add_cross_out(lm, v, data, f)
         _add_whole_in(lm, v, data, f)
-        _add_capacity(lm, v, data, f)
+        occ = [(data.whole_candidates[X], u) for (fi, X), u in v.occupies.items()
+               if fi == f.index]
+        _add_capacity(lm, v, f, data.capacity_bits, occ)
     _add_whole_span(lm, v, data)
     return lm, v
 
@@ -279,8 +281,12 @@ def _add_whole_in(lm: LinearModel, v: Variables, data: ModelData, f: Frame) -> N
         lm.row(f"whole_in[{f.index},{X}]", [v.whole[(X, f.first)], y, u], [1, 1, -1], -INF, 1)
 
 
-def _add_capacity(lm: LinearModel, v: Variables, data: ModelData, f: Frame) -> None:
-    """(10) every (tile, position) row of a chosen frame fits the buffer."""
+def _add_capacity(lm: LinearModel, v: Variables, f: Frame, capacity_bits: int,
+                  occupancy: list[tuple[int, int]]) -> None:
+    """(10) every (tile, position) row of a chosen frame fits the buffer.
+
+    ``occupancy`` lists (bits, variable) of tensors that may sit whole in the buffer.
+    """
     cols: list[int] = []
     mats: list[np.ndarray] = []
     for name in f.layers:
@@ -297,14 +303,33 @@ def _add_capacity(lm: LinearModel, v: Variables, data: ModelData, f: Frame) -> N
         if any(np.all(row <= k) for k in kept):
             continue
         kept.append(row)
-    occ = [(X, u) for (fi, X), u in v.occupies.items() if fi == f.index]
     y = v.frame[f.index]
     for r, row in enumerate(kept):
         nz = np.nonzero(row)[0]
-        idx = [cols[j] for j in nz] + [u for _, u in occ] + [y]
-        coef = [int(row[j]) for j in nz] + [data.whole_candidates[X] for X, _ in occ] + \
-            [-data.capacity_bits]
+        idx = [cols[j] for j in nz] + [u for _, u in occupancy] + [y]
+        coef = [int(row[j]) for j in nz] + [bits for bits, _ in occupancy] + [-capacity_bits]
         lm.row(f"capacity[{f.index},{r}]", idx, coef, -INF, 0)
+
+
+def build_frame_model(f: Frame, capacity_bits: int) -> tuple[LinearModel, Variables]:
+    """The MIP of one frame alone (families 3, 4, 5 and 10, the frame chosen):
+    its least-cost options that fit ``capacity_bits``."""
+    lm = LinearModel()
+    v = Variables()
+    v.frame[f.index] = lm.var(f"y[{f.index}]")
+    lm.row(f"chosen[{f.index}]", [v.frame[f.index]], [1], 1, 1)
+    for name, opts in f.options.items():
+        v.option[(f.index, name)] = [lm.var(f"x[{f.index},{name},{i}]", o.cost)
+                                     for i, o in enumerate(opts)]
+    for X in f.frame_tensors:
+        v.on_chip[(f.index, X)] = lm.var(f"a[{f.index},{X}]")
+    for X in _dram_readers(f):
+        v.keep[(f.index, X)] = lm.var(f"h[{f.index},{X}]")
+    _add_choose(lm, v, f)
+    _add_place(lm, v, f)
+    _add_halo(lm, v, f)
+    _add_capacity(lm, v, f, capacity_bits, [])
+    return lm, v
 
 
 def decode(data: ModelData, v: Variables, values: Sequence[float]) -> Mapping:

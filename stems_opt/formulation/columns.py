@@ -1,0 +1,356 @@
+r"""Exact decomposition: segment columns priced lazily, chained by a small MIP.
+
+A *column* is an interval of layers :math:`I = first..last` with a boundary
+*signature* :math:`\sigma`: for every tensor that may stay whole on chip and
+crosses the interval's start, whether it does; for every such tensor made in
+:math:`I` and read after it, whether it stays whole after :math:`I` and
+whether a later segment reads it from DRAM. Given :math:`\sigma`, the
+interval meets the rest of the mapping only through its cost, so
+
+.. math::  c(I, \sigma) = \min_{f \text{ frame of } I} \; \text{local optimum of } f
+           \text{ under } \sigma,
+
+where a frame's local optimum is the frame MIP of
+:func:`stems_opt.formulation.model.build_frame_model` (families 3, 4, 5, 10)
+with the options :math:`\sigma` allows and the buffer less the tensors
+:math:`\sigma` keeps whole. The master MIP picks one column per segment
+(families 1, 2, 6-8 of :mod:`stems_opt.formulation.model`, over columns
+instead of options).
+
+Columns are priced lazily. Each starts at a lower bound (the cheapest
+frame's bound plus what :math:`\sigma` forces through DRAM). The master is
+solved with every column at its bound or exact value; the columns of its
+answer that are still bounds are priced exactly (frames in increasing bound
+order, stopping when the next bound reaches the best value found); repeat
+until the master's answer uses exact columns only. Its value is then optimal:
+every column value used is at most the column's exact value.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from stems_opt.formulation.backend import BackendAnswer, SolveOptions
+from stems_opt.formulation.data import (
+    CHIP,
+    FrameKey,
+    LayerOption,
+    _Context,
+    _FrameBuilder,
+    Frame,
+    frame_specs,
+    make_context,
+    spec_lower_bound,
+)
+from stems_opt.formulation.model import LinearModel, build_frame_model, segment_of
+from stems_opt.mapping import Mapping, Order, StateMode
+from stems_opt.network import Axis
+from stems_opt.problem import Objective, Problem
+
+Backend = Callable[[LinearModel, SolveOptions, dict[int, int] | None], BackendAnswer]
+
+
+@dataclass(frozen=True)
+class Signature:
+    """How an interval meets the rest of the mapping.
+
+    ``whole_in``: (tensor, kept whole) for each tensor crossing the start;
+    ``outputs``: (tensor, whole after, written for a later DRAM reader).
+    """
+
+    whole_in: tuple[tuple[str, bool], ...]
+    outputs: tuple[tuple[str, bool, bool], ...]
+
+
+@dataclass
+class Column:
+    """An interval with a signature, priced by a bound or exactly."""
+
+    first: int
+    last: int
+    sig: Signature
+    bound: float
+    exact: bool = False
+    value: float | None = None  # exact value, None when no frame fits
+    frame: Frame | None = None
+    chosen: dict[str, LayerOption] = field(default_factory=dict)
+
+    @property
+    def price(self) -> float:
+        """The value the master uses."""
+        return self.value if self.exact and self.value is not None else self.bound
+
+
+class ColumnSolver:
+    """Lazy column pricing and the master MIP for one problem."""
+
+    def __init__(self, problem: Problem, backend: Backend, options: SolveOptions):
+        self.problem = problem
+        self.net = problem.network
+        self.ctx: _Context = make_context(problem)
+        self.backend = backend
+        self.options = options
+        index = {lay.name: i for i, lay in enumerate(self.net.layers)}
+        self.producer = {self.net.input.name: -1, **index}
+        self.last_consumer = {t: max(index[c] for c in self.net.consumers(t))
+                              for t in [self.net.input.name, *index] if self.net.consumers(t)}
+        self.specs: dict[tuple[int, int], list[FrameKey]] = {}
+        for spec in frame_specs(problem):
+            self.specs.setdefault((spec[0], spec[1]), []).append(spec)
+        self.frame_cache: dict[FrameKey, Frame | None] = {}
+        self.spec_bounds: dict[FrameKey, float] = {}
+        self.columns: list[Column] = []
+        self.stats = {"frames_built": 0, "local_solves": 0, "master_solves": 0,
+                      "columns": 0, "columns_priced": 0}
+        energy = problem.objective is Objective.ENERGY
+        self.rate = min(self.ctx.rates.read_fj_per_bit, self.ctx.rates.write_fj_per_bit) \
+            if energy else 1
+        for (first, last) in self.specs:
+            base = min(self._spec_bound(s) for s in self.specs[(first, last)])
+            for sig in self.signatures(first, last):
+                self.columns.append(Column(first, last, sig,
+                                           base + self.rate * self._extra(first, last, sig)))
+        self.stats["columns"] = len(self.columns)
+
+    # --- signatures and bounds ------------------------------------------------
+    def crossing_in(self, first: int) -> list[str]:
+        """Tensors that may be whole and are made before ``first``, read from it on."""
+        return [X for X in self.ctx.whole_candidates
+                if self.producer[X] < first <= self.last_consumer[X]]
+
+    def outputs(self, first: int, last: int) -> list[str]:
+        """Tensors that may be whole, made in the interval and read after it."""
+        return [X for X in self.ctx.whole_candidates
+                if first <= self.producer[X] <= last < self.last_consumer[X]]
+
+    def signatures(self, first: int, last: int) -> list[Signature]:
+        """Every signature of an interval."""
+        ins = self.crossing_in(first)
+        outs = self.outputs(first, last)
+        out_choices = [(False, True), (True, False), (True, True)]
+        sigs = []
+        for bits in itertools.product([False, True], repeat=len(ins)):
+            for outc in itertools.product(out_choices, repeat=len(outs)):
+                sigs.append(Signature(tuple(zip(ins, bits)),
+                                      tuple((X, w, c) for X, (w, c) in zip(outs, outc))))
+        return sigs
+
+    def _spec_bound(self, spec: FrameKey) -> float:
+        b = self.spec_bounds.get(spec)
+        if b is None:
+            b = self.rate * spec_lower_bound(self.ctx, spec)
+            self.spec_bounds[spec] = b
+        return b
+
+    def _extra(self, first: int, last: int, sig: Signature) -> int:
+        """Traffic the signature forces: DRAM reads of crossing tensors not kept
+        whole (the union of each reader's windows), writes for later DRAM readers."""
+        total = 0
+        inside = {lay.name for lay in self.net.layers[first:last + 1]}
+        for X, whole in sig.whole_in:
+            if whole:
+                continue
+            for c in self.net.consumers(X):
+                if c in inside:
+                    lay = self.net.layer(c)
+                    total += min((lay.window(a, 0, lay.extent(a))[1]
+                                  - lay.window(a, 0, lay.extent(a))[0])
+                                 * self.net.tensor_row_bits(X, a) for a in (Axis.OY, Axis.OX)
+                                 ) * self.net.timesteps
+        for X, _, cw in sig.outputs:
+            if cw and X not in self.ctx.outputs:
+                total += self.net.tensor_size_bits(X)
+        return total
+
+    # --- pricing ---------------------------------------------------------------
+    def _frame(self, spec: FrameKey) -> Frame | None:
+        if spec in self.frame_cache:
+            return self.frame_cache[spec]
+        first, last, tb, axis, n, order = spec
+        fb = _FrameBuilder(self.ctx, first, last, tb, axis, n, order)
+        options = fb.build()
+        self.stats["frames_built"] += 1
+        frame = None
+        if options is not None and not (order is Order.SPACE_OUTER and not any(
+                o.state is StateMode.TILE_RESIDENT for opts in options.values() for o in opts)):
+            inside = set(fb.layers)
+            frame = Frame(0, first, last, fb.layers, tb, axis, n, order, options, fb.geo.n * fb.L,
+                          0, (), (), tuple(name for name in fb.layers if any(
+                              c in inside for c in self.net.consumers(name))))
+        self.frame_cache[spec] = frame
+        return frame
+
+    def _restrict(self, frame: Frame, sig: Signature) -> tuple[Frame, int] | None:
+        whole_in = dict(sig.whole_in)
+        outs = {X: (w, c) for X, w, c in sig.outputs}
+        budget = self.ctx.capacity_bits - sum(self.ctx.whole_candidates[X]
+                                              for X, w in sig.whole_in if w)
+        if budget <= 0:
+            return None
+        options: dict[str, list[LayerOption]] = {}
+        for name, opts in frame.options.items():
+            keep = []
+            for o in opts:
+                if name in outs and (o.output.whole, o.output.cross_write) != outs[name]:
+                    continue
+                if any(not ic.in_frame and ic.tensor in whole_in
+                       and (ic.source == CHIP) != whole_in[ic.tensor] for ic in o.inputs):
+                    continue
+                if int(o.coeff.max()) > budget:
+                    continue
+                keep.append(o)
+            if not keep:
+                return None
+            options[name] = keep
+        return Frame(0, frame.first, frame.last, frame.layers, frame.time_batch, frame.axis,
+                     frame.tiles, frame.order, options, frame.rows, 0, (), (),
+                     frame.frame_tensors), budget
+
+    def _local(self, frame: Frame, budget: int) -> tuple[float, dict[str, LayerOption]] | None:
+        lm, v = build_frame_model(frame, budget)
+        self.stats["local_solves"] += 1
+        ans = self.backend(lm, SolveOptions(threads=self.options.threads,
+                                            seed=self.options.seed), None)
+        if ans.status != "optimal" or ans.values is None:
+            if ans.status in ("infeasible",):
+                return None
+            raise RuntimeError(f"local frame model not solved: {ans.detail}")
+        chosen = {}
+        for name in frame.layers:
+            for i, o in zip(v.options(0, name), frame.options[name]):
+                if ans.values[i] > 0.5:
+                    chosen[name] = o
+        return float(round(ans.objective)), chosen
+
+    def price(self, col: Column) -> None:
+        """Price ``col`` exactly: the best frame under its signature."""
+        extra = self.rate * self._extra(col.first, col.last, col.sig)
+        specs = sorted(self.specs[(col.first, col.last)],
+                       key=lambda s: (self._spec_bound(s), self.net.timesteps // s[2], s[4],
+                                      s[5].value, s[3].value))
+        best: float = math.inf
+        for spec in specs:
+            if self._spec_bound(spec) + extra >= best:
+                break
+            frame = self._frame(spec)
+            if frame is None:
+                continue
+            restricted = self._restrict(frame, col.sig)
+            if restricted is None:
+                continue
+            local = self._local(*restricted)
+            if local is not None and local[0] < best:
+                best = local[0]
+                col.frame, col.chosen = restricted[0], local[1]
+        col.exact = True
+        col.value = None if best == math.inf else best
+        self.stats["columns_priced"] += 1
+
+    # --- master ------------------------------------------------------------------
+    def master(self, exact_only: bool = False,
+               time_limit_s: float | None = None) -> tuple[list[Column], float, float] | None:
+        """Solve the master over the columns (at their bound or exact value).
+
+        Returns the chosen columns, the objective and the backend's bound, or
+        ``None`` when no cover exists.
+        """
+        cols = [c for c in self.columns if not (c.exact and c.value is None)
+                and (not exact_only or c.exact)]
+        lm = LinearModel()
+        L = len(self.net.layers)
+        z = [lm.var(f"z[{c.first},{c.last},{k}]", round(c.price)) for k, c in enumerate(cols)]
+        cut = {k: lm.var(f"c[{k}]") for k in range(1, L)}
+        w: dict[tuple[str, int], int] = {}
+        for X in self.ctx.whole_candidates:
+            for k in range(self.producer[X] + 1, self.last_consumer[X] + 1):
+                w[(X, k)] = lm.var(f"w[{X},{k}]")
+        by_layer: list[list[int]] = [[] for _ in range(L)]
+        starts: dict[int, list[int]] = {}
+        for c, var in zip(cols, z):
+            for i in range(c.first, c.last + 1):
+                by_layer[i].append(var)
+            if c.first > 0:
+                starts.setdefault(c.first, []).append(var)
+        for i, idx in enumerate(by_layer):
+            lm.row(f"cover[{self.net.layers[i].name}]", idx, [1] * len(idx), 1, 1)
+        for k, var in cut.items():
+            idx = starts.get(k, [])
+            lm.row(f"cut[{k}]", [var, *idx], [1] + [-1] * len(idx), 0, 0)
+        groups: dict[tuple, list[int]] = {}
+        for c, var in zip(cols, z):
+            for X, whole in c.sig.whole_in:
+                groups.setdefault(("in", X, c.first, whole), []).append(var)
+            for X, wa, cw in c.sig.outputs:
+                groups.setdefault(("after", X, c.last + 1, wa), []).append(var)
+                groups.setdefault(("last", X, self.last_consumer[X], not cw), []).append(var)
+        for (kind, X, k, flag), idx in groups.items():
+            family = "cross_in" if kind == "in" else "cross_out"
+            # flag True: the chosen column needs w = 1; False: w = 0.
+            if flag:
+                lm.row(f"{family}[{X},{k},{kind},1]", [*idx, w[(X, k)]],
+                       [1] * len(idx) + [-1], -math.inf, 0)
+            else:
+                lm.row(f"{family}[{X},{k},{kind},0]", [*idx, w[(X, k)]],
+                       [1] * len(idx) + [1], -math.inf, 1)
+        for X in self.ctx.whole_candidates:
+            p, q = self.producer[X], self.last_consumer[X]
+            for k in range(p + 2, q + 1):
+                lm.row(f"whole_span[{X},{k}]", [w[(X, k)], w[(X, k - 1)]], [1, -1], -math.inf, 0)
+                lm.row(f"whole_span[{X},{k},cut]", [w[(X, k - 1)], w[(X, k)], cut[k]],
+                       [1, -1, -1], -math.inf, 0)
+        self.stats["master_solves"] += 1
+        ans = self.backend(lm, SolveOptions(time_limit_s=time_limit_s,
+                                            threads=self.options.threads,
+                                            seed=self.options.seed), None)
+        if ans.values is None:
+            return None
+        chosen = [c for c, var in zip(cols, z) if ans.values[var] > 0.5]
+        optimal = ans.status == "optimal"
+        bound = ans.objective if optimal else (ans.bound or 0.0)
+        return sorted(chosen, key=lambda c: c.first), float(ans.objective), float(bound), optimal
+
+    def solve(self, time_limit_s: float | None) -> tuple[Mapping | None, float, float]:
+        """Price and re-solve until the master uses exact columns only.
+
+        Returns the best mapping found (or ``None``), its value in model units
+        (``inf`` when none), and a proven lower bound.
+        """
+        start = time.perf_counter()
+        lower = 0.0
+
+        def left() -> float | None:
+            return None if time_limit_s is None else time_limit_s - (time.perf_counter() - start)
+
+        while left() is None or left() > 0:
+            res = self.master(time_limit_s=left())
+            if res is None:
+                return None, math.inf, math.inf  # no cover at all: infeasible
+            chosen, value, bound, optimal = res
+            lower = max(lower, bound)
+            pending = [c for c in chosen if not c.exact]
+            if not pending:
+                if optimal:
+                    return self.mapping_of(chosen), value, value
+                break
+            for col in pending:
+                self.price(col)
+                remaining = left()
+                if remaining is not None and remaining <= 0:
+                    break
+        res = self.master(exact_only=True, time_limit_s=max(1.0, left() or 1.0))
+        if res is None:
+            return None, math.inf, lower
+        chosen, value, _, _ = res
+        return self.mapping_of(chosen), value, min(lower, value)
+
+    def mapping_of(self, chosen: list[Column]) -> Mapping:
+        """The mapping of exact columns."""
+        segs = []
+        for c in chosen:
+            assert c.frame is not None
+            segs.append(segment_of(c.frame, c.chosen))
+        return Mapping(tuple(segs)).canonical(self.net)
