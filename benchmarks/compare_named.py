@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -194,6 +195,16 @@ def add_ratios(rows: Sequence[Row], solver: str) -> None:
         r["ratio_to_best_solver_value"] = (v / base if v is not None and base else None)
 
 
+def _fmt_sig(value: float | None, digits: int = 4) -> str:
+    """``value`` with ``digits`` significant digits (no exponent), ``—`` when missing."""
+    if value is None:
+        return "—"
+    if value == 0 or not math.isfinite(value):
+        return str(value)
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{decimals}f}"
+
+
 def _fmt_ratio(value: float | None) -> str:
     return "—" if value is None else f"{value:.3f}"
 
@@ -239,7 +250,7 @@ def summary_markdown(rows: Sequence[Row], instances: Sequence[str], solver: str,
     ]
     not_proven = False
     for inst, obj in pairs:
-        scale = 1e6
+        scale = 1e6  # bits -> Mbit, pJ -> µJ
         named = [by_key[(inst, obj, s)] for s in SCHEDULES if (inst, obj, s) in by_key]
         fitting = [r for r in named if value_of(r) is not None]
         best = min(fitting, key=lambda r: value_of(r) or 0.0) if fitting else None
@@ -254,8 +265,8 @@ def summary_markdown(rows: Sequence[Row], instances: Sequence[str], solver: str,
             status += " *"
         head.append(
             f"| {inst} | {obj} | {best['schedule'] if best else 'none fits'} | "
-            f"{'—' if best is None else f'{(value_of(best) or 0.0) / scale:,.4f}'} | {status} | "
-            f"{'—' if opt_v is None else f'{opt_v / scale:,.4f}'} | {gap} | "
+            f"{_fmt_sig(None if best is None else (value_of(best) or 0.0) / scale)} | {status} | "
+            f"{_fmt_sig(None if opt_v is None else opt_v / scale)} | {gap} | "
             f"{_fmt_ratio(best['ratio_to_best_solver_value'] if best else None)} |")
         cells = []
         for s in SCHEDULES:
@@ -354,8 +365,9 @@ def plot(rows: Sequence[Row], instances: Sequence[str], solver: str, path: Path)
                          label=opt_label))
     handles.append(Patch(facecolor="white", edgecolor="grey", hatch="//",
                          label="does not fit (n/f)"))
-    ax.legend(handles=handles, fontsize=7, ncol=3, loc="upper left")
-    ax.margins(y=0.15)
+    ax.legend(handles=handles, fontsize=7, ncol=len(handles), loc="upper center",
+              bbox_to_anchor=(0.5, -0.2), frameon=False)
+    ax.margins(y=0.12)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp, dpi=150)

@@ -401,8 +401,8 @@ def summary_markdown(rows: Sequence[Row], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
-def _sort_key(row: Row, order: dict[str, int]) -> tuple[Any, ...]:
-    return (order.get(row["instance"], len(order)), row["instance"],
+def _sort_key(row: Row) -> tuple[Any, ...]:
+    return (row["instance"],
             SOLVERS.index(row["solver"]) if row["solver"] in SOLVERS else len(SOLVERS),
             row["solver"],
             OBJECTIVES.index(row["objective"]) if row["objective"] in OBJECTIVES else 2)
@@ -529,7 +529,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: dict[tuple[str, ...], Row] = {}
     if not args.fresh:
         rows = {tuple(r.get(k, "") for k in KEY): r for r in read_rows(csv_path)}
-    order = {p.stem: i for i, p in enumerate(paths)}
 
     def failure(instance: str, solver: str, objective: str) -> Callable[[str, float], Row]:
         def make(status: str, elapsed: float) -> Row:
@@ -550,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     failures = 0
 
     def sorted_rows() -> list[Row]:
-        return sorted(rows.values(), key=lambda r: _sort_key(r, order))
+        return sorted(rows.values(), key=_sort_key)
 
     def on_done(task: Task, row: Row, outcome: str) -> None:
         nonlocal done_count, failures

@@ -580,12 +580,27 @@ def evaluate(problem: Problem, mapping: Mapping) -> Cost:
                 capacity_bits=hw.gb_capacity_bits, memory_energy_fj=memory_fj)
 
 
+def min_read_bits(network: Network, tensor: str, consumer: str, axis: Axis) -> int:
+    """The fewest bits ``consumer`` can read of ``tensor`` from DRAM along ``axis``:
+    the rows of the union of its one-row windows (fine sub-tiles, halos kept), over T."""
+    lay = network.layer(consumer)
+    rows: set[int] = set()
+    for r in range(lay.extent(axis)):
+        a, b = lay.window(axis, r, r + 1)
+        rows.update(range(a, b))
+    return len(rows) * network.tensor_row_bits(tensor, axis) * network.timesteps
+
+
 def compulsory_traffic_bits(network: Network) -> int:
     """Traffic no mapping avoids: input, outputs, every weight once, unavoidable state.
 
+    The input counts as each of its readers' fewest reads (the whole input for
+    'same'-padded readers; fewer for a strided 1x1 conv, which skips rows).
     State: ``2 |V|`` per stateful layer under ``streaming``, none under ``reset``.
     """
-    total = network.tensor_size_bits(network.input.name)
+    name = network.input.name
+    total = sum(min(min_read_bits(network, name, c, a) for a in (Axis.OY, Axis.OX))
+                for c in network.consumers(name))
     total += sum(network.tensor_size_bits(o) for o in network.output_names)
     total += network.weight_size_bits
     if network.state_persistence is StatePersistence.STREAMING:

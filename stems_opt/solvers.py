@@ -108,12 +108,22 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     build_s = time.perf_counter() - start
     left = None if time_limit_s is None else max(0.1, time_limit_s - build_s)
     mapping, model_value, model_bound = cs.solve(left)
-    runtime = time.perf_counter() - start
     objective = problem.objective
     scale = 1000.0 if objective is Objective.ENERGY else 1.0
     constant = objective_constant(problem)
     stats = dict(cs.stats)
     stats.update(model_build_s=build_s)
+    if model_bound < model_value and model_bound < math.inf:
+        # Stopped by the time limit: keep the best of the search and the plain TB-LBL schedule.
+        from stems_opt.heuristics import named_schedule
+
+        fallback = named_schedule(problem, "TB-LBL")
+        fb_value = None if not fallback.feasible else \
+            fallback.objective_value * scale - constant
+        if fb_value is not None and fb_value < model_value and _fits_space(problem, fallback):
+            mapping, model_value = fallback.mapping, fb_value
+            stats.update(incumbent="TB-LBL")
+    runtime = time.perf_counter() - start
     if mapping is None:
         if model_bound == math.inf:
             return Result(SolveStatus.INFEASIBLE, solver, objective.value,
@@ -129,11 +139,18 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     value = cost.objective_value(objective.value)
     assert _same((model_value + constant) / scale, value), \
         f"model objective {(model_value + constant) / scale} != cost model {value}"
+    # (an incumbent from the fallback is scored by the cost model itself)
     bound = min(value, (model_bound + constant) / scale)
     status = SolveStatus.OPTIMAL if bound >= value else SolveStatus.FEASIBLE
     return Result(status, solver, objective.value, mapping=mapping, cost=cost,
                   objective_value=value, bound=bound, gap=0.0 if status is SolveStatus.OPTIMAL
                   else _gap(value, bound), runtime_s=runtime, build_s=build_s, stats=stats)
+
+
+def _fits_space(problem: Problem, result: Result) -> bool:
+    cap = problem.max_segment_layers
+    return result.mapping is not None and (
+        cap is None or all(len(seg.layers) <= cap for seg in result.mapping.segments))
 
 
 def _backend(solver: str) -> Callable[..., object]:
@@ -267,24 +284,31 @@ def _with_bound(named: Result, solver: str, bound: float | None, constant: float
                   build_s=build_s, stats=stats, message=msg)
 
 
-SOLVERS: dict[str, Callable[..., Result]] = {name: solve_exact for name in EXACT_SOLVERS}
+SOLVERS: dict[str, Callable[..., Result]] = {name: solve_columns for name in EXACT_SOLVERS}
+METHODS: dict[str, Callable[..., Result]] = {"columns": solve_columns, "monolithic": solve_exact}
 
 
 def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = None,
           threads: int | None = None, seed: int = 0, warm_start: bool = True,
-          max_frames: int | None = MAX_FRAMES,
+          method: str = "columns", max_frames: int | None = MAX_FRAMES,
           max_options_per_frame: int | None = MAX_OPTIONS_PER_FRAME) -> Result:
-    """Solve ``problem`` with a registered solver (``cpsat`` or ``highs``).
+    """Solve ``problem`` with ``solver`` (``cpsat`` or ``highs``).
 
-    See :func:`solve_exact`; ``max_frames`` and ``max_options_per_frame`` cap
-    the MIP (``None``: no cap), frames left out are covered by their bound.
+    ``method`` is ``columns`` (:func:`solve_columns`, the default: segment
+    columns priced lazily, a small master MIP) or ``monolithic``
+    (:func:`solve_exact`: one MIP over every frame and option, warm-started
+    from the named schedules; ``max_frames`` and ``max_options_per_frame``
+    cap it, frames left out are covered by their bound). Both are exact.
     """
     if solver not in SOLVERS:
         raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
                                     f"{', '.join(SOLVERS)})", field="solver"))
-    return SOLVERS[solver](problem, solver=solver, time_limit_s=time_limit_s, threads=threads,
-                             seed=seed, warm_start=warm_start, max_frames=max_frames,
-                             max_options_per_frame=max_options_per_frame)
+    if method not in METHODS:
+        raise StemsInputError(Issue(f"unknown method {method!r} (one of "
+                                    f"{', '.join(METHODS)})", field="method"))
+    return METHODS[method](problem, solver=solver, time_limit_s=time_limit_s, threads=threads,
+                           seed=seed, warm_start=warm_start, max_frames=max_frames,
+                           max_options_per_frame=max_options_per_frame)
 
 
 def lower_bound_bits(problem: Problem) -> int:
@@ -292,5 +316,5 @@ def lower_bound_bits(problem: Problem) -> int:
     return compulsory_traffic_bits(problem.network)
 
 
-__all__ = ["EXACT_SOLVERS", "SOLVERS", "Mapping", "explain_infeasible", "lower_bound_bits",
-           "solve", "solve_exact"]
+__all__ = ["EXACT_SOLVERS", "METHODS", "SOLVERS", "explain_infeasible", "lower_bound_bits",
+           "solve", "solve_columns", "solve_exact"]

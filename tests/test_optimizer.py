@@ -8,20 +8,21 @@ is exactly the reported one, and beat (or tie) every feasible named schedule.
 
 Part 1 checks the enumerator itself; part 2 small hand-picked problems whose
 global buffer binds; part 3 a known optimum argued by hand, an infeasible
-buffer and determinism; part 4 random tiny problems (hypothesis); part 5 pins
-the disagreements found as ``xfail(strict=True)`` tests with minimal cases.
+buffer and determinism; part 4 random tiny problems (hypothesis); part 5 keeps
+the minimal cases of the defects this suite found, as regression tests.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, event, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from stems_opt.cost_model import evaluate
@@ -30,7 +31,7 @@ from stems_opt.io import hardware_from_dict, mapping_to_dict, network_from_dict
 from stems_opt.mapping import Mapping, check, check_structure
 from stems_opt.problem import Objective, Problem
 from stems_opt.result import Result, SolveStatus
-from stems_opt.solvers import lower_bound_bits, solve
+from stems_opt.solvers import METHODS, lower_bound_bits, solve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import brute_force as bf
@@ -83,27 +84,23 @@ def in_space(space: bf.Space, mapping: Mapping) -> bool:
     return all(seg in space.variants(seg.layers) for seg in canon.segments)
 
 
-def run_solver(p: Problem, solver: str, warm_start: bool, tolerate_hint_bug: bool) -> Result:
-    """``solve``; with ``tolerate_hint_bug``, HiGHS hitting the known warm-start bug (pinned by
-    ``test_highs_with_the_st_lbl_hint``) is re-run without the warm start."""
-    try:
-        return solve(p, solver, warm_start=warm_start)
-    except AssertionError as exc:
-        if not (tolerate_hint_bug and solver == "highs" and warm_start
-                and str(exc).startswith("MIP objective")):
-            raise
-        event("HiGHS warm-start bug: re-solved without the warm start")
-        return solve(p, solver, warm_start=False)
+def run_solver(p: Problem, solver: str, warm_start: bool, method: str) -> Result:
+    """``solve`` with one backend and one method."""
+    return solve(p, solver, warm_start=warm_start, method=method)
 
 
 def assert_optimal(p: Problem, expected: bf.Point | None, space: bf.Space | None = None,
-                   warm_start: bool = True, tolerate_hint_bug: bool = False) -> None:
-    """Both solvers prove the brute-force optimum ``expected`` (``None``: infeasible)."""
+                   warm_start: bool = True) -> None:
+    """Both solvers, with both methods, prove the brute-force optimum ``expected``
+    (``None``: infeasible)."""
     objective = p.objective
-    value = None if expected is None else evaluate(p, expected.mapping).objective_value(
-        objective.value)
-    for solver in SOLVERS:
-        r = run_solver(p, solver, warm_start, tolerate_hint_bug)
+    value = None
+    if expected is not None:
+        bf_cost = evaluate(p, expected.mapping)
+        assert bf_cost.feasible and bf_cost.peak_gb_bits == expected.peak_bits
+        value = bf_cost.objective_value(objective.value)
+    for solver, method in itertools.product(SOLVERS, METHODS):
+        r = run_solver(p, solver, warm_start, method)
         if expected is None:
             assert r.status is SolveStatus.INFEASIBLE, describe(p, expected, r)
             continue
@@ -311,12 +308,12 @@ def test_known_optimum_by_hand() -> None:
     assert [(pt.peak_bits, pt.rank) for pt in frontier] == [(12, 64), (16, 40)]
     assert lower_bound_bits(base) == 40
     p = make_problem(HAND, 15)
-    value, mapping, _ = bf.brute_force_optimum(p)
-    assert value == 64 and mapping is not None
+    value, mapping, count = bf.brute_force_optimum(p)  # evaluate() on every mapping
+    assert value == 64 and mapping is not None and count == 7200
     # the runner-up at 15 bits: 72 (a through DRAM)
-    costs = [evaluate(p, m) for m in bf.enumerate_mappings(p)]
-    values = sorted({c.traffic_bits for c in costs if c.feasible})
-    assert values[:2] == [64, 72]
+    space, scorer = bf.Space(p), bf.SegmentScorer(p)
+    scores = [scorer.mapping(space, runs, idx) for runs, idx in space.valid_walk()]
+    assert sorted({traffic for traffic, _, peak in scores if peak <= 15})[:2] == [64, 72]
     for solver in SOLVERS:
         r = solve(p, solver)
         assert r.status is SolveStatus.OPTIMAL and r.objective_value == 64
@@ -417,13 +414,9 @@ RANDOM_SETTINGS = dict(max_examples=25, deadline=None,
 @settings(**RANDOM_SETTINGS)
 @given(st.data())
 def test_random_tiny_problems(data: st.DataObject) -> None:
-    """The whole pipeline (default warm start) finds the brute-force optimum.
-
-    HiGHS runs that hit the warm-start bug pinned in part 5 are re-solved
-    without the warm start (counted in ``--hypothesis-show-statistics``).
-    """
+    """The whole pipeline (default warm start) finds the brute-force optimum."""
     p, point, space = random_case(data)
-    assert_optimal(p, point, space, tolerate_hint_bug=True)
+    assert_optimal(p, point, space)
 
 
 @settings(**RANDOM_SETTINGS)
@@ -449,7 +442,7 @@ def test_random_tiny_problems_without_warm_start(data: st.DataObject) -> None:
 # 124) and every frame but the incumbent's is pruned. Both backends then report
 # OPTIMAL 124. Without a warm start (no pruning) both find 96.
 # compulsory_traffic_bits (156) charges the whole input (128 bits) and exceeds
-# the optimum as well.
+# the optimum as well (96 here, 92 with an unlimited GB).
 
 STRIDED = {
     "name": "strided", "timesteps": 1, "input": {"channels": 2, "height": 4, "width": 4,
@@ -469,6 +462,7 @@ STRIDED_GB = 48
 # model, logs "MIP start solution is feasible in the reduced space: objective
 # value is 0", stops at the root with status Optimal, objective 0 and the hint
 # as its solution. CP-SAT with the same hint, and HiGHS without one, return 98.
+#
 # (3) The same through solve(p, 'highs') with the current incumbents (TB-LBL, TB-F):
 # input 1 x 2 x 1 (1 bit), T = 2, reset -> c (3x3 conv, K 3, if) -> p (3x3 pool, stride
 # 1, padding 1); K unrolling 1, GB 86 bits. The incumbent TB-LBL (256) is already
@@ -526,7 +520,6 @@ def test_cpsat_with_the_st_lbl_hint() -> None:
     assert ans.objective == sum(c * x for c, x in zip(costs, ans.values, strict=True)) == 98
 
 
-@pytest.mark.xfail(strict=True, reason=HIGHS_HINT_REASON)
 def test_highs_with_the_st_lbl_hint() -> None:
     ans, costs = hinted_answer("highs")
     assert ans.status == "optimal"
@@ -547,9 +540,6 @@ def test_bug_cases_without_warm_start(network: dict[str, Any], ku: int, size: in
     assert_optimal(p, bf.optimum_at(frontier, size), bf.Space(p), warm_start=False)
 
 
-@pytest.mark.xfail(strict=True, reason="spec_lower_bound charges the window hull of a strided "
-                   "1x1 conv (3 input rows) instead of the rows it reads (2): frames are "
-                   "bound-pruned away and a suboptimal mapping is reported OPTIMAL")
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_bound_pruning_keeps_the_optimum_with_a_strided_1x1_conv(solver: str) -> None:
     p = make_problem(STRIDED, STRIDED_GB)
@@ -558,20 +548,40 @@ def test_bound_pruning_keeps_the_optimum_with_a_strided_1x1_conv(solver: str) ->
     assert r.objective_value == 96  # brute force (test_bug_cases_without_warm_start)
 
 
-@pytest.mark.xfail(strict=True, reason="compulsory_traffic_bits charges the whole network input "
-                   "(128 bits) though a strided 1x1 conv reads only half of it (64 bits)")
 def test_compulsory_traffic_is_a_lower_bound_with_a_strided_1x1_conv() -> None:
     p = make_problem(STRIDED, UNLIMITED)
     frontier, _ = bf.brute_force_frontier(p)
     assert lower_bound_bits(p) <= frontier[-1].rank  # 156 > 92 (unconstrained optimum)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="HiGHS with the warm start reports "
-                   "the reduced-space objective of the hint: 'MIP objective 232.0 != cost model "
-                   "256' (see test_highs_with_the_st_lbl_hint)")
 @pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: o.value)
 def test_highs_warm_start_through_solve(objective: Objective) -> None:
     p = make_problem(POOL3, POOL3_GB, 1, objective)
     r = solve(p, "highs")
     assert r.status is SolveStatus.OPTIMAL
     assert r.objective_value == solve(p, "cpsat").objective_value  # 256 / 2986.28
+
+
+# (4) A CP-SAT optimum reported FEASIBLE.
+# input 3 x 5 x 5 (1 bit), T = 2 -> l0 (2x2 pool, stride 2) -> l1 (1x1 conv, K 2, plif);
+# GB 82 bits. Every objective coefficient is a multiple of 8; CP-SAT proves the
+# optimum 400 but its ObjectiveValue() and BestObjectiveBound() come back as
+# 399.99999999999994, and solve_exact's status rule (OPTIMAL iff bound >= value)
+# then says FEASIBLE with gap 1.4e-16. HiGHS returns 400.0 and OPTIMAL.
+
+POOL_PLIF = {
+    "name": "pool_plif", "timesteps": 2, "input": {"channels": 3, "height": 5, "width": 5},
+    "layers": [
+        {"name": "l0", "type": "pool", "inputs": ["input"], "kernel": 2, "stride": 2},
+        {"name": "l1", "type": "conv", "inputs": ["l0"], "loop_dims": {"K": 2},
+         "neuron": "plif"},
+    ],
+}
+
+
+def test_cpsat_optimum_reported_optimal() -> None:
+    p = make_problem(POOL_PLIF, 82)
+    assert bf.brute_force_optimum(p, fast=True)[0] == 400
+    r = solve(p, "cpsat")
+    assert r.objective_value == 400
+    assert r.status is SolveStatus.OPTIMAL, (r.status, r.bound, r.gap)

@@ -29,11 +29,13 @@ every column value used is at most the column's exact value.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from stems_opt.cost_model import min_read_bits
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
 from stems_opt.formulation.data import (
     CHIP,
@@ -51,6 +53,7 @@ from stems_opt.mapping import Mapping, Order, StateMode
 from stems_opt.network import Axis
 from stems_opt.problem import Objective, Problem
 
+LOG = logging.getLogger("stems_opt.columns")
 Backend = Callable[[LinearModel, SolveOptions, dict[int, int] | None], BackendAnswer]
 
 
@@ -76,12 +79,14 @@ class Column:
     bound: float
     exact: bool = False
     value: float | None = None  # exact value, None when no frame fits
+    upper: float | None = None  # best value found so far (a feasible segment)
     frame: Frame | None = None
     chosen: dict[str, LayerOption] = field(default_factory=dict)
+    tried: set[FrameKey] = field(default_factory=set)
 
     @property
     def price(self) -> float:
-        """The value the master uses."""
+        """The value the master uses: exact, else a lower bound."""
         return self.value if self.exact and self.value is not None else self.bound
 
 
@@ -104,13 +109,16 @@ class ColumnSolver:
         self.frame_cache: dict[FrameKey, Frame | None] = {}
         self.spec_bounds: dict[FrameKey, float] = {}
         self.columns: list[Column] = []
+        self.deadline: float | None = None
         self.stats = {"frames_built": 0, "local_solves": 0, "master_solves": 0,
                       "columns": 0, "columns_priced": 0}
         energy = problem.objective is Objective.ENERGY
         self.rate = min(self.ctx.rates.read_fj_per_bit, self.ctx.rates.write_fj_per_bit) \
             if energy else 1
-        for (first, last) in self.specs:
-            base = min(self._spec_bound(s) for s in self.specs[(first, last)])
+        T = self.net.timesteps
+        for (first, last), specs in self.specs.items():
+            # The full time batch in one tile has the least bound of any frame of the interval.
+            base = min(self._spec_bound(s) for s in specs if s[2] == T and s[4] == 1)
             for sig in self.signatures(first, last):
                 self.columns.append(Column(first, last, sig,
                                            base + self.rate * self._extra(first, last, sig)))
@@ -156,11 +164,7 @@ class ColumnSolver:
                 continue
             for c in self.net.consumers(X):
                 if c in inside:
-                    lay = self.net.layer(c)
-                    total += min((lay.window(a, 0, lay.extent(a))[1]
-                                  - lay.window(a, 0, lay.extent(a))[0])
-                                 * self.net.tensor_row_bits(X, a) for a in (Axis.OY, Axis.OX)
-                                 ) * self.net.timesteps
+                    total += min(min_read_bits(self.net, X, c, a) for a in (Axis.OY, Axis.OX))
         for X, _, cw in sig.outputs:
             if cw and X not in self.ctx.outputs:
                 total += self.net.tensor_size_bits(X)
@@ -232,23 +236,35 @@ class ColumnSolver:
         specs = sorted(self.specs[(col.first, col.last)],
                        key=lambda s: (self._spec_bound(s), self.net.timesteps // s[2], s[4],
                                       s[5].value, s[3].value))
-        best: float = math.inf
+        best: float = math.inf if col.upper is None else col.upper
         for spec in specs:
             if self._spec_bound(spec) + extra >= best:
                 break
+            if spec in col.tried:
+                continue
+            if self.deadline is not None and time.perf_counter() > self.deadline:
+                # Interrupted: what is left is worth at least its bound.
+                col.bound = max(col.bound, min(best, self._spec_bound(spec) + extra))
+                return
+            col.tried.add(spec)
             frame = self._frame(spec)
             if frame is None:
                 continue
             restricted = self._restrict(frame, col.sig)
             if restricted is None:
                 continue
+            t0 = time.perf_counter()
             local = self._local(*restricted)
+            LOG.debug("  frame %s: local %s in %.2f s", spec[2:], None if local is None
+                      else local[0], time.perf_counter() - t0)
             if local is not None and local[0] < best:
                 best = local[0]
-                col.frame, col.chosen = restricted[0], local[1]
+                col.upper, col.frame, col.chosen = best, restricted[0], local[1]
         col.exact = True
         col.value = None if best == math.inf else best
         self.stats["columns_priced"] += 1
+        LOG.debug("priced %d..%d %s: bound %.0f value %s (%d frames built so far)", col.first,
+                  col.last, col.sig, col.bound, col.value, self.stats["frames_built"])
 
     # --- master ------------------------------------------------------------------
     def master(self, exact_only: bool = False,
@@ -258,11 +274,16 @@ class ColumnSolver:
         Returns the chosen columns, the objective and the backend's bound, or
         ``None`` when no cover exists.
         """
-        cols = [c for c in self.columns if not (c.exact and c.value is None)
-                and (not exact_only or c.exact)]
+        if exact_only:  # segments actually found, at their values: a feasible mapping
+            cols = [c for c in self.columns if c.upper is not None]
+            prices = [c.upper for c in cols]
+        else:
+            cols = [c for c in self.columns if not (c.exact and c.value is None)]
+            prices = [c.price for c in cols]
         lm = LinearModel()
         L = len(self.net.layers)
-        z = [lm.var(f"z[{c.first},{c.last},{k}]", round(c.price)) for k, c in enumerate(cols)]
+        z = [lm.var(f"z[{c.first},{c.last},{k}]", round(p))
+             for k, (c, p) in enumerate(zip(cols, prices))]
         cut = {k: lm.var(f"c[{k}]") for k in range(1, L)}
         w: dict[tuple[str, int], int] = {}
         for X in self.ctx.whole_candidates:
@@ -320,6 +341,7 @@ class ColumnSolver:
         (``inf`` when none), and a proven lower bound.
         """
         start = time.perf_counter()
+        self.deadline = None if time_limit_s is None else start + time_limit_s
         lower = 0.0
 
         def left() -> float | None:
@@ -331,6 +353,8 @@ class ColumnSolver:
                 return None, math.inf, math.inf  # no cover at all: infeasible
             chosen, value, bound, optimal = res
             lower = max(lower, bound)
+            LOG.debug("master %.0f (bound %.0f), %d of %d columns priced", value, bound,
+                      self.stats["columns_priced"], len(self.columns))
             pending = [c for c in chosen if not c.exact]
             if not pending:
                 if optimal:
@@ -341,7 +365,7 @@ class ColumnSolver:
                 remaining = left()
                 if remaining is not None and remaining <= 0:
                     break
-        res = self.master(exact_only=True, time_limit_s=max(1.0, left() or 1.0))
+        res = self.master(exact_only=True, time_limit_s=10.0)
         if res is None:
             return None, math.inf, lower
         chosen, value, _, _ = res

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
 from stems_opt.formulation.model import LinearModel
 
@@ -40,8 +42,9 @@ def solve_cpsat(lm: LinearModel, options: SolveOptions,
     name = solver.StatusName(status)
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         values = [solver.Value(x) for x in xs]
-        obj = solver.ObjectiveValue()
-        bound = solver.BestObjectiveBound()
+        # Every coefficient is an integer: round away float noise, never past the bound.
+        obj = float(round(solver.ObjectiveValue()))
+        bound = float(math.ceil(solver.BestObjectiveBound() - 1e-6))
         return BackendAnswer("optimal" if status == cp_model.OPTIMAL else "feasible", values,
                              obj, bound, solver.WallTime(), name)
     if status == cp_model.INFEASIBLE:

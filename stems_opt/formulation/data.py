@@ -43,6 +43,7 @@ import numpy as np
 
 from stems_opt.cost_model import (
     EnergyRates,
+    min_read_bits,
     SegmentGeometry,
     dram_read_term,
     layer_gb_access_bits,
@@ -159,11 +160,16 @@ def _weight_choices(layer: Layer, k_unroll: int) -> list[WeightChoice]:
 
 def _pareto(options: list[LayerOption]) -> list[LayerOption]:
     """Drop options no better than another in cost and in every capacity coefficient."""
+    if len(options) <= 1:
+        return options
     options = sorted(options, key=lambda o: (o.cost, int(o.coeff.sum()), o.m))
     kept: list[LayerOption] = []
+    kept_mat = np.empty((len(options), options[0].coeff.size), dtype=np.int64)
     for o in options:
-        if any(k.cost <= o.cost and np.all(k.coeff <= o.coeff) for k in kept):
+        # Sorted by cost, so every kept option costs no more than o.
+        if kept and np.any(np.all(kept_mat[:len(kept)] <= o.coeff, axis=1)):
             continue
+        kept_mat[len(kept)] = o.coeff
         kept.append(o)
     return kept
 
@@ -424,8 +430,7 @@ def spec_lower_bound(ctx: _Context, spec: FrameKey) -> int:
         for src in dict.fromkeys(lay.inputs):
             if src in inside or src in ctx.whole_candidates:
                 continue
-            lo, hi = lay.window(axis, 0, lay.extent(axis))
-            total += (hi - lo) * net.tensor_row_bits(src, axis) * T
+            total += min_read_bits(net, src, lay.name, axis)
     return total
 
 

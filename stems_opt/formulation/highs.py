@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import time
@@ -66,11 +67,9 @@ def solve_highs(lm: LinearModel, options: SolveOptions,
     lp.col_names_ = list(lm.names)
     lp.row_names_ = [name for name, *_ in lm.rows]
     h.passModel(lp)
-    if hint:
-        sol = highspy.HighsSolution()
-        sol.col_value = [float(hint.get(i, 0)) for i in range(n)]
-        sol.value_valid = True
-        h.setSolution(sol)
+    # A MIP start is not passed: HiGHS 1.16 can stop at the root with the start's
+    # reduced-space objective after presolve and report it as optimal.
+    del hint
     start = time.perf_counter()
     h.run()
     elapsed = time.perf_counter() - start
@@ -78,14 +77,16 @@ def solve_highs(lm: LinearModel, options: SolveOptions,
     info = h.getInfo()
     status_name = h.modelStatusToString(ms)
     has_sol = info.primal_solution_status == 2  # kSolutionStatusFeasible
+    # Every coefficient is an integer: round away float noise, never past the bound.
+    obj = float(round(info.objective_function_value)) if has_sol else None
+    dual = float(math.ceil(info.mip_dual_bound - 1e-6)) if math.isfinite(
+        info.mip_dual_bound) else None
     if ms == highspy.HighsModelStatus.kOptimal and has_sol:
         values = list(h.getSolution().col_value)
-        return BackendAnswer("optimal", values, info.objective_function_value,
-                             info.mip_dual_bound, elapsed, status_name)
+        return BackendAnswer("optimal", values, obj, obj, elapsed, status_name)
     if ms == highspy.HighsModelStatus.kInfeasible:
         return BackendAnswer("infeasible", None, None, None, elapsed, status_name)
     if has_sol:
         values = list(h.getSolution().col_value)
-        return BackendAnswer("feasible", values, info.objective_function_value,
-                             info.mip_dual_bound, elapsed, status_name)
-    return BackendAnswer("unknown", None, None, info.mip_dual_bound, elapsed, status_name)
+        return BackendAnswer("feasible", values, obj, dual, elapsed, status_name)
+    return BackendAnswer("unknown", None, None, dual, elapsed, status_name)
