@@ -238,10 +238,7 @@ def state_term(geo: SegmentGeometry, layer: Layer, mode: StateMode, m: int,
     v = layer.state_size_bits
     row = layer.state_row_bits(geo.seg.axis)
     passes = 1 if mode is not StateMode.SPILLED else geo.S
-    if persistence is StatePersistence.STREAMING:
-        traffic = passes * v
-    else:
-        traffic = (passes - 1) * v
+    traffic = passes * v if persistence is StatePersistence.STREAMING else (passes - 1) * v
     if mode is StateMode.RESIDENT:
         return Term("state", layer.name, layer.name, traffic, traffic, persistent_bits=v)
     if mode is StateMode.TILE_RESIDENT:
@@ -356,7 +353,8 @@ def mapping_contexts(network: Network, mapping: Mapping) -> list[SegmentContext]
                 whole[s].add(tensor)
         if to_dram and p >= 0:
             written[p].add(tensor)
-    return [SegmentContext(frozenset(w), frozenset(x)) for w, x in zip(whole, written)]
+    return [SegmentContext(frozenset(w), frozenset(x))
+            for w, x in zip(whole, written, strict=True)]
 
 
 # ---------------------------------------------------------------------------
@@ -365,7 +363,7 @@ def mapping_contexts(network: Network, mapping: Mapping) -> list[SegmentContext]
 
 def pj_to_fj(value_pj: float) -> int:
     """Energies are kept on a 1 fJ grid so that solvers see integers."""
-    return int(round(value_pj * 1000))
+    return round(value_pj * 1000)
 
 
 @dataclass(frozen=True)
@@ -380,7 +378,8 @@ class EnergyRates:
     @staticmethod
     def of(hw: Hardware) -> EnergyRates:
         """Rates of ``hw``: a DRAM read also writes the GB, a DRAM write reads it."""
-        gr, gw = pj_to_fj(hw.global_buffer.read_pj_per_bit), pj_to_fj(hw.global_buffer.write_pj_per_bit)
+        gb = hw.global_buffer
+        gr, gw = pj_to_fj(gb.read_pj_per_bit), pj_to_fj(gb.write_pj_per_bit)
         return EnergyRates(pj_to_fj(hw.dram.read_pj_per_bit) + gw,
                            pj_to_fj(hw.dram.write_pj_per_bit) + gr, gr, gw)
 
@@ -529,7 +528,7 @@ def evaluate(problem: Problem, mapping: Mapping) -> Cost:
     by_layer: dict[str, int] = {lay.name: 0 for lay in net.layers}
     all_terms: list[Term] = []
     gb_fj_total = 0
-    for i, (seg, ctx) in enumerate(zip(mapping.segments, contexts)):
+    for i, (seg, ctx) in enumerate(zip(mapping.segments, contexts, strict=True)):
         geo = SegmentGeometry(net, seg)
         terms = segment_terms(net, seg, ctx, geo)
         peak, persistent, tile, pos = peak_of(terms, geo)

@@ -91,10 +91,12 @@ def _frame_keys(problem: Problem, mapping: Mapping) -> list[tuple]:
 
 
 def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = None,
-                  threads: int | None = None, seed: int = 0, **_: object) -> Result:
+                  threads: int | None = None, seed: int = 0, warm_start: bool = True,
+                  **_: object) -> Result:
     """Solve by lazily priced segment columns and a master MIP (see
     :mod:`stems_opt.formulation.columns`); both the local frame models and the
-    master are solved by ``solver``."""
+    master are solved by ``solver``. Under a time limit the best named
+    schedule is kept as a fallback mapping (``warm_start``)."""
     from stems_opt.formulation.backend import SolveOptions
     from stems_opt.formulation.columns import ColumnSolver
     from stems_opt.formulation.data import objective_constant
@@ -103,26 +105,23 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
         raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
                                     f"{', '.join(EXACT_SOLVERS)})", field="solver"))
     start = time.perf_counter()
+    objective = problem.objective
+    scale = 1000.0 if objective is Objective.ENERGY else 1.0
+    constant = objective_constant(problem)
+    # Under a time limit, a named schedule is the fallback should the search not finish.
+    fallback = _incumbent(problem) if time_limit_s is not None and warm_start else None
     backend = _backend(solver)
     cs = ColumnSolver(problem, backend, SolveOptions(threads=threads, seed=seed))
     build_s = time.perf_counter() - start
     left = None if time_limit_s is None else max(0.1, time_limit_s - build_s)
     mapping, model_value, model_bound = cs.solve(left)
-    objective = problem.objective
-    scale = 1000.0 if objective is Objective.ENERGY else 1.0
-    constant = objective_constant(problem)
     stats = dict(cs.stats)
     stats.update(model_build_s=build_s)
-    if model_bound < model_value and model_bound < math.inf:
-        # Stopped by the time limit: keep the best of the search and the plain TB-LBL schedule.
-        from stems_opt.heuristics import named_schedule
-
-        fallback = named_schedule(problem, "TB-LBL")
-        fb_value = None if not fallback.feasible else \
-            fallback.objective_value * scale - constant
-        if fb_value is not None and fb_value < model_value and _fits_space(problem, fallback):
+    if fallback is not None and fallback.objective_value is not None:
+        fb_value = fallback.objective_value * scale - constant
+        if fb_value < model_value:
             mapping, model_value = fallback.mapping, fb_value
-            stats.update(incumbent="TB-LBL")
+            stats.update(incumbent=fallback.solver)
     runtime = time.perf_counter() - start
     if mapping is None:
         if model_bound == math.inf:
@@ -145,12 +144,6 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     return Result(status, solver, objective.value, mapping=mapping, cost=cost,
                   objective_value=value, bound=bound, gap=0.0 if status is SolveStatus.OPTIMAL
                   else _gap(value, bound), runtime_s=runtime, build_s=build_s, stats=stats)
-
-
-def _fits_space(problem: Problem, result: Result) -> bool:
-    cap = problem.max_segment_layers
-    return result.mapping is not None and (
-        cap is None or all(len(seg.layers) <= cap for seg in result.mapping.segments))
 
 
 def _backend(solver: str) -> Callable[..., object]:

@@ -119,7 +119,7 @@ def resnet18():
 
 def test_time_batched_moves_state_once(resnet18) -> None:
     # Tb = T: every stateful layer's V is read once and written once: 2 * 46362624 bits.
-    problem, runs = resnet18
+    _, runs = resnet18
     assert runs["TB-LBL"].feasible
     assert runs["TB-LBL"].cost.traffic.by_class()["state"] == 2 * 46_362_624
 

@@ -39,11 +39,11 @@ from stems_opt.cost_model import min_read_bits
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
 from stems_opt.formulation.data import (
     CHIP,
+    Frame,
     FrameKey,
     LayerOption,
     _Context,
     _FrameBuilder,
-    Frame,
     frame_specs,
     make_context,
     spec_lower_bound,
@@ -54,6 +54,8 @@ from stems_opt.network import Axis
 from stems_opt.problem import Objective, Problem
 
 LOG = logging.getLogger("stems_opt.columns")
+LOCAL_LIMIT_S = 2.0
+"""First time limit of a frame's local solve; a frame left open is retried with 8x more."""
 Backend = Callable[[LinearModel, SolveOptions, dict[int, int] | None], BackendAnswer]
 
 
@@ -83,6 +85,8 @@ class Column:
     frame: Frame | None = None
     chosen: dict[str, LayerOption] = field(default_factory=dict)
     tried: set[FrameKey] = field(default_factory=set)
+    unproven: dict[FrameKey, float] = field(default_factory=dict)  # frame -> its bound
+    attempts: dict[FrameKey, int] = field(default_factory=dict)
 
     @property
     def price(self) -> float:
@@ -143,8 +147,9 @@ class ColumnSolver:
         sigs = []
         for bits in itertools.product([False, True], repeat=len(ins)):
             for outc in itertools.product(out_choices, repeat=len(outs)):
-                sigs.append(Signature(tuple(zip(ins, bits)),
-                                      tuple((X, w, c) for X, (w, c) in zip(outs, outc))))
+                sigs.append(Signature(tuple(zip(ins, bits, strict=True)),
+                                      tuple((X, w, c) for X, (w, c)
+                                            in zip(outs, outc, strict=True))))
         return sigs
 
     def _spec_bound(self, spec: FrameKey) -> float:
@@ -214,21 +219,56 @@ class ColumnSolver:
                      frame.tiles, frame.order, options, frame.rows, 0, (), (),
                      frame.frame_tensors), budget
 
-    def _local(self, frame: Frame, budget: int) -> tuple[float, dict[str, LayerOption]] | None:
+    def _local(self, frame: Frame, budget: int, limit_s: float
+               ) -> tuple[float, float, dict[str, LayerOption]] | None:
+        """``(value, bound, options)`` of the frame's best options (value == bound
+        when proven), or ``None`` when nothing fits."""
         lm, v = build_frame_model(frame, budget)
         self.stats["local_solves"] += 1
-        ans = self.backend(lm, SolveOptions(threads=self.options.threads,
+        limit = limit_s if self.deadline is None else \
+            max(0.05, min(limit_s, self.deadline - time.perf_counter()))
+        ans = self.backend(lm, SolveOptions(time_limit_s=limit, threads=self.options.threads,
                                             seed=self.options.seed), None)
-        if ans.status != "optimal" or ans.values is None:
-            if ans.status in ("infeasible",):
-                return None
-            raise RuntimeError(f"local frame model not solved: {ans.detail}")
+        if ans.status == "infeasible":
+            return None
+        if ans.values is None:
+            return math.inf, ans.bound if ans.bound is not None else 0.0, {}
         chosen = {}
         for name in frame.layers:
-            for i, o in zip(v.options(0, name), frame.options[name]):
+            for i, o in zip(v.options(0, name), frame.options[name], strict=True):
                 if ans.values[i] > 0.5:
                     chosen[name] = o
-        return float(round(ans.objective)), chosen
+        value = float(round(ans.objective))
+        bound = value if ans.status == "optimal" else float(ans.bound or 0.0)
+        return value, bound, chosen
+
+    def _price_frame(self, col: Column, spec: FrameKey, best: float, extra: float) -> bool:
+        """Solve one frame of ``col``; ``False`` when the deadline stops the pricing."""
+        if self.deadline is not None and time.perf_counter() > self.deadline:
+            col.bound = max(col.bound, min(best, self._spec_bound(spec) + extra,
+                                           *col.unproven.values()))
+            return False
+        col.tried.add(spec)
+        frame = self._frame(spec)
+        restricted = None if frame is None else self._restrict(frame, col.sig)
+        if restricted is None:
+            col.unproven.pop(spec, None)
+            return True
+        t0 = time.perf_counter()
+        attempt = col.attempts.get(spec, 0)
+        col.attempts[spec] = attempt + 1
+        local = self._local(*restricted, LOCAL_LIMIT_S * 8 ** attempt)
+        LOG.debug("  frame %s: local %s in %.2f s", spec[2:], None if local is None
+                  else local[:2], time.perf_counter() - t0)
+        col.unproven.pop(spec, None)
+        if local is None:
+            return True
+        value, bound, chosen = local
+        if value < best:
+            col.upper, col.frame, col.chosen = value, restricted[0], chosen
+        if bound < min(value, best):
+            col.unproven[spec] = bound
+        return True
 
     def price(self, col: Column) -> None:
         """Price ``col`` exactly: the best frame under its signature."""
@@ -237,29 +277,25 @@ class ColumnSolver:
                        key=lambda s: (self._spec_bound(s), self.net.timesteps // s[2], s[4],
                                       s[5].value, s[3].value))
         best: float = math.inf if col.upper is None else col.upper
+        for spec in list(col.unproven):  # frames a short local solve left open: try longer
+            if col.unproven[spec] >= best:
+                del col.unproven[spec]
+                continue
+            if not self._price_frame(col, spec, best, extra):
+                return
+            best = col.upper if col.upper is not None else math.inf
         for spec in specs:
             if self._spec_bound(spec) + extra >= best:
                 break
             if spec in col.tried:
                 continue
-            if self.deadline is not None and time.perf_counter() > self.deadline:
-                # Interrupted: what is left is worth at least its bound.
-                col.bound = max(col.bound, min(best, self._spec_bound(spec) + extra))
+            if not self._price_frame(col, spec, best, extra):
                 return
-            col.tried.add(spec)
-            frame = self._frame(spec)
-            if frame is None:
-                continue
-            restricted = self._restrict(frame, col.sig)
-            if restricted is None:
-                continue
-            t0 = time.perf_counter()
-            local = self._local(*restricted)
-            LOG.debug("  frame %s: local %s in %.2f s", spec[2:], None if local is None
-                      else local[0], time.perf_counter() - t0)
-            if local is not None and local[0] < best:
-                best = local[0]
-                col.upper, col.frame, col.chosen = best, restricted[0], local[1]
+            best = col.upper if col.upper is not None else math.inf
+        if col.unproven:
+            # Open frames: the column is worth at least the least of them and of the best.
+            col.bound = max(col.bound, min(best, min(col.unproven.values())))
+            return
         col.exact = True
         col.value = None if best == math.inf else best
         self.stats["columns_priced"] += 1
@@ -283,7 +319,7 @@ class ColumnSolver:
         lm = LinearModel()
         L = len(self.net.layers)
         z = [lm.var(f"z[{c.first},{c.last},{k}]", round(p))
-             for k, (c, p) in enumerate(zip(cols, prices))]
+             for k, (c, p) in enumerate(zip(cols, prices, strict=True))]
         cut = {k: lm.var(f"c[{k}]") for k in range(1, L)}
         w: dict[tuple[str, int], int] = {}
         for X in self.ctx.whole_candidates:
@@ -291,7 +327,7 @@ class ColumnSolver:
                 w[(X, k)] = lm.var(f"w[{X},{k}]")
         by_layer: list[list[int]] = [[] for _ in range(L)]
         starts: dict[int, list[int]] = {}
-        for c, var in zip(cols, z):
+        for c, var in zip(cols, z, strict=True):
             for i in range(c.first, c.last + 1):
                 by_layer[i].append(var)
             if c.first > 0:
@@ -302,7 +338,7 @@ class ColumnSolver:
             idx = starts.get(k, [])
             lm.row(f"cut[{k}]", [var, *idx], [1] + [-1] * len(idx), 0, 0)
         groups: dict[tuple, list[int]] = {}
-        for c, var in zip(cols, z):
+        for c, var in zip(cols, z, strict=True):
             for X, whole in c.sig.whole_in:
                 groups.setdefault(("in", X, c.first, whole), []).append(var)
             for X, wa, cw in c.sig.outputs:
@@ -329,7 +365,7 @@ class ColumnSolver:
                                             seed=self.options.seed), None)
         if ans.values is None:
             return None
-        chosen = [c for c, var in zip(cols, z) if ans.values[var] > 0.5]
+        chosen = [c for c, var in zip(cols, z, strict=True) if ans.values[var] > 0.5]
         optimal = ans.status == "optimal"
         bound = ans.objective if optimal else (ans.bound or 0.0)
         return sorted(chosen, key=lambda c: c.first), float(ans.objective), float(bound), optimal

@@ -16,7 +16,7 @@ def solve_cpsat(lm: LinearModel, options: SolveOptions,
     model = cp_model.CpModel()
     xs = [model.NewBoolVar(name) for name in lm.names]
     for name, idx, coef, lo, hi in lm.rows:
-        expr = sum(c * xs[i] for i, c in zip(idx, coef))
+        expr = sum(c * xs[i] for i, c in zip(idx, coef, strict=True))
         if lo == hi:
             ct = model.Add(expr == int(lo))
         elif lo == float("-inf"):

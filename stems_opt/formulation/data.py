@@ -43,10 +43,10 @@ import numpy as np
 
 from stems_opt.cost_model import (
     EnergyRates,
-    min_read_bits,
     SegmentGeometry,
     dram_read_term,
     layer_gb_access_bits,
+    min_read_bits,
     output_term,
     state_term,
     sub_tile_limits,
@@ -257,21 +257,24 @@ class _FrameBuilder:
                     w_parts.append((None, 0, 0, None))
                     continue
                 t = weight_term(geo, layer, wc, m)
-                w_parts.append((wc, t.read_bits, t.write_bits, self.coeff(t.persistent_bits, t.local)))
+                w_parts.append((wc, t.read_bits, t.write_bits,
+                                       self.coeff(t.persistent_bits, t.local)))
             v_parts = []
             for sm in states:
                 if sm is None:
                     v_parts.append((None, 0, 0, None))
                     continue
                 t = state_term(geo, layer, sm, m, net.state_persistence)
-                v_parts.append((sm, t.read_bits, t.write_bits, self.coeff(t.persistent_bits, t.local)))
+                v_parts.append((sm, t.read_bits, t.write_bits,
+                                       self.coeff(t.persistent_bits, t.local)))
             o_parts = []
             for oc in out_ctx:
                 written = is_output or oc.on_chip is False or oc.cross_write
                 placement = None if oc.on_chip is None else (
                     Placement.ON_CHIP if oc.on_chip else Placement.DRAM)
                 t = output_term(geo, layer, placement, oc.whole, written, m)
-                o_parts.append((oc, t.read_bits, t.write_bits, self.coeff(t.persistent_bits, t.local)))
+                o_parts.append((oc, t.read_bits, t.write_bits,
+                                       self.coeff(t.persistent_bits, t.local)))
             i_parts = []
             for choices in in_ctx:
                 parts = []

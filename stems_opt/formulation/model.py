@@ -193,13 +193,14 @@ def _add_place(lm: LinearModel, v: Variables, f: Frame) -> None:
     """(4) producer and in-frame consumers agree on the in-segment placement."""
     for X in f.frame_tensors:
         a = v.on_chip[(f.index, X)]
-        prod = [i for i, o in zip(v.options(f.index, X), f.options[X]) if o.output.on_chip]
+        prod = [i for i, o in zip(v.options(f.index, X), f.options[X], strict=True)
+                if o.output.on_chip]
         _sum_eq(lm, f"place[{f.index},{X},{X}]", prod, a)
         for name in f.layers:
             opts = f.options[name]
             if not any(ic.tensor == X for ic in opts[0].inputs):
                 continue
-            chip = [i for i, o in zip(v.options(f.index, name), opts)
+            chip = [i for i, o in zip(v.options(f.index, name), opts, strict=True)
                     if any(ic.tensor == X and ic.source == CHIP for ic in o.inputs)]
             _sum_eq(lm, f"place[{f.index},{X},{name}]", chip, a)
 
@@ -212,7 +213,7 @@ def _add_halo(lm: LinearModel, v: Variables, f: Frame) -> None:
             opts = f.options[name]
             if not any(ic.tensor == X for ic in opts[0].inputs):
                 continue
-            keep = [i for i, o in zip(v.options(f.index, name), opts)
+            keep = [i for i, o in zip(v.options(f.index, name), opts, strict=True)
                     if any(ic.tensor == X and ic.source == KEEP for ic in o.inputs)]
             _sum_eq(lm, f"halo[{f.index},{X},{name}]", keep, h)
         del readers
@@ -227,7 +228,7 @@ def _add_cross_in(lm: LinearModel, v: Variables, data: ModelData, f: Frame) -> N
             if not any(ic.tensor == X for ic in opts[0].inputs):
                 continue
             idx = v.options(f.index, name)
-            chip = [i for i, o in zip(idx, opts)
+            chip = [i for i, o in zip(idx, opts, strict=True)
                     if any(ic.tensor == X and ic.source == CHIP for ic in o.inputs)]
             dram = [i for i in idx if i not in set(chip)]
             if w is None:
@@ -248,10 +249,10 @@ def _add_cross_out(lm: LinearModel, v: Variables, data: ModelData, f: Frame) -> 
         opts = f.options[X]
         w_next = v.whole[(X, f.last + 1)]
         w_last = v.whole[(X, data.last_consumer[X])]
-        whole = [i for i, o in zip(idx, opts) if o.output.whole]
-        part = [i for i, o in zip(idx, opts) if not o.output.whole]
-        cw = [i for i, o in zip(idx, opts) if o.output.cross_write]
-        ncw = [i for i, o in zip(idx, opts) if not o.output.cross_write]
+        whole = [i for i, o in zip(idx, opts, strict=True) if o.output.whole]
+        part = [i for i, o in zip(idx, opts, strict=True) if not o.output.whole]
+        cw = [i for i, o in zip(idx, opts, strict=True) if o.output.cross_write]
+        ncw = [i for i, o in zip(idx, opts, strict=True) if not o.output.cross_write]
         lm.row(f"cross_out[{f.index},{X},whole]", [*whole, w_next], [1] * len(whole) + [-1],
                -INF, 0)
         lm.row(f"cross_out[{f.index},{X},part]", [*part, w_next], [1] * len(part) + [1], -INF, 1)
@@ -290,7 +291,7 @@ def _add_capacity(lm: LinearModel, v: Variables, f: Frame, capacity_bits: int,
     cols: list[int] = []
     mats: list[np.ndarray] = []
     for name in f.layers:
-        for i, o in zip(v.options(f.index, name), f.options[name]):
+        for i, o in zip(v.options(f.index, name), f.options[name], strict=True):
             cols.append(i)
             mats.append(o.coeff)
     mat = np.stack(mats, axis=1)  # rows x options
@@ -340,7 +341,7 @@ def decode(data: ModelData, v: Variables, values: Sequence[float]) -> Mapping:
             continue
         chosen: dict[str, LayerOption] = {}
         for name in f.layers:
-            for i, o in zip(v.options(f.index, name), f.options[name]):
+            for i, o in zip(v.options(f.index, name), f.options[name], strict=True):
                 if values[i] > 0.5:
                     chosen[name] = o
         segs.append(segment_of(f, chosen))
@@ -391,7 +392,7 @@ def encode_hint(data: ModelData, v: Variables, mapping: Mapping) -> dict[int, in
             later = [where[c] for c in net.consumers(name) if where[c] > si]
             cross_write = any(mapping.segments[s].input(name) is Placement.DRAM for s in later)
             whole = name in contexts[si].whole
-            match = [i for i, o in zip(v.options(f.index, name), f.options[name])
+            match = [i for i, o in zip(v.options(f.index, name), f.options[name], strict=True)
                      if _option_matches(o, seg, whole, cross_write)]
             if not match:
                 return None

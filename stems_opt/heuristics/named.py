@@ -113,7 +113,7 @@ def parse_schedule(name: str, network: Network, tiles: Sequence[int] | int | Non
     frames: list[Frame] = []
     pending: list[str] = []
     fused_i = 0
-    for block, tc, dc in zip(blocks, time_s, depth_s):
+    for block, tc, dc in zip(blocks, time_s, depth_s, strict=True):
         tb = T if tc == "T" else 1
         if tc == "S" and dc == "L":
             pending.extend(block.layers)
@@ -157,7 +157,7 @@ class _Scorer:
         """Total traffic, whether every segment fits, and each segment's peak."""
         ctxs = mapping_contexts(self.problem.network, Mapping(tuple(segs)))
         total, peaks = 0, []
-        for seg, ctx in zip(segs, ctxs):
+        for seg, ctx in zip(segs, ctxs, strict=True):
             t, p, _ = self.segment(seg, ctx)
             total += t
             peaks.append(p)
@@ -322,7 +322,7 @@ def _greedy_pass(problem: Problem, scorer: _Scorer, segs: list[Segment], only_lo
     def refit(cands: list[Segment], touched: set[int]) -> list[Segment]:
         ctxs = [ctx] if only_local else mapping_contexts(net, Mapping(tuple(cands)))
         return [_fit_layers(problem, s, c) if i in touched else s
-                for i, (s, c) in enumerate(zip(cands, ctxs))]
+                for i, (s, c) in enumerate(zip(cands, ctxs, strict=True))]
 
     traffic, _ = score(segs)
     for idx, change in _switches(problem, segs):
