@@ -119,6 +119,7 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     stats.update(model_build_s=build_s)
     if fallback is not None and fallback.objective_value is not None:
         fb_value = fallback.objective_value * scale - constant
+        assert model_bound <= fb_value * (1 + 1e-9), "a schedule beats the proven bound"
         if fb_value < model_value:
             mapping, model_value = fallback.mapping, fb_value
             stats.update(incumbent=fallback.solver)

@@ -59,6 +59,14 @@ LOCAL_LIMIT_S = 2.0
 Backend = Callable[[LinearModel, SolveOptions, dict[int, int] | None], BackendAnswer]
 
 
+class _MasterStopped(Exception):
+    """The master stopped (time limit) before finding any answer."""
+
+    def __init__(self, bound: float | None):
+        super().__init__("master stopped")
+        self.bound = bound
+
+
 @dataclass(frozen=True)
 class Signature:
     """How an interval meets the rest of the mapping.
@@ -364,7 +372,9 @@ class ColumnSolver:
                                             threads=self.options.threads,
                                             seed=self.options.seed), None)
         if ans.values is None:
-            return None
+            if ans.status == "infeasible":
+                return None
+            raise _MasterStopped(ans.bound)
         chosen = [c for c, var in zip(cols, z, strict=True) if ans.values[var] > 0.5]
         optimal = ans.status == "optimal"
         bound = ans.objective if optimal else (ans.bound or 0.0)
@@ -384,7 +394,11 @@ class ColumnSolver:
             return None if time_limit_s is None else time_limit_s - (time.perf_counter() - start)
 
         while left() is None or left() > 0:
-            res = self.master(time_limit_s=left())
+            try:
+                res = self.master(time_limit_s=left())
+            except _MasterStopped as stop:  # the deadline came during the master solve
+                lower = max(lower, stop.bound or 0.0)
+                break
             if res is None:
                 return None, math.inf, math.inf  # no cover at all: infeasible
             chosen, value, bound, optimal = res
@@ -401,7 +415,10 @@ class ColumnSolver:
                 remaining = left()
                 if remaining is not None and remaining <= 0:
                     break
-        res = self.master(exact_only=True, time_limit_s=10.0)
+        try:
+            res = self.master(exact_only=True, time_limit_s=10.0)
+        except _MasterStopped:
+            res = None
         if res is None:
             return None, math.inf, lower
         chosen, value, _, _ = res
