@@ -489,10 +489,8 @@ POOL3 = {
     ],
 }
 POOL3_GB = 86
-HIGHS_HINT_REASON = (
-    "HiGHS backend with a hint: after setSolution(hint), HiGHS presolve reports the MIP start "
-    "as optimal in the reduced space (objective without the presolve offset, here 0) and "
-    "returns the hint itself (242) instead of the optimum (98)")
+# HiGHS once returned the MIP start as optimal (reduced-space objective after
+# presolve); the backend no longer passes a start to HiGHS.
 
 
 def hinted_answer(backend: str) -> tuple[Any, list[int]]:

@@ -59,7 +59,7 @@ LOCAL_LIMIT_S = 2.0
 Backend = Callable[[LinearModel, SolveOptions, dict[int, int] | None], BackendAnswer]
 
 
-class _MasterStopped(Exception):
+class _MasterStoppedError(Exception):
     """The master stopped (time limit) before finding any answer."""
 
     def __init__(self, bound: float | None):
@@ -374,7 +374,7 @@ class ColumnSolver:
         if ans.values is None:
             if ans.status == "infeasible":
                 return None
-            raise _MasterStopped(ans.bound)
+            raise _MasterStoppedError(ans.bound)
         chosen = [c for c, var in zip(cols, z, strict=True) if ans.values[var] > 0.5]
         optimal = ans.status == "optimal"
         bound = ans.objective if optimal else (ans.bound or 0.0)
@@ -396,7 +396,7 @@ class ColumnSolver:
         while left() is None or left() > 0:
             try:
                 res = self.master(time_limit_s=left())
-            except _MasterStopped as stop:  # the deadline came during the master solve
+            except _MasterStoppedError as stop:  # the deadline came during the master solve
                 lower = max(lower, stop.bound or 0.0)
                 break
             if res is None:
@@ -417,7 +417,7 @@ class ColumnSolver:
                     break
         try:
             res = self.master(exact_only=True, time_limit_s=10.0)
-        except _MasterStopped:
+        except _MasterStoppedError:
             res = None
         if res is None:
             return None, math.inf, lower

@@ -189,6 +189,22 @@ def _sum_eq(lm: LinearModel, name: str, idx: list[int], var: int) -> None:
     lm.row(name, [*idx, var], [1] * len(idx) + [-1], 0, 0)
 
 
+def _readers(v: Variables, f: Frame, X: str, source: str
+             ) -> list[tuple[str, list[int], list[int]]]:
+    """Per layer of ``f`` reading ``X``: its option variables, and those reading
+    ``X`` from ``source``."""
+    out = []
+    for name in f.layers:
+        opts = f.options[name]
+        if not any(ic.tensor == X for ic in opts[0].inputs):
+            continue
+        idx = v.options(f.index, name)
+        match = [i for i, o in zip(idx, opts, strict=True)
+                 if any(ic.tensor == X and ic.source == source for ic in o.inputs)]
+        out.append((name, idx, match))
+    return out
+
+
 def _add_place(lm: LinearModel, v: Variables, f: Frame) -> None:
     """(4) producer and in-frame consumers agree on the in-segment placement."""
     for X in f.frame_tensors:
@@ -196,40 +212,23 @@ def _add_place(lm: LinearModel, v: Variables, f: Frame) -> None:
         prod = [i for i, o in zip(v.options(f.index, X), f.options[X], strict=True)
                 if o.output.on_chip]
         _sum_eq(lm, f"place[{f.index},{X},{X}]", prod, a)
-        for name in f.layers:
-            opts = f.options[name]
-            if not any(ic.tensor == X for ic in opts[0].inputs):
-                continue
-            chip = [i for i, o in zip(v.options(f.index, name), opts, strict=True)
-                    if any(ic.tensor == X and ic.source == CHIP for ic in o.inputs)]
+        for name, _, chip in _readers(v, f, X, CHIP):
             _sum_eq(lm, f"place[{f.index},{X},{name}]", chip, a)
 
 
 def _add_halo(lm: LinearModel, v: Variables, f: Frame) -> None:
     """(5) one halo rule per DRAM-read tensor and segment."""
-    for X, readers in _dram_readers(f).items():
+    for X in _dram_readers(f):
         h = v.keep[(f.index, X)]
-        for name in f.layers:
-            opts = f.options[name]
-            if not any(ic.tensor == X for ic in opts[0].inputs):
-                continue
-            keep = [i for i, o in zip(v.options(f.index, name), opts, strict=True)
-                    if any(ic.tensor == X and ic.source == KEEP for ic in o.inputs)]
+        for name, _, keep in _readers(v, f, X, KEEP):
             _sum_eq(lm, f"halo[{f.index},{X},{name}]", keep, h)
-        del readers
 
 
 def _add_cross_in(lm: LinearModel, v: Variables, data: ModelData, f: Frame) -> None:
     """(6) reading an earlier tensor on chip needs it whole at the frame's start."""
     for X in f.in_tensors:
         w = v.whole.get((X, f.first))
-        for name in f.layers:
-            opts = f.options[name]
-            if not any(ic.tensor == X for ic in opts[0].inputs):
-                continue
-            idx = v.options(f.index, name)
-            chip = [i for i, o in zip(idx, opts, strict=True)
-                    if any(ic.tensor == X and ic.source == CHIP for ic in o.inputs)]
+        for name, idx, chip in _readers(v, f, X, CHIP):
             dram = [i for i in idx if i not in set(chip)]
             if w is None:
                 if chip:
