@@ -22,7 +22,7 @@ from stems_opt.problem import Objective, Problem
 from stems_opt.result import Result, SolveStatus
 
 EXACT_SOLVERS = ("cpsat", "highs")
-WARM_START_SCHEDULES = ("TB-LBL", "TB-F")
+WARM_START_SCHEDULES = ("TB-LBL", "TB-F", "ST-F")
 MAX_FRAMES = 400
 """Frames handed to the MIP at most; the rest are covered by their bound."""
 MAX_OPTIONS_PER_FRAME = 400
