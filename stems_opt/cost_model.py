@@ -397,8 +397,8 @@ def layer_gb_access_bits(geo: SegmentGeometry, layer: Layer, m: int) -> tuple[in
         return 0, 0
     T = geo.T
     reads = layer.weight_size_bits * T * geo.active_tiles(layer.name) * m
+    rows, _, _ = geo.window_reads(layer.name, m, keep=False)  # the same windows for each input
     for src in dict.fromkeys(layer.inputs):
-        rows, _, _ = geo.window_reads(layer.name, m, keep=False)
         reads += rows * geo.network.tensor_row_bits(src, geo.seg.axis) * T
     writes = layer.output_size_bits(T)
     reads += layer.state_size_bits * T

@@ -341,12 +341,6 @@ class Network:
             return i.channels * cross * i.bits
         return self.layer(tensor).output_row_bits(axis)
 
-    def tensor_extent(self, tensor: str, axis: Axis) -> int:
-        """Extent of ``tensor`` along ``axis``."""
-        if tensor == self.input.name:
-            return self.input.height if axis is Axis.OY else self.input.width
-        return self.layer(tensor).extent(axis)
-
     @property
     def block_list(self) -> tuple[Block, ...]:
         """The block partition; one block per layer when none is given."""

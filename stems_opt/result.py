@@ -49,7 +49,7 @@ class Result:
     runtime_s: float = 0.0
     build_s: float = 0.0
     message: str = ""
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, float | str] = field(default_factory=dict)
 
     @property
     def feasible(self) -> bool:
