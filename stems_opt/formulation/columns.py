@@ -35,8 +35,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from stems_opt.cost_model import min_read_bits
+import numpy as np
+
+from stems_opt.cost_model import SegmentContext, SegmentGeometry, segment_terms
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
+from stems_opt.formulation.bounds import frame_excess_bound, read_bits
 from stems_opt.formulation.data import (
     CHIP,
     Frame,
@@ -44,12 +47,23 @@ from stems_opt.formulation.data import (
     LayerOption,
     _Context,
     _FrameBuilder,
+    cheapest_bits,
     frame_specs,
     make_context,
     spec_lower_bound,
+    written_anyway,
 )
 from stems_opt.formulation.model import LinearModel, build_frame_model, segment_of
-from stems_opt.mapping import Mapping, Order, StateMode
+from stems_opt.mapping import (
+    RESIDENT,
+    Halo,
+    Mapping,
+    Order,
+    Placement,
+    Segment,
+    StateMode,
+    WeightChoice,
+)
 from stems_opt.network import Axis
 from stems_opt.problem import Objective, Problem
 
@@ -95,6 +109,10 @@ class Column:
     tried: set[FrameKey] = field(default_factory=set)
     unproven: dict[FrameKey, float] = field(default_factory=dict)  # frame -> its bound
     attempts: dict[FrameKey, int] = field(default_factory=dict)
+    tight: bool = False  # frame bounds include what the buffer forces
+    frame_bounds: dict[FrameKey, float] = field(default_factory=dict)
+    frame_slack: dict[FrameKey, int] = field(default_factory=dict)
+    segment: Segment | None = None  # found directly, without a frame model
 
     @property
     def price(self) -> float:
@@ -105,7 +123,9 @@ class Column:
 class ColumnSolver:
     """Lazy column pricing and the master MIP for one problem."""
 
-    def __init__(self, problem: Problem, backend: Backend, options: SolveOptions):
+    def __init__(self, problem: Problem, backend: Backend, options: SolveOptions,
+                 master_mip: bool = False):
+        self.master_mip = master_mip  # the master as a MIP of the backend, not a path
         self.problem = problem
         self.net = problem.network
         self.ctx: _Context = make_context(problem)
@@ -120,6 +140,7 @@ class ColumnSolver:
             self.specs.setdefault((spec[0], spec[1]), []).append(spec)
         self.frame_cache: dict[FrameKey, Frame | None] = {}
         self.spec_bounds: dict[FrameKey, float] = {}
+        self.cap_bounds: dict[tuple, tuple[float, int]] = {}
         self.columns: list[Column] = []
         self.deadline: float | None = None
         self.stats = {"frames_built": 0, "local_solves": 0, "master_solves": 0,
@@ -177,11 +198,104 @@ class ColumnSolver:
                 continue
             for c in self.net.consumers(X):
                 if c in inside:
-                    total += min(min_read_bits(self.net, X, c, a) for a in (Axis.OY, Axis.OX))
+                    total += min(read_bits(self.net, X, c, a) for a in (Axis.OY, Axis.OX))
         for X, _, cw in sig.outputs:
             if cw and X not in self.ctx.outputs:
                 total += self.net.tensor_size_bits(X)
         return total
+
+    # --- capacity-aware bounds -------------------------------------------------
+    def _sig_parts(self, col: Column) -> tuple[int, frozenset[str], frozenset[str],
+                                               frozenset[str]]:
+        """Budget, tensors written anyway, own outputs kept whole, and every tensor
+        kept whole in the GB during ``col``'s segment."""
+        whole_in = {X for X, w in col.sig.whole_in if w}
+        whole_out = {X for X, w, _ in col.sig.outputs if w}
+        inside = {lay.name for lay in self.net.layers[col.first:col.last + 1]}
+        written = {X for X, _, cw in col.sig.outputs if cw}
+        for name in inside:
+            written |= written_anyway(self.ctx, inside, name)
+        budget = self.ctx.capacity_bits - sum(self.ctx.whole_candidates[X]
+                                              for X in whole_in | whole_out)
+        return budget, frozenset(written), frozenset(whole_out), frozenset(whole_in | whole_out)
+
+    def tighten(self, col: Column) -> bool:
+        """Bound every frame of ``col`` with what the buffer forces; ``True`` when
+        the column's bound rose."""
+        if col.tight:
+            return False
+        col.tight = True
+        budget, written, whole_out, _ = self._sig_parts(col)
+        extra = self.rate * self._extra(col.first, col.last, col.sig)
+        best = math.inf
+        for spec in self.specs[(col.first, col.last)]:
+            key = (spec, budget, written, whole_out)
+            got = self.cap_bounds.get(key)
+            if got is None:
+                excess, slack = frame_excess_bound(self.net, spec, budget, written, whole_out)
+                got = (self.rate * (cheapest_bits(self.ctx, spec) + excess), slack)
+                self.cap_bounds[key] = got
+            bound = max(got[0], self._spec_bound(spec))
+            col.frame_bounds[spec] = bound
+            col.frame_slack[spec] = got[1]
+            best = min(best, bound)
+        old = col.bound
+        col.bound = max(col.bound, best + extra)
+        return col.bound > old
+
+    def _direct(self, col: Column, spec: FrameKey) -> tuple[Segment, int] | None:
+        """The frame with every decision at its cheapest choice, and its traffic, when
+        it fits the buffer (traffic objective only): its value is then the frame's bound."""
+        first, last, tb, axis, n, order = spec
+        net = self.net
+        names = tuple(lay.name for lay in net.layers[first:last + 1])
+        inside = set(names)
+        _, written, whole_out, whole = self._sig_parts(col)
+        whole_in = {X for X, w in col.sig.whole_in if w}
+        T = net.timesteps
+        S = T // tb
+        geo = SegmentGeometry(net, Segment(names, tb, n, axis, order))
+        subs, weights, states, acts, ins, halos = {}, {}, {}, {}, {}, {}
+        k_unroll = self.ctx.k_unroll
+        for lay in net.layers[first:last + 1]:
+            name = lay.name
+            rows = geo.tile_rows(name)
+            m = min(r for r in rows if r > 0)
+            if lay.has_weights:
+                runs = S * geo.active_tiles(name)
+                w = lay.weight_size_bits
+                if runs > 1:
+                    weights[name] = RESIDENT
+                elif w <= self.ctx.capacity_bits // 2:
+                    weights[name] = WeightChoice()
+                else:
+                    chunks = max((k for k in range(1, lay.k + 1)
+                                  if lay.k % k == 0 and lay.k // k >= k_unroll), default=1)
+                    weights[name] = WeightChoice(chunks=chunks)
+                    if chunks > 1:
+                        m = 1  # chunked weights are re-read per sub-tile
+            if lay.stateful:
+                states[name] = StateMode.SPILLED if S == 1 else (
+                    StateMode.TILE_RESIDENT if order is Order.SPACE_OUTER else StateMode.RESIDENT)
+            subs[name] = m
+            if any(c in inside for c in net.consumers(name)) and name not in whole_out:
+                acts[name] = Placement.ON_CHIP
+            for src in lay.inputs:
+                if src in inside:
+                    continue
+                if src in whole_in:
+                    ins[src] = Placement.ON_CHIP
+                else:
+                    ins[src] = Placement.DRAM
+                    halos[src] = Halo.KEEP
+        seg = Segment(names, tb, n, axis, order, sub_tiles=subs, weights=weights,
+                      states=states, activations=acts, inputs=ins, halos=halos)
+        terms = segment_terms(net, seg, SegmentContext(whole, written), geo)
+        occupancy = sum(t.persistent_bits for t in terms) + sum(
+            (t.local for t in terms if t.local is not None), np.zeros(1, dtype=np.int64))
+        if int(occupancy.max()) > self.ctx.capacity_bits:
+            return None
+        return seg, sum(t.read_bits + t.write_bits for t in terms)
 
     # --- pricing ---------------------------------------------------------------
     def _frame(self, spec: FrameKey) -> Frame | None:
@@ -273,17 +387,19 @@ class ColumnSolver:
             return True
         value, bound, chosen = local
         if value < best:
-            col.upper, col.frame, col.chosen = value, restricted[0], chosen
+            col.upper, col.frame, col.chosen, col.segment = value, restricted[0], chosen, None
         if bound < min(value, best):
             col.unproven[spec] = bound
         return True
 
     def price(self, col: Column) -> None:
         """Price ``col`` exactly: the best frame under its signature."""
+        self.tighten(col)
         extra = self.rate * self._extra(col.first, col.last, col.sig)
+        # Most slack first among equal bounds: the likeliest to reach its bound.
         specs = sorted(self.specs[(col.first, col.last)],
-                       key=lambda s: (self._spec_bound(s), self.net.timesteps // s[2], s[4],
-                                      s[5].value, s[3].value))
+                       key=lambda s: (col.frame_bounds[s], -col.frame_slack[s],
+                                      self.net.timesteps // s[2], s[4], s[5].value, s[3].value))
         best: float = math.inf if col.upper is None else col.upper
         for spec in list(col.unproven):  # frames a short local solve left open: try longer
             if col.unproven[spec] >= best:
@@ -293,10 +409,18 @@ class ColumnSolver:
                 return
             best = col.upper if col.upper is not None else math.inf
         for spec in specs:
-            if self._spec_bound(spec) + extra >= best:
+            if col.frame_bounds[spec] + extra >= best:
                 break
             if spec in col.tried:
                 continue
+            if self.problem.objective is Objective.TRAFFIC and col.frame_slack[spec] >= 0:
+                direct = self._direct(col, spec)
+                if direct is not None and direct[1] < best:
+                    self.stats["direct"] = self.stats.get("direct", 0) + 1
+                    col.upper, col.segment, col.frame, col.chosen = direct[1], direct[0], None, {}
+                    best = direct[1]
+                    if best <= col.frame_bounds[spec] + extra:
+                        continue  # proven: the loop ends at the next bound
             if not self._price_frame(col, spec, best, extra):
                 return
             best = col.upper if col.upper is not None else math.inf
@@ -380,6 +504,62 @@ class ColumnSolver:
         bound = ans.objective if optimal else (ans.bound or 0.0)
         return sorted(chosen, key=lambda c: c.first), float(ans.objective), float(bound), optimal
 
+    def master_path(self, exact_only: bool = False
+                    ) -> tuple[list[Column], float, float, bool] | None:
+        """The master solved exactly as a shortest path over segment boundaries.
+
+        A node is a boundary ``k`` with, for every tensor that may stay whole
+        and crosses ``k``, whether it is whole there and whether it is written
+        for a later DRAM reader: exactly the master MIP's ``w`` and ``cross``
+        variables, so the two have the same optimum (checked by the tests).
+        Returns what :meth:`master` returns, or ``None`` when no cover exists.
+        """
+        L = len(self.net.layers)
+        by_first: dict[int, list[tuple[Column, float]]] = {}
+        for c in self.columns:
+            price = c.upper if exact_only else (None if c.exact and c.value is None else c.price)
+            if price is not None:
+                by_first.setdefault(c.first, []).append((c, float(round(price))))
+        State = tuple[tuple[str, bool, bool], ...]
+        best: list[dict[State, tuple[float, Column | None, State | None]]] = [
+            {} for _ in range(L + 1)]
+        best[0][()] = (0.0, None, None)
+        for k in range(L):
+            for state, (cost, _, _) in sorted(best[k].items()):
+                here = {X: (w, cw) for X, w, cw in state}
+                for col, price in by_first.get(k, []):
+                    if any(here[X][0] != flag for X, flag in col.sig.whole_in):
+                        continue
+                    # A tensor last read here is written exactly when it is not whole here.
+                    if any(self.last_consumer[X] <= col.last and cw == w
+                           for X, (w, cw) in here.items()):
+                        continue
+                    outs = {X: (w, cw) for X, w, cw in col.sig.outputs}
+                    carry = [X for X in here if self.last_consumer[X] > col.last]
+                    # Tensors passing through may be dropped at the next boundary.
+                    for drops in itertools.product(*[[False, True] if here[X][0] else [False]
+                                                     for X in carry]):
+                        nxt = dict(outs)
+                        for X, drop in zip(carry, drops, strict=True):
+                            nxt[X] = (here[X][0] and not drop, here[X][1])
+                        key: State = tuple(sorted((X, w, cw) for X, (w, cw) in nxt.items()))
+                        total = cost + price
+                        old = best[col.last + 1].get(key)
+                        if old is None or total < old[0]:
+                            best[col.last + 1][key] = (total, col, state)
+        if () not in best[L]:
+            return None
+        value = best[L][()][0]
+        chosen: list[Column] = []
+        k, state = L, ()
+        while k > 0:
+            _, col, prev = best[k][state]
+            assert col is not None and prev is not None
+            chosen.append(col)
+            k, state = col.first, prev
+        self.stats["master_solves"] += 1
+        return sorted(chosen, key=lambda c: c.first), value, value, True
+
     def solve(self, time_limit_s: float | None) -> tuple[Mapping | None, float, float]:
         """Price and re-solve until the master uses exact columns only.
 
@@ -395,7 +575,8 @@ class ColumnSolver:
 
         while left() is None or left() > 0:
             try:
-                res = self.master(time_limit_s=left())
+                res = self.master(time_limit_s=left()) if self.master_mip \
+                    else self.master_path()
             except _MasterStoppedError as stop:  # the deadline came during the master solve
                 lower = max(lower, stop.bound or 0.0)
                 break
@@ -410,13 +591,16 @@ class ColumnSolver:
                 if optimal:
                     return self.mapping_of(chosen), value, value
                 break
+            if sum(self.tighten(c) for c in pending):
+                continue  # bounds rose: ask the master again before pricing anything
             for col in pending:
                 self.price(col)
                 remaining = left()
                 if remaining is not None and remaining <= 0:
                     break
         try:
-            res = self.master(exact_only=True, time_limit_s=10.0)
+            res = self.master(exact_only=True, time_limit_s=10.0) if self.master_mip \
+                else self.master_path(exact_only=True)
         except _MasterStoppedError:
             res = None
         if res is None:
@@ -428,6 +612,9 @@ class ColumnSolver:
         """The mapping of exact columns."""
         segs = []
         for c in chosen:
+            if c.segment is not None:
+                segs.append(c.segment)
+                continue
             assert c.frame is not None
             segs.append(segment_of(c.frame, c.chosen))
         return Mapping(tuple(segs)).canonical(self.net)

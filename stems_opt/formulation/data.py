@@ -46,12 +46,12 @@ from stems_opt.cost_model import (
     SegmentGeometry,
     dram_read_term,
     layer_gb_access_bits,
-    min_read_bits,
     output_term,
     state_term,
     sub_tile_limits,
     weight_term,
 )
+from stems_opt.formulation.bounds import read_bits
 from stems_opt.mapping import Halo, Order, Placement, Segment, StateMode, WeightChoice
 from stems_opt.network import Axis, Layer, Network, divisors
 from stems_opt.problem import Objective, Problem
@@ -405,36 +405,58 @@ def spec_lower_bound(ctx: _Context, spec: FrameKey) -> int:
     first, last, tb, axis, n, order = spec
     net, cap = ctx.network, ctx.capacity_bits
     lays = net.layers[first:last + 1]
-    inside = {lay.name for lay in lays}
-    T = net.timesteps
-    S = T // tb
+    S = net.timesteps // tb
     from stems_opt.cost_model import tile_bounds
-    from stems_opt.network import StatePersistence
 
     bounds = tile_bounds(net, [lay.name for lay in lays], axis, n)
-    total = 0
+    total = cheapest_bits(ctx, spec)
     for lay in lays:
         b = bounds[lay.name]
         rows = [b[t + 1] - b[t] for t in range(n)]
-        if lay.has_weights:
-            w = lay.weight_size_bits
-            total += w if w <= cap else S * sum(1 for r in rows if r) * w
+        if lay.has_weights and lay.weight_size_bits > cap:
+            total += (S * sum(1 for r in rows if r) - 1) * lay.weight_size_bits
         if lay.stateful:
             v = lay.state_size_bits
             kept = v <= cap or S == 1 or (order is Order.SPACE_OUTER
                                           and max(rows) * lay.state_row_bits(axis) <= cap)
-            passes = 1 if kept else S
-            total += 2 * passes * v if net.state_persistence is StatePersistence.STREAMING \
-                else 2 * (passes - 1) * v
-        cons = net.consumers(lay.name)
-        if lay.name in ctx.outputs or (any(c not in inside for c in cons)
-                                       and lay.name not in ctx.whole_candidates):
+            if not kept:
+                total += 2 * (S - 1) * v
+    return total
+
+
+def cheapest_bits(ctx: _Context, spec: FrameKey) -> int:
+    """Traffic of frame ``spec`` with every decision at its cheapest choice,
+    regardless of the buffer: each weight once, the state traffic that
+    ``state_persistence`` makes unavoidable, outputs written only when read
+    outside (and not possibly kept whole), inputs from outside read once."""
+    from stems_opt.network import StatePersistence
+
+    first, last, _, axis, _, _ = spec
+    net = ctx.network
+    lays = net.layers[first:last + 1]
+    inside = {lay.name for lay in lays}
+    total = 0
+    for lay in lays:
+        total += lay.weight_size_bits if lay.has_weights else 0
+        if lay.stateful and net.state_persistence is StatePersistence.STREAMING:
+            total += 2 * lay.state_size_bits
+        if lay.name in written_anyway(ctx, inside, lay.name):
             total += net.tensor_size_bits(lay.name)
         for src in dict.fromkeys(lay.inputs):
             if src in inside or src in ctx.whole_candidates:
                 continue
-            total += min_read_bits(net, src, lay.name, axis)
+            total += read_bits(net, src, lay.name, axis)
     return total
+
+
+def written_anyway(ctx: _Context, inside: set[str], name: str) -> set[str]:
+    """``{name}`` when ``name`` goes to DRAM whatever the frame does: a network
+    output, or read outside the frame and never kept whole; else empty."""
+    cons = ctx.network.consumers(name)
+    if name in ctx.outputs or (any(c not in inside for c in cons)
+                               and name not in ctx.whole_candidates):
+        return {name}
+    return set()
 
 
 def _interleave(specs: list[tuple[FrameKey, int, float, int]], required: set[FrameKey],
