@@ -36,7 +36,7 @@ lower bounds of its traffic terms, so the result is a valid bound.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -104,126 +104,214 @@ def read_bits(network: Network, tensor: str, consumer: str, axis: Axis) -> int:
     return min_read_bits(network, tensor, consumer, axis)
 
 
-def knapsack_excess(excess: np.ndarray, hold: np.ndarray, budget: int) -> tuple[int, int]:
-    """Least excess over rows: ``max_r`` of the fractional knapsack of the module.
+def knapsack_excess(excess: np.ndarray, hold: np.ndarray, budget: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the fractional knapsack of the module, and the row's slack.
 
-    ``excess`` has shape ``(items,)``; ``hold`` has shape ``(items, rows)``.
-    Returns an integer lower bound (rounded up: the true excess is integral)
-    and the slack: the budget less the most any row holds with every cheap side.
+    ``excess`` and ``hold`` have shape ``(items, rows)`` (an item's excess may
+    differ between rows of different frames). Returns, per row, the least
+    excess (float, before rounding) and the budget less what the row holds
+    with every cheap side.
     """
-    if hold.size == 0:
-        return 0, budget
-    slack = budget - int(hold.sum(axis=0).max())
-    if budget < 0:
-        return int(np.ceil(excess.sum())), slack
     hold = hold.astype(np.float64)
-    e = excess.astype(np.float64)[:, None] * np.ones_like(hold)
+    e = excess.astype(np.float64)
+    slack = budget - hold.sum(axis=0)
     forced = hold > budget
     base = (e * forced).sum(axis=0)
     h = np.where(forced, 0.0, hold)
     need = h.sum(axis=0) - budget  # capacity still to free per row
-    ratio = np.where(h > 0, e / np.where(h > 0, h, 1.0), np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(h > 0, e / h, np.inf)
     order = np.argsort(ratio, axis=0, kind="stable")
     hs = np.take_along_axis(h, order, axis=0)
     es = np.take_along_axis(e, order, axis=0)
     cum_h = np.cumsum(hs, axis=0)
     cum_e = np.cumsum(es, axis=0)
-    # The last item dropped is taken fractionally.
-    k = (cum_h < need[None, :]).sum(axis=0)
-    k = np.minimum(k, hs.shape[0] - 1)
+    # Items are dropped cheapest per bit first; the last one fractionally.
+    k = np.minimum((cum_h < need[None, :]).sum(axis=0), hs.shape[0] - 1)
     cols = np.arange(hs.shape[1])
-    prev_h = np.where(k > 0, cum_h[np.maximum(k - 1, 0), cols], 0.0)
-    prev_e = np.where(k > 0, cum_e[np.maximum(k - 1, 0), cols], 0.0)
+    prev = np.maximum(k - 1, 0)
+    prev_h = np.where(k > 0, cum_h[prev, cols], 0.0)
+    prev_e = np.where(k > 0, cum_e[prev, cols], 0.0)
     hk, ek = hs[k, cols], es[k, cols]
-    frac = np.where(hk > 0, np.clip((need - prev_h) / np.where(hk > 0, hk, 1.0), 0, 1), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        frac = np.where(hk > 0, np.clip((need - prev_h) / hk, 0, 1), 0.0)
     extra = np.where(need > 0, prev_e + frac * ek, 0.0)
-    # Relative slack against float rounding keeps the bound valid.
-    best = float((base + extra).max())
-    return max(0, int(np.ceil(best * (1 - 1e-9) - 1e-6))), slack
+    return base + extra, slack
+
+
+def _overlaps(layer, axis: Axis, b: np.ndarray) -> np.ndarray:
+    """Per tile boundary, the input rows a reader's tile shares with the tiles before
+    it (one sub-tile per tile): what ``reread`` reads again and ``keep`` holds."""
+    lo, hi = b[:-1], b[1:]
+    nonempty = hi > lo
+    a = _window_lo(layer, axis, lo)
+    e = _window_hi(layer, axis, hi)
+    # End of the window of the nearest non-empty tile before (0 if none).
+    ends = np.where(nonempty, e, 0)
+    prev_end = np.concatenate([[0], np.maximum.accumulate(ends)[:-1]])
+    first = np.concatenate([[True], ~np.maximum.accumulate(nonempty)[:-1]])
+    return np.where(nonempty & ~first, np.maximum(0, np.minimum(prev_end, e) - a), 0)
+
+
+@lru_cache(maxsize=4096)
+def _interval_plan(network: Network, first: int, last: int, axis: Axis) -> tuple:
+    """Per layer of ``first..last``, what the bound needs and no frame changes."""
+    layers = network.layers[first:last + 1]
+    pos = {lay.name: i for i, lay in enumerate(layers)}
+    plan = []
+    for lay in layers:
+        inner = tuple(c for c in network.consumers(lay.name) if c in pos)
+        plan.append((
+            lay,
+            tuple((src, network.tensor_row_bits(src, axis), read_bits(network, src, lay.name, axis))
+                  for src in dict.fromkeys(lay.inputs) if src not in pos),
+            tuple((pos[c], network.layer(c)) for c in inner),
+            sum(read_bits(network, lay.name, c, axis) for c in inner),
+            max((pos[c] for c in inner), default=-1),
+        ))
+    return tuple(plan)
+
+
+@lru_cache(maxsize=65536)
+def _frame_geometry(network: Network, first: int, last: int, axis: Axis, n: int) -> tuple:
+    """Per layer of a frame with ``n`` tiles: its rows per tile, its non-empty
+    tiles, the rows its output carries across tile boundaries, and per input
+    from outside the rows of all its tile windows and the largest overlap."""
+    plan = _interval_plan(network, first, last, axis)
+    bounds = tile_bounds_array(network, first, last, axis, n)
+    big = np.iinfo(np.int64).max
+    out = []
+    for i, (lay, ins, inner, _, _) in enumerate(plan):
+        b = bounds[i]
+        rows = b[1:] - b[:-1]
+        halos = []
+        if ins and n > 1:
+            windows = np.where(rows > 0, _window_hi(lay, axis, b[1:])
+                               - _window_lo(lay, axis, b[:-1]), 0)
+            halos = [(int(windows.sum()), int(_overlaps(lay, axis, b).max()))] * len(ins)
+        else:
+            halos = [(0, 0)] * len(ins)
+        carried = 0
+        if inner and n > 1:
+            need = np.full(n - 1, big, dtype=np.int64)
+            for cp, cl in inner:
+                cb = bounds[cp][1:n]
+                need = np.where(cb < cl.extent(axis),
+                                np.minimum(need, _window_lo(cl, axis, cb)), need)
+            gap = np.where(need < big, b[1:n] - need, 0)
+            carried = max(0, int(gap.max()))
+        out.append((rows, int(np.count_nonzero(rows)), carried, halos))
+    return tuple(out)
+
+
+def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axis: Axis,
+                           order: Order, tiles: Sequence[int], budget: int,
+                           written: Collection[str], whole: Collection[str],
+                           maybe_whole: Collection[str] = ()
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Least traffic (bits) the buffer forces over the cheapest choices, for the
+    frames ``(first, last, tb, axis, n, order)`` of every ``n`` in ``tiles``,
+    and each frame's slack (budget less the most a row holds with every cheap
+    side).
+
+    Parameters
+    ----------
+    budget
+        Buffer bits left for the frame (capacity less tensors kept whole
+        across segments, including the frame's own outputs kept whole).
+    written
+        Tensors made in the frame that go to DRAM anyway (network outputs,
+        tensors a later segment reads from DRAM): placing them in DRAM inside
+        the frame adds no write.
+    whole
+        Tensors kept whole during the frame (made before it or in it): read on
+        chip, their bits already out of ``budget``.
+    maybe_whole
+        Tensors that may or may not be kept whole (for a bound over every
+        signature): their cheap side holds the less of the whole tensor and
+        the line buffer, and they are never charged a halo.
+
+    Only one row per layer position is bounded, in the tile where the line
+    buffers hold the most (a subset of rows: still a valid bound). The
+    cheapest choices themselves (weights read once, ``2 |V|`` state traffic
+    under ``streaming``, inputs read once) are not included: see
+    :func:`stems_opt.formulation.data.cheapest_bits`.
+    """
+    plan = _interval_plan(network, first, last, axis)
+    L = len(plan)
+    T = network.timesteps
+    S = T // tb
+    mult = T if order is Order.SPACE_OUTER else tb
+    big = np.iinfo(np.int64).max
+    cols_e: list[np.ndarray] = []
+    cols_h: list[np.ndarray] = []
+    width = 0
+    for n in tiles:
+        geo = _frame_geometry(network, first, last, axis, n)
+        e_list: list[float] = []
+        h_list: list[float] = []
+        lines: list[tuple[float, float, np.ndarray, float]] = []  # excess, carried, live, cap
+        for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
+            rows, active, carried, halos = geo[i]
+            if lay.has_weights:
+                w = lay.weight_size_bits
+                e_list.append((S * active - 1) * w)
+                h_list.append(w)
+            if lay.stateful and S > 1:
+                v = lay.state_size_bits
+                keep = min(v, int(rows.max()) * lay.state_row_bits(axis)) \
+                    if order is Order.SPACE_OUTER else v
+                # Spilled adds 2 (S - 1) |V| under both persistences.
+                e_list.append(2 * (S - 1) * v)
+                h_list.append(keep)
+            for (src, rowbits, fewest), (window_rows, overlap) in zip(ins, halos, strict=True):
+                if n == 1 or src in whole or src in maybe_whole:
+                    continue
+                # From DRAM: keep holds the halo, reread reads each tile's whole window.
+                e_list.append(max(0, window_rows * rowbits * T - fewest))
+                h_list.append(overlap * rowbits * mult)
+            if not inner or lay.name in whole:
+                continue
+            rowbits = lay.output_row_bits(axis)
+            e = reads + (0 if lay.name in written else network.tensor_size_bits(lay.name))
+            live = np.zeros((n, L), dtype=np.int64)
+            live[:, i:lastp + 1] = (rows * (rowbits * tb))[:, None]
+            cap = network.tensor_size_bits(lay.name) if lay.name in maybe_whole else big
+            lines.append((e, carried * rowbits * mult, live, cap))
+        # One row per position: the tile where the line buffers hold the most.
+        if lines:
+            held = [np.minimum(c + live, cap) for _, c, live, cap in lines]
+            pick = np.argmax(sum(held), axis=0)
+            at = np.arange(L)
+            line_h = np.stack([h[pick, at] for h in held]).astype(np.float64)
+            line_e = np.repeat(np.array([ln[0] for ln in lines], dtype=np.float64)[:, None],
+                               L, axis=1)
+        else:
+            line_h = line_e = np.zeros((0, L))
+        ce = np.repeat(np.array(e_list, dtype=np.float64)[:, None], L, axis=1)
+        ch = np.repeat(np.array(h_list, dtype=np.float64)[:, None], L, axis=1)
+        cols_e.append(np.concatenate([ce.reshape(-1, L), line_e]))
+        cols_h.append(np.concatenate([ch.reshape(-1, L), line_h]))
+        width = max(width, cols_e[-1].shape[0])
+    # Frames with fewer items get zero items (dropping them is free and frees nothing).
+    E = np.concatenate([np.pad(e, ((0, width - e.shape[0]), (0, 0))) for e in cols_e], axis=1)
+    H = np.concatenate([np.pad(h, ((0, width - h.shape[0]), (0, 0))) for h in cols_h], axis=1)
+    if width == 0:
+        return np.zeros(len(tiles), dtype=np.int64), np.full(len(tiles), budget, dtype=np.int64)
+    per_row, slack = knapsack_excess(E, H, budget)
+    starts = np.arange(0, L * len(tiles), L)
+    best = np.maximum.reduceat(per_row, starts)
+    # Relative slack against float rounding keeps the bound valid; excess is integral.
+    bound = np.maximum(0, np.ceil(best * (1 - 1e-9) - 1e-6)).astype(np.int64)
+    return bound, np.minimum.reduceat(slack, starts).astype(np.int64)
 
 
 def frame_excess_bound(network: Network, spec: tuple, budget: int,
                        written: Collection[str], whole: Collection[str],
                        maybe_whole: Collection[str] = ()) -> tuple[int, int]:
-    """Least traffic (bits) the buffer forces a frame to add over its cheapest choices,
-    and the slack of the cheapest choices (see :func:`knapsack_excess`).
-
-    Parameters
-    ----------
-    spec
-        ``(first, last, Tb, axis, n, order)``.
-    budget
-        Buffer bits left for the frame (capacity less tensors kept whole
-        across segments, including this frame's own outputs kept whole).
-    written
-        Tensors made in the frame that are written to DRAM anyway (network
-        outputs, tensors a later segment reads from DRAM): placing them in DRAM
-        inside the frame adds no write.
-    whole
-        Tensors made in the frame and kept whole: read on chip at no hold
-        beyond the budget already taken.
-    maybe_whole
-        Tensors that may or may not be kept whole (a bound over every
-        signature): their cheap side holds the less of the whole tensor and
-        the line buffer.
-
-    The cheapest choices themselves (weights read once, ``2 |V|`` state
-    traffic under ``streaming``) are not included: see
-    :func:`stems_opt.formulation.data.spec_lower_bound`.
-    """
+    """:func:`interval_excess_bounds` of one frame ``(first, last, Tb, axis, n, order)``."""
     first, last, tb, axis, n, order = spec
-    layers = network.layers[first:last + 1]
-    L = len(layers)
-    pos = {lay.name: i for i, lay in enumerate(layers)}
-    bounds = tile_bounds_array(network, first, last, axis, n)
-    T = network.timesteps
-    S = T // tb
-    mult = T if order is Order.SPACE_OUTER else tb
-    excess: list[float] = []
-    holds: list[np.ndarray] = []
-    everywhere = np.ones((n, L), dtype=np.int64)
-    for i, lay in enumerate(layers):
-        rows = np.diff(bounds[i])
-        if lay.has_weights:
-            runs = S * int((rows > 0).sum())
-            if runs > 1:
-                w = lay.weight_size_bits
-                excess.append((runs - 1) * w)
-                holds.append(everywhere * w)
-        if lay.stateful and S > 1:
-            v = lay.state_size_bits
-            keep = v
-            if order is Order.SPACE_OUTER:
-                keep = min(v, int(rows.max()) * lay.state_row_bits(axis))
-            # Spilled adds 2 (S - 1) |V| under both persistences.
-            excess.append(2 * (S - 1) * v)
-            holds.append(everywhere * keep)
-        name = lay.name
-        inner = [c for c in network.consumers(name) if c in pos]
-        if not inner or name in whole:
-            continue
-        rowbits = lay.output_row_bits(axis)
-        e = 0 if name in written else network.tensor_size_bits(name)
-        e += sum(read_bits(network, name, c, axis) for c in inner)
-        b = bounds[i]
-        carried = 0
-        if n > 1:
-            need = np.full(n - 1, np.iinfo(np.int64).max, dtype=np.int64)
-            for c in inner:
-                cl = network.layer(c)
-                cb = bounds[pos[c]][1:n]
-                lo = _window_lo(cl, axis, cb)
-                need = np.where(cb < cl.extent(axis), np.minimum(need, lo), need)
-            gap = np.where(need < np.iinfo(np.int64).max, b[1:n] - need, 0)
-            carried = max(0, int(gap.max()))
-        h = np.full((n, L), carried * rowbits * mult, dtype=np.int64)
-        lastp = max(pos[c] for c in inner)
-        h[:, i:lastp + 1] += (rows * rowbits * tb)[:, None]
-        if name in maybe_whole:
-            h = np.minimum(h, network.tensor_size_bits(name))
-        excess.append(e)
-        holds.append(h)
-    if not excess:
-        return 0, budget
-    return knapsack_excess(np.asarray(excess, dtype=np.float64),
-                           np.stack([h.reshape(-1) for h in holds]), budget)
+    bound, slack = interval_excess_bounds(network, first, last, tb, axis, order, [n], budget,
+                                          written, whole, maybe_whole)
+    return int(bound[0]), int(slack[0])

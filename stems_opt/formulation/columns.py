@@ -39,7 +39,7 @@ import numpy as np
 
 from stems_opt.cost_model import SegmentContext, SegmentGeometry, segment_terms
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
-from stems_opt.formulation.bounds import frame_excess_bound, read_bits
+from stems_opt.formulation.bounds import interval_excess_bounds, read_bits
 from stems_opt.formulation.data import (
     CHIP,
     Frame,
@@ -140,7 +140,8 @@ class ColumnSolver:
             self.specs.setdefault((spec[0], spec[1]), []).append(spec)
         self.frame_cache: dict[FrameKey, Frame | None] = {}
         self.spec_bounds: dict[FrameKey, float] = {}
-        self.cap_bounds: dict[tuple, tuple[float, int]] = {}
+        self.cap_bounds: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self.cheapest: dict[tuple, int] = {}
         self.columns: list[Column] = []
         self.deadline: float | None = None
         self.stats = {"frames_built": 0, "local_solves": 0, "master_solves": 0,
@@ -180,6 +181,14 @@ class ColumnSolver:
                                       tuple((X, w, c) for X, (w, c)
                                             in zip(outs, outc, strict=True))))
         return sigs
+
+    def _cheapest(self, spec: FrameKey) -> int:
+        # Depends on the interval and the axis only.
+        key = (spec[0], spec[1], spec[3])
+        got = self.cheapest.get(key)
+        if got is None:
+            got = self.cheapest[key] = cheapest_bits(self.ctx, spec)
+        return got
 
     def _spec_bound(self, spec: FrameKey) -> float:
         b = self.spec_bounds.get(spec)
@@ -225,20 +234,25 @@ class ColumnSolver:
         if col.tight:
             return False
         col.tight = True
-        budget, written, whole_out, _ = self._sig_parts(col)
+        budget, written, _, whole = self._sig_parts(col)
         extra = self.rate * self._extra(col.first, col.last, col.sig)
-        best = math.inf
+        groups: dict[tuple, list[int]] = {}
         for spec in self.specs[(col.first, col.last)]:
-            key = (spec, budget, written, whole_out)
+            groups.setdefault((spec[2], spec[3], spec[5]), []).append(spec[4])
+        best = math.inf
+        for (tb, axis, order), tiles in groups.items():
+            key = (col.first, col.last, tb, axis, order, budget, written, whole)
             got = self.cap_bounds.get(key)
             if got is None:
-                excess, slack = frame_excess_bound(self.net, spec, budget, written, whole_out)
-                got = (self.rate * (cheapest_bits(self.ctx, spec) + excess), slack)
+                got = interval_excess_bounds(self.net, col.first, col.last, tb, axis, order,
+                                             tiles, budget, written, whole)
                 self.cap_bounds[key] = got
-            bound = max(got[0], self._spec_bound(spec))
-            col.frame_bounds[spec] = bound
-            col.frame_slack[spec] = got[1]
-            best = min(best, bound)
+            for n, excess, slack in zip(tiles, *got, strict=True):
+                spec = (col.first, col.last, tb, axis, n, order)
+                bound = self.rate * (self._cheapest(spec) + int(excess))
+                col.frame_bounds[spec] = bound
+                col.frame_slack[spec] = int(slack)
+                best = min(best, bound)
         old = col.bound
         col.bound = max(col.bound, best + extra)
         return col.bound > old
