@@ -126,6 +126,8 @@ class ColumnSolver:
     def __init__(self, problem: Problem, backend: Backend, options: SolveOptions,
                  master_mip: bool = False):
         self.master_mip = master_mip  # the master as a MIP of the backend, not a path
+        self._groups: dict[tuple, list[Column]] | None = None
+        self._transitions: dict[tuple, list[tuple]] = {}
         self.problem = problem
         self.net = problem.network
         self.ctx: _Context = make_context(problem)
@@ -518,6 +520,18 @@ class ColumnSolver:
         bound = ans.objective if optimal else (ans.bound or 0.0)
         return sorted(chosen, key=lambda c: c.first), float(ans.objective), float(bound), optimal
 
+    def _next_states(self, col: Column, state: tuple) -> list[tuple]:
+        """Boundary states after ``col`` entered from ``state``: its outputs as its
+        signature says, and tensors passing through, each possibly dropped."""
+        carry = [(X, w, cw) for X, w, cw in state if self.last_consumer[X] > col.last]
+        out = []
+        for drops in itertools.product(*[(False, True) if w else (False,)
+                                         for _, w, _ in carry]):
+            nxt = [*col.sig.outputs, *((X, w and not d, cw) for (X, w, cw), d
+                                       in zip(carry, drops, strict=True))]
+            out.append(tuple(sorted(nxt)))
+        return out
+
     def master_path(self, exact_only: bool = False
                     ) -> tuple[list[Column], float, float, bool] | None:
         """The master solved exactly as a shortest path over segment boundaries.
@@ -529,38 +543,38 @@ class ColumnSolver:
         Returns what :meth:`master` returns, or ``None`` when no cover exists.
         """
         L = len(self.net.layers)
-        by_first: dict[int, list[tuple[Column, float]]] = {}
-        for c in self.columns:
-            price = c.upper if exact_only else (None if c.exact and c.value is None else c.price)
-            if price is not None:
-                by_first.setdefault(c.first, []).append((c, float(round(price))))
+        if self._groups is None:
+            self._groups = {}
+            for c in self.columns:
+                self._groups.setdefault((c.first, tuple(sorted(c.sig.whole_in))), []).append(c)
         State = tuple[tuple[str, bool, bool], ...]
         best: list[dict[State, tuple[float, Column | None, State | None]]] = [
             {} for _ in range(L + 1)]
         best[0][()] = (0.0, None, None)
+        lc = self.last_consumer
         for k in range(L):
             for state, (cost, _, _) in sorted(best[k].items()):
-                here = {X: (w, cw) for X, w, cw in state}
-                for col, price in by_first.get(k, []):
-                    if any(here[X][0] != flag for X, flag in col.sig.whole_in):
+                group = self._groups.get((k, tuple((X, w) for X, w, _ in state)), ())
+                # A tensor last read in the column is written exactly when it is not whole.
+                limit = min((lc[X] for X, w, cw in state if cw == w), default=L)
+                for col in group:
+                    if col.last >= limit:
                         continue
-                    # A tensor last read here is written exactly when it is not whole here.
-                    if any(self.last_consumer[X] <= col.last and cw == w
-                           for X, (w, cw) in here.items()):
+                    if exact_only:
+                        price = col.upper
+                    else:
+                        price = None if col.exact and col.value is None else col.price
+                    if price is None:
                         continue
-                    outs = {X: (w, cw) for X, w, cw in col.sig.outputs}
-                    carry = [X for X in here if self.last_consumer[X] > col.last]
-                    # Tensors passing through may be dropped at the next boundary.
-                    for drops in itertools.product(*[[False, True] if here[X][0] else [False]
-                                                     for X in carry]):
-                        nxt = dict(outs)
-                        for X, drop in zip(carry, drops, strict=True):
-                            nxt[X] = (here[X][0] and not drop, here[X][1])
-                        key: State = tuple(sorted((X, w, cw) for X, (w, cw) in nxt.items()))
-                        total = cost + price
-                        old = best[col.last + 1].get(key)
+                    total = cost + float(round(price))
+                    nexts = self._transitions.get((id(col), state))
+                    if nexts is None:
+                        nexts = self._transitions[(id(col), state)] = self._next_states(col, state)
+                    after = best[col.last + 1]
+                    for key in nexts:
+                        old = after.get(key)
                         if old is None or total < old[0]:
-                            best[col.last + 1][key] = (total, col, state)
+                            after[key] = (total, col, state)
         if () not in best[L]:
             return None
         value = best[L][()][0]
