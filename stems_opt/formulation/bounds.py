@@ -185,13 +185,11 @@ def _frame_geometry(network: Network, first: int, last: int, axis: Axis, n: int)
     for i, (lay, ins, inner, _, _) in enumerate(plan):
         b = bounds[i]
         rows = b[1:] - b[:-1]
-        halos = []
+        windows = int(np.where(rows > 0, _window_hi(lay, axis, b[1:])
+                                   - _window_lo(lay, axis, b[:-1]), 0).sum())
+        halos = [(0, 0)] * len(ins)
         if ins and n > 1:
-            windows = np.where(rows > 0, _window_hi(lay, axis, b[1:])
-                               - _window_lo(lay, axis, b[:-1]), 0)
-            halos = [(int(windows.sum()), int(_overlaps(lay, axis, b).max()))] * len(ins)
-        else:
-            halos = [(0, 0)] * len(ins)
+            halos = [(windows, int(_overlaps(lay, axis, b).max()))] * len(ins)
         carried = 0
         if inner and n > 1:
             need = np.full(n - 1, big, dtype=np.int64)
@@ -201,16 +199,36 @@ def _frame_geometry(network: Network, first: int, last: int, axis: Axis, n: int)
                                 np.minimum(need, _window_lo(cl, axis, cb)), need)
             gap = np.where(need < big, b[1:n] - need, 0)
             carried = max(0, int(gap.max()))
-        out.append((rows, int(np.count_nonzero(rows)), carried, halos))
+        out.append((rows, int(np.count_nonzero(rows)), carried, halos, windows))
     return tuple(out)
+
+
+def frame_gb_operand_bits(network: Network, first: int, last: int, axis: Axis,
+                          n: int) -> tuple[int, int]:
+    """The fewest operand reads and writes at the GB of a frame's layers: those of
+    :func:`stems_opt.cost_model.layer_gb_access_bits` with one sub-tile per
+    tile (more sub-tiles read the weights and the window overlaps again)."""
+    geo = _frame_geometry(network, first, last, axis, n)
+    T = network.timesteps
+    reads = writes = 0
+    for lay, (_, active, _, _, windows) in zip(network.layers[first:last + 1], geo,
+                                                strict=True):
+        if lay.kind is LayerKind.FLATTEN:
+            continue
+        reads += lay.weight_size_bits * T * active
+        reads += sum(windows * network.tensor_row_bits(src, axis) * T
+                     for src in dict.fromkeys(lay.inputs))
+        reads += lay.state_size_bits * T
+        writes += lay.output_size_bits(T) + lay.state_size_bits * T
+    return reads, writes
 
 
 def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axis: Axis,
                            order: Order, tiles: Sequence[int], budget: int,
                            written: Collection[str], whole: Collection[str],
-                           maybe_whole: Collection[str] = ()
-                           ) -> tuple[np.ndarray, np.ndarray]:
-    """Least traffic (bits) the buffer forces over the cheapest choices, for the
+                           maybe_whole: Collection[str] = (), read_rate: int = 1,
+                           write_rate: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Least cost the buffer forces over the cheapest choices, for the
     frames ``(first, last, tb, axis, n, order)`` of every ``n`` in ``tiles``,
     and each frame's slack (budget less the most a row holds with every cheap
     side).
@@ -231,6 +249,9 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
         Tensors that may or may not be kept whole (for a bound over every
         signature): their cheap side holds the less of the whole tensor and
         the line buffer, and they are never charged a halo.
+    read_rate, write_rate
+        Cost of a DRAM bit read and written: 1 for traffic (bits), integer fJ
+        for energy.
 
     Only one row per layer position is bounded, in the tile where the line
     buffers hold the most (a subset of rows: still a valid bound). The
@@ -253,28 +274,29 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
         h_list: list[float] = []
         lines: list[tuple[float, float, np.ndarray, float]] = []  # excess, carried, live, cap
         for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
-            rows, active, carried, halos = geo[i]
+            rows, active, carried, halos, _ = geo[i]
             if lay.has_weights:
                 w = lay.weight_size_bits
-                e_list.append((S * active - 1) * w)
+                e_list.append((S * active - 1) * w * read_rate)
                 h_list.append(w)
             if lay.stateful and S > 1:
                 v = lay.state_size_bits
                 keep = min(v, int(rows.max()) * lay.state_row_bits(axis)) \
                     if order is Order.SPACE_OUTER else v
                 # Spilled adds 2 (S - 1) |V| under both persistences.
-                e_list.append(2 * (S - 1) * v)
+                e_list.append((S - 1) * v * (read_rate + write_rate))
                 h_list.append(keep)
             for (src, rowbits, fewest), (window_rows, overlap) in zip(ins, halos, strict=True):
                 if n == 1 or src in whole or src in maybe_whole:
                     continue
                 # From DRAM: keep holds the halo, reread reads each tile's whole window.
-                e_list.append(max(0, window_rows * rowbits * T - fewest))
+                e_list.append(max(0, window_rows * rowbits * T - fewest) * read_rate)
                 h_list.append(overlap * rowbits * mult)
             if not inner or lay.name in whole:
                 continue
             rowbits = lay.output_row_bits(axis)
-            e = reads + (0 if lay.name in written else network.tensor_size_bits(lay.name))
+            e = reads * read_rate + (0 if lay.name in written
+                                     else network.tensor_size_bits(lay.name) * write_rate)
             live = np.zeros((n, L), dtype=np.int64)
             live[:, i:lastp + 1] = (rows * (rowbits * tb))[:, None]
             cap = network.tensor_size_bits(lay.name) if lay.name in maybe_whole else big

@@ -37,9 +37,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stems_opt.cost_model import SegmentContext, SegmentGeometry, segment_terms
+from stems_opt.cost_model import (
+    SegmentContext,
+    SegmentGeometry,
+    layer_gb_access_bits,
+    segment_terms,
+)
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
-from stems_opt.formulation.bounds import interval_excess_bounds, read_bits
+from stems_opt.formulation.bounds import frame_gb_operand_bits, interval_excess_bounds, read_bits
 from stems_opt.formulation.data import (
     CHIP,
     Frame,
@@ -47,7 +52,7 @@ from stems_opt.formulation.data import (
     LayerOption,
     _Context,
     _FrameBuilder,
-    cheapest_bits,
+    cheapest_split,
     frame_specs,
     make_context,
     spec_lower_bound,
@@ -143,21 +148,28 @@ class ColumnSolver:
         self.frame_cache: dict[FrameKey, Frame | None] = {}
         self.spec_bounds: dict[FrameKey, float] = {}
         self.cap_bounds: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-        self.cheapest: dict[tuple, int] = {}
+        self.cheapest: dict[tuple, float] = {}
         self.columns: list[Column] = []
         self.deadline: float | None = None
         self.stats = {"frames_built": 0, "local_solves": 0, "master_solves": 0,
                       "columns": 0, "columns_priced": 0}
         energy = problem.objective is Objective.ENERGY
-        self.rate = min(self.ctx.rates.read_fj_per_bit, self.ctx.rates.write_fj_per_bit) \
-            if energy else 1
+        self.energy = energy
+        rates = self.ctx.rates
+        self.rate = min(rates.read_fj_per_bit, rates.write_fj_per_bit) if energy else 1
+        # DRAM read and write, GB operand read and write: cost per bit in model units.
+        self.rates = (rates.read_fj_per_bit, rates.write_fj_per_bit, rates.gb_read_fj_per_bit,
+                      rates.gb_write_fj_per_bit) if energy else (1, 1, 0, 0)
         T = self.net.timesteps
         for (first, last), specs in self.specs.items():
-            # The full time batch in one tile has the least bound of any frame of the interval.
-            base = min(self._spec_bound(s) for s in specs if s[2] == T and s[4] == 1)
+            # The full time batch in one tile has the least cheap bound of any frame of the
+            # interval, and one tile the fewest GB operand accesses.
+            ones = [s for s in specs if s[2] == T and s[4] == 1]
+            base = max(min(self._spec_bound(s) for s in ones),
+                       min(self._cheapest(s) for s in ones))
             for sig in self.signatures(first, last):
                 self.columns.append(Column(first, last, sig,
-                                           base + self.rate * self._extra(first, last, sig)))
+                                           base + self._extra(first, last, sig)))
         self.stats["columns"] = len(self.columns)
 
     # --- signatures and bounds ------------------------------------------------
@@ -184,12 +196,18 @@ class ColumnSolver:
                                             in zip(outs, outc, strict=True))))
         return sigs
 
-    def _cheapest(self, spec: FrameKey) -> int:
-        # Depends on the interval and the axis only.
-        key = (spec[0], spec[1], spec[3])
+    def _cheapest(self, spec: FrameKey) -> float:
+        """Cost of the frame's cheapest choices: DRAM traffic, and for energy the
+        fewest GB operand accesses (they depend on the tile count too)."""
+        key = (spec[0], spec[1], spec[3], spec[4] if self.energy else 0)
         got = self.cheapest.get(key)
         if got is None:
-            got = self.cheapest[key] = cheapest_bits(self.ctx, spec)
+            r, w = cheapest_split(self.ctx, spec)
+            got = r * self.rates[0] + w * self.rates[1]
+            if self.energy:
+                gr, gw = frame_gb_operand_bits(self.net, spec[0], spec[1], spec[3], spec[4])
+                got += gr * self.rates[2] + gw * self.rates[3]
+            self.cheapest[key] = got
         return got
 
     def _spec_bound(self, spec: FrameKey) -> float:
@@ -199,21 +217,21 @@ class ColumnSolver:
             self.spec_bounds[spec] = b
         return b
 
-    def _extra(self, first: int, last: int, sig: Signature) -> int:
-        """Traffic the signature forces: DRAM reads of crossing tensors not kept
-        whole (the union of each reader's windows), writes for later DRAM readers."""
-        total = 0
+    def _extra(self, first: int, last: int, sig: Signature) -> float:
+        """Cost the signature forces: DRAM reads of crossing tensors not kept whole
+        (the union of each reader's windows), writes for later DRAM readers."""
+        reads = writes = 0
         inside = {lay.name for lay in self.net.layers[first:last + 1]}
         for X, whole in sig.whole_in:
             if whole:
                 continue
             for c in self.net.consumers(X):
                 if c in inside:
-                    total += min(read_bits(self.net, X, c, a) for a in (Axis.OY, Axis.OX))
+                    reads += min(read_bits(self.net, X, c, a) for a in (Axis.OY, Axis.OX))
         for X, _, cw in sig.outputs:
             if cw and X not in self.ctx.outputs:
-                total += self.net.tensor_size_bits(X)
-        return total
+                writes += self.net.tensor_size_bits(X)
+        return reads * self.rates[0] + writes * self.rates[1]
 
     # --- capacity-aware bounds -------------------------------------------------
     def _sig_parts(self, col: Column) -> tuple[int, frozenset[str], frozenset[str],
@@ -237,7 +255,10 @@ class ColumnSolver:
             return False
         col.tight = True
         budget, written, _, whole = self._sig_parts(col)
-        extra = self.rate * self._extra(col.first, col.last, col.sig)
+        if budget <= 0:  # the tensors kept whole alone fill the buffer
+            col.exact, col.value = True, None
+            return True
+        extra = self._extra(col.first, col.last, col.sig)
         groups: dict[tuple, list[int]] = {}
         for spec in self.specs[(col.first, col.last)]:
             groups.setdefault((spec[2], spec[3], spec[5]), []).append(spec[4])
@@ -247,11 +268,12 @@ class ColumnSolver:
             got = self.cap_bounds.get(key)
             if got is None:
                 got = interval_excess_bounds(self.net, col.first, col.last, tb, axis, order,
-                                             tiles, budget, written, whole)
+                                             tiles, budget, written, whole,
+                                             read_rate=self.rates[0], write_rate=self.rates[1])
                 self.cap_bounds[key] = got
             for n, excess, slack in zip(tiles, *got, strict=True):
                 spec = (col.first, col.last, tb, axis, n, order)
-                bound = self.rate * (self._cheapest(spec) + int(excess))
+                bound = self._cheapest(spec) + int(excess)
                 col.frame_bounds[spec] = bound
                 col.frame_slack[spec] = int(slack)
                 best = min(best, bound)
@@ -259,9 +281,13 @@ class ColumnSolver:
         col.bound = max(col.bound, best + extra)
         return col.bound > old
 
-    def _direct(self, col: Column, spec: FrameKey) -> tuple[Segment, int] | None:
-        """The frame with every decision at its cheapest choice, and its traffic, when
-        it fits the buffer (traffic objective only): its value is then the frame's bound."""
+    def _direct(self, col: Column, spec: FrameKey, fine: bool = True
+                ) -> tuple[Segment, float] | None:
+        """The frame with every decision at its cheapest choice, and its cost, when it
+        fits the buffer: its value is then usually the frame's bound.
+
+        ``fine`` splits each layer into the most sub-tiles (least transient
+        buffer); otherwise one sub-tile (fewest GB operand accesses)."""
         first, last, tb, axis, n, order = spec
         net = self.net
         names = tuple(lay.name for lay in net.layers[first:last + 1])
@@ -276,7 +302,7 @@ class ColumnSolver:
         for lay in net.layers[first:last + 1]:
             name = lay.name
             rows = geo.tile_rows(name)
-            m = min(r for r in rows if r > 0)
+            m = min(r for r in rows if r > 0) if fine else 1
             if lay.has_weights:
                 runs = S * geo.active_tiles(name)
                 w = lay.weight_size_bits
@@ -311,7 +337,14 @@ class ColumnSolver:
             (t.local for t in terms if t.local is not None), np.zeros(1, dtype=np.int64))
         if int(occupancy.max()) > self.ctx.capacity_bits:
             return None
-        return seg, sum(t.read_bits + t.write_bits for t in terms)
+        reads = sum(t.read_bits for t in terms)
+        writes = sum(t.write_bits for t in terms)
+        value = reads * self.rates[0] + writes * self.rates[1]
+        if self.energy:
+            for lay in geo.layers:
+                gr, gw = layer_gb_access_bits(geo, lay, subs[lay.name])
+                value += gr * self.rates[2] + gw * self.rates[3]
+        return seg, value
 
     # --- pricing ---------------------------------------------------------------
     def _frame(self, spec: FrameKey) -> Frame | None:
@@ -411,7 +444,9 @@ class ColumnSolver:
     def price(self, col: Column) -> None:
         """Price ``col`` exactly: the best frame under its signature."""
         self.tighten(col)
-        extra = self.rate * self._extra(col.first, col.last, col.sig)
+        if col.exact:
+            return
+        extra = self._extra(col.first, col.last, col.sig)
         # Most slack first among equal bounds: the likeliest to reach its bound.
         specs = sorted(self.specs[(col.first, col.last)],
                        key=lambda s: (col.frame_bounds[s], -col.frame_slack[s],
@@ -429,8 +464,10 @@ class ColumnSolver:
                 break
             if spec in col.tried:
                 continue
-            if self.problem.objective is Objective.TRAFFIC and col.frame_slack[spec] >= 0:
-                direct = self._direct(col, spec)
+            if col.frame_slack[spec] >= 0:
+                direct = self._direct(col, spec, fine=not self.energy)
+                if direct is None and self.energy:
+                    direct = self._direct(col, spec)
                 if direct is not None and direct[1] < best:
                     self.stats["direct"] = self.stats.get("direct", 0) + 1
                     col.upper, col.segment, col.frame, col.chosen = direct[1], direct[0], None, {}

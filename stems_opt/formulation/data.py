@@ -429,24 +429,30 @@ def cheapest_bits(ctx: _Context, spec: FrameKey) -> int:
     regardless of the buffer: each weight once, the state traffic that
     ``state_persistence`` makes unavoidable, outputs written only when read
     outside (and not possibly kept whole), inputs from outside read once."""
+    return sum(cheapest_split(ctx, spec))
+
+
+def cheapest_split(ctx: _Context, spec: FrameKey) -> tuple[int, int]:
+    """:func:`cheapest_bits` as DRAM reads and writes."""
     from stems_opt.network import StatePersistence
 
     first, last, _, axis, _, _ = spec
     net = ctx.network
     lays = net.layers[first:last + 1]
     inside = {lay.name for lay in lays}
-    total = 0
+    reads = writes = 0
     for lay in lays:
-        total += lay.weight_size_bits if lay.has_weights else 0
+        reads += lay.weight_size_bits if lay.has_weights else 0
         if lay.stateful and net.state_persistence is StatePersistence.STREAMING:
-            total += 2 * lay.state_size_bits
+            reads += lay.state_size_bits
+            writes += lay.state_size_bits
         if lay.name in written_anyway(ctx, inside, lay.name):
-            total += net.tensor_size_bits(lay.name)
+            writes += net.tensor_size_bits(lay.name)
         for src in dict.fromkeys(lay.inputs):
             if src in inside or src in ctx.whole_candidates:
                 continue
-            total += read_bits(net, src, lay.name, axis)
-    return total
+            reads += read_bits(net, src, lay.name, axis)
+    return reads, writes
 
 
 def written_anyway(ctx: _Context, inside: set[str], name: str) -> set[str]:
