@@ -23,6 +23,8 @@ from stems_opt.result import Result, SolveStatus
 
 EXACT_SOLVERS = ("cpsat", "highs")
 WARM_START_SCHEDULES = ("TB-LBL", "TB-F", "ST-F")
+FALLBACK_SHARE = 0.85
+"""Share of a time limit given to the search; the rest is kept for the named fallback."""
 MAX_FRAMES = 400
 """Frames handed to the MIP at most; the rest are covered by their bound."""
 MAX_OPTIONS_PER_FRAME = 400
@@ -93,10 +95,11 @@ def _frame_keys(problem: Problem, mapping: Mapping) -> list[tuple]:
 def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = None,
                   threads: int | None = None, seed: int = 0, warm_start: bool = True,
                   **_: object) -> Result:
-    """Solve by lazily priced segment columns and a master MIP (see
-    :mod:`stems_opt.formulation.columns`); both the local frame models and the
-    master are solved by ``solver``. Under a time limit the best named
-    schedule is kept as a fallback mapping (``warm_start``)."""
+    """Solve by lazily priced segment columns chained by a shortest path over
+    segment boundaries (see :mod:`stems_opt.formulation.columns`); the frame
+    models are solved by ``solver``. When a time limit stops the search before
+    its proof, the best named schedule is the fallback mapping if it is better
+    (``warm_start``)."""
     from stems_opt.formulation.backend import SolveOptions
     from stems_opt.formulation.columns import ColumnSolver
     from stems_opt.formulation.data import objective_constant
@@ -108,21 +111,23 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     objective = problem.objective
     scale = 1000.0 if objective is Objective.ENERGY else 1.0
     constant = objective_constant(problem)
-    # Under a time limit, a named schedule is the fallback should the search not finish.
-    fallback = _incumbent(problem) if time_limit_s is not None and warm_start else None
     backend = _backend(solver)
     cs = ColumnSolver(problem, backend, SolveOptions(threads=threads, seed=seed))
     build_s = time.perf_counter() - start
-    left = None if time_limit_s is None else max(0.1, time_limit_s - build_s)
+    # Under a time limit a share is kept for the fallback: the best named schedule.
+    left = None if time_limit_s is None else max(0.1, FALLBACK_SHARE * time_limit_s - build_s)
     mapping, model_value, model_bound = cs.solve(left)
     stats = dict(cs.stats)
     stats.update(model_build_s=build_s)
-    if fallback is not None and fallback.objective_value is not None:
-        fb_value = fallback.objective_value * scale - constant
-        assert model_bound <= fb_value * (1 + 1e-9), "a schedule beats the proven bound"
-        if fb_value < model_value:
-            mapping, model_value = fallback.mapping, fb_value
-            stats.update(incumbent=fallback.solver)
+    proven = mapping is not None and model_bound >= model_value
+    if time_limit_s is not None and warm_start and not proven and model_bound < math.inf:
+        fallback = _incumbent(problem)
+        if fallback is not None and fallback.objective_value is not None:
+            fb_value = fallback.objective_value * scale - constant
+            assert model_bound <= fb_value * (1 + 1e-9), "a schedule beats the proven bound"
+            if fb_value < model_value:
+                mapping, model_value = fallback.mapping, fb_value
+                stats.update(incumbent=fallback.solver)
     runtime = time.perf_counter() - start
     if mapping is None:
         if model_bound == math.inf:
