@@ -111,11 +111,12 @@ def knapsack_excess(excess: np.ndarray, hold: np.ndarray, budget: int
     ``excess`` and ``hold`` have shape ``(items, rows)`` (an item's excess may
     differ between rows of different frames). Returns, per row, the least
     excess (float, before rounding) and the budget less what the row holds
-    with every cheap side.
+    with every cheap side that saves something.
     """
     hold = hold.astype(np.float64)
     e = excess.astype(np.float64)
-    slack = budget - hold.sum(axis=0)
+    # Items whose expensive side costs nothing need not hold their cheap side.
+    slack = budget - np.where(e > 0, hold, 0.0).sum(axis=0)
     forced = hold > budget
     base = (e * forced).sum(axis=0)
     h = np.where(forced, 0.0, hold)

@@ -281,13 +281,15 @@ class ColumnSolver:
         col.bound = max(col.bound, best + extra)
         return col.bound > old
 
-    def _direct(self, col: Column, spec: FrameKey, fine: bool = True
-                ) -> tuple[Segment, float] | None:
+    def _direct(self, col: Column, spec: FrameKey, fine: bool = True,
+                chunked: bool = False) -> tuple[Segment, float] | None:
         """The frame with every decision at its cheapest choice, and its cost, when it
         fits the buffer: its value is then usually the frame's bound.
 
         ``fine`` splits each layer into the most sub-tiles (least transient
-        buffer); otherwise one sub-tile (fewest GB operand accesses)."""
+        buffer); otherwise one sub-tile (fewest GB operand accesses).
+        ``chunked`` streams weights loaded once in the most chunks (least
+        transient buffer) instead of whole."""
         first, last, tb, axis, n, order = spec
         net = self.net
         names = tuple(lay.name for lay in net.layers[first:last + 1])
@@ -305,10 +307,9 @@ class ColumnSolver:
             m = min(r for r in rows if r > 0) if fine else 1
             if lay.has_weights:
                 runs = S * geo.active_tiles(name)
-                w = lay.weight_size_bits
                 if runs > 1:
                     weights[name] = RESIDENT
-                elif w <= self.ctx.capacity_bits // 2:
+                elif not chunked:
                     weights[name] = WeightChoice()
                 else:
                     chunks = max((k for k in range(1, lay.k + 1)
@@ -465,9 +466,12 @@ class ColumnSolver:
             if spec in col.tried:
                 continue
             if col.frame_slack[spec] >= 0:
-                direct = self._direct(col, spec, fine=not self.energy)
-                if direct is None and self.energy:
-                    direct = self._direct(col, spec)
+                direct = None
+                for fine, chunked in dict.fromkeys([(not self.energy, False), (True, False),
+                                                    (True, True)]):
+                    direct = self._direct(col, spec, fine, chunked)
+                    if direct is not None:
+                        break
                 if direct is not None and direct[1] < best:
                     self.stats["direct"] = self.stats.get("direct", 0) + 1
                     col.upper, col.segment, col.frame, col.chosen = direct[1], direct[0], None, {}
