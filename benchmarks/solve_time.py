@@ -52,13 +52,16 @@ HARD_TIMEOUT_MARGIN_S = 300.0
 
 COLUMNS = (
     "instance", "solver", "objective", "status", "objective_value", "bound", "gap",
-    "runtime_s", "heuristic_s", "model_build_s", "solve_s", "variables", "constraints",
-    "frames_in_space", "frames_kept", "dp_bound", "compulsory_traffic_bits",
+    "runtime_s", "model_build_s", "solve_s", "variables", "constraints", "columns",
+    "columns_priced", "master_solves", "frames_direct", "frames_built", "local_solves",
+    "compulsory_traffic_bits",
 )
+"""``variables`` and ``constraints``: the largest frame MIP the run solved."""
 KEY = ("instance", "solver", "objective")
-STAT_COLUMNS = ("heuristic_s", "model_build_s", "solve_s", "variables", "constraints",
-                "frames_in_space", "frames_kept", "dp_bound")
-INT_STATS = frozenset({"variables", "constraints", "frames_in_space", "frames_kept"})
+STAT_COLUMNS = ("model_build_s", "solve_s", "variables", "constraints", "columns",
+                "columns_priced", "master_solves", "frames_direct", "frames_built",
+                "local_solves")
+INT_STATS = frozenset(STAT_COLUMNS) - {"model_build_s", "solve_s"}
 
 Row = dict[str, Any]
 
@@ -381,17 +384,29 @@ def summary_markdown(rows: Sequence[Row], args: argparse.Namespace) -> str:
     lines = [
         "# Solve time",
         "",
-        "| instance | solver | objective | status | value | gap % | runtime s |",
-        "|---|---|---|---|---:|---:|---:|",
+        "| instance | solver | objective | status | value | gap % | runtime s | build s "
+        "| solve s | columns priced | frames direct / MIP | largest frame MIP (vars x rows) |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def sec(v: Any) -> str:
+        f = as_float(v)
+        return "—" if f is None else f"{f:.2f}"
+
     for r in rows:
-        rt = as_float(r.get("runtime_s"))
-        lines.append(f"| {r['instance']} | {r['solver']} | {r['objective']} | {r['status']} | "
-                     f"{fmt_value(r.get('objective_value'))} | {fmt_gap_pct(r.get('gap'))} | "
-                     f"{'—' if rt is None else f'{rt:.1f}'} |")
+        lines.append(
+            f"| {r['instance']} | {r['solver']} | {r['objective']} | {r['status']} | "
+            f"{fmt_value(r.get('objective_value'))} | {fmt_gap_pct(r.get('gap'))} | "
+            f"{sec(r.get('runtime_s'))} | {sec(r.get('model_build_s'))} | "
+            f"{sec(r.get('solve_s'))} | {r.get('columns_priced') or 0} of "
+            f"{r.get('columns') or 0} | {r.get('frames_direct') or 0} / "
+            f"{r.get('local_solves') or 0} | {r.get('variables') or 0} x "
+            f"{r.get('constraints') or 0} |")
     lines += [
         "",
         "Value: off-chip traffic in bits (traffic) or total energy in pJ (energy). "
+        "Build: problem data and column bounds; solve: pricing and the master. "
+        "Frames direct: priced by scoring their cheapest choices (no MIP). "
         f"Latest run: time limit {args.time_limit:g} s, {args.threads} thread(s) per run, "
         f"{args.jobs} run(s) at a time, seed {args.seed}.",
         "",

@@ -118,7 +118,7 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     left = None if time_limit_s is None else max(0.1, FALLBACK_SHARE * time_limit_s - build_s)
     mapping, model_value, model_bound = cs.solve(left)
     stats = dict(cs.stats)
-    stats.update(model_build_s=build_s)
+    stats.update(model_build_s=build_s, solve_s=time.perf_counter() - start - build_s)
     proven = mapping is not None and model_bound >= model_value
     if time_limit_s is not None and warm_start and not proven and model_bound < math.inf:
         fallback = _incumbent(problem)

@@ -151,8 +151,9 @@ class ColumnSolver:
         self.cheapest: dict[tuple, float] = {}
         self.columns: list[Column] = []
         self.deadline: float | None = None
-        self.stats = {"frames_built": 0, "local_solves": 0, "master_solves": 0,
-                      "columns": 0, "columns_priced": 0}
+        self.stats = {"frames_built": 0, "local_solves": 0, "frames_direct": 0,
+                      "master_solves": 0, "columns": 0, "columns_priced": 0,
+                      "variables": 0, "constraints": 0}
         energy = problem.objective is Objective.ENERGY
         self.energy = energy
         rates = self.ctx.rates
@@ -397,6 +398,9 @@ class ColumnSolver:
         when proven), or ``None`` when nothing fits."""
         lm, v = build_frame_model(frame, budget)
         self.stats["local_solves"] += 1
+        # The largest frame MIP solved, for the benchmark.
+        self.stats["variables"] = max(self.stats["variables"], len(lm.names))
+        self.stats["constraints"] = max(self.stats["constraints"], len(lm.rows))
         limit = limit_s if self.deadline is None else \
             max(0.05, min(limit_s, self.deadline - time.perf_counter()))
         ans = self.backend(lm, SolveOptions(time_limit_s=limit, threads=self.options.threads,
@@ -473,7 +477,7 @@ class ColumnSolver:
                     if direct is not None:
                         break
                 if direct is not None and direct[1] < best:
-                    self.stats["direct"] = self.stats.get("direct", 0) + 1
+                    self.stats["frames_direct"] += 1
                     col.upper, col.segment, col.frame, col.chosen = direct[1], direct[0], None, {}
                     best = direct[1]
                     if best <= col.frame_bounds[spec] + extra:
