@@ -51,12 +51,10 @@ def check_bounds(p: Problem) -> int:
         for spec in cs.specs[(col.first, col.last)]:
             frame = cs._frame(spec)
             restricted = None if frame is None else cs._restrict(frame, col.sig)
+            local = None if restricted is None else cs._local(*restricted, 60.0)
             if col.exact and col.value is None:  # declared infeasible: it must be
-                assert restricted is None, (col, spec)
+                assert local is None, (col, spec)
                 continue
-            if restricted is None:
-                continue
-            local = cs._local(*restricted, 60.0)
             if local is None:
                 continue
             value, proven, _ = local

@@ -104,12 +104,13 @@ def read_bits(network: Network, tensor: str, consumer: str, axis: Axis) -> int:
     return min_read_bits(network, tensor, consumer, axis)
 
 
-def knapsack_excess(excess: np.ndarray, hold: np.ndarray, budget: int
+def knapsack_excess(excess: np.ndarray, hold: np.ndarray, budget: int | np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the fractional knapsack of the module, and the row's slack.
 
     ``excess`` and ``hold`` have shape ``(items, rows)`` (an item's excess may
-    differ between rows of different frames). Returns, per row, the least
+    differ between rows of different frames); ``budget`` is a number or one
+    per row. Returns, per row, the least
     excess (float, before rounding) and the budget less what the row holds
     with every cheap side that saves something.
     """
@@ -228,7 +229,8 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
                            order: Order, tiles: Sequence[int], budget: int,
                            written: Collection[str], whole: Collection[str],
                            maybe_whole: Collection[str] = (), read_rate: int = 1,
-                           write_rate: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                           write_rate: int = 1, k_unroll: int = 1
+                           ) -> tuple[np.ndarray, np.ndarray]:
     """Least cost the buffer forces over the cheapest choices, for the
     frames ``(first, last, tb, axis, n, order)`` of every ``n`` in ``tiles``,
     and each frame's slack (budget less the most a row holds with every cheap
@@ -253,6 +255,11 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
     read_rate, write_rate
         Cost of a DRAM bit read and written: 1 for traffic (bits), integer fJ
         for energy.
+    k_unroll
+        The array's K unrolling (it limits how finely weights are chunked).
+
+    Returns the bound per frame (``inf`` where the layer at some position
+    cannot fit its own transient buffers) and the slack per frame.
 
     Only one row per layer position is bounded, in the tile where the line
     buffers hold the most (a subset of rows: still a valid bound). The
@@ -268,31 +275,30 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
     big = np.iinfo(np.int64).max
     cols_e: list[np.ndarray] = []
     cols_h: list[np.ndarray] = []
+    floors: list[np.ndarray] = []
     width = 0
+    at = np.arange(L)
     for n in tiles:
         geo = _frame_geometry(network, first, last, axis, n)
-        e_list: list[float] = []
-        h_list: list[float] = []
-        lines: list[tuple[float, float, np.ndarray, float]] = []  # excess, carried, live, cap
+        items: list[tuple[float, float, int, str]] = []  # excess, hold, position, kind
+        lines: list[tuple[float, float, np.ndarray, float, int]] = []
         for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
             rows, active, carried, halos, _ = geo[i]
             if lay.has_weights:
                 w = lay.weight_size_bits
-                e_list.append((S * active - 1) * w * read_rate)
-                h_list.append(w)
+                items.append(((S * active - 1) * w * read_rate, w, i, "W"))
             if lay.stateful and S > 1:
                 v = lay.state_size_bits
                 keep = min(v, int(rows.max()) * lay.state_row_bits(axis)) \
                     if order is Order.SPACE_OUTER else v
                 # Spilled adds 2 (S - 1) |V| under both persistences.
-                e_list.append((S - 1) * v * (read_rate + write_rate))
-                h_list.append(keep)
+                items.append(((S - 1) * v * (read_rate + write_rate), keep, i, "V"))
             for (src, rowbits, fewest), (window_rows, overlap) in zip(ins, halos, strict=True):
                 if n == 1 or src in whole or src in maybe_whole:
                     continue
                 # From DRAM: keep holds the halo, reread reads each tile's whole window.
-                e_list.append(max(0, window_rows * rowbits * T - fewest) * read_rate)
-                h_list.append(overlap * rowbits * mult)
+                items.append((max(0, window_rows * rowbits * T - fewest) * read_rate,
+                              overlap * rowbits * mult, i, "H"))
             if not inner or lay.name in whole:
                 continue
             rowbits = lay.output_row_bits(axis)
@@ -301,40 +307,75 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
             live = np.zeros((n, L), dtype=np.int64)
             live[:, i:lastp + 1] = (rows * (rowbits * tb))[:, None]
             cap = network.tensor_size_bits(lay.name) if lay.name in maybe_whole else big
-            lines.append((e, carried * rowbits * mult, live, cap))
+            lines.append((e, carried * rowbits * mult, live, cap, i))
         # One row per position: the tile where the line buffers hold the most.
         if lines:
-            held = [np.minimum(c + live, cap) for _, c, live, cap in lines]
+            held = [np.minimum(c + live, cap) for _, c, live, cap, _ in lines]
             pick = np.argmax(sum(held), axis=0)
-            at = np.arange(L)
-            line_h = np.stack([h[pick, at] for h in held]).astype(np.float64)
-            line_e = np.repeat(np.array([ln[0] for ln in lines], dtype=np.float64)[:, None],
-                               L, axis=1)
         else:
-            line_h = line_e = np.zeros((0, L))
-        ce = np.repeat(np.array(e_list, dtype=np.float64)[:, None], L, axis=1)
-        ch = np.repeat(np.array(h_list, dtype=np.float64)[:, None], L, axis=1)
-        cols_e.append(np.concatenate([ce.reshape(-1, L), line_e]))
-        cols_h.append(np.concatenate([ch.reshape(-1, L), line_h]))
+            held, pick = [], np.zeros(L, dtype=np.int64)
+        # What the layer at each position needs whatever it chose: a weight chunk, a
+        # state sub-tile, an output sub-tile; each cheap side holds at least as much.
+        own = {"W": np.zeros(L), "V": np.zeros(L), "X": np.zeros(L)}
+        for i, (lay, _, inner, _, _) in enumerate(plan):
+            rows = geo[i][0]
+            r = int(rows[pick[i]])
+            if r == 0:
+                continue
+            sub = -(-r // int(rows[rows > 0].min()))
+            if lay.has_weights:
+                own["W"][i] = lay.weight_size_bits // _max_chunks(lay.k, k_unroll)
+            if lay.stateful:
+                own["V"][i] = sub * lay.state_row_bits(axis)
+            if lay.name not in whole and (inner or lay.name in written):
+                own["X"][i] = sub * lay.output_row_bits(axis) * tb
+        floor = own["W"] + own["V"] + own["X"]
+        e_rows, h_rows = [], []
+        for e, h, i, kind in items:
+            row = np.full(L, float(h))
+            if kind in own:
+                row[i] = max(0.0, h - own[kind][i])
+            e_rows.append(np.full(L, float(e)))
+            h_rows.append(row)
+        for (e, _, _, _, i), hl in zip(lines, held, strict=True):
+            row = hl[pick, at].astype(np.float64)
+            row[i] = max(0.0, row[i] - own["X"][i])
+            e_rows.append(np.full(L, float(e)))
+            h_rows.append(row)
+        cols_e.append(np.stack(e_rows) if e_rows else np.zeros((0, L)))
+        cols_h.append(np.stack(h_rows) if h_rows else np.zeros((0, L)))
+        floors.append(floor)
         width = max(width, cols_e[-1].shape[0])
     # Frames with fewer items get zero items (dropping them is free and frees nothing).
     E = np.concatenate([np.pad(e, ((0, width - e.shape[0]), (0, 0))) for e in cols_e], axis=1)
     H = np.concatenate([np.pad(h, ((0, width - h.shape[0]), (0, 0))) for h in cols_h], axis=1)
+    row_budget = budget - np.concatenate(floors)
     if width == 0:
-        return np.zeros(len(tiles), dtype=np.int64), np.full(len(tiles), budget, dtype=np.int64)
-    per_row, slack = knapsack_excess(E, H, budget)
+        E = H = np.zeros((1, L * len(tiles)))
+    per_row, slack = knapsack_excess(E, H, row_budget)
+    # A row whose own transients overflow the budget: the frame cannot fit.
+    per_row = np.where(row_budget < 0, np.inf, per_row)
     starts = np.arange(0, L * len(tiles), L)
     best = np.maximum.reduceat(per_row, starts)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
-    bound = np.maximum(0, np.ceil(best * (1 - 1e-9) - 1e-6)).astype(np.int64)
+    finite = np.isfinite(best)
+    bound = np.where(finite, np.maximum(0, np.ceil(np.where(finite, best, 0) * (1 - 1e-9)
+                                                    - 1e-6)), np.inf)
     return bound, np.minimum.reduceat(slack, starts).astype(np.int64)
+
+
+@lru_cache(maxsize=4096)
+def _max_chunks(k: int, k_unroll: int) -> int:
+    """Most K chunks a streamed weight may take (each at least the array's K unrolling)."""
+    return max((c for c in range(1, k + 1) if k % c == 0 and k // c >= k_unroll), default=1)
 
 
 def frame_excess_bound(network: Network, spec: tuple, budget: int,
                        written: Collection[str], whole: Collection[str],
-                       maybe_whole: Collection[str] = ()) -> tuple[int, int]:
+                       maybe_whole: Collection[str] = (), k_unroll: int = 1
+                       ) -> tuple[float, int]:
     """:func:`interval_excess_bounds` of one frame ``(first, last, Tb, axis, n, order)``."""
     first, last, tb, axis, n, order = spec
     bound, slack = interval_excess_bounds(network, first, last, tb, axis, order, [n], budget,
-                                          written, whole, maybe_whole)
-    return int(bound[0]), int(slack[0])
+                                          written, whole, maybe_whole, k_unroll=k_unroll)
+    return float(bound[0]), int(slack[0])

@@ -270,14 +270,18 @@ class ColumnSolver:
             if got is None:
                 got = interval_excess_bounds(self.net, col.first, col.last, tb, axis, order,
                                              tiles, budget, written, whole,
-                                             read_rate=self.rates[0], write_rate=self.rates[1])
+                                             read_rate=self.rates[0], write_rate=self.rates[1],
+                                             k_unroll=self.ctx.k_unroll)
                 self.cap_bounds[key] = got
             for n, excess, slack in zip(tiles, *got, strict=True):
                 spec = (col.first, col.last, tb, axis, n, order)
-                bound = self._cheapest(spec) + int(excess)
+                bound = self._cheapest(spec) + float(excess)
                 col.frame_bounds[spec] = bound
                 col.frame_slack[spec] = int(slack)
                 best = min(best, bound)
+        if best == math.inf:  # no frame fits its own transient buffers
+            col.exact, col.value = True, None
+            return True
         old = col.bound
         col.bound = max(col.bound, best + extra)
         return col.bound > old
