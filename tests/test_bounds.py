@@ -33,7 +33,7 @@ from stems_opt.network import Axis
 from stems_opt.problem import Objective, Problem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_optimizer import CASES, RANDOM_SETTINGS, make_problem, tiny_networks  # noqa: E402
+from test_optimizer import CASES, RANDOM_SETTINGS, make_problem, tiny_networks
 
 
 def solver_for(p: Problem) -> ColumnSolver:
@@ -136,17 +136,25 @@ def test_shortest_path_master_equals_the_master_mip(case: str) -> None:
     p = make_problem(network, size, ku)
     cs = solver_for(p)
     rng = random.Random(7)
-    for _ in range(20):
-        for col in cs.columns:
+    for step in range(40):
+        # Every column repriced, or a few (the path then relabels from the first touched).
+        changed = cs.columns if step % 2 == 0 else rng.sample(cs.columns, 3)
+        for col in changed:
             col.bound = rng.randint(0, 50)
             col.exact = rng.random() < 0.2
             col.value = None if col.exact and rng.random() < 0.3 else col.bound
+            cs.touch(col)
         mip = cs.master()
         path = cs.master_path()
         assert (mip is None) == (path is None)
         if mip is not None:
             assert mip[1] == path[1]
             assert sum(c.price for c in path[0]) == path[1]
+        cs._table = None  # a fresh path gives the same labels
+        fresh = cs.master_path()
+        assert (fresh is None) == (path is None)
+        if fresh is not None:
+            assert fresh[1] == path[1] and fresh[0] == path[0]
 
 
 def test_solution_is_checked_and_scored_by_the_cost_model() -> None:

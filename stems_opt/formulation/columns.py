@@ -133,6 +133,9 @@ class ColumnSolver:
         self.master_mip = master_mip  # the master as a MIP of the backend, not a path
         self._groups: dict[tuple, list[Column]] | None = None
         self._transitions: dict[tuple, list[tuple]] = {}
+        self._table: list[dict] | None = None  # the master path's labels, reused
+        self._touched: set[int] = set()  # starts of columns repriced since
+        self._rank: dict[int, int] = {}
         self.problem = problem
         self.net = problem.network
         self.ctx: _Context = make_context(problem)
@@ -581,6 +584,17 @@ class ColumnSolver:
             out.append(tuple(sorted(nxt)))
         return out
 
+    def touch(self, col: Column) -> None:
+        """Note that ``col``'s price may change before the next master solve."""
+        self._touched.add(col.first)
+
+    def _before(self, col: Column, other: Column | None) -> bool:
+        """Tie-break between equal labels: the earlier column in build order, so
+        the answer does not depend on which boundaries were relabelled."""
+        if not self._rank:
+            self._rank = {id(c): i for i, c in enumerate(self.columns)}
+        return other is not None and self._rank[id(col)] < self._rank[id(other)]
+
     def master_path(self, exact_only: bool = False
                     ) -> tuple[list[Column], float, float, bool] | None:
         """The master solved exactly as a shortest path over segment boundaries.
@@ -596,33 +610,46 @@ class ColumnSolver:
             self._groups = {}
             for c in self.columns:
                 self._groups.setdefault((c.first, tuple(sorted(c.sig.whole_in))), []).append(c)
-        State = tuple[tuple[str, bool, bool], ...]
-        best: list[dict[State, tuple[float, Column | None, State | None]]] = [
-            {} for _ in range(L + 1)]
-        best[0][()] = (0.0, None, None)
+        def price_of(col: Column) -> float | None:
+            if exact_only:
+                return col.upper
+            return None if col.exact and col.value is None else float(round(col.price))
+
+        # Boundaries up to the first start of a column touched since the last solve
+        # keep their labels (only columns starting there or later changed price).
+        start = 0
+        if self._table is not None and not exact_only:
+            start = min(self._touched, default=L)
+            best = self._table
+            for k in range(start + 1, L + 1):
+                best[k] = {}
+        else:
+            best = [{} for _ in range(L + 1)]
+            best[0][()] = (0.0, None, None)
+        if not exact_only:
+            self._table, self._touched = best, set()
         lc = self.last_consumer
-        for k in range(L):
+        reach = max(c.last - c.first for c in self.columns) + 1 if self.columns else 0
+        for k in range(max(0, start - reach), L):
             for state, (cost, _, _) in sorted(best[k].items()):
                 group = self._groups.get((k, tuple((X, w) for X, w, _ in state)), ())
                 # A tensor last read in the column is written exactly when it is not whole.
                 limit = min((lc[X] for X, w, cw in state if cw == w), default=L)
                 for col in group:
-                    if col.last >= limit:
+                    if col.last >= limit or col.last < start:
                         continue
-                    if exact_only:
-                        price = col.upper
-                    else:
-                        price = None if col.exact and col.value is None else col.price
+                    price = price_of(col)
                     if price is None:
                         continue
-                    total = cost + float(round(price))
+                    total = cost + price
                     nexts = self._transitions.get((id(col), state))
                     if nexts is None:
                         nexts = self._transitions[(id(col), state)] = self._next_states(col, state)
                     after = best[col.last + 1]
                     for key in nexts:
                         old = after.get(key)
-                        if old is None or total < old[0]:
+                        if old is None or total < old[0] or (total == old[0]
+                                                             and self._before(col, old[1])):
                             after[key] = (total, col, state)
         if () not in best[L]:
             return None
@@ -668,6 +695,8 @@ class ColumnSolver:
                 if optimal:
                     return self.mapping_of(chosen), value, value
                 break
+            for c in pending:
+                self.touch(c)
             if sum(self.tighten(c) for c in pending):
                 continue  # bounds rose: ask the master again before pricing anything
             for col in pending:
