@@ -68,13 +68,16 @@ def explain_infeasible(problem: Problem) -> str:
             "under the search-space limits")
 
 
-def _incumbent(problem: Problem) -> Result | None:
-    """The best named schedule whose segments all lie in the search space."""
+def _incumbent(problem: Problem, deadline: float | None = None) -> Result | None:
+    """The best named schedule whose segments all lie in the search space; with a
+    ``deadline`` (``time.perf_counter()`` value), no schedule is started after it."""
     from stems_opt.heuristics import named_schedule
 
     cap = problem.max_segment_layers
     best = None
     for name in WARM_START_SCHEDULES:
+        if deadline is not None and time.perf_counter() > deadline:
+            break
         if cap is not None and name == "ST-LBL" and len(problem.network.layers) > cap:
             continue
         r = named_schedule(problem, name)
@@ -121,7 +124,8 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     stats.update(model_build_s=build_s, solve_s=time.perf_counter() - start - build_s)
     proven = mapping is not None and model_bound >= model_value
     if time_limit_s is not None and warm_start and not proven and model_bound < math.inf:
-        fallback = _incumbent(problem)
+        # With a mapping in hand, schedules are scored only while the time limit allows.
+        fallback = _incumbent(problem, None if mapping is None else start + time_limit_s)
         if fallback is not None and fallback.objective_value is not None:
             fb_value = fallback.objective_value * scale - constant
             assert model_bound <= fb_value * (1 + 1e-9), "a schedule beats the proven bound"
