@@ -27,13 +27,21 @@ from stems_opt.formulation.bounds import tile_bounds_array
 from stems_opt.formulation.columns import ColumnSolver
 from stems_opt.formulation.cpsat import solve_cpsat
 from stems_opt.formulation.data import frame_specs
-from stems_opt.io import network_from_dict
+from stems_opt.io import load_instance, network_from_dict
 from stems_opt.mapping import Mapping, check
 from stems_opt.network import Axis
 from stems_opt.problem import Objective, Problem
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_optimizer import CASES, RANDOM_SETTINGS, make_problem, tiny_networks
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from test_optimizer import (  # noqa: E402
+    CASES,
+    RANDOM_SETTINGS,
+    STRIDED,
+    STRIDED_GB,
+    make_problem,
+    tiny_networks,
+)
 
 
 def solver_for(p: Problem) -> ColumnSolver:
@@ -71,6 +79,18 @@ def check_bounds(p: Problem) -> int:
 def test_frame_bounds_below_the_frame_optimum(case: str, objective: Objective) -> None:
     network, ku, size = CASES[case]
     assert check_bounds(make_problem(network, size, ku, objective)) > 0
+
+
+@pytest.mark.parametrize("objective", [Objective.TRAFFIC, Objective.ENERGY],
+                         ids=lambda o: o.value)
+@pytest.mark.parametrize("name", ["tiny_ann_snn", "tiny_linear", "tiny_reset", "strided"])
+def test_frame_bounds_on_strided_linear_and_ann_layers(name: str, objective: Objective) -> None:
+    """Strided and 7x7 windows, linear layers, multi-bit activations."""
+    if name == "strided":
+        p = make_problem(STRIDED, STRIDED_GB, 1, objective)
+    else:
+        p = load_instance(ROOT / "instances" / f"{name}.yaml").with_objective(objective)
+    assert check_bounds(p) > 0
 
 
 @settings(**{**RANDOM_SETTINGS, "max_examples": 12})

@@ -175,6 +175,24 @@ def _interval_plan(network: Network, first: int, last: int, axis: Axis) -> tuple
     return tuple(plan)
 
 
+def _gapped(layer, axis: Axis) -> bool:
+    """Whether the layer's one-row windows leave input rows out (kernel < stride)."""
+    if layer.kind not in (LayerKind.CONV, LayerKind.POOL):
+        return False
+    f, st = (layer.fy, layer.stride_y) if axis is Axis.OY else (layer.fx, layer.stride_x)
+    return f < st
+
+
+@lru_cache(maxsize=4096)
+def _union_rows(layer, axis: Axis) -> int:
+    """Input rows in the union of the layer's one-row windows."""
+    rows: set[int] = set()
+    for r in range(layer.extent(axis)):
+        a, b = layer.window(axis, r, r + 1)
+        rows.update(range(a, b))
+    return len(rows)
+
+
 @lru_cache(maxsize=65536)
 def _frame_geometry(network: Network, first: int, last: int, axis: Axis, n: int) -> tuple:
     """Per layer of a frame with ``n`` tiles: its rows per tile, its non-empty
@@ -187,7 +205,12 @@ def _frame_geometry(network: Network, first: int, last: int, axis: Axis, n: int)
     for i, (lay, ins, inner, _, _) in enumerate(plan):
         b = bounds[i]
         rows = b[1:] - b[:-1]
-        windows = int(np.where(rows > 0, _window_hi(lay, axis, b[1:])
+        if _gapped(lay, axis):
+            # Windows with gaps (a kernel narrower than its stride): finer sub-tiles
+            # read fewer rows, down to the union of the one-row windows.
+            windows = _union_rows(lay, axis)
+        else:
+            windows = int(np.where(rows > 0, _window_hi(lay, axis, b[1:])
                                    - _window_lo(lay, axis, b[:-1]), 0).sum())
         halos = [(0, 0)] * len(ins)
         if ins and n > 1:
@@ -209,7 +232,8 @@ def frame_gb_operand_bits(network: Network, first: int, last: int, axis: Axis,
                           n: int) -> tuple[int, int]:
     """The fewest operand reads and writes at the GB of a frame's layers: those of
     :func:`stems_opt.cost_model.layer_gb_access_bits` with one sub-tile per
-    tile (more sub-tiles read the weights and the window overlaps again)."""
+    tile (more sub-tiles read the weights and the window overlaps again), or
+    for windows with gaps the union of the one-row windows."""
     geo = _frame_geometry(network, first, last, axis, n)
     T = network.timesteps
     reads = writes = 0

@@ -302,7 +302,7 @@ class ColumnSolver:
         net = self.net
         names = tuple(lay.name for lay in net.layers[first:last + 1])
         inside = set(names)
-        _, written, whole_out, whole = self._sig_parts(col)
+        _, written, _, whole = self._sig_parts(col)
         whole_in = {X for X, w in col.sig.whole_in if w}
         T = net.timesteps
         S = T // tb
@@ -329,8 +329,8 @@ class ColumnSolver:
                 states[name] = StateMode.SPILLED if S == 1 else (
                     StateMode.TILE_RESIDENT if order is Order.SPACE_OUTER else StateMode.RESIDENT)
             subs[name] = m
-            if any(c in inside for c in net.consumers(name)) and name not in whole_out:
-                acts[name] = Placement.ON_CHIP
+            if any(c in inside for c in net.consumers(name)):
+                acts[name] = Placement.ON_CHIP  # (a tensor kept whole is read on chip too)
             for src in lay.inputs:
                 if src in inside:
                     continue
