@@ -1,4 +1,4 @@
-r"""Exact decomposition: segment columns priced lazily, chained by a small MIP.
+r"""Exact decomposition: segment columns priced lazily, chained by a shortest path.
 
 A *column* is an interval of layers :math:`I = first..last` with a boundary
 *signature* :math:`\sigma`: for every tensor that may stay whole on chip and
@@ -13,17 +13,22 @@ interval meets the rest of the mapping only through its cost, so
 where a frame's local optimum is the frame MIP of
 :func:`stems_opt.formulation.model.build_frame_model` (families 3, 4, 5, 10)
 with the options :math:`\sigma` allows and the buffer less the tensors
-:math:`\sigma` keeps whole. The master MIP picks one column per segment
+:math:`\sigma` keeps whole. The master picks one column per segment
 (families 1, 2, 6-8 of :mod:`stems_opt.formulation.model`, over columns
-instead of options).
+instead of options); it is solved exactly as a shortest path over boundary
+states (:meth:`ColumnSolver.master_path`), or as that MIP
+(``master_mip=True``).
 
-Columns are priced lazily. Each starts at a lower bound (the cheapest
-frame's bound plus what :math:`\sigma` forces through DRAM). The master is
-solved with every column at its bound or exact value; the columns of its
-answer that are still bounds are priced exactly (frames in increasing bound
-order, stopping when the next bound reaches the best value found); repeat
-until the master's answer uses exact columns only. Its value is then optimal:
-every column value used is at most the column's exact value.
+Columns are priced lazily. Each starts at a cheap lower bound (its cheapest
+choices plus what :math:`\sigma` forces). A column the master picks is first
+tightened: every frame gets the capacity-aware bound of
+:mod:`stems_opt.formulation.bounds`, and the column the least of them. A
+column the master picks at its tight bound is priced exactly: frames in
+increasing bound order, each directly (its cheapest choices scored by the
+cost model, when they fit) or by its local MIP, stopping when the next bound
+reaches the best value found. Repeat until the master's answer uses exact
+columns only. Its value is then optimal: every column value used is at most
+the column's exact value.
 """
 
 from __future__ import annotations
