@@ -73,10 +73,12 @@ def _tile_bounds(network: Network, layers: tuple[str, ...], axis: Axis,
         is_out = name in outputs or not consumers or len(inner) < len(consumers)
         b = [0] * (tiles + 1)
         b[tiles] = extent
+        # window(axis, 0, hi)[1] of a consumer is last[hi] (0 for hi = 0): see _row_windows.
+        ends = [(_row_windows(network.layer(c), axis)[1], bounds[c]) for c in inner]
         for t in range(1, tiles):
             v = (t * extent) // tiles if is_out else 0
-            for c in inner:
-                v = max(v, network.layer(c).window(axis, 0, bounds[c][t])[1])
+            for last, bc in ends:
+                v = max(v, last[bc[t]])
             b[t] = min(extent, v)
         bounds[name] = tuple(b)
     return bounds
@@ -92,11 +94,6 @@ def sub_tile_limits(network: Network, seg: Segment) -> dict[str, int]:
     bounds = tile_bounds(network, seg.layers, seg.axis, seg.tiles)
     return {name: min(b[t + 1] - b[t] for t in range(seg.tiles) if b[t + 1] > b[t])
             for name, b in bounds.items()}
-
-
-def _window_lo(layer: Layer, axis: Axis, row: int) -> int:
-    """First input row needed from output row ``row`` on."""
-    return layer.window(axis, row, row + 1)[0]
 
 
 # ---------------------------------------------------------------------------
@@ -155,6 +152,7 @@ class SegmentGeometry:
         self.S = T // seg.time_batch
         # Overlap rows kept across tile boundaries live for all T under space_outer.
         self.tile_keep_mult = T if seg.order is Order.SPACE_OUTER else seg.time_batch
+        self._carried: dict[str, int] = {}
 
     def tile_rows(self, name: str) -> list[int]:
         """Rows of ``name`` in each tile."""
@@ -177,6 +175,29 @@ class SegmentGeometry:
             out.append([(sb[j], sb[j + 1]) for j in range(m)])
         return out
 
+    def carried_rows(self, name: str) -> int:
+        """Most rows of ``name`` kept across a tile boundary for in-segment consumers.
+
+        At the start of tile ``t`` the rows from the lowest one a consumer's
+        next window needs up to ``bounds[t]`` are still live. Memoised: the
+        answer depends on the frame alone.
+        """
+        carried = self._carried.get(name)
+        if carried is None:
+            net, axis = self.network, self.seg.axis
+            b = self.bounds[name]
+            # Per in-segment consumer: the first input row each of its output rows needs
+            # (layer.window(axis, row, row + 1)[0] is first[row] below the extent), bounds.
+            inner = [(_row_windows(net.layer(c), axis)[0], self.bounds[c])
+                     for c in net.consumers(name) if c in self.inside]
+            carried = 0
+            for t in range(1, self.n):
+                need = [first[bc[t]] for first, bc in inner if bc[t] < len(first) - 1]
+                if need:
+                    carried = max(carried, b[t] - min(need))
+            self._carried[name] = carried
+        return carried
+
     def window_reads(self, consumer: str, m: int, keep: bool
                      ) -> tuple[int, list[int], int]:
         """Rows of an input read from DRAM by ``consumer`` with ``m`` sub-tiles.
@@ -192,24 +213,126 @@ class SegmentGeometry:
             Under ``keep``, the most overlap rows held across a boundary,
             already multiplied by the timesteps they are held for.
         """
-        lay = self.network.layer(consumer)
-        axis = self.seg.axis
-        total = 0
-        max_new = [0] * self.n
-        halo = 0
-        prev_hi = None
-        for t, subs in enumerate(self.sub_rows(consumer, m)):
-            for j, (lo, hi) in enumerate(subs):
-                a, b = lay.window(axis, lo, hi)
-                overlap = max(0, min(prev_hi, b) - a) if prev_hi is not None else 0
-                new = (b - a) - overlap if keep else (b - a)
-                total += new
-                max_new[t] = max(max_new[t], new)
-                if keep and overlap:
-                    mult = self.tile_keep_mult if j == 0 else self.tb
-                    halo = max(halo, overlap * mult)
-                prev_hi = b
-        return total, max_new, halo
+        # The rows depend on the consumer's tile bounds alone (and, for halos, on Tb and
+        # the order), so geometries with equal bounds share one cached computation.
+        total, max_new, halo = _window_reads(
+            self.network, consumer, self.seg.axis, self.bounds[consumer], m, keep,
+            self.tb if keep else 0, self.tile_keep_mult if keep else 0)
+        return total, list(max_new), halo
+
+    def max_sub_rows(self, name: str, m: int) -> list[int]:
+        """Per tile, the rows of the largest of ``m`` sub-tiles of ``name`` (0 if empty)."""
+        b = self.bounds[name]
+        out = []
+        for t in range(self.n):
+            span = b[t + 1] - b[t]
+            if span <= 0:
+                out.append(0)
+                continue
+            # As sub_bounds(b[t], b[t + 1], m), without the list.
+            out.append(max(((j + 1) * span) // m - (j * span) // m for j in range(m)))
+        return out
+
+
+@lru_cache(maxsize=4096)
+def _row_windows(layer: Layer, axis: Axis) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """First and end input rows of one-row windows, so that ``layer.window(axis, lo, hi)``
+    is ``(first[lo], last[hi])`` for ``hi > lo``.
+
+    A window of output rows ``[lo, hi)`` starts where row ``lo``'s does and
+    ends where row ``hi - 1``'s does (windows grow with the row), so the
+    tables are filled from :meth:`Layer.window` itself. ``first`` has one
+    padding entry at the extent, ``last`` one at 0.
+    """
+    ext = layer.extent(axis)
+    first = [layer.window(axis, r, r + 1)[0] for r in range(ext)]
+    last = [layer.window(axis, r - 1, r)[1] for r in range(1, ext + 1)]
+    return (*first, 0), (0, *last)
+
+
+_VECTOR_SUB_TILES = 40
+"""From this many sub-tiles on, :func:`_window_reads` uses numpy."""
+
+
+@lru_cache(maxsize=1 << 15)
+def _window_reads(network: Network, consumer: str, axis: Axis, bounds: tuple[int, ...], m: int,
+                  keep: bool, tb: int, keep_mult: int) -> tuple[int, tuple[int, ...], int]:
+    """:meth:`SegmentGeometry.window_reads` of ``consumer`` with tile ``bounds``; ``tb``
+    and ``keep_mult`` (the geometry's ``tile_keep_mult``) only matter under ``keep``."""
+    layer = network.layer(consumer)
+    n = len(bounds) - 1
+    if n * m >= _VECTOR_SUB_TILES:
+        return _window_reads_vector(layer, axis, bounds, m, keep, tb, keep_mult)
+    first, last = _row_windows(layer, axis)
+    total = 0
+    max_new = [0] * n
+    halo = 0
+    prev_hi = None
+    # The loop of sub_rows and Layer.window, inlined: this is the cost model's hot spot.
+    for t in range(n):
+        lo_t, hi_t = bounds[t], bounds[t + 1]
+        if hi_t <= lo_t:
+            continue
+        span = hi_t - lo_t
+        most = 0
+        lo = lo_t
+        for j in range(m):
+            hi = lo_t + ((j + 1) * span) // m
+            a, e = (first[lo], last[hi]) if hi > lo else (0, 0)
+            overlap = max(0, min(prev_hi, e) - a) if prev_hi is not None else 0
+            new = (e - a) - overlap if keep else (e - a)
+            total += new
+            most = max(most, new)
+            if keep and overlap:
+                halo = max(halo, overlap * (keep_mult if j == 0 else tb))
+            prev_hi = e
+            lo = hi
+        max_new[t] = most
+    return total, tuple(max_new), halo
+
+
+def _window_reads_vector(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int,
+                         keep: bool, tb: int, keep_mult: int
+                         ) -> tuple[int, tuple[int, ...], int]:
+    """:func:`_window_reads` over all sub-tiles at once, for many sub-tiles."""
+    first, last = _row_window_arrays(layer, axis)
+    b = np.asarray(bounds, dtype=np.int64)
+    active = np.flatnonzero(b[1:] > b[:-1])
+    max_new = [0] * (len(bounds) - 1)
+    if active.size == 0:
+        return 0, tuple(max_new), 0
+    lo_t = b[active]
+    span = b[active + 1] - lo_t
+    # Sub-tile j of a tile spans [lo_t + j*span//m, lo_t + (j+1)*span//m), as sub_bounds.
+    hi = lo_t[:, None] + (np.arange(1, m + 1)[None, :] * span[:, None]) // m
+    lo = np.empty_like(hi)
+    lo[:, 0] = lo_t
+    lo[:, 1:] = hi[:, :-1]
+    nonempty = hi > lo
+    a = np.where(nonempty, first[lo], 0).ravel()
+    e = np.where(nonempty, last[hi], 0).ravel()
+    # Rows shared with the previous sub-tile's window (in run order, across tiles).
+    overlap = np.zeros_like(e)
+    overlap[1:] = np.maximum(0, np.minimum(e[:-1], e[1:]) - a[1:])
+    new = e - a - overlap if keep else e - a
+    most = np.maximum(new.reshape(-1, m).max(axis=1), 0)
+    for t, rows in zip(active.tolist(), most.tolist(), strict=True):
+        max_new[t] = rows
+    halo = 0
+    if keep:
+        mult = np.full(m, tb, dtype=np.int64)
+        mult[0] = keep_mult
+        halo = max(0, int((overlap.reshape(-1, m) * mult[None, :]).max()))
+    return int(new.sum()), tuple(max_new), halo
+
+
+@lru_cache(maxsize=4096)
+def _row_window_arrays(layer: Layer, axis: Axis) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_row_windows` as read-only int64 arrays."""
+    first, last = (np.array(x, dtype=np.int64) for x in _row_windows(layer, axis))
+    first.flags.writeable = False
+    last.flags.writeable = False
+    return first, last
 
 
 def _local(geo: SegmentGeometry, pos_lo: int, pos_hi: int, per_tile: Sequence[int]) -> np.ndarray:
@@ -244,8 +367,7 @@ def state_term(geo: SegmentGeometry, layer: Layer, mode: StateMode, m: int,
     if mode is StateMode.TILE_RESIDENT:
         return Term("state", layer.name, layer.name, traffic, traffic,
                     persistent_bits=max(geo.tile_rows(layer.name)) * row)
-    per_tile = [max((hi - lo for lo, hi in subs), default=0) * row
-                for subs in geo.sub_rows(layer.name, m)]
+    per_tile = [r * row for r in geo.max_sub_rows(layer.name, m)]
     p = geo.pos[layer.name]
     return Term("state", layer.name, layer.name, traffic, traffic,
                 local=_local(geo, p, p, per_tile))
@@ -270,20 +392,12 @@ def output_term(geo: SegmentGeometry, layer: Layer, in_segment: Placement | None
     if in_segment is Placement.ON_CHIP:
         last = max(geo.pos[c] for c in net.consumers(name) if c in geo.inside)
         live = [r * rowbits * geo.tb for r in geo.tile_rows(name)]
-        b = geo.bounds[name]
-        carried = 0
-        for t in range(1, geo.n):
-            need = [_window_lo(net.layer(c), geo.seg.axis, geo.bounds[c][t])
-                    for c in net.consumers(name)
-                    if c in geo.inside and geo.bounds[c][t] < net.layer(c).extent(geo.seg.axis)]
-            if need:
-                carried = max(carried, b[t] - min(need))
+        carried = geo.carried_rows(name)
         return Term("activations", name, name, write_bits=write,
                     persistent_bits=carried * rowbits * geo.tile_keep_mult,
                     local=_local(geo, p, last, live))
     if written:
-        per_tile = [max((hi - lo for lo, hi in subs), default=0) * rowbits * geo.tb
-                    for subs in geo.sub_rows(name, m)]
+        per_tile = [r * rowbits * geo.tb for r in geo.max_sub_rows(name, m)]
         return Term("activations", name, name, write_bits=write, local=_local(geo, p, p, per_tile))
     return Term("activations", name, name)
 
@@ -300,28 +414,86 @@ def dram_read_term(geo: SegmentGeometry, tensor: str, consumer: Layer, halo: Hal
                 local=_local(geo, p, p, [r * rowbits * geo.tb for r in max_new]))
 
 
+def layer_terms(network: Network, geo: SegmentGeometry, lay: Layer, m: int,
+                weight: WeightChoice, state: StateMode, activation: Placement | None,
+                whole: bool, written: bool, reads: Sequence[tuple[str, Halo]],
+                memo: dict[tuple[object, ...], Term] | None = None) -> list[Term]:
+    """The terms of one layer of a segment, from that layer's decisions alone.
+
+    Parameters
+    ----------
+    m, weight, state
+        The layer's sub-tiles, weight choice and state mode (the last two are
+        ignored for layers without weights or state).
+    activation
+        Placement of its output for in-segment consumers, ``None`` when it has none.
+    whole, written
+        Whether its output is kept whole in the GB / written to DRAM (the
+        segment's :class:`SegmentContext`).
+    reads
+        ``(tensor, halo)`` of every input it reads from DRAM, in input order.
+    memo
+        Optional cache of terms for callers that build many variants of one
+        frame: keyed on each term's own arguments, it must belong to ``geo``.
+
+    A segment's terms are those of its layers in order (:func:`segment_terms`),
+    so a caller may also cache them per layer on exactly these arguments.
+    """
+    name = lay.name
+    terms: list[Term] = []
+    if lay.has_weights:
+        key: tuple[object, ...] = ("weights", name, weight, m)
+        term = memo.get(key) if memo is not None else None
+        if term is None:
+            term = weight_term(geo, lay, weight, m)
+            if memo is not None:
+                memo[key] = term
+        terms.append(term)
+    if lay.stateful:
+        key = ("state", name, state, m)
+        term = memo.get(key) if memo is not None else None
+        if term is None:
+            term = state_term(geo, lay, state, m, network.state_persistence)
+            if memo is not None:
+                memo[key] = term
+        terms.append(term)
+    key = ("output", name, activation, whole, written, m)
+    term = memo.get(key) if memo is not None else None
+    if term is None:
+        term = output_term(geo, lay, activation, whole, written, m)
+        if memo is not None:
+            memo[key] = term
+    terms.append(term)
+    for src, halo in reads:
+        key = ("read", name, src, halo, m)
+        term = memo.get(key) if memo is not None else None
+        if term is None:
+            term = dram_read_term(geo, src, lay, halo, m)
+            if memo is not None:
+                memo[key] = term
+        terms.append(term)
+    return terms
+
+
 def segment_terms(network: Network, seg: Segment, ctx: SegmentContext,
                   geo: SegmentGeometry | None = None) -> list[Term]:
     """Every term of ``seg`` given how it meets the rest of the mapping."""
     geo = geo or SegmentGeometry(network, seg)
     terms: list[Term] = []
     for lay in geo.layers:
-        m = seg.sub_tile(lay.name)
-        if lay.has_weights:
-            terms.append(weight_term(geo, lay, seg.weight(lay.name), m))
-        if lay.stateful:
-            terms.append(state_term(geo, lay, seg.state(lay.name), m, network.state_persistence))
         has_inner = any(c in geo.inside for c in network.consumers(lay.name))
-        terms.append(output_term(geo, lay, seg.activation(lay.name) if has_inner else None,
-                                 lay.name in ctx.whole, lay.name in ctx.written, m))
+        reads = []
         for src in dict.fromkeys(lay.inputs):
             # Placements are taken literally: a reader set to `dram` reads from DRAM even
             # when the tensor is also kept whole on chip for another segment.
             inner = src in geo.inside
             placement = seg.activation(src) if inner else seg.input(src)
-            if placement is Placement.ON_CHIP:
-                continue
-            terms.append(dram_read_term(geo, src, lay, seg.halo(src), m))
+            if placement is not Placement.ON_CHIP:
+                reads.append((src, seg.halo(src)))
+        terms.extend(layer_terms(
+            network, geo, lay, seg.sub_tile(lay.name), seg.weight(lay.name),
+            seg.state(lay.name), seg.activation(lay.name) if has_inner else None,
+            lay.name in ctx.whole, lay.name in ctx.written, reads))
     # Tensors from earlier segments kept whole but not read here still occupy the GB.
     produced_or_read = {lay.name for lay in geo.layers}
     for name in sorted(ctx.whole - produced_or_read):
@@ -331,20 +503,16 @@ def segment_terms(network: Network, seg: Segment, ctx: SegmentContext,
 
 def mapping_contexts(network: Network, mapping: Mapping) -> list[SegmentContext]:
     """The :class:`SegmentContext` of every segment of ``mapping``."""
-    where = {name: i for i, s in enumerate(mapping.segments) for name in s.layers}
-    where[network.input.name] = -1
-    whole: list[set[str]] = [set() for _ in mapping.segments]
-    written: list[set[str]] = [set() for _ in mapping.segments]
-    outputs = set(network.output_names)
-    for tensor in [network.input.name] + [lay.name for lay in network.layers]:
-        p = where[tensor]
-        cons_segs = sorted({where[c] for c in network.consumers(tensor)})
+    segments = mapping.segments
+    whole: list[set[str]] = [set() for _ in segments]
+    written: list[set[str]] = [set() for _ in segments]
+    for tensor, p, cons_segs, to_dram in _context_plan(network,
+                                                       tuple(s.layers for s in segments)):
         last_on_chip = None
-        to_dram = tensor in outputs
         for s in cons_segs:
             if s == p:
-                to_dram |= mapping.segments[s].activation(tensor) is Placement.DRAM
-            elif mapping.segments[s].input(tensor) is Placement.ON_CHIP:
+                to_dram |= segments[s].activation(tensor) is Placement.DRAM
+            elif segments[s].input(tensor) is Placement.ON_CHIP:
                 last_on_chip = s
             else:
                 to_dram = True
@@ -355,6 +523,22 @@ def mapping_contexts(network: Network, mapping: Mapping) -> list[SegmentContext]
             written[p].add(tensor)
     return [SegmentContext(frozenset(w), frozenset(x))
             for w, x in zip(whole, written, strict=True)]
+
+
+@lru_cache(maxsize=256)
+def _context_plan(network: Network, segment_layers: tuple[tuple[str, ...], ...]
+                  ) -> tuple[tuple[str, int, tuple[int, ...], bool], ...]:
+    """Per tensor (network input first, then layers in order): its producing segment
+    (``-1`` for the input), the segments of its consumers in order, and whether it
+    is a network output. It depends on the segmentation only, so the greedy, which
+    re-derives the contexts of one segmentation many times, computes it once."""
+    where = {name: i for i, layers in enumerate(segment_layers) for name in layers}
+    where[network.input.name] = -1
+    outputs = set(network.output_names)
+    tensors = [network.input.name] + [lay.name for lay in network.layers]
+    return tuple((tensor, where[tensor],
+                  tuple(sorted({where[c] for c in network.consumers(tensor)})), tensor in outputs)
+                 for tensor in tensors)
 
 
 # ---------------------------------------------------------------------------

@@ -24,20 +24,24 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from operator import add
+from typing import NamedTuple
 
 import numpy as np
 
 from stems_opt.cost_model import (
     SegmentContext,
     SegmentGeometry,
+    Term,
     evaluate,
+    layer_terms,
     mapping_contexts,
-    peak_of,
-    segment_terms,
     sub_tile_limits,
 )
 from stems_opt.errors import Issue, StemsInputError
 from stems_opt.mapping import (
+    STREAMED,
     Halo,
     Mapping,
     Order,
@@ -133,87 +137,318 @@ def parse_schedule(name: str, network: Network, tiles: Sequence[int] | int | Non
     return frames
 
 
+_Score = tuple[int, int, int]
+"""``(traffic_bits, peak_bits, peak_position)`` of one segment in one context."""
+
+
+class _Group(NamedTuple):
+    """The summed terms of one layer of a segment (see :func:`layer_terms`).
+
+    ``local`` is the ``(n, L)`` occupancy of the layer's terms; ``col`` (and
+    ``col_array``, the same as an array) its column at the layer's own
+    position, the only one :meth:`_Scorer.fit` tests for that layer.
+    """
+
+    traffic: int
+    persistent: int
+    local: np.ndarray
+    col: tuple[int, ...]
+    col_array: np.ndarray
+
+
+_Rest = tuple[StateMode, Placement | None, bool, bool, tuple[tuple[str, Halo], ...]]
+"""The arguments of :func:`layer_terms` that a sub-tile refit leaves alone."""
+
+
+class _MemoGeometry(SegmentGeometry):
+    """A :class:`SegmentGeometry` that remembers its row computations.
+
+    The greedy builds the terms of one frame for many sub-tile counts and
+    decisions, and they ask for the same rows again and again. Results are
+    shared between callers, which only read them.
+    """
+
+    def __init__(self, network: Network, seg: Segment):
+        super().__init__(network, seg)
+        self._tile_rows: dict[str, list[int]] = {}
+        self._max_sub_rows: dict[tuple[str, int], list[int]] = {}
+        self._reads: dict[tuple[str, int, bool], tuple[int, list[int], int]] = {}
+
+    def tile_rows(self, name: str) -> list[int]:
+        """Rows of ``name`` in each tile."""
+        rows = self._tile_rows.get(name)
+        if rows is None:
+            rows = self._tile_rows[name] = super().tile_rows(name)
+        return rows
+
+    def max_sub_rows(self, name: str, m: int) -> list[int]:
+        """Per tile, the rows of the largest of ``m`` sub-tiles of ``name`` (0 if empty)."""
+        key = (name, m)
+        rows = self._max_sub_rows.get(key)
+        if rows is None:
+            rows = self._max_sub_rows[key] = super().max_sub_rows(name, m)
+        return rows
+
+    def window_reads(self, consumer: str, m: int, keep: bool) -> tuple[int, list[int], int]:
+        """Rows of an input read from DRAM by ``consumer`` (see the base class)."""
+        key = (consumer, m, keep)
+        reads = self._reads.get(key)
+        if reads is None:
+            reads = self._reads[key] = super().window_reads(consumer, m, keep)
+        return reads
+
+
+class _FrameInfo:
+    """What a segment frame (layers, ``Tb``, ``n``, axis, order) fixes, computed once.
+
+    Also holds the frame's caches: per-layer groups (keyed on the layer's
+    :data:`_Rest`, then on sub-tiles and weight choice), terms, and the
+    persistent bits of tensors kept whole from elsewhere.
+    """
+
+    def __init__(self, problem: Problem, seg: Segment):
+        network = problem.network
+        # The geometry reads only the frame fields of ``seg``, so one serves every segment.
+        self.geo = _MemoGeometry(network, seg)
+        self.layers = self.geo.layers
+        self.limits = sub_tile_limits(network, seg)
+        inside = self.geo.inside
+        self.has_inner = [any(c in inside for c in network.consumers(lay.name))
+                          for lay in self.layers]
+        self.srcs = [tuple((src, src in inside) for src in dict.fromkeys(lay.inputs))
+                     for lay in self.layers]
+        self.has_weights = [lay.has_weights for lay in self.layers]
+        self.stateful = [lay.stateful for lay in self.layers]
+        # Weight choices a refit tries for streamed weights: one chunk, else the most.
+        self.options = [(STREAMED, WeightChoice(chunks=_max_chunks(problem, lay.k)))
+                        if lay.has_weights else (STREAMED,) for lay in self.layers]
+        self.extra: dict[SegmentContext, int] = {}
+        self.terms: dict[tuple[object, ...], Term] = {}
+        self.groups: dict[tuple[int, _Rest], dict[tuple[int, bool, int], _Group]] = {}
+
+    def rest(self, pos: int, seg: Segment, ctx: SegmentContext) -> _Rest:
+        """Mirrors :func:`segment_terms`: state, in-segment placement of the
+        output, whether the output is kept whole / written, the DRAM reads."""
+        name = self.layers[pos].name
+        acts = seg.activations
+        state = seg.states.get(name, StateMode.SPILLED) if self.stateful[pos] else \
+            StateMode.SPILLED
+        act = acts.get(name, Placement.DRAM) if self.has_inner[pos] else None
+        reads = []
+        for src, inner in self.srcs[pos]:
+            if (acts if inner else seg.inputs).get(src, Placement.DRAM) is not Placement.ON_CHIP:
+                reads.append((src, seg.halos.get(src, Halo.REREAD)))
+        return state, act, name in ctx.whole, name in ctx.written, tuple(reads)
+
+
 class _Scorer:
-    """Per-segment traffic and peak, cached: the greedy re-scores often."""
+    """Per-segment traffic and peak, and the sub-tile refit, all cached.
+
+    The greedy re-scores and refits the same segments many times, so a
+    segment's cost is assembled from per-layer :class:`_Group` sums (a
+    layer's terms depend only on its own decisions, see :func:`layer_terms`),
+    and results are memoised per segment object (kept alive here so that
+    ``id`` stays unique) and context. Every number is an exact integer sum of
+    the same terms :func:`evaluate` adds up, so nothing differs from it.
+    """
 
     def __init__(self, problem: Problem):
         self.problem = problem
+        self.network = problem.network
         self.cap = problem.hardware.gb_capacity_bits
-        self._cache: dict[tuple[str, SegmentContext], tuple[int, int, int]] = {}
+        self._frames: dict[tuple[object, ...], _FrameInfo] = {}
+        self._scores: dict[int, tuple[Segment, dict[SegmentContext, _Score]]] = {}
+        self._fits: dict[int, tuple[Segment, dict[SegmentContext, tuple[Segment, _Score]]]] = {}
+        self._switches: dict[tuple[object, ...], list[tuple[int, dict[str, object]]]] = {}
 
-    def segment(self, seg: Segment, ctx: SegmentContext) -> tuple[int, int, int]:
-        """``(traffic_bits, peak_bits, peak_position)`` of ``seg`` in ``ctx``."""
-        key = (repr(seg), ctx)
-        hit = self._cache.get(key)
+    # --- building blocks ---------------------------------------------------------------------
+    def _frame(self, seg: Segment) -> _FrameInfo:
+        # Enum members are singletons, so their ids key them as their values do, but
+        # hash faster.
+        key = (seg.layers, seg.time_batch, seg.tiles, id(seg.axis), id(seg.order))
+        fi = self._frames.get(key)
+        if fi is None:
+            fi = self._frames[key] = _FrameInfo(self.problem, seg)
+        return fi
+
+    def _extra(self, fi: _FrameInfo, ctx: SegmentContext) -> int:
+        """Persistent bits of tensors kept whole but neither produced nor read here."""
+        extra = fi.extra.get(ctx)
+        if extra is None:
+            extra = fi.extra[ctx] = sum(self.network.tensor_size_bits(name)
+                                        for name in ctx.whole - fi.geo.inside)
+        return extra
+
+    def _group(self, fi: _FrameInfo, pos: int, rest: _Rest,
+               table: dict[tuple[int, bool, int], _Group], m: int, weight: WeightChoice) -> _Group:
+        """The group of layer ``pos`` with ``rest``, ``m`` sub-tiles and ``weight``;
+        ``table`` holds the groups of that layer and rest."""
+        key = (m, weight.resident, weight.chunks)
+        g = table.get(key)
+        if g is None:
+            geo = fi.geo
+            terms = layer_terms(self.network, geo, fi.layers[pos], m, weight, *rest,
+                                memo=fi.terms)
+            local = np.zeros((geo.n, len(fi.layers)), dtype=np.int64)
+            traffic = persistent = 0
+            for t in terms:
+                traffic += t.read_bits + t.write_bits
+                persistent += t.persistent_bits
+                if t.local is not None:
+                    local += t.local
+            col = local[:, pos].copy()
+            g = table[key] = _Group(traffic, persistent, local, tuple(col.tolist()), col)
+        return g
+
+    def _groups(self, fi: _FrameInfo, seg: Segment, ctx: SegmentContext, sub_tiles: bool
+                ) -> tuple[list[_Rest], list[dict[tuple[int, bool, int], _Group]], list[_Group]]:
+        """Per layer of ``seg``: its rest, its group table and its group (one sub-tile
+        each unless ``sub_tiles``)."""
+        rests, tables, groups = [], [], []
+        weights, subs, all_tables = seg.weights, seg.sub_tiles, fi.groups
+        for pos, lay in enumerate(fi.layers):
+            rest = fi.rest(pos, seg, ctx)
+            table = all_tables.get((pos, rest))
+            if table is None:
+                table = all_tables[(pos, rest)] = {}
+            # Layers without weights ignore the choice: one key for all of them.
+            wc = weights.get(lay.name, STREAMED) if fi.has_weights[pos] else STREAMED
+            m = subs.get(lay.name, 1) if sub_tiles else 1
+            g = table.get((m, wc.resident, wc.chunks))
+            rests.append(rest)
+            tables.append(table)
+            groups.append(g if g is not None else self._group(fi, pos, rest, table, m, wc))
+        return rests, tables, groups
+
+    @staticmethod
+    def _peak(traffic: int, persistent: int, local: np.ndarray) -> _Score:
+        # As peak_of: the first (tile, position) of the largest local sum.
+        flat = int(local.argmax())
+        return traffic, persistent + int(local.flat[flat]), flat % local.shape[1]
+
+    def _remember(self, seg: Segment, ctx: SegmentContext, score: _Score) -> None:
+        entry = self._scores.get(id(seg))
+        if entry is None or entry[0] is not seg:
+            entry = self._scores[id(seg)] = (seg, {})
+        entry[1][ctx] = score
+
+    # --- public ------------------------------------------------------------------------------
+    def switches(self, segs: list[Segment]) -> list[tuple[int, dict[str, object]]]:
+        """:func:`_switches` of ``segs``, shared (read-only) between equal segmentations.
+
+        The list depends only on the layers of each segment and on whether its
+        halos can matter (more than one tile or sub-tile).
+        """
+        key = tuple((s.layers, s.tiles == 1 and all(s.sub_tile(n) == 1 for n in s.layers))
+                    for s in segs)
+        hit = self._switches.get(key)
         if hit is None:
-            geo = SegmentGeometry(self.problem.network, seg)
-            terms = segment_terms(self.problem.network, seg, ctx, geo)
-            peak, _, _, pos = peak_of(terms, geo)
-            hit = (sum(t.read_bits + t.write_bits for t in terms), peak, pos)
-            self._cache[key] = hit
+            hit = self._switches[key] = _switches(self.problem, segs)
         return hit
 
-    def mapping(self, segs: Sequence[Segment]) -> tuple[int, bool, list[int]]:
-        """Total traffic, whether every segment fits, and each segment's peak."""
-        ctxs = mapping_contexts(self.problem.network, Mapping(tuple(segs)))
-        total, peaks = 0, []
-        for seg, ctx in zip(segs, ctxs, strict=True):
-            t, p, _ = self.segment(seg, ctx)
-            total += t
-            peaks.append(p)
-        return total, all(p <= self.cap for p in peaks), peaks
+    def segment(self, seg: Segment, ctx: SegmentContext) -> _Score:
+        """``(traffic_bits, peak_bits, peak_position)`` of ``seg`` in ``ctx``."""
+        entry = self._scores.get(id(seg))
+        if entry is not None and entry[0] is seg:
+            hit = entry[1].get(ctx)
+            if hit is not None:
+                return hit
+        fi = self._frame(seg)
+        groups = self._groups(fi, seg, ctx, sub_tiles=True)[2]
+        local = _total(groups)
+        score = self._peak(sum(g.traffic for g in groups),
+                           self._extra(fi, ctx) + sum(g.persistent for g in groups), local)
+        self._remember(seg, ctx, score)
+        return score
+
+    def fit(self, seg: Segment, ctx: SegmentContext) -> tuple[Segment, _Score]:
+        """Refit ``seg`` in ``ctx`` and score the result.
+
+        Per layer in order: streamed weights in one chunk if that fits (else
+        the most chunks) and the fewest sub-tiles that fit, where "fits" is
+        the whole segment's persistent bits plus the most local bits at that
+        layer's position. Other decisions are kept. A result equal to ``seg``
+        is ``seg`` itself, so refitting it again is a cache hit.
+        """
+        entry = self._fits.get(id(seg))
+        if entry is not None and entry[0] is seg:
+            hit = entry[1].get(ctx)
+            if hit is not None:
+                return hit
+        else:
+            entry = self._fits[id(seg)] = (seg, {})
+        fi = self._frame(seg)
+        cap = self.cap
+        # The same dicts, in the same key order, as successive Segment.replace calls give.
+        sub_tiles = {**seg.sub_tiles, **dict.fromkeys(seg.layers, 1)}
+        weights = dict(seg.weights)
+        rests, tables, groups = self._groups(fi, seg, ctx, sub_tiles=False)
+        local = _total(groups)
+        persistent = self._extra(fi, ctx) + sum(g.persistent for g in groups)
+        traffic = sum(g.traffic for g in groups)
+        for pos, lay in enumerate(fi.layers):
+            old = groups[pos]
+            # Only this layer's group changes: the rest is a constant offset.
+            base_persistent = persistent - old.persistent
+            base_col = (local[:, pos] - old.col_array).tolist()
+            if base_persistent + max(base_col) > cap:
+                # Bits are never negative, so no candidate of this layer can fit.
+                continue
+            name = lay.name
+            options = fi.options[pos]
+            if fi.has_weights[pos]:
+                current = weights.get(name, STREAMED)
+                if current.resident:
+                    options = (current,)
+            rest, table = rests[pos], tables[pos]
+            best = None
+            for wc in options:
+                for m in range(1, fi.limits[name] + 1):
+                    g = table.get((m, wc.resident, wc.chunks)) or \
+                        self._group(fi, pos, rest, table, m, wc)
+                    if base_persistent + g.persistent + max(map(add, base_col, g.col)) <= cap:
+                        best = (m, wc, g)
+                        break
+                if best is not None:
+                    break
+            if best is None:
+                continue
+            m, wc, g = best
+            sub_tiles[name] = m
+            if fi.has_weights[pos]:
+                weights[name] = wc
+            if g is not old:
+                persistent += g.persistent - old.persistent
+                traffic += g.traffic - old.traffic
+                local += g.local
+                local -= old.local
+                groups[pos] = g
+        score = self._peak(traffic, persistent, local)
+        changed = sub_tiles != seg.sub_tiles or weights != seg.weights
+        out = seg.replace(sub_tiles=sub_tiles, weights=weights) if changed else seg
+        entry[1][ctx] = (out, score)
+        self._remember(out, ctx, score)
+        return out, score
+
+
+def _total(groups: Sequence[_Group]) -> np.ndarray:
+    """Sum of the groups' local arrays (a fresh array)."""
+    if len(groups) > 16:  # one stacked sum beats many small additions
+        return np.stack([g.local for g in groups]).sum(axis=0)
+    total = groups[0].local.copy()
+    for g in groups[1:]:
+        total += g.local
+    return total
 
 
 def _max_chunks(problem: Problem, k: int) -> int:
-    ku = problem.hardware.array.factor("K")
+    return _most_chunks(k, problem.hardware.array.factor("K"))
+
+
+@lru_cache(maxsize=1024)
+def _most_chunks(k: int, ku: int) -> int:
+    """Most chunks along ``K`` that leave at least the array's K unrolling ``ku`` each."""
     return max(c for c in range(1, k + 1) if k % c == 0 and k // c >= ku) if k >= ku else 1
-
-
-def _fit_layers(problem: Problem, seg: Segment, ctx: SegmentContext) -> Segment:
-    """Per layer, streamed weights in one chunk if that fits (else the most
-    chunks) and the fewest sub-tiles that fit; other decisions are kept."""
-    net, cap = problem.network, problem.hardware.gb_capacity_bits
-    limits = sub_tile_limits(net, seg)
-    seg = seg.replace(sub_tiles=dict.fromkeys(seg.layers, 1))
-    for pos, name in enumerate(seg.layers):
-        layer = net.layer(name)
-        candidates: list[dict[str, object]] = []
-        weight_opts = [seg.weight(name)]
-        if layer.has_weights and not seg.weight(name).resident:
-            weight_opts = [WeightChoice(), WeightChoice(chunks=_max_chunks(problem, layer.k))]
-        for wc in weight_opts:
-            for m in range(1, limits[name] + 1):
-                cand: dict[str, object] = {"sub_tiles": {name: m}}
-                if layer.has_weights:
-                    cand["weights"] = {name: wc}
-                candidates.append(cand)
-        best = None
-        for cand in candidates:
-            trial = seg.replace(**cand)
-            geo = SegmentGeometry(net, trial)
-            terms = segment_terms(net, trial, ctx, geo)
-            persistent = sum(t.persistent_bits for t in terms)
-            local = np.zeros(geo.n, dtype=np.int64)
-            for t in terms:
-                if t.local is not None:
-                    local += t.local[:, pos]
-            if persistent + int(local.max()) <= cap:
-                best = trial
-                break
-        if best is not None:
-            seg = best
-    return seg
-
-
-def _segment_fits(scorer: _Scorer, seg: Segment, ctx: SegmentContext) -> bool:
-    return scorer.segment(seg, ctx)[1] <= scorer.cap
-
-
-def _initial_segment(problem: Problem, scorer: _Scorer, frame: Frame, ctx: SegmentContext,
-                     tiles: int) -> Segment:
-    seg = Segment(layers=frame.layers, time_batch=frame.time_batch, tiles=tiles, axis=Axis.OY,
-                  order=Order.TIME_OUTER)
-    return _fit_layers(problem, seg, ctx)
 
 
 def _switches(problem: Problem, segs: list[Segment]) -> list[tuple[int, dict[str, object]]]:
@@ -266,33 +501,44 @@ def greedy_mapping(problem: Problem, frames: Sequence[Frame], name: str = "") ->
     for frame in frames:
         ctx = _lone_context(net, frame.layers)
         max_n = min(net.layer(n).extent(Axis.OY) for n in frame.layers)
+        initial: dict[int, Segment] = {}
+
+        def initial_segment(tiles: int, frame: Frame = frame, ctx: SegmentContext = ctx,
+                            initial: dict[int, Segment] = initial) -> Segment:
+            # The greedy asks for some tile counts twice; the answer is the same.
+            if tiles not in initial:
+                seg = Segment(layers=frame.layers, time_batch=frame.time_batch, tiles=tiles,
+                              axis=Axis.OY, order=Order.TIME_OUTER)
+                initial[tiles] = scorer.fit(seg, ctx)[0]
+            return initial[tiles]
+
         if frame.tiles is not None:
             if frame.tiles > max_n:
                 raise StemsInputError(Issue(
                     f"{frame.tiles} tiles exceed the smallest OY extent ({max_n}) of the fused "
                     f"block {frame.layers[0]}..{frame.layers[-1]}", field="tiles"))
-            segs.append(_initial_segment(problem, scorer, frame, ctx, frame.tiles))
+            segs.append(initial_segment(frame.tiles))
             continue
         chosen = None
         if frame.fused:
             best_traffic = None
             for n in range(1, max_n + 1):
-                seg = _initial_segment(problem, scorer, frame, ctx, n)
+                seg = initial_segment(n)
                 seg = _greedy_pass(problem, scorer, [seg], only_local=True, ctx=ctx)[0]
                 traffic, peak, _ = scorer.segment(seg, ctx)
                 if peak <= scorer.cap and (best_traffic is None or traffic < best_traffic):
                     chosen, best_traffic = seg, traffic
             if chosen is not None:
-                chosen = _initial_segment(problem, scorer, frame, ctx, chosen.tiles)
+                chosen = initial_segment(chosen.tiles)
         else:
             for n in range(1, max_n + 1):
-                seg = _initial_segment(problem, scorer, frame, ctx, n)
-                if _segment_fits(scorer, seg, ctx):
+                seg = initial_segment(n)
+                if scorer.segment(seg, ctx)[1] <= scorer.cap:
                     chosen = seg
                     break
         if chosen is None:  # nothing fits: keep the lowest-peak variant
-            trials = [_initial_segment(problem, scorer, frame, ctx, n) for n in range(1, max_n + 1)]
-            chosen = min(trials, key=lambda s: scorer.segment(s, ctx)[1])
+            trials = [initial_segment(n) for n in range(1, max_n + 1)]
+            chosen = min(trials, key=lambda s, ctx=ctx: scorer.segment(s, ctx)[1])
         segs.append(chosen)
     segs = _greedy_pass(problem, scorer, segs, only_local=False)
     return Mapping(tuple(segs), name).canonical(net)
@@ -307,25 +553,24 @@ def _lone_context(net: Network, layers: Sequence[str]) -> SegmentContext:
 
 def _greedy_pass(problem: Problem, scorer: _Scorer, segs: list[Segment], only_local: bool,
                  ctx: SegmentContext | None = None) -> list[Segment]:
+    """One pass over the switches; ``only_local`` scores ``segs[0]`` alone in ``ctx``.
+
+    A candidate is the current mapping with one switch applied and the
+    touched segments refitted (every segment for an ``inputs`` switch). Only
+    placement switches change segment contexts, so only they recompute them,
+    and a segment whose object and context are unchanged keeps its score.
+    """
     net = problem.network
     T = net.timesteps
     segs = list(segs)
-
-    def score(cands: list[Segment]) -> tuple[int, bool]:
-        if only_local:
-            assert ctx is not None
-            traffic, peak, _ = scorer.segment(cands[0], ctx)
-            return traffic, peak <= scorer.cap
-        total, fits, _ = scorer.mapping(cands)
-        return total, fits
-
-    def refit(cands: list[Segment], touched: set[int]) -> list[Segment]:
-        ctxs = [ctx] if only_local else mapping_contexts(net, Mapping(tuple(cands)))
-        return [_fit_layers(problem, s, c) if i in touched else s
-                for i, (s, c) in enumerate(zip(cands, ctxs, strict=True))]
-
-    traffic, _ = score(segs)
-    for idx, change in _switches(problem, segs):
+    if only_local:
+        assert ctx is not None
+        ctxs = [ctx]
+    else:
+        ctxs = mapping_contexts(net, Mapping(tuple(segs)))
+    scores = [scorer.segment(s, c) for s, c in zip(segs, ctxs, strict=True)]
+    traffic = sum(s[0] for s in scores)
+    for idx, change in scorer.switches(segs):
         if only_local and "inputs" in change:
             continue
         options = [change]
@@ -338,11 +583,21 @@ def _greedy_pass(problem: Problem, scorer: _Scorer, segs: list[Segment], only_lo
         for opt in options:
             cands = list(segs)
             cands[idx] = cands[idx].replace(**opt)
-            touched = set(range(len(cands))) if "inputs" in opt else {idx}
-            cands = refit(cands, touched)
-            new_traffic, fits = score(cands)
-            if fits and new_traffic < traffic:
-                segs, traffic = cands, new_traffic
+            new_ctxs = ctxs
+            if not only_local and ("activations" in opt or "inputs" in opt):
+                new_ctxs = mapping_contexts(net, Mapping(tuple(cands)))
+            touched = range(len(cands)) if "inputs" in opt else (idx,)
+            new_scores = list(scores)
+            for i in touched:
+                cands[i], new_scores[i] = scorer.fit(cands[i], new_ctxs[i])
+            if new_ctxs is not ctxs and "inputs" not in opt:
+                # Segments not refitted keep their decisions but may meet the rest anew.
+                for i, (c_new, c_old) in enumerate(zip(new_ctxs, ctxs, strict=True)):
+                    if i != idx and c_new != c_old:
+                        new_scores[i] = scorer.segment(cands[i], c_new)
+            new_traffic = sum(s[0] for s in new_scores)
+            if new_traffic < traffic and all(s[1] <= scorer.cap for s in new_scores):
+                segs, ctxs, scores, traffic = cands, new_ctxs, new_scores, new_traffic
                 break
     return segs
 
