@@ -123,6 +123,7 @@ class Column:
     frame_bounds: dict[FrameKey, float] = field(default_factory=dict)
     frame_slack: dict[FrameKey, int] = field(default_factory=dict)
     segment: Segment | None = None  # found directly, without a frame model
+    rank: int = 0  # build order, for deterministic ties in the master
 
     @property
     def price(self) -> float:
@@ -140,7 +141,7 @@ class ColumnSolver:
         self._transitions: dict[tuple, list[tuple]] = {}
         self._table: list[dict] | None = None  # the master path's labels, reused
         self._touched: set[int] = set()  # starts of columns repriced since
-        self._rank: dict[int, int] = {}
+        self._prices: dict[int, float | None] = {}  # master prices, dropped on touch
         self.problem = problem
         self.net = problem.network
         self.ctx: _Context = make_context(problem)
@@ -180,6 +181,8 @@ class ColumnSolver:
                 self.columns.append(Column(first, last, sig,
                                            base + self._extra(first, last, sig)))
         self.stats["columns"] = len(self.columns)
+        for i, c in enumerate(self.columns):
+            c.rank = i
 
     # --- signatures and bounds ------------------------------------------------
     def crossing_in(self, first: int) -> list[str]:
@@ -592,13 +595,7 @@ class ColumnSolver:
     def touch(self, col: Column) -> None:
         """Note that ``col``'s price may change before the next master solve."""
         self._touched.add(col.first)
-
-    def _before(self, col: Column, other: Column | None) -> bool:
-        """Tie-break between equal labels: the earlier column in build order, so
-        the answer does not depend on which boundaries were relabelled."""
-        if not self._rank:
-            self._rank = {id(c): i for i, c in enumerate(self.columns)}
-        return other is not None and self._rank[id(col)] < self._rank[id(other)]
+        self._prices.pop(id(col), None)
 
     def master_path(self, exact_only: bool = False
                     ) -> tuple[list[Column], float, float, bool] | None:
@@ -615,10 +612,17 @@ class ColumnSolver:
             self._groups = {}
             for c in self.columns:
                 self._groups.setdefault((c.first, tuple(sorted(c.sig.whole_in))), []).append(c)
+        cache = self._prices
+
         def price_of(col: Column) -> float | None:
             if exact_only:
                 return col.upper
-            return None if col.exact and col.value is None else float(round(col.price))
+            key = id(col)
+            if key in cache:
+                return cache[key]
+            price = None if col.exact and col.value is None else float(round(col.price))
+            cache[key] = price
+            return price
 
         # Boundaries up to the first start of a column touched since the last solve
         # keep their labels (only columns starting there or later changed price).
@@ -653,8 +657,9 @@ class ColumnSolver:
                     after = best[col.last + 1]
                     for key in nexts:
                         old = after.get(key)
+                        # Ties go to the column built first, whichever boundary was relabelled.
                         if old is None or total < old[0] or (total == old[0]
-                                                             and self._before(col, old[1])):
+                                                             and col.rank < old[1].rank):
                             after[key] = (total, col, state)
         if () not in best[L]:
             return None
