@@ -183,16 +183,6 @@ def _gapped(layer, axis: Axis) -> bool:
     return f < st
 
 
-@lru_cache(maxsize=4096)
-def _union_rows(layer, axis: Axis) -> int:
-    """Input rows in the union of the layer's one-row windows."""
-    rows: set[int] = set()
-    for r in range(layer.extent(axis)):
-        a, b = layer.window(axis, r, r + 1)
-        rows.update(range(a, b))
-    return len(rows)
-
-
 @lru_cache(maxsize=65536)
 def _frame_geometry(network: Network, first: int, last: int, axis: Axis, n: int) -> tuple:
     """Per layer of a frame with ``n`` tiles: its rows per tile, its non-empty
@@ -208,7 +198,9 @@ def _frame_geometry(network: Network, first: int, last: int, axis: Axis, n: int)
         if _gapped(lay, axis):
             # Windows with gaps (a kernel narrower than its stride): finer sub-tiles
             # read fewer rows, down to the union of the one-row windows.
-            windows = _union_rows(lay, axis)
+            src = lay.inputs[0]
+            windows = read_bits(network, src, lay.name, axis) // (
+                network.tensor_row_bits(src, axis) * network.timesteps)
         else:
             windows = int(np.where(rows > 0, _window_hi(lay, axis, b[1:])
                                    - _window_lo(lay, axis, b[:-1]), 0).sum())
@@ -392,14 +384,3 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
 def _max_chunks(k: int, k_unroll: int) -> int:
     """Most K chunks a streamed weight may take (each at least the array's K unrolling)."""
     return max((c for c in range(1, k + 1) if k % c == 0 and k // c >= k_unroll), default=1)
-
-
-def frame_excess_bound(network: Network, spec: tuple, budget: int,
-                       written: Collection[str], whole: Collection[str],
-                       maybe_whole: Collection[str] = (), k_unroll: int = 1
-                       ) -> tuple[float, int]:
-    """:func:`interval_excess_bounds` of one frame ``(first, last, Tb, axis, n, order)``."""
-    first, last, tb, axis, n, order = spec
-    bound, slack = interval_excess_bounds(network, first, last, tb, axis, order, [n], budget,
-                                          written, whole, maybe_whole, k_unroll=k_unroll)
-    return float(bound[0]), int(slack[0])
