@@ -340,7 +340,7 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
                 continue
             sub = -(-r // int(rows[rows > 0].min()))
             if lay.has_weights:
-                own["W"][i] = lay.weight_size_bits // _max_chunks(lay.k, k_unroll)
+                own["W"][i] = lay.weight_size_bits // max_chunks(lay.k, k_unroll)
             if lay.stateful:
                 own["V"][i] = sub * lay.state_row_bits(axis)
             if lay.name not in whole and (inner or lay.name in written):
@@ -381,6 +381,6 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
 
 
 @lru_cache(maxsize=4096)
-def _max_chunks(k: int, k_unroll: int) -> int:
+def max_chunks(k: int, k_unroll: int) -> int:
     """Most K chunks a streamed weight may take (each at least the array's K unrolling)."""
     return max((c for c in range(1, k + 1) if k % c == 0 and k // c >= k_unroll), default=1)

@@ -49,7 +49,12 @@ from stems_opt.cost_model import (
     segment_terms,
 )
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
-from stems_opt.formulation.bounds import frame_gb_operand_bits, interval_excess_bounds, read_bits
+from stems_opt.formulation.bounds import (
+    frame_gb_operand_bits,
+    interval_excess_bounds,
+    max_chunks,
+    read_bits,
+)
 from stems_opt.formulation.data import (
     CHIP,
     Frame,
@@ -297,8 +302,8 @@ class ColumnSolver:
         col.bound = max(col.bound, best + extra)
         return col.bound > old
 
-    def _direct(self, col: Column, spec: FrameKey, fine: bool = True,
-                chunked: bool = False) -> tuple[Segment, float] | None:
+    def _direct(self, col: Column, spec: FrameKey, fine: bool = True, chunked: bool = False,
+                geo: SegmentGeometry | None = None) -> tuple[Segment, float] | None:
         """The frame with every decision at its cheapest choice, and its cost, when it
         fits the buffer: its value is then usually the frame's bound.
 
@@ -314,7 +319,8 @@ class ColumnSolver:
         whole_in = {X for X, w in col.sig.whole_in if w}
         T = net.timesteps
         S = T // tb
-        geo = SegmentGeometry(net, Segment(names, tb, n, axis, order))
+        if geo is None:
+            geo = SegmentGeometry(net, Segment(names, tb, n, axis, order))
         subs, weights, states, acts, ins, halos = {}, {}, {}, {}, {}, {}
         k_unroll = self.ctx.k_unroll
         for lay in net.layers[first:last + 1]:
@@ -328,8 +334,7 @@ class ColumnSolver:
                 elif not chunked:
                     weights[name] = WeightChoice()
                 else:
-                    chunks = max((k for k in range(1, lay.k + 1)
-                                  if lay.k % k == 0 and lay.k // k >= k_unroll), default=1)
+                    chunks = max_chunks(lay.k, k_unroll)
                     weights[name] = WeightChoice(chunks=chunks)
                     if chunks > 1:
                         m = 1  # chunked weights are re-read per sub-tile
@@ -486,9 +491,12 @@ class ColumnSolver:
                 continue
             if col.frame_slack[spec] >= 0:
                 direct = None
+                first, last, tb, axis, n, order = spec
+                geo = SegmentGeometry(self.net, Segment(
+                    tuple(lay.name for lay in self.net.layers[first:last + 1]), tb, n, axis, order))
                 for fine, chunked in dict.fromkeys([(not self.energy, False), (True, False),
                                                     (True, True)]):
-                    direct = self._direct(col, spec, fine, chunked)
+                    direct = self._direct(col, spec, fine, chunked, geo)
                     if direct is not None:
                         break
                 if direct is not None and direct[1] < best:
