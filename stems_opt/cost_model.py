@@ -26,6 +26,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from stems_opt.cost.loops import GB, NestHardware, layer_nest_energy
 from stems_opt.hardware import Hardware
 from stems_opt.mapping import (
     Halo,
@@ -569,25 +570,61 @@ class EnergyRates:
 
 
 def layer_gb_access_bits(geo: SegmentGeometry, layer: Layer, m: int) -> tuple[int, int]:
-    """Operand reads and writes of ``layer`` at the GB (placeholder loop nest).
+    """Operand reads and writes at the GB of a layer without weights (pool, add).
 
-    Until per-layer loop nests are optimised, each operand goes between the
-    GB and the array once per use: the weights once per sub-tile per
-    timestep, every input row of every (sub-)window once per timestep, each
-    output once, the state read and written once per timestep. Partial sums
-    stay in the output registers (the reduction loops run innermost).
+    Each operand goes between the GB and the array once per use: every input
+    row of every (sub-)window once per timestep, each output once. Conv and
+    linear layers use their loop nests instead (:func:`layer_operand_energy_fj`).
     """
     if layer.kind is LayerKind.FLATTEN:
         return 0, 0
     T = geo.T
-    reads = layer.weight_size_bits * T * geo.active_tiles(layer.name) * m
+    reads = 0
     rows, _, _ = geo.window_reads(layer.name, m, keep=False)  # the same windows for each input
     for src in dict.fromkeys(layer.inputs):
         reads += rows * geo.network.tensor_row_bits(src, geo.seg.axis) * T
-    writes = layer.output_size_bits(T)
-    reads += layer.state_size_bits * T
-    writes += layer.state_size_bits * T
-    return reads, writes
+    return reads, layer.output_size_bits(T)
+
+
+_NEST_HW: dict[int, tuple[Hardware, NestHardware]] = {}
+
+
+def nest_hardware(hw: Hardware) -> NestHardware:
+    """The loop nests' view of ``hw`` (memoised per hardware object)."""
+    hit = _NEST_HW.get(id(hw))
+    if hit is None or hit[0] is not hw:
+        hit = (hw, NestHardware.of(hw))
+        _NEST_HW[id(hw)] = hit
+    return hit[1]
+
+
+def layer_operand_energy_fj(geo: SegmentGeometry, layer: Layer, m: int, hw: Hardware,
+                            chunks: int = 1) -> dict[tuple[str, str], int]:
+    """Energy (integer fJ) of ``layer``'s operand accesses below DRAM, per
+    ``(level, operand)``: GB reads and writes and the inner levels.
+
+    Conv and linear layers run every step (sub-tile x time batch) with its
+    optimal loop nest (:mod:`stems_opt.cost.loops`), ``chunks`` being the
+    weight chunks of a streamed layer; other layers access each operand once
+    per use (:func:`layer_gb_access_bits`).
+    """
+    nh = nest_hardware(hw)
+    if layer.has_weights:
+        return dict(layer_nest_energy(layer, geo.seg.axis, geo.bounds[layer.name], m, geo.tb,
+                                      geo.S, nh, chunks))
+    r, w = layer_gb_access_bits(geo, layer, m)
+    out = {}
+    if r:
+        out[(GB, "I")] = r * nh.gb_read_fj_per_bit
+    if w:
+        out[(GB, "O")] = w * nh.gb_write_fj_per_bit
+    return out
+
+
+def weight_chunks(seg: Segment, layer: Layer) -> int:
+    """Weight chunks a step of ``layer`` walks (1 for resident weights)."""
+    wc = seg.weight(layer.name)
+    return 1 if wc.resident or not layer.has_weights else wc.chunks
 
 
 def layer_compute_cycles(geo: SegmentGeometry, layer: Layer, hw: Hardware) -> int:
@@ -652,6 +689,7 @@ class Cost:
     latency_cycles: int
     capacity_bits: int
     memory_energy_fj: int
+    energy_by_level_pj: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def traffic_bits(self) -> int:
@@ -711,7 +749,7 @@ def evaluate(problem: Problem, mapping: Mapping) -> Cost:
     seg_costs = []
     by_layer: dict[str, int] = {lay.name: 0 for lay in net.layers}
     all_terms: list[Term] = []
-    gb_fj_total = 0
+    operand_fj: dict[tuple[str, str], int] = {}
     for i, (seg, ctx) in enumerate(zip(mapping.segments, contexts, strict=True)):
         geo = SegmentGeometry(net, seg)
         terms = segment_terms(net, seg, ctx, geo)
@@ -721,15 +759,17 @@ def evaluate(problem: Problem, mapping: Mapping) -> Cost:
             if t.layer:
                 by_layer[t.layer] += t.read_bits + t.write_bits
         reads, writes = sum(traffic.read_bits.values()), sum(traffic.write_bits.values())
-        gb_r = gb_w = 0
+        seg_fj: dict[tuple[str, str], int] = {}
         compute_cycles = 0
         for lay in geo.layers:
-            r, w = layer_gb_access_bits(geo, lay, seg.sub_tile(lay.name))
-            gb_r += r
-            gb_w += w
+            got = layer_operand_energy_fj(geo, lay, seg.sub_tile(lay.name), hw,
+                                          weight_chunks(seg, lay))
+            for key, fj in got.items():
+                seg_fj[key] = seg_fj.get(key, 0) + fj
+                operand_fj[key] = operand_fj.get(key, 0) + fj
             compute_cycles += layer_compute_cycles(geo, lay, hw)
-        gb_fj = gb_r * rates.gb_read_fj_per_bit + gb_w * rates.gb_write_fj_per_bit
-        gb_fj_total += gb_fj
+        gb_fj = sum(fj for (level, _), fj in seg_fj.items() if level == GB)
+        inner_fj = sum(seg_fj.values()) - gb_fj
         dram_fj = reads * (rates.read_fj_per_bit - rates.gb_write_fj_per_bit) + \
             writes * (rates.write_fj_per_bit - rates.gb_read_fj_per_bit)
         fill_fj = reads * rates.gb_write_fj_per_bit + writes * rates.gb_read_fj_per_bit
@@ -737,12 +777,14 @@ def evaluate(problem: Problem, mapping: Mapping) -> Cost:
         seg_costs.append(SegmentCost(
             index=i, layers=seg.layers, traffic=traffic, peak_gb_bits=peak,
             persistent_gb_bits=persistent, peak_tile=tile, peak_layer=seg.layers[pos],
-            energy_pj={"dram": dram_fj / 1000, "global_buffer": (gb_fj + fill_fj) / 1000},
+            energy_pj={"dram": dram_fj / 1000, "global_buffer": (gb_fj + fill_fj) / 1000,
+                       "inner_levels": inner_fj / 1000},
             latency_cycles=max(compute_cycles, dram_cycles), terms=tuple(terms)))
         all_terms.extend(terms)
     traffic = _breakdown(all_terms)
     reads, writes = sum(traffic.read_bits.values()), sum(traffic.write_bits.values())
-    memory_fj = reads * rates.read_fj_per_bit + writes * rates.write_fj_per_bit + gb_fj_total
+    memory_fj = reads * rates.read_fj_per_bit + writes * rates.write_fj_per_bit + \
+        sum(operand_fj.values())
     compute_fj = 0.0
     neuron_fj = 0
     T = net.timesteps
@@ -753,14 +795,44 @@ def evaluate(problem: Problem, mapping: Mapping) -> Cost:
     energy = {
         "dram": sum(s.energy_pj["dram"] for s in seg_costs),
         "global_buffer": sum(s.energy_pj["global_buffer"] for s in seg_costs),
-        "inner_levels": 0.0,
+        "inner_levels": sum(s.energy_pj["inner_levels"] for s in seg_costs),
         "compute": compute_fj / 1000,
         "neuron_updates": neuron_fj / 1000,
     }
     energy["total"] = (memory_fj + compute_fj + neuron_fj) / 1000
+    levels = energy_by_level(traffic, operand_fj, rates)
+    levels["compute"] = {"": compute_fj / 1000}
+    levels["neuron_updates"] = {"": neuron_fj / 1000}
     return Cost(traffic=traffic, traffic_by_layer=by_layer, segments=tuple(seg_costs),
                 energy_pj=energy, latency_cycles=sum(s.latency_cycles for s in seg_costs),
-                capacity_bits=hw.gb_capacity_bits, memory_energy_fj=memory_fj)
+                capacity_bits=hw.gb_capacity_bits, memory_energy_fj=memory_fj,
+                energy_by_level_pj=levels)
+
+
+# DRAM reads by tensor class feed these operands; DRAM writes come from them.
+_READ_OPERAND = {"weights": "W", "state": "V", "activations": "I"}
+_WRITE_OPERAND = {"weights": "W", "state": "V", "activations": "O"}
+
+
+def energy_by_level(traffic: TrafficBreakdown, operand_fj: dict[tuple[str, str], int],
+                    rates: EnergyRates) -> dict[str, dict[str, float]]:
+    """Memory energy (pJ) per level and operand: DRAM, the GB (its fills and
+    drains for DRAM plus the operand accesses of the loop nests), each inner
+    level. Registers cost nothing and are not listed."""
+    dram_r = rates.read_fj_per_bit - rates.gb_write_fj_per_bit
+    dram_w = rates.write_fj_per_bit - rates.gb_read_fj_per_bit
+    fj: dict[str, dict[str, int]] = {"dram": {}, GB: {}}
+    for cls in TENSOR_CLASSES:
+        for bits, op, dram_rate, gb_rate in (
+                (traffic.read_bits[cls], _READ_OPERAND[cls], dram_r, rates.gb_write_fj_per_bit),
+                (traffic.write_bits[cls], _WRITE_OPERAND[cls], dram_w, rates.gb_read_fj_per_bit)):
+            if bits:
+                fj["dram"][op] = fj["dram"].get(op, 0) + bits * dram_rate
+                fj[GB][op] = fj[GB].get(op, 0) + bits * gb_rate
+    for (level, op), v in sorted(operand_fj.items()):
+        fj.setdefault(level, {})
+        fj[level][op] = fj[level].get(op, 0) + v
+    return {level: {op: v / 1000 for op, v in sorted(ops.items())} for level, ops in fj.items()}
 
 
 def min_read_bits(network: Network, tensor: str, consumer: str, axis: Axis) -> int:

@@ -46,11 +46,12 @@ from stems_opt.cost_model import (
     SegmentContext,
     SegmentGeometry,
     evaluate,
-    layer_gb_access_bits,
+    layer_operand_energy_fj,
     mapping_contexts,
     peak_of,
     segment_terms,
     sub_tile_limits,
+    weight_chunks,
 )
 from stems_opt.mapping import (
     Halo,
@@ -330,8 +331,9 @@ class SegmentScorer:
             writes = sum(t.write_bits for t in terms)
             gb_fj = 0
             for lay in geo.layers:
-                r, w = layer_gb_access_bits(geo, lay, seg.sub_tile(lay.name))
-                gb_fj += r * self.rates.gb_read_fj_per_bit + w * self.rates.gb_write_fj_per_bit
+                gb_fj += sum(layer_operand_energy_fj(geo, lay, seg.sub_tile(lay.name),
+                                                     self.problem.hardware,
+                                                     weight_chunks(seg, lay)).values())
             mem = reads * self.rates.read_fj_per_bit + writes * self.rates.write_fj_per_bit + gb_fj
             hit = SegmentScore(reads + writes, mem, peak)
             self._cache[key] = hit

@@ -41,6 +41,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from stems_opt.cost.loops import NestHardware, layer_floor_fj
 from stems_opt.cost_model import min_read_bits
 from stems_opt.mapping import Order
 from stems_opt.network import Axis, LayerKind, Network
@@ -220,25 +221,31 @@ def _frame_geometry(network: Network, first: int, last: int, axis: Axis, n: int)
     return tuple(out)
 
 
-def frame_gb_operand_bits(network: Network, first: int, last: int, axis: Axis,
-                          n: int) -> tuple[int, int]:
-    """The fewest operand reads and writes at the GB of a frame's layers: those of
-    :func:`stems_opt.cost_model.layer_gb_access_bits` with one sub-tile per
-    tile (more sub-tiles read the weights and the window overlaps again), or
-    for windows with gaps the union of the one-row windows."""
+def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, n: int,
+                           hw: NestHardware) -> int:
+    """The least operand energy below DRAM (fJ) of a frame's layers, for any
+    sub-tile counts, time batch and weight chunks.
+
+    Conv and linear layers: :func:`stems_opt.cost.loops.layer_floor_fj` (every
+    operand once through its levels, the weights once per active tile).
+    Other layers: :func:`stems_opt.cost_model.layer_gb_access_bits` with one
+    sub-tile per tile (more sub-tiles read the window overlaps again), or for
+    windows with gaps the union of the one-row windows.
+    """
     geo = _frame_geometry(network, first, last, axis, n)
     T = network.timesteps
-    reads = writes = 0
+    fj = 0
     for lay, (_, active, _, _, windows) in zip(network.layers[first:last + 1], geo,
                                                 strict=True):
         if lay.kind is LayerKind.FLATTEN:
             continue
-        reads += lay.weight_size_bits * T * active
-        reads += sum(windows * network.tensor_row_bits(src, axis) * T
-                     for src in dict.fromkeys(lay.inputs))
-        reads += lay.state_size_bits * T
-        writes += lay.output_size_bits(T) + lay.state_size_bits * T
-    return reads, writes
+        if lay.has_weights:
+            fj += layer_floor_fj(lay, active, T, hw)
+            continue
+        reads = sum(windows * network.tensor_row_bits(src, axis) * T
+                    for src in dict.fromkeys(lay.inputs))
+        fj += reads * hw.gb_read_fj_per_bit + lay.output_size_bits(T) * hw.gb_write_fj_per_bit
+    return fj
 
 
 def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axis: Axis,

@@ -45,12 +45,14 @@ import numpy as np
 from stems_opt.cost_model import (
     SegmentContext,
     SegmentGeometry,
-    layer_gb_access_bits,
+    layer_operand_energy_fj,
+    nest_hardware,
     segment_terms,
+    weight_chunks,
 )
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
 from stems_opt.formulation.bounds import (
-    frame_gb_operand_bits,
+    frame_operand_floor_fj,
     interval_excess_bounds,
     max_chunks,
     read_bits,
@@ -222,8 +224,8 @@ class ColumnSolver:
             r, w = cheapest_split(self.ctx, spec)
             got = r * self.rates[0] + w * self.rates[1]
             if self.energy:
-                gr, gw = frame_gb_operand_bits(self.net, spec[0], spec[1], spec[3], spec[4])
-                got += gr * self.rates[2] + gw * self.rates[3]
+                got += frame_operand_floor_fj(self.net, spec[0], spec[1], spec[3], spec[4],
+                                              nest_hardware(self.problem.hardware))
             self.cheapest[key] = got
         return got
 
@@ -364,8 +366,9 @@ class ColumnSolver:
         value = reads * self.rates[0] + writes * self.rates[1]
         if self.energy:
             for lay in geo.layers:
-                gr, gw = layer_gb_access_bits(geo, lay, subs[lay.name])
-                value += gr * self.rates[2] + gw * self.rates[3]
+                value += sum(layer_operand_energy_fj(geo, lay, subs[lay.name],
+                                                     self.problem.hardware,
+                                                     weight_chunks(seg, lay)).values())
         return seg, value
 
     # --- pricing ---------------------------------------------------------------

@@ -45,13 +45,14 @@ from stems_opt.cost_model import (
     EnergyRates,
     SegmentGeometry,
     dram_read_term,
-    layer_gb_access_bits,
+    layer_operand_energy_fj,
     output_term,
     state_term,
     sub_tile_limits,
     weight_term,
 )
 from stems_opt.formulation.bounds import read_bits
+from stems_opt.hardware import Hardware
 from stems_opt.mapping import Halo, Order, Placement, Segment, StateMode, WeightChoice
 from stems_opt.network import Axis, Layer, Network, divisors
 from stems_opt.problem import Objective, Problem
@@ -287,10 +288,13 @@ class _FrameBuilder:
                     parts.append((ic, t.read_bits, t.write_bits,
                                    self.coeff(t.persistent_bits, t.local)))
                 i_parts.append(parts)
-            gb_fj = 0
+            operand_fj: dict[int, int] = {}  # per weight-chunk count
             if c.objective is Objective.ENERGY:
-                r, w = layer_gb_access_bits(geo, layer, m)
-                gb_fj = r * c.rates.gb_read_fj_per_bit + w * c.rates.gb_write_fj_per_bit
+                for wc, *_ in w_parts:
+                    chunks = _chunks(wc)
+                    if chunks not in operand_fj:
+                        operand_fj[chunks] = sum(layer_operand_energy_fj(
+                            geo, layer, m, c.hardware, chunks).values())
             # Weight x state pairs, pruned once per m.
             wv = []
             for (wc, wr, ww, wcf), (sm, vr, vw, vcf) in itertools.product(w_parts, v_parts):
@@ -315,12 +319,18 @@ class _FrameBuilder:
                         if int(total.max()) > cap:
                             continue
                         cost = rr + wwb if c.objective is Objective.TRAFFIC else \
-                            rr * c.rates.read_fj_per_bit + wwb * c.rates.write_fj_per_bit + gb_fj
+                            rr * c.rates.read_fj_per_bit + wwb * c.rates.write_fj_per_bit \
+                            + operand_fj[_chunks(wc)]
                         by_context.setdefault(ctx_key, []).append(LayerOption(
                             name, m, wc, sm, ctx_key[1], ctx_key[0], int(cost), rr, wwb, total))
         for opts in by_context.values():
             result.extend(_pareto(opts))
         return result
+
+
+def _chunks(wc: WeightChoice | None) -> int:
+    """Weight chunks a step walks under ``wc`` (1: resident, none or one chunk)."""
+    return 1 if wc is None or wc.resident else wc.chunks
 
 
 @dataclass
@@ -332,6 +342,7 @@ class _Context:
     rates: EnergyRates
     whole_candidates: dict[str, int]
     outputs: set[str]
+    hardware: Hardware
 
 
 def objective_constant(problem: Problem) -> float:
@@ -354,7 +365,7 @@ def make_context(problem: Problem) -> _Context:
     """What option generation needs to know about ``problem``."""
     net, hw = problem.network, problem.hardware
     return _Context(net, problem.objective, hw.gb_capacity_bits, hw.array.factor("K"),
-                    EnergyRates.of(hw), _whole_candidates(problem), set(net.output_names))
+                    EnergyRates.of(hw), _whole_candidates(problem), set(net.output_names), hw)
 
 
 def _whole_candidates(problem: Problem) -> dict[str, int]:

@@ -1,0 +1,680 @@
+"""Intra-layer loop nests: the accesses below the global buffer, and the best nest.
+
+One *step* of a layer is the global-buffer tile the joint model schedules:
+the rows of one sub-tile, ``Tb`` timesteps, all of ``K`` (walked in
+``chunks`` weight chunks), ``C``, the cross extent and the kernel. A *loop
+nest* runs that step on the array: after the array's fixed spatial unrolling,
+every remaining (temporal) extent of ``K, C, OY, OX, FY, FX, T`` is split into
+loops of any factors in any order, and each operand keeps an innermost part of
+the nest in its levels.
+
+Memory levels per operand, from the array up (``docs/model.md`` section 6):
+
+* a register of one word per PE for ``W``, ``I``, ``O`` and ``V`` (no access
+  energy, as the hardware files say);
+* the inner buffer that serves the operand, if the hardware has one
+  (``weight_buffer`` for ``W``, ``input_buffer`` for ``I``);
+* the global buffer (GB), which holds the whole step.
+
+Access counts follow ZigZag's reuse rule. A level that holds the innermost
+``p`` loops is filled ``prod(loops[p:]) / prod(stationary run)`` times, where
+the stationary run is the unbroken run of loops irrelevant to the operand
+directly above ``p``; each fill moves the operand's tile of ``loops[:p]``
+(with the sliding window for inputs). For a one-word register that is the
+innermost run of irrelevant loops. SNN rules: the state ``V`` of a neuron is
+read and written once per timestep unless ``T`` loops sit inside the
+register holding it (below every ``K``, ``OY``, ``OX`` loop); a ``T`` loop
+never sits inside a ``C``, ``FY`` or ``FX`` loop (the neuron fires only after
+its whole reduction); partial sums go up to the GB and back (``psum_bits``)
+when a reduction loop sits above the output register; spikes have
+``input_bits`` / ``output_bits`` (1 bit).
+
+:func:`optimal_nest` finds the least-energy nest exactly by dynamic
+programming over the nest built from the innermost loop outwards (see its
+docstring for why that is exact); :func:`nest_cost` scores any given nest
+directly from the rule above and is the referee the tests compare against.
+This module imports no solver.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+from stems_opt.hardware import Hardware
+from stems_opt.network import Axis, Layer, LayerKind
+
+DIMS = ("K", "C", "OY", "OX", "FY", "FX", "T")
+K, C, OY, OX, FY, FX, T = range(7)
+ARRAY_DIMS = DIMS[:6]
+RELEVANT = {"W": frozenset((K, C, FY, FX)), "I": frozenset((C, OY, OX, FY, FX, T)),
+            "O": frozenset((K, OY, OX, T)), "V": frozenset((K, OY, OX))}
+REDUCTION = frozenset((C, FY, FX))
+BUFFERED = ("W", "I")  # operands an inner buffer may serve
+GB = "global_buffer"
+
+
+def _fj(value_pj: float) -> int:
+    return round(value_pj * 1000)
+
+
+@dataclass(frozen=True)
+class StepShape:
+    """What one step of a conv or linear layer computes, in elements.
+
+    ``oy``/``ox`` are the step's output rows and columns, ``iy``/``ix`` the
+    input rows and columns of its window (padding clipped), ``tb`` its
+    timesteps, ``chunks`` the weight chunks along ``K`` it walks (outermost).
+    ``state_bits`` is 0 for a layer without neuron state.
+    """
+
+    k: int
+    c: int
+    oy: int
+    ox: int
+    fy: int
+    fx: int
+    tb: int
+    iy: int
+    ix: int
+    stride_y: int = 1
+    stride_x: int = 1
+    weight_bits: int = 4
+    input_bits: int = 1
+    output_bits: int = 1
+    psum_bits: int = 16
+    state_bits: int = 0
+    chunks: int = 1
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """An inner buffer serving one operand: capacity, fJ per bit, port width."""
+
+    name: str
+    capacity_bits: int
+    read_fj_per_bit: int
+    write_fj_per_bit: int
+    bandwidth_bits_per_cycle: float | None
+
+
+@dataclass(frozen=True)
+class NestHardware:
+    """The part of the accelerator a loop nest sees (hashable, for caching)."""
+
+    unrolling: tuple[int, ...]  # per ARRAY_DIMS
+    gb_read_fj_per_bit: int
+    gb_write_fj_per_bit: int
+    gb_bandwidth_bits_per_cycle: float | None
+    weight_buffer: Buffer | None
+    input_buffer: Buffer | None
+
+    @staticmethod
+    def of(hw: Hardware) -> NestHardware:
+        """The nest's view of ``hw``: its unrolling, GB and the buffers of W and I."""
+        bufs: dict[str, Buffer] = {}
+        for lvl in hw.inner_levels:
+            assert lvl.capacity_bits is not None
+            for op in lvl.operands:
+                if op in BUFFERED and op not in bufs:
+                    bufs[op] = Buffer(lvl.name, lvl.capacity_bits, _fj(lvl.read_pj_per_bit),
+                                      _fj(lvl.write_pj_per_bit), lvl.bandwidth_bits_per_cycle)
+        gb = hw.global_buffer
+        return NestHardware(tuple(hw.array.factor(d) for d in ARRAY_DIMS),
+                            _fj(gb.read_pj_per_bit), _fj(gb.write_pj_per_bit),
+                            gb.bandwidth_bits_per_cycle, bufs.get("W"), bufs.get("I"))
+
+    def buffer(self, operand: str) -> Buffer | None:
+        """The inner buffer of ``operand`` (``None``: it goes straight to the GB)."""
+        return self.weight_buffer if operand == "W" else \
+            self.input_buffer if operand == "I" else None
+
+
+@dataclass(frozen=True)
+class Loop:
+    """One temporal loop: ``for dim in [0, factor)``."""
+
+    dim: str
+    factor: int
+
+
+@dataclass(frozen=True)
+class Nest:
+    """A loop nest, innermost loop first.
+
+    ``held`` gives, per buffered operand, how many innermost loops its inner
+    buffer holds (its tile is that of ``loops[:held]``).
+    """
+
+    loops: tuple[Loop, ...]
+    held: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
+class NestCost:
+    """Accesses and energy of one step run by one nest.
+
+    ``access_bits`` maps ``(level, operand)`` to ``(read_bits, write_bits)``
+    at that level; ``energy_fj`` maps the same keys to integer fJ.
+    """
+
+    access_bits: dict[tuple[str, str], tuple[int, int]]
+    energy_fj: dict[tuple[str, str], int]
+    compute_cycles: int
+    cycles: int
+
+    @property
+    def total_fj(self) -> int:
+        """All operand-access energy of the step."""
+        return sum(self.energy_fj.values())
+
+
+# ---------------------------------------------------------------------------
+# Geometry of a step under a nest
+# ---------------------------------------------------------------------------
+
+class _Geometry:
+    """Temporal extents and tile sizes of one step on one array."""
+
+    def __init__(self, shape: StepShape, hw: NestHardware):
+        s = shape
+        u = hw.unrolling
+        self.shape, self.hw = s, hw
+        self.kc = s.k // s.chunks
+        self.full = (self.kc, s.c, s.oy, s.ox, s.fy, s.fx)
+        self.e_k_in = math.ceil(self.kc / u[K])
+        self.extent = (self.e_k_in * s.chunks,
+                       *(math.ceil(self.full[d] / u[d]) for d in range(1, 6)), s.tb)
+        self.total = math.prod(self.extent)
+        self.distinct_out = s.k * s.oy * s.ox  # neurons of the step
+
+    def ext(self, d: int, b: int) -> int:
+        """Elements of dimension ``d`` covered by ``b`` temporal iterations."""
+        if d == T:
+            return b
+        if d == K:
+            if b > self.e_k_in:  # the chunk loop is placed: all of K
+                return self.kc * (b // self.e_k_in)
+            return min(self.kc, b * self.hw.unrolling[K])
+        return min(self.full[d], b * self.hw.unrolling[d])
+
+    def tile_bits(self, op: str, b: tuple[int, ...]) -> int:
+        """Bits of ``op``'s tile covering ``b`` iterations per dimension."""
+        s, e = self.shape, self.ext
+        if op == "W":
+            return e(K, b[K]) * e(C, b[C]) * e(FY, b[FY]) * e(FX, b[FX]) * s.weight_bits
+        rows = min(s.iy, (e(OY, b[OY]) - 1) * s.stride_y + e(FY, b[FY]))
+        cols = min(s.ix, (e(OX, b[OX]) - 1) * s.stride_x + e(FX, b[FX]))
+        return e(C, b[C]) * rows * cols * b[T] * s.input_bits
+
+    def fills(self, b: tuple[int, ...]) -> int:
+        """Iterations outside ``b``: how often a tile of ``b`` is needed."""
+        return self.total // math.prod(b)
+
+    def psum_rounds(self, b: tuple[int, ...]) -> int:
+        """Times each output leaves its register: the reductions outside ``b``."""
+        return (self.extent[C] // b[C]) * (self.extent[FY] // b[FY]) * \
+            (self.extent[FX] // b[FX])
+
+
+# ---------------------------------------------------------------------------
+# Scoring a given nest (the referee)
+# ---------------------------------------------------------------------------
+
+def _prefix(loops: tuple[Loop, ...], upto: int) -> tuple[int, ...]:
+    b = [1] * 7
+    for lp in loops[:upto]:
+        b[DIMS.index(lp.dim)] *= lp.factor
+    return tuple(b)
+
+
+def _run_end(loops: tuple[Loop, ...], start: int, op: str) -> int:
+    """End of the unbroken run of loops irrelevant to ``op`` from ``start``."""
+    p = start
+    while p < len(loops) and DIMS.index(loops[p].dim) not in RELEVANT[op]:
+        p += 1
+    return p
+
+
+def check_nest(nest: Nest, shape: StepShape, hw: NestHardware) -> list[str]:
+    """Why ``nest`` is not a valid nest of ``shape`` on ``hw`` (empty: it is)."""
+    geo = _Geometry(shape, hw)
+    problems = []
+    if _prefix(nest.loops, len(nest.loops)) != geo.extent:
+        problems.append(f"loop factors {_prefix(nest.loops, len(nest.loops))} "
+                        f"do not multiply to the extents {geo.extent}")
+    if shape.chunks > 1 and (not nest.loops or nest.loops[-1] != Loop("K", shape.chunks)):
+        problems.append(f"the outermost loop must walk the {shape.chunks} weight chunks")
+    seen_t = False
+    for lp in nest.loops:
+        if lp.dim == "T":
+            seen_t = True
+        elif seen_t and DIMS.index(lp.dim) in REDUCTION:
+            problems.append(f"a T loop sits inside the {lp.dim} loop (causality)")
+    held = dict(nest.held)
+    for op in BUFFERED:
+        buf = hw.buffer(op)
+        if buf is None:
+            continue
+        p = held.get(op, 0)
+        bits = geo.tile_bits(op, _prefix(nest.loops, p))
+        if bits > buf.capacity_bits:
+            problems.append(f"{op} tile of {bits} bits exceeds {buf.name} "
+                            f"({buf.capacity_bits} bits)")
+    return problems
+
+
+def nest_cost(nest: Nest, shape: StepShape, hw: NestHardware) -> NestCost:
+    """Accesses, energy and cycles of one step of ``shape`` run by ``nest``.
+
+    Straight from the reuse rule of the module docstring, loop by loop
+    (no search); :func:`check_nest` tells whether the nest is valid.
+    """
+    geo = _Geometry(shape, hw)
+    loops = nest.loops
+    held = dict(nest.held)
+    acc: dict[tuple[str, str], list[int]] = {}
+
+    def add(level: str, op: str, reads: int, writes: int) -> None:
+        a = acc.setdefault((level, op), [0, 0])
+        a[0] += reads
+        a[1] += writes
+
+    has_w = shape.weight_bits > 0
+    for op in ("W", "I") if has_w else ("I",):
+        reg = _run_end(loops, 0, op)  # the register's stationary run
+        reg_bits = geo.tile_bits(op, _prefix(loops, 0)) * geo.fills(_prefix(loops, reg))
+        buf = hw.buffer(op)
+        if buf is None:
+            add(GB, op, reg_bits, 0)
+            continue
+        p = held.get(op, 0)
+        top = _run_end(loops, p, op)
+        fetched = geo.tile_bits(op, _prefix(loops, p)) * geo.fills(_prefix(loops, top))
+        add(buf.name, op, reg_bits, fetched)
+        add(GB, op, fetched, 0)
+    # Outputs: the register keeps a partial sum through the innermost reductions.
+    rounds = geo.psum_rounds(_prefix(loops, _run_end(loops, 0, "O")))
+    psum = (rounds - 1) * geo.distinct_out * shape.tb * shape.psum_bits
+    add(GB, "O", psum, psum + geo.distinct_out * shape.tb * shape.output_bits)
+    if shape.state_bits:
+        # V stays in its register over the T loops below every K, OY, OX loop.
+        first = next((i for i, lp in enumerate(loops)
+                      if DIMS.index(lp.dim) in RELEVANT["V"]), len(loops))
+        kept = _prefix(loops, first)[T]
+        v = geo.distinct_out * (shape.tb // kept) * shape.state_bits
+        add(GB, "V", v, v)
+    return _finish(acc, geo, hw)
+
+
+def _finish(acc: dict[tuple[str, str], list[int]], geo: _Geometry,
+            hw: NestHardware) -> NestCost:
+    rates = {GB: (hw.gb_read_fj_per_bit, hw.gb_write_fj_per_bit,
+                  hw.gb_bandwidth_bits_per_cycle)}
+    for buf in (hw.weight_buffer, hw.input_buffer):
+        if buf is not None:
+            rates[buf.name] = (buf.read_fj_per_bit, buf.write_fj_per_bit,
+                               buf.bandwidth_bits_per_cycle)
+    energy = {key: r * rates[key[0]][0] + w * rates[key[0]][1] for key, (r, w) in acc.items()}
+    cycles = geo.total
+    for level, (_, _, bw) in rates.items():
+        bits = sum(r + w for (lv, _), (r, w) in acc.items() if lv == level)
+        if bw:
+            cycles = max(cycles, math.ceil(bits / bw))
+    return NestCost({k: (v[0], v[1]) for k, v in acc.items()}, energy, geo.total, cycles)
+
+
+# ---------------------------------------------------------------------------
+# The exact optimum
+# ---------------------------------------------------------------------------
+
+OPEN, RUN, DONE = 0, 1, 2  # a buffered operand's boundary: not yet placed, run above it, past
+
+
+class _Search:
+    """Dynamic programme over nests built from the innermost loop outwards.
+
+    State: the iterations placed so far per dimension ``b`` and, per buffered
+    operand, whether its buffer boundary is still open, was placed with its
+    stationary run still going, or lies behind. Every term of
+    :func:`nest_cost` is fixed at the moment a loop relevant to its operand is
+    first placed after the point it refers to, and depends on ``b`` at that
+    moment alone:
+
+    * register reads: ``tile(1) * N / prod(b)`` when the first relevant loop
+      arrives (everything below is irrelevant, so ``prod(b)`` is the run);
+    * buffer fills: ``tile(b_p) * N / prod(b_p) / run`` equals
+      ``tile(b) * N / prod(b)`` at the end of the run, since the run adds only
+      irrelevant loops (the tile does not change and ``prod`` grows by the run);
+    * partial sums and the state likewise at their first relevant loop.
+
+    So the cost to go depends on ``(b, stages)`` only, and the minimum over
+    transitions (place a loop of any dimension with a prime factor of what is
+    left; close a buffer whose tile fits) is the minimum over every
+    factorization, order and boundary, with no pruning beyond capacity and
+    causality, which only remove invalid nests. Prime factors lose nothing:
+    consecutive loops of one dimension with no boundary between them cost
+    exactly what their product loop costs (no run or tile changes between
+    them), and :meth:`nest` merges them back.
+    """
+
+    def __init__(self, shape: StepShape, hw: NestHardware):
+        self.geo = geo = _Geometry(shape, hw)
+        self.shape, self.hw = shape, hw
+        ext = list(geo.extent)
+        ext[K] = geo.e_k_in  # the chunk loop is placed last, by hand
+        self.inner_extent = tuple(ext)
+        self.ops = ("W", "I") if shape.weight_bits else ("I",)
+        self.bufs = {op: hw.buffer(op) for op in self.ops}
+        rate = {op: (b.read_fj_per_bit if b else hw.gb_read_fj_per_bit)
+                for op, b in self.bufs.items()}
+        self.reg_rate = rate
+        self.fill_rate = {op: hw.gb_read_fj_per_bit + b.write_fj_per_bit
+                          for op, b in self.bufs.items() if b is not None}
+        self.memo: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[int, object]] = {}
+        s = shape
+        self.out_fj = geo.distinct_out * s.tb * (s.output_bits * hw.gb_write_fj_per_bit)
+        self.psum_fj = geo.distinct_out * s.tb * s.psum_bits * (
+            hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit)
+        self.state_fj = geo.distinct_out * s.state_bits * (
+            hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit)
+
+    # --- terms ---------------------------------------------------------------
+    def _step(self, b: tuple[int, ...], d: int, nb: tuple[int, ...],
+              stages: tuple[int, ...]) -> tuple[int, tuple[int, ...]] | None:
+        """Energy fixed by placing a loop of ``d`` over ``b`` (giving ``nb``), new stages."""
+        geo = self.geo
+        if d in REDUCTION and b[T] > 1:
+            return None
+        cost = 0
+        new = list(stages)
+        for i, op in enumerate(self.ops):
+            rel = RELEVANT[op]
+            if d not in rel:
+                continue
+            if all(b[x] == 1 for x in rel):
+                cost += geo.tile_bits(op, (1,) * 7) * geo.fills(b) * self.reg_rate[op]
+            buf = self.bufs[op]
+            if buf is None:
+                continue
+            if stages[i] == RUN:
+                cost += geo.tile_bits(op, b) * geo.fills(b) * self.fill_rate[op]
+                new[i] = DONE
+            elif stages[i] == OPEN and geo.tile_bits(op, nb) > buf.capacity_bits:
+                return None
+        if d in RELEVANT["O"] and all(b[x] == 1 for x in RELEVANT["O"]):
+            cost += self.out_fj + (geo.psum_rounds(b) - 1) * self.psum_fj
+        if self.shape.state_bits and d in RELEVANT["V"] and all(
+                b[x] == 1 for x in RELEVANT["V"]):
+            cost += (self.shape.tb // b[T]) * self.state_fj
+        return cost, tuple(new)
+
+    def _end(self, b: tuple[int, ...], stages: tuple[int, ...]) -> int | None:
+        """Energy of the terms still pending when the nest is complete."""
+        chunks = self.shape.chunks
+        cost = 0
+        if chunks > 1:  # the chunk loop: outermost, over K
+            nb = (b[K] * chunks, *b[1:])
+            got = self._step(b, K, nb, stages)
+            if got is None:
+                return None
+            cost, stages = got
+            b = nb
+        geo = self.geo
+        for i, op in enumerate(self.ops):
+            if all(b[x] == 1 for x in RELEVANT[op]):
+                cost += geo.tile_bits(op, (1,) * 7) * geo.fills(b) * self.reg_rate[op]
+            if self.bufs[op] is not None and stages[i] != DONE:
+                cost += geo.tile_bits(op, b) * self.fill_rate[op]
+        if all(b[x] == 1 for x in RELEVANT["O"]):
+            cost += self.out_fj + (geo.psum_rounds(b) - 1) * self.psum_fj
+        if self.shape.state_bits and all(b[x] == 1 for x in RELEVANT["V"]):
+            cost += (self.shape.tb // b[T]) * self.state_fj
+        return cost
+
+    def best(self, b: tuple[int, ...], stages: tuple[int, ...]) -> int | None:
+        """Least energy (fJ) still to come from state ``(b, stages)``; ``None``: no nest."""
+        key = (b, stages)
+        hit = self.memo.get(key)
+        if hit is not None:
+            return hit[0]
+        best: int | None = None
+        choice: object = None
+        if b == self.inner_extent:
+            best, choice = self._end(b, stages), "end"
+        for i, st in enumerate(stages):
+            buf = self.bufs[self.ops[i]]
+            if st == OPEN and buf is not None and \
+                    self.geo.tile_bits(self.ops[i], b) <= buf.capacity_bits:
+                closed = (*stages[:i], RUN, *stages[i + 1:])
+                v = self.best(b, closed)
+                if v is not None and (best is None or v < best):
+                    best, choice = v, ("close", i)
+        for d in range(7):
+            for p in _primes(self.inner_extent[d] // b[d]):
+                nd = b[d] * p
+                nb = (*b[:d], nd, *b[d + 1:])
+                got = self._step(b, d, nb, stages)
+                if got is None:
+                    continue
+                rest = self.best(nb, got[1])
+                if rest is None:
+                    continue
+                v = got[0] + rest
+                if best is None or v < best:
+                    best, choice = v, ("loop", d, nd // b[d], nb, got[1])
+        self.memo[key] = (best, choice)  # type: ignore[assignment]
+        return best
+
+    def start(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The empty nest: nothing placed, every buffer open (or none)."""
+        stages = tuple(OPEN if self.bufs[op] is not None else DONE for op in self.ops)
+        return (1,) * 7, stages
+
+    def nest(self) -> Nest:
+        """Walk the recorded choices from the start: the optimal nest."""
+        b, stages = self.start()
+        loops: list[Loop] = []
+        held: dict[str, int] = {}
+        while True:
+            choice = self.memo[(b, stages)][1]
+            if choice == "end":
+                break
+            if choice[0] == "close":  # type: ignore[index]
+                held[self.ops[choice[1]]] = len(loops)  # type: ignore[index]
+                i = choice[1]  # type: ignore[index]
+                stages = (*stages[:i], RUN, *stages[i + 1:])
+                continue
+            _, d, f, b, stages = choice  # type: ignore[misc]
+            if loops and loops[-1].dim == DIMS[d] and all(v != len(loops)
+                                                          for v in held.values()):
+                loops[-1] = Loop(DIMS[d], loops[-1].factor * f)
+            else:
+                loops.append(Loop(DIMS[d], f))
+        if self.shape.chunks > 1:
+            loops.append(Loop("K", self.shape.chunks))
+        for op in self.ops:
+            if self.bufs[op] is not None and op not in held:
+                held[op] = len(loops)
+        return Nest(tuple(loops), tuple(sorted(held.items())))
+
+
+@lru_cache(maxsize=4096)
+def _primes(n: int) -> tuple[int, ...]:
+    """The distinct prime factors of ``n``."""
+    out = []
+    p = 2
+    while p * p <= n:
+        if n % p == 0:
+            out.append(p)
+            while n % p == 0:
+                n //= p
+        p += 1
+    if n > 1:
+        out.append(n)
+    return tuple(out)
+
+
+class NoNestError(ValueError):
+    """No loop nest fits: an inner buffer cannot hold even one array tile."""
+
+
+@lru_cache(maxsize=65536)
+def optimal_nest(shape: StepShape, hw: NestHardware) -> tuple[Nest, int]:
+    """The least-energy nest of ``shape`` on ``hw`` and its energy in fJ.
+
+    Exact over every factorization of every temporal extent into loops, every
+    loop order and every buffer boundary that respect capacity and causality
+    (see :class:`_Search`). Cached per (step shape, hardware).
+    """
+    search = _Search(shape, hw)
+    b, stages = search.start()
+    value = search.best(b, stages)
+    if value is None:
+        raise NoNestError(f"no loop nest of {shape} fits the inner buffers")
+    return search.nest(), value
+
+
+def all_nests(shape: StepShape, hw: NestHardware) -> Iterator[Nest]:
+    """Every valid nest of ``shape`` (for tests on tiny shapes: exponential).
+
+    Loops of any factor > 1 in any order, consecutive loops of one dimension
+    included, each buffered operand's boundary anywhere.
+    """
+    geo = _Geometry(shape, hw)
+    ext = list(geo.extent)
+    ext[K] = geo.e_k_in
+    ops = [op for op in BUFFERED if (op == "I" or shape.weight_bits) and hw.buffer(op)]
+
+    def orders(rem: tuple[int, ...]) -> Iterator[tuple[Loop, ...]]:
+        if all(r == 1 for r in rem):
+            yield ()
+            return
+        for d in range(7):
+            for f in range(2, rem[d] + 1):
+                if rem[d] % f == 0:
+                    nr = (*rem[:d], rem[d] // f, *rem[d + 1:])
+                    for rest in orders(nr):
+                        yield (Loop(DIMS[d], f), *rest)
+
+    for loops in orders(tuple(ext)):
+        if shape.chunks > 1:
+            loops = (*loops, Loop("K", shape.chunks))
+        for held in _boundaries(len(loops), len(ops)):
+            nest = Nest(loops, tuple(sorted(zip(ops, held, strict=True))))
+            if not check_nest(nest, shape, hw):
+                yield nest
+
+
+def _boundaries(n: int, k: int) -> Iterator[tuple[int, ...]]:
+    if k == 0:
+        yield ()
+        return
+    for p in range(n + 1):
+        for rest in _boundaries(n, k - 1):
+            yield (p, *rest)
+
+
+# ---------------------------------------------------------------------------
+# A layer's steps
+# ---------------------------------------------------------------------------
+
+def step_shape(layer: Layer, axis: Axis, lo: int, hi: int, tb: int,
+               chunks: int = 1) -> StepShape:
+    """The step of ``layer`` computing output rows ``[lo, hi)`` along ``axis``
+    for ``tb`` timesteps, its weights walked in ``chunks`` chunks along ``K``."""
+    a, z = layer.window(axis, lo, hi)
+    rows, cross = hi - lo, layer.cross_extent(axis)
+    if axis is Axis.OY:
+        oy, ox, iy, ix = rows, cross, z - a, layer.ix
+    else:
+        oy, ox, iy, ix = cross, rows, layer.iy, z - a
+    if layer.kind is LayerKind.LINEAR:  # a 1 x 1 map of C features
+        oy = ox = iy = ix = 1
+    return StepShape(k=layer.k, c=layer.c, oy=oy, ox=ox, fy=layer.fy, fx=layer.fx, tb=tb,
+                     iy=iy, ix=ix, stride_y=layer.stride_y, stride_x=layer.stride_x,
+                     weight_bits=layer.weight_bits, input_bits=layer.input_bits,
+                     output_bits=layer.output_bits, psum_bits=layer.psum_bits,
+                     state_bits=layer.state_bits if layer.stateful else 0, chunks=chunks)
+
+
+def layer_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int, tb: int,
+                chunks: int = 1) -> dict[StepShape, int]:
+    """How many steps of each shape ``layer`` runs in one time batch: one per
+    non-empty sub-tile of every tile of ``bounds`` split ``m`` ways."""
+    out: dict[StepShape, int] = {}
+    for t in range(len(bounds) - 1):
+        lo, hi = bounds[t], bounds[t + 1]
+        if hi <= lo:
+            continue
+        span = hi - lo
+        for j in range(m):
+            a, z = lo + (j * span) // m, lo + ((j + 1) * span) // m
+            if z > a:
+                shape = step_shape(layer, axis, a, z, tb, chunks)
+                out[shape] = out.get(shape, 0) + 1
+    return out
+
+
+@lru_cache(maxsize=65536)
+def layer_nest_energy(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int, tb: int,
+                      batches: int, hw: NestHardware, chunks: int = 1
+                      ) -> tuple[tuple[tuple[str, str], int], ...]:
+    """Operand energy (fJ) per ``(level, operand)`` of a conv or linear layer over
+    ``batches`` time batches, each step run by its optimal nest."""
+    total: dict[tuple[str, str], int] = {}
+    for shape, count in layer_steps(layer, axis, bounds, m, tb, chunks).items():
+        nest, _ = optimal_nest(shape, hw)
+        for key, fj in nest_cost(nest, shape, hw).energy_fj.items():
+            total[key] = total.get(key, 0) + fj * count * batches
+    return tuple(sorted(total.items()))
+
+
+def step_floor_fj(shape: StepShape, hw: NestHardware) -> int:
+    """A lower bound on the operand energy of any nest of ``shape``: every
+    weight and (at least one input row per output row, one column per output
+    column) input once through each of its levels, the outputs once, each
+    neuron's state once. Proof per term in ``docs/model.md`` section 6."""
+    s = shape
+    fj = 0
+    for op, bits in (("W", s.k * s.c * s.fy * s.fx * s.weight_bits),
+                     ("I", s.c * min(s.iy, s.oy) * min(s.ix, s.ox) * s.tb * s.input_bits)):
+        buf = hw.buffer(op)
+        rate = hw.gb_read_fj_per_bit if buf is None else \
+            buf.read_fj_per_bit + buf.write_fj_per_bit + hw.gb_read_fj_per_bit
+        fj += bits * rate
+    out = s.k * s.oy * s.ox
+    fj += out * s.tb * s.output_bits * hw.gb_write_fj_per_bit
+    fj += out * s.state_bits * (hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit)
+    return fj
+
+
+def _rows_cover(layer: Layer) -> bool:
+    """Whether every window has at least as many input rows (and columns) as
+    output rows (columns): true when ``2 pad <= F - 1`` on both axes (proof in
+    ``docs/model.md`` section 6), e.g. 'same' and no padding."""
+    return 2 * layer.pad_y <= layer.fy - 1 and 2 * layer.pad_x <= layer.fx - 1
+
+
+def layer_floor_fj(layer: Layer, active_tiles: int, timesteps: int, hw: NestHardware) -> int:
+    """A lower bound on the operand energy of a conv or linear layer over all
+    its steps, for any sub-tile count and time batch: the sum of
+    :func:`step_floor_fj` with the weights once per tile (at least one step
+    per active tile), one input per output position when windows cover their
+    rows (else none), the outputs once and each neuron's state once."""
+    s = step_shape(layer, Axis.OY, 0, layer.oy, timesteps)
+    w_bits = s.k * s.c * s.fy * s.fx * s.weight_bits
+    i_bits = s.c * s.oy * s.ox * timesteps * s.input_bits if _rows_cover(layer) \
+        or layer.kind is LayerKind.LINEAR else 0
+    fj = 0
+    for op, bits in (("W", w_bits * active_tiles), ("I", i_bits)):
+        buf = hw.buffer(op)
+        rate = hw.gb_read_fj_per_bit if buf is None else \
+            buf.read_fj_per_bit + buf.write_fj_per_bit + hw.gb_read_fj_per_bit
+        fj += bits * rate
+    out = s.k * s.oy * s.ox
+    fj += out * timesteps * s.output_bits * hw.gb_write_fj_per_bit
+    fj += out * s.state_bits * (hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit)
+    return fj
