@@ -189,6 +189,7 @@ class _Geometry:
                        *(math.ceil(self.full[d] / u[d]) for d in range(1, 6)), s.tb)
         self.total = math.prod(self.extent)
         self.distinct_out = s.k * s.oy * s.ox  # neurons of the step
+        self._tiles: dict[tuple[str, tuple[int, ...]], int] = {}
 
     def ext(self, d: int, b: int) -> int:
         """Elements of dimension ``d`` covered by ``b`` temporal iterations."""
@@ -202,6 +203,13 @@ class _Geometry:
 
     def tile_bits(self, op: str, b: tuple[int, ...]) -> int:
         """Bits of ``op``'s tile covering ``b`` iterations per dimension."""
+        key = (op, b)
+        got = self._tiles.get(key)
+        if got is None:
+            got = self._tiles[key] = self._tile_bits(op, b)
+        return got
+
+    def _tile_bits(self, op: str, b: tuple[int, ...]) -> int:
         s, e = self.shape, self.ext
         if op == "W":
             return e(K, b[K]) * e(C, b[C]) * e(FY, b[FY]) * e(FX, b[FX]) * s.weight_bits
@@ -440,6 +448,10 @@ class _Search:
         hit = self.memo.get(key)
         if hit is not None:
             return hit[0]
+        tail = self._tail(b, stages)
+        if tail is not None:
+            self.memo[key] = tail
+            return tail[0]
         best: int | None = None
         choice: object = None
         if b == self.inner_extent:
@@ -468,10 +480,92 @@ class _Search:
         self.memo[key] = (best, choice)  # type: ignore[assignment]
         return best
 
+    def _monotone(self, op: str) -> bool:
+        """Whether ``tile(b * f) <= f * tile(b)`` for every loop: always for
+        weights; for inputs when the kernel extent of one iteration covers the
+        stride (``(a*o - 1) s + k <= a ((o - 1) s + k)`` iff ``k >= s``), which
+        a strided 1 x 1 conv breaks (a tile of two rows spans the skipped row).
+        """
+        if op == "W":
+            return True
+        s, u = self.shape, self.hw.unrolling
+        return min(s.fy, u[FY]) >= s.stride_y and min(s.fx, u[FX]) >= s.stride_x
+
+    def _fill(self, op: str, b: tuple[int, ...]) -> int:
+        return self.geo.tile_bits(op, b) * self.geo.fills(b) * self.fill_rate[op]
+
+    def _tail(self, b: tuple[int, ...], stages: tuple[int, ...]
+              ) -> tuple[int, tuple[int, ...]] | None:
+        """The cost to go in closed form once only buffer runs are pending.
+
+        When every register, output and state term has fired and each buffer is
+        past its boundary, what is left is the end of the open stationary runs.
+        A fill ``tile(b) * N / prod(b)`` only shrinks as irrelevant loops join
+        the run, so a run is best extended by every remaining loop irrelevant to
+        its operand that may come next (``T`` only once no reduction is left:
+        causality); the first relevant loop ends it. With both runs open the
+        first loop placed ends one of them: either ``W``'s irrelevant loops go
+        first (ending ``I``'s run at once) or ``I``'s (the ``K`` loops, ending
+        ``W``'s). Returns ``(cost, loops in order)`` or ``None`` (search on).
+        """
+        full = self.inner_extent
+        if any(all(b[x] == 1 for x in RELEVANT[op]) for op in self.ops):
+            return None
+        if all(b[x] == 1 for x in RELEVANT["O"]):
+            return None
+        if self.shape.state_bits and all(b[x] == 1 for x in RELEVANT["V"]):
+            return None
+        run = {op: st for op, st in zip(self.ops, stages, strict=True)
+               if self.bufs[op] is not None and st != DONE}
+        if any(st == OPEN for st in run.values()):
+            return None
+        chunks = self.shape.chunks
+        reductions_left = any(b[x] < full[x] for x in REDUCTION)
+        w_ext = (OY, OX) if reductions_left else (OY, OX, T)
+
+        def grown(dims: tuple[int, ...]) -> tuple[int, ...]:
+            return tuple(full[d] if d in dims else b[d] for d in range(7))
+
+        def order(first: tuple[int, ...]) -> tuple[int, ...]:
+            return (*first, *(d for d in (K, C, FY, FX, OY, OX, T) if d not in first))
+
+        others_left = any(b[d] < full[d] for d in range(7) if d != K)
+        if not run:
+            return 0, order((C, FY, FX))
+        if set(run) == {"W"}:
+            return self._fill("W", grown(w_ext)), order(w_ext)
+        i_end = grown((K,))
+        if chunks > 1 and not others_left:
+            i_end = (i_end[K] * chunks, *i_end[1:])
+        if set(run) == {"I"}:
+            return self._fill("I", i_end), order((K,))
+        if chunks > 1:
+            return None
+        options = [(self._fill("W", b) + self._fill("I", i_end), order((K,)))]
+        if any(b[d] < full[d] for d in w_ext):
+            options.append((self._fill("I", b) + self._fill("W", grown(w_ext)), order(w_ext)))
+        return min(options)
+
     def start(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """The empty nest: nothing placed, every buffer open (or none)."""
-        stages = tuple(OPEN if self.bufs[op] is not None else DONE for op in self.ops)
-        return (1,) * 7, stages
+        """The empty nest: nothing placed, every buffer open (or none).
+
+        A buffer that holds the operand's whole step tile keeps it to the top:
+        its fill, the whole tile once, is the least any boundary gives (fills
+        only shrink as the boundary rises, when tiles are sub-multiplicative:
+        see :meth:`_monotone`), so it is charged up front (:attr:`fixed_fj`)
+        and its boundary needs no search.
+        """
+        stages = []
+        self.fixed_fj = 0
+        for op in self.ops:
+            buf = self.bufs[op]
+            whole = self.geo.tile_bits(op, self.geo.extent)
+            if buf is not None and whole <= buf.capacity_bits and self._monotone(op):
+                self.fixed_fj += whole * self.fill_rate[op]
+                stages.append(DONE)
+            else:
+                stages.append(OPEN if buf is not None else DONE)
+        return (1,) * 7, tuple(stages)
 
     def nest(self) -> Nest:
         """Walk the recorded choices from the start: the optimal nest."""
@@ -481,6 +575,11 @@ class _Search:
         while True:
             choice = self.memo[(b, stages)][1]
             if choice == "end":
+                break
+            if isinstance(choice[0], int):  # a closed-form tail: remaining loops by dim
+                for d in choice:  # type: ignore[union-attr]
+                    if self.inner_extent[d] > b[d]:
+                        loops.append(Loop(DIMS[d], self.inner_extent[d] // b[d]))
                 break
             if choice[0] == "close":  # type: ignore[index]
                 held[self.ops[choice[1]]] = len(loops)  # type: ignore[index]
@@ -534,7 +633,7 @@ def optimal_nest(shape: StepShape, hw: NestHardware) -> tuple[Nest, int]:
     value = search.best(b, stages)
     if value is None:
         raise NoNestError(f"no loop nest of {shape} fits the inner buffers")
-    return search.nest(), value
+    return search.nest(), value + search.fixed_fj
 
 
 def all_nests(shape: StepShape, hw: NestHardware) -> Iterator[Nest]:
