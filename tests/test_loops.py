@@ -186,3 +186,33 @@ def test_energy_by_level_adds_up(schedule: str) -> None:
         == pytest.approx(cost.energy_pj["inner_levels"], rel=1e-12)
     assert cost.energy_pj["inner_levels"] > 0
     assert sum(levels["dram"].values()) == pytest.approx(cost.energy_pj["dram"], rel=1e-12)
+
+
+def test_random_tiny_steps_equal_brute_force() -> None:
+    """Random tiny steps (strides, kernels, chunks, state, tight buffers): the
+    optimum is valid, scores as claimed and equals brute force. Letting the
+    closed-form tails place ``T`` before a remaining reduction (no causality
+    check) makes this fail."""
+    rng = random.Random(3)
+    checked = 0
+    while checked < 25:
+        u = (rng.choice([1, 2]), rng.choice([1, 2]), 1, 1, 1, 1)
+        k, c = u[0] * rng.choice([1, 2]), rng.choice([1, 2, 3])
+        fy, s = rng.choice([1, 3]), rng.choice([1, 2])
+        oy, tb = rng.randint(1, 3), rng.choice([1, 2])
+        chunks = rng.choice([ch for ch in (1, 2) if k % ch == 0 and k // ch >= u[0]])
+        shape = StepShape(k=k, c=c, oy=oy, ox=1, fy=fy, fx=1, tb=tb,
+                          iy=rng.randint(1, (oy - 1) * s + fy), ix=1, stride_y=s,
+                          state_bits=rng.choice([0, 8]), chunks=chunks,
+                          input_bits=rng.choice([1, 4]))
+        hw = NestHardware(u, 1, 2, None,
+                          Buffer("weight_buffer", rng.choice([16, 32, 64, 10**6]), 3, 5, None),
+                          Buffer("input_buffer", rng.choice([4, 8, 16, 10**6]), 7, 11, None))
+        costs = [nest_cost(n, shape, hw).total_fj for n in all_nests(shape, hw)]
+        if not costs:
+            continue
+        found, value = optimal_nest(shape, hw)
+        assert value == min(costs)
+        assert check_nest(found, shape, hw) == []
+        assert nest_cost(found, shape, hw).total_fj == value
+        checked += 1

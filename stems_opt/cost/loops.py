@@ -394,8 +394,9 @@ class _Search:
               stages: tuple[int, ...]) -> tuple[int, tuple[int, ...]] | None:
         """Energy fixed by placing a loop of ``d`` over ``b`` (giving ``nb``), new stages."""
         geo = self.geo
-        if d in REDUCTION and b[T] > 1:
-            return None
+        if (d in REDUCTION and b[T] > 1) or (d == T and any(
+                b[x] < self.inner_extent[x] for x in REDUCTION)):
+            return None  # causality: every reduction loop sits inside every T loop
         cost = 0
         new = list(stages)
         for i, op in enumerate(self.ops):
@@ -434,7 +435,10 @@ class _Search:
         for i, op in enumerate(self.ops):
             if all(b[x] == 1 for x in RELEVANT[op]):
                 cost += geo.tile_bits(op, (1,) * 7) * geo.fills(b) * self.reg_rate[op]
-            if self.bufs[op] is not None and stages[i] != DONE:
+            buf = self.bufs[op]
+            if buf is not None and stages[i] != DONE:
+                if stages[i] == OPEN and geo.tile_bits(op, b) > buf.capacity_bits:
+                    return None
                 cost += geo.tile_bits(op, b) * self.fill_rate[op]
         if all(b[x] == 1 for x in RELEVANT["O"]):
             cost += self.out_fj + (geo.psum_rounds(b) - 1) * self.psum_fj
