@@ -30,6 +30,8 @@ def cost_to_dict(cost: Cost) -> dict[str, Any]:
             "by_segment": [s.traffic.total_bits for s in cost.segments],
         },
         "energy_pj": dict(cost.energy_pj),
+        "energy_by_level_pj": {level: dict(ops)
+                               for level, ops in cost.energy_by_level_pj.items()},
         "peak_gb_bits": cost.peak_gb_bits,
         "capacity_bits": cost.capacity_bits,
         "latency_cycles": cost.latency_cycles,
@@ -111,10 +113,25 @@ def format_cost(problem: Problem, cost: Cost, mapping: Mapping) -> str:
     lines.append("  energy (uJ): " + ", ".join(
         f"{k} {v / 1e6:,.3f}" for k, v in e.items() if k != "total") +
         f"; total {e['total'] / 1e6:,.3f}")
+    lines.extend(_level_table(cost))
     lines.append(f"  peak global buffer {cost.peak_gb_bits:,} of {cost.capacity_bits:,} bits"
                  f"{'' if cost.feasible else '  (DOES NOT FIT)'}; latency "
                  f"{cost.latency_cycles:,} cycles")
     return "\n".join(lines)
+
+
+def _level_table(cost: Cost) -> list[str]:
+    """Energy (uJ) per level (rows) and operand (columns); registers cost nothing."""
+    levels = cost.energy_by_level_pj
+    if not levels:
+        return []
+    ops = ["W", "I", "O", "V"]
+    lines = [f"  {'level':<16}" + "".join(f"{op:>10}" for op in ops) + f"{'total':>12}"]
+    for level, by_op in levels.items():
+        cells = "".join(f"{by_op[op] / 1e6:>10,.3f}" if op in by_op else f"{'':>10}"
+                        for op in ops)
+        lines.append(f"  {level:<16}{cells}{sum(by_op.values()) / 1e6:>12,.3f}")
+    return lines
 
 
 def format_result(problem: Problem, result: Result) -> str:
