@@ -1,9 +1,11 @@
-"""Time the exact loop-nest table of a network: every step shape the joint
-model can choose (each frame's tile bounds, sub-tile count, time batch and
-weight chunking), each solved once by :func:`stems_opt.cost.loops.optimal_nest`.
+"""Time the exact loop nests of a network's steps: every step shape of the
+named schedules' mappings (their tile bounds, sub-tile counts, time batches
+and weight chunks), each solved once by :func:`stems_opt.cost.loops.optimal_nest`.
 
 Usage: ``python benchmarks/nest_table.py instances/sew_resnet18_1mb.yaml [...]``.
-Writes ``benchmarks/results/nest_table.csv`` and ``.md``.
+Writes ``benchmarks/results/nest_table.csv`` and ``.md``. The named schedules
+are built under the traffic objective (they need no nest), so only the
+nests are timed.
 """
 
 from __future__ import annotations
@@ -14,39 +16,31 @@ import time
 from pathlib import Path
 
 from stems_opt.cost.loops import layer_steps, optimal_nest
-from stems_opt.cost_model import nest_hardware, sub_tile_limits, tile_bounds
-from stems_opt.formulation.data import frame_specs
+from stems_opt.cost_model import SegmentGeometry, nest_hardware, weight_chunks
+from stems_opt.heuristics import named_schedule
 from stems_opt.io import load_instance
-from stems_opt.mapping import Segment
-from stems_opt.network import divisors
 
 RESULTS = Path(__file__).parent / "results"
+SCHEDULES = ("ST-LBL", "TB-LBL", "TB-F", "ST-F")
 
 
 def step_shapes(path: str) -> tuple[object, set]:
-    """The instance's nest hardware and every distinct step shape of its search space."""
-    problem = load_instance(path)
-    net, hw = problem.network, problem.hardware
-    ku = hw.array.factor("K")
+    """The instance's nest hardware and the distinct step shapes of its named schedules."""
+    problem = load_instance(path, objective="traffic")
+    net = problem.network
     shapes = set()
-    seen = set()
-    for first, last, tb, axis, n, _ in frame_specs(problem):
-        names = tuple(lay.name for lay in net.layers[first:last + 1])
-        bounds = tile_bounds(net, names, axis, n)
-        limits = sub_tile_limits(net, Segment(names, tb, n, axis))
-        for name in names:
-            lay = net.layer(name)
-            if not lay.has_weights:
-                continue
-            key = (name, bounds[name], tb, axis)
-            if key in seen:
-                continue
-            seen.add(key)
-            chunk_opts = [k for k in divisors(lay.k) if k == 1 or lay.k // k >= ku]
-            for m in range(1, limits[name] + 1):
-                for chunks in chunk_opts:
-                    shapes.update(layer_steps(lay, axis, bounds[name], m, tb, chunks))
-    return nest_hardware(hw), shapes
+    for name in SCHEDULES:
+        mapping = named_schedule(problem, name).mapping
+        if mapping is None:
+            continue
+        for seg in mapping.segments:
+            geo = SegmentGeometry(net, seg)
+            for lay in geo.layers:
+                if lay.has_weights:
+                    shapes.update(layer_steps(lay, seg.axis, geo.bounds[lay.name],
+                                              seg.sub_tile(lay.name), geo.tb,
+                                              weight_chunks(seg, lay)))
+    return nest_hardware(problem.hardware), shapes
 
 
 def main(paths: list[str]) -> None:

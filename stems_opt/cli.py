@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from stems_opt.errors import Issue
     from stems_opt.mapping import Violation
+    from stems_opt.problem import Problem
+    from stems_opt.result import Result
 
 if TYPE_CHECKING:
     from stems_opt.stopping import Stop
@@ -113,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON document")
     ev.add_argument("--out", type=_non_empty,
                     help="write the scored mapping to this YAML/JSON file")
+    ev.add_argument("--show-loops", metavar="LAYER", type=_non_empty,
+                    help="also print the optimal loop nest of each step of LAYER")
 
     va = sub.add_parser("validate", help="report every problem in an instance (and mapping)",
                         parents=[common])
@@ -127,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     _search_options(so)
     so.add_argument("--json", action="store_true", help="print one JSON document")
     so.add_argument("--out", type=_non_empty, help="write the mapping to this YAML/JSON file")
+    so.add_argument("--show-loops", metavar="LAYER", type=_non_empty,
+                    help="also print the optimal loop nest of each step of LAYER")
 
     co = sub.add_parser("compare", help="the optimum beside the named schedules",
                         parents=[common])
@@ -190,18 +196,43 @@ def _exit_for(result: object) -> int:
     return EXIT_NO_ANSWER
 
 
+def _check_show_loops(problem: Problem, args: argparse.Namespace) -> None:
+    """A ``--show-loops`` layer must exist (checked before any solving)."""
+    from stems_opt.errors import Issue, StemsInputError
+
+    name = getattr(args, "show_loops", None)
+    if name and not problem.network.has_layer(name):
+        raise StemsInputError(Issue(f"no layer {name!r} in network {problem.network.name!r}",
+                                    field="show-loops"))
+
+
+def _with_loops(problem: Problem, result: Result, args: argparse.Namespace
+                ) -> tuple[object, bool, str]:
+    """What :func:`_emit` prints, with ``--show-loops`` added when asked."""
+    from stems_opt.report import format_result, result_to_dict
+
+    doc, text = result_to_dict(problem, result), format_result(problem, result)
+    if getattr(args, "show_loops", None) and result.mapping is not None:
+        from stems_opt.nest_report import show_loops
+
+        loops_text, loops_doc = show_loops(problem, result.mapping, args.show_loops)
+        doc["loops"] = loops_doc
+        text += "\n\n" + loops_text
+    return doc, args.json, text
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from stems_opt.cost_model import evaluate
     from stems_opt.errors import Issue, StemsInputError
     from stems_opt.heuristics import named_schedule
     from stems_opt.io import check_writable, dump_mapping, load_instance, load_mapping
     from stems_opt.mapping import check
-    from stems_opt.report import format_result, result_to_dict
     from stems_opt.result import Result, SolveStatus
 
     if args.out:
         check_writable(args.out, field="out")
     problem = load_instance(args.instance, args.objective)
+    _check_show_loops(problem, args)
     if args.schedule:
         if args.tiles is not None and args.schedule.upper() in ("ST-LBL", "TB-LBL"):
             raise StemsInputError(Issue(f"--tiles applies to fused blocks; {args.schedule} has "
@@ -223,7 +254,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     # and the report and the exit code (1) say that it does not fit.
     if args.out and result.mapping is not None:
         dump_mapping(result.mapping, args.out)
-    _emit(result_to_dict(problem, result), args.json, format_result(problem, result))
+    _emit(*_with_loops(problem, result, args))
     return _exit_for(result)
 
 
@@ -285,17 +316,17 @@ def _new_stop(time_limit_s: float | None) -> Stop:
 
 def _solve(args: argparse.Namespace) -> int:
     from stems_opt.io import check_writable, dump_mapping, load_instance
-    from stems_opt.report import format_result, result_to_dict
     from stems_opt.solvers import solve
 
     if args.out:
         check_writable(args.out, field="out")
     problem = load_instance(args.instance, args.objective)
+    _check_show_loops(problem, args)
     result = solve(problem, solver=args.solver, time_limit_s=args.time_limit,
                    threads=args.threads, seed=args.seed, stop=_new_stop(args.time_limit))
     if args.out and result.mapping is not None:
         dump_mapping(result.mapping, args.out)
-    _emit(result_to_dict(problem, result), args.json, format_result(problem, result))
+    _emit(*_with_loops(problem, result, args))
     return SIGNALS.exit_code(_exit_for(result))
 
 

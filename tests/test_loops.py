@@ -216,3 +216,30 @@ def test_random_tiny_steps_equal_brute_force() -> None:
         assert check_nest(found, shape, hw) == []
         assert nest_cost(found, shape, hw).total_fj == value
         checked += 1
+
+
+def test_show_loops(capsys: pytest.CaptureFixture[str]) -> None:
+    """``--show-loops``: each step's nest, its loops multiplying to the step's
+    temporal extents, energies summing to the layer's operand energy."""
+    import json
+    from pathlib import Path
+
+    from stems_opt.cli import main
+
+    inst = str(Path(__file__).parent.parent / "instances" / "tiny_chain.yaml")
+    assert main(["evaluate", inst, "--schedule", "TB-F", "--show-loops", "c2", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    steps = doc["loops"]["steps"]
+    assert steps
+    for st in steps:
+        # tiny array K 4 x C 2: c2 has K 4 (1 iteration), C 4 (2), a 3 x 3 kernel.
+        prod = {}
+        for dim, f in st["loops"]:
+            prod[dim] = prod.get(dim, 1) * f
+        assert prod.get("K", 1) == 1 and prod.get("C", 1) == 2
+        assert prod.get("FY", 1) == prod.get("FX", 1) == 3
+        assert prod.get("T", 1) == st["tb"]
+    assert main(["evaluate", inst, "--schedule", "TB-F", "--show-loops", "c2"]) == 0
+    assert "for C in [0,2):" in capsys.readouterr().out
+    assert main(["evaluate", inst, "--schedule", "TB-F", "--show-loops", "nope"]) == 2
+    assert "show-loops" in capsys.readouterr().err

@@ -379,6 +379,9 @@ class _Search:
         rate = {op: (b.read_fj_per_bit if b else hw.gb_read_fj_per_bit)
                 for op, b in self.bufs.items()}
         self.reg_rate = rate
+        self.rel_dims = {op: tuple(sorted(RELEVANT[op])) for op in self.ops}
+        self.reg_tile = {op: geo.tile_bits(op, (1,) * 7) for op in self.ops}
+        self.caps = {op: b.capacity_bits for op, b in self.bufs.items() if b is not None}
         self.fill_rate = {op: hw.gb_read_fj_per_bit + b.write_fj_per_bit
                           for op, b in self.bufs.items() if b is not None}
         self.memo: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[int, object]] = {}
@@ -419,6 +422,52 @@ class _Search:
                 b[x] == 1 for x in RELEVANT["V"]):
             cost += (self.shape.tb // b[T]) * self.state_fj
         return cost, tuple(new)
+
+    def _moves(self, b: tuple[int, ...], stages: tuple[int, ...]
+               ) -> Iterator[tuple[int, tuple[int, ...], int, tuple[int, ...]]]:
+        """Every valid next loop from ``(b, stages)``: ``(dim, new b, energy fixed,
+        new stages)``; the same terms as :meth:`_step`, computed once per state."""
+        geo, full = self.geo, self.inner_extent
+        fills = geo.total // math.prod(b)
+        red_left = b[C] < full[C] or b[FY] < full[FY] or b[FX] < full[FX]
+        # Energy each operand's pending terms fix when a relevant loop arrives.
+        due = []
+        for i, op in enumerate(self.ops):
+            rel = self.rel_dims[op]
+            c = 0
+            if math.prod(b[x] for x in rel) == 1:
+                c += self.reg_tile[op] * fills * self.reg_rate[op]
+            if stages[i] == RUN:
+                c += geo.tile_bits(op, b) * fills * self.fill_rate[op]
+            due.append((i, op, RELEVANT[op], c, stages[i]))
+        o_due = self.out_fj + (geo.psum_rounds(b) - 1) * self.psum_fj \
+            if b[K] * b[OY] * b[OX] * b[T] == 1 else None
+        v_due = (self.shape.tb // b[T]) * self.state_fj \
+            if self.shape.state_bits and b[K] * b[OY] * b[OX] == 1 else None
+        for d in range(7):
+            if (d in REDUCTION and b[T] > 1) or (d == T and red_left):
+                continue  # causality: every reduction loop sits inside every T loop
+            for p in _primes(full[d] // b[d]):
+                nb = (*b[:d], b[d] * p, *b[d + 1:])
+                cost = 0
+                new = stages
+                ok = True
+                for i, op, rel, c, st in due:
+                    if d not in rel:
+                        continue
+                    cost += c
+                    if st == RUN:
+                        new = (*new[:i], DONE, *new[i + 1:])
+                    elif st == OPEN and geo.tile_bits(op, nb) > self.caps[op]:
+                        ok = False
+                        break
+                if not ok:
+                    continue
+                if o_due is not None and d in RELEVANT["O"]:
+                    cost += o_due
+                if v_due is not None and d in RELEVANT["V"]:
+                    cost += v_due
+                yield d, nb, cost, new
 
     def _end(self, b: tuple[int, ...], stages: tuple[int, ...]) -> int | None:
         """Energy of the terms still pending when the nest is complete."""
@@ -468,19 +517,13 @@ class _Search:
                 v = self.best(b, closed)
                 if v is not None and (best is None or v < best):
                     best, choice = v, ("close", i)
-        for d in range(7):
-            for p in _primes(self.inner_extent[d] // b[d]):
-                nd = b[d] * p
-                nb = (*b[:d], nd, *b[d + 1:])
-                got = self._step(b, d, nb, stages)
-                if got is None:
-                    continue
-                rest = self.best(nb, got[1])
-                if rest is None:
-                    continue
-                v = got[0] + rest
-                if best is None or v < best:
-                    best, choice = v, ("loop", d, nd // b[d], nb, got[1])
+        for d, nb, cost, new in self._moves(b, stages):
+            rest = self.best(nb, new)
+            if rest is None:
+                continue
+            v = cost + rest
+            if best is None or v < best:
+                best, choice = v, ("loop", d, nb[d] // b[d], nb, new)
         self.memo[key] = (best, choice)  # type: ignore[assignment]
         return best
 
@@ -513,11 +556,11 @@ class _Search:
         ``W``'s). Returns ``(cost, loops in order)`` or ``None`` (search on).
         """
         full = self.inner_extent
-        if any(all(b[x] == 1 for x in RELEVANT[op]) for op in self.ops):
+        if OPEN in stages or b[K] * b[OY] * b[OX] * b[T] == 1:
             return None
-        if all(b[x] == 1 for x in RELEVANT["O"]):
+        if self.shape.state_bits and b[K] * b[OY] * b[OX] == 1:
             return None
-        if self.shape.state_bits and all(b[x] == 1 for x in RELEVANT["V"]):
+        if any(math.prod(b[x] for x in self.rel_dims[op]) == 1 for op in self.ops):
             return None
         run = {op: st for op, st in zip(self.ops, stages, strict=True)
                if self.bufs[op] is not None and st != DONE}
