@@ -569,21 +569,28 @@ class EnergyRates:
                            pj_to_fj(hw.dram.write_pj_per_bit) + gr, gr, gw)
 
 
-def layer_gb_access_bits(geo: SegmentGeometry, layer: Layer, m: int) -> tuple[int, int]:
-    """Operand reads and writes at the GB of a layer without weights (pool, add).
+def layer_gb_access_bits(geo: SegmentGeometry, layer: Layer, m: int
+                         ) -> dict[str, tuple[int, int]]:
+    """Operand reads and writes at the GB per operand, one access per use.
 
-    Each operand goes between the GB and the array once per use: every input
-    row of every (sub-)window once per timestep, each output once. Conv and
-    linear layers use their loop nests instead (:func:`layer_operand_energy_fj`).
+    Each operand goes between the GB and the array once per use: the weights
+    once per sub-tile per timestep, every input row of every (sub-)window once
+    per timestep, each output once, the state read and written once per
+    timestep. The rule of pools and adds, and of every layer on hardware
+    without ``loop_nests``.
     """
     if layer.kind is LayerKind.FLATTEN:
-        return 0, 0
+        return {}
     T = geo.T
-    reads = 0
     rows, _, _ = geo.window_reads(layer.name, m, keep=False)  # the same windows for each input
-    for src in dict.fromkeys(layer.inputs):
-        reads += rows * geo.network.tensor_row_bits(src, geo.seg.axis) * T
-    return reads, layer.output_size_bits(T)
+    reads = sum(rows * geo.network.tensor_row_bits(src, geo.seg.axis) * T
+                for src in dict.fromkeys(layer.inputs))
+    out = {"I": (reads, 0), "O": (0, layer.output_size_bits(T))}
+    if layer.has_weights:
+        out["W"] = (layer.weight_size_bits * T * geo.active_tiles(layer.name) * m, 0)
+    if layer.stateful:
+        out["V"] = (layer.state_size_bits * T, layer.state_size_bits * T)
+    return out
 
 
 _NEST_HW: dict[int, tuple[Hardware, NestHardware]] = {}
@@ -604,21 +611,16 @@ def layer_operand_energy_fj(geo: SegmentGeometry, layer: Layer, m: int, hw: Hard
     ``(level, operand)``: GB reads and writes and the inner levels.
 
     Conv and linear layers run every step (sub-tile x time batch) with its
-    optimal loop nest (:mod:`stems_opt.cost.loops`), ``chunks`` being the
-    weight chunks of a streamed layer; other layers access each operand once
-    per use (:func:`layer_gb_access_bits`).
+    optimal loop nest (:mod:`stems_opt.cost.loops`) on hardware with
+    ``loop_nests``, ``chunks`` being the weight chunks of a streamed layer;
+    otherwise each operand is accessed once per use (:func:`layer_gb_access_bits`).
     """
     nh = nest_hardware(hw)
-    if layer.has_weights:
+    if layer.has_weights and hw.loop_nests:
         return dict(layer_nest_energy(layer, geo.seg.axis, geo.bounds[layer.name], m, geo.tb,
                                       geo.S, nh, chunks))
-    r, w = layer_gb_access_bits(geo, layer, m)
-    out = {}
-    if r:
-        out[(GB, "I")] = r * nh.gb_read_fj_per_bit
-    if w:
-        out[(GB, "O")] = w * nh.gb_write_fj_per_bit
-    return out
+    return {(GB, op): r * nh.gb_read_fj_per_bit + w * nh.gb_write_fj_per_bit
+            for op, (r, w) in layer_gb_access_bits(geo, layer, m).items() if r or w}
 
 
 def weight_chunks(seg: Segment, layer: Layer) -> int:

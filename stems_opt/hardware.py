@@ -101,7 +101,12 @@ class ComputeArray:
 
 @dataclass(frozen=True)
 class Hardware:
-    """An accelerator with DRAM, one shared global buffer (GB) and optional inner levels."""
+    """An accelerator with DRAM, one shared global buffer (GB) and optional inner levels.
+
+    ``loop_nests``: operand accesses below DRAM come from each step's optimal
+    loop nest (inner levels charged); otherwise each operand goes between the
+    GB and the array once per use and inner levels cost nothing.
+    """
 
     name: str
     dram: MemoryLevel
@@ -109,6 +114,7 @@ class Hardware:
     array: ComputeArray
     inner_levels: tuple[MemoryLevel, ...] = ()
     clock_hz: float | None = None
+    loop_nests: bool = False  # charge operand accesses through each step's optimal loop nest
 
     def __post_init__(self) -> None:
         issues: list[Issue] = []

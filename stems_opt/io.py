@@ -269,7 +269,7 @@ def load_network(path: str | Path) -> Network:
 # ---------------------------------------------------------------------------
 
 HARDWARE_FIELDS = {"name", "dram", "global_buffer", "inner_levels", "operational_array",
-                   "clock_hz", "comment"}
+                   "clock_hz", "comment", "loop_nests"}
 LEVEL_FIELDS = {"name", "size", "read_pj_per_bit", "write_pj_per_bit",
                 "bandwidth_bits_per_cycle", "operands"}
 ARRAY_FIELDS = {"sizes", "accumulate_pj", "mac_pj", "neuron_update_pj"}
@@ -334,10 +334,14 @@ def hardware_from_dict(doc: Any, file: str = "<hardware>") -> Hardware:
                     issues += exc.issues
     clock = d.get("clock_hz")
     issues += check_clock(clock)
+    nests = d.get("loop_nests", False)
+    if not isinstance(nests, bool):
+        issues.append(Issue(f"must be true or false, got {nests!r}", field="loop_nests"))
     if issues or dram is None or gb is None or array is None or None in inner:
         raise StemsInputError(issues or [Issue("invalid hardware")]).with_file(file)
     try:
-        return Hardware(str(d.get("name", Path(file).stem)), dram, gb, array, tuple(inner), clock)
+        return Hardware(str(d.get("name", Path(file).stem)), dram, gb, array, tuple(inner), clock,
+                        loop_nests=nests)
     except StemsInputError as exc:
         raise _rethrow(exc, file) from None
 

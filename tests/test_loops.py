@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from pathlib import Path
 
 import pytest
 
@@ -243,3 +244,18 @@ def test_show_loops(capsys: pytest.CaptureFixture[str]) -> None:
     assert "for C in [0,2):" in capsys.readouterr().out
     assert main(["evaluate", inst, "--schedule", "TB-F", "--show-loops", "nope"]) == 2
     assert "show-loops" in capsys.readouterr().err
+
+
+def test_loop_nests_flag_must_be_a_bool() -> None:
+    import yaml
+
+    from stems_opt.errors import StemsInputError
+    from stems_opt.io import hardware_from_dict
+
+    doc = yaml.safe_load((Path(__file__).parent.parent / "models" / "hardware"
+                          / "tiny.yaml").read_text())
+    assert hardware_from_dict(doc).loop_nests is True
+    doc["loop_nests"] = "yes"
+    with pytest.raises(StemsInputError) as err:
+        hardware_from_dict(doc, "hw.yaml")
+    assert "loop_nests" in str(err.value) and "hw.yaml" in str(err.value)

@@ -41,8 +41,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from stems_opt.cost.loops import NestHardware, layer_floor_fj
-from stems_opt.cost_model import min_read_bits
+from stems_opt.cost.loops import layer_floor_fj
+from stems_opt.cost_model import min_read_bits, nest_hardware
+from stems_opt.hardware import Hardware
 from stems_opt.mapping import Order
 from stems_opt.network import Axis, LayerKind, Network
 
@@ -222,29 +223,33 @@ def _frame_geometry(network: Network, first: int, last: int, axis: Axis, n: int)
 
 
 def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, n: int,
-                           hw: NestHardware) -> int:
+                           hw: Hardware) -> int:
     """The least operand energy below DRAM (fJ) of a frame's layers, for any
     sub-tile counts, time batch and weight chunks.
 
-    Conv and linear layers: :func:`stems_opt.cost.loops.layer_floor_fj` (every
-    operand once through its levels, the weights once per active tile).
-    Other layers: :func:`stems_opt.cost_model.layer_gb_access_bits` with one
-    sub-tile per tile (more sub-tiles read the window overlaps again), or for
-    windows with gaps the union of the one-row windows.
+    Conv and linear layers on hardware with ``loop_nests``:
+    :func:`stems_opt.cost.loops.layer_floor_fj` (every operand once through
+    its levels, the weights once per active tile). Otherwise the accesses of
+    :func:`stems_opt.cost_model.layer_gb_access_bits` with one sub-tile per
+    tile (more sub-tiles read the weights and the window overlaps again), or
+    for windows with gaps the union of the one-row windows.
     """
     geo = _frame_geometry(network, first, last, axis, n)
+    nh = nest_hardware(hw)
     T = network.timesteps
     fj = 0
     for lay, (_, active, _, _, windows) in zip(network.layers[first:last + 1], geo,
                                                 strict=True):
         if lay.kind is LayerKind.FLATTEN:
             continue
-        if lay.has_weights:
-            fj += layer_floor_fj(lay, active, T, hw)
+        if lay.has_weights and hw.loop_nests:
+            fj += layer_floor_fj(lay, active, T, nh)
             continue
-        reads = sum(windows * network.tensor_row_bits(src, axis) * T
-                    for src in dict.fromkeys(lay.inputs))
-        fj += reads * hw.gb_read_fj_per_bit + lay.output_size_bits(T) * hw.gb_write_fj_per_bit
+        reads = lay.weight_size_bits * T * active + lay.state_size_bits * T
+        reads += sum(windows * network.tensor_row_bits(src, axis) * T
+                     for src in dict.fromkeys(lay.inputs))
+        writes = lay.output_size_bits(T) + lay.state_size_bits * T
+        fj += reads * nh.gb_read_fj_per_bit + writes * nh.gb_write_fj_per_bit
     return fj
 
 

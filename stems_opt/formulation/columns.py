@@ -46,7 +46,6 @@ from stems_opt.cost_model import (
     SegmentContext,
     SegmentGeometry,
     layer_operand_energy_fj,
-    nest_hardware,
     segment_terms,
     weight_chunks,
 )
@@ -231,7 +230,7 @@ class ColumnSolver:
             got = r * self.rates[0] + w * self.rates[1]
             if self.energy:
                 got += frame_operand_floor_fj(self.net, spec[0], spec[1], spec[3], spec[4],
-                                              nest_hardware(self.problem.hardware))
+                                              self.problem.hardware)
             self.cheapest[key] = got
         return got
 
