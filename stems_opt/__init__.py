@@ -28,13 +28,43 @@ from stems_opt.mapping import (
 from stems_opt.network import Axis, Layer, LayerKind, Network, NeuronKind, StatePersistence
 from stems_opt.problem import Objective, Problem
 from stems_opt.result import Result, SolveStatus
+from stems_opt.sources import load_problem
 
 
-def solve(problem: Problem, solver: str = "cpsat", **options: object) -> Result:
-    """Find the optimal mapping of ``problem`` (see :func:`stems_opt.solvers.solve`)."""
+def solve(problem: Problem, *, objective: Objective | str | None = None, solver: str = "cpsat",
+          time_limit_s: float | None = None, threads: int | None = None, seed: int = 0,
+          method: str = "columns") -> Result:
+    """Find the optimal mapping of ``problem``, with a proof (see ``docs/api.md``).
+
+    Parameters
+    ----------
+    problem
+        What to map: from :func:`load_problem`, :func:`load_instance` or built in code.
+    objective
+        ``"traffic"`` (DRAM bits) or ``"energy"`` (pJ); ``None`` keeps ``problem.objective``.
+    solver
+        ``"cpsat"`` (OR-Tools CP-SAT) or ``"highs"``.
+    time_limit_s
+        Wall-clock limit in seconds; ``None`` runs to the proof.
+    threads
+        Solver threads; ``None`` lets the solver choose.
+    seed
+        Solver random seed.
+    method
+        ``"columns"`` (default) or ``"monolithic"``; both exact.
+
+    Returns
+    -------
+    Result
+        ``status`` is ``optimal`` only with a proof; ``cost`` is the cost
+        model's score of ``mapping``, equal to the solver's objective.
+    """
     from stems_opt.solvers import solve as _solve
 
-    return _solve(problem, solver=solver, **options)  # type: ignore[arg-type]
+    if objective is not None:
+        problem = problem.with_objective(Objective(objective))
+    return _solve(problem, solver=solver, time_limit_s=time_limit_s, threads=threads, seed=seed,
+                  method=method)
 
 
 __version__ = "0.1.0"
@@ -44,6 +74,6 @@ __all__ = [
     "MemoryLevel", "Network", "NeuronKind", "Objective", "Order", "Placement", "Problem",
     "Result", "Segment", "SolveStatus", "StateMode", "StatePersistence", "StemsInputError",
     "Violation", "WeightChoice", "__version__", "check", "compulsory_traffic_bits", "dump_mapping",
-    "evaluate", "load_hardware", "load_instance", "load_mapping", "load_network",
+    "evaluate", "load_hardware", "load_instance", "load_mapping", "load_network", "load_problem",
     "named_schedule", "solve",
 ]

@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -33,6 +34,65 @@ def _tiles(text: str) -> int | list[int]:
     return values[0] if len(values) == 1 else values
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    """The problem to read: an instance, or a network (YAML or NIR) with ``--hardware``."""
+    p.add_argument("instance", metavar="MODEL",
+                   help="instance YAML (network + hardware + objective), or a network YAML or "
+                        "NIR file given with --hardware")
+    p.add_argument("--hardware", metavar="HW.yaml",
+                   help="hardware YAML, for a network YAML or NIR file (default: none; an "
+                        "instance names its own)")
+    _add_nir_args(p, required=False)
+
+
+def _add_nir_args(p: argparse.ArgumentParser, required: bool) -> None:
+    g = p.add_argument_group("NIR models (.nir files)")
+    g.add_argument("--timesteps", type=_positive, metavar="T", required=required,
+                   help="time window T in timesteps (required for NIR; not stored reliably "
+                        "in NIR files)")
+    g.add_argument("--weight-bits", type=_positive, default=4, metavar="B",
+                   help="weight precision in bits (default: %(default)s)")
+    g.add_argument("--state-bits", type=_positive, default=12, metavar="B",
+                   help="bits per neuron state variable; CubaLIF keeps two (default: "
+                        "%(default)s)")
+    g.add_argument("--spike-bits", type=_positive, default=1, metavar="B",
+                   help="spike and network-input precision in bits (default: %(default)s)")
+
+
+def _nir_options(args: argparse.Namespace) -> object:
+    """NIR options when ``--timesteps`` was given (or a bit width changed), else ``None``."""
+    from stems_opt.nir_import import NirOptions
+
+    if args.timesteps is None and (args.weight_bits, args.state_bits, args.spike_bits) == \
+            (4, 12, 1):
+        return None
+    if args.timesteps is None:
+        from stems_opt.errors import Issue, StemsInputError
+
+        raise StemsInputError(Issue("--weight-bits, --state-bits and --spike-bits need "
+                                    "--timesteps T (they apply to NIR models)",
+                                    field="timesteps"))
+    return NirOptions(args.timesteps, args.weight_bits, args.state_bits, args.spike_bits)
+
+
+def _load(args: argparse.Namespace, objective: str | None = None) -> object:
+    """The problem named on the command line (see :mod:`stems_opt.sources`)."""
+    from stems_opt.sources import load_problem
+
+    return load_problem(args.instance, args.hardware, objective,
+                        _nir_options(args))  # type: ignore[arg-type]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (no heavy imports)."""
     p = argparse.ArgumentParser(
@@ -42,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser("evaluate", help="score a named schedule or a mapping file")
-    ev.add_argument("instance", help="instance YAML (network + hardware + objective)")
+    _add_model_args(ev)
     src = ev.add_mutually_exclusive_group(required=True)
     src.add_argument("--schedule", help="ST-LBL, TB-LBL, TB-F, ST-F or HYBRID:<time>:<depth>")
     src.add_argument("--mapping", help="mapping YAML or JSON file")
@@ -52,11 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="write the scored mapping to this YAML/JSON file")
 
     va = sub.add_parser("validate", help="report every problem in an instance (and mapping)")
-    va.add_argument("instance")
+    _add_model_args(va)
     va.add_argument("--mapping", help="also check this mapping")
 
     so = sub.add_parser("solve", help="find the optimal mapping, with a proof")
-    so.add_argument("instance")
+    _add_model_args(so)
     so.add_argument("--objective", choices=["traffic", "energy"])
     so.add_argument("--solver", choices=["cpsat", "highs"], default="cpsat")
     so.add_argument("--time-limit", type=float, default=None, metavar="S")
@@ -66,13 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--out", help="write the mapping to this YAML/JSON file")
 
     co = sub.add_parser("compare", help="the optimum beside the named schedules")
-    co.add_argument("instance")
+    _add_model_args(co)
     co.add_argument("--objective", choices=["traffic", "energy"])
     co.add_argument("--solver", choices=["cpsat", "highs"], default="cpsat")
     co.add_argument("--time-limit", type=float, default=None, metavar="S")
     co.add_argument("--schedules", default="ST-LBL,TB-LBL,TB-F,ST-F",
                     help="comma-separated schedule names")
     co.add_argument("--json", action="store_true")
+
+    cv = sub.add_parser("convert", help="write a NIR model as a network YAML")
+    cv.add_argument("nir", metavar="MODEL.nir", help="NIR file (snnTorch, SpikingJelly, Norse, "
+                    "Sinabs, Lava-dl, ... exports)")
+    cv.add_argument("-o", "--out", required=True, metavar="NETWORK.yaml",
+                    help="network YAML to write (never overwritten without --force)")
+    cv.add_argument("--force", action="store_true", help="replace an existing --out file")
+    _add_nir_args(cv, required=True)
     return p
 
 
@@ -111,14 +179,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     from stems_opt.cost_model import evaluate
     from stems_opt.errors import Issue, StemsInputError
     from stems_opt.heuristics import named_schedule
-    from stems_opt.io import check_writable, dump_mapping, load_instance, load_mapping
+    from stems_opt.io import check_writable, dump_mapping, load_mapping
     from stems_opt.mapping import check
     from stems_opt.report import format_result, result_to_dict
     from stems_opt.result import Result, SolveStatus
 
     if args.out:
         check_writable(args.out, field="out")
-    problem = load_instance(args.instance, args.objective)
+    problem = _load(args, args.objective)
     if args.schedule:
         if args.tiles is not None and args.schedule.upper() in ("ST-LBL", "TB-LBL"):
             raise StemsInputError(Issue(f"--tiles applies to fused blocks; {args.schedule} has "
@@ -146,10 +214,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from stems_opt.errors import StemsInputError
-    from stems_opt.io import load_instance, load_mapping
+    from stems_opt.io import load_mapping
     from stems_opt.mapping import check
 
-    problem = load_instance(args.instance)
+    problem = _load(args)
     net = problem.network
     print(f"{args.instance}: network {net.name!r}: {len(net.layers)} layers, T = {net.timesteps}, "
           f"weights {net.weight_size_bits:,} bits, state {net.state_size_bits:,} bits; "
@@ -164,13 +232,13 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _solve(args: argparse.Namespace) -> int:
-    from stems_opt.io import check_writable, dump_mapping, load_instance
+    from stems_opt.io import check_writable, dump_mapping
     from stems_opt.report import format_result, result_to_dict
     from stems_opt.solvers import solve
 
     if args.out:
         check_writable(args.out, field="out")
-    problem = load_instance(args.instance, args.objective)
+    problem = _load(args, args.objective)
     result = solve(problem, solver=args.solver, time_limit_s=args.time_limit,
                    threads=args.threads, seed=args.seed)
     if args.out and result.mapping is not None:
@@ -181,11 +249,10 @@ def _solve(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from stems_opt.heuristics import named_schedule
-    from stems_opt.io import load_instance
     from stems_opt.report import result_to_dict
     from stems_opt.solvers import solve
 
-    problem = load_instance(args.instance, args.objective)
+    problem = _load(args, args.objective)
     opt = solve(problem, solver=args.solver, time_limit_s=args.time_limit)
     rows = []
     for name in [s.strip() for s in args.schedules.split(",") if s.strip()]:
@@ -209,6 +276,29 @@ def _compare(args: argparse.Namespace) -> int:
     return _exit_for(opt)
 
 
+def _convert(args: argparse.Namespace) -> int:
+    import yaml
+
+    from stems_opt.errors import Issue, StemsInputError
+    from stems_opt.io import check_writable, network_from_dict, write_text_safely
+    from stems_opt.nir_import import read_nir_document
+
+    check_writable(args.out, field="out")
+    if Path(args.out).exists() and not args.force:
+        raise StemsInputError(Issue("exists; not overwritten (use --force to replace it)",
+                                    file=args.out, field="out"))
+    doc = read_nir_document(args.nir, _nir_options(args))  # type: ignore[arg-type]
+    net = network_from_dict(doc, args.nir)  # the written file must load as it is
+    head = (f"# Network converted from {Path(args.nir).name} by `stems-opt convert`:\n"
+            f"# T = {net.timesteps}, weights {args.weight_bits} bits, neuron state "
+            f"{args.state_bits} bits per variable, spikes {args.spike_bits} bit(s).\n")
+    write_text_safely(args.out, head + yaml.safe_dump(doc, sort_keys=False,
+                                                      default_flow_style=None, width=100))
+    print(f"{args.out}: network {net.name!r}, {len(net.layers)} layers, weights "
+          f"{net.weight_size_bits:,} bits, state {net.state_size_bits:,} bits")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -216,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return {"evaluate": _evaluate, "validate": _validate, "solve": _solve,
-                "compare": _compare}[args.command](args)
+                "compare": _compare, "convert": _convert}[args.command](args)
     except StemsInputError as exc:
         for issue in exc.issues:
             print(f"stems-opt: error: {issue}", file=sys.stderr)
