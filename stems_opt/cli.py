@@ -181,7 +181,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from stems_opt.heuristics import named_schedule
     from stems_opt.io import check_writable, dump_mapping, load_mapping
     from stems_opt.mapping import check
-    from stems_opt.report import format_result, result_to_dict
+    from stems_opt.report import format_result, mapping_provenance, result_to_dict
     from stems_opt.result import Result, SolveStatus
 
     if args.out:
@@ -207,7 +207,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     # A mapping that does not fit is still written: the user asked for it scored and saved,
     # and the report and the exit code (1) say that it does not fit.
     if args.out and result.mapping is not None:
-        dump_mapping(result.mapping, args.out)
+        dump_mapping(result.mapping, args.out, mapping_provenance(problem, result))
     _emit(result_to_dict(problem, result), args.json, format_result(problem, result))
     return _exit_for(result)
 
@@ -233,7 +233,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _solve(args: argparse.Namespace) -> int:
     from stems_opt.io import check_writable, dump_mapping
-    from stems_opt.report import format_result, result_to_dict
+    from stems_opt.report import format_result, mapping_provenance, result_to_dict
     from stems_opt.solvers import solve
 
     if args.out:
@@ -242,7 +242,7 @@ def _solve(args: argparse.Namespace) -> int:
     result = solve(problem, solver=args.solver, time_limit_s=args.time_limit,
                    threads=args.threads, seed=args.seed)
     if args.out and result.mapping is not None:
-        dump_mapping(result.mapping, args.out)
+        dump_mapping(result.mapping, args.out, mapping_provenance(problem, result))
     _emit(result_to_dict(problem, result), args.json, format_result(problem, result))
     return _exit_for(result)
 

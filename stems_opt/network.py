@@ -67,13 +67,14 @@ NETWORK_INPUT = "input"
 
 @dataclass(frozen=True)
 class InputTensor:
-    """The network input: ``channels x height x width`` per timestep."""
+    """The network input: ``channels x height x width`` per timestep, ``bits`` per
+    element (1: spikes, as in the network YAML)."""
 
     name: str
     channels: int
     height: int
     width: int
-    bits: int
+    bits: int = 1
 
     def __post_init__(self) -> None:
         issues = [
