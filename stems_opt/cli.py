@@ -17,6 +17,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from stems_opt.version import __version__
+
 if TYPE_CHECKING:
     from stems_opt.errors import Issue
     from stems_opt.mapping import Violation
@@ -58,8 +60,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _add_nir_args(p: argparse.ArgumentParser, required: bool) -> None:
     g = p.add_argument_group("NIR models (.nir files)")
     g.add_argument("--timesteps", type=_positive, metavar="T", required=required,
-                   help="time window T in timesteps (required for NIR; not stored reliably "
-                        "in NIR files)")
+                   help="time window T in timesteps (required for NIR, no default: NIR files "
+                        "do not store it reliably)")
     g.add_argument("--weight-bits", type=_positive, default=4, metavar="B",
                    help="weight precision in bits (default: %(default)s)")
     g.add_argument("--state-bits", type=_positive, default=12, metavar="B",
@@ -93,53 +95,78 @@ def _load(args: argparse.Namespace, objective: str | None = None) -> object:
                         _nir_options(args))  # type: ignore[arg-type]
 
 
+def _add_objective(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--objective", choices=["traffic", "energy"],
+                   help="minimise DRAM traffic (bits) or energy (pJ) (default: the instance's "
+                        "objective; traffic for a network with --hardware)")
+
+
+def _add_solver(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--solver", choices=["cpsat", "highs"], default="cpsat",
+                   help="MIP backend: OR-Tools CP-SAT or HiGHS (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (no heavy imports)."""
     p = argparse.ArgumentParser(
         prog="stems-opt",
         description="Provably optimal mappings of spiking neural networks onto accelerators.",
-        epilog="Exit codes: 0 ok, 1 infeasible, 2 bad input, 3 no mapping found in time.")
+        epilog="Exit codes: 0 ok, 1 infeasible, 2 bad input, 3 no mapping found in time. "
+               "Units: bits, pJ, seconds (docs/formats.md).")
+    p.add_argument("--version", action="version", version=f"stems-opt {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser("evaluate", help="score a named schedule or a mapping file")
     _add_model_args(ev)
     src = ev.add_mutually_exclusive_group(required=True)
-    src.add_argument("--schedule", help="ST-LBL, TB-LBL, TB-F, ST-F or HYBRID:<time>:<depth>")
-    src.add_argument("--mapping", help="mapping YAML or JSON file")
-    ev.add_argument("--tiles", type=_tiles, help="tile count for fused blocks (N or N,N,...)")
-    ev.add_argument("--objective", choices=["traffic", "energy"])
-    ev.add_argument("--json", action="store_true", help="print one JSON document")
-    ev.add_argument("--out", help="write the scored mapping to this YAML/JSON file")
+    src.add_argument("--schedule", help="named schedule: ST-LBL, TB-LBL, TB-F, ST-F or "
+                     "HYBRID:<time>:<depth> (no default)")
+    src.add_argument("--mapping", help="mapping YAML or JSON file (no default)")
+    ev.add_argument("--tiles", type=_tiles, help="tile count for fused blocks, N or N,N,... "
+                    "(default: the schedule's own choice)")
+    _add_objective(ev)
+    ev.add_argument("--json", action="store_true", help="print one JSON document "
+                    "(docs/result-schema.json) instead of tables (default: tables)")
+    ev.add_argument("--out", metavar="FILE", help="write the scored mapping to this YAML/JSON "
+                    "file (default: not written)")
 
     va = sub.add_parser("validate", help="report every problem in an instance (and mapping)")
     _add_model_args(va)
-    va.add_argument("--mapping", help="also check this mapping")
+    va.add_argument("--mapping", help="also check this mapping file (default: none)")
 
     so = sub.add_parser("solve", help="find the optimal mapping, with a proof")
     _add_model_args(so)
-    so.add_argument("--objective", choices=["traffic", "energy"])
-    so.add_argument("--solver", choices=["cpsat", "highs"], default="cpsat")
-    so.add_argument("--time-limit", type=float, default=None, metavar="S")
-    so.add_argument("--threads", type=int, default=None, metavar="N")
-    so.add_argument("--seed", type=int, default=0, metavar="N")
-    so.add_argument("--json", action="store_true", help="print one JSON document")
-    so.add_argument("--out", help="write the mapping to this YAML/JSON file")
+    _add_objective(so)
+    _add_solver(so)
+    so.add_argument("--time-limit", type=float, default=None, metavar="S",
+                    help="wall-clock limit in seconds (default: %(default)s = run to the proof)")
+    so.add_argument("--threads", type=int, default=None, metavar="N",
+                    help="solver threads (default: %(default)s = the solver's choice)")
+    so.add_argument("--seed", type=int, default=0, metavar="N",
+                    help="solver random seed (default: %(default)s)")
+    so.add_argument("--json", action="store_true", help="print one JSON document "
+                    "(docs/result-schema.json) instead of tables (default: tables)")
+    so.add_argument("--out", metavar="FILE", help="write the mapping to this YAML/JSON file "
+                    "(default: not written)")
 
     co = sub.add_parser("compare", help="the optimum beside the named schedules")
     _add_model_args(co)
-    co.add_argument("--objective", choices=["traffic", "energy"])
-    co.add_argument("--solver", choices=["cpsat", "highs"], default="cpsat")
-    co.add_argument("--time-limit", type=float, default=None, metavar="S")
+    _add_objective(co)
+    _add_solver(co)
+    co.add_argument("--time-limit", type=float, default=None, metavar="S",
+                    help="wall-clock limit in seconds (default: %(default)s = run to the proof)")
     co.add_argument("--schedules", default="ST-LBL,TB-LBL,TB-F,ST-F",
-                    help="comma-separated schedule names")
-    co.add_argument("--json", action="store_true")
+                    help="comma-separated schedule names (default: %(default)s)")
+    co.add_argument("--json", action="store_true", help="print one JSON object of documents "
+                    "(default: a table)")
 
     cv = sub.add_parser("convert", help="write a NIR model as a network YAML")
     cv.add_argument("nir", metavar="MODEL.nir", help="NIR file (snnTorch, SpikingJelly, Norse, "
                     "Sinabs, Lava-dl, ... exports)")
     cv.add_argument("-o", "--out", required=True, metavar="NETWORK.yaml",
                     help="network YAML to write (never overwritten without --force)")
-    cv.add_argument("--force", action="store_true", help="replace an existing --out file")
+    cv.add_argument("--force", action="store_true", help="replace an existing --out file "
+                    "(default: refuse)")
     _add_nir_args(cv, required=True)
     return p
 
