@@ -101,9 +101,17 @@ def _add_objective(p: argparse.ArgumentParser) -> None:
                         "objective; traffic for a network with --hardware)")
 
 
+def _solver(text: str) -> str:
+    if text in ("cpsat", "highs") or (text.startswith("pyomo:") and len(text) > 6):
+        return text
+    raise argparse.ArgumentTypeError(f"expected cpsat, highs or pyomo:NAME, got {text!r}")
+
+
 def _add_solver(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--solver", choices=["cpsat", "highs"], default="cpsat",
-                   help="MIP backend: OR-Tools CP-SAT or HiGHS (default: %(default)s)")
+    p.add_argument("--solver", type=_solver, default="cpsat", metavar="SOLVER",
+                   help="MIP backend: cpsat (OR-Tools CP-SAT), highs, or pyomo:NAME for any MILP "
+                        "solver Pyomo drives, e.g. pyomo:appsi_highs, pyomo:cbc, pyomo:gurobi "
+                        "(needs the pyomo extra) (default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "(docs/result-schema.json) instead of tables (default: tables)")
     so.add_argument("--out", metavar="FILE", help="write the mapping to this YAML/JSON file "
                     "(default: not written)")
+    so.add_argument("--method", choices=["columns", "monolithic"], default="columns",
+                    help="columns: segment columns priced lazily; monolithic: one MIP over "
+                         "every frame; both exact (default: %(default)s)")
+    so.add_argument("--write-model", metavar="FILE.lp|FILE.mps",
+                    help="also write the monolithic MIP (as --method monolithic builds it) "
+                         "to an LP or MPS file (default: not written)")
 
     co = sub.add_parser("compare", help="the optimum beside the named schedules")
     _add_model_args(co)
@@ -261,13 +275,22 @@ def _validate(args: argparse.Namespace) -> int:
 def _solve(args: argparse.Namespace) -> int:
     from stems_opt.io import check_writable, dump_mapping
     from stems_opt.report import format_result, mapping_provenance, result_to_dict
-    from stems_opt.solvers import solve
+    from stems_opt.solvers import check_solver, solve, write_model
 
     if args.out:
         check_writable(args.out, field="out")
+    if args.write_model:
+        check_writable(args.write_model, field="write-model")
     problem = _load(args, args.objective)
+    check_solver(args.solver)
+    if args.write_model:
+        info = write_model(problem, args.write_model)
+        unit = "bits" if problem.objective.value == "traffic" else "pJ"
+        print(f"stems-opt: wrote {args.write_model}: {info['variables']:,} binaries, "
+              f"{info['constraints']:,} rows; {problem.objective.value} in {unit} = (objective + "
+              f"{info['constant']:g}) / {info['scale']:g}", file=sys.stderr)
     result = solve(problem, solver=args.solver, time_limit_s=args.time_limit,
-                   threads=args.threads, seed=args.seed)
+                   threads=args.threads, seed=args.seed, method=args.method)
     if args.out and result.mapping is not None:
         dump_mapping(result.mapping, args.out, mapping_provenance(problem, result))
     _emit(result_to_dict(problem, result), args.json, format_result(problem, result))
