@@ -2,17 +2,26 @@
 
 Exit codes
 ----------
-0  success: the mapping fits (and, for ``solve``, a mapping was found)
-1  no mapping fits: an infeasible schedule, mapping or instance
-2  bad input or usage: the message names the file, layer and field
-3  the solver stopped without finding any mapping (time limit)
+0    success: the mapping fits (and, for ``solve``, a mapping was found)
+1    no mapping fits: an infeasible schedule, mapping or instance
+2    bad input or usage: the message names the file, layer and field
+3    the solver stopped without finding any mapping (time limit)
+4    internal error: a bug in stems_opt (one line; the traceback with ``--debug``)
+130  interrupted by Ctrl-C (SIGINT); 143: stopped by SIGTERM. The best mapping so
+     far is still printed (and written with ``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import math
+import os
+import signal
 import sys
+import threading
+import traceback
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +32,53 @@ if TYPE_CHECKING:
     from stems_opt.errors import Issue
     from stems_opt.mapping import Violation
 
-EXIT_OK, EXIT_INFEASIBLE, EXIT_INPUT, EXIT_NO_ANSWER = 0, 1, 2, 3
+if TYPE_CHECKING:
+    from stems_opt.stopping import Stop
+
+EXIT_OK, EXIT_INFEASIBLE, EXIT_INPUT, EXIT_NO_ANSWER, EXIT_INTERNAL = 0, 1, 2, 3, 4
+DEFAULT_TIME_LIMIT_S = 300.0
+"""Wall-clock limit of ``solve`` and ``compare`` unless ``--time-limit`` says otherwise."""
+MAX_SEED = 2**31 - 1  # CP-SAT's and HiGHS's random seeds are 32-bit signed integers
+MAX_THREADS = 1024
+
+
+def _time_limit(text: str) -> float | None:
+    from stems_opt.stopping import parse_time_limit
+
+    try:
+        return parse_time_limit(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive, finite number of seconds or 'none', got {text!r}") from None
+
+
+def _threads(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_THREADS} (or 'auto'), "
+                                         f"got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SEED}, got {value}")
+    return value
+
+
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def _tiles(text: str) -> int | list[int]:
@@ -46,12 +101,18 @@ def _positive(text: str) -> int:
     return value
 
 
+def _solver(text: str) -> str:
+    if text in ("cpsat", "highs") or (text.startswith("pyomo:") and len(text) > 6):
+        return text
+    raise argparse.ArgumentTypeError(f"expected cpsat, highs or pyomo:NAME, got {text!r}")
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     """The problem to read: an instance, or a network (YAML or NIR) with ``--hardware``."""
     p.add_argument("instance", metavar="MODEL",
                    help="instance YAML (network + hardware + objective), or a network YAML or "
                         "NIR file given with --hardware")
-    p.add_argument("--hardware", metavar="HW.yaml",
+    p.add_argument("--hardware", type=_non_empty, metavar="HW.yaml",
                    help="hardware YAML, for a network YAML or NIR file (default: none; an "
                         "instance names its own)")
     _add_nir_args(p, required=False)
@@ -69,6 +130,19 @@ def _add_nir_args(p: argparse.ArgumentParser, required: bool) -> None:
                         "%(default)s)")
     g.add_argument("--spike-bits", type=_positive, default=1, metavar="B",
                    help="spike and network-input precision in bits (default: %(default)s)")
+
+
+def _add_objective(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--objective", choices=["traffic", "energy"],
+                   help="minimise DRAM traffic (bits) or energy (pJ) (default: the instance's "
+                        "objective; traffic for a network with --hardware)")
+
+
+def _add_solver(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--solver", type=_solver, default="cpsat", metavar="SOLVER",
+                   help="MIP backend: cpsat (OR-Tools CP-SAT), highs, or pyomo:NAME for any MILP "
+                        "solver Pyomo drives, e.g. pyomo:appsi_highs, pyomo:cbc, pyomo:gurobi "
+                        "(needs the pyomo extra) (default: %(default)s)")
 
 
 def _nir_options(args: argparse.Namespace) -> object:
@@ -95,25 +169,6 @@ def _load(args: argparse.Namespace, objective: str | None = None) -> object:
                         _nir_options(args))  # type: ignore[arg-type]
 
 
-def _add_objective(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--objective", choices=["traffic", "energy"],
-                   help="minimise DRAM traffic (bits) or energy (pJ) (default: the instance's "
-                        "objective; traffic for a network with --hardware)")
-
-
-def _solver(text: str) -> str:
-    if text in ("cpsat", "highs") or (text.startswith("pyomo:") and len(text) > 6):
-        return text
-    raise argparse.ArgumentTypeError(f"expected cpsat, highs or pyomo:NAME, got {text!r}")
-
-
-def _add_solver(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--solver", type=_solver, default="cpsat", metavar="SOLVER",
-                   help="MIP backend: cpsat (OR-Tools CP-SAT), highs, or pyomo:NAME for any MILP "
-                        "solver Pyomo drives, e.g. pyomo:appsi_highs, pyomo:cbc, pyomo:gurobi "
-                        "(needs the pyomo extra) (default: %(default)s)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (no heavy imports)."""
     p = argparse.ArgumentParser(
@@ -123,61 +178,68 @@ def build_parser() -> argparse.ArgumentParser:
                "Units: bits, pJ, seconds (docs/formats.md).")
     p.add_argument("--version", action="version", version=f"stems-opt {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--quiet", action="store_true",
+                        help="no progress lines on stderr (errors are still reported) "
+                             "(default: progress shown)")
+    common.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an internal error (default: one line)")
 
-    ev = sub.add_parser("evaluate", help="score a named schedule or a mapping file")
+    ev = sub.add_parser("evaluate", help="score a named schedule or a mapping file",
+                        parents=[common])
     _add_model_args(ev)
     src = ev.add_mutually_exclusive_group(required=True)
-    src.add_argument("--schedule", help="named schedule: ST-LBL, TB-LBL, TB-F, ST-F or "
-                     "HYBRID:<time>:<depth> (no default)")
-    src.add_argument("--mapping", help="mapping YAML or JSON file (no default)")
+    src.add_argument("--schedule", type=_non_empty,
+                     help="named schedule: ST-LBL, TB-LBL, TB-F, ST-F or HYBRID:<time>:<depth> "
+                          "(no default)")
+    src.add_argument("--mapping", type=_non_empty,
+                     help="mapping YAML or JSON file (no default)")
     ev.add_argument("--tiles", type=_tiles, help="tile count for fused blocks, N or N,N,... "
                     "(default: the schedule's own choice)")
     _add_objective(ev)
     ev.add_argument("--json", action="store_true", help="print one JSON document "
                     "(docs/result-schema.json) instead of tables (default: tables)")
-    ev.add_argument("--out", metavar="FILE", help="write the scored mapping to this YAML/JSON "
-                    "file (default: not written)")
+    ev.add_argument("--out", type=_non_empty, metavar="FILE",
+                    help="write the scored mapping to this YAML/JSON file (default: not written)")
 
-    va = sub.add_parser("validate", help="report every problem in an instance (and mapping)")
+    va = sub.add_parser("validate", help="report every problem in an instance (and mapping)",
+                        parents=[common])
     _add_model_args(va)
-    va.add_argument("--mapping", help="also check this mapping file (default: none)")
+    va.add_argument("--mapping", type=_non_empty,
+                    help="also check this mapping file (default: none)")
 
-    so = sub.add_parser("solve", help="find the optimal mapping, with a proof")
+    so = sub.add_parser("solve", help="find the optimal mapping, with a proof",
+                        parents=[common])
     _add_model_args(so)
     _add_objective(so)
     _add_solver(so)
-    so.add_argument("--time-limit", type=float, default=None, metavar="S",
-                    help="wall-clock limit in seconds (default: %(default)s = run to the proof)")
-    so.add_argument("--threads", type=int, default=None, metavar="N",
-                    help="solver threads (default: %(default)s = the solver's choice)")
-    so.add_argument("--seed", type=int, default=0, metavar="N",
-                    help="solver random seed (default: %(default)s)")
+    _search_options(so)
     so.add_argument("--json", action="store_true", help="print one JSON document "
                     "(docs/result-schema.json) instead of tables (default: tables)")
-    so.add_argument("--out", metavar="FILE", help="write the mapping to this YAML/JSON file "
-                    "(default: not written)")
+    so.add_argument("--out", type=_non_empty, metavar="FILE",
+                    help="write the mapping to this YAML/JSON file (default: not written)")
     so.add_argument("--method", choices=["columns", "monolithic"], default="columns",
                     help="columns: segment columns priced lazily; monolithic: one MIP over "
                          "every frame; both exact (default: %(default)s)")
-    so.add_argument("--write-model", metavar="FILE.lp|FILE.mps",
+    so.add_argument("--write-model", type=_non_empty, metavar="FILE.lp|FILE.mps",
                     help="also write the monolithic MIP (as --method monolithic builds it) "
                          "to an LP or MPS file (default: not written)")
 
-    co = sub.add_parser("compare", help="the optimum beside the named schedules")
+    co = sub.add_parser("compare", help="the optimum beside the named schedules",
+                        parents=[common])
     _add_model_args(co)
     _add_objective(co)
     _add_solver(co)
-    co.add_argument("--time-limit", type=float, default=None, metavar="S",
-                    help="wall-clock limit in seconds (default: %(default)s = run to the proof)")
+    _search_options(co)
     co.add_argument("--schedules", default="ST-LBL,TB-LBL,TB-F,ST-F",
                     help="comma-separated schedule names (default: %(default)s)")
     co.add_argument("--json", action="store_true", help="print one JSON object of documents "
                     "(default: a table)")
 
-    cv = sub.add_parser("convert", help="write a NIR model as a network YAML")
+    cv = sub.add_parser("convert", help="write a NIR model as a network YAML", parents=[common])
     cv.add_argument("nir", metavar="MODEL.nir", help="NIR file (snnTorch, SpikingJelly, Norse, "
                     "Sinabs, Lava-dl, ... exports)")
-    cv.add_argument("-o", "--out", required=True, metavar="NETWORK.yaml",
+    cv.add_argument("-o", "--out", required=True, type=_non_empty, metavar="NETWORK.yaml",
                     help="network YAML to write (never overwritten without --force)")
     cv.add_argument("--force", action="store_true", help="replace an existing --out file "
                     "(default: refuse)")
@@ -185,12 +247,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _search_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--time-limit", type=_time_limit, default=DEFAULT_TIME_LIMIT_S, metavar="S",
+                   help="wall-clock seconds for the whole search, or 'none' "
+                        f"(default: {DEFAULT_TIME_LIMIT_S:g})")
+    p.add_argument("--threads", type=_threads, default=None, metavar="N",
+                   help="solver threads, 1..1024 or 'auto' (one per core) (default: 1)")
+    p.add_argument("--seed", type=_seed, default=0, metavar="N",
+                   help=f"solver random seed, 0..{MAX_SEED} (default: 0)")
+
+
 def _emit(doc: object, as_json: bool, text: str) -> None:
-    if as_json:
-        json.dump(doc, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    else:
-        print(text)
+    """Print the result; a reader that went away (``| head``) does not change the
+    exit code, which still says what happened."""
+    try:
+        if as_json:
+            json.dump(doc, sys.stdout, indent=2)
+            sys.stdout.write("\n")
+        else:
+            print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Later writes (and the flush at exit) go nowhere instead of failing again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _violation_issues(violations: Iterable[Violation], file: str) -> list[Issue]:
@@ -272,15 +353,51 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _Signals:
+    """Ctrl-C and SIGTERM: the first stops the search (the best mapping so far is
+    reported), a second exits at once."""
+
+    def __init__(self) -> None:
+        self.stop: Stop | None = None
+        self.signum: int | None = None
+
+    def install(self) -> None:
+        signal.signal(signal.SIGINT, self.handle)
+        signal.signal(signal.SIGTERM, self.handle)
+
+    def handle(self, signum: int, _frame: object) -> None:
+        if self.signum is not None:
+            os._exit(128 + signum)
+        self.signum = signum
+        if self.stop is None:
+            raise KeyboardInterrupt
+        print("stems-opt: stopping: finishing with the best mapping so far "
+              "(press Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
+        self.stop.request()
+
+    def exit_code(self, code: int) -> int:
+        """``code``, or 128 + the signal number once a signal stopped the run."""
+        return code if self.signum is None else 128 + self.signum
+
+
+SIGNALS = _Signals()
+
+
+def _new_stop(time_limit_s: float | None) -> Stop:
+    from stems_opt.stopping import Stop
+
+    SIGNALS.stop = Stop(time_limit_s)
+    return SIGNALS.stop
+
+
 def _solve(args: argparse.Namespace) -> int:
     from stems_opt.io import check_writable, dump_mapping
     from stems_opt.report import format_result, mapping_provenance, result_to_dict
     from stems_opt.solvers import check_solver, solve, write_model
 
-    if args.out:
-        check_writable(args.out, field="out")
-    if args.write_model:
-        check_writable(args.write_model, field="write-model")
+    for path, field in ((args.out, "out"), (args.write_model, "write-model")):
+        if path:
+            check_writable(path, field=field)
     problem = _load(args, args.objective)
     check_solver(args.solver)
     if args.write_model:
@@ -290,40 +407,55 @@ def _solve(args: argparse.Namespace) -> int:
               f"{info['constraints']:,} rows; {problem.objective.value} in {unit} = (objective + "
               f"{info['constant']:g}) / {info['scale']:g}", file=sys.stderr)
     result = solve(problem, solver=args.solver, time_limit_s=args.time_limit,
-                   threads=args.threads, seed=args.seed, method=args.method)
+                   threads=args.threads, seed=args.seed, method=args.method,
+                   stop=_new_stop(args.time_limit))
     if args.out and result.mapping is not None:
         dump_mapping(result.mapping, args.out, mapping_provenance(problem, result))
     _emit(result_to_dict(problem, result), args.json, format_result(problem, result))
-    return _exit_for(result)
+    return SIGNALS.exit_code(_exit_for(result))
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from stems_opt.heuristics import named_schedule
     from stems_opt.report import result_to_dict
-    from stems_opt.solvers import solve
+    from stems_opt.result import Result
+    from stems_opt.solvers import check_solver, solve_and_score
 
     problem = _load(args, args.objective)
-    opt = solve(problem, solver=args.solver, time_limit_s=args.time_limit)
-    rows = []
-    for name in [s.strip() for s in args.schedules.split(",") if s.strip()]:
-        r = named_schedule(problem, name)
-        rows.append((name, r))
+    check_solver(args.solver)
+    names = tuple(dict.fromkeys(s.strip() for s in args.schedules.split(",") if s.strip()))
+    if not names:
+        from stems_opt.errors import Issue, StemsInputError
+
+        raise StemsInputError(Issue("no schedule named", field="schedules"))
+    opt, scored = solve_and_score(problem, names, solver=args.solver,
+                                  time_limit_s=args.time_limit, threads=args.threads,
+                                  seed=args.seed, stop=_new_stop(args.time_limit))
+    rows: list[tuple[str, Result | str | None]] = list(scored.items())
     rows.append(("optimum" if opt.status.value == "optimal" else "best found", opt))
     if args.json:
-        _emit({name: result_to_dict(problem, r) for name, r in rows}, True, "")
-    else:
-        print(f"instance {problem.name} ({problem.objective.value})")
-        print(f"  {'schedule':<14} {'status':<11} {'traffic Mbit':>13} {'energy uJ':>11} "
-              f"{'x optimum':>10}")
-        for name, r in rows:
-            if r.cost is None:
-                print(f"  {name:<14} {r.status.value:<11}")
-                continue
-            ratio = r.cost.objective_value(problem.objective.value) / \
-                opt.cost.objective_value(problem.objective.value) if opt.cost else float("nan")
-            print(f"  {name:<14} {r.status.value:<11} {r.cost.traffic_bits / 1e6:>13,.3f} "
-                  f"{r.cost.total_energy_pj / 1e6:>11,.3f} {ratio:>10.3f}")
-    return _exit_for(opt)
+        _emit({name: result_to_dict(problem, r) if isinstance(r, Result) else
+               {"status": "not scored", "message": r or "the time limit came first"}
+               for name, r in rows}, True, "")
+        return SIGNALS.exit_code(_exit_for(opt))
+    objective = problem.objective.value
+    lines = [f"instance {problem.name} ({objective})",
+             f"  {'schedule':<14} {'status':<11} {'traffic Mbit':>13} {'energy uJ':>11} "
+             f"{'x optimum':>10}"]
+    best = opt.cost.objective_value(objective) if opt.cost else math.nan
+    for name, r in rows:
+        if not isinstance(r, Result):
+            lines.append(f"  {name:<14} {'not scored':<11} ({r or 'the time limit came first'})")
+        elif r.cost is None:
+            lines.append(f"  {name:<14} {r.status.value:<11}")
+        else:
+            ratio = r.cost.objective_value(objective) / best
+            lines.append(f"  {name:<14} {r.status.value:<11} {r.cost.traffic_bits / 1e6:>13,.3f} "
+                         f"{r.cost.total_energy_pj / 1e6:>11,.3f} {ratio:>10.3f}")
+    if opt.status.value != "optimal" and opt.bound is not None:
+        lines.append(f"  (not proven: bound {opt.bound:,.6g}, gap {opt.gap:.2%})"
+                     if opt.gap is not None else f"  (not proven: bound {opt.bound:,.6g})")
+    _emit(None, False, "\n".join(lines))
+    return SIGNALS.exit_code(_exit_for(opt))
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -349,11 +481,30 @@ def _convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _configure_logging(quiet: bool) -> None:
+    """Progress lines on stderr, unless ``--quiet``; stdout stays the result alone."""
+    log = logging.getLogger("stems_opt")
+    log.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("stems-opt: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+    # Detailed search traces stay at DEBUG: only the progress lines show at INFO.
+    logging.getLogger("stems_opt.columns").setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
     from stems_opt.errors import StemsInputError
 
+    _configure_logging(args.quiet)
+    SIGNALS.__init__()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:
+        previous = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+        SIGNALS.install()
     try:
         return {"evaluate": _evaluate, "validate": _validate, "solve": _solve,
                 "compare": _compare, "convert": _convert}[args.command](args)
@@ -361,8 +512,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         for issue in exc.issues:
             print(f"stems-opt: error: {issue}", file=sys.stderr)
         return EXIT_INPUT
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader went away before the result was complete
         return EXIT_OK
+    except KeyboardInterrupt:
+        print("stems-opt: interrupted", file=sys.stderr)
+        return SIGNALS.exit_code(128 + signal.SIGINT)
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"stems-opt: internal error: {type(exc).__name__}: {_excerpt(str(exc))}"
+              + ("" if args.debug else " (run again with --debug for the traceback)"),
+              file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        SIGNALS.stop = None
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous[0])
+            signal.signal(signal.SIGTERM, previous[1])
+
+
+def _excerpt(text: str, limit: int = 300) -> str:
+    """One line of at most ``limit`` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[:limit - 3] + "..."
 
 
 if __name__ == "__main__":

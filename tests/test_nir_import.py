@@ -276,3 +276,28 @@ def test_other_commands_take_nir(command: list[str], nir_files: dict[str, Path],
     out, err = capsys.readouterr()
     assert rc == 0, err
     assert "norse" in out
+
+
+def test_conv1d_and_integrator(tmp_path: Path) -> None:
+    """A 1-d audio-style export (Rockpool/snnTorch): input (1, 2, 32) with a batch
+    dimension, Conv1d(4, k 3, pad 1) + I (integrator: its 12-bit state is the output),
+    Flatten (4 * 32 = 128), Linear(10) + LIF. A length-32 signal is a 32 x 1 map with
+    a 3 x 1 kernel: W = 4 * 2 * 3 * 4 = 96 bits, V = 4 * 32 * 1 * 12 = 1536 bits."""
+    one = np.ones(1, np.float32)
+    nodes = {"input": nir.Input(input_type=np.array([1, 2, 32])),
+             "conv": nir.Conv1d(input_shape=32, weight=np.ones((4, 2, 3), np.float32),
+                                stride=1, padding=1, dilation=1, groups=1, bias=np.zeros(4)),
+             "integrator": nir.I(r=one),
+             "flat": nir.Flatten(input_type={"input": np.array([4, 32])}, start_dim=0),
+             "fc": nir.Linear(weight=np.ones((10, 128), np.float32)), "lif": _lif(),
+             "output": nir.Output(output_type=np.array([10]))}
+    order = list(nodes)
+    p = _write(tmp_path, nodes, list(itertools.pairwise(order)))
+    net = load_nir(p, OPTS)
+    assert summary(net) == [("conv", "conv", "if", 4, 2, 32, 1, 12, 12, 1),
+                            ("flat", "flatten", "none", 128, 4, 1, 1, 12, 12, 1),
+                            ("fc", "linear", "lif", 10, 128, 1, 1, 12, 1, 1)]
+    conv = net.layer("conv")
+    assert (conv.fy, conv.fx, conv.weight_size_bits, conv.state_size_bits) == (3, 1, 96, 1536)
+    result = stems_opt.solve(load_problem(p, BIG_HW, nir=OPTS))
+    assert result.status is stems_opt.SolveStatus.OPTIMAL
