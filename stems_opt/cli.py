@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from stems_opt.version import __version__
+from stems_opt.version import SCHEMA_VERSION, __version__
 
 if TYPE_CHECKING:
     from stems_opt.errors import Issue
@@ -434,7 +434,9 @@ def _compare(args: argparse.Namespace) -> int:
     rows.append(("optimum" if opt.status.value == "optimal" else "best found", opt))
     if args.json:
         _emit({name: result_to_dict(problem, r) if isinstance(r, Result) else
-               {"status": "not scored", "message": r or "the time limit came first"}
+               {"schema_version": SCHEMA_VERSION, "stems_opt_version": __version__,
+                "instance": problem.name, "status": "not scored",
+                "message": r or "the time limit came first"}
                for name, r in rows}, True, "")
         return SIGNALS.exit_code(_exit_for(opt))
     objective = problem.objective.value

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from stems_opt.errors import Issue, StemsInputError
+from stems_opt.io import network_from_dict
 from stems_opt.network import Network
 
 NIR_SUFFIX = ".nir"
@@ -88,8 +89,6 @@ def load_nir(path: str | Path, options: NirOptions) -> Network:
         Naming the file and the node, for a file that cannot be read, an
         unsupported node or shapes that do not fit.
     """
-    from stems_opt.io import network_from_dict
-
     return network_from_dict(read_nir_document(path, options), str(path))
 
 

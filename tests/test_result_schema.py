@@ -93,6 +93,16 @@ def test_compare_output(capsys: pytest.CaptureFixture[str]) -> None:
     assert "optimum" in doc
 
 
+def test_compare_entry_not_scored(tb_lbl_docs: dict[str, dict]) -> None:
+    """compare --json writes this entry for a schedule the time limit left unscored."""
+    entry = {"schema_version": stems_opt.SCHEMA_VERSION,
+             "stems_opt_version": stems_opt.__version__, "instance": "tiny_chain",
+             "status": "not scored", "message": "the time limit came first"}
+    doc = {"TB-F": entry, "optimum": tb_lbl_docs["tiny_chain.yaml"]}
+    validator("compare").validate(doc)
+    assert not validator("compare").is_valid({"TB-F": {**entry, "status": "scored"}})
+
+
 def test_infeasible_output(capsys: pytest.CaptureFixture[str]) -> None:
     doc = run_json(["evaluate", str(ROOT / "tests" / "data" / "tiny" / "inst.yaml"),
                     "--mapping", str(ROOT / "tests" / "data" / "bad" / "map_overflows_gb.yaml")],
