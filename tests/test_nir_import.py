@@ -123,6 +123,15 @@ def test_cli_solves_every_framework_export(framework: str, nir_files: dict[str, 
     assert doc["objective_value"] == doc["lower_bound_bits"]
 
 
+@pytest.mark.parametrize("framework", sorted(EXPECTED))
+def test_api_solves_every_framework_export(framework: str, nir_files: dict[str, Path]) -> None:
+    problem = load_problem(nir_files[framework], BIG_HW, nir=OPTS)
+    result = stems_opt.solve(problem, objective="energy", solver="highs")
+    assert result.status is stems_opt.SolveStatus.OPTIMAL
+    assert result.objective_value == result.cost.total_energy_pj
+    assert result.bound == result.objective_value
+
+
 def test_compulsory_traffic_by_hand(nir_files: dict[str, Path]) -> None:
     """Sinabs export, T = 4, through the API. Compulsory traffic (bits):
     input 2*8*8*4*1 = 512; output (layer 6) 10*4*1 = 40;
