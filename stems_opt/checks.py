@@ -21,14 +21,14 @@ def expect_mapping(doc: Any, what: str, file: str) -> dict[str, Any]:
 
 
 def unknown_fields(d: AbcMapping[str, Any], known: set[str], layer: str | None,
-             prefix: str = "") -> list[Issue]:
+                   prefix: str = "") -> list[Issue]:
     """One issue per key of ``d`` not in ``known``."""
     return [Issue(f"unknown field (known: {', '.join(sorted(known))})", layer=layer,
                   field=prefix + str(k)) for k in d if k not in known]
 
 
 def int_field(d: AbcMapping[str, Any], key: str, layer: str | None, issues: list[Issue],
-         default: Any = None, minimum: int = 1, prefix: str = "") -> Any:
+              default: Any = None, minimum: int = 1, prefix: str = "") -> Any:
     """``d[key]`` as an integer >= ``minimum``, else ``None`` and an issue for ``prefix + key``.
 
     Floats are refused even when integral (``16.0``), as loop bounds are.
