@@ -310,3 +310,15 @@ def test_conv1d_and_integrator(tmp_path: Path) -> None:
     assert (conv.fy, conv.fx, conv.weight_size_bits, conv.state_size_bits) == (3, 1, 96, 1536)
     result = stems_opt.solve(load_problem(p, BIG_HW, nir=OPTS))
     assert result.status is stems_opt.SolveStatus.OPTIMAL
+
+
+def test_missing_nir_package_says_how_to_install(nir_files: dict[str, Path],
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "nir", None)  # makes `import nir` raise ImportError
+    rc = main(["solve", str(nir_files["sinabs"]), "--hardware", str(TINY_HW), "--timesteps", "4"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and "Traceback" not in out + err
+    assert "pip install 'stems-opt[nir]'" in err and "sinabs.nir" in err
