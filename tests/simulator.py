@@ -27,8 +27,9 @@ Literal stepping (the quantity falls out of running the schedule):
 * live tiles of in-segment ``on_chip`` tensors: allocated when the producer
   runs, freed after the position of the last in-segment consumer;
 * transients of the executing layer (streamed weights or one chunk, the
-  spilled state sub-tile, each DRAM input's new rows, the DRAM output
-  sub-tile): allocated for the layer's execution and freed after it.
+  spilled state sub-tile, each DRAM input's new rows and, under ``keep``, the
+  most rows kept between two of its sub-tiles, the DRAM output sub-tile):
+  allocated for the layer's execution and freed after it.
 
 Reservation rule (reserved at segment start for the whole segment at the
 largest size the schedule ever needs, as docs/model.md section 5 prescribes
@@ -38,10 +39,12 @@ and a static allocator would do):
   boundary the span from the first row any later window still reads to the
   last row produced, times ``Tb`` (``time_outer``) or ``T`` (``space_outer``);
   the maximum over boundaries is reserved;
-* kept halos of DRAM-read tensors under ``keep``: the overlap rows of each
-  window with the previous one (measured while walking the windows in schedule
-  order), times ``Tb``, or ``T`` at a tile boundary under ``space_outer``; the
-  maximum over boundaries is reserved;
+* kept halos of DRAM-read tensors under ``keep``, across tile boundaries:
+  the rows a consumer's last window of a tile shares with its first window of
+  its next non-empty tile, held in between; at each (tile, position) the union
+  over the tensor's consumers (those that already ran in the tile hold the rows
+  for their next tile), times ``Tb`` (``T`` under ``space_outer``); the maximum
+  is reserved;
 * tile-resident state: the largest tile's rows;
 * tensors kept whole on chip across segments, resident weights, resident state
   (these are persistent by definition).
@@ -331,23 +334,37 @@ def simulate_segment(network: Network, mapping: Mapping, index: int,
             persistent[f"carry:{tensor}"] = best * network.tensor_row_bits(tensor, axis) * \
                 carry_mult
 
-    # kept halos (reservation): walk each consumer's windows in schedule order
-    # (one time-batch sequence; every sequence sees the same windows).
-    for tensor, cname in sorted(dram_reads):
+    # kept halos across tiles (reservation): the rows a consumer's last window of one
+    # tile shares with its first window of its next non-empty tile are held in
+    # between; the consumers of a tensor share one copy of each row. At each
+    # (tile, position), consumers that already ran in the tile hold the rows for
+    # their next tile, the others the rows from their previous one.
+    halo_mult = T if seg.order is Order.SPACE_OUTER else Tb
+    for tensor in sorted({tensor for tensor, _ in dram_reads}):
         if seg.halo(tensor) is not Halo.KEEP:
             continue
-        c = network.layer(cname)
-        best, prev = 0, None
+        readers = [network.layer(c) for t_, c in sorted(dram_reads) if t_ == tensor]
+
+        def held(c: Layer, before: int, after: int) -> set[int]:
+            # rows shared by c's last window in a tile < after-ish and its next window
+            prev = [t for t in range(before) if nonempty(c.name, t)]
+            nxt = [t for t in range(after, n) if nonempty(c.name, t)]
+            if not prev or not nxt:
+                return set()
+            a, b = sub_windows(c, prev[-1])[-1], sub_windows(c, nxt[0])[0]
+            return set(range(max(a[0], b[0]), min(a[1], b[1])))
+
+        best = 0
         for t in range(n):
-            if not nonempty(cname, t):
-                continue
-            for j, w in enumerate(sub_windows(c, t)):
-                tile_boundary = j == 0
-                mult = T if tile_boundary and seg.order is Order.SPACE_OUTER else Tb
-                best = max(best, _overlap(prev, w) * mult)
-                prev = w
+            for p in range(len(layers)):
+                rows: set[int] = set()
+                for c in readers:
+                    done = pos[c.name] < p  # c already ran in tile t
+                    rows |= held(c, t + 1, t + 1) if done else held(c, t, t)
+                best = max(best, len(rows))
         if best:
-            persistent[f"halo:{tensor}->{cname}"] = best * network.tensor_row_bits(tensor, axis)
+            persistent[f"halo:{tensor}"] = best * halo_mult * \
+                network.tensor_row_bits(tensor, axis)
 
     run.persistent = persistent
     buffers.update(persistent)
@@ -431,15 +448,20 @@ def _execute(network: Network, seg: Segment, lay: Layer, s: int, t: int, S: int,
             continue
         row = network.tensor_row_bits(src, axis)
         keep = seg.halo(src) is Halo.KEEP
-        most = 0
+        most = sub_halo = 0
         for j in range(m):
             w = window(lay, axis, sb[j], sb[j + 1])
             on_chip = kept.get((src, name, s)) if keep else None
             new = (w[1] - w[0]) - _overlap(on_chip, w)
             transfer(s, t, name, "activations", src, "read", new * row * Tb)
             most = max(most, new)
+            if j:
+                sub_halo = max(sub_halo, _overlap(on_chip, w))
             kept[(src, name, s)] = w
         transient[f"in:{src}->{name}"] = most * row * Tb
+        if sub_halo:
+            # rows kept between two sub-tiles live while this layer runs
+            transient[f"subhalo:{src}->{name}"] = sub_halo * row * Tb
 
     # output written to DRAM
     if name in plan.written:
