@@ -491,7 +491,8 @@ def test_named_schedules_match_reference(problem: Problem) -> None:
                 ctx = named._lone_context(net, frame.layers)
                 scorer = _RefScorer(problem)
 
-                def peak(k: int, frame: named.Frame = frame, ctx: SegmentContext = ctx) -> int:
+                def peak(k: int, frame: named.Frame = frame, ctx: SegmentContext = ctx,
+                         scorer: _RefScorer = scorer) -> int:
                     seg = Segment(frame.layers, frame.time_batch, k, Axis.OY, Order.TIME_OUTER)
                     return scorer.segment(_ref_fit_layers(problem, seg, ctx), ctx)[1]
 
