@@ -561,6 +561,26 @@ class _Filler:
         return min(range(1, self.max_n[i] + 1),
                    key=lambda n: self.scorer.segment(self.initial(i, n), ctx)[1])
 
+    def local_traffic(self, i: int, n: int, ctx: SegmentContext) -> int:
+        """Traffic of frame ``i`` with ``n`` tiles after its in-segment greedy in
+        ``ctx``; ``-1`` when it does not fit."""
+        key = (i, n, ctx)
+        traffic = self._local.get(key)
+        if traffic is None:
+            scorer = self.scorer
+            seg = _greedy_pass(self.problem, scorer, [self.initial(i, n)], only_local=True,
+                               ctx=ctx)[0]
+            t, peak, _ = scorer.segment(seg, ctx)
+            traffic = self._local[key] = t if peak <= scorer.cap else -1
+        return traffic
+
+    def alone_best(self, i: int, candidates: Sequence[int]) -> int:
+        """The candidate count of frame ``i`` with the least traffic alone (plain DRAM
+        boundaries, after its in-segment greedy; the fewest tiles on ties), else the
+        lowest-peak count."""
+        fit = [(t, n) for n in candidates if (t := self.local_traffic(i, n, self.ctxs[i])) >= 0]
+        return min(fit)[1] if fit else self.lowest_peak(i)
+
     def ranked(self, tiles: Sequence[int], i: int, candidates: Sequence[int]) -> list[int]:
         """The ``candidates`` for frame ``i`` (other than its count in ``tiles``) whose
         segment, after its in-segment greedy in the context the filled schedule of
@@ -574,13 +594,7 @@ class _Filler:
         for n in candidates:
             if n == tiles[i]:
                 continue
-            key = (i, n, ctx)
-            traffic = self._local.get(key)
-            if traffic is None:
-                seg = _greedy_pass(self.problem, scorer, [self.initial(i, n)], only_local=True,
-                                   ctx=ctx)[0]
-                t, peak, _ = scorer.segment(seg, ctx)
-                traffic = self._local[key] = t if peak <= scorer.cap else -1
+            traffic = self.local_traffic(i, n, ctx)
             if 0 <= traffic <= here:
                 out.append((traffic, n))
         return [n for _, n in sorted(out)]
@@ -631,29 +645,52 @@ def choose_tiles(filler: _Filler) -> list[int]:
     schedule's objective (traffic, or energy) among the counts that fit.
 
     The fused counts come from coordinate descent over the whole filled
-    schedule, starting from one tile everywhere: block by block, the
-    candidates (powers of two up to the block's extent, and the extent) are
-    ranked by the block's own traffic after its in-segment greedy, in the
-    context (tensors kept whole, tensors written) the current schedule gives
-    it, and those ranked no worse than the current count are tried on the
-    whole schedule in that order; the first that strictly lowers the
-    objective is kept. When a sweep keeps nothing, every single-block change
-    is tried on the whole schedule if that takes at most
-    :data:`_FULL_CHECK_FILLS` fills (the result is then a local optimum of
-    the whole schedule), and the descent resumes after an improvement.
-    Deterministic: fixed orders, ties to the fewer tiles.
+    schedule from two starts: each block's best count alone (plain DRAM
+    boundaries, after its in-segment greedy), and one tile everywhere. Block
+    by block, the candidates (powers of two up to the block's extent, and the
+    extent) are ranked by the block's own traffic after its in-segment
+    greedy, in the context (tensors kept whole, tensors written) the current
+    schedule gives it; those ranked no worse than the current count are tried
+    on the whole schedule in that order, and the first that strictly lowers
+    the objective is kept. From the better of the two results, when trying
+    every single-block change takes at most :data:`_FULL_CHECK_FILLS` fills,
+    all are tried on the whole schedule and the descent resumes after an
+    improvement, so the result is then a local optimum of the whole
+    schedule. Deterministic: fixed orders, ties to the earlier start and the
+    fewer tiles.
     """
     frames = filler.frames
     base = [f.tiles if f.tiles is not None else (None if f.fused else filler.fewest_fitting(i))
             for i, f in enumerate(frames)]
     free = [i for i, n in enumerate(base) if n is None]
-    tiles = [1 if n is None else n for n in base]
     if not free:
-        return tiles
+        return [int(n) for n in base]  # type: ignore[arg-type]
     cands = {i: _tile_candidates(filler.max_n[i]) for i in free}
-    current = filler.score(tiles)
-    full_check = sum(len(c) - 1 for c in cands.values()) <= _FULL_CHECK_FILLS
+    starts = [[filler.alone_best(i, cands[i]) if n is None else n for i, n in enumerate(base)],
+              [1 if n is None else n for n in base]]
+    best = min((_descend(filler, start, free, cands) for start in starts), key=lambda r: r[1])
+    tiles, current = best
+    if sum(len(c) - 1 for c in cands.values()) > _FULL_CHECK_FILLS:
+        return tiles
     while True:
+        improved = False
+        for i in free:
+            for n in cands[i]:
+                trial = [*tiles[:i], n, *tiles[i + 1:]]
+                score = filler.score(trial)
+                if score < current:
+                    tiles, current, improved = trial, score, True
+        if not improved:
+            return tiles
+        tiles, current = _descend(filler, tiles, free, cands)
+
+
+def _descend(filler: _Filler, tiles: list[int], free: list[int], cands: dict[int, list[int]]
+             ) -> tuple[list[int], tuple[int, float]]:
+    """The screened coordinate descent of :func:`choose_tiles` from ``tiles``."""
+    current = filler.score(tiles)
+    improved = True
+    while improved:
         improved = False
         for i in free:
             for n in filler.ranked(tiles, i, cands[i]):
@@ -662,17 +699,7 @@ def choose_tiles(filler: _Filler) -> list[int]:
                 if score < current:
                     tiles, current, improved = trial, score, True
                     break
-        if improved:
-            continue
-        if full_check:
-            for i in free:
-                for n in cands[i]:
-                    trial = [*tiles[:i], n, *tiles[i + 1:]]
-                    score = filler.score(trial)
-                    if score < current:
-                        tiles, current, improved = trial, score, True
-        if not improved:
-            return tiles
+    return tiles, current
 
 
 def _lone_context(net: Network, layers: Sequence[str]) -> SegmentContext:
