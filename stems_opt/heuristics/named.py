@@ -34,6 +34,7 @@ from stems_opt.cost_model import (
     SegmentContext,
     SegmentGeometry,
     Term,
+    compulsory_traffic_bits,
     evaluate,
     kept_halo_term,
     layer_terms,
@@ -537,6 +538,13 @@ class _Filler:
                     f"{frame.tiles} tiles exceed the smallest OY extent ({max_n}) of the fused "
                     f"block {frame.layers[0]}..{frame.layers[-1]}", field="tiles"))
 
+    @property
+    def floor(self) -> float:
+        """An objective no schedule beats: the compulsory traffic (0 for energy)."""
+        if self.problem.objective.value == "traffic":
+            return float(compulsory_traffic_bits(self.problem.network))
+        return 0.0
+
     def initial(self, i: int, tiles: int) -> Segment:
         """Frame ``i`` with ``tiles`` tiles, fitted alone (plain DRAM boundaries)."""
         seg = self._initial.get((i, tiles))
@@ -646,7 +654,9 @@ def choose_tiles(filler: _Filler) -> list[int]:
 
     The fused counts come from coordinate descent over the whole filled
     schedule from two starts: each block's best count alone (plain DRAM
-    boundaries, after its in-segment greedy), and one tile everywhere. Block
+    boundaries, after its in-segment greedy), and the best of the uniform
+    counts (one power of two for every block, capped by its extent), unless
+    that one already reaches the compulsory traffic. Block
     by block, the candidates (powers of two up to the block's extent, and the
     extent) are ranked by the block's own traffic after its in-segment
     greedy, in the context (tensors kept whole, tensors written) the current
@@ -656,8 +666,9 @@ def choose_tiles(filler: _Filler) -> list[int]:
     every single-block change takes at most :data:`_FULL_CHECK_FILLS` fills,
     all are tried on the whole schedule and the descent resumes after an
     improvement, so the result is then a local optimum of the whole
-    schedule. Deterministic: fixed orders, ties to the earlier start and the
-    fewer tiles.
+    schedule (the check is skipped when the traffic is already the
+    compulsory traffic). Deterministic: fixed orders, ties to the earlier
+    start and the fewer tiles.
     """
     frames = filler.frames
     base = [f.tiles if f.tiles is not None else (None if f.fused else filler.fewest_fitting(i))
@@ -666,11 +677,18 @@ def choose_tiles(filler: _Filler) -> list[int]:
     if not free:
         return [int(n) for n in base]  # type: ignore[arg-type]
     cands = {i: _tile_candidates(filler.max_n[i]) for i in free}
-    starts = [[filler.alone_best(i, cands[i]) if n is None else n for i, n in enumerate(base)],
-              [1 if n is None else n for n in base]]
-    best = min((_descend(filler, start, free, cands) for start in starts), key=lambda r: r[1])
-    tiles, current = best
-    if sum(len(c) - 1 for c in cands.values()) > _FULL_CHECK_FILLS:
+    uniform = sorted({n for i in free for n in cands[i]})
+    floor = (0, filler.floor)
+    best_uniform = min(([min(u, filler.max_n[i]) if n is None else n
+                         for i, n in enumerate(base)] for u in uniform), key=filler.score)
+    if filler.score(best_uniform) <= floor:
+        return best_uniform
+    alone = [filler.alone_best(i, cands[i]) if n is None else n for i, n in enumerate(base)]
+    tiles, current = _descend(filler, alone, free, cands)
+    if current > floor:
+        tiles, current = min((tiles, current), _descend(filler, best_uniform, free, cands),
+                             key=lambda r: r[1])
+    if sum(len(c) - 1 for c in cands.values()) > _FULL_CHECK_FILLS or current <= floor:
         return tiles
     while True:
         improved = False
@@ -690,7 +708,7 @@ def _descend(filler: _Filler, tiles: list[int], free: list[int], cands: dict[int
     """The screened coordinate descent of :func:`choose_tiles` from ``tiles``."""
     current = filler.score(tiles)
     improved = True
-    while improved:
+    while improved and current > (0, filler.floor):
         improved = False
         for i in free:
             for n in filler.ranked(tiles, i, cands[i]):
