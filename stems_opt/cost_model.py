@@ -235,9 +235,21 @@ class SegmentGeometry:
         buffer holds the union of those rows; the most over every ``(t, p)``
         is reserved for the whole segment.
         """
+        return self._halo_plan(tensor)[0] * self.tile_keep_mult
+
+    def halo_room(self, tensor: str, consumer: str) -> list[int]:
+        """Per tile, the rows (times the timesteps they are held for) of the
+        :meth:`kept_halo_rows` reservation of ``tensor`` that no other consumer
+        uses while ``consumer`` runs: the rows it keeps between its sub-tiles
+        go there first."""
+        best, others = self._halo_plan(tensor)
+        mult = self.tile_keep_mult
+        return [(best - o) * mult for o in others[consumer]]
+
+    def _halo_plan(self, tensor: str) -> tuple[int, dict[str, tuple[int, ...]]]:
         cons = tuple((self.pos[c], c, self.bounds[c]) for c in self.network.consumers(tensor)
                      if c in self.inside)
-        return _kept_halo_rows(self.network, self.seg.axis, cons, self.n) * self.tile_keep_mult
+        return _kept_halo_plan(self.network, self.seg.axis, cons, self.n)
 
     def max_sub_rows(self, name: str, m: int) -> list[int]:
         """Per tile, the rows of the largest of ``m`` sub-tiles of ``name`` (0 if empty)."""
@@ -274,26 +286,31 @@ _VECTOR_SUB_TILES = 40
 
 
 @lru_cache(maxsize=4096)
-def _kept_halo_rows(network: Network, axis: Axis,
-                    consumers: tuple[tuple[int, str, tuple[int, ...]], ...], n: int) -> int:
-    """:meth:`SegmentGeometry.kept_halo_rows` before the timestep factor, from the
-    ``(position, name, bounds)`` of each consumer."""
+def _kept_halo_plan(network: Network, axis: Axis,
+                    consumers: tuple[tuple[int, str, tuple[int, ...]], ...], n: int
+                    ) -> tuple[int, dict[str, tuple[int, ...]]]:
+    """From the ``(position, name, bounds)`` of each consumer: the most rows held
+    across tile boundaries at any (tile, position) (:meth:`SegmentGeometry.kept_halo_rows`
+    before the timestep factor) and, per consumer and tile, the rows the others
+    hold while it runs."""
     if n == 1 or not consumers:
-        return 0
-    held = []  # per consumer: its position and its kept rows [lo, hi) at each boundary 0..n
+        return 0, {name: (0,) * n for _, name, _ in consumers}
+    held = []  # per consumer: position, name, its kept rows [lo, hi) at boundaries 0..n
     for p, name, b in consumers:
         first, last = _row_windows(network.layer(name), axis)
         ext = b[-1]
         rows = [(first[b[t]], last[b[t]]) if 0 < b[t] < ext and last[b[t]] > first[b[t]]
                 else None for t in range(n + 1)]
-        held.append((p, rows))
-    positions = sorted({p for p, _ in held})
-    best = 0
-    for t in range(n):
-        for at in positions:
-            spans = [r for p, rows in held if (r := rows[t if p >= at else t + 1]) is not None]
-            best = max(best, _union_rows(spans))
-    return best
+        held.append((p, name, rows))
+
+    def union_at(t: int, at: int, skip: str | None = None) -> int:
+        return _union_rows([r for p, name, rows in held if name != skip
+                            and (r := rows[t if p >= at else t + 1]) is not None])
+
+    positions = sorted({p for p, _, _ in held})
+    best = max(union_at(t, at) for t in range(n) for at in positions)
+    others = {name: tuple(union_at(t, p, skip=name) for t in range(n)) for p, name, _ in held}
+    return best, others
 
 
 def _union_rows(spans: list[tuple[int, int]]) -> int:
@@ -462,14 +479,18 @@ def dram_read_term(geo: SegmentGeometry, tensor: str, consumer: Layer, halo: Hal
                    m: int) -> Term:
     """``consumer`` reading ``tensor`` from DRAM, window by window."""
     rowbits = geo.network.tensor_row_bits(tensor, geo.seg.axis)
-    total, max_new, sub_halo = geo.window_reads(consumer.name, m, halo is Halo.KEEP)
+    keep = halo is Halo.KEEP
+    total, max_new, sub_halo = geo.window_reads(consumer.name, m, keep)
     p = geo.pos[consumer.name]
-    # The rows kept between this consumer's sub-tiles live only while it runs; the rows
-    # kept across tile boundaries are the tensor's (kept_halo_term).
+    # The rows kept between this consumer's sub-tiles live only while it runs, in the
+    # room the tensor's reservation across tiles (kept_halo_term) leaves free then;
+    # only what exceeds it is added.
+    room = geo.halo_room(tensor, consumer.name) if keep else [0] * geo.n
     return Term("activations", tensor, consumer.name,
                 read_bits=total * rowbits * geo.T,
-                local=_local(geo, p, p, [(r * geo.tb + h) * rowbits
-                                         for r, h in zip(max_new, sub_halo, strict=True)]))
+                local=_local(geo, p, p, [(r * geo.tb + max(0, h - f)) * rowbits
+                                         for r, h, f in zip(max_new, sub_halo, room,
+                                                            strict=True)]))
 
 
 def kept_halo_term(geo: SegmentGeometry, tensor: str) -> Term:

@@ -28,8 +28,9 @@ Literal stepping (the quantity falls out of running the schedule):
   runs, freed after the position of the last in-segment consumer;
 * transients of the executing layer (streamed weights or one chunk, the
   spilled state sub-tile, each DRAM input's new rows and, under ``keep``, the
-  most rows kept between two of its sub-tiles, the DRAM output sub-tile):
-  allocated for the layer's execution and freed after it.
+  most rows kept between two of its sub-tiles beyond what the tensor's
+  reservation across tiles leaves free while it runs, the DRAM output
+  sub-tile): allocated for the layer's execution and freed after it.
 
 Reservation rule (reserved at segment start for the whole segment at the
 largest size the schedule ever needs, as docs/model.md section 5 prescribes
@@ -340,31 +341,38 @@ def simulate_segment(network: Network, mapping: Mapping, index: int,
     # (tile, position), consumers that already ran in the tile hold the rows for
     # their next tile, the others the rows from their previous one.
     halo_mult = T if seg.order is Order.SPACE_OUTER else Tb
+
+    def held(c: Layer, t: int) -> set[int]:
+        # rows c's last window before tile t shares with its first window from tile t on
+        prev = [tt for tt in range(t) if nonempty(c.name, tt)]
+        nxt = [tt for tt in range(t, n) if nonempty(c.name, tt)]
+        if not prev or not nxt:
+            return set()
+        a, b = sub_windows(c, prev[-1])[-1], sub_windows(c, nxt[0])[0]
+        return set(range(max(a[0], b[0]), min(a[1], b[1])))
+
+    def held_at(tensor: str, t: int, p: int, skip: str = "") -> set[int]:
+        # rows of tensor its DRAM readers (but skip) hold while position p runs in tile t
+        rows: set[int] = set()
+        for t_, cname in sorted(dram_reads):
+            if t_ == tensor and cname != skip:
+                done = pos[cname] < p  # it already ran in tile t
+                rows |= held(network.layer(cname), t + 1 if done else t)
+        return rows
+
+    halo_res: dict[str, int] = {}
     for tensor in sorted({tensor for tensor, _ in dram_reads}):
         if seg.halo(tensor) is not Halo.KEEP:
             continue
-        readers = [network.layer(c) for t_, c in sorted(dram_reads) if t_ == tensor]
-
-        def held(c: Layer, before: int, after: int) -> set[int]:
-            # rows shared by c's last window in a tile < after-ish and its next window
-            prev = [t for t in range(before) if nonempty(c.name, t)]
-            nxt = [t for t in range(after, n) if nonempty(c.name, t)]
-            if not prev or not nxt:
-                return set()
-            a, b = sub_windows(c, prev[-1])[-1], sub_windows(c, nxt[0])[0]
-            return set(range(max(a[0], b[0]), min(a[1], b[1])))
-
-        best = 0
-        for t in range(n):
-            for p in range(len(layers)):
-                rows: set[int] = set()
-                for c in readers:
-                    done = pos[c.name] < p  # c already ran in tile t
-                    rows |= held(c, t + 1, t + 1) if done else held(c, t, t)
-                best = max(best, len(rows))
+        best = max(len(held_at(tensor, t, p)) for t in range(n) for p in range(len(layers)))
+        halo_res[tensor] = best * halo_mult * network.tensor_row_bits(tensor, axis)
         if best:
-            persistent[f"halo:{tensor}"] = best * halo_mult * \
-                network.tensor_row_bits(tensor, axis)
+            persistent[f"halo:{tensor}"] = halo_res[tensor]
+
+    def halo_room(tensor: str, cname: str, t: int) -> int:
+        # bits of the reservation no other reader uses while cname runs in tile t
+        others = len(held_at(tensor, t, pos[cname], skip=cname))
+        return halo_res[tensor] - others * halo_mult * network.tensor_row_bits(tensor, axis)
 
     run.persistent = persistent
     buffers.update(persistent)
@@ -376,7 +384,8 @@ def simulate_segment(network: Network, mapping: Mapping, index: int,
             name = lay.name
             if nonempty(name, t):
                 transient = _execute(network, seg, lay, s, t, S, reset, subs[name][t],
-                                     dram_reads, kept, plan, whole, line_buffered, transfer)
+                                     dram_reads, kept, plan, whole, line_buffered, transfer,
+                                     halo_room)
                 if name in line_buffered:
                     rows = bounds[name][t + 1] - bounds[name][t]
                     buffers[f"live:{name}"] = rows * lay.output_row_bits(axis) * Tb
@@ -404,6 +413,7 @@ def _execute(network: Network, seg: Segment, lay: Layer, s: int, t: int, S: int,
              kept: dict[tuple[str, str, int], tuple[int, int]], plan: _Plan, whole: set[str],
              line_buffered: dict[str, int],
              transfer: Callable[[int | None, int | None, str, str, str, str, int], None],
+             halo_room: Callable[[str, str, int], int],
              ) -> dict[str, int]:
     """Run ``lay`` on its tile ``t`` for time batch ``s``; return its transient buffers."""
     axis, Tb, name = seg.axis, seg.time_batch, lay.name
@@ -460,8 +470,11 @@ def _execute(network: Network, seg: Segment, lay: Layer, s: int, t: int, S: int,
             kept[(src, name, s)] = w
         transient[f"in:{src}->{name}"] = most * row * Tb
         if sub_halo:
-            # rows kept between two sub-tiles live while this layer runs
-            transient[f"subhalo:{src}->{name}"] = sub_halo * row * Tb
+            # rows kept between two sub-tiles live while this layer runs, first in the
+            # room the reservation across tiles leaves free, the rest on top
+            extra = sub_halo * row * Tb - halo_room(src, name, t)
+            if extra > 0:
+                transient[f"subhalo:{src}->{name}"] = extra
 
     # output written to DRAM
     if name in plan.written:

@@ -210,3 +210,20 @@ def test_sub_tile_halo_held_only_while_its_reader_runs(tiny) -> None:
     assert (seg.persistent_gb_bits, seg.peak_gb_bits, seg.peak_layer) == (0, 5696, "c2")
     read = next(t for t in seg.terms if t.tensor == "input")
     assert read.local.tolist() == [[320 + 128, 0]]
+
+
+def test_sub_tile_halo_reuses_the_room_of_the_tile_halo(tiny) -> None:
+    # c1 alone, Tb = 4, two tiles of two sub-tiles: rows [0, 2), [2, 4) | [4, 6), [6, 8);
+    # input windows [0, 3), [1, 5) | [3, 7), [5, 8); 64 bits a row (16 * Tb 4).
+    # Across the tile boundary [1, 5) & [3, 7) = 2 rows are held: 128 bits for the
+    # segment. Between sub-tiles 2 rows are held too ([1, 3) and [5, 7)), while the
+    # tile halo's rows are not (used up by the tile's first sub-tile, or not yet
+    # made): they fit in its 128 bits, so nothing is added (adding them would count
+    # 256 bits). New rows per sub-tile: 3, 2 | 2, 1 -> the most per tile 3 and 2 rows.
+    m = Mapping((Segment(("c1",), 4, tiles=2, sub_tiles={"c1": 2},
+                         halos={"input": Halo.KEEP}),
+                 *(Segment((n,), 4) for n in LAYERS[1:])))
+    seg = evaluate(tiny, m).segments[0]
+    assert seg.persistent_gb_bits == 128
+    read = next(t for t in seg.terms if t.tensor == "input" and t.layer == "c1")
+    assert read.local.tolist() == [[3 * 64], [2 * 64]]
