@@ -21,6 +21,7 @@ Every other decision follows one fixed greedy rule (see :func:`greedy_mapping`).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -589,11 +590,23 @@ class _Filler:
         fit = [(t, n) for n in candidates if (t := self.local_traffic(i, n, self.ctxs[i])) >= 0]
         return min(fit)[1] if fit else self.lowest_peak(i)
 
-    def ranked(self, tiles: Sequence[int], i: int, candidates: Sequence[int]) -> list[int]:
-        """The ``candidates`` for frame ``i`` (other than its count in ``tiles``) whose
-        segment, after its in-segment greedy in the context the filled schedule of
-        ``tiles`` gives it, fits with no more traffic than the current one; least
-        traffic first, then fewest tiles."""
+    def alone_total(self, tiles: Sequence[int], free: Sequence[int]) -> float:
+        """Sum over the ``free`` frames of their traffic alone with these counts
+        (:meth:`local_traffic` with plain DRAM boundaries); ``inf`` if one does not fit."""
+        total = 0
+        for i in free:
+            traffic = self.local_traffic(i, tiles[i], self.ctxs[i])
+            if traffic < 0:
+                return math.inf
+            total += traffic
+        return total
+
+    def ranked(self, tiles: Sequence[int], i: int, candidates: Sequence[int]
+               ) -> list[tuple[int, int]]:
+        """``(traffic saved, count)`` of the ``candidates`` for frame ``i`` (other than
+        its count in ``tiles``) whose segment, after its in-segment greedy in the
+        context the filled schedule of ``tiles`` gives it, fits with no more
+        traffic than the current one; most saved first, then fewest tiles."""
         segs = self.fill(tiles)
         ctx = mapping_contexts(self.problem.network, Mapping(tuple(segs)))[i]
         scorer = self.scorer
@@ -605,7 +618,7 @@ class _Filler:
             traffic = self.local_traffic(i, n, ctx)
             if 0 <= traffic <= here:
                 out.append((traffic, n))
-        return [n for _, n in sorted(out)]
+        return [(here - t, n) for t, n in sorted(out)]
 
     def fill(self, tiles: Sequence[int]) -> list[Segment]:
         """The greedy's segments for these tile counts."""
@@ -653,21 +666,26 @@ def choose_tiles(filler: _Filler) -> list[int]:
     schedule's objective (traffic, or energy) among the counts that fit.
 
     The fused counts come from coordinate descent over the whole filled
-    schedule from two starts: each block's best count alone (plain DRAM
-    boundaries, after its in-segment greedy), and the best of the uniform
-    counts (one power of two for every block, capped by its extent), unless
-    that one already reaches the compulsory traffic. Block
-    by block, the candidates (powers of two up to the block's extent, and the
-    extent) are ranked by the block's own traffic after its in-segment
-    greedy, in the context (tensors kept whole, tensors written) the current
-    schedule gives it; those ranked no worse than the current count are tried
-    on the whole schedule in that order, and the first that strictly lowers
-    the objective is kept. From the better of the two results, when trying
-    every single-block change takes at most :data:`_FULL_CHECK_FILLS` fills,
-    all are tried on the whole schedule and the descent resumes after an
-    improvement, so the result is then a local optimum of the whole
-    schedule (the check is skipped when the traffic is already the
-    compulsory traffic). Deterministic: fixed orders, ties to the earlier
+    schedule, each block's candidates being the powers of two up to its
+    extent, and the extent. Two starts: each block's best count alone (plain
+    DRAM boundaries, after its in-segment greedy), and the best uniform
+    count (one power of two for every block, capped by its extent). A
+    block's candidates are ranked by the block's own traffic after its
+    in-segment greedy, in the context (tensors kept whole, tensors written)
+    the current schedule gives it.
+
+    Small schedules (trying every single-block change takes at most
+    :data:`_FULL_CHECK_FILLS` fills): uniform counts are scored on the whole
+    schedule; from each start, candidates ranked no worse than the current
+    count are tried on the whole schedule and the first that strictly
+    lowers the objective is kept; then every single-block change is tried
+    and the descent resumes after an improvement, so the result is a local
+    optimum of the whole schedule. Large schedules: uniform counts are
+    scored by the sum of the blocks' traffic alone; each sweep moves every
+    block to its best-ranked count at once (if strictly better in its
+    context) and keeps the sweep if the whole schedule improves, else tries
+    the :data:`_SINGLE_TRIES` largest single moves. The search stops at the
+    compulsory traffic. Deterministic: fixed orders, ties to the first
     start and the fewer tiles.
     """
     frames = filler.frames
@@ -677,18 +695,23 @@ def choose_tiles(filler: _Filler) -> list[int]:
     if not free:
         return [int(n) for n in base]  # type: ignore[arg-type]
     cands = {i: _tile_candidates(filler.max_n[i]) for i in free}
-    uniform = sorted({n for i in free for n in cands[i]})
+    small = sum(len(c) - 1 for c in cands.values()) <= _FULL_CHECK_FILLS
     floor = (0, filler.floor)
-    best_uniform = min(([min(u, filler.max_n[i]) if n is None else n
-                         for i, n in enumerate(base)] for u in uniform), key=filler.score)
-    if filler.score(best_uniform) <= floor:
-        return best_uniform
+    uniform = [[min(u, filler.max_n[i]) if n is None else n for i, n in enumerate(base)]
+               for u in sorted({n for i in free for n in cands[i]})]
+    if small:
+        best_uniform = min(uniform, key=filler.score)
+        if filler.score(best_uniform) <= floor:
+            return best_uniform
+    else:
+        best_uniform = min(uniform, key=lambda tiles: filler.alone_total(tiles, free))
     alone = [filler.alone_best(i, cands[i]) if n is None else n for i, n in enumerate(base)]
-    tiles, current = _descend(filler, alone, free, cands)
-    if current > floor:
-        tiles, current = min((tiles, current), _descend(filler, best_uniform, free, cands),
+    descend = _descend if small else _sweep
+    tiles, current = descend(filler, alone, free, cands)
+    if current > floor and best_uniform != alone:
+        tiles, current = min((tiles, current), descend(filler, best_uniform, free, cands),
                              key=lambda r: r[1])
-    if sum(len(c) - 1 for c in cands.values()) > _FULL_CHECK_FILLS or current <= floor:
+    if not small or current <= floor:
         return tiles
     while True:
         improved = False
@@ -703,20 +726,52 @@ def choose_tiles(filler: _Filler) -> list[int]:
         tiles, current = _descend(filler, tiles, free, cands)
 
 
+_SINGLE_TRIES = 4
+"""Single-block moves a large-schedule sweep tries when moving every block at once fails."""
+
+
 def _descend(filler: _Filler, tiles: list[int], free: list[int], cands: dict[int, list[int]]
              ) -> tuple[list[int], tuple[int, float]]:
-    """The screened coordinate descent of :func:`choose_tiles` from ``tiles``."""
+    """The descent of :func:`choose_tiles` on small schedules, from ``tiles``."""
     current = filler.score(tiles)
     improved = True
     while improved and current > (0, filler.floor):
         improved = False
         for i in free:
-            for n in filler.ranked(tiles, i, cands[i]):
+            for _, n in filler.ranked(tiles, i, cands[i]):
                 trial = [*tiles[:i], n, *tiles[i + 1:]]
                 score = filler.score(trial)
                 if score < current:
                     tiles, current, improved = trial, score, True
                     break
+    return tiles, current
+
+
+def _sweep(filler: _Filler, tiles: list[int], free: list[int], cands: dict[int, list[int]]
+           ) -> tuple[list[int], tuple[int, float]]:
+    """The descent of :func:`choose_tiles` on large schedules, from ``tiles``."""
+    current = filler.score(tiles)
+    while current > (0, filler.floor):
+        moves = []  # (gain in the block's own traffic, block, count)
+        for i in free:
+            ranked = filler.ranked(tiles, i, cands[i])
+            if ranked and ranked[0][0] > 0:
+                moves.append((ranked[0][0], i, ranked[0][1]))
+        if not moves:
+            break
+        trial = list(tiles)
+        for _, i, n in moves:
+            trial[i] = n
+        trials = [trial] + [[*tiles[:i], n, *tiles[i + 1:]]
+                            for _, i, n in sorted(moves, key=lambda m: (-m[0], m[1]))
+                            [:_SINGLE_TRIES]] if len(moves) > 1 else [trial]
+        for trial in trials:
+            score = filler.score(trial)
+            if score < current:
+                tiles, current = trial, score
+                break
+        else:
+            break
     return tiles, current
 
 
