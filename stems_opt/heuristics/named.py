@@ -657,7 +657,7 @@ def _tile_candidates(max_n: int) -> list[int]:
 
 _FULL_CHECK_FILLS = 64
 """Schedules whose single-block changes take at most this many fills get every one
-tried on the whole schedule once the screened descent stops (see :func:`choose_tiles`)."""
+tried on the whole schedule at the end (see :func:`choose_tiles`)."""
 
 
 def choose_tiles(filler: _Filler) -> list[int]:
