@@ -649,10 +649,15 @@ class _Filler:
             problem.objective.value)
 
 
+_EVERY_COUNT_UP_TO = 8
+"""Tile counts tried one by one up to here; powers of two beyond (see :func:`choose_tiles`)."""
+
+
 def _tile_candidates(max_n: int) -> list[int]:
-    """Powers of two up to ``max_n``, and ``max_n`` itself."""
-    out = [1 << k for k in range(max_n.bit_length()) if 1 << k <= max_n]
-    return out if out[-1] == max_n else [*out, max_n]
+    """Every count up to :data:`_EVERY_COUNT_UP_TO`, then powers of two up to ``max_n``,
+    and ``max_n`` itself."""
+    out = {1 << k for k in range(max_n.bit_length())} | set(range(1, _EVERY_COUNT_UP_TO + 1))
+    return sorted({n for n in out if n <= max_n} | {max_n})
 
 
 _FULL_CHECK_FILLS = 64
@@ -666,10 +671,12 @@ def choose_tiles(filler: _Filler) -> list[int]:
     schedule's objective (traffic, or energy) among the counts that fit.
 
     The fused counts come from coordinate descent over the whole filled
-    schedule, each block's candidates being the powers of two up to its
-    extent, and the extent. Two starts: each block's best count alone (plain
-    DRAM boundaries, after its in-segment greedy), and the best uniform
-    count (one power of two for every block, capped by its extent). A
+    schedule, each block's candidates being every count up to
+    :data:`_EVERY_COUNT_UP_TO`, the powers of two up to its extent, the
+    extent, and its best count alone (any count; plain DRAM
+    boundaries, after its in-segment greedy). Two starts: every block at its
+    best count alone, and the best uniform count (one power of two for every
+    block, capped by its extent). A
     block's candidates are ranked by the block's own traffic after its
     in-segment greedy, in the context (tensors kept whole, tensors written)
     the current schedule gives it.
@@ -694,7 +701,9 @@ def choose_tiles(filler: _Filler) -> list[int]:
     free = [i for i, n in enumerate(base) if n is None]
     if not free:
         return [int(n) for n in base]  # type: ignore[arg-type]
-    cands = {i: _tile_candidates(filler.max_n[i]) for i in free}
+    alone = [filler.alone_best(i, range(1, filler.max_n[i] + 1)) if n is None else n
+             for i, n in enumerate(base)]
+    cands = {i: sorted({*_tile_candidates(filler.max_n[i]), alone[i]}) for i in free}
     small = sum(len(c) - 1 for c in cands.values()) <= _FULL_CHECK_FILLS
     floor = (0, filler.floor)
     uniform = [[min(u, filler.max_n[i]) if n is None else n for i, n in enumerate(base)]
@@ -705,7 +714,6 @@ def choose_tiles(filler: _Filler) -> list[int]:
             return best_uniform
     else:
         best_uniform = min(uniform, key=lambda tiles: filler.alone_total(tiles, free))
-    alone = [filler.alone_best(i, cands[i]) if n is None else n for i, n in enumerate(base)]
     descend = _descend if small else _sweep
     tiles, current = descend(filler, alone, free, cands)
     if current > floor and best_uniform != alone:
