@@ -227,3 +227,39 @@ def test_sub_tile_halo_reuses_the_room_of_the_tile_halo(tiny) -> None:
     assert seg.persistent_gb_bits == 128
     read = next(t for t in seg.terms if t.tensor == "input" and t.layer == "c1")
     assert read.local.tolist() == [[3 * 64], [2 * 64]]
+
+
+def test_the_formulation_counts_shared_kept_rows_once(tiny) -> None:
+    # The MIP holds the rows a DRAM tensor keeps across tiles on the frame (charged
+    # with the tensor's halo variable), not on each reader's option: for the
+    # two-tile frame of test_readers_of_a_dram_tensor_share_its_kept_rows that is the
+    # same 384 bits, and an option of b or c that keeps a's halo differs from the same
+    # option re-reading only at the reader's own position (charging the kept rows per
+    # option would add them on every row and fail this).
+    from stems_opt.formulation.data import KEEP, _FrameBuilder, make_context
+    from stems_opt.io import network_from_dict
+    from stems_opt.mapping import Order
+    from stems_opt.network import Axis
+    from stems_opt.problem import Problem
+
+    problem = Problem(network_from_dict(TWO_READERS), tiny.hardware)
+    fb = _FrameBuilder(make_context(problem), 1, 4, 4, Axis.OY, 2, Order.TIME_OUTER)
+    options = fb.build()
+    assert options is not None
+    assert fb.halo_bits(options)["a"] == 384
+    from stems_opt.formulation.data import REREAD
+
+    for reader, pos in (("b", 0), ("c", 2)):
+        def key(o, source):
+            ins = tuple((ic.tensor, source if ic.tensor == "a" else ic.source) for ic in o.inputs)
+            return o.m, o.weight, o.state, o.output, ins
+
+        reread = {key(o, REREAD): o for o in options[reader]
+                  if any(ic.tensor == "a" and ic.source == REREAD for ic in o.inputs)}
+        pairs = [(o, reread[key(o, REREAD)]) for o in options[reader]
+                 if any(ic.tensor == "a" and ic.source == KEEP for ic in o.inputs)
+                 and key(o, REREAD) in reread]
+        assert pairs
+        for keep, rr in pairs:
+            diff = (keep.coeff - rr.coeff).reshape(2, 4)  # tiles x positions
+            assert not diff[:, [p for p in range(4) if p != pos]].any()
