@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from operator import add
 from typing import NamedTuple
 
@@ -65,7 +65,8 @@ class Frame:
     """A segment skeleton before the greedy fills in its decisions.
 
     ``tiles`` is ``None`` for "choose": the fewest that fit for
-    layer-by-layer segments, the least-traffic count that fits for fused ones.
+    layer-by-layer segments; for fused ones the counts that minimise the whole
+    schedule's objective (see :func:`choose_tiles`).
     """
 
     layers: tuple[str, ...]
@@ -539,7 +540,7 @@ class _Filler:
                     f"{frame.tiles} tiles exceed the smallest OY extent ({max_n}) of the fused "
                     f"block {frame.layers[0]}..{frame.layers[-1]}", field="tiles"))
 
-    @property
+    @cached_property
     def floor(self) -> float:
         """An objective no schedule beats: the compulsory traffic (0 for energy)."""
         if self.problem.objective.value == "traffic":
@@ -673,10 +674,10 @@ def choose_tiles(filler: _Filler) -> list[int]:
     The fused counts come from coordinate descent over the whole filled
     schedule, each block's candidates being every count up to
     :data:`_EVERY_COUNT_UP_TO`, the powers of two up to its extent, the
-    extent, and its best count alone (any count; plain DRAM
-    boundaries, after its in-segment greedy). Two starts: every block at its
-    best count alone, and the best uniform count (one power of two for every
-    block, capped by its extent). A
+    extent, and its best count alone (any count; plain DRAM boundaries,
+    after its in-segment greedy). Two starts: every block at its best count
+    alone (the per-block rule, so no result is weaker than it), and the best
+    uniform count (one candidate for every block, capped by its extent). A
     block's candidates are ranked by the block's own traffic after its
     in-segment greedy, in the context (tensors kept whole, tensors written)
     the current schedule gives it.
