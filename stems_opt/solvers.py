@@ -23,6 +23,8 @@ from stems_opt.result import Result, SolveStatus
 
 EXACT_SOLVERS = ("cpsat", "highs")
 WARM_START_SCHEDULES = ("TB-LBL", "TB-F", "ST-F")
+NAMED_SHARE = 0.25
+"""Under a time limit, no named schedule is started before the search after this share."""
 FALLBACK_SHARE = 0.85
 """Share of a time limit given to the search; the rest is kept for the named fallback."""
 MAX_FRAMES = 400
@@ -68,22 +70,35 @@ def explain_infeasible(problem: Problem) -> str:
             "under the search-space limits")
 
 
-def _incumbent(problem: Problem, deadline: float | None = None) -> Result | None:
-    """The best named schedule whose segments all lie in the search space; with a
-    ``deadline`` (``time.perf_counter()`` value), no schedule is started after it."""
+def _named(problem: Problem, deadline: float | None = None,
+           done: dict[str, Result] | None = None) -> list[Result]:
+    """The named schedules (:data:`WARM_START_SCHEDULES`) whose segments all lie in
+    the search space, feasible or not; with a ``deadline``
+    (``time.perf_counter()`` value), no schedule is started after it. Schedules
+    in ``done`` are taken from there, new ones are added to it."""
     from stems_opt.heuristics import named_schedule
 
     cap = problem.max_segment_layers
-    best = None
+    done = {} if done is None else done
+    out = []
     for name in WARM_START_SCHEDULES:
-        if deadline is not None and time.perf_counter() > deadline:
-            break
-        if cap is not None and name == "ST-LBL" and len(problem.network.layers) > cap:
-            continue
-        r = named_schedule(problem, name)
+        r = done.get(name)
+        if r is None:
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+            r = done[name] = named_schedule(problem, name)
         if r.mapping is not None and cap is not None and any(
                 len(s.layers) > cap for s in r.mapping.segments):
             continue
+        out.append(r)
+    return out
+
+
+def _incumbent(problem: Problem, deadline: float | None = None,
+               done: dict[str, Result] | None = None) -> Result | None:
+    """The best feasible named schedule of :func:`_named`."""
+    best = None
+    for r in _named(problem, deadline, done):
         if r.feasible and (best is None or r.objective_value < best.objective_value):
             best = r
     return best
@@ -117,15 +132,28 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     backend = _backend(solver)
     cs = ColumnSolver(problem, backend, SolveOptions(threads=threads, seed=seed))
     build_s = time.perf_counter() - start
+    named: dict[str, Result] = {}
+    if time_limit_s is not None and warm_start:
+        # Named schedules first (their segments seed the columns), while a share of
+        # the time limit allows.
+        for r in _named(problem, start + NAMED_SHARE * time_limit_s, named):
+            if r.mapping is not None:
+                cs.seed(r.mapping)
     # Under a time limit a share is kept for the fallback: the best named schedule.
-    left = None if time_limit_s is None else max(0.1, FALLBACK_SHARE * time_limit_s - build_s)
+    left = None if time_limit_s is None else \
+        max(0.1, FALLBACK_SHARE * time_limit_s - (time.perf_counter() - start))
     mapping, model_value, model_bound = cs.solve(left)
     stats = dict(cs.stats)
     stats.update(model_build_s=build_s, solve_s=time.perf_counter() - start - build_s)
     proven = mapping is not None and model_bound >= model_value
     if time_limit_s is not None and warm_start and not proven and model_bound < math.inf:
-        # With a mapping in hand, schedules are scored only while the time limit allows.
-        fallback = _incumbent(problem, None if mapping is None else start + time_limit_s)
+        # With a mapping in hand, schedules are scored only while the time limit allows;
+        # their segments join the ones found.
+        fallback = _incumbent(problem, None if mapping is None else start + time_limit_s,
+                              named)
+        for r in named.values():
+            if r.mapping is not None and cs.seed(r.mapping):
+                mapping, model_value = cs.incumbent()
         if fallback is not None and fallback.objective_value is not None:
             fb_value = fallback.objective_value * scale - constant
             assert model_bound <= fb_value * (1 + 1e-9), "a schedule beats the proven bound"

@@ -45,8 +45,7 @@ import numpy as np
 from stems_opt.cost_model import (
     SegmentContext,
     SegmentGeometry,
-    layer_gb_access_bits,
-    segment_terms,
+    mapping_contexts,
 )
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
 from stems_opt.formulation.bounds import (
@@ -69,6 +68,7 @@ from stems_opt.formulation.data import (
     written_anyway,
 )
 from stems_opt.formulation.model import LinearModel, build_frame_model, segment_of
+from stems_opt.formulation.primal import Rates, repair, segment_value
 from stems_opt.mapping import (
     RESIDENT,
     Halo,
@@ -83,9 +83,22 @@ from stems_opt.network import Axis
 from stems_opt.problem import Objective, Problem
 
 LOG = logging.getLogger("stems_opt.columns")
+PRIMAL_FRAMES = 2
+"""Frames of a column repaired per call of :meth:`ColumnSolver.repair_price`."""
+DIVE_SHARE = 0.3
+"""Share of the time limit the dive may take before the exact search."""
+DIVE_CAP_S = 30.0
+"""Without a time limit, the dive stops after ``DIVE_SHARE`` of this."""
 LOCAL_LIMIT_S = 2.0
 """First time limit of a frame's local solve; a frame left open is retried with 8x more."""
 Backend = Callable[[LinearModel, SolveOptions, dict[int, int] | None], BackendAnswer]
+
+
+def _ladder(n: int) -> bool:
+    """Tile counts the dive samples: 1, 2, 3, 4, 6, 8, 12, 16, 24, ..."""
+    while n > 4 and n % 2 == 0:
+        n //= 2
+    return n <= 4
 
 
 class _MasterStoppedError(Exception):
@@ -128,6 +141,7 @@ class Column:
     frame_bounds: dict[FrameKey, float] = field(default_factory=dict)
     frame_slack: dict[FrameKey, int] = field(default_factory=dict)
     segment: Segment | None = None  # found directly, without a frame model
+    repaired: set[FrameKey] = field(default_factory=set)  # frames given a greedy segment
     rank: int = 0  # build order, for deterministic ties in the master
 
     @property
@@ -143,10 +157,13 @@ class ColumnSolver:
                  master_mip: bool = False):
         self.master_mip = master_mip  # the master as a MIP of the backend, not a path
         self._groups: dict[tuple, list[Column]] | None = None
+        self._by_key: dict[tuple, Column] | None = None
         self._transitions: dict[tuple, list[tuple]] = {}
-        self._table: list[dict] | None = None  # the master path's labels, reused
-        self._touched: set[int] = set()  # starts of columns repriced since
-        self._prices: dict[int, float | None] = {}  # master prices, dropped on touch
+        # Per price mode ("bound": bounds and exact values, "primal": see master_path):
+        self._table: dict[str, list[dict]] = {}  # the master path's labels, reused
+        self._touched: dict[str, set[int]] = {"bound": set(), "primal": set()}
+        # (starts of columns repriced since), and the master prices, dropped on touch
+        self._prices: dict[str, dict[int, float | None]] = {"bound": {}, "primal": {}}
         self.problem = problem
         self.net = problem.network
         self.ctx: _Context = make_context(problem)
@@ -167,7 +184,7 @@ class ColumnSolver:
         self.deadline: float | None = None
         self.stats = {"frames_built": 0, "local_solves": 0, "frames_direct": 0,
                       "master_solves": 0, "columns": 0, "columns_priced": 0,
-                      "variables": 0, "constraints": 0}
+                      "variables": 0, "constraints": 0, "frames_repaired": 0}
         energy = problem.objective is Objective.ENERGY
         self.energy = energy
         rates = self.ctx.rates
@@ -175,6 +192,7 @@ class ColumnSolver:
         # DRAM read and write, GB operand read and write: cost per bit in model units.
         self.rates = (rates.read_fj_per_bit, rates.write_fj_per_bit, rates.gb_read_fj_per_bit,
                       rates.gb_write_fj_per_bit) if energy else (1, 1, 0, 0)
+        self.unit_rates = Rates(*self.rates)
         T = self.net.timesteps
         for (first, last), specs in self.specs.items():
             # The full time batch in one tile has the least cheap bound of any frame of the
@@ -302,10 +320,11 @@ class ColumnSolver:
         col.bound = max(col.bound, best + extra)
         return col.bound > old
 
-    def _direct(self, col: Column, spec: FrameKey, fine: bool = True, chunked: bool = False,
-                geo: SegmentGeometry | None = None) -> tuple[Segment, float] | None:
-        """The frame with every decision at its cheapest choice, and its cost, when it
-        fits the buffer: its value is then usually the frame's bound.
+    def _cheapest_segment(self, col: Column, spec: FrameKey, fine: bool = True,
+                          chunked: bool = False, geo: SegmentGeometry | None = None
+                          ) -> tuple[Segment, SegmentContext]:
+        """The frame with every decision at its cheapest choice, and its context
+        under ``col``'s signature.
 
         ``fine`` splits each layer into the most sub-tiles (least transient
         buffer); otherwise one sub-tile (fewest GB operand accesses).
@@ -354,19 +373,75 @@ class ColumnSolver:
                     halos[src] = Halo.KEEP
         seg = Segment(names, tb, n, axis, order, sub_tiles=subs, weights=weights,
                       states=states, activations=acts, inputs=ins, halos=halos)
-        terms = segment_terms(net, seg, SegmentContext(whole, written), geo)
-        occupancy = sum(t.persistent_bits for t in terms) + sum(
-            (t.local for t in terms if t.local is not None), np.zeros(1, dtype=np.int64))
-        if int(occupancy.max()) > self.ctx.capacity_bits:
+        return seg, SegmentContext(whole, written)
+
+    def _direct(self, col: Column, spec: FrameKey, fine: bool = True, chunked: bool = False,
+                geo: SegmentGeometry | None = None) -> tuple[Segment, float] | None:
+        """The frame with every decision at its cheapest choice
+        (:meth:`_cheapest_segment`), and its cost, when it fits the buffer: its
+        value is then usually the frame's bound."""
+        seg, sctx = self._cheapest_segment(col, spec, fine, chunked, geo)
+        value, peak = segment_value(self.net, seg, sctx, self.unit_rates, geo)
+        if peak > self.ctx.capacity_bits:
             return None
-        reads = sum(t.read_bits for t in terms)
-        writes = sum(t.write_bits for t in terms)
-        value = reads * self.rates[0] + writes * self.rates[1]
-        if self.energy:
-            for lay in geo.layers:
-                gr, gw = layer_gb_access_bits(geo, lay, subs[lay.name])
-                value += gr * self.rates[2] + gw * self.rates[3]
         return seg, value
+
+    def _sampled_bounds(self, col: Column) -> dict[FrameKey, float]:
+        """Capacity-aware bounds (:meth:`tighten`'s) of a sample of ``col``'s frames:
+        tile counts 1, 2, 3, 4, 6, 8, 12, ... and the largest, for ranking only
+        (the column's bound needs every frame). Empty when the tensors kept
+        whole fill the buffer."""
+        if col.tight:
+            return col.frame_bounds
+        budget, written, _, whole = self._sig_parts(col)
+        if budget <= 0:
+            return {}
+        groups: dict[tuple, list[int]] = {}
+        for spec in self.specs[(col.first, col.last)]:
+            groups.setdefault((spec[2], spec[3], spec[5]), []).append(spec[4])
+        out = {}
+        for (tb, axis, order), tiles in groups.items():
+            top = max(tiles)
+            sample = sorted({n for n in tiles if n == top or _ladder(n)})
+            excess, _ = interval_excess_bounds(
+                self.net, col.first, col.last, tb, axis, order, sample, budget, written, whole,
+                read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll)
+            for n, e in zip(sample, excess, strict=True):
+                spec = (col.first, col.last, tb, axis, n, order)
+                out[spec] = self._cheapest(spec) + float(e)
+        return out
+
+    def repair_price(self, col: Column, frames: int = PRIMAL_FRAMES) -> bool:
+        """Give ``col`` a feasible segment by greedy repair
+        (:func:`stems_opt.formulation.primal.repair`) of its ``frames`` lowest-bound
+        frames not repaired before (among a sample of tile counts unless the
+        column is tightened); ``True`` when its best value found improved.
+        Only upper bounds come from here, never proofs."""
+        if col.exact and col.value is None:
+            return False
+        extra = self._extra(col.first, col.last, col.sig)
+        bounds = self._sampled_bounds(col)
+        specs = sorted(bounds, key=lambda s: (bounds[s], s[4], self.net.timesteps // s[2],
+                                              s[5].value, s[3].value))
+        improved, tried = False, 0
+        for spec in specs:
+            bound = bounds[spec] + extra
+            if bound == math.inf or (col.upper is not None and bound >= col.upper):
+                break
+            if spec in col.repaired:
+                continue
+            col.repaired.add(spec)
+            tried += 1
+            seg, sctx = self._cheapest_segment(col, spec, fine=not self.energy)
+            got = repair(self.net, seg, sctx, self.ctx.capacity_bits, self.unit_rates,
+                         self.ctx.k_unroll)
+            self.stats["frames_repaired"] += 1
+            if got is not None and (col.upper is None or got[1] < col.upper):
+                col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
+                improved = True
+            if tried >= frames:
+                break
+        return improved
 
     # --- pricing ---------------------------------------------------------------
     def _frame(self, spec: FrameKey) -> Frame | None:
@@ -602,10 +677,11 @@ class ColumnSolver:
 
     def touch(self, col: Column) -> None:
         """Note that ``col``'s price may change before the next master solve."""
-        self._touched.add(col.first)
-        self._prices.pop(id(col), None)
+        for mode, touched in self._touched.items():
+            touched.add(col.first)
+            self._prices[mode].pop(id(col), None)
 
-    def master_path(self, exact_only: bool = False
+    def master_path(self, exact_only: bool = False, primal: bool = False
                     ) -> tuple[list[Column], float, float, bool] | None:
         """The master solved exactly as a shortest path over segment boundaries.
 
@@ -614,13 +690,19 @@ class ColumnSolver:
         for a later DRAM reader: exactly the master MIP's ``w`` and ``cross``
         variables, so the two have the same optimum (checked by the tests).
         Returns what :meth:`master` returns, or ``None`` when no cover exists.
+
+        ``exact_only`` prices only columns with a segment found, at its value (a
+        mapping); ``primal`` prices those so, and the others not yet repaired
+        at their bound (the dive of :meth:`dive`); otherwise columns are priced
+        at their exact value or bound (a lower bound on every mapping).
         """
         L = len(self.net.layers)
         if self._groups is None:
             self._groups = {}
             for c in self.columns:
                 self._groups.setdefault((c.first, tuple(sorted(c.sig.whole_in))), []).append(c)
-        cache = self._prices
+        mode = "primal" if primal else "bound"
+        cache = self._prices[mode]
 
         def price_of(col: Column) -> float | None:
             if exact_only:
@@ -628,23 +710,29 @@ class ColumnSolver:
             key = id(col)
             if key in cache:
                 return cache[key]
-            price = None if col.exact and col.value is None else float(round(col.price))
+            if col.exact and col.value is None:
+                price = None
+            elif primal:
+                price = col.upper if col.upper is not None else \
+                    None if col.repaired else float(round(col.price))
+            else:
+                price = float(round(col.price))
             cache[key] = price
             return price
 
         # Boundaries up to the first start of a column touched since the last solve
         # keep their labels (only columns starting there or later changed price).
         start = 0
-        if self._table is not None and not exact_only:
-            start = min(self._touched, default=L)
-            best = self._table
+        if mode in self._table and not exact_only:
+            start = min(self._touched[mode], default=L)
+            best = self._table[mode]
             for k in range(start + 1, L + 1):
                 best[k] = {}
         else:
             best = [{} for _ in range(L + 1)]
             best[0][()] = (0.0, None, None)
         if not exact_only:
-            self._table, self._touched = best, set()
+            self._table[mode], self._touched[mode] = best, set()
         lc = self.last_consumer
         reach = max(c.last - c.first for c in self.columns) + 1 if self.columns else 0
         for k in range(max(0, start - reach), L):
@@ -682,6 +770,91 @@ class ColumnSolver:
         self.stats["master_solves"] += 1
         return sorted(chosen, key=lambda c: c.first), value, value, True
 
+    def column_of(self, first: int, last: int, sig: Signature) -> Column | None:
+        """The column of interval ``first..last`` with signature ``sig``."""
+        if self._by_key is None:
+            self._by_key = {(c.first, c.last, c.sig): c for c in self.columns}
+        return self._by_key.get((first, last, sig))
+
+    def seed(self, mapping: Mapping) -> int:
+        """Offer ``mapping``'s segments to their columns as found segments (upper
+        values); returns how many columns improved.
+
+        A segment's column is its interval with the signature the mapping
+        gives it. Inputs kept whole are read on chip (never worse, as in the
+        frame options); a segment is then scored in its column's context and
+        skipped if it overflows there, or if it does not cover a contiguous
+        interval of the layer order.
+        """
+        net = self.net
+        index = {lay.name: i for i, lay in enumerate(net.layers)}
+        segs = mapping.segments
+        where = {name: k for k, seg in enumerate(segs) for name in seg.layers}
+        ctxs = mapping_contexts(net, mapping)
+        improved = 0
+        for k, (seg, sctx) in enumerate(zip(segs, ctxs, strict=True)):
+            first, last = index[seg.layers[0]], index[seg.layers[-1]]
+            if seg.layers != tuple(lay.name for lay in net.layers[first:last + 1]):
+                continue
+            outs = []
+            for X in self.outputs(first, last):
+                later = [where[c] for c in net.consumers(X) if where[c] > k]
+                # Read from DRAM by a later segment: written there.
+                outs.append((X, X in ctxs[k + 1].whole,
+                             any(X not in ctxs[j].whole for j in later)))
+            sig = Signature(tuple((X, X in sctx.whole) for X in self.crossing_in(first)),
+                            tuple(outs))
+            col = self.column_of(first, last, sig)
+            if col is None or (col.exact and col.value is None):
+                continue
+            inputs = {src: Placement.ON_CHIP if src in sctx.whole else p
+                      for src, p in seg.inputs.items()}
+            seg = seg.replace(inputs=inputs)
+            _, written, _, whole = self._sig_parts(col)
+            dram = {X for X, p in seg.activations.items() if p is Placement.DRAM}
+            value, peak = segment_value(net, seg, SegmentContext(whole, written | dram),
+                                        self.unit_rates)
+            if peak > self.ctx.capacity_bits or (col.upper is not None and value >= col.upper):
+                continue
+            col.upper, col.segment, col.frame, col.chosen = value, seg, None, {}
+            self.touch(col)
+            improved += 1
+        return improved
+
+    def dive(self, until: float | None) -> None:
+        """Find mappings fast: the master over repaired columns (:meth:`repair_price`),
+        the others at their bounds, until its answer uses repaired columns only
+        or ``until`` (a ``time.perf_counter()`` value) passes.
+
+        Each answer's columns without a segment are repaired, so the path moves
+        to the columns whose greedy segments are cheapest; every column found
+        also serves the exact search (an upper value to stop its pricing at).
+        """
+        # First a mapping of one layer per segment with every tensor through DRAM,
+        # so that the path below has a complete alternative to every column it tries.
+        for col in self.columns:
+            if until is not None and time.perf_counter() >= until:
+                return
+            if col.first == col.last and col.upper is None and not col.repaired and not any(
+                    w for _, w in col.sig.whole_in) and all(
+                    not w and cw for _, w, cw in col.sig.outputs):
+                self.touch(col)
+                self.repair_price(col)
+        while until is None or time.perf_counter() < until:
+            res = self.master_path(primal=True)
+            if res is None:
+                return
+            pending = [c for c in res[0] if c.upper is None]
+            if not pending:
+                return
+            for col in pending:
+                self.touch(col)
+                self.repair_price(col)
+                if not col.repaired:  # nothing left to repair: keep it out of the dive
+                    col.repaired.add(())
+                if until is not None and time.perf_counter() >= until:
+                    return
+
     def solve(self, time_limit_s: float | None) -> tuple[Mapping | None, float, float]:
         """Price and re-solve until the master uses exact columns only.
 
@@ -691,6 +864,8 @@ class ColumnSolver:
         start = time.perf_counter()
         self.deadline = None if time_limit_s is None else start + time_limit_s
         lower = 0.0
+        self.dive(start + DIVE_SHARE * (DIVE_CAP_S if time_limit_s is None else time_limit_s))
+        self.stats["dive_s"] = time.perf_counter() - start
 
         def left() -> float | None:
             return None if time_limit_s is None else time_limit_s - (time.perf_counter() - start)
@@ -722,15 +897,20 @@ class ColumnSolver:
                 remaining = left()
                 if remaining is not None and remaining <= 0:
                     break
+        mapping, value = self.incumbent()
+        return mapping, value, min(lower, value)
+
+    def incumbent(self) -> tuple[Mapping | None, float]:
+        """The best mapping of the segments found so far and its value in model
+        units (``inf`` when none): the master over found segments only."""
         try:
             res = self.master(exact_only=True, time_limit_s=10.0) if self.master_mip \
                 else self.master_path(exact_only=True)
         except _MasterStoppedError:
             res = None
         if res is None:
-            return None, math.inf, lower
-        chosen, value, _, _ = res
-        return self.mapping_of(chosen), value, min(lower, value)
+            return None, math.inf
+        return self.mapping_of(res[0]), res[1]
 
     def mapping_of(self, chosen: list[Column]) -> Mapping:
         """The mapping of exact columns."""
