@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from stems_opt.cost_model import (
     SegmentContext,
@@ -112,12 +112,20 @@ def _frame_keys(problem: Problem, mapping: Mapping) -> list[tuple]:
 
 def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = None,
                   threads: int | None = None, seed: int = 0, warm_start: bool = True,
+                  lower_bound: float | None = None, mappings: Sequence[Mapping] = (),
                   **_: object) -> Result:
     """Solve by lazily priced segment columns chained by a shortest path over
     segment boundaries (see :mod:`stems_opt.formulation.columns`); the frame
     models are solved by ``solver``. When a time limit stops the search before
     its proof, the best named schedule is the fallback mapping if it is better
-    (``warm_start``)."""
+    (``warm_start``).
+
+    ``lower_bound`` (objective units) is a proven lower bound known from
+    elsewhere, and the segments of ``mappings`` seed the search wherever they
+    fit: in a sweep over buffer sizes, the bound for a larger buffer bounds a
+    smaller one, and a mapping for a smaller buffer fits a larger one (see
+    :mod:`stems_opt.sweep`).
+    """
     from stems_opt.formulation.backend import SolveOptions
     from stems_opt.formulation.columns import ColumnSolver
     from stems_opt.formulation.data import objective_constant
@@ -133,6 +141,10 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     cs = ColumnSolver(problem, backend, SolveOptions(threads=threads, seed=seed))
     build_s = time.perf_counter() - start
     named: dict[str, Result] = {}
+    for given in mappings:
+        cs.seed(given)
+    # Model units are integers: rounding down keeps a bound given in objective units valid.
+    hint = 0.0 if lower_bound is None else max(0.0, math.floor(lower_bound * scale - constant))
     if time_limit_s is not None and warm_start:
         # Named schedules first (their segments seed the columns), while a share of
         # the time limit allows.
@@ -142,7 +154,7 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     # Under a time limit a share is kept for the fallback: the best named schedule.
     left = None if time_limit_s is None else \
         max(0.1, FALLBACK_SHARE * time_limit_s - (time.perf_counter() - start))
-    mapping, model_value, model_bound = cs.solve(left)
+    mapping, model_value, model_bound = cs.solve(left, hint)
     stats = dict(cs.stats)
     stats.update(model_build_s=build_s, solve_s=time.perf_counter() - start - build_s)
     proven = mapping is not None and model_bound >= model_value
@@ -322,7 +334,8 @@ METHODS: dict[str, Callable[..., Result]] = {"columns": solve_columns, "monolith
 def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = None,
           threads: int | None = None, seed: int = 0, warm_start: bool = True,
           method: str = "columns", max_frames: int | None = MAX_FRAMES,
-          max_options_per_frame: int | None = MAX_OPTIONS_PER_FRAME) -> Result:
+          max_options_per_frame: int | None = MAX_OPTIONS_PER_FRAME,
+          lower_bound: float | None = None, mappings: Sequence[Mapping] = ()) -> Result:
     """Solve ``problem`` with ``solver`` (``cpsat`` or ``highs``).
 
     ``method`` is ``columns`` (:func:`solve_columns`, the default: segment
@@ -330,7 +343,15 @@ def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = 
     (:func:`solve_exact`: one MIP over every frame and option, warm-started
     from the named schedules; ``max_frames`` and ``max_options_per_frame``
     cap it, frames left out are covered by their bound). Both are exact.
+    ``lower_bound`` and ``mappings`` (method ``columns`` only) are a proven
+    bound and mappings known from elsewhere (see :func:`solve_columns`).
     """
+    extra: dict[str, object] = {}
+    if lower_bound is not None or mappings:
+        if method != "columns":
+            raise StemsInputError(Issue("a lower bound or start mappings need method "
+                                        "'columns'", field="method"))
+        extra = {"lower_bound": lower_bound, "mappings": tuple(mappings)}
     if solver not in SOLVERS:
         raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
                                     f"{', '.join(SOLVERS)})", field="solver"))
@@ -339,7 +360,7 @@ def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = 
                                     f"{', '.join(METHODS)})", field="method"))
     return METHODS[method](problem, solver=solver, time_limit_s=time_limit_s, threads=threads,
                            seed=seed, warm_start=warm_start, max_frames=max_frames,
-                           max_options_per_frame=max_options_per_frame)
+                           max_options_per_frame=max_options_per_frame, **extra)
 
 
 def lower_bound_bits(problem: Problem) -> int:

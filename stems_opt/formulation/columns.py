@@ -855,17 +855,26 @@ class ColumnSolver:
                 if until is not None and time.perf_counter() >= until:
                     return
 
-    def solve(self, time_limit_s: float | None) -> tuple[Mapping | None, float, float]:
+    def solve(self, time_limit_s: float | None, lower_bound: float = 0.0
+              ) -> tuple[Mapping | None, float, float]:
         """Price and re-solve until the master uses exact columns only.
+
+        ``lower_bound`` is a proven lower bound from elsewhere (model units),
+        for example the optimum or bound for a larger buffer: a mapping
+        reaching it is optimal at once.
 
         Returns the best mapping found (or ``None``), its value in model units
         (``inf`` when none), and a proven lower bound.
         """
         start = time.perf_counter()
         self.deadline = None if time_limit_s is None else start + time_limit_s
-        lower = 0.0
+        lower = lower_bound
         self.dive(start + DIVE_SHARE * (DIVE_CAP_S if time_limit_s is None else time_limit_s))
         self.stats["dive_s"] = time.perf_counter() - start
+        if lower > 0:
+            mapping, value = self.incumbent()
+            if mapping is not None and value <= lower:
+                return mapping, value, value
 
         def left() -> float | None:
             return None if time_limit_s is None else time_limit_s - (time.perf_counter() - start)
