@@ -54,7 +54,7 @@ def check_repair(p: Problem) -> int:
     cs = solver_for(p)
     repaired = 0
     for col in cs.columns:
-        budget, written, _, whole = cs._sig_parts(col)
+        budget = cs._sig_parts(col)[0]
         if budget <= 0:
             continue
         for spec in cs.specs[(col.first, col.last)]:

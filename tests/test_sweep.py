@@ -7,6 +7,7 @@ hand-picked cases, at every frontier point's peak (where the optimum steps).
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def test_optimum_never_rises_with_the_buffer(case: str, objective: Objective) ->
     p = make_problem(network, size, ku, objective)
     sizes = sorted({pt.peak_bits for pt in frontier})
     values = [optimum(frontier, s, p) for s in sizes]
-    for small, large in zip(values, values[1:], strict=False):
+    for small, large in itertools.pairwise(values):
         assert small is not None and large is not None and large <= small
 
 
