@@ -113,6 +113,7 @@ def _frame_keys(problem: Problem, mapping: Mapping) -> list[tuple]:
 def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = None,
                   threads: int | None = None, seed: int = 0, warm_start: bool = True,
                   lower_bound: float | None = None, mappings: Sequence[Mapping] = (),
+                  on_incumbent: Callable[[float, float], None] | None = None,
                   **_: object) -> Result:
     """Solve by lazily priced segment columns chained by a shortest path over
     segment boundaries (see :mod:`stems_opt.formulation.columns`); the frame
@@ -124,7 +125,8 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     elsewhere, and the segments of ``mappings`` seed the search wherever they
     fit: in a sweep over buffer sizes, the bound for a larger buffer bounds a
     smaller one, and a mapping for a smaller buffer fits a larger one (see
-    :mod:`stems_opt.sweep`).
+    :mod:`stems_opt.sweep`). ``on_incumbent(elapsed_s, value)`` is called with
+    each better mapping the search finds (value in objective units).
     """
     from stems_opt.formulation.backend import SolveOptions
     from stems_opt.formulation.columns import ColumnSolver
@@ -140,6 +142,9 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     backend = _backend(solver)
     cs = ColumnSolver(problem, backend, SolveOptions(threads=threads, seed=seed))
     build_s = time.perf_counter() - start
+    if on_incumbent is not None:
+        cs.on_incumbent = lambda v: on_incumbent(time.perf_counter() - start,
+                                                 (v + constant) / scale)
     named: dict[str, Result] = {}
     for given in mappings:
         cs.seed(given)
@@ -149,8 +154,8 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
         # Named schedules first (their segments seed the columns), while a share of
         # the time limit allows.
         for r in _named(problem, start + NAMED_SHARE * time_limit_s, named):
-            if r.mapping is not None:
-                cs.seed(r.mapping)
+            if r.mapping is not None and cs.seed(r.mapping):
+                cs.note_incumbent()
     # Under a time limit a share is kept for the fallback: the best named schedule.
     left = None if time_limit_s is None else \
         max(0.1, FALLBACK_SHARE * time_limit_s - (time.perf_counter() - start))
@@ -166,6 +171,7 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
         for r in named.values():
             if r.mapping is not None and cs.seed(r.mapping):
                 mapping, model_value = cs.incumbent()
+                cs.note_incumbent()
         if fallback is not None and fallback.objective_value is not None:
             fb_value = fallback.objective_value * scale - constant
             assert model_bound <= fb_value * (1 + 1e-9), "a schedule beats the proven bound"
@@ -335,7 +341,8 @@ def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = 
           threads: int | None = None, seed: int = 0, warm_start: bool = True,
           method: str = "columns", max_frames: int | None = MAX_FRAMES,
           max_options_per_frame: int | None = MAX_OPTIONS_PER_FRAME,
-          lower_bound: float | None = None, mappings: Sequence[Mapping] = ()) -> Result:
+          lower_bound: float | None = None, mappings: Sequence[Mapping] = (),
+          on_incumbent: Callable[[float, float], None] | None = None) -> Result:
     """Solve ``problem`` with ``solver`` (``cpsat`` or ``highs``).
 
     ``method`` is ``columns`` (:func:`solve_columns`, the default: segment
@@ -344,14 +351,16 @@ def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = 
     from the named schedules; ``max_frames`` and ``max_options_per_frame``
     cap it, frames left out are covered by their bound). Both are exact.
     ``lower_bound`` and ``mappings`` (method ``columns`` only) are a proven
-    bound and mappings known from elsewhere (see :func:`solve_columns`).
+    bound and mappings known from elsewhere, ``on_incumbent`` a callback for
+    each better mapping (see :func:`solve_columns`).
     """
     extra: dict[str, object] = {}
-    if lower_bound is not None or mappings:
+    if lower_bound is not None or mappings or on_incumbent is not None:
         if method != "columns":
-            raise StemsInputError(Issue("a lower bound or start mappings need method "
-                                        "'columns'", field="method"))
-        extra = {"lower_bound": lower_bound, "mappings": tuple(mappings)}
+            raise StemsInputError(Issue("a lower bound, start mappings or an incumbent "
+                                        "callback need method 'columns'", field="method"))
+        extra = {"lower_bound": lower_bound, "mappings": tuple(mappings),
+                 "on_incumbent": on_incumbent}
     if solver not in SOLVERS:
         raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
                                     f"{', '.join(SOLVERS)})", field="solver"))

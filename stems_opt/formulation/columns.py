@@ -85,7 +85,7 @@ from stems_opt.problem import Objective, Problem
 LOG = logging.getLogger("stems_opt.columns")
 PRIMAL_FRAMES = 2
 """Frames of a column repaired per call of :meth:`ColumnSolver.repair_price`."""
-DIVE_SHARE = 0.3
+DIVE_SHARE = 0.1
 """Share of the time limit the dive may take before the exact search."""
 DIVE_CAP_S = 30.0
 """Without a time limit, the dive stops after ``DIVE_SHARE`` of this."""
@@ -161,9 +161,10 @@ class ColumnSolver:
         self._transitions: dict[tuple, list[tuple]] = {}
         # Per price mode ("bound": bounds and exact values, "primal": see master_path):
         self._table: dict[str, list[dict]] = {}  # the master path's labels, reused
-        self._touched: dict[str, set[int]] = {"bound": set(), "primal": set()}
+        self._touched: dict[str, set[int]] = {"bound": set(), "primal": set(), "exact": set()}
         # (starts of columns repriced since), and the master prices, dropped on touch
-        self._prices: dict[str, dict[int, float | None]] = {"bound": {}, "primal": {}}
+        self._prices: dict[str, dict[int, float | None]] = {"bound": {}, "primal": {},
+                                                            "exact": {}}
         self.problem = problem
         self.net = problem.network
         self.ctx: _Context = make_context(problem)
@@ -182,6 +183,9 @@ class ColumnSolver:
         self.cheapest: dict[tuple, float] = {}
         self.columns: list[Column] = []
         self.deadline: float | None = None
+        # Called with each better mapping's value (model units) as the search finds it.
+        self.on_incumbent: Callable[[float], None] | None = None
+        self.best_found = math.inf
         self.stats = {"frames_built": 0, "local_solves": 0, "frames_direct": 0,
                       "master_solves": 0, "columns": 0, "columns_priced": 0,
                       "variables": 0, "constraints": 0, "frames_repaired": 0}
@@ -438,6 +442,7 @@ class ColumnSolver:
             self.stats["frames_repaired"] += 1
             if got is not None and (col.upper is None or got[1] < col.upper):
                 col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
+                self.touch(col)
                 improved = True
             if tried >= frames:
                 break
@@ -701,16 +706,16 @@ class ColumnSolver:
             self._groups = {}
             for c in self.columns:
                 self._groups.setdefault((c.first, tuple(sorted(c.sig.whole_in))), []).append(c)
-        mode = "primal" if primal else "bound"
+        mode = "exact" if exact_only else "primal" if primal else "bound"
         cache = self._prices[mode]
 
         def price_of(col: Column) -> float | None:
-            if exact_only:
-                return col.upper
             key = id(col)
             if key in cache:
                 return cache[key]
-            if col.exact and col.value is None:
+            if exact_only:
+                price = col.upper
+            elif col.exact and col.value is None:
                 price = None
             elif primal:
                 price = col.upper if col.upper is not None else \
@@ -723,7 +728,7 @@ class ColumnSolver:
         # Boundaries up to the first start of a column touched since the last solve
         # keep their labels (only columns starting there or later changed price).
         start = 0
-        if mode in self._table and not exact_only:
+        if mode in self._table:
             start = min(self._touched[mode], default=L)
             best = self._table[mode]
             for k in range(start + 1, L + 1):
@@ -731,8 +736,7 @@ class ColumnSolver:
         else:
             best = [{} for _ in range(L + 1)]
             best[0][()] = (0.0, None, None)
-        if not exact_only:
-            self._table[mode], self._touched[mode] = best, set()
+        self._table[mode], self._touched[mode] = best, set()
         lc = self.last_consumer
         reach = max(c.last - c.first for c in self.columns) + 1 if self.columns else 0
         for k in range(max(0, start - reach), L):
@@ -844,6 +848,7 @@ class ColumnSolver:
             res = self.master_path(primal=True)
             if res is None:
                 return
+            self.note_incumbent()
             pending = [c for c in res[0] if c.upper is None]
             if not pending:
                 return
@@ -890,6 +895,7 @@ class ColumnSolver:
                 return None, math.inf, math.inf  # no cover at all: infeasible
             chosen, value, bound, optimal = res
             lower = max(lower, bound)
+            self.note_incumbent()
             LOG.debug("master %.0f (bound %.0f), %d of %d columns priced", value, bound,
                       self.stats["columns_priced"], len(self.columns))
             pending = [c for c in chosen if not c.exact]
@@ -902,12 +908,25 @@ class ColumnSolver:
             if sum(self.tighten(c) for c in pending):
                 continue  # bounds rose: ask the master again before pricing anything
             for col in pending:
+                if col.upper is None:
+                    # A greedy segment first: cheap, and the exact pricing stops at it.
+                    self.repair_price(col)
                 self.price(col)
+                self.touch(col)  # (its price and found segment may have changed)
                 remaining = left()
                 if remaining is not None and remaining <= 0:
                     break
         mapping, value = self.incumbent()
         return mapping, value, min(lower, value)
+
+    def note_incumbent(self) -> None:
+        """Tell :attr:`on_incumbent` when the found segments make a better mapping."""
+        if self.on_incumbent is None:
+            return
+        res = self.master_path(exact_only=True)
+        if res is not None and res[1] < self.best_found:
+            self.best_found = res[1]
+            self.on_incumbent(res[1])
 
     def incumbent(self) -> tuple[Mapping | None, float]:
         """The best mapping of the segments found so far and its value in model
