@@ -62,7 +62,8 @@ from stems_opt.formulation.data import (
     _Context,
     _FrameBuilder,
     cheapest_split,
-    frame_specs,
+    frame_axes,
+    interval_specs,
     make_context,
     spec_lower_bound,
     written_anyway,
@@ -79,7 +80,7 @@ from stems_opt.mapping import (
     StateMode,
     WeightChoice,
 )
-from stems_opt.network import Axis
+from stems_opt.network import Axis, Network
 from stems_opt.problem import Objective, Problem
 
 LOG = logging.getLogger("stems_opt.columns")
@@ -99,6 +100,18 @@ def _ladder(n: int) -> bool:
     while n > 4 and n % 2 == 0:
         n //= 2
     return n <= 4
+
+
+class _Specs(dict):
+    """The frames of each interval ``(first, last)``, listed when first asked for."""
+
+    def __init__(self, network: Network, axes: tuple[Axis, ...]):
+        super().__init__()
+        self.network, self.axes = network, axes
+
+    def __missing__(self, key: tuple[int, int]) -> list[FrameKey]:
+        specs = self[key] = interval_specs(self.network, key[0], key[1], self.axes)
+        return specs
 
 
 class _MasterStoppedError(Exception):
@@ -158,6 +171,8 @@ class ColumnSolver:
         self.master_mip = master_mip  # the master as a MIP of the backend, not a path
         self._groups: dict[tuple, list[Column]] | None = None
         self._by_key: dict[tuple, Column] | None = None
+        self._crossing: dict[int, list[str]] = {}
+        self._extra_parts: dict[tuple[int, int], tuple[dict[str, int], dict[str, int]]] = {}
         self._transitions: dict[tuple, list[tuple]] = {}
         # Per price mode ("bound": bounds and exact values, "primal": see master_path):
         self._table: dict[str, list[dict]] = {}  # the master path's labels, reused
@@ -174,9 +189,8 @@ class ColumnSolver:
         self.producer = {self.net.input.name: -1, **index}
         self.last_consumer = {t: max(index[c] for c in self.net.consumers(t))
                               for t in [self.net.input.name, *index] if self.net.consumers(t)}
-        self.specs: dict[tuple[int, int], list[FrameKey]] = {}
-        for spec in frame_specs(problem):
-            self.specs.setdefault((spec[0], spec[1]), []).append(spec)
+        self.axes = frame_axes(self.net)
+        self.specs = _Specs(self.net, self.axes)
         self.frame_cache: dict[FrameKey, Frame | None] = {}
         self.spec_bounds: dict[FrameKey, float] = {}
         self.cap_bounds: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
@@ -198,10 +212,14 @@ class ColumnSolver:
                       rates.gb_write_fj_per_bit) if energy else (1, 1, 0, 0)
         self.unit_rates = Rates(*self.rates)
         T = self.net.timesteps
-        for (first, last), specs in self.specs.items():
+        L = len(self.net.layers)
+        max_len = problem.max_segment_layers or L
+        intervals = [(first, last) for first in range(L)
+                     for last in range(first, min(L, first + max_len))]
+        for first, last in intervals:
             # The full time batch in one tile has the least cheap bound of any frame of the
             # interval, and one tile the fewest GB operand accesses.
-            ones = [s for s in specs if s[2] == T and s[4] == 1]
+            ones = [(first, last, T, axis, 1, Order.TIME_OUTER) for axis in self.axes]
             base = max(min(self._spec_bound(s) for s in ones),
                        min(self._cheapest(s) for s in ones))
             for sig in self.signatures(first, last):
@@ -214,13 +232,19 @@ class ColumnSolver:
     # --- signatures and bounds ------------------------------------------------
     def crossing_in(self, first: int) -> list[str]:
         """Tensors that may be whole and are made before ``first``, read from it on."""
-        return [X for X in self.ctx.whole_candidates
+        got = self._crossing.get(first)
+        if got is None:
+            got = self._crossing[first] = [
+                X for X in self.ctx.whole_candidates
                 if self.producer[X] < first <= self.last_consumer[X]]
+        return got
 
     def outputs(self, first: int, last: int) -> list[str]:
         """Tensors that may be whole, made in the interval and read after it."""
-        return [X for X in self.ctx.whole_candidates
-                if first <= self.producer[X] <= last < self.last_consumer[X]]
+        # Whole candidates are layer outputs, in layer order: only the interval's own.
+        cands = self.ctx.whole_candidates
+        return [X for X in (lay.name for lay in self.net.layers[first:last + 1])
+                if X in cands and last < self.last_consumer[X]]
 
     def signatures(self, first: int, last: int) -> list[Signature]:
         """Every signature of an interval."""
@@ -259,18 +283,19 @@ class ColumnSolver:
     def _extra(self, first: int, last: int, sig: Signature) -> float:
         """Cost the signature forces: DRAM reads of crossing tensors not kept whole
         (the union of each reader's windows), writes for later DRAM readers."""
-        reads = writes = 0
-        inside = {lay.name for lay in self.net.layers[first:last + 1]}
-        for X, whole in sig.whole_in:
-            if whole:
-                continue
-            for c in self.net.consumers(X):
-                if c in inside:
-                    reads += min(read_bits(self.net, X, c, a) for a in (Axis.OY, Axis.OX))
-        for X, _, cw in sig.outputs:
-            if cw and X not in self.ctx.outputs:
-                writes += self.net.tensor_size_bits(X)
-        return reads * self.rates[0] + writes * self.rates[1]
+        parts = self._extra_parts.get((first, last))
+        if parts is None:
+            inside = {lay.name for lay in self.net.layers[first:last + 1]}
+            reads = {X: sum(min(read_bits(self.net, X, c, a) for a in (Axis.OY, Axis.OX))
+                            for c in self.net.consumers(X) if c in inside)
+                     for X in self.crossing_in(first)}
+            writes = {X: 0 if X in self.ctx.outputs else self.net.tensor_size_bits(X)
+                      for X in self.outputs(first, last)}
+            parts = self._extra_parts[(first, last)] = (reads, writes)
+        reads, writes = parts
+        r = sum(reads[X] for X, whole in sig.whole_in if not whole)
+        w = sum(writes[X] for X, _, cw in sig.outputs if cw)
+        return r * self.rates[0] + w * self.rates[1]
 
     # --- capacity-aware bounds -------------------------------------------------
     def _sig_parts(self, col: Column) -> tuple[int, frozenset[str], frozenset[str],
@@ -908,9 +933,11 @@ class ColumnSolver:
             if sum(self.tighten(c) for c in pending):
                 continue  # bounds rose: ask the master again before pricing anything
             for col in pending:
-                if col.upper is None:
-                    # A greedy segment first: cheap, and the exact pricing stops at it.
-                    self.repair_price(col)
+                if col.upper is None and col.tight and not col.exact and \
+                        max(col.frame_slack.values(), default=-1) < 0:
+                    # No frame's cheapest choices fit, so direct pricing finds nothing: a
+                    # greedy segment first, which the exact pricing then stops at.
+                    self.repair_price(col, 1)
                 self.price(col)
                 self.touch(col)  # (its price and found segment may have changed)
                 remaining = left()
