@@ -86,6 +86,8 @@ from stems_opt.problem import Objective, Problem
 LOG = logging.getLogger("stems_opt.columns")
 PRIMAL_FRAMES = 2
 """Frames of a column repaired per call of :meth:`ColumnSolver.repair_price`."""
+REPAIR_TRIES = 4
+"""Frames tried per frame to repair, when the greedy cannot fit some."""
 DIVE_SHARE = 0.1
 """Share of the time limit the dive may take before the exact search."""
 DIVE_CAP_S = 30.0
@@ -452,7 +454,7 @@ class ColumnSolver:
         bounds = self._sampled_bounds(col)
         specs = sorted(bounds, key=lambda s: (bounds[s], s[4], self.net.timesteps // s[2],
                                               s[5].value, s[3].value))
-        improved, tried = False, 0
+        improved, tried, found = False, 0, 0
         for spec in specs:
             bound = bounds[spec] + extra
             if bound == math.inf or (col.upper is not None and bound >= col.upper):
@@ -469,7 +471,9 @@ class ColumnSolver:
                 col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
                 self.touch(col)
                 improved = True
-            if tried >= frames:
+            # Frames the greedy cannot fit do not count, up to a few.
+            found += got is not None
+            if found >= frames or tried >= REPAIR_TRIES * frames:
                 break
         return improved
 
