@@ -67,9 +67,10 @@ def run_one(network: str, buffer: str, objective: str, time_limit_s: float, solv
     import time
 
     from stems_opt.heuristics import named_schedule
+    from stems_opt.incumbents import FALLBACK_SCHEDULES
     from stems_opt.io import load_hardware, load_instance
     from stems_opt.problem import Objective, Problem
-    from stems_opt.solvers import WARM_START_SCHEDULES, solve
+    from stems_opt.solvers import solve
 
     base = load_instance(ROOT / "instances" / f"{network}_1mb.yaml")
     hw = load_hardware(ROOT / "models" / "hardware" / f"edge_{buffer}.yaml")
@@ -77,7 +78,7 @@ def run_one(network: str, buffer: str, objective: str, time_limit_s: float, solv
                       base.max_segment_layers)
     best_name, best = None, math.inf
     cap = problem.max_segment_layers
-    for name in WARM_START_SCHEDULES:
+    for name in FALLBACK_SCHEDULES:
         r = named_schedule(problem, name)
         # Only schedules inside the search space count (as in the solver's fallback).
         if r.mapping is not None and cap is not None and any(

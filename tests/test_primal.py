@@ -23,9 +23,10 @@ from stems_opt.formulation.cpsat import solve_cpsat
 from stems_opt.formulation.data import objective_constant
 from stems_opt.formulation.primal import repair, segment_value
 from stems_opt.heuristics import named_schedule
+from stems_opt.incumbents import FALLBACK_SCHEDULES
 from stems_opt.mapping import check
 from stems_opt.problem import Objective, Problem
-from stems_opt.solvers import WARM_START_SCHEDULES, solve
+from stems_opt.solvers import solve
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -106,8 +107,9 @@ def test_dive_mapping_is_valid_and_scored_exactly(case: str, objective: Objectiv
     p = make_problem(network, size, ku, objective)
     cs = solver_for(p)
     cs.dive(None)
-    mapping, value = cs.incumbent()
-    assert mapping is not None, "the dive ends with a mapping on every hand-picked case"
+    found = cs.incumbent()
+    assert found is not None, "the dive ends with a mapping on every hand-picked case"
+    mapping, value = cs.mapping_of(found[0]), found[1]
     assert not check(p, mapping)
     assert value == pytest.approx(model_value(p, mapping), rel=1e-12)
 
@@ -120,16 +122,17 @@ def test_seeded_named_schedules_bound_the_incumbent(case: str, objective: Object
     p = make_problem(network, size, ku, objective)
     cs = solver_for(p)
     best = None
-    for name in WARM_START_SCHEDULES:
+    for name in FALLBACK_SCHEDULES:
         r = named_schedule(p, name)
         cs.seed(r.mapping)
         if r.feasible:
             v = model_value(p, r.mapping)
             best = v if best is None else min(best, v)
-    mapping, value = cs.incumbent()
+    found = cs.incumbent()
     if best is not None:
-        assert mapping is not None and value <= best * (1 + 1e-12)
-    if mapping is not None:
+        assert found is not None and found[1] <= best * (1 + 1e-12)
+    if found is not None:
+        mapping, value = cs.mapping_of(found[0]), found[1]
         assert not check(p, mapping)
         assert value == pytest.approx(model_value(p, mapping), rel=1e-12)
 
@@ -138,7 +141,7 @@ def test_seeded_named_schedules_bound_the_incumbent(case: str, objective: Object
 def test_time_limited_solve_never_worse_than_the_best_named(case: str) -> None:
     network, ku, size = CASES[case]
     p = make_problem(network, size, ku)
-    named = [named_schedule(p, n) for n in WARM_START_SCHEDULES]
+    named = [named_schedule(p, n) for n in FALLBACK_SCHEDULES]
     feasible = [r.objective_value for r in named if r.feasible]
     r = solve(p, time_limit_s=30.0)
     assert r.mapping is not None

@@ -37,7 +37,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,6 +82,8 @@ from stems_opt.mapping import (
 )
 from stems_opt.network import Axis, Network
 from stems_opt.problem import Objective, Problem
+from stems_opt.progress import Progress
+from stems_opt.stopping import SearchStoppedError, Stop
 
 LOG = logging.getLogger("stems_opt.columns")
 PRIMAL_FRAMES = 2
@@ -169,7 +171,7 @@ class ColumnSolver:
     """Lazy column pricing and the master MIP for one problem."""
 
     def __init__(self, problem: Problem, backend: Backend, options: SolveOptions,
-                 master_mip: bool = False):
+                 master_mip: bool = False, progress: Progress | None = None):
         self.master_mip = master_mip  # the master as a MIP of the backend, not a path
         self._groups: dict[tuple, list[Column]] | None = None
         self._by_key: dict[tuple, Column] | None = None
@@ -191,6 +193,8 @@ class ColumnSolver:
         self.producer = {self.net.input.name: -1, **index}
         self.last_consumer = {t: max(index[c] for c in self.net.consumers(t))
                               for t in [self.net.input.name, *index] if self.net.consumers(t)}
+        self.stop = options.stop or Stop()
+        self.progress = progress
         self.axes = frame_axes(self.net)
         self.specs = _Specs(self.net, self.axes)
         self.frame_cache: dict[FrameKey, Frame | None] = {}
@@ -198,10 +202,13 @@ class ColumnSolver:
         self.cap_bounds: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self.cheapest: dict[tuple, float] = {}
         self.columns: list[Column] = []
-        self.deadline: float | None = None
         # Called with each better mapping's value (model units) as the search finds it.
         self.on_incumbent: Callable[[float], None] | None = None
         self.best_found = math.inf
+        # Mappings from elsewhere (named schedules as they arrive) to seed, polled.
+        self.seed_source: Callable[[], Iterable[Mapping]] | None = None
+        self._seeded: set[int] = set()
+        self._seed_keep: list[Mapping] = []
         self.stats = {"frames_built": 0, "local_solves": 0, "frames_direct": 0,
                       "master_solves": 0, "columns": 0, "columns_priced": 0,
                       "variables": 0, "constraints": 0, "frames_repaired": 0}
@@ -219,6 +226,7 @@ class ColumnSolver:
         intervals = [(first, last) for first in range(L)
                      for last in range(first, min(L, first + max_len))]
         for first, last in intervals:
+            self.stop.check()  # building every column can take seconds on deep networks
             # The full time batch in one tile has the least cheap bound of any frame of the
             # interval, and one tile the fewest GB operand accesses.
             ones = [(first, last, T, axis, 1, Order.TIME_OUTER) for axis in self.axes]
@@ -319,10 +327,11 @@ class ColumnSolver:
         the column's bound rose."""
         if col.tight:
             return False
-        col.tight = True
+        self.stop.check()
         budget, written, _, whole = self._sig_parts(col)
         if budget <= 0:  # the tensors kept whole alone fill the buffer
-            col.exact, col.value = True, None
+            col.tight = col.exact = True
+            col.value = None
             return True
         extra = self._extra(col.first, col.last, col.sig)
         groups: dict[tuple, list[int]] = {}
@@ -330,6 +339,7 @@ class ColumnSolver:
             groups.setdefault((spec[2], spec[3], spec[5]), []).append(spec[4])
         best = math.inf
         for (tb, axis, order), tiles in groups.items():
+            self.stop.check()  # the column stays at its cheap bound, still valid
             key = (col.first, col.last, tb, axis, order, budget, written, whole)
             got = self.cap_bounds.get(key)
             if got is None:
@@ -344,6 +354,7 @@ class ColumnSolver:
                 col.frame_bounds[spec] = bound
                 col.frame_slack[spec] = int(slack)
                 best = min(best, bound)
+        col.tight = True
         if best == math.inf:  # no frame fits its own transient buffers
             col.exact, col.value = True, None
             return True
@@ -530,9 +541,8 @@ class ColumnSolver:
         # The largest frame MIP solved, for the benchmark.
         self.stats["variables"] = max(self.stats["variables"], len(lm.names))
         self.stats["constraints"] = max(self.stats["constraints"], len(lm.rows))
-        limit = limit_s if self.deadline is None else \
-            max(0.05, min(limit_s, self.deadline - time.perf_counter()))
-        ans = self.backend(lm, SolveOptions(time_limit_s=limit, threads=self.options.threads,
+        ans = self.backend(lm, SolveOptions(time_limit_s=self.stop.limit_s(limit_s),
+                                            threads=self.options.threads, stop=self.stop,
                                             seed=self.options.seed), None)
         if ans.status == "infeasible":
             return None
@@ -549,7 +559,7 @@ class ColumnSolver:
 
     def _price_frame(self, col: Column, spec: FrameKey, best: float, extra: float) -> bool:
         """Solve one frame of ``col``; ``False`` when the deadline stops the pricing."""
-        if self.deadline is not None and time.perf_counter() > self.deadline:
+        if self.stop.expired():
             col.bound = max(col.bound, min(best, self._spec_bound(spec) + extra,
                                            *col.unproven.values()))
             return False
@@ -596,6 +606,10 @@ class ColumnSolver:
         for spec in specs:
             if col.frame_bounds[spec] + extra >= best:
                 break
+            if self.stop.expired():  # specs come in bound order: the rest are worth more
+                col.bound = max(col.bound, min(best, col.frame_bounds[spec] + extra,
+                                               *col.unproven.values()))
+                return
             if spec in col.tried:
                 continue
             if col.frame_slack[spec] >= 0:
@@ -865,15 +879,19 @@ class ColumnSolver:
         """
         # First a mapping of one layer per segment with every tensor through DRAM,
         # so that the path below has a complete alternative to every column it tries.
+        def over() -> bool:
+            return self.stop.expired() or (until is not None and time.perf_counter() >= until)
+
         for col in self.columns:
-            if until is not None and time.perf_counter() >= until:
+            if over():
                 return
             if col.first == col.last and col.upper is None and not col.repaired and not any(
                     w for _, w in col.sig.whole_in) and all(
                     not w and cw for _, w, cw in col.sig.outputs):
                 self.touch(col)
                 self.repair_price(col)
-        while until is None or time.perf_counter() < until:
+        while not over():
+            self.poll_seeds()
             res = self.master_path(primal=True)
             if res is None:
                 return
@@ -886,12 +904,13 @@ class ColumnSolver:
                 self.repair_price(col)
                 if not col.repaired:  # nothing left to repair: keep it out of the dive
                     col.repaired.add(())
-                if until is not None and time.perf_counter() >= until:
+                if over():
                     return
 
-    def solve(self, time_limit_s: float | None, lower_bound: float = 0.0
+    def solve(self, time_limit_s: float | None = None, lower_bound: float = 0.0
               ) -> tuple[Mapping | None, float, float]:
-        """Price and re-solve until the master uses exact columns only.
+        """Price and re-solve until the master uses exact columns only, or until
+        ``self.stop`` fires (or ``time_limit_s`` passes, when given).
 
         ``lower_bound`` is a proven lower bound from elsewhere (model units),
         for example the optimum or bound for a larger buffer: a mapping
@@ -901,21 +920,24 @@ class ColumnSolver:
         (``inf`` when none), and a proven lower bound.
         """
         start = time.perf_counter()
-        self.deadline = None if time_limit_s is None else start + time_limit_s
+        local_end = None if time_limit_s is None else start + time_limit_s
         lower = lower_bound
-        self.dive(start + DIVE_SHARE * (DIVE_CAP_S if time_limit_s is None else time_limit_s))
+
+        def stopped() -> bool:
+            return self.stop.expired() or (local_end is not None
+                                           and time.perf_counter() >= local_end)
+
+        left = self.stop.limit_s(time_limit_s)
+        self.dive(start + DIVE_SHARE * (DIVE_CAP_S if left is None else left))
         self.stats["dive_s"] = time.perf_counter() - start
         if lower > 0:
-            mapping, value = self.incumbent()
-            if mapping is not None and value <= lower:
-                return mapping, value, value
+            found = self.incumbent()
+            if found is not None and found[1] <= lower:
+                return self.mapping_of(found[0]), found[1], found[1]
 
-        def left() -> float | None:
-            return None if time_limit_s is None else time_limit_s - (time.perf_counter() - start)
-
-        while left() is None or left() > 0:
+        while not stopped():
             try:
-                res = self.master(time_limit_s=left()) if self.master_mip \
+                res = self.master(time_limit_s=self.stop.limit_s(None)) if self.master_mip \
                     else self.master_path()
             except _MasterStoppedError as stop:  # the deadline came during the master solve
                 lower = max(lower, stop.bound or 0.0)
@@ -924,6 +946,8 @@ class ColumnSolver:
                 return None, math.inf, math.inf  # no cover at all: infeasible
             chosen, value, bound, optimal = res
             lower = max(lower, bound)
+            self._report(lower)
+            self.poll_seeds()
             self.note_incumbent()
             LOG.debug("master %.0f (bound %.0f), %d of %d columns priced", value, bound,
                       self.stats["columns_priced"], len(self.columns))
@@ -934,21 +958,36 @@ class ColumnSolver:
                 break
             for c in pending:
                 self.touch(c)
-            if sum(self.tighten(c) for c in pending):
-                continue  # bounds rose: ask the master again before pricing anything
-            for col in pending:
-                if col.upper is None and col.tight and not col.exact and \
-                        max(col.frame_slack.values(), default=-1) < 0:
-                    # No frame's cheapest choices fit, so direct pricing finds nothing: a
-                    # greedy segment first, which the exact pricing then stops at.
-                    self.repair_price(col, 1)
-                self.price(col)
-                self.touch(col)  # (its price and found segment may have changed)
-                remaining = left()
-                if remaining is not None and remaining <= 0:
-                    break
-        mapping, value = self.incumbent()
-        return mapping, value, min(lower, value)
+            try:
+                if sum([self.tighten(c) for c in pending]):
+                    continue  # bounds rose: ask the master again before pricing anything
+                for col in pending:
+                    if col.upper is None and col.tight and not col.exact and \
+                            max(col.frame_slack.values(), default=-1) < 0:
+                        # No frame's cheapest choices fit, so direct pricing finds nothing:
+                        # a greedy segment first, which the exact pricing then stops at.
+                        self.repair_price(col, 1)
+                    self.price(col)
+                    self.touch(col)  # (its price and found segment may have changed)
+                    if stopped():
+                        break
+            except SearchStoppedError:
+                break
+        res = self.incumbent()
+        if res is None:
+            return None, math.inf, lower
+        chosen, value = res
+        return self.mapping_of(chosen), value, min(lower, value)
+
+    def poll_seeds(self) -> None:
+        """Seed the mappings :attr:`seed_source` offers that were not seeded yet."""
+        if self.seed_source is None:
+            return
+        for mapping in self.seed_source():
+            if id(mapping) not in self._seeded:
+                self._seeded.add(id(mapping))
+                self._seed_keep.append(mapping)  # (keeps ids unique)
+                self.seed(mapping)
 
     def note_incumbent(self) -> None:
         """Tell :attr:`on_incumbent` when the found segments make a better mapping."""
@@ -959,17 +998,26 @@ class ColumnSolver:
             self.best_found = res[1]
             self.on_incumbent(res[1])
 
-    def incumbent(self) -> tuple[Mapping | None, float]:
-        """The best mapping of the segments found so far and its value in model
-        units (``inf`` when none): the master over found segments only."""
+    def incumbent(self) -> tuple[list[Column], float] | None:
+        """The best mapping over the segments found so far and its value, or ``None``."""
         try:
             res = self.master(exact_only=True, time_limit_s=10.0) if self.master_mip \
                 else self.master_path(exact_only=True)
         except _MasterStoppedError:
             res = None
-        if res is None:
-            return None, math.inf
-        return self.mapping_of(res[0]), res[1]
+        return None if res is None else (res[0], res[1])
+
+    def _report(self, bound: float) -> None:
+        """Tell the progress reporter the bound, and the incumbent when a report is due
+        (finding the incumbent is a pass over every column, so not at every step)."""
+        if self.progress is None:
+            return
+        incumbent = None
+        if self.progress.due():
+            found = self.incumbent()
+            incumbent = None if found is None else found[1]
+        self.progress.update(bound=bound, incumbent=incumbent,
+                             columns_priced=self.stats["columns_priced"])
 
     def mapping_of(self, chosen: list[Column]) -> Mapping:
         """The mapping of exact columns."""
