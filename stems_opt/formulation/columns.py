@@ -176,6 +176,8 @@ class ColumnSolver:
         self._groups: dict[tuple, list[Column]] | None = None
         self._by_key: dict[tuple, Column] | None = None
         self._crossing: dict[int, list[str]] = {}
+        self._interval_bounds: dict[tuple[int, int], dict[FrameKey, float]] = {}
+        self._by_interval: dict[tuple[int, int], list[Column]] | None = None
         self._extra_parts: dict[tuple[int, int], tuple[dict[str, int], dict[str, int]]] = {}
         self._transitions: dict[tuple, list[tuple]] = {}
         # Per price mode ("bound": bounds and exact values, "primal": see master_path):
@@ -321,6 +323,65 @@ class ColumnSolver:
         budget = self.ctx.capacity_bits - sum(self.ctx.whole_candidates[X]
                                               for X in whole_in | whole_out)
         return budget, frozenset(written), frozenset(whole_out), frozenset(whole_in | whole_out)
+
+    def interval_frame_bounds(self, first: int, last: int) -> dict[FrameKey, float]:
+        """A bound on every frame of ``first..last`` under *any* signature (before
+        the signature's own :meth:`_extra`), computed once per interval.
+
+        It is :meth:`tighten`'s bound with the whole buffer as the budget,
+        every tensor that may stay whole across the interval's boundaries
+        counted as maybe whole (its cheap side holds the less of the tensor and
+        its line buffer, no halo), and every output read later as written
+        anyway: each is a relaxation of what a signature fixes.
+        """
+        got = self._interval_bounds.get((first, last))
+        if got is not None:
+            return got
+        inside = {lay.name for lay in self.net.layers[first:last + 1]}
+        outs = self.outputs(first, last)
+        written = set(outs)
+        for name in inside:
+            written |= written_anyway(self.ctx, inside, name)
+        maybe = frozenset(self.crossing_in(first)) | frozenset(outs)
+        groups: dict[tuple, list[int]] = {}
+        for spec in self.specs[(first, last)]:
+            groups.setdefault((spec[2], spec[3], spec[5]), []).append(spec[4])
+        got = {}
+        for (tb, axis, order), tiles in groups.items():
+            self.stop.check()
+            excess, _ = interval_excess_bounds(
+                self.net, first, last, tb, axis, order, tiles, self.ctx.capacity_bits,
+                frozenset(written), frozenset(), maybe, read_rate=self.rates[0],
+                write_rate=self.rates[1], k_unroll=self.ctx.k_unroll)
+            for n, e in zip(tiles, excess, strict=True):
+                spec = (first, last, tb, axis, n, order)
+                got[spec] = self._cheapest(spec) + float(e)
+        self._interval_bounds[(first, last)] = got
+        return got
+
+    def signature_count(self, first: int, last: int) -> int:
+        """How many signatures (columns) the interval has."""
+        return 2 ** len(self.crossing_in(first)) * 3 ** len(self.outputs(first, last))
+
+    def raise_interval(self, first: int, last: int) -> bool:
+        """Raise every column of ``first..last`` to the interval's signature-free
+        bound (:meth:`interval_frame_bounds`); ``True`` when some bound rose."""
+        if self._by_interval is None:
+            self._by_interval = {}
+            for c in self.columns:
+                self._by_interval.setdefault((c.first, c.last), []).append(c)
+        bounds = self.interval_frame_bounds(first, last)
+        best = min(bounds.values(), default=math.inf)
+        rose = False
+        for col in self._by_interval.get((first, last), []):
+            if col.exact or best == math.inf:
+                continue
+            new = best + self._extra(first, last, col.sig)
+            if new > col.bound:
+                col.bound = new
+                self.touch(col)
+                rose = True
+        return rose
 
     def tighten(self, col: Column) -> bool:
         """Bound every frame of ``col`` with what the buffer forces; ``True`` when
@@ -959,6 +1020,11 @@ class ColumnSolver:
             for c in pending:
                 self.touch(c)
             try:
+                # Intervals with many signatures: one bound for all of them first.
+                if sum([self.raise_interval(c.first, c.last) for c in pending
+                        if (c.first, c.last) not in self._interval_bounds
+                        and self.signature_count(c.first, c.last) > 6]):
+                    continue
                 if sum([self.tighten(c) for c in pending]):
                     continue  # bounds rose: ask the master again before pricing anything
                 for col in pending:
