@@ -88,7 +88,7 @@ from stems_opt.stopping import SearchStoppedError, Stop
 LOG = logging.getLogger("stems_opt.columns")
 PRIMAL_FRAMES = 2
 """Frames of a column repaired per call of :meth:`ColumnSolver.repair_price`."""
-REPAIR_TRIES = 4
+REPAIR_TRIES = 6
 """Frames tried per frame to repair, when the greedy cannot fit some."""
 DIVE_SHARE = 0.1
 """Share of the time limit the dive may take before the exact search."""
@@ -527,11 +527,12 @@ class ColumnSolver:
         specs = sorted(bounds, key=lambda s: (bounds[s], s[4], self.net.timesteps // s[2],
                                               s[5].value, s[3].value))
         improved, tried, found = False, 0, 0
+        failed: set[tuple] = set()
         for spec in specs:
             bound = bounds[spec] + extra
             if bound == math.inf or (col.upper is not None and bound >= col.upper):
                 break
-            if spec in col.repaired:
+            if spec in col.repaired or spec[2:4] + spec[5:] in failed:
                 continue
             col.repaired.add(spec)
             tried += 1
@@ -543,8 +544,11 @@ class ColumnSolver:
                 col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
                 self.touch(col)
                 improved = True
-            # Frames the greedy cannot fit do not count, up to a few.
+            # Frames the greedy cannot fit do not count, up to a few; after a failure the
+            # next try has another time batch, axis or order (their transients differ most).
             found += got is not None
+            if got is None:
+                failed.add(spec[2:4] + spec[5:])
             if found >= frames or tried >= REPAIR_TRIES * frames:
                 break
         return improved
