@@ -942,15 +942,19 @@ class ColumnSolver:
         to the columns whose greedy segments are cheapest; every column found
         also serves the exact search (an upper value to stop its pricing at).
         """
-        # First a mapping of one layer per segment with every tensor through DRAM,
-        # so that the path below has a complete alternative to every column it tries.
         def over() -> bool:
             return self.stop.expired() or (until is not None and time.perf_counter() >= until)
 
+        # First one layer per segment, and one block per segment, with every tensor
+        # through DRAM: the path below then has a complete alternative to every column
+        # it tries (and the named schedules' segmentations are among them).
+        index = {lay.name: i for i, lay in enumerate(self.net.layers)}
+        blocks = {(index[b.layers[0]], index[b.layers[-1]]) for b in self.net.block_list}
         for col in self.columns:
             if over():
                 return
-            if col.first == col.last and col.upper is None and not col.repaired and not any(
+            if (col.first == col.last or (col.first, col.last) in blocks) and \
+                    col.upper is None and not col.repaired and not any(
                     w for _, w in col.sig.whole_in) and all(
                     not w and cw for _, w, cw in col.sig.outputs):
                 self.touch(col)
