@@ -4,7 +4,7 @@ For every point: whether the optimum was proven and when (or the final gap at
 the time limit), how long the search took to find a mapping strictly better
 than the best named schedule (TB-LBL, TB-F, ST-F; scored before the solve, not
 counted in its time), and the run's peak memory (resident set of the
-subprocess, named schedules included).
+subprocess and of the named schedules' second process, whichever is larger).
 
 Results go to ``benchmarks/results/skislope.csv`` (merged with rows already
 there, keyed by network, buffer and objective) and
@@ -103,7 +103,9 @@ def run_one(network: str, buffer: str, objective: str, time_limit_s: float, solv
                 bound=result.bound, gap=result.gap, runtime_s=runtime, best_named=best_name,
                 best_named_value=None if best_name is None else best,
                 first_beat_named_s=beat[0] if beat else None,
-                peak_memory_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                # The larger of this process and the named schedules' second process.
+                peak_memory_mb=max(resource.getrusage(who).ru_maxrss for who in (
+                    resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024,
                 time_limit_s=time_limit_s)
 
 
@@ -167,9 +169,24 @@ def render_md(rows: list[Row], note: str) -> str:
     out += ["## Every point", "", "| " + " | ".join(COLUMNS) + " |",
             "|" + "---|" * len(COLUMNS)]
     for r in rows:
-        out.append("| " + " | ".join("" if r.get(c) in (None, "") else str(r.get(c))
-                                     for c in COLUMNS) + " |")
+        out.append("| " + " | ".join(_detail(c, r.get(c)) for c in COLUMNS) + " |")
     return "\n".join(out) + "\n"
+
+
+def _detail(column: str, value: Any) -> str:
+    """One cell of the per-point table: seconds to 0.1, memory in whole MB."""
+    number = as_float(value)
+    if value in (None, "") or number is None:
+        return "" if value is None else str(value)
+    if column in ("runtime_s", "first_beat_named_s"):
+        return f"{number:.1f}"
+    if column == "peak_memory_mb":
+        return f"{number:.0f}"
+    if column == "gap":
+        return f"{number:.4f}"
+    if column in ("objective_value", "bound", "best_named_value"):
+        return f"{number:,.0f}" if number.is_integer() else f"{number:,.3f}"
+    return str(value)
 
 
 def main(argv: list[str] | None = None) -> int:
