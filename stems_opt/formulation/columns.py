@@ -92,6 +92,8 @@ REPAIR_TRIES = 6
 """Frames tried per frame to repair, when the greedy cannot fit some."""
 DIVE_SHARE = 0.1
 """Share of the time limit the dive may take before the exact search."""
+DIVE_NONE_SHARE = 0.5
+"""Share of the time limit the dive may take while it has found no mapping at all."""
 DIVE_CAP_S = 30.0
 """Without a time limit, the dive stops after ``DIVE_SHARE`` of this."""
 LOCAL_LIMIT_S = 2.0
@@ -933,17 +935,24 @@ class ColumnSolver:
             improved += 1
         return improved
 
-    def dive(self, until: float | None) -> None:
+    def dive(self, until: float | None, until_none: float | None = None) -> None:
         """Find mappings fast: the master over repaired columns (:meth:`repair_price`),
         the others at their bounds, until its answer uses repaired columns only
-        or ``until`` (a ``time.perf_counter()`` value) passes.
+        or ``until`` (a ``time.perf_counter()`` value) passes; while no mapping
+        is found, until ``until_none`` passes.
 
         Each answer's columns without a segment are repaired, so the path moves
         to the columns whose greedy segments are cheapest; every column found
         also serves the exact search (an upper value to stop its pricing at).
         """
         def over() -> bool:
-            return self.stop.expired() or (until is not None and time.perf_counter() >= until)
+            if self.stop.expired():
+                return True
+            now = time.perf_counter()
+            if until is None or now < until:
+                return False
+            # Past the share: go on only while nothing is found, up to the second limit.
+            return until_none is None or now >= until_none or self.incumbent() is not None
 
         # First one layer per segment, and one block per segment, with every tensor
         # through DRAM: the path below then has a complete alternative to every column
@@ -997,7 +1006,8 @@ class ColumnSolver:
                                            and time.perf_counter() >= local_end)
 
         left = self.stop.limit_s(time_limit_s)
-        self.dive(start + DIVE_SHARE * (DIVE_CAP_S if left is None else left))
+        span = DIVE_CAP_S if left is None else left
+        self.dive(start + DIVE_SHARE * span, start + DIVE_NONE_SHARE * span)
         self.stats["dive_s"] = time.perf_counter() - start
         if lower > 0:
             found = self.incumbent()
