@@ -26,6 +26,7 @@ import numpy as np
 from stems_opt.cost_model import (
     SegmentContext,
     SegmentGeometry,
+    kept_halo_term,
     layer_gb_access_bits,
     layer_terms,
     segment_terms,
@@ -92,6 +93,7 @@ class _State:
         self.seg = seg
         extra = sum(network.tensor_size_bits(t) for t in ctx.whole - self.inside)
         self.extra_bits = extra
+        self.kept: dict[str, int] = {}
 
     def placement(self, src: str) -> Placement:
         return self.acts.get(src, Placement.DRAM) if src in self.inside else \
@@ -130,10 +132,27 @@ class _State:
             got = self.groups[key] = (value, persistent, local)
         return got
 
+    def kept_bits(self) -> int:
+        """Bits of the rows kept across tile boundaries, one reservation per tensor read
+        from DRAM under ``keep`` (:func:`stems_opt.cost_model.kept_halo_term`)."""
+        if self.geo.n == 1:
+            return 0
+        total = 0
+        for src in {s for lay in self.layers for s in lay.inputs}:
+            if self.placement(src) is Placement.ON_CHIP or \
+                    self.halos.get(src, Halo.REREAD) is not Halo.KEEP:
+                continue
+            bits = self.kept.get(src)
+            if bits is None:
+                bits = self.kept[src] = kept_halo_term(self.geo, src).persistent_bits
+            total += bits
+        return total
+
     def totals(self, keys: list[tuple[object, ...]]) -> tuple[float, np.ndarray]:
         """Value and occupancy (per tile and position) of the layers under ``keys``."""
         value = 0.0
-        occ = np.full((self.geo.n, len(self.layers)), self.extra_bits, dtype=np.int64)
+        occ = np.full((self.geo.n, len(self.layers)), self.extra_bits + self.kept_bits(),
+                      dtype=np.int64)
         for k in keys:
             v, p, loc = self.group(k)
             value += v
@@ -219,6 +238,7 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
             readers.setdefault(src, []).append(i)
     keys = [st.key(i) for i in range(len(st.layers))]
     value, occ = st.totals(keys)
+    kept_now = [st.kept_bits()]  # (a list: updated by the steps below)
 
     def touched(field: str, name: str) -> list[int]:
         if field == "halos":
@@ -232,8 +252,9 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
         old = st.apply(field, name, alt)
         idx = touched(field, name)
         new = [(i, st.key(i)) for i in idx]
+        kept = st.kept_bits() if field in ("halos", "acts") else kept_now[0]
         st.undo(field, name, old)
-        v, o = value, occ.copy()
+        v, o = value, occ + (kept - kept_now[0])
         for i, k in new:
             if k == keys[i]:
                 continue
@@ -263,6 +284,7 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
             return None
         _, field, name, alt, value, occ, new = best
         st.apply(field, name, alt)
+        kept_now[0] = st.kept_bits()
         for i, k in new:
             keys[i] = k
         over = overflow(occ)
@@ -279,6 +301,7 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
             break
         value, field, name, alt, occ, new = best
         st.apply(field, name, alt)
+        kept_now[0] = st.kept_bits()
         for i, k in new:
             keys[i] = k
     out = st.segment()
