@@ -506,6 +506,8 @@ class ColumnSolver:
             groups.setdefault((spec[2], spec[3], spec[5]), []).append(spec[4])
         out = {}
         for (tb, axis, order), tiles in groups.items():
+            if self.stop.expired():  # (ranking only: what is sampled so far will do)
+                break
             top = max(tiles)
             sample = sorted({n for n in tiles if n == top or _ladder(n)})
             excess, _ = interval_excess_bounds(
@@ -536,11 +538,13 @@ class ColumnSolver:
                 break
             if spec in col.repaired or spec[2:4] + spec[5:] in failed:
                 continue
+            if self.stop.expired():
+                break
             col.repaired.add(spec)
             tried += 1
             seg, sctx = self._cheapest_segment(col, spec, fine=not self.energy)
             got = repair(self.net, seg, sctx, self.ctx.capacity_bits, self.unit_rates,
-                         self.ctx.k_unroll)
+                         self.ctx.k_unroll, stopped=self.stop.expired)
             self.stats["frames_repaired"] += 1
             if got is not None and (col.upper is None or got[1] < col.upper):
                 col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}

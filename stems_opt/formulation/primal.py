@@ -18,7 +18,7 @@ context. The search is a heuristic: it gives upper bounds, never proofs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -219,15 +219,16 @@ class _State:
 
 
 def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: int,
-           rates: Rates, k_unroll: int, geo: SegmentGeometry | None = None
-           ) -> tuple[Segment, float] | None:
+           rates: Rates, k_unroll: int, geo: SegmentGeometry | None = None,
+           stopped: Callable[[], bool] | None = None) -> tuple[Segment, float] | None:
     """A segment of ``seg``'s frame that fits ``capacity_bits`` in ``ctx``, found
     greedily from ``seg``'s decisions, and its value; ``None`` when the greedy
     finds none.
 
     Inputs kept whole on chip stay on chip, and placements of tensors read
     from outside the segment are not changed (they are the segment's
-    boundary, fixed by ``ctx``).
+    boundary, fixed by ``ctx``). ``stopped`` is asked between steps: when it
+    says so, the repair gives up (``None``).
     """
     geo = geo or SegmentGeometry(network, seg)
     st = _State(network, seg, ctx, rates, geo)
@@ -271,6 +272,8 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
     steps = 0
     while over > 0 and steps < MAX_STEPS:
         steps += 1
+        if stopped is not None and stopped():
+            return None
         best = None
         for field, name, alt in st.moves(k_unroll, tighter=True):
             v, o, new = trial(field, name, alt)
@@ -292,6 +295,8 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
         return None
     # Changes that save and still fit, the largest saving first.
     for _ in range(MAX_STEPS):
+        if stopped is not None and stopped():
+            break  # (what fits so far is a valid segment)
         best = None
         for field, name, alt in st.moves(k_unroll, tighter=False):
             v, o, new = trial(field, name, alt)
