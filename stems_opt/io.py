@@ -18,20 +18,19 @@ from typing import Any
 
 import yaml
 
+from stems_opt.checks import enum_field as _enum
+from stems_opt.checks import expect_mapping as _expect_mapping
+from stems_opt.checks import int_field as _int
+from stems_opt.checks import unknown_fields as _unknown
 from stems_opt.errors import Issue, StemsInputError
 from stems_opt.hardware import ComputeArray, Hardware, MemoryLevel, check_clock, is_number
 from stems_opt.mapping import (
-    Halo,
     Mapping,
-    Order,
-    Placement,
-    Segment,
-    StateMode,
-    WeightChoice,
+    mapping_from_dict,
+    mapping_to_dict,
 )
 from stems_opt.network import (
     NETWORK_INPUT,
-    Axis,
     Block,
     InputTensor,
     Network,
@@ -125,37 +124,6 @@ def read_document(path: str | Path) -> Any:
         raise StemsInputError(Issue(f"malformed YAML{where}: {what}", file=str(path))) from None
 
 
-def _expect_mapping(doc: Any, what: str, file: str) -> dict[str, Any]:
-    article = "an" if what[0] in "aeiou" else "a"
-    expected = f"expected {article} {what} (a YAML mapping at the top level)"
-    if doc is None:
-        # An empty file, or one holding only comments, parses as null.
-        raise StemsInputError(Issue(f"is empty: {expected}", file=file))
-    if not isinstance(doc, AbcMapping):
-        raise StemsInputError(Issue(f"{expected}, got {type(doc).__name__}", file=file))
-    return dict(doc)
-
-
-def _unknown(d: AbcMapping[str, Any], known: set[str], layer: str | None,
-             prefix: str = "") -> list[Issue]:
-    return [Issue(f"unknown field (known: {', '.join(sorted(known))})", layer=layer,
-                  field=prefix + str(k)) for k in d if k not in known]
-
-
-def _int(d: AbcMapping[str, Any], key: str, layer: str | None, issues: list[Issue],
-         default: Any = None, minimum: int = 1, prefix: str = "") -> Any:
-    """``d[key]`` as an integer >= ``minimum``, else ``None`` and an issue for ``prefix + key``.
-
-    Floats are refused even when integral (``16.0``), as loop bounds are.
-    """
-    v = d.get(key, default)
-    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        issues.append(Issue(f"must be an integer >= {minimum}, got {v!r}", layer=layer,
-                            field=prefix + key))
-        return None
-    return v
-
-
 def _num(d: AbcMapping[str, Any], key: str, layer: str | None, issues: list[Issue],
          default: Any = None, prefix: str = "") -> Any:
     """``d[key]`` as a finite float >= 0, else ``None`` and an issue for ``prefix + key``."""
@@ -165,15 +133,6 @@ def _num(d: AbcMapping[str, Any], key: str, layer: str | None, issues: list[Issu
                             field=prefix + key))
         return None
     return float(v)
-
-
-def _enum(enum: Any, value: Any, layer: str | None, fname: str, issues: list[Issue]) -> Any:
-    try:
-        return enum(value)
-    except ValueError:
-        issues.append(Issue(f"unknown value {value!r} (one of "
-                            f"{', '.join(e.value for e in enum)})", layer=layer, field=fname))
-        return None
 
 
 def _rethrow(exc: StemsInputError, file: str) -> StemsInputError:
@@ -427,117 +386,6 @@ def load_instance(path: str | Path, objective: str | None = None) -> Problem:
 # Mappings
 # ---------------------------------------------------------------------------
 
-SEGMENT_FIELDS = {"layers", "time_batch", "tiles", "axis", "order", "sub_tiles", "weights",
-                  "states", "activations", "inputs", "halos"}
-
-
-def _weight_choice(v: Any, where: str, key: str, issues: list[Issue]) -> WeightChoice | None:
-    if v == "resident":
-        return WeightChoice(resident=True)
-    if v == "streamed":
-        return WeightChoice()
-    if isinstance(v, str) and v.startswith("streamed/"):
-        try:
-            return WeightChoice(chunks=int(v.split("/", 1)[1]))
-        except ValueError:
-            pass
-    issues.append(Issue(f"weights of {key!r} must be 'resident', 'streamed' or "
-                        f"'streamed/K_CHUNKS', got {v!r}", layer=where, field=f"weights.{key}"))
-    return None
-
-
-def _segment(s: Any, where: str, issues: list[Issue]) -> Segment | None:
-    """One segment of a mapping file, or ``None`` with its problems added to ``issues``."""
-    if not isinstance(s, AbcMapping):
-        issues.append(Issue("must be a mapping", layer=where))
-        return None
-    local = _unknown(s, SEGMENT_FIELDS, where)
-    layers = s.get("layers")
-    if not isinstance(layers, list) or not layers:
-        local.append(Issue("must be a non-empty list of layer names", layer=where,
-                           field="layers"))
-    tb = _int(s, "time_batch", where, local)
-    n = _int(s, "tiles", where, local, default=1)
-    axis = _enum(Axis, s.get("axis", "OY"), where, "axis", local)
-    order = _enum(Order, s.get("order", "time_outer"), where, "order", local)
-
-    def table(key: str, conv: Any) -> dict[str, Any]:
-        raw = s.get(key, {}) or {}
-        if not isinstance(raw, AbcMapping):
-            local.append(Issue("must be a mapping from names to choices", layer=where,
-                               field=key))
-            return {}
-        out = {}
-        for k, v in raw.items():
-            c = conv(v, str(k))
-            if c is not None:
-                out[str(k)] = c
-        return out
-
-    def sub(v: Any, k: str) -> int | None:
-        if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
-            return v
-        local.append(Issue(f"must be an integer >= 1, got {v!r}", layer=where,
-                           field=f"sub_tiles.{k}"))
-        return None
-
-    def choice(enum: Any, key: str) -> Any:
-        return lambda v, k: _enum(enum, v, where, f"{key}.{k}", local)
-
-    tables = dict(
-        sub_tiles=table("sub_tiles", sub),
-        weights=table("weights", lambda v, k: _weight_choice(v, where, k, local)),
-        states=table("states", choice(StateMode, "states")),
-        activations=table("activations", choice(Placement, "activations")),
-        inputs=table("inputs", choice(Placement, "inputs")),
-        halos=table("halos", choice(Halo, "halos")),
-    )
-    issues += local
-    if local:
-        return None
-    return Segment(layers=tuple(map(str, layers)), time_batch=tb, tiles=n, axis=axis,
-                   order=order, **tables)
-
-
-def mapping_from_dict(doc: Any, file: str = "<mapping>") -> Mapping:
-    """Build a :class:`Mapping` from its YAML/JSON form."""
-    d = _expect_mapping(doc, "mapping", file)
-    if "mapping" in d and isinstance(d["mapping"], AbcMapping):
-        d = dict(d["mapping"])
-    issues = _unknown(d, {"name", "segments", "comment"}, None)
-    segs_raw = d.get("segments")
-    if not isinstance(segs_raw, list) or not segs_raw:
-        issues.append(Issue("must be a non-empty list of segments", field="segments"))
-        segs_raw = []
-    segments = [_segment(s, f"segment {i}", issues) for i, s in enumerate(segs_raw)]
-    if issues:
-        raise StemsInputError(issues).with_file(file)
-    return Mapping(tuple(seg for seg in segments if seg is not None), str(d.get("name", "")))
-
-
-def mapping_to_dict(mapping: Mapping) -> dict[str, Any]:
-    """The YAML/JSON form of ``mapping`` (every field written out as given)."""
-    segs = []
-    for seg in mapping.segments:
-        segs.append({
-            "layers": list(seg.layers),
-            "time_batch": seg.time_batch,
-            "tiles": seg.tiles,
-            "axis": seg.axis.value,
-            "order": seg.order.value,
-            "sub_tiles": dict(seg.sub_tiles),
-            "weights": {k: str(v) if not v.resident and v.chunks > 1 else
-                        ("resident" if v.resident else "streamed") for k, v in seg.weights.items()},
-            "states": {k: v.value for k, v in seg.states.items()},
-            "activations": {k: v.value for k, v in seg.activations.items()},
-            "inputs": {k: v.value for k, v in seg.inputs.items()},
-            "halos": {k: v.value for k, v in seg.halos.items()},
-        })
-    out: dict[str, Any] = {"name": mapping.name} if mapping.name else {}
-    out["segments"] = segs
-    return {"mapping": out}
-
-
 def load_mapping(path: str | Path) -> Mapping:
     """Read a mapping YAML or JSON file."""
     return mapping_from_dict(read_document(path), str(path))
@@ -608,11 +456,23 @@ def write_text_safely(path: str | Path, text: str) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
-def dump_mapping(mapping: Mapping, path: str | Path) -> None:
-    """Write ``mapping`` as YAML (or JSON for a ``.json`` path)."""
-    doc = mapping_to_dict(mapping)
+def dump_mapping(mapping: Mapping, path: str | Path,
+                 about: AbcMapping[str, Any] | None = None) -> None:
+    """Write ``mapping`` as YAML (or JSON for a ``.json`` path).
+
+    ``about`` goes before the ``mapping`` key: what the mapping was solved
+    for (schema and stems_opt versions, instance, objective, solver, value;
+    see :func:`stems_opt.report.mapping_provenance`). Readers ignore it.
+    """
+    doc = {**(about or {}), **mapping_to_dict(mapping)}
     if str(path).lower().endswith(".json"):
         text = json.dumps(doc, indent=2) + "\n"
     else:
         text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)
     write_text_safely(path, text)
+
+
+
+__all__ = ["check_writable", "dump_mapping", "hardware_from_dict", "load_hardware",
+           "load_instance", "load_mapping", "load_network", "mapping_from_dict",
+           "mapping_to_dict", "network_from_dict", "read_document", "write_text_safely"]
