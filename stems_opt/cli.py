@@ -73,7 +73,27 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--schedules", default="ST-LBL,TB-LBL,TB-F,ST-F",
                     help="comma-separated schedule names")
     co.add_argument("--json", action="store_true")
+
+    sw = sub.add_parser("sweep", help="solve a grid of instances (e.g. buffer sizes) to CSV")
+    sw.add_argument("sweep", help="sweep YAML (networks, hardware, global_buffer_sizes, ...)")
+    sw.add_argument("--out", help="results CSV (default: the sweep file with .csv)")
+    sw.add_argument("--plot", help="draw the ski-slope plot to this PNG/PDF/SVG file")
+    sw.add_argument("--resume", action="store_true", help="keep the rows in --out, solve the rest")
+    sw.add_argument("--workers", type=_positive, default=None, metavar="N",
+                    help="points solved at once (default: one per core)")
+    sw.add_argument("--dask", metavar="ADDRESS",
+                    help="run on a dask.distributed scheduler at ADDRESS, or 'local'")
     return p
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _emit(doc: object, as_json: bool, text: str) -> None:
@@ -209,6 +229,50 @@ def _compare(args: argparse.Namespace) -> int:
     return _exit_for(opt)
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stems_opt.io import check_writable
+    from stems_opt.sweep import available_cores, dask_client, load_sweep, local_executor, run_sweep
+
+    cores = available_cores()
+    workers = args.workers or cores
+    # Workers x solver threads stay within the cores.
+    threads = max(1, cores // workers)
+    out = args.out or str(Path(args.sweep).with_suffix(".csv"))
+    if args.plot:
+        check_writable(args.plot, field="plot")
+    sweep = load_sweep(args.sweep, threads=threads)
+    client = dask_client(args.dask, workers) if args.dask else None
+    try:
+        if client is not None:
+            executor = client.get_executor(pure=False)
+        else:
+            executor = local_executor(workers) if workers > 1 and len(sweep.points) > 1 else None
+        try:
+            rows = run_sweep(sweep, out, executor, resume=args.resume)
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=False)
+    except KeyboardInterrupt:
+        print(f"stems-opt: interrupted; the finished points are in {out} (--resume continues)",
+              file=sys.stderr)
+        return 130
+    finally:
+        if client is not None:
+            client.close()
+    print(f"{len(rows)} points written to {out}")
+    if args.plot:
+        from stems_opt.plots import skislope_plot
+
+        skislope_plot(rows, args.plot)
+        print(f"ski-slope plot written to {args.plot}")
+    unproven = sum(r["status"] != "optimal" for r in rows)
+    if unproven:
+        print(f"{unproven} points not proven optimal (see their bound and gap)")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -216,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return {"evaluate": _evaluate, "validate": _validate, "solve": _solve,
-                "compare": _compare}[args.command](args)
+                "compare": _compare, "sweep": _sweep}[args.command](args)
     except StemsInputError as exc:
         for issue in exc.issues:
             print(f"stems-opt: error: {issue}", file=sys.stderr)
