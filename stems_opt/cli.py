@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--time-limit", type=float, default=None, metavar="S")
     co.add_argument("--schedules", default="ST-LBL,TB-LBL,TB-F,ST-F",
                     help="comma-separated schedule names")
+    co.add_argument("--heuristics", default="greedy-fusion,local-search",
+                    help="comma-separated heuristics beside the named schedules "
+                         "(greedy-fusion, local-search; '' for none)")
+    co.add_argument("--seed", type=int, default=0, metavar="N", help="local search seed")
+    co.add_argument("--plot", help="draw traffic by tensor class per schedule to this file")
     co.add_argument("--json", action="store_true")
 
     sw = sub.add_parser("sweep", help="solve a grid of instances (e.g. buffer sizes) to CSV")
@@ -201,16 +206,26 @@ def _solve(args: argparse.Namespace) -> int:
 
 def _compare(args: argparse.Namespace) -> int:
     from stems_opt.heuristics import named_schedule
-    from stems_opt.io import load_instance
+    from stems_opt.io import check_writable, load_instance
     from stems_opt.report import result_to_dict
     from stems_opt.solvers import solve
 
+    heuristics = [h.strip() for h in args.heuristics.split(",") if h.strip()]
+    unknown = [h for h in heuristics if h not in HEURISTICS]
+    if unknown:
+        from stems_opt.errors import Issue, StemsInputError
+
+        raise StemsInputError(Issue(f"unknown heuristic(s) {', '.join(unknown)} (one of "
+                                    f"{', '.join(HEURISTICS)})", field="heuristics"))
+    if args.plot:
+        check_writable(args.plot, field="plot")
     problem = load_instance(args.instance, args.objective)
     opt = solve(problem, solver=args.solver, time_limit_s=args.time_limit)
     rows = []
     for name in [s.strip() for s in args.schedules.split(",") if s.strip()]:
         r = named_schedule(problem, name)
         rows.append((name, r))
+    rows += _heuristic_rows(problem, heuristics, rows, opt.runtime_s, args.seed)
     rows.append(("optimum" if opt.status.value == "optimal" else "best found", opt))
     if args.json:
         _emit({name: result_to_dict(problem, r) for name, r in rows}, True, "")
@@ -226,7 +241,37 @@ def _compare(args: argparse.Namespace) -> int:
                 opt.cost.objective_value(problem.objective.value) if opt.cost else float("nan")
             print(f"  {name:<14} {r.status.value:<11} {r.cost.traffic_bits / 1e6:>13,.3f} "
                   f"{r.cost.total_energy_pj / 1e6:>11,.3f} {ratio:>10.3f}")
+    if args.plot:
+        from stems_opt.plots import tensor_bars_plot
+
+        tensor_bars_plot(f"{problem.name}: off-chip traffic by tensor class",
+                         [(name if r.feasible else f"{name}\n(does not fit)",
+                           r.cost.traffic.by_class()) for name, r in rows
+                          if r.cost is not None], args.plot)
+        if not args.json:
+            print(f"plot written to {args.plot}")
     return _exit_for(opt)
+
+
+HEURISTICS = ("greedy-fusion", "local-search")
+
+
+def _heuristic_rows(problem: object, heuristics: list[str], named: list[tuple[str, object]],
+                    solver_s: float, seed: int) -> list[tuple[str, object]]:
+    """The greedy fusion, and a local search from the best mapping so far given the
+    solver's wall time."""
+    from stems_opt.heuristics.greedy import greedy_fusion
+    from stems_opt.heuristics.local_search import local_search
+
+    rows: list[tuple[str, object]] = []
+    if "greedy-fusion" in heuristics:
+        rows.append(("GREEDY-FUSION", greedy_fusion(problem)))  # type: ignore[arg-type]
+    if "local-search" in heuristics:
+        fitting = [r for _, r in named + rows if r.feasible]  # type: ignore[attr-defined]
+        start = min(fitting, key=lambda r: r.objective_value).mapping if fitting else None
+        rows.append(("LOCAL-SEARCH", local_search(problem, seed=seed,  # type: ignore[arg-type]
+                                                  time_limit_s=solver_s, start=start)))
+    return rows
 
 
 def _sweep(args: argparse.Namespace) -> int:
