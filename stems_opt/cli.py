@@ -88,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="points solved at once (default: one per core)")
     sw.add_argument("--dask", metavar="ADDRESS",
                     help="run on a dask.distributed scheduler at ADDRESS, or 'local'")
+
+    ad = sub.add_parser("advise-state", help="rank stateful layers by the exact saving of "
+                                             "making them stateless")
+    ad.add_argument("instance")
+    ad.add_argument("--top", type=_positive, default=None, metavar="N",
+                    help="candidates shown and layers in the saving curve (default: all)")
+    ad.add_argument("--objective", choices=["traffic", "energy"],
+                    help="rank by this saving per state bit (default: the instance's)")
+    ad.add_argument("--solver", choices=["cpsat", "highs"], default="cpsat")
+    ad.add_argument("--time-limit", type=float, default=None, metavar="S",
+                    help="per solve (each candidate is solved for traffic and for energy)")
+    ad.add_argument("--plot", help="draw the saving curve to this file")
     return p
 
 
@@ -318,6 +330,32 @@ def _sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _advise_state(args: argparse.Namespace) -> int:
+    from stems_opt.advise import advise_state, format_advice
+    from stems_opt.io import check_writable, load_instance
+
+    if args.plot:
+        check_writable(args.plot, field="plot")
+    problem = load_instance(args.instance, args.objective)
+    try:
+        advice = advise_state(problem, top=args.top, solver=args.solver,
+                              time_limit_s=args.time_limit)
+    except ValueError as exc:
+        print(f"stems-opt: {exc}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    print(format_advice(problem, advice, args.top))
+    if args.plot:
+        from stems_opt.plots import saving_curve_plot
+
+        base = advice.base
+        points = [(0, base.traffic_bits, base.energy_pj, base.proven)] + [
+            (p.state_bits_removed, p.optima.traffic_bits, p.optima.energy_pj, p.optima.proven)
+            for p in advice.curve]
+        saving_curve_plot(f"{problem.name}: ranked layers made stateless", points, args.plot)
+        print(f"plot written to {args.plot}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -325,7 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return {"evaluate": _evaluate, "validate": _validate, "solve": _solve,
-                "compare": _compare, "sweep": _sweep}[args.command](args)
+                "compare": _compare, "sweep": _sweep,
+                "advise-state": _advise_state}[args.command](args)
     except StemsInputError as exc:
         for issue in exc.issues:
             print(f"stems-opt: error: {issue}", file=sys.stderr)

@@ -123,3 +123,26 @@ def tensor_bars_plot(title: str, bars: Sequence[tuple[str, AbcMapping[str, int]]
     ax.legend(fontsize=8)
     ax.tick_params(axis="x", labelrotation=30)
     _save(fig, path)
+
+
+def saving_curve_plot(title: str, points: Sequence[tuple[int, float, float, bool]],
+                      path: str | Path) -> None:
+    """Optimal traffic and energy against state bits removed (the advisor's curve).
+
+    ``points``: ``(state bits removed, traffic bits, energy pJ, proven)``, starting
+    with the network as it is (0 bits removed). Unproven points are hollow.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    xs = [p[0] / 8192 for p in points]
+    for ax, idx, label, scale in ((axes[0], 1, "optimal traffic (Mbit)", 1e6),
+                                  (axes[1], 2, "optimal energy (µJ)", 1e6)):
+        ys = [p[idx] / scale for p in points]
+        ax.plot(xs, ys, "-", color="tab:blue")
+        for x, y, p in zip(xs, ys, points, strict=True):
+            ax.plot([x], [y], "o", color="tab:blue", mfc="tab:blue" if p[3] else "white")
+        ax.set_xlabel("state removed (KB)")
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(title + "\n(accuracy must be checked by retraining)", fontsize=10)
+    _save(fig, path)

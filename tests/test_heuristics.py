@@ -125,3 +125,19 @@ def test_fused_fill_scores_equal_the_cost_model() -> None:
             cost = evaluate(p, Mapping((f.segment,)))
             assert cost.traffic_bits == f.traffic_bits, (tb, n)
             assert cost.feasible, (tb, n)
+
+
+def test_compare_shows_every_baseline_and_plots(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    from stems_opt.cli import main
+
+    png = tmp_path / "bars.png"
+    inst = str(ROOT / "instances" / "tiny_ann_snn.yaml")
+    assert main(["compare", inst, "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    for name in ("ST-LBL", "TB-LBL", "TB-F", "ST-F", "GREEDY-FUSION", "LOCAL-SEARCH",
+                 "optimum"):
+        assert name in out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert main(["compare", inst, "--heuristics", "annealing"]) == 2
+    assert "heuristics" in capsys.readouterr().err
