@@ -339,8 +339,9 @@ def run_sweep(sweep: Sweep, out: str | Path, executor: Executor | None = None,
     executor
         Where points run; ``None`` runs them one by one in this process.
     resume
-        Keep the rows already in ``out`` and solve only the missing points.
-        Without it an existing ``out`` is an error (it is never overwritten).
+        Keep the rows already in ``out`` and solve only the missing points
+        (rows of points not in this grid are kept, after the grid's). Without
+        it an existing ``out`` is an error (it is never overwritten).
 
     Returns
     -------
@@ -352,13 +353,18 @@ def run_sweep(sweep: Sweep, out: str | Path, executor: Executor | None = None,
     stream = stream or sys.stderr
     check_writable(out, field="out")
     done: dict[tuple[str, ...], dict[str, str]] = {}
+    others: list[dict[str, str]] = []  # rows of points no longer in the grid: kept, at the end
     if out.exists():
         if not resume:
             raise StemsInputError(Issue("exists; pass --resume to continue that sweep, or "
                                         "choose another --out", file=str(out), field="out"))
         wanted = set(sweep.keys)
-        done = {_key(r): r for r in read_done(out) if _key(r) in wanted}
-    write_text_safely(out, _csv_text(done.values()))
+        for r in read_done(out):
+            if _key(r) in wanted:
+                done[_key(r)] = r
+            else:
+                others.append(r)
+    write_text_safely(out, _csv_text([*done.values(), *others]))
     todo = [(p, k) for p, k in zip(sweep.points, sweep.keys, strict=True) if k not in done]
     total = len(sweep.points)
     stream.write(f"sweep {sweep.name}: {total} points, {len(done)} done, {len(todo)} to solve\n")
@@ -386,7 +392,7 @@ def run_sweep(sweep: Sweep, out: str | Path, executor: Executor | None = None,
                 for fut in futures:
                     fut.cancel()
     rows = [done[k] for k in sweep.keys]
-    write_text_safely(out, _csv_text(rows))
+    write_text_safely(out, _csv_text([*rows, *others]))
     return rows
 
 

@@ -154,3 +154,13 @@ def test_cli_sweep_writes_csv_and_plot(tmp_path: Path, capsys) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "[" in capsys.readouterr().err  # progress on stderr
     assert main(["sweep", str(path), "--workers", "1"]) == 2  # would overwrite: refused
+
+
+def test_resume_keeps_rows_of_other_grids(tmp_path: Path) -> None:
+    out = tmp_path / "k.csv"
+    big = load_sweep(_sweep_file(tmp_path))
+    run_sweep(big, out, stream=io.StringIO())
+    small = load_sweep(_sweep_file(tmp_path, SWEEP.replace("[2048, 512B]", "[2048]")))
+    rows = run_sweep(small, out, resume=True, stream=io.StringIO())
+    assert len(rows) == 2
+    assert len(_stable(out.read_text())) == 4  # the two 512 B rows are still there
