@@ -58,6 +58,7 @@ from stems_opt import (  # noqa: E402
     Placement,
     Problem,
     Result,
+    StateMode,
     StemsInputError,
     check,
     evaluate,
@@ -308,7 +309,8 @@ def ski_slope(settings: Settings) -> tuple[list[dict[str, str]], list[str]]:
                   f"{_x(_div(bn, opt))} | {comp / 1e6:,.2f} | {_x(_div(opt, comp))} |")
     unproven = sum(r["status"] != "optimal" for r in rows)
     md += ["", f"{len(rows) - unproven} of {len(rows)} points proven optimal"
-           + (f"; {unproven} carry their bound and gap." if unproven else ".")]
+           + (f"; the other {unproven} show their gap to the proven bound." if unproven
+              else ".")]
     return rows, md
 
 
@@ -328,6 +330,8 @@ def census(problem: Problem, mapping: Mapping) -> dict[str, int]:
         "mixed_state_modes": sum(len(set(s.states.values())) > 1 for s in segs),
         "kept_across_segments": sum(p is Placement.ON_CHIP for s in segs
                                     for p in s.inputs.values()),
+        "tile_resident_states": sum(m is StateMode.TILE_RESIDENT for s in segs
+                                    for m in s.states.values()),
     }
 
 
@@ -374,36 +378,53 @@ def greedy_memory(problem: Problem, mapping: Mapping) -> Mapping | None:
         return None
 
 
+ABLATIONS = {
+    "Tb in {1, T} only": only_stems_time_batches,
+    "nothing kept across segments": nothing_kept_across,
+    "greedy memory decisions": greedy_memory,
+}
+
+
 def outside(optima: dict) -> tuple[list[dict[str, Any]], list[str]]:
     rows = []
     for (inst, obj), (p, opt) in optima.items():
         if opt.mapping is None:
             continue
         c = census(p, opt.mapping)
-        ablations = {
-            "Tb in {1, T} only": _score(p, only_stems_time_batches(p, opt.mapping)),
-            "nothing kept across segments": _score(p, nothing_kept_across(p, opt.mapping)),
-            "greedy memory decisions": _score(p, greedy_memory(p, opt.mapping)),
-        }
+        ablations = {name: _score(p, fn(p, opt.mapping)) for name, fn in ABLATIONS.items()}
         rows.append({"instance": inst, "objective": obj, "optimum": opt.objective_value,
                      **c, **{k: v for k, v in ablations.items()}})
     md = ["## 4. What the optimum does outside STEMS's space", "",
           "STEMS's schedules use Tb = 1 or T only, leave residency to a greedy memory "
-          "manager, and write every tensor between segments to DRAM. Counts of the optimal "
-          "mapping's segments using each freedom, then the optimum with that freedom taken "
+          "manager, and write every tensor between segments to DRAM. How often the optimal "
+          "mapping uses each freedom (segments with an intermediate Tb or mixed residency, "
+          "layers whose state is kept tile by tile, tensors kept on chip across segments), "
+          "then the optimum with that freedom taken "
           "out (other decisions kept; `n/f`: the result no longer fits or is not valid), as "
           "a ratio to the optimum. An ablation bounds a freedom's gain from above only "
           "when taken alone: re-optimising without it could recover part of the loss.", "",
           "| instance | objective | segments | 1 < Tb < T | mixed weight residency | "
-          "mixed state modes | kept across segments | Tb in {1, T} only | nothing kept "
-          "across | greedy memory |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+          "mixed state modes | tile-resident states | kept across segments | "
+          "Tb in {1, T} only | nothing kept across | greedy memory |",
+          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    notes = []
     for r in rows:
         md.append(f"| {r['instance']} | {r['objective']} | {r['segments']} | "
                   f"{r['intermediate_time_batches']} | {r['mixed_weight_residency']} | "
-                  f"{r['mixed_state_modes']} | {r['kept_across_segments']} | "
+                  f"{r['mixed_state_modes']} | {r['tile_resident_states']} | "
+                  f"{r['kept_across_segments']} | "
                   f"{_x(_div(r['Tb in {1, T} only'], r['optimum']))} | "
                   f"{_x(_div(r['nothing kept across segments'], r['optimum']))} | "
                   f"{_x(_div(r['greedy memory decisions'], r['optimum']))} |")
+        gains = [f"{name} {_x(_div(r[name], r['optimum']))}" for name in ABLATIONS
+                 if r[name] is not None and r[name] > r["optimum"] * 1.001]
+        lost = [name for name in ABLATIONS if r[name] is None]
+        if gains or lost:
+            notes.append(f"- {r['instance']} ({r['objective']}): "
+                         + "; ".join(gains + [f"{n}: does not fit" for n in lost]) + ".")
+    if notes:
+        md += ["", "Freedoms worth more than 0.1% (the optimum without it, over the optimum):",
+               "", *notes]
     return rows, md
 
 

@@ -164,3 +164,15 @@ def test_resume_keeps_rows_of_other_grids(tmp_path: Path) -> None:
     rows = run_sweep(small, out, resume=True, stream=io.StringIO())
     assert len(rows) == 2
     assert len(_stable(out.read_text())) == 4  # the two 512 B rows are still there
+
+
+def test_cli_bad_sweep_exits_2_naming_every_field(tmp_path: Path, capsys) -> None:
+    from stems_opt.cli import main
+
+    path = _sweep_file(tmp_path, "networks: [nope.yaml]\nhardware: {root}/models/hardware/"
+                                 "tiny.yaml\nobjectives: [speed]\n")
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "field 'networks[0]'" in err and "field 'objectives[0]'" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "grid.csv").exists()
