@@ -294,6 +294,10 @@ def _sweep(args: argparse.Namespace) -> int:
 
     cores = available_cores()
     workers = args.workers or cores
+    if not args.dask and workers > cores:
+        print(f"stems-opt: {workers} workers on {cores} cores would oversubscribe them; "
+              f"using {cores}", file=sys.stderr)
+        workers = cores
     # Workers x solver threads stay within the cores.
     threads = max(1, cores // workers)
     out = args.out or str(Path(args.sweep).with_suffix(".csv"))
