@@ -416,7 +416,7 @@ def outside(optima: dict) -> tuple[list[dict[str, Any]], list[str]]:
                   f"{_x(_div(r['Tb in {1, T} only'], r['optimum']))} | "
                   f"{_x(_div(r['nothing kept across segments'], r['optimum']))} | "
                   f"{_x(_div(r['greedy memory decisions'], r['optimum']))} |")
-        gains = [f"{name} {_x(_div(r[name], r['optimum']))}" for name in ABLATIONS
+        gains = [f"{name} {r[name] / r['optimum']:.3f}x" for name in ABLATIONS
                  if r[name] is not None and r[name] > r["optimum"] * 1.001]
         lost = [name for name in ABLATIONS if r[name] is None]
         if gains or lost:
