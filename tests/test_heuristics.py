@@ -141,3 +141,12 @@ def test_compare_shows_every_baseline_and_plots(tmp_path: Path, capsys) -> None:
     assert png.read_bytes()[:4] == b"\x89PNG"
     assert main(["compare", inst, "--heuristics", "annealing"]) == 2
     assert "heuristics" in capsys.readouterr().err
+
+
+def test_greedy_stops_at_its_deadline() -> None:
+    import time
+
+    p = _problem("tiny_chain", 4096)
+    r = greedy_fusion(p, deadline=time.perf_counter() - 1)  # already passed
+    assert r.mapping is None and r.status.value == "unknown"
+    assert "time limit" in r.message

@@ -128,8 +128,19 @@ def heuristic_result(problem: Problem, mapping: Mapping | None, solver: str, sta
                   runtime_s=time.perf_counter() - start, message=message)
 
 
-def greedy_segments(problem: Problem, filler: FrameFiller) -> list[FrameFill] | None:
-    """The greedy fusion's segments, each filled alone (``None`` if a layer never fits)."""
+class DeadlineError(Exception):
+    """The greedy passed its deadline before it had a mapping."""
+
+
+def greedy_segments(problem: Problem, filler: FrameFiller, deadline: float | None = None
+                    ) -> list[FrameFill] | None:
+    """The greedy fusion's segments, each filled alone (``None`` if a layer never fits).
+
+    Raises
+    ------
+    DeadlineError
+        When ``time.perf_counter()`` passes ``deadline`` (checked between layers).
+    """
     net = problem.network
     T = net.timesteps
     tbs = (1, T) if T > 1 else (1,)
@@ -140,6 +151,8 @@ def greedy_segments(problem: Problem, filler: FrameFiller) -> list[FrameFill] | 
     if current is None:
         return None
     for name in names[1:]:
+        if deadline is not None and time.perf_counter() > deadline:
+            raise DeadlineError
         alone = filler.best((name,), tbs)
         if alone is None:
             return None
@@ -154,11 +167,20 @@ def greedy_segments(problem: Problem, filler: FrameFiller) -> list[FrameFill] | 
     return closed
 
 
-def greedy_fusion(problem: Problem) -> Result:
-    """Greedy layer fusion (see the module docstring), scored by the cost model."""
+def greedy_fusion(problem: Problem, deadline: float | None = None) -> Result:
+    """Greedy layer fusion (see the module docstring), scored by the cost model.
+
+    Past ``deadline`` (a ``time.perf_counter()`` value) it stops with status
+    ``unknown`` and no mapping.
+    """
     start = time.perf_counter()
     filler = FrameFiller(problem)
-    fills = greedy_segments(problem, filler)
+    try:
+        fills = greedy_segments(problem, filler, deadline)
+    except DeadlineError:
+        return Result(SolveStatus.UNKNOWN, "greedy-fusion", problem.objective.value,
+                      runtime_s=time.perf_counter() - start,
+                      message="the time limit came first")
     mapping = None if fills is None else filler.finish([f.segment for f in fills],
                                                        "GREEDY-FUSION")
     return heuristic_result(problem, mapping, "greedy-fusion", start)

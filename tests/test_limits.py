@@ -1,0 +1,272 @@
+"""Limits a user can trust: the wall-clock time limit, Ctrl-C and SIGTERM, progress
+lines, option checks, exit codes of crashes and closed pipes."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stems_opt.cli import EXIT_INFEASIBLE, EXIT_INPUT, EXIT_INTERNAL, main
+from stems_opt.io import load_instance, load_mapping
+from stems_opt.solvers import solve
+from stems_opt.stopping import INTERRUPTED, TIME_LIMIT, Stop
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "tests" / "data" / "tiny"
+RED_LIF = ROOT / "instances" / "red_lif_1mb.yaml"
+SEW18 = ROOT / "instances" / "sew_resnet18_1mb.yaml"
+MARGIN_S = 0.5
+"""The documented overrun allowed beyond a time limit: 10 % of it plus this."""
+
+
+def _cli(*argv: str, **kw: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "stems_opt.cli", *argv], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            cwd=ROOT, **kw)  # type: ignore[call-overload]
+
+
+# --- the time limit ----------------------------------------------------------------------
+
+def test_time_limit_is_wall_clock() -> None:
+    """RED-LIF for energy needs seconds to prove; a 1 s limit returns within the margin
+    with the best mapping found, its bound and gap (never 'optimal' without proof)."""
+    solve(load_instance(TINY / "inst.yaml"))  # imports done: the clock measures the solve
+    problem = load_instance(RED_LIF, "energy")
+    limit = 1.0
+    t0 = time.perf_counter()
+    r = solve(problem, time_limit_s=limit)
+    wall = time.perf_counter() - t0
+    assert wall <= limit * 1.1 + MARGIN_S, wall
+    assert r.bound is not None and r.bound > 0
+    if r.status.value == "optimal":
+        assert r.gap == 0.0 and r.bound == r.objective_value
+    else:
+        assert r.stats.get("stopped") == TIME_LIMIT
+        if r.mapping is not None:
+            assert r.gap is not None and r.gap > 0
+            assert r.bound < r.objective_value
+
+
+def test_stop_request_from_another_thread_returns_best_so_far() -> None:
+    """An embedding program stops the search with ``Stop.request``; the answer is a
+    checked mapping with a bound at most its value."""
+    import threading
+
+    problem = load_instance(RED_LIF, "energy")
+    stop = Stop()
+    threading.Timer(1.5, stop.request).start()
+    r = solve(problem, stop=stop)
+    assert stop.reason == INTERRUPTED
+    assert r.stats.get("stopped") == INTERRUPTED or r.status.value == "optimal"
+    if r.mapping is not None:
+        assert r.bound is not None and r.bound <= r.objective_value
+
+
+def test_stop_before_the_search_keeps_the_compulsory_bound() -> None:
+    """Stopped at once: no mapping, the bound is the compulsory traffic."""
+    from stems_opt.cost_model import compulsory_traffic_bits
+
+    problem = load_instance(SEW18, "traffic")
+    stop = Stop()
+    stop.request()
+    r = solve(problem, stop=stop, warm_start=False)
+    assert r.mapping is None and r.status.value == "unknown"
+    assert r.bound == compulsory_traffic_bits(problem.network)
+
+
+# --- Ctrl-C and SIGTERM ------------------------------------------------------------------
+
+def _wait_for_progress(proc: subprocess.Popen[str]) -> str:
+    """Block until the first progress line (the search is running)."""
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert line.startswith("stems-opt: ") and "bound" in line, line
+    return line
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_with_best_mapping(signum: int, tmp_path: Path) -> None:
+    """One signal mid-solve: the best mapping so far is printed with its bound and gap,
+    written to --out, and the exit code is 128 + the signal number."""
+    out = tmp_path / "best.yaml"
+    out.write_text("old\n")
+    proc = _cli("solve", str(RED_LIF), "--objective", "energy", "--json", "--out", str(out))
+    _wait_for_progress(proc)
+    time.sleep(0.5)
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr
+    doc = json.loads(stdout)
+    assert doc["status"] in ("feasible", "optimal")
+    assert doc["bound"] <= doc["objective_value"]
+    mapping = load_mapping(out)  # the whole file, a valid mapping
+    assert [s.layers for s in mapping.segments] == [tuple(s["layers"])
+                                                   for s in doc["mapping"]["segments"]]
+
+
+def test_second_signal_exits_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first Ctrl-C asks the search to stop; a second one exits with 130 at once,
+    before anything is written."""
+    from stems_opt import cli
+
+    exits: list[int] = []
+    monkeypatch.setattr(cli.os, "_exit", exits.append)
+    signals = cli._Signals()
+    signals.stop = Stop()
+    signals.handle(signal.SIGINT, None)
+    assert signals.stop.reason == INTERRUPTED and exits == []
+    signals.handle(signal.SIGINT, None)
+    assert exits == [130]
+    assert signals.exit_code(0) == 130
+
+
+def test_ctrl_c_outside_a_search_is_a_clean_exit() -> None:
+    """Without a search to stop, Ctrl-C ends the command (exit 130, no traceback)."""
+    from stems_opt import cli
+
+    signals = cli._Signals()
+    with pytest.raises(KeyboardInterrupt):
+        signals.handle(signal.SIGINT, None)
+    assert signals.exit_code(2) == 130
+
+
+# --- progress ----------------------------------------------------------------------------
+
+def test_progress_on_stderr_json_alone_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["solve", str(SEW18), "--json", "--time-limit", "60"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    json.loads(out)  # stdout is one document
+    lines = [ln for ln in err.splitlines() if ln]
+    assert lines and all(ln.startswith("stems-opt: ") for ln in lines)
+    last = lines[-1]
+    assert "bound 99.576 Mbit" in last and "gap 0.00%" in last, last
+
+
+def test_quiet_silences_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["solve", str(SEW18), "--quiet"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and err == ""
+    assert "status: optimal" in out
+
+
+# --- options -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["--time-limit", "0"], "--time-limit"),
+    (["--time-limit", "-1"], "--time-limit"),
+    (["--time-limit", "nan"], "--time-limit"),
+    (["--time-limit", "inf"], None),  # 'inf' means no limit, like 'none'
+    (["--threads", "0"], "--threads"),
+    (["--threads", "-1"], "--threads"),
+    (["--threads", "x"], "--threads"),
+    (["--seed", "-1"], "--seed"),
+    (["--seed", str(2**31)], "--seed"),
+    (["--out", ""], "--out"),
+])
+def test_search_options_checked(argv: list[str], fragment: str | None,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    inst = str(TINY / "inst.yaml")
+    if fragment is None:
+        assert main(["solve", inst, "--quiet", *argv]) == 0
+        return
+    with pytest.raises(SystemExit) as exc:
+        main(["solve", inst, *argv])
+    assert exc.value.code == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+
+
+def test_threads_auto_and_largest_seed_are_honoured(capsys: pytest.CaptureFixture[str]) -> None:
+    inst = str(TINY / "inst.yaml")
+    for solver in ("cpsat", "highs"):
+        assert main(["solve", inst, "--quiet", "--solver", solver, "--threads", "auto",
+                     "--seed", str(2**31 - 1)]) == 0
+        assert "status: optimal" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "--schedule", ""], ["compare", "--schedules", ","]])
+def test_empty_names_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    command, *rest = argv
+    try:
+        rc = main([command, str(TINY / "inst.yaml"), *rest])
+    except SystemExit as exc:
+        rc = exc.code  # type: ignore[assignment]
+    assert rc == EXIT_INPUT
+    assert "Traceback" not in capsys.readouterr().err
+
+
+# --- exit codes --------------------------------------------------------------------------
+
+def test_internal_error_has_its_own_code(monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A bug exits 4 with one line (never 1, which means 'no mapping fits'); --debug
+    adds the traceback."""
+    import stems_opt.solvers
+
+    def broken(*_: object, **__: object) -> None:
+        raise ValueError("x" * 10_000)
+
+    monkeypatch.setattr(stems_opt.solvers, "solve", broken)
+    assert main(["solve", str(TINY / "inst.yaml")]) == EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: ValueError" in err and len(err) < 400
+    assert main(["solve", str(TINY / "inst.yaml"), "--debug"]) == EXIT_INTERNAL
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_closed_pipe_keeps_the_exit_code(tmp_path: Path) -> None:
+    """``solve <infeasible> | head`` exits 1 (infeasible), not 0, when the reader is gone."""
+    hw = tmp_path / "hw.yaml"
+    hw.write_text((TINY / "hw.yaml").read_text().replace("size: 4096", "size: 64"))
+    (tmp_path / "net.yaml").write_text((TINY / "net.yaml").read_text())
+    inst = tmp_path / "inst.yaml"
+    inst.write_text("network: net.yaml\nhardware: hw.yaml\n")
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)  # the reader is gone before anything is written
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "stems_opt.cli", "solve", str(inst),
+                           "--quiet"], stdout=write_fd, stderr=subprocess.PIPE, text=True,
+                          env=env, timeout=60, check=False)
+    os.close(write_fd)
+    assert proc.returncode == EXIT_INFEASIBLE, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_parse_time_limit() -> None:
+    from stems_opt.stopping import parse_time_limit
+
+    assert parse_time_limit("2.5") == 2.5
+    assert parse_time_limit("none") is None
+    for bad in ("0", "-1", "nan", "-inf"):
+        with pytest.raises(ValueError):
+            parse_time_limit(bad)
+    assert not math.isnan(parse_time_limit("1e3") or 0)
+
+
+def test_backends_take_every_seed_the_cli_accepts() -> None:
+    """Both backends accept seeds 0..2^31-1 (the CLI's range); HiGHS refusing one is an
+    error, never a silently dropped seed."""
+    from stems_opt.formulation.backend import SolveOptions
+    from stems_opt.formulation.cpsat import solve_cpsat
+    from stems_opt.formulation.highs import solve_highs
+    from stems_opt.formulation.model import LinearModel
+
+    lm = LinearModel()
+    a, b = lm.var("a", 3), lm.var("b", 2)
+    lm.rows.append(("cover", [a, b], [1, 1], 1, 2))  # pick at least one: b alone costs 2
+    for seed in (0, 2**31 - 1):
+        for backend in (solve_cpsat, solve_highs):
+            assert backend(lm, SolveOptions(seed=seed)).objective == 2.0
+    with pytest.raises(ValueError, match="seed"):
+        solve_highs(lm, SolveOptions(seed=-1))
