@@ -5,9 +5,11 @@ the fused segment fits the global buffer and moves less off-chip traffic
 than the current segment and the next layer run apart; otherwise the
 current segment is closed and the next layer starts a new one. Each
 candidate segment is scored alone (its boundaries through DRAM) at its best
-time batch (``Tb = 1`` or ``T``, the two STEMS extremes) and tile count
-(powers of two up to the smallest extent, and that extent), its decisions
-filled by the named schedules' greedy rule (MODEL.md section 7). The chosen
+time batch (``Tb = 1`` or ``T``, the two STEMS extremes) and tile count, its
+decisions filled by the named schedules' greedy rule (MODEL.md section 7).
+A single layer tries every power of two up to its smallest extent, and that
+extent; a grown segment tries those screened first with everything through
+DRAM and keeps the five best, plus the tile counts of its two parts. The chosen
 segments then get the same rule's cross-segment switches (tensors kept on
 chip between segments), and the mapping is checked and scored by the cost
 model like any other.
@@ -107,6 +109,34 @@ class FrameFiller:
                     best = f
         return best
 
+    def screen(self, layers: tuple[str, ...], time_batch: int, tiles: int) -> int | None:
+        """Traffic of the frame refitted but before the greedy switches (everything
+        through DRAM), or ``None`` if that does not fit: a cheap first look, which
+        the greedy fusion uses to choose the tile counts worth a full fill."""
+        net = self.problem.network
+        seg = Segment(layers, time_batch, tiles, Axis.OY, Order.TIME_OUTER)
+        seg = self.scorer.fit(seg, _lone_context(net, layers))[0]
+        traffic, peak, _ = self.scorer.segment(seg, alone_context(net, seg))
+        return traffic if peak <= self.scorer.cap else None
+
+    def best_screened(self, layers: tuple[str, ...], time_batches: Sequence[int],
+                      hints: Sequence[int], keep: int = 5) -> FrameFill | None:
+        """Like :meth:`best`, but the greedy switches run only on the ``keep`` tile
+        counts per time batch with the least screened traffic, and on ``hints``: each
+        fill of a long segment is costly, the screen is not."""
+        top = self.max_tiles(layers)
+        best = None
+        for tb in time_batches:
+            screened = [(t, n) for n in tile_choices(top)
+                        if (t := self.screen(layers, tb, n)) is not None]
+            chosen = {n for _, n in sorted(screened)[:keep]}
+            chosen |= {min(max(h, 1), top) for h in hints}
+            for n in sorted(chosen):
+                f = self.fill(layers, tb, n)
+                if f is not None and (best is None or f.traffic_bits < best.traffic_bits):
+                    best = f
+        return best
+
     def finish(self, segments: Sequence[Segment], name: str) -> Mapping:
         """The mapping of ``segments`` with the greedy rule's cross-segment switches."""
         segs = _greedy_pass(self.problem, self.scorer, list(segments), only_local=False)
@@ -157,7 +187,9 @@ def greedy_segments(problem: Problem, filler: FrameFiller, deadline: float | Non
         if alone is None:
             return None
         layers = (*current.segment.layers, name)
-        merged = None if cap is not None and len(layers) > cap else filler.best(layers, tbs)
+        hints = (current.segment.tiles, alone.segment.tiles)
+        merged = None if cap is not None and len(layers) > cap else \
+            filler.best_screened(layers, tbs, hints)
         if merged is not None and merged.traffic_bits < current.traffic_bits + alone.traffic_bits:
             current = merged
         else:
