@@ -161,8 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--objective", choices=["traffic", "energy"],
                     help="rank by this saving per state bit (default: the instance's)")
     ad.add_argument("--solver", choices=["cpsat", "highs"], default="cpsat")
-    ad.add_argument("--time-limit", type=float, default=None, metavar="S",
-                    help="per solve (each candidate is solved for traffic and for energy)")
+    ad.add_argument("--time-limit", type=_time_limit, default=None, metavar="S",
+                    help="seconds per solve, or 'none' (default: none; each candidate is "
+                         "solved for traffic and for energy)")
     ad.add_argument("--plot", help="draw the saving curve to this file")
     return p
 
