@@ -110,7 +110,7 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     elsewhere, and the segments of ``mappings`` seed the search wherever they
     fit: in a sweep over buffer sizes, the bound for a larger buffer bounds a
     smaller one, and a mapping for a smaller buffer fits a larger one (see
-    :mod:`stems_opt.sweep`). ``on_incumbent(elapsed_s, value)`` is called with
+    :mod:`stems_opt.size_bounds`). ``on_incumbent(elapsed_s, value)`` is called with
     each better mapping the search finds (value in objective units).
     """
     from stems_opt.formulation.columns import ColumnSolver
