@@ -243,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="comma-separated schedule names (default: %(default)s)")
     co.add_argument("--json", action="store_true", help="print one JSON object of documents "
                     "(default: a table)")
+    co.add_argument("--heuristics", default="greedy-fusion,local-search",
+                    help="comma-separated heuristics beside the named schedules "
+                         "(greedy-fusion, local-search; '' for none) (default: %(default)s)")
+    co.add_argument("--plot", help="draw traffic by tensor class per schedule to this file "
+                    "(default: no plot)")
 
     cv = sub.add_parser("convert", help="write a NIR model as a network YAML", parents=[common])
     cv.add_argument("nir", metavar="MODEL.nir", help="NIR file (snnTorch, SpikingJelly, Norse, "
@@ -252,7 +257,47 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("--force", action="store_true", help="replace an existing --out file "
                     "(default: refuse)")
     _add_nir_args(cv, required=True)
+
+    sw = sub.add_parser("sweep", help="solve a grid of instances (e.g. buffer sizes) to CSV",
+                        parents=[common])
+    sw.add_argument("sweep", help="sweep YAML (networks, hardware, global_buffer_sizes, ...)")
+    sw.add_argument("--out", type=_non_empty,
+                    help="results CSV (default: the sweep file with .csv)")
+    sw.add_argument("--plot", help="draw the ski-slope plot to this PNG/PDF/SVG file "
+                    "(default: no plot)")
+    sw.add_argument("--resume", action="store_true",
+                    help="keep the rows in --out, solve the rest (default: refuse an existing "
+                         "--out)")
+    sw.add_argument("--workers", type=_positive, default=None, metavar="N",
+                    help="points solved at once (default: one per core)")
+    sw.add_argument("--dask", metavar="ADDRESS",
+                    help="run on a dask.distributed scheduler at ADDRESS, or 'local' "
+                         "(default: local worker processes)")
+
+    ad = sub.add_parser("advise-state", help="rank stateful layers by the exact saving of "
+                                             "making them stateless", parents=[common])
+    ad.add_argument("instance")
+    ad.add_argument("--top", type=_positive, default=None, metavar="N",
+                    help="candidates shown and layers in the saving curve (default: all)")
+    ad.add_argument("--objective", choices=["traffic", "energy"],
+                    help="rank by this saving per state bit (default: the instance's)")
+    ad.add_argument("--solver", choices=["cpsat", "highs"], default="cpsat",
+                    help="exact backend (default: %(default)s)")
+    ad.add_argument("--time-limit", type=_time_limit, default=None, metavar="S",
+                    help="seconds per solve, or 'none' (default: none; each candidate is "
+                         "solved for traffic and for energy)")
+    ad.add_argument("--plot", help="draw the saving curve to this file (default: no plot)")
     return p
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _search_options(p: argparse.ArgumentParser) -> None:
@@ -451,10 +496,20 @@ def _solve(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from stems_opt.io import check_writable
     from stems_opt.report import result_to_dict
     from stems_opt.result import Result
     from stems_opt.solvers import check_solver, solve_and_score
 
+    heuristics = [h.strip() for h in args.heuristics.split(",") if h.strip()]
+    unknown = [h for h in heuristics if h not in HEURISTICS]
+    if unknown:
+        from stems_opt.errors import Issue, StemsInputError
+
+        raise StemsInputError(Issue(f"unknown heuristic(s) {', '.join(unknown)} (one of "
+                                    f"{', '.join(HEURISTICS)})", field="heuristics"))
+    if args.plot:
+        check_writable(args.plot, field="plot")
     problem = _load(args, args.objective)
     check_solver(args.solver)
     names = tuple(dict.fromkeys(s.strip() for s in args.schedules.split(",") if s.strip()))
@@ -466,7 +521,16 @@ def _compare(args: argparse.Namespace) -> int:
                                   time_limit_s=args.time_limit, threads=args.threads,
                                   seed=args.seed, stop=_new_stop(args.time_limit))
     rows: list[tuple[str, Result | str | None]] = list(scored.items())
+    rows += _heuristic_rows(problem, heuristics, rows, opt.runtime_s, args.seed,
+                            SIGNALS.stop)
     rows.append(("optimum" if opt.status.value == "optimal" else "best found", opt))
+    if args.plot:
+        from stems_opt.plots import tensor_bars_plot
+
+        tensor_bars_plot(f"{problem.name}: off-chip traffic by tensor class",
+                         [(name if r.feasible else f"{name}\n(does not fit)",
+                           r.cost.traffic.by_class()) for name, r in rows
+                          if isinstance(r, Result) and r.cost is not None], args.plot)
     if args.json:
         _emit({name: result_to_dict(problem, r) if isinstance(r, Result) else
                {"schema_version": SCHEMA_VERSION, "stems_opt_version": __version__,
@@ -491,6 +555,8 @@ def _compare(args: argparse.Namespace) -> int:
     if opt.status.value != "optimal" and opt.bound is not None:
         lines.append(f"  (not proven: bound {opt.bound:,.6g}, gap {opt.gap:.2%})"
                      if opt.gap is not None else f"  (not proven: bound {opt.bound:,.6g})")
+    if args.plot:
+        lines.append(f"plot written to {args.plot}")
     _emit(None, False, "\n".join(lines))
     return SIGNALS.exit_code(_exit_for(opt))
 
@@ -531,6 +597,114 @@ def _configure_logging(quiet: bool) -> None:
     logging.getLogger("stems_opt.columns").setLevel(logging.WARNING)
 
 
+HEURISTICS = ("greedy-fusion", "local-search")
+
+
+def _heuristic_rows(problem: object, heuristics: list[str],
+                    named: list[tuple[str, object]], solver_s: float, seed: int,
+                    stop: Stop | None) -> list[tuple[str, object]]:
+    """The greedy fusion, and a local search from the best mapping so far given the
+    solver's wall time, both within what is left of the time limit (a heuristic the
+    limit stops is "not scored")."""
+    from stems_opt.heuristics.greedy import greedy_fusion
+    from stems_opt.heuristics.local_search import local_search
+    from stems_opt.result import Result
+
+    deadline = None if stop is None else stop.deadline
+    rows: list[tuple[str, object]] = []
+    if "greedy-fusion" in heuristics:
+        if stop is not None and stop.expired():
+            rows.append(("GREEDY-FUSION", None))
+        else:
+            r = greedy_fusion(problem, deadline=deadline)  # type: ignore[arg-type]
+            rows.append(("GREEDY-FUSION", r if r.mapping is not None or
+                         r.status.value == "infeasible" else r.message))
+    if "local-search" in heuristics:
+        if stop is not None and stop.expired():
+            rows.append(("LOCAL-SEARCH", None))
+        else:
+            fitting = [r for _, r in named + rows if isinstance(r, Result) and r.feasible]
+            start = min(fitting, key=lambda r: r.objective_value).mapping if fitting else None
+            budget = solver_s if stop is None else stop.limit_s(solver_s)
+            rows.append(("LOCAL-SEARCH", local_search(  # type: ignore[arg-type]
+                problem, seed=seed, time_limit_s=budget, start=start)))
+    return rows
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stems_opt.io import check_writable
+    from stems_opt.sweep import available_cores, dask_client, load_sweep, local_executor, run_sweep
+
+    cores = available_cores()
+    workers = args.workers or cores
+    if not args.dask and workers > cores:
+        print(f"stems-opt: {workers} workers on {cores} cores would oversubscribe them; "
+              f"using {cores}", file=sys.stderr)
+        workers = cores
+    # Workers x solver threads stay within the cores.
+    threads = max(1, cores // workers)
+    out = args.out or str(Path(args.sweep).with_suffix(".csv"))
+    if args.plot:
+        check_writable(args.plot, field="plot")
+    sweep = load_sweep(args.sweep, threads=threads)
+    client = dask_client(args.dask, workers) if args.dask else None
+    try:
+        if client is not None:
+            executor = client.get_executor(pure=False)
+        else:
+            executor = local_executor(workers) if workers > 1 and len(sweep.points) > 1 else None
+        try:
+            rows = run_sweep(sweep, out, executor, resume=args.resume)
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=False)
+    except KeyboardInterrupt:
+        print(f"stems-opt: interrupted; the finished points are in {out} (--resume continues)",
+              file=sys.stderr)
+        return 130
+    finally:
+        if client is not None:
+            client.close()
+    print(f"{len(rows)} points written to {out}")
+    if args.plot:
+        from stems_opt.plots import skislope_plot
+
+        skislope_plot(rows, args.plot)
+        print(f"ski-slope plot written to {args.plot}")
+    unproven = sum(r["status"] != "optimal" for r in rows)
+    if unproven:
+        print(f"{unproven} points not proven optimal (see their bound and gap)")
+    return EXIT_OK
+
+
+def _advise_state(args: argparse.Namespace) -> int:
+    from stems_opt.advise import advise_state, format_advice
+    from stems_opt.io import check_writable, load_instance
+
+    if args.plot:
+        check_writable(args.plot, field="plot")
+    problem = load_instance(args.instance, args.objective)
+    try:
+        advice = advise_state(problem, top=args.top, solver=args.solver,
+                              time_limit_s=args.time_limit)
+    except ValueError as exc:
+        print(f"stems-opt: {exc}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    print(format_advice(problem, advice, args.top))
+    if args.plot:
+        from stems_opt.plots import saving_curve_plot
+
+        base = advice.base
+        points = [(0, base.traffic_bits, base.energy_pj, base.proven)] + [
+            (p.state_bits_removed, p.optima.traffic_bits, p.optima.energy_pj, p.optima.proven)
+            for p in advice.curve]
+        saving_curve_plot(f"{problem.name}: ranked layers made stateless", points, args.plot)
+        print(f"plot written to {args.plot}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -544,7 +718,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         SIGNALS.install()
     try:
         return {"evaluate": _evaluate, "validate": _validate, "solve": _solve,
-                "compare": _compare, "convert": _convert}[args.command](args)
+                "compare": _compare, "convert": _convert, "sweep": _sweep,
+                "advise-state": _advise_state}[args.command](args)
     except StemsInputError as exc:
         for issue in exc.issues:
             print(f"stems-opt: error: {issue}", file=sys.stderr)
