@@ -116,7 +116,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from stems_opt.report import format_result, result_to_dict
     from stems_opt.result import Result, SolveStatus
 
-    if args.out:
+    if args.out is not None:  # an empty path is refused, not skipped
         check_writable(args.out, field="out")
     problem = load_instance(args.instance, args.objective)
     if args.schedule:
@@ -138,7 +138,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                         message="; ".join(str(v) for v in violations))
     # A mapping that does not fit is still written: the user asked for it scored and saved,
     # and the report and the exit code (1) say that it does not fit.
-    if args.out and result.mapping is not None:
+    if args.out is not None and result.mapping is not None:
         dump_mapping(result.mapping, args.out)
     _emit(result_to_dict(problem, result), args.json, format_result(problem, result))
     return _exit_for(result)
@@ -168,12 +168,12 @@ def _solve(args: argparse.Namespace) -> int:
     from stems_opt.report import format_result, result_to_dict
     from stems_opt.solvers import solve
 
-    if args.out:
+    if args.out is not None:  # an empty path is refused, not skipped
         check_writable(args.out, field="out")
     problem = load_instance(args.instance, args.objective)
     result = solve(problem, solver=args.solver, time_limit_s=args.time_limit,
                    threads=args.threads, seed=args.seed)
-    if args.out and result.mapping is not None:
+    if args.out is not None and result.mapping is not None:
         dump_mapping(result.mapping, args.out)
     _emit(result_to_dict(problem, result), args.json, format_result(problem, result))
     return _exit_for(result)
