@@ -715,10 +715,10 @@ def _out_target(path: str | Path, field: str | None = None) -> Path:
     except OSError as exc:
         raise fail(f"cannot be written: {exc.strerror or exc}") from None
     if stat.S_ISDIR(info.st_mode):
-        raise fail("is a directory; give the path of a file to write")
+        raise fail("cannot be written: it is a directory; give the path of a file")
     if not stat.S_ISREG(info.st_mode):
-        raise fail("is not a regular file (a device, FIFO or socket); only regular files "
-                   "are written")
+        raise fail("cannot be written: not a regular file (a device, FIFO or socket); only "
+                   "regular files are written")
     return target
 
 
