@@ -20,7 +20,24 @@ from typing import Any
 import yaml
 
 from stems_opt.errors import Issue, StemsInputError, excerpt
-from stems_opt.hardware import ComputeArray, Hardware, MemoryLevel, check_clock, is_number
+from stems_opt.hardware import (
+    ARRAY_DIMS,
+    OPERANDS,
+    ComputeArray,
+    Hardware,
+    MemoryLevel,
+    check_clock,
+    is_number,
+)
+from stems_opt.limits import (
+    MAX_BANDWIDTH,
+    MAX_COUNT,
+    MAX_EXTENT,
+    MAX_MEMORY_BITS,
+    MAX_PJ,
+    MIN_BANDWIDTH,
+    magnitude_issues,
+)
 from stems_opt.mapping import (
     Halo,
     Mapping,
@@ -291,26 +308,30 @@ def _unknown(d: AbcMapping[str, Any], known: set[str], layer: str | None,
 
 
 def _int(d: AbcMapping[str, Any], key: str, layer: str | None, issues: list[Issue],
-         default: Any = None, minimum: int = 1, prefix: str = "") -> Any:
-    """``d[key]`` as an integer >= ``minimum``, else ``None`` and an issue for ``prefix + key``.
+         default: Any = None, minimum: int = 1, prefix: str = "",
+         maximum: int = MAX_COUNT) -> Any:
+    """``d[key]`` as an integer in ``minimum..maximum``, else ``None`` and an issue for
+    ``prefix + key``.
 
     Floats are refused even when integral (``16.0``), as loop bounds are.
     """
     v = d.get(key, default)
-    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        issues.append(Issue(f"must be an integer >= {minimum}, got {v!r}", layer=layer,
-                            field=prefix + key))
+    if not isinstance(v, int) or isinstance(v, bool) or not minimum <= v <= maximum:
+        top = "2^53" if maximum == MAX_MEMORY_BITS else f"{maximum}"
+        issues.append(Issue(f"must be an integer in {minimum}..{top}, got {excerpt(v)}",
+                            layer=layer, field=prefix + key))
         return None
     return v
 
 
 def _num(d: AbcMapping[str, Any], key: str, layer: str | None, issues: list[Issue],
-         default: Any = None, prefix: str = "") -> Any:
-    """``d[key]`` as a finite float >= 0, else ``None`` and an issue for ``prefix + key``."""
+         default: Any = None, prefix: str = "", maximum: float = MAX_PJ) -> Any:
+    """``d[key]`` as a finite float in ``0..maximum``, else ``None`` and an issue for
+    ``prefix + key``."""
     v = d.get(key, default)
-    if not is_number(v) or v < 0:
-        issues.append(Issue(f"must be a finite non-negative number, got {v!r}", layer=layer,
-                            field=prefix + key))
+    if not is_number(v) or not 0 <= v <= maximum:
+        issues.append(Issue(f"must be a finite number in 0..{maximum:g}, got {excerpt(v)}",
+                            layer=layer, field=prefix + key))
         return None
     return float(v)
 
@@ -319,7 +340,7 @@ def _enum(enum: Any, value: Any, layer: str | None, fname: str, issues: list[Iss
     try:
         return enum(value)
     except ValueError:
-        issues.append(Issue(f"unknown value {value!r} (one of "
+        issues.append(Issue(f"unknown value {excerpt(value)} (one of "
                             f"{', '.join(e.value for e in enum)})", layer=layer, field=fname))
         return None
 
@@ -372,7 +393,8 @@ def network_from_dict(doc: Any, file: str = "<network>") -> Network:
     else:
         issues += _unknown(inp, INPUT_FIELDS, "input", "")
         iname = inp.get("name", NETWORK_INPUT)
-        vals = [_int(inp, k, iname, issues) for k in ("channels", "height", "width")]
+        vals = [_int(inp, "channels", iname, issues)]
+        vals += [_int(inp, k, iname, issues, maximum=MAX_EXTENT) for k in ("height", "width")]
         bits = _int(inp, "bits", iname, issues, default=1)
         if None not in vals and bits is not None:
             input_tensor = InputTensor(str(iname), vals[0], vals[1], vals[2], bits)
@@ -424,23 +446,63 @@ ARRAY_FIELDS = {"sizes", "accumulate_pj", "mac_pj", "neuron_update_pj"}
 
 
 def _level(d: Any, name: str, issues: list[Issue], sized: bool) -> MemoryLevel | None:
+    """One memory level, or ``None`` with every problem of it added to ``issues``."""
     if not isinstance(d, AbcMapping):
         issues.append(Issue("must be a mapping", layer=name))
         return None
     known = LEVEL_FIELDS if sized else LEVEL_FIELDS - {"size"}
     local: list[Issue] = _unknown(d, known, name)
-    size = _int(d, "size", name, local) if sized else None
+    size = _int(d, "size", name, local, maximum=MAX_MEMORY_BITS) if sized else None
     r = _num(d, "read_pj_per_bit", name, local)
     w = _num(d, "write_pj_per_bit", name, local)
     bw = d.get("bandwidth_bits_per_cycle")
-    ops = d.get("operands", ["W", "I", "O", "V"])
+    if bw is not None and not (is_number(bw) and MIN_BANDWIDTH <= bw <= MAX_BANDWIDTH):
+        local.append(Issue(f"must be a finite number in {MIN_BANDWIDTH:g}..2^53, got "
+                           f"{excerpt(bw)}", layer=name, field="bandwidth_bits_per_cycle"))
+    ops = d.get("operands", list(OPERANDS))
     if not isinstance(ops, list):
         local.append(Issue("must be a list such as [W, I, O, V]", layer=name, field="operands"))
+    else:
+        for op in ops:
+            if op not in OPERANDS:
+                local.append(Issue(f"unknown operand {excerpt(op)} (one of "
+                                   f"{', '.join(OPERANDS)})", layer=name, field="operands"))
     issues += local
     if local:
         return None
     try:
         return MemoryLevel(str(d.get("name", name)), size, r, w, bw, tuple(map(str, ops)))
+    except StemsInputError as exc:
+        issues += exc.issues
+        return None
+
+
+def _array(arr_d: Any, issues: list[Issue]) -> ComputeArray | None:
+    """The compute array, or ``None`` with every problem of it added to ``issues``."""
+    if not isinstance(arr_d, AbcMapping):
+        issues.append(Issue("is required: {sizes, accumulate_pj, mac_pj}",
+                            field="operational_array"))
+        return None
+    where = "operational_array"
+    local = _unknown(arr_d, ARRAY_FIELDS, where)
+    sizes = arr_d.get("sizes", {})
+    if not isinstance(sizes, AbcMapping):
+        local.append(Issue("must be a mapping such as {K: 32, C: 2}", layer=where,
+                           field="sizes"))
+    else:
+        for dim in sizes:
+            if dim not in ARRAY_DIMS:
+                local.append(Issue(f"unknown dimension (one of {', '.join(ARRAY_DIMS)})",
+                                   layer=where, field=f"sizes.{dim}"))
+            else:
+                _int(sizes, dim, where, local, prefix="sizes.")
+    energies = [_num(arr_d, key, where, local, 0.0)
+                for key in ("accumulate_pj", "mac_pj", "neuron_update_pj")]
+    issues += local
+    if local:
+        return None
+    try:
+        return ComputeArray(dict(sizes), *energies)
     except StemsInputError as exc:
         issues += exc.issues
         return None
@@ -461,25 +523,7 @@ def hardware_from_dict(doc: Any, file: str = "<hardware>") -> Hardware:
         name = lvl.get("name", f"inner_levels[{i}]") if isinstance(lvl, AbcMapping) else \
             f"inner_levels[{i}]"
         inner.append(_level(lvl, str(name), issues, sized=True))
-    arr_d = d.get("operational_array")
-    array = None
-    if not isinstance(arr_d, AbcMapping):
-        issues.append(Issue("is required: {sizes, accumulate_pj, mac_pj}",
-                            field="operational_array"))
-    else:
-        issues += _unknown(arr_d, ARRAY_FIELDS, "operational_array")
-        sizes = arr_d.get("sizes", {})
-        if not isinstance(sizes, AbcMapping):
-            issues.append(Issue("must be a mapping such as {K: 32, C: 2}",
-                                layer="operational_array", field="sizes"))
-        else:
-            energies = [_num(arr_d, key, "operational_array", issues, 0.0)
-                        for key in ("accumulate_pj", "mac_pj", "neuron_update_pj")]
-            if None not in energies:
-                try:
-                    array = ComputeArray(dict(sizes), *energies)
-                except StemsInputError as exc:
-                    issues += exc.issues
+    array = _array(d.get("operational_array"), issues)
     clock = d.get("clock_hz")
     issues += check_clock(clock)
     if issues or dram is None or gb is None or array is None or None in inner:
@@ -512,19 +556,21 @@ def load_instance(path: str | Path, objective: str | None = None) -> Problem:
     issues = _unknown(d, INSTANCE_FIELDS, None)
     base = path.parent
 
-    def part(key: str, loader: Any, from_dict: Any) -> Any:
+    def part(key: str, loader: Any, from_dict: Any) -> tuple[Any, str]:
+        """The network or hardware and the file its messages name."""
         v = d.get(key)
         if isinstance(v, str):
-            # A missing file is a problem of the instance's field, so name both.
+            # A missing or unreadable file is a problem of the instance's field: name both.
             target = base / v
-            if not target.exists():
-                raise StemsInputError(Issue(f"file not found: {target}", file=file, field=key))
-            if target.is_dir():
-                raise StemsInputError(Issue(f"is a directory, not a file: {target}", file=file,
-                                            field=key))
-            return loader(target)
+            try:
+                read_text_bounded(target)
+            except StemsInputError as exc:
+                raise StemsInputError([Issue(f"{i.message}: {target}", file=file, field=key)
+                                       for i in exc.issues]) from None
+            return loader(target), str(target)
         if isinstance(v, AbcMapping):
-            return from_dict(v, f"{file} ({key})")
+            where = f"{file} ({key})"
+            return from_dict(v, where), where
         raise StemsInputError(Issue("must be a file path or an inline mapping", file=file,
                                     field=key))
 
@@ -554,18 +600,20 @@ def load_instance(path: str | Path, objective: str | None = None) -> Problem:
         val = _num(k, "value", None, issues, prefix=f"known_optima[{i}].")
         if o is not None and val is not None:
             known.append(KnownOptimum(o, val, str(k.get("provenance", ""))))
-    if issues:
-        raise StemsInputError(issues).with_file(file)
-    errors: list[Issue] = []
+    # The instance's own problems, then the network's and the hardware's: all at once.
+    errors = StemsInputError(issues).with_file(file).issues
     network = hardware = None
+    net_file = hw_file = file
     try:
-        network = part("network", load_network, network_from_dict)
+        network, net_file = part("network", load_network, network_from_dict)
     except StemsInputError as exc:
         errors += exc.with_file(file).issues
     try:
-        hardware = part("hardware", load_hardware, hardware_from_dict)
+        hardware, hw_file = part("hardware", load_hardware, hardware_from_dict)
     except StemsInputError as exc:
         errors += exc.with_file(file).issues
+    if network is not None and hardware is not None:
+        errors += magnitude_issues(network, hardware, net_file, hw_file)
     if errors:
         raise StemsInputError(errors)
     return Problem(network, hardware, obj, str(d.get("name", path.stem)), tuple(known), max_seg)
@@ -589,8 +637,9 @@ def _weight_choice(v: Any, where: str, key: str, issues: list[Issue]) -> WeightC
             return WeightChoice(chunks=int(v.split("/", 1)[1]))
         except ValueError:
             pass
-    issues.append(Issue(f"weights of {key!r} must be 'resident', 'streamed' or "
-                        f"'streamed/K_CHUNKS', got {v!r}", layer=where, field=f"weights.{key}"))
+    issues.append(Issue(f"weights of {excerpt(key)} must be 'resident', 'streamed' or "
+                        f"'streamed/K_CHUNKS', got {excerpt(v)}", layer=where,
+                        field=f"weights.{key}"))
     return None
 
 
@@ -625,7 +674,7 @@ def _segment(s: Any, where: str, issues: list[Issue]) -> Segment | None:
     def sub(v: Any, k: str) -> int | None:
         if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
             return v
-        local.append(Issue(f"must be an integer >= 1, got {v!r}", layer=where,
+        local.append(Issue(f"must be an integer >= 1, got {excerpt(v)}", layer=where,
                            field=f"sub_tiles.{k}"))
         return None
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from stems_opt.errors import excerpt
 from stems_opt.network import Axis, Network, divisors
 
 if TYPE_CHECKING:
@@ -206,9 +207,9 @@ class Violation:
         if self.segment is not None:
             where.append(f"segment {self.segment}")
         if self.layer:
-            where.append(f"layer {self.layer!r}")
+            where.append(f"layer {excerpt(self.layer)}")
         if self.field:
-            where.append(f"field {self.field!r}")
+            where.append(f"field {excerpt(self.field)}")
         return (", ".join(where) + ": " if where else "") + self.message
 
 

@@ -17,7 +17,7 @@ from stems_opt.cost_model import (
 )
 from stems_opt.errors import Issue, StemsInputError
 from stems_opt.mapping import Mapping, Segment, WeightChoice, check
-from stems_opt.network import Axis
+from stems_opt.network import Axis, most_chunks
 from stems_opt.problem import Objective, Problem
 from stems_opt.result import Result, SolveStatus
 
@@ -41,8 +41,7 @@ def finest_peak_bits(problem: Problem, layer: str) -> int:
     for axis in (Axis.OY, Axis.OX):
         seg = Segment((layer,), 1, lay.extent(axis), axis)
         m = sub_tile_limits(net, seg)[layer]
-        chunks = max([c for c in range(1, lay.k + 1) if lay.k % c == 0 and lay.k // c >= ku],
-                     default=1) if lay.has_weights else 1
+        chunks = most_chunks(lay.k, ku) if lay.has_weights else 1
         seg = seg.replace(sub_tiles={layer: m},
                           weights={layer: WeightChoice(chunks=chunks)} if lay.has_weights else {})
         geo = SegmentGeometry(net, seg)

@@ -50,7 +50,7 @@ from stems_opt.mapping import (
     StateMode,
     WeightChoice,
 )
-from stems_opt.network import Axis, Network
+from stems_opt.network import Axis, Network, most_chunks
 from stems_opt.problem import Problem
 from stems_opt.result import Result, SolveStatus
 
@@ -448,7 +448,7 @@ def _max_chunks(problem: Problem, k: int) -> int:
 @lru_cache(maxsize=1024)
 def _most_chunks(k: int, ku: int) -> int:
     """Most chunks along ``K`` that leave at least the array's K unrolling ``ku`` each."""
-    return max(c for c in range(1, k + 1) if k % c == 0 and k // c >= ku) if k >= ku else 1
+    return most_chunks(k, ku)
 
 
 def _switches(problem: Problem, segs: list[Segment]) -> list[tuple[int, dict[str, object]]]:
