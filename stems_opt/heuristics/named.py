@@ -403,7 +403,7 @@ class _Scorer:
             rest, table = rests[pos], tables[pos]
             best = None
             for wc in options:
-                for m in range(1, fi.limits[name] + 1):
+                for m in count_candidates(fi.limits[name]):
                     g = table.get((m, wc.resident, wc.chunks)) or \
                         self._group(fi, pos, rest, table, m, wc)
                     if base_persistent + g.persistent + max(map(add, base_col, g.col)) <= cap:
@@ -429,6 +429,30 @@ class _Scorer:
         entry[1][ctx] = (out, score)
         self._remember(out, ctx, score)
         return out, score
+
+
+EXHAUSTIVE_COUNTS = 256
+"""Up to this limit, every tile or sub-tile count is tried (every bundled network's
+extents are below it, so their schedules are those of an exhaustive scan)."""
+GRID_START = 16
+"""Beyond :data:`EXHAUSTIVE_COUNTS`, every count up to this, then a geometric grid."""
+
+
+def count_candidates(limit: int) -> Sequence[int]:
+    """The tile or sub-tile counts the greedy tries, in increasing order, up to ``limit``.
+
+    Every count when ``limit <= EXHAUSTIVE_COUNTS``; for larger limits (maps
+    of thousands of rows) every count up to :data:`GRID_START`, then steps of
+    about 25 %, then ``limit`` itself: about 45 counts for 10,000 rows, so the
+    greedy's work grows with the logarithm of a map's rows, not their number.
+    """
+    if limit <= EXHAUSTIVE_COUNTS:
+        return range(1, limit + 1)
+    out = list(range(1, GRID_START + 1))
+    while out[-1] * 5 // 4 < limit:
+        out.append(out[-1] * 5 // 4)
+    out.append(limit)
+    return out
 
 
 def _total(groups: Sequence[_Group]) -> np.ndarray:
@@ -522,7 +546,7 @@ def greedy_mapping(problem: Problem, frames: Sequence[Frame], name: str = "") ->
         chosen = None
         if frame.fused:
             best_traffic = None
-            for n in range(1, max_n + 1):
+            for n in count_candidates(max_n):
                 seg = initial_segment(n)
                 seg = _greedy_pass(problem, scorer, [seg], only_local=True, ctx=ctx)[0]
                 traffic, peak, _ = scorer.segment(seg, ctx)
@@ -531,13 +555,13 @@ def greedy_mapping(problem: Problem, frames: Sequence[Frame], name: str = "") ->
             if chosen is not None:
                 chosen = initial_segment(chosen.tiles)
         else:
-            for n in range(1, max_n + 1):
+            for n in count_candidates(max_n):
                 seg = initial_segment(n)
                 if scorer.segment(seg, ctx)[1] <= scorer.cap:
                     chosen = seg
                     break
         if chosen is None:  # nothing fits: keep the lowest-peak variant
-            trials = [initial_segment(n) for n in range(1, max_n + 1)]
+            trials = [initial_segment(n) for n in count_candidates(max_n)]
             chosen = min(trials, key=lambda s, ctx=ctx: scorer.segment(s, ctx)[1])
         segs.append(chosen)
     segs = _greedy_pass(problem, scorer, segs, only_local=False)
