@@ -148,6 +148,7 @@ def _validate(args: argparse.Namespace) -> int:
     from stems_opt.errors import StemsInputError
     from stems_opt.io import load_instance, load_mapping
     from stems_opt.mapping import check
+    from stems_opt.solvers import explain_infeasible, unfit_layers
 
     problem = load_instance(args.instance)
     net = problem.network
@@ -160,6 +161,10 @@ def _validate(args: argparse.Namespace) -> int:
         if violations:
             raise StemsInputError(_violation_issues(violations, args.mapping))
         print(f"{args.mapping}: valid, fits the global buffer")
+    elif unfit_layers(problem):
+        # Well formed, but some layer fits no tiling: the same verdict and words as solve.
+        print(f"{args.instance}: no mapping fits: {explain_infeasible(problem)}")
+        return EXIT_INFEASIBLE
     return EXIT_OK
 
 

@@ -52,8 +52,12 @@ def finest_peak_bits(problem: Problem, layer: str) -> int:
     return best
 
 
-def explain_infeasible(problem: Problem) -> str:
-    """Name the layers that cannot fit the global buffer however they are tiled."""
+def unfit_layers(problem: Problem) -> list[str]:
+    """Why no mapping can fit, layer by layer: each layer that needs more than the
+    global buffer alone at its finest tiling. Empty when every layer fits alone.
+
+    Cheap (one segment per layer and axis, no solver), so ``validate`` runs it.
+    """
     cap = problem.hardware.gb_capacity_bits
     worst = []
     for lay in problem.network.layers:
@@ -61,6 +65,13 @@ def explain_infeasible(problem: Problem) -> str:
         if need > cap:
             worst.append(f"layer {lay.name!r} needs {need:,} bits of global buffer at its "
                          f"finest tiling; the capacity is {cap:,} bits")
+    return worst
+
+
+def explain_infeasible(problem: Problem) -> str:
+    """Name the layers that cannot fit the global buffer however they are tiled."""
+    cap = problem.hardware.gb_capacity_bits
+    worst = unfit_layers(problem)
     if worst:
         return "; ".join(worst)
     return (f"every layer fits alone, but no segmentation fits the {cap:,}-bit global buffer "
@@ -319,4 +330,4 @@ def lower_bound_bits(problem: Problem) -> int:
 
 
 __all__ = ["EXACT_SOLVERS", "METHODS", "SOLVERS", "explain_infeasible", "lower_bound_bits",
-           "solve", "solve_columns", "solve_exact"]
+           "solve", "solve_columns", "solve_exact", "unfit_layers"]
