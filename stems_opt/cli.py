@@ -125,7 +125,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                                         "none", field="tiles"))
         result = named_schedule(problem, args.schedule, args.tiles)
     else:
-        mapping = load_mapping(args.mapping)
+        mapping = load_mapping(args.mapping, problem)
         violations = check(problem, mapping)
         hard = [v for v in violations if v.code != "capacity"]
         if hard:
@@ -157,7 +157,7 @@ def _validate(args: argparse.Namespace) -> int:
           f"hardware {problem.hardware.name!r}: global buffer "
           f"{problem.hardware.gb_capacity_bits:,} bits")
     if args.mapping:
-        violations = check(problem, load_mapping(args.mapping))
+        violations = check(problem, load_mapping(args.mapping, problem))
         if violations:
             raise StemsInputError(_violation_issues(violations, args.mapping))
         print(f"{args.mapping}: valid, fits the global buffer")

@@ -46,6 +46,7 @@ from stems_opt.mapping import (
     Segment,
     StateMode,
     WeightChoice,
+    segment_violations,
 )
 from stems_opt.network import (
     NETWORK_INPUT,
@@ -672,10 +673,10 @@ def _segment(s: Any, where: str, issues: list[Issue]) -> Segment | None:
         return out
 
     def sub(v: Any, k: str) -> int | None:
-        if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+        if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_COUNT:
             return v
-        local.append(Issue(f"must be an integer >= 1, got {excerpt(v)}", layer=where,
-                           field=f"sub_tiles.{k}"))
+        local.append(Issue(f"must be an integer in 1..{MAX_COUNT}, got {excerpt(v)}",
+                           layer=where, field=f"sub_tiles.{k}"))
         return None
 
     def choice(enum: Any, key: str) -> Any:
@@ -696,8 +697,14 @@ def _segment(s: Any, where: str, issues: list[Issue]) -> Segment | None:
                    order=order, **tables)
 
 
-def mapping_from_dict(doc: Any, file: str = "<mapping>") -> Mapping:
-    """Build a :class:`Mapping` from its YAML/JSON form."""
+def mapping_from_dict(doc: Any, file: str = "<mapping>", problem: Problem | None = None
+                      ) -> Mapping:
+    """Build a :class:`Mapping` from its YAML/JSON form.
+
+    With ``problem``, a file whose segments do not all parse also reports the
+    structural problems (:func:`~stems_opt.mapping.check_structure`) of the
+    segments that do, so every mistake comes out at once.
+    """
     d = _expect_mapping(doc, "mapping", file)
     if "mapping" in d and isinstance(d["mapping"], AbcMapping):
         d = dict(d["mapping"])
@@ -708,6 +715,8 @@ def mapping_from_dict(doc: Any, file: str = "<mapping>") -> Mapping:
         segs_raw = []
     segments = [_segment(s, f"segment {i}", issues) for i, s in enumerate(segs_raw)]
     if issues:
+        if problem is not None:
+            issues += _partial_structure_issues(problem, segments)
         raise StemsInputError(issues).with_file(file)
     return Mapping(tuple(seg for seg in segments if seg is not None), str(d.get("name", "")))
 
@@ -735,9 +744,30 @@ def mapping_to_dict(mapping: Mapping) -> dict[str, Any]:
     return {"mapping": out}
 
 
-def load_mapping(path: str | Path) -> Mapping:
-    """Read a mapping YAML or JSON file."""
-    return mapping_from_dict(read_document(path), str(path))
+def _partial_structure_issues(problem: Problem, segments: list[Segment | None]) -> list[Issue]:
+    """Structural problems of the segments that parsed, numbered as in the file.
+
+    Coverage (every layer in exactly one segment, in order) is not checked:
+    a layer in no segment may be the unparsed segment's.
+    """
+    net = problem.network
+    out = []
+    for i, seg in enumerate(segments):
+        if seg is None:
+            continue
+        unknown = [n for n in seg.layers if not net.has_layer(n)]
+        out += [Issue("no such layer in the network", layer=n, field="layers", segment=i)
+                for n in unknown]
+        if not unknown:
+            out += [Issue(v.message, layer=v.layer, field=v.field, segment=i) for v in
+                    segment_violations(net, i, seg, problem.hardware.array.factor("K"))]
+    return out
+
+
+def load_mapping(path: str | Path, problem: Problem | None = None) -> Mapping:
+    """Read a mapping YAML or JSON file; with ``problem``, a file that does not parse
+    also reports the structural problems of its other segments."""
+    return mapping_from_dict(read_document(path), str(path), problem)
 
 
 def _out_target(path: str | Path, field: str | None = None) -> Path:

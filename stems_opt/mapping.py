@@ -221,15 +221,6 @@ def check_structure(network: Network, mapping: Mapping, k_unroll: int = 1) -> li
     so every name is checked before the network is asked about it.
     """
     out: list[Violation] = []
-
-    def consumers(tensor: str) -> tuple[str, ...]:
-        known = network.has_layer(tensor) or tensor == network.input.name
-        return network.consumers(tensor) if known else ()
-
-    def unknown_key(i: int, table: str, key: str, what: str = "layer") -> Violation:
-        return Violation("structure", f"no such {what} in the network", segment=i, layer=key,
-                         field=table)
-
     order = [layer.name for layer in network.layers]
     listed = [name for seg in mapping.segments for name in seg.layers]
     unknown = [n for n in listed if not network.has_layer(n)]
@@ -250,89 +241,106 @@ def check_structure(network: Network, mapping: Mapping, k_unroll: int = 1) -> li
         out.append(Violation("structure", "segments must cut the layer order into contiguous "
                              "runs in order", field="layers"))
         return out
-    T = network.timesteps
     for i, seg in enumerate(mapping.segments):
-        if not seg.layers:
-            out.append(Violation("structure", "empty segment", segment=i, field="layers"))
-            continue
-        layers = [network.layer(n) for n in seg.layers]
-        inside = set(seg.layers)
-        if not isinstance(seg.time_batch, int) or seg.time_batch < 1 or T % seg.time_batch:
-            out.append(Violation("divisor", f"time_batch {seg.time_batch} must divide T = {T} "
-                                 f"(one of {divisors(T)})", segment=i, field="time_batch"))
-            continue
-        max_n = min(lay.extent(seg.axis) for lay in layers)
-        if not 1 <= seg.tiles <= max_n:
-            out.append(Violation("range", f"tiles {seg.tiles} must be in 1..{max_n} (the "
-                                 f"smallest {seg.axis.value} extent in the segment)", segment=i,
-                                 field="tiles"))
-            continue
-        if seg.order is Order.SPACE_OUTER and (seg.tiles == 1 or seg.time_batch == T):
-            out.append(Violation("structure", "with one tile or Tb = T the order is "
-                                 "time_outer", segment=i, field="order"))
-        for key in seg.sub_tiles:
-            if not network.has_layer(key):
-                out.append(unknown_key(i, "sub_tiles", key))
-            elif key not in inside:
-                out.append(Violation("structure", "sub_tiles names a layer outside the segment",
-                                     segment=i, layer=key, field="sub_tiles"))
-        for key, wc in seg.weights.items():
-            if not network.has_layer(key):
-                out.append(unknown_key(i, "weights", key))
-            elif key not in inside or not network.layer(key).has_weights:
-                out.append(Violation("structure", "weights names a layer of this segment "
-                                     "without weights or outside it", segment=i, layer=key,
-                                     field="weights"))
-            elif not wc.resident:
-                k = network.layer(key).k
-                if wc.chunks < 1 or k % wc.chunks:
-                    out.append(Violation("divisor", f"chunks {wc.chunks} must divide K = {k}",
-                                         segment=i, layer=key, field="weights"))
-                elif wc.chunks > 1 and k // wc.chunks < k_unroll:
-                    out.append(Violation("range", f"K / chunks = {k // wc.chunks} is below "
-                                         f"the array's K unrolling {k_unroll}", segment=i,
-                                         layer=key, field="weights"))
-        for key, mode in seg.states.items():
-            if not network.has_layer(key):
-                out.append(unknown_key(i, "states", key))
-            elif key not in inside or not network.layer(key).stateful:
-                out.append(Violation("structure", "states names a layer of this segment "
-                                     "without state or outside it", segment=i, layer=key,
-                                     field="states"))
-            elif mode is StateMode.TILE_RESIDENT and not (
-                    seg.order is Order.SPACE_OUTER and seg.tiles > 1 and seg.time_batch < T):
-                out.append(Violation("structure", "tile_resident needs space_outer, tiles > 1 "
-                                     "and time_batch < T", segment=i, layer=key, field="states"))
-        for key in seg.activations:
-            if not network.has_layer(key):
-                out.append(unknown_key(i, "activations", key, "tensor"))
-            elif key not in inside or not any(c in inside for c in consumers(key)):
-                out.append(Violation("structure", "activations names a tensor not both made "
-                                     "and read in this segment", segment=i, layer=key,
-                                     field="activations"))
-        read_earlier = {src for lay in layers for src in lay.inputs if src not in inside}
-        for key, place in seg.inputs.items():
-            if not network.has_layer(key) and key != network.input.name:
-                out.append(unknown_key(i, "inputs", key, "tensor"))
-            elif key not in read_earlier:
-                out.append(Violation("structure", "inputs names a tensor this segment does "
-                                     "not read from an earlier segment", segment=i, layer=key,
-                                     field="inputs"))
-            elif key == network.input.name and place is Placement.ON_CHIP:
-                out.append(Violation("structure", "the network input always comes from DRAM",
-                                     segment=i, layer=key, field="inputs"))
-        for key in seg.halos:
-            if not network.has_layer(key) and key != network.input.name:
-                out.append(unknown_key(i, "halos", key, "tensor"))
-            elif key not in read_earlier and key not in seg.activations and not any(
-                    c in inside for c in consumers(key)):
-                out.append(Violation("structure", "halos names a tensor this segment does not "
-                                     "read", segment=i, layer=key, field="halos"))
-        for lay in layers:
-            m = seg.sub_tile(lay.name)
-            if not isinstance(m, int) or m < 1:
-                out.append(Violation("range", f"sub_tiles must be >= 1, got {m}", segment=i,
-                                     layer=lay.name, field="sub_tiles"))
+        out += segment_violations(network, i, seg, k_unroll)
+    return out
+
+
+def segment_violations(network: Network, i: int, seg: Segment, k_unroll: int = 1
+                       ) -> list[Violation]:
+    """The structural violations of segment ``i`` on its own (its layers must exist):
+    ranges, divisibility and the keys of its tables."""
+    out: list[Violation] = []
+
+    def consumers(tensor: str) -> tuple[str, ...]:
+        known = network.has_layer(tensor) or tensor == network.input.name
+        return network.consumers(tensor) if known else ()
+
+    def unknown_key(i: int, table: str, key: str, what: str = "layer") -> Violation:
+        return Violation("structure", f"no such {what} in the network", segment=i, layer=key,
+                         field=table)
+
+    T = network.timesteps
+    if not seg.layers:
+        out.append(Violation("structure", "empty segment", segment=i, field="layers"))
+        return out
+    layers = [network.layer(n) for n in seg.layers]
+    inside = set(seg.layers)
+    if not isinstance(seg.time_batch, int) or seg.time_batch < 1 or T % seg.time_batch:
+        out.append(Violation("divisor", f"time_batch {seg.time_batch} must divide T = {T} "
+                             f"(one of {excerpt(divisors(T))})", segment=i,
+                             field="time_batch"))
+    max_n = min(lay.extent(seg.axis) for lay in layers)
+    if not 1 <= seg.tiles <= max_n:
+        out.append(Violation("range", f"tiles {seg.tiles} must be in 1..{max_n} (the "
+                             f"smallest {seg.axis.value} extent in the segment)", segment=i,
+                             field="tiles"))
+    if seg.order is Order.SPACE_OUTER and (seg.tiles == 1 or seg.time_batch == T):
+        out.append(Violation("structure", "with one tile or Tb = T the order is "
+                             "time_outer", segment=i, field="order"))
+    for key in seg.sub_tiles:
+        if not network.has_layer(key):
+            out.append(unknown_key(i, "sub_tiles", key))
+        elif key not in inside:
+            out.append(Violation("structure", "sub_tiles names a layer outside the segment",
+                                 segment=i, layer=key, field="sub_tiles"))
+    for key, wc in seg.weights.items():
+        if not network.has_layer(key):
+            out.append(unknown_key(i, "weights", key))
+        elif key not in inside or not network.layer(key).has_weights:
+            out.append(Violation("structure", "weights names a layer of this segment "
+                                 "without weights or outside it", segment=i, layer=key,
+                                 field="weights"))
+        elif not wc.resident:
+            k = network.layer(key).k
+            if wc.chunks < 1 or k % wc.chunks:
+                out.append(Violation("divisor", f"chunks {wc.chunks} must divide K = {k}",
+                                     segment=i, layer=key, field="weights"))
+            elif wc.chunks > 1 and k // wc.chunks < k_unroll:
+                out.append(Violation("range", f"K / chunks = {k // wc.chunks} is below "
+                                     f"the array's K unrolling {k_unroll}", segment=i,
+                                     layer=key, field="weights"))
+    for key, mode in seg.states.items():
+        if not network.has_layer(key):
+            out.append(unknown_key(i, "states", key))
+        elif key not in inside or not network.layer(key).stateful:
+            out.append(Violation("structure", "states names a layer of this segment "
+                                 "without state or outside it", segment=i, layer=key,
+                                 field="states"))
+        elif mode is StateMode.TILE_RESIDENT and not (
+                seg.order is Order.SPACE_OUTER and seg.tiles > 1 and seg.time_batch < T):
+            out.append(Violation("structure", "tile_resident needs space_outer, tiles > 1 "
+                                 "and time_batch < T", segment=i, layer=key, field="states"))
+    for key in seg.activations:
+        if not network.has_layer(key):
+            out.append(unknown_key(i, "activations", key, "tensor"))
+        elif key not in inside or not any(c in inside for c in consumers(key)):
+            out.append(Violation("structure", "activations names a tensor not both made "
+                                 "and read in this segment", segment=i, layer=key,
+                                 field="activations"))
+    read_earlier = {src for lay in layers for src in lay.inputs if src not in inside}
+    for key, place in seg.inputs.items():
+        if not network.has_layer(key) and key != network.input.name:
+            out.append(unknown_key(i, "inputs", key, "tensor"))
+        elif key not in read_earlier:
+            out.append(Violation("structure", "inputs names a tensor this segment does "
+                                 "not read from an earlier segment", segment=i, layer=key,
+                                 field="inputs"))
+        elif key == network.input.name and place is Placement.ON_CHIP:
+            out.append(Violation("structure", "the network input always comes from DRAM",
+                                 segment=i, layer=key, field="inputs"))
+    for key in seg.halos:
+        if not network.has_layer(key) and key != network.input.name:
+            out.append(unknown_key(i, "halos", key, "tensor"))
+        elif key not in read_earlier and key not in seg.activations and not any(
+                c in inside for c in consumers(key)):
+            out.append(Violation("structure", "halos names a tensor this segment does not "
+                                 "read", segment=i, layer=key, field="halos"))
+    for lay in layers:
+        m = seg.sub_tile(lay.name)
+        if not isinstance(m, int) or m < 1:
+            out.append(Violation("range", f"sub_tiles must be >= 1, got {m}", segment=i,
+                                 layer=lay.name, field="sub_tiles"))
     return out
 
 
