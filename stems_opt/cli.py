@@ -163,7 +163,7 @@ def _validate(args: argparse.Namespace) -> int:
         print(f"{args.mapping}: valid, fits the global buffer")
     elif unfit_layers(problem):
         # Well formed, but some layer fits no tiling: the same verdict and words as solve.
-        print(f"{args.instance}: no mapping fits: {explain_infeasible(problem)}")
+        print(f"{args.instance}: infeasible: no mapping fits: {explain_infeasible(problem)}")
         return EXIT_INFEASIBLE
     return EXIT_OK
 

@@ -58,6 +58,7 @@ from stems_opt.network import (
     NeuronKind,
     StatePersistence,
     build_network,
+    layer_spec_issues,
 )
 from stems_opt.problem import KnownOptimum, Objective, Problem
 
@@ -422,7 +423,11 @@ def network_from_dict(doc: Any, file: str = "<network>") -> Network:
         issues.append(Issue("must be a list of layer names", field="outputs"))
         outputs = []
     if issues or input_tensor is None:
-        raise StemsInputError(issues).with_file(file)
+        # The layers' own mistakes come out too, though their shapes cannot be resolved.
+        issues += layer_spec_issues(layers, str(inp.get("name", NETWORK_INPUT)) if
+                                    isinstance(inp, AbcMapping) else NETWORK_INPUT,
+                                    defaults, T)
+        raise StemsInputError(issues or [Issue("invalid network")]).with_file(file)
     try:
         return build_network(str(d.get("name", Path(file).stem)), T, input_tensor, layers,
                              defaults, sp, blocks, [str(o) for o in outputs])
@@ -604,17 +609,17 @@ def load_instance(path: str | Path, objective: str | None = None) -> Problem:
     # The instance's own problems, then the network's and the hardware's: all at once.
     errors = StemsInputError(issues).with_file(file).issues
     network = hardware = None
-    net_file = hw_file = file
+    net_file = file
     try:
         network, net_file = part("network", load_network, network_from_dict)
     except StemsInputError as exc:
         errors += exc.with_file(file).issues
     try:
-        hardware, hw_file = part("hardware", load_hardware, hardware_from_dict)
+        hardware, _ = part("hardware", load_hardware, hardware_from_dict)
     except StemsInputError as exc:
         errors += exc.with_file(file).issues
     if network is not None and hardware is not None:
-        errors += magnitude_issues(network, hardware, net_file, hw_file)
+        errors += magnitude_issues(network, hardware, net_file)
     if errors:
         raise StemsInputError(errors)
     return Problem(network, hardware, obj, str(d.get("name", path.stem)), tuple(known), max_seg)

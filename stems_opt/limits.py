@@ -95,12 +95,12 @@ def worst_case_objective(network: Network, hardware: Hardware) -> tuple[int, int
     return traffic, traffic * per_bit + compute, name
 
 
-def magnitude_issues(network: Network, hardware: Hardware, network_file: str | None = None,
-                     hardware_file: str | None = None) -> list[Issue]:
+def magnitude_issues(network: Network, hardware: Hardware, network_file: str | None = None
+                     ) -> list[Issue]:
     """Problems with an instance whose worst-case objective leaves :data:`MAX_OBJECTIVE`.
 
-    Traffic beyond the limit is the network's (named at its largest layer);
-    energy beyond it, with traffic inside, is the hardware's energies'.
+    Both name the network's layer contributing most: energies are capped per
+    field, so a bound beyond the limit comes from the network's sizes.
     """
     traffic, energy, name = worst_case_objective(network, hardware)
     if traffic >= MAX_OBJECTIVE:
@@ -109,8 +109,10 @@ def magnitude_issues(network: Network, hardware: Hardware, network_file: str | N
                       "layer contributes most", file=network_file, layer=name,
                       field="loop_dims")]
     if energy >= MAX_OBJECTIVE:
-        return [Issue(f"energies too large for this network: a mapping may cost up to "
+        # Network sizes and energies both scale the bound; name the largest layer, and
+        # the hardware file whose energies it is multiplied by.
+        return [Issue(f"too large for the hardware's energies: a mapping may cost up to "
                       f"{energy:.3g} fJ, beyond the 2^53 ({MAX_OBJECTIVE:.3g}) fJ the solvers "
-                      "count exactly", file=hardware_file, layer="dram",
-                      field="read_pj_per_bit")]
+                      "count exactly; this layer contributes most", file=network_file,
+                      layer=name, field="loop_dims")]
     return []

@@ -467,6 +467,24 @@ def build_network(
                    outputs=tuple(outputs))
 
 
+def layer_spec_issues(specs: Sequence[Any], input_name: str, defaults: NetworkDefaults,
+                      timesteps: Any) -> list[Issue]:
+    """The problems of each layer spec that need no input shape (fields, types,
+    loop bounds, precisions, neurons): reported with the network's own problems
+    when those stop the shapes from being resolved."""
+    issues: list[Issue] = []
+    failed = {input_name}
+    for idx, spec in enumerate(specs):
+        lname = spec.get("name") if isinstance(spec, Mapping) else None
+        if not isinstance(lname, str) or not lname:
+            issues.append(Issue("every layer needs a string 'name'", layer=f"#{idx}", field="name"))
+            continue
+        # With every tensor "failed", each layer stops after its own checks.
+        _build_layer(lname, spec, {}, failed, defaults, timesteps, issues)
+        failed.add(lname)
+    return issues
+
+
 def _build_layer(
     lname: str,
     spec: Mapping[str, Any],
@@ -734,5 +752,5 @@ def most_chunks(k: int, k_unroll: int) -> int:
 __all__ = [
     "NETWORK_INPUT", "Axis", "Block", "InputTensor", "Layer", "LayerKind", "Network",
     "NetworkDefaults", "NeuronKind", "StatePersistence", "build_network", "divisors",
-    "most_chunks",
+    "layer_spec_issues", "most_chunks",
 ]
