@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from stems_opt.cost_model import (
     SegmentContext,
@@ -19,12 +20,17 @@ from stems_opt.errors import Issue, StemsInputError
 from stems_opt.mapping import Mapping, Segment, WeightChoice, check
 from stems_opt.network import Axis, most_chunks
 from stems_opt.problem import Objective, Problem
+from stems_opt.progress import Progress
 from stems_opt.result import Result, SolveStatus
+from stems_opt.stopping import INTERRUPTED, TIME_LIMIT, SearchStoppedError, Stop
+
+if TYPE_CHECKING:
+    from stems_opt.incumbents import BackgroundNamed
 
 EXACT_SOLVERS = ("cpsat", "highs")
-WARM_START_SCHEDULES = ("TB-LBL", "TB-F", "ST-F")
-FALLBACK_SHARE = 0.85
-"""Share of a time limit given to the search; the rest is kept for the named fallback."""
+FINISH_RESERVE_S = 0.3
+"""Seconds kept, at most, from a time limit for the work after the search (5 % of the
+limit when that is less): the best mapping over the columns found, its check and score."""
 MAX_FRAMES = 400
 """Frames handed to the MIP at most; the rest are covered by their bound."""
 MAX_OPTIONS_PER_FRAME = 400
@@ -78,25 +84,13 @@ def explain_infeasible(problem: Problem) -> str:
             "under the search-space limits")
 
 
-def _incumbent(problem: Problem, deadline: float | None = None) -> Result | None:
-    """The best named schedule whose segments all lie in the search space; with a
-    ``deadline`` (``time.perf_counter()`` value), no schedule is started after it."""
-    from stems_opt.heuristics import named_schedule
+def _incumbent(problem: Problem) -> Result | None:
+    """The best named schedule whose segments all lie in the search space."""
+    from stems_opt.incumbents import FALLBACK_SCHEDULES, named_in_space
 
-    cap = problem.max_segment_layers
-    best = None
-    for name in WARM_START_SCHEDULES:
-        if deadline is not None and time.perf_counter() > deadline:
-            break
-        if cap is not None and name == "ST-LBL" and len(problem.network.layers) > cap:
-            continue
-        r = named_schedule(problem, name)
-        if r.mapping is not None and cap is not None and any(
-                len(s.layers) > cap for s in r.mapping.segments):
-            continue
-        if r.feasible and (best is None or r.objective_value < best.objective_value):
-            best = r
-    return best
+    found = [r for r in (named_in_space(problem, name) for name in FALLBACK_SCHEDULES)
+             if r is not None]
+    return min(found, key=lambda r: r.objective_value, default=None)  # type: ignore
 
 
 def _frame_keys(problem: Problem, mapping: Mapping) -> list[tuple]:
@@ -107,41 +101,122 @@ def _frame_keys(problem: Problem, mapping: Mapping) -> list[tuple]:
 
 def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = None,
                   threads: int | None = None, seed: int = 0, warm_start: bool = True,
-                  **_: object) -> Result:
+                  stop: Stop | None = None, **_: object) -> Result:
     """Solve by lazily priced segment columns chained by a shortest path over
     segment boundaries (see :mod:`stems_opt.formulation.columns`); the frame
-    models are solved by ``solver``. When a time limit stops the search before
-    its proof, the best named schedule is the fallback mapping if it is better
-    (``warm_start``)."""
-    from stems_opt.formulation.backend import SolveOptions
+    models are solved by ``solver``.
+
+    ``time_limit_s`` is a wall-clock limit on everything (building, bounds,
+    pricing, the fallback). When it (or a request on ``stop``) ends the search
+    before its proof, the answer is the best mapping found with the proven
+    bound; with ``warm_start`` the named schedules, scored meanwhile in a
+    second process, are the fallback when better.
+    """
     from stems_opt.formulation.columns import ColumnSolver
-    from stems_opt.formulation.data import objective_constant
+    from stems_opt.incumbents import BackgroundNamed
 
     if solver not in EXACT_SOLVERS:
         raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
                                     f"{', '.join(EXACT_SOLVERS)})", field="solver"))
-    start = time.perf_counter()
+    caller_stop = stop is not None
+    stop = _stop_for(stop, time_limit_s)
+    # The named fallback matters only when the search may stop before its proof.
+    background = BackgroundNamed(problem) if warm_start and (
+        caller_stop or stop.deadline is not None) else None
+    try:
+        return _solve_columns(problem, solver, threads, seed, stop, background, ColumnSolver)
+    finally:
+        if background is not None:
+            background.close()
+
+
+def solve_and_score(problem: Problem, schedules: tuple[str, ...], solver: str = "cpsat",
+                    time_limit_s: float | None = None, threads: int | None = None,
+                    seed: int = 0, stop: Stop | None = None
+                    ) -> tuple[Result, dict[str, Result | str | None]]:
+    """The optimum (as :func:`solve_columns`) and the named ``schedules``, scored in a
+    second process meanwhile, all within ``time_limit_s``.
+
+    Returns the solve's result and, per schedule, its result, an error message,
+    or ``None`` when the time limit came first.
+    """
+    from stems_opt.formulation.columns import ColumnSolver
+    from stems_opt.heuristics import parse_schedule
+    from stems_opt.incumbents import FALLBACK_SCHEDULES, BackgroundNamed
+
+    for name in schedules:  # bad names are input errors before any work
+        parse_schedule(name, problem.network)
+    if solver not in EXACT_SOLVERS:
+        raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
+                                    f"{', '.join(EXACT_SOLVERS)})", field="solver"))
+    stop = _stop_for(stop, time_limit_s)
+    names = tuple(dict.fromkeys([*schedules, *FALLBACK_SCHEDULES]))
+    with BackgroundNamed(problem, names) as background:
+        result = _solve_columns(problem, solver, threads, seed, stop, background, ColumnSolver)
+        while not background.done() and not stop.expired() and background.alive():
+            time.sleep(0.02)
+        background.poll()
+        scored: dict[str, Result | str | None] = {
+            name: background.results.get(name, background.errors.get(name))
+            for name in schedules}
+    return result, scored
+
+
+def _named_offer(background: BackgroundNamed) -> tuple[float, str] | None:
+    best = background.best()
+    if best is None or best.objective_value is None:
+        return None
+    return best.objective_value, best.solver
+
+
+def _stop_for(stop: Stop | None, time_limit_s: float | None) -> Stop:
+    """``stop``, or a new one, with the time limit applied from now."""
+    if stop is None:
+        return Stop(time_limit_s)
+    if time_limit_s is not None:
+        own = stop.start + time_limit_s
+        stop.deadline = own if stop.deadline is None else min(stop.deadline, own)
+    return stop
+
+
+def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int, stop: Stop,
+                   background: BackgroundNamed | None, column_solver: type) -> Result:
+    from stems_opt.formulation.backend import SolveOptions
+    from stems_opt.formulation.data import objective_constant
+
+    start = stop.start
     objective = problem.objective
     scale = 1000.0 if objective is Objective.ENERGY else 1.0
     constant = objective_constant(problem)
-    backend = _backend(solver)
-    cs = ColumnSolver(problem, backend, SolveOptions(threads=threads, seed=seed))
-    build_s = time.perf_counter() - start
-    # Under a time limit a share is kept for the fallback: the best named schedule.
-    left = None if time_limit_s is None else max(0.1, FALLBACK_SHARE * time_limit_s - build_s)
-    mapping, model_value, model_bound = cs.solve(left)
-    stats = dict(cs.stats)
-    stats.update(model_build_s=build_s, solve_s=time.perf_counter() - start - build_s)
-    proven = mapping is not None and model_bound >= model_value
-    if time_limit_s is not None and warm_start and not proven and model_bound < math.inf:
-        # With a mapping in hand, schedules are scored only while the time limit allows.
-        fallback = _incumbent(problem, None if mapping is None else start + time_limit_s)
-        if fallback is not None and fallback.objective_value is not None:
-            fb_value = fallback.objective_value * scale - constant
-            assert model_bound <= fb_value * (1 + 1e-9), "a schedule beats the proven bound"
-            if fb_value < model_value:
-                mapping, model_value = fallback.mapping, fb_value
-                stats.update(incumbent=fallback.solver)
+    progress = Progress(objective.value, lambda v: (v + constant) / scale)
+    if background is not None:
+        progress.add_source(lambda: _named_offer(background))
+    stats: dict[str, float | str] = {}
+    with progress:
+        try:
+            cs = column_solver(problem, _backend(solver),
+                               SolveOptions(threads=threads, seed=seed, stop=stop),
+                               progress=progress)
+        except SearchStoppedError:
+            cs = None
+        build_s = time.perf_counter() - start
+        if cs is None:  # stopped while building: the cheapest valid bound
+            mapping, model_value, model_bound = None, math.inf, _quick_bound(problem)
+        else:
+            mapping, model_value, model_bound = cs.solve(_search_share(stop))
+            stats.update(cs.stats)
+        stats.update(model_build_s=build_s, solve_s=time.perf_counter() - start - build_s)
+        proven = mapping is not None and model_bound >= model_value
+        if background is not None and not proven and model_bound < math.inf:
+            fallback = _wait_for_named(background, stop, mapping is None)
+            if fallback is not None and fallback.objective_value is not None:
+                fb_value = fallback.objective_value * scale - constant
+                assert model_bound <= fb_value * (1 + 1e-9), "a schedule beats the proven bound"
+                if fb_value < model_value:
+                    mapping, model_value = fallback.mapping, fb_value
+                    stats.update(incumbent=fallback.solver)
+    if stop.reason is not None:
+        stats.update(stopped=stop.reason)
     runtime = time.perf_counter() - start
     if mapping is None:
         if model_bound == math.inf:
@@ -151,7 +226,8 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
         return Result(SolveStatus.UNKNOWN, solver, objective.value, runtime_s=runtime,
                       build_s=build_s, stats=stats,
                       bound=(model_bound + constant) / scale,
-                      message="the time limit came before any mapping was found")
+                      message=f"the search stopped ({stop.reason or 'no answer'}) before "
+                              "any mapping was found")
     violations = check(problem, mapping)
     assert not violations, f"solver returned an invalid mapping: {violations}"
     cost = evaluate(problem, mapping)
@@ -161,9 +237,48 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     # (an incumbent from the fallback is scored by the cost model itself)
     bound = min(value, (model_bound + constant) / scale)
     status = SolveStatus.OPTIMAL if bound >= value else SolveStatus.FEASIBLE
+    message = "" if status is SolveStatus.OPTIMAL or stop.reason is None else \
+        f"stopped by the {stop.reason}" if stop.reason == TIME_LIMIT else "interrupted"
     return Result(status, solver, objective.value, mapping=mapping, cost=cost,
                   objective_value=value, bound=bound, gap=0.0 if status is SolveStatus.OPTIMAL
-                  else _gap(value, bound), runtime_s=runtime, build_s=build_s, stats=stats)
+                  else _gap(value, bound), runtime_s=time.perf_counter() - start,
+                  build_s=build_s, stats=stats, message=message)
+
+
+def _search_share(stop: Stop) -> float | None:
+    """Seconds the search may use: the time left less what the answer needs after it
+    (the best mapping over the columns found, its check and its score)."""
+    left = stop.remaining_s()
+    if left is None:
+        return None
+    return max(0.0, left - min(FINISH_RESERVE_S, 0.05 * (stop.deadline - stop.start)))
+
+
+def _wait_for_named(background: BackgroundNamed, stop: Stop, have_none: bool) -> Result | None:
+    """The best named schedule arrived; with no mapping at all, wait for the first one
+    while the deadline allows (never after a stop request)."""
+    best = background.best()
+    while best is None and have_none and stop.reason != INTERRUPTED:
+        left = stop.remaining_s()
+        if left is not None and left <= 0:
+            break
+        if not background.alive():
+            break
+        time.sleep(0.02)
+        best = background.best()
+    return best
+
+
+def _quick_bound(problem: Problem) -> float:
+    """A lower bound in model units (objective constant excluded) that needs no
+    search: the compulsory traffic, at the cheaper DRAM rate for energy."""
+    bits = compulsory_traffic_bits(problem.network)
+    if problem.objective is not Objective.ENERGY:
+        return float(bits)
+    from stems_opt.formulation.data import make_context
+
+    rates = make_context(problem).rates
+    return float(bits) * min(rates.read_fj_per_bit, rates.write_fj_per_bit)
 
 
 def _backend(solver: str) -> Callable[..., object]:
@@ -179,7 +294,8 @@ def _backend(solver: str) -> Callable[..., object]:
 def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = None,
                 threads: int | None = None, seed: int = 0, warm_start: bool = True,
                 max_frames: int | None = MAX_FRAMES,
-                max_options_per_frame: int | None = MAX_OPTIONS_PER_FRAME) -> Result:
+                max_options_per_frame: int | None = MAX_OPTIONS_PER_FRAME,
+                stop: Stop | None = None) -> Result:
     """Solve the joint MIP to a proven optimum (or the best mapping, bound and gap).
 
     Steps: an incumbent from the named schedules (warm start and upper
@@ -220,7 +336,7 @@ def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | N
     hint = encode_hint(data, variables, named.mapping) if named is not None else None
     build_s = time.perf_counter() - start - heuristic_s
     remaining = None if time_limit_s is None else max(0.1, time_limit_s - heuristic_s - build_s)
-    opts = SolveOptions(time_limit_s=remaining, threads=threads, seed=seed)
+    opts = SolveOptions(time_limit_s=remaining, threads=threads, seed=seed, stop=stop)
     if solver == "cpsat":
         from stems_opt.formulation.cpsat import solve_cpsat
 
@@ -304,7 +420,8 @@ METHODS: dict[str, Callable[..., Result]] = {"columns": solve_columns, "monolith
 def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = None,
           threads: int | None = None, seed: int = 0, warm_start: bool = True,
           method: str = "columns", max_frames: int | None = MAX_FRAMES,
-          max_options_per_frame: int | None = MAX_OPTIONS_PER_FRAME) -> Result:
+          max_options_per_frame: int | None = MAX_OPTIONS_PER_FRAME,
+          stop: Stop | None = None) -> Result:
     """Solve ``problem`` with ``solver`` (``cpsat`` or ``highs``).
 
     ``method`` is ``columns`` (:func:`solve_columns`, the default: segment
@@ -312,6 +429,12 @@ def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = 
     (:func:`solve_exact`: one MIP over every frame and option, warm-started
     from the named schedules; ``max_frames`` and ``max_options_per_frame``
     cap it, frames left out are covered by their bound). Both are exact.
+
+    ``time_limit_s`` bounds the wall-clock time of the whole call (plus a
+    small margin, see ``docs/solver.md``). ``stop`` lets the caller end the
+    search early from another thread or a signal handler
+    (:meth:`stems_opt.stopping.Stop.request`); the answer is then the best
+    mapping found, with its bound and gap.
     """
     if solver not in SOLVERS:
         raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
@@ -321,7 +444,7 @@ def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = 
                                     f"{', '.join(METHODS)})", field="method"))
     return METHODS[method](problem, solver=solver, time_limit_s=time_limit_s, threads=threads,
                            seed=seed, warm_start=warm_start, max_frames=max_frames,
-                           max_options_per_frame=max_options_per_frame)
+                           max_options_per_frame=max_options_per_frame, stop=stop)
 
 
 def lower_bound_bits(problem: Problem) -> int:

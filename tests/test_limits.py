@@ -1,172 +1,272 @@
-"""The input limits of ``stems_opt/limits.py`` and the work bounds behind them.
-
-- The worst-case objective is an *upper* bound: no mapping of a brute-forced
-  space exceeds it (traffic, and energy in fJ).
-- An instance just inside the 2^53 limit solves exactly with both backends;
-  one just outside is refused by the loader.
-- Work does not grow with a dimension's value: divisors and chunk counts come
-  from trial division up to the square root, and the greedy tries a bounded
-  number of tile counts on a map of many rows.
-"""
+"""Limits a user can trust: the wall-clock time limit, Ctrl-C and SIGTERM, progress
+lines, option checks, exit codes of crashes and closed pipes."""
 
 from __future__ import annotations
 
-import itertools
+import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from stems_opt.hardware import ComputeArray, Hardware, MemoryLevel
-from stems_opt.network import InputTensor, build_network, divisors, most_chunks
-from stems_opt.problem import Objective, Problem
+from stems_opt.cli import EXIT_INFEASIBLE, EXIT_INPUT, EXIT_INTERNAL, main
+from stems_opt.io import load_instance, load_mapping
+from stems_opt.solvers import solve
+from stems_opt.stopping import INTERRUPTED, TIME_LIMIT, Stop
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from brute_force import SegmentScorer, Space  # noqa: E402
-
-
-def _hardware(dram_pj: float = 10.0, gb_bits: int = 10**6) -> Hardware:
-    return Hardware("hw", MemoryLevel("dram", None, dram_pj, 1.2 * dram_pj),
-                    MemoryLevel("gb", gb_bits, 0.5, 0.7), ComputeArray({"K": 2}, 0.1, 0.2, 0.3))
+TINY = ROOT / "tests" / "data" / "tiny"
+RED_LIF = ROOT / "instances" / "red_lif_1mb.yaml"
+SEW18 = ROOT / "instances" / "sew_resnet18_1mb.yaml"
+MARGIN_S = 0.5
+"""The documented overrun allowed beyond a time limit: 10 % of it plus this."""
 
 
-WORST_CASE_NETWORKS = {
-    # One conv: weights, state, the network input's windows and the output write.
-    "conv": (2, InputTensor("input", 2, 4, 3, 2),
-             [{"name": "c1", "type": "conv", "inputs": ["input"],
-               "loop_dims": {"K": 4, "FY": 3, "FX": 3}}]),
-    # Two convs: an activation written to and read back from DRAM, window by window.
-    "chain": (2, InputTensor("input", 1, 3, 2, 1),
-              [{"name": "c1", "type": "conv", "inputs": ["input"],
-                "loop_dims": {"K": 2, "FY": 3, "FX": 1}},
-               {"name": "c2", "type": "conv", "inputs": ["c1"],
-                "loop_dims": {"K": 2, "FY": 3, "FX": 1}, "neuron": "none"}]),
-}
+def _cli(*argv: str, **kw: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "stems_opt.cli", *argv], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            cwd=ROOT, **kw)  # type: ignore[call-overload]
 
 
-@pytest.mark.parametrize("name", sorted(WORST_CASE_NETWORKS))
-def test_worst_case_objective_bounds_every_mapping(name: str) -> None:
-    """No mapping of the whole space (420 and 20,448 mappings) costs more than the bound.
+# --- the time limit ----------------------------------------------------------------------
 
-    Mutations that make this fail: reading each input once instead of ``E``
-    times (conv: bound 4,800 < worst mapping 4,944 bits), or streaming the
-    weights ``T`` times instead of ``T * E`` (bound 3,360).
-    """
-    from stems_opt.formulation.data import objective_constant
-    from stems_opt.limits import worst_case_objective
-
-    T, inp, layers = WORST_CASE_NETWORKS[name]
-    problem = Problem(build_network(name, T, inp, layers), _hardware())
-    space, scorer = Space(problem), SegmentScorer(problem)
-    most_bits = most_fj = 0
-    for runs, idx in space.valid_walk():
-        bits, memory_fj, _peak = scorer.mapping(space, runs, idx)[:3]
-        most_bits, most_fj = max(most_bits, bits), max(most_fj, memory_fj)
-    traffic, energy, _ = worst_case_objective(problem.network, problem.hardware)
-    assert most_bits <= traffic
-    assert most_fj + objective_constant(problem.with_objective(Objective.ENERGY)) <= energy
-    # Not vacuous: the worst mapping comes within 5 % of the bound.
-    assert most_bits >= 0.95 * traffic
+def test_time_limit_is_wall_clock() -> None:
+    """RED-LIF for energy needs seconds to prove; a 1 s limit returns within the margin
+    with the best mapping found, its bound and gap (never 'optimal' without proof)."""
+    solve(load_instance(TINY / "inst.yaml"))  # imports done: the clock measures the solve
+    problem = load_instance(RED_LIF, "energy")
+    limit = 1.0
+    t0 = time.perf_counter()
+    r = solve(problem, time_limit_s=limit)
+    wall = time.perf_counter() - t0
+    assert wall <= limit * 1.1 + MARGIN_S, wall
+    assert r.bound is not None and r.bound > 0
+    if r.status.value == "optimal":
+        assert r.gap == 0.0 and r.bound == r.objective_value
+    else:
+        assert r.stats.get("stopped") == TIME_LIMIT
+        if r.mapping is not None:
+            assert r.gap is not None and r.gap > 0
+            assert r.bound < r.objective_value
 
 
-def _edge_problem(k: int) -> Problem:
-    """A conv whose worst-case energy sits near 2^53 fJ: DRAM at the 1e6 pJ/bit cap."""
-    net = build_network("edge", 2, InputTensor("input", 64, 8, 8, 1),
-                        [{"name": "c1", "type": "conv", "inputs": ["input"],
-                          "loop_dims": {"K": k, "FY": 3, "FX": 3}}])
-    hw = Hardware("edge", MemoryLevel("dram", None, 1e6, 1e6),
-                  MemoryLevel("gb", 200_000, 1e3, 1e3), ComputeArray({"K": 4}, 1e3, 1e3, 1e3))
-    return Problem(net, hw, Objective.ENERGY)
+def test_stop_request_from_another_thread_returns_best_so_far() -> None:
+    """An embedding program stops the search with ``Stop.request``; the answer is a
+    checked mapping with a bound at most its value."""
+    import threading
+
+    problem = load_instance(RED_LIF, "energy")
+    stop = Stop()
+    threading.Timer(1.5, stop.request).start()
+    r = solve(problem, stop=stop)
+    assert stop.reason == INTERRUPTED
+    assert r.stats.get("stopped") == INTERRUPTED or r.status.value == "optimal"
+    if r.mapping is not None:
+        assert r.bound is not None and r.bound <= r.objective_value
 
 
-def test_instance_at_the_limit_solves_exactly_with_both_backends() -> None:
-    from stems_opt.cost_model import evaluate
-    from stems_opt.limits import MAX_OBJECTIVE, magnitude_issues, worst_case_objective
-    from stems_opt.solvers import solve
+def test_stop_before_the_search_keeps_the_compulsory_bound() -> None:
+    """Stopped at once: no mapping, the bound is the compulsory traffic."""
+    from stems_opt.cost_model import compulsory_traffic_bits
 
-    inside, outside = _edge_problem(220), _edge_problem(224)
-    energy_in = worst_case_objective(inside.network, inside.hardware)[1]
-    energy_out = worst_case_objective(outside.network, outside.hardware)[1]
-    assert 2**52.9 < energy_in < MAX_OBJECTIVE <= energy_out
-    assert magnitude_issues(inside.network, inside.hardware) == []
-    issues = magnitude_issues(outside.network, outside.hardware, "net.yaml")
-    assert len(issues) == 1 and issues[0].layer == "c1" and "2^53" in issues[0].message
-    values = []
+    problem = load_instance(SEW18, "traffic")
+    stop = Stop()
+    stop.request()
+    r = solve(problem, stop=stop, warm_start=False)
+    assert r.mapping is None and r.status.value == "unknown"
+    assert r.bound == compulsory_traffic_bits(problem.network)
+
+
+# --- Ctrl-C and SIGTERM ------------------------------------------------------------------
+
+def _wait_for_progress(proc: subprocess.Popen[str]) -> str:
+    """Block until the first progress line (the search is running)."""
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert line.startswith("stems-opt: ") and "bound" in line, line
+    return line
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_with_best_mapping(signum: int, tmp_path: Path) -> None:
+    """One signal mid-solve: the best mapping so far is printed with its bound and gap,
+    written to --out, and the exit code is 128 + the signal number."""
+    out = tmp_path / "best.yaml"
+    out.write_text("old\n")
+    proc = _cli("solve", str(RED_LIF), "--objective", "energy", "--json", "--out", str(out))
+    _wait_for_progress(proc)
+    time.sleep(0.5)
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr
+    doc = json.loads(stdout)
+    assert doc["status"] in ("feasible", "optimal")
+    assert doc["bound"] <= doc["objective_value"]
+    mapping = load_mapping(out)  # the whole file, a valid mapping
+    assert [s.layers for s in mapping.segments] == [tuple(s["layers"])
+                                                   for s in doc["mapping"]["segments"]]
+
+
+def test_second_signal_exits_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first Ctrl-C asks the search to stop; a second one exits with 130 at once,
+    before anything is written."""
+    from stems_opt import cli
+
+    exits: list[int] = []
+    monkeypatch.setattr(cli.os, "_exit", exits.append)
+    signals = cli._Signals()
+    signals.stop = Stop()
+    signals.handle(signal.SIGINT, None)
+    assert signals.stop.reason == INTERRUPTED and exits == []
+    signals.handle(signal.SIGINT, None)
+    assert exits == [130]
+    assert signals.exit_code(0) == 130
+
+
+def test_ctrl_c_outside_a_search_is_a_clean_exit() -> None:
+    """Without a search to stop, Ctrl-C ends the command (exit 130, no traceback)."""
+    from stems_opt import cli
+
+    signals = cli._Signals()
+    with pytest.raises(KeyboardInterrupt):
+        signals.handle(signal.SIGINT, None)
+    assert signals.exit_code(2) == 130
+
+
+# --- progress ----------------------------------------------------------------------------
+
+def test_progress_on_stderr_json_alone_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["solve", str(SEW18), "--json", "--time-limit", "60"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    json.loads(out)  # stdout is one document
+    lines = [ln for ln in err.splitlines() if ln]
+    assert lines and all(ln.startswith("stems-opt: ") for ln in lines)
+    last = lines[-1]
+    assert "bound 99.576 Mbit" in last and "gap 0.00%" in last, last
+
+
+def test_quiet_silences_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["solve", str(SEW18), "--quiet"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and err == ""
+    assert "status: optimal" in out
+
+
+# --- options -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("argv", "fragment"), [
+    (["--time-limit", "0"], "--time-limit"),
+    (["--time-limit", "-1"], "--time-limit"),
+    (["--time-limit", "nan"], "--time-limit"),
+    (["--time-limit", "inf"], None),  # 'inf' means no limit, like 'none'
+    (["--threads", "0"], "--threads"),
+    (["--threads", "-1"], "--threads"),
+    (["--threads", "x"], "--threads"),
+    (["--seed", "-1"], "--seed"),
+    (["--seed", str(2**31)], "--seed"),
+    (["--out", ""], "--out"),
+])
+def test_search_options_checked(argv: list[str], fragment: str | None,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    inst = str(TINY / "inst.yaml")
+    if fragment is None:
+        assert main(["solve", inst, "--quiet", *argv]) == 0
+        return
+    with pytest.raises(SystemExit) as exc:
+        main(["solve", inst, *argv])
+    assert exc.value.code == EXIT_INPUT
+    err = capsys.readouterr().err
+    assert fragment in err and "Traceback" not in err
+
+
+def test_threads_auto_and_largest_seed_are_honoured(capsys: pytest.CaptureFixture[str]) -> None:
+    inst = str(TINY / "inst.yaml")
     for solver in ("cpsat", "highs"):
-        result = solve(inside, solver=solver)
-        assert result.status.value == "optimal", (solver, result.message)
-        assert result.objective_value == evaluate(inside, result.mapping).total_energy_pj
-        values.append(result.objective_value)
-    assert values[0] == values[1]
+        assert main(["solve", inst, "--quiet", "--solver", solver, "--threads", "auto",
+                     "--seed", str(2**31 - 1)]) == 0
+        assert "status: optimal" in capsys.readouterr().out
 
 
-def test_divisors_and_chunks_by_trial_division() -> None:
-    for n in (1, 12, 720720, 2**31 - 1):
-        small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
-        assert divisors(n) == sorted(set(small + [n // d for d in small]))
-    # Brute force: the most chunks c with c | K and K / c >= the K unrolling.
-    for k in range(1, 200):
-        for ku in range(1, 24):
-            expect = max((c for c in range(1, k + 1) if k % c == 0 and k // c >= ku), default=1)
-            assert most_chunks(k, ku) == expect, (k, ku)
-    # K = 10^9 took 55 s counting to K; trial division stops at 31,623.
-    assert most_chunks(10**9, 3) == 10**9 // 4
-    assert most_chunks(2**31 - 1, 2) == 1  # a prime: one chunk of all of K
+@pytest.mark.parametrize("argv", [["evaluate", "--schedule", ""], ["compare", "--schedules", ","]])
+def test_empty_names_refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    command, *rest = argv
+    try:
+        rc = main([command, str(TINY / "inst.yaml"), *rest])
+    except SystemExit as exc:
+        rc = exc.code  # type: ignore[assignment]
+    assert rc == EXIT_INPUT
+    assert "Traceback" not in capsys.readouterr().err
 
 
-def test_count_candidates_exhaustive_up_to_256_then_geometric() -> None:
-    from stems_opt.heuristics.named import EXHAUSTIVE_COUNTS, count_candidates
+# --- exit codes --------------------------------------------------------------------------
 
-    assert EXHAUSTIVE_COUNTS == 256  # every bundled network's extents are below it
-    for limit in (1, 7, 112, 256):
-        assert list(count_candidates(limit)) == list(range(1, limit + 1))
-    grid = list(count_candidates(10_000))
-    assert grid[:16] == list(range(1, 17)) and grid[-1] == 10_000
-    assert grid == sorted(set(grid)) and len(grid) <= 50
-    assert all(b <= 1.25 * a + 1 for a, b in itertools.pairwise(grid))
+def test_internal_error_has_its_own_code(monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A bug exits 4 with one line (never 1, which means 'no mapping fits'); --debug
+    adds the traceback."""
+    import stems_opt.solvers
 
+    def broken(*_: object, **__: object) -> None:
+        raise ValueError("x" * 10_000)
 
-def test_named_schedule_on_a_tall_map_tries_few_tile_counts(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """TB-F on a 2 x 400 x 8 map: at most 35 distinct tile counts, not 400.
-
-    (A 2 x 2000 x 8 map tried all 2,000 in 102 s before; 38 in 4 s now.)
-    """
-    from stems_opt.heuristics import named, named_schedule
-
-    net = build_network("tall", 1, InputTensor("input", 2, 400, 8, 1),
-                        [{"name": "c1", "type": "conv", "inputs": ["input"],
-                          "loop_dims": {"K": 2, "FY": 3, "FX": 3}},
-                         {"name": "c2", "type": "conv", "inputs": ["c1"],
-                          "loop_dims": {"K": 2, "FY": 3, "FX": 3}}])
-    problem = Problem(net, _hardware(gb_bits=4096))
-    tried: set[int] = set()
-    fit = named._Scorer.fit
-
-    def counting_fit(self: object, seg: object, ctx: object) -> object:
-        tried.add(seg.tiles)  # type: ignore[attr-defined]
-        return fit(self, seg, ctx)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(named._Scorer, "fit", counting_fit)
-    result = named_schedule(problem, "TB-F")
-    assert result.feasible
-    assert tried <= set(named.count_candidates(400)) and len(tried) <= 35
+    monkeypatch.setattr(stems_opt.solvers, "solve", broken)
+    assert main(["solve", str(TINY / "inst.yaml")]) == EXIT_INTERNAL
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: ValueError" in err and len(err) < 400
+    assert main(["solve", str(TINY / "inst.yaml"), "--debug"]) == EXIT_INTERNAL
+    assert "Traceback" in capsys.readouterr().err
 
 
-def test_evaluate_with_a_billion_output_channels_finishes(tmp_path: Path) -> None:
-    # The timeout only guards against a hang (the loop to K took 55-140 s).
-    net = tmp_path / "net.yaml"
-    net.write_text("name: wide\ntimesteps: 1\ninput: {channels: 1, height: 2, width: 2}\n"
-                   "layers:\n  - {name: c1, type: conv, inputs: [input], "
-                   "loop_dims: {K: 1000000000}}\n")
+def test_closed_pipe_keeps_the_exit_code(tmp_path: Path) -> None:
+    """``solve <infeasible> | head`` exits 1 (infeasible), not 0, when the reader is gone."""
+    hw = tmp_path / "hw.yaml"
+    hw.write_text((TINY / "hw.yaml").read_text().replace("size: 4096", "size: 64"))
+    (tmp_path / "net.yaml").write_text((TINY / "net.yaml").read_text())
     inst = tmp_path / "inst.yaml"
-    inst.write_text(f"network: {net}\nhardware: {ROOT / 'tests/data/tiny/hw.yaml'}\n")
-    proc = subprocess.run([sys.executable, "-m", "stems_opt.cli", "evaluate", str(inst),
-                           "--schedule", "TB-F"], capture_output=True, text=True, timeout=60,
-                          cwd=ROOT)
+    inst.write_text("network: net.yaml\nhardware: hw.yaml\n")
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)  # the reader is gone before anything is written
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "stems_opt.cli", "solve", str(inst),
+                           "--quiet"], stdout=write_fd, stderr=subprocess.PIPE, text=True,
+                          env=env, timeout=60, check=False)
+    os.close(write_fd)
+    assert proc.returncode == EXIT_INFEASIBLE, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert proc.returncode == 1 and "DOES NOT FIT" in proc.stdout  # 4e9 weight bits
+
+
+def test_parse_time_limit() -> None:
+    from stems_opt.stopping import parse_time_limit
+
+    assert parse_time_limit("2.5") == 2.5
+    assert parse_time_limit("none") is None
+    for bad in ("0", "-1", "nan", "-inf"):
+        with pytest.raises(ValueError):
+            parse_time_limit(bad)
+    assert not math.isnan(parse_time_limit("1e3") or 0)
+
+
+def test_backends_take_every_seed_the_cli_accepts() -> None:
+    """Both backends accept seeds 0..2^31-1 (the CLI's range); HiGHS refusing one is an
+    error, never a silently dropped seed."""
+    from stems_opt.formulation.backend import SolveOptions
+    from stems_opt.formulation.cpsat import solve_cpsat
+    from stems_opt.formulation.highs import solve_highs
+    from stems_opt.formulation.model import LinearModel
+
+    lm = LinearModel()
+    a, b = lm.var("a", 3), lm.var("b", 2)
+    lm.rows.append(("cover", [a, b], [1, 1], 1, 2))  # pick at least one: b alone costs 2
+    for seed in (0, 2**31 - 1):
+        for backend in (solve_cpsat, solve_highs):
+            assert backend(lm, SolveOptions(seed=seed)).objective == 2.0
+    with pytest.raises(ValueError, match="seed"):
+        solve_highs(lm, SolveOptions(seed=-1))

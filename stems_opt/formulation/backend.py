@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from stems_opt.stopping import Stop
+
 
 @dataclass(frozen=True)
 class SolveOptions:
@@ -13,6 +15,7 @@ class SolveOptions:
     time_limit_s: float | None = None
     threads: int | None = None
     seed: int = 0
+    stop: Stop | None = None  # a deadline or stop request that cancels the solve
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,8 @@ from stems_opt.mapping import (
 )
 from stems_opt.network import Axis
 from stems_opt.problem import Objective, Problem
+from stems_opt.progress import Progress
+from stems_opt.stopping import SearchStoppedError, Stop
 
 LOG = logging.getLogger("stems_opt.columns")
 LOCAL_LIMIT_S = 2.0
@@ -140,7 +142,7 @@ class ColumnSolver:
     """Lazy column pricing and the master MIP for one problem."""
 
     def __init__(self, problem: Problem, backend: Backend, options: SolveOptions,
-                 master_mip: bool = False):
+                 master_mip: bool = False, progress: Progress | None = None):
         self.master_mip = master_mip  # the master as a MIP of the backend, not a path
         self._groups: dict[tuple, list[Column]] | None = None
         self._transitions: dict[tuple, list[tuple]] = {}
@@ -156,15 +158,18 @@ class ColumnSolver:
         self.producer = {self.net.input.name: -1, **index}
         self.last_consumer = {t: max(index[c] for c in self.net.consumers(t))
                               for t in [self.net.input.name, *index] if self.net.consumers(t)}
+        self.stop = options.stop or Stop()
+        self.progress = progress
         self.specs: dict[tuple[int, int], list[FrameKey]] = {}
-        for spec in frame_specs(problem):
+        for i, spec in enumerate(frame_specs(problem)):
+            if i % 4096 == 0:
+                self.stop.check()
             self.specs.setdefault((spec[0], spec[1]), []).append(spec)
         self.frame_cache: dict[FrameKey, Frame | None] = {}
         self.spec_bounds: dict[FrameKey, float] = {}
         self.cap_bounds: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self.cheapest: dict[tuple, float] = {}
         self.columns: list[Column] = []
-        self.deadline: float | None = None
         self.stats = {"frames_built": 0, "local_solves": 0, "frames_direct": 0,
                       "master_solves": 0, "columns": 0, "columns_priced": 0,
                       "variables": 0, "constraints": 0}
@@ -177,6 +182,7 @@ class ColumnSolver:
                       rates.gb_write_fj_per_bit) if energy else (1, 1, 0, 0)
         T = self.net.timesteps
         for (first, last), specs in self.specs.items():
+            self.stop.check()  # building every column can take seconds on deep networks
             # The full time batch in one tile has the least cheap bound of any frame of the
             # interval, and one tile the fewest GB operand accesses.
             ones = [s for s in specs if s[2] == T and s[4] == 1]
@@ -270,10 +276,11 @@ class ColumnSolver:
         the column's bound rose."""
         if col.tight:
             return False
-        col.tight = True
+        self.stop.check()
         budget, written, _, whole = self._sig_parts(col)
         if budget <= 0:  # the tensors kept whole alone fill the buffer
-            col.exact, col.value = True, None
+            col.tight = col.exact = True
+            col.value = None
             return True
         extra = self._extra(col.first, col.last, col.sig)
         groups: dict[tuple, list[int]] = {}
@@ -281,6 +288,7 @@ class ColumnSolver:
             groups.setdefault((spec[2], spec[3], spec[5]), []).append(spec[4])
         best = math.inf
         for (tb, axis, order), tiles in groups.items():
+            self.stop.check()  # the column stays at its cheap bound, still valid
             key = (col.first, col.last, tb, axis, order, budget, written, whole)
             got = self.cap_bounds.get(key)
             if got is None:
@@ -295,6 +303,7 @@ class ColumnSolver:
                 col.frame_bounds[spec] = bound
                 col.frame_slack[spec] = int(slack)
                 best = min(best, bound)
+        col.tight = True
         if best == math.inf:  # no frame fits its own transient buffers
             col.exact, col.value = True, None
             return True
@@ -421,9 +430,8 @@ class ColumnSolver:
         # The largest frame MIP solved, for the benchmark.
         self.stats["variables"] = max(self.stats["variables"], len(lm.names))
         self.stats["constraints"] = max(self.stats["constraints"], len(lm.rows))
-        limit = limit_s if self.deadline is None else \
-            max(0.05, min(limit_s, self.deadline - time.perf_counter()))
-        ans = self.backend(lm, SolveOptions(time_limit_s=limit, threads=self.options.threads,
+        ans = self.backend(lm, SolveOptions(time_limit_s=self.stop.limit_s(limit_s),
+                                            threads=self.options.threads, stop=self.stop,
                                             seed=self.options.seed), None)
         if ans.status == "infeasible":
             return None
@@ -440,7 +448,7 @@ class ColumnSolver:
 
     def _price_frame(self, col: Column, spec: FrameKey, best: float, extra: float) -> bool:
         """Solve one frame of ``col``; ``False`` when the deadline stops the pricing."""
-        if self.deadline is not None and time.perf_counter() > self.deadline:
+        if self.stop.expired():
             col.bound = max(col.bound, min(best, self._spec_bound(spec) + extra,
                                            *col.unproven.values()))
             return False
@@ -487,6 +495,10 @@ class ColumnSolver:
         for spec in specs:
             if col.frame_bounds[spec] + extra >= best:
                 break
+            if self.stop.expired():  # specs come in bound order: the rest are worth more
+                col.bound = max(col.bound, min(best, col.frame_bounds[spec] + extra,
+                                               *col.unproven.values()))
+                return
             if spec in col.tried:
                 continue
             if col.frame_slack[spec] >= 0:
@@ -682,22 +694,24 @@ class ColumnSolver:
         self.stats["master_solves"] += 1
         return sorted(chosen, key=lambda c: c.first), value, value, True
 
-    def solve(self, time_limit_s: float | None) -> tuple[Mapping | None, float, float]:
-        """Price and re-solve until the master uses exact columns only.
+    def solve(self, time_limit_s: float | None = None
+              ) -> tuple[Mapping | None, float, float]:
+        """Price and re-solve until the master uses exact columns only, or until
+        ``self.stop`` fires (or ``time_limit_s`` passes, when given).
 
         Returns the best mapping found (or ``None``), its value in model units
         (``inf`` when none), and a proven lower bound.
         """
-        start = time.perf_counter()
-        self.deadline = None if time_limit_s is None else start + time_limit_s
+        local_end = None if time_limit_s is None else time.perf_counter() + time_limit_s
         lower = 0.0
 
-        def left() -> float | None:
-            return None if time_limit_s is None else time_limit_s - (time.perf_counter() - start)
+        def stopped() -> bool:
+            return self.stop.expired() or (local_end is not None
+                                           and time.perf_counter() >= local_end)
 
-        while left() is None or left() > 0:
+        while not stopped():
             try:
-                res = self.master(time_limit_s=left()) if self.master_mip \
+                res = self.master(time_limit_s=self.stop.limit_s(None)) if self.master_mip \
                     else self.master_path()
             except _MasterStoppedError as stop:  # the deadline came during the master solve
                 lower = max(lower, stop.bound or 0.0)
@@ -706,6 +720,7 @@ class ColumnSolver:
                 return None, math.inf, math.inf  # no cover at all: infeasible
             chosen, value, bound, optimal = res
             lower = max(lower, bound)
+            self._report(lower)
             LOG.debug("master %.0f (bound %.0f), %d of %d columns priced", value, bound,
                       self.stats["columns_priced"], len(self.columns))
             pending = [c for c in chosen if not c.exact]
@@ -715,22 +730,41 @@ class ColumnSolver:
                 break
             for c in pending:
                 self.touch(c)
-            if sum(self.tighten(c) for c in pending):
-                continue  # bounds rose: ask the master again before pricing anything
-            for col in pending:
-                self.price(col)
-                remaining = left()
-                if remaining is not None and remaining <= 0:
-                    break
+            try:
+                if sum([self.tighten(c) for c in pending]):
+                    continue  # bounds rose: ask the master again before pricing anything
+                for col in pending:
+                    self.price(col)
+                    if stopped():
+                        break
+            except SearchStoppedError:
+                break
+        res = self.incumbent()
+        if res is None:
+            return None, math.inf, lower
+        chosen, value = res
+        return self.mapping_of(chosen), value, min(lower, value)
+
+    def incumbent(self) -> tuple[list[Column], float] | None:
+        """The best mapping over the segments found so far and its value, or ``None``."""
         try:
             res = self.master(exact_only=True, time_limit_s=10.0) if self.master_mip \
                 else self.master_path(exact_only=True)
         except _MasterStoppedError:
             res = None
-        if res is None:
-            return None, math.inf, lower
-        chosen, value, _, _ = res
-        return self.mapping_of(chosen), value, min(lower, value)
+        return None if res is None else (res[0], res[1])
+
+    def _report(self, bound: float) -> None:
+        """Tell the progress reporter the bound, and the incumbent when a report is due
+        (finding the incumbent is a pass over every column, so not at every step)."""
+        if self.progress is None:
+            return
+        incumbent = None
+        if self.progress.due():
+            found = self.incumbent()
+            incumbent = None if found is None else found[1]
+        self.progress.update(bound=bound, incumbent=incumbent,
+                             columns_priced=self.stats["columns_priced"])
 
     def mapping_of(self, chosen: list[Column]) -> Mapping:
         """The mapping of exact columns."""

@@ -6,6 +6,7 @@ import math
 
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
 from stems_opt.formulation.model import LinearModel
+from stems_opt.stopping import run_stoppable
 
 
 def solve_cpsat(lm: LinearModel, options: SolveOptions,
@@ -34,11 +35,12 @@ def solve_cpsat(lm: LinearModel, options: SolveOptions,
     p.absolute_gap_limit = 0.0
     p.random_seed = options.seed
     p.num_workers = options.threads or 1
+    p.catch_sigint_signal = False  # Ctrl-C belongs to the caller (see stems_opt.stopping)
     if options.threads and options.threads > 1:
         p.interleave_search = True
     if options.time_limit_s is not None:
         p.max_time_in_seconds = options.time_limit_s
-    status = solver.Solve(model)
+    status = run_stoppable(lambda: solver.Solve(model), solver.stop_search, options.stop)
     name = solver.StatusName(status)
     if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         values = [solver.Value(x) for x in xs]

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
 from stems_opt.formulation.model import LinearModel
+from stems_opt.stopping import run_stoppable
 
 
 @contextlib.contextmanager
@@ -35,9 +36,13 @@ def solve_highs(lm: LinearModel, options: SolveOptions,
     with _quiet_stdout():
         h = highspy.Highs()
     h.setOptionValue("output_flag", False)
+    if options.stop is not None:
+        h.HandleUserInterrupt = True  # lets cancelSolve() stop a running solve
     h.setOptionValue("mip_rel_gap", 0.0)
     h.setOptionValue("mip_abs_gap", 0.0)
-    h.setOptionValue("random_seed", options.seed)
+    # HiGHS ignores a rejected option with only a status: a seed must never be dropped.
+    if h.setOptionValue("random_seed", options.seed) != highspy.HighsStatus.kOk:
+        raise ValueError(f"HiGHS rejected the random seed {options.seed}")
     if options.threads:
         h.setOptionValue("threads", options.threads)
     if options.time_limit_s is not None:
@@ -71,7 +76,7 @@ def solve_highs(lm: LinearModel, options: SolveOptions,
     # reduced-space objective after presolve and report it as optimal.
     del hint
     start = time.perf_counter()
-    h.run()
+    run_stoppable(h.run, h.cancelSolve, options.stop)
     elapsed = time.perf_counter() - start
     ms = h.getModelStatus()
     info = h.getInfo()
