@@ -34,6 +34,7 @@ from stems_opt.limits import (
     MAX_COUNT,
     MAX_EXTENT,
     MAX_MEMORY_BITS,
+    MAX_OBJECTIVE,
     MAX_PJ,
     MIN_BANDWIDTH,
     magnitude_issues,
@@ -603,7 +604,8 @@ def load_instance(path: str | Path, objective: str | None = None) -> Problem:
         issues += _unknown(k, {"objective", "value", "provenance"}, None, f"known_optima[{i}].")
         o = _enum(Objective, k.get("objective", "traffic"), None, f"known_optima[{i}].objective",
                   issues)
-        val = _num(k, "value", None, issues, prefix=f"known_optima[{i}].")
+        val = _num(k, "value", None, issues, prefix=f"known_optima[{i}].",
+                   maximum=float(MAX_OBJECTIVE))
         if o is not None and val is not None:
             known.append(KnownOptimum(o, val, str(k.get("provenance", ""))))
     # The instance's own problems, then the network's and the hardware's: all at once.

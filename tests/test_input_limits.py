@@ -170,3 +170,19 @@ def test_evaluate_with_a_billion_output_channels_finishes(tmp_path: Path) -> Non
                           cwd=ROOT)
     assert "Traceback" not in proc.stderr
     assert proc.returncode == 1 and "DOES NOT FIT" in proc.stdout  # 4e9 weight bits
+
+
+@pytest.mark.parametrize("instance", sorted(p.name for p in (ROOT / "instances").glob("*.yaml")))
+def test_every_bundled_instance_validates_within_the_limits(
+        instance: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each bundled instance passes ``validate`` (exit 0), with its worst case below
+    2^52 for both objectives (docs/formats.md, Limits: RED-LIF energy is the largest)."""
+    from stems_opt.cli import main
+    from stems_opt.io import load_instance
+    from stems_opt.limits import worst_case_objective
+
+    path = ROOT / "instances" / instance
+    assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+    problem = load_instance(path)
+    traffic, energy, _ = worst_case_objective(problem.network, problem.hardware)
+    assert traffic < energy < 2**52
