@@ -9,11 +9,13 @@ are merely positive and finite:
   linear expression can leave int64. The objective is an integer in both
   (traffic in bits, energy in fJ), so :func:`worst_case_objective` bounds it
   for *every* mapping, and :data:`MAX_OBJECTIVE` = ``2**53`` caps that bound.
-  Every coefficient of a model is the cost of one segment option, at most
-  the worst-case objective; a frame model has at most ``2**9`` options per
-  layer decision (``MAX_OPTIONS_PER_FRAME`` = 400 in ``solvers.py``), so a
-  linear expression sums at most ``2**9 * 2**53 = 2**62`` in magnitude:
-  inside int64 with one bit to spare.
+  Every objective coefficient is the cost of part of one mapping, so it is
+  below ``2**53`` too: exact in a double, and in int64 with 10 bits to spare
+  for CP-SAT's sums over a model (it checks them and refuses a model that
+  could overflow rather than answer wrongly). Measured: the RED-LIF energy
+  models sum to ``2**49.4`` against a worst case of ``2**51.2``, and an
+  instance at ``2**52.99`` solves to the same optimum with both backends
+  (``tests/test_input_limits.py``).
 - **The fJ grid.** Energies are rounded to integer fJ (``pj_to_fj``); an
   energy of :data:`MAX_PJ` pJ is ``1e9`` fJ, exact in a double, and its
   products with traffic are covered by the worst-case bound above.
