@@ -431,7 +431,7 @@ def test_out_is_checked_before_solving(
 @pytest.mark.parametrize("where", ["missing-directory", "directory"])
 def test_write_text_safely_raises_input_error(where: str, tmp_path: Path) -> None:
     from stems_opt.errors import StemsInputError
-    from stems_opt.io import write_text_safely
+    from stems_opt.files import write_text_safely
 
     target = tmp_path / "no_such_dir" / "m.yaml" if where == "missing-directory" else tmp_path
     with pytest.raises(StemsInputError) as info:
@@ -477,7 +477,7 @@ def test_duplicate_json_key_is_bad_input(
 
 
 def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
-    from stems_opt.io import read_document
+    from stems_opt.files import read_document
 
     doc = tmp_path / "merge.yaml"
     doc.write_text("base: &b {x: 1, y: 2}\nderived:\n  <<: *b\n  y: 3\n")
@@ -538,7 +538,7 @@ def test_fifo_as_network_does_not_block(tmp_path: Path) -> None:
 
 def test_oversized_file_is_refused_before_reading(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from stems_opt.io import MAX_FILE_BYTES
+    from stems_opt.files import MAX_FILE_BYTES
 
     big = tmp_path / "net.yaml"
     with big.open("wb") as fh:  # sparse: no disk space, but st_size says 16 MiB + 1
@@ -550,7 +550,7 @@ def test_oversized_file_is_refused_before_reading(
 
 
 def test_file_at_the_size_limit_is_read(tmp_path: Path) -> None:
-    from stems_opt.io import MAX_FILE_BYTES, read_document
+    from stems_opt.files import MAX_FILE_BYTES, read_document
 
     doc = tmp_path / "big.yaml"
     body = "a: 1\n"
@@ -571,7 +571,7 @@ def test_deep_json_mapping_is_refused(tmp_path: Path,
 
 
 def test_nesting_at_the_limit_is_read(tmp_path: Path) -> None:
-    from stems_opt.io import MAX_NESTING, read_document
+    from stems_opt.files import MAX_NESTING, read_document
 
     for name, text in (("ok.yaml", "[" * MAX_NESTING + "]" * MAX_NESTING),
                        ("ok.json", "[" * MAX_NESTING + "]" * MAX_NESTING)):
@@ -585,7 +585,7 @@ def test_nesting_at_the_limit_is_read(tmp_path: Path) -> None:
 
 def test_small_alias_reuse_is_read(tmp_path: Path) -> None:
     # Aliases are fine as long as their expansion stays small: 9^3 strings.
-    from stems_opt.io import read_document
+    from stems_opt.files import read_document
 
     doc = tmp_path / "alias.yaml"
     doc.write_text("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
@@ -595,7 +595,7 @@ def test_small_alias_reuse_is_read(tmp_path: Path) -> None:
 
 def test_recursive_alias_is_refused(tmp_path: Path) -> None:
     from stems_opt.errors import StemsInputError
-    from stems_opt.io import read_document
+    from stems_opt.files import read_document
 
     doc = tmp_path / "loop.yaml"
     doc.write_text("a: &a [1, *a]\n")
@@ -769,7 +769,7 @@ def test_out_failing_mid_write_leaves_the_old_file(
 def test_check_writable_refuses_an_empty_path() -> None:
     # The command line refuses `--out ""` while parsing; the library refuses it too.
     from stems_opt.errors import StemsInputError
-    from stems_opt.io import check_writable, write_text_safely
+    from stems_opt.files import check_writable, write_text_safely
 
     for call in (lambda: check_writable("", field="out"), lambda: write_text_safely("", "x")):
         with pytest.raises(StemsInputError, match="is empty"):
