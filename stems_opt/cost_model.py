@@ -199,7 +199,7 @@ class SegmentGeometry:
         return carried
 
     def window_reads(self, consumer: str, m: int, keep: bool
-                     ) -> tuple[int, list[int], int]:
+                     ) -> tuple[int, list[int], list[int]]:
         """Rows of an input read from DRAM by ``consumer`` with ``m`` sub-tiles.
 
         Returns
@@ -209,16 +209,47 @@ class SegmentGeometry:
             and the row size for bits).
         max_new_rows
             Per tile, the most rows one sub-tile reads (its transient buffer).
-        halo_rows
-            Under ``keep``, the most overlap rows held across a boundary,
-            already multiplied by the timesteps they are held for.
+        sub_halo_rows
+            Per tile, under ``keep``, the most overlap rows held between two
+            sub-tiles of that tile, times ``Tb`` (the timesteps they are held
+            for). Rows held across a tile boundary are the tensor's, not the
+            consumer's: see :meth:`kept_halo_rows`.
         """
         # The rows depend on the consumer's tile bounds alone (and, for halos, on Tb and
         # the order), so geometries with equal bounds share one cached computation.
         total, max_new, halo = _window_reads(
             self.network, consumer, self.seg.axis, self.bounds[consumer], m, keep,
-            self.tb if keep else 0, self.tile_keep_mult if keep else 0)
-        return total, list(max_new), halo
+            self.tb if keep else 0)
+        return total, list(max_new), list(halo)
+
+    def kept_halo_rows(self, tensor: str) -> int:
+        """Rows of ``tensor`` held across tile boundaries for its in-segment consumers
+        reading it from DRAM under ``keep``, times the timesteps they are held for.
+
+        Consumer ``c`` keeps, from its tile before boundary ``t`` to its tile
+        after it, the rows its two windows share: ``window_c(b_c(t), b_c(t)+1)``
+        up to the end of its window of rows ``< b_c(t)``, when ``0 < b_c(t) <
+        E_c``. While the layer at position ``p`` runs in tile ``t``, consumers
+        at ``p`` or later hold their rows of boundary ``t``, earlier ones those
+        of boundary ``t + 1``. The consumers share one copy of each row, so the
+        buffer holds the union of those rows; the most over every ``(t, p)``
+        is reserved for the whole segment.
+        """
+        return self._halo_plan(tensor)[0] * self.tile_keep_mult
+
+    def halo_room(self, tensor: str, consumer: str) -> list[int]:
+        """Per tile, the rows (times the timesteps they are held for) of the
+        :meth:`kept_halo_rows` reservation of ``tensor`` that no other consumer
+        uses while ``consumer`` runs: the rows it keeps between its sub-tiles
+        go there first."""
+        best, others = self._halo_plan(tensor)
+        mult = self.tile_keep_mult
+        return [(best - o) * mult for o in others[consumer]]
+
+    def _halo_plan(self, tensor: str) -> tuple[int, dict[str, tuple[int, ...]]]:
+        cons = tuple((self.pos[c], c, self.bounds[c]) for c in self.network.consumers(tensor)
+                     if c in self.inside)
+        return _kept_halo_plan(self.network, self.seg.axis, cons, self.n)
 
     def max_sub_rows(self, name: str, m: int) -> list[int]:
         """Per tile, the rows of the largest of ``m`` sub-tiles of ``name`` (0 if empty)."""
@@ -256,19 +287,60 @@ _VECTOR_SUB_TILES = 40
 """From this many sub-tiles on, :func:`_window_reads` uses numpy."""
 
 
+@lru_cache(maxsize=4096)
+def _kept_halo_plan(network: Network, axis: Axis,
+                    consumers: tuple[tuple[int, str, tuple[int, ...]], ...], n: int
+                    ) -> tuple[int, dict[str, tuple[int, ...]]]:
+    """From the ``(position, name, bounds)`` of each consumer: the most rows held
+    across tile boundaries at any (tile, position) (:meth:`SegmentGeometry.kept_halo_rows`
+    before the timestep factor) and, per consumer and tile, the rows the others
+    hold while it runs."""
+    if n == 1 or not consumers:
+        return 0, {name: (0,) * n for _, name, _ in consumers}
+    held = []  # per consumer: position, name, its kept rows [lo, hi) at boundaries 0..n
+    for p, name, b in consumers:
+        first, last = _row_windows(network.layer(name), axis)
+        ext = b[-1]
+        rows = [(first[b[t]], last[b[t]]) if 0 < b[t] < ext and last[b[t]] > first[b[t]]
+                else None for t in range(n + 1)]
+        held.append((p, name, rows))
+
+    def union_at(t: int, at: int, skip: str | None = None) -> int:
+        return _union_rows([r for p, name, rows in held if name != skip
+                            and (r := rows[t if p >= at else t + 1]) is not None])
+
+    positions = sorted({p for p, _, _ in held})
+    best = max(union_at(t, at) for t in range(n) for at in positions)
+    others = {name: tuple(union_at(t, p, skip=name) for t in range(n)) for p, name, _ in held}
+    return best, others
+
+
+def _union_rows(spans: list[tuple[int, int]]) -> int:
+    """Rows in the union of the half-open ranges ``spans``."""
+    total, end = 0, None
+    for lo, hi in sorted(spans):
+        if end is None or lo >= end:
+            total += hi - lo
+            end = hi
+        elif hi > end:
+            total += hi - end
+            end = hi
+    return total
+
+
 @lru_cache(maxsize=1 << 15)
 def _window_reads(network: Network, consumer: str, axis: Axis, bounds: tuple[int, ...], m: int,
-                  keep: bool, tb: int, keep_mult: int) -> tuple[int, tuple[int, ...], int]:
+                  keep: bool, tb: int) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
     """:meth:`SegmentGeometry.window_reads` of ``consumer`` with tile ``bounds``; ``tb``
-    and ``keep_mult`` (the geometry's ``tile_keep_mult``) only matter under ``keep``."""
+    only matters under ``keep``."""
     layer = network.layer(consumer)
     n = len(bounds) - 1
     if n * m >= _VECTOR_SUB_TILES:
-        return _window_reads_vector(layer, axis, bounds, m, keep, tb, keep_mult)
+        return _window_reads_vector(layer, axis, bounds, m, keep, tb)
     first, last = _row_windows(layer, axis)
     total = 0
     max_new = [0] * n
-    halo = 0
+    halo = [0] * n
     prev_hi = None
     # The loop of sub_rows and Layer.window, inlined: this is the cost model's hot spot.
     for t in range(n):
@@ -285,24 +357,25 @@ def _window_reads(network: Network, consumer: str, axis: Axis, bounds: tuple[int
             new = (e - a) - overlap if keep else (e - a)
             total += new
             most = max(most, new)
-            if keep and overlap:
-                halo = max(halo, overlap * (keep_mult if j == 0 else tb))
+            if keep and j and overlap:
+                halo[t] = max(halo[t], overlap * tb)
             prev_hi = e
             lo = hi
         max_new[t] = most
-    return total, tuple(max_new), halo
+    return total, tuple(max_new), tuple(halo)
 
 
 def _window_reads_vector(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int,
-                         keep: bool, tb: int, keep_mult: int
-                         ) -> tuple[int, tuple[int, ...], int]:
+                         keep: bool, tb: int
+                         ) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
     """:func:`_window_reads` over all sub-tiles at once, for many sub-tiles."""
     first, last = _row_window_arrays(layer, axis)
     b = np.asarray(bounds, dtype=np.int64)
     active = np.flatnonzero(b[1:] > b[:-1])
     max_new = [0] * (len(bounds) - 1)
+    halo = [0] * (len(bounds) - 1)
     if active.size == 0:
-        return 0, tuple(max_new), 0
+        return 0, tuple(max_new), tuple(halo)
     lo_t = b[active]
     span = b[active + 1] - lo_t
     # Sub-tile j of a tile spans [lo_t + j*span//m, lo_t + (j+1)*span//m), as sub_bounds.
@@ -320,12 +393,12 @@ def _window_reads_vector(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: i
     most = np.maximum(new.reshape(-1, m).max(axis=1), 0)
     for t, rows in zip(active.tolist(), most.tolist(), strict=True):
         max_new[t] = rows
-    halo = 0
-    if keep:
-        mult = np.full(m, tb, dtype=np.int64)
-        mult[0] = keep_mult
-        halo = max(0, int((overlap.reshape(-1, m) * mult[None, :]).max()))
-    return int(new.sum()), tuple(max_new), halo
+    if keep and m > 1:
+        # Rows shared between sub-tiles of one tile (not across tiles), held for Tb.
+        sub = overlap.reshape(-1, m)[:, 1:].max(axis=1) * tb
+        for t, rows in zip(active.tolist(), sub.tolist(), strict=True):
+            halo[t] = max(0, rows)
+    return int(new.sum()), tuple(max_new), tuple(halo)
 
 
 @lru_cache(maxsize=4096)
@@ -408,12 +481,25 @@ def dram_read_term(geo: SegmentGeometry, tensor: str, consumer: Layer, halo: Hal
                    m: int) -> Term:
     """``consumer`` reading ``tensor`` from DRAM, window by window."""
     rowbits = geo.network.tensor_row_bits(tensor, geo.seg.axis)
-    total, max_new, halo_rows = geo.window_reads(consumer.name, m, halo is Halo.KEEP)
+    keep = halo is Halo.KEEP
+    total, max_new, sub_halo = geo.window_reads(consumer.name, m, keep)
     p = geo.pos[consumer.name]
+    # The rows kept between this consumer's sub-tiles live only while it runs, in the
+    # room the tensor's reservation across tiles (kept_halo_term) leaves free then;
+    # only what exceeds it is added.
+    room = geo.halo_room(tensor, consumer.name) if keep else [0] * geo.n
     return Term("activations", tensor, consumer.name,
                 read_bits=total * rowbits * geo.T,
-                persistent_bits=halo_rows * rowbits,
-                local=_local(geo, p, p, [r * rowbits * geo.tb for r in max_new]))
+                local=_local(geo, p, p, [(r * geo.tb + max(0, h - f)) * rowbits
+                                         for r, h, f in zip(max_new, sub_halo, room,
+                                                            strict=True)]))
+
+
+def kept_halo_term(geo: SegmentGeometry, tensor: str) -> Term:
+    """The rows of ``tensor``, read from DRAM under ``keep``, held across tile
+    boundaries for its in-segment consumers (:meth:`SegmentGeometry.kept_halo_rows`)."""
+    rowbits = geo.network.tensor_row_bits(tensor, geo.seg.axis)
+    return Term("activations", tensor, "", persistent_bits=geo.kept_halo_rows(tensor) * rowbits)
 
 
 def layer_terms(network: Network, geo: SegmentGeometry, lay: Layer, m: int,
@@ -482,6 +568,7 @@ def segment_terms(network: Network, seg: Segment, ctx: SegmentContext,
     """Every term of ``seg`` given how it meets the rest of the mapping."""
     geo = geo or SegmentGeometry(network, seg)
     terms: list[Term] = []
+    kept: dict[str, None] = {}
     for lay in geo.layers:
         has_inner = any(c in geo.inside for c in network.consumers(lay.name))
         reads = []
@@ -492,10 +579,13 @@ def segment_terms(network: Network, seg: Segment, ctx: SegmentContext,
             placement = seg.activation(src) if inner else seg.input(src)
             if placement is not Placement.ON_CHIP:
                 reads.append((src, seg.halo(src)))
+                if seg.halo(src) is Halo.KEEP and geo.n > 1:
+                    kept[src] = None
         terms.extend(layer_terms(
             network, geo, lay, seg.sub_tile(lay.name), seg.weight(lay.name),
             seg.state(lay.name), seg.activation(lay.name) if has_inner else None,
             lay.name in ctx.whole, lay.name in ctx.written, reads))
+    terms.extend(kept_halo_term(geo, src) for src in kept)
     # Tensors from earlier segments kept whole but not read here still occupy the GB.
     produced_or_read = {lay.name for lay in geo.layers}
     for name in sorted(ctx.whole - produced_or_read):

@@ -27,7 +27,9 @@ Literal stepping (the quantity falls out of running the schedule):
 * live tiles of in-segment ``on_chip`` tensors: allocated when the producer
   runs, freed after the position of the last in-segment consumer;
 * transients of the executing layer (streamed weights or one chunk, the
-  spilled state sub-tile, each DRAM input's new rows, the DRAM output
+  spilled state sub-tile, each DRAM input's new rows and, under ``keep``, the
+  most rows kept between two of its sub-tiles beyond what the tensor's
+  reservation across tiles leaves free while it runs, the DRAM output
   sub-tile): allocated for the layer's execution and freed after it.
 
 Reservation rule (reserved at segment start for the whole segment at the
@@ -38,10 +40,12 @@ and a static allocator would do):
   boundary the span from the first row any later window still reads to the
   last row produced, times ``Tb`` (``time_outer``) or ``T`` (``space_outer``);
   the maximum over boundaries is reserved;
-* kept halos of DRAM-read tensors under ``keep``: the overlap rows of each
-  window with the previous one (measured while walking the windows in schedule
-  order), times ``Tb``, or ``T`` at a tile boundary under ``space_outer``; the
-  maximum over boundaries is reserved;
+* kept halos of DRAM-read tensors under ``keep``, across tile boundaries:
+  the rows a consumer's last window of a tile shares with its first window of
+  its next non-empty tile, held in between; at each (tile, position) the union
+  over the tensor's consumers (those that already ran in the tile hold the rows
+  for their next tile), times ``Tb`` (``T`` under ``space_outer``); the maximum
+  is reserved;
 * tile-resident state: the largest tile's rows;
 * tensors kept whole on chip across segments, resident weights, resident state
   (these are persistent by definition).
@@ -331,23 +335,44 @@ def simulate_segment(network: Network, mapping: Mapping, index: int,
             persistent[f"carry:{tensor}"] = best * network.tensor_row_bits(tensor, axis) * \
                 carry_mult
 
-    # kept halos (reservation): walk each consumer's windows in schedule order
-    # (one time-batch sequence; every sequence sees the same windows).
-    for tensor, cname in sorted(dram_reads):
+    # kept halos across tiles (reservation): the rows a consumer's last window of one
+    # tile shares with its first window of its next non-empty tile are held in
+    # between; the consumers of a tensor share one copy of each row. At each
+    # (tile, position), consumers that already ran in the tile hold the rows for
+    # their next tile, the others the rows from their previous one.
+    halo_mult = T if seg.order is Order.SPACE_OUTER else Tb
+
+    def held(c: Layer, t: int) -> set[int]:
+        # rows c's last window before tile t shares with its first window from tile t on
+        prev = [tt for tt in range(t) if nonempty(c.name, tt)]
+        nxt = [tt for tt in range(t, n) if nonempty(c.name, tt)]
+        if not prev or not nxt:
+            return set()
+        a, b = sub_windows(c, prev[-1])[-1], sub_windows(c, nxt[0])[0]
+        return set(range(max(a[0], b[0]), min(a[1], b[1])))
+
+    def held_at(tensor: str, t: int, p: int, skip: str = "") -> set[int]:
+        # rows of tensor its DRAM readers (but skip) hold while position p runs in tile t
+        rows: set[int] = set()
+        for t_, cname in sorted(dram_reads):
+            if t_ == tensor and cname != skip:
+                done = pos[cname] < p  # it already ran in tile t
+                rows |= held(network.layer(cname), t + 1 if done else t)
+        return rows
+
+    halo_res: dict[str, int] = {}
+    for tensor in sorted({tensor for tensor, _ in dram_reads}):
         if seg.halo(tensor) is not Halo.KEEP:
             continue
-        c = network.layer(cname)
-        best, prev = 0, None
-        for t in range(n):
-            if not nonempty(cname, t):
-                continue
-            for j, w in enumerate(sub_windows(c, t)):
-                tile_boundary = j == 0
-                mult = T if tile_boundary and seg.order is Order.SPACE_OUTER else Tb
-                best = max(best, _overlap(prev, w) * mult)
-                prev = w
+        best = max(len(held_at(tensor, t, p)) for t in range(n) for p in range(len(layers)))
+        halo_res[tensor] = best * halo_mult * network.tensor_row_bits(tensor, axis)
         if best:
-            persistent[f"halo:{tensor}->{cname}"] = best * network.tensor_row_bits(tensor, axis)
+            persistent[f"halo:{tensor}"] = halo_res[tensor]
+
+    def halo_room(tensor: str, cname: str, t: int) -> int:
+        # bits of the reservation no other reader uses while cname runs in tile t
+        others = len(held_at(tensor, t, pos[cname], skip=cname))
+        return halo_res[tensor] - others * halo_mult * network.tensor_row_bits(tensor, axis)
 
     run.persistent = persistent
     buffers.update(persistent)
@@ -359,7 +384,8 @@ def simulate_segment(network: Network, mapping: Mapping, index: int,
             name = lay.name
             if nonempty(name, t):
                 transient = _execute(network, seg, lay, s, t, S, reset, subs[name][t],
-                                     dram_reads, kept, plan, whole, line_buffered, transfer)
+                                     dram_reads, kept, plan, whole, line_buffered, transfer,
+                                     halo_room)
                 if name in line_buffered:
                     rows = bounds[name][t + 1] - bounds[name][t]
                     buffers[f"live:{name}"] = rows * lay.output_row_bits(axis) * Tb
@@ -387,6 +413,7 @@ def _execute(network: Network, seg: Segment, lay: Layer, s: int, t: int, S: int,
              kept: dict[tuple[str, str, int], tuple[int, int]], plan: _Plan, whole: set[str],
              line_buffered: dict[str, int],
              transfer: Callable[[int | None, int | None, str, str, str, str, int], None],
+             halo_room: Callable[[str, str, int], int],
              ) -> dict[str, int]:
     """Run ``lay`` on its tile ``t`` for time batch ``s``; return its transient buffers."""
     axis, Tb, name = seg.axis, seg.time_batch, lay.name
@@ -431,15 +458,23 @@ def _execute(network: Network, seg: Segment, lay: Layer, s: int, t: int, S: int,
             continue
         row = network.tensor_row_bits(src, axis)
         keep = seg.halo(src) is Halo.KEEP
-        most = 0
+        most = sub_halo = 0
         for j in range(m):
             w = window(lay, axis, sb[j], sb[j + 1])
             on_chip = kept.get((src, name, s)) if keep else None
             new = (w[1] - w[0]) - _overlap(on_chip, w)
             transfer(s, t, name, "activations", src, "read", new * row * Tb)
             most = max(most, new)
+            if j:
+                sub_halo = max(sub_halo, _overlap(on_chip, w))
             kept[(src, name, s)] = w
         transient[f"in:{src}->{name}"] = most * row * Tb
+        if sub_halo:
+            # rows kept between two sub-tiles live while this layer runs, first in the
+            # room the reservation across tiles leaves free, the rest on top
+            extra = sub_halo * row * Tb - halo_room(src, name, t)
+            if extra > 0:
+                transient[f"subhalo:{src}->{name}"] = extra
 
     # output written to DRAM
     if name in plan.written:

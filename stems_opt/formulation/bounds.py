@@ -17,6 +17,10 @@ the buffer at capacity row :math:`r`, a (tile, layer position) pair):
 * state with :math:`S > 1`: kept holds :math:`|V|` (or, under
   ``space_outer``, the largest tile's state); spilled moves
   :math:`2 (S - 1) |V|` more;
+* a tensor from outside read from DRAM by the frame's layers, with more
+  than one tile: ``keep`` holds the rows its readers share across a tile
+  boundary (at least the most one reader keeps); ``reread`` reads each
+  reader's tile windows whole;
 * an activation with in-frame readers: on chip holds its carried rows
   everywhere and its current tile from its producer to its last in-frame
   reader; through DRAM it is written (unless written anyway) and each
@@ -298,6 +302,7 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
         geo = _frame_geometry(network, first, last, axis, n)
         items: list[tuple[float, float, int, str]] = []  # excess, hold, position, kind
         lines: list[tuple[float, float, np.ndarray, float, int]] = []
+        kept: dict[str, list[float]] = {}  # tensor -> [excess, hold, first reader]
         for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
             rows, active, carried, halos, _ = geo[i]
             if lay.has_weights:
@@ -313,8 +318,11 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
                 if n == 1 or src in whole or src in maybe_whole:
                     continue
                 # From DRAM: keep holds the halo, reread reads each tile's whole window.
-                items.append((max(0, window_rows * rowbits * T - fewest) * read_rate,
-                              overlap * rowbits * mult, i, "H"))
+                # One rule per tensor: its readers share the rows kept, at least the
+                # most any one of them keeps across a tile boundary.
+                item = kept.setdefault(src, [0.0, 0.0, i])
+                item[0] += max(0, window_rows * rowbits * T - fewest) * read_rate
+                item[1] = max(item[1], overlap * rowbits * mult)
             if not inner or lay.name in whole:
                 continue
             rowbits = lay.output_row_bits(axis)
@@ -324,6 +332,7 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
             live[:, i:lastp + 1] = (rows * (rowbits * tb))[:, None]
             cap = network.tensor_size_bits(lay.name) if lay.name in maybe_whole else big
             lines.append((e, carried * rowbits * mult, live, cap, i))
+        items.extend((e, h, int(i), "H") for e, h, i in kept.values())
         # One row per position: the tile where the line buffers hold the most.
         if lines:
             held = [np.minimum(c + live, cap) for _, c, live, cap, _ in lines]

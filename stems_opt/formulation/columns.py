@@ -391,7 +391,8 @@ class ColumnSolver:
             inside = set(fb.layers)
             frame = Frame(0, first, last, fb.layers, tb, axis, n, order, options, fb.geo.n * fb.L,
                           0, (), (), tuple(name for name in fb.layers if any(
-                              c in inside for c in self.net.consumers(name))))
+                              c in inside for c in self.net.consumers(name))),
+                          fb.halo_bits(options))
         self.frame_cache[spec] = frame
         return frame
 
@@ -419,7 +420,7 @@ class ColumnSolver:
             options[name] = keep
         return Frame(0, frame.first, frame.last, frame.layers, frame.time_batch, frame.axis,
                      frame.tiles, frame.order, options, frame.rows, 0, (), (),
-                     frame.frame_tensors), budget
+                     frame.frame_tensors, frame.halo_bits), budget
 
     def _local(self, frame: Frame, budget: int, limit_s: float
                ) -> tuple[float, float, dict[str, LayerOption]] | None:

@@ -14,6 +14,9 @@ Every option carries its objective coefficient (traffic bits, or energy in
 integer fJ) and its global-buffer coefficient on every capacity row of its
 frame (``persistent + local[t, p]``), both computed by the cost model's own
 term functions, so the MIP objective of a mapping is the cost model's value.
+The rows a tensor read from DRAM keeps across tile boundaries are shared by
+its readers, so they belong to the frame and tensor, not to one option
+(:attr:`Frame.halo_bits`).
 
 Exact reductions (each keeps at least one optimal mapping):
 
@@ -45,6 +48,7 @@ from stems_opt.cost_model import (
     EnergyRates,
     SegmentGeometry,
     dram_read_term,
+    kept_halo_term,
     layer_gb_access_bits,
     output_term,
     state_term,
@@ -116,6 +120,9 @@ class Frame:
     in_tensors: tuple[str, ...] = ()
     out_tensors: tuple[str, ...] = ()
     frame_tensors: tuple[str, ...] = ()
+    halo_bits: dict[str, int] = field(default_factory=dict)
+    """Per tensor its readers may read from DRAM under ``keep``: the bits held across
+    tile boundaries when they do (on every capacity row, with the halo variable)."""
 
     def segment(self) -> Segment:
         """The bare segment (decisions come from the chosen options)."""
@@ -194,6 +201,12 @@ class _FrameBuilder:
         if local is not None:
             vec += local.reshape(-1)
         return vec
+
+    def halo_bits(self, options: dict[str, list[LayerOption]]) -> dict[str, int]:
+        """:attr:`Frame.halo_bits` of the frame with these options."""
+        kept = dict.fromkeys(ic.tensor for opts in options.values() for o in opts
+                             for ic in o.inputs if ic.source == KEEP)
+        return {X: kept_halo_term(self.geo, X).persistent_bits for X in kept}
 
     def build(self) -> dict[str, list[LayerOption]] | None:
         out: dict[str, list[LayerOption]] = {}
@@ -590,7 +603,8 @@ def build_model_data(problem: Problem, upper_bound: float | None = None,
         fr_t = tuple(name for name in fb.layers if any(c in inside for c in net.consumers(name)))
         lb_opt = sum(min(o.cost for o in opts) for opts in options.values())
         frames.append(Frame(len(frames), first, last, fb.layers, tb, axis, n, order, options,
-                            fb.geo.n * fb.L, max(lb, lb_opt), in_t, out_t, fr_t))
+                            fb.geo.n * fb.L, max(lb, lb_opt), in_t, out_t, fr_t,
+                            fb.halo_bits(options)))
     data = ModelData(problem, problem.objective, frames, whole, last_consumer, producer, constant,
                      hw.gb_capacity_bits, upper_bound)
     data.excluded_bound = excluded

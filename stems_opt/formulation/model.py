@@ -39,8 +39,10 @@ Constraints:
 9. ``whole_in[f,X]``: :math:`u_{f,X} \ge w_{X,first_f} + y_f - 1` for
    :math:`p_X < first_f \le q_X`.
 10. ``capacity[f,r]``: :math:`\sum_{l,o} g_{o,r}\, x_{f,l,o} + \sum_X |X|\, u_{f,X}
-    \le C\, y_f`, with :math:`g_{o,r}` the option's persistent plus local
-    bits on row :math:`r` (identical rows are merged).
+    + \sum_X k_{f,X}\, h_{f,X} \le C\, y_f`, with :math:`g_{o,r}` the option's
+    persistent plus local bits on row :math:`r` (identical rows are merged) and
+    :math:`k_{f,X}` the rows of :math:`X` its readers keep across tile
+    boundaries, counted once for all of them.
 
 Every coefficient is an integer.
 """
@@ -139,7 +141,7 @@ def build_linear_model(data: ModelData) -> tuple[LinearModel, Variables]:
         _add_cross_out(lm, v, data, f)
         _add_whole_in(lm, v, data, f)
         occ = [(data.whole_candidates[X], u) for (fi, X), u in v.occupies.items()
-               if fi == f.index]
+               if fi == f.index] + _kept_halos(v, f)
         _add_capacity(lm, v, f, data.capacity_bits, occ)
     _add_whole_span(lm, v, data)
     return lm, v
@@ -153,6 +155,12 @@ def _dram_readers(f: Frame) -> dict[str, list[str]]:
                 if ic.source == KEEP and name not in out.get(ic.tensor, []):
                     out.setdefault(ic.tensor, []).append(name)
     return out
+
+
+def _kept_halos(v: Variables, f: Frame) -> list[tuple[int, int]]:
+    """(bits, halo variable) of the rows each DRAM-read tensor keeps across tiles."""
+    return [(f.halo_bits[X], h) for (fi, X), h in v.keep.items()
+            if fi == f.index and f.halo_bits.get(X, 0) > 0]
 
 
 def _add_cover(lm: LinearModel, v: Variables, data: ModelData) -> None:
@@ -328,7 +336,7 @@ def build_frame_model(f: Frame, capacity_bits: int) -> tuple[LinearModel, Variab
     _add_choose(lm, v, f)
     _add_place(lm, v, f)
     _add_halo(lm, v, f)
-    _add_capacity(lm, v, f, capacity_bits, [])
+    _add_capacity(lm, v, f, capacity_bits, _kept_halos(v, f))
     return lm, v
 
 

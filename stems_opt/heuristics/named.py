@@ -21,10 +21,11 @@ Every other decision follows one fixed greedy rule (see :func:`greedy_mapping`).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from operator import add
 from typing import NamedTuple
 
@@ -34,7 +35,9 @@ from stems_opt.cost_model import (
     SegmentContext,
     SegmentGeometry,
     Term,
+    compulsory_traffic_bits,
     evaluate,
+    kept_halo_term,
     layer_terms,
     mapping_contexts,
     sub_tile_limits,
@@ -62,7 +65,8 @@ class Frame:
     """A segment skeleton before the greedy fills in its decisions.
 
     ``tiles`` is ``None`` for "choose": the fewest that fit for
-    layer-by-layer segments, the least-traffic count that fits for fused ones.
+    layer-by-layer segments; for fused ones the counts that minimise the whole
+    schedule's objective (see :func:`choose_tiles`).
     """
 
     layers: tuple[str, ...]
@@ -172,7 +176,7 @@ class _MemoGeometry(SegmentGeometry):
         super().__init__(network, seg)
         self._tile_rows: dict[str, list[int]] = {}
         self._max_sub_rows: dict[tuple[str, int], list[int]] = {}
-        self._reads: dict[tuple[str, int, bool], tuple[int, list[int], int]] = {}
+        self._reads: dict[tuple[str, int, bool], tuple[int, list[int], list[int]]] = {}
 
     def tile_rows(self, name: str) -> list[int]:
         """Rows of ``name`` in each tile."""
@@ -189,7 +193,8 @@ class _MemoGeometry(SegmentGeometry):
             rows = self._max_sub_rows[key] = super().max_sub_rows(name, m)
         return rows
 
-    def window_reads(self, consumer: str, m: int, keep: bool) -> tuple[int, list[int], int]:
+    def window_reads(self, consumer: str, m: int, keep: bool
+                     ) -> tuple[int, list[int], list[int]]:
         """Rows of an input read from DRAM by ``consumer`` (see the base class)."""
         key = (consumer, m, keep)
         reads = self._reads.get(key)
@@ -223,6 +228,7 @@ class _FrameInfo:
         self.options = [(STREAMED, WeightChoice(chunks=_max_chunks(problem, lay.k)))
                         if lay.has_weights else (STREAMED,) for lay in self.layers]
         self.extra: dict[SegmentContext, int] = {}
+        self.kept: dict[str, int] = {}
         self.terms: dict[tuple[object, ...], Term] = {}
         self.groups: dict[tuple[int, _Rest], dict[tuple[int, bool, int], _Group]] = {}
 
@@ -270,6 +276,20 @@ class _Scorer:
         if fi is None:
             fi = self._frames[key] = _FrameInfo(self.problem, seg)
         return fi
+
+    def _kept(self, fi: _FrameInfo, rests: Sequence[_Rest]) -> int:
+        """Persistent bits of the halos kept across tiles of the tensors read from
+        DRAM under ``keep`` (:func:`kept_halo_term`, one per tensor)."""
+        if fi.geo.n == 1:
+            return 0
+        total = 0
+        for src in dict.fromkeys(src for rest in rests for src, halo in rest[4]
+                                 if halo is Halo.KEEP):
+            bits = fi.kept.get(src)
+            if bits is None:
+                bits = fi.kept[src] = kept_halo_term(fi.geo, src).persistent_bits
+            total += bits
+        return total
 
     def _extra(self, fi: _FrameInfo, ctx: SegmentContext) -> int:
         """Persistent bits of tensors kept whole but neither produced nor read here."""
@@ -354,10 +374,11 @@ class _Scorer:
             if hit is not None:
                 return hit
         fi = self._frame(seg)
-        groups = self._groups(fi, seg, ctx, sub_tiles=True)[2]
+        rests, _, groups = self._groups(fi, seg, ctx, sub_tiles=True)
         local = _total(groups)
         score = self._peak(sum(g.traffic for g in groups),
-                           self._extra(fi, ctx) + sum(g.persistent for g in groups), local)
+                           self._extra(fi, ctx) + self._kept(fi, rests)
+                           + sum(g.persistent for g in groups), local)
         self._remember(seg, ctx, score)
         return score
 
@@ -384,7 +405,8 @@ class _Scorer:
         weights = dict(seg.weights)
         rests, tables, groups = self._groups(fi, seg, ctx, sub_tiles=False)
         local = _total(groups)
-        persistent = self._extra(fi, ctx) + sum(g.persistent for g in groups)
+        persistent = self._extra(fi, ctx) + self._kept(fi, rests) + \
+            sum(g.persistent for g in groups)
         traffic = sum(g.traffic for g in groups)
         for pos, lay in enumerate(fi.layers):
             old = groups[pos]
@@ -510,37 +532,38 @@ def greedy_mapping(problem: Problem, frames: Sequence[Frame], name: str = "") ->
 
     Axis ``OY``; everything streamed (one chunk if it fits, else the most),
     spilled, through DRAM, re-read; the tile count of each frame as given
-    (layer-by-layer: the fewest that fit; fused without a count: the count
-    with the least traffic among those that fit, each scored after its own
-    in-segment greedy); then per layer the fewest sub-tiles that fit. Then,
-    in order, each switch is kept if traffic drops and the mapping still
-    fits (re-choosing the fewest sub-tiles after each): activations on chip
-    in producer order, halos kept, weights resident in layer order, states
-    resident (else tile-resident) in layer order.
+    (layer-by-layer: the fewest that fit; fused without a count: see
+    :func:`choose_tiles`); then per layer the fewest sub-tiles that fit.
+    Then, in order, each switch is kept if traffic drops and the mapping
+    still fits (re-choosing the fewest sub-tiles after each): activations on
+    chip in producer order, halos kept, weights resident in layer order,
+    states resident (else tile-resident) in layer order.
     """
-    net = problem.network
-    scorer = _Scorer(problem)
-    segs: list[Segment] = []
-    # Choose tile counts segment by segment, with plain DRAM boundaries around each.
-    for frame in frames:
-        ctx = _lone_context(net, frame.layers)
-        max_n = min(net.layer(n).extent(Axis.OY) for n in frame.layers)
-        initial: dict[int, Segment] = {}
+    filler = _Filler(problem, frames)
+    segs = filler.fill(choose_tiles(filler))
+    return Mapping(tuple(segs), name).canonical(problem.network)
 
-        def initial_segment(tiles: int, frame: Frame = frame, ctx: SegmentContext = ctx,
-                            initial: dict[int, Segment] = initial) -> Segment:
-            # The greedy asks for some tile counts twice; the answer is the same.
-            if tiles not in initial:
-                seg = Segment(layers=frame.layers, time_batch=frame.time_batch, tiles=tiles,
-                              axis=Axis.OY, order=Order.TIME_OUTER)
-                initial[tiles] = scorer.fit(seg, ctx)[0]
-            return initial[tiles]
 
-        if frame.tiles is not None:
-            if frame.tiles > max_n:
+class _Filler:
+    """The greedy of :func:`greedy_mapping` for any tile counts of one set of frames,
+    sharing one scorer (and its caches) between the tile counts tried."""
+
+    def __init__(self, problem: Problem, frames: Sequence[Frame]):
+        self.problem = problem
+        self.frames = list(frames)
+        self.scorer = _Scorer(problem)
+        net = problem.network
+        self.ctxs = [_lone_context(net, f.layers) for f in self.frames]
+        self.max_n = [min(net.layer(n).extent(Axis.OY) for n in f.layers) for f in self.frames]
+        self._initial: dict[tuple[int, int], Segment] = {}
+        self._filled: dict[tuple[int, ...], tuple[list[Segment], tuple[int, float]]] = {}
+        self._local: dict[tuple[int, int, SegmentContext], int] = {}
+        for frame, max_n in zip(self.frames, self.max_n, strict=True):
+            if frame.tiles is not None and frame.tiles > max_n:
                 raise StemsInputError(Issue(
                     f"{frame.tiles} tiles exceed the smallest OY extent ({max_n}) of the fused "
                     f"block {frame.layers[0]}..{frame.layers[-1]}", field="tiles"))
+<<<<<<< HEAD
             segs.append(initial_segment(frame.tiles))
             continue
         chosen = None
@@ -566,6 +589,251 @@ def greedy_mapping(problem: Problem, frames: Sequence[Frame], name: str = "") ->
         segs.append(chosen)
     segs = _greedy_pass(problem, scorer, segs, only_local=False)
     return Mapping(tuple(segs), name).canonical(net)
+=======
+
+    @cached_property
+    def floor(self) -> float:
+        """An objective no schedule beats: the compulsory traffic (0 for energy)."""
+        if self.problem.objective.value == "traffic":
+            return float(compulsory_traffic_bits(self.problem.network))
+        return 0.0
+
+    def initial(self, i: int, tiles: int) -> Segment:
+        """Frame ``i`` with ``tiles`` tiles, fitted alone (plain DRAM boundaries)."""
+        seg = self._initial.get((i, tiles))
+        if seg is None:
+            frame = self.frames[i]
+            seg = Segment(layers=frame.layers, time_batch=frame.time_batch, tiles=tiles,
+                          axis=Axis.OY, order=Order.TIME_OUTER)
+            seg = self._initial[(i, tiles)] = self.scorer.fit(seg, self.ctxs[i])[0]
+        return seg
+
+    def fewest_fitting(self, i: int) -> int:
+        """The fewest tiles with which frame ``i`` fits alone, else its lowest-peak count."""
+        scorer, ctx = self.scorer, self.ctxs[i]
+        for n in range(1, self.max_n[i] + 1):
+            if scorer.segment(self.initial(i, n), ctx)[1] <= scorer.cap:
+                return n
+        return self.lowest_peak(i)
+
+    def lowest_peak(self, i: int) -> int:
+        """The tile count of frame ``i`` with the lowest peak alone (the fewest on ties)."""
+        ctx = self.ctxs[i]
+        return min(range(1, self.max_n[i] + 1),
+                   key=lambda n: self.scorer.segment(self.initial(i, n), ctx)[1])
+
+    def local_traffic(self, i: int, n: int, ctx: SegmentContext) -> int:
+        """Traffic of frame ``i`` with ``n`` tiles after its in-segment greedy in
+        ``ctx``; ``-1`` when it does not fit."""
+        key = (i, n, ctx)
+        traffic = self._local.get(key)
+        if traffic is None:
+            scorer = self.scorer
+            seg = _greedy_pass(self.problem, scorer, [self.initial(i, n)], only_local=True,
+                               ctx=ctx)[0]
+            t, peak, _ = scorer.segment(seg, ctx)
+            traffic = self._local[key] = t if peak <= scorer.cap else -1
+        return traffic
+
+    def alone_best(self, i: int, candidates: Sequence[int]) -> int:
+        """The candidate count of frame ``i`` with the least traffic alone (plain DRAM
+        boundaries, after its in-segment greedy; the fewest tiles on ties), else the
+        lowest-peak count."""
+        fit = [(t, n) for n in candidates if (t := self.local_traffic(i, n, self.ctxs[i])) >= 0]
+        return min(fit)[1] if fit else self.lowest_peak(i)
+
+    def alone_total(self, tiles: Sequence[int], free: Sequence[int]) -> float:
+        """Sum over the ``free`` frames of their traffic alone with these counts
+        (:meth:`local_traffic` with plain DRAM boundaries); ``inf`` if one does not fit."""
+        total = 0
+        for i in free:
+            traffic = self.local_traffic(i, tiles[i], self.ctxs[i])
+            if traffic < 0:
+                return math.inf
+            total += traffic
+        return total
+
+    def ranked(self, tiles: Sequence[int], i: int, candidates: Sequence[int]
+               ) -> list[tuple[int, int]]:
+        """``(traffic saved, count)`` of the ``candidates`` for frame ``i`` (other than
+        its count in ``tiles``) whose segment, after its in-segment greedy in the
+        context the filled schedule of ``tiles`` gives it, fits with no more
+        traffic than the current one; most saved first, then fewest tiles."""
+        segs = self.fill(tiles)
+        ctx = mapping_contexts(self.problem.network, Mapping(tuple(segs)))[i]
+        scorer = self.scorer
+        here = scorer.segment(segs[i], ctx)[0]
+        out = []
+        for n in candidates:
+            if n == tiles[i]:
+                continue
+            traffic = self.local_traffic(i, n, ctx)
+            if 0 <= traffic <= here:
+                out.append((traffic, n))
+        return [(here - t, n) for t, n in sorted(out)]
+
+    def fill(self, tiles: Sequence[int]) -> list[Segment]:
+        """The greedy's segments for these tile counts."""
+        return self._run(tuple(tiles))[0]
+
+    def score(self, tiles: Sequence[int]) -> tuple[int, float]:
+        """``(0, objective)`` of the filled schedule when it fits, else ``(1, peak bits)``."""
+        return self._run(tuple(tiles))[1]
+
+    def _run(self, tiles: tuple[int, ...]) -> tuple[list[Segment], tuple[int, float]]:
+        hit = self._filled.get(tiles)
+        if hit is None:
+            segs = [self.initial(i, n) for i, n in enumerate(tiles)]
+            segs = _greedy_pass(self.problem, self.scorer, segs, only_local=False)
+            hit = self._filled[tiles] = (segs, self._objective(segs))
+        return hit
+
+    def _objective(self, segs: list[Segment]) -> tuple[int, float]:
+        problem, scorer = self.problem, self.scorer
+        ctxs = mapping_contexts(problem.network, Mapping(tuple(segs)))
+        scores = [scorer.segment(s, c) for s, c in zip(segs, ctxs, strict=True)]
+        peak = max(s[1] for s in scores)
+        if peak > scorer.cap:
+            return 1, float(peak)
+        if problem.objective.value == "traffic":
+            return 0, float(sum(s[0] for s in scores))
+        return 0, evaluate(problem, Mapping(tuple(segs))).objective_value(
+            problem.objective.value)
+
+
+_EVERY_COUNT_UP_TO = 8
+"""Tile counts tried one by one up to here; powers of two beyond (see :func:`choose_tiles`)."""
+
+
+def _tile_candidates(max_n: int) -> list[int]:
+    """Every count up to :data:`_EVERY_COUNT_UP_TO`, then powers of two up to ``max_n``,
+    and ``max_n`` itself."""
+    out = {1 << k for k in range(max_n.bit_length())} | set(range(1, _EVERY_COUNT_UP_TO + 1))
+    return sorted({n for n in out if n <= max_n} | {max_n})
+
+
+_FULL_CHECK_FILLS = 64
+"""Schedules whose single-block changes take at most this many fills get every one
+tried on the whole schedule at the end (see :func:`choose_tiles`)."""
+
+
+def choose_tiles(filler: _Filler) -> list[int]:
+    """Tile counts of every frame: as given, the fewest that fit for layer-by-layer
+    frames, and for fused frames without a count those that minimise the whole
+    schedule's objective (traffic, or energy) among the counts that fit.
+
+    The fused counts come from coordinate descent over the whole filled
+    schedule, each block's candidates being every count up to
+    :data:`_EVERY_COUNT_UP_TO`, the powers of two up to its extent, the
+    extent, and its best count alone (any count; plain DRAM boundaries,
+    after its in-segment greedy). Two starts: every block at its best count
+    alone (the per-block rule, so no result is weaker than it), and the best
+    uniform count (one candidate for every block, capped by its extent). A
+    block's candidates are ranked by the block's own traffic after its
+    in-segment greedy, in the context (tensors kept whole, tensors written)
+    the current schedule gives it.
+
+    Small schedules (trying every single-block change takes at most
+    :data:`_FULL_CHECK_FILLS` fills): uniform counts are scored on the whole
+    schedule; from each start, candidates ranked no worse than the current
+    count are tried on the whole schedule and the first that strictly
+    lowers the objective is kept; then every single-block change is tried
+    and the descent resumes after an improvement, so the result is a local
+    optimum of the whole schedule. Large schedules: uniform counts are
+    scored by the sum of the blocks' traffic alone; each sweep moves every
+    block to its best-ranked count at once (if strictly better in its
+    context) and keeps the sweep if the whole schedule improves, else tries
+    the :data:`_SINGLE_TRIES` largest single moves. The search stops at the
+    compulsory traffic. Deterministic: fixed orders, ties to the first
+    start and the fewer tiles.
+    """
+    frames = filler.frames
+    base = [f.tiles if f.tiles is not None else (None if f.fused else filler.fewest_fitting(i))
+            for i, f in enumerate(frames)]
+    free = [i for i, n in enumerate(base) if n is None]
+    if not free:
+        return [int(n) for n in base]  # type: ignore[arg-type]
+    alone = [filler.alone_best(i, range(1, filler.max_n[i] + 1)) if n is None else n
+             for i, n in enumerate(base)]
+    cands = {i: sorted({*_tile_candidates(filler.max_n[i]), alone[i]}) for i in free}
+    small = sum(len(c) - 1 for c in cands.values()) <= _FULL_CHECK_FILLS
+    floor = (0, filler.floor)
+    uniform = [[min(u, filler.max_n[i]) if n is None else n for i, n in enumerate(base)]
+               for u in sorted({n for i in free for n in cands[i]})]
+    if small:
+        best_uniform = min(uniform, key=filler.score)
+        if filler.score(best_uniform) <= floor:
+            return best_uniform
+    else:
+        best_uniform = min(uniform, key=lambda tiles: filler.alone_total(tiles, free))
+    descend = _descend if small else _sweep
+    tiles, current = descend(filler, alone, free, cands)
+    if current > floor and best_uniform != alone:
+        tiles, current = min((tiles, current), descend(filler, best_uniform, free, cands),
+                             key=lambda r: r[1])
+    if not small or current <= floor:
+        return tiles
+    while True:
+        improved = False
+        for i in free:
+            for n in cands[i]:
+                trial = [*tiles[:i], n, *tiles[i + 1:]]
+                score = filler.score(trial)
+                if score < current:
+                    tiles, current, improved = trial, score, True
+        if not improved:
+            return tiles
+        tiles, current = _descend(filler, tiles, free, cands)
+
+
+_SINGLE_TRIES = 4
+"""Single-block moves a large-schedule sweep tries when moving every block at once fails."""
+
+
+def _descend(filler: _Filler, tiles: list[int], free: list[int], cands: dict[int, list[int]]
+             ) -> tuple[list[int], tuple[int, float]]:
+    """The descent of :func:`choose_tiles` on small schedules, from ``tiles``."""
+    current = filler.score(tiles)
+    improved = True
+    while improved and current > (0, filler.floor):
+        improved = False
+        for i in free:
+            for _, n in filler.ranked(tiles, i, cands[i]):
+                trial = [*tiles[:i], n, *tiles[i + 1:]]
+                score = filler.score(trial)
+                if score < current:
+                    tiles, current, improved = trial, score, True
+                    break
+    return tiles, current
+
+
+def _sweep(filler: _Filler, tiles: list[int], free: list[int], cands: dict[int, list[int]]
+           ) -> tuple[list[int], tuple[int, float]]:
+    """The descent of :func:`choose_tiles` on large schedules, from ``tiles``."""
+    current = filler.score(tiles)
+    while current > (0, filler.floor):
+        moves = []  # (gain in the block's own traffic, block, count)
+        for i in free:
+            ranked = filler.ranked(tiles, i, cands[i])
+            if ranked and ranked[0][0] > 0:
+                moves.append((ranked[0][0], i, ranked[0][1]))
+        if not moves:
+            break
+        trial = list(tiles)
+        for _, i, n in moves:
+            trial[i] = n
+        trials = [trial] + [[*tiles[:i], n, *tiles[i + 1:]]
+                            for _, i, n in sorted(moves, key=lambda m: (-m[0], m[1]))
+                            [:_SINGLE_TRIES]] if len(moves) > 1 else [trial]
+        for trial in trials:
+            score = filler.score(trial)
+            if score < current:
+                tiles, current = trial, score
+                break
+        else:
+            break
+    return tiles, current
+>>>>>>> main
 
 
 def _lone_context(net: Network, layers: Sequence[str]) -> SegmentContext:
