@@ -563,33 +563,6 @@ class _Filler:
                 raise StemsInputError(Issue(
                     f"{frame.tiles} tiles exceed the smallest OY extent ({max_n}) of the fused "
                     f"block {frame.layers[0]}..{frame.layers[-1]}", field="tiles"))
-<<<<<<< HEAD
-            segs.append(initial_segment(frame.tiles))
-            continue
-        chosen = None
-        if frame.fused:
-            best_traffic = None
-            for n in count_candidates(max_n):
-                seg = initial_segment(n)
-                seg = _greedy_pass(problem, scorer, [seg], only_local=True, ctx=ctx)[0]
-                traffic, peak, _ = scorer.segment(seg, ctx)
-                if peak <= scorer.cap and (best_traffic is None or traffic < best_traffic):
-                    chosen, best_traffic = seg, traffic
-            if chosen is not None:
-                chosen = initial_segment(chosen.tiles)
-        else:
-            for n in count_candidates(max_n):
-                seg = initial_segment(n)
-                if scorer.segment(seg, ctx)[1] <= scorer.cap:
-                    chosen = seg
-                    break
-        if chosen is None:  # nothing fits: keep the lowest-peak variant
-            trials = [initial_segment(n) for n in count_candidates(max_n)]
-            chosen = min(trials, key=lambda s, ctx=ctx: scorer.segment(s, ctx)[1])
-        segs.append(chosen)
-    segs = _greedy_pass(problem, scorer, segs, only_local=False)
-    return Mapping(tuple(segs), name).canonical(net)
-=======
 
     @cached_property
     def floor(self) -> float:
@@ -611,7 +584,7 @@ class _Filler:
     def fewest_fitting(self, i: int) -> int:
         """The fewest tiles with which frame ``i`` fits alone, else its lowest-peak count."""
         scorer, ctx = self.scorer, self.ctxs[i]
-        for n in range(1, self.max_n[i] + 1):
+        for n in count_candidates(self.max_n[i]):
             if scorer.segment(self.initial(i, n), ctx)[1] <= scorer.cap:
                 return n
         return self.lowest_peak(i)
@@ -619,7 +592,7 @@ class _Filler:
     def lowest_peak(self, i: int) -> int:
         """The tile count of frame ``i`` with the lowest peak alone (the fewest on ties)."""
         ctx = self.ctxs[i]
-        return min(range(1, self.max_n[i] + 1),
+        return min(count_candidates(self.max_n[i]),
                    key=lambda n: self.scorer.segment(self.initial(i, n), ctx)[1])
 
     def local_traffic(self, i: int, n: int, ctx: SegmentContext) -> int:
@@ -753,7 +726,7 @@ def choose_tiles(filler: _Filler) -> list[int]:
     free = [i for i, n in enumerate(base) if n is None]
     if not free:
         return [int(n) for n in base]  # type: ignore[arg-type]
-    alone = [filler.alone_best(i, range(1, filler.max_n[i] + 1)) if n is None else n
+    alone = [filler.alone_best(i, count_candidates(filler.max_n[i])) if n is None else n
              for i, n in enumerate(base)]
     cands = {i: sorted({*_tile_candidates(filler.max_n[i]), alone[i]}) for i in free}
     small = sum(len(c) - 1 for c in cands.values()) <= _FULL_CHECK_FILLS
@@ -833,7 +806,6 @@ def _sweep(filler: _Filler, tiles: list[int], free: list[int], cands: dict[int, 
         else:
             break
     return tiles, current
->>>>>>> main
 
 
 def _lone_context(net: Network, layers: Sequence[str]) -> SegmentContext:
