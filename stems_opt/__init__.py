@@ -1,11 +1,11 @@
 """stems_opt: provably optimal mappings of spiking neural networks onto accelerators.
 
-The public API re-exports the pieces a compiler flow needs::
+The public API re-exports the pieces a compiler flow needs (``docs/api.md``)::
 
-    from stems_opt import load_instance, solve, evaluate, named_schedule
+    from stems_opt import load_problem, solve
 
-    problem = load_instance("instances/sew_resnet18_1mb.yaml")
-    result = solve(problem, solver="cpsat")
+    problem = load_problem("instances/sew_resnet18_1mb.yaml")
+    result = solve(problem, objective="traffic", solver="cpsat")
     print(result.status, result.cost.traffic_bits)
 """
 
@@ -13,7 +13,15 @@ from stems_opt.cost_model import Cost, compulsory_traffic_bits, evaluate
 from stems_opt.errors import Issue, StemsInputError
 from stems_opt.hardware import ComputeArray, Hardware, MemoryLevel
 from stems_opt.heuristics import named_schedule
-from stems_opt.io import dump_mapping, load_hardware, load_instance, load_mapping, load_network
+from stems_opt.io import (
+    dump_mapping,
+    hardware_from_dict,
+    load_hardware,
+    load_instance,
+    load_mapping,
+    load_network,
+    network_from_dict,
+)
 from stems_opt.mapping import (
     Halo,
     Mapping,
@@ -25,25 +33,68 @@ from stems_opt.mapping import (
     WeightChoice,
     check,
 )
-from stems_opt.network import Axis, Layer, LayerKind, Network, NeuronKind, StatePersistence
+from stems_opt.network import (
+    Axis,
+    Block,
+    InputTensor,
+    Layer,
+    LayerKind,
+    Network,
+    NetworkDefaults,
+    NeuronKind,
+    StatePersistence,
+    build_network,
+)
+from stems_opt.nir_import import NirOptions, load_nir
 from stems_opt.problem import Objective, Problem
+from stems_opt.report import result_to_dict
 from stems_opt.result import Result, SolveStatus
+from stems_opt.sources import load_problem
+from stems_opt.version import SCHEMA_VERSION, __version__
 
 
-def solve(problem: Problem, solver: str = "cpsat", **options: object) -> Result:
-    """Find the optimal mapping of ``problem`` (see :func:`stems_opt.solvers.solve`)."""
+def solve(problem: Problem, *, objective: Objective | str | None = None, solver: str = "cpsat",
+          time_limit_s: float | None = None, threads: int | None = None, seed: int = 0,
+          method: str = "columns") -> Result:
+    """Find the optimal mapping of ``problem``, with a proof (see ``docs/api.md``).
+
+    Parameters
+    ----------
+    problem
+        What to map: from :func:`load_problem`, :func:`load_instance` or built in code.
+    objective
+        ``"traffic"`` (DRAM bits) or ``"energy"`` (pJ); ``None`` keeps ``problem.objective``.
+    solver
+        ``"cpsat"`` (OR-Tools CP-SAT) or ``"highs"``.
+    time_limit_s
+        Wall-clock limit in seconds; ``None`` runs to the proof.
+    threads
+        Solver threads; ``None`` lets the solver choose.
+    seed
+        Solver random seed.
+    method
+        ``"columns"`` (default) or ``"monolithic"``; both exact.
+
+    Returns
+    -------
+    Result
+        ``status`` is ``optimal`` only with a proof; ``cost`` is the cost
+        model's score of ``mapping``, equal to the solver's objective.
+    """
     from stems_opt.solvers import solve as _solve
 
-    return _solve(problem, solver=solver, **options)  # type: ignore[arg-type]
-
-
-__version__ = "0.1.0"
+    if objective is not None:
+        problem = problem.with_objective(Objective(objective))
+    return _solve(problem, solver=solver, time_limit_s=time_limit_s, threads=threads, seed=seed,
+                  method=method)
 
 __all__ = [
-    "Axis", "ComputeArray", "Cost", "Halo", "Hardware", "Issue", "Layer", "LayerKind", "Mapping",
-    "MemoryLevel", "Network", "NeuronKind", "Objective", "Order", "Placement", "Problem",
-    "Result", "Segment", "SolveStatus", "StateMode", "StatePersistence", "StemsInputError",
-    "Violation", "WeightChoice", "__version__", "check", "compulsory_traffic_bits", "dump_mapping",
-    "evaluate", "load_hardware", "load_instance", "load_mapping", "load_network",
-    "named_schedule", "solve",
+    "SCHEMA_VERSION", "Axis", "Block", "ComputeArray", "Cost", "Halo", "Hardware", "InputTensor",
+    "Issue", "Layer", "LayerKind", "Mapping", "MemoryLevel", "Network", "NetworkDefaults",
+    "NeuronKind", "NirOptions", "Objective", "Order", "Placement", "Problem", "Result", "Segment",
+    "SolveStatus", "StateMode", "StatePersistence", "StemsInputError", "Violation",
+    "WeightChoice", "__version__", "build_network", "check", "compulsory_traffic_bits",
+    "dump_mapping", "evaluate", "hardware_from_dict", "load_hardware", "load_instance",
+    "load_mapping", "load_network", "load_nir", "load_problem", "named_schedule",
+    "network_from_dict", "result_to_dict", "solve",
 ]

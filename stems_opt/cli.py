@@ -23,7 +23,10 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from stems_opt.version import SCHEMA_VERSION, __version__
 
 if TYPE_CHECKING:
     from stems_opt.errors import Issue
@@ -88,56 +91,205 @@ def _tiles(text: str) -> int | list[int]:
     return values[0] if len(values) == 1 else values
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _solver(text: str) -> str:
+    if text in ("cpsat", "highs") or (text.startswith("pyomo:") and len(text) > 6):
+        return text
+    raise argparse.ArgumentTypeError(f"expected cpsat, highs or pyomo:NAME, got {text!r}")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    """The problem to read: an instance, or a network (YAML or NIR) with ``--hardware``."""
+    p.add_argument("instance", metavar="MODEL",
+                   help="instance YAML (network + hardware + objective), or a network YAML or "
+                        "NIR file given with --hardware")
+    p.add_argument("--hardware", type=_non_empty, metavar="HW.yaml",
+                   help="hardware YAML, for a network YAML or NIR file (default: none; an "
+                        "instance names its own)")
+    _add_nir_args(p, required=False)
+
+
+def _add_nir_args(p: argparse.ArgumentParser, required: bool) -> None:
+    g = p.add_argument_group("NIR models (.nir files)")
+    g.add_argument("--timesteps", type=_positive, metavar="T", required=required,
+                   help="time window T in timesteps (required for NIR, no default: NIR files "
+                        "do not store it reliably)")
+    g.add_argument("--weight-bits", type=_positive, default=4, metavar="B",
+                   help="weight precision in bits (default: %(default)s)")
+    g.add_argument("--state-bits", type=_positive, default=12, metavar="B",
+                   help="bits per neuron state variable; CubaLIF keeps two (default: "
+                        "%(default)s)")
+    g.add_argument("--spike-bits", type=_positive, default=1, metavar="B",
+                   help="spike and network-input precision in bits (default: %(default)s)")
+
+
+def _add_objective(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--objective", choices=["traffic", "energy"],
+                   help="minimise DRAM traffic (bits) or energy (pJ) (default: the instance's "
+                        "objective; traffic for a network with --hardware)")
+
+
+def _add_solver(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--solver", type=_solver, default="cpsat", metavar="SOLVER",
+                   help="MIP backend: cpsat (OR-Tools CP-SAT), highs, or pyomo:NAME for any MILP "
+                        "solver Pyomo drives, e.g. pyomo:appsi_highs, pyomo:cbc, pyomo:gurobi "
+                        "(needs the pyomo extra) (default: %(default)s)")
+
+
+def _nir_options(args: argparse.Namespace) -> object:
+    """NIR options when ``--timesteps`` was given (or a bit width changed), else ``None``."""
+    from stems_opt.nir_import import NirOptions
+
+    if args.timesteps is None and (args.weight_bits, args.state_bits, args.spike_bits) == \
+            (4, 12, 1):
+        return None
+    if args.timesteps is None:
+        from stems_opt.errors import Issue, StemsInputError
+
+        raise StemsInputError(Issue("--weight-bits, --state-bits and --spike-bits need "
+                                    "--timesteps T (they apply to NIR models)",
+                                    field="timesteps"))
+    return NirOptions(args.timesteps, args.weight_bits, args.state_bits, args.spike_bits)
+
+
+def _load(args: argparse.Namespace, objective: str | None = None) -> object:
+    """The problem named on the command line (see :mod:`stems_opt.sources`)."""
+    from stems_opt.sources import load_problem
+
+    return load_problem(args.instance, args.hardware, objective,
+                        _nir_options(args))  # type: ignore[arg-type]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (no heavy imports)."""
     p = argparse.ArgumentParser(
         prog="stems-opt",
         description="Provably optimal mappings of spiking neural networks onto accelerators.",
-        epilog="Exit codes: 0 ok, 1 infeasible, 2 bad input, 3 no mapping found in time.")
+        epilog="Exit codes: 0 ok, 1 infeasible, 2 bad input, 3 no mapping found in time. "
+               "Units: bits, pJ, seconds (docs/formats.md).")
+    p.add_argument("--version", action="version", version=f"stems-opt {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--quiet", action="store_true",
-                        help="no progress lines on stderr (errors are still reported)")
+                        help="no progress lines on stderr (errors are still reported) "
+                             "(default: progress shown)")
     common.add_argument("--debug", action="store_true",
-                        help="show the full traceback of an internal error")
+                        help="show the full traceback of an internal error (default: one line)")
 
     ev = sub.add_parser("evaluate", help="score a named schedule or a mapping file",
                         parents=[common])
-    ev.add_argument("instance", help="instance YAML (network + hardware + objective)")
+    _add_model_args(ev)
     src = ev.add_mutually_exclusive_group(required=True)
     src.add_argument("--schedule", type=_non_empty,
-                     help="ST-LBL, TB-LBL, TB-F, ST-F or HYBRID:<time>:<depth>")
-    src.add_argument("--mapping", type=_non_empty, help="mapping YAML or JSON file")
-    ev.add_argument("--tiles", type=_tiles, help="tile count for fused blocks (N or N,N,...)")
-    ev.add_argument("--objective", choices=["traffic", "energy"])
-    ev.add_argument("--json", action="store_true", help="print one JSON document")
-    ev.add_argument("--out", type=_non_empty,
-                    help="write the scored mapping to this YAML/JSON file")
+                     help="named schedule: ST-LBL, TB-LBL, TB-F, ST-F or HYBRID:<time>:<depth> "
+                          "(no default)")
+    src.add_argument("--mapping", type=_non_empty,
+                     help="mapping YAML or JSON file (no default)")
+    ev.add_argument("--tiles", type=_tiles, help="tile count for fused blocks, N or N,N,... "
+                    "(default: the schedule's own choice)")
+    _add_objective(ev)
+    ev.add_argument("--json", action="store_true", help="print one JSON document "
+                    "(docs/result-schema.json) instead of tables (default: tables)")
+    ev.add_argument("--out", type=_non_empty, metavar="FILE",
+                    help="write the scored mapping to this YAML/JSON file (default: not written)")
 
     va = sub.add_parser("validate", help="report every problem in an instance (and mapping)",
                         parents=[common])
-    va.add_argument("instance")
-    va.add_argument("--mapping", type=_non_empty, help="also check this mapping")
+    _add_model_args(va)
+    va.add_argument("--mapping", type=_non_empty,
+                    help="also check this mapping file (default: none)")
 
     so = sub.add_parser("solve", help="find the optimal mapping, with a proof",
                         parents=[common])
-    so.add_argument("instance")
-    so.add_argument("--objective", choices=["traffic", "energy"])
-    so.add_argument("--solver", choices=["cpsat", "highs"], default="cpsat")
+    _add_model_args(so)
+    _add_objective(so)
+    _add_solver(so)
     _search_options(so)
-    so.add_argument("--json", action="store_true", help="print one JSON document")
-    so.add_argument("--out", type=_non_empty, help="write the mapping to this YAML/JSON file")
+    so.add_argument("--json", action="store_true", help="print one JSON document "
+                    "(docs/result-schema.json) instead of tables (default: tables)")
+    so.add_argument("--out", type=_non_empty, metavar="FILE",
+                    help="write the mapping to this YAML/JSON file (default: not written)")
+    so.add_argument("--method", choices=["columns", "monolithic"], default="columns",
+                    help="columns: segment columns priced lazily; monolithic: one MIP over "
+                         "every frame; both exact (default: %(default)s)")
+    so.add_argument("--write-model", type=_non_empty, metavar="FILE.lp|FILE.mps",
+                    help="also write the monolithic MIP (as --method monolithic builds it) "
+                         "to an LP or MPS file (default: not written)")
 
     co = sub.add_parser("compare", help="the optimum beside the named schedules",
                         parents=[common])
-    co.add_argument("instance")
-    co.add_argument("--objective", choices=["traffic", "energy"])
-    co.add_argument("--solver", choices=["cpsat", "highs"], default="cpsat")
+    _add_model_args(co)
+    _add_objective(co)
+    _add_solver(co)
     _search_options(co)
     co.add_argument("--schedules", default="ST-LBL,TB-LBL,TB-F,ST-F",
-                    help="comma-separated schedule names")
-    co.add_argument("--json", action="store_true")
+                    help="comma-separated schedule names (default: %(default)s)")
+    co.add_argument("--json", action="store_true", help="print one JSON object of documents "
+                    "(default: a table)")
+    co.add_argument("--heuristics", default="greedy-fusion,local-search",
+                    help="comma-separated heuristics beside the named schedules "
+                         "(greedy-fusion, local-search; '' for none) (default: %(default)s)")
+    co.add_argument("--plot", help="draw traffic by tensor class per schedule to this file "
+                    "(default: no plot)")
+
+    cv = sub.add_parser("convert", help="write a NIR model as a network YAML", parents=[common])
+    cv.add_argument("nir", metavar="MODEL.nir", help="NIR file (snnTorch, SpikingJelly, Norse, "
+                    "Sinabs, Lava-dl, ... exports)")
+    cv.add_argument("-o", "--out", required=True, type=_non_empty, metavar="NETWORK.yaml",
+                    help="network YAML to write (never overwritten without --force)")
+    cv.add_argument("--force", action="store_true", help="replace an existing --out file "
+                    "(default: refuse)")
+    _add_nir_args(cv, required=True)
+
+    sw = sub.add_parser("sweep", help="solve a grid of instances (e.g. buffer sizes) to CSV",
+                        parents=[common])
+    sw.add_argument("sweep", help="sweep YAML (networks, hardware, global_buffer_sizes, ...)")
+    sw.add_argument("--out", type=_non_empty,
+                    help="results CSV (default: the sweep file with .csv)")
+    sw.add_argument("--plot", help="draw the ski-slope plot to this PNG/PDF/SVG file "
+                    "(default: no plot)")
+    sw.add_argument("--resume", action="store_true",
+                    help="keep the rows in --out, solve the rest (default: refuse an existing "
+                         "--out)")
+    sw.add_argument("--workers", type=_positive, default=None, metavar="N",
+                    help="points solved at once (default: one per core)")
+    sw.add_argument("--dask", metavar="ADDRESS",
+                    help="run on a dask.distributed scheduler at ADDRESS, or 'local' "
+                         "(default: local worker processes)")
+
+    ad = sub.add_parser("advise-state", help="rank stateful layers by the exact saving of "
+                                             "making them stateless", parents=[common])
+    ad.add_argument("instance")
+    ad.add_argument("--top", type=_positive, default=None, metavar="N",
+                    help="candidates shown and layers in the saving curve (default: all)")
+    ad.add_argument("--objective", choices=["traffic", "energy"],
+                    help="rank by this saving per state bit (default: the instance's)")
+    ad.add_argument("--solver", choices=["cpsat", "highs"], default="cpsat",
+                    help="exact backend (default: %(default)s)")
+    ad.add_argument("--time-limit", type=_time_limit, default=None, metavar="S",
+                    help="seconds per solve, or 'none' (default: none; each candidate is "
+                         "solved for traffic and for energy)")
+    ad.add_argument("--plot", help="draw the saving curve to this file (default: no plot)")
     return p
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
 
 
 def _search_options(p: argparse.ArgumentParser) -> None:
@@ -194,14 +346,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     from stems_opt.cost_model import evaluate
     from stems_opt.errors import Issue, StemsInputError
     from stems_opt.heuristics import named_schedule
-    from stems_opt.io import check_writable, dump_mapping, load_instance, load_mapping
+    from stems_opt.io import check_writable, dump_mapping, load_mapping
     from stems_opt.mapping import check
-    from stems_opt.report import format_result, result_to_dict
+    from stems_opt.report import format_result, mapping_provenance, result_to_dict
     from stems_opt.result import Result, SolveStatus
 
     if args.out is not None:  # an empty path is refused, not skipped
         check_writable(args.out, field="out")
-    problem = load_instance(args.instance, args.objective)
+    problem = _load(args, args.objective)
     if args.schedule:
         if args.tiles is not None and args.schedule.upper() in ("ST-LBL", "TB-LBL"):
             raise StemsInputError(Issue(f"--tiles applies to fused blocks; {args.schedule} has "
@@ -222,18 +374,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     # A mapping that does not fit is still written: the user asked for it scored and saved,
     # and the report and the exit code (1) say that it does not fit.
     if args.out is not None and result.mapping is not None:
-        dump_mapping(result.mapping, args.out)
+        dump_mapping(result.mapping, args.out, mapping_provenance(problem, result))
     _emit(result_to_dict(problem, result), args.json, format_result(problem, result))
     return _exit_for(result)
 
 
 def _validate(args: argparse.Namespace) -> int:
     from stems_opt.errors import StemsInputError
-    from stems_opt.io import load_instance, load_mapping
+    from stems_opt.io import load_mapping
     from stems_opt.mapping import check
     from stems_opt.solvers import explain_infeasible, unfit_layers
 
-    problem = load_instance(args.instance)
+    problem = _load(args)
     net = problem.network
     print(f"{args.instance}: network {net.name!r}: {len(net.layers)} layers, T = {net.timesteps}, "
           f"weights {net.weight_size_bits:,} bits, state {net.state_size_bits:,} bits; "
@@ -289,28 +441,47 @@ def _new_stop(time_limit_s: float | None) -> Stop:
 
 
 def _solve(args: argparse.Namespace) -> int:
-    from stems_opt.io import check_writable, dump_mapping, load_instance
-    from stems_opt.report import format_result, result_to_dict
-    from stems_opt.solvers import solve
+    from stems_opt.io import check_writable, dump_mapping
+    from stems_opt.report import format_result, mapping_provenance, result_to_dict
+    from stems_opt.solvers import check_solver, solve, write_model
 
-    if args.out is not None:  # an empty path is refused, not skipped
-        check_writable(args.out, field="out")
-    problem = load_instance(args.instance, args.objective)
+    for path, field in ((args.out, "out"), (args.write_model, "write-model")):
+        if path:
+            check_writable(path, field=field)
+    problem = _load(args, args.objective)
+    check_solver(args.solver)
+    if args.write_model:
+        info = write_model(problem, args.write_model)
+        unit = "bits" if problem.objective.value == "traffic" else "pJ"
+        print(f"stems-opt: wrote {args.write_model}: {info['variables']:,} binaries, "
+              f"{info['constraints']:,} rows; {problem.objective.value} in {unit} = (objective + "
+              f"{info['constant']:g}) / {info['scale']:g}", file=sys.stderr)
     result = solve(problem, solver=args.solver, time_limit_s=args.time_limit,
-                   threads=args.threads, seed=args.seed, stop=_new_stop(args.time_limit))
+                   threads=args.threads, seed=args.seed, method=args.method,
+                   stop=_new_stop(args.time_limit))
     if args.out is not None and result.mapping is not None:
-        dump_mapping(result.mapping, args.out)
+        dump_mapping(result.mapping, args.out, mapping_provenance(problem, result))
     _emit(result_to_dict(problem, result), args.json, format_result(problem, result))
     return SIGNALS.exit_code(_exit_for(result))
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from stems_opt.io import load_instance
+    from stems_opt.io import check_writable
     from stems_opt.report import result_to_dict
     from stems_opt.result import Result
-    from stems_opt.solvers import solve_and_score
+    from stems_opt.solvers import check_solver, solve_and_score
 
-    problem = load_instance(args.instance, args.objective)
+    heuristics = [h.strip() for h in args.heuristics.split(",") if h.strip()]
+    unknown = [h for h in heuristics if h not in HEURISTICS]
+    if unknown:
+        from stems_opt.errors import Issue, StemsInputError
+
+        raise StemsInputError(Issue(f"unknown heuristic(s) {', '.join(unknown)} (one of "
+                                    f"{', '.join(HEURISTICS)})", field="heuristics"))
+    if args.plot:
+        check_writable(args.plot, field="plot")
+    problem = _load(args, args.objective)
+    check_solver(args.solver)
     names = tuple(dict.fromkeys(s.strip() for s in args.schedules.split(",") if s.strip()))
     if not names:
         from stems_opt.errors import Issue, StemsInputError
@@ -320,10 +491,21 @@ def _compare(args: argparse.Namespace) -> int:
                                   time_limit_s=args.time_limit, threads=args.threads,
                                   seed=args.seed, stop=_new_stop(args.time_limit))
     rows: list[tuple[str, Result | str | None]] = list(scored.items())
+    rows += _heuristic_rows(problem, heuristics, rows, opt.runtime_s, args.seed,
+                            SIGNALS.stop)
     rows.append(("optimum" if opt.status.value == "optimal" else "best found", opt))
+    if args.plot:
+        from stems_opt.plots import tensor_bars_plot
+
+        tensor_bars_plot(f"{problem.name}: off-chip traffic by tensor class",
+                         [(name if r.feasible else f"{name}\n(does not fit)",
+                           r.cost.traffic.by_class()) for name, r in rows
+                          if isinstance(r, Result) and r.cost is not None], args.plot)
     if args.json:
         _emit({name: result_to_dict(problem, r) if isinstance(r, Result) else
-               {"status": "not scored", "message": r or "the time limit came first"}
+               {"schema_version": SCHEMA_VERSION, "stems_opt_version": __version__,
+                "instance": problem.name, "status": "not scored",
+                "message": r or "the time limit came first"}
                for name, r in rows}, True, "")
         return SIGNALS.exit_code(_exit_for(opt))
     objective = problem.objective.value
@@ -343,8 +525,33 @@ def _compare(args: argparse.Namespace) -> int:
     if opt.status.value != "optimal" and opt.bound is not None:
         lines.append(f"  (not proven: bound {opt.bound:,.6g}, gap {opt.gap:.2%})"
                      if opt.gap is not None else f"  (not proven: bound {opt.bound:,.6g})")
+    if args.plot:
+        lines.append(f"plot written to {args.plot}")
     _emit(None, False, "\n".join(lines))
     return SIGNALS.exit_code(_exit_for(opt))
+
+
+def _convert(args: argparse.Namespace) -> int:
+    import yaml
+
+    from stems_opt.errors import Issue, StemsInputError
+    from stems_opt.io import check_writable, network_from_dict, write_text_safely
+    from stems_opt.nir_import import read_nir_document
+
+    check_writable(args.out, field="out")
+    if Path(args.out).exists() and not args.force:
+        raise StemsInputError(Issue("exists; not overwritten (use --force to replace it)",
+                                    file=args.out, field="out"))
+    doc = read_nir_document(args.nir, _nir_options(args))  # type: ignore[arg-type]
+    net = network_from_dict(doc, args.nir)  # the written file must load as it is
+    head = (f"# Network converted from {Path(args.nir).name} by `stems-opt convert`:\n"
+            f"# T = {net.timesteps}, weights {args.weight_bits} bits, neuron state "
+            f"{args.state_bits} bits per variable, spikes {args.spike_bits} bit(s).\n")
+    write_text_safely(args.out, head + yaml.safe_dump(doc, sort_keys=False,
+                                                      default_flow_style=None, width=100))
+    print(f"{args.out}: network {net.name!r}, {len(net.layers)} layers, weights "
+          f"{net.weight_size_bits:,} bits, state {net.state_size_bits:,} bits")
+    return EXIT_OK
 
 
 def _configure_logging(quiet: bool) -> None:
@@ -360,6 +567,114 @@ def _configure_logging(quiet: bool) -> None:
     logging.getLogger("stems_opt.columns").setLevel(logging.WARNING)
 
 
+HEURISTICS = ("greedy-fusion", "local-search")
+
+
+def _heuristic_rows(problem: object, heuristics: list[str],
+                    named: list[tuple[str, object]], solver_s: float, seed: int,
+                    stop: Stop | None) -> list[tuple[str, object]]:
+    """The greedy fusion, and a local search from the best mapping so far given the
+    solver's wall time, both within what is left of the time limit (a heuristic the
+    limit stops is "not scored")."""
+    from stems_opt.heuristics.greedy import greedy_fusion
+    from stems_opt.heuristics.local_search import local_search
+    from stems_opt.result import Result
+
+    deadline = None if stop is None else stop.deadline
+    rows: list[tuple[str, object]] = []
+    if "greedy-fusion" in heuristics:
+        if stop is not None and stop.expired():
+            rows.append(("GREEDY-FUSION", None))
+        else:
+            r = greedy_fusion(problem, deadline=deadline)  # type: ignore[arg-type]
+            rows.append(("GREEDY-FUSION", r if r.mapping is not None or
+                         r.status.value == "infeasible" else r.message))
+    if "local-search" in heuristics:
+        if stop is not None and stop.expired():
+            rows.append(("LOCAL-SEARCH", None))
+        else:
+            fitting = [r for _, r in named + rows if isinstance(r, Result) and r.feasible]
+            start = min(fitting, key=lambda r: r.objective_value).mapping if fitting else None
+            budget = solver_s if stop is None else stop.limit_s(solver_s)
+            rows.append(("LOCAL-SEARCH", local_search(  # type: ignore[arg-type]
+                problem, seed=seed, time_limit_s=budget, start=start)))
+    return rows
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from stems_opt.io import check_writable
+    from stems_opt.sweep import available_cores, dask_client, load_sweep, local_executor, run_sweep
+
+    cores = available_cores()
+    workers = args.workers or cores
+    if not args.dask and workers > cores:
+        print(f"stems-opt: {workers} workers on {cores} cores would oversubscribe them; "
+              f"using {cores}", file=sys.stderr)
+        workers = cores
+    # Workers x solver threads stay within the cores.
+    threads = max(1, cores // workers)
+    out = args.out or str(Path(args.sweep).with_suffix(".csv"))
+    if args.plot:
+        check_writable(args.plot, field="plot")
+    sweep = load_sweep(args.sweep, threads=threads)
+    client = dask_client(args.dask, workers) if args.dask else None
+    try:
+        if client is not None:
+            executor = client.get_executor(pure=False)
+        else:
+            executor = local_executor(workers) if workers > 1 and len(sweep.points) > 1 else None
+        try:
+            rows = run_sweep(sweep, out, executor, resume=args.resume)
+        finally:
+            if executor is not None:
+                executor.shutdown(wait=False)
+    except KeyboardInterrupt:
+        print(f"stems-opt: interrupted; the finished points are in {out} (--resume continues)",
+              file=sys.stderr)
+        return 130
+    finally:
+        if client is not None:
+            client.close()
+    print(f"{len(rows)} points written to {out}")
+    if args.plot:
+        from stems_opt.plots import skislope_plot
+
+        skislope_plot(rows, args.plot)
+        print(f"ski-slope plot written to {args.plot}")
+    unproven = sum(r["status"] != "optimal" for r in rows)
+    if unproven:
+        print(f"{unproven} points not proven optimal (see their bound and gap)")
+    return EXIT_OK
+
+
+def _advise_state(args: argparse.Namespace) -> int:
+    from stems_opt.advise import advise_state, format_advice
+    from stems_opt.io import check_writable, load_instance
+
+    if args.plot:
+        check_writable(args.plot, field="plot")
+    problem = load_instance(args.instance, args.objective)
+    try:
+        advice = advise_state(problem, top=args.top, solver=args.solver,
+                              time_limit_s=args.time_limit)
+    except ValueError as exc:
+        print(f"stems-opt: {exc}", file=sys.stderr)
+        return EXIT_INFEASIBLE
+    print(format_advice(problem, advice, args.top))
+    if args.plot:
+        from stems_opt.plots import saving_curve_plot
+
+        base = advice.base
+        points = [(0, base.traffic_bits, base.energy_pj, base.proven)] + [
+            (p.state_bits_removed, p.optima.traffic_bits, p.optima.energy_pj, p.optima.proven)
+            for p in advice.curve]
+        saving_curve_plot(f"{problem.name}: ranked layers made stateless", points, args.plot)
+        print(f"plot written to {args.plot}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -373,7 +688,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         SIGNALS.install()
     try:
         return {"evaluate": _evaluate, "validate": _validate, "solve": _solve,
-                "compare": _compare}[args.command](args)
+                "compare": _compare, "convert": _convert, "sweep": _sweep,
+                "advise-state": _advise_state}[args.command](args)
     except StemsInputError as exc:
         for issue in exc.issues:
             print(f"stems-opt: error: {issue}", file=sys.stderr)

@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -768,6 +769,36 @@ class Cost:
     def objective_value(self, objective: str) -> float:
         """Traffic in bits or energy in pJ."""
         return self.traffic_bits if objective == "traffic" else self.total_energy_pj
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: traffic (bits), energy (pJ), occupancy, latency, per segment."""
+        tr = self.traffic
+        return {
+            "traffic_bits": {
+                "total": tr.total_bits,
+                "reads": sum(tr.read_bits.values()),
+                "writes": sum(tr.write_bits.values()),
+                "by_tensor": tr.by_class(),
+                "reads_by_tensor": dict(tr.read_bits),
+                "writes_by_tensor": dict(tr.write_bits),
+                "by_layer": dict(self.traffic_by_layer),
+                "by_segment": [s.traffic.total_bits for s in self.segments],
+            },
+            "energy_pj": dict(self.energy_pj),
+            "peak_gb_bits": self.peak_gb_bits,
+            "capacity_bits": self.capacity_bits,
+            "latency_cycles": self.latency_cycles,
+            "segments": [{
+                "layers": list(s.layers),
+                "traffic_bits": s.traffic.total_bits,
+                "traffic_bits_by_tensor": s.traffic.by_class(),
+                "peak_gb_bits": s.peak_gb_bits,
+                "persistent_gb_bits": s.persistent_gb_bits,
+                "peak_tile": s.peak_tile,
+                "peak_layer": s.peak_layer,
+                "latency_cycles": s.latency_cycles,
+            } for s in self.segments],
+        }
 
 
 def _breakdown(terms: Sequence[Term]) -> TrafficBreakdown:

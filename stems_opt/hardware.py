@@ -77,11 +77,15 @@ class MemoryLevel:
 
 @dataclass(frozen=True)
 class ComputeArray:
-    """A PE array with fixed spatial unrolling and per-operation energies."""
+    """A PE array with fixed spatial unrolling and per-operation energies.
 
-    unrolling: dict[str, int] = field(default_factory=lambda: {"K": 1})
-    accumulate_pj: float = 0.07
-    mac_pj: float = 0.16
+    The defaults are those of the hardware YAML's ``operational_array``: no
+    unrolling (one PE) and energies of 0 pJ until given.
+    """
+
+    unrolling: dict[str, int] = field(default_factory=dict)
+    accumulate_pj: float = 0.0
+    mac_pj: float = 0.0
     neuron_update_pj: float = 0.0
 
     def __post_init__(self) -> None:

@@ -17,6 +17,10 @@ from typing import Any
 
 import yaml
 
+from stems_opt.checks import enum_field as _enum
+from stems_opt.checks import expect_mapping as _expect_mapping
+from stems_opt.checks import int_field as _int
+from stems_opt.checks import unknown_fields as _unknown
 from stems_opt.errors import Issue, StemsInputError, excerpt
 from stems_opt.files import check_writable as check_writable
 from stems_opt.files import read_document, read_text_bounded, write_text_safely
@@ -31,7 +35,6 @@ from stems_opt.hardware import (
 )
 from stems_opt.limits import (
     MAX_BANDWIDTH,
-    MAX_COUNT,
     MAX_EXTENT,
     MAX_MEMORY_BITS,
     MAX_OBJECTIVE,
@@ -40,18 +43,12 @@ from stems_opt.limits import (
     magnitude_issues,
 )
 from stems_opt.mapping import (
-    Halo,
     Mapping,
-    Order,
-    Placement,
-    Segment,
-    StateMode,
-    WeightChoice,
-    segment_violations,
+    mapping_from_dict,
+    mapping_to_dict,
 )
 from stems_opt.network import (
     NETWORK_INPUT,
-    Axis,
     Block,
     InputTensor,
     Network,
@@ -67,38 +64,6 @@ from stems_opt.problem import KnownOptimum, Objective, Problem
 # Helpers
 # ---------------------------------------------------------------------------
 
-def _expect_mapping(doc: Any, what: str, file: str) -> dict[str, Any]:
-    article = "an" if what[0] in "aeiou" else "a"
-    expected = f"expected {article} {what} (a YAML mapping at the top level)"
-    if doc is None:
-        # An empty file, or one holding only comments, parses as null.
-        raise StemsInputError(Issue(f"is empty: {expected}", file=file))
-    if not isinstance(doc, AbcMapping):
-        raise StemsInputError(Issue(f"{expected}, got {type(doc).__name__}", file=file))
-    return dict(doc)
-
-
-def _unknown(d: AbcMapping[str, Any], known: set[str], layer: str | None,
-             prefix: str = "") -> list[Issue]:
-    return [Issue(f"unknown field (known: {', '.join(sorted(known))})", layer=layer,
-                  field=prefix + str(k)) for k in d if k not in known]
-
-
-def _int(d: AbcMapping[str, Any], key: str, layer: str | None, issues: list[Issue],
-         default: Any = None, minimum: int = 1, prefix: str = "",
-         maximum: int = MAX_COUNT) -> Any:
-    """``d[key]`` as an integer in ``minimum..maximum``, else ``None`` and an issue for
-    ``prefix + key``.
-
-    Floats are refused even when integral (``16.0``), as loop bounds are.
-    """
-    v = d.get(key, default)
-    if not isinstance(v, int) or isinstance(v, bool) or not minimum <= v <= maximum:
-        top = "2^53" if maximum == MAX_MEMORY_BITS else f"{maximum}"
-        issues.append(Issue(f"must be an integer in {minimum}..{top}, got {excerpt(v)}",
-                            layer=layer, field=prefix + key))
-        return None
-    return v
 
 
 def _num(d: AbcMapping[str, Any], key: str, layer: str | None, issues: list[Issue],
@@ -111,15 +76,6 @@ def _num(d: AbcMapping[str, Any], key: str, layer: str | None, issues: list[Issu
                             layer=layer, field=prefix + key))
         return None
     return float(v)
-
-
-def _enum(enum: Any, value: Any, layer: str | None, fname: str, issues: list[Issue]) -> Any:
-    try:
-        return enum(value)
-    except ValueError:
-        issues.append(Issue(f"unknown value {excerpt(value)} (one of "
-                            f"{', '.join(e.value for e in enum)})", layer=layer, field=fname))
-        return None
 
 
 def _rethrow(exc: StemsInputError, file: str) -> StemsInputError:
@@ -405,157 +361,29 @@ def load_instance(path: str | Path, objective: str | None = None) -> Problem:
 # Mappings
 # ---------------------------------------------------------------------------
 
-SEGMENT_FIELDS = {"layers", "time_batch", "tiles", "axis", "order", "sub_tiles", "weights",
-                  "states", "activations", "inputs", "halos"}
-
-
-def _weight_choice(v: Any, where: str, key: str, issues: list[Issue]) -> WeightChoice | None:
-    if v == "resident":
-        return WeightChoice(resident=True)
-    if v == "streamed":
-        return WeightChoice()
-    if isinstance(v, str) and v.startswith("streamed/"):
-        try:
-            return WeightChoice(chunks=int(v.split("/", 1)[1]))
-        except ValueError:
-            pass
-    issues.append(Issue(f"weights of {excerpt(key)} must be 'resident', 'streamed' or "
-                        f"'streamed/K_CHUNKS', got {excerpt(v)}", layer=where,
-                        field=f"weights.{key}"))
-    return None
-
-
-def _segment(s: Any, where: str, issues: list[Issue]) -> Segment | None:
-    """One segment of a mapping file, or ``None`` with its problems added to ``issues``."""
-    if not isinstance(s, AbcMapping):
-        issues.append(Issue("must be a mapping", layer=where))
-        return None
-    local = _unknown(s, SEGMENT_FIELDS, where)
-    layers = s.get("layers")
-    if not isinstance(layers, list) or not layers:
-        local.append(Issue("must be a non-empty list of layer names", layer=where,
-                           field="layers"))
-    tb = _int(s, "time_batch", where, local)
-    n = _int(s, "tiles", where, local, default=1)
-    axis = _enum(Axis, s.get("axis", "OY"), where, "axis", local)
-    order = _enum(Order, s.get("order", "time_outer"), where, "order", local)
-
-    def table(key: str, conv: Any) -> dict[str, Any]:
-        raw = s.get(key, {}) or {}
-        if not isinstance(raw, AbcMapping):
-            local.append(Issue("must be a mapping from names to choices", layer=where,
-                               field=key))
-            return {}
-        out = {}
-        for k, v in raw.items():
-            c = conv(v, str(k))
-            if c is not None:
-                out[str(k)] = c
-        return out
-
-    def sub(v: Any, k: str) -> int | None:
-        if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_COUNT:
-            return v
-        local.append(Issue(f"must be an integer in 1..{MAX_COUNT}, got {excerpt(v)}",
-                           layer=where, field=f"sub_tiles.{k}"))
-        return None
-
-    def choice(enum: Any, key: str) -> Any:
-        return lambda v, k: _enum(enum, v, where, f"{key}.{k}", local)
-
-    tables = dict(
-        sub_tiles=table("sub_tiles", sub),
-        weights=table("weights", lambda v, k: _weight_choice(v, where, k, local)),
-        states=table("states", choice(StateMode, "states")),
-        activations=table("activations", choice(Placement, "activations")),
-        inputs=table("inputs", choice(Placement, "inputs")),
-        halos=table("halos", choice(Halo, "halos")),
-    )
-    issues += local
-    if local:
-        return None
-    return Segment(layers=tuple(map(str, layers)), time_batch=tb, tiles=n, axis=axis,
-                   order=order, **tables)
-
-
-def mapping_from_dict(doc: Any, file: str = "<mapping>", problem: Problem | None = None
-                      ) -> Mapping:
-    """Build a :class:`Mapping` from its YAML/JSON form.
-
-    With ``problem``, a file whose segments do not all parse also reports the
-    structural problems (:func:`~stems_opt.mapping.check_structure`) of the
-    segments that do, so every mistake comes out at once.
-    """
-    d = _expect_mapping(doc, "mapping", file)
-    if "mapping" in d and isinstance(d["mapping"], AbcMapping):
-        d = dict(d["mapping"])
-    issues = _unknown(d, {"name", "segments", "comment"}, None)
-    segs_raw = d.get("segments")
-    if not isinstance(segs_raw, list) or not segs_raw:
-        issues.append(Issue("must be a non-empty list of segments", field="segments"))
-        segs_raw = []
-    segments = [_segment(s, f"segment {i}", issues) for i, s in enumerate(segs_raw)]
-    if issues:
-        if problem is not None:
-            issues += _partial_structure_issues(problem, segments)
-        raise StemsInputError(issues).with_file(file)
-    return Mapping(tuple(seg for seg in segments if seg is not None), str(d.get("name", "")))
-
-
-def mapping_to_dict(mapping: Mapping) -> dict[str, Any]:
-    """The YAML/JSON form of ``mapping`` (every field written out as given)."""
-    segs = []
-    for seg in mapping.segments:
-        segs.append({
-            "layers": list(seg.layers),
-            "time_batch": seg.time_batch,
-            "tiles": seg.tiles,
-            "axis": seg.axis.value,
-            "order": seg.order.value,
-            "sub_tiles": dict(seg.sub_tiles),
-            "weights": {k: str(v) if not v.resident and v.chunks > 1 else
-                        ("resident" if v.resident else "streamed") for k, v in seg.weights.items()},
-            "states": {k: v.value for k, v in seg.states.items()},
-            "activations": {k: v.value for k, v in seg.activations.items()},
-            "inputs": {k: v.value for k, v in seg.inputs.items()},
-            "halos": {k: v.value for k, v in seg.halos.items()},
-        })
-    out: dict[str, Any] = {"name": mapping.name} if mapping.name else {}
-    out["segments"] = segs
-    return {"mapping": out}
-
-
-def _partial_structure_issues(problem: Problem, segments: list[Segment | None]) -> list[Issue]:
-    """Structural problems of the segments that parsed, numbered as in the file.
-
-    Coverage (every layer in exactly one segment, in order) is not checked:
-    a layer in no segment may be the unparsed segment's.
-    """
-    net = problem.network
-    out = []
-    for i, seg in enumerate(segments):
-        if seg is None:
-            continue
-        unknown = [n for n in seg.layers if not net.has_layer(n)]
-        out += [Issue("no such layer in the network", layer=n, field="layers", segment=i)
-                for n in unknown]
-        if not unknown:
-            out += [Issue(v.message, layer=v.layer, field=v.field, segment=i) for v in
-                    segment_violations(net, i, seg, problem.hardware.array.factor("K"))]
-    return out
-
-
 def load_mapping(path: str | Path, problem: Problem | None = None) -> Mapping:
     """Read a mapping YAML or JSON file; with ``problem``, a file that does not parse
     also reports the structural problems of its other segments."""
     return mapping_from_dict(read_document(path), str(path), problem)
 
 
-def dump_mapping(mapping: Mapping, path: str | Path) -> None:
-    """Write ``mapping`` as YAML (or JSON for a ``.json`` path)."""
-    doc = mapping_to_dict(mapping)
+def dump_mapping(mapping: Mapping, path: str | Path,
+                 about: AbcMapping[str, Any] | None = None) -> None:
+    """Write ``mapping`` as YAML (or JSON for a ``.json`` path).
+
+    ``about`` goes before the ``mapping`` key: what the mapping was solved
+    for (schema and stems_opt versions, instance, objective, solver, value;
+    see :func:`stems_opt.report.mapping_provenance`). Readers ignore it.
+    """
+    doc = {**(about or {}), **mapping_to_dict(mapping)}
     if str(path).lower().endswith(".json"):
         text = json.dumps(doc, indent=2) + "\n"
     else:
         text = yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)
     write_text_safely(path, text)
+
+
+
+__all__ = ["check_writable", "dump_mapping", "hardware_from_dict", "load_hardware",
+           "load_instance", "load_mapping", "load_network", "mapping_from_dict",
+           "mapping_to_dict", "network_from_dict", "read_document", "write_text_safely"]

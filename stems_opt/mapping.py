@@ -8,11 +8,17 @@ mapping files contain.
 
 from __future__ import annotations
 
+from collections.abc import Mapping as AbcMapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from stems_opt.errors import excerpt
+from stems_opt.checks import enum_field as _enum
+from stems_opt.checks import expect_mapping as _expect_mapping
+from stems_opt.checks import int_field as _int
+from stems_opt.checks import unknown_fields as _unknown
+from stems_opt.errors import Issue, StemsInputError, excerpt
+from stems_opt.limits import MAX_COUNT
 from stems_opt.network import Axis, Network, divisors
 
 if TYPE_CHECKING:
@@ -183,6 +189,21 @@ class Mapping:
                 states={lay.name: seg.state(lay.name) for lay in layers if lay.stateful},
                 activations=acts, inputs=ins, halos=halos))
         return Mapping(tuple(segs), self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The mapping-file form ``{name, segments}`` (JSON-ready; see ``docs/formats.md``)."""
+        return mapping_to_dict(self)["mapping"]
+
+    @classmethod
+    def from_dict(cls, doc: Any) -> Mapping:
+        """Read the mapping-file form (with or without the ``mapping:`` wrapper).
+
+        Raises
+        ------
+        StemsInputError
+            With every problem found, each naming the segment and the field.
+        """
+        return mapping_from_dict(doc)
 
 
 @dataclass(frozen=True)
@@ -374,3 +395,148 @@ def check(problem: Problem, mapping: Mapping) -> list[Violation]:
                                  f"{cap} bits", segment=i, layer=sc.peak_layer, tile=sc.peak_tile,
                                  bits=sc.peak_gb_bits, capacity_bits=cap))
     return out
+
+
+# ---------------------------------------------------------------------------
+# The mapping-file form
+# ---------------------------------------------------------------------------
+
+SEGMENT_FIELDS = {"layers", "time_batch", "tiles", "axis", "order", "sub_tiles", "weights",
+                  "states", "activations", "inputs", "halos"}
+
+
+def _weight_choice(v: Any, where: str, key: str, issues: list[Issue]) -> WeightChoice | None:
+    if v == "resident":
+        return WeightChoice(resident=True)
+    if v == "streamed":
+        return WeightChoice()
+    if isinstance(v, str) and v.startswith("streamed/"):
+        try:
+            return WeightChoice(chunks=int(v.split("/", 1)[1]))
+        except ValueError:
+            pass
+    issues.append(Issue(f"weights of {excerpt(key)} must be 'resident', 'streamed' or "
+                        f"'streamed/K_CHUNKS', got {excerpt(v)}", layer=where,
+                        field=f"weights.{key}"))
+    return None
+
+
+def _segment(s: Any, where: str, issues: list[Issue]) -> Segment | None:
+    """One segment of a mapping file, or ``None`` with its problems added to ``issues``."""
+    if not isinstance(s, AbcMapping):
+        issues.append(Issue("must be a mapping", layer=where))
+        return None
+    local = _unknown(s, SEGMENT_FIELDS, where)
+    layers = s.get("layers")
+    if not isinstance(layers, list) or not layers:
+        local.append(Issue("must be a non-empty list of layer names", layer=where,
+                           field="layers"))
+    tb = _int(s, "time_batch", where, local)
+    n = _int(s, "tiles", where, local, default=1)
+    axis = _enum(Axis, s.get("axis", "OY"), where, "axis", local)
+    order = _enum(Order, s.get("order", "time_outer"), where, "order", local)
+
+    def table(key: str, conv: Any) -> dict[str, Any]:
+        raw = s.get(key, {}) or {}
+        if not isinstance(raw, AbcMapping):
+            local.append(Issue("must be a mapping from names to choices", layer=where,
+                               field=key))
+            return {}
+        out = {}
+        for k, v in raw.items():
+            c = conv(v, str(k))
+            if c is not None:
+                out[str(k)] = c
+        return out
+
+    def sub(v: Any, k: str) -> int | None:
+        if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_COUNT:
+            return v
+        local.append(Issue(f"must be an integer in 1..{MAX_COUNT}, got {excerpt(v)}",
+                           layer=where,
+                           field=f"sub_tiles.{k}"))
+        return None
+
+    def choice(enum: Any, key: str) -> Any:
+        return lambda v, k: _enum(enum, v, where, f"{key}.{k}", local)
+
+    tables = dict(
+        sub_tiles=table("sub_tiles", sub),
+        weights=table("weights", lambda v, k: _weight_choice(v, where, k, local)),
+        states=table("states", choice(StateMode, "states")),
+        activations=table("activations", choice(Placement, "activations")),
+        inputs=table("inputs", choice(Placement, "inputs")),
+        halos=table("halos", choice(Halo, "halos")),
+    )
+    issues += local
+    if local:
+        return None
+    return Segment(layers=tuple(map(str, layers)), time_batch=tb, tiles=n, axis=axis,
+                   order=order, **tables)
+
+
+def mapping_from_dict(doc: Any, file: str = "<mapping>", problem: Problem | None = None
+                      ) -> Mapping:
+    """Build a :class:`Mapping` from its YAML/JSON form.
+
+    With ``problem``, a file whose segments do not all parse also reports the
+    structural problems (:func:`segment_violations`) of the segments that do,
+    so every mistake comes out at once.
+    """
+    d = _expect_mapping(doc, "mapping", file)
+    if "mapping" in d and isinstance(d["mapping"], AbcMapping):
+        d = dict(d["mapping"])
+    issues = _unknown(d, {"name", "segments", "comment"}, None)
+    segs_raw = d.get("segments")
+    if not isinstance(segs_raw, list) or not segs_raw:
+        issues.append(Issue("must be a non-empty list of segments", field="segments"))
+        segs_raw = []
+    segments = [_segment(s, f"segment {i}", issues) for i, s in enumerate(segs_raw)]
+    if issues:
+        if problem is not None:
+            issues += _partial_structure_issues(problem, segments)
+        raise StemsInputError(issues).with_file(file)
+    return Mapping(tuple(seg for seg in segments if seg is not None), str(d.get("name", "")))
+
+
+def _partial_structure_issues(problem: Problem, segments: list[Segment | None]) -> list[Issue]:
+    """Structural problems of the segments that parsed, numbered as in the file.
+
+    Coverage (every layer in exactly one segment, in order) is not checked:
+    a layer in no segment may be the unparsed segment's.
+    """
+    net = problem.network
+    out = []
+    for i, seg in enumerate(segments):
+        if seg is None:
+            continue
+        unknown = [n for n in seg.layers if not net.has_layer(n)]
+        out += [Issue("no such layer in the network", layer=n, field="layers", segment=i)
+                for n in unknown]
+        if not unknown:
+            out += [Issue(v.message, layer=v.layer, field=v.field, segment=i) for v in
+                    segment_violations(net, i, seg, problem.hardware.array.factor("K"))]
+    return out
+
+
+def mapping_to_dict(mapping: Mapping) -> dict[str, Any]:
+    """The YAML/JSON form of ``mapping`` (every field written out as given)."""
+    segs = []
+    for seg in mapping.segments:
+        segs.append({
+            "layers": list(seg.layers),
+            "time_batch": seg.time_batch,
+            "tiles": seg.tiles,
+            "axis": seg.axis.value,
+            "order": seg.order.value,
+            "sub_tiles": dict(seg.sub_tiles),
+            "weights": {k: str(v) if not v.resident and v.chunks > 1 else
+                        ("resident" if v.resident else "streamed") for k, v in seg.weights.items()},
+            "states": {k: v.value for k, v in seg.states.items()},
+            "activations": {k: v.value for k, v in seg.activations.items()},
+            "inputs": {k: v.value for k, v in seg.inputs.items()},
+            "halos": {k: v.value for k, v in seg.halos.items()},
+        })
+    out: dict[str, Any] = {"name": mapping.name} if mapping.name else {}
+    out["segments"] = segs
+    return {"mapping": out}

@@ -69,13 +69,14 @@ NETWORK_INPUT = "input"
 
 @dataclass(frozen=True)
 class InputTensor:
-    """The network input: ``channels x height x width`` per timestep."""
+    """The network input: ``channels x height x width`` per timestep, ``bits`` per
+    element (1: spikes, as in the network YAML)."""
 
     name: str
     channels: int
     height: int
     width: int
-    bits: int
+    bits: int = 1
 
     def __post_init__(self) -> None:
         issues = [
@@ -98,7 +99,9 @@ class Layer:
     Spatial fields are per axis: ``oy``/``ox`` output extent, ``iy``/``ix``
     input extent, ``fy``/``fx`` kernel, ``stride_y``/``stride_x``,
     ``pad_y``/``pad_x`` (leading padding; trailing padding is whatever makes
-    the output extent, as in PyTorch).
+    the output extent, as in PyTorch). A grouped conv (``groups`` > 1) reads
+    ``c`` = input channels / ``groups`` per output channel, so ``c`` is the
+    channels of one group and weights and operations count ``k * c``.
     """
 
     name: str
@@ -124,11 +127,13 @@ class Layer:
     psum_bits: int = 16
     spike_rate: float = 1.0
     pool_type: str | None = None
+    groups: int = 1
 
     def __post_init__(self) -> None:
         issues: list[Issue] = []
         for f in ("k", "c", "oy", "ox", "iy", "ix", "fy", "fx", "stride_y", "stride_x",
-                  "weight_bits", "input_bits", "output_bits", "state_bits", "psum_bits"):
+                  "weight_bits", "input_bits", "output_bits", "state_bits", "psum_bits",
+                  "groups"):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 issues.append(Issue(f"must be a positive integer, got {excerpt(v)}",
@@ -142,6 +147,10 @@ class Layer:
         if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0.0 <= rate <= 1.0:
             issues.append(Issue(f"must lie in [0, 1], got {excerpt(rate)}", layer=self.name,
                                 field="spike_rate"))
+        if not issues and self.groups > 1 and (self.kind is not LayerKind.CONV
+                                               or self.k % self.groups):
+            issues.append(Issue(f"{self.groups} groups need a conv whose K ({self.k}) they "
+                                "divide", layer=self.name, field="groups"))
         raise_if(issues)
 
     # --- sizes (bits, over all timesteps where T appears) -----------------
@@ -372,7 +381,7 @@ class Network:
 
 LAYER_FIELDS = {
     "name", "type", "inputs", "loop_dims", "kernel", "stride", "padding", "neuron",
-    "operand_precision", "spike_rate", "pool", "comment",
+    "operand_precision", "spike_rate", "pool", "groups", "comment",
 }
 PRECISION_KEYS = {"W", "O", "V", "psum"}
 LOOP_DIMS = {"K", "C", "OY", "OX", "FY", "FX", "T", "B"}
@@ -623,6 +632,13 @@ def _build_layer(
             return Layer(kind=kind, k=k, c=c, oy=1, ox=1, neuron=neuron, weight_bits=wbits,
                          output_bits=out_bits, state_bits=sbits, **common)
         fy, fx = dims.get("FY", 1), dims.get("FX", 1)
+        groups = spec.get("groups", 1)
+        if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1 \
+                or c % groups or k % groups:
+            issues.append(Issue(f"must be an integer >= 1 dividing both the input channels "
+                                f"({c}) and K ({k}), got {groups!r}", layer=lname,
+                                field="groups"))
+            return None
         stride = _pair(spec.get("stride", 1), lname, "stride", issues)
         pad_spec = spec.get("padding", "same")
         pad = ((fy - 1) // 2, (fx - 1) // 2) if pad_spec == "same" else \
@@ -645,14 +661,15 @@ def _build_layer(
             issues.append(Issue(f"makes a {oy}x{ox} output, beyond the {MAX_EXTENT} rows "
                                 "allowed along an axis", layer=lname, field="padding"))
             return None
-        check_given("C", c, f"input {excerpt(inputs[0])}")
+        check_given("C", c // groups, f"input {inputs[0]!r} and groups: {groups}")
         check_given("OY", oy, "the input, kernel, stride and padding")
         check_given("OX", ox, "the input, kernel, stride and padding")
         if issues:
             return None
-        return Layer(kind=kind, k=k, c=c, oy=oy, ox=ox, fy=fy, fx=fx, stride_y=stride[0],
-                     stride_x=stride[1], pad_y=pad[0], pad_x=pad[1], neuron=neuron,
-                     weight_bits=wbits, output_bits=out_bits, state_bits=sbits, **common)
+        return Layer(kind=kind, k=k, c=c // groups, groups=groups, oy=oy, ox=ox, fy=fy, fx=fx,
+                     stride_y=stride[0], stride_x=stride[1], pad_y=pad[0], pad_x=pad[1],
+                     neuron=neuron, weight_bits=wbits, output_bits=out_bits, state_bits=sbits,
+                     **common)
 
     if neuron is not NeuronKind.NONE:
         issues.append(Issue(f"a {kind.value} layer has no neurons; use 'none'", layer=lname,

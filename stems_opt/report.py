@@ -5,70 +5,49 @@ from __future__ import annotations
 from typing import Any
 
 from stems_opt.cost_model import TENSOR_CLASSES, Cost, compulsory_traffic_bits
-from stems_opt.io import mapping_to_dict
 from stems_opt.mapping import Mapping, Segment
 from stems_opt.problem import Problem
 from stems_opt.result import Result
+from stems_opt.version import SCHEMA_VERSION, __version__
 
 
-def _mbit(bits: float) -> str:
-    return f"{bits / 1e6:,.3f}"
+def _bit_unit(cost: Cost) -> tuple[str, float, int]:
+    """One unit for every bit column of a report: kbit, or Mbit for large networks."""
+    if max(cost.traffic_bits, cost.capacity_bits) >= 100_000_000:
+        return "Mbit", 1e6, 3
+    return "kbit", 1e3, 1
+
+
+LEGEND = "\n".join((
+    "  Tb: timesteps per time batch; n: tiles; W res: weights kept in the global buffer (GB)",
+    "  for the whole segment / layers with weights; V kept: neuron states kept on chip (whole",
+    "  or per tile) / stateful layers; on-chip: activations passed through the GB, not DRAM.",
+    "  Traffic: DRAM reads + writes; 1 kbit = 1,000 bits, 1 Mbit = 10^6 bits, 1 uJ = 10^6 pJ."))
 
 
 def cost_to_dict(cost: Cost) -> dict[str, Any]:
-    """JSON-ready form of a :class:`Cost`."""
-    tr = cost.traffic
-    return {
-        "traffic_bits": {
-            "total": tr.total_bits,
-            "reads": sum(tr.read_bits.values()),
-            "writes": sum(tr.write_bits.values()),
-            "by_tensor": tr.by_class(),
-            "reads_by_tensor": dict(tr.read_bits),
-            "writes_by_tensor": dict(tr.write_bits),
-            "by_layer": dict(cost.traffic_by_layer),
-            "by_segment": [s.traffic.total_bits for s in cost.segments],
-        },
-        "energy_pj": dict(cost.energy_pj),
-        "peak_gb_bits": cost.peak_gb_bits,
-        "capacity_bits": cost.capacity_bits,
-        "latency_cycles": cost.latency_cycles,
-        "segments": [{
-            "layers": list(s.layers),
-            "traffic_bits": s.traffic.total_bits,
-            "traffic_bits_by_tensor": s.traffic.by_class(),
-            "peak_gb_bits": s.peak_gb_bits,
-            "persistent_gb_bits": s.persistent_gb_bits,
-            "peak_tile": s.peak_tile,
-            "peak_layer": s.peak_layer,
-            "latency_cycles": s.latency_cycles,
-        } for s in cost.segments],
-    }
+    """JSON-ready form of a :class:`Cost` (:meth:`Cost.to_dict`)."""
+    return cost.to_dict()
 
 
 def result_to_dict(problem: Problem, result: Result) -> dict[str, Any]:
-    """The JSON document of ``stems-opt evaluate`` and ``solve``."""
-    doc: dict[str, Any] = {
-        "instance": problem.name,
-        "objective": result.objective,
-        "status": result.status.value,
-        "solver": result.solver,
-        "runtime_s": round(result.runtime_s, 6),
-        "build_s": round(result.build_s, 6),
-        "objective_value": result.objective_value,
-        "bound": result.bound,
-        "gap": result.gap,
-        "lower_bound_bits": compulsory_traffic_bits(problem.network),
-    }
-    if result.message:
-        doc["message"] = result.message
-    if result.stats:
-        doc["stats"] = dict(result.stats)
-    if result.cost is not None:
-        doc.update(cost_to_dict(result.cost))
-    if result.mapping is not None:
-        doc["mapping"] = mapping_to_dict(result.mapping)["mapping"]
+    """The JSON document of ``stems-opt evaluate`` and ``solve`` (``docs/result-schema.json``).
+
+    :meth:`Result.to_dict` plus what the result came from: the schema and
+    stems_opt versions, the instance, and the compulsory traffic.
+    """
+    doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "stems_opt_version": __version__,
+                           "instance": problem.name}
+    doc.update(result.to_dict())
+    doc["lower_bound_bits"] = compulsory_traffic_bits(problem.network)
     return doc
+
+
+def mapping_provenance(problem: Problem, result: Result) -> dict[str, Any]:
+    """What a mapping file records about where its mapping came from."""
+    return {"schema_version": SCHEMA_VERSION, "stems_opt_version": __version__,
+            "instance": problem.name, "objective": result.objective, "solver": result.solver,
+            "status": result.status.value, "objective_value": result.to_dict()["objective_value"]}
 
 
 def _segment_line(i: int, seg: Segment) -> str:
@@ -83,29 +62,35 @@ def _segment_line(i: int, seg: Segment) -> str:
 
 
 def format_cost(problem: Problem, cost: Cost, mapping: Mapping) -> str:
-    """A readable table: per segment, then per tensor class, then energy."""
+    """A readable table: per segment, then per tensor class, then energy and a legend."""
+    unit, scale, digits = _bit_unit(cost)
+
+    def b(bits: float) -> str:
+        return f"{bits / scale:,.{digits}f}"
+
     lines = [f"{'seg':>5}  {'layers':<34} {'schedule':<31} residency"]
     for i, seg in enumerate(mapping.segments):
         lines.append(_segment_line(i, seg))
     lines.append("")
-    lines.append(f"  {'seg':>3}  {'traffic Mbit':>13} {'weights':>10} {'state':>10} {'acts':>10}"
-                 f"  {'peak GB kbit':>13}  peak at")
+    lines.append(f"  {'seg':>3}  {'traffic ' + unit:>13} {'weights':>10} {'state':>10} "
+                 f"{'acts':>10}  {'peak GB ' + unit:>13}  peak at")
     for s in cost.segments:
         bc = s.traffic.by_class()
         flag = "  OVER" if s.peak_gb_bits > cost.capacity_bits else ""
-        lines.append(f"  {s.index:>3}  {_mbit(s.traffic.total_bits):>13} {_mbit(bc['weights']):>10}"
-                     f" {_mbit(bc['state']):>10} {_mbit(bc['activations']):>10}  "
-                     f"{s.peak_gb_bits / 1e3:>13,.1f}  tile {s.peak_tile}, {s.peak_layer}{flag}")
+        lines.append(f"  {s.index:>3}  {b(s.traffic.total_bits):>13} {b(bc['weights']):>10}"
+                     f" {b(bc['state']):>10} {b(bc['activations']):>10}  "
+                     f"{b(s.peak_gb_bits):>13}  tile {s.peak_tile}, {s.peak_layer}{flag}")
     tr = cost.traffic
     lines.append("")
-    lines.append(f"  {'tensor':<12} {'read Mbit':>12} {'write Mbit':>12} {'total Mbit':>12}")
+    lines.append(f"  {'tensor':<12} {'read ' + unit:>12} {'write ' + unit:>12} "
+                 f"{'total ' + unit:>12}")
     for c in TENSOR_CLASSES:
-        lines.append(f"  {c:<12} {_mbit(tr.read_bits[c]):>12} {_mbit(tr.write_bits[c]):>12} "
-                     f"{_mbit(tr.read_bits[c] + tr.write_bits[c]):>12}")
+        lines.append(f"  {c:<12} {b(tr.read_bits[c]):>12} {b(tr.write_bits[c]):>12} "
+                     f"{b(tr.read_bits[c] + tr.write_bits[c]):>12}")
     lb = compulsory_traffic_bits(problem.network)
-    lines.append(f"  {'total':<12} {_mbit(sum(tr.read_bits.values())):>12} "
-                 f"{_mbit(sum(tr.write_bits.values())):>12} {_mbit(tr.total_bits):>12}"
-                 f"   (compulsory {_mbit(lb)}, ratio {tr.total_bits / lb:.3f})")
+    lines.append(f"  {'total':<12} {b(sum(tr.read_bits.values())):>12} "
+                 f"{b(sum(tr.write_bits.values())):>12} {b(tr.total_bits):>12}"
+                 f"   (compulsory {b(lb)}, ratio {tr.total_bits / lb:.3f})")
     e = cost.energy_pj
     lines.append("")
     lines.append("  energy (uJ): " + ", ".join(
@@ -114,6 +99,8 @@ def format_cost(problem: Problem, cost: Cost, mapping: Mapping) -> str:
     lines.append(f"  peak global buffer {cost.peak_gb_bits:,} of {cost.capacity_bits:,} bits"
                  f"{'' if cost.feasible else '  (DOES NOT FIT)'}; latency "
                  f"{cost.latency_cycles:,} cycles")
+    lines.append("")
+    lines.append(LEGEND)
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from stems_opt.cost_model import Cost
 from stems_opt.mapping import Mapping
@@ -55,3 +56,32 @@ class Result:
     def feasible(self) -> bool:
         """Whether a mapping that fits was found."""
         return self.status in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: status, solver, objective and value, bound and gap, times,
+        then the cost (:meth:`Cost.to_dict`) and the mapping (:meth:`Mapping.to_dict`)
+        when there are any. Numbers are plain Python numbers."""
+        doc: dict[str, Any] = {
+            "objective": self.objective,
+            "status": self.status.value,
+            "solver": self.solver,
+            "runtime_s": round(self.runtime_s, 6),
+            "build_s": round(self.build_s, 6),
+            "objective_value": _plain(self.objective_value),
+            "bound": _plain(self.bound),
+            "gap": _plain(self.gap),
+        }
+        if self.message:
+            doc["message"] = self.message
+        if self.stats:
+            doc["stats"] = {k: _plain(v) for k, v in self.stats.items()}
+        if self.cost is not None:
+            doc.update(self.cost.to_dict())
+        if self.mapping is not None:
+            doc["mapping"] = self.mapping.to_dict()
+        return doc
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python numbers (``json`` refuses them)."""
+    return value.item() if hasattr(value, "item") else value

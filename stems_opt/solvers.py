@@ -115,9 +115,7 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     from stems_opt.formulation.columns import ColumnSolver
     from stems_opt.incumbents import BackgroundNamed
 
-    if solver not in EXACT_SOLVERS:
-        raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
-                                    f"{', '.join(EXACT_SOLVERS)})", field="solver"))
+    check_solver(solver)
     caller_stop = stop is not None
     stop = _stop_for(stop, time_limit_s)
     # The named fallback matters only when the search may stop before its proof.
@@ -146,9 +144,7 @@ def solve_and_score(problem: Problem, schedules: tuple[str, ...], solver: str = 
 
     for name in schedules:  # bad names are input errors before any work
         parse_schedule(name, problem.network)
-    if solver not in EXACT_SOLVERS:
-        raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
-                                    f"{', '.join(EXACT_SOLVERS)})", field="solver"))
+    check_solver(solver)
     stop = _stop_for(stop, time_limit_s)
     names = tuple(dict.fromkeys([*schedules, *FALLBACK_SCHEDULES]))
     with BackgroundNamed(problem, names) as background:
@@ -281,7 +277,24 @@ def _quick_bound(problem: Problem) -> float:
     return float(bits) * min(rates.read_fj_per_bit, rates.write_fj_per_bit)
 
 
+def check_solver(solver: str) -> None:
+    """Raise :class:`StemsInputError` unless ``solver`` is ``cpsat``, ``highs`` or an
+    installed ``pyomo:NAME``."""
+    from stems_opt.formulation.pyomo_backend import PREFIX, check_available
+
+    if solver.startswith(PREFIX):
+        check_available(solver)
+    elif solver not in EXACT_SOLVERS:
+        raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
+                                    f"{', '.join(EXACT_SOLVERS)}, or pyomo:NAME for a MILP "
+                                    "solver Pyomo drives)", field="solver"))
+
+
 def _backend(solver: str) -> Callable[..., object]:
+    from stems_opt.formulation.pyomo_backend import PREFIX, pyomo_backend
+
+    if solver.startswith(PREFIX):
+        return pyomo_backend(solver)
     if solver == "cpsat":
         from stems_opt.formulation.cpsat import solve_cpsat
 
@@ -310,9 +323,7 @@ def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | N
     from stems_opt.formulation.data import build_model_data, objective_constant
     from stems_opt.formulation.model import build_linear_model, decode, encode_hint
 
-    if solver not in EXACT_SOLVERS:
-        raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
-                                    f"{', '.join(EXACT_SOLVERS)})", field="solver"))
+    check_solver(solver)
     start = time.perf_counter()
     objective = problem.objective
     scale = 1000.0 if objective is Objective.ENERGY else 1.0
@@ -337,14 +348,7 @@ def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | N
     build_s = time.perf_counter() - start - heuristic_s
     remaining = None if time_limit_s is None else max(0.1, time_limit_s - heuristic_s - build_s)
     opts = SolveOptions(time_limit_s=remaining, threads=threads, seed=seed, stop=stop)
-    if solver == "cpsat":
-        from stems_opt.formulation.cpsat import solve_cpsat
-
-        ans = solve_cpsat(lm, opts, hint)
-    else:
-        from stems_opt.formulation.highs import solve_highs
-
-        ans = solve_highs(lm, opts, hint)
+    ans = _backend(solver)(lm, opts, hint)
     stats.update(variables=len(lm.names), constraints=len(lm.rows), solve_s=ans.solve_s,
                  model_build_s=build_s, hint_complete=float(hint is not None))
     runtime = time.perf_counter() - start
@@ -422,7 +426,7 @@ def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = 
           method: str = "columns", max_frames: int | None = MAX_FRAMES,
           max_options_per_frame: int | None = MAX_OPTIONS_PER_FRAME,
           stop: Stop | None = None) -> Result:
-    """Solve ``problem`` with ``solver`` (``cpsat`` or ``highs``).
+    """Solve ``problem`` with ``solver`` (``cpsat``, ``highs`` or ``pyomo:NAME``).
 
     ``method`` is ``columns`` (:func:`solve_columns`, the default: segment
     columns priced lazily, a small master MIP) or ``monolithic``
@@ -436,9 +440,7 @@ def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = 
     (:meth:`stems_opt.stopping.Stop.request`); the answer is then the best
     mapping found, with its bound and gap.
     """
-    if solver not in SOLVERS:
-        raise StemsInputError(Issue(f"unknown solver {solver!r} (one of "
-                                    f"{', '.join(SOLVERS)})", field="solver"))
+    check_solver(solver)
     if method not in METHODS:
         raise StemsInputError(Issue(f"unknown method {method!r} (one of "
                                     f"{', '.join(METHODS)})", field="method"))
@@ -447,10 +449,62 @@ def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = 
                            max_options_per_frame=max_options_per_frame, stop=stop)
 
 
+MODEL_SUFFIXES = (".lp", ".mps")
+
+
+def write_model(problem: Problem, path: str, warm_start: bool = True,
+                max_frames: int | None = MAX_FRAMES,
+                max_options_per_frame: int | None = MAX_OPTIONS_PER_FRAME) -> dict[str, float]:
+    """Write the monolithic MIP of ``problem`` to an ``.lp`` or ``.mps`` file.
+
+    It is the model ``method="monolithic"`` solves, built the same way
+    (frames pruned by the best named schedule's value when ``warm_start``).
+    All variables are binary. Its objective is in bits (traffic) or fJ
+    (energy) and leaves out a constant no decision changes: the optimum is
+    ``(MIP objective + constant) / scale`` with the ``constant`` and ``scale``
+    returned. The file is written next to ``path`` and renamed over it, so a
+    failure leaves no half-written file.
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from stems_opt.formulation.data import build_model_data, objective_constant
+    from stems_opt.formulation.highs import write_highs
+    from stems_opt.formulation.model import build_linear_model
+
+    target = Path(path)
+    if target.suffix.lower() not in MODEL_SUFFIXES:
+        raise StemsInputError(Issue("must end in .lp or .mps", file=str(path),
+                                    field="write-model"))
+    scale = 1000.0 if problem.objective is Objective.ENERGY else 1.0
+    named = _incumbent(problem) if warm_start else None
+    ub = None if named is None else round(named.objective_value * scale)
+    if problem.objective is Objective.ENERGY and named is not None:
+        ub = named.cost.memory_energy_fj + objective_constant(problem)
+    data = build_model_data(problem, upper_bound=ub,
+                            required=_frame_keys(problem, named.mapping) if named else (),
+                            max_frames=max_frames, max_options_per_frame=max_options_per_frame)
+    lm, _ = build_linear_model(data)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.",
+                               suffix=target.suffix.lower())
+    os.close(fd)
+    try:
+        write_highs(lm, tmp)
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise StemsInputError(Issue(f"cannot be written: {exc}", file=str(path))) from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return {"variables": len(lm.names), "constraints": len(lm.rows),
+            "constant": data.constant, "scale": scale}
+
+
 def lower_bound_bits(problem: Problem) -> int:
     """The compulsory traffic (see :func:`cost_model.compulsory_traffic_bits`)."""
     return compulsory_traffic_bits(problem.network)
 
 
-__all__ = ["EXACT_SOLVERS", "METHODS", "SOLVERS", "explain_infeasible", "lower_bound_bits",
-           "solve", "solve_columns", "solve_exact", "unfit_layers"]
+__all__ = ["EXACT_SOLVERS", "METHODS", "SOLVERS", "check_solver", "explain_infeasible",
+           "lower_bound_bits", "solve", "solve_columns", "solve_exact", "unfit_layers",
+           "write_model"]

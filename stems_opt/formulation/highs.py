@@ -28,25 +28,10 @@ def _quiet_stdout() -> Iterator[None]:
         os.close(saved)
 
 
-def solve_highs(lm: LinearModel, options: SolveOptions,
-                hint: dict[int, int] | None = None) -> BackendAnswer:
-    """Solve ``lm`` with HiGHS branch and cut, ``mip_rel_gap = 0``."""
+def _highs_lp(lm: LinearModel) -> object:
+    """``lm`` as a HiGHS model: binaries as integers in [0, 1], named rows and columns."""
     import highspy
 
-    with _quiet_stdout():
-        h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
-    if options.stop is not None:
-        h.HandleUserInterrupt = True  # lets cancelSolve() stop a running solve
-    h.setOptionValue("mip_rel_gap", 0.0)
-    h.setOptionValue("mip_abs_gap", 0.0)
-    # HiGHS ignores a rejected option with only a status: a seed must never be dropped.
-    if h.setOptionValue("random_seed", options.seed) != highspy.HighsStatus.kOk:
-        raise ValueError(f"HiGHS rejected the random seed {options.seed}")
-    if options.threads:
-        h.setOptionValue("threads", options.threads)
-    if options.time_limit_s is not None:
-        h.setOptionValue("time_limit", float(options.time_limit_s))
     lp = highspy.HighsLp()
     n = len(lm.names)
     lp.num_col_ = n
@@ -71,7 +56,29 @@ def solve_highs(lm: LinearModel, options: SolveOptions,
     lp.integrality_ = [highspy.HighsVarType.kInteger] * n
     lp.col_names_ = list(lm.names)
     lp.row_names_ = [name for name, *_ in lm.rows]
-    h.passModel(lp)
+    return lp
+
+
+def solve_highs(lm: LinearModel, options: SolveOptions,
+                hint: dict[int, int] | None = None) -> BackendAnswer:
+    """Solve ``lm`` with HiGHS branch and cut, ``mip_rel_gap = 0``."""
+    import highspy
+
+    with _quiet_stdout():
+        h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    if options.stop is not None:
+        h.HandleUserInterrupt = True  # lets cancelSolve() stop a running solve
+    h.setOptionValue("mip_rel_gap", 0.0)
+    h.setOptionValue("mip_abs_gap", 0.0)
+    # HiGHS ignores a rejected option with only a status: a seed must never be dropped.
+    if h.setOptionValue("random_seed", options.seed) != highspy.HighsStatus.kOk:
+        raise ValueError(f"HiGHS rejected the random seed {options.seed}")
+    if options.threads:
+        h.setOptionValue("threads", options.threads)
+    if options.time_limit_s is not None:
+        h.setOptionValue("time_limit", float(options.time_limit_s))
+    h.passModel(_highs_lp(lm))
     # A MIP start is not passed: HiGHS 1.16 can stop at the root with the start's
     # reduced-space objective after presolve and report it as optimal.
     del hint
@@ -95,3 +102,17 @@ def solve_highs(lm: LinearModel, options: SolveOptions,
         values = list(h.getSolution().col_value)
         return BackendAnswer("feasible", values, obj, dual, elapsed, status_name)
     return BackendAnswer("unknown", None, None, dual, elapsed, status_name)
+
+
+def write_highs(lm: LinearModel, path: str) -> None:
+    """Write ``lm`` as an LP or MPS file (by the suffix of ``path``) through HiGHS."""
+    import highspy
+
+    with _quiet_stdout():
+        h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.passModel(_highs_lp(lm))
+    with _quiet_stdout():
+        status = h.writeModel(str(path))
+    if status == highspy.HighsStatus.kError:
+        raise OSError(f"HiGHS could not write {path}")

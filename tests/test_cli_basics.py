@@ -1,0 +1,78 @@
+"""``--version``, ``python -m stems_opt``, option help with defaults, and the report legend."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import stems_opt
+from stems_opt.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"stems-opt {stems_opt.__version__}"
+
+
+def test_python_dash_m() -> None:
+    done = subprocess.run([sys.executable, "-m", "stems_opt", "--version"], capture_output=True,
+                          text=True, env=_env(), cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"stems-opt {stems_opt.__version__}"
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
+    p = build_parser()
+    action = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("command", sorted(_subparsers()))
+def test_every_option_says_its_default(command: str) -> None:
+    """Each option's help names its default (or that it has none / is required)."""
+    parser = _subparsers()[command]
+    for action in parser._actions:
+        if not action.option_strings or action.help == argparse.SUPPRESS \
+                or isinstance(action, argparse._HelpAction):
+            continue
+        text = action.help or ""
+        if action.required:
+            continue
+        assert "default" in text, f"{command} {action.option_strings[0]}: {text!r}"
+
+
+@pytest.mark.parametrize("option,unit", [("--time-limit", "seconds"), ("--timesteps", "timesteps"),
+                                          ("--weight-bits", "bits"), ("--objective", "pJ")])
+def test_units_in_help(option: str, unit: str) -> None:
+    helps = {a.option_strings[0]: a.help for a in _subparsers()["solve"]._actions
+             if a.option_strings}
+    assert unit in helps[option]
+
+
+def test_report_legend_and_one_bit_unit(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["evaluate", str(ROOT / "instances" / "tiny_residual.yaml"), "--schedule", "TB-F"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    legend = out[out.index("  Tb: timesteps per time batch"):]
+    for term in ("W res:", "V kept:", "on-chip:", "n: tiles", "1 kbit = 1,000 bits", "uJ"):
+        assert term in legend, term
+    # tiny network: every bit column of both tables in kbit, none in Mbit
+    tables = out.split("energy (uJ)")[0]
+    assert "Mbit" not in tables
+    assert len(re.findall(r"kbit", tables)) == 5
+    # traffic 13,920 bits (docs/formats.md section 7) = 13.9 kbit
+    assert re.search(r"^\s+total\s+7\.5\s+6\.4\s+13\.9", out, re.MULTILINE)

@@ -1,0 +1,178 @@
+"""Sweeps: grid loading and its errors, local and Dask runs agreeing, resume, the plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+
+from stems_opt.errors import StemsInputError
+from stems_opt.sweep import (
+    COLUMNS,
+    load_sweep,
+    local_executor,
+    parse_size_bits,
+    run_sweep,
+    solve_point,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SWEEP = """\
+networks: [{root}/models/networks/tiny_chain.yaml, {root}/models/networks/tiny_residual.yaml]
+hardware: {root}/models/hardware/tiny.yaml
+global_buffer_sizes: [2048, 512B]
+objectives: [traffic]
+"""
+
+
+def _sweep_file(tmp_path: Path, text: str = SWEEP) -> Path:
+    path = tmp_path / "grid.yaml"
+    path.write_text(text.format(root=ROOT))
+    return path
+
+
+def _stable(text: str) -> list[dict[str, str]]:
+    """Rows without ``solve_s``, the one column that depends on the machine's speed."""
+    rows = list(csv.DictReader(io.StringIO(text)))
+    for r in rows:
+        r.pop("solve_s")
+    return rows
+
+
+def test_size_units() -> None:
+    # 1 KB = 1024 bytes = 8192 bits, as in docs/formats.md; integers are bits.
+    assert parse_size_bits("128KB") == 128 * 8192
+    assert parse_size_bits("1 MB") == 8 * 1024 * 1024
+    assert parse_size_bits("512B") == 4096
+    assert parse_size_bits(4096) == 4096
+    assert parse_size_bits("12 parsecs") is None
+    assert parse_size_bits(0) is None
+
+
+def test_relative_paths_and_grid_order(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "s.yaml"
+    rel = Path("..", *[".."] * len(tmp_path.parts[1:])) / ROOT.relative_to("/")
+    path.write_text(f"networks: [{rel}/models/networks/tiny_chain.yaml]\n"
+                    f"hardware: {rel}/models/hardware/tiny.yaml\n"
+                    "global_buffer_sizes: [1KB, 2048]\nobjectives: [traffic, energy]\n"
+                    "state_persistence: [reset]\n")
+    sweep = load_sweep(path)
+    assert [(p.gb_capacity_bits, p.objective, p.state_persistence) for p in sweep.points] == [
+        (8192, "traffic", "reset"), (8192, "energy", "reset"),
+        (2048, "traffic", "reset"), (2048, "energy", "reset")]
+    assert sweep.keys[0][1] == f"{rel}/models/networks/tiny_chain.yaml"
+
+
+def test_every_problem_reported_at_once(tmp_path: Path) -> None:
+    path = _sweep_file(tmp_path, "networks: [missing.yaml]\nhardware: [a.yaml, b.yaml]\n"
+                                 "global_buffer_sizes: [12 parsecs]\nobjectives: [speed]\n"
+                                 "state_persistence: forever\ntime_limit: -1\ncolour: red\n")
+    with pytest.raises(StemsInputError) as exc:
+        load_sweep(path)
+    text = str(exc.value)
+    for field in ("'colour'", "'networks[0]'", "'hardware[0]'", "'hardware[1]'",
+                  "'global_buffer_sizes[0]'", "'objectives[0]'", "'state_persistence[0]'",
+                  "'time_limit'", "'hardware'"):
+        assert field in text, field
+    assert all(str(path) in line for line in text.splitlines())
+
+
+def test_point_row_matches_a_direct_solve(tmp_path: Path) -> None:
+    from stems_opt import load_instance, solve
+
+    sweep = load_sweep(_sweep_file(tmp_path, SWEEP.replace("[2048, 512B]", "[4096]")))
+    row = solve_point(sweep.points[0])
+    # tiny_chain at the tiny accelerator's own 4096 bits: the instance's known optimum
+    # (17280 bits = compulsory traffic, see instances/tiny_chain.yaml).
+    direct = solve(load_instance(ROOT / "instances" / "tiny_chain.yaml"))
+    assert row["status"] == "optimal" and row["value"] == "17280" == str(direct.objective_value)
+    assert row["compulsory_traffic_bits"] == "17280"
+    assert float(row["best_named_value"]) >= float(row["value"])
+
+
+def test_local_and_dask_give_the_same_csv(tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    sweep = load_sweep(_sweep_file(tmp_path))
+    serial = run_sweep(sweep, tmp_path / "serial.csv", stream=io.StringIO())
+    with local_executor(2) as pool:
+        run_sweep(sweep, tmp_path / "local.csv", pool, stream=io.StringIO())
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                       dashboard_address=None)
+    with cluster, distributed.Client(cluster) as client:
+        run_sweep(sweep, tmp_path / "dask.csv", client.get_executor(pure=False),
+                  stream=io.StringIO())
+    assert len(serial) == 4 and all(r["status"] == "optimal" for r in serial)
+    expected = _stable((tmp_path / "serial.csv").read_text())
+    assert _stable((tmp_path / "local.csv").read_text()) == expected
+    assert _stable((tmp_path / "dask.csv").read_text()) == expected
+
+
+def test_resume_solves_only_what_is_missing(tmp_path: Path, monkeypatch) -> None:
+    import stems_opt.sweep as sw
+
+    sweep = load_sweep(_sweep_file(tmp_path))
+    out = tmp_path / "r.csv"
+    run_sweep(sweep, out, stream=io.StringIO())
+    full = out.read_text()
+    lines = full.splitlines(keepends=True)
+    # Interrupted after two points, in the middle of writing the third row.
+    out.write_text("".join(lines[:3]) + lines[3][:20])
+    solved = []
+    real = sw.solve_point
+    monkeypatch.setattr(sw, "solve_point", lambda p: solved.append(p) or real(p))
+    with pytest.raises(StemsInputError, match="--resume"):
+        run_sweep(sweep, out, stream=io.StringIO())
+    assert out.read_text().startswith("".join(lines[:3]))  # never overwritten
+    run_sweep(sweep, out, resume=True, stream=io.StringIO())
+    assert solved == list(sweep.points[2:])
+    assert _stable(out.read_text()) == _stable(full)
+    run_sweep(sweep, out, resume=True, stream=io.StringIO())
+    assert len(solved) == 2  # nothing left to do
+
+
+def test_resume_refuses_a_foreign_csv(tmp_path: Path) -> None:
+    out = tmp_path / "mine.csv"
+    out.write_text("a,b\n1,2\n")
+    with pytest.raises(StemsInputError, match="expected columns"):
+        run_sweep(load_sweep(_sweep_file(tmp_path)), out, resume=True, stream=io.StringIO())
+    assert out.read_text() == "a,b\n1,2\n"
+
+
+def test_cli_sweep_writes_csv_and_plot(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    from stems_opt.cli import main
+
+    path = _sweep_file(tmp_path, SWEEP.replace("[2048, 512B]", "[2048, 4096]"))
+    png = tmp_path / "slope.png"
+    assert main(["sweep", str(path), "--workers", "1", "--plot", str(png)]) == 0
+    rows = list(csv.DictReader((tmp_path / "grid.csv").open()))
+    assert tuple(rows[0]) == COLUMNS and len(rows) == 4
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "[" in capsys.readouterr().err  # progress on stderr
+    assert main(["sweep", str(path), "--workers", "1"]) == 2  # would overwrite: refused
+
+
+def test_resume_keeps_rows_of_other_grids(tmp_path: Path) -> None:
+    out = tmp_path / "k.csv"
+    big = load_sweep(_sweep_file(tmp_path))
+    run_sweep(big, out, stream=io.StringIO())
+    small = load_sweep(_sweep_file(tmp_path, SWEEP.replace("[2048, 512B]", "[2048]")))
+    rows = run_sweep(small, out, resume=True, stream=io.StringIO())
+    assert len(rows) == 2
+    assert len(_stable(out.read_text())) == 4  # the two 512 B rows are still there
+
+
+def test_cli_bad_sweep_exits_2_naming_every_field(tmp_path: Path, capsys) -> None:
+    from stems_opt.cli import main
+
+    path = _sweep_file(tmp_path, "networks: [nope.yaml]\nhardware: {root}/models/hardware/"
+                                 "tiny.yaml\nobjectives: [speed]\n")
+    assert main(["sweep", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "field 'networks[0]'" in err and "field 'objectives[0]'" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "grid.csv").exists()
