@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from stems_opt.cost_model import (
@@ -101,7 +101,10 @@ def _frame_keys(problem: Problem, mapping: Mapping) -> list[tuple]:
 
 def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = None,
                   threads: int | None = None, seed: int = 0, warm_start: bool = True,
-                  stop: Stop | None = None, **_: object) -> Result:
+                  stop: Stop | None = None, lower_bound: float | None = None,
+                  mappings: Sequence[Mapping] = (),
+                  on_incumbent: Callable[[float, float], None] | None = None,
+                  **_: object) -> Result:
     """Solve by lazily priced segment columns chained by a shortest path over
     segment boundaries (see :mod:`stems_opt.formulation.columns`); the frame
     models are solved by ``solver``.
@@ -110,7 +113,15 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     pricing, the fallback). When it (or a request on ``stop``) ends the search
     before its proof, the answer is the best mapping found with the proven
     bound; with ``warm_start`` the named schedules, scored meanwhile in a
-    second process, are the fallback when better.
+    second process, seed the search as they arrive (their segments join the
+    ones found) and are the fallback when better.
+
+    ``lower_bound`` (objective units) is a proven lower bound known from
+    elsewhere, and the segments of ``mappings`` seed the search wherever they
+    fit: in a sweep over buffer sizes, the bound for a larger buffer bounds a
+    smaller one, and a mapping for a smaller buffer fits a larger one (see
+    :mod:`stems_opt.size_bounds`). ``on_incumbent(elapsed_s, value)`` is called with
+    each better mapping the search finds (value in objective units).
     """
     from stems_opt.formulation.columns import ColumnSolver
     from stems_opt.incumbents import BackgroundNamed
@@ -122,7 +133,8 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     background = BackgroundNamed(problem) if warm_start and (
         caller_stop or stop.deadline is not None) else None
     try:
-        return _solve_columns(problem, solver, threads, seed, stop, background, ColumnSolver)
+        return _solve_columns(problem, solver, threads, seed, stop, background, ColumnSolver,
+                              lower_bound, mappings, on_incumbent)
     finally:
         if background is not None:
             background.close()
@@ -176,7 +188,9 @@ def _stop_for(stop: Stop | None, time_limit_s: float | None) -> Stop:
 
 
 def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int, stop: Stop,
-                   background: BackgroundNamed | None, column_solver: type) -> Result:
+                   background: BackgroundNamed | None, column_solver: type,
+                   lower_bound: float | None = None, mappings: Sequence[Mapping] = (),
+                   on_incumbent: Callable[[float, float], None] | None = None) -> Result:
     from stems_opt.formulation.backend import SolveOptions
     from stems_opt.formulation.data import objective_constant
 
@@ -199,12 +213,22 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
         if cs is None:  # stopped while building: the cheapest valid bound
             mapping, model_value, model_bound = None, math.inf, _quick_bound(problem)
         else:
-            mapping, model_value, model_bound = cs.solve(_search_share(stop))
+            _hook(cs, start, constant, scale, background, mappings, on_incumbent)
+            # Model units are integers: rounding down keeps a bound in objective units valid.
+            hint = 0.0 if lower_bound is None else max(
+                0.0, math.floor(lower_bound * scale - constant))
+            mapping, model_value, model_bound = cs.solve(_search_share(stop), hint)
             stats.update(cs.stats)
         stats.update(model_build_s=build_s, solve_s=time.perf_counter() - start - build_s)
         proven = mapping is not None and model_bound >= model_value
         if background is not None and not proven and model_bound < math.inf:
             fallback = _wait_for_named(background, stop, mapping is None)
+            if cs is not None:  # schedules arrived since: their segments join the ones found
+                cs.poll_seeds()
+                found = cs.incumbent()
+                if found is not None and found[1] < model_value:
+                    mapping, model_value = cs.mapping_of(found[0]), found[1]
+                    cs.note_incumbent()
             if fallback is not None and fallback.objective_value is not None:
                 fb_value = fallback.objective_value * scale - constant
                 assert model_bound <= fb_value * (1 + 1e-9), "a schedule beats the proven bound"
@@ -239,6 +263,24 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
                   objective_value=value, bound=bound, gap=0.0 if status is SolveStatus.OPTIMAL
                   else _gap(value, bound), runtime_s=time.perf_counter() - start,
                   build_s=build_s, stats=stats, message=message)
+
+
+def _hook(cs: object, start: float, constant: float, scale: float,
+          background: BackgroundNamed | None, mappings: Sequence[Mapping],
+          on_incumbent: Callable[[float, float], None] | None) -> None:
+    """Connect the column solver to its seeds (given mappings, then the named schedules
+    as they arrive) and to ``on_incumbent``."""
+    from stems_opt.formulation.columns import ColumnSolver
+
+    assert isinstance(cs, ColumnSolver)
+    for given in mappings:
+        cs.seed(given)
+    if background is not None:
+        cs.seed_source = lambda: [r.mapping for r in background.poll().values()
+                                  if r.mapping is not None]
+    if on_incumbent is not None:
+        cs.on_incumbent = lambda v: on_incumbent(time.perf_counter() - start,
+                                                 (v + constant) / scale)
 
 
 def _search_share(stop: Stop) -> float | None:
@@ -425,7 +467,9 @@ def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = 
           threads: int | None = None, seed: int = 0, warm_start: bool = True,
           method: str = "columns", max_frames: int | None = MAX_FRAMES,
           max_options_per_frame: int | None = MAX_OPTIONS_PER_FRAME,
-          stop: Stop | None = None) -> Result:
+          stop: Stop | None = None, lower_bound: float | None = None,
+          mappings: Sequence[Mapping] = (),
+          on_incumbent: Callable[[float, float], None] | None = None) -> Result:
     """Solve ``problem`` with ``solver`` (``cpsat``, ``highs`` or ``pyomo:NAME``).
 
     ``method`` is ``columns`` (:func:`solve_columns`, the default: segment
@@ -438,15 +482,25 @@ def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = 
     small margin, see ``docs/solver.md``). ``stop`` lets the caller end the
     search early from another thread or a signal handler
     (:meth:`stems_opt.stopping.Stop.request`); the answer is then the best
-    mapping found, with its bound and gap.
+    mapping found, with its bound and gap. ``lower_bound`` and ``mappings``
+    (method ``columns`` only) are a proven bound and mappings known from
+    elsewhere, ``on_incumbent`` a callback for each better mapping (see
+    :func:`solve_columns`).
     """
+    extra: dict[str, object] = {}
+    if lower_bound is not None or mappings or on_incumbent is not None:
+        if method != "columns":
+            raise StemsInputError(Issue("a lower bound, start mappings or an incumbent "
+                                        "callback need method 'columns'", field="method"))
+        extra = {"lower_bound": lower_bound, "mappings": tuple(mappings),
+                 "on_incumbent": on_incumbent}
     check_solver(solver)
     if method not in METHODS:
         raise StemsInputError(Issue(f"unknown method {method!r} (one of "
                                     f"{', '.join(METHODS)})", field="method"))
     return METHODS[method](problem, solver=solver, time_limit_s=time_limit_s, threads=threads,
                            seed=seed, warm_start=warm_start, max_frames=max_frames,
-                           max_options_per_frame=max_options_per_frame, stop=stop)
+                           max_options_per_frame=max_options_per_frame, stop=stop, **extra)
 
 
 MODEL_SUFFIXES = (".lp", ".mps")

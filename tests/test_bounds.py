@@ -170,7 +170,7 @@ def test_shortest_path_master_equals_the_master_mip(case: str) -> None:
         if mip is not None:
             assert mip[1] == path[1]
             assert sum(c.price for c in path[0]) == path[1]
-        cs._table = None  # a fresh path gives the same labels
+        cs._table = {}  # a fresh path gives the same labels
         fresh = cs.master_path()
         assert (fresh is None) == (path is None)
         if fresh is not None:
@@ -196,3 +196,51 @@ def test_every_frame_spec_has_a_bound() -> None:
         if not col.exact:
             assert set(col.frame_bounds) == {s for s in frame_specs(p)
                                              if (s[0], s[1]) == (col.first, col.last)}
+
+
+def check_interval_bounds(p: Problem) -> int:
+    """Assert the signature-free bound of every frame of an interval, plus the
+    signature's forced cost, is at most the frame's optimum under every
+    signature; returns how many (column, frame) pairs were compared.
+
+    Mutation: adding 1 (bit, or fJ) to every bound of
+    ``ColumnSolver.interval_frame_bounds`` makes ``residual_T1`` (both
+    objectives) and ``ann_snn_reset_T2`` (energy) fail: the bound is reached.
+    """
+    cs = solver_for(p)
+    compared = 0
+    for col in cs.columns:
+        bounds = cs.interval_frame_bounds(col.first, col.last)
+        extra = cs._extra(col.first, col.last, col.sig)
+        for spec in cs.specs[(col.first, col.last)]:
+            frame = cs._frame(spec)
+            restricted = None if frame is None else cs._restrict(frame, col.sig)
+            local = None if restricted is None else cs._local(*restricted, 60.0)
+            if local is None:
+                continue
+            value, proven, _ = local
+            assert value == proven, "the local solve must finish"
+            assert bounds[spec] + extra <= value * (1 + 1e-12), (col.sig, spec,
+                                                                 bounds[spec] + extra, value)
+            compared += 1
+        before = col.bound
+        cs.raise_interval(col.first, col.last)
+        assert col.bound >= before
+    return compared
+
+
+@pytest.mark.parametrize("objective", [Objective.TRAFFIC, Objective.ENERGY],
+                         ids=lambda o: o.value)
+@pytest.mark.parametrize("case", list(CASES))
+def test_interval_bounds_below_every_signature_optimum(case: str, objective: Objective) -> None:
+    network, ku, size = CASES[case]
+    assert check_interval_bounds(make_problem(network, size, ku, objective)) > 0
+
+
+@settings(**RANDOM_SETTINGS)
+@given(st.data())
+def test_interval_bounds_random(data: st.DataObject) -> None:
+    from test_optimizer import random_case
+
+    p, _, _ = random_case(data)
+    check_interval_bounds(p)

@@ -293,27 +293,30 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
     S = T // tb
     mult = T if order is Order.SPACE_OUTER else tb
     big = np.iinfo(np.int64).max
-    cols_e: list[np.ndarray] = []
-    cols_h: list[np.ndarray] = []
+    blocks: list[tuple[np.ndarray, np.ndarray]] = []
     floors: list[np.ndarray] = []
     width = 0
     at = np.arange(L)
+    # Per layer, what no tile count changes (properties are slow to ask in the loop).
+    fixed = [(lay.has_weights, lay.stateful, lay.weight_size_bits, lay.state_size_bits,
+              lay.state_row_bits(axis), lay.output_row_bits(axis),
+              lay.weight_size_bits // max_chunks(lay.k, k_unroll) if lay.has_weights else 0,
+              lay.name in whole, lay.name in written)
+             for lay, *_ in plan]
     for n in tiles:
         geo = _frame_geometry(network, first, last, axis, n)
-        items: list[tuple[float, float, int, str]] = []  # excess, hold, position, kind
+        items: list[tuple[float, float, int, int]] = []  # excess, hold, position, kind
         lines: list[tuple[float, float, np.ndarray, float, int]] = []
         kept: dict[str, list[float]] = {}  # tensor -> [excess, hold, first reader]
         for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
             rows, active, carried, halos, _ = geo[i]
-            if lay.has_weights:
-                w = lay.weight_size_bits
-                items.append(((S * active - 1) * w * read_rate, w, i, "W"))
-            if lay.stateful and S > 1:
-                v = lay.state_size_bits
-                keep = min(v, int(rows.max()) * lay.state_row_bits(axis)) \
-                    if order is Order.SPACE_OUTER else v
+            has_w, stateful, w, v, v_row, out_row, _, is_whole, is_written = fixed[i]
+            if has_w:
+                items.append(((S * active - 1) * w * read_rate, w, i, 0))
+            if stateful and S > 1:
+                keep = min(v, int(rows.max()) * v_row) if order is Order.SPACE_OUTER else v
                 # Spilled adds 2 (S - 1) |V| under both persistences.
-                items.append(((S - 1) * v * (read_rate + write_rate), keep, i, "V"))
+                items.append(((S - 1) * v * (read_rate + write_rate), keep, i, 1))
             for (src, rowbits, fewest), (window_rows, overlap) in zip(ins, halos, strict=True):
                 if n == 1 or src in whole or src in maybe_whole:
                     continue
@@ -323,60 +326,63 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
                 item = kept.setdefault(src, [0.0, 0.0, i])
                 item[0] += max(0, window_rows * rowbits * T - fewest) * read_rate
                 item[1] = max(item[1], overlap * rowbits * mult)
-            if not inner or lay.name in whole:
+            if not inner or is_whole:
                 continue
-            rowbits = lay.output_row_bits(axis)
-            e = reads * read_rate + (0 if lay.name in written
+            e = reads * read_rate + (0 if is_written
                                      else network.tensor_size_bits(lay.name) * write_rate)
             live = np.zeros((n, L), dtype=np.int64)
-            live[:, i:lastp + 1] = (rows * (rowbits * tb))[:, None]
+            live[:, i:lastp + 1] = (rows * (out_row * tb))[:, None]
             cap = network.tensor_size_bits(lay.name) if lay.name in maybe_whole else big
-            lines.append((e, carried * rowbits * mult, live, cap, i))
-        items.extend((e, h, int(i), "H") for e, h, i in kept.values())
+            lines.append((e, carried * out_row * mult, live, cap, i))
+        items.extend((e, h, int(i), 2) for e, h, i in kept.values())
         # One row per position: the tile where the line buffers hold the most.
         if lines:
-            held = [np.minimum(c + live, cap) for _, c, live, cap, _ in lines]
-            pick = np.argmax(sum(held), axis=0)
+            held = np.stack([np.minimum(c + live, cap) for _, c, live, cap, _ in lines])
+            pick = np.argmax(held.sum(axis=0), axis=0)
         else:
-            held, pick = [], np.zeros(L, dtype=np.int64)
+            held, pick = None, np.zeros(L, dtype=np.int64)
         # What the layer at each position needs whatever it chose: a weight chunk, a
         # state sub-tile, an output sub-tile; each cheap side holds at least as much.
-        own = {"W": np.zeros(L), "V": np.zeros(L), "X": np.zeros(L)}
-        for i, (lay, _, inner, _, _) in enumerate(plan):
+        own = np.zeros((4, L))  # weights, state, (halos: none), outputs
+        for i, (_, _, inner, _, _) in enumerate(plan):
             rows = geo[i][0]
             r = int(rows[pick[i]])
             if r == 0:
                 continue
             sub = -(-r // int(rows[rows > 0].min()))
-            if lay.has_weights:
-                own["W"][i] = lay.weight_size_bits // max_chunks(lay.k, k_unroll)
-            if lay.stateful:
-                own["V"][i] = sub * lay.state_row_bits(axis)
-            if lay.name not in whole and (inner or lay.name in written):
-                own["X"][i] = sub * lay.output_row_bits(axis) * tb
-        floor = own["W"] + own["V"] + own["X"]
-        e_rows, h_rows = [], []
-        for e, h, i, kind in items:
-            row = np.full(L, float(h))
-            if kind in own:
-                row[i] = max(0.0, h - own[kind][i])
-            e_rows.append(np.full(L, float(e)))
-            h_rows.append(row)
-        for (e, _, _, _, i), hl in zip(lines, held, strict=True):
-            row = hl[pick, at].astype(np.float64)
-            row[i] = max(0.0, row[i] - own["X"][i])
-            e_rows.append(np.full(L, float(e)))
-            h_rows.append(row)
-        cols_e.append(np.stack(e_rows) if e_rows else np.zeros((0, L)))
-        cols_h.append(np.stack(h_rows) if h_rows else np.zeros((0, L)))
+            has_w, stateful, _, _, v_row, out_row, chunk, is_whole, is_written = fixed[i]
+            if has_w:
+                own[0, i] = chunk
+            if stateful:
+                own[1, i] = sub * v_row
+            if not is_whole and (inner or is_written):
+                own[3, i] = sub * out_row * tb
+        floor = own.sum(axis=0)
+        k, m = len(items), len(lines)
+        e_col = np.empty(k + m)
+        h = np.empty((k + m, L))
+        if k:
+            arr = np.array(items, dtype=np.float64)
+            pos, kind = arr[:, 2].astype(np.int64), arr[:, 3].astype(np.int64)
+            e_col[:k] = arr[:, 0]
+            h[:k] = arr[:, 1:2]
+            h[np.arange(k), pos] = np.maximum(0.0, arr[:, 1] - own[kind, pos])
+        if m:
+            assert held is not None
+            lpos = np.array([ln[4] for ln in lines], dtype=np.int64)
+            e_col[k:] = [ln[0] for ln in lines]
+            h[k:] = held[:, pick, at]
+            h[k + np.arange(m), lpos] = np.maximum(0.0, h[k + np.arange(m), lpos] - own[3, lpos])
+        blocks.append((e_col, h))
         floors.append(floor)
-        width = max(width, cols_e[-1].shape[0])
+        width = max(width, k + m)
     # Frames with fewer items get zero items (dropping them is free and frees nothing).
-    E = np.concatenate([np.pad(e, ((0, width - e.shape[0]), (0, 0))) for e in cols_e], axis=1)
-    H = np.concatenate([np.pad(h, ((0, width - h.shape[0]), (0, 0))) for h in cols_h], axis=1)
+    E = np.zeros((max(width, 1), L * len(tiles)))
+    H = np.zeros((max(width, 1), L * len(tiles)))
+    for j, (e_col, h) in enumerate(blocks):
+        E[:len(e_col), j * L:(j + 1) * L] = e_col[:, None]
+        H[:len(e_col), j * L:(j + 1) * L] = h
     row_budget = budget - np.concatenate(floors)
-    if width == 0:
-        E = H = np.zeros((1, L * len(tiles)))
     per_row, slack = knapsack_excess(E, H, row_budget)
     # A row whose own transients overflow the budget: the frame cannot fit.
     per_row = np.where(row_budget < 0, np.inf, per_row)

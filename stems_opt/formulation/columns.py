@@ -37,7 +37,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,8 +45,7 @@ import numpy as np
 from stems_opt.cost_model import (
     SegmentContext,
     SegmentGeometry,
-    layer_gb_access_bits,
-    segment_terms,
+    mapping_contexts,
 )
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
 from stems_opt.formulation.bounds import (
@@ -63,12 +62,14 @@ from stems_opt.formulation.data import (
     _Context,
     _FrameBuilder,
     cheapest_split,
-    frame_specs,
+    frame_axes,
+    interval_specs,
     make_context,
     spec_lower_bound,
     written_anyway,
 )
 from stems_opt.formulation.model import LinearModel, build_frame_model, segment_of
+from stems_opt.formulation.primal import Rates, repair, segment_value
 from stems_opt.mapping import (
     RESIDENT,
     Halo,
@@ -79,15 +80,44 @@ from stems_opt.mapping import (
     StateMode,
     WeightChoice,
 )
-from stems_opt.network import Axis
+from stems_opt.network import Axis, Network
 from stems_opt.problem import Objective, Problem
 from stems_opt.progress import Progress
 from stems_opt.stopping import SearchStoppedError, Stop
 
 LOG = logging.getLogger("stems_opt.columns")
+PRIMAL_FRAMES = 2
+"""Frames of a column repaired per call of :meth:`ColumnSolver.repair_price`."""
+REPAIR_TRIES = 6
+"""Frames tried per frame to repair, when the greedy cannot fit some."""
+DIVE_SHARE = 0.1
+"""Share of the time limit the dive may take before the exact search."""
+DIVE_NONE_SHARE = 0.5
+"""Share of the time limit the dive may take while it has found no mapping at all."""
+DIVE_CAP_S = 30.0
+"""Without a time limit, the dive stops after ``DIVE_SHARE`` of this."""
 LOCAL_LIMIT_S = 2.0
 """First time limit of a frame's local solve; a frame left open is retried with 8x more."""
 Backend = Callable[[LinearModel, SolveOptions, dict[int, int] | None], BackendAnswer]
+
+
+def _ladder(n: int) -> bool:
+    """Tile counts the dive samples: 1, 2, 3, 4, 6, 8, 12, 16, 24, ..."""
+    while n > 4 and n % 2 == 0:
+        n //= 2
+    return n <= 4
+
+
+class _Specs(dict):
+    """The frames of each interval ``(first, last)``, listed when first asked for."""
+
+    def __init__(self, network: Network, axes: tuple[Axis, ...]):
+        super().__init__()
+        self.network, self.axes = network, axes
+
+    def __missing__(self, key: tuple[int, int]) -> list[FrameKey]:
+        specs = self[key] = interval_specs(self.network, key[0], key[1], self.axes)
+        return specs
 
 
 class _MasterStoppedError(Exception):
@@ -130,6 +160,7 @@ class Column:
     frame_bounds: dict[FrameKey, float] = field(default_factory=dict)
     frame_slack: dict[FrameKey, int] = field(default_factory=dict)
     segment: Segment | None = None  # found directly, without a frame model
+    repaired: set[FrameKey] = field(default_factory=set)  # frames given a greedy segment
     rank: int = 0  # build order, for deterministic ties in the master
 
     @property
@@ -145,10 +176,18 @@ class ColumnSolver:
                  master_mip: bool = False, progress: Progress | None = None):
         self.master_mip = master_mip  # the master as a MIP of the backend, not a path
         self._groups: dict[tuple, list[Column]] | None = None
+        self._by_key: dict[tuple, Column] | None = None
+        self._crossing: dict[int, list[str]] = {}
+        self._interval_bounds: dict[tuple[int, int], dict[FrameKey, float]] = {}
+        self._by_interval: dict[tuple[int, int], list[Column]] | None = None
+        self._extra_parts: dict[tuple[int, int], tuple[dict[str, int], dict[str, int]]] = {}
         self._transitions: dict[tuple, list[tuple]] = {}
-        self._table: list[dict] | None = None  # the master path's labels, reused
-        self._touched: set[int] = set()  # starts of columns repriced since
-        self._prices: dict[int, float | None] = {}  # master prices, dropped on touch
+        # Per price mode ("bound": bounds and exact values, "primal": see master_path):
+        self._table: dict[str, list[dict]] = {}  # the master path's labels, reused
+        self._touched: dict[str, set[int]] = {"bound": set(), "primal": set(), "exact": set()}
+        # (starts of columns repriced since), and the master prices, dropped on touch
+        self._prices: dict[str, dict[int, float | None]] = {"bound": {}, "primal": {},
+                                                            "exact": {}}
         self.problem = problem
         self.net = problem.network
         self.ctx: _Context = make_context(problem)
@@ -160,19 +199,23 @@ class ColumnSolver:
                               for t in [self.net.input.name, *index] if self.net.consumers(t)}
         self.stop = options.stop or Stop()
         self.progress = progress
-        self.specs: dict[tuple[int, int], list[FrameKey]] = {}
-        for i, spec in enumerate(frame_specs(problem)):
-            if i % 4096 == 0:
-                self.stop.check()
-            self.specs.setdefault((spec[0], spec[1]), []).append(spec)
+        self.axes = frame_axes(self.net)
+        self.specs = _Specs(self.net, self.axes)
         self.frame_cache: dict[FrameKey, Frame | None] = {}
         self.spec_bounds: dict[FrameKey, float] = {}
         self.cap_bounds: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self.cheapest: dict[tuple, float] = {}
         self.columns: list[Column] = []
+        # Called with each better mapping's value (model units) as the search finds it.
+        self.on_incumbent: Callable[[float], None] | None = None
+        self.best_found = math.inf
+        # Mappings from elsewhere (named schedules as they arrive) to seed, polled.
+        self.seed_source: Callable[[], Iterable[Mapping]] | None = None
+        self._seeded: set[int] = set()
+        self._seed_keep: list[Mapping] = []
         self.stats = {"frames_built": 0, "local_solves": 0, "frames_direct": 0,
                       "master_solves": 0, "columns": 0, "columns_priced": 0,
-                      "variables": 0, "constraints": 0}
+                      "variables": 0, "constraints": 0, "frames_repaired": 0}
         energy = problem.objective is Objective.ENERGY
         self.energy = energy
         rates = self.ctx.rates
@@ -180,12 +223,17 @@ class ColumnSolver:
         # DRAM read and write, GB operand read and write: cost per bit in model units.
         self.rates = (rates.read_fj_per_bit, rates.write_fj_per_bit, rates.gb_read_fj_per_bit,
                       rates.gb_write_fj_per_bit) if energy else (1, 1, 0, 0)
+        self.unit_rates = Rates(*self.rates)
         T = self.net.timesteps
-        for (first, last), specs in self.specs.items():
+        L = len(self.net.layers)
+        max_len = problem.max_segment_layers or L
+        intervals = [(first, last) for first in range(L)
+                     for last in range(first, min(L, first + max_len))]
+        for first, last in intervals:
             self.stop.check()  # building every column can take seconds on deep networks
             # The full time batch in one tile has the least cheap bound of any frame of the
             # interval, and one tile the fewest GB operand accesses.
-            ones = [s for s in specs if s[2] == T and s[4] == 1]
+            ones = [(first, last, T, axis, 1, Order.TIME_OUTER) for axis in self.axes]
             base = max(min(self._spec_bound(s) for s in ones),
                        min(self._cheapest(s) for s in ones))
             for sig in self.signatures(first, last):
@@ -198,13 +246,19 @@ class ColumnSolver:
     # --- signatures and bounds ------------------------------------------------
     def crossing_in(self, first: int) -> list[str]:
         """Tensors that may be whole and are made before ``first``, read from it on."""
-        return [X for X in self.ctx.whole_candidates
+        got = self._crossing.get(first)
+        if got is None:
+            got = self._crossing[first] = [
+                X for X in self.ctx.whole_candidates
                 if self.producer[X] < first <= self.last_consumer[X]]
+        return got
 
     def outputs(self, first: int, last: int) -> list[str]:
         """Tensors that may be whole, made in the interval and read after it."""
-        return [X for X in self.ctx.whole_candidates
-                if first <= self.producer[X] <= last < self.last_consumer[X]]
+        # Whole candidates are layer outputs, in layer order: only the interval's own.
+        cands = self.ctx.whole_candidates
+        return [X for X in (lay.name for lay in self.net.layers[first:last + 1])
+                if X in cands and last < self.last_consumer[X]]
 
     def signatures(self, first: int, last: int) -> list[Signature]:
         """Every signature of an interval."""
@@ -243,18 +297,19 @@ class ColumnSolver:
     def _extra(self, first: int, last: int, sig: Signature) -> float:
         """Cost the signature forces: DRAM reads of crossing tensors not kept whole
         (the union of each reader's windows), writes for later DRAM readers."""
-        reads = writes = 0
-        inside = {lay.name for lay in self.net.layers[first:last + 1]}
-        for X, whole in sig.whole_in:
-            if whole:
-                continue
-            for c in self.net.consumers(X):
-                if c in inside:
-                    reads += min(read_bits(self.net, X, c, a) for a in (Axis.OY, Axis.OX))
-        for X, _, cw in sig.outputs:
-            if cw and X not in self.ctx.outputs:
-                writes += self.net.tensor_size_bits(X)
-        return reads * self.rates[0] + writes * self.rates[1]
+        parts = self._extra_parts.get((first, last))
+        if parts is None:
+            inside = {lay.name for lay in self.net.layers[first:last + 1]}
+            reads = {X: sum(min(read_bits(self.net, X, c, a) for a in (Axis.OY, Axis.OX))
+                            for c in self.net.consumers(X) if c in inside)
+                     for X in self.crossing_in(first)}
+            writes = {X: 0 if X in self.ctx.outputs else self.net.tensor_size_bits(X)
+                      for X in self.outputs(first, last)}
+            parts = self._extra_parts[(first, last)] = (reads, writes)
+        reads, writes = parts
+        r = sum(reads[X] for X, whole in sig.whole_in if not whole)
+        w = sum(writes[X] for X, _, cw in sig.outputs if cw)
+        return r * self.rates[0] + w * self.rates[1]
 
     # --- capacity-aware bounds -------------------------------------------------
     def _sig_parts(self, col: Column) -> tuple[int, frozenset[str], frozenset[str],
@@ -270,6 +325,65 @@ class ColumnSolver:
         budget = self.ctx.capacity_bits - sum(self.ctx.whole_candidates[X]
                                               for X in whole_in | whole_out)
         return budget, frozenset(written), frozenset(whole_out), frozenset(whole_in | whole_out)
+
+    def interval_frame_bounds(self, first: int, last: int) -> dict[FrameKey, float]:
+        """A bound on every frame of ``first..last`` under *any* signature (before
+        the signature's own :meth:`_extra`), computed once per interval.
+
+        It is :meth:`tighten`'s bound with the whole buffer as the budget,
+        every tensor that may stay whole across the interval's boundaries
+        counted as maybe whole (its cheap side holds the less of the tensor and
+        its line buffer, no halo), and every output read later as written
+        anyway: each is a relaxation of what a signature fixes.
+        """
+        got = self._interval_bounds.get((first, last))
+        if got is not None:
+            return got
+        inside = {lay.name for lay in self.net.layers[first:last + 1]}
+        outs = self.outputs(first, last)
+        written = set(outs)
+        for name in inside:
+            written |= written_anyway(self.ctx, inside, name)
+        maybe = frozenset(self.crossing_in(first)) | frozenset(outs)
+        groups: dict[tuple, list[int]] = {}
+        for spec in self.specs[(first, last)]:
+            groups.setdefault((spec[2], spec[3], spec[5]), []).append(spec[4])
+        got = {}
+        for (tb, axis, order), tiles in groups.items():
+            self.stop.check()
+            excess, _ = interval_excess_bounds(
+                self.net, first, last, tb, axis, order, tiles, self.ctx.capacity_bits,
+                frozenset(written), frozenset(), maybe, read_rate=self.rates[0],
+                write_rate=self.rates[1], k_unroll=self.ctx.k_unroll)
+            for n, e in zip(tiles, excess, strict=True):
+                spec = (first, last, tb, axis, n, order)
+                got[spec] = self._cheapest(spec) + float(e)
+        self._interval_bounds[(first, last)] = got
+        return got
+
+    def signature_count(self, first: int, last: int) -> int:
+        """How many signatures (columns) the interval has."""
+        return 2 ** len(self.crossing_in(first)) * 3 ** len(self.outputs(first, last))
+
+    def raise_interval(self, first: int, last: int) -> bool:
+        """Raise every column of ``first..last`` to the interval's signature-free
+        bound (:meth:`interval_frame_bounds`); ``True`` when some bound rose."""
+        if self._by_interval is None:
+            self._by_interval = {}
+            for c in self.columns:
+                self._by_interval.setdefault((c.first, c.last), []).append(c)
+        bounds = self.interval_frame_bounds(first, last)
+        best = min(bounds.values(), default=math.inf)
+        rose = False
+        for col in self._by_interval.get((first, last), []):
+            if col.exact or best == math.inf:
+                continue
+            new = best + self._extra(first, last, col.sig)
+            if new > col.bound:
+                col.bound = new
+                self.touch(col)
+                rose = True
+        return rose
 
     def tighten(self, col: Column) -> bool:
         """Bound every frame of ``col`` with what the buffer forces; ``True`` when
@@ -311,10 +425,11 @@ class ColumnSolver:
         col.bound = max(col.bound, best + extra)
         return col.bound > old
 
-    def _direct(self, col: Column, spec: FrameKey, fine: bool = True, chunked: bool = False,
-                geo: SegmentGeometry | None = None) -> tuple[Segment, float] | None:
-        """The frame with every decision at its cheapest choice, and its cost, when it
-        fits the buffer: its value is then usually the frame's bound.
+    def _cheapest_segment(self, col: Column, spec: FrameKey, fine: bool = True,
+                          chunked: bool = False, geo: SegmentGeometry | None = None
+                          ) -> tuple[Segment, SegmentContext]:
+        """The frame with every decision at its cheapest choice, and its context
+        under ``col``'s signature.
 
         ``fine`` splits each layer into the most sub-tiles (least transient
         buffer); otherwise one sub-tile (fewest GB operand accesses).
@@ -363,19 +478,86 @@ class ColumnSolver:
                     halos[src] = Halo.KEEP
         seg = Segment(names, tb, n, axis, order, sub_tiles=subs, weights=weights,
                       states=states, activations=acts, inputs=ins, halos=halos)
-        terms = segment_terms(net, seg, SegmentContext(whole, written), geo)
-        occupancy = sum(t.persistent_bits for t in terms) + sum(
-            (t.local for t in terms if t.local is not None), np.zeros(1, dtype=np.int64))
-        if int(occupancy.max()) > self.ctx.capacity_bits:
+        return seg, SegmentContext(whole, written)
+
+    def _direct(self, col: Column, spec: FrameKey, fine: bool = True, chunked: bool = False,
+                geo: SegmentGeometry | None = None) -> tuple[Segment, float] | None:
+        """The frame with every decision at its cheapest choice
+        (:meth:`_cheapest_segment`), and its cost, when it fits the buffer: its
+        value is then usually the frame's bound."""
+        seg, sctx = self._cheapest_segment(col, spec, fine, chunked, geo)
+        value, peak = segment_value(self.net, seg, sctx, self.unit_rates, geo)
+        if peak > self.ctx.capacity_bits:
             return None
-        reads = sum(t.read_bits for t in terms)
-        writes = sum(t.write_bits for t in terms)
-        value = reads * self.rates[0] + writes * self.rates[1]
-        if self.energy:
-            for lay in geo.layers:
-                gr, gw = layer_gb_access_bits(geo, lay, subs[lay.name])
-                value += gr * self.rates[2] + gw * self.rates[3]
         return seg, value
+
+    def _sampled_bounds(self, col: Column) -> dict[FrameKey, float]:
+        """Capacity-aware bounds (:meth:`tighten`'s) of a sample of ``col``'s frames:
+        tile counts 1, 2, 3, 4, 6, 8, 12, ... and the largest, for ranking only
+        (the column's bound needs every frame). Empty when the tensors kept
+        whole fill the buffer."""
+        if col.tight:
+            return col.frame_bounds
+        budget, written, _, whole = self._sig_parts(col)
+        if budget <= 0:
+            return {}
+        groups: dict[tuple, list[int]] = {}
+        for spec in self.specs[(col.first, col.last)]:
+            groups.setdefault((spec[2], spec[3], spec[5]), []).append(spec[4])
+        out = {}
+        for (tb, axis, order), tiles in groups.items():
+            if self.stop.expired():  # (ranking only: what is sampled so far will do)
+                break
+            top = max(tiles)
+            sample = sorted({n for n in tiles if n == top or _ladder(n)})
+            excess, _ = interval_excess_bounds(
+                self.net, col.first, col.last, tb, axis, order, sample, budget, written, whole,
+                read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll)
+            for n, e in zip(sample, excess, strict=True):
+                spec = (col.first, col.last, tb, axis, n, order)
+                out[spec] = self._cheapest(spec) + float(e)
+        return out
+
+    def repair_price(self, col: Column, frames: int = PRIMAL_FRAMES) -> bool:
+        """Give ``col`` a feasible segment by greedy repair
+        (:func:`stems_opt.formulation.primal.repair`) of its ``frames`` lowest-bound
+        frames not repaired before (among a sample of tile counts unless the
+        column is tightened); ``True`` when its best value found improved.
+        Only upper bounds come from here, never proofs."""
+        if col.exact and col.value is None:
+            return False
+        extra = self._extra(col.first, col.last, col.sig)
+        bounds = self._sampled_bounds(col)
+        specs = sorted(bounds, key=lambda s: (bounds[s], s[4], self.net.timesteps // s[2],
+                                              s[5].value, s[3].value))
+        improved, tried, found = False, 0, 0
+        failed: set[tuple] = set()
+        for spec in specs:
+            bound = bounds[spec] + extra
+            if bound == math.inf or (col.upper is not None and bound >= col.upper):
+                break
+            if spec in col.repaired or spec[2:4] + spec[5:] in failed:
+                continue
+            if self.stop.expired():
+                break
+            col.repaired.add(spec)
+            tried += 1
+            seg, sctx = self._cheapest_segment(col, spec, fine=not self.energy)
+            got = repair(self.net, seg, sctx, self.ctx.capacity_bits, self.unit_rates,
+                         self.ctx.k_unroll, stopped=self.stop.expired)
+            self.stats["frames_repaired"] += 1
+            if got is not None and (col.upper is None or got[1] < col.upper):
+                col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
+                self.touch(col)
+                improved = True
+            # Frames the greedy cannot fit do not count, up to a few; after a failure the
+            # next try has another time batch, axis or order (their transients differ most).
+            found += got is not None
+            if got is None:
+                failed.add(spec[2:4] + spec[5:])
+            if found >= frames or tried >= REPAIR_TRIES * frames:
+                break
+        return improved
 
     # --- pricing ---------------------------------------------------------------
     def _frame(self, spec: FrameKey) -> Frame | None:
@@ -615,10 +797,11 @@ class ColumnSolver:
 
     def touch(self, col: Column) -> None:
         """Note that ``col``'s price may change before the next master solve."""
-        self._touched.add(col.first)
-        self._prices.pop(id(col), None)
+        for mode, touched in self._touched.items():
+            touched.add(col.first)
+            self._prices[mode].pop(id(col), None)
 
-    def master_path(self, exact_only: bool = False
+    def master_path(self, exact_only: bool = False, primal: bool = False
                     ) -> tuple[list[Column], float, float, bool] | None:
         """The master solved exactly as a shortest path over segment boundaries.
 
@@ -627,37 +810,48 @@ class ColumnSolver:
         for a later DRAM reader: exactly the master MIP's ``w`` and ``cross``
         variables, so the two have the same optimum (checked by the tests).
         Returns what :meth:`master` returns, or ``None`` when no cover exists.
+
+        ``exact_only`` prices only columns with a segment found, at its value (a
+        mapping); ``primal`` prices those so, and the others not yet repaired
+        at their bound (the dive of :meth:`dive`); otherwise columns are priced
+        at their exact value or bound (a lower bound on every mapping).
         """
         L = len(self.net.layers)
         if self._groups is None:
             self._groups = {}
             for c in self.columns:
                 self._groups.setdefault((c.first, tuple(sorted(c.sig.whole_in))), []).append(c)
-        cache = self._prices
+        mode = "exact" if exact_only else "primal" if primal else "bound"
+        cache = self._prices[mode]
 
         def price_of(col: Column) -> float | None:
-            if exact_only:
-                return col.upper
             key = id(col)
             if key in cache:
                 return cache[key]
-            price = None if col.exact and col.value is None else float(round(col.price))
+            if exact_only:
+                price = col.upper
+            elif col.exact and col.value is None:
+                price = None
+            elif primal:
+                price = col.upper if col.upper is not None else \
+                    None if col.repaired else float(round(col.price))
+            else:
+                price = float(round(col.price))
             cache[key] = price
             return price
 
         # Boundaries up to the first start of a column touched since the last solve
         # keep their labels (only columns starting there or later changed price).
         start = 0
-        if self._table is not None and not exact_only:
-            start = min(self._touched, default=L)
-            best = self._table
+        if mode in self._table:
+            start = min(self._touched[mode], default=L)
+            best = self._table[mode]
             for k in range(start + 1, L + 1):
                 best[k] = {}
         else:
             best = [{} for _ in range(L + 1)]
             best[0][()] = (0.0, None, None)
-        if not exact_only:
-            self._table, self._touched = best, set()
+        self._table[mode], self._touched[mode] = best, set()
         lc = self.last_consumer
         reach = max(c.last - c.first for c in self.columns) + 1 if self.columns else 0
         for k in range(max(0, start - reach), L):
@@ -695,20 +889,135 @@ class ColumnSolver:
         self.stats["master_solves"] += 1
         return sorted(chosen, key=lambda c: c.first), value, value, True
 
-    def solve(self, time_limit_s: float | None = None
+    def column_of(self, first: int, last: int, sig: Signature) -> Column | None:
+        """The column of interval ``first..last`` with signature ``sig``."""
+        if self._by_key is None:
+            self._by_key = {(c.first, c.last, c.sig): c for c in self.columns}
+        return self._by_key.get((first, last, sig))
+
+    def seed(self, mapping: Mapping) -> int:
+        """Offer ``mapping``'s segments to their columns as found segments (upper
+        values); returns how many columns improved.
+
+        A segment's column is its interval with the signature the mapping
+        gives it. Inputs kept whole are read on chip (never worse, as in the
+        frame options); a segment is then scored in its column's context and
+        skipped if it overflows there, or if it does not cover a contiguous
+        interval of the layer order.
+        """
+        net = self.net
+        index = {lay.name: i for i, lay in enumerate(net.layers)}
+        segs = mapping.segments
+        where = {name: k for k, seg in enumerate(segs) for name in seg.layers}
+        ctxs = mapping_contexts(net, mapping)
+        improved = 0
+        for k, (seg, sctx) in enumerate(zip(segs, ctxs, strict=True)):
+            first, last = index[seg.layers[0]], index[seg.layers[-1]]
+            if seg.layers != tuple(lay.name for lay in net.layers[first:last + 1]):
+                continue
+            outs = []
+            for X in self.outputs(first, last):
+                later = [where[c] for c in net.consumers(X) if where[c] > k]
+                # Read from DRAM by a later segment: written there.
+                outs.append((X, X in ctxs[k + 1].whole,
+                             any(X not in ctxs[j].whole for j in later)))
+            sig = Signature(tuple((X, X in sctx.whole) for X in self.crossing_in(first)),
+                            tuple(outs))
+            col = self.column_of(first, last, sig)
+            if col is None or (col.exact and col.value is None):
+                continue
+            inputs = {src: Placement.ON_CHIP if src in sctx.whole else p
+                      for src, p in seg.inputs.items()}
+            seg = seg.replace(inputs=inputs)
+            _, written, _, whole = self._sig_parts(col)
+            dram = {X for X, p in seg.activations.items() if p is Placement.DRAM}
+            value, peak = segment_value(net, seg, SegmentContext(whole, written | dram),
+                                        self.unit_rates)
+            if peak > self.ctx.capacity_bits or (col.upper is not None and value >= col.upper):
+                continue
+            col.upper, col.segment, col.frame, col.chosen = value, seg, None, {}
+            self.touch(col)
+            improved += 1
+        return improved
+
+    def dive(self, until: float | None, until_none: float | None = None) -> None:
+        """Find mappings fast: the master over repaired columns (:meth:`repair_price`),
+        the others at their bounds, until its answer uses repaired columns only
+        or ``until`` (a ``time.perf_counter()`` value) passes; while no mapping
+        is found, until ``until_none`` passes.
+
+        Each answer's columns without a segment are repaired, so the path moves
+        to the columns whose greedy segments are cheapest; every column found
+        also serves the exact search (an upper value to stop its pricing at).
+        """
+        def over() -> bool:
+            if self.stop.expired():
+                return True
+            now = time.perf_counter()
+            if until is None or now < until:
+                return False
+            # Past the share: go on only while nothing is found, up to the second limit.
+            return until_none is None or now >= until_none or self.incumbent() is not None
+
+        # First one layer per segment, and one block per segment, with every tensor
+        # through DRAM: the path below then has a complete alternative to every column
+        # it tries (and the named schedules' segmentations are among them).
+        index = {lay.name: i for i, lay in enumerate(self.net.layers)}
+        blocks = {(index[b.layers[0]], index[b.layers[-1]]) for b in self.net.block_list}
+        for col in self.columns:
+            if over():
+                return
+            if (col.first == col.last or (col.first, col.last) in blocks) and \
+                    col.upper is None and not col.repaired and not any(
+                    w for _, w in col.sig.whole_in) and all(
+                    not w and cw for _, w, cw in col.sig.outputs):
+                self.touch(col)
+                self.repair_price(col)
+        while not over():
+            self.poll_seeds()
+            res = self.master_path(primal=True)
+            if res is None:
+                return
+            self.note_incumbent()
+            pending = [c for c in res[0] if c.upper is None]
+            if not pending:
+                return
+            for col in pending:
+                self.touch(col)
+                self.repair_price(col)
+                if not col.repaired:  # nothing left to repair: keep it out of the dive
+                    col.repaired.add(())
+                if over():
+                    return
+
+    def solve(self, time_limit_s: float | None = None, lower_bound: float = 0.0
               ) -> tuple[Mapping | None, float, float]:
         """Price and re-solve until the master uses exact columns only, or until
         ``self.stop`` fires (or ``time_limit_s`` passes, when given).
 
+        ``lower_bound`` is a proven lower bound from elsewhere (model units),
+        for example the optimum or bound for a larger buffer: a mapping
+        reaching it is optimal at once.
+
         Returns the best mapping found (or ``None``), its value in model units
         (``inf`` when none), and a proven lower bound.
         """
-        local_end = None if time_limit_s is None else time.perf_counter() + time_limit_s
-        lower = 0.0
+        start = time.perf_counter()
+        local_end = None if time_limit_s is None else start + time_limit_s
+        lower = lower_bound
 
         def stopped() -> bool:
             return self.stop.expired() or (local_end is not None
                                            and time.perf_counter() >= local_end)
+
+        left = self.stop.limit_s(time_limit_s)
+        span = DIVE_CAP_S if left is None else left
+        self.dive(start + DIVE_SHARE * span, start + DIVE_NONE_SHARE * span)
+        self.stats["dive_s"] = time.perf_counter() - start
+        if lower > 0:
+            found = self.incumbent()
+            if found is not None and found[1] <= lower:
+                return self.mapping_of(found[0]), found[1], found[1]
 
         while not stopped():
             try:
@@ -722,6 +1031,8 @@ class ColumnSolver:
             chosen, value, bound, optimal = res
             lower = max(lower, bound)
             self._report(lower)
+            self.poll_seeds()
+            self.note_incumbent()
             LOG.debug("master %.0f (bound %.0f), %d of %d columns priced", value, bound,
                       self.stats["columns_priced"], len(self.columns))
             pending = [c for c in chosen if not c.exact]
@@ -732,10 +1043,21 @@ class ColumnSolver:
             for c in pending:
                 self.touch(c)
             try:
+                # Intervals with many signatures: one bound for all of them first.
+                if sum([self.raise_interval(c.first, c.last) for c in pending
+                        if (c.first, c.last) not in self._interval_bounds
+                        and self.signature_count(c.first, c.last) > 6]):
+                    continue
                 if sum([self.tighten(c) for c in pending]):
                     continue  # bounds rose: ask the master again before pricing anything
                 for col in pending:
+                    if col.upper is None and col.tight and not col.exact and \
+                            max(col.frame_slack.values(), default=-1) < 0:
+                        # No frame's cheapest choices fit, so direct pricing finds nothing:
+                        # a greedy segment first, which the exact pricing then stops at.
+                        self.repair_price(col, 1)
                     self.price(col)
+                    self.touch(col)  # (its price and found segment may have changed)
                     if stopped():
                         break
             except SearchStoppedError:
@@ -745,6 +1067,25 @@ class ColumnSolver:
             return None, math.inf, lower
         chosen, value = res
         return self.mapping_of(chosen), value, min(lower, value)
+
+    def poll_seeds(self) -> None:
+        """Seed the mappings :attr:`seed_source` offers that were not seeded yet."""
+        if self.seed_source is None:
+            return
+        for mapping in self.seed_source():
+            if id(mapping) not in self._seeded:
+                self._seeded.add(id(mapping))
+                self._seed_keep.append(mapping)  # (keeps ids unique)
+                self.seed(mapping)
+
+    def note_incumbent(self) -> None:
+        """Tell :attr:`on_incumbent` when the found segments make a better mapping."""
+        if self.on_incumbent is None:
+            return
+        res = self.master_path(exact_only=True)
+        if res is not None and res[1] < self.best_found:
+            self.best_found = res[1]
+            self.on_incumbent(res[1])
 
     def incumbent(self) -> tuple[list[Column], float] | None:
         """The best mapping over the segments found so far and its value, or ``None``."""

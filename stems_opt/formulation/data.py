@@ -385,22 +385,34 @@ def _whole_candidates(problem: Problem) -> dict[str, int]:
 def frame_specs(problem: Problem) -> Iterable[tuple[int, int, int, Axis, int, Order]]:
     """Every (first, last, Tb, axis, n, order) of the search space, after the exact
     axis and order reductions."""
-    net = problem.network
-    T = net.timesteps
-    axes = [Axis.OY] if axis_symmetric(net) else [Axis.OY, Axis.OX]
-    L = len(net.layers)
+    axes = frame_axes(problem.network)
+    L = len(problem.network.layers)
     max_len = problem.max_segment_layers or L
     for first in range(L):
         for last in range(first, min(L, first + max_len)):
-            lays = net.layers[first:last + 1]
-            stateful = any(lay.stateful for lay in lays)
-            for axis in axes:
-                max_n = min(lay.extent(axis) for lay in lays)
-                for tb in divisors(T):
-                    for n in range(1, max_n + 1):
-                        yield first, last, tb, axis, n, Order.TIME_OUTER
-                        if stateful and n > 1 and tb < T:
-                            yield first, last, tb, axis, n, Order.SPACE_OUTER
+            yield from interval_specs(problem.network, first, last, axes)
+
+
+def frame_axes(network: Network) -> tuple[Axis, ...]:
+    """The axes frames tile along: OY alone when the network is axis-symmetric."""
+    return (Axis.OY,) if axis_symmetric(network) else (Axis.OY, Axis.OX)
+
+
+def interval_specs(network: Network, first: int, last: int, axes: Iterable[Axis]
+                   ) -> list[tuple[int, int, int, Axis, int, Order]]:
+    """The frames of :func:`frame_specs` of the interval ``first..last``, in its order."""
+    T = network.timesteps
+    lays = network.layers[first:last + 1]
+    stateful = any(lay.stateful for lay in lays)
+    out = []
+    for axis in axes:
+        max_n = min(lay.extent(axis) for lay in lays)
+        for tb in divisors(T):
+            for n in range(1, max_n + 1):
+                out.append((first, last, tb, axis, n, Order.TIME_OUTER))
+                if stateful and n > 1 and tb < T:
+                    out.append((first, last, tb, axis, n, Order.SPACE_OUTER))
+    return out
 
 
 FrameKey = tuple[int, int, int, Axis, int, Order]

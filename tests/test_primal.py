@@ -1,0 +1,150 @@
+"""The primal side of the column solver: greedy repair, the dive and named seeds.
+
+None of these proves anything; what must hold is that every segment they
+offer fits the buffer and is worth exactly what the cost model says, that a
+repaired segment is never better than the frame's proven local optimum
+(else one of the two is wrong), and that seeding a mapping's segments gives
+an incumbent at most that mapping's value.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stems_opt.cost_model import evaluate
+from stems_opt.formulation.backend import SolveOptions
+from stems_opt.formulation.columns import ColumnSolver
+from stems_opt.formulation.cpsat import solve_cpsat
+from stems_opt.formulation.data import objective_constant
+from stems_opt.formulation.primal import repair, segment_value
+from stems_opt.heuristics import named_schedule
+from stems_opt.incumbents import FALLBACK_SCHEDULES
+from stems_opt.mapping import check
+from stems_opt.problem import Objective, Problem
+from stems_opt.solvers import solve
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from test_optimizer import CASES, RANDOM_SETTINGS, make_problem, random_case  # noqa: E402
+
+OBJECTIVES = [Objective.TRAFFIC, Objective.ENERGY]
+
+
+def solver_for(p: Problem) -> ColumnSolver:
+    return ColumnSolver(p, solve_cpsat, SolveOptions(threads=1, seed=0))
+
+
+def model_value(p: Problem, mapping) -> float:
+    """The cost model's objective in model units (bits, or fJ without the constant)."""
+    cost = evaluate(p, mapping)
+    if p.objective is Objective.ENERGY:
+        return cost.memory_energy_fj
+    return cost.traffic_bits
+
+
+def check_repair(p: Problem) -> int:
+    """Every frame of every column repaired from its cheapest choices: the segment
+    fits, is scored at its value by the cost model, and is worth at least the
+    frame's proven local optimum; nothing is found where the MIP finds nothing.
+    Returns how many frames were repaired."""
+    cs = solver_for(p)
+    repaired = 0
+    for col in cs.columns:
+        budget = cs._sig_parts(col)[0]
+        if budget <= 0:
+            continue
+        for spec in cs.specs[(col.first, col.last)]:
+            seg, sctx = cs._cheapest_segment(col, spec, fine=not cs.energy)
+            got = repair(p.network, seg, sctx, cs.ctx.capacity_bits, cs.unit_rates,
+                         cs.ctx.k_unroll)
+            frame = cs._frame(spec)
+            restricted = None if frame is None else cs._restrict(frame, col.sig)
+            local = None if restricted is None else cs._local(*restricted, 60.0)
+            if got is None or frame is None:  # (a frame dropped by an exact reduction)
+                continue
+            out, value = got
+            assert local is not None, ("repair found a segment the frame MIP says cannot "
+                                       "exist", col.sig, spec)
+            exact, peak = segment_value(p.network, out, out_context(out, sctx), cs.unit_rates)
+            assert peak <= p.hardware.gb_capacity_bits and exact == value
+            assert value >= local[0], (col.sig, spec, value, local[0])
+            repaired += 1
+    return repaired
+
+
+def out_context(seg, sctx):
+    from stems_opt.cost_model import SegmentContext
+    from stems_opt.mapping import Placement
+
+    dram = {X for X, pl in seg.activations.items() if pl is Placement.DRAM}
+    return SegmentContext(sctx.whole, sctx.written | dram)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: o.value)
+@pytest.mark.parametrize("case", list(CASES))
+def test_repair_fits_is_scored_exactly_and_never_beats_the_frame_optimum(
+        case: str, objective: Objective) -> None:
+    network, ku, size = CASES[case]
+    assert check_repair(make_problem(network, size, ku, objective)) > 0
+
+
+@settings(**RANDOM_SETTINGS)
+@given(st.data())
+def test_repair_random(data: st.DataObject) -> None:
+    p, _, _ = random_case(data)
+    check_repair(p)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: o.value)
+@pytest.mark.parametrize("case", list(CASES))
+def test_dive_mapping_is_valid_and_scored_exactly(case: str, objective: Objective) -> None:
+    network, ku, size = CASES[case]
+    p = make_problem(network, size, ku, objective)
+    cs = solver_for(p)
+    cs.dive(None)
+    found = cs.incumbent()
+    assert found is not None, "the dive ends with a mapping on every hand-picked case"
+    mapping, value = cs.mapping_of(found[0]), found[1]
+    assert not check(p, mapping)
+    assert value == pytest.approx(model_value(p, mapping), rel=1e-12)
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: o.value)
+@pytest.mark.parametrize("case", list(CASES))
+def test_seeded_named_schedules_bound_the_incumbent(case: str, objective: Objective) -> None:
+    """Seeding a named schedule gives an incumbent at most its value, scored exactly."""
+    network, ku, size = CASES[case]
+    p = make_problem(network, size, ku, objective)
+    cs = solver_for(p)
+    best = None
+    for name in FALLBACK_SCHEDULES:
+        r = named_schedule(p, name)
+        cs.seed(r.mapping)
+        if r.feasible:
+            v = model_value(p, r.mapping)
+            best = v if best is None else min(best, v)
+    found = cs.incumbent()
+    if best is not None:
+        assert found is not None and found[1] <= best * (1 + 1e-12)
+    if found is not None:
+        mapping, value = cs.mapping_of(found[0]), found[1]
+        assert not check(p, mapping)
+        assert value == pytest.approx(model_value(p, mapping), rel=1e-12)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_time_limited_solve_never_worse_than_the_best_named(case: str) -> None:
+    network, ku, size = CASES[case]
+    p = make_problem(network, size, ku)
+    named = [named_schedule(p, n) for n in FALLBACK_SCHEDULES]
+    feasible = [r.objective_value for r in named if r.feasible]
+    r = solve(p, time_limit_s=30.0)
+    assert r.mapping is not None
+    if feasible:
+        assert r.objective_value <= min(feasible)
+    assert objective_constant(p) == 0.0
