@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping as AbcMapping
 from typing import Any
 
-from stems_opt.errors import Issue, StemsInputError
+from stems_opt.errors import Issue, StemsInputError, excerpt
+from stems_opt.limits import MAX_COUNT, MAX_MEMORY_BITS
 
 
 def expect_mapping(doc: Any, what: str, file: str) -> dict[str, Any]:
@@ -28,15 +29,18 @@ def unknown_fields(d: AbcMapping[str, Any], known: set[str], layer: str | None,
 
 
 def int_field(d: AbcMapping[str, Any], key: str, layer: str | None, issues: list[Issue],
-              default: Any = None, minimum: int = 1, prefix: str = "") -> Any:
-    """``d[key]`` as an integer >= ``minimum``, else ``None`` and an issue for ``prefix + key``.
+              default: Any = None, minimum: int = 1, prefix: str = "",
+              maximum: int = MAX_COUNT) -> Any:
+    """``d[key]`` as an integer in ``minimum..maximum`` (see :mod:`stems_opt.limits`),
+    else ``None`` and an issue for ``prefix + key``.
 
     Floats are refused even when integral (``16.0``), as loop bounds are.
     """
     v = d.get(key, default)
-    if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        issues.append(Issue(f"must be an integer >= {minimum}, got {v!r}", layer=layer,
-                            field=prefix + key))
+    if not isinstance(v, int) or isinstance(v, bool) or not minimum <= v <= maximum:
+        top = "2^53" if maximum == MAX_MEMORY_BITS else f"{maximum}"
+        issues.append(Issue(f"must be an integer in {minimum}..{top}, got {excerpt(v)}",
+                            layer=layer, field=prefix + key))
         return None
     return v
 
@@ -45,8 +49,8 @@ def enum_field(enum: Any, value: Any, layer: str | None, fname: str, issues: lis
     """``enum(value)``, else ``None`` and an issue listing the values."""
     try:
         return enum(value)
-    except ValueError:
-        issues.append(Issue(f"unknown value {value!r} (one of "
+    except (ValueError, TypeError):
+        issues.append(Issue(f"unknown value {excerpt(value)} (one of "
                             f"{', '.join(e.value for e in enum)})", layer=layer, field=fname))
         return None
 

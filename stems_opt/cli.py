@@ -384,7 +384,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from stems_opt.report import mapping_provenance
     from stems_opt.result import Result, SolveStatus
 
-    if args.out:
+    if args.out is not None:  # an empty path is refused, not skipped
         check_writable(args.out, field="out")
     problem = _load(args, args.objective)
     _check_show_loops(problem, args)
@@ -394,7 +394,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                                         "none", field="tiles"))
         result = named_schedule(problem, args.schedule, args.tiles)
     else:
-        mapping = load_mapping(args.mapping)
+        mapping = load_mapping(args.mapping, problem)
         violations = check(problem, mapping)
         hard = [v for v in violations if v.code != "capacity"]
         if hard:
@@ -407,7 +407,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                         message="; ".join(str(v) for v in violations))
     # A mapping that does not fit is still written: the user asked for it scored and saved,
     # and the report and the exit code (1) say that it does not fit.
-    if args.out and result.mapping is not None:
+    if args.out is not None and result.mapping is not None:
         dump_mapping(result.mapping, args.out, mapping_provenance(problem, result))
     _emit(*_with_loops(problem, result, args))
     return _exit_for(result)
@@ -417,6 +417,7 @@ def _validate(args: argparse.Namespace) -> int:
     from stems_opt.errors import StemsInputError
     from stems_opt.io import load_mapping
     from stems_opt.mapping import check
+    from stems_opt.solvers import explain_infeasible, unfit_layers
 
     problem = _load(args)
     net = problem.network
@@ -425,10 +426,14 @@ def _validate(args: argparse.Namespace) -> int:
           f"hardware {problem.hardware.name!r}: global buffer "
           f"{problem.hardware.gb_capacity_bits:,} bits")
     if args.mapping:
-        violations = check(problem, load_mapping(args.mapping))
+        violations = check(problem, load_mapping(args.mapping, problem))
         if violations:
             raise StemsInputError(_violation_issues(violations, args.mapping))
         print(f"{args.mapping}: valid, fits the global buffer")
+    elif unfit_layers(problem):
+        # Well formed, but some layer fits no tiling: the same verdict and words as solve.
+        print(f"{args.instance}: infeasible: no mapping fits: {explain_infeasible(problem)}")
+        return EXIT_INFEASIBLE
     return EXIT_OK
 
 
@@ -489,7 +494,7 @@ def _solve(args: argparse.Namespace) -> int:
     result = solve(problem, solver=args.solver, time_limit_s=args.time_limit,
                    threads=args.threads, seed=args.seed, method=args.method,
                    stop=_new_stop(args.time_limit))
-    if args.out and result.mapping is not None:
+    if args.out is not None and result.mapping is not None:
         dump_mapping(result.mapping, args.out, mapping_provenance(problem, result))
     _emit(*_with_loops(problem, result, args))
     return SIGNALS.exit_code(_exit_for(result))

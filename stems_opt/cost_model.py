@@ -262,8 +262,10 @@ class SegmentGeometry:
             if span <= 0:
                 out.append(0)
                 continue
-            # As sub_bounds(b[t], b[t + 1], m), without the list.
-            out.append(max(((j + 1) * span) // m - (j * span) // m for j in range(m)))
+            # The floor split of sub_bounds cuts span rows into pieces of floor(span / m)
+            # and ceil(span / m) rows, and the pieces sum to span: the largest is the
+            # ceiling (an empty piece when m > span leaves it at 1). O(1), not O(m).
+            out.append(-(-span // m))
         return out
 
 

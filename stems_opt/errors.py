@@ -2,7 +2,35 @@
 
 from __future__ import annotations
 
+import reprlib
 from dataclasses import dataclass, replace
+
+MAX_MESSAGE_CHARS = 400
+"""Longest message an :class:`Issue` keeps; longer ones are cut (a value quoted whole
+could be megabytes long)."""
+MAX_NAME_CHARS = 80
+"""Longest file, layer or field name an :class:`Issue` keeps."""
+
+_EXCERPT = reprlib.Repr()
+_EXCERPT.maxstring = 60
+_EXCERPT.maxother = 60
+_EXCERPT.maxlong = 40
+_EXCERPT.maxlist = _EXCERPT.maxtuple = _EXCERPT.maxdict = _EXCERPT.maxset = 4
+_EXCERPT.maxlevel = 2
+
+
+def excerpt(value: object) -> str:
+    """A short ``repr`` of ``value`` for messages: long strings, numbers and nested
+    lists or mappings are cut with ``...`` without rendering them whole."""
+    try:
+        return _EXCERPT.repr(value)
+    except ValueError:  # an integer too long to print (Python's 4300-digit limit)
+        return f"<an integer of {value.bit_length()} bits>" if isinstance(value, int) \
+            else "<a value too long to print>"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -31,6 +59,14 @@ class Issue:
     layer: str | None = None
     field: str | None = None
     segment: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "message", _cut(str(self.message), MAX_MESSAGE_CHARS))
+        for name, limit in (("file", MAX_MESSAGE_CHARS), ("layer", MAX_NAME_CHARS),
+                            ("field", MAX_NAME_CHARS)):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _cut(str(value), limit))
 
     def __str__(self) -> str:
         where = []

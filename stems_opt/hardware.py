@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from stems_opt.errors import Issue, raise_if
+from stems_opt.errors import Issue, excerpt, raise_if
+from stems_opt.limits import MAX_BANDWIDTH, MAX_COUNT, MAX_MEMORY_BITS, MAX_PJ, MIN_BANDWIDTH
 
 OPERANDS = ("W", "I", "O", "V")
 ARRAY_DIMS = ("K", "C", "OY", "OX", "FY", "FX")
@@ -26,12 +27,15 @@ def check_clock(clock_hz: Any) -> list[Issue]:
     """Issues with a clock frequency: ``None`` (not given) or a finite number > 0."""
     if clock_hz is None or (is_number(clock_hz) and clock_hz > 0):
         return []
-    return [Issue(f"must be a finite positive number of Hz, got {clock_hz!r}", field="clock_hz")]
+    return [Issue(f"must be a finite positive number of Hz, got {excerpt(clock_hz)}",
+                  field="clock_hz")]
 
 
 def _check_nonneg(owner: str, **values: float) -> list[Issue]:
-    return [Issue(f"must be a finite non-negative number, got {v!r}", layer=owner, field=k)
-            for k, v in values.items() if not is_number(v) or v < 0]
+    """Energies: finite, in ``[0, MAX_PJ]`` (see :mod:`stems_opt.limits`)."""
+    return [Issue(f"must be a finite number in 0..{MAX_PJ:g}, got {excerpt(v)}", layer=owner,
+                  field=k)
+            for k, v in values.items() if not is_number(v) or not 0 <= v <= MAX_PJ]
 
 
 @dataclass(frozen=True)
@@ -53,17 +57,20 @@ class MemoryLevel:
                                write_pj_per_bit=self.write_pj_per_bit)
         if self.capacity_bits is not None and (not isinstance(self.capacity_bits, int)
                                                or isinstance(self.capacity_bits, bool)
-                                               or self.capacity_bits < 1):
-            issues.append(Issue(f"must be a positive integer number of bits, got "
-                                f"{self.capacity_bits!r}", layer=self.name, field="size"))
+                                               or not 1 <= self.capacity_bits
+                                               <= MAX_MEMORY_BITS):
+            issues.append(Issue(f"must be an integer number of bits in 1..2^53, got "
+                                f"{excerpt(self.capacity_bits)}", layer=self.name, field="size"))
         if self.bandwidth_bits_per_cycle is not None:
             bw = self.bandwidth_bits_per_cycle
-            if not is_number(bw) or bw <= 0:
-                issues.append(Issue(f"must be a finite positive number, got {bw!r}",
-                                    layer=self.name, field="bandwidth_bits_per_cycle"))
+            if not is_number(bw) or not MIN_BANDWIDTH <= bw <= MAX_BANDWIDTH:
+                issues.append(Issue(f"must be a finite number in {MIN_BANDWIDTH:g}..2^53, got "
+                                    f"{excerpt(bw)}", layer=self.name,
+                                    field="bandwidth_bits_per_cycle"))
         for op in self.operands:
             if op not in OPERANDS:
-                issues.append(Issue(f"unknown operand {op!r} (one of {', '.join(OPERANDS)})",
+                issues.append(Issue(f"unknown operand {excerpt(op)} (one of "
+                                    f"{', '.join(OPERANDS)})",
                                     layer=self.name, field="operands"))
         raise_if(issues)
 
@@ -88,8 +95,8 @@ class ComputeArray:
             if dim not in ARRAY_DIMS:
                 issues.append(Issue(f"unknown dimension (one of {', '.join(ARRAY_DIMS)})",
                                     layer="operational_array", field=f"sizes.{dim}"))
-            elif not isinstance(f, int) or isinstance(f, bool) or f < 1:
-                issues.append(Issue(f"must be a positive integer, got {f!r}",
+            elif not isinstance(f, int) or isinstance(f, bool) or not 1 <= f <= MAX_COUNT:
+                issues.append(Issue(f"must be an integer in 1..{MAX_COUNT}, got {excerpt(f)}",
                                     layer="operational_array", field=f"sizes.{dim}"))
         raise_if(issues)
 

@@ -1,6 +1,7 @@
 """Reading and writing files: networks, hardware, instances and mappings (YAML/JSON).
 
-This is the only module that touches the file system. Every loader collects
+The file system itself is reached through :mod:`stems_opt.files` (bounded
+parsing, atomic writes); this module reads and writes the formats. Every loader collects
 all the problems it finds and raises them together as
 :class:`~stems_opt.errors.StemsInputError`, each naming the file, the layer
 (or level, or segment) and the field. The formats are documented in
@@ -10,8 +11,6 @@ all the problems it finds and raises them together as
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping as AbcMapping
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,27 @@ from stems_opt.checks import enum_field as _enum
 from stems_opt.checks import expect_mapping as _expect_mapping
 from stems_opt.checks import int_field as _int
 from stems_opt.checks import unknown_fields as _unknown
-from stems_opt.errors import Issue, StemsInputError
-from stems_opt.hardware import ComputeArray, Hardware, MemoryLevel, check_clock, is_number
+from stems_opt.errors import Issue, StemsInputError, excerpt
+from stems_opt.files import check_writable as check_writable
+from stems_opt.files import read_document, read_text_bounded, write_text_safely
+from stems_opt.hardware import (
+    ARRAY_DIMS,
+    OPERANDS,
+    ComputeArray,
+    Hardware,
+    MemoryLevel,
+    check_clock,
+    is_number,
+)
+from stems_opt.limits import (
+    MAX_BANDWIDTH,
+    MAX_EXTENT,
+    MAX_MEMORY_BITS,
+    MAX_OBJECTIVE,
+    MAX_PJ,
+    MIN_BANDWIDTH,
+    magnitude_issues,
+)
 from stems_opt.mapping import (
     Mapping,
     mapping_from_dict,
@@ -38,6 +56,7 @@ from stems_opt.network import (
     NeuronKind,
     StatePersistence,
     build_network,
+    layer_spec_issues,
 )
 from stems_opt.problem import KnownOptimum, Objective, Problem
 
@@ -45,92 +64,16 @@ from stems_opt.problem import KnownOptimum, Objective, Problem
 # Helpers
 # ---------------------------------------------------------------------------
 
-class DuplicateKeyError(yaml.constructor.ConstructorError):
-    """A YAML mapping gives the same key twice."""
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that rejects duplicate keys instead of keeping the last one.
-
-    PyYAML silently lets a later ``network:`` line win over an earlier one,
-    so a copy-paste slip would go unnoticed.
-    """
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        if isinstance(node, yaml.MappingNode):
-            first_line: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                # Keys brought in by a merge (<<) may legitimately be overridden.
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    seen = key in first_line
-                except TypeError:  # unhashable: the base class reports it
-                    continue
-                if seen:
-                    raise DuplicateKeyError(f"first given at line {first_line[key] + 1}",
-                                            None, f"duplicate key {key!r}", key_node.start_mark)
-                first_line[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
-
-
-class _DuplicateJsonKeyError(Exception):
-    """A JSON object gives the same key twice."""
-
-
-def _unique_json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateJsonKeyError(key)
-        out[key] = value
-    return out
-
-
-def read_document(path: str | Path) -> Any:
-    """Parse a YAML or JSON file, turning every failure into one clear issue.
-
-    Duplicate keys are an error (with their line in YAML), not a silent
-    overwrite.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise StemsInputError(Issue("file not found", file=str(path))) from None
-    except IsADirectoryError:
-        raise StemsInputError(Issue("is a directory, not a file", file=str(path))) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise StemsInputError(Issue(f"cannot be read: {exc}", file=str(path))) from None
-    try:
-        if path.suffix.lower() == ".json":
-            return json.loads(text, object_pairs_hook=_unique_json_object)
-        return yaml.load(text, Loader=_UniqueKeyLoader)
-    except _DuplicateJsonKeyError as exc:
-        raise StemsInputError(Issue(f"duplicate key {exc.args[0]!r} in a JSON object",
-                                    file=str(path))) from None
-    except DuplicateKeyError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else "?"
-        raise StemsInputError(Issue(f"{exc.problem} at line {line} ({exc.context})",
-                                    file=str(path))) from None
-    except json.JSONDecodeError as exc:
-        raise StemsInputError(Issue(f"malformed JSON at line {exc.lineno}, column {exc.colno}: "
-                                    f"{exc.msg}", file=str(path))) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise StemsInputError(Issue(f"malformed YAML{where}: {what}", file=str(path))) from None
 
 
 def _num(d: AbcMapping[str, Any], key: str, layer: str | None, issues: list[Issue],
-         default: Any = None, prefix: str = "") -> Any:
-    """``d[key]`` as a finite float >= 0, else ``None`` and an issue for ``prefix + key``."""
+         default: Any = None, prefix: str = "", maximum: float = MAX_PJ) -> Any:
+    """``d[key]`` as a finite float in ``0..maximum``, else ``None`` and an issue for
+    ``prefix + key``."""
     v = d.get(key, default)
-    if not is_number(v) or v < 0:
-        issues.append(Issue(f"must be a finite non-negative number, got {v!r}", layer=layer,
-                            field=prefix + key))
+    if not is_number(v) or not 0 <= v <= maximum:
+        issues.append(Issue(f"must be a finite number in 0..{maximum:g}, got {excerpt(v)}",
+                            layer=layer, field=prefix + key))
         return None
     return float(v)
 
@@ -183,7 +126,8 @@ def network_from_dict(doc: Any, file: str = "<network>") -> Network:
     else:
         issues += _unknown(inp, INPUT_FIELDS, "input", "")
         iname = inp.get("name", NETWORK_INPUT)
-        vals = [_int(inp, k, iname, issues) for k in ("channels", "height", "width")]
+        vals = [_int(inp, "channels", iname, issues)]
+        vals += [_int(inp, k, iname, issues, maximum=MAX_EXTENT) for k in ("height", "width")]
         bits = _int(inp, "bits", iname, issues, default=1)
         if None not in vals and bits is not None:
             input_tensor = InputTensor(str(iname), vals[0], vals[1], vals[2], bits)
@@ -210,7 +154,11 @@ def network_from_dict(doc: Any, file: str = "<network>") -> Network:
         issues.append(Issue("must be a list of layer names", field="outputs"))
         outputs = []
     if issues or input_tensor is None:
-        raise StemsInputError(issues).with_file(file)
+        # The layers' own mistakes come out too, though their shapes cannot be resolved.
+        issues += layer_spec_issues(layers, str(inp.get("name", NETWORK_INPUT)) if
+                                    isinstance(inp, AbcMapping) else NETWORK_INPUT,
+                                    defaults, T)
+        raise StemsInputError(issues or [Issue("invalid network")]).with_file(file)
     try:
         return build_network(str(d.get("name", Path(file).stem)), T, input_tensor, layers,
                              defaults, sp, blocks, [str(o) for o in outputs])
@@ -235,23 +183,63 @@ ARRAY_FIELDS = {"sizes", "accumulate_pj", "mac_pj", "neuron_update_pj"}
 
 
 def _level(d: Any, name: str, issues: list[Issue], sized: bool) -> MemoryLevel | None:
+    """One memory level, or ``None`` with every problem of it added to ``issues``."""
     if not isinstance(d, AbcMapping):
         issues.append(Issue("must be a mapping", layer=name))
         return None
     known = LEVEL_FIELDS if sized else LEVEL_FIELDS - {"size"}
     local: list[Issue] = _unknown(d, known, name)
-    size = _int(d, "size", name, local) if sized else None
+    size = _int(d, "size", name, local, maximum=MAX_MEMORY_BITS) if sized else None
     r = _num(d, "read_pj_per_bit", name, local)
     w = _num(d, "write_pj_per_bit", name, local)
     bw = d.get("bandwidth_bits_per_cycle")
-    ops = d.get("operands", ["W", "I", "O", "V"])
+    if bw is not None and not (is_number(bw) and MIN_BANDWIDTH <= bw <= MAX_BANDWIDTH):
+        local.append(Issue(f"must be a finite number in {MIN_BANDWIDTH:g}..2^53, got "
+                           f"{excerpt(bw)}", layer=name, field="bandwidth_bits_per_cycle"))
+    ops = d.get("operands", list(OPERANDS))
     if not isinstance(ops, list):
         local.append(Issue("must be a list such as [W, I, O, V]", layer=name, field="operands"))
+    else:
+        for op in ops:
+            if op not in OPERANDS:
+                local.append(Issue(f"unknown operand {excerpt(op)} (one of "
+                                   f"{', '.join(OPERANDS)})", layer=name, field="operands"))
     issues += local
     if local:
         return None
     try:
         return MemoryLevel(str(d.get("name", name)), size, r, w, bw, tuple(map(str, ops)))
+    except StemsInputError as exc:
+        issues += exc.issues
+        return None
+
+
+def _array(arr_d: Any, issues: list[Issue]) -> ComputeArray | None:
+    """The compute array, or ``None`` with every problem of it added to ``issues``."""
+    if not isinstance(arr_d, AbcMapping):
+        issues.append(Issue("is required: {sizes, accumulate_pj, mac_pj}",
+                            field="operational_array"))
+        return None
+    where = "operational_array"
+    local = _unknown(arr_d, ARRAY_FIELDS, where)
+    sizes = arr_d.get("sizes", {})
+    if not isinstance(sizes, AbcMapping):
+        local.append(Issue("must be a mapping such as {K: 32, C: 2}", layer=where,
+                           field="sizes"))
+    else:
+        for dim in sizes:
+            if dim not in ARRAY_DIMS:
+                local.append(Issue(f"unknown dimension (one of {', '.join(ARRAY_DIMS)})",
+                                   layer=where, field=f"sizes.{dim}"))
+            else:
+                _int(sizes, dim, where, local, prefix="sizes.")
+    energies = [_num(arr_d, key, where, local, 0.0)
+                for key in ("accumulate_pj", "mac_pj", "neuron_update_pj")]
+    issues += local
+    if local:
+        return None
+    try:
+        return ComputeArray(dict(sizes), *energies)
     except StemsInputError as exc:
         issues += exc.issues
         return None
@@ -272,25 +260,7 @@ def hardware_from_dict(doc: Any, file: str = "<hardware>") -> Hardware:
         name = lvl.get("name", f"inner_levels[{i}]") if isinstance(lvl, AbcMapping) else \
             f"inner_levels[{i}]"
         inner.append(_level(lvl, str(name), issues, sized=True))
-    arr_d = d.get("operational_array")
-    array = None
-    if not isinstance(arr_d, AbcMapping):
-        issues.append(Issue("is required: {sizes, accumulate_pj, mac_pj}",
-                            field="operational_array"))
-    else:
-        issues += _unknown(arr_d, ARRAY_FIELDS, "operational_array")
-        sizes = arr_d.get("sizes", {})
-        if not isinstance(sizes, AbcMapping):
-            issues.append(Issue("must be a mapping such as {K: 32, C: 2}",
-                                layer="operational_array", field="sizes"))
-        else:
-            energies = [_num(arr_d, key, "operational_array", issues, 0.0)
-                        for key in ("accumulate_pj", "mac_pj", "neuron_update_pj")]
-            if None not in energies:
-                try:
-                    array = ComputeArray(dict(sizes), *energies)
-                except StemsInputError as exc:
-                    issues += exc.issues
+    array = _array(d.get("operational_array"), issues)
     clock = d.get("clock_hz")
     issues += check_clock(clock)
     nests = d.get("loop_nests", False)
@@ -327,19 +297,21 @@ def load_instance(path: str | Path, objective: str | None = None) -> Problem:
     issues = _unknown(d, INSTANCE_FIELDS, None)
     base = path.parent
 
-    def part(key: str, loader: Any, from_dict: Any) -> Any:
+    def part(key: str, loader: Any, from_dict: Any) -> tuple[Any, str]:
+        """The network or hardware and the file its messages name."""
         v = d.get(key)
         if isinstance(v, str):
-            # A missing file is a problem of the instance's field, so name both.
+            # A missing or unreadable file is a problem of the instance's field: name both.
             target = base / v
-            if not target.exists():
-                raise StemsInputError(Issue(f"file not found: {target}", file=file, field=key))
-            if target.is_dir():
-                raise StemsInputError(Issue(f"is a directory, not a file: {target}", file=file,
-                                            field=key))
-            return loader(target)
+            try:
+                read_text_bounded(target)
+            except StemsInputError as exc:
+                raise StemsInputError([Issue(f"{i.message}: {target}", file=file, field=key)
+                                       for i in exc.issues]) from None
+            return loader(target), str(target)
         if isinstance(v, AbcMapping):
-            return from_dict(v, f"{file} ({key})")
+            where = f"{file} ({key})"
+            return from_dict(v, where), where
         raise StemsInputError(Issue("must be a file path or an inline mapping", file=file,
                                     field=key))
 
@@ -366,21 +338,24 @@ def load_instance(path: str | Path, objective: str | None = None) -> Problem:
         issues += _unknown(k, {"objective", "value", "provenance"}, None, f"known_optima[{i}].")
         o = _enum(Objective, k.get("objective", "traffic"), None, f"known_optima[{i}].objective",
                   issues)
-        val = _num(k, "value", None, issues, prefix=f"known_optima[{i}].")
+        val = _num(k, "value", None, issues, prefix=f"known_optima[{i}].",
+                   maximum=float(MAX_OBJECTIVE))
         if o is not None and val is not None:
             known.append(KnownOptimum(o, val, str(k.get("provenance", ""))))
-    if issues:
-        raise StemsInputError(issues).with_file(file)
-    errors: list[Issue] = []
+    # The instance's own problems, then the network's and the hardware's: all at once.
+    errors = StemsInputError(issues).with_file(file).issues
     network = hardware = None
+    net_file = file
     try:
-        network = part("network", load_network, network_from_dict)
+        network, net_file = part("network", load_network, network_from_dict)
     except StemsInputError as exc:
         errors += exc.with_file(file).issues
     try:
-        hardware = part("hardware", load_hardware, hardware_from_dict)
+        hardware, _ = part("hardware", load_hardware, hardware_from_dict)
     except StemsInputError as exc:
         errors += exc.with_file(file).issues
+    if network is not None and hardware is not None:
+        errors += magnitude_issues(network, hardware, net_file)
     if errors:
         raise StemsInputError(errors)
     return Problem(network, hardware, obj, str(d.get("name", path.stem)), tuple(known), max_seg)
@@ -390,74 +365,10 @@ def load_instance(path: str | Path, objective: str | None = None) -> Problem:
 # Mappings
 # ---------------------------------------------------------------------------
 
-def load_mapping(path: str | Path) -> Mapping:
-    """Read a mapping YAML or JSON file."""
-    return mapping_from_dict(read_document(path), str(path))
-
-
-def check_writable(path: str | Path, field: str | None = None) -> None:
-    """Fail early if a file cannot be written at ``path``.
-
-    Meant to run before a long computation whose result goes to ``path``, so
-    that a typo in the destination does not throw away minutes of solving.
-    The parent directory must exist, be a directory and be writable, and
-    ``path`` itself must not be a directory.
-
-    Parameters
-    ----------
-    path
-        The file to be written (it may exist; it will be replaced).
-    field
-        The option or field that gave ``path``, named in the message.
-
-    Raises
-    ------
-    StemsInputError
-        Naming ``path`` and what is wrong with it.
-    """
-    path = Path(path)
-    parent = path.parent
-
-    def fail(message: str) -> StemsInputError:
-        return StemsInputError(Issue(message, file=str(path), field=field))
-
-    if path.is_dir():
-        raise fail("is a directory; give the path of a file to write")
-    if not parent.exists():
-        raise fail(f"cannot be written: directory {str(parent)!r} does not exist")
-    if not parent.is_dir():
-        raise fail(f"cannot be written: {str(parent)!r} is not a directory")
-    # The file is replaced by renaming a temporary file, so the directory must be writable.
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise fail(f"cannot be written: directory {str(parent)!r} is not writable")
-
-
-def write_text_safely(path: str | Path, text: str) -> None:
-    """Write ``text`` atomically: a failure never leaves a half-written file behind.
-
-    The text goes to a temporary file next to ``path`` that is then renamed
-    over it; the temporary file is removed whatever happens.
-
-    Raises
-    ------
-    StemsInputError
-        If the file cannot be written (missing directory, ``path`` is a
-        directory, no permission, disk full), naming ``path``.
-    """
-    path = Path(path)
-    tmp: str | None = None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise StemsInputError(Issue(f"cannot be written: {reason}", file=str(path))) from None
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+def load_mapping(path: str | Path, problem: Problem | None = None) -> Mapping:
+    """Read a mapping YAML or JSON file; with ``problem``, a file that does not parse
+    also reports the structural problems of its other segments."""
+    return mapping_from_dict(read_document(path), str(path), problem)
 
 
 def dump_mapping(mapping: Mapping, path: str | Path,

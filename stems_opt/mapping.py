@@ -17,7 +17,8 @@ from stems_opt.checks import enum_field as _enum
 from stems_opt.checks import expect_mapping as _expect_mapping
 from stems_opt.checks import int_field as _int
 from stems_opt.checks import unknown_fields as _unknown
-from stems_opt.errors import Issue, StemsInputError
+from stems_opt.errors import Issue, StemsInputError, excerpt
+from stems_opt.limits import MAX_COUNT
 from stems_opt.network import Axis, Network, divisors
 
 if TYPE_CHECKING:
@@ -227,9 +228,9 @@ class Violation:
         if self.segment is not None:
             where.append(f"segment {self.segment}")
         if self.layer:
-            where.append(f"layer {self.layer!r}")
+            where.append(f"layer {excerpt(self.layer)}")
         if self.field:
-            where.append(f"field {self.field!r}")
+            where.append(f"field {excerpt(self.field)}")
         return (", ".join(where) + ": " if where else "") + self.message
 
 
@@ -241,15 +242,6 @@ def check_structure(network: Network, mapping: Mapping, k_unroll: int = 1) -> li
     so every name is checked before the network is asked about it.
     """
     out: list[Violation] = []
-
-    def consumers(tensor: str) -> tuple[str, ...]:
-        known = network.has_layer(tensor) or tensor == network.input.name
-        return network.consumers(tensor) if known else ()
-
-    def unknown_key(i: int, table: str, key: str, what: str = "layer") -> Violation:
-        return Violation("structure", f"no such {what} in the network", segment=i, layer=key,
-                         field=table)
-
     order = [layer.name for layer in network.layers]
     listed = [name for seg in mapping.segments for name in seg.layers]
     unknown = [n for n in listed if not network.has_layer(n)]
@@ -270,89 +262,106 @@ def check_structure(network: Network, mapping: Mapping, k_unroll: int = 1) -> li
         out.append(Violation("structure", "segments must cut the layer order into contiguous "
                              "runs in order", field="layers"))
         return out
-    T = network.timesteps
     for i, seg in enumerate(mapping.segments):
-        if not seg.layers:
-            out.append(Violation("structure", "empty segment", segment=i, field="layers"))
-            continue
-        layers = [network.layer(n) for n in seg.layers]
-        inside = set(seg.layers)
-        if not isinstance(seg.time_batch, int) or seg.time_batch < 1 or T % seg.time_batch:
-            out.append(Violation("divisor", f"time_batch {seg.time_batch} must divide T = {T} "
-                                 f"(one of {divisors(T)})", segment=i, field="time_batch"))
-            continue
-        max_n = min(lay.extent(seg.axis) for lay in layers)
-        if not 1 <= seg.tiles <= max_n:
-            out.append(Violation("range", f"tiles {seg.tiles} must be in 1..{max_n} (the "
-                                 f"smallest {seg.axis.value} extent in the segment)", segment=i,
-                                 field="tiles"))
-            continue
-        if seg.order is Order.SPACE_OUTER and (seg.tiles == 1 or seg.time_batch == T):
-            out.append(Violation("structure", "with one tile or Tb = T the order is "
-                                 "time_outer", segment=i, field="order"))
-        for key in seg.sub_tiles:
-            if not network.has_layer(key):
-                out.append(unknown_key(i, "sub_tiles", key))
-            elif key not in inside:
-                out.append(Violation("structure", "sub_tiles names a layer outside the segment",
-                                     segment=i, layer=key, field="sub_tiles"))
-        for key, wc in seg.weights.items():
-            if not network.has_layer(key):
-                out.append(unknown_key(i, "weights", key))
-            elif key not in inside or not network.layer(key).has_weights:
-                out.append(Violation("structure", "weights names a layer of this segment "
-                                     "without weights or outside it", segment=i, layer=key,
-                                     field="weights"))
-            elif not wc.resident:
-                k = network.layer(key).k
-                if wc.chunks < 1 or k % wc.chunks:
-                    out.append(Violation("divisor", f"chunks {wc.chunks} must divide K = {k}",
-                                         segment=i, layer=key, field="weights"))
-                elif wc.chunks > 1 and k // wc.chunks < k_unroll:
-                    out.append(Violation("range", f"K / chunks = {k // wc.chunks} is below "
-                                         f"the array's K unrolling {k_unroll}", segment=i,
-                                         layer=key, field="weights"))
-        for key, mode in seg.states.items():
-            if not network.has_layer(key):
-                out.append(unknown_key(i, "states", key))
-            elif key not in inside or not network.layer(key).stateful:
-                out.append(Violation("structure", "states names a layer of this segment "
-                                     "without state or outside it", segment=i, layer=key,
-                                     field="states"))
-            elif mode is StateMode.TILE_RESIDENT and not (
-                    seg.order is Order.SPACE_OUTER and seg.tiles > 1 and seg.time_batch < T):
-                out.append(Violation("structure", "tile_resident needs space_outer, tiles > 1 "
-                                     "and time_batch < T", segment=i, layer=key, field="states"))
-        for key in seg.activations:
-            if not network.has_layer(key):
-                out.append(unknown_key(i, "activations", key, "tensor"))
-            elif key not in inside or not any(c in inside for c in consumers(key)):
-                out.append(Violation("structure", "activations names a tensor not both made "
-                                     "and read in this segment", segment=i, layer=key,
-                                     field="activations"))
-        read_earlier = {src for lay in layers for src in lay.inputs if src not in inside}
-        for key, place in seg.inputs.items():
-            if not network.has_layer(key) and key != network.input.name:
-                out.append(unknown_key(i, "inputs", key, "tensor"))
-            elif key not in read_earlier:
-                out.append(Violation("structure", "inputs names a tensor this segment does "
-                                     "not read from an earlier segment", segment=i, layer=key,
-                                     field="inputs"))
-            elif key == network.input.name and place is Placement.ON_CHIP:
-                out.append(Violation("structure", "the network input always comes from DRAM",
-                                     segment=i, layer=key, field="inputs"))
-        for key in seg.halos:
-            if not network.has_layer(key) and key != network.input.name:
-                out.append(unknown_key(i, "halos", key, "tensor"))
-            elif key not in read_earlier and key not in seg.activations and not any(
-                    c in inside for c in consumers(key)):
-                out.append(Violation("structure", "halos names a tensor this segment does not "
-                                     "read", segment=i, layer=key, field="halos"))
-        for lay in layers:
-            m = seg.sub_tile(lay.name)
-            if not isinstance(m, int) or m < 1:
-                out.append(Violation("range", f"sub_tiles must be >= 1, got {m}", segment=i,
-                                     layer=lay.name, field="sub_tiles"))
+        out += segment_violations(network, i, seg, k_unroll)
+    return out
+
+
+def segment_violations(network: Network, i: int, seg: Segment, k_unroll: int = 1
+                       ) -> list[Violation]:
+    """The structural violations of segment ``i`` on its own (its layers must exist):
+    ranges, divisibility and the keys of its tables."""
+    out: list[Violation] = []
+
+    def consumers(tensor: str) -> tuple[str, ...]:
+        known = network.has_layer(tensor) or tensor == network.input.name
+        return network.consumers(tensor) if known else ()
+
+    def unknown_key(i: int, table: str, key: str, what: str = "layer") -> Violation:
+        return Violation("structure", f"no such {what} in the network", segment=i, layer=key,
+                         field=table)
+
+    T = network.timesteps
+    if not seg.layers:
+        out.append(Violation("structure", "empty segment", segment=i, field="layers"))
+        return out
+    layers = [network.layer(n) for n in seg.layers]
+    inside = set(seg.layers)
+    if not isinstance(seg.time_batch, int) or seg.time_batch < 1 or T % seg.time_batch:
+        out.append(Violation("divisor", f"time_batch {seg.time_batch} must divide T = {T} "
+                             f"(one of {excerpt(divisors(T))})", segment=i,
+                             field="time_batch"))
+    max_n = min(lay.extent(seg.axis) for lay in layers)
+    if not 1 <= seg.tiles <= max_n:
+        out.append(Violation("range", f"tiles {seg.tiles} must be in 1..{max_n} (the "
+                             f"smallest {seg.axis.value} extent in the segment)", segment=i,
+                             field="tiles"))
+    if seg.order is Order.SPACE_OUTER and (seg.tiles == 1 or seg.time_batch == T):
+        out.append(Violation("structure", "with one tile or Tb = T the order is "
+                             "time_outer", segment=i, field="order"))
+    for key in seg.sub_tiles:
+        if not network.has_layer(key):
+            out.append(unknown_key(i, "sub_tiles", key))
+        elif key not in inside:
+            out.append(Violation("structure", "sub_tiles names a layer outside the segment",
+                                 segment=i, layer=key, field="sub_tiles"))
+    for key, wc in seg.weights.items():
+        if not network.has_layer(key):
+            out.append(unknown_key(i, "weights", key))
+        elif key not in inside or not network.layer(key).has_weights:
+            out.append(Violation("structure", "weights names a layer of this segment "
+                                 "without weights or outside it", segment=i, layer=key,
+                                 field="weights"))
+        elif not wc.resident:
+            k = network.layer(key).k
+            if wc.chunks < 1 or k % wc.chunks:
+                out.append(Violation("divisor", f"chunks {wc.chunks} must divide K = {k}",
+                                     segment=i, layer=key, field="weights"))
+            elif wc.chunks > 1 and k // wc.chunks < k_unroll:
+                out.append(Violation("range", f"K / chunks = {k // wc.chunks} is below "
+                                     f"the array's K unrolling {k_unroll}", segment=i,
+                                     layer=key, field="weights"))
+    for key, mode in seg.states.items():
+        if not network.has_layer(key):
+            out.append(unknown_key(i, "states", key))
+        elif key not in inside or not network.layer(key).stateful:
+            out.append(Violation("structure", "states names a layer of this segment "
+                                 "without state or outside it", segment=i, layer=key,
+                                 field="states"))
+        elif mode is StateMode.TILE_RESIDENT and not (
+                seg.order is Order.SPACE_OUTER and seg.tiles > 1 and seg.time_batch < T):
+            out.append(Violation("structure", "tile_resident needs space_outer, tiles > 1 "
+                                 "and time_batch < T", segment=i, layer=key, field="states"))
+    for key in seg.activations:
+        if not network.has_layer(key):
+            out.append(unknown_key(i, "activations", key, "tensor"))
+        elif key not in inside or not any(c in inside for c in consumers(key)):
+            out.append(Violation("structure", "activations names a tensor not both made "
+                                 "and read in this segment", segment=i, layer=key,
+                                 field="activations"))
+    read_earlier = {src for lay in layers for src in lay.inputs if src not in inside}
+    for key, place in seg.inputs.items():
+        if not network.has_layer(key) and key != network.input.name:
+            out.append(unknown_key(i, "inputs", key, "tensor"))
+        elif key not in read_earlier:
+            out.append(Violation("structure", "inputs names a tensor this segment does "
+                                 "not read from an earlier segment", segment=i, layer=key,
+                                 field="inputs"))
+        elif key == network.input.name and place is Placement.ON_CHIP:
+            out.append(Violation("structure", "the network input always comes from DRAM",
+                                 segment=i, layer=key, field="inputs"))
+    for key in seg.halos:
+        if not network.has_layer(key) and key != network.input.name:
+            out.append(unknown_key(i, "halos", key, "tensor"))
+        elif key not in read_earlier and key not in seg.activations and not any(
+                c in inside for c in consumers(key)):
+            out.append(Violation("structure", "halos names a tensor this segment does not "
+                                 "read", segment=i, layer=key, field="halos"))
+    for lay in layers:
+        m = seg.sub_tile(lay.name)
+        if not isinstance(m, int) or m < 1:
+            out.append(Violation("range", f"sub_tiles must be >= 1, got {m}", segment=i,
+                                 layer=lay.name, field="sub_tiles"))
     return out
 
 
@@ -406,8 +415,9 @@ def _weight_choice(v: Any, where: str, key: str, issues: list[Issue]) -> WeightC
             return WeightChoice(chunks=int(v.split("/", 1)[1]))
         except ValueError:
             pass
-    issues.append(Issue(f"weights of {key!r} must be 'resident', 'streamed' or "
-                        f"'streamed/K_CHUNKS', got {v!r}", layer=where, field=f"weights.{key}"))
+    issues.append(Issue(f"weights of {excerpt(key)} must be 'resident', 'streamed' or "
+                        f"'streamed/K_CHUNKS', got {excerpt(v)}", layer=where,
+                        field=f"weights.{key}"))
     return None
 
 
@@ -440,9 +450,10 @@ def _segment(s: Any, where: str, issues: list[Issue]) -> Segment | None:
         return out
 
     def sub(v: Any, k: str) -> int | None:
-        if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+        if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_COUNT:
             return v
-        local.append(Issue(f"must be an integer >= 1, got {v!r}", layer=where,
+        local.append(Issue(f"must be an integer in 1..{MAX_COUNT}, got {excerpt(v)}",
+                           layer=where,
                            field=f"sub_tiles.{k}"))
         return None
 
@@ -464,8 +475,14 @@ def _segment(s: Any, where: str, issues: list[Issue]) -> Segment | None:
                    order=order, **tables)
 
 
-def mapping_from_dict(doc: Any, file: str = "<mapping>") -> Mapping:
-    """Build a :class:`Mapping` from its YAML/JSON form."""
+def mapping_from_dict(doc: Any, file: str = "<mapping>", problem: Problem | None = None
+                      ) -> Mapping:
+    """Build a :class:`Mapping` from its YAML/JSON form.
+
+    With ``problem``, a file whose segments do not all parse also reports the
+    structural problems (:func:`segment_violations`) of the segments that do,
+    so every mistake comes out at once.
+    """
     d = _expect_mapping(doc, "mapping", file)
     if "mapping" in d and isinstance(d["mapping"], AbcMapping):
         d = dict(d["mapping"])
@@ -476,8 +493,30 @@ def mapping_from_dict(doc: Any, file: str = "<mapping>") -> Mapping:
         segs_raw = []
     segments = [_segment(s, f"segment {i}", issues) for i, s in enumerate(segs_raw)]
     if issues:
+        if problem is not None:
+            issues += _partial_structure_issues(problem, segments)
         raise StemsInputError(issues).with_file(file)
     return Mapping(tuple(seg for seg in segments if seg is not None), str(d.get("name", "")))
+
+
+def _partial_structure_issues(problem: Problem, segments: list[Segment | None]) -> list[Issue]:
+    """Structural problems of the segments that parsed, numbered as in the file.
+
+    Coverage (every layer in exactly one segment, in order) is not checked:
+    a layer in no segment may be the unparsed segment's.
+    """
+    net = problem.network
+    out = []
+    for i, seg in enumerate(segments):
+        if seg is None:
+            continue
+        unknown = [n for n in seg.layers if not net.has_layer(n)]
+        out += [Issue("no such layer in the network", layer=n, field="layers", segment=i)
+                for n in unknown]
+        if not unknown:
+            out += [Issue(v.message, layer=v.layer, field=v.field, segment=i) for v in
+                    segment_violations(net, i, seg, problem.hardware.array.factor("K"))]
+    return out
 
 
 def mapping_to_dict(mapping: Mapping) -> dict[str, Any]:

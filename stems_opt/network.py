@@ -12,9 +12,11 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import lru_cache
 from typing import Any
 
-from stems_opt.errors import Issue, raise_if
+from stems_opt.errors import Issue, excerpt, raise_if
+from stems_opt.limits import MAX_COUNT, MAX_EXTENT
 
 
 class LayerKind(str, Enum):
@@ -78,7 +80,7 @@ class InputTensor:
 
     def __post_init__(self) -> None:
         issues = [
-            Issue(f"must be a positive integer, got {v!r}", layer=self.name, field=f)
+            Issue(f"must be a positive integer, got {excerpt(v)}", layer=self.name, field=f)
             for f, v in (
                 ("channels", self.channels),
                 ("height", self.height),
@@ -134,16 +136,16 @@ class Layer:
                   "groups"):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                issues.append(Issue(f"must be a positive integer, got {v!r}", layer=self.name,
-                                    field=f))
+                issues.append(Issue(f"must be a positive integer, got {excerpt(v)}",
+                                    layer=self.name, field=f))
         for f in ("pad_y", "pad_x"):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                issues.append(Issue(f"must be a non-negative integer, got {v!r}",
+                issues.append(Issue(f"must be a non-negative integer, got {excerpt(v)}",
                                     layer=self.name, field=f))
         rate = self.spike_rate
         if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0.0 <= rate <= 1.0:
-            issues.append(Issue(f"must lie in [0, 1], got {rate!r}", layer=self.name,
+            issues.append(Issue(f"must lie in [0, 1], got {excerpt(rate)}", layer=self.name,
                                 field="spike_rate"))
         if not issues and self.groups > 1 and (self.kind is not LayerKind.CONV
                                                or self.k % self.groups):
@@ -270,20 +272,20 @@ class Network:
             object.__setattr__(self, "state_persistence",
                                StatePersistence(self.state_persistence))
         except ValueError:
-            raise_if([Issue(f"unknown value {self.state_persistence!r} (streaming, reset)",
+            raise_if([Issue(f"unknown value {excerpt(self.state_persistence)} (streaming, reset)",
                             field="state_persistence")])
         issues: list[Issue] = []
         T = self.timesteps
         if not isinstance(T, int) or isinstance(T, bool) or T < 1:
-            issues.append(Issue(f"must be a positive integer, got {T!r}", field="timesteps"))
+            issues.append(Issue(f"must be a positive integer, got {excerpt(T)}", field="timesteps"))
         seen: dict[str, int] = {}
         for i, layer in enumerate(self.layers):
             if layer.name in seen or layer.name == self.input.name:
                 issues.append(Issue("duplicate layer name", layer=layer.name, field="name"))
             for src in layer.inputs:
                 if src != self.input.name and src not in seen:
-                    issues.append(Issue(f"input {src!r} is not the network input or an earlier "
-                                        "layer", layer=layer.name, field="inputs"))
+                    issues.append(Issue(f"input {excerpt(src)} is not the network input or an "
+                                        "earlier layer", layer=layer.name, field="inputs"))
             seen[layer.name] = i
         if not self.layers:
             issues.append(Issue("a network needs at least one layer", field="layers"))
@@ -298,12 +300,12 @@ class Network:
         self._consumers.update({k: tuple(v) for k, v in consumers.items()})
         for o in self.outputs:
             if o not in seen:
-                issues.append(Issue(f"output {o!r} is not a layer", field="outputs"))
+                issues.append(Issue(f"output {excerpt(o)} is not a layer", field="outputs"))
         covered: list[str] = []
         for b in self.blocks:
             for name in b.layers:
                 if name not in seen:
-                    issues.append(Issue(f"block {b.name!r} names unknown layer", layer=name,
+                    issues.append(Issue(f"block {excerpt(b.name)} names unknown layer", layer=name,
                                         field="blocks"))
             covered.extend(b.layers)
         if self.blocks and not issues and covered != [layer.name for layer in self.layers]:
@@ -382,6 +384,8 @@ LAYER_FIELDS = {
     "operand_precision", "spike_rate", "pool", "groups", "comment",
 }
 PRECISION_KEYS = {"W", "O", "V", "psum"}
+LOOP_DIMS = {"K", "C", "OY", "OX", "FY", "FX", "T", "B"}
+SPATIAL_DIMS = {"OY", "OX", "FY", "FX"}
 
 
 @dataclass(frozen=True)
@@ -400,14 +404,20 @@ class NetworkDefaults:
 def _pair(value: Any, layer: str, fname: str, issues: list[Issue]) -> tuple[int, int] | None:
     if isinstance(value, bool):
         value = None
+    pair = None
     if isinstance(value, int):
-        return (value, value)
-    if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 \
+        pair = (value, value)
+    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2 \
             and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        return (value[0], value[1])
-    issues.append(Issue(f"must be an integer or a [y, x] pair of integers, got {value!r}",
-                        layer=layer, field=fname))
-    return None
+        pair = (value[0], value[1])
+    if pair is None:
+        issues.append(Issue(f"must be an integer or a [y, x] pair of integers, got "
+                            f"{excerpt(value)}", layer=layer, field=fname))
+    elif max(abs(v) for v in pair) > MAX_EXTENT:
+        issues.append(Issue(f"must be at most {MAX_EXTENT}, got {excerpt(value)}", layer=layer,
+                            field=fname))
+        pair = None
+    return pair
 
 
 def _spatial_out(i: int, f: int, s: int, p: int) -> int:
@@ -466,6 +476,24 @@ def build_network(
                    outputs=tuple(outputs))
 
 
+def layer_spec_issues(specs: Sequence[Any], input_name: str, defaults: NetworkDefaults,
+                      timesteps: Any) -> list[Issue]:
+    """The problems of each layer spec that need no input shape (fields, types,
+    loop bounds, precisions, neurons): reported with the network's own problems
+    when those stop the shapes from being resolved."""
+    issues: list[Issue] = []
+    failed = {input_name}
+    for idx, spec in enumerate(specs):
+        lname = spec.get("name") if isinstance(spec, Mapping) else None
+        if not isinstance(lname, str) or not lname:
+            issues.append(Issue("every layer needs a string 'name'", layer=f"#{idx}", field="name"))
+            continue
+        # With every tensor "failed", each layer stops after its own checks.
+        _build_layer(lname, spec, {}, failed, defaults, timesteps, issues)
+        failed.add(lname)
+    return issues
+
+
 def _build_layer(
     lname: str,
     spec: Mapping[str, Any],
@@ -487,16 +515,19 @@ def _build_layer(
     timesteps
         The network's T, which a given ``loop_dims.T`` must equal.
     """
+    # First every check that needs no input shape, so that a layer reading a broken
+    # layer still reports its own mistakes.
     for key in spec:
         if key not in LAYER_FIELDS:
             issues.append(Issue(f"unknown field (known: {', '.join(sorted(LAYER_FIELDS))})",
                                 layer=lname, field=str(key)))
+    kind: LayerKind | None
     try:
         kind = LayerKind(spec.get("type"))
-    except ValueError:
-        issues.append(Issue(f"unknown layer type {spec.get('type')!r} (one of "
+    except (ValueError, TypeError):
+        issues.append(Issue(f"unknown layer type {excerpt(spec.get('type'))} (one of "
                             f"{', '.join(k.value for k in LayerKind)})", layer=lname, field="type"))
-        return None
+        kind = None
     inputs = spec.get("inputs")
     if isinstance(inputs, str):
         inputs = [inputs]
@@ -504,11 +535,61 @@ def _build_layer(
             or not all(isinstance(i, str) for i in inputs):
         issues.append(Issue("must be a non-empty list of tensor names", layer=lname,
                             field="inputs"))
+        inputs = None
+    dims = spec.get("loop_dims", {}) or {}
+    if not isinstance(dims, Mapping):
+        issues.append(Issue("must be a mapping such as {K: 64, FY: 3, FX: 3}", layer=lname,
+                            field="loop_dims"))
+        dims = {}
+    for key, v in dims.items():
+        if key not in LOOP_DIMS:
+            issues.append(Issue("unknown loop dimension", layer=lname,
+                                field=f"loop_dims.{key}"))
+        else:
+            top = MAX_EXTENT if key in SPATIAL_DIMS else MAX_COUNT
+            if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= top:
+                issues.append(Issue(f"must be a positive integer up to {top}, got {excerpt(v)}",
+                                    layer=lname, field=f"loop_dims.{key}"))
+    prec = spec.get("operand_precision", {}) or {}
+    if not isinstance(prec, Mapping):
+        issues.append(Issue("must be a mapping such as {W: 4, O: 1, V: 12}", layer=lname,
+                            field="operand_precision"))
+        prec = {}
+    for key, v in prec.items():
+        if key not in PRECISION_KEYS:
+            issues.append(Issue("unknown operand (W, O, V, psum)", layer=lname,
+                                field=f"operand_precision.{key}"))
+        elif not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= MAX_COUNT:
+            issues.append(Issue(f"must be a positive integer up to {MAX_COUNT}, got "
+                                f"{excerpt(v)}", layer=lname, field=f"operand_precision.{key}"))
+    default_neuron = d.neuron.value if kind in (LayerKind.CONV, LayerKind.LINEAR) else "none"
+    neuron = None
+    try:
+        neuron = NeuronKind(spec.get("neuron", default_neuron))
+    except (ValueError, TypeError):
+        issues.append(Issue(f"unknown neuron {excerpt(spec.get('neuron'))} (one of "
+                            f"{', '.join(n.value for n in NeuronKind)})", layer=lname,
+                            field="neuron"))
+    rate = spec.get("spike_rate", 1.0)
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate <= 1:
+        issues.append(Issue(f"must be a number in [0, 1], got {excerpt(rate)}", layer=lname,
+                            field="spike_rate"))
+    # Every layer runs over the whole window, so T is the network's; the batch is always 1.
+    valid_t = isinstance(timesteps, int) and not isinstance(timesteps, bool)
+    if isinstance(dims.get("T"), int) and valid_t and dims["T"] != timesteps:
+        issues.append(Issue(f"is {dims['T']} but the network has timesteps: {timesteps}",
+                            layer=lname, field="loop_dims.T"))
+    if isinstance(dims.get("B"), int) and dims["B"] != 1:
+        issues.append(Issue(f"batch must be 1, got {dims['B']}", layer=lname,
+                            field="loop_dims.B"))
+    if issues or kind is None or inputs is None or neuron is None:
         return None
+
     missing = [i for i in inputs if i not in shapes and i not in failed]
     if missing:
-        issues.append(Issue(f"unknown or later tensor(s) {', '.join(missing)} (inputs must be the "
-                            "network input or earlier layers)", layer=lname, field="inputs"))
+        issues.append(Issue(f"unknown or later tensor(s) {excerpt(', '.join(missing))} (inputs "
+                            "must be the network input or earlier layers)", layer=lname,
+                            field="inputs"))
         return None
     if any(i in failed for i in inputs):
         # The input's own problem is already reported; its shape is unknown, so stop quietly.
@@ -521,55 +602,6 @@ def _build_layer(
                             field="inputs"))
         return None
     c, iy, ix, ibits = shapes[inputs[0]]
-    dims = spec.get("loop_dims", {}) or {}
-    if not isinstance(dims, Mapping):
-        issues.append(Issue("must be a mapping such as {K: 64, FY: 3, FX: 3}", layer=lname,
-                            field="loop_dims"))
-        return None
-    for key, v in dims.items():
-        if key not in {"K", "C", "OY", "OX", "FY", "FX", "T", "B"}:
-            issues.append(Issue("unknown loop dimension", layer=lname, field=f"loop_dims.{key}"))
-        elif not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            issues.append(Issue(f"must be a positive integer, got {v!r}", layer=lname,
-                                field=f"loop_dims.{key}"))
-    if issues:
-        return None
-
-    prec = spec.get("operand_precision", {}) or {}
-    if not isinstance(prec, Mapping):
-        issues.append(Issue("must be a mapping such as {W: 4, O: 1, V: 12}", layer=lname,
-                            field="operand_precision"))
-        return None
-    for key, v in prec.items():
-        if key not in PRECISION_KEYS:
-            issues.append(Issue("unknown operand (W, O, V, psum)", layer=lname,
-                                field=f"operand_precision.{key}"))
-        elif not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            issues.append(Issue(f"must be a positive integer, got {v!r}", layer=lname,
-                                field=f"operand_precision.{key}"))
-    try:
-        neuron = NeuronKind(spec.get("neuron", d.neuron.value if kind in
-                                     (LayerKind.CONV, LayerKind.LINEAR) else "none"))
-    except ValueError:
-        issues.append(Issue(f"unknown neuron {spec.get('neuron')!r} (one of "
-                            f"{', '.join(n.value for n in NeuronKind)})", layer=lname,
-                            field="neuron"))
-        return None
-    rate = spec.get("spike_rate", 1.0)
-    if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate <= 1:
-        issues.append(Issue(f"must be a number in [0, 1], got {rate!r}", layer=lname,
-                            field="spike_rate"))
-        return None
-    # Every layer runs over the whole window, so T is the network's; the batch is always 1.
-    valid_t = isinstance(timesteps, int) and not isinstance(timesteps, bool)
-    if "T" in dims and valid_t and dims["T"] != timesteps:
-        issues.append(Issue(f"is {dims['T']} but the network has timesteps: {timesteps}",
-                            layer=lname, field="loop_dims.T"))
-    if "B" in dims and dims["B"] != 1:
-        issues.append(Issue(f"batch must be 1, got {dims['B']}", layer=lname,
-                            field="loop_dims.B"))
-    if issues:
-        return None
 
     common = dict(name=lname, inputs=tuple(inputs), iy=iy, ix=ix, input_bits=ibits,
                   spike_rate=float(rate), psum_bits=prec.get("psum", d.psum_bits))
@@ -589,10 +621,10 @@ def _build_layer(
         sbits = prec.get("V", d.state_bits)
         if kind is LayerKind.LINEAR:
             if iy != 1 or ix != 1:
-                issues.append(Issue(f"input {inputs[0]!r} is {iy}x{ix}; flatten it first",
+                issues.append(Issue(f"input {excerpt(inputs[0])} is {iy}x{ix}; flatten it first",
                                     layer=lname, field="inputs"))
                 return None
-            check_given("C", c, f"input {inputs[0]!r}")
+            check_given("C", c, f"input {excerpt(inputs[0])}")
             for key in ("OY", "OX", "FY", "FX"):
                 check_given(key, 1, "a linear layer")
             if issues:
@@ -625,6 +657,10 @@ def _build_layer(
             return None
         oy = _spatial_out(iy, fy, stride[0], pad[0])
         ox = _spatial_out(ix, fx, stride[1], pad[1])
+        if max(oy, ox) > MAX_EXTENT:
+            issues.append(Issue(f"makes a {oy}x{ox} output, beyond the {MAX_EXTENT} rows "
+                                "allowed along an axis", layer=lname, field="padding"))
+            return None
         check_given("C", c // groups, f"input {inputs[0]!r} and groups: {groups}")
         check_given("OY", oy, "the input, kernel, stride and padding")
         check_given("OX", ox, "the input, kernel, stride and padding")
@@ -646,7 +682,7 @@ def _build_layer(
         pad = _pair(spec.get("padding", 0), lname, "padding", issues)
         ptype = spec.get("pool", "max")
         if ptype not in ("max", "avg", "sum"):
-            issues.append(Issue(f"unknown pool {ptype!r} (max, avg, sum)", layer=lname,
+            issues.append(Issue(f"unknown pool {excerpt(ptype)} (max, avg, sum)", layer=lname,
                                 field="pool"))
         if kernel is None or stride is None or pad is None or issues:
             return None
@@ -660,8 +696,12 @@ def _build_layer(
             return None
         oy = _spatial_out(iy, kernel[0], stride[0], pad[0])
         ox = _spatial_out(ix, kernel[1], stride[1], pad[1])
+        if max(oy, ox) > MAX_EXTENT:
+            issues.append(Issue(f"makes a {oy}x{ox} output, beyond the {MAX_EXTENT} rows "
+                                "allowed along an axis", layer=lname, field="padding"))
+            return None
         check_given("K", c, "a pool keeps the channels of its input; it")
-        check_given("C", c, f"input {inputs[0]!r}")
+        check_given("C", c, f"input {excerpt(inputs[0])}")
         check_given("FY", kernel[0], "the kernel")
         check_given("FX", kernel[1], "the kernel")
         check_given("OY", oy, "the input, kernel and stride")
@@ -676,23 +716,24 @@ def _build_layer(
         first = shapes_in[0]
         for src, (sc, sy, sx, _) in zip(inputs[1:], shapes_in[1:], strict=True):
             if (sc, sy, sx) != first[:3]:
-                issues.append(Issue(f"input {src!r} is {sc}x{sy}x{sx} but {inputs[0]!r} is "
-                                    f"{first[0]}x{first[1]}x{first[2]} (channels x OY x OX must "
-                                    "match)", layer=lname, field="inputs"))
+                issues.append(Issue(f"input {excerpt(src)} is {sc}x{sy}x{sx} but "
+                                    f"{excerpt(inputs[0])} is {first[0]}x{first[1]}x{first[2]} "
+                                    "(channels x OY x OX must match)", layer=lname,
+                                    field="inputs"))
         if issues:
             return None
         widest = max(s[3] for s in shapes_in)
         exact = widest + math.ceil(math.log2(len(inputs))) if widest > 1 else \
             math.ceil(math.log2(len(inputs) + 1))
         obits = prec.get("O", exact if d.add_output_bits == "exact" else widest)
-        why = f"the shape of input {inputs[0]!r}"
+        why = f"the shape of input {excerpt(inputs[0])}"
         for key, inferred in (("K", c), ("C", c), ("OY", iy), ("OX", ix), ("FY", 1), ("FX", 1)):
             check_given(key, inferred, why)
         if issues:
             return None
         return Layer(kind=kind, k=c, c=c, oy=iy, ox=ix, output_bits=obits, **common)
     # flatten: (C, Y, X) -> (C*Y*X, 1, 1)
-    why = f"flattening input {inputs[0]!r} ({c}x{iy}x{ix})"
+    why = f"flattening input {excerpt(inputs[0])} ({c}x{iy}x{ix})"
     for key, inferred in (("K", c * iy * ix), ("C", c), ("OY", 1), ("OX", 1), ("FY", 1),
                           ("FX", 1)):
         check_given(key, inferred, why)
@@ -702,12 +743,31 @@ def _build_layer(
 
 
 def divisors(n: int) -> list[int]:
-    """All divisors of ``n`` in increasing order."""
+    """All divisors of ``n`` in increasing order (trial division up to ``sqrt(n)``:
+    at most 46,341 steps for the largest count an input may hold)."""
+    return list(_divisors(n))
+
+
+@lru_cache(maxsize=4096)
+def _divisors(n: int) -> tuple[int, ...]:
     small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
-    return sorted(set(small + [n // d for d in small]))
+    return tuple(sorted(set(small + [n // d for d in small])))
+
+
+def most_chunks(k: int, k_unroll: int) -> int:
+    """Most chunks ``K`` splits into with at least ``k_unroll`` channels each (1 when
+    ``K < k_unroll``): ``K`` over its smallest divisor ``>= k_unroll``.
+
+    Found among the divisors, so the work does not grow with ``K``'s value.
+    """
+    for d in _divisors(k):
+        if d >= k_unroll:
+            return k // d
+    return 1
 
 
 __all__ = [
     "NETWORK_INPUT", "Axis", "Block", "InputTensor", "Layer", "LayerKind", "Network",
     "NetworkDefaults", "NeuronKind", "StatePersistence", "build_network", "divisors",
+    "layer_spec_issues", "most_chunks",
 ]

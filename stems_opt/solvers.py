@@ -18,7 +18,7 @@ from stems_opt.cost_model import (
 )
 from stems_opt.errors import Issue, StemsInputError
 from stems_opt.mapping import Mapping, Segment, WeightChoice, check
-from stems_opt.network import Axis
+from stems_opt.network import Axis, most_chunks
 from stems_opt.problem import Objective, Problem
 from stems_opt.progress import Progress
 from stems_opt.result import Result, SolveStatus
@@ -47,8 +47,7 @@ def finest_peak_bits(problem: Problem, layer: str) -> int:
     for axis in (Axis.OY, Axis.OX):
         seg = Segment((layer,), 1, lay.extent(axis), axis)
         m = sub_tile_limits(net, seg)[layer]
-        chunks = max([c for c in range(1, lay.k + 1) if lay.k % c == 0 and lay.k // c >= ku],
-                     default=1) if lay.has_weights else 1
+        chunks = most_chunks(lay.k, ku) if lay.has_weights else 1
         seg = seg.replace(sub_tiles={layer: m},
                           weights={layer: WeightChoice(chunks=chunks)} if lay.has_weights else {})
         geo = SegmentGeometry(net, seg)
@@ -59,8 +58,12 @@ def finest_peak_bits(problem: Problem, layer: str) -> int:
     return best
 
 
-def explain_infeasible(problem: Problem) -> str:
-    """Name the layers that cannot fit the global buffer however they are tiled."""
+def unfit_layers(problem: Problem) -> list[str]:
+    """Why no mapping can fit, layer by layer: each layer that needs more than the
+    global buffer alone at its finest tiling. Empty when every layer fits alone.
+
+    Cheap (one segment per layer and axis, no solver), so ``validate`` runs it.
+    """
     cap = problem.hardware.gb_capacity_bits
     worst = []
     for lay in problem.network.layers:
@@ -68,6 +71,13 @@ def explain_infeasible(problem: Problem) -> str:
         if need > cap:
             worst.append(f"layer {lay.name!r} needs {need:,} bits of global buffer at its "
                          f"finest tiling; the capacity is {cap:,} bits")
+    return worst
+
+
+def explain_infeasible(problem: Problem) -> str:
+    """Name the layers that cannot fit the global buffer however they are tiled."""
+    cap = problem.hardware.gb_capacity_bits
+    worst = unfit_layers(problem)
     if worst:
         return "; ".join(worst)
     return (f"every layer fits alone, but no segmentation fits the {cap:,}-bit global buffer "
@@ -550,4 +560,5 @@ def lower_bound_bits(problem: Problem) -> int:
 
 
 __all__ = ["EXACT_SOLVERS", "METHODS", "SOLVERS", "check_solver", "explain_infeasible",
-           "lower_bound_bits", "solve", "solve_columns", "solve_exact", "write_model"]
+           "lower_bound_bits", "solve", "solve_columns", "solve_exact", "unfit_layers",
+           "write_model"]

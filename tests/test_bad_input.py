@@ -14,7 +14,9 @@ there is one, the layer and the field, and no traceback may leak out.
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ BAD = DATA / "bad"
 TINY = DATA / "tiny"
 TINY_INSTANCE = TINY / "inst.yaml"
 EXIT_INFEASIBLE, EXIT_INPUT = 1, 2
+MAX_LINE_CHARS = 1000
 
 
 def lay(name: str) -> str:
@@ -52,6 +55,7 @@ class Case:
                                                            "validate": EXIT_INPUT})
     bug: str | None = None
     names: str | None = None  # the file the message names, when not ``file`` itself
+    problems: int | None = None  # error lines expected, when the file has several mistakes
 
     @property
     def role(self) -> str:
@@ -121,6 +125,39 @@ CASES = [
     # Well formed but too big: evaluate scores it (exit 1), validate rejects it (exit 2).
     Case("map_overflows_gb.yaml", ("segment 0", "global buffer", "capacity"),
          exits={"evaluate": EXIT_INFEASIBLE, "validate": EXIT_INPUT}),
+    # --- all problems at once: three mistakes, three messages ---------------------------
+    Case("net_three_mistakes.yaml", (lay("c1"), fld("loop_dims.K"), "-4", lay("c2"),
+                                     fld("kernal"), lay("c3"), fld("neuron"), "'izhikevich'"),
+         problems=3),
+    Case("hw_three_mistakes.yaml", (lay("dram"), fld("read_pj_per_bit"), "-10.94",
+                                    lay("global_buffer"), fld("size"), "got 0",
+                                    lay("operational_array"), fld("sizes.Q")), problems=3),
+    Case("inst_three_mistakes.yaml", (fld("objective"), "'latency'",
+                                      "(network), field 'timesteps'", "got 0",
+                                      "(hardware), field 'clock_hz'", "got -1"), problems=3),
+    Case("map_three_mistakes.yaml", ("segment 0", fld("tiles"), "got 0", "segment 1",
+                                     fld("sub_tiles.c2"), "segment 2", "tiles 99 must be in 1..4"),
+         problems=3),
+    # --- bounded parsing: aliases, nesting, long values -----------------------------------
+    Case("inst_alias_bomb.yaml", ("too complex", "expands to more than 1,000,000 values")),
+    Case("net_deep_nesting.yaml", ("too complex", "nested deeper than 64 levels")),
+    Case("net_long_value.yaml", (lay("c1"), fld("neuron"), "'xxxxxxxxxx", "xxx...xxx")),
+    # --- numbers beyond what the cost model and both backends handle exactly --------------
+    Case("hw_gb_size_2_64.yaml", (lay("global_buffer"), fld("size"), "1..2^53",
+                                  "18446744073709551616")),
+    Case("hw_dram_energy_1e308.yaml", (lay("dram"), fld("read_pj_per_bit"), "1e+308",
+                                       fld("write_pj_per_bit"), "0..1e+06"), problems=2),
+    Case("hw_bandwidth_tiny.yaml", (lay("dram"), fld("bandwidth_bits_per_cycle"), "1e-300")),
+    Case("net_timesteps_1e18.yaml", (fld("timesteps"), "1..2147483647",
+                                     "1000000000000000000")),
+    Case("net_height_huge.yaml", (lay("input"), fld("height"), "1..65536", "1000000",
+                                  lay("c1"), fld("loop_dims.K")), problems=2),
+    Case("net_worst_case_too_large.yaml", (lay("c1"), fld("loop_dims"), "2^53",
+                                           "count exactly")),
+    Case("map_tiles_2_40.yaml", ("segment 0", fld("tiles"), "1099511627776")),
+    # Well formed, but no layer fits the buffer at all: both commands say infeasible (exit 1).
+    Case("hw_gb_too_small.yaml", ("infeasible",),
+         exits={"evaluate": EXIT_INFEASIBLE, "validate": EXIT_INFEASIBLE}),
 ]
 BY_FILE = {c.file: c for c in CASES}
 
@@ -217,6 +254,10 @@ def test_bad_input(case: Case, command: str, tmp_path: Path,
         assert err.startswith("stems-opt: error: "), err
         assert (case.names or case.file) in err, err
         assert_location_once(err)
+        if case.problems is not None:
+            assert len(err.splitlines()) == case.problems, err
+    # Messages quote excerpts: a line stays short whatever the file holds.
+    assert max(map(len, (out + err).splitlines()), default=0) <= MAX_LINE_CHARS
     for fragment in case.expect:
         assert fragment in text, (fragment, text)
 
@@ -390,7 +431,7 @@ def test_out_is_checked_before_solving(
 @pytest.mark.parametrize("where", ["missing-directory", "directory"])
 def test_write_text_safely_raises_input_error(where: str, tmp_path: Path) -> None:
     from stems_opt.errors import StemsInputError
-    from stems_opt.io import write_text_safely
+    from stems_opt.files import write_text_safely
 
     target = tmp_path / "no_such_dir" / "m.yaml" if where == "missing-directory" else tmp_path
     with pytest.raises(StemsInputError) as info:
@@ -436,7 +477,7 @@ def test_duplicate_json_key_is_bad_input(
 
 
 def test_yaml_merge_keys_may_be_overridden(tmp_path: Path) -> None:
-    from stems_opt.io import read_document
+    from stems_opt.files import read_document
 
     doc = tmp_path / "merge.yaml"
     doc.write_text("base: &b {x: 1, y: 2}\nderived:\n  <<: *b\n  y: 3\n")
@@ -462,3 +503,274 @@ def test_bad_input_subprocess(name: str, tmp_path: Path) -> None:
         assert (case.names or name) in proc.stderr
     for fragment in case.expect:
         assert fragment in text, (fragment, text)
+
+
+# --- hostile input beyond the corpus ------------------------------------------------------
+
+def _wrap(tmp_path: Path, network: object, hardware: object = TINY / "hw.yaml") -> Path:
+    """An instance naming ``network`` and ``hardware`` (paths written as given)."""
+    inst = tmp_path / "inst.yaml"
+    inst.write_text(f"network: {network}\nhardware: {hardware}\n")
+    return inst
+
+
+def test_device_as_network_is_refused_without_reading(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # /dev/zero never ends: reading it whole was a MemoryError.
+    rc, out, err = run_cli(["validate", str(_wrap(tmp_path, "/dev/zero"))], capsys)
+    assert_clean(out, err)
+    assert rc == EXIT_INPUT
+    assert "inst.yaml, field 'network'" in err and "not a regular file" in err, err
+    assert "/dev/zero" in err
+
+
+def test_fifo_as_network_does_not_block(tmp_path: Path) -> None:
+    # A FIFO without a writer blocked open() forever; the timeout only guards the run.
+    fifo = tmp_path / "net.yaml"
+    os.mkfifo(fifo)
+    proc = subprocess.run([sys.executable, "-m", "stems_opt.cli", "validate",
+                           str(_wrap(tmp_path, fifo))], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert_clean(proc.stdout, proc.stderr)
+    assert proc.returncode == EXIT_INPUT
+    assert "not a regular file" in proc.stderr and "net.yaml" in proc.stderr
+
+
+def test_oversized_file_is_refused_before_reading(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from stems_opt.files import MAX_FILE_BYTES
+
+    big = tmp_path / "net.yaml"
+    with big.open("wb") as fh:  # sparse: no disk space, but st_size says 16 MiB + 1
+        fh.truncate(MAX_FILE_BYTES + 1)
+    rc, out, err = run_cli(["validate", str(_wrap(tmp_path, big))], capsys)
+    assert_clean(out, err)
+    assert rc == EXIT_INPUT
+    assert f"{MAX_FILE_BYTES + 1:,} bytes" in err and "limited to" in err, err
+
+
+def test_file_at_the_size_limit_is_read(tmp_path: Path) -> None:
+    from stems_opt.files import MAX_FILE_BYTES, read_document
+
+    doc = tmp_path / "big.yaml"
+    body = "a: 1\n"
+    doc.write_text(body + "#" * (MAX_FILE_BYTES - len(body) - 1) + "\n")
+    assert doc.stat().st_size == MAX_FILE_BYTES
+    assert read_document(doc) == {"a": 1}
+
+
+def test_deep_json_mapping_is_refused(tmp_path: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # 1000 nested arrays ended in RecursionError.
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"segments": ' + "[" * 1000 + "]" * 1000 + "}")
+    rc, out, err = run_cli(["validate", str(TINY_INSTANCE), "--mapping", str(deep)], capsys)
+    assert_clean(out, err)
+    assert rc == EXIT_INPUT
+    assert "deep.json: too complex: nested deeper than 64 levels" in err, err
+
+
+def test_nesting_at_the_limit_is_read(tmp_path: Path) -> None:
+    from stems_opt.files import MAX_NESTING, read_document
+
+    for name, text in (("ok.yaml", "[" * MAX_NESTING + "]" * MAX_NESTING),
+                       ("ok.json", "[" * MAX_NESTING + "]" * MAX_NESTING)):
+        path = tmp_path / name
+        path.write_text(text)
+        doc = read_document(path)
+        for _ in range(MAX_NESTING - 1):
+            doc = doc[0]
+        assert doc == []
+
+
+def test_small_alias_reuse_is_read(tmp_path: Path) -> None:
+    # Aliases are fine as long as their expansion stays small: 9^3 strings.
+    from stems_opt.files import read_document
+
+    doc = tmp_path / "alias.yaml"
+    doc.write_text("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+                   "c: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n")
+    assert sum(len(inner) for inner in read_document(doc)["c"][0]) == 81
+
+
+def test_recursive_alias_is_refused(tmp_path: Path) -> None:
+    from stems_opt.errors import StemsInputError
+    from stems_opt.files import read_document
+
+    doc = tmp_path / "loop.yaml"
+    doc.write_text("a: &a [1, *a]\n")
+    with pytest.raises(StemsInputError, match="alias refers to a value that contains it"):
+        read_document(doc)
+
+
+def test_integer_beyond_python_digit_limit_is_bad_input(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    net = tmp_path / "net.yaml"
+    net.write_text((TINY / "net.yaml").read_text().replace("timesteps: 4",
+                                                          "timesteps: " + "9" * 5000))
+    rc, out, err = run_cli(["validate", str(_wrap(tmp_path, net))], capsys)
+    assert_clean(out, err)
+    assert rc == EXIT_INPUT
+    assert "net.yaml" in err and "4300 digits" in err
+    assert max(map(len, err.splitlines())) <= MAX_LINE_CHARS
+
+
+def test_multi_error_json_mapping(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    doc = yaml.safe_load((BAD / "map_three_mistakes.yaml").read_text())
+    mapping_file = tmp_path / "three.json"
+    mapping_file.write_text(json.dumps(doc))
+    rc, out, err = run_cli(["validate", str(TINY_INSTANCE), "--mapping", str(mapping_file)],
+                           capsys)
+    assert_clean(out, err)
+    assert rc == EXIT_INPUT
+    lines = err.splitlines()
+    assert len(lines) == 3 and all("three.json" in line for line in lines), err
+    for fragment in ("segment 0", "segment 1", "segment 2", "tiles 99"):
+        assert fragment in err
+
+
+def test_validate_gives_the_explanation_solve_gives(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from stems_opt.io import load_instance
+    from stems_opt.solvers import explain_infeasible, finest_peak_bits
+
+    inst = _wrap(tmp_path, TINY / "net.yaml", BAD / "hw_gb_too_small.yaml")
+    problem = load_instance(inst)
+    # c1 alone at its finest tiling needs more than the 64-bit buffer.
+    assert finest_peak_bits(problem, "c1") > problem.hardware.gb_capacity_bits == 64
+    rc, out, err = run_cli(["validate", str(inst)], capsys)
+    assert_clean(out, err)
+    assert rc == EXIT_INFEASIBLE
+    assert out.splitlines()[-1] == f"{inst}: infeasible: no mapping fits: " \
+        f"{explain_infeasible(problem)}"
+    rc, out, err = run_cli(["solve", str(inst), "--json"], capsys)
+    assert rc == EXIT_INFEASIBLE
+    assert json.loads(out)["message"] == explain_infeasible(problem)
+
+
+def test_validate_of_a_feasible_instance_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = run_cli(["validate", str(TINY_INSTANCE)], capsys)
+    assert rc == 0 and err == "" and "infeasible" not in out
+
+
+# --- --out: only regular files, atomically, with the usual mode ---------------------------
+
+def _evaluate_to(out_path: object, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    return run_cli(["evaluate", str(TINY_INSTANCE), "--schedule", "TB-F", "--out",
+                    str(out_path)], capsys)
+
+
+def test_out_onto_a_fifo_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The same check refuses device nodes (once /dev/full was replaced by a regular file).
+    fifo = tmp_path / "m.yaml"
+    os.mkfifo(fifo)
+    rc, out, err = _evaluate_to(fifo, capsys)
+    assert_clean(out, err)
+    assert rc == EXIT_INPUT
+    assert "not a regular file" in err and fld("out") in err
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.yaml"]
+
+
+def test_out_onto_a_link_to_a_fifo_is_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "m.yaml"
+    link.symlink_to(fifo)
+    rc, _out, err = _evaluate_to(link, capsys)
+    assert rc == EXIT_INPUT and "not a regular file" in err
+    assert link.is_symlink() and stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+def test_out_through_a_symlink_replaces_its_target(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    real_dir = tmp_path / "real"
+    real_dir.mkdir()
+    target = real_dir / "m.yaml"
+    target.write_text("old\n")
+    link = tmp_path / "link.yaml"
+    link.symlink_to(target)
+    rc, _out, err = _evaluate_to(link, capsys)
+    assert rc == 0, err
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert "\nmapping:\n" in target.read_text()
+    # The temporary file lived next to the target and is gone.
+    assert [p.name for p in real_dir.iterdir()] == ["m.yaml"]
+
+
+def test_out_through_a_dangling_symlink_creates_its_target(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "new.yaml"
+    link = tmp_path / "link.yaml"
+    link.symlink_to(target)
+    rc, _out, err = _evaluate_to(link, capsys)
+    assert rc == 0, err
+    assert link.is_symlink() and "\nmapping:\n" in target.read_text()
+
+
+def test_out_empty_path_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    rc, out, err = _evaluate_to("", capsys)
+    assert_clean(out, err)
+    assert rc == EXIT_INPUT
+    assert "--out" in err and "empty" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_out_new_file_mode_follows_the_umask(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old = os.umask(0o022)
+    try:
+        rc, _, _ = _evaluate_to(tmp_path / "m.yaml", capsys)
+        os.umask(0o027)
+        rc2, _, _ = _evaluate_to(tmp_path / "m2.yaml", capsys)
+    finally:
+        os.umask(old)
+    assert rc == rc2 == 0
+    assert stat.S_IMODE((tmp_path / "m.yaml").stat().st_mode) == 0o644  # 0666 & ~022
+    assert stat.S_IMODE((tmp_path / "m2.yaml").stat().st_mode) == 0o640  # 0666 & ~027
+
+
+def test_out_replacing_a_file_keeps_its_mode(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "m.yaml"
+    target.write_text("old\n")
+    target.chmod(0o600)
+    rc, _out, _err = _evaluate_to(target, capsys)
+    assert rc == 0
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert "\nmapping:\n" in target.read_text()
+
+
+def test_out_failing_mid_write_leaves_the_old_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A disk filling up during the write: the rename never happens.
+    target = tmp_path / "m.yaml"
+    original = "# precious\n"
+    target.write_text(original)
+
+    def disk_full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    rc, out, err = _evaluate_to(target, capsys)
+    assert_clean(out, err)
+    assert rc == EXIT_INPUT
+    assert "No space left on device" in err and "m.yaml" in err
+    assert target.read_text() == original
+    assert [p.name for p in tmp_path.iterdir()] == ["m.yaml"]  # no temporary file left
+
+
+def test_check_writable_refuses_an_empty_path() -> None:
+    # The command line refuses `--out ""` while parsing; the library refuses it too.
+    from stems_opt.errors import StemsInputError
+    from stems_opt.files import check_writable, write_text_safely
+
+    for call in (lambda: check_writable("", field="out"), lambda: write_text_safely("", "x")):
+        with pytest.raises(StemsInputError, match="is empty"):
+            call()

@@ -49,7 +49,7 @@ from stems_opt.cost.loops import layer_floor_fj
 from stems_opt.cost_model import min_read_bits, nest_hardware
 from stems_opt.hardware import Hardware
 from stems_opt.mapping import Order
-from stems_opt.network import Axis, LayerKind, Network
+from stems_opt.network import Axis, LayerKind, Network, most_chunks
 
 
 @lru_cache(maxsize=65536)
@@ -410,4 +410,4 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
 @lru_cache(maxsize=4096)
 def max_chunks(k: int, k_unroll: int) -> int:
     """Most K chunks a streamed weight may take (each at least the array's K unrolling)."""
-    return max((c for c in range(1, k + 1) if k % c == 0 and k // c >= k_unroll), default=1)
+    return most_chunks(k, k_unroll)

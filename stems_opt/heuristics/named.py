@@ -53,7 +53,7 @@ from stems_opt.mapping import (
     StateMode,
     WeightChoice,
 )
-from stems_opt.network import Axis, Network
+from stems_opt.network import Axis, Network, most_chunks
 from stems_opt.problem import Problem
 from stems_opt.result import Result, SolveStatus
 
@@ -425,7 +425,7 @@ class _Scorer:
             rest, table = rests[pos], tables[pos]
             best = None
             for wc in options:
-                for m in range(1, fi.limits[name] + 1):
+                for m in count_candidates(fi.limits[name]):
                     g = table.get((m, wc.resident, wc.chunks)) or \
                         self._group(fi, pos, rest, table, m, wc)
                     if base_persistent + g.persistent + max(map(add, base_col, g.col)) <= cap:
@@ -453,6 +453,30 @@ class _Scorer:
         return out, score
 
 
+EXHAUSTIVE_COUNTS = 256
+"""Up to this limit, every tile or sub-tile count is tried (every bundled network's
+extents are below it, so their schedules are those of an exhaustive scan)."""
+GRID_START = 16
+"""Beyond :data:`EXHAUSTIVE_COUNTS`, every count up to this, then a geometric grid."""
+
+
+def count_candidates(limit: int) -> Sequence[int]:
+    """The tile or sub-tile counts the greedy tries, in increasing order, up to ``limit``.
+
+    Every count when ``limit <= EXHAUSTIVE_COUNTS``; for larger limits (maps
+    of thousands of rows) every count up to :data:`GRID_START`, then steps of
+    about 25 %, then ``limit`` itself: about 45 counts for 10,000 rows, so the
+    greedy's work grows with the logarithm of a map's rows, not their number.
+    """
+    if limit <= EXHAUSTIVE_COUNTS:
+        return range(1, limit + 1)
+    out = list(range(1, GRID_START + 1))
+    while out[-1] * 5 // 4 < limit:
+        out.append(out[-1] * 5 // 4)
+    out.append(limit)
+    return out
+
+
 def _total(groups: Sequence[_Group]) -> np.ndarray:
     """Sum of the groups' local arrays (a fresh array)."""
     if len(groups) > 16:  # one stacked sum beats many small additions
@@ -470,7 +494,7 @@ def _max_chunks(problem: Problem, k: int) -> int:
 @lru_cache(maxsize=1024)
 def _most_chunks(k: int, ku: int) -> int:
     """Most chunks along ``K`` that leave at least the array's K unrolling ``ku`` each."""
-    return max(c for c in range(1, k + 1) if k % c == 0 and k // c >= ku) if k >= ku else 1
+    return most_chunks(k, ku)
 
 
 def _switches(problem: Problem, segs: list[Segment]) -> list[tuple[int, dict[str, object]]]:
@@ -560,7 +584,7 @@ class _Filler:
     def fewest_fitting(self, i: int) -> int:
         """The fewest tiles with which frame ``i`` fits alone, else its lowest-peak count."""
         scorer, ctx = self.scorer, self.ctxs[i]
-        for n in range(1, self.max_n[i] + 1):
+        for n in count_candidates(self.max_n[i]):
             if scorer.segment(self.initial(i, n), ctx)[1] <= scorer.cap:
                 return n
         return self.lowest_peak(i)
@@ -568,7 +592,7 @@ class _Filler:
     def lowest_peak(self, i: int) -> int:
         """The tile count of frame ``i`` with the lowest peak alone (the fewest on ties)."""
         ctx = self.ctxs[i]
-        return min(range(1, self.max_n[i] + 1),
+        return min(count_candidates(self.max_n[i]),
                    key=lambda n: self.scorer.segment(self.initial(i, n), ctx)[1])
 
     def local_traffic(self, i: int, n: int, ctx: SegmentContext) -> int:
@@ -702,7 +726,7 @@ def choose_tiles(filler: _Filler) -> list[int]:
     free = [i for i, n in enumerate(base) if n is None]
     if not free:
         return [int(n) for n in base]  # type: ignore[arg-type]
-    alone = [filler.alone_best(i, range(1, filler.max_n[i] + 1)) if n is None else n
+    alone = [filler.alone_best(i, count_candidates(filler.max_n[i])) if n is None else n
              for i, n in enumerate(base)]
     cands = {i: sorted({*_tile_candidates(filler.max_n[i]), alone[i]}) for i in free}
     small = sum(len(c) - 1 for c in cands.values()) <= _FULL_CHECK_FILLS
