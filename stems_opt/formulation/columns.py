@@ -855,6 +855,11 @@ class ColumnSolver:
         lc = self.last_consumer
         reach = max(c.last - c.first for c in self.columns) + 1 if self.columns else 0
         for k in range(max(0, start - reach), L):
+            if mode == "bound" and self.stop.expired():
+                # A pass takes up to a second on deep networks: give way to the deadline,
+                # and rebuild the half-filled labels next time.
+                del self._table[mode]
+                raise _MasterStoppedError(None)
             for state, (cost, _, _) in sorted(best[k].items()):
                 group = self._groups.get((k, tuple((X, w) for X, w, _ in state)), ())
                 # A tensor last read in the column is written exactly when it is not whole.
