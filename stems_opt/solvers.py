@@ -219,6 +219,8 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
                 0.0, math.floor(lower_bound * scale - constant))
             mapping, model_value, model_bound = cs.solve(_search_share(stop), hint)
             stats.update(cs.stats)
+            if model_bound < math.inf:  # a search stopped early may not have reached it
+                model_bound = max(model_bound, _quick_bound(problem))
         stats.update(model_build_s=build_s, solve_s=time.perf_counter() - start - build_s)
         proven = mapping is not None and model_bound >= model_value
         if background is not None and not proven and model_bound < math.inf:
@@ -235,6 +237,8 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
                 if fb_value < model_value:
                     mapping, model_value = fallback.mapping, fb_value
                     stats.update(incumbent=fallback.solver)
+    if stop.reason is None and stop.deadline is not None and not proven:
+        stop.reason = TIME_LIMIT  # the search's share of the limit ran out
     if stop.reason is not None:
         stats.update(stopped=stop.reason)
     runtime = time.perf_counter() - start
