@@ -54,27 +54,30 @@ def _time_limit(text: str) -> float | None:
             f"expected a positive, finite number of seconds or 'none', got {text!r}") from None
 
 
-def _threads(text: str) -> int:
-    if text.strip().lower() == "auto":
-        return os.cpu_count() or 1
+def _int_in(text: str, low: int, high: int, extra: str = "") -> int:
+    """An integer argument in ``low..high``; ``extra`` names other accepted words."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or 'auto', got {text!r}") from None
-    if not 1 <= value <= MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_THREADS} (or 'auto'), "
+        raise argparse.ArgumentTypeError(f"expected an integer{extra}, got {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be between {low} and {high}{extra}, "
                                          f"got {value}")
     return value
 
 
+def _threads(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return os.cpu_count() or 1
+    return _int_in(text, 1, MAX_THREADS, " (or 'auto')")
+
+
 def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SEED}, got {value}")
-    return value
+    return _int_in(text, 0, MAX_SEED)
+
+
+def _positive(text: str) -> int:
+    return _int_in(text, 1, 2**31 - 1)
 
 
 def _non_empty(text: str) -> str:
@@ -91,16 +94,6 @@ def _tiles(text: str) -> int | list[int]:
     if any(v < 1 for v in values):
         raise argparse.ArgumentTypeError("tile counts must be >= 1")
     return values[0] if len(values) == 1 else values
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _solver(text: str) -> str:
@@ -288,16 +281,6 @@ def build_parser() -> argparse.ArgumentParser:
                          "solved for traffic and for energy)")
     ad.add_argument("--plot", help="draw the saving curve to this file (default: no plot)")
     return p
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _search_options(p: argparse.ArgumentParser) -> None:
