@@ -192,13 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--tiles", type=_tiles, help="tile count for fused blocks, N or N,N,... "
                     "(default: the schedule's own choice)")
     _add_objective(ev)
-    ev.add_argument("--json", action="store_true", help="print one JSON document "
-                    "(docs/result-schema.json) instead of tables (default: tables)")
-    ev.add_argument("--out", type=_non_empty, metavar="FILE",
-                    help="write the scored mapping to this YAML/JSON file (default: not written)")
-    ev.add_argument("--show-loops", metavar="LAYER", type=_non_empty,
-                    help="also print the optimal loop nest of each step of LAYER "
-                         "(default: not printed)")
+    _result_options(ev, "the scored mapping")
 
     va = sub.add_parser("validate", help="report every problem in an instance (and mapping)",
                         parents=[common])
@@ -212,19 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_objective(so)
     _add_solver(so)
     _search_options(so)
-    so.add_argument("--json", action="store_true", help="print one JSON document "
-                    "(docs/result-schema.json) instead of tables (default: tables)")
-    so.add_argument("--out", type=_non_empty, metavar="FILE",
-                    help="write the mapping to this YAML/JSON file (default: not written)")
+    _result_options(so, "the mapping")
     so.add_argument("--method", choices=["columns", "monolithic"], default="columns",
                     help="columns: segment columns priced lazily; monolithic: one MIP over "
                          "every frame; both exact (default: %(default)s)")
     so.add_argument("--write-model", type=_non_empty, metavar="FILE.lp|FILE.mps",
                     help="also write the monolithic MIP (as --method monolithic builds it) "
                          "to an LP or MPS file (default: not written)")
-    so.add_argument("--show-loops", metavar="LAYER", type=_non_empty,
-                    help="also print the optimal loop nest of each step of LAYER "
-                         "(default: not printed)")
 
     co = sub.add_parser("compare", help="the optimum beside the named schedules",
                         parents=[common])
@@ -281,6 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
                          "solved for traffic and for energy)")
     ad.add_argument("--plot", help="draw the saving curve to this file (default: no plot)")
     return p
+
+
+def _result_options(p: argparse.ArgumentParser, written: str) -> None:
+    """``--json``, ``--out`` and ``--show-loops``: how a scored result is reported."""
+    p.add_argument("--json", action="store_true", help="print one JSON document "
+                   "(docs/result-schema.json) instead of tables (default: tables)")
+    p.add_argument("--out", type=_non_empty, metavar="FILE",
+                   help=f"write {written} to this YAML/JSON file (default: not written)")
+    p.add_argument("--show-loops", metavar="LAYER", type=_non_empty,
+                   help="also print the optimal loop nest of each step of LAYER "
+                        "(default: not printed)")
 
 
 def _search_options(p: argparse.ArgumentParser) -> None:
@@ -427,6 +426,10 @@ class _Signals:
     def __init__(self) -> None:
         self.stop: Stop | None = None
         self.signum: int | None = None
+
+    def reset(self) -> None:
+        """Forget a previous run's stop and signal (``main`` may run more than once)."""
+        self.stop, self.signum = None, None
 
     def install(self) -> None:
         signal.signal(signal.SIGINT, self.handle)
@@ -699,7 +702,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from stems_opt.errors import StemsInputError
 
     _configure_logging(args.quiet)
-    SIGNALS.__init__()
+    SIGNALS.reset()
     in_main_thread = threading.current_thread() is threading.main_thread()
     if in_main_thread:
         previous = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))

@@ -87,12 +87,6 @@ class Progress:
         if improved or time.perf_counter() - self._last_log >= self.every_s:
             self.log()
 
-    def offer(self, value_user: float, source: str) -> None:
-        """Record an incumbent already in user units (e.g. a named schedule)."""
-        if self.incumbent is None or value_user < self.incumbent * (1 - 1e-12):
-            self.incumbent, self.incumbent_source = value_user, source
-            self.log()
-
     def line(self) -> str:
         """The current state as one line."""
         unit, div = ("µJ", 1e6) if self.objective == "energy" else ("Mbit", 1e6)
