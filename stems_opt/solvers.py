@@ -317,9 +317,9 @@ def _quick_bound(problem: Problem) -> float:
     bits = compulsory_traffic_bits(problem.network)
     if problem.objective is not Objective.ENERGY:
         return float(bits)
-    from stems_opt.formulation.data import make_context
+    from stems_opt.cost_model import EnergyRates
 
-    rates = make_context(problem).rates
+    rates = EnergyRates.of(problem.hardware)  # the rates alone: no need for the whole context
     return float(bits) * min(rates.read_fj_per_bit, rates.write_fj_per_bit)
 
 
