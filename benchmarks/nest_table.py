@@ -20,6 +20,7 @@ whole exact table in a fresh cache.
 from __future__ import annotations
 
 import csv
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -70,12 +71,12 @@ def step_shapes(path: str) -> tuple[NestHardware, set[StepShape]]:
 def _add_ranges(out: set[tuple[int, int]], bounds: tuple[int, ...]) -> None:
     """Every sub-tile row range of tiles ``bounds`` split ``m`` ways, ``m`` up to
     the smallest non-empty tile (the sub-tile limit)."""
-    tiles = [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+    tiles = [(lo, hi) for lo, hi in itertools.pairwise(bounds) if hi > lo]
     limit = min(hi - lo for lo, hi in tiles)
     for lo, hi in tiles:
         for m in range(1, limit + 1):
             sb = sub_bounds(lo, hi, m)
-            out.update((a, z) for a, z in zip(sb, sb[1:]) if z > a)
+            out.update((a, z) for a, z in itertools.pairwise(sb) if z > a)
 
 
 def main(paths: list[str]) -> None:

@@ -38,10 +38,13 @@ This module imports no solver.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+
+import numpy as np
 
 from stems_opt.hardware import Hardware
 from stems_opt.network import Axis, Layer, LayerKind
@@ -663,24 +666,264 @@ def _primes(n: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+INF = 1 << 60
+"""Energy of an impossible choice (three of them still fit an int64)."""
+
+
+def _suffix_min(a: np.ndarray) -> np.ndarray:
+    """``out[x] = min(a[y] for every point y above x)`` on a grid whose axes
+    run from the highest exponent down (so: every ``y <= x`` by index)."""
+    for ax in range(a.ndim):
+        a = np.minimum.accumulate(a, axis=ax)
+    return a
+
+
+def _tail(terms: dict[str, np.ndarray], memo: dict[tuple[str, ...], np.ndarray],
+          keys: tuple[str, ...]) -> np.ndarray | int:
+    """Least energy of points ``keys`` in this order on a chain above each point."""
+    if not keys:
+        return 0
+    if keys not in memo:
+        memo[keys] = _suffix_min(terms[keys[0]] + _tail(terms, memo, keys[1:]))
+    return memo[keys]
+
+
+class _ChainSearch:
+    """The exact optimum as points on a chain of the divisor lattice.
+
+    A nest is a chain ``1 = b_0 < b_1 < ... < b_n`` of iteration counts per
+    dimension (``b_i`` the product of the innermost ``i`` loops), each step a
+    loop. Every term of :func:`nest_cost` is the minimum, over the chain's
+    points in some set, of a function of the point alone:
+
+    * a buffer fill ``tile(B) N / prod(B)`` over the points ``B`` whose tile
+      fits: the rule charges ``tile(b_p) N / prod(b_p run)``, and since the
+      run adds only loops irrelevant to the operand, ``tile(b_p)`` equals the
+      tile at the run's end ``B``; a point below ``B`` costs at least as much
+      (its tile is the same or it ends the run earlier), so the boundary at the
+      best point on the chain is the rule's best boundary;
+    * the register terms of ``W``, ``I``, ``O``, ``V`` over the chain's
+      points whose loops are all irrelevant to them (the innermost run): they
+      only shrink as the run grows.
+
+    The innermost loop belongs to exactly one of ``OY OX T`` (irrelevant to
+    ``W``), ``K`` (to ``I``), ``C FY FX`` (to ``O``), so the register terms are
+    fixed by one point ``P`` of one *family*: ``P`` made of ``OY OX T`` loops
+    (``W``'s register reuse), of ``K`` loops (``I``'s), or of reductions then
+    ``T`` loops (``O``'s partial sums and ``V``'s kept timesteps); :attr:`g`
+    is the best of the three at every point, the other terms at their
+    no-reuse value. A choice of ``P``, the ``W`` boundary and the ``I``
+    boundary on a common chain is realised by a nest that goes through them
+    in order (reductions first between two points, ``T`` last: causal) and
+    costs at most their sum; the optimal nest's own points give its cost. So
+    the optimum is the least sum over the orders of the (up to) three points
+    and the points in that order, each order a nested suffix minimum on the
+    grid of prime exponents (one axis per prime of every temporal extent, and
+    one for the weight-chunk loop, allowed only above the complete inner
+    nest). Nothing is pruned but invalid points (capacity, causality).
+
+    One case lies outside the families: with every reduction unrolled, ``T``
+    loops may come first and keep ``V`` in its register while ``OY``/``OX``
+    loops above them still give ``W``'s register reuse (two register points).
+    :meth:`applies` sends such steps with state to :class:`_Search`.
+    """
+
+    def __init__(self, shape: StepShape, hw: NestHardware):
+        self.shape, self.hw = shape, hw
+        self.geo = geo = _Geometry(shape, hw)
+        inner = list(geo.extent)
+        inner[K] = geo.e_k_in
+        self.inner = tuple(inner)
+        axes: list[tuple[int, int, int]] = []  # (dim, prime, highest exponent)
+        for d in range(7):
+            n = inner[d]
+            for p in _primes(n):
+                a = 0
+                while n % p == 0:
+                    n //= p
+                    a += 1
+                axes.append((d, p, a))
+        self.chunk_axis = None
+        if shape.chunks > 1:
+            self.chunk_axis = len(axes)
+            axes.append((K, shape.chunks, 1))
+        self.axes = axes
+        self.grid = tuple(a + 1 for _, _, a in axes)
+        self._base(self._coordinates())
+
+    def _coordinates(self) -> list[np.ndarray]:
+        """Iterations per dimension at every grid point (broadcastable arrays)."""
+        nd = len(self.axes)
+        b = [np.ones((1,) * nd, dtype=np.int64) for _ in range(7)]
+        for i, (d, p, a) in enumerate(self.axes):
+            shp = [1] * nd
+            shp[i] = a + 1
+            b[d] = b[d] * (p ** np.arange(a, -1, -1, dtype=np.int64)).reshape(shp)
+        return b
+
+    def _base(self, b: list[np.ndarray]) -> None:
+        """The per-point arrays every term is made of."""
+        s, hw, geo = self.shape, self.hw, self.geo
+        u, full, inner = hw.unrolling, geo.full, self.inner
+        zero = np.zeros(self.grid, dtype=np.int64)
+
+        def ext(d: int) -> np.ndarray:
+            if d == K:
+                return np.where(b[K] > geo.e_k_in, geo.kc * (b[K] // geo.e_k_in),
+                                np.minimum(geo.kc, b[K] * u[K]))
+            return np.minimum(full[d], b[d] * u[d])
+
+        e = [ext(d) for d in range(6)]
+        self.tile = {"W": e[K] * e[C] * e[FY] * e[FX] * s.weight_bits + zero}
+        rows = np.minimum(s.iy, (e[OY] - 1) * s.stride_y + e[FY])
+        cols = np.minimum(s.ix, (e[OX] - 1) * s.stride_x + e[FX])
+        self.tile["I"] = e[C] * rows * cols * b[T] * s.input_bits + zero
+        self.fills = geo.total // (b[0] * b[1] * b[2] * b[3] * b[4] * b[5] * b[6] + zero)
+        self.red = b[C] * b[FY] * b[FX]
+        self.e_red = inner[C] * inner[FY] * inner[FX]
+        valid = (b[T] == 1) | (self.red == self.e_red)
+        if self.chunk_axis is not None:
+            done = b[K] == geo.e_k_in * s.chunks
+            for d in range(1, 7):
+                done = done & (b[d] == inner[d])
+            placed = np.arange(1, -1, -1).reshape([2 if i == self.chunk_axis else 1
+                                                   for i in range(len(self.axes))])
+            valid = valid & ((placed == 0) | done)
+        self.valid = valid | np.zeros(self.grid, dtype=bool)
+        self.b = b
+        self.ops = ("W", "I") if s.weight_bits else ("I",)
+
+    def _only(self, *dims: int) -> np.ndarray:
+        """The points made of loops of ``dims`` alone."""
+        m = np.ones(self.grid, dtype=bool)
+        for d in range(7):
+            if d not in dims:
+                m = m & (self.b[d] == 1)
+        return m
+
+    def _terms(self, t: int) -> dict[str, np.ndarray]:
+        """Energy of each chain point: ``P`` (register terms), ``W`` and ``I``
+        (buffer fills). ``t > 1``: only chains through the point of ``t``
+        innermost ``T`` loops (every point below or above it), keeping ``V``
+        over them (no reduction is temporal)."""
+        s, hw, geo = self.shape, self.hw, self.geo
+        ops, fills, b = self.ops, self.fills, self.b
+        reg_rate = {op: (buf.read_fj_per_bit if (buf := hw.buffer(op)) else
+                         hw.gb_read_fj_per_bit) for op in ops}
+        reg = {op: geo.tile_bits(op, (1,) * 7) * reg_rate[op] for op in ops}
+        reg_w, reg_i = reg.get("W", 0), reg["I"]
+        total = geo.total
+        out_fj = geo.distinct_out * s.tb * s.output_bits * hw.gb_write_fj_per_bit
+        psum_fj = geo.distinct_out * s.tb * s.psum_bits * (
+            hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit)
+        state_fj = geo.distinct_out * s.state_bits * (
+            hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit)
+        valid = self.valid
+        if t > 1:
+            valid = valid & ((b[T] % t == 0) | (self._only(T) & (t % b[T] == 0)))
+            g = np.where(self._only(OY, OX, T), reg_w * fills + reg_i * total + out_fj
+                         + (s.tb // t) * state_fj, INF)
+        else:
+            base_o = out_fj + (self.e_red - 1) * psum_fj + s.tb * state_fj
+            g = np.full(self.grid, INF, dtype=np.int64)
+            # K loops innermost: I's register reuse.
+            g = np.where(self._only(K), np.minimum(g, reg_i * fills + reg_w * total + base_o), g)
+            # OY, OX (T) loops innermost: W's register reuse.
+            g = np.where(self._only(OY, OX, T),
+                         np.minimum(g, reg_w * fills + reg_i * total + base_o), g)
+            # Reductions, then T loops: fewer partial sums, the state kept over T.
+            g_o = reg_w * total + reg_i * total + out_fj + (self.e_red // self.red - 1) \
+                * psum_fj + (s.tb // b[T]) * state_fj
+            g = np.where(self._only(C, FY, FX, T), np.minimum(g, g_o), g)
+        terms = {"P": np.where(valid, g, INF)}
+        for op in ops:
+            buf = hw.buffer(op)
+            if buf is not None:
+                rate = hw.gb_read_fj_per_bit + buf.write_fj_per_bit
+                tile = self.tile[op]
+                terms[op] = np.where(valid & (tile <= buf.capacity_bits), tile * fills * rate,
+                                     INF)
+        return terms
+
+    def _prefixes(self) -> list[int]:
+        """The innermost ``T`` counts to try: 1, and with state and every
+        reduction unrolled, each divisor of ``Tb`` (see the class)."""
+        s = self.shape
+        if s.state_bits and self.e_red == 1 and s.tb > 1:
+            return [t for t in range(1, s.tb + 1) if s.tb % t == 0]
+        return [1]
+
+    def solve(self) -> tuple[Nest, int] | None:
+        """The optimal nest and its energy (fJ); ``None`` when nothing fits."""
+        best: tuple[int, tuple[str, ...], dict, dict] | None = None
+        for t in self._prefixes():
+            terms = self._terms(t)
+            tails: dict[tuple[str, ...], np.ndarray] = {}
+            for order in itertools.permutations(terms):
+                v = int((terms[order[0]] + _tail(terms, tails, order[1:])).min())
+                if best is None or v < best[0]:
+                    best = (v, order, terms, tails)
+        assert best is not None
+        value, order, terms, tails = best
+        if value >= INF:
+            return None
+        points = []
+        lo = tuple(a for _, _, a in self.axes)  # the empty nest (index = top - exponent)
+        for i, key in enumerate(order):
+            h = terms[key] + _tail(terms, tails, order[i + 1:])
+            box = h[tuple(slice(0, x + 1) for x in lo)]  # the points above lo
+            lo = tuple(int(y) for y in np.unravel_index(int(np.argmin(box)), box.shape))
+            points.append((key, lo))
+        return self._nest(points), value
+
+    def _nest(self, points: list[tuple[str, tuple[int, ...]]]) -> Nest:
+        """A nest through ``points`` in order: between two points the reductions
+        first, then ``T`` (causal), then ``K``, ``OY``, ``OX``; the chunk loop last."""
+        top = (0,) * len(self.axes)
+        loops: list[Loop] = []
+        held: dict[str, int] = {}
+        cur = [1] * 7
+        for key, idx in [*points, ("end", top)]:
+            target = [1] * 7
+            for i, (d, p, a) in enumerate(self.axes):
+                if i != self.chunk_axis:
+                    target[d] *= p ** (a - idx[i])
+            for d in (C, FY, FX, T, K, OY, OX):
+                if target[d] > cur[d]:
+                    f = target[d] // cur[d]
+                    if loops and loops[-1].dim == DIMS[d] and len(loops) not in held.values():
+                        loops[-1] = Loop(DIMS[d], loops[-1].factor * f)
+                    else:
+                        loops.append(Loop(DIMS[d], f))
+            cur = target
+            if key in BUFFERED:
+                held[key] = len(loops) + (1 if self.chunk_axis is not None
+                                          and idx[self.chunk_axis] == 0 else 0)
+        if self.chunk_axis is not None:
+            loops.append(Loop("K", self.shape.chunks))
+        return Nest(tuple(loops), tuple(sorted(held.items())))
+
+
 class NoNestError(ValueError):
     """No loop nest fits: an inner buffer cannot hold even one array tile."""
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=1 << 17)
 def optimal_nest(shape: StepShape, hw: NestHardware) -> tuple[Nest, int]:
     """The least-energy nest of ``shape`` on ``hw`` and its energy in fJ.
 
     Exact over every factorization of every temporal extent into loops, every
-    loop order and every buffer boundary that respect capacity and causality
-    (see :class:`_Search`). Cached per (step shape, hardware).
+    loop order and every buffer boundary that respect capacity and causality.
+    Solved by :class:`_ChainSearch` (vectorised over the divisor lattice);
+    steps whose reductions are all unrolled and whose state could stay in its
+    register over inner timesteps go to the dynamic programme
+    :class:`_Search`. Cached per (step shape, hardware) for the whole process,
+    so every frame and every solve of the process shares one table.
     """
-    search = _Search(shape, hw)
-    b, stages = search.start()
-    value = search.best(b, stages)
-    if value is None:
+    got = _ChainSearch(shape, hw).solve()
+    if got is None:
         raise NoNestError(f"no loop nest of {shape} fits the inner buffers")
-    return search.nest(), value + search.fixed_fj
+    return got
 
 
 def all_nests(shape: StepShape, hw: NestHardware) -> Iterator[Nest]:
