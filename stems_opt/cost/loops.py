@@ -670,22 +670,29 @@ INF = 1 << 60
 """Energy of an impossible choice (three of them still fit an int64)."""
 
 
-def _suffix_min(a: np.ndarray) -> np.ndarray:
-    """``out[x] = min(a[y] for every point y above x)`` on a grid whose axes
-    run from the highest exponent down (so: every ``y <= x`` by index)."""
-    for ax in range(a.ndim):
-        a = np.minimum.accumulate(a, axis=ax)
+def _above_min(a: np.ndarray) -> np.ndarray:
+    """``out[x] = min(a[y] for every grid point y above x)``; the grid's axes
+    run from the highest exponent down, so: every ``y <= x`` index by index."""
+    a = a.copy()
+    for ax, n in enumerate(a.shape):
+        if n == 1:
+            continue
+        v = a.reshape(math.prod(a.shape[:ax]), n, -1)
+        for j in range(1, n):
+            np.minimum(v[:, j], v[:, j - 1], out=v[:, j])
     return a
 
 
-def _tail(terms: dict[str, np.ndarray], memo: dict[tuple[str, ...], np.ndarray],
-          keys: tuple[str, ...]) -> np.ndarray | int:
-    """Least energy of points ``keys`` in this order on a chain above each point."""
-    if not keys:
-        return 0
-    if keys not in memo:
-        memo[keys] = _suffix_min(terms[keys[0]] + _tail(terms, memo, keys[1:]))
-    return memo[keys]
+def _below_min(a: np.ndarray) -> np.ndarray:
+    """``out[x] = min(a[y] for every grid point y below x)``: ``y >= x`` by index."""
+    a = a.copy()
+    for ax, n in enumerate(a.shape):
+        if n == 1:
+            continue
+        v = a.reshape(math.prod(a.shape[:ax]), n, -1)
+        for j in range(n - 2, -1, -1):
+            np.minimum(v[:, j], v[:, j + 1], out=v[:, j])
+    return a
 
 
 class _ChainSearch:
@@ -793,19 +800,26 @@ class _ChainSearch:
         self.b = b
         self.ops = ("W", "I") if s.weight_bits else ("I",)
 
-    def _only(self, *dims: int) -> np.ndarray:
-        """The points made of loops of ``dims`` alone."""
-        m = np.ones(self.grid, dtype=bool)
-        for d in range(7):
-            if d not in dims:
-                m = m & (self.b[d] == 1)
-        return m
+    def _family(self, dims: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[int, ...]]:
+        """The grid points made of loops of ``dims`` alone: the selector of that
+        sub-grid (other axes held at exponent 0, kept as length 1) and the
+        other axes."""
+        sel, other = [], []
+        for i, (d, _, a) in enumerate(self.axes):
+            if d in dims:
+                sel.append(slice(None))
+            else:
+                sel.append(slice(a, a + 1))
+                other.append(i)
+        return tuple(sel), tuple(other)
 
-    def _terms(self, t: int) -> dict[str, np.ndarray]:
-        """Energy of each chain point: ``P`` (register terms), ``W`` and ``I``
-        (buffer fills). ``t > 1``: only chains through the point of ``t``
-        innermost ``T`` loops (every point below or above it), keeping ``V``
-        over them (no reduction is temporal)."""
+    def _terms(self, t: int) -> tuple[list[tuple[tuple[slice, ...], tuple[int, ...],
+                                                  np.ndarray]], dict[str, np.ndarray]]:
+        """The register terms per family of innermost loops, each on its
+        sub-grid (``(selector, other axes, energy)``), and each buffer's fill
+        energy at every grid point. ``t > 1``: only chains through the point of
+        ``t`` innermost ``T`` loops (every point below or above it), keeping
+        ``V`` over them (no reduction is temporal)."""
         s, hw, geo = self.shape, self.hw, self.geo
         ops, fills, b = self.ops, self.fills, self.b
         reg_rate = {op: (buf.read_fj_per_bit if (buf := hw.buffer(op)) else
@@ -820,30 +834,36 @@ class _ChainSearch:
             hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit)
         valid = self.valid
         if t > 1:
-            valid = valid & ((b[T] % t == 0) | (self._only(T) & (t % b[T] == 0)))
-            g = np.where(self._only(OY, OX, T), reg_w * fills + reg_i * total + out_fj
-                         + (s.tb // t) * state_fj, INF)
-        else:
-            base_o = out_fj + (self.e_red - 1) * psum_fj + s.tb * state_fj
-            g = np.full(self.grid, INF, dtype=np.int64)
-            # K loops innermost: I's register reuse.
-            g = np.where(self._only(K), np.minimum(g, reg_i * fills + reg_w * total + base_o), g)
-            # OY, OX (T) loops innermost: W's register reuse.
-            g = np.where(self._only(OY, OX, T),
-                         np.minimum(g, reg_w * fills + reg_i * total + base_o), g)
-            # Reductions, then T loops: fewer partial sums, the state kept over T.
-            g_o = reg_w * total + reg_i * total + out_fj + (self.e_red // self.red - 1) \
-                * psum_fj + (s.tb // b[T]) * state_fj
-            g = np.where(self._only(C, FY, FX, T), np.minimum(g, g_o), g)
-        terms = {"P": np.where(valid, g, INF)}
+            b_t = np.broadcast_to(b[T], self.grid)
+            only_t = np.ones(self.grid, dtype=bool)
+            for d in range(6):
+                only_t = only_t & (b[d] == 1)
+            valid = valid & ((b_t % t == 0) | (only_t & (t % b_t == 0)))
+        base_o = out_fj + (self.e_red - 1) * psum_fj + s.tb * state_fj
+        families = []
+        for dims in ((OY, OX, T),) if t > 1 else ((K,), (OY, OX, T), (C, FY, FX, T)):
+            sel, other = self._family(dims)
+            f = fills[sel]
+            if t > 1:  # T loops first, then OY, OX: W's register reuse, V kept
+                g = reg_w * f + reg_i * total + out_fj + (s.tb // t) * state_fj
+            elif dims == (K,):  # I's register reuse
+                g = reg_i * f + reg_w * total + base_o
+            elif dims[0] == OY:  # W's register reuse
+                g = reg_w * f + reg_i * total + base_o
+            else:  # reductions, then T loops: fewer partial sums, V kept over T
+                red = np.broadcast_to(self.red, self.grid)[sel]
+                b_t = np.broadcast_to(b[T], self.grid)[sel]
+                g = (reg_w + reg_i) * total + out_fj + (self.e_red // red - 1) * psum_fj \
+                    + (s.tb // b_t) * state_fj
+            families.append((sel, other, np.where(valid[sel], g, INF)))
+        bufs = {}
         for op in ops:
             buf = hw.buffer(op)
             if buf is not None:
                 rate = hw.gb_read_fj_per_bit + buf.write_fj_per_bit
                 tile = self.tile[op]
-                terms[op] = np.where(valid & (tile <= buf.capacity_bits), tile * fills * rate,
-                                     INF)
-        return terms
+                bufs[op] = np.where(valid & (tile <= buf.capacity_bits), tile * fills * rate, INF)
+        return families, bufs
 
     def _prefixes(self) -> list[int]:
         """The innermost ``T`` counts to try: 1, and with state and every
@@ -854,27 +874,68 @@ class _ChainSearch:
         return [1]
 
     def solve(self) -> tuple[Nest, int] | None:
-        """The optimal nest and its energy (fJ); ``None`` when nothing fits."""
-        best: tuple[int, tuple[str, ...], dict, dict] | None = None
+        """The optimal nest and its energy (fJ); ``None`` when nothing fits.
+
+        For each family of the register point ``P`` and each order of the
+        buffer points, those above ``P`` by suffix minima over the grid and
+        those below it inside ``P``'s sub-grid (a point below ``P`` is made of
+        the same loops)."""
+        best = None
         for t in self._prefixes():
-            terms = self._terms(t)
-            tails: dict[tuple[str, ...], np.ndarray] = {}
-            for order in itertools.permutations(terms):
-                v = int((terms[order[0]] + _tail(terms, tails, order[1:])).min())
-                if best is None or v < best[0]:
-                    best = (v, order, terms, tails)
+            families, bufs = self._terms(t)
+            up = {k: _above_min(v) for k, v in bufs.items()}
+            pairs = {o: bufs[o[0]] + up[o[1]] for o in itertools.permutations(bufs, 2)}
+            for fam in families:
+                sel, other, g = fam
+                ups: dict[tuple[str, ...], np.ndarray | int] = {(): 0}
+                downs: dict[tuple[str, ...], np.ndarray | int] = {(): 0}
+                for order in itertools.permutations(bufs):
+                    for k in range(len(order) + 1):
+                        above, below = order[k:], order[:k]
+                        if above not in ups:
+                            ups[above] = up[above[0]][sel] if len(above) == 1 else \
+                                _above_min(np.min(pairs[above], axis=other, keepdims=True)
+                                           if other else pairs[above])
+                        if below not in downs:
+                            downs[below] = _below_min(bufs[below[-1]][sel] + downs[below[:-1]])
+                        h = g + ups[above] + downs[below]
+                        v = int(h.min())
+                        if best is None or v < best[0]:
+                            best = (v, h, fam, order, k, bufs, up)
         assert best is not None
-        value, order, terms, tails = best
+        value, h, (sel, _, _), order, k, bufs, up = best
         if value >= INF:
             return None
-        points = []
-        lo = tuple(a for _, _, a in self.axes)  # the empty nest (index = top - exponent)
-        for i, key in enumerate(order):
-            h = terms[key] + _tail(terms, tails, order[i + 1:])
-            box = h[tuple(slice(0, x + 1) for x in lo)]  # the points above lo
-            lo = tuple(int(y) for y in np.unravel_index(int(np.argmin(box)), box.shape))
-            points.append((key, lo))
+        full = tuple(a for _, _, a in self.axes)  # exponent 0 on every axis
+        at = tuple(int(i) for i in np.unravel_index(int(np.argmin(h)), h.shape))
+        p = tuple(x if s.stop is None else a for x, s, a in zip(at, sel, full, strict=True))
+        points: list[tuple[str, tuple[int, ...]]] = [("P", p)]
+        cur = at
+        for i in range(k - 1, -1, -1):  # below P, inside its sub-grid, downwards
+            hb = bufs[order[i]][sel] + self._down(order[:i], bufs, sel)
+            box = hb[tuple(slice(x, None) for x in cur)]
+            off = np.unravel_index(int(np.argmin(box)), box.shape)
+            cur = tuple(int(x + y) for x, y in zip(cur, off, strict=True))
+            points.insert(0, (order[i], tuple(x if s.stop is None else a for x, s, a
+                                               in zip(cur, sel, full, strict=True))))
+        cur = p
+        for i in range(k, len(order)):  # above P, upwards
+            rest = order[i + 1:]
+            ha = bufs[order[i]] + (up[rest[0]] if rest else 0)
+            box = ha[tuple(slice(0, x + 1) for x in cur)]
+            cur = tuple(int(y) for y in np.unravel_index(int(np.argmin(box)), box.shape))
+            points.append((order[i], cur))
         return self._nest(points), value
+
+    @staticmethod
+    def _down(keys: tuple[str, ...], bufs: dict[str, np.ndarray],
+              sel: tuple[slice, ...]) -> np.ndarray | int:
+        """Least energy of buffer points ``keys``, in order, below each point of
+        a sub-grid and inside it."""
+        acc: np.ndarray | int = 0
+        for key in keys:
+            acc = _below_min(bufs[key][sel] + acc)
+        return acc
 
     def _nest(self, points: list[tuple[str, tuple[int, ...]]]) -> Nest:
         """A nest through ``points`` in order: between two points the reductions
