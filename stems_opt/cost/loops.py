@@ -29,9 +29,9 @@ its whole reduction); partial sums go up to the GB and back (``psum_bits``)
 when a reduction loop sits above the output register; spikes have
 ``input_bits`` / ``output_bits`` (1 bit).
 
-:func:`optimal_nest` finds the least-energy nest exactly by dynamic
-programming over the nest built from the innermost loop outwards (see its
-docstring for why that is exact); :func:`nest_cost` scores any given nest
+:func:`optimal_nest` finds the least-energy nest exactly as the best
+points on a chain of the divisor lattice (see :class:`_ChainSearch` for why
+that is exact); :func:`nest_cost` scores any given nest
 directly from the rule above and is the referee the tests compare against.
 This module imports no solver.
 """
@@ -341,315 +341,6 @@ def _finish(acc: dict[tuple[str, str], list[int]], geo: _Geometry,
 # The exact optimum
 # ---------------------------------------------------------------------------
 
-OPEN, RUN, DONE = 0, 1, 2  # a buffered operand's boundary: not yet placed, run above it, past
-
-
-class _Search:
-    """Dynamic programme over nests built from the innermost loop outwards.
-
-    State: the iterations placed so far per dimension ``b`` and, per buffered
-    operand, whether its buffer boundary is still open, was placed with its
-    stationary run still going, or lies behind. Every term of
-    :func:`nest_cost` is fixed at the moment a loop relevant to its operand is
-    first placed after the point it refers to, and depends on ``b`` at that
-    moment alone:
-
-    * register reads: ``tile(1) * N / prod(b)`` when the first relevant loop
-      arrives (everything below is irrelevant, so ``prod(b)`` is the run);
-    * buffer fills: ``tile(b_p) * N / prod(b_p) / run`` equals
-      ``tile(b) * N / prod(b)`` at the end of the run, since the run adds only
-      irrelevant loops (the tile does not change and ``prod`` grows by the run);
-    * partial sums and the state likewise at their first relevant loop.
-
-    So the cost to go depends on ``(b, stages)`` only, and the minimum over
-    transitions (place a loop of any dimension with a prime factor of what is
-    left; close a buffer whose tile fits) is the minimum over every
-    factorization, order and boundary, with no pruning beyond capacity and
-    causality, which only remove invalid nests. Prime factors lose nothing:
-    consecutive loops of one dimension with no boundary between them cost
-    exactly what their product loop costs (no run or tile changes between
-    them), and :meth:`nest` merges them back.
-    """
-
-    def __init__(self, shape: StepShape, hw: NestHardware):
-        self.geo = geo = _Geometry(shape, hw)
-        self.shape, self.hw = shape, hw
-        ext = list(geo.extent)
-        ext[K] = geo.e_k_in  # the chunk loop is placed last, by hand
-        self.inner_extent = tuple(ext)
-        self.ops = ("W", "I") if shape.weight_bits else ("I",)
-        self.bufs = {op: hw.buffer(op) for op in self.ops}
-        rate = {op: (b.read_fj_per_bit if b else hw.gb_read_fj_per_bit)
-                for op, b in self.bufs.items()}
-        self.reg_rate = rate
-        self.rel_dims = {op: tuple(sorted(RELEVANT[op])) for op in self.ops}
-        self.reg_tile = {op: geo.tile_bits(op, (1,) * 7) for op in self.ops}
-        self.caps = {op: b.capacity_bits for op, b in self.bufs.items() if b is not None}
-        self.fill_rate = {op: hw.gb_read_fj_per_bit + b.write_fj_per_bit
-                          for op, b in self.bufs.items() if b is not None}
-        self.memo: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[int, object]] = {}
-        s = shape
-        self.out_fj = geo.distinct_out * s.tb * (s.output_bits * hw.gb_write_fj_per_bit)
-        self.psum_fj = geo.distinct_out * s.tb * s.psum_bits * (
-            hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit)
-        self.state_fj = geo.distinct_out * s.state_bits * (
-            hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit)
-
-    # --- terms ---------------------------------------------------------------
-    def _step(self, b: tuple[int, ...], d: int, nb: tuple[int, ...],
-              stages: tuple[int, ...]) -> tuple[int, tuple[int, ...]] | None:
-        """Energy fixed by placing a loop of ``d`` over ``b`` (giving ``nb``), new stages."""
-        geo = self.geo
-        if (d in REDUCTION and b[T] > 1) or (d == T and any(
-                b[x] < self.inner_extent[x] for x in REDUCTION)):
-            return None  # causality: every reduction loop sits inside every T loop
-        cost = 0
-        new = list(stages)
-        for i, op in enumerate(self.ops):
-            rel = RELEVANT[op]
-            if d not in rel:
-                continue
-            if all(b[x] == 1 for x in rel):
-                cost += geo.tile_bits(op, (1,) * 7) * geo.fills(b) * self.reg_rate[op]
-            buf = self.bufs[op]
-            if buf is None:
-                continue
-            if stages[i] == RUN:
-                cost += geo.tile_bits(op, b) * geo.fills(b) * self.fill_rate[op]
-                new[i] = DONE
-            elif stages[i] == OPEN and geo.tile_bits(op, nb) > buf.capacity_bits:
-                return None
-        if d in RELEVANT["O"] and all(b[x] == 1 for x in RELEVANT["O"]):
-            cost += self.out_fj + (geo.psum_rounds(b) - 1) * self.psum_fj
-        if self.shape.state_bits and d in RELEVANT["V"] and all(
-                b[x] == 1 for x in RELEVANT["V"]):
-            cost += (self.shape.tb // b[T]) * self.state_fj
-        return cost, tuple(new)
-
-    def _moves(self, b: tuple[int, ...], stages: tuple[int, ...]
-               ) -> Iterator[tuple[int, tuple[int, ...], int, tuple[int, ...]]]:
-        """Every valid next loop from ``(b, stages)``: ``(dim, new b, energy fixed,
-        new stages)``; the same terms as :meth:`_step`, computed once per state."""
-        geo, full = self.geo, self.inner_extent
-        fills = geo.total // math.prod(b)
-        red_left = b[C] < full[C] or b[FY] < full[FY] or b[FX] < full[FX]
-        # Energy each operand's pending terms fix when a relevant loop arrives.
-        due = []
-        for i, op in enumerate(self.ops):
-            rel = self.rel_dims[op]
-            c = 0
-            if math.prod(b[x] for x in rel) == 1:
-                c += self.reg_tile[op] * fills * self.reg_rate[op]
-            if stages[i] == RUN:
-                c += geo.tile_bits(op, b) * fills * self.fill_rate[op]
-            due.append((i, op, RELEVANT[op], c, stages[i]))
-        o_due = self.out_fj + (geo.psum_rounds(b) - 1) * self.psum_fj \
-            if b[K] * b[OY] * b[OX] * b[T] == 1 else None
-        v_due = (self.shape.tb // b[T]) * self.state_fj \
-            if self.shape.state_bits and b[K] * b[OY] * b[OX] == 1 else None
-        for d in range(7):
-            if (d in REDUCTION and b[T] > 1) or (d == T and red_left):
-                continue  # causality: every reduction loop sits inside every T loop
-            for p in _primes(full[d] // b[d]):
-                nb = (*b[:d], b[d] * p, *b[d + 1:])
-                cost = 0
-                new = stages
-                ok = True
-                for i, op, rel, c, st in due:
-                    if d not in rel:
-                        continue
-                    cost += c
-                    if st == RUN:
-                        new = (*new[:i], DONE, *new[i + 1:])
-                    elif st == OPEN and geo.tile_bits(op, nb) > self.caps[op]:
-                        ok = False
-                        break
-                if not ok:
-                    continue
-                if o_due is not None and d in RELEVANT["O"]:
-                    cost += o_due
-                if v_due is not None and d in RELEVANT["V"]:
-                    cost += v_due
-                yield d, nb, cost, new
-
-    def _end(self, b: tuple[int, ...], stages: tuple[int, ...]) -> int | None:
-        """Energy of the terms still pending when the nest is complete."""
-        chunks = self.shape.chunks
-        cost = 0
-        if chunks > 1:  # the chunk loop: outermost, over K
-            nb = (b[K] * chunks, *b[1:])
-            got = self._step(b, K, nb, stages)
-            if got is None:
-                return None
-            cost, stages = got
-            b = nb
-        geo = self.geo
-        for i, op in enumerate(self.ops):
-            if all(b[x] == 1 for x in RELEVANT[op]):
-                cost += geo.tile_bits(op, (1,) * 7) * geo.fills(b) * self.reg_rate[op]
-            buf = self.bufs[op]
-            if buf is not None and stages[i] != DONE:
-                if stages[i] == OPEN and geo.tile_bits(op, b) > buf.capacity_bits:
-                    return None
-                cost += geo.tile_bits(op, b) * self.fill_rate[op]
-        if all(b[x] == 1 for x in RELEVANT["O"]):
-            cost += self.out_fj + (geo.psum_rounds(b) - 1) * self.psum_fj
-        if self.shape.state_bits and all(b[x] == 1 for x in RELEVANT["V"]):
-            cost += (self.shape.tb // b[T]) * self.state_fj
-        return cost
-
-    def best(self, b: tuple[int, ...], stages: tuple[int, ...]) -> int | None:
-        """Least energy (fJ) still to come from state ``(b, stages)``; ``None``: no nest."""
-        key = (b, stages)
-        hit = self.memo.get(key)
-        if hit is not None:
-            return hit[0]
-        tail = self._tail(b, stages)
-        if tail is not None:
-            self.memo[key] = tail
-            return tail[0]
-        best: int | None = None
-        choice: object = None
-        if b == self.inner_extent:
-            best, choice = self._end(b, stages), "end"
-        for i, st in enumerate(stages):
-            buf = self.bufs[self.ops[i]]
-            if st == OPEN and buf is not None and \
-                    self.geo.tile_bits(self.ops[i], b) <= buf.capacity_bits:
-                closed = (*stages[:i], RUN, *stages[i + 1:])
-                v = self.best(b, closed)
-                if v is not None and (best is None or v < best):
-                    best, choice = v, ("close", i)
-        for d, nb, cost, new in self._moves(b, stages):
-            rest = self.best(nb, new)
-            if rest is None:
-                continue
-            v = cost + rest
-            if best is None or v < best:
-                best, choice = v, ("loop", d, nb[d] // b[d], nb, new)
-        self.memo[key] = (best, choice)  # type: ignore[assignment]
-        return best
-
-    def _monotone(self, op: str) -> bool:
-        """Whether ``tile(b * f) <= f * tile(b)`` for every loop: always for
-        weights; for inputs when the kernel extent of one iteration covers the
-        stride (``(a*o - 1) s + k <= a ((o - 1) s + k)`` iff ``k >= s``), which
-        a strided 1 x 1 conv breaks (a tile of two rows spans the skipped row).
-        """
-        if op == "W":
-            return True
-        s, u = self.shape, self.hw.unrolling
-        return min(s.fy, u[FY]) >= s.stride_y and min(s.fx, u[FX]) >= s.stride_x
-
-    def _fill(self, op: str, b: tuple[int, ...]) -> int:
-        return self.geo.tile_bits(op, b) * self.geo.fills(b) * self.fill_rate[op]
-
-    def _tail(self, b: tuple[int, ...], stages: tuple[int, ...]
-              ) -> tuple[int, tuple[int, ...]] | None:
-        """The cost to go in closed form once only buffer runs are pending.
-
-        When every register, output and state term has fired and each buffer is
-        past its boundary, what is left is the end of the open stationary runs.
-        A fill ``tile(b) * N / prod(b)`` only shrinks as irrelevant loops join
-        the run, so a run is best extended by every remaining loop irrelevant to
-        its operand that may come next (``T`` only once no reduction is left:
-        causality); the first relevant loop ends it. With both runs open the
-        first loop placed ends one of them: either ``W``'s irrelevant loops go
-        first (ending ``I``'s run at once) or ``I``'s (the ``K`` loops, ending
-        ``W``'s). Returns ``(cost, loops in order)`` or ``None`` (search on).
-        """
-        full = self.inner_extent
-        if OPEN in stages or b[K] * b[OY] * b[OX] * b[T] == 1:
-            return None
-        if self.shape.state_bits and b[K] * b[OY] * b[OX] == 1:
-            return None
-        if any(math.prod(b[x] for x in self.rel_dims[op]) == 1 for op in self.ops):
-            return None
-        run = {op: st for op, st in zip(self.ops, stages, strict=True)
-               if self.bufs[op] is not None and st != DONE}
-        if any(st == OPEN for st in run.values()):
-            return None
-        chunks = self.shape.chunks
-        reductions_left = any(b[x] < full[x] for x in REDUCTION)
-        w_ext = (OY, OX) if reductions_left else (OY, OX, T)
-
-        def grown(dims: tuple[int, ...]) -> tuple[int, ...]:
-            return tuple(full[d] if d in dims else b[d] for d in range(7))
-
-        def order(first: tuple[int, ...]) -> tuple[int, ...]:
-            return (*first, *(d for d in (K, C, FY, FX, OY, OX, T) if d not in first))
-
-        others_left = any(b[d] < full[d] for d in range(7) if d != K)
-        if not run:
-            return 0, order((C, FY, FX))
-        if set(run) == {"W"}:
-            return self._fill("W", grown(w_ext)), order(w_ext)
-        i_end = grown((K,))
-        if chunks > 1 and not others_left:
-            i_end = (i_end[K] * chunks, *i_end[1:])
-        if set(run) == {"I"}:
-            return self._fill("I", i_end), order((K,))
-        if chunks > 1:
-            return None
-        options = [(self._fill("W", b) + self._fill("I", i_end), order((K,)))]
-        if any(b[d] < full[d] for d in w_ext):
-            options.append((self._fill("I", b) + self._fill("W", grown(w_ext)), order(w_ext)))
-        return min(options)
-
-    def start(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """The empty nest: nothing placed, every buffer open (or none).
-
-        A buffer that holds the operand's whole step tile keeps it to the top:
-        its fill, the whole tile once, is the least any boundary gives (fills
-        only shrink as the boundary rises, when tiles are sub-multiplicative:
-        see :meth:`_monotone`), so it is charged up front (:attr:`fixed_fj`)
-        and its boundary needs no search.
-        """
-        stages = []
-        self.fixed_fj = 0
-        for op in self.ops:
-            buf = self.bufs[op]
-            whole = self.geo.tile_bits(op, self.geo.extent)
-            if buf is not None and whole <= buf.capacity_bits and self._monotone(op):
-                self.fixed_fj += whole * self.fill_rate[op]
-                stages.append(DONE)
-            else:
-                stages.append(OPEN if buf is not None else DONE)
-        return (1,) * 7, tuple(stages)
-
-    def nest(self) -> Nest:
-        """Walk the recorded choices from the start: the optimal nest."""
-        b, stages = self.start()
-        loops: list[Loop] = []
-        held: dict[str, int] = {}
-        while True:
-            choice = self.memo[(b, stages)][1]
-            if choice == "end":
-                break
-            if isinstance(choice[0], int):  # a closed-form tail: remaining loops by dim
-                for d in choice:  # type: ignore[union-attr]
-                    if self.inner_extent[d] > b[d]:
-                        loops.append(Loop(DIMS[d], self.inner_extent[d] // b[d]))
-                break
-            if choice[0] == "close":  # type: ignore[index]
-                held[self.ops[choice[1]]] = len(loops)  # type: ignore[index]
-                i = choice[1]  # type: ignore[index]
-                stages = (*stages[:i], RUN, *stages[i + 1:])
-                continue
-            _, d, f, b, stages = choice  # type: ignore[misc]
-            if loops and loops[-1].dim == DIMS[d] and all(v != len(loops)
-                                                          for v in held.values()):
-                loops[-1] = Loop(DIMS[d], loops[-1].factor * f)
-            else:
-                loops.append(Loop(DIMS[d], f))
-        if self.shape.chunks > 1:
-            loops.append(Loop("K", self.shape.chunks))
-        for op in self.ops:
-            if self.bufs[op] is not None and op not in held:
-                held[op] = len(loops)
-        return Nest(tuple(loops), tuple(sorted(held.items())))
-
-
 @lru_cache(maxsize=4096)
 def _primes(n: int) -> tuple[int, ...]:
     """The distinct prime factors of ``n``."""
@@ -699,40 +390,47 @@ class _ChainSearch:
     """The exact optimum as points on a chain of the divisor lattice.
 
     A nest is a chain ``1 = b_0 < b_1 < ... < b_n`` of iteration counts per
-    dimension (``b_i`` the product of the innermost ``i`` loops), each step a
-    loop. Every term of :func:`nest_cost` is the minimum, over the chain's
-    points in some set, of a function of the point alone:
+    dimension (``b_i`` the product of the innermost ``i`` loops; a step of
+    the chain is a loop). Every term of :func:`nest_cost` is the minimum,
+    over the chain's points in some set, of a function of the point alone:
 
-    * a buffer fill ``tile(B) N / prod(B)`` over the points ``B`` whose tile
-      fits: the rule charges ``tile(b_p) N / prod(b_p run)``, and since the
-      run adds only loops irrelevant to the operand, ``tile(b_p)`` equals the
-      tile at the run's end ``B``; a point below ``B`` costs at least as much
-      (its tile is the same or it ends the run earlier), so the boundary at the
-      best point on the chain is the rule's best boundary;
-    * the register terms of ``W``, ``I``, ``O``, ``V`` over the chain's
-      points whose loops are all irrelevant to them (the innermost run): they
-      only shrink as the run grows.
+    * a buffer fill: ``tile(B) N / prod(B)`` over the points ``B`` whose tile
+      fits. The rule charges ``tile(b_p) N / prod(b_p run)``; the run adds only
+      loops irrelevant to the operand, so ``tile(b_p)`` is the tile at the
+      run's end ``B`` (and fits); any other fitting point ``B'`` is the end of
+      the run of a boundary placed at ``B'`` or below it, whose fill is at most
+      ``tile(B') N / prod(B')``. So the best boundary's fill is the least
+      value on the chain.
+    * a register term of ``W``, ``I``, ``O``, ``V``: its value at the chain's
+      points made of loops irrelevant to it (the innermost run), least at the
+      run's end (register fills ``tile(1) N / prod``, partial sums
+      ``(R / r - 1)`` for ``r`` reduction iterations, the state once per
+      ``Tb / t``).
 
-    The innermost loop belongs to exactly one of ``OY OX T`` (irrelevant to
-    ``W``), ``K`` (to ``I``), ``C FY FX`` (to ``O``), so the register terms are
-    fixed by one point ``P`` of one *family*: ``P`` made of ``OY OX T`` loops
-    (``W``'s register reuse), of ``K`` loops (``I``'s), or of reductions then
-    ``T`` loops (``O``'s partial sums and ``V``'s kept timesteps); :attr:`g`
-    is the best of the three at every point, the other terms at their
-    no-reuse value. A choice of ``P``, the ``W`` boundary and the ``I``
-    boundary on a common chain is realised by a nest that goes through them
-    in order (reductions first between two points, ``T`` last: causal) and
-    costs at most their sum; the optimal nest's own points give its cost. So
-    the optimum is the least sum over the orders of the (up to) three points
-    and the points in that order, each order a nested suffix minimum on the
-    grid of prime exponents (one axis per prime of every temporal extent, and
-    one for the weight-chunk loop, allowed only above the complete inner
-    nest). Nothing is pruned but invalid points (capacity, causality).
+    The innermost loop is irrelevant to exactly one of ``W`` (``OY OX T``),
+    ``I`` (``K``), ``O`` (``C FY FX``), so the register terms are fixed by one
+    point ``P`` of one *family*: made of ``K`` loops (``I``'s reuse), of
+    ``OY OX T`` loops (``W``'s), or of reductions then ``T`` loops (fewer
+    partial sums and ``V`` kept over the ``T`` loops); the other registers
+    take their no-reuse value. With every reduction unrolled and state to
+    keep, ``T`` loops first then ``OY OX`` give ``W``'s and ``V``'s reuse
+    together: that family is solved once per innermost ``T`` count ``t``
+    (:meth:`_prefixes`), over the chains through the point of ``t`` ``T``
+    loops (every point comparable with it).
 
-    One case lies outside the families: with every reduction unrolled, ``T``
-    loops may come first and keep ``V`` in its register while ``OY``/``OX``
-    loops above them still give ``W``'s register reuse (two register points).
-    :meth:`applies` sends such steps with state to :class:`_Search`.
+    Any ``P`` and buffer points on a common chain (pairwise comparable,
+    causal) are realised by a nest through them in order (between two points:
+    reductions, then ``T`` - causal -, then ``K OY OX``; the chunk loop last)
+    whose cost is at most their sum, and the optimal nest's own points give
+    its cost. So the optimum is the least such sum over the families, the
+    orders of the buffer points and their positions relative to ``P``: a
+    buffer point below ``P`` lies in ``P``'s family sub-grid (it is made of
+    the same loops), one above ``P`` anywhere above it. Both are minima over
+    boxes of the grid of prime exponents (one axis per prime factor of every
+    temporal extent, one for the weight-chunk loop, placed only above the
+    complete inner nest), computed for every point at once as running minima
+    along each axis. Nothing is pruned but invalid points (capacity,
+    causality); tests compare it with brute force over every nest.
     """
 
     def __init__(self, shape: StepShape, hw: NestHardware):
@@ -974,12 +672,10 @@ def optimal_nest(shape: StepShape, hw: NestHardware) -> tuple[Nest, int]:
     """The least-energy nest of ``shape`` on ``hw`` and its energy in fJ.
 
     Exact over every factorization of every temporal extent into loops, every
-    loop order and every buffer boundary that respect capacity and causality.
-    Solved by :class:`_ChainSearch` (vectorised over the divisor lattice);
-    steps whose reductions are all unrolled and whose state could stay in its
-    register over inner timesteps go to the dynamic programme
-    :class:`_Search`. Cached per (step shape, hardware) for the whole process,
-    so every frame and every solve of the process shares one table.
+    loop order and every buffer boundary that respect capacity and causality
+    (:class:`_ChainSearch`, vectorised over the divisor lattice). Cached per
+    (step shape, hardware) for the whole process, so every frame and every
+    solve in the process shares one table.
     """
     got = _ChainSearch(shape, hw).solve()
     if got is None:
