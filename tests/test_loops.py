@@ -259,3 +259,26 @@ def test_loop_nests_flag_must_be_a_bool() -> None:
     with pytest.raises(StemsInputError) as err:
         hardware_from_dict(doc, "hw.yaml")
     assert "loop_nests" in str(err.value) and "hw.yaml" in str(err.value)
+
+
+@pytest.mark.parametrize("hw", [
+    NestHardware((2, 2, 1, 1, 1, 1), 1, 2, None, Buffer("weight_buffer", 10**6, 3, 5, None),
+                 Buffer("input_buffer", 10**6, 7, 11, None)),
+    NestHardware((2, 2, 1, 1, 1, 1), 1, 2, None, Buffer("weight_buffer", 16, 3, 5, None),
+                 Buffer("input_buffer", 8, 7, 11, None)),
+    NestHardware((2, 2, 1, 1, 1, 1), 1, 2, None, None, None),
+], ids=["roomy", "tight", "none"])
+def test_state_kept_over_innermost_timesteps_equals_brute_force(hw: NestHardware) -> None:
+    """Every reduction unrolled (C 2 on an array with C 2, 1 x 1 kernel), state
+    and four timesteps: ``T`` loops innermost keep ``V`` in its register while
+    ``OY``/``OX`` loops above them still reuse the weight register. Trying only
+    chains without innermost ``T`` loops (``_prefixes`` returning ``[1]``) makes
+    every case fail."""
+    for shape in (StepShape(k=4, c=2, oy=2, ox=2, fy=1, fx=1, tb=4, iy=2, ix=2, state_bits=8),
+                  StepShape(k=4, c=2, oy=3, ox=1, fy=1, fx=1, tb=4, iy=5, ix=1, stride_y=2,
+                            state_bits=12, input_bits=4)):
+        best = min(nest_cost(n, shape, hw).total_fj for n in all_nests(shape, hw))
+        found, value = optimal_nest(shape, hw)
+        assert value == best
+        assert check_nest(found, shape, hw) == []
+        assert nest_cost(found, shape, hw).total_fj == value
