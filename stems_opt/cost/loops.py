@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -362,11 +362,12 @@ INF = 1 << 60
 
 
 def _above_min(a: np.ndarray) -> np.ndarray:
-    """``out[x] = min(a[y] for every grid point y above x)``; the grid's axes
-    run from the highest exponent down, so: every ``y <= x`` index by index."""
+    """``out[x] = min(a[y] for every grid point y above x)``, per shape (axis 0);
+    the grid's axes run from the highest exponent down: every ``y <= x`` index
+    by index."""
     a = a.copy()
     for ax, n in enumerate(a.shape):
-        if n == 1:
+        if n == 1 or ax == 0:
             continue
         v = a.reshape(math.prod(a.shape[:ax]), n, -1)
         for j in range(1, n):
@@ -375,10 +376,11 @@ def _above_min(a: np.ndarray) -> np.ndarray:
 
 
 def _below_min(a: np.ndarray) -> np.ndarray:
-    """``out[x] = min(a[y] for every grid point y below x)``: ``y >= x`` by index."""
+    """``out[x] = min(a[y] for every grid point y below x)``, per shape (axis 0):
+    ``y >= x`` index by index."""
     a = a.copy()
     for ax, n in enumerate(a.shape):
-        if n == 1:
+        if n == 1 or ax == 0:
             continue
         v = a.reshape(math.prod(a.shape[:ax]), n, -1)
         for j in range(n - 2, -1, -1):
@@ -433,9 +435,10 @@ class _ChainSearch:
     causality); tests compare it with brute force over every nest.
     """
 
-    def __init__(self, shape: StepShape, hw: NestHardware):
-        self.shape, self.hw = shape, hw
-        self.geo = geo = _Geometry(shape, hw)
+    def __init__(self, shapes: list[StepShape], hw: NestHardware):
+        self.shapes, self.hw = shapes, hw
+        self.geos = [_Geometry(s, hw) for s in shapes]
+        geo = self.geos[0]
         inner = list(geo.extent)
         inner[K] = geo.e_k_in
         self.inner = tuple(inner)
@@ -448,67 +451,78 @@ class _ChainSearch:
                     n //= p
                     a += 1
                 axes.append((d, p, a))
+        self.chunks = shapes[0].chunks
         self.chunk_axis = None
-        if shape.chunks > 1:
+        if self.chunks > 1:
             self.chunk_axis = len(axes)
-            axes.append((K, shape.chunks, 1))
+            axes.append((K, self.chunks, 1))
         self.axes = axes
-        self.grid = tuple(a + 1 for _, _, a in axes)
+        self.grid = (1, *(a + 1 for _, _, a in axes))  # axis 0: the shapes
         self._base(self._coordinates())
+
+    @staticmethod
+    def key(shape: StepShape, hw: NestHardware) -> tuple[int, ...]:
+        """Shapes with one key share the grid and the families: one batch."""
+        u = hw.unrolling
+        return (math.ceil(shape.k // shape.chunks / u[K]), *(
+            math.ceil(x / u[d]) for d, x in enumerate(
+                (shape.c, shape.oy, shape.ox, shape.fy, shape.fx), start=1)),
+            shape.tb, shape.chunks, shape.weight_bits > 0, shape.state_bits > 0)
+
+    def _col(self, values: list[int]) -> np.ndarray:
+        """One value per shape, along axis 0."""
+        return np.array(values, dtype=np.int64).reshape((len(values),) + (1,) * len(self.axes))
 
     def _coordinates(self) -> list[np.ndarray]:
         """Iterations per dimension at every grid point (broadcastable arrays)."""
-        nd = len(self.axes)
+        nd = len(self.axes) + 1
         b = [np.ones((1,) * nd, dtype=np.int64) for _ in range(7)]
         for i, (d, p, a) in enumerate(self.axes):
             shp = [1] * nd
-            shp[i] = a + 1
+            shp[i + 1] = a + 1
             b[d] = b[d] * (p ** np.arange(a, -1, -1, dtype=np.int64)).reshape(shp)
         return b
 
     def _base(self, b: list[np.ndarray]) -> None:
         """The per-point arrays every term is made of."""
-        s, hw, geo = self.shape, self.hw, self.geo
-        u, full, inner = hw.unrolling, geo.full, self.inner
+        hw, geos, ss, col = self.hw, self.geos, self.shapes, self._col
+        u, inner, geo = hw.unrolling, self.inner, self.geos[0]
         zero = np.zeros(self.grid, dtype=np.int64)
-
-        def ext(d: int) -> np.ndarray:
-            if d == K:
-                return np.where(b[K] > geo.e_k_in, geo.kc * (b[K] // geo.e_k_in),
-                                np.minimum(geo.kc, b[K] * u[K]))
-            return np.minimum(full[d], b[d] * u[d])
-
-        e = [ext(d) for d in range(6)]
-        self.tile = {"W": e[K] * e[C] * e[FY] * e[FX] * s.weight_bits + zero}
-        rows = np.minimum(s.iy, (e[OY] - 1) * s.stride_y + e[FY])
-        cols = np.minimum(s.ix, (e[OX] - 1) * s.stride_x + e[FX])
-        self.tile["I"] = e[C] * rows * cols * b[T] * s.input_bits + zero
+        kc = col([g.kc for g in geos])
+        e = [np.where(b[K] > geo.e_k_in, kc * (b[K] // geo.e_k_in), np.minimum(kc, b[K] * u[K]))]
+        e += [np.minimum(col([g.full[d] for g in geos]), b[d] * u[d]) for d in range(1, 6)]
+        self.tile = {"W": e[K] * e[C] * e[FY] * e[FX] * col([s.weight_bits for s in ss])}
+        rows = np.minimum(col([s.iy for s in ss]),
+                          (e[OY] - 1) * col([s.stride_y for s in ss]) + e[FY])
+        cols = np.minimum(col([s.ix for s in ss]),
+                          (e[OX] - 1) * col([s.stride_x for s in ss]) + e[FX])
+        self.tile["I"] = e[C] * rows * cols * b[T] * col([s.input_bits for s in ss])
         self.fills = geo.total // (b[0] * b[1] * b[2] * b[3] * b[4] * b[5] * b[6] + zero)
-        self.red = b[C] * b[FY] * b[FX]
+        self.red = b[C] * b[FY] * b[FX] + zero
         self.e_red = inner[C] * inner[FY] * inner[FX]
         valid = (b[T] == 1) | (self.red == self.e_red)
         if self.chunk_axis is not None:
-            done = b[K] == geo.e_k_in * s.chunks
+            done = b[K] == geo.e_k_in * self.chunks
             for d in range(1, 7):
                 done = done & (b[d] == inner[d])
-            placed = np.arange(1, -1, -1).reshape([2 if i == self.chunk_axis else 1
-                                                   for i in range(len(self.axes))])
+            placed = np.arange(1, -1, -1).reshape([2 if i == self.chunk_axis + 1 else 1
+                                                   for i in range(len(self.grid))])
             valid = valid & ((placed == 0) | done)
         self.valid = valid | np.zeros(self.grid, dtype=bool)
         self.b = b
-        self.ops = ("W", "I") if s.weight_bits else ("I",)
+        self.ops = ("W", "I") if ss[0].weight_bits else ("I",)
 
     def _family(self, dims: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[int, ...]]:
         """The grid points made of loops of ``dims`` alone: the selector of that
         sub-grid (other axes held at exponent 0, kept as length 1) and the
         other axes."""
-        sel, other = [], []
+        sel, other = [slice(None)], []
         for i, (d, _, a) in enumerate(self.axes):
             if d in dims:
                 sel.append(slice(None))
             else:
                 sel.append(slice(a, a + 1))
-                other.append(i)
+                other.append(i + 1)
         return tuple(sel), tuple(other)
 
     def _terms(self, t: int) -> tuple[list[tuple[tuple[slice, ...], tuple[int, ...],
@@ -518,41 +532,43 @@ class _ChainSearch:
         energy at every grid point. ``t > 1``: only chains through the point of
         ``t`` innermost ``T`` loops (every point below or above it), keeping
         ``V`` over them (no reduction is temporal)."""
-        s, hw, geo = self.shape, self.hw, self.geo
+        hw, geos, ss, col = self.hw, self.geos, self.shapes, self._col
         ops, fills, b = self.ops, self.fills, self.b
-        reg_rate = {op: (buf.read_fj_per_bit if (buf := hw.buffer(op)) else
-                         hw.gb_read_fj_per_bit) for op in ops}
-        reg = {op: geo.tile_bits(op, (1,) * 7) * reg_rate[op] for op in ops}
+        gb_rw = hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit
+        reg = {}
+        for op in ops:
+            buf = hw.buffer(op)
+            rate = buf.read_fj_per_bit if buf else hw.gb_read_fj_per_bit
+            reg[op] = col([g.tile_bits(op, (1,) * 7) * rate for g in geos])
         reg_w, reg_i = reg.get("W", 0), reg["I"]
-        total = geo.total
-        out_fj = geo.distinct_out * s.tb * s.output_bits * hw.gb_write_fj_per_bit
-        psum_fj = geo.distinct_out * s.tb * s.psum_bits * (
-            hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit)
-        state_fj = geo.distinct_out * s.state_bits * (
-            hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit)
+        total, tb = geos[0].total, ss[0].tb
+        out_fj = col([g.distinct_out * s.tb * s.output_bits * hw.gb_write_fj_per_bit
+                      for g, s in zip(geos, ss, strict=True)])
+        psum_fj = col([g.distinct_out * s.tb * s.psum_bits * gb_rw
+                       for g, s in zip(geos, ss, strict=True)])
+        state_fj = col([g.distinct_out * s.state_bits * gb_rw
+                        for g, s in zip(geos, ss, strict=True)])
         valid = self.valid
+        b_t = np.broadcast_to(b[T], self.grid)
         if t > 1:
-            b_t = np.broadcast_to(b[T], self.grid)
             only_t = np.ones(self.grid, dtype=bool)
             for d in range(6):
                 only_t = only_t & (b[d] == 1)
             valid = valid & ((b_t % t == 0) | (only_t & (t % b_t == 0)))
-        base_o = out_fj + (self.e_red - 1) * psum_fj + s.tb * state_fj
+        base_o = out_fj + (self.e_red - 1) * psum_fj + tb * state_fj
         families = []
         for dims in ((OY, OX, T),) if t > 1 else ((K,), (OY, OX, T), (C, FY, FX, T)):
             sel, other = self._family(dims)
             f = fills[sel]
             if t > 1:  # T loops first, then OY, OX: W's register reuse, V kept
-                g = reg_w * f + reg_i * total + out_fj + (s.tb // t) * state_fj
+                g = reg_w * f + reg_i * total + out_fj + (tb // t) * state_fj
             elif dims == (K,):  # I's register reuse
                 g = reg_i * f + reg_w * total + base_o
             elif dims[0] == OY:  # W's register reuse
                 g = reg_w * f + reg_i * total + base_o
             else:  # reductions, then T loops: fewer partial sums, V kept over T
-                red = np.broadcast_to(self.red, self.grid)[sel]
-                b_t = np.broadcast_to(b[T], self.grid)[sel]
-                g = (reg_w + reg_i) * total + out_fj + (self.e_red // red - 1) * psum_fj \
-                    + (s.tb // b_t) * state_fj
+                g = (reg_w + reg_i) * total + out_fj + (self.e_red // self.red[sel] - 1) \
+                    * psum_fj + (tb // b_t[sel]) * state_fj
             families.append((sel, other, np.where(valid[sel], g, INF)))
         bufs = {}
         for op in ops:
@@ -566,19 +582,22 @@ class _ChainSearch:
     def _prefixes(self) -> list[int]:
         """The innermost ``T`` counts to try: 1, and with state and every
         reduction unrolled, each divisor of ``Tb`` (see the class)."""
-        s = self.shape
-        if s.state_bits and self.e_red == 1 and s.tb > 1:
-            return [t for t in range(1, s.tb + 1) if s.tb % t == 0]
+        tb = self.inner[T]
+        if self.shapes[0].state_bits and self.e_red == 1 and tb > 1:
+            return [t for t in range(1, tb + 1) if tb % t == 0]
         return [1]
 
-    def solve(self) -> tuple[Nest, int] | None:
-        """The optimal nest and its energy (fJ); ``None`` when nothing fits.
+    def solve(self) -> list[tuple[Nest, int] | None]:
+        """Per shape, the optimal nest and its energy (fJ); ``None``: nothing fits.
 
         For each family of the register point ``P`` and each order of the
         buffer points, those above ``P`` by suffix minima over the grid and
         those below it inside ``P``'s sub-grid (a point below ``P`` is made of
         the same loops)."""
-        best = None
+        n = len(self.shapes)
+        best_v = np.full(n, 4 * INF, dtype=np.int64)
+        best_at = np.zeros(n, dtype=np.int64)
+        cases = []
         for t in self._prefixes():
             families, bufs = self._terms(t)
             up = {k: _above_min(v) for k, v in bufs.items()}
@@ -596,34 +615,39 @@ class _ChainSearch:
                                            if other else pairs[above])
                         if below not in downs:
                             downs[below] = _below_min(bufs[below[-1]][sel] + downs[below[:-1]])
-                        h = g + ups[above] + downs[below]
-                        v = int(h.min())
-                        if best is None or v < best[0]:
-                            best = (v, h, fam, order, k, bufs, up)
-        assert best is not None
-        value, h, (sel, _, _), order, k, bufs, up = best
-        if value >= INF:
-            return None
+                        v = (g + ups[above] + downs[below]).reshape(n, -1).min(axis=1)
+                        better = v < best_v
+                        best_v = np.where(better, v, best_v)
+                        best_at = np.where(better, len(cases), best_at)
+                        cases.append((g, ups[above], downs[below], sel, order, k, bufs, up))
+        return [None if best_v[i] >= INF else
+                (self._points(i, cases[best_at[i]]), int(best_v[i])) for i in range(n)]
+
+    def _points(self, i: int, case: tuple) -> Nest:
+        """The nest of shape ``i`` through the best points of ``case``."""
+        g, u_, d_, sel, order, k, bufs, up = case
+        h = (g + u_ + d_)[i]
         full = tuple(a for _, _, a in self.axes)  # exponent 0 on every axis
-        at = tuple(int(i) for i in np.unravel_index(int(np.argmin(h)), h.shape))
-        p = tuple(x if s.stop is None else a for x, s, a in zip(at, sel, full, strict=True))
+        sub = sel[1:]
+        at = tuple(int(x) for x in np.unravel_index(int(np.argmin(h)), h.shape))
+        p = tuple(x if s.stop is None else a for x, s, a in zip(at, sub, full, strict=True))
         points: list[tuple[str, tuple[int, ...]]] = [("P", p)]
         cur = at
-        for i in range(k - 1, -1, -1):  # below P, inside its sub-grid, downwards
-            hb = bufs[order[i]][sel] + self._down(order[:i], bufs, sel)
+        for j in range(k - 1, -1, -1):  # below P, inside its sub-grid, downwards
+            hb = (bufs[order[j]][sel] + self._down(order[:j], bufs, sel))[i]
             box = hb[tuple(slice(x, None) for x in cur)]
             off = np.unravel_index(int(np.argmin(box)), box.shape)
             cur = tuple(int(x + y) for x, y in zip(cur, off, strict=True))
-            points.insert(0, (order[i], tuple(x if s.stop is None else a for x, s, a
-                                               in zip(cur, sel, full, strict=True))))
+            points.insert(0, (order[j], tuple(x if s.stop is None else a for x, s, a
+                                               in zip(cur, sub, full, strict=True))))
         cur = p
-        for i in range(k, len(order)):  # above P, upwards
-            rest = order[i + 1:]
-            ha = bufs[order[i]] + (up[rest[0]] if rest else 0)
+        for j in range(k, len(order)):  # above P, upwards
+            rest = order[j + 1:]
+            ha = (bufs[order[j]] + (up[rest[0]] if rest else 0))[i]
             box = ha[tuple(slice(0, x + 1) for x in cur)]
             cur = tuple(int(y) for y in np.unravel_index(int(np.argmin(box)), box.shape))
-            points.append((order[i], cur))
-        return self._nest(points), value
+            points.append((order[j], cur))
+        return self._nest(points)
 
     @staticmethod
     def _down(keys: tuple[str, ...], bufs: dict[str, np.ndarray],
@@ -659,7 +683,7 @@ class _ChainSearch:
                 held[key] = len(loops) + (1 if self.chunk_axis is not None
                                           and idx[self.chunk_axis] == 0 else 0)
         if self.chunk_axis is not None:
-            loops.append(Loop("K", self.shape.chunks))
+            loops.append(Loop("K", self.chunks))
         return Nest(tuple(loops), tuple(sorted(held.items())))
 
 
@@ -667,17 +691,46 @@ class NoNestError(ValueError):
     """No loop nest fits: an inner buffer cannot hold even one array tile."""
 
 
-@lru_cache(maxsize=1 << 17)
+_TABLE: dict[tuple[StepShape, NestHardware], tuple[Nest, int] | None] = {}
+"""The optimal nest of every step shape solved in this process."""
+BATCH_POINTS = 1 << 18
+"""Grid points (shapes x points per shape) solved in one batch, at most."""
+
+
+def solve_nests(shapes: Iterable[StepShape], hw: NestHardware) -> None:
+    """Solve the optimal nest of every shape not yet in the table, in batches
+    of shapes that share a grid (one array operation serves them all)."""
+    groups: dict[tuple[int, ...], list[StepShape]] = {}
+    for shape in dict.fromkeys(shapes):
+        if (shape, hw) not in _TABLE:
+            groups.setdefault(_ChainSearch.key(shape, hw), []).append(shape)
+    for group in groups.values():
+        size = max(1, BATCH_POINTS // math.prod(_ChainSearch([group[0]], hw).grid[1:]))
+        for lo in range(0, len(group), size):
+            batch = group[lo:lo + size]
+            for shape, got in zip(batch, _ChainSearch(batch, hw).solve(), strict=True):
+                _TABLE[(shape, hw)] = got
+
+
+def clear_nest_table() -> None:
+    """Forget every solved nest (for benchmarks)."""
+    _TABLE.clear()
+
+
 def optimal_nest(shape: StepShape, hw: NestHardware) -> tuple[Nest, int]:
     """The least-energy nest of ``shape`` on ``hw`` and its energy in fJ.
 
     Exact over every factorization of every temporal extent into loops, every
     loop order and every buffer boundary that respect capacity and causality
-    (:class:`_ChainSearch`, vectorised over the divisor lattice). Cached per
+    (:class:`_ChainSearch`, vectorised over the divisor lattice). Kept per
     (step shape, hardware) for the whole process, so every frame and every
-    solve in the process shares one table.
+    solve in the process shares one table; :func:`solve_nests` fills it for
+    many shapes at once.
     """
-    got = _ChainSearch(shape, hw).solve()
+    key = (shape, hw)
+    if key not in _TABLE:
+        solve_nests((shape,), hw)
+    got = _TABLE[key]
     if got is None:
         raise NoNestError(f"no loop nest of {shape} fits the inner buffers")
     return got
@@ -771,7 +824,9 @@ def layer_nest_energy(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int,
     """Operand energy (fJ) per ``(level, operand)`` of a conv or linear layer over
     ``batches`` time batches, each step run by its optimal nest."""
     total: dict[tuple[str, str], int] = {}
-    for shape, count in layer_steps(layer, axis, bounds, m, tb, chunks).items():
+    steps = layer_steps(layer, axis, bounds, m, tb, chunks)
+    solve_nests(steps, hw)
+    for shape, count in steps.items():
         nest, _ = optimal_nest(shape, hw)
         for key, fj in nest_cost(nest, shape, hw).energy_fj.items():
             total[key] = total.get(key, 0) + fj * count * batches
