@@ -282,3 +282,26 @@ def test_state_kept_over_innermost_timesteps_equals_brute_force(hw: NestHardware
         assert value == best
         assert check_nest(found, shape, hw) == []
         assert nest_cost(found, shape, hw).total_fj == value
+
+
+def test_batched_shapes_equal_brute_force() -> None:
+    """Shapes sharing a grid (same temporal extents) but not their rows, windows,
+    strides, bit widths or state are solved in one batch (``solve_nests``); each
+    equals brute force. Giving every shape of a batch the first shape's input
+    rows (``iy``) makes this fail."""
+    from stems_opt.cost.loops import _ChainSearch, clear_nest_table, solve_nests
+
+    hw = NestHardware((2, 1, 2, 1, 1, 1), 1, 2, None, Buffer("weight_buffer", 24, 3, 5, None),
+                      Buffer("input_buffer", 12, 7, 11, None))
+    shapes = [StepShape(k=4, c=2, oy=oy, ox=2, fy=3, fx=1, tb=2, iy=iy, ix=2, stride_y=sy,
+                        input_bits=ib, state_bits=sb)
+              for oy, sy, iy, ib, sb in [(4, 1, 6, 1, 8), (3, 1, 5, 1, 12), (4, 2, 7, 1, 8),
+                                         (3, 2, 5, 4, 8), (4, 1, 4, 1, 4)]]
+    assert len({_ChainSearch.key(s, hw) for s in shapes}) == 1  # one batch
+    clear_nest_table()
+    solve_nests(shapes, hw)
+    for shape in shapes:
+        best = min(nest_cost(n, shape, hw).total_fj for n in all_nests(shape, hw))
+        found, value = optimal_nest(shape, hw)
+        assert value == best
+        assert nest_cost(found, shape, hw).total_fj == value
