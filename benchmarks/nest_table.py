@@ -25,8 +25,9 @@ import sys
 import time
 from pathlib import Path
 
+from stems_opt.cost.energy import nest_hardware
+from stems_opt.cost.geometry import sub_bounds, tile_bounds
 from stems_opt.cost.loops import NestHardware, StepShape, clear_nest_table, solve_nests, step_shape
-from stems_opt.cost_model import nest_hardware, sub_bounds, tile_bounds
 from stems_opt.formulation.data import _weight_choices, frame_axes
 from stems_opt.io import load_instance
 from stems_opt.network import Axis, divisors
