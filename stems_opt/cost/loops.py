@@ -687,6 +687,18 @@ class _ChainSearch:
         return Nest(tuple(loops), tuple(sorted(held.items())))
 
 
+def _divisor_count(n: int) -> int:
+    """How many divisors ``n`` has: the points of its axis in the grid."""
+    count, m = 1, n
+    for p in _primes(n):
+        a = 0
+        while m % p == 0:
+            m //= p
+            a += 1
+        count *= a + 1
+    return count
+
+
 class NoNestError(ValueError):
     """No loop nest fits: an inner buffer cannot hold even one array tile."""
 
@@ -705,7 +717,9 @@ def solve_nests(shapes: Iterable[StepShape], hw: NestHardware) -> None:
         if (shape, hw) not in _TABLE:
             groups.setdefault(_ChainSearch.key(shape, hw), []).append(shape)
     for group in groups.values():
-        size = max(1, BATCH_POINTS // math.prod(_ChainSearch([group[0]], hw).grid[1:]))
+        key = _ChainSearch.key(group[0], hw)
+        points = math.prod(_divisor_count(e) for e in key[:7]) * (2 if key[7] > 1 else 1)
+        size = max(1, BATCH_POINTS // points)
         for lo in range(0, len(group), size):
             batch = group[lo:lo + size]
             for shape, got in zip(batch, _ChainSearch(batch, hw).solve(), strict=True):
