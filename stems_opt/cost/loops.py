@@ -817,7 +817,9 @@ def layer_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int, tb: i
                 chunks: int = 1) -> dict[StepShape, int]:
     """How many steps of each shape ``layer`` runs in one time batch: one per
     non-empty sub-tile of every tile of ``bounds`` split ``m`` ways."""
-    out: dict[StepShape, int] = {}
+    # A step's shape depends on its rows and its window's length alone: count
+    # those first, build each shape once.
+    counts: dict[tuple[int, int], list[int]] = {}  # (rows, window rows) -> [count, a, z]
     for t in range(len(bounds) - 1):
         lo, hi = bounds[t], bounds[t + 1]
         if hi <= lo:
@@ -826,8 +828,16 @@ def layer_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int, tb: i
         for j in range(m):
             a, z = lo + (j * span) // m, lo + ((j + 1) * span) // m
             if z > a:
-                shape = step_shape(layer, axis, a, z, tb, chunks)
-                out[shape] = out.get(shape, 0) + 1
+                wa, wz = layer.window(axis, a, z)
+                got = counts.get((z - a, wz - wa))
+                if got is None:
+                    counts[(z - a, wz - wa)] = [1, a, z]
+                else:
+                    got[0] += 1
+    out: dict[StepShape, int] = {}
+    for n, a, z in counts.values():
+        shape = step_shape(layer, axis, a, z, tb, chunks)
+        out[shape] = out.get(shape, 0) + n
     return out
 
 
