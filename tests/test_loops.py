@@ -305,3 +305,27 @@ def test_batched_shapes_equal_brute_force() -> None:
         found, value = optimal_nest(shape, hw)
         assert value == best
         assert nest_cost(found, shape, hw).total_fj == value
+
+
+def test_layer_steps_count_every_sub_tile() -> None:
+    """``layer_steps`` equals one ``step_shape`` per non-empty sub-tile, counted.
+    Keying the count by rows alone (not the window's length) makes this fail:
+    a padded edge sub-tile has a shorter window than an inner one."""
+    from collections import Counter
+
+    from stems_opt.cost.loops import layer_steps, step_shape
+
+    rng = random.Random(11)
+    for _ in range(20):
+        lay = _layer(rng, LayerKind.CONV)
+        E = lay.oy
+        n = rng.randint(1, E)
+        bounds = tuple(t * E // n for t in range(n + 1))
+        m = rng.randint(1, max(1, min(b - a for a, b in itertools.pairwise(bounds))))
+        naive: Counter = Counter()
+        for lo, hi in itertools.pairwise(bounds):
+            for j in range(m):
+                a, z = lo + j * (hi - lo) // m, lo + (j + 1) * (hi - lo) // m
+                if z > a:
+                    naive[step_shape(lay, Axis.OY, a, z, 2)] += 1
+        assert layer_steps(lay, Axis.OY, bounds, m, 2) == dict(naive)
