@@ -4,6 +4,7 @@ the floor bound."""
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from stems_opt.cost.loops import (
     Loop,
     Nest,
     NestHardware,
+    NoNestError,
     StepShape,
     all_nests,
     check_nest,
@@ -329,3 +331,43 @@ def test_layer_steps_count_every_sub_tile() -> None:
                 if z > a:
                     naive[step_shape(lay, Axis.OY, a, z, 2)] += 1
         assert layer_steps(lay, Axis.OY, bounds, m, 2) == dict(naive)
+
+
+def test_random_steps_on_random_arrays_equal_brute_force() -> None:
+    """Random tiny steps on random arrays (any dimension unrolled by 1 or 2,
+    kernels and strides on both axes, no weights, no buffers, tight buffers,
+    chunks, up to four timesteps): the optimum equals brute force, or no nest
+    exists for either. Dropping the ``K`` family (I's register reuse) from the
+    chain search makes this fail."""
+    rng = random.Random(5)
+    checked = 0
+    while checked < 40:
+        u = tuple(rng.choice([1, 2]) for _ in range(6))
+        k, c = u[0] * rng.choice([1, 2]), rng.choice([1, 2, 3])
+        fy, fx, sy, sx = rng.choice([1, 2, 3]), rng.choice([1, 2]), rng.choice([1, 2]), \
+            rng.choice([1, 2])
+        oy, ox, tb = rng.randint(1, 3), rng.randint(1, 2), rng.choice([1, 2, 4])
+        chunks = rng.choice([ch for ch in (1, 2) if k % ch == 0 and k // ch >= u[0]])
+        shape = StepShape(k=k, c=c, oy=oy, ox=ox, fy=fy, fx=fx, tb=tb,
+                          iy=rng.randint(1, (oy - 1) * sy + fy),
+                          ix=rng.randint(1, (ox - 1) * sx + fx), stride_y=sy, stride_x=sx,
+                          weight_bits=rng.choice([0, 4, 4]), state_bits=rng.choice([0, 8]),
+                          chunks=chunks, input_bits=rng.choice([1, 4]))
+        extents = [-(-x // f) for x, f in zip((k // chunks, c, oy, ox, fy, fx), u, strict=True)]
+        if math.prod(extents) * tb > 24:
+            continue  # keep brute force small
+        hw = NestHardware(u, rng.choice([1, 2]), rng.choice([1, 2, 3]), None,
+                          rng.choice([None, Buffer("weight_buffer", rng.choice([8, 32, 10**6]),
+                                                   3, 5, None)]),
+                          rng.choice([None, Buffer("input_buffer", rng.choice([2, 8, 10**6]),
+                                                   7, 11, None)]))
+        costs = [nest_cost(n, shape, hw).total_fj for n in all_nests(shape, hw)]
+        checked += 1
+        if not costs:
+            with pytest.raises(NoNestError):
+                optimal_nest(shape, hw)
+            continue
+        found, value = optimal_nest(shape, hw)
+        assert value == min(costs)
+        assert check_nest(found, shape, hw) == []
+        assert nest_cost(found, shape, hw).total_fj == value
