@@ -30,7 +30,7 @@ from stems_opt.formulation.bounds import tile_bounds_array
 from stems_opt.formulation.columns import ColumnSolver
 from stems_opt.formulation.cpsat import solve_cpsat
 from stems_opt.formulation.data import frame_specs
-from stems_opt.io import load_instance, network_from_dict
+from stems_opt.io import hardware_from_dict, load_instance, network_from_dict
 from stems_opt.mapping import Mapping
 from stems_opt.network import Axis
 from stems_opt.problem import Objective, Problem
@@ -42,6 +42,7 @@ from test_optimizer import (  # noqa: E402
     RANDOM_SETTINGS,
     STRIDED,
     STRIDED_GB,
+    hardware_dict,
     make_problem,
     tiny_networks,
 )
@@ -103,6 +104,30 @@ def test_frame_bounds_below_the_frame_optimum_random(data: st.DataObject) -> Non
     size = data.draw(st.integers(40, 1200), label="GB bits")
     objective = data.draw(st.sampled_from([Objective.TRAFFIC, Objective.ENERGY]))
     check_bounds(make_problem(network, size, data.draw(st.sampled_from([1, 4])), objective))
+
+
+def nest_problem(network: object, size: int, k_unroll: int) -> Problem:
+    """An energy problem on the tiny accelerator's inner buffers with loop nests."""
+    hw = {**hardware_dict(size, k_unroll), "loop_nests": True, "inner_levels": [
+        {"name": "weight_buffer", "size": 512, "operands": ["W"], "read_pj_per_bit": 0.10,
+         "write_pj_per_bit": 0.12},
+        {"name": "input_buffer", "size": 256, "operands": ["I"], "read_pj_per_bit": 0.10,
+         "write_pj_per_bit": 0.12}]}
+    net = network_from_dict(network) if isinstance(network, dict) else network
+    return Problem(net, hardware_from_dict(hw), Objective.ENERGY)
+
+
+@settings(**{**RANDOM_SETTINGS, "max_examples": 12})
+@given(st.data())
+def test_frame_bounds_with_loop_nests_random(data: st.DataObject) -> None:
+    """With loop nests, every frame bound (its operand floor the least nest
+    energy over the layer's sub-tile and chunk counts at the frame's time
+    batch) is at most the frame's optimum under every signature. Adding 1 fJ
+    per time batch to ``layer_nest_floor_fj`` makes this fail (the bound is
+    tight on frames whose cheapest choices fit)."""
+    network = network_from_dict(data.draw(tiny_networks(), label="network"))
+    size = data.draw(st.integers(40, 1200), label="GB bits")
+    check_bounds(nest_problem(network, size, data.draw(st.sampled_from([1, 4]))))
 
 
 @settings(**RANDOM_SETTINGS)

@@ -20,8 +20,10 @@ from stems_opt.cost.loops import (
     StepShape,
     all_nests,
     check_nest,
+    chunk_counts,
     layer_floor_fj,
     layer_nest_energy,
+    layer_nest_floor_fj,
     nest_cost,
     optimal_nest,
     step_floor_fj,
@@ -166,6 +168,41 @@ def test_layer_floor_bounds_every_split() -> None:
                     got = sum(v for _, v in layer_nest_energy(lay, Axis.OY, bounds, m, tb,
                                                                 T // tb, TIGHT, chunks))
                     assert floor <= got
+
+
+def test_layer_nest_floor_is_the_least_option() -> None:
+    """``layer_nest_floor_fj`` is never above the nest energy of any sub-tile
+    count ``m`` (1 .. the smallest tile) and chunk count of the layer, and
+    equals the least of them, for random conv and linear layers, tile counts
+    and time batches (T = 4), with roomy and tight inner buffers.
+
+    Mutations that make it fail: adding 1 fJ to the floor; taking the max
+    instead of the min over ``(m, chunks)`` (the options differ in energy:
+    checked below).
+    """
+    rng = random.Random(11)
+    T = 4
+    differ = 0
+    for _ in range(16):
+        lay = _layer(rng, rng.choice([LayerKind.CONV, LayerKind.LINEAR]))
+        chunks = chunk_counts(lay.k, 2)
+        assert chunks == ((1, 2) if lay.k == 4 else (1,))
+        E = lay.oy
+        for hw, n, tb in itertools.product((HW, TIGHT), range(1, E + 1), (1, 2, 4)):
+            bounds = tuple(t * E // n for t in range(n + 1))
+            floor = T // tb * layer_nest_floor_fj(lay, Axis.OY, bounds, tb, hw, chunks)
+            smallest = min(bounds[t + 1] - bounds[t] for t in range(n))
+            energies = {}
+            for m, c in itertools.product(range(1, smallest + 1), chunks):
+                try:
+                    energies[(m, c)] = sum(v for _, v in layer_nest_energy(
+                        lay, Axis.OY, bounds, m, tb, T // tb, hw, c))
+                except NoNestError:
+                    continue
+            assert all(floor <= e for e in energies.values())
+            assert floor == min(energies.values(), default=0)
+            differ += len(set(energies.values())) > 1
+    assert differ > 0
 
 
 @pytest.mark.parametrize("schedule", ["ST-LBL", "TB-F"])

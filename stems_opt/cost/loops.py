@@ -903,3 +903,93 @@ def layer_floor_fj(layer: Layer, active_tiles: int, timesteps: int, hw: NestHard
     fj += out * timesteps * s.output_bits * hw.gb_write_fj_per_bit
     fj += out * s.state_bits * (hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit)
     return fj
+
+
+def chunk_counts(k: int, k_unroll: int) -> tuple[int, ...]:
+    """Every weight-chunk count a step of a layer with ``k`` output channels
+    may walk: 1 (weights resident, or streamed whole) and every divisor of
+    ``k`` above 1 leaving at least ``k_unroll`` channels per chunk (the
+    option builder's weight choices)."""
+    return (1, *(d for d in range(2, k + 1) if k % d == 0 and k // d >= k_unroll))
+
+
+@lru_cache(maxsize=4096)
+def _sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]
+                    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """The steps of every sub-tile count ``m = 1 .. limit`` (the smallest
+    non-empty tile) of a conv or linear layer, by kind: an ``(s, 2)`` array of
+    one representative sub-tile ``[a, z)`` per kind of step (its rows and
+    window length, which fix its shape), and per ``m`` the kinds it runs
+    (indices) and how many of each. Equal to :func:`layer_steps`, vectorised."""
+    b = np.asarray(bounds, dtype=np.int64)
+    lo, span = b[:-1], b[1:] - b[:-1]
+    limit = int(span[span > 0].min()) if (span > 0).any() else 0
+    if layer.kind is LayerKind.LINEAR:
+        s_, p_, f_, e_ = 1, 0, 1, 1  # every step is a 1 x 1 map: one kind
+    elif axis is Axis.OY:
+        s_, p_, f_, e_ = layer.stride_y, layer.pad_y, layer.fy, layer.iy
+    else:
+        s_, p_, f_, e_ = layer.stride_x, layer.pad_x, layer.fx, layer.ix
+    kinds: dict[tuple[int, int], int] = {}
+    reps: list[tuple[int, int]] = []
+    idx_m, count_m = [], []
+    for m in range(1, limit + 1):
+        sub = lo[:, None] + (np.arange(m + 1)[None, :] * span[:, None]) // m
+        a, z = sub[:, :-1].ravel(), sub[:, 1:].ravel()
+        keep = z > a
+        a, z = a[keep], z[keep]
+        if layer.kind is LayerKind.LINEAR:
+            rows, wins = np.zeros_like(a), np.zeros_like(a)
+        else:
+            rows = z - a
+            wins = np.minimum(e_, (z - 1) * s_ - p_ + f_) - np.maximum(0, a * s_ - p_)
+        key, first, counts = np.unique(rows * (1 << 32) + wins, return_index=True,
+                                       return_counts=True)
+        ids = []
+        for kv, i in zip(key.tolist(), first.tolist(), strict=True):
+            got = kinds.get(kv)
+            if got is None:
+                got = kinds[kv] = len(reps)
+                reps.append((int(a[i]), int(z[i])))
+            ids.append(got)
+        idx_m.append(np.asarray(ids, dtype=np.int64))
+        count_m.append(counts.astype(np.int64))
+    return np.asarray(reps, dtype=np.int64).reshape(-1, 2), tuple(idx_m), tuple(count_m)
+
+
+@lru_cache(maxsize=65536)
+def layer_nest_floor_fj(layer: Layer, axis: Axis, bounds: tuple[int, ...], tb: int,
+                        hw: NestHardware, chunks: tuple[int, ...] = (1,)) -> int:
+    """The least operand energy (fJ) of one time batch of ``layer`` with tile
+    boundaries ``bounds``: the minimum over every sub-tile count ``m`` and
+    every weight-chunk count in ``chunks`` of the sum over its steps of their
+    optimal nests' energies.
+
+    Exact, not a relaxation: :func:`layer_nest_energy` of an option with
+    ``m`` sub-tiles, ``Tb = tb`` and ``c`` chunks over ``S`` time batches is
+    ``S`` times its one-batch value (every batch runs the same steps), and
+    that value is one of the sums minimised here when ``m`` lies in
+    ``1 .. min non-empty tile extent`` (the option builder's
+    :func:`stems_opt.cost.geometry.sub_tile_limits`) and ``c`` in ``chunks``
+    (pass :func:`chunk_counts`). So ``S`` times this is at most the operand
+    energy of every option of the layer in every frame with these bounds and
+    this time batch, whichever buffer, state and input choices go with it.
+    An ``(m, c)`` with a step no nest fits has no option and is skipped; 0
+    when none is left.
+    """
+    reps, idx_m, count_m = _sub_tile_steps(layer, axis, bounds)
+    if not idx_m:
+        return 0
+    shapes = [[step_shape(layer, axis, a, z, tb, c) for c in chunks] for a, z in reps.tolist()]
+    solve_nests((s for row in shapes for s in row), hw)
+    got = [[_TABLE[(s, hw)] for s in row] for row in shapes]
+    energy = np.array([[0 if g is None else g[1] for g in row] for row in got], dtype=np.int64)
+    missing = np.array([[g is None for g in row] for row in got], dtype=bool)
+    best: int | None = None
+    for idx, counts in zip(idx_m, count_m, strict=True):
+        totals = counts @ energy[idx]  # per chunk count
+        ok = ~missing[idx].any(axis=0)
+        if ok.any():
+            low = int(totals[ok].min())
+            best = low if best is None else min(best, low)
+    return best or 0

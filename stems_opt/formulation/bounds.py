@@ -46,7 +46,7 @@ from functools import lru_cache
 import numpy as np
 
 from stems_opt.cost.energy import nest_hardware
-from stems_opt.cost.loops import layer_floor_fj
+from stems_opt.cost.loops import chunk_counts, layer_floor_fj, layer_nest_floor_fj
 from stems_opt.cost.traffic import min_read_bits
 from stems_opt.hardware import Hardware
 from stems_opt.mapping import Order
@@ -228,27 +228,36 @@ def _frame_geometry(network: Network, first: int, last: int, axis: Axis, n: int)
 
 
 def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, n: int,
-                           hw: Hardware) -> int:
+                           hw: Hardware, tb: int | None = None) -> int:
     """The least operand energy below DRAM (fJ) of a frame's layers, for any
-    sub-tile counts, time batch and weight chunks.
+    sub-tile counts and weight chunks, and the time batch ``tb`` (``None``:
+    any time batch).
 
-    Conv and linear layers on hardware with ``loop_nests``:
-    :func:`stems_opt.cost.loops.layer_floor_fj` (every operand once through
-    its levels, the weights once per active tile). Otherwise the accesses of
-    :func:`stems_opt.cost.energy.layer_gb_access_bits` with one sub-tile per
-    tile (more sub-tiles read the weights and the window overlaps again), or
-    for windows with gaps the union of the one-row windows.
+    Conv and linear layers on hardware with ``loop_nests``: with ``tb``,
+    ``T / tb`` times :func:`stems_opt.cost.loops.layer_nest_floor_fj` (the
+    least nest energy over the option builder's sub-tile and chunk counts,
+    exact); without, :func:`stems_opt.cost.loops.layer_floor_fj` (every
+    operand once through its levels, the weights once per active tile).
+    Otherwise the accesses of :func:`stems_opt.cost.energy.layer_gb_access_bits`
+    with one sub-tile per tile (more sub-tiles read the weights and the window
+    overlaps again), or for windows with gaps the union of the one-row windows.
     """
     geo = _frame_geometry(network, first, last, axis, n)
     nh = nest_hardware(hw)
     T = network.timesteps
+    k_unroll = hw.array.factor("K")
     fj = 0
-    for lay, (_, active, _, _, windows) in zip(network.layers[first:last + 1], geo,
-                                                strict=True):
+    for i, (lay, (_, active, _, _, windows)) in enumerate(
+            zip(network.layers[first:last + 1], geo, strict=True)):
         if lay.kind is LayerKind.FLATTEN:
             continue
         if lay.has_weights and hw.loop_nests:
-            fj += layer_floor_fj(lay, active, T, nh)
+            if tb is None:
+                fj += layer_floor_fj(lay, active, T, nh)
+            else:
+                b = tuple(int(x) for x in tile_bounds_array(network, first, last, axis, n)[i])
+                fj += T // tb * layer_nest_floor_fj(lay, axis, b, tb, nh,
+                                                    chunk_counts(lay.k, k_unroll))
             continue
         reads = lay.weight_size_bits * T * active + lay.state_size_bits * T
         reads += sum(windows * network.tensor_row_bits(src, axis) * T

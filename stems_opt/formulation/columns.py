@@ -232,7 +232,7 @@ class ColumnSolver:
             # interval, and one tile the fewest GB operand accesses.
             ones = [(first, last, T, axis, 1, Order.TIME_OUTER) for axis in self.axes]
             base = max(min(self._spec_bound(s) for s in ones),
-                       min(self._cheapest(s) for s in ones))
+                       min(self._cheapest(s, any_tb=True) for s in ones))
             for sig in self.signatures(first, last):
                 self.columns.append(Column(first, last, sig,
                                            base + self._extra(first, last, sig)))
@@ -270,17 +270,20 @@ class ColumnSolver:
                                             in zip(outs, outc, strict=True))))
         return sigs
 
-    def _cheapest(self, spec: FrameKey) -> float:
+    def _cheapest(self, spec: FrameKey, any_tb: bool = False) -> float:
         """Cost of the frame's cheapest choices: DRAM traffic, and for energy the
-        fewest GB operand accesses (they depend on the tile count too)."""
-        key = (spec[0], spec[1], spec[3], spec[4] if self.energy else 0)
+        least operand energy below DRAM (it depends on the tile count and, with
+        loop nests, the time batch; ``any_tb``: a bound for every time batch)."""
+        tb = spec[2] if self.energy and self.problem.hardware.loop_nests and not any_tb \
+            else None
+        key = (spec[0], spec[1], spec[3], spec[4] if self.energy else 0, tb)
         got = self.cheapest.get(key)
         if got is None:
             r, w = cheapest_split(self.ctx, spec)
             got = r * self.rates[0] + w * self.rates[1]
             if self.energy:
                 got += frame_operand_floor_fj(self.net, spec[0], spec[1], spec[3], spec[4],
-                                              self.problem.hardware)
+                                              self.problem.hardware, tb)
             self.cheapest[key] = got
         return got
 
