@@ -729,6 +729,8 @@ def solve_nests(shapes: Iterable[StepShape], hw: NestHardware) -> None:
 def clear_nest_table() -> None:
     """Forget every solved nest (for benchmarks)."""
     _TABLE.clear()
+    _KIND_FJ.clear()
+    layer_nest_floor_fj.cache_clear()
 
 
 def optimal_nest(shape: StepShape, hw: NestHardware) -> tuple[Nest, int]:
@@ -915,11 +917,12 @@ def chunk_counts(k: int, k_unroll: int) -> tuple[int, ...]:
 
 @lru_cache(maxsize=4096)
 def _sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]
-                    ) -> tuple[np.ndarray, tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+                    ) -> tuple[tuple[tuple[int, int, int], ...], tuple[np.ndarray, ...],
+                               tuple[np.ndarray, ...]]:
     """The steps of every sub-tile count ``m = 1 .. limit`` (the smallest
-    non-empty tile) of a conv or linear layer, by kind: an ``(s, 2)`` array of
-    one representative sub-tile ``[a, z)`` per kind of step (its rows and
-    window length, which fix its shape), and per ``m`` the kinds it runs
+    non-empty tile) of a conv or linear layer, by kind: per kind of step (its
+    rows and window length, which fix its shape) its key and one
+    representative sub-tile ``[a, z)``, and per ``m`` the kinds it runs
     (indices) and how many of each. Equal to :func:`layer_steps`, vectorised."""
     b = np.asarray(bounds, dtype=np.int64)
     lo, span = b[:-1], b[1:] - b[:-1]
@@ -931,7 +934,7 @@ def _sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]
     else:
         s_, p_, f_, e_ = layer.stride_x, layer.pad_x, layer.fx, layer.ix
     kinds: dict[tuple[int, int], int] = {}
-    reps: list[tuple[int, int]] = []
+    reps: list[tuple[int, int, int]] = []
     idx_m, count_m = [], []
     for m in range(1, limit + 1):
         sub = lo[:, None] + (np.arange(m + 1)[None, :] * span[:, None]) // m
@@ -950,11 +953,16 @@ def _sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]
             got = kinds.get(kv)
             if got is None:
                 got = kinds[kv] = len(reps)
-                reps.append((int(a[i]), int(z[i])))
+                reps.append((kv, int(a[i]), int(z[i])))
             ids.append(got)
         idx_m.append(np.asarray(ids, dtype=np.int64))
         count_m.append(counts.astype(np.int64))
-    return np.asarray(reps, dtype=np.int64).reshape(-1, 2), tuple(idx_m), tuple(count_m)
+    return tuple(reps), tuple(idx_m), tuple(count_m)
+
+
+_KIND_FJ: dict[tuple, dict[int, tuple[int, ...]]] = {}
+"""Per (layer, axis, Tb, hardware, chunk counts): each kind of step's optimal
+nest energy per chunk count (-1: no nest fits)."""
 
 
 @lru_cache(maxsize=65536)
@@ -980,11 +988,16 @@ def layer_nest_floor_fj(layer: Layer, axis: Axis, bounds: tuple[int, ...], tb: i
     reps, idx_m, count_m = _sub_tile_steps(layer, axis, bounds)
     if not idx_m:
         return 0
-    shapes = [[step_shape(layer, axis, a, z, tb, c) for c in chunks] for a, z in reps.tolist()]
-    solve_nests((s for row in shapes for s in row), hw)
-    got = [[_TABLE[(s, hw)] for s in row] for row in shapes]
-    energy = np.array([[0 if g is None else g[1] for g in row] for row in got], dtype=np.int64)
-    missing = np.array([[g is None for g in row] for row in got], dtype=bool)
+    memo = _KIND_FJ.setdefault((layer, axis, tb, hw, chunks), {})
+    new = {kv: [step_shape(layer, axis, a, z, tb, c) for c in chunks]
+           for kv, a, z in reps if kv not in memo}
+    if new:
+        solve_nests((s for row in new.values() for s in row), hw)
+        for kv, row in new.items():
+            memo[kv] = tuple(-1 if g is None else g[1]
+                             for g in (_TABLE[(s, hw)] for s in row))
+    energy = np.array([memo[kv] for kv, _, _ in reps], dtype=np.int64)
+    missing = energy < 0
     best: int | None = None
     for idx, counts in zip(idx_m, count_m, strict=True):
         totals = counts @ energy[idx]  # per chunk count
