@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import os
 import platform
 import sys
 import time
@@ -86,6 +87,7 @@ class Settings:
     quick: bool
     time_limit_s: float
     workers: int
+    out_dir: Path = RESULTS_DIR
 
 
 # ---------------------------------------------------------------------------
@@ -121,8 +123,8 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x"
 
 
-def _write_csv(name: str, rows: Sequence[dict[str, Any]]) -> None:
-    path = RESULTS_DIR / name
+def _write_csv(out_dir: Path, name: str, rows: Sequence[dict[str, Any]]) -> None:
+    path = out_dir / name
     with path.open("w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()
@@ -215,12 +217,16 @@ def reductions_verdict(rows: Sequence[dict[str, Any]]) -> list[str]:
 # 2. State removal: 7PLIF..1PLIF
 # ---------------------------------------------------------------------------
 
-def plif_series(settings: Settings) -> tuple[list[dict[str, Any]], list[str]]:
+def plif_series(settings: Settings, optima: dict) -> tuple[list[dict[str, Any]], list[str]]:
+    """The 7PLIF..1PLIF table; 7PLIF's optima are section 1's (``optima``), not re-solved."""
     rows = []
     for n in range(7, 0, -1):
         inst = "sew_resnet18_1mb" if n == 7 else f"sew_resnet18_{n}plif_1mb"
         res = {}
         for obj in ("traffic", "energy"):
+            if (inst, obj) in optima:
+                p, res[obj] = optima[(inst, obj)]
+                continue
             p = load_instance(ROOT / "instances" / f"{inst}.yaml", obj)
             res[obj] = _solve(p, settings)
         rows.append({"variant": f"{n}PLIF", "instance": inst,
@@ -264,17 +270,18 @@ def plif_series(settings: Settings) -> tuple[list[dict[str, Any]], list[str]]:
 def ski_slope(settings: Settings) -> tuple[list[dict[str, str]], list[str]]:
     nets = SWEEP_NETWORKS_QUICK if settings.quick else SWEEP_NETWORKS_FULL
     sizes = SIZES_QUICK if settings.quick else SIZES_FULL
-    sweep_file = RESULTS_DIR / "study_sweep.yaml"
+    sweep_file = settings.out_dir / "study_sweep.yaml"
+    models = Path(os.path.relpath(ROOT / "models", settings.out_dir)).as_posix()
     sweep_file.write_text(
         "# Written by benchmarks/stems_study.py: the ski-slope grid of STUDY.md.\n"
-        f"networks: [{', '.join(f'../../models/networks/{n}.yaml' for n in nets)}]\n"
-        "hardware: ../../models/hardware/edge_1mb.yaml\n"
+        f"networks: [{', '.join(f'{models}/networks/{n}.yaml' for n in nets)}]\n"
+        f"hardware: {models}/hardware/edge_1mb.yaml\n"
         f"global_buffer_sizes: [{', '.join(sizes)}]\n"
         "objectives: [traffic]\n"
         f"time_limit: {settings.time_limit_s:g}\n")
     threads = 1
     sweep = load_sweep(sweep_file, threads=threads)
-    out = RESULTS_DIR / "study_skislope.csv"
+    out = settings.out_dir / "study_skislope.csv"
     start = time.perf_counter()
     if settings.workers > 1:
         with local_executor(settings.workers) as pool:
@@ -285,7 +292,7 @@ def ski_slope(settings: Settings) -> tuple[list[dict[str, str]], list[str]]:
     try:
         from stems_opt.plots import skislope_plot
 
-        skislope_plot(rows, RESULTS_DIR / "study_skislope.png")
+        skislope_plot(rows, settings.out_dir / "study_skislope.png")
         plot_line = "![ski slope](study_skislope.png)"
     except StemsInputError as exc:  # matplotlib missing: the tables stand without it
         plot_line = f"(no plot: {exc})"
@@ -439,22 +446,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=None, metavar="S",
                     help="seconds per solve (default 600, or 60 with --quick)")
     ap.add_argument("--workers", type=int, default=2, help="sweep worker processes")
+    ap.add_argument("--out-dir", type=Path, default=RESULTS_DIR, metavar="DIR",
+                    help="where STUDY.md, its CSVs and plots go (default benchmarks/results; "
+                         "a trial run goes elsewhere so it does not replace the study)")
     args = ap.parse_args(argv)
     settings = Settings(args.quick, args.time_limit or (60.0 if args.quick else 600.0),
-                        max(1, args.workers))
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+                        max(1, args.workers), args.out_dir.resolve())
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     print("1. reductions", file=sys.stderr)
     red_rows, red_md, optima = reductions(settings)
-    _write_csv("study_reductions.csv", red_rows)
+    _write_csv(settings.out_dir, "study_reductions.csv", red_rows)
     print("2. 7PLIF..1PLIF", file=sys.stderr)
-    plif_rows, plif_md = plif_series(settings)
-    _write_csv("study_plif.csv", plif_rows)
+    plif_rows, plif_md = plif_series(settings, optima)
+    _write_csv(settings.out_dir, "study_plif.csv", plif_rows)
     print("3. ski slope", file=sys.stderr)
     _, sweep_md = ski_slope(settings)
     print("4. outside STEMS's space", file=sys.stderr)
     out_rows, out_md = outside(optima)
-    _write_csv("study_outside.csv", out_rows)
+    _write_csv(settings.out_dir, "study_outside.csv", out_rows)
     wall = time.perf_counter() - start
     head = ["# The STEMS study, reproduced with proven optima", "",
             f"Written by `python benchmarks/stems_study.py{' --quick' if args.quick else ''}` "
@@ -467,8 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  "Run without `--quick` for the full study (4 networks x 6 sizes).", ""]
     doc = head + red_md + reductions_verdict(red_rows) + [""] + plif_md + [""] + sweep_md + \
         [""] + out_md + [""]
-    (RESULTS_DIR / "STUDY.md").write_text("\n".join(doc), encoding="utf-8")
-    print(f"wrote {RESULTS_DIR / 'STUDY.md'} in {wall:.0f} s", file=sys.stderr)
+    (settings.out_dir / "STUDY.md").write_text("\n".join(doc), encoding="utf-8")
+    print(f"wrote {settings.out_dir / 'STUDY.md'} in {wall:.0f} s", file=sys.stderr)
     return 0
 
 
