@@ -30,7 +30,6 @@ import math
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future, as_completed
 from dataclasses import dataclass, replace
@@ -247,15 +246,35 @@ def _num(value: float | None) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+def may_start_processes() -> bool:
+    """Whether this process may start child processes: a daemonic one (a Dask worker
+    by default, a ``multiprocessing`` daemon) may not."""
+    import multiprocessing
+
+    return not multiprocessing.current_process().daemon
+
+
 def solve_point(point: SweepPoint) -> dict[str, str]:
-    """Solve one point and score the named schedules: its CSV row (without the key)."""
-    from stems_opt import compulsory_traffic_bits, named_schedule, solve
+    """Solve one point and score the named schedules: its CSV row (without the key).
+
+    The named schedules are scored in a second process while the solver runs (they
+    also seed its search), as ``compare`` does; any the time limit cut off, and all
+    of them in a daemonic worker, which may not start that process, are scored here
+    after the solve. ``solve_s`` is the solve's own wall time.
+    """
+    from stems_opt import compulsory_traffic_bits, named_schedule
+    from stems_opt.result import Result
+    from stems_opt.solvers import solve, solve_and_score
 
     problem = point_problem(point)
-    start = time.perf_counter()
-    result = solve(problem, solver=point.solver, time_limit_s=point.time_limit_s,
-                   threads=point.threads)
-    solve_s = time.perf_counter() - start
+    scored: dict[str, object] = {}
+    if may_start_processes():
+        result, scored = solve_and_score(problem, NAMED_COLUMNS, solver=point.solver,
+                                         time_limit_s=point.time_limit_s,
+                                         threads=point.threads)
+    else:
+        result = solve(problem, solver=point.solver, time_limit_s=point.time_limit_s,
+                       threads=point.threads, warm_start=False)
     row = {"status": result.status.value, "value": _num(result.objective_value),
            "bound": _num(result.bound), "gap": _num(result.gap),
            "traffic_bits": _num(result.cost.traffic_bits) if result.cost else "",
@@ -264,13 +283,15 @@ def solve_point(point: SweepPoint) -> dict[str, str]:
            "state_bits": str(problem.network.state_size_bits)}
     best: tuple[float, str] | None = None
     for name in NAMED_COLUMNS:
-        r = named_schedule(problem, name)
+        r = scored.get(name)
+        if not isinstance(r, Result):  # cut off by the limit (an error here raises again)
+            r = named_schedule(problem, name)
         row[name] = _num(r.objective_value) if r.feasible else ""
         if r.feasible and (best is None or r.objective_value < best[0]):
             best = (r.objective_value, name)
     row["best_named"] = best[1] if best else ""
     row["best_named_value"] = _num(best[0]) if best else ""
-    row["solve_s"] = f"{solve_s:.3f}"
+    row["solve_s"] = f"{result.runtime_s:.3f}"
     return row
 
 
@@ -415,6 +436,11 @@ def dask_client(address: str, workers: int) -> Any:
         raise StemsInputError(Issue("needs dask.distributed: pip install 'stems-opt[dask]'",
                                     field="dask")) from None
     if address == "local":
+        import dask
+
+        # Non-daemonic workers may start the process that scores the named schedules
+        # beside each solve (see solve_point).
+        dask.config.set({"distributed.worker.daemon": False})
         return Client(LocalCluster(n_workers=workers, threads_per_worker=1,
                                    dashboard_address=None))
     return Client(address)

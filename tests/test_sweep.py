@@ -176,3 +176,32 @@ def test_cli_bad_sweep_exits_2_naming_every_field(tmp_path: Path, capsys) -> Non
     assert "field 'networks[0]'" in err and "field 'objectives[0]'" in err
     assert "Traceback" not in err
     assert not (tmp_path / "grid.csv").exists()
+
+
+@pytest.mark.parametrize("daemonic", [False, True])
+def test_point_under_a_time_limit_scores_every_named_schedule(tmp_path: Path, monkeypatch,
+                                                              daemonic: bool) -> None:
+    """With a time limit the solve scores the named schedules in a child process; a
+    daemonic worker (Dask's default) may not start one, so it scores them after the
+    solve. Either way the row holds each schedule's own score and the proven optimum.
+    Before the daemonic branch, the daemonic case raised "daemonic processes are not
+    allowed to have children" (``stems-opt sweep --dask local`` with a ``time_limit``)."""
+    import multiprocessing
+
+    from stems_opt import named_schedule, solve
+    from stems_opt.sweep import NAMED_COLUMNS, point_problem
+
+    sweep = load_sweep(_sweep_file(tmp_path, SWEEP.replace("[2048, 512B]", "[2048]")
+                                   + "time_limit: 120\n"))
+    problem = point_problem(sweep.points[0])
+    direct = solve(problem)  # no limit: to the proof, in this process
+    named = {name: named_schedule(problem, name) for name in NAMED_COLUMNS}
+    if daemonic:  # what Process.start() checks before it starts a child
+        monkeypatch.setitem(multiprocessing.current_process()._config, "daemon", True)
+    row = solve_point(sweep.points[0])
+    for name, r in named.items():
+        assert row[name] == (str(r.objective_value) if r.feasible else ""), name
+    fitting = {n: r.objective_value for n, r in named.items() if r.feasible}
+    assert row["best_named"] == min(fitting, key=fitting.get)
+    assert direct.status.value == row["status"] == "optimal"
+    assert row["value"] == str(direct.objective_value)
