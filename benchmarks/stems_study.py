@@ -26,7 +26,11 @@ Outputs in ``benchmarks/results/``: ``STUDY.md``, ``study_reductions.csv``,
 
 ``--quick`` runs a reduced study (two networks and three sizes in the sweep,
 a 60 s limit per solve) that says so at the top of STUDY.md; the full study
-is the default. The sweep CSV is resumed, not recomputed, on a re-run.
+is the default. Every number comes from the run itself: the sweep CSV of an
+earlier run is replaced, unless ``--resume`` keeps its points (after an
+interrupted run; STUDY.md then says how many came from before). ``--out-dir``
+sends everything elsewhere, for a trial run that leaves ``benchmarks/results``
+as it is.
 
 Examples
 --------
@@ -41,6 +45,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import itertools
 import math
 import os
 import platform
@@ -66,10 +71,19 @@ from stems_opt import (  # noqa: E402
     evaluate,
     load_instance,
     named_schedule,
-    solve,
 )
 from stems_opt.heuristics import NAMED, Frame, greedy_mapping  # noqa: E402
-from stems_opt.sweep import load_sweep, local_executor, run_sweep, size_label  # noqa: E402
+from stems_opt.incumbents import FALLBACK_SCHEDULES  # noqa: E402
+from stems_opt.solvers import solve_and_score  # noqa: E402
+from stems_opt.sweep import (  # noqa: E402
+    KEY_COLUMNS,
+    load_sweep,
+    local_executor,
+    read_done,
+    run_sweep,
+    size_label,
+    with_named_fallback,
+)
 
 SIZES_FULL = ("128KB", "256KB", "384KB", "512KB", "1MB", "2MB")
 SIZES_QUICK = ("256KB", "1MB", "2MB")
@@ -89,19 +103,26 @@ class Settings:
     time_limit_s: float
     workers: int
     out_dir: Path = RESULTS_DIR
+    resume: bool = False
 
 
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
 
-def _solve(problem: Problem, settings: Settings) -> Result:
-    r = solve(problem, time_limit_s=settings.time_limit_s)
-    status = r.status.value if r.gap in (0.0, None) else \
-        f"{r.status.value} (gap {100 * r.gap:.2f}%)"
-    print(f"  {problem.name} {problem.objective.value}: {status}, {r.runtime_s:.1f} s",
+def _solve(problem: Problem, settings: Settings,
+           schedules: tuple[str, ...] = NAMED) -> tuple[Result, dict[str, Result]]:
+    """The optimum and the named ``schedules``, scored in a second process meanwhile (any
+    the time limit cut off are scored after); an unproven answer worse than a named
+    schedule is replaced by it, as the solver's own fallback does (see
+    :func:`stems_opt.sweep.with_named_fallback`)."""
+    r, scored = solve_and_score(problem, schedules, time_limit_s=settings.time_limit_s)
+    named = {n: v if isinstance(v, Result) else named_schedule(problem, n)
+             for n, v in scored.items()}
+    r = with_named_fallback(problem, r, named.values())
+    print(f"  {problem.name} {problem.objective.value}: {_status(r)}, {r.runtime_s:.1f} s",
           file=sys.stderr)
-    return r
+    return r, named
 
 
 def _status_text(status: str, gap: float | None) -> str:
@@ -150,8 +171,7 @@ def reductions(settings: Settings) -> tuple[list[dict[str, Any]], list[str], dic
     for inst in ("sew_resnet18_1mb", "red_lif_1mb"):
         for obj in ("traffic", "energy"):
             p = load_instance(ROOT / "instances" / f"{inst}.yaml", obj)
-            named = {n: named_schedule(p, n) for n in NAMED}
-            opt = _solve(p, settings)
+            opt, named = _solve(p, settings)
             optima[(inst, obj)] = (p, opt)
             fitting = {n: r for n, r in named.items() if r.feasible}
             best = min(fitting, key=lambda n: fitting[n].objective_value) if fitting else ""
@@ -257,7 +277,7 @@ def plif_series(settings: Settings, optima: dict) -> tuple[list[dict[str, Any]],
                 p, res[obj] = optima[(inst, obj)]
                 continue
             p = load_instance(ROOT / "instances" / f"{inst}.yaml", obj)
-            res[obj] = _solve(p, settings)
+            res[obj] = _solve(p, settings, FALLBACK_SCHEDULES)[0]
         rows.append({"variant": f"{n}PLIF", "instance": inst,
                      "state_bits": p.network.state_size_bits,
                      "traffic_bits": res["traffic"].objective_value,
@@ -292,9 +312,9 @@ def plif_verdict(base: dict[str, Any], five: dict[str, Any]) -> list[str]:
     energy_x = _div(base["energy_pj"], five["energy_pj"])
     proven = all(r[k] == "optimal" for r in (base, five)
                  for k in ("traffic_status", "energy_status"))
-    out = [f"At 5PLIF: {_x(state_x)} less state (claim {CLAIM_STATE_X:g}x) and "
-           f"{_x(energy_x)} less energy (claim {CLAIM_PLIF_ENERGY_X:g}x); the optimal traffic "
-           f"falls {_x(_div(base['traffic_bits'], five['traffic_bits']))}."]
+    out = [f"7PLIF over 5PLIF: state {_x(state_x)} (claim {CLAIM_STATE_X:g}x), energy "
+           f"{_x(energy_x)} (claim {CLAIM_PLIF_ENERGY_X:g}x), traffic "
+           f"{_x(_div(base['traffic_bits'], five['traffic_bits']))} (no claim)."]
     if energy_x is not None:
         if energy_x > CLAIM_PLIF_ENERGY_X * 1.05:
             side = "more than"
@@ -332,6 +352,10 @@ def ski_slope(settings: Settings) -> tuple[list[dict[str, str]], list[str]]:
     threads = 1
     sweep = load_sweep(sweep_file, threads=threads)
     out = settings.out_dir / "study_skislope.csv"
+    if out.exists() and not settings.resume:
+        out.unlink()  # this script's own output of an earlier run: the study is one run
+    resumed = len({tuple(r[c] for c in KEY_COLUMNS) for r in read_done(out)}
+                  & set(sweep.keys)) if out.exists() else 0
     start = time.perf_counter()
     if settings.workers > 1:
         with local_executor(settings.workers) as pool:
@@ -349,8 +373,10 @@ def ski_slope(settings: Settings) -> tuple[list[dict[str, str]], list[str]]:
     md = ["## 3. Ski slope: optimal traffic against global-buffer size", "",
           f"{len(nets)} networks x {len(sizes)} sizes on the edge accelerator (only the "
           f"buffer size changes), {settings.workers} local worker(s), "
-          f"{settings.time_limit_s:g} s per point; {wall:.0f} s of wall time in this run "
-          "(points already in the CSV are not re-solved). Traffic in Mbit; `n/f`: no "
+          f"{settings.time_limit_s:g} s per point; {wall:.0f} s of wall time"
+          + (f" for the {len(rows) - resumed} points solved in this run ({resumed} kept from "
+             "an interrupted earlier run by `--resume`)" if resumed else "")
+          + ". Traffic in Mbit; `n/f`: no "
           "mapping of that kind fits; `-`: none found within the time limit. A point not "
           "proven shows its gap to the proven lower bound.", "", plot_line, "",
           "| network | buffer | optimum | status | best named | best named / opt | "
@@ -368,8 +394,34 @@ def ski_slope(settings: Settings) -> tuple[list[dict[str, str]], list[str]]:
     unproven = sum(r["status"] != "optimal" for r in rows)
     md += ["", f"{len(rows) - unproven} of {len(rows)} points proven optimal"
            + (f"; the other {unproven} show their gap to the proven bound." if unproven
-              else ".")]
+              else "."), "", *memory_needed(rows)]
     return rows, md
+
+
+def memory_needed(rows: Sequence[dict[str, str]]) -> list[str]:
+    """Per network, the smallest buffer of the sweep at which the optimum, and the best
+    named schedule, move only the compulsory traffic (no buffer can do better)."""
+    out = ["How much buffer is enough (the smallest size swept at which the traffic "
+           "equals the compulsory traffic, which no buffer size can beat):", ""]
+    nets = dict.fromkeys(r["network"] for r in rows)
+    for net in nets:
+        pts = sorted((r for r in rows if r["network"] == net),
+                     key=lambda r: int(r["gb_capacity_bits"]))
+
+        def first(column: str, pts: list[dict[str, str]] = pts) -> str:
+            hit = next((r for r in pts if r[column] and
+                        float(r[column]) == float(r["compulsory_traffic_bits"])), None)
+            if hit is not None:
+                return f"from {size_label(int(hit['gb_capacity_bits']))}"
+            last = pts[-1]
+            ratio = _div(float(last[column]) if last[column] else None,
+                         float(last["compulsory_traffic_bits"]))
+            return f"not within {size_label(int(last['gb_capacity_bits']))} " \
+                f"({_x(ratio)} of it there)"
+
+        out.append(f"- {net}: the optimum {first('value')}; the best named schedule "
+                   f"{first('best_named_value')}.")
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -496,6 +548,28 @@ def outside(optima: dict) -> tuple[list[dict[str, Any]], list[str]]:
 # Main
 # ---------------------------------------------------------------------------
 
+def _options(args: argparse.Namespace) -> str:
+    """The options that change the numbers, as typed (``--out-dir`` left out)."""
+    out = ["--quick"] if args.quick else []
+    if args.time_limit is not None:
+        out.append(f"--time-limit {args.time_limit:g}")
+    out.append(f"--workers {args.workers}")
+    if args.resume:
+        out.append("--resume")
+    return " ".join(out)
+
+
+def _commit() -> str:
+    """The source's git commit (``unknown`` outside a checkout)."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
@@ -503,31 +577,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=None, metavar="S",
                     help="seconds per solve (default 600, or 60 with --quick)")
     ap.add_argument("--workers", type=int, default=2, help="sweep worker processes")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the sweep points of an interrupted earlier run (default: "
+                         "solve every point again)")
     ap.add_argument("--out-dir", type=Path, default=RESULTS_DIR, metavar="DIR",
                     help="where STUDY.md, its CSVs and plots go (default benchmarks/results; "
                          "a trial run goes elsewhere so it does not replace the study)")
     args = ap.parse_args(argv)
     settings = Settings(args.quick, args.time_limit or (60.0 if args.quick else 600.0),
-                        max(1, args.workers), args.out_dir.resolve())
+                        max(1, args.workers), args.out_dir.resolve(), args.resume)
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    print("1. reductions", file=sys.stderr)
+    laps: list[float] = []
+
+    def lap(title: str) -> None:
+        laps.append(time.perf_counter())
+        print(title, file=sys.stderr)
+
+    lap("1. reductions")
     red_rows, red_md, optima = reductions(settings)
     _write_csv(settings.out_dir, "study_reductions.csv", red_rows)
-    print("2. 7PLIF..1PLIF", file=sys.stderr)
+    lap("2. 7PLIF..1PLIF")
     plif_rows, plif_md = plif_series(settings, optima)
     _write_csv(settings.out_dir, "study_plif.csv", plif_rows)
-    print("3. ski slope", file=sys.stderr)
+    lap("3. ski slope")
     _, sweep_md = ski_slope(settings)
-    print("4. outside STEMS's space", file=sys.stderr)
+    lap("4. outside STEMS's space")
     out_rows, out_md = outside(optima)
     _write_csv(settings.out_dir, "study_outside.csv", out_rows)
+    lap("done")
     wall = time.perf_counter() - start
+    sections = ", ".join(f"{i + 1}: {b - a:.0f} s"
+                         for i, (a, b) in enumerate(itertools.pairwise(laps)))
     head = ["# The STEMS study, reproduced with proven optima", "",
-            f"Written by `python benchmarks/stems_study.py{' --quick' if args.quick else ''}` "
-            f"on {dt.date.today().isoformat()} ({platform.python_version()}, "
-            f"{settings.time_limit_s:g} s per solve, {wall:.0f} s in all; timings measured "
-            "on a shared 2-core machine, so they are noisy).", ""]
+            f"Written by `python benchmarks/stems_study.py {_options(args)}` at commit "
+            f"{_commit()} on "
+            f"{dt.date.today().isoformat()} (Python {platform.python_version()}, "
+            f"{settings.time_limit_s:g} s per solve, {settings.workers} sweep worker(s); "
+            f"{wall:.0f} s in all, by section {sections}; timings from a "
+            f"{os.cpu_count()}-core machine, noisy when it is shared).", ""]
     if args.quick:
         head += ["**Quick mode**: the sweep covers "
                  f"{', '.join(SWEEP_NETWORKS_QUICK)} at {', '.join(SIZES_QUICK)} only. "

@@ -246,6 +246,31 @@ def _num(value: float | None) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+def with_named_fallback(problem: Any, result: Any, named: Iterable[Any]) -> Any:
+    """``result``, or the best of the ``named`` results in the search space when the
+    solve stopped unproven with a worse mapping (or none): the answer the solver's own
+    fallback gives when the named schedules are scored before its time limit. The
+    bound stays the solve's (capped by the value, so the gap is never negative)."""
+    from stems_opt.incumbents import in_search_space
+    from stems_opt.result import SolveStatus
+
+    if result.status is SolveStatus.OPTIMAL:
+        return result
+    fits = [r for r in named if r.feasible and in_search_space(problem, r)]
+    best = min(fits, key=lambda r: r.objective_value, default=None)
+    if best is None or (result.objective_value is not None
+                        and result.objective_value <= best.objective_value):
+        return result
+    value = best.objective_value
+    bound = None if result.bound is None else min(result.bound, value)
+    gap = None if bound is None else 0.0 if value == 0 else max(0.0, (value - bound) / value)
+    name = best.solver.removeprefix("named:")
+    note = f"the named schedule {name} is better than the mapping found"
+    return replace(result, status=SolveStatus.OPTIMAL if gap == 0.0 else SolveStatus.FEASIBLE,
+                   mapping=best.mapping, cost=best.cost, objective_value=value, bound=bound,
+                   gap=gap, message=f"{result.message}; {note}" if result.message else note)
+
+
 def may_start_processes() -> bool:
     """Whether this process may start child processes: a daemonic one (a Dask worker
     by default, a ``multiprocessing`` daemon) may not."""
@@ -275,6 +300,12 @@ def solve_point(point: SweepPoint) -> dict[str, str]:
     else:
         result = solve(problem, solver=point.solver, time_limit_s=point.time_limit_s,
                        threads=point.threads, warm_start=False)
+    named = {}
+    for name in NAMED_COLUMNS:
+        r = scored.get(name)
+        # Cut off by the limit, or never started (an error here raises again).
+        named[name] = r if isinstance(r, Result) else named_schedule(problem, name)
+    result = with_named_fallback(problem, result, named.values())
     row = {"status": result.status.value, "value": _num(result.objective_value),
            "bound": _num(result.bound), "gap": _num(result.gap),
            "traffic_bits": _num(result.cost.traffic_bits) if result.cost else "",
@@ -282,10 +313,7 @@ def solve_point(point: SweepPoint) -> dict[str, str]:
            "compulsory_traffic_bits": str(compulsory_traffic_bits(problem.network)),
            "state_bits": str(problem.network.state_size_bits)}
     best: tuple[float, str] | None = None
-    for name in NAMED_COLUMNS:
-        r = scored.get(name)
-        if not isinstance(r, Result):  # cut off by the limit (an error here raises again)
-            r = named_schedule(problem, name)
+    for name, r in named.items():
         row[name] = _num(r.objective_value) if r.feasible else ""
         if r.feasible and (best is None or r.objective_value < best[0]):
             best = (r.objective_value, name)
