@@ -588,6 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         max(1, args.workers), args.out_dir.resolve(), args.resume)
     settings.out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    commit = _commit()  # at the start: the code that computes the numbers
     laps: list[float] = []
 
     def lap(title: str) -> None:
@@ -611,7 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          for i, (a, b) in enumerate(itertools.pairwise(laps)))
     head = ["# The STEMS study, reproduced with proven optima", "",
             f"Written by `python benchmarks/stems_study.py {_options(args)}` at commit "
-            f"{_commit()} on "
+            f"{commit} on "
             f"{dt.date.today().isoformat()} (Python {platform.python_version()}, "
             f"{settings.time_limit_s:g} s per solve, {settings.workers} sweep worker(s); "
             f"{wall:.0f} s in all, by section {sections}; timings from a "
