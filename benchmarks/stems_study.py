@@ -560,11 +560,12 @@ def _options(args: argparse.Namespace) -> str:
 
 
 def _commit() -> str:
-    """The source's git commit (``unknown`` outside a checkout)."""
+    """The source's git commit, ``-dirty`` with uncommitted changes (``unknown`` outside a
+    checkout)."""
     import subprocess
 
     try:
-        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        return subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
                               capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
