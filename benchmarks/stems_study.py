@@ -19,10 +19,14 @@ Sections (each beside the claim of the STEMS paper it answers, see
    optimal mapping with that feature taken out (ablation, other decisions
    kept; an upper bound on the feature's own gain, since a re-optimisation
    without it could rearrange the rest).
+5. **Stronger baselines.** ``stems-opt compare`` with every baseline (named
+   schedules, greedy fusion, local search) on SEW-ResNet-18 at 1 MB with its
+   defaults, timed against the 60 s target, and on RED-LIF at 1 MB.
 
-Outputs in ``benchmarks/results/``: ``STUDY.md``, ``study_reductions.csv``,
-``study_plif.csv``, ``study_skislope.csv``, ``study_outside.csv``,
-``study_skislope.png``.
+Outputs in ``benchmarks/results/`` (or ``--out-dir``): ``STUDY.md``,
+``study_reductions.csv``, ``study_plif.csv``, ``study_skislope.csv``,
+``study_outside.csv``, ``study_baselines.csv``, ``study_skislope.png`` and
+``study_sweep.yaml`` (the sweep's grid).
 
 ``--quick`` runs a reduced study (two networks and three sizes in the sweep,
 a 60 s limit per solve) that says so at the top of STUDY.md; the full study
@@ -545,6 +549,69 @@ def outside(optima: dict) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 # ---------------------------------------------------------------------------
+# 5. Stronger baselines: `stems-opt compare` with every baseline
+# ---------------------------------------------------------------------------
+
+COMPARE_TARGET_S = 60.0
+"""``compare`` on SEW-ResNet-18 at 1 MB with every baseline should finish within this."""
+
+
+def _compare(instance: str, options: Sequence[str]) -> tuple[dict[str, Any], float]:
+    """``stems-opt compare INSTANCE --json OPTIONS`` as a user runs it: its documents
+    and its wall time (process start to exit)."""
+    import json
+    import subprocess
+
+    cmd = [sys.executable, "-m", "stems_opt", "compare", str(ROOT / "instances" /
+                                                             f"{instance}.yaml"),
+           "--json", "--quiet", *options]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - start
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}: {done.stderr}")
+    return json.loads(done.stdout), wall
+
+
+def baselines(settings: Settings) -> tuple[list[dict[str, Any]], list[str]]:
+    """``compare`` with the named schedules, the greedy fusion and the local search: on
+    SEW-ResNet-18 with its defaults (the speed target), on RED-LIF within the time
+    limit (where the named schedules are far from the optimum)."""
+    runs = [("sew_resnet18_1mb", [], "defaults"),
+            ("red_lif_1mb", ["--time-limit", f"{settings.time_limit_s:g}"],
+             f"--time-limit {settings.time_limit_s:g}")]
+    rows, md_rows, names = [], [], None
+    for inst, options, shown in runs:
+        print(f"  compare {inst} {shown}", file=sys.stderr)
+        docs, wall = _compare(inst, options)
+        names = [n for n in docs if n not in ("optimum", "best found")]
+        final = docs.get("optimum") or docs["best found"]
+        opt = final.get("objective_value")
+        row = {"instance": inst, "options": shown, "wall_s": round(wall, 1),
+               "optimum": opt, "status": final["status"], "gap": final.get("gap"),
+               **{n: docs[n].get("objective_value") for n in names}}
+        rows.append(row)
+        cells = [_x(_div(row[n], opt)) if row[n] is not None else
+                 ("n/f" if docs[n].get("status") == "infeasible" else "not scored")
+                 for n in names]
+        md_rows.append(f"| {inst} | {shown} | {' | '.join(cells)} | "
+                       f"{_status_text(final['status'], final.get('gap'))} | {wall:.0f} s |")
+    sew_wall = rows[0]["wall_s"]
+    md = ["## 5. Stronger baselines: `stems-opt compare` with every baseline", "",
+          "Traffic of each baseline over the optimum (the best found where the status "
+          "shows a gap): the named schedules, the greedy "
+          "fusion (segments grown while traffic falls and the buffer fits) and the "
+          "randomized local search (from the best of them, given the solver's own wall "
+          "time). Wall time of the whole command, as a user runs it.", "",
+          f"| instance | options | {' | '.join(names or [])} | optimum | wall |",
+          "|---|---|" + "---:|" * len(names or []) + "---|---:|", *md_rows, "",
+          f"`stems-opt compare instances/sew_resnet18_1mb.yaml` with every baseline took "
+          f"{sew_wall:.0f} s (target: under {COMPARE_TARGET_S:g} s"
+          + ("; met)." if sew_wall < COMPARE_TARGET_S else "; NOT met).")]
+    return rows, md
+
+
+# ---------------------------------------------------------------------------
 # Main
 # ---------------------------------------------------------------------------
 
@@ -607,6 +674,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     lap("4. outside STEMS's space")
     out_rows, out_md = outside(optima)
     _write_csv(settings.out_dir, "study_outside.csv", out_rows)
+    lap("5. baselines in compare")
+    base_rows, base_md = baselines(settings)
+    _write_csv(settings.out_dir, "study_baselines.csv", base_rows)
     lap("done")
     wall = time.perf_counter() - start
     sections = ", ".join(f"{i + 1}: {b - a:.0f} s"
@@ -623,7 +693,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                  f"{', '.join(SWEEP_NETWORKS_QUICK)} at {', '.join(SIZES_QUICK)} only. "
                  "Run without `--quick` for the full study (4 networks x 6 sizes).", ""]
     doc = head + red_md + reductions_verdict(red_rows) + [""] + plif_md + [""] + sweep_md + \
-        [""] + out_md + [""]
+        [""] + out_md + [""] + base_md + [""]
     (settings.out_dir / "STUDY.md").write_text("\n".join(doc), encoding="utf-8")
     print(f"wrote {settings.out_dir / 'STUDY.md'} in {wall:.0f} s", file=sys.stderr)
     return 0
