@@ -21,7 +21,8 @@ Sections (each beside the claim of the STEMS paper it answers, see
    without it could rearrange the rest).
 5. **Stronger baselines.** ``stems-opt compare`` with every baseline (named
    schedules, greedy fusion, local search) on SEW-ResNet-18 at 1 MB with its
-   defaults, timed against the 60 s target, and on RED-LIF at 1 MB.
+   defaults, timed against the 60 s target, and on RED-LIF at 1 MB (within
+   three times the solve limit: the heuristics run in what the solve leaves).
 
 Outputs in ``benchmarks/results/`` (or ``--out-dir``): ``STUDY.md``,
 ``study_reductions.csv``, ``study_plif.csv``, ``study_skislope.csv``,
@@ -575,11 +576,12 @@ def _compare(instance: str, options: Sequence[str]) -> tuple[dict[str, Any], flo
 
 def baselines(settings: Settings) -> tuple[list[dict[str, Any]], list[str]]:
     """``compare`` with the named schedules, the greedy fusion and the local search: on
-    SEW-ResNet-18 with its defaults (the speed target), on RED-LIF within the time
-    limit (where the named schedules are far from the optimum)."""
+    SEW-ResNet-18 with its defaults (the speed target), on RED-LIF (where the named
+    schedules are far from the optimum) within three times the solve limit."""
+    # Three solve limits for RED-LIF: the heuristics run in what the solve leaves of it.
+    limit = f"{3 * settings.time_limit_s:g}"
     runs = [("sew_resnet18_1mb", [], "defaults"),
-            ("red_lif_1mb", ["--time-limit", f"{settings.time_limit_s:g}"],
-             f"--time-limit {settings.time_limit_s:g}")]
+            ("red_lif_1mb", ["--time-limit", limit], f"--time-limit {limit}")]
     rows, md_rows, names = [], [], None
     for inst, options, shown in runs:
         print(f"  compare {inst} {shown}", file=sys.stderr)
