@@ -327,9 +327,9 @@ def plif_verdict(base: dict[str, Any], five: dict[str, Any]) -> list[str]:
             side = "less than"
         else:
             side = "about"
-        out[0] += (f" The energy saving is {side} the claim: here both sides are optimal "
-                   "mappings, where STEMS compared its best hand-enumerated schedules, and the "
-                   "energy model is this tool's.")
+        out[0] += (f" The energy saving is {side} the claim: this compares the optimiser's "
+                   "mappings of both variants, where STEMS compared its best hand-enumerated "
+                   "schedules, and the energy model is this tool's.")
     if not proven:
         out.append("Not every value in this comparison is proven (see the status column): "
                    "the ratios compare best mappings found within the time limit.")
