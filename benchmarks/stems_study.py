@@ -545,11 +545,11 @@ def outside(optima: dict) -> tuple[list[dict[str, Any]], list[str]]:
         md += ["", "Freedoms worth more than 0.1% (the optimum without it, over the optimum):",
                "", *notes]
     reached = [f"{r['instance']} ({r['objective']}: {r['named_at_optimum']})" for r in rows
-               if r["named_at_optimum"]]
+               if r["named_at_optimum"] and r["status"] == "optimal"]
     if reached:
-        md += ["", "Named schedules that reach the value analysed: " + ", ".join(reached)
+        md += ["", "Named schedules that reach the proven optimum: " + ", ".join(reached)
                + ". There a schedule of STEMS's kind (filled by this tool's greedy rule) is "
-               "as good as the mapping analysed, so the freedoms it uses are one way to the "
+               "optimal too, so the freedoms the mapping analysed uses are one way to the "
                "optimum, not a gain over STEMS's space."]
     unproven = [f"{r['instance']} ({r['objective']}, {_status_text(r['status'], r['gap'])})"
                 for r in rows if r["status"] != "optimal"]
