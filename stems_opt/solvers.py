@@ -196,7 +196,7 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
 
     start = stop.start
     objective = problem.objective
-    scale = 1000.0 if objective is Objective.ENERGY else 1.0
+    scale = _scale(problem)
     constant = objective_constant(problem)
     progress = Progress(objective.value, lambda v: (v + constant) / scale)
     if background is not None:
@@ -255,7 +255,7 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
     violations = check(problem, mapping)
     assert not violations, f"solver returned an invalid mapping: {violations}"
     cost = evaluate(problem, mapping)
-    value = cost.objective_value(objective.value)
+    value = cost.objective_value(objective.value, problem.weights)
     assert _same((model_value + constant) / scale, value), \
         f"model objective {(model_value + constant) / scale} != cost model {value}"
     # (an incumbent from the fallback is scored by the cost model itself)
@@ -311,16 +311,39 @@ def _wait_for_named(background: BackgroundNamed, stop: Stop, have_none: bool) ->
     return best
 
 
+def _model_upper(problem: Problem, named: Result | None, scale: float) -> float | None:
+    """The named incumbent's value in model units plus the objective constant,
+    exact in integers where energy counts (its memory fJ, not the pJ total)."""
+    if named is None or named.cost is None:
+        return None
+    from stems_opt.formulation.data import objective_constant, objective_weights
+
+    if problem.objective is Objective.TRAFFIC:
+        return round(named.objective_value * scale)
+    a, b = objective_weights(problem)
+    return a * named.cost.memory_energy_fj + b * named.cost.latency_cycles + \
+        objective_constant(problem)
+
+
+def _scale(problem: Problem) -> float:
+    """Model units per objective unit: fJ per pJ for energy, else 1 (bits, cycles,
+    and the EDP search's weighted sums)."""
+    return 1000.0 if problem.objective is Objective.ENERGY else 1.0
+
+
 def _quick_bound(problem: Problem) -> float:
     """A lower bound in model units (objective constant excluded) that needs no
-    search: the compulsory traffic, at the cheaper DRAM rate for energy."""
+    search: the compulsory traffic, at the cheaper DRAM rate for energy (times
+    the energy weight; latency counts 0)."""
     bits = compulsory_traffic_bits(problem.network)
-    if problem.objective is not Objective.ENERGY:
+    if problem.objective is Objective.TRAFFIC:
         return float(bits)
     from stems_opt.cost_model import EnergyRates
+    from stems_opt.formulation.data import objective_weights
 
     rates = EnergyRates.of(problem.hardware)  # the rates alone: no need for the whole context
-    return float(bits) * min(rates.read_fj_per_bit, rates.write_fj_per_bit)
+    return float(bits) * min(rates.read_fj_per_bit, rates.write_fj_per_bit) * \
+        objective_weights(problem)[0]
 
 
 def check_solver(solver: str) -> None:
@@ -372,11 +395,9 @@ def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | N
     check_solver(solver)
     start = time.perf_counter()
     objective = problem.objective
-    scale = 1000.0 if objective is Objective.ENERGY else 1.0
+    scale = _scale(problem)
     named = _incumbent(problem) if warm_start else None
-    ub = None if named is None else round(named.objective_value * scale)
-    if objective is Objective.ENERGY and named is not None:
-        ub = named.cost.memory_energy_fj + objective_constant(problem)
+    ub = _model_upper(problem, named, scale)
     heuristic_s = time.perf_counter() - start
     data = build_model_data(problem, upper_bound=ub,
                             required=_frame_keys(problem, named.mapping) if named else (),
@@ -413,7 +434,7 @@ def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | N
     violations = check(problem, mapping)
     assert not violations, f"solver returned an invalid mapping: {violations}"
     cost = evaluate(problem, mapping)
-    value = cost.objective_value(objective.value)
+    value = cost.objective_value(objective.value, problem.weights)
     mip_value = (ans.objective + data.constant) / scale
     assert _same(mip_value, value), f"MIP objective {mip_value} != cost model {value}"
     mip_bound = ans.objective if ans.status == "optimal" else ans.bound
@@ -535,11 +556,9 @@ def write_model(problem: Problem, path: str, warm_start: bool = True,
     if target.suffix.lower() not in MODEL_SUFFIXES:
         raise StemsInputError(Issue("must end in .lp or .mps", file=str(path),
                                     field="write-model"))
-    scale = 1000.0 if problem.objective is Objective.ENERGY else 1.0
+    scale = _scale(problem)
     named = _incumbent(problem) if warm_start else None
-    ub = None if named is None else round(named.objective_value * scale)
-    if problem.objective is Objective.ENERGY and named is not None:
-        ub = named.cost.memory_energy_fj + objective_constant(problem)
+    ub = _model_upper(problem, named, scale)
     data = build_model_data(problem, upper_bound=ub,
                             required=_frame_keys(problem, named.mapping) if named else (),
                             max_frames=max_frames, max_options_per_frame=max_options_per_frame)

@@ -10,8 +10,8 @@ The joint problem is cut into *frames* and *layer options*:
   the output is kept whole across segments or written for a later segment,
   where each input comes from and its halo rule).
 
-Every option carries its objective coefficient (traffic bits, or energy in
-integer fJ) and its global-buffer coefficient on every capacity row of its
+Every option carries its objective coefficient (traffic bits, energy in
+integer fJ, latency in cycles, or the EDP search's ``a fJ + b cycles``) and its global-buffer coefficient on every capacity row of its
 frame (``persistent + local[t, p]``), both computed by the cost model's own
 term functions, so the MIP objective of a mapping is the cost model's value.
 The rows a tensor read from DRAM keeps across tile boundaries are shared by
@@ -44,15 +44,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from stems_opt.cost.step_latency import LayerLatency, layer_compute_floor
 from stems_opt.cost_model import (
     EnergyRates,
     SegmentGeometry,
     dram_read_term,
     kept_halo_term,
     layer_operand_energy_fj,
+    nest_hardware,
     output_term,
     state_term,
     sub_tile_limits,
+    tile_bounds,
     weight_term,
 )
 from stems_opt.formulation.bounds import read_bits
@@ -196,6 +199,7 @@ class _FrameBuilder:
         self.inside = set(self.layers)
         self.limits = sub_tile_limits(net, self.seg)
         self.L = len(self.layers)
+        self.latency: dict[str, LayerLatency] = {}
 
     def coeff(self, term_persistent: int, local: np.ndarray | None) -> np.ndarray:
         vec = np.full(self.geo.n * self.L, term_persistent, dtype=np.int64)
@@ -302,7 +306,7 @@ class _FrameBuilder:
                                    self.coeff(t.persistent_bits, t.local)))
                 i_parts.append(parts)
             operand_fj: dict[int, int] = {}  # per weight-chunk count
-            if c.objective is Objective.ENERGY:
+            if c.energy_weight:
                 for wc, *_ in w_parts:
                     chunks = _chunks(wc)
                     if chunks not in operand_fj:
@@ -331,14 +335,36 @@ class _FrameBuilder:
                         total = base_c + coeff
                         if int(total.max()) > cap:
                             continue
-                        cost = rr + wwb if c.objective is Objective.TRAFFIC else \
-                            rr * c.rates.read_fj_per_bit + wwb * c.rates.write_fj_per_bit \
-                            + operand_fj[_chunks(wc)]
+                        cost = self.option_cost(layer, m, wc, sm, oc_part[0], in_combo,
+                                                rr, wwb, operand_fj)
                         by_context.setdefault(ctx_key, []).append(LayerOption(
                             name, m, wc, sm, ctx_key[1], ctx_key[0], int(cost), rr, wwb, total))
         for opts in by_context.values():
             result.extend(_pareto(opts))
         return result
+
+    def option_cost(self, layer: Layer, m: int, wc: WeightChoice | None,
+                    sm: StateMode | None, oc: OutputContext, in_combo: tuple,
+                    reads: int, writes: int, operand_fj: dict[int, int]) -> int:
+        """An option's objective coefficient in model units."""
+        c = self.c
+        if c.objective is Objective.TRAFFIC:
+            return reads + writes
+        cost = 0
+        if c.energy_weight:
+            cost = c.energy_weight * (reads * c.rates.read_fj_per_bit
+                                      + writes * c.rates.write_fj_per_bit
+                                      + operand_fj[_chunks(wc)])
+        if c.latency_weight:
+            lat = self.latency.get(layer.name)
+            if lat is None:
+                lat = self.latency[layer.name] = LayerLatency(
+                    self.geo, layer, c.hardware, nest_hardware(c.hardware))
+            written = layer.name in c.outputs or oc.on_chip is False or oc.cross_write
+            dram = tuple((p[0].tensor, Halo.KEEP if p[0].source == KEEP else Halo.REREAD)
+                         for p in in_combo if p[0].source != CHIP)
+            cost += c.latency_weight * lat.cycles(m, wc, sm, written, dram)
+        return cost
 
 
 def _chunks(wc: WeightChoice | None) -> int:
@@ -356,12 +382,26 @@ class _Context:
     whole_candidates: dict[str, int]
     outputs: set[str]
     hardware: Hardware
+    energy_weight: int = 0   # model units per fJ of memory energy
+    latency_weight: int = 0  # model units per cycle
+
+
+def objective_weights(problem: Problem) -> tuple[int, int]:
+    """Model units per fJ of energy and per cycle of latency (both 0 for traffic)."""
+    obj = problem.objective
+    if obj is Objective.EDP:
+        if problem.weights is None:
+            raise ValueError("the EDP objective is solved by weighted sums (stems_opt.edp)")
+        return problem.weights
+    return {Objective.TRAFFIC: (0, 0), Objective.ENERGY: (1, 0),
+            Objective.LATENCY: (0, 1)}[obj]
 
 
 def objective_constant(problem: Problem) -> float:
     """The part of the objective no mapping changes: compute and neuron-update
-    energy in fJ for the energy objective, 0 for traffic."""
-    if problem.objective is not Objective.ENERGY:
+    energy in fJ (times the energy weight), 0 for traffic and latency."""
+    a, _ = objective_weights(problem)
+    if not a:
         return 0.0
     from stems_opt.cost_model import pj_to_fj
 
@@ -371,14 +411,16 @@ def objective_constant(problem: Problem) -> float:
         e = hw.array.mac_pj if lay.uses_mac else hw.array.accumulate_pj
         total += lay.operations(net.timesteps) * pj_to_fj(e) * lay.spike_rate
         total += lay.neuron_updates(net.timesteps) * pj_to_fj(hw.array.neuron_update_pj)
-    return total
+    return a * total
 
 
 def make_context(problem: Problem) -> _Context:
     """What option generation needs to know about ``problem``."""
     net, hw = problem.network, problem.hardware
+    a, b = objective_weights(problem)
     return _Context(net, problem.objective, hw.gb_capacity_bits, hw.array.factor("K"),
-                    EnergyRates.of(hw), _whole_candidates(problem), set(net.output_names), hw)
+                    EnergyRates.of(hw), _whole_candidates(problem), set(net.output_names), hw,
+                    a, b)
 
 
 def _whole_candidates(problem: Problem) -> dict[str, int]:
@@ -539,6 +581,29 @@ def _energy_lower_bound(ctx: _Context, traffic_lb: int) -> int:
     return traffic_lb * min(ctx.rates.read_fj_per_bit, ctx.rates.write_fj_per_bit)
 
 
+def frame_latency_floor(ctx: _Context, spec: FrameKey) -> int:
+    """A lower bound on the latency (cycles) of frame ``spec`` under any decisions:
+    every layer's :func:`~stems_opt.cost.step_latency.layer_compute_floor`."""
+    first, last, _, axis, n, _ = spec
+    net = ctx.network
+    lays = net.layers[first:last + 1]
+    bounds = tile_bounds(net, [lay.name for lay in lays], axis, n)
+    return sum(layer_compute_floor(lay, axis, bounds[lay.name], net.timesteps, ctx.hardware)
+               for lay in lays)
+
+
+def spec_objective_bound(ctx: _Context, spec: FrameKey) -> int:
+    """:func:`spec_lower_bound` in model units: traffic bits, or the weighted sum of
+    its energy (:func:`_energy_lower_bound`) and :func:`frame_latency_floor`."""
+    lb = spec_lower_bound(ctx, spec)
+    if ctx.objective is Objective.TRAFFIC:
+        return lb
+    out = ctx.energy_weight * _energy_lower_bound(ctx, lb) if ctx.energy_weight else 0
+    if ctx.latency_weight:
+        out += ctx.latency_weight * frame_latency_floor(ctx, spec)
+    return out
+
+
 def _dp_bounds(L: int, specs: list[tuple[FrameKey, int]]) -> tuple[list[float], list[float]]:
     """Shortest-path bounds over segment boundaries: prefix[i] for layers before i,
     suffix[j] for layers from j on."""
@@ -589,10 +654,7 @@ def build_model_data(problem: Problem, upper_bound: float | None = None,
     L = len(net.layers)
     specs = []
     for spec in frame_specs(problem):
-        lb = spec_lower_bound(ctx, spec)
-        if problem.objective is Objective.ENERGY:
-            lb = _energy_lower_bound(ctx, lb)
-        specs.append((spec, lb))
+        specs.append((spec, spec_objective_bound(ctx, spec)))
     prefix, suffix = _dp_bounds(L, specs)
     constant = objective_constant(problem)
     required = set(required)

@@ -1,0 +1,278 @@
+"""Latency: the cycles of every layer step, summed.
+
+A *step* is what the joint model schedules at the global buffer: one
+non-empty sub-tile of one tile of a layer, for one time batch of ``Tb``
+timesteps (``docs/model.md`` section 7). A step takes the largest of
+
+* its on-chip cycles: the temporal iterations of the array (compute), and
+  the bits through the GB port and each inner level's port over their
+  ``bandwidth_bits_per_cycle`` (with ``loop_nests`` the step's nest gives
+  these, :attr:`stems_opt.cost.loops.NestCost.cycles`; otherwise one access
+  per use at the GB);
+* its DRAM cycles: the step's own DRAM bits over the DRAM bandwidth.
+
+A layer's latency is the sum over its steps and a mapping's the sum over its
+layers. Every DRAM bit belongs to exactly one step of the layer whose
+decision moves it (its weights, its state, its output written, its reads of
+an input), so a layer's latency depends on that layer's decisions alone and
+the optimiser's objective stays a sum over layer options: exact.
+
+This module imports neither the cost model nor a solver.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from stems_opt.cost.loops import NestHardware, nest_cost, optimal_nest, step_shape
+from stems_opt.hardware import Hardware
+from stems_opt.mapping import Halo, Placement, Segment, StateMode, WeightChoice
+from stems_opt.network import Axis, Layer, LayerKind, StatePersistence
+
+Steps = tuple[tuple[int, int, int], ...]
+"""``(tile, lo, hi)`` of every step of one time batch, tile by tile."""
+
+
+def steps_of(bounds: tuple[int, ...], m: int) -> Steps:
+    """The non-empty sub-tiles ``(t, lo, hi)`` of tiles ``bounds`` split ``m`` ways
+    (the floor split of ``stems_opt.cost_model.sub_bounds``)."""
+    out = []
+    for t in range(len(bounds) - 1):
+        lo, hi = bounds[t], bounds[t + 1]
+        span = hi - lo
+        for j in range(m if span > 0 else 0):
+            a, z = lo + (j * span) // m, lo + ((j + 1) * span) // m
+            if z > a:
+                out.append((t, a, z))
+    return tuple(out)
+
+
+def dram_cycles(bits: np.ndarray, bandwidth_bits_per_cycle: float) -> np.ndarray:
+    """``ceil(bits / bandwidth)`` per step, in integers when the bandwidth is one."""
+    bw = float(bandwidth_bits_per_cycle)
+    if bw.is_integer():
+        return -(-bits // int(bw))
+    return np.ceil(bits / bw).astype(np.int64)
+
+
+def step_iterations(layer: Layer, rows: int, tb: int, axis: Axis, unrolling: tuple[int, ...],
+                    chunks: int = 1) -> int:
+    """Temporal iterations of the array for one step of a conv or linear layer:
+    the product of ``ceil(D / u_D)`` over its dimensions (``K`` walked in
+    ``chunks`` chunks), times ``tb``; the nest's ``N`` of ``docs/model.md`` 6.1."""
+    u = unrolling
+    kc = layer.k // chunks
+    if layer.kind is LayerKind.LINEAR:  # a 1 x 1 map of C features
+        oy = ox = 1
+    else:
+        oy, ox = (rows, layer.cross_extent(axis)) if axis is Axis.OY \
+            else (layer.cross_extent(axis), rows)
+    return (chunks * math.ceil(kc / u[0]) * math.ceil(layer.c / u[1]) * math.ceil(oy / u[2])
+            * math.ceil(ox / u[3]) * math.ceil(layer.fy / u[4]) * math.ceil(layer.fx / u[5]) * tb)
+
+
+def _per_use_bits(layer: Layer, network: Any, axis: Axis, lo: int, hi: int, tb: int) -> int:
+    """GB operand bits of one step by the one-access-per-use rule (``docs/model.md`` 6):
+    every window row of every input, each output, the weights and the state
+    read and written, once per timestep."""
+    if layer.kind is LayerKind.FLATTEN:
+        return 0
+    a, z = layer.window(axis, lo, hi)
+    bits = sum((z - a) * network.tensor_row_bits(src, axis)
+               for src in dict.fromkeys(layer.inputs))
+    bits += (hi - lo) * layer.output_row_bits(axis)
+    if layer.has_weights:
+        bits += layer.weight_size_bits
+    if layer.stateful:
+        bits += 2 * (hi - lo) * layer.state_row_bits(axis)
+    return bits * tb
+
+
+@lru_cache(maxsize=1 << 14)
+def core_cycles(layer: Layer, network: Any, axis: Axis, steps: Steps, tb: int,
+                nh: NestHardware, pe_count: int, loop_nests: bool, chunks: int = 1
+                ) -> np.ndarray:
+    """On-chip cycles of every step: compute, and the GB and inner ports.
+
+    Conv and linear layers on hardware with ``loop_nests`` take their
+    optimal nest's cycles; otherwise compute is the array's temporal
+    iterations (``ceil(operations / PEs)`` for pools and adds, none for a
+    flatten) and the GB port moves the one-access-per-use bits.
+    """
+    out = np.zeros(len(steps), dtype=np.int64)
+    gb_bw = nh.gb_bandwidth_bits_per_cycle
+    extent = layer.extent(axis)
+    for i, (_, lo, hi) in enumerate(steps):
+        if layer.has_weights and loop_nests:
+            shape = step_shape(layer, axis, lo, hi, tb, chunks)
+            nest, _ = optimal_nest(shape, nh)
+            out[i] = nest_cost(nest, shape, nh).cycles
+            continue
+        if layer.has_weights:
+            compute = step_iterations(layer, hi - lo, tb, axis, nh.unrolling, chunks)
+        else:
+            ops = layer.operations(tb) * (hi - lo) // extent
+            compute = -(-ops // pe_count)
+        gb = math.ceil(_per_use_bits(layer, network, axis, lo, hi, tb) / gb_bw) if gb_bw else 0
+        out[i] = max(compute, gb)
+    return out
+
+
+@lru_cache(maxsize=1 << 14)
+def new_rows(layer: Layer, axis: Axis, steps: Steps, keep: bool) -> np.ndarray:
+    """Input rows each step reads from DRAM: its window, less under ``keep``
+    the rows shared with the previous step's window (as
+    ``stems_opt.cost_model.SegmentGeometry.window_reads`` counts them)."""
+    out = np.zeros(len(steps), dtype=np.int64)
+    prev = None
+    for i, (_, lo, hi) in enumerate(steps):
+        a, e = layer.window(axis, lo, hi)
+        shared = max(0, min(prev, e) - a) if keep and prev is not None else 0
+        out[i] = e - a - shared
+        prev = e
+    return out
+
+
+def batch_classes(batches: int) -> tuple[tuple[int, bool, bool], ...]:
+    """``(count, first, last)`` of the time batches that move the same DRAM bits:
+    the first, the ones between, the last (one class when there is one batch)."""
+    if batches == 1:
+        return ((1, True, True),)
+    mid = ((batches - 2, False, False),) if batches > 2 else ()
+    return ((1, True, False), *mid, (1, False, True))
+
+
+class LayerLatency:
+    """The latency of one layer of one segment frame under any of its decisions.
+
+    Parameters
+    ----------
+    geo
+        The frame's :class:`stems_opt.cost_model.SegmentGeometry`.
+    layer, hw, nh
+        The layer, the accelerator and its loop-nest view.
+    """
+
+    def __init__(self, geo: Any, layer: Layer, hw: Hardware, nh: NestHardware):
+        self.geo, self.layer, self.hw, self.nh = geo, layer, hw, nh
+        self.axis = geo.seg.axis
+        self.bounds = geo.bounds[layer.name]
+        self.classes = batch_classes(geo.S)
+        self.bw = hw.dram_bandwidth_bits_per_cycle
+        self._memo: dict[tuple[object, ...], int] = {}
+
+    def steps(self, m: int) -> Steps:
+        """The steps of one time batch with ``m`` sub-tiles."""
+        return steps_of(self.bounds, m)
+
+    def cycles(self, m: int, weight: WeightChoice | None, state: StateMode | None,
+               written: bool, reads: Sequence[tuple[str, Halo]]) -> int:
+        """Cycles of all the layer's steps under these decisions.
+
+        ``reads`` lists ``(tensor, halo)`` of every input read from DRAM;
+        ``written`` says the output goes to DRAM.
+        """
+        lay = self.layer
+        weight = weight if lay.has_weights else None
+        state = state if lay.stateful else None
+        key = (m, weight, state, written, tuple(reads))
+        got = self._memo.get(key)
+        if got is None:
+            got = self._memo[key] = self._cycles(m, weight, state, written, tuple(reads))
+        return got
+
+    def _cycles(self, m: int, weight: WeightChoice | None, state: StateMode | None,
+                written: bool, reads: tuple[tuple[str, Halo], ...]) -> int:
+        geo, lay, axis = self.geo, self.layer, self.axis
+        steps = self.steps(m)
+        if not steps:
+            return 0
+        chunks = 1 if weight is None or weight.resident else weight.chunks
+        core = core_cycles(lay, geo.network, axis, steps, geo.tb, self.nh,
+                           self.hw.array.pe_count, self.hw.loop_nests, chunks)
+        rows = np.array([hi - lo for _, lo, hi in steps], dtype=np.int64)
+        every = np.zeros(len(steps), dtype=np.int64)  # bits moved in every time batch
+        if written:
+            every += rows * lay.output_row_bits(axis) * geo.tb
+        for src, halo in reads:
+            every += new_rows(lay, axis, steps, halo is Halo.KEEP) * \
+                geo.network.tensor_row_bits(src, axis) * geo.tb
+        if weight is not None and not weight.resident:
+            if weight.chunks > 1:  # every step walks all chunks
+                every += lay.weight_size_bits
+            else:  # loaded once per tile, kept over its sub-tiles
+                first = np.array([i == 0 or steps[i - 1][0] != t
+                                  for i, (t, _, _) in enumerate(steps)])
+                every += np.where(first, lay.weight_size_bits, 0)
+        vrows = rows * lay.state_row_bits(axis) if state is not None else None
+        total = 0
+        for count, is_first, is_last in self.classes:
+            bits = every.copy()
+            if weight is not None and weight.resident and is_first:
+                bits[0] += lay.weight_size_bits
+            if vrows is not None:
+                bits += vrows * self._state_passes(state, is_first, is_last)
+            total += count * int(np.maximum(core, dram_cycles(bits, self.bw)).sum())
+        return total
+
+    def _state_passes(self, state: StateMode | None, first: bool, last: bool) -> int:
+        """Reads plus writes of each neuron's state in a batch (0, 1 or 2)."""
+        spilled = state is StateMode.SPILLED and self.geo.S > 1
+        if self.geo.network.state_persistence is StatePersistence.STREAMING:
+            return 2 if spilled else int(first) + int(last)
+        return int(not first) + int(not last) if spilled else 0
+
+
+def layer_compute_floor(layer: Layer, axis: Axis, bounds: tuple[int, ...], timesteps: int,
+                        hw: Hardware) -> int:
+    """A lower bound on the layer's latency in a frame with these tile ``bounds``,
+    for any time batch, sub-tiles and decisions: its compute cycles with one
+    sub-tile per tile, no chunks and the whole ``T`` in one batch.
+
+    Each step takes at least its compute; splitting a tile into sub-tiles or
+    ``K`` into chunks only rounds more iterations up (``sum ceil(r_j/u) >=
+    ceil(sum r_j/u)``), and ``S ceil(Tb x / P) >= ceil(T x / P)``.
+    """
+    u = tuple(hw.array.factor(d) for d in ("K", "C", "OY", "OX", "FY", "FX"))
+    extent = layer.extent(axis)
+    total = 0
+    for t in range(len(bounds) - 1):
+        rows = bounds[t + 1] - bounds[t]
+        if rows <= 0:
+            continue
+        if layer.has_weights:
+            total += step_iterations(layer, rows, timesteps, axis, u)
+        else:
+            ops = layer.operations(timesteps) * rows // extent
+            total += -(-ops // hw.array.pe_count)
+    return total
+
+
+
+
+def dram_reads(seg: Segment, inside: set[str], layer: Layer) -> tuple[tuple[str, Halo], ...]:
+    """``(tensor, halo)`` of every input ``layer`` reads from DRAM in ``seg``
+    (placements taken literally, as the cost model's terms take them)."""
+    out = []
+    for src in dict.fromkeys(layer.inputs):
+        placement = seg.activation(src) if src in inside else seg.input(src)
+        if placement is not Placement.ON_CHIP:
+            out.append((src, seg.halo(src)))
+    return tuple(out)
+
+
+def segment_latency(geo: Any, written: frozenset[str], hw: Hardware, nh: NestHardware
+                    ) -> dict[str, int]:
+    """Cycles of every layer of the segment of ``geo`` (a
+    ``stems_opt.cost_model.SegmentGeometry``); ``written`` names the tensors it
+    writes to DRAM."""
+    seg = geo.seg
+    return {lay.name: LayerLatency(geo, lay, hw, nh).cycles(
+        seg.sub_tile(lay.name), seg.weight(lay.name) if lay.has_weights else None,
+        seg.state(lay.name) if lay.stateful else None, lay.name in written,
+        dram_reads(seg, geo.inside, lay)) for lay in geo.layers}
