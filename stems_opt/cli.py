@@ -44,6 +44,10 @@ MAX_SEED = 2**31 - 1  # CP-SAT's and HiGHS's random seeds are 32-bit signed inte
 MAX_THREADS = 1024
 
 
+
+OBJECTIVES = ["traffic", "energy", "latency", "edp"]
+OBJECTIVE_UNITS = {"traffic": "bits", "energy": "pJ", "latency": "cycles", "edp": "pJ x cycles"}
+
 def _time_limit(text: str) -> float | None:
     from stems_opt.stopping import parse_time_limit
 
@@ -128,8 +132,9 @@ def _add_nir_args(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def _add_objective(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--objective", choices=["traffic", "energy"],
-                   help="minimise DRAM traffic (bits) or energy (pJ) (default: the instance's "
+    p.add_argument("--objective", choices=OBJECTIVES,
+                   help="minimise DRAM traffic (bits), energy (pJ), latency (cycles) or the "
+                        "energy-delay product edp (pJ x cycles) (default: the instance's "
                         "objective; traffic for a network with --hardware)")
 
 
@@ -473,7 +478,7 @@ def _solve(args: argparse.Namespace) -> int:
     _check_show_loops(problem, args)
     if args.write_model:
         info = write_model(problem, args.write_model)
-        unit = "bits" if problem.objective.value == "traffic" else "pJ"
+        unit = OBJECTIVE_UNITS[problem.objective.value]
         print(f"stems-opt: wrote {args.write_model}: {info['variables']:,} binaries, "
               f"{info['constraints']:,} rows; {problem.objective.value} in {unit} = (objective + "
               f"{info['constant']:g}) / {info['scale']:g}", file=sys.stderr)
