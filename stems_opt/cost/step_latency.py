@@ -188,13 +188,32 @@ class LayerLatency:
 
     def _cycles(self, m: int, weight: WeightChoice | None, state: StateMode | None,
                 written: bool, reads: tuple[tuple[str, Halo], ...]) -> int:
-        geo, lay, axis = self.geo, self.layer, self.axis
         steps = self.steps(m)
         if not steps:
             return 0
         chunks = 1 if weight is None or weight.resident else weight.chunks
-        core = core_cycles(lay, geo.network, axis, steps, geo.tb, self.nh,
+        core = core_cycles(self.layer, self.geo.network, self.axis, steps, self.geo.tb, self.nh,
                            self.hw.array.pe_count, self.hw.loop_nests, chunks)
+        return sum(count * int(np.maximum(core, dram_cycles(bits, self.bw)).sum())
+                   for count, bits in self.dram_bits(m, weight, state, written, reads))
+
+    def dram_bits(self, m: int, weight: WeightChoice | None, state: StateMode | None,
+                  written: bool, reads: Sequence[tuple[str, Halo]]
+                  ) -> list[tuple[int, np.ndarray]]:
+        """Per class of time batches (:func:`batch_classes`): how many batches, and
+        each step's DRAM bits in one of them. Summed, the layer's DRAM traffic.
+
+        Every time batch reads each step's new input rows and writes its output
+        rows (``written``); streamed weights come once per tile (its first step)
+        or, in chunks, every step; resident weights at the very first step; the
+        state rows of each step are read in the first batch and written in the
+        last, or both in every batch when spilled (``S > 1``; under ``reset``
+        the first batch reads nothing and the last writes nothing).
+        """
+        geo, lay, axis = self.geo, self.layer, self.axis
+        weight = weight if lay.has_weights else None
+        state = state if lay.stateful else None
+        steps = self.steps(m)
         rows = np.array([hi - lo for _, lo, hi in steps], dtype=np.int64)
         every = np.zeros(len(steps), dtype=np.int64)  # bits moved in every time batch
         if written:
@@ -207,18 +226,18 @@ class LayerLatency:
                 every += lay.weight_size_bits
             else:  # loaded once per tile, kept over its sub-tiles
                 first = np.array([i == 0 or steps[i - 1][0] != t
-                                  for i, (t, _, _) in enumerate(steps)])
+                                  for i, (t, _, _) in enumerate(steps)], dtype=bool)
                 every += np.where(first, lay.weight_size_bits, 0)
         vrows = rows * lay.state_row_bits(axis) if state is not None else None
-        total = 0
+        out = []
         for count, is_first, is_last in self.classes:
             bits = every.copy()
-            if weight is not None and weight.resident and is_first:
+            if weight is not None and weight.resident and is_first and len(bits):
                 bits[0] += lay.weight_size_bits
             if vrows is not None:
                 bits += vrows * self._state_passes(state, is_first, is_last)
-            total += count * int(np.maximum(core, dram_cycles(bits, self.bw)).sum())
-        return total
+            out.append((count, bits))
+        return out
 
     def _state_passes(self, state: StateMode | None, first: bool, last: bool) -> int:
         """Reads plus writes of each neuron's state in a batch (0, 1 or 2)."""
