@@ -390,7 +390,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         cost = evaluate(problem, mapping)
         result = Result(SolveStatus.FEASIBLE if cost.feasible else SolveStatus.INFEASIBLE,
                         solver="mapping", objective=problem.objective.value, mapping=mapping,
-                        cost=cost, objective_value=cost.objective_value(problem.objective.value, problem.weights),
+                        cost=cost, objective_value=cost.objective_value(
+                            problem.objective.value, problem.weights),
                         message="; ".join(str(v) for v in violations))
     # A mapping that does not fit is still written: the user asked for it scored and saved,
     # and the report and the exit code (1) say that it does not fit.

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from stems_opt.cost.step_latency import segment_latency
 from stems_opt.cost.loops import GB, NestHardware, layer_nest_energy
+from stems_opt.cost.step_latency import segment_latency
 from stems_opt.hardware import Hardware
 from stems_opt.mapping import (
     Halo,

@@ -389,7 +389,7 @@ def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | N
     equal the cost model's, or this raises ``AssertionError``.
     """
     from stems_opt.formulation.backend import SolveOptions
-    from stems_opt.formulation.data import build_model_data, objective_constant
+    from stems_opt.formulation.data import build_model_data
     from stems_opt.formulation.model import build_linear_model, decode, encode_hint
 
     check_solver(solver)
@@ -555,7 +555,7 @@ def write_model(problem: Problem, path: str, warm_start: bool = True,
     import tempfile
     from pathlib import Path
 
-    from stems_opt.formulation.data import build_model_data, objective_constant
+    from stems_opt.formulation.data import build_model_data
     from stems_opt.formulation.highs import write_highs
     from stems_opt.formulation.model import build_linear_model
 

@@ -41,8 +41,8 @@ from stems_opt.result import SolveStatus
 from stems_opt.solvers import METHODS, solve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import brute_force as bf  # noqa: E402
-from test_optimizer import CASES, hardware_dict  # noqa: E402
+import brute_force as bf
+from test_optimizer import CASES, hardware_dict
 
 SOLVERS = ("cpsat", "highs")
 

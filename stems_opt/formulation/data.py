@@ -11,9 +11,10 @@ The joint problem is cut into *frames* and *layer options*:
   where each input comes from and its halo rule).
 
 Every option carries its objective coefficient (traffic bits, energy in
-integer fJ, latency in cycles, or the EDP search's ``a fJ + b cycles``) and its global-buffer coefficient on every capacity row of its
-frame (``persistent + local[t, p]``), both computed by the cost model's own
-term functions, so the MIP objective of a mapping is the cost model's value.
+integer fJ, latency in cycles, or the EDP search's ``a fJ + b cycles``) and
+its global-buffer coefficient on every capacity row of its frame
+(``persistent + local[t, p]``), both computed by the cost model's own term
+functions, so the MIP objective of a mapping is the cost model's value.
 The rows a tensor read from DRAM keeps across tile boundaries are shared by
 its readers, so they belong to the frame and tensor, not to one option
 (:attr:`Frame.halo_bits`).
