@@ -13,9 +13,12 @@ import functools
 import itertools
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stems_opt.cost.step_latency import LayerLatency, batch_classes, dram_reads
 from stems_opt.cost_model import (
@@ -25,6 +28,7 @@ from stems_opt.cost_model import (
     nest_hardware,
     segment_terms,
 )
+from stems_opt.edp import solve_edp
 from stems_opt.io import hardware_from_dict, network_from_dict
 from stems_opt.mapping import (
     Halo,
@@ -37,7 +41,7 @@ from stems_opt.mapping import (
 )
 from stems_opt.network import Axis
 from stems_opt.problem import Objective, Problem
-from stems_opt.result import SolveStatus
+from stems_opt.result import Result, SolveStatus
 from stems_opt.solvers import METHODS, solve
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -227,3 +231,77 @@ def test_edp_optimum_equals_brute_force(name: str) -> None:
         assert int(r.stats["weighted_solves"]) >= 2
     best = min((mem + bf.energy_constant_fj(p)) * cycles for mem, cycles, _ in points) / 1000
     assert best == pytest.approx(value, rel=1e-12)
+
+
+# ---------------------------------------------------------------------------
+# The dichotomic search on explicit point sets
+# ---------------------------------------------------------------------------
+
+def fake_solver(points: list[tuple[int, int]], unproven: set[tuple[int, int]] = frozenset()
+                ) -> tuple[Any, list[tuple[int, int]]]:
+    """A ``solve_one`` over a finite set of ``(energy fJ, cycles)`` points: the first
+    point minimising ``a E + b L`` (the order of ``points`` breaks ties), reported
+    optimal unless its weights are in ``unproven``; also the weights asked for."""
+    asked: list[tuple[int, int]] = []
+
+    def solve_one(problem: Problem, **_: Any) -> Result:
+        a, b = problem.weights
+        asked.append((a, b))
+        e, lat = min(points, key=lambda p: a * p[0] + b * p[1])
+        cost = SimpleNamespace(memory_energy_fj=e, latency_cycles=lat, total_energy_pj=e / 1000,
+                               edp_pj_cycles=e * lat / 1000)
+        status = SolveStatus.FEASIBLE if (a, b) in unproven else SolveStatus.OPTIMAL
+        low = min(a * p[0] + b * p[1] for p in points)
+        return Result(status, "fake", "edp", mapping=None, cost=cost,  # type: ignore[arg-type]
+                      objective_value=a * e + b * lat, bound=low)
+    return solve_one, asked
+
+
+@given(st.lists(st.tuples(st.integers(1, 60), st.integers(1, 60)), min_size=1, max_size=25))
+@settings(max_examples=300, deadline=None)
+def test_dichotomic_search_finds_the_least_product(points: list[tuple[int, int]]) -> None:
+    """Over any finite set of points, the weighted-sum search returns the least
+    ``E x L`` (the minimum of a quasi-concave function sits at a supported point),
+    with at most two solves per supported point plus one."""
+    problem = Problem(network_from_dict(HAND), hardware_from_dict(HAND_HW), Objective.EDP)
+    solve_one, asked = fake_solver(points)
+    r = solve_edp(problem, solve_one)
+    assert r.status is SolveStatus.OPTIMAL
+    assert r.objective_value == min(e * lat for e, lat in points) / 1000
+    assert r.bound == r.objective_value
+    assert len(asked) <= 2 * len(set(points)) + 1
+
+
+def test_dichotomic_search_needs_two_splits() -> None:
+    """Points A (1, 1000), B (1000, 1), C (200, 200), D (2, 450): products 1000,
+    1000, 40000 and 900, so D is the answer, and only a second split finds it.
+
+    (1, 0) and (0, 1) give A and B; their normal (999, 999) / 999 = (1, 1) gives C
+    (sum 400 < 452 of D). For P, Q the weights are (L_P - L_Q, E_Q - E_P). Split
+    C-B (popped first): (200 - 1, 1000 - 200) = (199, 800), both ends at 199800,
+    nothing below. Split A-C: (1000 - 200, 200 - 1) = (800, 199): A and C at
+    199800, D at 800*2 + 199*450 = 91150 below: found. Then D-C: (250, 198) /
+    2 = (125, 99), both at 44800; A-D: (550, 1), both at 1550. Seven solves.
+
+    Mutation: not splitting a segment when a point lies below it (``stack +=``
+    in ``solve_edp`` replaced by ``pass``) answers 1000 and fails."""
+    problem = Problem(network_from_dict(HAND), hardware_from_dict(HAND_HW), Objective.EDP)
+    solve_one, asked = fake_solver([(1, 1000), (1000, 1), (200, 200), (2, 450)])
+    r = solve_edp(problem, solve_one)
+    assert r.status is SolveStatus.OPTIMAL
+    assert r.objective_value == 900 / 1000
+    assert asked == [(1, 0), (0, 1), (1, 1), (199, 800), (800, 199), (125, 99), (550, 1)]
+
+
+def test_unproven_weighted_solve_gives_a_valid_bound() -> None:
+    """A weighted solve left unproven makes the answer ``feasible`` with the bound
+    ``E_min x L_min`` (here 10 x 10 = 100 fJ x cycles), at most the true least
+    product (10 x 60 = 600).
+
+    Mutation: reporting ``optimal`` regardless of the solves' status fails here."""
+    problem = Problem(network_from_dict(HAND), hardware_from_dict(HAND_HW), Objective.EDP)
+    solve_one, _ = fake_solver([(10, 60), (30, 30), (60, 10)], unproven={(1, 1)})
+    r = solve_edp(problem, solve_one)
+    assert r.status is SolveStatus.FEASIBLE
+    assert r.bound == pytest.approx(10 * 10 / 1000)
+    assert r.bound <= r.objective_value
