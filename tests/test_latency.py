@@ -305,3 +305,49 @@ def test_unproven_weighted_solve_gives_a_valid_bound() -> None:
     assert r.status is SolveStatus.FEASIBLE
     assert r.bound == pytest.approx(10 * 10 / 1000)
     assert r.bound <= r.objective_value
+
+
+# ---------------------------------------------------------------------------
+# Bounds
+# ---------------------------------------------------------------------------
+
+def tight_frames(p: Problem) -> tuple[int, int]:
+    """Every frame bound of every column against the frame's proven optimum (as
+    ``test_bounds.check_bounds``): ``(frames compared, frames where they are equal)``."""
+    from test_bounds import solver_for
+
+    cs = solver_for(p)
+    compared = tight = 0
+    for col in cs.columns:
+        cs.tighten(col)
+        extra = cs._extra(col.first, col.last, col.sig)
+        for spec in cs.specs[(col.first, col.last)]:
+            frame = cs._frame(spec)
+            restricted = None if frame is None else cs._restrict(frame, col.sig)
+            local = None if restricted is None else cs._local(*restricted, 60.0)
+            if local is None or (col.exact and col.value is None):
+                continue
+            value, proven, _ = local
+            assert value == proven
+            bound = col.frame_bounds[spec] + extra
+            assert bound <= value, (col.sig, spec, bound, value)
+            compared += 1
+            tight += bound == value
+    return compared, tight
+
+
+@pytest.mark.parametrize("weights", [None, (3, 1000)], ids=["latency", "weighted"])
+@pytest.mark.parametrize("name", list(LATENCY_CASES))
+def test_latency_frame_bounds_below_the_frame_optimum(name: str,
+                                                      weights: tuple[int, int] | None) -> None:
+    """The frame bounds with latency (compute and DRAM floors per layer,
+    ``frame_latency_floor``) never exceed a frame's proven optimum, for latency
+    and for a weighted EDP step; some are tight.
+
+    Mutation: adding one cycle to ``frame_latency_floor`` makes the tight frames
+    exceed their optimum (``assert bound <= value`` fails)."""
+    p = case_problem(name, Objective.LATENCY)
+    if weights is not None:
+        p = p.weighted(*weights)
+    compared, tight = tight_frames(p)
+    assert compared > 0 and tight > 0

@@ -38,6 +38,7 @@ Steps = tuple[tuple[int, int, int], ...]
 """``(tile, lo, hi)`` of every step of one time batch, tile by tile."""
 
 
+@lru_cache(maxsize=1 << 14)
 def steps_of(bounds: tuple[int, ...], m: int) -> Steps:
     """The non-empty sub-tiles ``(t, lo, hi)`` of tiles ``bounds`` split ``m`` ways
     (the floor split of ``stems_opt.cost_model.sub_bounds``)."""
@@ -165,6 +166,8 @@ class LayerLatency:
         self.classes = batch_classes(geo.S)
         self.bw = hw.dram_bandwidth_bits_per_cycle
         self._memo: dict[tuple[object, ...], int] = {}
+        self._base: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._every: dict[tuple[object, ...], np.ndarray] = {}
 
     def steps(self, m: int) -> Steps:
         """The steps of one time batch with ``m`` sub-tiles."""
@@ -210,34 +213,60 @@ class LayerLatency:
         last, or both in every batch when spilled (``S > 1``; under ``reset``
         the first batch reads nothing and the last writes nothing).
         """
-        geo, lay, axis = self.geo, self.layer, self.axis
+        lay = self.layer
         weight = weight if lay.has_weights else None
         state = state if lay.stateful else None
-        steps = self.steps(m)
-        rows = np.array([hi - lo for _, lo, hi in steps], dtype=np.int64)
-        every = np.zeros(len(steps), dtype=np.int64)  # bits moved in every time batch
-        if written:
-            every += rows * lay.output_row_bits(axis) * geo.tb
-        for src, halo in reads:
-            every += new_rows(lay, axis, steps, halo is Halo.KEEP) * \
-                geo.network.tensor_row_bits(src, axis) * geo.tb
-        if weight is not None and not weight.resident:
-            if weight.chunks > 1:  # every step walks all chunks
-                every += lay.weight_size_bits
-            else:  # loaded once per tile, kept over its sub-tiles
-                first = np.array([i == 0 or steps[i - 1][0] != t
-                                  for i, (t, _, _) in enumerate(steps)], dtype=bool)
-                every += np.where(first, lay.weight_size_bits, 0)
-        vrows = rows * lay.state_row_bits(axis) if state is not None else None
+        rows, _, _ = self.base(m)
+        wkind = None if weight is None else "resident" if weight.resident else \
+            "chunks" if weight.chunks > 1 else "tile"
+        every = self.every(m, written, tuple(reads), wkind)
+        vrows = rows * lay.state_row_bits(self.axis) if state is not None else None
         out = []
         for count, is_first, is_last in self.classes:
-            bits = every.copy()
-            if weight is not None and weight.resident and is_first and len(bits):
-                bits[0] += lay.weight_size_bits
+            bits = every
             if vrows is not None:
-                bits += vrows * self._state_passes(state, is_first, is_last)
+                passes = self._state_passes(state, is_first, is_last)
+                if passes:
+                    bits = bits + vrows * passes
+            if wkind == "resident" and is_first and len(bits):
+                bits = bits.copy()
+                bits[0] += lay.weight_size_bits
             out.append((count, bits))
         return out
+
+    def base(self, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per step of one batch with ``m`` sub-tiles: its rows, its output bits
+        and the weights streamed once per tile (``|W|`` at each tile's first step)."""
+        got = self._base.get(m)
+        if got is None:
+            lay, steps = self.layer, self.steps(m)
+            rows = np.array([hi - lo for _, lo, hi in steps], dtype=np.int64)
+            first = np.array([i == 0 or steps[i - 1][0] != t
+                              for i, (t, _, _) in enumerate(steps)], dtype=bool)
+            tile_w = np.where(first, lay.weight_size_bits if lay.has_weights else 0, 0)
+            got = self._base[m] = (rows, rows * lay.output_row_bits(self.axis) * self.geo.tb,
+                                   tile_w.astype(np.int64))
+        return got
+
+    def every(self, m: int, written: bool, reads: tuple[tuple[str, Halo], ...],
+              wkind: str | None) -> np.ndarray:
+        """Bits each step moves in every time batch: output, inputs, streamed weights."""
+        key = (m, written, reads, wkind)
+        got = self._every.get(key)
+        if got is None:
+            lay, axis, tb = self.layer, self.axis, self.geo.tb
+            rows, out_bits, tile_w = self.base(m)
+            got = out_bits.copy() if written else np.zeros(len(rows), dtype=np.int64)
+            steps = self.steps(m)
+            for src, halo in reads:
+                got += new_rows(lay, axis, steps, halo is Halo.KEEP) * \
+                    self.geo.network.tensor_row_bits(src, axis) * tb
+            if wkind == "chunks":  # every step walks all chunks
+                got += lay.weight_size_bits
+            elif wkind == "tile":  # loaded once per tile, kept over its sub-tiles
+                got += tile_w
+            self._every[key] = got
+        return got
 
     def _state_passes(self, state: StateMode | None, first: bool, last: bool) -> int:
         """Reads plus writes of each neuron's state in a batch (0, 1 or 2)."""

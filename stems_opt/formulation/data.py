@@ -583,14 +583,35 @@ def _energy_lower_bound(ctx: _Context, traffic_lb: int) -> int:
 
 
 def frame_latency_floor(ctx: _Context, spec: FrameKey) -> int:
-    """A lower bound on the latency (cycles) of frame ``spec`` under any decisions:
-    every layer's :func:`~stems_opt.cost.step_latency.layer_compute_floor`."""
+    """A lower bound on the latency (cycles) of frame ``spec`` under any decisions
+    and signature: per layer, the larger of its compute
+    (:func:`~stems_opt.cost.step_latency.layer_compute_floor`) and its fewest
+    DRAM bits over the DRAM bandwidth (:func:`cheapest_split`'s terms of that
+    layer). Each step takes at least its compute and its DRAM time, so a
+    layer's steps take at least the larger of their sums (``sum max(c, d) >=
+    max(sum c, sum d)``, ``sum ceil(x_i) >= sum x_i``)."""
+    from stems_opt.network import StatePersistence
+
     first, last, _, axis, n, _ = spec
-    net = ctx.network
+    net, hw = ctx.network, ctx.hardware
     lays = net.layers[first:last + 1]
+    inside = {lay.name for lay in lays}
     bounds = tile_bounds(net, [lay.name for lay in lays], axis, n)
-    return sum(layer_compute_floor(lay, axis, bounds[lay.name], net.timesteps, ctx.hardware)
-               for lay in lays)
+    bw = float(hw.dram_bandwidth_bits_per_cycle)
+    total = 0
+    for lay in lays:
+        bits = lay.weight_size_bits if lay.has_weights else 0
+        if lay.stateful and net.state_persistence is StatePersistence.STREAMING:
+            bits += 2 * lay.state_size_bits
+        if lay.name in written_anyway(ctx, inside, lay.name):
+            bits += net.tensor_size_bits(lay.name)
+        bits += sum(read_bits(net, src, lay.name, axis) for src in dict.fromkeys(lay.inputs)
+                    if src not in inside and src not in ctx.whole_candidates)
+        # Integer ceiling for an integer bandwidth; else one cycle less than the
+        # floor, safe from rounding in the steps' float divisions.
+        dram = -(-bits // int(bw)) if bw.is_integer() else max(0, math.floor(bits / bw) - 1)
+        total += max(dram, layer_compute_floor(lay, axis, bounds[lay.name], net.timesteps, hw))
+    return total
 
 
 def spec_objective_bound(ctx: _Context, spec: FrameKey) -> int:
