@@ -538,7 +538,7 @@ def _compare(args: argparse.Namespace) -> int:
     objective = problem.objective.value
     lines = [f"instance {problem.name} ({objective})",
              f"  {'schedule':<14} {'status':<11} {'traffic Mbit':>13} {'energy uJ':>11} "
-             f"{'x optimum':>10}"]
+             f"{'Mcycles':>10} {'x optimum':>10}"]
     best = opt.cost.objective_value(objective) if opt.cost else math.nan
     for name, r in rows:
         if not isinstance(r, Result):
@@ -548,7 +548,8 @@ def _compare(args: argparse.Namespace) -> int:
         else:
             ratio = r.cost.objective_value(objective) / best
             lines.append(f"  {name:<14} {r.status.value:<11} {r.cost.traffic_bits / 1e6:>13,.3f} "
-                         f"{r.cost.total_energy_pj / 1e6:>11,.3f} {ratio:>10.3f}")
+                         f"{r.cost.total_energy_pj / 1e6:>11,.3f} "
+                         f"{r.cost.latency_cycles / 1e6:>10,.3f} {ratio:>10.3f}")
     if opt.status.value != "optimal" and opt.bound is not None:
         lines.append(f"  (not proven: bound {opt.bound:,.6g}, gap {opt.gap:.2%})"
                      if opt.gap is not None else f"  (not proven: bound {opt.bound:,.6g})")

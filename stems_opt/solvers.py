@@ -160,7 +160,11 @@ def solve_and_score(problem: Problem, schedules: tuple[str, ...], solver: str = 
     stop = _stop_for(stop, time_limit_s)
     names = tuple(dict.fromkeys([*schedules, *FALLBACK_SCHEDULES]))
     with BackgroundNamed(problem, names) as background:
-        result = _solve_columns(problem, solver, threads, seed, stop, background, ColumnSolver)
+        if problem.objective is Objective.EDP and problem.weights is None:
+            result = solve(problem, solver, threads=threads, seed=seed, stop=stop)
+        else:
+            result = _solve_columns(problem, solver, threads, seed, stop, background,
+                                    ColumnSolver)
         while not background.done() and not stop.expired() and background.alive():
             time.sleep(0.02)
         background.poll()
