@@ -20,14 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stems_opt.cost.step_latency import LayerLatency, batch_classes, dram_reads
-from stems_opt.cost_model import (
-    SegmentGeometry,
-    evaluate,
-    mapping_contexts,
-    nest_hardware,
-    segment_terms,
-)
+from stems_opt.cost import SegmentGeometry, evaluate, mapping_contexts, segment_terms
+from stems_opt.cost.energy import nest_hardware
+from stems_opt.cost.latency import LayerLatency, batch_classes, dram_reads
 from stems_opt.edp import solve_edp
 from stems_opt.io import hardware_from_dict, network_from_dict
 from stems_opt.mapping import (

@@ -45,18 +45,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stems_opt.cost.step_latency import LayerLatency, layer_compute_floor
-from stems_opt.cost_model import (
-    EnergyRates,
-    SegmentGeometry,
+from stems_opt.cost.energy import EnergyRates, layer_operand_energy_fj, nest_hardware
+from stems_opt.cost.geometry import SegmentGeometry, sub_tile_limits, tile_bounds
+from stems_opt.cost.latency import LayerLatency, layer_compute_floor
+from stems_opt.cost.traffic import (
     dram_read_term,
     kept_halo_term,
-    layer_operand_energy_fj,
-    nest_hardware,
     output_term,
     state_term,
-    sub_tile_limits,
-    tile_bounds,
     weight_term,
 )
 from stems_opt.formulation.bounds import read_bits
@@ -404,7 +400,7 @@ def objective_constant(problem: Problem) -> float:
     a, _ = objective_weights(problem)
     if not a:
         return 0.0
-    from stems_opt.cost_model import pj_to_fj
+    from stems_opt.cost.energy import pj_to_fj
 
     net, hw = problem.network, problem.hardware
     total = 0.0
@@ -485,7 +481,7 @@ def spec_lower_bound(ctx: _Context, spec: FrameKey) -> int:
     net, cap = ctx.network, ctx.capacity_bits
     lays = net.layers[first:last + 1]
     S = net.timesteps // tb
-    from stems_opt.cost_model import tile_bounds
+    from stems_opt.cost.geometry import tile_bounds
 
     bounds = tile_bounds(net, [lay.name for lay in lays], axis, n)
     total = cheapest_bits(ctx, spec)
@@ -585,7 +581,7 @@ def _energy_lower_bound(ctx: _Context, traffic_lb: int) -> int:
 def frame_latency_floor(ctx: _Context, spec: FrameKey) -> int:
     """A lower bound on the latency (cycles) of frame ``spec`` under any decisions
     and signature: per layer, the larger of its compute
-    (:func:`~stems_opt.cost.step_latency.layer_compute_floor`) and its fewest
+    (:func:`~stems_opt.cost.latency.layer_compute_floor`) and its fewest
     DRAM bits over the DRAM bandwidth (:func:`cheapest_split`'s terms of that
     layer). Each step takes at least its compute and its DRAM time, so a
     layer's steps take at least the larger of their sums (``sum max(c, d) >=

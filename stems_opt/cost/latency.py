@@ -17,7 +17,7 @@ decision moves it (its weights, its state, its output written, its reads of
 an input), so a layer's latency depends on that layer's decisions alone and
 the optimiser's objective stays a sum over layer options: exact.
 
-This module imports neither the cost model nor a solver.
+It imports the geometry and the loop nests, no solver.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from stems_opt.cost.geometry import SegmentGeometry
 from stems_opt.cost.loops import NestHardware, nest_cost, optimal_nest, step_shape
 from stems_opt.hardware import Hardware
 from stems_opt.mapping import Halo, Placement, Segment, StateMode, WeightChoice
@@ -41,7 +42,7 @@ Steps = tuple[tuple[int, int, int], ...]
 @lru_cache(maxsize=1 << 14)
 def steps_of(bounds: tuple[int, ...], m: int) -> Steps:
     """The non-empty sub-tiles ``(t, lo, hi)`` of tiles ``bounds`` split ``m`` ways
-    (the floor split of ``stems_opt.cost_model.sub_bounds``)."""
+    (the floor split of :func:`stems_opt.cost.geometry.sub_bounds`)."""
     out = []
     for t in range(len(bounds) - 1):
         lo, hi = bounds[t], bounds[t + 1]
@@ -128,7 +129,7 @@ def core_cycles(layer: Layer, network: Any, axis: Axis, steps: Steps, tb: int,
 def new_rows(layer: Layer, axis: Axis, steps: Steps, keep: bool) -> np.ndarray:
     """Input rows each step reads from DRAM: its window, less under ``keep``
     the rows shared with the previous step's window (as
-    ``stems_opt.cost_model.SegmentGeometry.window_reads`` counts them)."""
+    ``SegmentGeometry.window_reads`` counts them)."""
     out = np.zeros(len(steps), dtype=np.int64)
     prev = None
     for i, (_, lo, hi) in enumerate(steps):
@@ -154,12 +155,12 @@ class LayerLatency:
     Parameters
     ----------
     geo
-        The frame's :class:`stems_opt.cost_model.SegmentGeometry`.
+        The frame's :class:`~stems_opt.cost.geometry.SegmentGeometry`.
     layer, hw, nh
         The layer, the accelerator and its loop-nest view.
     """
 
-    def __init__(self, geo: Any, layer: Layer, hw: Hardware, nh: NestHardware):
+    def __init__(self, geo: SegmentGeometry, layer: Layer, hw: Hardware, nh: NestHardware):
         self.geo, self.layer, self.hw, self.nh = geo, layer, hw, nh
         self.axis = geo.seg.axis
         self.bounds = geo.bounds[layer.name]
@@ -314,10 +315,10 @@ def dram_reads(seg: Segment, inside: set[str], layer: Layer) -> tuple[tuple[str,
     return tuple(out)
 
 
-def segment_latency(geo: Any, written: frozenset[str], hw: Hardware, nh: NestHardware
-                    ) -> dict[str, int]:
+def segment_latency(geo: SegmentGeometry, written: frozenset[str], hw: Hardware,
+                    nh: NestHardware) -> dict[str, int]:
     """Cycles of every layer of the segment of ``geo`` (a
-    ``stems_opt.cost_model.SegmentGeometry``); ``written`` names the tensors it
+    ``SegmentGeometry``); ``written`` names the tensors it
     writes to DRAM."""
     seg = geo.seg
     return {lay.name: LayerLatency(geo, lay, hw, nh).cycles(
