@@ -22,8 +22,10 @@ from typing import Any
 from stems_opt.problem import Problem
 from stems_opt.result import Result, SolveStatus
 
-EXACT_LIMIT = 2 ** 53
-"""Largest weighted value solved exactly: HiGHS works in doubles (CP-SAT in int64)."""
+EXACT_LIMIT = 2 ** 45
+"""Largest weighted value (four times the larger end of a segment) solved exactly:
+HiGHS computes in doubles (2^53) and CP-SAT needs the sum of a model's objective
+coefficients in int64 (2^63), which leaves room for 2^18 options."""
 
 
 def _point(result: Result) -> tuple[int, int] | None:
@@ -63,6 +65,7 @@ def solve_edp(problem: Problem, solve_one: Callable[..., Result], **options: Any
         return _answer(problem, results, False, start, e_bound, l_bound,
                        ["no mapping found" if not results[-1].feasible else ""])
     stack = [(p_energy, p_latency)] if p_energy[1] > p_latency[1] else []
+    seen = {p_energy, p_latency}
     while stack:
         (ea, la), (eb, lb) = stack.pop()
         a, b = la - lb, eb - ea
@@ -70,14 +73,21 @@ def solve_edp(problem: Problem, solve_one: Callable[..., Result], **options: Any
             continue
         g = math.gcd(a, b)
         a, b = a // g, b // g
-        if a * max(ea, eb) * 4 + b * max(la, lb) * 4 >= EXACT_LIMIT:
+        wa, wb = a, b
+        size = 4 * (a * max(ea, eb) + b * max(la, lb))
+        if size >= EXACT_LIMIT:
+            # Rounded weights still give a mapping (a supported point of a nearby
+            # direction), but finding none below the segment proves nothing.
+            scale = -(-size // EXACT_LIMIT)
+            wa, wb = max(1, round(a / scale)), max(1, round(b / scale))
+            if proven:
+                notes.append("weights beyond exact arithmetic were rounded: not proven")
             proven = False
-            notes.append(f"weights ({a}, {b}) exceed exact arithmetic: the search stopped")
-            break
-        got = run(a, b)
+        got = run(wa, wb)
         if got is None:
             continue
-        if a * got[0] + b * got[1] < a * ea + b * la:
+        if a * got[0] + b * got[1] < a * ea + b * la and got not in seen:
+            seen.add(got)
             stack += [((ea, la), got), (got, (eb, lb))]
     return _answer(problem, results, proven, start, e_bound, l_bound, notes)
 
