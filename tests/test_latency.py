@@ -346,3 +346,21 @@ def test_latency_frame_bounds_below_the_frame_optimum(name: str,
         p = p.weighted(*weights)
     compared, tight = tight_frames(p)
     assert compared > 0 and tight > 0
+
+
+def test_weights_beyond_exact_arithmetic_are_rounded_and_unproven() -> None:
+    """Energies of 10^12 fJ against latencies of 10^7 cycles: the normal of the
+    extremes, (L1 - L2, E2 - E1) ~ (10^7, 10^12), puts ``a E + b L`` far past 2^45,
+    so the weights are scaled down; the answer is still the least product found
+    (here the middle point, 2 x 10^12 x 2 x 10^7 against 10^12 x 5 x 10^7), but
+    ``feasible``, with a bound no larger.
+
+    Mutation: keeping ``proven`` after rounding reports ``optimal`` and fails."""
+    problem = Problem(network_from_dict(HAND), hardware_from_dict(HAND_HW), Objective.EDP)
+    big = [(10 ** 12, 5 * 10 ** 7), (2 * 10 ** 12, 2 * 10 ** 7), (5 * 10 ** 12, 10 ** 7)]
+    solve_one, asked = fake_solver(big)
+    r = solve_edp(problem, solve_one)
+    assert r.status is SolveStatus.FEASIBLE
+    assert r.objective_value == 2 * 10 ** 12 * 2 * 10 ** 7 / 1000
+    assert r.bound <= r.objective_value
+    assert all(a * 5 * 10 ** 12 < 2 ** 45 for a, _ in asked)

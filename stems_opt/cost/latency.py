@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
 
 import numpy as np
 
@@ -33,7 +32,7 @@ from stems_opt.cost.geometry import SegmentGeometry
 from stems_opt.cost.loops import NestHardware, nest_cost, optimal_nest, step_shape
 from stems_opt.hardware import Hardware
 from stems_opt.mapping import Halo, Placement, Segment, StateMode, WeightChoice
-from stems_opt.network import Axis, Layer, LayerKind, StatePersistence
+from stems_opt.network import Axis, Layer, LayerKind, Network, StatePersistence
 
 Steps = tuple[tuple[int, int, int], ...]
 """``(tile, lo, hi)`` of every step of one time batch, tile by tile."""
@@ -78,7 +77,7 @@ def step_iterations(layer: Layer, rows: int, tb: int, axis: Axis, unrolling: tup
             * math.ceil(ox / u[3]) * math.ceil(layer.fy / u[4]) * math.ceil(layer.fx / u[5]) * tb)
 
 
-def _per_use_bits(layer: Layer, network: Any, axis: Axis, lo: int, hi: int, tb: int) -> int:
+def _per_use_bits(layer: Layer, network: Network, axis: Axis, lo: int, hi: int, tb: int) -> int:
     """GB operand bits of one step by the one-access-per-use rule (``docs/model.md`` 6):
     every window row of every input, each output, the weights and the state
     read and written, once per timestep."""
@@ -96,7 +95,7 @@ def _per_use_bits(layer: Layer, network: Any, axis: Axis, lo: int, hi: int, tb: 
 
 
 @lru_cache(maxsize=1 << 14)
-def core_cycles(layer: Layer, network: Any, axis: Axis, steps: Steps, tb: int,
+def core_cycles(layer: Layer, network: Network, axis: Axis, steps: Steps, tb: int,
                 nh: NestHardware, pe_count: int, loop_nests: bool, chunks: int = 1
                 ) -> np.ndarray:
     """On-chip cycles of every step: compute, and the GB and inner ports.
@@ -122,6 +121,7 @@ def core_cycles(layer: Layer, network: Any, axis: Axis, steps: Steps, tb: int,
             compute = -(-ops // pe_count)
         gb = math.ceil(_per_use_bits(layer, network, axis, lo, hi, tb) / gb_bw) if gb_bw else 0
         out[i] = max(compute, gb)
+    out.flags.writeable = False  # cached: shared by every caller
     return out
 
 
@@ -137,6 +137,7 @@ def new_rows(layer: Layer, axis: Axis, steps: Steps, keep: bool) -> np.ndarray:
         shared = max(0, min(prev, e) - a) if keep and prev is not None else 0
         out[i] = e - a - shared
         prev = e
+    out.flags.writeable = False  # cached: shared by every caller
     return out
 
 
