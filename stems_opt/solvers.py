@@ -544,8 +544,8 @@ def write_model(problem: Problem, path: str, warm_start: bool = True,
 
     It is the model ``method="monolithic"`` solves, built the same way
     (frames pruned by the best named schedule's value when ``warm_start``).
-    All variables are binary. Its objective is in bits (traffic) or fJ
-    (energy) and leaves out a constant no decision changes: the optimum is
+    All variables are binary. Its objective is in bits (traffic), fJ
+    (energy) or cycles (latency) and leaves out a constant no decision changes: the optimum is
     ``(MIP objective + constant) / scale`` with the ``constant`` and ``scale``
     returned. The file is written next to ``path`` and renamed over it, so a
     failure leaves no half-written file.
@@ -559,6 +559,11 @@ def write_model(problem: Problem, path: str, warm_start: bool = True,
     from stems_opt.formulation.model import build_linear_model
 
     target = Path(path)
+    if problem.objective is Objective.EDP and problem.weights is None:
+        raise StemsInputError(Issue("the EDP objective is not linear: it is solved as a "
+                                    "series of weighted MIPs, so no one model can be written; "
+                                    "write the traffic, energy or latency model instead",
+                                    field="write-model"))
     if target.suffix.lower() not in MODEL_SUFFIXES:
         raise StemsInputError(Issue("must end in .lp or .mps", file=str(path),
                                     field="write-model"))

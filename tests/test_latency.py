@@ -364,3 +364,38 @@ def test_weights_beyond_exact_arithmetic_are_rounded_and_unproven() -> None:
     assert r.objective_value == 2 * 10 ** 12 * 2 * 10 ** 7 / 1000
     assert r.bound <= r.objective_value
     assert all(a * 5 * 10 ** 12 < 2 ** 45 for a, _ in asked)
+
+
+# ---------------------------------------------------------------------------
+# Command line and API
+# ---------------------------------------------------------------------------
+
+TINY_CHAIN = Path(__file__).resolve().parent.parent / "instances" / "tiny_chain.yaml"
+
+
+def test_evaluate_reports_latency_and_edp(capsys: pytest.CaptureFixture[str]) -> None:
+    """``evaluate --objective latency --json``: the objective value is the latency,
+    and the EDP is the total energy times it."""
+    import json
+
+    from stems_opt.cli import main
+
+    assert main(["evaluate", str(TINY_CHAIN), "--schedule", "TB-F", "--objective", "latency",
+                 "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["objective"] == "latency"
+    assert doc["objective_value"] == doc["latency_cycles"] > 0
+    assert doc["edp_pj_cycles"] == pytest.approx(doc["energy_pj"]["total"]
+                                                 * doc["latency_cycles"], rel=1e-12)
+    assert sum(s["latency_cycles"] for s in doc["segments"]) == doc["latency_cycles"]
+
+
+def test_edp_model_cannot_be_written(tmp_path: Path) -> None:
+    from stems_opt.errors import StemsInputError
+    from stems_opt.io import load_instance
+    from stems_opt.solvers import write_model
+
+    p = load_instance(TINY_CHAIN, "edp")
+    with pytest.raises(StemsInputError, match="write-model"):
+        write_model(p, str(tmp_path / "m.lp"))
+    assert not (tmp_path / "m.lp").exists()
