@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from stems_opt.problem import Problem
+from stems_opt.progress import LOG
 from stems_opt.result import Result, SolveStatus
 
 EXACT_LIMIT = 2 ** 45
@@ -51,6 +52,7 @@ def solve_edp(problem: Problem, solve_one: Callable[..., Result], **options: Any
 
     def run(a: int, b: int) -> tuple[int, int] | None:
         nonlocal proven
+        LOG.info("EDP: minimising %d x energy (fJ) + %d x latency (cycles)", a, b)
         r = solve_one(problem.weighted(a, b), **options)
         results.append(r)
         if r.status is not SolveStatus.OPTIMAL:
