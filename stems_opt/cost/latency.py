@@ -191,6 +191,47 @@ class LayerLatency:
             got = self._memo[key] = self._cycles(m, weight, state, written, tuple(reads))
         return got
 
+    def prefill(self, m: int, weights: Sequence[WeightChoice | None],
+                states: Sequence[StateMode | None], writtens: Sequence[bool],
+                reads: Sequence[tuple[tuple[str, Halo], ...]]) -> None:
+        """Compute :meth:`cycles` for every combination at once (the same numbers,
+        one array operation over the output and input choices instead of one call
+        each): the option builder asks for all of them."""
+        lay = self.layer
+        weights = list(dict.fromkeys(w if lay.has_weights else None for w in weights))
+        states = list(dict.fromkeys(v if lay.stateful else None for v in states))
+        pairs = [(w, r) for w in dict.fromkeys(writtens) for r in dict.fromkeys(reads)]
+        steps = self.steps(m)
+        if not steps:
+            for wc in weights:
+                for sm in states:
+                    for w, r in pairs:
+                        self._memo[(m, wc, sm, w, r)] = 0
+            return
+        rows, _, _ = self.base(m)
+        for wc in weights:
+            wkind = None if wc is None else "resident" if wc.resident else \
+                "chunks" if wc.chunks > 1 else "tile"
+            chunks = 1 if wc is None or wc.resident else wc.chunks
+            core = core_cycles(lay, self.geo.network, self.axis, steps, self.geo.tb, self.nh,
+                               self.hw.array.pe_count, self.hw.loop_nests, chunks)
+            every = np.stack([self.every(m, w, r, wkind) for w, r in pairs])
+            for sm in states:
+                vrows = rows * lay.state_row_bits(self.axis) if sm is not None else None
+                total = np.zeros(len(pairs), dtype=np.int64)
+                for count, is_first, is_last in self.classes:
+                    bits = every
+                    if vrows is not None:
+                        passes = self._state_passes(sm, is_first, is_last)
+                        if passes:
+                            bits = bits + vrows * passes
+                    if wkind == "resident" and is_first:
+                        bits = bits.copy()
+                        bits[:, 0] += lay.weight_size_bits
+                    total += count * np.maximum(core, dram_cycles(bits, self.bw)).sum(axis=1)
+                for (w, r), v in zip(pairs, total.tolist(), strict=True):
+                    self._memo[(m, wc, sm, w, r)] = v
+
     def _cycles(self, m: int, weight: WeightChoice | None, state: StateMode | None,
                 written: bool, reads: tuple[tuple[str, Halo], ...]) -> int:
         steps = self.steps(m)

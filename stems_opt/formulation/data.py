@@ -302,6 +302,13 @@ class _FrameBuilder:
                     parts.append((ic, t.read_bits, t.write_bits,
                                    self.coeff(t.persistent_bits, t.local)))
                 i_parts.append(parts)
+            if c.latency_weight:  # every option's cycles at once (see option_cost)
+                self.layer_latency(layer).prefill(
+                    m, weights, states,
+                    [is_output or oc.on_chip is False or oc.cross_write for oc in out_ctx],
+                    [tuple((ic.tensor, Halo.KEEP if ic.source == KEEP else Halo.REREAD)
+                           for ic in combo if ic.source != CHIP)
+                     for combo in itertools.product(*in_ctx)])
             operand_fj: dict[int, int] = {}  # per weight-chunk count
             if c.energy_weight:
                 for wc, *_ in w_parts:
@@ -340,6 +347,14 @@ class _FrameBuilder:
             result.extend(_pareto(opts))
         return result
 
+    def layer_latency(self, layer: Layer) -> LayerLatency:
+        """The :class:`LayerLatency` of ``layer`` in this frame (memoised)."""
+        lat = self.latency.get(layer.name)
+        if lat is None:
+            lat = self.latency[layer.name] = LayerLatency(
+                self.geo, layer, self.c.hardware, nest_hardware(self.c.hardware))
+        return lat
+
     def option_cost(self, layer: Layer, m: int, wc: WeightChoice | None,
                     sm: StateMode | None, oc: OutputContext, in_combo: tuple,
                     reads: int, writes: int, operand_fj: dict[int, int]) -> int:
@@ -353,10 +368,7 @@ class _FrameBuilder:
                                       + writes * c.rates.write_fj_per_bit
                                       + operand_fj[_chunks(wc)])
         if c.latency_weight:
-            lat = self.latency.get(layer.name)
-            if lat is None:
-                lat = self.latency[layer.name] = LayerLatency(
-                    self.geo, layer, c.hardware, nest_hardware(c.hardware))
+            lat = self.layer_latency(layer)
             written = layer.name in c.outputs or oc.on_chip is False or oc.cross_write
             dram = tuple((p[0].tensor, Halo.KEEP if p[0].source == KEEP else Halo.REREAD)
                          for p in in_combo if p[0].source != CHIP)
