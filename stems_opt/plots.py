@@ -12,6 +12,11 @@ from stems_opt.errors import Issue, StemsInputError
 NAMED_STYLES = {"ST-LBL": ":", "TB-LBL": "--", "TB-F": "-.", "ST-F": (0, (3, 1, 1, 1, 1, 1))}
 
 
+
+PLOT_UNITS = {"traffic": ("off-chip traffic", 1e6, "Mbit"), "energy": ("energy", 1e6, "µJ"),
+              "latency": ("latency", 1e6, "Mcycles"), "edp": ("EDP", 1e12, "µJ x Mcycles")}
+"""Per objective: axis label, divisor and unit of the sweep plot."""
+
 def _pyplot() -> Any:
     try:
         import matplotlib
@@ -68,7 +73,7 @@ def skislope_plot(rows: Sequence[AbcMapping[str, str]], path: str | Path) -> Non
     plain = FuncFormatter(lambda v, _: f"{v:g}")
     for ax, ((net, obj), pts) in zip(axes.flat, panels.items(), strict=False):
         pts = sorted(pts, key=lambda r: int(r["gb_capacity_bits"]))
-        scale, unit = (1e6, "Mbit") if obj == "traffic" else (1e6, "µJ")
+        label, scale, unit = PLOT_UNITS.get(obj, ("energy", 1e6, "µJ"))
         kb = [int(r["gb_capacity_bits"]) / 8192 for r in pts]
         for name in NAMED_COLUMNS:
             xs = [x for x, r in zip(kb, pts, strict=True) if r[name]]
@@ -99,7 +104,7 @@ def skislope_plot(rows: Sequence[AbcMapping[str, str]], path: str | Path) -> Non
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{net} ({obj})", fontsize=10)
         ax.set_xlabel("global buffer (KB)")
-        ax.set_ylabel(f"{'off-chip traffic' if obj == 'traffic' else 'energy'} ({unit})")
+        ax.set_ylabel(f"{label} ({unit})")
         ax.grid(True, which="both", alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)

@@ -185,7 +185,7 @@ def load_sweep(path: str | Path, threads: int = 1) -> Sweep:
     objectives = [str(o) for o in _str_list(d, "objectives", issues, False)] or ["traffic"]
     for i, o in enumerate(objectives):
         if o not in {x.value for x in Objective}:
-            issues.append(Issue(f"unknown objective {o!r} (traffic, energy)",
+            issues.append(Issue(f"unknown objective {o!r} (traffic, energy, latency, edp)",
                                 field=f"objectives[{i}]"))
     persistences: list[str | None] = [str(s) for s in
                                       _str_list(d, "state_persistence", issues, False)] or [None]

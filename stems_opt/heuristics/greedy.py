@@ -156,7 +156,8 @@ def heuristic_result(problem: Problem, mapping: Mapping | None, solver: str, sta
     assert not violations, f"{solver} built an invalid mapping: {violations}"
     cost = evaluate(problem, mapping)
     return Result(SolveStatus.FEASIBLE, solver, problem.objective.value, mapping=mapping,
-                  cost=cost, objective_value=cost.objective_value(problem.objective.value),
+                  cost=cost, objective_value=cost.objective_value(
+                      problem.objective.value, problem.weights),
                   runtime_s=time.perf_counter() - start, message=message)
 
 

@@ -674,7 +674,7 @@ class _Filler:
         if problem.objective.value == "traffic":
             return 0, float(sum(s[0] for s in scores))
         return 0, evaluate(problem, Mapping(tuple(segs))).objective_value(
-            problem.objective.value)
+            problem.objective.value, problem.weights)
 
 
 _EVERY_COUNT_UP_TO = 8
@@ -884,7 +884,7 @@ def named_schedule(problem: Problem, name: str, tiles: Sequence[int] | int | Non
     mapping = greedy_mapping(problem, frames, name=name.upper())
     cost = evaluate(problem, mapping)
     status = SolveStatus.FEASIBLE if cost.feasible else SolveStatus.INFEASIBLE
-    value = cost.objective_value(problem.objective.value)
+    value = cost.objective_value(problem.objective.value, problem.weights)
     msg = "" if cost.feasible else (
         f"does not fit: needs {cost.peak_gb_bits} bits of global buffer, capacity "
         f"{cost.capacity_bits}")
