@@ -110,21 +110,27 @@ def read_bits(network: Network, tensor: str, consumer: str, axis: Axis) -> int:
     return min_read_bits(network, tensor, consumer, axis)
 
 
-def knapsack_excess(excess: np.ndarray, hold: np.ndarray, budget: int | np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def knapsack_excess(excess: np.ndarray, hold: np.ndarray, budget: int | np.ndarray,
+                    frame_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the fractional knapsack of the module, and the row's slack.
 
     ``excess`` and ``hold`` have shape ``(items, rows)`` (an item's excess may
     differ between rows of different frames); ``budget`` is a number or one
-    per row. Returns, per row, the least
-    excess (float, before rounding) and the budget less what the row holds
-    with every cheap side that saves something.
+    per row. With ``frame_rows``, the rows come in blocks of that many per
+    frame, and an item whose cheap side overflows one row of its frame takes
+    its expensive side on every row of that frame (it is one decision).
+    Returns, per row, the least excess (float, before rounding) and the
+    budget less what the row holds with every cheap side that saves something.
     """
     hold = hold.astype(np.float64)
     e = excess.astype(np.float64)
     # Items whose expensive side costs nothing need not hold their cheap side.
     slack = budget - np.where(e > 0, hold, 0.0).sum(axis=0)
     forced = hold > budget
+    if frame_rows is not None and forced.size:
+        k, rows = forced.shape
+        forced = np.repeat(forced.reshape(k, rows // frame_rows, frame_rows).any(axis=2),
+                           frame_rows, axis=1)
     base = (e * forced).sum(axis=0)
     h = np.where(forced, 0.0, hold)
     need = h.sum(axis=0) - budget  # capacity still to free per row
@@ -192,8 +198,10 @@ def _gapped(layer, axis: Axis) -> bool:
 @lru_cache(maxsize=65536)
 def _frame_geometry(network: Network, first: int, last: int, axis: Axis, n: int) -> tuple:
     """Per layer of a frame with ``n`` tiles: its rows per tile, its non-empty
-    tiles, the rows its output carries across tile boundaries, and per input
-    from outside the rows of all its tile windows and the largest overlap."""
+    tiles, the rows its output carries across tile boundaries, per input
+    from outside the rows of all its tile windows and the largest overlap,
+    the rows of all its tile windows, and per tile the rows of its window
+    that no earlier tile's window has (0 for windows with gaps)."""
     plan = _interval_plan(network, first, last, axis)
     bounds = tile_bounds_array(network, first, last, axis, n)
     big = np.iinfo(np.int64).max
@@ -211,8 +219,16 @@ def _frame_geometry(network: Network, first: int, last: int, axis: Axis, n: int)
             windows = int(np.where(rows > 0, _window_hi(lay, axis, b[1:])
                                    - _window_lo(lay, axis, b[:-1]), 0).sum())
         halos = [(0, 0)] * len(ins)
+        fresh = np.zeros(n, dtype=np.int64)
         if ins and n > 1:
-            halos = [(windows, int(_overlaps(lay, axis, b).max()))] * len(ins)
+            over = _overlaps(lay, axis, b)
+            halos = [(windows, int(over.max()))] * len(ins)
+        if ins and not _gapped(lay, axis):
+            # Per tile, the input rows no earlier tile's window holds: its sub-tiles
+            # read them all from DRAM (none can be kept from before).
+            win = np.where(rows > 0, _window_hi(lay, axis, b[1:]) - _window_lo(lay, axis, b[:-1]),
+                           0)
+            fresh = win - (over if n > 1 else 0)
         carried = 0
         if inner and n > 1:
             need = np.full(n - 1, big, dtype=np.int64)
@@ -222,7 +238,7 @@ def _frame_geometry(network: Network, first: int, last: int, axis: Axis, n: int)
                                 np.minimum(need, _window_lo(cl, axis, cb)), need)
             gap = np.where(need < big, b[1:n] - need, 0)
             carried = max(0, int(gap.max()))
-        out.append((rows, int(np.count_nonzero(rows)), carried, halos, windows))
+        out.append((rows, int(np.count_nonzero(rows)), carried, halos, windows, fresh))
     return tuple(out)
 
 
@@ -242,7 +258,7 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
     nh = nest_hardware(hw)
     T = network.timesteps
     fj = 0
-    for lay, (_, active, _, _, windows) in zip(network.layers[first:last + 1], geo,
+    for lay, (_, active, _, _, windows, _) in zip(network.layers[first:last + 1], geo,
                                                 strict=True):
         if lay.kind is LayerKind.FLATTEN:
             continue
@@ -307,6 +323,7 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
     big = np.iinfo(np.int64).max
     blocks: list[tuple[np.ndarray, np.ndarray]] = []
     floors: list[np.ndarray] = []
+    dead: list[bool] = []  # frames where some layer fits in no choice
     width = 0
     at = np.arange(L)
     # Per layer, what no tile count changes (properties are slow to ask in the loop).
@@ -320,11 +337,20 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
         items: list[tuple[float, float, int, int]] = []  # excess, hold, position, kind
         lines: list[tuple[float, float, np.ndarray, float, int]] = []
         kept: dict[str, list[float]] = {}  # tensor -> [excess, hold, first reader]
+        infeasible = False
         for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
-            rows, active, carried, halos, _ = geo[i]
-            has_w, stateful, w, v, v_row, out_row, _, is_whole, is_written = fixed[i]
+            rows, active, carried, halos, _, _ = geo[i]
+            has_w, stateful, w, v, v_row, out_row, chunk, is_whole, is_written = fixed[i]
             if has_w:
-                items.append(((S * active - 1) * w * read_rate, w, i, 0))
+                runs = S * active
+                steps = _weight_steps(rows, chunk, w, budget,
+                                      (v_row if stateful else 0)
+                                      + (out_row * tb if not is_whole and (inner or is_written)
+                                         else 0))
+                if steps is None:
+                    infeasible = True
+                    steps = 1
+                items.append(((runs * steps - 1) * w * read_rate, w, i, 0))
             if stateful and S > 1:
                 keep = min(v, int(rows.max()) * v_row) if order is Order.SPACE_OUTER else v
                 # Spilled adds 2 (S - 1) |V| under both persistences.
@@ -355,13 +381,19 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
             held, pick = None, np.zeros(L, dtype=np.int64)
         # What the layer at each position needs whatever it chose: a weight chunk, a
         # state sub-tile, an output sub-tile; each cheap side holds at least as much.
-        own = np.zeros((4, L))  # weights, state, (halos: none), outputs
-        for i, (_, _, inner, _, _) in enumerate(plan):
+        # Inputs read from DRAM: a sub-tile's new rows (the finest sub-tiles share the
+        # tile's fresh rows); no item's hold includes them.
+        own = np.zeros((5, L))  # weights, state, (halos: none), outputs, DRAM inputs
+        for i, (_, ins, inner, _, _) in enumerate(plan):
             rows = geo[i][0]
             r = int(rows[pick[i]])
             if r == 0:
                 continue
-            sub = -(-r // int(rows[rows > 0].min()))
+            finest = int(rows[rows > 0].min())
+            sub = -(-r // finest)
+            fresh = int(geo[i][5][pick[i]])
+            own[4, i] = sum(-(-fresh // finest) * rowbits * tb for src, rowbits, _ in ins
+                            if src not in whole and src not in maybe_whole)
             has_w, stateful, _, _, v_row, out_row, chunk, is_whole, is_written = fixed[i]
             if has_w:
                 own[0, i] = chunk
@@ -387,6 +419,7 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
             h[k + np.arange(m), lpos] = np.maximum(0.0, h[k + np.arange(m), lpos] - own[3, lpos])
         blocks.append((e_col, h))
         floors.append(floor)
+        dead.append(infeasible)
         width = max(width, k + m)
     # Frames with fewer items get zero items (dropping them is free and frees nothing).
     E = np.zeros((max(width, 1), L * len(tiles)))
@@ -395,9 +428,10 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
         E[:len(e_col), j * L:(j + 1) * L] = e_col[:, None]
         H[:len(e_col), j * L:(j + 1) * L] = h
     row_budget = budget - np.concatenate(floors)
-    per_row, slack = knapsack_excess(E, H, row_budget)
+    per_row, slack = knapsack_excess(E, H, row_budget, L)
     # A row whose own transients overflow the budget: the frame cannot fit.
     per_row = np.where(row_budget < 0, np.inf, per_row)
+    per_row = np.where(np.repeat(dead, L), np.inf, per_row)
     starts = np.arange(0, L * len(tiles), L)
     best = np.maximum.reduceat(per_row, starts)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
@@ -405,6 +439,31 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
     bound = np.where(finite, np.maximum(0, np.ceil(np.where(finite, best, 0) * (1 - 1e-9)
                                                     - 1e-6)), np.inf)
     return bound, np.minimum.reduceat(slack, starts).astype(np.int64)
+
+
+def _weight_steps(rows: np.ndarray, chunk: int, w: int, budget: int, row_bits: int
+                  ) -> int | None:
+    """Fewest sub-tiles per tile the layer's weights are read in, or ``None`` when
+    the layer fits in no choice.
+
+    Resident or streamed whole, the weights hold ``w`` bits next to the
+    layer's largest tile split in its finest sub-tiles (``row_bits`` per
+    row: its state and output sub-tile). When that overflows ``budget``
+    they must be streamed in chunks (at least ``chunk`` bits), and chunked
+    weights are read once per sub-tile: ``m`` sub-tiles, each of at most
+    ``q = (budget - chunk) // row_bits`` rows of the largest tile, so
+    ``m >= ceil(r / q)``.
+    """
+    live = rows[rows > 0]
+    if not live.size:
+        return 1
+    r, finest = int(live.max()), int(live.min())
+    if w + -(-r // finest) * row_bits <= budget or row_bits == 0:
+        return 1
+    q = (budget - chunk) // row_bits
+    if q < 1 or -(-r // q) > finest:
+        return None
+    return -(-r // q)
 
 
 @lru_cache(maxsize=4096)
