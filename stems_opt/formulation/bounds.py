@@ -41,6 +41,7 @@ lower bounds of its traffic terms, so the result is a valid bound.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -316,154 +317,194 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
     :func:`stems_opt.formulation.data.cheapest_bits`.
     """
     plan = _interval_plan(network, first, last, axis)
-    L = len(plan)
+    tab = _interval_table(network, first, last, axis)
+    idx = np.asarray(tiles, dtype=np.int64) - 1
+    F, L = len(idx), len(plan)
     T = network.timesteps
     S = T // tb
     mult = T if order is Order.SPACE_OUTER else tb
-    big = np.iinfo(np.int64).max
-    blocks: list[tuple[np.ndarray, np.ndarray]] = []
-    floors: list[np.ndarray] = []
-    dead: list[bool] = []  # frames where some layer fits in no choice
-    width = 0
-    at = np.arange(L)
-    # Per layer, what no tile count changes (properties are slow to ask in the loop).
-    fixed = [(lay.has_weights, lay.stateful, lay.weight_size_bits, lay.state_size_bits,
-              lay.state_row_bits(axis), lay.output_row_bits(axis),
-              lay.weight_size_bits // max_chunks(lay.k, k_unroll) if lay.has_weights else 0,
-              lay.name in whole, lay.name in written)
-             for lay, *_ in plan]
-    for n in tiles:
-        geo = _frame_geometry(network, first, last, axis, n)
-        items: list[tuple[float, float, int, int]] = []  # excess, hold, position, kind
-        lines: list[tuple[float, float, np.ndarray, float, int]] = []
-        kept: dict[str, list[float]] = {}  # tensor -> [excess, hold, first reader]
-        infeasible = False
-        for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
-            rows, active, carried, halos, _, _ = geo[i]
-            has_w, stateful, w, v, v_row, out_row, chunk, is_whole, is_written = fixed[i]
-            if has_w:
-                runs = S * active
-                steps = _weight_steps(rows, chunk, w, budget,
-                                      (v_row if stateful else 0)
-                                      + (out_row * tb if not is_whole and (inner or is_written)
-                                         else 0))
-                if steps is None:
-                    infeasible = True
-                    steps = 1
-                items.append(((runs * steps - 1) * w * read_rate, w, i, 0))
-            if stateful and S > 1:
-                keep = min(v, int(rows.max()) * v_row) if order is Order.SPACE_OUTER else v
-                # Spilled adds 2 (S - 1) |V| under both persistences.
-                items.append(((S - 1) * v * (read_rate + write_rate), keep, i, 1))
-            for (src, rowbits, fewest), (window_rows, overlap) in zip(ins, halos, strict=True):
-                if n == 1 or src in whole or src in maybe_whole:
-                    continue
-                # From DRAM: keep holds the halo, reread reads each tile's whole window.
-                # One rule per tensor: its readers share the rows kept, at least the
-                # most any one of them keeps across a tile boundary.
-                item = kept.setdefault(src, [0.0, 0.0, i])
-                item[0] += max(0, window_rows * rowbits * T - fewest) * read_rate
-                item[1] = max(item[1], overlap * rowbits * mult)
-            if not inner or is_whole:
+    active, finest, rmax = tab.active[idx], tab.finest[idx], tab.rmax[idx]
+    rpick, fpick = tab.rpick[idx], tab.fpick[idx]
+    several = (idx > 0)[:, None]  # halos exist only with more than one tile
+    shown = rpick > 0  # the layer has rows in the tile bounded at its position
+    sub = np.where(shown, -(-rpick // np.maximum(finest, 1)), 0)
+    # What the layer at each position needs whatever it chose: a weight chunk, a
+    # state sub-tile, an output sub-tile, its DRAM inputs' new rows for a sub-tile;
+    # each cheap side holds at least as much.
+    own = np.zeros((5, F, L))  # weights, state, (halos: none), outputs, DRAM inputs
+    excess: list[np.ndarray] = []  # per item, (F,)
+    holds: list[np.ndarray] = []  # per item, (F, L)
+    kept: dict[str, list[np.ndarray]] = {}  # tensor -> [excess, hold]
+    dead = np.zeros(F, dtype=bool)  # frames where some layer fits in no choice
+    for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
+        name = lay.name
+        is_whole, is_written = name in whole, name in written
+        w, v = lay.weight_size_bits, lay.state_size_bits
+        v_row, out_row = lay.state_row_bits(axis), lay.output_row_bits(axis)
+        in_bits = sum(rowbits * tb for src, rowbits, _ in ins
+                      if src not in whole and src not in maybe_whole)
+        own[4, :, i] = np.where(shown[:, i], -(-fpick[:, i] // np.maximum(finest[:, i], 1)), 0
+                                ) * in_bits
+        out_bits = out_row * tb if not is_whole and (inner or is_written) else 0
+        own[3, :, i] = sub[:, i] * out_bits
+        if lay.stateful:
+            own[1, :, i] = sub[:, i] * v_row
+        if lay.has_weights:
+            chunk = w // max_chunks(lay.k, k_unroll)
+            own[0, :, i] = np.where(shown[:, i], chunk, 0)
+            steps = _weight_steps(tab, idx, i, chunk, w, budget,
+                                  (v_row if lay.stateful else 0) + out_bits, in_bits)
+            dead |= steps == 0
+            hold = np.full((F, L), float(w))
+            hold[:, i] = np.maximum(0, w - own[0, :, i])
+            excess.append((S * active[:, i] * np.maximum(steps, 1) - 1) * w * read_rate)
+            holds.append(hold)
+        if lay.stateful and S > 1:
+            keep = (np.minimum(v, rmax[:, i] * v_row) if order is Order.SPACE_OUTER
+                    else np.full(F, v))
+            hold = np.repeat(keep[:, None].astype(np.float64), L, axis=1)
+            hold[:, i] = np.maximum(0, keep - own[1, :, i])
+            # Spilled adds 2 (S - 1) |V| under both persistences.
+            excess.append(np.full(F, (S - 1) * v * (read_rate + write_rate), dtype=np.float64))
+            holds.append(hold)
+        for src, rowbits, fewest in ins:
+            if src in whole or src in maybe_whole:
                 continue
-            e = reads * read_rate + (0 if is_written
-                                     else network.tensor_size_bits(lay.name) * write_rate)
-            live = np.zeros((n, L), dtype=np.int64)
-            live[:, i:lastp + 1] = (rows * (out_row * tb))[:, None]
-            cap = network.tensor_size_bits(lay.name) if lay.name in maybe_whole else big
-            lines.append((e, carried * out_row * mult, live, cap, i))
-        items.extend((e, h, int(i), 2) for e, h, i in kept.values())
-        # One row per position: the tile where the line buffers hold the most.
-        if lines:
-            held = np.stack([np.minimum(c + live, cap) for _, c, live, cap, _ in lines])
-            pick = np.argmax(held.sum(axis=0), axis=0)
-        else:
-            held, pick = None, np.zeros(L, dtype=np.int64)
-        # What the layer at each position needs whatever it chose: a weight chunk, a
-        # state sub-tile, an output sub-tile; each cheap side holds at least as much.
-        # Inputs read from DRAM: a sub-tile's new rows (the finest sub-tiles share the
-        # tile's fresh rows); no item's hold includes them.
-        own = np.zeros((5, L))  # weights, state, (halos: none), outputs, DRAM inputs
-        for i, (_, ins, inner, _, _) in enumerate(plan):
-            rows = geo[i][0]
-            r = int(rows[pick[i]])
-            if r == 0:
-                continue
-            finest = int(rows[rows > 0].min())
-            sub = -(-r // finest)
-            fresh = int(geo[i][5][pick[i]])
-            own[4, i] = sum(-(-fresh // finest) * rowbits * tb for src, rowbits, _ in ins
-                            if src not in whole and src not in maybe_whole)
-            has_w, stateful, _, _, v_row, out_row, chunk, is_whole, is_written = fixed[i]
-            if has_w:
-                own[0, i] = chunk
-            if stateful:
-                own[1, i] = sub * v_row
-            if not is_whole and (inner or is_written):
-                own[3, i] = sub * out_row * tb
-        floor = own.sum(axis=0)
-        k, m = len(items), len(lines)
-        e_col = np.empty(k + m)
-        h = np.empty((k + m, L))
-        if k:
-            arr = np.array(items, dtype=np.float64)
-            pos, kind = arr[:, 2].astype(np.int64), arr[:, 3].astype(np.int64)
-            e_col[:k] = arr[:, 0]
-            h[:k] = arr[:, 1:2]
-            h[np.arange(k), pos] = np.maximum(0.0, arr[:, 1] - own[kind, pos])
-        if m:
-            assert held is not None
-            lpos = np.array([ln[4] for ln in lines], dtype=np.int64)
-            e_col[k:] = [ln[0] for ln in lines]
-            h[k:] = held[:, pick, at]
-            h[k + np.arange(m), lpos] = np.maximum(0.0, h[k + np.arange(m), lpos] - own[3, lpos])
-        blocks.append((e_col, h))
-        floors.append(floor)
-        dead.append(infeasible)
-        width = max(width, k + m)
-    # Frames with fewer items get zero items (dropping them is free and frees nothing).
-    E = np.zeros((max(width, 1), L * len(tiles)))
-    H = np.zeros((max(width, 1), L * len(tiles)))
-    for j, (e_col, h) in enumerate(blocks):
-        E[:len(e_col), j * L:(j + 1) * L] = e_col[:, None]
-        H[:len(e_col), j * L:(j + 1) * L] = h
-    row_budget = budget - np.concatenate(floors)
+            # From DRAM: keep holds the halo, reread reads each tile's whole window.
+            # One rule per tensor: its readers share the rows kept, at least the
+            # most any one of them keeps across a tile boundary.
+            item = kept.setdefault(src, [np.zeros(F), np.zeros(F)])
+            item[0] += np.where(several[:, 0], np.maximum(
+                0, tab.windows[idx, i] * rowbits * T - fewest), 0) * read_rate
+            item[1] = np.maximum(item[1], tab.overlap[idx, i] * rowbits * mult)
+        if not inner or is_whole:
+            continue
+        e = reads * read_rate + (0 if is_written
+                                 else network.tensor_size_bits(name) * write_rate)
+        live = np.zeros((F, L))
+        live[:, i:lastp + 1] = tab.live[idx, i, i:lastp + 1] * (out_row * tb)
+        cap = network.tensor_size_bits(name) if name in maybe_whole else np.inf
+        hold = np.minimum((tab.carried[idx, i] * (out_row * mult))[:, None] + live, cap)
+        hold[:, i] = np.maximum(0, hold[:, i] - own[3, :, i])
+        excess.append(np.full(F, float(e)))
+        holds.append(hold)
+    for e, h in kept.values():
+        excess.append(e)
+        holds.append(np.repeat(h[:, None], L, axis=1))
+    if not excess:  # nothing to free: a zero item
+        excess, holds = [np.zeros(F)], [np.zeros((F, L))]
+    E = np.repeat(np.stack(excess), L, axis=1)  # (items, F * L), frame-major rows
+    H = np.stack(holds).reshape(len(holds), F * L)
+    row_budget = budget - own.sum(axis=0).reshape(F * L)
     per_row, slack = knapsack_excess(E, H, row_budget, L)
     # A row whose own transients overflow the budget: the frame cannot fit.
-    per_row = np.where(row_budget < 0, np.inf, per_row)
-    per_row = np.where(np.repeat(dead, L), np.inf, per_row)
-    starts = np.arange(0, L * len(tiles), L)
-    best = np.maximum.reduceat(per_row, starts)
+    per_row = np.where(row_budget < 0, np.inf, per_row).reshape(F, L)
+    best = np.where(dead, np.inf, per_row.max(axis=1))
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)
     bound = np.where(finite, np.maximum(0, np.ceil(np.where(finite, best, 0) * (1 - 1e-9)
                                                     - 1e-6)), np.inf)
-    return bound, np.minimum.reduceat(slack, starts).astype(np.int64)
+    return bound, slack.reshape(F, L).min(axis=1).astype(np.int64)
 
 
-def _weight_steps(rows: np.ndarray, chunk: int, w: int, budget: int, row_bits: int
-                  ) -> int | None:
-    """Fewest sub-tiles per tile the layer's weights are read in, or ``None`` when
-    the layer fits in no choice.
+@dataclass(frozen=True)
+class _Table:
+    """Per tile count ``n`` (index ``n - 1``) and layer position of an interval,
+    what :func:`interval_excess_bounds` needs from the tile geometry; no time
+    batch, order or signature changes it."""
+
+    active: np.ndarray  # (N, L) non-empty tiles
+    finest: np.ndarray  # (N, L) rows of the smallest non-empty tile (most sub-tiles)
+    rmax: np.ndarray  # (N, L) rows of the largest tile
+    carried: np.ndarray  # (N, L) rows the output carries across tile boundaries
+    windows: np.ndarray  # (N, L) rows of all the tile windows of its inputs
+    overlap: np.ndarray  # (N, L) largest overlap of a tile window with earlier ones
+    rpick: np.ndarray  # (N, L) rows in the tile bounded at the position
+    fpick: np.ndarray  # (N, L) fresh input rows in that tile
+    live: np.ndarray  # (N, L, L) [n, j, p]: rows of layer j in the tile bounded at p
+    steps_at: np.ndarray  # (N, L, 4) rows and fresh rows of the largest tile, and
+    # of the tile with the most fresh rows
+
+
+@lru_cache(maxsize=256)
+def _interval_table(network: Network, first: int, last: int, axis: Axis) -> _Table:
+    """The :class:`_Table` of ``first..last`` for every tile count.
+
+    At each position the bounded tile is the one where the line buffers of the
+    layers whose output is read in the interval hold the most rows (times
+    their row size); the tile with the most rows of the layer itself where
+    there are none. Any tile gives a valid bound.
+    """
+    plan = _interval_plan(network, first, last, axis)
+    L = len(plan)
+    N = min(lay.extent(axis) for lay, *_ in plan)
+    shape = (N, L)
+    active, finest, rmax, carried, windows, overlap, rpick, fpick = (
+        np.zeros(shape, dtype=np.int64) for _ in range(8))
+    live = np.zeros((N, L, L), dtype=np.int64)
+    steps_at = np.zeros((N, L, 4), dtype=np.int64)
+    lines = [(i, lastp, lay.output_row_bits(axis))
+             for i, (lay, _, inner, _, lastp) in enumerate(plan) if inner]
+    for n in range(1, N + 1):
+        geo = _frame_geometry(network, first, last, axis, n)
+        rows = np.stack([g[0] for g in geo])  # (L, n)
+        fresh = np.stack([g[5] for g in geo])
+        score = np.zeros((n, L))
+        for i, lastp, out_row in lines:
+            score[:, i:lastp + 1] += (rows[i] * out_row)[:, None]
+        pick = np.where(score.max(axis=0) > 0, np.argmax(score, axis=0),
+                        np.argmax(rows, axis=1))
+        k = n - 1
+        at = np.arange(L)
+        active[k] = [g[1] for g in geo]
+        carried[k] = [g[2] for g in geo]
+        windows[k] = [g[4] for g in geo]
+        overlap[k] = [g[3][0][1] if g[3] else 0 for g in geo]
+        rmax[k] = rows.max(axis=1)
+        finest[k] = np.where(rows > 0, rows, np.iinfo(np.int64).max).min(axis=1)
+        finest[k][finest[k] == np.iinfo(np.int64).max] = 1
+        rpick[k] = rows[at, pick]
+        fpick[k] = fresh[at, pick]
+        live[k] = rows[:, pick]
+        big_r, big_f = np.argmax(rows, axis=1), np.argmax(fresh, axis=1)
+        steps_at[k] = np.stack([rows[at, big_r], fresh[at, big_r], rows[at, big_f],
+                                fresh[at, big_f]], axis=1)
+    return _Table(active, finest, rmax, carried, windows, overlap, rpick, fpick, live,
+                  steps_at)
+
+
+def _weight_steps(tab: _Table, idx: np.ndarray, i: int, chunk: int, w: int, budget: int,
+                  row_bits: int, input_bits: int) -> np.ndarray:
+    """Per frame (tile count ``idx + 1``), the fewest sub-tiles per tile the
+    weights of the layer at position ``i`` are read in; 0 when the layer fits
+    in no choice.
 
     Resident or streamed whole, the weights hold ``w`` bits next to the
-    layer's largest tile split in its finest sub-tiles (``row_bits`` per
-    row: its state and output sub-tile). When that overflows ``budget``
-    they must be streamed in chunks (at least ``chunk`` bits), and chunked
-    weights are read once per sub-tile: ``m`` sub-tiles, each of at most
-    ``q = (budget - chunk) // row_bits`` rows of the largest tile, so
-    ``m >= ceil(r / q)``.
+    layer's own sub-tile buffers: ``row_bits`` per row of its output tile
+    (its state and output sub-tile) and ``input_bits`` per fresh row of its
+    DRAM inputs' windows, at least ``ceil(r / m)`` and ``ceil(f / m)`` rows
+    of a tile with ``r`` rows and ``f`` fresh input rows for ``m`` sub-tiles
+    (at most the finest, one row each). When that overflows ``budget`` even
+    at the finest split, the weights must be streamed in chunks (at least
+    ``chunk`` bits), and chunked weights are read once per sub-tile: ``m``
+    is at least the fewest sub-tiles that fit beside a chunk.
     """
-    live = rows[rows > 0]
-    if not live.size:
-        return 1
-    r, finest = int(live.max()), int(live.min())
-    if w + -(-r // finest) * row_bits <= budget or row_bits == 0:
-        return 1
-    q = (budget - chunk) // row_bits
-    if q < 1 or -(-r // q) > finest:
-        return None
-    return -(-r // q)
+    finest = tab.finest[idx, i]
+    at = tab.steps_at[idx, i]  # (F, 4)
+
+    def need(m: np.ndarray) -> np.ndarray:
+        """Bits of the sub-tile buffers with ``m`` sub-tiles (broadcast over frames)."""
+        return np.maximum(-(-at[:, 0, None] // m) * row_bits + -(-at[:, 1, None] // m) * input_bits,
+                          -(-at[:, 2, None] // m) * row_bits + -(-at[:, 3, None] // m) * input_bits)
+
+    steps = np.ones(len(idx), dtype=np.int64)
+    tight = w + need(finest[:, None])[:, 0] > budget
+    if not tight.any():
+        return steps
+    m = np.arange(1, int(finest[tight].max()) + 1)[None, :]
+    fits = (chunk + need(m) <= budget) & (m <= finest[:, None])
+    first_fit = np.where(fits.any(axis=1), np.argmax(fits, axis=1) + 1, 0)
+    return np.where(tight, first_fit, steps)
 
 
 @lru_cache(maxsize=4096)
