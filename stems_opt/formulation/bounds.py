@@ -41,7 +41,7 @@ lower bounds of its traffic terms, so the result is a valid bound.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -156,16 +156,19 @@ def knapsack_excess(excess: np.ndarray, hold: np.ndarray, budget: int | np.ndarr
 
 
 def _overlaps(layer, axis: Axis, b: np.ndarray) -> np.ndarray:
-    """Per tile boundary, the input rows a reader's tile shares with the tiles before
-    it (one sub-tile per tile): what ``reread`` reads again and ``keep`` holds."""
-    lo, hi = b[:-1], b[1:]
+    """Per tile (last axis of ``b``'s boundaries, one frame per leading row), the
+    input rows a reader's tile shares with the tiles before it (one sub-tile
+    per tile): what ``reread`` reads again and ``keep`` holds."""
+    lo, hi = b[..., :-1], b[..., 1:]
     nonempty = hi > lo
     a = _window_lo(layer, axis, lo)
     e = _window_hi(layer, axis, hi)
     # End of the window of the nearest non-empty tile before (0 if none).
     ends = np.where(nonempty, e, 0)
-    prev_end = np.concatenate([[0], np.maximum.accumulate(ends)[:-1]])
-    first = np.concatenate([[True], ~np.maximum.accumulate(nonempty)[:-1]])
+    zero = np.zeros((*b.shape[:-1], 1), dtype=ends.dtype)
+    prev_end = np.concatenate([zero, np.maximum.accumulate(ends, axis=-1)[..., :-1]], axis=-1)
+    first = np.concatenate([zero == 0, ~np.maximum.accumulate(nonempty, axis=-1)[..., :-1]],
+                           axis=-1)
     return np.where(nonempty & ~first, np.maximum(0, np.minimum(prev_end, e) - a), 0)
 
 
@@ -196,51 +199,32 @@ def _gapped(layer, axis: Axis) -> bool:
     return f < st
 
 
-@lru_cache(maxsize=65536)
-def _frame_geometry(network: Network, first: int, last: int, axis: Axis, n: int) -> tuple:
-    """Per layer of a frame with ``n`` tiles: its rows per tile, its non-empty
-    tiles, the rows its output carries across tile boundaries, per input
-    from outside the rows of all its tile windows and the largest overlap,
-    the rows of all its tile windows, and per tile the rows of its window
-    that no earlier tile's window has (0 for windows with gaps)."""
-    plan = _interval_plan(network, first, last, axis)
-    bounds = tile_bounds_array(network, first, last, axis, n)
-    big = np.iinfo(np.int64).max
-    out = []
-    for i, (lay, ins, inner, _, _) in enumerate(plan):
-        b = bounds[i]
-        rows = b[1:] - b[:-1]
-        if _gapped(lay, axis):
-            # Windows with gaps (a kernel narrower than its stride): finer sub-tiles
-            # read fewer rows, down to the union of the one-row windows.
-            src = lay.inputs[0]
-            windows = read_bits(network, src, lay.name, axis) // (
-                network.tensor_row_bits(src, axis) * network.timesteps)
-        else:
-            windows = int(np.where(rows > 0, _window_hi(lay, axis, b[1:])
-                                   - _window_lo(lay, axis, b[:-1]), 0).sum())
-        halos = [(0, 0)] * len(ins)
-        fresh = np.zeros(n, dtype=np.int64)
-        if ins and n > 1:
-            over = _overlaps(lay, axis, b)
-            halos = [(windows, int(over.max()))] * len(ins)
-        if ins and not _gapped(lay, axis):
-            # Per tile, the input rows no earlier tile's window holds: its sub-tiles
-            # read them all from DRAM (none can be kept from before).
-            win = np.where(rows > 0, _window_hi(lay, axis, b[1:]) - _window_lo(lay, axis, b[:-1]),
-                           0)
-            fresh = win - (over if n > 1 else 0)
-        carried = 0
-        if inner and n > 1:
-            need = np.full(n - 1, big, dtype=np.int64)
-            for cp, cl in inner:
-                cb = bounds[cp][1:n]
-                need = np.where(cb < cl.extent(axis),
-                                np.minimum(need, _window_lo(cl, axis, cb)), need)
-            gap = np.where(need < big, b[1:n] - need, 0)
-            carried = max(0, int(gap.max()))
-        out.append((rows, int(np.count_nonzero(rows)), carried, halos, windows, fresh))
-    return tuple(out)
+def all_tile_bounds(network: Network, first: int, last: int, axis: Axis) -> np.ndarray:
+    """Row boundaries of every layer of ``first..last`` for every tile count ``n``
+    up to the least extent: ``out[i, n - 1, :n + 1]`` is
+    :func:`tile_bounds_array`'s ``[i]``, and ``out[i, n - 1, t]`` for ``t > n``
+    the layer's extent (empty tiles)."""
+    layers = network.layers[first:last + 1]
+    N = min(lay.extent(axis) for lay in layers)
+    pos = {lay.name: i for i, lay in enumerate(layers)}
+    outputs = set(network.output_names)
+    n = np.arange(1, N + 1)[:, None]
+    t = np.minimum(np.arange(N + 1)[None, :], n)  # (N, N + 1): t past n is n
+    out = np.zeros((len(layers), N, N + 1), dtype=np.int64)
+    for i in range(len(layers) - 1, -1, -1):
+        lay = layers[i]
+        extent = lay.extent(axis)
+        consumers = network.consumers(lay.name)
+        inner = [c for c in consumers if c in pos]
+        is_out = lay.name in outputs or not consumers or len(inner) < len(consumers)
+        b = (t * extent) // n if is_out else np.zeros_like(t)
+        for c in inner:
+            b = np.maximum(b, _window_hi(network.layer(c), axis, out[pos[c]]))
+        b = np.minimum(b, extent)
+        b[:, 0] = 0
+        b[t == n] = extent
+        out[i] = b
+    return out
 
 
 def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, n: int,
@@ -255,12 +239,12 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
     tile (more sub-tiles read the weights and the window overlaps again), or
     for windows with gaps the union of the one-row windows.
     """
-    geo = _frame_geometry(network, first, last, axis, n)
+    tab = _interval_table(network, first, last, axis)
     nh = nest_hardware(hw)
     T = network.timesteps
     fj = 0
-    for lay, (_, active, _, _, windows, _) in zip(network.layers[first:last + 1], geo,
-                                                strict=True):
+    for lay, active, windows in zip(network.layers[first:last + 1], tab.active[n - 1].tolist(),
+                                    tab.windows[n - 1].tolist(), strict=True):
         if lay.kind is LayerKind.FLATTEN:
             continue
         if lay.has_weights and hw.loop_nests:
@@ -280,10 +264,23 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
                            maybe_whole: Collection[str] = (), read_rate: int = 1,
                            write_rate: int = 1, k_unroll: int = 1
                            ) -> tuple[np.ndarray, np.ndarray]:
-    """Least cost the buffer forces over the cheapest choices, for the
-    frames ``(first, last, tb, axis, n, order)`` of every ``n`` in ``tiles``,
-    and each frame's slack (budget less the most a row holds with every cheap
-    side).
+    """:func:`frames_excess_bounds` of the frames ``(first, last, tb, axis, n,
+    order)`` of every ``n`` in ``tiles``."""
+    return frames_excess_bounds(network, first, last, axis, [(tb, order, n) for n in tiles],
+                                budget, written, whole, maybe_whole, read_rate, write_rate,
+                                k_unroll)
+
+
+def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
+                         frames: Sequence[tuple[int, Order, int]], budget: int,
+                         written: Collection[str], whole: Collection[str],
+                         maybe_whole: Collection[str] = (), read_rate: int = 1,
+                         write_rate: int = 1, k_unroll: int = 1
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Least cost the buffer forces over the cheapest choices, for the frames
+    ``(first, last, tb, axis, n, order)`` of every ``(tb, order, n)`` in
+    ``frames``, and each frame's slack (budget less the most a row holds with
+    every cheap side). All frames are bounded at once, with arrays.
 
     Parameters
     ----------
@@ -315,17 +312,29 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
     cheapest choices themselves (weights read once, ``2 |V|`` state traffic
     under ``streaming``, inputs read once) are not included: see
     :func:`stems_opt.formulation.data.cheapest_bits`.
+    Returns the bound per frame (``inf`` where the layer at some position
+    cannot fit its own transient buffers) and the slack per frame.
+
+    Only one row per layer position is bounded (see :func:`_interval_table`;
+    a subset of rows: still a valid bound). The cheapest choices themselves
+    (weights read once, ``2 |V|`` state traffic under ``streaming``, inputs
+    read once) are not included: see
+    :func:`stems_opt.formulation.data.cheapest_bits`.
     """
     plan = _interval_plan(network, first, last, axis)
     tab = _interval_table(network, first, last, axis)
-    idx = np.asarray(tiles, dtype=np.int64) - 1
-    F, L = len(idx), len(plan)
     T = network.timesteps
+    F, L = len(frames), len(plan)
+    if not F:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    tb = np.array([f[0] for f in frames], dtype=np.int64)
+    outer = np.array([f[1] is Order.SPACE_OUTER for f in frames])
+    idx = np.array([f[2] for f in frames], dtype=np.int64) - 1
     S = T // tb
-    mult = T if order is Order.SPACE_OUTER else tb
+    mult = np.where(outer, T, tb)  # timesteps the carried rows and halos are held for
     active, finest, rmax = tab.active[idx], tab.finest[idx], tab.rmax[idx]
     rpick, fpick = tab.rpick[idx], tab.fpick[idx]
-    several = (idx > 0)[:, None]  # halos exist only with more than one tile
+    several = idx > 0  # halos exist only with more than one tile
     shown = rpick > 0  # the layer has rows in the tile bounded at its position
     sub = np.where(shown, -(-rpick // np.maximum(finest, 1)), 0)
     # What the layer at each position needs whatever it chose: a weight chunk, a
@@ -341,31 +350,34 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
         is_whole, is_written = name in whole, name in written
         w, v = lay.weight_size_bits, lay.state_size_bits
         v_row, out_row = lay.state_row_bits(axis), lay.output_row_bits(axis)
-        in_bits = sum(rowbits * tb for src, rowbits, _ in ins
-                      if src not in whole and src not in maybe_whole)
-        own[4, :, i] = np.where(shown[:, i], -(-fpick[:, i] // np.maximum(finest[:, i], 1)), 0
-                                ) * in_bits
-        out_bits = out_row * tb if not is_whole and (inner or is_written) else 0
-        own[3, :, i] = sub[:, i] * out_bits
+        in_row = sum(rowbits for src, rowbits, _ in ins
+                     if src not in whole and src not in maybe_whole)
+        own[4, :, i] = np.where(shown[:, i], -(-fpick[:, i] // finest[:, i]), 0) * in_row * tb
+        out_row_own = out_row if not is_whole and (inner or is_written) else 0
+        own[3, :, i] = sub[:, i] * out_row_own * tb
         if lay.stateful:
             own[1, :, i] = sub[:, i] * v_row
         if lay.has_weights:
             chunk = w // max_chunks(lay.k, k_unroll)
             own[0, :, i] = np.where(shown[:, i], chunk, 0)
-            steps = _weight_steps(tab, idx, i, chunk, w, budget,
-                                  (v_row if lay.stateful else 0) + out_bits, in_bits)
+            steps = np.ones(F, dtype=np.int64)
+            for t in np.unique(tb).tolist():
+                at = tb == t
+                steps[at] = _weight_steps(tab, i, chunk, w, budget,
+                                          (v_row if lay.stateful else 0) + out_row_own * t,
+                                          in_row * t)[idx[at]]
             dead |= steps == 0
             hold = np.full((F, L), float(w))
             hold[:, i] = np.maximum(0, w - own[0, :, i])
             excess.append((S * active[:, i] * np.maximum(steps, 1) - 1) * w * read_rate)
             holds.append(hold)
-        if lay.stateful and S > 1:
-            keep = (np.minimum(v, rmax[:, i] * v_row) if order is Order.SPACE_OUTER
-                    else np.full(F, v))
+        if lay.stateful and (S > 1).any():
+            keep = np.where(outer, np.minimum(v, rmax[:, i] * v_row), v)
+            keep = np.where(S > 1, keep, 0)
             hold = np.repeat(keep[:, None].astype(np.float64), L, axis=1)
             hold[:, i] = np.maximum(0, keep - own[1, :, i])
             # Spilled adds 2 (S - 1) |V| under both persistences.
-            excess.append(np.full(F, (S - 1) * v * (read_rate + write_rate), dtype=np.float64))
+            excess.append(((S - 1) * v * (read_rate + write_rate)).astype(np.float64))
             holds.append(hold)
         for src, rowbits, fewest in ins:
             if src in whole or src in maybe_whole:
@@ -374,7 +386,7 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
             # One rule per tensor: its readers share the rows kept, at least the
             # most any one of them keeps across a tile boundary.
             item = kept.setdefault(src, [np.zeros(F), np.zeros(F)])
-            item[0] += np.where(several[:, 0], np.maximum(
+            item[0] += np.where(several, np.maximum(
                 0, tab.windows[idx, i] * rowbits * T - fewest), 0) * read_rate
             item[1] = np.maximum(item[1], tab.overlap[idx, i] * rowbits * mult)
         if not inner or is_whole:
@@ -382,9 +394,9 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
         e = reads * read_rate + (0 if is_written
                                  else network.tensor_size_bits(name) * write_rate)
         live = np.zeros((F, L))
-        live[:, i:lastp + 1] = tab.live[idx, i, i:lastp + 1] * (out_row * tb)
+        live[:, i:lastp + 1] = tab.live[idx, i, i:lastp + 1] * (out_row * tb)[:, None]
         cap = network.tensor_size_bits(name) if name in maybe_whole else np.inf
-        hold = np.minimum((tab.carried[idx, i] * (out_row * mult))[:, None] + live, cap)
+        hold = np.minimum((tab.carried[idx, i] * out_row * mult)[:, None] + live, cap)
         hold[:, i] = np.maximum(0, hold[:, i] - own[3, :, i])
         excess.append(np.full(F, float(e)))
         holds.append(hold)
@@ -424,9 +436,10 @@ class _Table:
     live: np.ndarray  # (N, L, L) [n, j, p]: rows of layer j in the tile bounded at p
     steps_at: np.ndarray  # (N, L, 4) rows and fresh rows of the largest tile, and
     # of the tile with the most fresh rows
+    memo: dict = field(default_factory=dict, compare=False, hash=False)  # _weight_steps
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=1024)
 def _interval_table(network: Network, first: int, last: int, axis: Axis) -> _Table:
     """The :class:`_Table` of ``first..last`` for every tile count.
 
@@ -436,48 +449,70 @@ def _interval_table(network: Network, first: int, last: int, axis: Axis) -> _Tab
     there are none. Any tile gives a valid bound.
     """
     plan = _interval_plan(network, first, last, axis)
-    L = len(plan)
-    N = min(lay.extent(axis) for lay, *_ in plan)
-    shape = (N, L)
-    active, finest, rmax, carried, windows, overlap, rpick, fpick = (
-        np.zeros(shape, dtype=np.int64) for _ in range(8))
-    live = np.zeros((N, L, L), dtype=np.int64)
-    steps_at = np.zeros((N, L, 4), dtype=np.int64)
-    lines = [(i, lastp, lay.output_row_bits(axis))
-             for i, (lay, _, inner, _, lastp) in enumerate(plan) if inner]
-    for n in range(1, N + 1):
-        geo = _frame_geometry(network, first, last, axis, n)
-        rows = np.stack([g[0] for g in geo])  # (L, n)
-        fresh = np.stack([g[5] for g in geo])
-        score = np.zeros((n, L))
-        for i, lastp, out_row in lines:
-            score[:, i:lastp + 1] += (rows[i] * out_row)[:, None]
-        pick = np.where(score.max(axis=0) > 0, np.argmax(score, axis=0),
-                        np.argmax(rows, axis=1))
-        k = n - 1
-        at = np.arange(L)
-        active[k] = [g[1] for g in geo]
-        carried[k] = [g[2] for g in geo]
-        windows[k] = [g[4] for g in geo]
-        overlap[k] = [g[3][0][1] if g[3] else 0 for g in geo]
-        rmax[k] = rows.max(axis=1)
-        finest[k] = np.where(rows > 0, rows, np.iinfo(np.int64).max).min(axis=1)
-        finest[k][finest[k] == np.iinfo(np.int64).max] = 1
-        rpick[k] = rows[at, pick]
-        fpick[k] = fresh[at, pick]
-        live[k] = rows[:, pick]
-        big_r, big_f = np.argmax(rows, axis=1), np.argmax(fresh, axis=1)
-        steps_at[k] = np.stack([rows[at, big_r], fresh[at, big_r], rows[at, big_f],
-                                fresh[at, big_f]], axis=1)
-    return _Table(active, finest, rmax, carried, windows, overlap, rpick, fpick, live,
-                  steps_at)
+    bounds = all_tile_bounds(network, first, last, axis)  # (L, N, N + 1)
+    L, N = bounds.shape[:2]
+    big = np.iinfo(np.int64).max
+    rows = bounds[..., 1:] - bounds[..., :-1]  # (L, N, N): empty past n
+    active = np.count_nonzero(rows, axis=2)
+    finest = np.where(rows > 0, rows, big).min(axis=2)
+    finest[finest == big] = 1
+    carried = np.zeros((L, N), dtype=np.int64)
+    windows = np.zeros((L, N), dtype=np.int64)
+    overlap = np.zeros((L, N), dtype=np.int64)
+    fresh = np.zeros((L, N, N), dtype=np.int64)
+    n = np.arange(1, N + 1)[:, None]
+    for i, (lay, ins, inner, _, _) in enumerate(plan):
+        b = bounds[i]
+        win = np.where(rows[i] > 0, _window_hi(lay, axis, b[:, 1:])
+                       - _window_lo(lay, axis, b[:, :-1]), 0)
+        over = _overlaps(lay, axis, b)
+        if _gapped(lay, axis):
+            # Windows with gaps (a kernel narrower than its stride): finer sub-tiles
+            # read fewer rows, down to the union of the one-row windows.
+            src = lay.inputs[0]
+            windows[i] = read_bits(network, src, lay.name, axis) // (
+                network.tensor_row_bits(src, axis) * network.timesteps)
+        else:
+            windows[i] = win.sum(axis=1)
+            if ins:
+                # Per tile, the input rows no earlier tile's window holds: its
+                # sub-tiles read them all from DRAM (none can be kept from before).
+                fresh[i] = win - over
+        if ins:
+            overlap[i] = over.max(axis=1)
+        if inner:
+            # Boundaries 1 .. n - 1; those past n are the extent and need nothing.
+            need = np.full((N, N - 1), big, dtype=np.int64)
+            for cp, cl in inner:
+                cb = bounds[cp][:, 1:N]
+                need = np.where(cb < cl.extent(axis),
+                                np.minimum(need, _window_lo(cl, axis, cb)), need)
+            inside = np.arange(1, N)[None, :] < n
+            gap = np.where((need < big) & inside, b[:, 1:N] - need, 0)
+            carried[i] = np.maximum(0, gap.max(axis=1, initial=0))
+    score = np.zeros((N, N, L))  # (n, tile, position)
+    for i, (lay, _, inner, _, lastp) in enumerate(plan):
+        if inner:
+            score[:, :, i:lastp + 1] += (rows[i] * lay.output_row_bits(axis))[:, :, None]
+    pick = np.where(score.max(axis=1) > 0, np.argmax(score, axis=1),
+                    np.argmax(rows, axis=2).T)  # (N, L)
+    at_n = np.arange(N)[:, None]
+    at_l = np.arange(L)[None, :]
+    rpick = rows[at_l, at_n, pick]
+    fpick = fresh[at_l, at_n, pick]
+    live = rows[:, at_n, pick].transpose(1, 0, 2).astype(np.int32)  # (N, L_j, L_p)
+    big_r, big_f = np.argmax(rows, axis=2).T, np.argmax(fresh, axis=2).T
+    steps_at = np.stack([rows[at_l, at_n, big_r], fresh[at_l, at_n, big_r],
+                         rows[at_l, at_n, big_f], fresh[at_l, at_n, big_f]], axis=2)
+    return _Table(active.T, finest.T, rows.max(axis=2).T, carried.T, windows.T, overlap.T,
+                  rpick, fpick, live, steps_at)
 
 
-def _weight_steps(tab: _Table, idx: np.ndarray, i: int, chunk: int, w: int, budget: int,
-                  row_bits: int, input_bits: int) -> np.ndarray:
-    """Per frame (tile count ``idx + 1``), the fewest sub-tiles per tile the
+def _weight_steps(tab: _Table, i: int, chunk: int, w: int, budget: int, row_bits: int,
+                  input_bits: int) -> np.ndarray:
+    """Per tile count (index ``n - 1``), the fewest sub-tiles per tile the
     weights of the layer at position ``i`` are read in; 0 when the layer fits
-    in no choice.
+    in no choice. Memoised on the table.
 
     Resident or streamed whole, the weights hold ``w`` bits next to the
     layer's own sub-tile buffers: ``row_bits`` per row of its output tile
@@ -489,22 +524,32 @@ def _weight_steps(tab: _Table, idx: np.ndarray, i: int, chunk: int, w: int, budg
     ``chunk`` bits), and chunked weights are read once per sub-tile: ``m``
     is at least the fewest sub-tiles that fit beside a chunk.
     """
-    finest = tab.finest[idx, i]
-    at = tab.steps_at[idx, i]  # (F, 4)
+    key = (i, chunk, w, budget, row_bits, input_bits)
+    got = tab.memo.get(key)
+    if got is not None:
+        return got
+    finest = tab.finest[:, i]
+    at = tab.steps_at[:, i]  # (N, 4)
 
     def need(m: np.ndarray) -> np.ndarray:
-        """Bits of the sub-tile buffers with ``m`` sub-tiles (broadcast over frames)."""
-        return np.maximum(-(-at[:, 0, None] // m) * row_bits + -(-at[:, 1, None] // m) * input_bits,
-                          -(-at[:, 2, None] // m) * row_bits + -(-at[:, 3, None] // m) * input_bits)
+        """Bits of the sub-tile buffers with ``m`` sub-tiles per tile count."""
+        return np.maximum(-(-at[:, 0] // m) * row_bits + -(-at[:, 1] // m) * input_bits,
+                          -(-at[:, 2] // m) * row_bits + -(-at[:, 3] // m) * input_bits)
 
-    steps = np.ones(len(idx), dtype=np.int64)
-    tight = w + need(finest[:, None])[:, 0] > budget
-    if not tight.any():
-        return steps
-    m = np.arange(1, int(finest[tight].max()) + 1)[None, :]
-    fits = (chunk + need(m) <= budget) & (m <= finest[:, None])
-    first_fit = np.where(fits.any(axis=1), np.argmax(fits, axis=1) + 1, 0)
-    return np.where(tight, first_fit, steps)
+    steps = np.ones(len(finest), dtype=np.int64)
+    tight = w + need(finest) > budget
+    if tight.any():
+        # The buffers shrink as m grows: bisect for the fewest m that fits beside a chunk.
+        fits = chunk + need(finest) <= budget
+        lo, hi = np.ones_like(finest), finest.copy()
+        while (lo < hi).any():
+            mid = (lo + hi) // 2
+            ok = chunk + need(mid) <= budget
+            hi = np.where(ok & (lo < hi), mid, hi)
+            lo = np.where(~ok & (lo < hi), mid + 1, lo)
+        steps = np.where(tight, np.where(fits, lo, 0), steps)
+    tab.memo[key] = steps
+    return steps
 
 
 @lru_cache(maxsize=4096)
