@@ -179,6 +179,7 @@ class ColumnSolver:
         self._by_interval: dict[tuple[int, int], list[Column]] | None = None
         self._extra_parts: dict[tuple[int, int], tuple[dict[str, int], dict[str, int]]] = {}
         self._transitions: dict[tuple, list[tuple]] = {}
+        self._reach = (-1, 0)  # (columns counted, longest column's layers)
         # Per price mode ("bound": bounds and exact values, "primal": see master_path):
         self._table: dict[str, list[dict]] = {}  # the master path's labels, reused
         self._touched: dict[str, set[int]] = {"bound": set(), "primal": set(), "exact": set()}
@@ -847,7 +848,10 @@ class ColumnSolver:
             best[0][()] = (0.0, None, None)
         self._table[mode], self._touched[mode] = best, set()
         lc = self.last_consumer
-        reach = max(c.last - c.first for c in self.columns) + 1 if self.columns else 0
+        if self._reach[0] != len(self.columns):  # (a pass over every column: once)
+            self._reach = (len(self.columns), max((c.last - c.first for c in self.columns),
+                                                  default=-1) + 1)
+        reach = self._reach[1]
         for k in range(max(0, start - reach), L):
             if mode == "bound" and self.stop.expired():
                 # A pass takes up to a second on deep networks: give way to the deadline,
