@@ -34,8 +34,20 @@ at least
           0 \le x_i \le 1,\; x_i = 1 \text{ if } h_i(r) > B \Big\},
 
 a fractional knapsack per row, solved by sorting. Holds are lower bounds of
-the cost model's occupancy terms (transient buffers count as 0) and excesses
-lower bounds of its traffic terms, so the result is a valid bound.
+the cost model's occupancy terms and excesses lower bounds of its traffic
+terms, so the result is a valid bound. Three refinements keep it valid:
+
+* :math:`B` at row :math:`r` is first reduced by what the layer there holds
+  whatever it chooses: a weight chunk, its finest state and output
+  sub-tiles, and for each DRAM input the rows of the tile's window no
+  earlier tile read, shared by its finest sub-tiles (each sub-tile reads
+  its new rows; none of these can have been kept from an earlier tile);
+* an item with :math:`h_i(r) > B` on some row of the frame has
+  :math:`x_i = 1` on every row (one decision per frame);
+* weights that cannot be held whole (resident or streamed whole) beside
+  the layer's finest sub-tiles must be chunked, and chunked weights are
+  read once per sub-tile: their excess is :math:`(R m - 1) |W|` with
+  :math:`m` the fewest sub-tiles whose buffers fit beside a chunk.
 """
 
 from __future__ import annotations
