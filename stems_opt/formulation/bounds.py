@@ -148,6 +148,17 @@ def knapsack_excess(excess: np.ndarray, hold: np.ndarray, budget: int | np.ndarr
     base = (e * forced).sum(axis=0)
     h = np.where(forced, 0.0, hold)
     need = h.sum(axis=0) - budget  # capacity still to free per row
+    extra = np.zeros(need.shape)
+    over = np.flatnonzero(need > 0)  # only rows that overflow need the knapsack
+    if over.size:
+        extra[over] = _knapsack_rows(e[:, over], h[:, over], need[over])
+    return base + extra, slack
+
+
+def _knapsack_rows(e: np.ndarray, h: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """Per row, the least excess that frees ``need > 0`` bits of the holds ``h``
+    (items by rows), items taken whole cheapest per bit first, the last one
+    fractionally."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(h > 0, e / h, np.inf)
     order = np.argsort(ratio, axis=0, kind="stable")
@@ -164,8 +175,7 @@ def knapsack_excess(excess: np.ndarray, hold: np.ndarray, budget: int | np.ndarr
     hk, ek = hs[k, cols], es[k, cols]
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = np.where(hk > 0, np.clip((need - prev_h) / hk, 0, 1), 0.0)
-    extra = np.where(need > 0, prev_e + frac * ek, 0.0)
-    return base + extra, slack
+    return prev_e + frac * ek
 
 
 def _overlaps(layer, axis: Axis, b: np.ndarray) -> np.ndarray:
@@ -373,12 +383,9 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
         if lay.has_weights:
             chunk = w // max_chunks(lay.k, k_unroll)
             own[0, :, i] = np.where(shown[:, i], chunk, 0)
-            steps = np.ones(F, dtype=np.int64)
-            for t in np.unique(tb).tolist():
-                at = tb == t
-                steps[at] = _weight_steps(tab, i, chunk, w, budget,
-                                          (v_row if lay.stateful else 0) + out_row_own * t,
-                                          in_row * t)[idx[at]]
+            batches, which = np.unique(tb, return_inverse=True)
+            steps = _weight_steps(tab, i, chunk, w, budget, v_row if lay.stateful else 0,
+                                  out_row_own, in_row, tuple(batches.tolist()))[which, idx]
             dead |= steps == 0
             hold = np.full((F, L), float(w))
             hold[:, i] = np.maximum(0, w - own[0, :, i])
@@ -521,46 +528,49 @@ def _interval_table(network: Network, first: int, last: int, axis: Axis) -> _Tab
                   rpick, fpick, live, steps_at)
 
 
-def _weight_steps(tab: _Table, i: int, chunk: int, w: int, budget: int, row_bits: int,
-                  input_bits: int) -> np.ndarray:
-    """Per tile count (index ``n - 1``), the fewest sub-tiles per tile the
-    weights of the layer at position ``i`` are read in; 0 when the layer fits
-    in no choice. Memoised on the table.
+def _weight_steps(tab: _Table, i: int, chunk: int, w: int, budget: int, state_row: int,
+                  out_row: int, in_row: int, batches: tuple[int, ...]) -> np.ndarray:
+    """Per time batch of ``batches`` and tile count (index ``n - 1``), the
+    fewest sub-tiles per tile the weights of the layer at position ``i`` are
+    read in; 0 when the layer fits in no choice. Memoised on the table.
 
     Resident or streamed whole, the weights hold ``w`` bits next to the
-    layer's own sub-tile buffers: ``row_bits`` per row of its output tile
-    (its state and output sub-tile) and ``input_bits`` per fresh row of its
-    DRAM inputs' windows, at least ``ceil(r / m)`` and ``ceil(f / m)`` rows
-    of a tile with ``r`` rows and ``f`` fresh input rows for ``m`` sub-tiles
-    (at most the finest, one row each). When that overflows ``budget`` even
-    at the finest split, the weights must be streamed in chunks (at least
-    ``chunk`` bits), and chunked weights are read once per sub-tile: ``m``
-    is at least the fewest sub-tiles that fit beside a chunk.
+    layer's own sub-tile buffers: per row of its output tile its state
+    (``state_row``) and output sub-tile (``out_row`` per timestep of the
+    batch), and per fresh row of its DRAM inputs' windows ``in_row`` per
+    timestep; at least ``ceil(r / m)`` and ``ceil(f / m)`` rows of a tile
+    with ``r`` rows and ``f`` fresh input rows for ``m`` sub-tiles (at most
+    the finest, one row each). When that overflows ``budget`` even at the
+    finest split, the weights must be streamed in chunks (at least ``chunk``
+    bits), and chunked weights are read once per sub-tile: ``m`` is at least
+    the fewest sub-tiles that fit beside a chunk.
     """
-    key = (i, chunk, w, budget, row_bits, input_bits)
+    key = (i, chunk, w, budget, state_row, out_row, in_row, batches)
     got = tab.memo.get(key)
     if got is not None:
         return got
-    finest = tab.finest[:, i]
+    tbs = np.array(batches, dtype=np.int64)[:, None]  # (U, 1)
+    row_bits, input_bits = state_row + out_row * tbs, in_row * tbs
+    finest = np.broadcast_to(tab.finest[:, i], (len(batches), tab.finest.shape[0]))
     at = tab.steps_at[:, i]  # (N, 4)
 
     def need(m: np.ndarray) -> np.ndarray:
-        """Bits of the sub-tile buffers with ``m`` sub-tiles per tile count."""
+        """Bits of the sub-tile buffers with ``m`` sub-tiles, per batch and tile count."""
         return np.maximum(-(-at[:, 0] // m) * row_bits + -(-at[:, 1] // m) * input_bits,
                           -(-at[:, 2] // m) * row_bits + -(-at[:, 3] // m) * input_bits)
 
-    steps = np.ones(len(finest), dtype=np.int64)
-    tight = w + need(finest) > budget
+    steps = np.ones(finest.shape, dtype=np.int64)
+    fine = need(finest)
+    tight = w + fine > budget
     if tight.any():
         # The buffers shrink as m grows: bisect for the fewest m that fits beside a chunk.
-        fits = chunk + need(finest) <= budget
         lo, hi = np.ones_like(finest), finest.copy()
         while (lo < hi).any():
             mid = (lo + hi) // 2
             ok = chunk + need(mid) <= budget
             hi = np.where(ok & (lo < hi), mid, hi)
             lo = np.where(~ok & (lo < hi), mid + 1, lo)
-        steps = np.where(tight, np.where(fits, lo, 0), steps)
+        steps = np.where(tight, np.where(chunk + fine <= budget, lo, 0), steps)
     tab.memo[key] = steps
     return steps
 
