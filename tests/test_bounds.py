@@ -60,12 +60,14 @@ def check_bounds(p: Problem) -> int:
     """Assert every frame bound of every column is at most the frame's optimum;
     returns how many (column, frame) pairs were compared.
 
-    Mutations of :func:`stems_opt.formulation.bounds.interval_excess_bounds`
+    Mutations of :func:`stems_opt.formulation.bounds.frames_excess_bounds`
     that each make ``test_frame_bounds_below_the_frame_optimum`` fail (the
     bounds are reached): one more sub-tile of chunked weights than the buffer
-    forces (``_weight_steps`` returning ``ceil(r / q) + 1``); one more row in
-    a DRAM input's sub-tile (``1 + ceil(fresh / finest)``); an item forced
-    when its hold exceeds 70 % of the row's budget (``knapsack_excess``).
+    forces (``_weight_steps`` giving ``lo + 1``); the DRAM inputs' rows
+    counted twice beside a weight chunk (``2 * in_row * tbs`` in
+    ``_weight_steps``); one more row in a DRAM input's sub-tile in the row
+    floor (``1 + ceil(fresh / finest)``); an item forced when its hold
+    exceeds 70 % of the row's budget (``knapsack_excess``).
     """
     cs = solver_for(p)
     compared = 0
