@@ -915,7 +915,7 @@ def chunk_counts(k: int, k_unroll: int) -> tuple[int, ...]:
     return (1, *(d for d in range(2, k + 1) if k % d == 0 and k // d >= k_unroll))
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=65536)
 def _sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]
                     ) -> tuple[tuple[tuple[int, int, int], ...], tuple[np.ndarray, ...],
                                tuple[np.ndarray, ...]]:
@@ -965,6 +965,27 @@ _KIND_FJ: dict[tuple, dict[int, tuple[int, ...]]] = {}
 nest energy per chunk count (-1: no nest fits)."""
 
 
+def prefill_nest_floors(steps: Iterable[tuple[Layer, Axis, tuple[int, ...], tuple[int, ...]]],
+                        tb: int, hw: NestHardware) -> list[dict[int, tuple[int, ...]]]:
+    """Solve the optimal nest of every kind of step of every ``(layer, axis,
+    bounds, chunk counts)`` at time batch ``tb`` not solved yet, in one batch
+    (many small batches cost several times more), and return each one's kind
+    table: per kind, its energy per chunk count (-1: no nest fits)."""
+    memos, new = [], []
+    for layer, axis, bounds, chunks in steps:
+        memo = _KIND_FJ.setdefault((layer, axis, tb, hw, chunks), {})
+        memos.append(memo)
+        reps = _sub_tile_steps(layer, axis, bounds)[0]
+        new.append((memo, {kv: [step_shape(layer, axis, a, z, tb, c) for c in chunks]
+                           for kv, a, z in reps if kv not in memo}))
+    solve_nests((s for _, rows in new for row in rows.values() for s in row), hw)
+    for memo, rows in new:
+        for kv, row in rows.items():
+            memo[kv] = tuple(-1 if g is None else g[1]
+                             for g in (_TABLE[(s, hw)] for s in row))
+    return memos
+
+
 @lru_cache(maxsize=65536)
 def layer_nest_floor_fj(layer: Layer, axis: Axis, bounds: tuple[int, ...], tb: int,
                         hw: NestHardware, chunks: tuple[int, ...] = (1,)) -> int:
@@ -988,14 +1009,7 @@ def layer_nest_floor_fj(layer: Layer, axis: Axis, bounds: tuple[int, ...], tb: i
     reps, idx_m, count_m = _sub_tile_steps(layer, axis, bounds)
     if not idx_m:
         return 0
-    memo = _KIND_FJ.setdefault((layer, axis, tb, hw, chunks), {})
-    new = {kv: [step_shape(layer, axis, a, z, tb, c) for c in chunks]
-           for kv, a, z in reps if kv not in memo}
-    if new:
-        solve_nests((s for row in new.values() for s in row), hw)
-        for kv, row in new.items():
-            memo[kv] = tuple(-1 if g is None else g[1]
-                             for g in (_TABLE[(s, hw)] for s in row))
+    memo = prefill_nest_floors(((layer, axis, bounds, chunks),), tb, hw)[0]
     energy = np.array([memo[kv] for kv, _, _ in reps], dtype=np.int64)
     missing = energy < 0
     best: int | None = None

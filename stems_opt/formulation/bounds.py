@@ -59,7 +59,13 @@ from functools import lru_cache
 import numpy as np
 
 from stems_opt.cost.energy import nest_hardware
-from stems_opt.cost.loops import chunk_counts, layer_floor_fj, layer_nest_floor_fj
+from stems_opt.cost.loops import (
+    NestHardware,
+    chunk_counts,
+    layer_floor_fj,
+    layer_nest_floor_fj,
+    prefill_nest_floors,
+)
 from stems_opt.cost.traffic import min_read_bits
 from stems_opt.hardware import Hardware
 from stems_opt.mapping import Order
@@ -269,6 +275,8 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
     nh = nest_hardware(hw)
     T = network.timesteps
     k_unroll = hw.array.factor("K")
+    if tb is not None and hw.loop_nests:
+        _prefill_interval(network, first, last, axis, tb, nh, k_unroll)
     fj = 0
     for i, (lay, active, windows) in enumerate(zip(
             network.layers[first:last + 1], tab.active[n - 1].tolist(),
@@ -289,6 +297,20 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
         writes = lay.output_size_bits(T) + lay.state_size_bits * T
         fj += reads * nh.gb_read_fj_per_bit + writes * nh.gb_write_fj_per_bit
     return fj
+
+
+@lru_cache(maxsize=65536)
+def _prefill_interval(network: Network, first: int, last: int, axis: Axis, tb: int,
+                      nh: NestHardware, k_unroll: int) -> None:
+    """Solve the nests of every step of ``first..last``'s conv and linear
+    layers for every tile count at once (the frames of an interval are
+    bounded together; one batch is several times cheaper than one per frame)."""
+    bounds = all_tile_bounds(network, first, last, axis)
+    prefill_nest_floors(
+        ((lay, axis, tuple(int(x) for x in bounds[i, n - 1, :n + 1]),
+          chunk_counts(lay.k, k_unroll))
+         for i, lay in enumerate(network.layers[first:last + 1]) if lay.has_weights
+         for n in range(1, bounds.shape[1] + 1)), tb, nh)
 
 
 def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axis: Axis,
