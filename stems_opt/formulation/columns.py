@@ -60,6 +60,7 @@ from stems_opt.formulation.data import (
     _FrameBuilder,
     cheapest_split,
     frame_axes,
+    frame_latency_floor,
     interval_specs,
     make_context,
     spec_lower_bound,
@@ -213,14 +214,21 @@ class ColumnSolver:
         self.stats = {"frames_built": 0, "local_solves": 0, "frames_direct": 0,
                       "master_solves": 0, "columns": 0, "columns_priced": 0,
                       "variables": 0, "constraints": 0, "frames_repaired": 0}
-        energy = problem.objective is Objective.ENERGY
+        # Model units per fJ of energy and per cycle of latency (traffic: bits).
+        a, b = self.ctx.energy_weight, self.ctx.latency_weight
+        energy = a > 0
         self.energy = energy
+        self.latency_weight = b
         rates = self.ctx.rates
-        self.rate = min(rates.read_fj_per_bit, rates.write_fj_per_bit) if energy else 1
+        traffic = problem.objective is Objective.TRAFFIC
+        self.rate = a * min(rates.read_fj_per_bit, rates.write_fj_per_bit) if energy else \
+            int(traffic)
         # DRAM read and write, GB operand read and write: cost per bit in model units.
-        self.rates = (rates.read_fj_per_bit, rates.write_fj_per_bit, rates.gb_read_fj_per_bit,
-                      rates.gb_write_fj_per_bit) if energy else (1, 1, 0, 0)
-        self.unit_rates = Rates(*self.rates, hardware=problem.hardware)
+        self.rates = (a * rates.read_fj_per_bit, a * rates.write_fj_per_bit,
+                      a * rates.gb_read_fj_per_bit, a * rates.gb_write_fj_per_bit) if energy \
+            else (int(traffic), int(traffic), 0, 0)
+        self.unit_rates = Rates(*self.rates, hardware=problem.hardware, operand_weight=max(a, 1),
+                                latency=b)
         T = self.net.timesteps
         L = len(self.net.layers)
         max_len = problem.max_segment_layers or L
@@ -273,14 +281,17 @@ class ColumnSolver:
     def _cheapest(self, spec: FrameKey) -> float:
         """Cost of the frame's cheapest choices: DRAM traffic, and for energy the
         fewest GB operand accesses (they depend on the tile count too)."""
-        key = (spec[0], spec[1], spec[3], spec[4] if self.energy else 0)
+        key = (spec[0], spec[1], spec[3],
+               spec[4] if self.energy or self.latency_weight else 0)
         got = self.cheapest.get(key)
         if got is None:
             r, w = cheapest_split(self.ctx, spec)
             got = r * self.rates[0] + w * self.rates[1]
             if self.energy:
-                got += frame_operand_floor_fj(self.net, spec[0], spec[1], spec[3], spec[4],
-                                              self.problem.hardware)
+                got += self.ctx.energy_weight * frame_operand_floor_fj(
+                    self.net, spec[0], spec[1], spec[3], spec[4], self.problem.hardware)
+            if self.latency_weight:  # (it depends on the tile count, not the time batch)
+                got += self.latency_weight * frame_latency_floor(self.ctx, spec)
             self.cheapest[key] = got
         return got
 
@@ -288,6 +299,8 @@ class ColumnSolver:
         b = self.spec_bounds.get(spec)
         if b is None:
             b = self.rate * spec_lower_bound(self.ctx, spec)
+            if self.latency_weight:
+                b += self.latency_weight * frame_latency_floor(self.ctx, spec)
             self.spec_bounds[spec] = b
         return b
 
