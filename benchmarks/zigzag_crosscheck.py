@@ -412,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="output stem: .md, .csv, _access.csv, _raw.json")
     parser.add_argument("--report-only", action="store_true",
                         help="rewrite the report from the stem's _raw.json (no ZigZag run)")
+    parser.add_argument("--note", default="", help="a sentence added to the report")
     parser.add_argument("--worker", nargs=2, metavar=("JOB", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -442,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         raw.write_text(json.dumps(zz, indent=1))
     done = {r["name"] for r in zz["results"]}
     cases = [c for c in cases if c["name"] in done]
-    write_report(cases, zz, hwd, args.lpf, Path(args.out))
+    write_report(cases, zz, hwd, args.lpf, Path(args.out), args.note)
     return 0
 
 
@@ -455,7 +456,7 @@ def _zz_bits(rec: dict[str, Any], op: str, case: dict[str, Any]) -> list[dict[st
 
 
 def write_report(cases: list[dict[str, Any]], zz: dict[str, Any], hwd: dict[str, Any],
-                 lpfs: list[int], out: Path) -> None:
+                 lpfs: list[int], out: Path, note: str = "") -> None:
     """The access-count table (a), the search table (b), as markdown and CSV."""
     by_name = {r["name"]: r for r in zz["results"]}
     rows_a, rows_b = [], []
@@ -501,7 +502,7 @@ def write_report(cases: list[dict[str, Any]], zz: dict[str, Any], hwd: dict[str,
             w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
             w.writeheader()
             w.writerows(rows)
-    Path(f"{out}.md").write_text(_markdown(cases, by_name, rows_a, rows_b, lpfs, zz))
+    Path(f"{out}.md").write_text(_markdown(cases, by_name, rows_a, rows_b, lpfs, zz, note))
 
 
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> list[str]:
@@ -511,7 +512,8 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> list[str]:
 
 
 def _markdown(cases: list[dict[str, Any]], by_name: dict[str, Any], rows_a: list[dict[str, Any]],
-              rows_b: list[dict[str, Any]], lpfs: list[int], zz: dict[str, Any]) -> str:
+              rows_b: list[dict[str, Any]], lpfs: list[int], zz: dict[str, Any],
+              note: str = "") -> str:
     lines = [
         "# stems_opt against ZigZag",
         "",
@@ -559,6 +561,8 @@ def _markdown(cases: list[dict[str, Any]], by_name: dict[str, Any], rows_a: list
                for r in rows_b if any(f"loma{x}_total_pj" not in r for x in lpfs)]
     if missing:
         lines += ["", "LOMA did not run (or was stopped) for: " + "; ".join(missing) + "."]
+    if note:
+        lines += ["", note]
     compared = [r for r in rows_a if r["stems_bits"] != ""]
     differ = [r for r in compared if r["stems_bits"] != r["zigzag_bits"]]
     lines += ["", "## (a) Access counts of the pinned nest",
