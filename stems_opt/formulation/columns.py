@@ -47,7 +47,7 @@ from stems_opt.cost.traffic import SegmentContext, mapping_contexts
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
 from stems_opt.formulation.bounds import (
     frame_operand_floor_fj,
-    interval_excess_bounds,
+    frames_excess_bounds,
     max_chunks,
     read_bits,
 )
@@ -180,6 +180,7 @@ class ColumnSolver:
         self._by_interval: dict[tuple[int, int], list[Column]] | None = None
         self._extra_parts: dict[tuple[int, int], tuple[dict[str, int], dict[str, int]]] = {}
         self._transitions: dict[tuple, list[tuple]] = {}
+        self._reach = (-1, 0)  # (columns counted, longest column's layers)
         # Per price mode ("bound": bounds and exact values, "primal": see master_path):
         self._table: dict[str, list[dict]] = {}  # the master path's labels, reused
         self._touched: dict[str, set[int]] = {"bound": set(), "primal": set(), "exact": set()}
@@ -355,19 +356,15 @@ class ColumnSolver:
         for name in inside:
             written |= written_anyway(self.ctx, inside, name)
         maybe = frozenset(self.crossing_in(first)) | frozenset(outs)
-        groups: dict[tuple, list[int]] = {}
-        for spec in self.specs[(first, last)]:
-            groups.setdefault((spec[2], spec[3], spec[5]), []).append(spec[4])
         got = {}
-        for (tb, axis, order), tiles in groups.items():
+        for axis, specs in self._by_axis(self.specs[(first, last)]).items():
             self.stop.check()
-            excess, _ = interval_excess_bounds(
-                self.net, first, last, tb, axis, order, tiles, self.ctx.capacity_bits,
-                frozenset(written), frozenset(), maybe, read_rate=self.rates[0],
-                write_rate=self.rates[1], k_unroll=self.ctx.k_unroll)
-            for n, e in zip(tiles, excess, strict=True):
-                spec = (first, last, tb, axis, n, order)
-                got[spec] = self._cheapest(spec) + float(e)
+            excess, _ = frames_excess_bounds(
+                self.net, first, last, axis, [(s[2], s[5], s[4]) for s in specs],
+                self.ctx.capacity_bits, frozenset(written), frozenset(), maybe,
+                read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll)
+            for spec, e in zip(specs, excess.tolist(), strict=True):
+                got[spec] = self._cheapest(spec) + e
         self._interval_bounds[(first, last)] = got
         return got
 
@@ -407,25 +404,21 @@ class ColumnSolver:
             col.value = None
             return True
         extra = self._extra(col.first, col.last, col.sig)
-        groups: dict[tuple, list[int]] = {}
-        for spec in self.specs[(col.first, col.last)]:
-            groups.setdefault((spec[2], spec[3], spec[5]), []).append(spec[4])
         best = math.inf
-        for (tb, axis, order), tiles in groups.items():
+        for axis, specs in self._by_axis(self.specs[(col.first, col.last)]).items():
             self.stop.check()  # the column stays at its cheap bound, still valid
-            key = (col.first, col.last, tb, axis, order, budget, written, whole)
+            key = (col.first, col.last, axis, budget, written, whole)
             got = self.cap_bounds.get(key)
             if got is None:
-                got = interval_excess_bounds(self.net, col.first, col.last, tb, axis, order,
-                                             tiles, budget, written, whole,
-                                             read_rate=self.rates[0], write_rate=self.rates[1],
-                                             k_unroll=self.ctx.k_unroll)
+                got = frames_excess_bounds(self.net, col.first, col.last, axis,
+                                           [(s[2], s[5], s[4]) for s in specs], budget, written,
+                                           whole, read_rate=self.rates[0],
+                                           write_rate=self.rates[1], k_unroll=self.ctx.k_unroll)
                 self.cap_bounds[key] = got
-            for n, excess, slack in zip(tiles, *got, strict=True):
-                spec = (col.first, col.last, tb, axis, n, order)
-                bound = self._cheapest(spec) + float(excess)
+            for spec, excess, slack in zip(specs, got[0].tolist(), got[1].tolist(), strict=True):
+                bound = self._cheapest(spec) + excess
                 col.frame_bounds[spec] = bound
-                col.frame_slack[spec] = int(slack)
+                col.frame_slack[spec] = slack
                 best = min(best, bound)
         col.tight = True
         if best == math.inf:  # no frame fits its own transient buffers
@@ -511,22 +504,27 @@ class ColumnSolver:
         budget, written, _, whole = self._sig_parts(col)
         if budget <= 0:
             return {}
-        groups: dict[tuple, list[int]] = {}
-        for spec in self.specs[(col.first, col.last)]:
-            groups.setdefault((spec[2], spec[3], spec[5]), []).append(spec[4])
         out = {}
-        for (tb, axis, order), tiles in groups.items():
+        for axis, specs in self._by_axis(self.specs[(col.first, col.last)]).items():
             if self.stop.expired():  # (ranking only: what is sampled so far will do)
                 break
-            top = max(tiles)
-            sample = sorted({n for n in tiles if n == top or _ladder(n)})
-            excess, _ = interval_excess_bounds(
-                self.net, col.first, col.last, tb, axis, order, sample, budget, written, whole,
-                read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll)
-            for n, e in zip(sample, excess, strict=True):
-                spec = (col.first, col.last, tb, axis, n, order)
-                out[spec] = self._cheapest(spec) + float(e)
+            top = max(s[4] for s in specs)
+            sample = [s for s in specs if s[4] == top or _ladder(s[4])]
+            excess, _ = frames_excess_bounds(
+                self.net, col.first, col.last, axis, [(s[2], s[5], s[4]) for s in sample],
+                budget, written, whole, read_rate=self.rates[0], write_rate=self.rates[1],
+                k_unroll=self.ctx.k_unroll)
+            for spec, e in zip(sample, excess.tolist(), strict=True):
+                out[spec] = self._cheapest(spec) + e
         return out
+
+    @staticmethod
+    def _by_axis(specs: list[FrameKey]) -> dict[Axis, list[FrameKey]]:
+        """Frames grouped by axis (bounded together), in their order."""
+        groups: dict[Axis, list[FrameKey]] = {}
+        for spec in specs:
+            groups.setdefault(spec[3], []).append(spec)
+        return groups
 
     def repair_price(self, col: Column, frames: int = PRIMAL_FRAMES) -> bool:
         """Give ``col`` a feasible segment by greedy repair
@@ -863,7 +861,10 @@ class ColumnSolver:
             best[0][()] = (0.0, None, None)
         self._table[mode], self._touched[mode] = best, set()
         lc = self.last_consumer
-        reach = max(c.last - c.first for c in self.columns) + 1 if self.columns else 0
+        if self._reach[0] != len(self.columns):  # (a pass over every column: once)
+            self._reach = (len(self.columns), max((c.last - c.first for c in self.columns),
+                                                  default=-1) + 1)
+        reach = self._reach[1]
         for k in range(max(0, start - reach), L):
             if mode == "bound" and self.stop.expired():
                 # A pass takes up to a second on deep networks: give way to the deadline,
