@@ -116,7 +116,7 @@ def _answer(problem: Problem, results: list[Result], proven: bool, start: float,
     solver = results[0].solver if results else ""
     stats: dict[str, float | str] = {
         "weighted_solves": len(results),
-        "supported_points": len({_point(r) for r in found}),
+        "distinct_points": len({_point(r) for r in found}),
         "points": "; ".join(f"{r.cost.total_energy_pj:.6g} pJ x {r.cost.latency_cycles} cycles"
                             for r in found if r.cost is not None),
     }
