@@ -15,8 +15,9 @@ import sys
 import time
 from pathlib import Path
 
+from stems_opt.cost.energy import nest_hardware
+from stems_opt.cost.geometry import SegmentGeometry, weight_chunks
 from stems_opt.cost.loops import layer_steps, optimal_nest
-from stems_opt.cost_model import SegmentGeometry, nest_hardware, weight_chunks
 from stems_opt.heuristics import named_schedule
 from stems_opt.io import load_instance
 

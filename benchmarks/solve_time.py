@@ -94,7 +94,7 @@ def run_one(instance_path: str, solver: str, objective: str, time_limit_s: float
     dict
         One row keyed by :data:`COLUMNS` (missing statistics are ``None``).
     """
-    from stems_opt.cost_model import compulsory_traffic_bits
+    from stems_opt.cost.traffic import compulsory_traffic_bits
     from stems_opt.io import load_instance
     from stems_opt.problem import Objective
     from stems_opt.solvers import solve

@@ -9,8 +9,10 @@ The public API re-exports the pieces a compiler flow needs (``docs/api.md``)::
     print(result.status, result.cost.traffic_bits)
 """
 
-from stems_opt.cost_model import Cost, compulsory_traffic_bits, evaluate
+from stems_opt.cost.evaluation import Cost, evaluate
+from stems_opt.cost.traffic import compulsory_traffic_bits
 from stems_opt.errors import Issue, StemsInputError
+from stems_opt.feasibility import check
 from stems_opt.hardware import ComputeArray, Hardware, MemoryLevel
 from stems_opt.heuristics import named_schedule
 from stems_opt.io import (
@@ -31,7 +33,6 @@ from stems_opt.mapping import (
     StateMode,
     Violation,
     WeightChoice,
-    check,
 )
 from stems_opt.network import (
     Axis,

@@ -358,11 +358,11 @@ def _with_loops(problem: Problem, result: Result, args: argparse.Namespace
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from stems_opt.cost_model import evaluate
+    from stems_opt.cost.evaluation import evaluate
     from stems_opt.errors import Issue, StemsInputError
+    from stems_opt.feasibility import check
     from stems_opt.heuristics import named_schedule
     from stems_opt.io import check_writable, dump_mapping, load_mapping
-    from stems_opt.mapping import check
     from stems_opt.report import mapping_provenance
     from stems_opt.result import Result, SolveStatus
 
@@ -397,8 +397,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from stems_opt.errors import StemsInputError
+    from stems_opt.feasibility import check
     from stems_opt.io import load_mapping
-    from stems_opt.mapping import check
     from stems_opt.solvers import explain_infeasible, unfit_layers
 
     problem = _load(args)

@@ -40,8 +40,8 @@ from stems_opt.limits import (
     MAX_OBJECTIVE,
     MAX_PJ,
     MIN_BANDWIDTH,
-    magnitude_issues,
 )
+from stems_opt.magnitude import magnitude_issues
 from stems_opt.mapping import (
     Mapping,
     mapping_from_dict,

@@ -365,38 +365,6 @@ def segment_violations(network: Network, i: int, seg: Segment, k_unroll: int = 1
     return out
 
 
-def check(problem: Problem, mapping: Mapping) -> list[Violation]:
-    """Every violation of ``mapping`` for ``problem``: structure, ranges, capacity.
-
-    Capacity violations name the segment, the tile (step), the layer
-    executing at the peak, the bits needed and the capacity.
-    """
-    from stems_opt.cost_model import evaluate, sub_tile_limits
-
-    out = check_structure(problem.network, mapping, problem.hardware.array.factor("K"))
-    if out:
-        return out
-    for i, seg in enumerate(mapping.segments):
-        limits = sub_tile_limits(problem.network, seg)
-        for name in seg.layers:
-            m = seg.sub_tile(name)
-            if m > limits[name]:
-                out.append(Violation("range", f"sub_tiles {m} exceeds the layer's smallest "
-                                     f"tile extent {limits[name]}", segment=i, layer=name,
-                                     field="sub_tiles"))
-    if out:
-        return out
-    cost = evaluate(problem, mapping)
-    cap = problem.hardware.gb_capacity_bits
-    for i, sc in enumerate(cost.segments):
-        if sc.peak_gb_bits > cap:
-            out.append(Violation("capacity", f"global buffer needs {sc.peak_gb_bits} bits at tile "
-                                 f"{sc.peak_tile} while {sc.peak_layer!r} runs; capacity is "
-                                 f"{cap} bits", segment=i, layer=sc.peak_layer, tile=sc.peak_tile,
-                                 bits=sc.peak_gb_bits, capacity_bits=cap))
-    return out
-
-
 # ---------------------------------------------------------------------------
 # The mapping-file form
 # ---------------------------------------------------------------------------

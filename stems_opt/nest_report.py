@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from stems_opt.cost.energy import nest_hardware
+from stems_opt.cost.geometry import SegmentGeometry, weight_chunks
 from stems_opt.cost.loops import Nest, NestCost, layer_steps, nest_cost, optimal_nest
-from stems_opt.cost_model import SegmentGeometry, nest_hardware, weight_chunks
 from stems_opt.errors import Issue, StemsInputError
 from stems_opt.mapping import Mapping
 from stems_opt.problem import Problem

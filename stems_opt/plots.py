@@ -109,7 +109,7 @@ def tensor_bars_plot(title: str, bars: Sequence[tuple[str, AbcMapping[str, int]]
 
     ``bars``: ``(schedule name, {tensor class: bits})`` in the order drawn.
     """
-    from stems_opt.cost_model import TENSOR_CLASSES
+    from stems_opt.cost.traffic import TENSOR_CLASSES
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.2 * len(bars) + 2.5, 3.8))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from stems_opt.cost_model import TENSOR_CLASSES, Cost, compulsory_traffic_bits
+from stems_opt.cost.evaluation import Cost
+from stems_opt.cost.traffic import TENSOR_CLASSES, compulsory_traffic_bits
 from stems_opt.mapping import Mapping, Segment
 from stems_opt.problem import Problem
 from stems_opt.result import Result

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from stems_opt.cost_model import Cost
+from stems_opt.cost.evaluation import Cost
 from stems_opt.mapping import Mapping
 
 
@@ -26,7 +26,7 @@ class SolveStatus(str, Enum):
 
 @dataclass(frozen=True)
 class Result:
-    """A solver's answer; ``cost`` always comes from :func:`cost_model.evaluate`.
+    """A solver's answer; ``cost`` always comes from :func:`stems_opt.cost.evaluation.evaluate`.
 
     Parameters
     ----------

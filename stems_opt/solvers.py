@@ -7,17 +7,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from stems_opt.cost_model import (
-    SegmentContext,
-    SegmentGeometry,
-    compulsory_traffic_bits,
-    evaluate,
-    peak_of,
-    segment_terms,
-    sub_tile_limits,
-)
+from stems_opt.cost.evaluation import evaluate
+from stems_opt.cost.geometry import SegmentGeometry, sub_tile_limits
+from stems_opt.cost.traffic import SegmentContext, compulsory_traffic_bits, peak_of, segment_terms
 from stems_opt.errors import Issue, StemsInputError
-from stems_opt.mapping import Mapping, Segment, WeightChoice, check
+from stems_opt.feasibility import check
+from stems_opt.mapping import Mapping, Segment, WeightChoice
 from stems_opt.network import Axis, most_chunks
 from stems_opt.problem import Objective, Problem
 from stems_opt.progress import Progress
@@ -317,7 +312,7 @@ def _quick_bound(problem: Problem) -> float:
     bits = compulsory_traffic_bits(problem.network)
     if problem.objective is not Objective.ENERGY:
         return float(bits)
-    from stems_opt.cost_model import EnergyRates
+    from stems_opt.cost.energy import EnergyRates
 
     rates = EnergyRates.of(problem.hardware)  # the rates alone: no need for the whole context
     return float(bits) * min(rates.read_fj_per_bit, rates.write_fj_per_bit)
@@ -361,8 +356,8 @@ def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | N
     bound); frame lower bounds and a shortest-path bound over segment
     boundaries, which drop every frame that cannot be part of a strictly
     better mapping; the MIP over the frames left (plus the incumbent's);
-    the answer re-checked by :func:`~stems_opt.mapping.check` and re-scored
-    by :func:`~stems_opt.cost_model.evaluate`. The solver's objective must
+    the answer re-checked by :func:`~stems_opt.feasibility.check` and re-scored
+    by :func:`~stems_opt.cost.evaluation.evaluate`. The solver's objective must
     equal the cost model's, or this raises ``AssertionError``.
     """
     from stems_opt.formulation.backend import SolveOptions
@@ -559,7 +554,7 @@ def write_model(problem: Problem, path: str, warm_start: bool = True,
 
 
 def lower_bound_bits(problem: Problem) -> int:
-    """The compulsory traffic (see :func:`cost_model.compulsory_traffic_bits`)."""
+    """The compulsory traffic (see :func:`stems_opt.cost.traffic.compulsory_traffic_bits`)."""
     return compulsory_traffic_bits(problem.network)
 
 

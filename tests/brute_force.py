@@ -25,11 +25,11 @@ computed once per contiguous run and shared by every segmentation using it;
 mappings are the :func:`itertools.product` of those lists.
 
 :func:`brute_force_optimum` scores every mapping with
-:func:`stems_opt.cost_model.evaluate` (``fast=False``, the default) or with
+:func:`stems_opt.cost.evaluation.evaluate` (``fast=False``, the default) or with
 :class:`SegmentScorer` (``fast=True``): the same cost-model term functions
 ``evaluate`` composes, cached per (segment, context), since a mapping's
 traffic, memory energy and peak are sums / maxima of per-segment parts given
-each segment's :class:`~stems_opt.cost_model.SegmentContext`. The fast path
+each segment's :class:`~stems_opt.cost.traffic.SegmentContext`. The fast path
 re-scores its winner with ``evaluate``; ``tests/test_optimizer.py`` checks
 that both paths agree on whole spaces.
 """
@@ -41,18 +41,10 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from stems_opt.cost_model import (
-    EnergyRates,
-    SegmentContext,
-    SegmentGeometry,
-    evaluate,
-    layer_operand_energy_fj,
-    mapping_contexts,
-    peak_of,
-    segment_terms,
-    sub_tile_limits,
-    weight_chunks,
-)
+from stems_opt.cost.energy import EnergyRates, layer_operand_energy_fj
+from stems_opt.cost.evaluation import evaluate
+from stems_opt.cost.geometry import SegmentGeometry, sub_tile_limits, weight_chunks
+from stems_opt.cost.traffic import SegmentContext, mapping_contexts, peak_of, segment_terms
 from stems_opt.mapping import (
     Halo,
     Mapping,
@@ -182,7 +174,7 @@ class Space:
 
     Per run it also keeps, per segment variant, whether ``check_structure``
     finds a violation in it and its *interface* (its activation and input
-    placements: all that the :class:`~stems_opt.cost_model.SegmentContext`
+    placements: all that the :class:`~stems_opt.cost.traffic.SegmentContext`
     of any segment depends on besides the segmentation).
     """
 

@@ -1,8 +1,8 @@
 """An independent step-by-step schedule simulator, written from ``docs/model.md``.
 
 This module is a test oracle for the closed-form cost model
-(:func:`stems_opt.cost_model.evaluate`). It deliberately imports nothing from
-``stems_opt.cost_model``: tile boundaries (section 3), windows, traffic
+(:func:`stems_opt.cost.evaluation.evaluate`). It deliberately imports nothing from
+``stems_opt.cost``: tile boundaries (section 3), windows, traffic
 (section 4) and global-buffer occupancy (section 5) are all re-derived here,
 and the schedule is *run*: for each segment, for every step (time batch,
 tile) in the segment's ``order``, every layer in layer order, every sub-tile,

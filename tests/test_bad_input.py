@@ -264,7 +264,7 @@ def test_bad_input(case: Case, command: str, tmp_path: Path,
 
 def test_overflow_names_segment_tile_layer_bits_capacity(
         capsys: pytest.CaptureFixture[str]) -> None:
-    from stems_opt.cost_model import evaluate
+    from stems_opt.cost.evaluation import evaluate
     from stems_opt.io import load_instance, load_mapping
 
     mapping_file = BAD / "map_overflows_gb.yaml"

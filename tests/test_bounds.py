@@ -21,14 +21,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stems_opt.cost_model import SegmentContext, evaluate, segment_terms, tile_bounds
+from stems_opt.cost.evaluation import evaluate
+from stems_opt.cost.geometry import tile_bounds
+from stems_opt.cost.traffic import SegmentContext, segment_terms
+from stems_opt.feasibility import check
 from stems_opt.formulation.backend import SolveOptions
 from stems_opt.formulation.bounds import tile_bounds_array
 from stems_opt.formulation.columns import ColumnSolver
 from stems_opt.formulation.cpsat import solve_cpsat
 from stems_opt.formulation.data import frame_specs
 from stems_opt.io import load_instance, network_from_dict
-from stems_opt.mapping import Mapping, check
+from stems_opt.mapping import Mapping
 from stems_opt.network import Axis
 from stems_opt.problem import Objective, Problem
 

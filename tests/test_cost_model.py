@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from stems_opt.cost_model import compulsory_traffic_bits, evaluate
+from stems_opt.cost.evaluation import evaluate
+from stems_opt.cost.traffic import compulsory_traffic_bits
+from stems_opt.feasibility import check
 from stems_opt.heuristics import named_schedule
 from stems_opt.io import load_instance
-from stems_opt.mapping import RESIDENT, Halo, Mapping, Segment, StateMode, check
+from stems_opt.mapping import RESIDENT, Halo, Mapping, Segment, StateMode
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ROOT / "tests" / "data" / "tiny" / "inst.yaml"

@@ -57,7 +57,7 @@ def test_worst_case_objective_bounds_every_mapping(name: str) -> None:
     weights ``T`` times instead of ``T * E`` (bound 3,360).
     """
     from stems_opt.formulation.data import objective_constant
-    from stems_opt.limits import worst_case_objective
+    from stems_opt.magnitude import worst_case_objective
 
     T, inp, layers = WORST_CASE_NETWORKS[name]
     problem = Problem(build_network(name, T, inp, layers), _hardware())
@@ -84,8 +84,9 @@ def _edge_problem(k: int) -> Problem:
 
 
 def test_instance_at_the_limit_solves_exactly_with_both_backends() -> None:
-    from stems_opt.cost_model import evaluate
-    from stems_opt.limits import MAX_OBJECTIVE, magnitude_issues, worst_case_objective
+    from stems_opt.cost.evaluation import evaluate
+    from stems_opt.limits import MAX_OBJECTIVE
+    from stems_opt.magnitude import magnitude_issues, worst_case_objective
     from stems_opt.solvers import solve
 
     inside, outside = _edge_problem(220), _edge_problem(224)
@@ -182,7 +183,7 @@ def test_every_bundled_instance_validates_within_the_limits(
     2^52 for both objectives (docs/formats.md, Limits: RED-LIF energy is the largest)."""
     from stems_opt.cli import main
     from stems_opt.io import load_instance
-    from stems_opt.limits import worst_case_objective
+    from stems_opt.magnitude import worst_case_objective
 
     path = ROOT / "instances" / instance
     assert main(["validate", str(path)]) == 0, capsys.readouterr().err

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from stems_opt.cost_model import compulsory_traffic_bits
+from stems_opt.cost.traffic import compulsory_traffic_bits
 from stems_opt.io import load_instance
 from stems_opt.result import SolveStatus
 from stems_opt.solvers import solve

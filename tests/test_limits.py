@@ -73,7 +73,7 @@ def test_stop_request_from_another_thread_returns_best_so_far() -> None:
 
 def test_stop_before_the_search_keeps_the_compulsory_bound() -> None:
     """Stopped at once: no mapping, the bound is the compulsory traffic."""
-    from stems_opt.cost_model import compulsory_traffic_bits
+    from stems_opt.cost.traffic import compulsory_traffic_bits
 
     problem = load_instance(SEW18, "traffic")
     stop = Stop()

@@ -172,7 +172,7 @@ def test_energy_by_level_adds_up(schedule: str) -> None:
     charged (the tiny network's conv layers use the weight and input buffers)."""
     from pathlib import Path
 
-    from stems_opt.cost_model import evaluate
+    from stems_opt.cost.evaluation import evaluate
     from stems_opt.heuristics import named_schedule
     from stems_opt.io import load_instance
 

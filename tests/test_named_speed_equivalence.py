@@ -1,7 +1,7 @@
 """The fast named-schedule greedy and cost-model loops against plain re-implementations.
 
 ``named.py`` scores candidates from cached per-layer groups and refits them
-incrementally, and ``cost_model.py`` has inlined row loops; none of that may
+incrementally, and ``cost/geometry.py`` has inlined row loops; none of that may
 change a single number. The references below are the straightforward
 versions (the greedy re-scores every candidate through ``segment_terms``),
 kept as oracles. They run on the tiny instances and on a small synthetic
@@ -19,20 +19,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stems_opt import cost_model as cm
-from stems_opt.cost_model import (
+from stems_opt.cost import geometry as cm
+from stems_opt.cost.evaluation import evaluate
+from stems_opt.cost.geometry import SegmentGeometry, sub_tile_limits, tile_bounds
+from stems_opt.cost.traffic import (
     SegmentContext,
-    SegmentGeometry,
     Term,
     dram_read_term,
-    evaluate,
     mapping_contexts,
     output_term,
     peak_of,
     segment_terms,
     state_term,
-    sub_tile_limits,
-    tile_bounds,
     weight_term,
 )
 from stems_opt.heuristics import named

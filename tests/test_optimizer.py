@@ -3,7 +3,7 @@
 ``tests/brute_force.py`` walks the whole mapping space of ``docs/model.md``
 (no reductions, no pruning) and scores it with the cost model; here both
 backends (CP-SAT and HiGHS) must prove the same optimum as the enumeration,
-return a valid mapping whose :func:`~stems_opt.cost_model.evaluate` objective
+return a valid mapping whose :func:`~stems_opt.cost.evaluation.evaluate` objective
 is exactly the reported one, and beat (or tie) every feasible named schedule.
 
 Part 1 checks the enumerator itself; part 2 small hand-picked problems whose
@@ -25,10 +25,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from stems_opt.cost_model import evaluate
+from stems_opt.cost.evaluation import evaluate
+from stems_opt.feasibility import check
 from stems_opt.heuristics.named import NAMED, named_schedule
 from stems_opt.io import hardware_from_dict, mapping_to_dict, network_from_dict
-from stems_opt.mapping import Mapping, check, check_structure
+from stems_opt.mapping import Mapping, check_structure
 from stems_opt.problem import Objective, Problem
 from stems_opt.result import Result, SolveStatus
 from stems_opt.solvers import METHODS, lower_bound_bits, solve

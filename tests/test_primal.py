@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stems_opt.cost_model import evaluate
+from stems_opt.cost.evaluation import evaluate
+from stems_opt.feasibility import check
 from stems_opt.formulation.backend import SolveOptions
 from stems_opt.formulation.columns import ColumnSolver
 from stems_opt.formulation.cpsat import solve_cpsat
@@ -24,7 +25,6 @@ from stems_opt.formulation.data import objective_constant
 from stems_opt.formulation.primal import repair, segment_value
 from stems_opt.heuristics import named_schedule
 from stems_opt.incumbents import FALLBACK_SCHEDULES
-from stems_opt.mapping import check
 from stems_opt.problem import Objective, Problem
 from stems_opt.solvers import solve
 
@@ -78,7 +78,7 @@ def check_repair(p: Problem) -> int:
 
 
 def out_context(seg, sctx):
-    from stems_opt.cost_model import SegmentContext
+    from stems_opt.cost.traffic import SegmentContext
     from stems_opt.mapping import Placement
 
     dram = {X for X, pl in seg.activations.items() if pl is Placement.DRAM}

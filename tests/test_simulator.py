@@ -1,9 +1,9 @@
 """The closed-form cost model against an independent step-by-step simulator.
 
 ``tests/simulator.py`` runs each schedule literally (written from
-``docs/model.md``, importing nothing from ``stems_opt.cost_model``); here its
+``docs/model.md``, importing nothing from ``stems_opt.cost``); here its
 DRAM traffic per tensor class and its peak global-buffer occupancy are
-compared, per segment and in total, with :func:`stems_opt.cost_model.evaluate`.
+compared, per segment and in total, with :func:`stems_opt.cost.evaluation.evaluate`.
 
 Part 1 checks hand-computed cases (the arithmetic is written next to each).
 Part 2 checks random small networks and random valid mappings with hypothesis.
@@ -21,7 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stems_opt.cost_model import evaluate, sub_tile_limits
+from stems_opt.cost.evaluation import evaluate
+from stems_opt.cost.geometry import sub_tile_limits
 from stems_opt.io import hardware_from_dict, network_from_dict
 from stems_opt.mapping import (
     RESIDENT,

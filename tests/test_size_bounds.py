@@ -25,7 +25,7 @@ from test_optimizer import CASES, OBJECTIVES, case_frontiers, make_problem, same
 
 def optimum(frontier: list[bf.Point], capacity_bits: int, p) -> float | None:
     """The brute-force optimum at ``capacity_bits`` in objective units."""
-    from stems_opt.cost_model import evaluate
+    from stems_opt.cost.evaluation import evaluate
 
     point = bf.optimum_at(frontier, capacity_bits)
     if point is None:

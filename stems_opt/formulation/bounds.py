@@ -45,8 +45,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from stems_opt.cost.energy import nest_hardware
 from stems_opt.cost.loops import layer_floor_fj
-from stems_opt.cost_model import min_read_bits, nest_hardware
+from stems_opt.cost.traffic import min_read_bits
 from stems_opt.hardware import Hardware
 from stems_opt.mapping import Order
 from stems_opt.network import Axis, LayerKind, Network, most_chunks
@@ -56,7 +57,7 @@ from stems_opt.network import Axis, LayerKind, Network, most_chunks
 def tile_bounds_array(network: Network, first: int, last: int, axis: Axis,
                       tiles: int) -> tuple[np.ndarray, ...]:
     """Row boundaries of every layer of ``first..last`` (an ``(n + 1,)`` array each),
-    equal to :func:`stems_opt.cost_model.tile_bounds`, computed with arrays."""
+    equal to :func:`stems_opt.cost.geometry.tile_bounds`, computed with arrays."""
     layers = network.layers[first:last + 1]
     pos = {lay.name: i for i, lay in enumerate(layers)}
     outputs = set(network.output_names)
@@ -106,7 +107,7 @@ def _window_lo(layer, axis: Axis, row: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=65536)
 def read_bits(network: Network, tensor: str, consumer: str, axis: Axis) -> int:
-    """:func:`stems_opt.cost_model.min_read_bits`, cached (it walks every row)."""
+    """:func:`stems_opt.cost.traffic.min_read_bits`, cached (it walks every row)."""
     return min_read_bits(network, tensor, consumer, axis)
 
 
@@ -234,7 +235,7 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
     Conv and linear layers on hardware with ``loop_nests``:
     :func:`stems_opt.cost.loops.layer_floor_fj` (every operand once through
     its levels, the weights once per active tile). Otherwise the accesses of
-    :func:`stems_opt.cost_model.layer_gb_access_bits` with one sub-tile per
+    :func:`stems_opt.cost.energy.layer_gb_access_bits` with one sub-tile per
     tile (more sub-tiles read the weights and the window overlaps again), or
     for windows with gaps the union of the one-row windows.
     """

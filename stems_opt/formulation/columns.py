@@ -44,11 +44,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stems_opt.cost_model import (
-    SegmentContext,
-    SegmentGeometry,
-    mapping_contexts,
-)
+from stems_opt.cost.geometry import SegmentGeometry
+from stems_opt.cost.traffic import SegmentContext, mapping_contexts
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
 from stems_opt.formulation.bounds import (
     frame_operand_floor_fj,

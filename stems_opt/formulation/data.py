@@ -44,15 +44,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stems_opt.cost_model import (
-    EnergyRates,
-    SegmentGeometry,
+from stems_opt.cost.energy import EnergyRates, layer_operand_energy_fj
+from stems_opt.cost.geometry import SegmentGeometry, sub_tile_limits
+from stems_opt.cost.traffic import (
     dram_read_term,
     kept_halo_term,
-    layer_operand_energy_fj,
     output_term,
     state_term,
-    sub_tile_limits,
     weight_term,
 )
 from stems_opt.formulation.bounds import read_bits
@@ -363,7 +361,7 @@ def objective_constant(problem: Problem) -> float:
     energy in fJ for the energy objective, 0 for traffic."""
     if problem.objective is not Objective.ENERGY:
         return 0.0
-    from stems_opt.cost_model import pj_to_fj
+    from stems_opt.cost.energy import pj_to_fj
 
     net, hw = problem.network, problem.hardware
     total = 0.0
@@ -442,7 +440,7 @@ def spec_lower_bound(ctx: _Context, spec: FrameKey) -> int:
     net, cap = ctx.network, ctx.capacity_bits
     lays = net.layers[first:last + 1]
     S = net.timesteps // tb
-    from stems_opt.cost_model import tile_bounds
+    from stems_opt.cost.geometry import tile_bounds
 
     bounds = tile_bounds(net, [lay.name for lay in lays], axis, n)
     total = cheapest_bits(ctx, spec)

@@ -377,7 +377,7 @@ def segment_of(f: Frame, chosen: dict[str, LayerOption]) -> Segment:
 def encode_hint(data: ModelData, v: Variables, mapping: Mapping) -> dict[int, int] | None:
     """Variable values (the ones set to 1) of ``mapping``, or ``None`` when a piece of it
     is not in the model (pruned as dominated or out of the search space)."""
-    from stems_opt.cost_model import mapping_contexts
+    from stems_opt.cost.traffic import mapping_contexts
 
     net = data.problem.network
     index = {lay.name: i for i, lay in enumerate(net.layers)}

@@ -10,9 +10,9 @@ sub-tiles. Once the segment fits, changes that lower the cost and still fit
 are applied back, the largest saving first.
 
 Every number comes from the cost model's own term functions
-(:func:`stems_opt.cost_model.layer_terms`), and the returned segment is
-scored once more by :func:`stems_opt.cost_model.segment_terms`, so its value
-is exactly what :func:`stems_opt.cost_model.evaluate` gives it in the same
+(:func:`stems_opt.cost.traffic.layer_terms`), and the returned segment is
+scored once more by :func:`stems_opt.cost.traffic.segment_terms`, so its value
+is exactly what :func:`stems_opt.cost.evaluation.evaluate` gives it in the same
 context. The search is a heuristic: it gives upper bounds, never proofs.
 """
 
@@ -23,16 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stems_opt.cost_model import (
-    SegmentContext,
-    SegmentGeometry,
-    kept_halo_term,
-    layer_operand_energy_fj,
-    layer_terms,
-    segment_terms,
-    sub_tile_limits,
-    weight_chunks,
-)
+from stems_opt.cost.energy import layer_operand_energy_fj
+from stems_opt.cost.geometry import SegmentGeometry, sub_tile_limits, weight_chunks
+from stems_opt.cost.traffic import SegmentContext, kept_halo_term, layer_terms, segment_terms
 from stems_opt.formulation.bounds import max_chunks
 from stems_opt.hardware import Hardware
 from stems_opt.mapping import RESIDENT, STREAMED, Halo, Placement, Segment, StateMode, WeightChoice
@@ -142,7 +135,7 @@ class _State:
 
     def kept_bits(self) -> int:
         """Bits of the rows kept across tile boundaries, one reservation per tensor read
-        from DRAM under ``keep`` (:func:`stems_opt.cost_model.kept_halo_term`)."""
+        from DRAM under ``keep`` (:func:`stems_opt.cost.traffic.kept_halo_term`)."""
         if self.geo.n == 1:
             return 0
         total = 0

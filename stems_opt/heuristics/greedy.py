@@ -24,9 +24,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from stems_opt.cost_model import SegmentContext, evaluate
+from stems_opt.cost.evaluation import evaluate
+from stems_opt.cost.traffic import SegmentContext
+from stems_opt.feasibility import check
 from stems_opt.heuristics.named import _greedy_pass, _lone_context, _Scorer
-from stems_opt.mapping import Mapping, Order, Placement, Segment, check
+from stems_opt.mapping import Mapping, Order, Placement, Segment
 from stems_opt.network import Axis, Network
 from stems_opt.problem import Problem
 from stems_opt.result import Result, SolveStatus
@@ -52,7 +54,7 @@ def tile_choices(max_tiles: int) -> tuple[int, ...]:
 
 def alone_context(network: Network, seg: Segment) -> SegmentContext:
     """How ``seg`` meets the rest of a mapping whose other tensors all pass through DRAM
-    (as :func:`~stems_opt.cost_model.mapping_contexts` finds it): nothing kept whole;
+    (as :func:`~stems_opt.cost.traffic.mapping_contexts` finds it): nothing kept whole;
     written are the network outputs, tensors read by later segments, and tensors this
     segment reads back from DRAM itself."""
     inside = set(seg.layers)

@@ -31,16 +31,15 @@ from typing import NamedTuple
 
 import numpy as np
 
-from stems_opt.cost_model import (
+from stems_opt.cost.evaluation import evaluate
+from stems_opt.cost.geometry import SegmentGeometry, sub_tile_limits
+from stems_opt.cost.traffic import (
     SegmentContext,
-    SegmentGeometry,
     Term,
     compulsory_traffic_bits,
-    evaluate,
     kept_halo_term,
     layer_terms,
     mapping_contexts,
-    sub_tile_limits,
 )
 from stems_opt.errors import Issue, StemsInputError
 from stems_opt.mapping import (

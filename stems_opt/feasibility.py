@@ -1,0 +1,44 @@
+"""Whether a mapping runs on a problem: structure, ranges and global-buffer capacity.
+
+:func:`check` needs both :mod:`stems_opt.mapping` (the mapping and its
+structural checks) and :mod:`stems_opt.cost` (capacity is the cost model's
+peak occupancy), which itself reads mappings: living above both keeps the
+imports free of circles.
+"""
+
+from __future__ import annotations
+
+from stems_opt.cost.evaluation import evaluate
+from stems_opt.cost.geometry import sub_tile_limits
+from stems_opt.mapping import Mapping, Violation, check_structure
+from stems_opt.problem import Problem
+
+
+def check(problem: Problem, mapping: Mapping) -> list[Violation]:
+    """Every violation of ``mapping`` for ``problem``: structure, ranges, capacity.
+
+    Capacity violations name the segment, the tile (step), the layer
+    executing at the peak, the bits needed and the capacity.
+    """
+    out = check_structure(problem.network, mapping, problem.hardware.array.factor("K"))
+    if out:
+        return out
+    for i, seg in enumerate(mapping.segments):
+        limits = sub_tile_limits(problem.network, seg)
+        for name in seg.layers:
+            m = seg.sub_tile(name)
+            if m > limits[name]:
+                out.append(Violation("range", f"sub_tiles {m} exceeds the layer's smallest "
+                                     f"tile extent {limits[name]}", segment=i, layer=name,
+                                     field="sub_tiles"))
+    if out:
+        return out
+    cost = evaluate(problem, mapping)
+    cap = problem.hardware.gb_capacity_bits
+    for i, sc in enumerate(cost.segments):
+        if sc.peak_gb_bits > cap:
+            out.append(Violation("capacity", f"global buffer needs {sc.peak_gb_bits} bits at tile "
+                                 f"{sc.peak_tile} while {sc.peak_layer!r} runs; capacity is "
+                                 f"{cap} bits", segment=i, layer=sc.peak_layer, tile=sc.peak_tile,
+                                 bits=sc.peak_gb_bits, capacity_bits=cap))
+    return out
