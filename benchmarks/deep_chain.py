@@ -38,8 +38,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 HARDWARE = ROOT / "models" / "hardware" / "edge_1mb.yaml"
-COLUMNS = ("layers", "time_limit_s", "build_s", "first_mapping_s", "wall_s", "status",
-           "objective_value", "bound", "gap", "mapping_from", "peak_rss_mb")
+COLUMNS = ("layers", "time_limit_s", "build_s", "open_len", "columns", "first_mapping_s",
+           "wall_s", "status", "objective_value", "bound", "gap", "mapping_from", "peak_rss_mb")
 CHANNELS = 64
 SIDE = 32
 TIMESTEPS = 4
@@ -94,6 +94,7 @@ def run_one(layers: int, time_limit_s: float) -> dict[str, Any]:
         first.append(wall)  # the fallback, taken at the end
     return {"layers": layers, "time_limit_s": time_limit_s,
             "build_s": result.stats.get("model_build_s"),
+            "open_len": result.stats.get("open_len"), "columns": result.stats.get("columns"),
             "first_mapping_s": first[0] if first else None, "wall_s": wall,
             "status": result.status.value, "objective_value": result.objective_value,
             "bound": result.bound, "gap": result.gap,
@@ -114,16 +115,17 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
              "accelerator, traffic objective. Times in seconds from the call; "
              "peak memory is the larger of the solving process and the named "
              "schedules' process.", "",
-             "| layers | limit | build | first mapping | wall | status | value (Mbit) | "
-             "bound (Mbit) | gap | mapping from | peak RSS (MB) |",
-             "|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|"]
+             "| layers | limit | build | intervals opened | columns | first mapping | wall | "
+             "status | value (Mbit) | bound (Mbit) | gap | mapping from | peak RSS (MB) |",
+             "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|"]
     for r in rows:
         value = None if r.get("objective_value") in (None, "") else float(
             r["objective_value"]) / 1e6
         bound = None if r.get("bound") in (None, "") else float(r["bound"]) / 1e6
         gap = "-" if r.get("gap") in (None, "") else f"{100 * float(r['gap']):.1f} %"
         lines.append(f"| {r['layers']} | {_fmt(r['time_limit_s'], 'g')} | "
-                     f"{_fmt(r.get('build_s'), '.1f')} | {_fmt(r.get('first_mapping_s'), '.1f')} | "
+                     f"{_fmt(r.get('build_s'), '.1f')} | up to {r.get('open_len') or '-'} | "
+                     f"{r.get('columns') or '-'} | {_fmt(r.get('first_mapping_s'), '.1f')} | "
                      f"{_fmt(r.get('wall_s'), '.1f')} | {r.get('status', '-')} | "
                      f"{_fmt(value, '.2f')} | {_fmt(bound, '.2f')} | {gap} | "
                      f"{r.get('mapping_from', '-')} | {_fmt(r.get('peak_rss_mb'), '.0f')} |")

@@ -252,7 +252,7 @@ class ColumnSolver:
         # when asked for (:meth:`open_interval`) or when the proof needs them (open_more).
         self.open_len = 0
         self._open_lengths(self._lengths_within(COLUMN_BUDGET))
-        self.stats["columns"] = len(self.columns)
+        self.stats.update(columns=len(self.columns), open_len=self.open_len)
 
     # --- opening intervals -------------------------------------------------------
     def _lengths_within(self, budget: int) -> int:
@@ -298,7 +298,7 @@ class ColumnSolver:
             total += sum(self.signature_count(first, first + length - 1)
                          for first in range(L - length + 1))
         self._open_lengths(length)
-        self.stats["columns"] = len(self.columns)
+        self.stats.update(columns=len(self.columns), open_len=self.open_len)
         LOG.debug("opened intervals up to %d layers: %d columns", length, len(self.columns))
         return True
 
