@@ -109,10 +109,13 @@ def test_the_fused_optimum_needs_a_longer_interval(monkeypatch: pytest.MonkeyPat
 @settings(**RANDOM_SETTINGS)
 @given(st.data())
 def test_random_tiny_problems_opened_lazily(data: st.DataObject) -> None:
-    """Random tiny problems (tests/test_optimizer.py), one-layer intervals first."""
+    """Random tiny problems (tests/test_optimizer.py) with budgets of a few columns:
+    one-layer intervals first, the budget's lengths opened after the dive's first
+    pass (three-layer networks), the rest when the proof needs them."""
     p, point, space = random_case(data)
+    budget = data.draw(st.sampled_from([1, 6, 12]), label="column budget")
     with pytest.MonkeyPatch.context() as mp:
-        _one_layer_first(mp)
+        mp.setattr(columns_mod, "COLUMN_BUDGET", budget)
         assert_optimal(p, point, space)
 
 

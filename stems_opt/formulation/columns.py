@@ -251,7 +251,10 @@ class ColumnSolver:
         # Intervals up to this length are opened (their columns built); longer ones only
         # when asked for (:meth:`open_interval`) or when the proof needs them (open_more).
         self.open_len = 0
-        self._open_lengths(self._lengths_within(COLUMN_BUDGET))
+        self._budget_len = self._lengths_within(COLUMN_BUDGET)
+        # A network too deep to build whole starts from its one-layer intervals: the dive
+        # finds a first mapping over them before the rest of the budget is built.
+        self._open_lengths(self._budget_len if self._budget_len >= self.max_len else 1)
         self.stats.update(columns=len(self.columns), open_len=self.open_len)
 
     # --- opening intervals -------------------------------------------------------
@@ -1210,6 +1213,12 @@ class ColumnSolver:
                 if not self._one_tile(col):
                     self.repair_price(col)
         self.note_incumbent()
+        if self.open_len < self._budget_len:
+            try:
+                self._open_lengths(self._budget_len)
+            except SearchStoppedError:
+                return  # (the intervals opened so far stay; the rest are bounded apart)
+            self.stats.update(columns=len(self.columns), open_len=self.open_len)
         while not over():
             self.poll_seeds()
             res = self.master_path(primal=True)
