@@ -292,7 +292,8 @@ class ColumnSolver:
 
     def open_more(self) -> bool:
         """Open the next interval lengths (about half the column budget more);
-        ``False`` when every interval is open already."""
+        ``False`` when every interval is open already, or when the search is stopped
+        meanwhile (what was opened stays; the rest is still bounded apart)."""
         if self.open_len >= self.max_len:
             return False
         L, total, length = len(self.net.layers), 0, self.open_len
@@ -300,7 +301,10 @@ class ColumnSolver:
             length += 1
             total += sum(self.signature_count(first, first + length - 1)
                          for first in range(L - length + 1))
-        self._open_lengths(length)
+        try:
+            self._open_lengths(length)
+        except SearchStoppedError:
+            return False
         self.stats.update(columns=len(self.columns), open_len=self.open_len)
         LOG.debug("opened intervals up to %d layers: %d columns", length, len(self.columns))
         return True
