@@ -4,6 +4,7 @@ the floor bound."""
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from stems_opt.cost.loops import (
     Loop,
     Nest,
     NestHardware,
+    NoNestError,
     StepShape,
     all_nests,
     check_nest,
@@ -259,3 +261,113 @@ def test_loop_nests_flag_must_be_a_bool() -> None:
     with pytest.raises(StemsInputError) as err:
         hardware_from_dict(doc, "hw.yaml")
     assert "loop_nests" in str(err.value) and "hw.yaml" in str(err.value)
+
+
+@pytest.mark.parametrize("hw", [
+    NestHardware((2, 2, 1, 1, 1, 1), 1, 2, None, Buffer("weight_buffer", 10**6, 3, 5, None),
+                 Buffer("input_buffer", 10**6, 7, 11, None)),
+    NestHardware((2, 2, 1, 1, 1, 1), 1, 2, None, Buffer("weight_buffer", 16, 3, 5, None),
+                 Buffer("input_buffer", 8, 7, 11, None)),
+    NestHardware((2, 2, 1, 1, 1, 1), 1, 2, None, None, None),
+], ids=["roomy", "tight", "none"])
+def test_state_kept_over_innermost_timesteps_equals_brute_force(hw: NestHardware) -> None:
+    """Every reduction unrolled (C 2 on an array with C 2, 1 x 1 kernel), state
+    and four timesteps: ``T`` loops innermost keep ``V`` in its register while
+    ``OY``/``OX`` loops above them still reuse the weight register. Trying only
+    chains without innermost ``T`` loops (``_prefixes`` returning ``[1]``) makes
+    every case fail."""
+    for shape in (StepShape(k=4, c=2, oy=2, ox=2, fy=1, fx=1, tb=4, iy=2, ix=2, state_bits=8),
+                  StepShape(k=4, c=2, oy=3, ox=1, fy=1, fx=1, tb=4, iy=5, ix=1, stride_y=2,
+                            state_bits=12, input_bits=4)):
+        best = min(nest_cost(n, shape, hw).total_fj for n in all_nests(shape, hw))
+        found, value = optimal_nest(shape, hw)
+        assert value == best
+        assert check_nest(found, shape, hw) == []
+        assert nest_cost(found, shape, hw).total_fj == value
+
+
+def test_batched_shapes_equal_brute_force() -> None:
+    """Shapes sharing a grid (same temporal extents) but not their rows, windows,
+    strides, bit widths or state are solved in one batch (``solve_nests``); each
+    equals brute force. Giving every shape of a batch the first shape's input
+    rows (``iy``) makes this fail."""
+    from stems_opt.cost.loops import _ChainSearch, clear_nest_table, solve_nests
+
+    hw = NestHardware((2, 1, 2, 1, 1, 1), 1, 2, None, Buffer("weight_buffer", 24, 3, 5, None),
+                      Buffer("input_buffer", 12, 7, 11, None))
+    shapes = [StepShape(k=4, c=2, oy=oy, ox=2, fy=3, fx=1, tb=2, iy=iy, ix=2, stride_y=sy,
+                        input_bits=ib, state_bits=sb)
+              for oy, sy, iy, ib, sb in [(4, 1, 6, 1, 8), (3, 1, 5, 1, 12), (4, 2, 7, 1, 8),
+                                         (3, 2, 5, 4, 8), (4, 1, 4, 1, 4)]]
+    assert len({_ChainSearch.key(s, hw) for s in shapes}) == 1  # one batch
+    clear_nest_table()
+    solve_nests(shapes, hw)
+    for shape in shapes:
+        best = min(nest_cost(n, shape, hw).total_fj for n in all_nests(shape, hw))
+        found, value = optimal_nest(shape, hw)
+        assert value == best
+        assert nest_cost(found, shape, hw).total_fj == value
+
+
+def test_layer_steps_count_every_sub_tile() -> None:
+    """``layer_steps`` equals one ``step_shape`` per non-empty sub-tile, counted.
+    Keying the count by rows alone (not the window's length) makes this fail:
+    a padded edge sub-tile has a shorter window than an inner one."""
+    from collections import Counter
+
+    from stems_opt.cost.loops import layer_steps, step_shape
+
+    rng = random.Random(11)
+    for _ in range(20):
+        lay = _layer(rng, LayerKind.CONV)
+        E = lay.oy
+        n = rng.randint(1, E)
+        bounds = tuple(t * E // n for t in range(n + 1))
+        m = rng.randint(1, max(1, min(b - a for a, b in itertools.pairwise(bounds))))
+        naive: Counter = Counter()
+        for lo, hi in itertools.pairwise(bounds):
+            for j in range(m):
+                a, z = lo + j * (hi - lo) // m, lo + (j + 1) * (hi - lo) // m
+                if z > a:
+                    naive[step_shape(lay, Axis.OY, a, z, 2)] += 1
+        assert layer_steps(lay, Axis.OY, bounds, m, 2) == dict(naive)
+
+
+def test_random_steps_on_random_arrays_equal_brute_force() -> None:
+    """Random tiny steps on random arrays (any dimension unrolled by 1 or 2,
+    kernels and strides on both axes, no weights, no buffers, tight buffers,
+    chunks, up to four timesteps): the optimum equals brute force, or no nest
+    exists for either. Dropping the ``K`` family (I's register reuse) from the
+    chain search makes this fail."""
+    rng = random.Random(5)
+    checked = 0
+    while checked < 40:
+        u = tuple(rng.choice([1, 2]) for _ in range(6))
+        k, c = u[0] * rng.choice([1, 2]), rng.choice([1, 2, 3])
+        fy, fx, sy, sx = rng.choice([1, 2, 3]), rng.choice([1, 2]), rng.choice([1, 2]), \
+            rng.choice([1, 2])
+        oy, ox, tb = rng.randint(1, 3), rng.randint(1, 2), rng.choice([1, 2, 4])
+        chunks = rng.choice([ch for ch in (1, 2) if k % ch == 0 and k // ch >= u[0]])
+        shape = StepShape(k=k, c=c, oy=oy, ox=ox, fy=fy, fx=fx, tb=tb,
+                          iy=rng.randint(1, (oy - 1) * sy + fy),
+                          ix=rng.randint(1, (ox - 1) * sx + fx), stride_y=sy, stride_x=sx,
+                          weight_bits=rng.choice([0, 4, 4]), state_bits=rng.choice([0, 8]),
+                          chunks=chunks, input_bits=rng.choice([1, 4]))
+        extents = [-(-x // f) for x, f in zip((k // chunks, c, oy, ox, fy, fx), u, strict=True)]
+        if math.prod(extents) * tb > 24:
+            continue  # keep brute force small
+        hw = NestHardware(u, rng.choice([1, 2]), rng.choice([1, 2, 3]), None,
+                          rng.choice([None, Buffer("weight_buffer", rng.choice([8, 32, 10**6]),
+                                                   3, 5, None)]),
+                          rng.choice([None, Buffer("input_buffer", rng.choice([2, 8, 10**6]),
+                                                   7, 11, None)]))
+        costs = [nest_cost(n, shape, hw).total_fj for n in all_nests(shape, hw)]
+        checked += 1
+        if not costs:
+            with pytest.raises(NoNestError):
+                optimal_nest(shape, hw)
+            continue
+        found, value = optimal_nest(shape, hw)
+        assert value == min(costs)
+        assert check_nest(found, shape, hw) == []
+        assert nest_cost(found, shape, hw).total_fj == value

@@ -29,19 +29,22 @@ its whole reduction); partial sums go up to the GB and back (``psum_bits``)
 when a reduction loop sits above the output register; spikes have
 ``input_bits`` / ``output_bits`` (1 bit).
 
-:func:`optimal_nest` finds the least-energy nest exactly by dynamic
-programming over the nest built from the innermost loop outwards (see its
-docstring for why that is exact); :func:`nest_cost` scores any given nest
+:func:`optimal_nest` finds the least-energy nest exactly as the best
+points on a chain of the divisor lattice (see :class:`_ChainSearch` for why
+that is exact); :func:`nest_cost` scores any given nest
 directly from the rule above and is the referee the tests compare against.
 This module imports no solver.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+
+import numpy as np
 
 from stems_opt.hardware import Hardware
 from stems_opt.network import Axis, Layer, LayerKind
@@ -338,315 +341,6 @@ def _finish(acc: dict[tuple[str, str], list[int]], geo: _Geometry,
 # The exact optimum
 # ---------------------------------------------------------------------------
 
-OPEN, RUN, DONE = 0, 1, 2  # a buffered operand's boundary: not yet placed, run above it, past
-
-
-class _Search:
-    """Dynamic programme over nests built from the innermost loop outwards.
-
-    State: the iterations placed so far per dimension ``b`` and, per buffered
-    operand, whether its buffer boundary is still open, was placed with its
-    stationary run still going, or lies behind. Every term of
-    :func:`nest_cost` is fixed at the moment a loop relevant to its operand is
-    first placed after the point it refers to, and depends on ``b`` at that
-    moment alone:
-
-    * register reads: ``tile(1) * N / prod(b)`` when the first relevant loop
-      arrives (everything below is irrelevant, so ``prod(b)`` is the run);
-    * buffer fills: ``tile(b_p) * N / prod(b_p) / run`` equals
-      ``tile(b) * N / prod(b)`` at the end of the run, since the run adds only
-      irrelevant loops (the tile does not change and ``prod`` grows by the run);
-    * partial sums and the state likewise at their first relevant loop.
-
-    So the cost to go depends on ``(b, stages)`` only, and the minimum over
-    transitions (place a loop of any dimension with a prime factor of what is
-    left; close a buffer whose tile fits) is the minimum over every
-    factorization, order and boundary, with no pruning beyond capacity and
-    causality, which only remove invalid nests. Prime factors lose nothing:
-    consecutive loops of one dimension with no boundary between them cost
-    exactly what their product loop costs (no run or tile changes between
-    them), and :meth:`nest` merges them back.
-    """
-
-    def __init__(self, shape: StepShape, hw: NestHardware):
-        self.geo = geo = _Geometry(shape, hw)
-        self.shape, self.hw = shape, hw
-        ext = list(geo.extent)
-        ext[K] = geo.e_k_in  # the chunk loop is placed last, by hand
-        self.inner_extent = tuple(ext)
-        self.ops = ("W", "I") if shape.weight_bits else ("I",)
-        self.bufs = {op: hw.buffer(op) for op in self.ops}
-        rate = {op: (b.read_fj_per_bit if b else hw.gb_read_fj_per_bit)
-                for op, b in self.bufs.items()}
-        self.reg_rate = rate
-        self.rel_dims = {op: tuple(sorted(RELEVANT[op])) for op in self.ops}
-        self.reg_tile = {op: geo.tile_bits(op, (1,) * 7) for op in self.ops}
-        self.caps = {op: b.capacity_bits for op, b in self.bufs.items() if b is not None}
-        self.fill_rate = {op: hw.gb_read_fj_per_bit + b.write_fj_per_bit
-                          for op, b in self.bufs.items() if b is not None}
-        self.memo: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[int, object]] = {}
-        s = shape
-        self.out_fj = geo.distinct_out * s.tb * (s.output_bits * hw.gb_write_fj_per_bit)
-        self.psum_fj = geo.distinct_out * s.tb * s.psum_bits * (
-            hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit)
-        self.state_fj = geo.distinct_out * s.state_bits * (
-            hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit)
-
-    # --- terms ---------------------------------------------------------------
-    def _step(self, b: tuple[int, ...], d: int, nb: tuple[int, ...],
-              stages: tuple[int, ...]) -> tuple[int, tuple[int, ...]] | None:
-        """Energy fixed by placing a loop of ``d`` over ``b`` (giving ``nb``), new stages."""
-        geo = self.geo
-        if (d in REDUCTION and b[T] > 1) or (d == T and any(
-                b[x] < self.inner_extent[x] for x in REDUCTION)):
-            return None  # causality: every reduction loop sits inside every T loop
-        cost = 0
-        new = list(stages)
-        for i, op in enumerate(self.ops):
-            rel = RELEVANT[op]
-            if d not in rel:
-                continue
-            if all(b[x] == 1 for x in rel):
-                cost += geo.tile_bits(op, (1,) * 7) * geo.fills(b) * self.reg_rate[op]
-            buf = self.bufs[op]
-            if buf is None:
-                continue
-            if stages[i] == RUN:
-                cost += geo.tile_bits(op, b) * geo.fills(b) * self.fill_rate[op]
-                new[i] = DONE
-            elif stages[i] == OPEN and geo.tile_bits(op, nb) > buf.capacity_bits:
-                return None
-        if d in RELEVANT["O"] and all(b[x] == 1 for x in RELEVANT["O"]):
-            cost += self.out_fj + (geo.psum_rounds(b) - 1) * self.psum_fj
-        if self.shape.state_bits and d in RELEVANT["V"] and all(
-                b[x] == 1 for x in RELEVANT["V"]):
-            cost += (self.shape.tb // b[T]) * self.state_fj
-        return cost, tuple(new)
-
-    def _moves(self, b: tuple[int, ...], stages: tuple[int, ...]
-               ) -> Iterator[tuple[int, tuple[int, ...], int, tuple[int, ...]]]:
-        """Every valid next loop from ``(b, stages)``: ``(dim, new b, energy fixed,
-        new stages)``; the same terms as :meth:`_step`, computed once per state."""
-        geo, full = self.geo, self.inner_extent
-        fills = geo.total // math.prod(b)
-        red_left = b[C] < full[C] or b[FY] < full[FY] or b[FX] < full[FX]
-        # Energy each operand's pending terms fix when a relevant loop arrives.
-        due = []
-        for i, op in enumerate(self.ops):
-            rel = self.rel_dims[op]
-            c = 0
-            if math.prod(b[x] for x in rel) == 1:
-                c += self.reg_tile[op] * fills * self.reg_rate[op]
-            if stages[i] == RUN:
-                c += geo.tile_bits(op, b) * fills * self.fill_rate[op]
-            due.append((i, op, RELEVANT[op], c, stages[i]))
-        o_due = self.out_fj + (geo.psum_rounds(b) - 1) * self.psum_fj \
-            if b[K] * b[OY] * b[OX] * b[T] == 1 else None
-        v_due = (self.shape.tb // b[T]) * self.state_fj \
-            if self.shape.state_bits and b[K] * b[OY] * b[OX] == 1 else None
-        for d in range(7):
-            if (d in REDUCTION and b[T] > 1) or (d == T and red_left):
-                continue  # causality: every reduction loop sits inside every T loop
-            for p in _primes(full[d] // b[d]):
-                nb = (*b[:d], b[d] * p, *b[d + 1:])
-                cost = 0
-                new = stages
-                ok = True
-                for i, op, rel, c, st in due:
-                    if d not in rel:
-                        continue
-                    cost += c
-                    if st == RUN:
-                        new = (*new[:i], DONE, *new[i + 1:])
-                    elif st == OPEN and geo.tile_bits(op, nb) > self.caps[op]:
-                        ok = False
-                        break
-                if not ok:
-                    continue
-                if o_due is not None and d in RELEVANT["O"]:
-                    cost += o_due
-                if v_due is not None and d in RELEVANT["V"]:
-                    cost += v_due
-                yield d, nb, cost, new
-
-    def _end(self, b: tuple[int, ...], stages: tuple[int, ...]) -> int | None:
-        """Energy of the terms still pending when the nest is complete."""
-        chunks = self.shape.chunks
-        cost = 0
-        if chunks > 1:  # the chunk loop: outermost, over K
-            nb = (b[K] * chunks, *b[1:])
-            got = self._step(b, K, nb, stages)
-            if got is None:
-                return None
-            cost, stages = got
-            b = nb
-        geo = self.geo
-        for i, op in enumerate(self.ops):
-            if all(b[x] == 1 for x in RELEVANT[op]):
-                cost += geo.tile_bits(op, (1,) * 7) * geo.fills(b) * self.reg_rate[op]
-            buf = self.bufs[op]
-            if buf is not None and stages[i] != DONE:
-                if stages[i] == OPEN and geo.tile_bits(op, b) > buf.capacity_bits:
-                    return None
-                cost += geo.tile_bits(op, b) * self.fill_rate[op]
-        if all(b[x] == 1 for x in RELEVANT["O"]):
-            cost += self.out_fj + (geo.psum_rounds(b) - 1) * self.psum_fj
-        if self.shape.state_bits and all(b[x] == 1 for x in RELEVANT["V"]):
-            cost += (self.shape.tb // b[T]) * self.state_fj
-        return cost
-
-    def best(self, b: tuple[int, ...], stages: tuple[int, ...]) -> int | None:
-        """Least energy (fJ) still to come from state ``(b, stages)``; ``None``: no nest."""
-        key = (b, stages)
-        hit = self.memo.get(key)
-        if hit is not None:
-            return hit[0]
-        tail = self._tail(b, stages)
-        if tail is not None:
-            self.memo[key] = tail
-            return tail[0]
-        best: int | None = None
-        choice: object = None
-        if b == self.inner_extent:
-            best, choice = self._end(b, stages), "end"
-        for i, st in enumerate(stages):
-            buf = self.bufs[self.ops[i]]
-            if st == OPEN and buf is not None and \
-                    self.geo.tile_bits(self.ops[i], b) <= buf.capacity_bits:
-                closed = (*stages[:i], RUN, *stages[i + 1:])
-                v = self.best(b, closed)
-                if v is not None and (best is None or v < best):
-                    best, choice = v, ("close", i)
-        for d, nb, cost, new in self._moves(b, stages):
-            rest = self.best(nb, new)
-            if rest is None:
-                continue
-            v = cost + rest
-            if best is None or v < best:
-                best, choice = v, ("loop", d, nb[d] // b[d], nb, new)
-        self.memo[key] = (best, choice)  # type: ignore[assignment]
-        return best
-
-    def _monotone(self, op: str) -> bool:
-        """Whether ``tile(b * f) <= f * tile(b)`` for every loop: always for
-        weights; for inputs when the kernel extent of one iteration covers the
-        stride (``(a*o - 1) s + k <= a ((o - 1) s + k)`` iff ``k >= s``), which
-        a strided 1 x 1 conv breaks (a tile of two rows spans the skipped row).
-        """
-        if op == "W":
-            return True
-        s, u = self.shape, self.hw.unrolling
-        return min(s.fy, u[FY]) >= s.stride_y and min(s.fx, u[FX]) >= s.stride_x
-
-    def _fill(self, op: str, b: tuple[int, ...]) -> int:
-        return self.geo.tile_bits(op, b) * self.geo.fills(b) * self.fill_rate[op]
-
-    def _tail(self, b: tuple[int, ...], stages: tuple[int, ...]
-              ) -> tuple[int, tuple[int, ...]] | None:
-        """The cost to go in closed form once only buffer runs are pending.
-
-        When every register, output and state term has fired and each buffer is
-        past its boundary, what is left is the end of the open stationary runs.
-        A fill ``tile(b) * N / prod(b)`` only shrinks as irrelevant loops join
-        the run, so a run is best extended by every remaining loop irrelevant to
-        its operand that may come next (``T`` only once no reduction is left:
-        causality); the first relevant loop ends it. With both runs open the
-        first loop placed ends one of them: either ``W``'s irrelevant loops go
-        first (ending ``I``'s run at once) or ``I``'s (the ``K`` loops, ending
-        ``W``'s). Returns ``(cost, loops in order)`` or ``None`` (search on).
-        """
-        full = self.inner_extent
-        if OPEN in stages or b[K] * b[OY] * b[OX] * b[T] == 1:
-            return None
-        if self.shape.state_bits and b[K] * b[OY] * b[OX] == 1:
-            return None
-        if any(math.prod(b[x] for x in self.rel_dims[op]) == 1 for op in self.ops):
-            return None
-        run = {op: st for op, st in zip(self.ops, stages, strict=True)
-               if self.bufs[op] is not None and st != DONE}
-        if any(st == OPEN for st in run.values()):
-            return None
-        chunks = self.shape.chunks
-        reductions_left = any(b[x] < full[x] for x in REDUCTION)
-        w_ext = (OY, OX) if reductions_left else (OY, OX, T)
-
-        def grown(dims: tuple[int, ...]) -> tuple[int, ...]:
-            return tuple(full[d] if d in dims else b[d] for d in range(7))
-
-        def order(first: tuple[int, ...]) -> tuple[int, ...]:
-            return (*first, *(d for d in (K, C, FY, FX, OY, OX, T) if d not in first))
-
-        others_left = any(b[d] < full[d] for d in range(7) if d != K)
-        if not run:
-            return 0, order((C, FY, FX))
-        if set(run) == {"W"}:
-            return self._fill("W", grown(w_ext)), order(w_ext)
-        i_end = grown((K,))
-        if chunks > 1 and not others_left:
-            i_end = (i_end[K] * chunks, *i_end[1:])
-        if set(run) == {"I"}:
-            return self._fill("I", i_end), order((K,))
-        if chunks > 1:
-            return None
-        options = [(self._fill("W", b) + self._fill("I", i_end), order((K,)))]
-        if any(b[d] < full[d] for d in w_ext):
-            options.append((self._fill("I", b) + self._fill("W", grown(w_ext)), order(w_ext)))
-        return min(options)
-
-    def start(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """The empty nest: nothing placed, every buffer open (or none).
-
-        A buffer that holds the operand's whole step tile keeps it to the top:
-        its fill, the whole tile once, is the least any boundary gives (fills
-        only shrink as the boundary rises, when tiles are sub-multiplicative:
-        see :meth:`_monotone`), so it is charged up front (:attr:`fixed_fj`)
-        and its boundary needs no search.
-        """
-        stages = []
-        self.fixed_fj = 0
-        for op in self.ops:
-            buf = self.bufs[op]
-            whole = self.geo.tile_bits(op, self.geo.extent)
-            if buf is not None and whole <= buf.capacity_bits and self._monotone(op):
-                self.fixed_fj += whole * self.fill_rate[op]
-                stages.append(DONE)
-            else:
-                stages.append(OPEN if buf is not None else DONE)
-        return (1,) * 7, tuple(stages)
-
-    def nest(self) -> Nest:
-        """Walk the recorded choices from the start: the optimal nest."""
-        b, stages = self.start()
-        loops: list[Loop] = []
-        held: dict[str, int] = {}
-        while True:
-            choice = self.memo[(b, stages)][1]
-            if choice == "end":
-                break
-            if isinstance(choice[0], int):  # a closed-form tail: remaining loops by dim
-                for d in choice:  # type: ignore[union-attr]
-                    if self.inner_extent[d] > b[d]:
-                        loops.append(Loop(DIMS[d], self.inner_extent[d] // b[d]))
-                break
-            if choice[0] == "close":  # type: ignore[index]
-                held[self.ops[choice[1]]] = len(loops)  # type: ignore[index]
-                i = choice[1]  # type: ignore[index]
-                stages = (*stages[:i], RUN, *stages[i + 1:])
-                continue
-            _, d, f, b, stages = choice  # type: ignore[misc]
-            if loops and loops[-1].dim == DIMS[d] and all(v != len(loops)
-                                                          for v in held.values()):
-                loops[-1] = Loop(DIMS[d], loops[-1].factor * f)
-            else:
-                loops.append(Loop(DIMS[d], f))
-        if self.shape.chunks > 1:
-            loops.append(Loop("K", self.shape.chunks))
-        for op in self.ops:
-            if self.bufs[op] is not None and op not in held:
-                held[op] = len(loops)
-        return Nest(tuple(loops), tuple(sorted(held.items())))
-
-
 @lru_cache(maxsize=4096)
 def _primes(n: int) -> tuple[int, ...]:
     """The distinct prime factors of ``n``."""
@@ -663,24 +357,397 @@ def _primes(n: int) -> tuple[int, ...]:
     return tuple(out)
 
 
+INF = 1 << 60
+"""Energy of an impossible choice (three of them still fit an int64)."""
+
+
+def _above_min(a: np.ndarray) -> np.ndarray:
+    """``out[x] = min(a[y] for every grid point y above x)``, per shape (axis 0);
+    the grid's axes run from the highest exponent down: every ``y <= x`` index
+    by index."""
+    a = a.copy()
+    for ax, n in enumerate(a.shape):
+        if n == 1 or ax == 0:
+            continue
+        v = a.reshape(math.prod(a.shape[:ax]), n, -1)
+        for j in range(1, n):
+            np.minimum(v[:, j], v[:, j - 1], out=v[:, j])
+    return a
+
+
+def _below_min(a: np.ndarray) -> np.ndarray:
+    """``out[x] = min(a[y] for every grid point y below x)``, per shape (axis 0):
+    ``y >= x`` index by index."""
+    a = a.copy()
+    for ax, n in enumerate(a.shape):
+        if n == 1 or ax == 0:
+            continue
+        v = a.reshape(math.prod(a.shape[:ax]), n, -1)
+        for j in range(n - 2, -1, -1):
+            np.minimum(v[:, j], v[:, j + 1], out=v[:, j])
+    return a
+
+
+class _ChainSearch:
+    """The exact optimum as points on a chain of the divisor lattice.
+
+    A nest is a chain ``1 = b_0 < b_1 < ... < b_n`` of iteration counts per
+    dimension (``b_i`` the product of the innermost ``i`` loops; a step of
+    the chain is a loop). Every term of :func:`nest_cost` is the minimum,
+    over the chain's points in some set, of a function of the point alone:
+
+    * a buffer fill: ``tile(B) N / prod(B)`` over the points ``B`` whose tile
+      fits. The rule charges ``tile(b_p) N / prod(b_p run)``; the run adds only
+      loops irrelevant to the operand, so ``tile(b_p)`` is the tile at the
+      run's end ``B`` (and fits); any other fitting point ``B'`` is the end of
+      the run of a boundary placed at ``B'`` or below it, whose fill is at most
+      ``tile(B') N / prod(B')``. So the best boundary's fill is the least
+      value on the chain.
+    * a register term of ``W``, ``I``, ``O``, ``V``: its value at the chain's
+      points made of loops irrelevant to it (the innermost run), least at the
+      run's end (register fills ``tile(1) N / prod``, partial sums
+      ``(R / r - 1)`` for ``r`` reduction iterations, the state once per
+      ``Tb / t``).
+
+    The innermost loop is irrelevant to exactly one of ``W`` (``OY OX T``),
+    ``I`` (``K``), ``O`` (``C FY FX``), so the register terms are fixed by one
+    point ``P`` of one *family*: made of ``K`` loops (``I``'s reuse), of
+    ``OY OX T`` loops (``W``'s), or of reductions then ``T`` loops (fewer
+    partial sums and ``V`` kept over the ``T`` loops); the other registers
+    take their no-reuse value. With every reduction unrolled and state to
+    keep, ``T`` loops first then ``OY OX`` give ``W``'s and ``V``'s reuse
+    together: that family is solved once per innermost ``T`` count ``t``
+    (:meth:`_prefixes`), over the chains through the point of ``t`` ``T``
+    loops (every point comparable with it).
+
+    Any ``P`` and buffer points on a common chain (pairwise comparable,
+    causal) are realised by a nest through them in order (between two points:
+    reductions, then ``T`` - causal -, then ``K OY OX``; the chunk loop last)
+    whose cost is at most their sum, and the optimal nest's own points give
+    its cost. So the optimum is the least such sum over the families, the
+    orders of the buffer points and their positions relative to ``P``: a
+    buffer point below ``P`` lies in ``P``'s family sub-grid (it is made of
+    the same loops), one above ``P`` anywhere above it. Both are minima over
+    boxes of the grid of prime exponents (one axis per prime factor of every
+    temporal extent, one for the weight-chunk loop, placed only above the
+    complete inner nest), computed for every point at once as running minima
+    along each axis. Nothing is pruned but invalid points (capacity,
+    causality); tests compare it with brute force over every nest.
+    """
+
+    def __init__(self, shapes: list[StepShape], hw: NestHardware):
+        self.shapes, self.hw = shapes, hw
+        self.geos = [_Geometry(s, hw) for s in shapes]
+        geo = self.geos[0]
+        inner = list(geo.extent)
+        inner[K] = geo.e_k_in
+        self.inner = tuple(inner)
+        axes: list[tuple[int, int, int]] = []  # (dim, prime, highest exponent)
+        for d in range(7):
+            n = inner[d]
+            for p in _primes(n):
+                a = 0
+                while n % p == 0:
+                    n //= p
+                    a += 1
+                axes.append((d, p, a))
+        self.chunks = shapes[0].chunks
+        self.chunk_axis = None
+        if self.chunks > 1:
+            self.chunk_axis = len(axes)
+            axes.append((K, self.chunks, 1))
+        self.axes = axes
+        self.grid = (1, *(a + 1 for _, _, a in axes))  # axis 0: the shapes
+        self._base(self._coordinates())
+
+    @staticmethod
+    def key(shape: StepShape, hw: NestHardware) -> tuple[int, ...]:
+        """Shapes with one key share the grid and the families: one batch."""
+        u = hw.unrolling
+        return (math.ceil(shape.k // shape.chunks / u[K]), *(
+            math.ceil(x / u[d]) for d, x in enumerate(
+                (shape.c, shape.oy, shape.ox, shape.fy, shape.fx), start=1)),
+            shape.tb, shape.chunks, shape.weight_bits > 0, shape.state_bits > 0)
+
+    def _col(self, values: list[int]) -> np.ndarray:
+        """One value per shape, along axis 0."""
+        return np.array(values, dtype=np.int64).reshape((len(values),) + (1,) * len(self.axes))
+
+    def _coordinates(self) -> list[np.ndarray]:
+        """Iterations per dimension at every grid point (broadcastable arrays)."""
+        nd = len(self.axes) + 1
+        b = [np.ones((1,) * nd, dtype=np.int64) for _ in range(7)]
+        for i, (d, p, a) in enumerate(self.axes):
+            shp = [1] * nd
+            shp[i + 1] = a + 1
+            b[d] = b[d] * (p ** np.arange(a, -1, -1, dtype=np.int64)).reshape(shp)
+        return b
+
+    def _base(self, b: list[np.ndarray]) -> None:
+        """The per-point arrays every term is made of."""
+        hw, geos, ss, col = self.hw, self.geos, self.shapes, self._col
+        u, inner, geo = hw.unrolling, self.inner, self.geos[0]
+        zero = np.zeros(self.grid, dtype=np.int64)
+        kc = col([g.kc for g in geos])
+        e = [np.where(b[K] > geo.e_k_in, kc * (b[K] // geo.e_k_in), np.minimum(kc, b[K] * u[K]))]
+        e += [np.minimum(col([g.full[d] for g in geos]), b[d] * u[d]) for d in range(1, 6)]
+        self.tile = {"W": e[K] * e[C] * e[FY] * e[FX] * col([s.weight_bits for s in ss])}
+        rows = np.minimum(col([s.iy for s in ss]),
+                          (e[OY] - 1) * col([s.stride_y for s in ss]) + e[FY])
+        cols = np.minimum(col([s.ix for s in ss]),
+                          (e[OX] - 1) * col([s.stride_x for s in ss]) + e[FX])
+        self.tile["I"] = e[C] * rows * cols * b[T] * col([s.input_bits for s in ss])
+        self.fills = geo.total // (b[0] * b[1] * b[2] * b[3] * b[4] * b[5] * b[6] + zero)
+        self.red = b[C] * b[FY] * b[FX] + zero
+        self.e_red = inner[C] * inner[FY] * inner[FX]
+        valid = (b[T] == 1) | (self.red == self.e_red)
+        if self.chunk_axis is not None:
+            done = b[K] == geo.e_k_in * self.chunks
+            for d in range(1, 7):
+                done = done & (b[d] == inner[d])
+            placed = np.arange(1, -1, -1).reshape([2 if i == self.chunk_axis + 1 else 1
+                                                   for i in range(len(self.grid))])
+            valid = valid & ((placed == 0) | done)
+        self.valid = valid | np.zeros(self.grid, dtype=bool)
+        self.b = b
+        self.ops = ("W", "I") if ss[0].weight_bits else ("I",)
+
+    def _family(self, dims: tuple[int, ...]) -> tuple[tuple[slice, ...], tuple[int, ...]]:
+        """The grid points made of loops of ``dims`` alone: the selector of that
+        sub-grid (other axes held at exponent 0, kept as length 1) and the
+        other axes."""
+        sel, other = [slice(None)], []
+        for i, (d, _, a) in enumerate(self.axes):
+            if d in dims:
+                sel.append(slice(None))
+            else:
+                sel.append(slice(a, a + 1))
+                other.append(i + 1)
+        return tuple(sel), tuple(other)
+
+    def _terms(self, t: int) -> tuple[list[tuple[tuple[slice, ...], tuple[int, ...],
+                                                  np.ndarray]], dict[str, np.ndarray]]:
+        """The register terms per family of innermost loops, each on its
+        sub-grid (``(selector, other axes, energy)``), and each buffer's fill
+        energy at every grid point. ``t > 1``: only chains through the point of
+        ``t`` innermost ``T`` loops (every point below or above it), keeping
+        ``V`` over them (no reduction is temporal)."""
+        hw, geos, ss, col = self.hw, self.geos, self.shapes, self._col
+        ops, fills, b = self.ops, self.fills, self.b
+        gb_rw = hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit
+        reg = {}
+        for op in ops:
+            buf = hw.buffer(op)
+            rate = buf.read_fj_per_bit if buf else hw.gb_read_fj_per_bit
+            reg[op] = col([g.tile_bits(op, (1,) * 7) * rate for g in geos])
+        reg_w, reg_i = reg.get("W", 0), reg["I"]
+        total, tb = geos[0].total, ss[0].tb
+        out_fj = col([g.distinct_out * s.tb * s.output_bits * hw.gb_write_fj_per_bit
+                      for g, s in zip(geos, ss, strict=True)])
+        psum_fj = col([g.distinct_out * s.tb * s.psum_bits * gb_rw
+                       for g, s in zip(geos, ss, strict=True)])
+        state_fj = col([g.distinct_out * s.state_bits * gb_rw
+                        for g, s in zip(geos, ss, strict=True)])
+        valid = self.valid
+        b_t = np.broadcast_to(b[T], self.grid)
+        if t > 1:
+            only_t = np.ones(self.grid, dtype=bool)
+            for d in range(6):
+                only_t = only_t & (b[d] == 1)
+            valid = valid & ((b_t % t == 0) | (only_t & (t % b_t == 0)))
+        base_o = out_fj + (self.e_red - 1) * psum_fj + tb * state_fj
+        families = []
+        for dims in ((OY, OX, T),) if t > 1 else ((K,), (OY, OX, T), (C, FY, FX, T)):
+            sel, other = self._family(dims)
+            f = fills[sel]
+            if t > 1:  # T loops first, then OY, OX: W's register reuse, V kept
+                g = reg_w * f + reg_i * total + out_fj + (tb // t) * state_fj
+            elif dims == (K,):  # I's register reuse
+                g = reg_i * f + reg_w * total + base_o
+            elif dims[0] == OY:  # W's register reuse
+                g = reg_w * f + reg_i * total + base_o
+            else:  # reductions, then T loops: fewer partial sums, V kept over T
+                g = (reg_w + reg_i) * total + out_fj + (self.e_red // self.red[sel] - 1) \
+                    * psum_fj + (tb // b_t[sel]) * state_fj
+            families.append((sel, other, np.where(valid[sel], g, INF)))
+        bufs = {}
+        for op in ops:
+            buf = hw.buffer(op)
+            if buf is not None:
+                rate = hw.gb_read_fj_per_bit + buf.write_fj_per_bit
+                tile = self.tile[op]
+                bufs[op] = np.where(valid & (tile <= buf.capacity_bits), tile * fills * rate, INF)
+        return families, bufs
+
+    def _prefixes(self) -> list[int]:
+        """The innermost ``T`` counts to try: 1, and with state and every
+        reduction unrolled, each divisor of ``Tb`` (see the class)."""
+        tb = self.inner[T]
+        if self.shapes[0].state_bits and self.e_red == 1 and tb > 1:
+            return [t for t in range(1, tb + 1) if tb % t == 0]
+        return [1]
+
+    def solve(self) -> list[tuple[Nest, int] | None]:
+        """Per shape, the optimal nest and its energy (fJ); ``None``: nothing fits.
+
+        For each family of the register point ``P`` and each order of the
+        buffer points, those above ``P`` by suffix minima over the grid and
+        those below it inside ``P``'s sub-grid (a point below ``P`` is made of
+        the same loops)."""
+        n = len(self.shapes)
+        best_v = np.full(n, 4 * INF, dtype=np.int64)
+        best_at = np.zeros(n, dtype=np.int64)
+        cases = []
+        for t in self._prefixes():
+            families, bufs = self._terms(t)
+            up = {k: _above_min(v) for k, v in bufs.items()}
+            pairs = {o: bufs[o[0]] + up[o[1]] for o in itertools.permutations(bufs, 2)}
+            for fam in families:
+                sel, other, g = fam
+                ups: dict[tuple[str, ...], np.ndarray | int] = {(): 0}
+                downs: dict[tuple[str, ...], np.ndarray | int] = {(): 0}
+                for order in itertools.permutations(bufs):
+                    for k in range(len(order) + 1):
+                        above, below = order[k:], order[:k]
+                        if above not in ups:
+                            ups[above] = up[above[0]][sel] if len(above) == 1 else \
+                                _above_min(np.min(pairs[above], axis=other, keepdims=True)
+                                           if other else pairs[above])
+                        if below not in downs:
+                            downs[below] = _below_min(bufs[below[-1]][sel] + downs[below[:-1]])
+                        v = (g + ups[above] + downs[below]).reshape(n, -1).min(axis=1)
+                        better = v < best_v
+                        best_v = np.where(better, v, best_v)
+                        best_at = np.where(better, len(cases), best_at)
+                        cases.append((g, ups[above], downs[below], sel, order, k, bufs, up))
+        return [None if best_v[i] >= INF else
+                (self._points(i, cases[best_at[i]]), int(best_v[i])) for i in range(n)]
+
+    def _points(self, i: int, case: tuple) -> Nest:
+        """The nest of shape ``i`` through the best points of ``case``."""
+        g, u_, d_, sel, order, k, bufs, up = case
+        h = (g + u_ + d_)[i]
+        full = tuple(a for _, _, a in self.axes)  # exponent 0 on every axis
+        sub = sel[1:]
+        at = tuple(int(x) for x in np.unravel_index(int(np.argmin(h)), h.shape))
+        p = tuple(x if s.stop is None else a for x, s, a in zip(at, sub, full, strict=True))
+        points: list[tuple[str, tuple[int, ...]]] = [("P", p)]
+        cur = at
+        for j in range(k - 1, -1, -1):  # below P, inside its sub-grid, downwards
+            hb = (bufs[order[j]][sel] + self._down(order[:j], bufs, sel))[i]
+            box = hb[tuple(slice(x, None) for x in cur)]
+            off = np.unravel_index(int(np.argmin(box)), box.shape)
+            cur = tuple(int(x + y) for x, y in zip(cur, off, strict=True))
+            points.insert(0, (order[j], tuple(x if s.stop is None else a for x, s, a
+                                               in zip(cur, sub, full, strict=True))))
+        cur = p
+        for j in range(k, len(order)):  # above P, upwards
+            rest = order[j + 1:]
+            ha = (bufs[order[j]] + (up[rest[0]] if rest else 0))[i]
+            box = ha[tuple(slice(0, x + 1) for x in cur)]
+            cur = tuple(int(y) for y in np.unravel_index(int(np.argmin(box)), box.shape))
+            points.append((order[j], cur))
+        return self._nest(points)
+
+    @staticmethod
+    def _down(keys: tuple[str, ...], bufs: dict[str, np.ndarray],
+              sel: tuple[slice, ...]) -> np.ndarray | int:
+        """Least energy of buffer points ``keys``, in order, below each point of
+        a sub-grid and inside it."""
+        acc: np.ndarray | int = 0
+        for key in keys:
+            acc = _below_min(bufs[key][sel] + acc)
+        return acc
+
+    def _nest(self, points: list[tuple[str, tuple[int, ...]]]) -> Nest:
+        """A nest through ``points`` in order: between two points the reductions
+        first, then ``T`` (causal), then ``K``, ``OY``, ``OX``; the chunk loop last."""
+        top = (0,) * len(self.axes)
+        loops: list[Loop] = []
+        held: dict[str, int] = {}
+        cur = [1] * 7
+        for key, idx in [*points, ("end", top)]:
+            target = [1] * 7
+            for i, (d, p, a) in enumerate(self.axes):
+                if i != self.chunk_axis:
+                    target[d] *= p ** (a - idx[i])
+            for d in (C, FY, FX, T, K, OY, OX):
+                if target[d] > cur[d]:
+                    f = target[d] // cur[d]
+                    if loops and loops[-1].dim == DIMS[d] and len(loops) not in held.values():
+                        loops[-1] = Loop(DIMS[d], loops[-1].factor * f)
+                    else:
+                        loops.append(Loop(DIMS[d], f))
+            cur = target
+            if key in BUFFERED:
+                held[key] = len(loops) + (1 if self.chunk_axis is not None
+                                          and idx[self.chunk_axis] == 0 else 0)
+        if self.chunk_axis is not None:
+            loops.append(Loop("K", self.chunks))
+        return Nest(tuple(loops), tuple(sorted(held.items())))
+
+
+def _divisor_count(n: int) -> int:
+    """How many divisors ``n`` has: the points of its axis in the grid."""
+    count, m = 1, n
+    for p in _primes(n):
+        a = 0
+        while m % p == 0:
+            m //= p
+            a += 1
+        count *= a + 1
+    return count
+
+
 class NoNestError(ValueError):
     """No loop nest fits: an inner buffer cannot hold even one array tile."""
 
 
-@lru_cache(maxsize=65536)
+_TABLE: dict[tuple[StepShape, NestHardware], tuple[Nest, int] | None] = {}
+"""The optimal nest of every step shape solved in this process."""
+BATCH_POINTS = 1 << 18
+"""Grid points (shapes x points per shape) solved in one batch, at most."""
+
+
+def solve_nests(shapes: Iterable[StepShape], hw: NestHardware) -> None:
+    """Solve the optimal nest of every shape not yet in the table, in batches
+    of shapes that share a grid (one array operation serves them all)."""
+    groups: dict[tuple[int, ...], list[StepShape]] = {}
+    for shape in dict.fromkeys(shapes):
+        if (shape, hw) not in _TABLE:
+            groups.setdefault(_ChainSearch.key(shape, hw), []).append(shape)
+    for group in groups.values():
+        key = _ChainSearch.key(group[0], hw)
+        points = math.prod(_divisor_count(e) for e in key[:7]) * (2 if key[7] > 1 else 1)
+        size = max(1, BATCH_POINTS // points)
+        for lo in range(0, len(group), size):
+            batch = group[lo:lo + size]
+            for shape, got in zip(batch, _ChainSearch(batch, hw).solve(), strict=True):
+                _TABLE[(shape, hw)] = got
+
+
+def clear_nest_table() -> None:
+    """Forget every solved nest (for benchmarks)."""
+    _TABLE.clear()
+
+
 def optimal_nest(shape: StepShape, hw: NestHardware) -> tuple[Nest, int]:
     """The least-energy nest of ``shape`` on ``hw`` and its energy in fJ.
 
     Exact over every factorization of every temporal extent into loops, every
     loop order and every buffer boundary that respect capacity and causality
-    (see :class:`_Search`). Cached per (step shape, hardware).
+    (:class:`_ChainSearch`, vectorised over the divisor lattice). Kept per
+    (step shape, hardware) for the whole process, so every frame and every
+    solve in the process shares one table; :func:`solve_nests` fills it for
+    many shapes at once.
     """
-    search = _Search(shape, hw)
-    b, stages = search.start()
-    value = search.best(b, stages)
-    if value is None:
+    key = (shape, hw)
+    if key not in _TABLE:
+        solve_nests((shape,), hw)
+    got = _TABLE[key]
+    if got is None:
         raise NoNestError(f"no loop nest of {shape} fits the inner buffers")
-    return search.nest(), value + search.fixed_fj
+    return got
 
 
 def all_nests(shape: StepShape, hw: NestHardware) -> Iterator[Nest]:
@@ -750,7 +817,9 @@ def layer_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int, tb: i
                 chunks: int = 1) -> dict[StepShape, int]:
     """How many steps of each shape ``layer`` runs in one time batch: one per
     non-empty sub-tile of every tile of ``bounds`` split ``m`` ways."""
-    out: dict[StepShape, int] = {}
+    # A step's shape depends on its rows and its window's length alone: count
+    # those first, build each shape once.
+    counts: dict[tuple[int, int], list[int]] = {}  # (rows, window rows) -> [count, a, z]
     for t in range(len(bounds) - 1):
         lo, hi = bounds[t], bounds[t + 1]
         if hi <= lo:
@@ -759,8 +828,16 @@ def layer_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int, tb: i
         for j in range(m):
             a, z = lo + (j * span) // m, lo + ((j + 1) * span) // m
             if z > a:
-                shape = step_shape(layer, axis, a, z, tb, chunks)
-                out[shape] = out.get(shape, 0) + 1
+                wa, wz = layer.window(axis, a, z)
+                got = counts.get((z - a, wz - wa))
+                if got is None:
+                    counts[(z - a, wz - wa)] = [1, a, z]
+                else:
+                    got[0] += 1
+    out: dict[StepShape, int] = {}
+    for n, a, z in counts.values():
+        shape = step_shape(layer, axis, a, z, tb, chunks)
+        out[shape] = out.get(shape, 0) + n
     return out
 
 
@@ -771,7 +848,9 @@ def layer_nest_energy(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int,
     """Operand energy (fJ) per ``(level, operand)`` of a conv or linear layer over
     ``batches`` time batches, each step run by its optimal nest."""
     total: dict[tuple[str, str], int] = {}
-    for shape, count in layer_steps(layer, axis, bounds, m, tb, chunks).items():
+    steps = layer_steps(layer, axis, bounds, m, tb, chunks)
+    solve_nests(steps, hw)
+    for shape, count in steps.items():
         nest, _ = optimal_nest(shape, hw)
         for key, fj in nest_cost(nest, shape, hw).energy_fj.items():
             total[key] = total.get(key, 0) + fj * count * batches
