@@ -114,7 +114,8 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
              "Chains of LIF 3x3 convs (64 channels, 32x32, T = 4) on the 1 MB edge "
              "accelerator, traffic objective. Times in seconds from the call; "
              "peak memory is the larger of the solving process and the named "
-             "schedules' process.", "",
+             "schedules' process. The machine may be shared with other work: times "
+             "are upper bounds.", "",
              "| layers | limit | build | intervals opened | columns | first mapping | wall | "
              "status | value (Mbit) | bound (Mbit) | gap | mapping from | peak RSS (MB) |",
              "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|---:|"]
