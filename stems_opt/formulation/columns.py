@@ -1217,9 +1217,9 @@ class ColumnSolver:
                 if not self._one_tile(col):
                     self.repair_price(col)
         self.note_incumbent()
-        if self.open_len < self._budget_len:
+        while self.open_len < self._budget_len:  # one length at a time: a stop keeps them
             try:
-                self._open_lengths(self._budget_len)
+                self._open_lengths(self.open_len + 1)
             except SearchStoppedError:
                 return  # (the intervals opened so far stay; the rest are bounded apart)
             self.stats.update(columns=len(self.columns), open_len=self.open_len)
