@@ -64,7 +64,8 @@ def solve(problem: Problem, *, objective: Objective | str | None = None, solver:
     problem
         What to map: from :func:`load_problem`, :func:`load_instance` or built in code.
     objective
-        ``"traffic"`` (DRAM bits) or ``"energy"`` (pJ); ``None`` keeps ``problem.objective``.
+        ``"traffic"`` (DRAM bits), ``"energy"`` (pJ), ``"latency"`` (cycles) or ``"edp"``
+        (pJ x cycles, by weighted sums: ``docs/solver.md``); ``None`` keeps ``problem.objective``.
     solver
         ``"cpsat"`` (OR-Tools CP-SAT) or ``"highs"``.
     time_limit_s

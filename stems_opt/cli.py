@@ -44,6 +44,10 @@ MAX_SEED = 2**31 - 1  # CP-SAT's and HiGHS's random seeds are 32-bit signed inte
 MAX_THREADS = 1024
 
 
+
+OBJECTIVES = ["traffic", "energy", "latency", "edp"]
+OBJECTIVE_UNITS = {"traffic": "bits", "energy": "pJ", "latency": "cycles", "edp": "pJ x cycles"}
+
 def _time_limit(text: str) -> float | None:
     from stems_opt.stopping import parse_time_limit
 
@@ -128,8 +132,9 @@ def _add_nir_args(p: argparse.ArgumentParser, required: bool) -> None:
 
 
 def _add_objective(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--objective", choices=["traffic", "energy"],
-                   help="minimise DRAM traffic (bits) or energy (pJ) (default: the instance's "
+    p.add_argument("--objective", choices=OBJECTIVES,
+                   help="minimise DRAM traffic (bits), energy (pJ), latency (cycles) or the "
+                        "energy-delay product edp (pJ x cycles) (default: the instance's "
                         "objective; traffic for a network with --hardware)")
 
 
@@ -385,7 +390,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         cost = evaluate(problem, mapping)
         result = Result(SolveStatus.FEASIBLE if cost.feasible else SolveStatus.INFEASIBLE,
                         solver="mapping", objective=problem.objective.value, mapping=mapping,
-                        cost=cost, objective_value=cost.objective_value(problem.objective.value),
+                        cost=cost, objective_value=cost.objective_value(
+                            problem.objective.value, problem.weights),
                         message="; ".join(str(v) for v in violations))
     # A mapping that does not fit is still written: the user asked for it scored and saved,
     # and the report and the exit code (1) say that it does not fit.
@@ -473,7 +479,7 @@ def _solve(args: argparse.Namespace) -> int:
     _check_show_loops(problem, args)
     if args.write_model:
         info = write_model(problem, args.write_model)
-        unit = "bits" if problem.objective.value == "traffic" else "pJ"
+        unit = OBJECTIVE_UNITS[problem.objective.value]
         print(f"stems-opt: wrote {args.write_model}: {info['variables']:,} binaries, "
               f"{info['constraints']:,} rows; {problem.objective.value} in {unit} = (objective + "
               f"{info['constant']:g}) / {info['scale']:g}", file=sys.stderr)
@@ -532,7 +538,7 @@ def _compare(args: argparse.Namespace) -> int:
     objective = problem.objective.value
     lines = [f"instance {problem.name} ({objective})",
              f"  {'schedule':<14} {'status':<11} {'traffic Mbit':>13} {'energy uJ':>11} "
-             f"{'x optimum':>10}"]
+             f"{'Mcycles':>10} {'x optimum':>10}"]
     best = opt.cost.objective_value(objective) if opt.cost else math.nan
     for name, r in rows:
         if not isinstance(r, Result):
@@ -542,7 +548,8 @@ def _compare(args: argparse.Namespace) -> int:
         else:
             ratio = r.cost.objective_value(objective) / best
             lines.append(f"  {name:<14} {r.status.value:<11} {r.cost.traffic_bits / 1e6:>13,.3f} "
-                         f"{r.cost.total_energy_pj / 1e6:>11,.3f} {ratio:>10.3f}")
+                         f"{r.cost.total_energy_pj / 1e6:>11,.3f} "
+                         f"{r.cost.latency_cycles / 1e6:>10,.3f} {ratio:>10.3f}")
     if opt.status.value != "optimal" and opt.bound is not None:
         lines.append(f"  (not proven: bound {opt.bound:,.6g}, gap {opt.gap:.2%})"
                      if opt.gap is not None else f"  (not proven: bound {opt.bound:,.6g})")

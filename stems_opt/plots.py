@@ -12,6 +12,11 @@ from stems_opt.errors import Issue, StemsInputError
 NAMED_STYLES = {"ST-LBL": ":", "TB-LBL": "--", "TB-F": "-.", "ST-F": (0, (3, 1, 1, 1, 1, 1))}
 
 
+
+PLOT_UNITS = {"traffic": ("off-chip traffic", 1e6, "Mbit"), "energy": ("energy", 1e6, "µJ"),
+              "latency": ("latency", 1e6, "Mcycles"), "edp": ("EDP", 1e12, "µJ x Mcycles")}
+"""Per objective: axis label, divisor and unit of the sweep plot."""
+
 def _pyplot() -> Any:
     try:
         import matplotlib
@@ -54,7 +59,7 @@ def skislope_plot(rows: Sequence[AbcMapping[str, str]], path: str | Path) -> Non
     from stems_opt.sweep import NAMED_COLUMNS
 
     plt = _pyplot()
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     panels: dict[tuple[str, str], list[AbcMapping[str, str]]] = {}
     for r in rows:
@@ -63,10 +68,12 @@ def skislope_plot(rows: Sequence[AbcMapping[str, str]], path: str | Path) -> Non
         raise StemsInputError(Issue("no points to plot", field="plot"))
     cols = min(len(panels), 4)
     nrows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.6 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.6 * nrows + 0.6),
+                             squeeze=False, layout="constrained")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
     for ax, ((net, obj), pts) in zip(axes.flat, panels.items(), strict=False):
         pts = sorted(pts, key=lambda r: int(r["gb_capacity_bits"]))
-        scale, unit = (1e6, "Mbit") if obj == "traffic" else (1e6, "µJ")
+        label, scale, unit = PLOT_UNITS.get(obj, ("energy", 1e6, "µJ"))
         kb = [int(r["gb_capacity_bits"]) / 8192 for r in pts]
         for name in NAMED_COLUMNS:
             xs = [x for x, r in zip(kb, pts, strict=True) if r[name]]
@@ -79,7 +86,7 @@ def skislope_plot(rows: Sequence[AbcMapping[str, str]], path: str | Path) -> Non
             ax.plot(xs, ys, "s-", color="tab:orange", ms=4, lw=1.5, label="best named")
         solved = [(x, r) for x, r in zip(kb, pts, strict=True) if r["value"]]
         ax.plot([x for x, _ in solved], [float(r["value"]) / scale for _, r in solved],
-                "o-", color="tab:blue", ms=4, lw=2, label="optimum")
+                "o-", color="tab:blue", ms=4, lw=2, label="optimum (best found if unproven)")
         open_pts = [(x, r) for x, r in solved if r["status"] != "optimal" and r["bound"]]
         if open_pts:
             lo = [float(r["bound"]) / scale for _, r in open_pts]
@@ -91,15 +98,24 @@ def skislope_plot(rows: Sequence[AbcMapping[str, str]], path: str | Path) -> Non
             ax.axhline(floor, color="k", lw=0.8, ls="--", label="compulsory")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_major_formatter(plain)
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{net} ({obj})", fontsize=10)
         ax.set_xlabel("global buffer (KB)")
-        ax.set_ylabel(f"{'off-chip traffic' if obj == 'traffic' else 'energy'} ({unit})")
+        ax.set_ylabel(f"{label} ({unit})")
         ax.grid(True, which="both", alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
-    axes.flat[0].legend(fontsize=7)
-    fig.suptitle("Ski slope: proven optimum against buffer size")
+    # One legend for every panel, below them, so that it hides no point.
+    labels: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            labels.setdefault(label, handle)
+    fig.legend(list(labels.values()), list(labels), loc="outside lower center",
+               ncols=min(len(labels), 4), fontsize=8)
+    fig.suptitle("Ski slope: the optimum against buffer size")
     _save(fig, path)
 
 

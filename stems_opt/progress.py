@@ -89,7 +89,9 @@ class Progress:
 
     def line(self) -> str:
         """The current state as one line."""
-        unit, div = ("µJ", 1e6) if self.objective == "energy" else ("Mbit", 1e6)
+        unit, div = {"energy": ("µJ", 1e6), "latency": ("Mcycles", 1e6),
+                     "edp": ("M (a fJ + b cycles)", 1e6)}.get(
+            self.objective, ("Mbit", 1e6))
         parts = [f"{time.perf_counter() - self.start:7.1f} s"]
         inc = self.incumbent
         parts.append("incumbent " + ("-" if inc is None else f"{inc / div:,.3f} {unit}"

@@ -100,7 +100,7 @@ def format_cost(problem: Problem, cost: Cost, mapping: Mapping) -> str:
     lines.extend(_level_table(cost))
     lines.append(f"  peak global buffer {cost.peak_gb_bits:,} of {cost.capacity_bits:,} bits"
                  f"{'' if cost.feasible else '  (DOES NOT FIT)'}; latency "
-                 f"{cost.latency_cycles:,} cycles")
+                 f"{cost.latency_cycles:,} cycles; EDP {cost.edp_pj_cycles:,.6g} pJ x cycles")
     lines.append("")
     lines.append(LEGEND)
     return "\n".join(lines)
@@ -125,7 +125,8 @@ def format_result(problem: Problem, result: Result) -> str:
     head = [f"instance {problem.name}: {result.solver}, objective {result.objective}"]
     status = result.status.value
     if result.objective_value is not None:
-        unit = "bits" if result.objective == "traffic" else "pJ"
+        unit = {"traffic": "bits", "latency": "cycles", "edp": "pJ x cycles"}.get(
+            result.objective, "pJ")
         status += f", value {result.objective_value:,.6g} {unit}"
     if result.bound is not None:
         status += f", bound {result.bound:,.6g}, gap {100 * (result.gap or 0):.4f}%"

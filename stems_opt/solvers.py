@@ -158,7 +158,11 @@ def solve_and_score(problem: Problem, schedules: tuple[str, ...], solver: str = 
     stop = _stop_for(stop, time_limit_s)
     names = tuple(dict.fromkeys([*schedules, *FALLBACK_SCHEDULES]))
     with BackgroundNamed(problem, names) as background:
-        result = _solve_columns(problem, solver, threads, seed, stop, background, ColumnSolver)
+        if problem.objective is Objective.EDP and problem.weights is None:
+            result = solve(problem, solver, threads=threads, seed=seed, stop=stop)
+        else:
+            result = _solve_columns(problem, solver, threads, seed, stop, background,
+                                    ColumnSolver)
         while not background.done() and not stop.expired() and background.alive():
             time.sleep(0.02)
         background.poll()
@@ -194,7 +198,7 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
 
     start = stop.start
     objective = problem.objective
-    scale = 1000.0 if objective is Objective.ENERGY else 1.0
+    scale = _scale(problem)
     constant = objective_constant(problem)
     progress = Progress(objective.value, lambda v: (v + constant) / scale)
     if background is not None:
@@ -254,7 +258,7 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
     violations = check(problem, mapping)
     assert not violations, f"solver returned an invalid mapping: {violations}"
     cost = evaluate(problem, mapping)
-    value = cost.objective_value(objective.value)
+    value = cost.objective_value(objective.value, problem.weights)
     assert _same((model_value + constant) / scale, value), \
         f"model objective {(model_value + constant) / scale} != cost model {value}"
     # (an incumbent from the fallback is scored by the cost model itself)
@@ -311,16 +315,39 @@ def _wait_for_named(background: BackgroundNamed, stop: Stop, have_none: bool) ->
     return best
 
 
+def _model_upper(problem: Problem, named: Result | None, scale: float) -> float | None:
+    """The named incumbent's value in model units plus the objective constant,
+    exact in integers where energy counts (its memory fJ, not the pJ total)."""
+    if named is None or named.cost is None:
+        return None
+    from stems_opt.formulation.data import objective_constant, objective_weights
+
+    if problem.objective is Objective.TRAFFIC:
+        return round(named.objective_value * scale)
+    a, b = objective_weights(problem)
+    return a * named.cost.memory_energy_fj + b * named.cost.latency_cycles + \
+        objective_constant(problem)
+
+
+def _scale(problem: Problem) -> float:
+    """Model units per objective unit: fJ per pJ for energy, else 1 (bits, cycles,
+    and the EDP search's weighted sums)."""
+    return 1000.0 if problem.objective is Objective.ENERGY else 1.0
+
+
 def _quick_bound(problem: Problem) -> float:
     """A lower bound in model units (objective constant excluded) that needs no
-    search: the compulsory traffic, at the cheaper DRAM rate for energy."""
+    search: the compulsory traffic, at the cheaper DRAM rate for energy (times
+    the energy weight; latency counts 0)."""
     bits = compulsory_traffic_bits(problem.network)
-    if problem.objective is not Objective.ENERGY:
+    if problem.objective is Objective.TRAFFIC:
         return float(bits)
     from stems_opt.cost.energy import EnergyRates
+    from stems_opt.formulation.data import objective_weights
 
     rates = EnergyRates.of(problem.hardware)  # the rates alone: no need for the whole context
-    return float(bits) * min(rates.read_fj_per_bit, rates.write_fj_per_bit)
+    return float(bits) * min(rates.read_fj_per_bit, rates.write_fj_per_bit) * \
+        objective_weights(problem)[0]
 
 
 def check_solver(solver: str) -> None:
@@ -366,17 +393,15 @@ def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | N
     equal the cost model's, or this raises ``AssertionError``.
     """
     from stems_opt.formulation.backend import SolveOptions
-    from stems_opt.formulation.data import build_model_data, objective_constant
+    from stems_opt.formulation.data import build_model_data
     from stems_opt.formulation.model import build_linear_model, decode, encode_hint
 
     check_solver(solver)
     start = time.perf_counter()
     objective = problem.objective
-    scale = 1000.0 if objective is Objective.ENERGY else 1.0
+    scale = _scale(problem)
     named = _incumbent(problem) if warm_start else None
-    ub = None if named is None else round(named.objective_value * scale)
-    if objective is Objective.ENERGY and named is not None:
-        ub = named.cost.memory_energy_fj + objective_constant(problem)
+    ub = _model_upper(problem, named, scale)
     heuristic_s = time.perf_counter() - start
     data = build_model_data(problem, upper_bound=ub,
                             required=_frame_keys(problem, named.mapping) if named else (),
@@ -413,7 +438,7 @@ def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | N
     violations = check(problem, mapping)
     assert not violations, f"solver returned an invalid mapping: {violations}"
     cost = evaluate(problem, mapping)
-    value = cost.objective_value(objective.value)
+    value = cost.objective_value(objective.value, problem.weights)
     mip_value = (ans.objective + data.constant) / scale
     assert _same(mip_value, value), f"MIP objective {mip_value} != cost model {value}"
     mip_bound = ans.objective if ans.status == "optimal" else ans.bound
@@ -491,6 +516,13 @@ def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = 
     elsewhere, ``on_incumbent`` a callback for each better mapping (see
     :func:`solve_columns`).
     """
+    if problem.objective is Objective.EDP and problem.weights is None:
+        from stems_opt.edp import solve_edp
+
+        return solve_edp(problem, solve, solver=solver, time_limit_s=time_limit_s,
+                         threads=threads, seed=seed, warm_start=warm_start, method=method,
+                         max_frames=max_frames, max_options_per_frame=max_options_per_frame,
+                         stop=_stop_for(stop, time_limit_s))
     extra: dict[str, object] = {}
     if lower_bound is not None or mappings or on_incumbent is not None:
         if method != "columns":
@@ -517,8 +549,8 @@ def write_model(problem: Problem, path: str, warm_start: bool = True,
 
     It is the model ``method="monolithic"`` solves, built the same way
     (frames pruned by the best named schedule's value when ``warm_start``).
-    All variables are binary. Its objective is in bits (traffic) or fJ
-    (energy) and leaves out a constant no decision changes: the optimum is
+    All variables are binary. Its objective is in bits (traffic), fJ
+    (energy) or cycles (latency) and leaves out a constant no decision changes: the optimum is
     ``(MIP objective + constant) / scale`` with the ``constant`` and ``scale``
     returned. The file is written next to ``path`` and renamed over it, so a
     failure leaves no half-written file.
@@ -527,19 +559,22 @@ def write_model(problem: Problem, path: str, warm_start: bool = True,
     import tempfile
     from pathlib import Path
 
-    from stems_opt.formulation.data import build_model_data, objective_constant
+    from stems_opt.formulation.data import build_model_data
     from stems_opt.formulation.highs import write_highs
     from stems_opt.formulation.model import build_linear_model
 
     target = Path(path)
+    if problem.objective is Objective.EDP and problem.weights is None:
+        raise StemsInputError(Issue("the EDP objective is not linear: it is solved as a "
+                                    "series of weighted MIPs, so no one model can be written; "
+                                    "write the traffic, energy or latency model instead",
+                                    field="write-model"))
     if target.suffix.lower() not in MODEL_SUFFIXES:
         raise StemsInputError(Issue("must end in .lp or .mps", file=str(path),
                                     field="write-model"))
-    scale = 1000.0 if problem.objective is Objective.ENERGY else 1.0
+    scale = _scale(problem)
     named = _incumbent(problem) if warm_start else None
-    ub = None if named is None else round(named.objective_value * scale)
-    if problem.objective is Objective.ENERGY and named is not None:
-        ub = named.cost.memory_energy_fj + objective_constant(problem)
+    ub = _model_upper(problem, named, scale)
     data = build_model_data(problem, upper_bound=ub,
                             required=_frame_keys(problem, named.mapping) if named else (),
                             max_frames=max_frames, max_options_per_frame=max_options_per_frame)

@@ -30,7 +30,6 @@ import math
 import os
 import re
 import sys
-import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor, Future, as_completed
 from dataclasses import dataclass, replace
@@ -186,7 +185,7 @@ def load_sweep(path: str | Path, threads: int = 1) -> Sweep:
     objectives = [str(o) for o in _str_list(d, "objectives", issues, False)] or ["traffic"]
     for i, o in enumerate(objectives):
         if o not in {x.value for x in Objective}:
-            issues.append(Issue(f"unknown objective {o!r} (traffic, energy)",
+            issues.append(Issue(f"unknown objective {o!r} (traffic, energy, latency, edp)",
                                 field=f"objectives[{i}]"))
     persistences: list[str | None] = [str(s) for s in
                                       _str_list(d, "state_persistence", issues, False)] or [None]
@@ -247,15 +246,66 @@ def _num(value: float | None) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+def with_named_fallback(problem: Any, result: Any, named: Iterable[Any]) -> Any:
+    """``result``, or the best of the ``named`` results in the search space when the
+    solve stopped unproven with a worse mapping (or none): the answer the solver's own
+    fallback gives when the named schedules are scored before its time limit. The
+    bound stays the solve's (capped by the value, so the gap is never negative)."""
+    from stems_opt.incumbents import in_search_space
+    from stems_opt.result import SolveStatus
+
+    if result.status is SolveStatus.OPTIMAL:
+        return result
+    fits = [r for r in named if r.feasible and in_search_space(problem, r)]
+    best = min(fits, key=lambda r: r.objective_value, default=None)
+    if best is None or (result.objective_value is not None
+                        and result.objective_value <= best.objective_value):
+        return result
+    value = best.objective_value
+    bound = None if result.bound is None else min(result.bound, value)
+    gap = None if bound is None else 0.0 if value == 0 else max(0.0, (value - bound) / value)
+    name = best.solver.removeprefix("named:")
+    note = f"the named schedule {name} is better than the mapping found"
+    return replace(result, status=SolveStatus.OPTIMAL if gap == 0.0 else SolveStatus.FEASIBLE,
+                   mapping=best.mapping, cost=best.cost, objective_value=value, bound=bound,
+                   gap=gap, message=f"{result.message}; {note}" if result.message else note)
+
+
+def may_start_processes() -> bool:
+    """Whether this process may start child processes: a daemonic one (a Dask worker
+    by default, a ``multiprocessing`` daemon) may not."""
+    import multiprocessing
+
+    return not multiprocessing.current_process().daemon
+
+
 def solve_point(point: SweepPoint) -> dict[str, str]:
-    """Solve one point and score the named schedules: its CSV row (without the key)."""
-    from stems_opt import compulsory_traffic_bits, named_schedule, solve
+    """Solve one point and score the named schedules: its CSV row (without the key).
+
+    The named schedules are scored in a second process while the solver runs (they
+    also seed its search), as ``compare`` does; any the time limit cut off, and all
+    of them in a daemonic worker, which may not start that process, are scored here
+    after the solve. ``solve_s`` is the solve's own wall time.
+    """
+    from stems_opt import compulsory_traffic_bits, named_schedule
+    from stems_opt.result import Result
+    from stems_opt.solvers import solve, solve_and_score
 
     problem = point_problem(point)
-    start = time.perf_counter()
-    result = solve(problem, solver=point.solver, time_limit_s=point.time_limit_s,
-                   threads=point.threads)
-    solve_s = time.perf_counter() - start
+    scored: dict[str, object] = {}
+    if may_start_processes():
+        result, scored = solve_and_score(problem, NAMED_COLUMNS, solver=point.solver,
+                                         time_limit_s=point.time_limit_s,
+                                         threads=point.threads)
+    else:
+        result = solve(problem, solver=point.solver, time_limit_s=point.time_limit_s,
+                       threads=point.threads, warm_start=False)
+    named = {}
+    for name in NAMED_COLUMNS:
+        r = scored.get(name)
+        # Cut off by the limit, or never started (an error here raises again).
+        named[name] = r if isinstance(r, Result) else named_schedule(problem, name)
+    result = with_named_fallback(problem, result, named.values())
     row = {"status": result.status.value, "value": _num(result.objective_value),
            "bound": _num(result.bound), "gap": _num(result.gap),
            "traffic_bits": _num(result.cost.traffic_bits) if result.cost else "",
@@ -263,14 +313,13 @@ def solve_point(point: SweepPoint) -> dict[str, str]:
            "compulsory_traffic_bits": str(compulsory_traffic_bits(problem.network)),
            "state_bits": str(problem.network.state_size_bits)}
     best: tuple[float, str] | None = None
-    for name in NAMED_COLUMNS:
-        r = named_schedule(problem, name)
+    for name, r in named.items():
         row[name] = _num(r.objective_value) if r.feasible else ""
         if r.feasible and (best is None or r.objective_value < best[0]):
             best = (r.objective_value, name)
     row["best_named"] = best[1] if best else ""
     row["best_named_value"] = _num(best[0]) if best else ""
-    row["solve_s"] = f"{solve_s:.3f}"
+    row["solve_s"] = f"{result.runtime_s:.3f}"
     return row
 
 
@@ -415,6 +464,11 @@ def dask_client(address: str, workers: int) -> Any:
         raise StemsInputError(Issue("needs dask.distributed: pip install 'stems-opt[dask]'",
                                     field="dask")) from None
     if address == "local":
+        import dask
+
+        # Non-daemonic workers may start the process that scores the named schedules
+        # beside each solve (see solve_point).
+        dask.config.set({"distributed.worker.daemon": False})
         return Client(LocalCluster(n_workers=workers, threads_per_worker=1,
                                    dashboard_address=None))
     return Client(address)

@@ -41,9 +41,10 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from stems_opt.cost.energy import EnergyRates, layer_operand_energy_fj
+from stems_opt.cost.energy import EnergyRates, layer_operand_energy_fj, nest_hardware
 from stems_opt.cost.evaluation import evaluate
 from stems_opt.cost.geometry import SegmentGeometry, sub_tile_limits, weight_chunks
+from stems_opt.cost.latency import segment_latency
 from stems_opt.cost.traffic import SegmentContext, mapping_contexts, peak_of, segment_terms
 from stems_opt.mapping import (
     Halo,
@@ -296,6 +297,7 @@ class SegmentScore:
     traffic_bits: int
     memory_fj: int  # DRAM reads/writes at their full rates + operand GB accesses
     peak_bits: int
+    latency_cycles: int = 0
 
 
 class SegmentScorer:
@@ -327,15 +329,22 @@ class SegmentScorer:
                                                      self.problem.hardware,
                                                      weight_chunks(seg, lay)).values())
             mem = reads * self.rates.read_fj_per_bit + writes * self.rates.write_fj_per_bit + gb_fj
-            hit = SegmentScore(reads + writes, mem, peak)
+            hw = self.problem.hardware
+            cycles = sum(segment_latency(geo, ctx.written, hw, nest_hardware(hw)).values())
+            hit = SegmentScore(reads + writes, mem, peak, cycles)
             self._cache[key] = hit
         return hit
 
     def mapping(self, space: Space, runs: tuple[Run, ...], idx: tuple[int, ...]
                 ) -> tuple[int, int, int]:
         """``(traffic bits, memory fJ, peak bits)`` of a mapping of ``space``."""
+        return self.scores(space, runs, idx)[:3]  # type: ignore[return-value]
+
+    def scores(self, space: Space, runs: tuple[Run, ...], idx: tuple[int, ...]
+               ) -> tuple[int, int, int, int]:
+        """``(traffic bits, memory fJ, peak bits, latency cycles)`` of a mapping."""
         ctxs = space.contexts(runs, idx)
-        traffic = mem = peak = 0
+        traffic = mem = peak = cycles = 0
         for run, i, ctx in zip(runs, idx, ctxs, strict=True):
             key = (run, i, ctx)
             part = self._cache.get(key)
@@ -344,7 +353,8 @@ class SegmentScorer:
             traffic += part.traffic_bits
             mem += part.memory_fj
             peak = max(peak, part.peak_bits)
-        return traffic, mem, peak
+            cycles += part.latency_cycles
+        return traffic, mem, peak, cycles
 
 
 def brute_force_optimum(problem: Problem, fast: bool = False
@@ -369,14 +379,20 @@ def brute_force_optimum(problem: Problem, fast: bool = False
     best: Mapping | None = None
     if fast:
         scorer = SegmentScorer(problem)
-        pick = 0 if objective is Objective.TRAFFIC else 1
+        constant_fj = energy_constant_fj(problem)
         best_idx = None
         for runs, idx in space.valid_walk():
-            score = scorer.mapping(space, runs, idx)
-            if score[2] > cap:
+            traffic, mem, peak, cycles = scorer.scores(space, runs, idx)
+            if peak > cap:
                 continue
-            if best_key is None or score[pick] < best_key:
-                best_key, best_idx = score[pick], (runs, idx)
+            key = {Objective.TRAFFIC: traffic, Objective.ENERGY: mem,
+                   Objective.LATENCY: cycles}.get(objective)
+            if key is None:  # EDP: the product itself (or the weighted sum)
+                a, b = problem.weights or (None, None)
+                key = (mem + constant_fj) * cycles if a is None else \
+                    a * (mem + constant_fj) + b * cycles
+            if best_key is None or key < best_key:
+                best_key, best_idx = key, (runs, idx)
         best = None if best_idx is None else space.build(*best_idx)
     else:
         for mapping in space.mappings():
@@ -393,12 +409,43 @@ def brute_force_optimum(problem: Problem, fast: bool = False
     return evaluate(problem, best).objective_value(objective.value), best, count
 
 
+def energy_constant_fj(problem: Problem) -> float:
+    """Compute and neuron-update energy (fJ): the part no mapping changes."""
+    net, hw = problem.network, problem.hardware
+    total = 0.0
+    for lay in net.layers:
+        e = hw.array.mac_pj if lay.uses_mac else hw.array.accumulate_pj
+        total += lay.operations(net.timesteps) * round(e * 1000) * lay.spike_rate
+        total += lay.neuron_updates(net.timesteps) * round(hw.array.neuron_update_pj * 1000)
+    return total
+
+
+def energy_latency_points(problem: Problem, space: Space | None = None
+                          ) -> list[tuple[int, int, Mapping]]:
+    """``(memory fJ, latency cycles, mapping)`` of every feasible mapping whose
+    pair no other feasible mapping's beats or equals in both (the Pareto set,
+    one mapping per pair)."""
+    space = space or Space(problem)
+    scorer = SegmentScorer(problem)
+    cap = problem.hardware.gb_capacity_bits
+    best: dict[tuple[int, int], tuple[tuple[Run, ...], tuple[int, ...]]] = {}
+    for runs, idx in space.valid_walk():
+        _, mem, peak, cycles = scorer.scores(space, runs, idx)
+        if peak <= cap and (mem, cycles) not in best:
+            best[(mem, cycles)] = (runs, idx)
+    front: list[tuple[int, int, Mapping]] = []
+    for mem, cycles in sorted(best):
+        if not front or cycles < front[-1][1]:
+            front.append((mem, cycles, space.build(*best[(mem, cycles)])))
+    return front
+
+
 @dataclass(frozen=True)
 class Point:
     """A mapping on the (peak, objective) Pareto frontier."""
 
     peak_bits: int
-    rank: int  # traffic bits, or memory energy in fJ
+    rank: int  # traffic bits, memory energy in fJ, or latency cycles
     mapping: Mapping
 
 
@@ -415,13 +462,14 @@ def brute_force_frontiers(problem: Problem,
     reaching the minimum. Also returns the number of mappings. ``space``
     (of the same problem) reuses its segment lists.
     """
-    picks = {obj: 0 if obj is Objective.TRAFFIC else 1 for obj in objectives}
+    index = {Objective.TRAFFIC: 0, Objective.ENERGY: 1, Objective.LATENCY: 3}
+    picks = {obj: index[obj] for obj in objectives}
     space = space or Space(problem)
     scorer = SegmentScorer(problem)
     best_at: dict[Objective, dict[int, tuple[int, tuple[tuple[Run, ...], tuple[int, ...]]]]] = {
         obj: {} for obj in objectives}
     for runs, idx in space.valid_walk():
-        score = scorer.mapping(space, runs, idx)
+        score = scorer.scores(space, runs, idx)
         for obj, pick in picks.items():
             table = best_at[obj]
             hit = table.get(score[2])

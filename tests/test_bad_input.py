@@ -132,7 +132,7 @@ CASES = [
     Case("hw_three_mistakes.yaml", (lay("dram"), fld("read_pj_per_bit"), "-10.94",
                                     lay("global_buffer"), fld("size"), "got 0",
                                     lay("operational_array"), fld("sizes.Q")), problems=3),
-    Case("inst_three_mistakes.yaml", (fld("objective"), "'latency'",
+    Case("inst_three_mistakes.yaml", (fld("objective"), "'speed'",
                                       "(network), field 'timesteps'", "got 0",
                                       "(hardware), field 'clock_hz'", "got -1"), problems=3),
     Case("map_three_mistakes.yaml", ("segment 0", fld("tiles"), "got 0", "segment 1",
@@ -336,7 +336,7 @@ def test_bad_arguments(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     ["evaluate", str(TINY_INSTANCE)],                        # neither --schedule nor --mapping
     ["evaluate", str(TINY_INSTANCE), "--schedule", "TB-F", "--tiles", "0"],
     ["evaluate", str(TINY_INSTANCE), "--schedule", "TB-F", "--tiles", "x"],
-    ["evaluate", str(TINY_INSTANCE), "--schedule", "TB-F", "--objective", "latency"],
+    ["evaluate", str(TINY_INSTANCE), "--schedule", "TB-F", "--objective", "speed"],
     ["frobnicate"],
 ], ids=["no-source", "tiles-0", "tiles-x", "bad-objective", "bad-command"])
 def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,10 +26,15 @@ from stems_opt.cost.geometry import tile_bounds
 from stems_opt.cost.traffic import SegmentContext, segment_terms
 from stems_opt.feasibility import check
 from stems_opt.formulation.backend import SolveOptions
-from stems_opt.formulation.bounds import tile_bounds_array
+from stems_opt.formulation.bounds import (
+    all_tile_bounds,
+    frames_excess_bounds,
+    interval_excess_bounds,
+    tile_bounds_array,
+)
 from stems_opt.formulation.columns import ColumnSolver
 from stems_opt.formulation.cpsat import solve_cpsat
-from stems_opt.formulation.data import frame_specs
+from stems_opt.formulation.data import frame_specs, interval_specs
 from stems_opt.io import load_instance, network_from_dict
 from stems_opt.mapping import Mapping
 from stems_opt.network import Axis
@@ -53,7 +58,17 @@ def solver_for(p: Problem) -> ColumnSolver:
 
 def check_bounds(p: Problem) -> int:
     """Assert every frame bound of every column is at most the frame's optimum;
-    returns how many (column, frame) pairs were compared."""
+    returns how many (column, frame) pairs were compared.
+
+    Mutations of :func:`stems_opt.formulation.bounds.frames_excess_bounds`
+    that each make ``test_frame_bounds_below_the_frame_optimum`` fail (the
+    bounds are reached): one more sub-tile of chunked weights than the buffer
+    forces (``_weight_steps`` giving ``lo + 1``); the DRAM inputs' rows
+    counted twice beside a weight chunk (``2 * in_row * tbs`` in
+    ``_weight_steps``); one more row in a DRAM input's sub-tile in the row
+    floor (``1 + ceil(fresh / finest)``); an item forced when its hold
+    exceeds 70 % of the row's budget (``knapsack_excess``).
+    """
     cs = solver_for(p)
     compared = 0
     for col in cs.columns:
@@ -119,6 +134,34 @@ def test_vector_tile_bounds_equal_the_cost_model(data: st.DataObject) -> None:
                     want = tile_bounds(net, names, axis, n)
                     got = tile_bounds_array(net, first, last, axis, n)
                     assert [tuple(int(v) for v in g) for g in got] == [want[x] for x in names]
+                    table = all_tile_bounds(net, first, last, axis)
+                    assert [tuple(int(v) for v in table[i, n - 1, :n + 1])
+                            for i in range(len(names))] == [want[x] for x in names]
+                    # Past n the tiles are empty (boundaries at the extent).
+                    assert all((table[i, n - 1, n:] == table[i, n - 1, n]).all()
+                               for i in range(len(names)))
+
+
+@settings(**RANDOM_SETTINGS)
+@given(st.data())
+def test_frames_bounded_together_equal_frames_bounded_apart(data: st.DataObject) -> None:
+    """Bounding every frame of an axis in one call gives each frame the bound
+    and slack of a call with its time batch and order alone."""
+    net = network_from_dict(data.draw(tiny_networks(), label="network"))
+    L = len(net.layers)
+    first = data.draw(st.integers(0, L - 1), label="first")
+    last = data.draw(st.integers(first, L - 1), label="last")
+    axis = data.draw(st.sampled_from([Axis.OY, Axis.OX]), label="axis")
+    budget = data.draw(st.integers(40, 1200), label="budget")
+    names = [lay.name for lay in net.layers[first:last + 1]]
+    written = frozenset(data.draw(st.sets(st.sampled_from(names)), label="written"))
+    specs = [s for s in interval_specs(net, first, last, (axis,))]
+    together = frames_excess_bounds(net, first, last, axis, [(s[2], s[5], s[4]) for s in specs],
+                                    budget, written, frozenset())
+    for k, spec in enumerate(specs):
+        alone = interval_excess_bounds(net, first, last, spec[2], axis, spec[5], [spec[4]],
+                                       budget, written, frozenset())
+        assert (together[0][k], together[1][k]) == (alone[0][0], alone[1][0]), spec
 
 
 @pytest.mark.parametrize("objective", [Objective.TRAFFIC, Objective.ENERGY],

@@ -111,7 +111,7 @@ def test_respects_max_segment_layers() -> None:
 
 def test_fused_fill_scores_equal_the_cost_model() -> None:
     # A fused frame read back from DRAM inside itself must count that write: scoring
-    # in the plain context of named.py (_lone_context) gave 19200 bits for
+    # in the plain context of named.py (lone_context) gave 19200 bits for
     # (c1..c3, Tb=4, n=1) where evaluate says 20224, and a peak that did not fit.
     p = _problem("tiny_chain", 2048)
     filler = FrameFiller(p)

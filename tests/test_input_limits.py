@@ -148,13 +148,13 @@ def test_named_schedule_on_a_tall_map_tries_few_tile_counts(
                           "loop_dims": {"K": 2, "FY": 3, "FX": 3}}])
     problem = Problem(net, _hardware(gb_bits=4096))
     tried: set[int] = set()
-    fit = named._Scorer.fit
+    fit = named.Scorer.fit
 
     def counting_fit(self: object, seg: object, ctx: object) -> object:
         tried.add(seg.tiles)  # type: ignore[attr-defined]
         return fit(self, seg, ctx)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(named._Scorer, "fit", counting_fit)
+    monkeypatch.setattr(named.Scorer, "fit", counting_fit)
     result = named_schedule(problem, "TB-F")
     assert result.feasible
     powers = {1 << k for k in range(9)}

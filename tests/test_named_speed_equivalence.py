@@ -337,7 +337,7 @@ def _ref_greedy_mapping(problem: Problem, frames: Sequence[named.Frame], name: s
     for frame, n in zip(frames, tiles, strict=True):
         seg = Segment(layers=frame.layers, time_batch=frame.time_batch, tiles=n,
                       axis=Axis.OY, order=Order.TIME_OUTER)
-        segs.append(_ref_fit_layers(problem, seg, named._lone_context(net, frame.layers)))
+        segs.append(_ref_fit_layers(problem, seg, named.lone_context(net, frame.layers)))
     segs = _ref_greedy_pass(problem, scorer, segs, only_local=False)
     return Mapping(tuple(segs), name).canonical(net)
 
@@ -453,7 +453,7 @@ def test_geometry_matches_reference(problem: Problem) -> None:
 def test_terms_contexts_and_scorer_match_reference(problem: Problem) -> None:
     net = problem.network
     rng = random.Random(2)
-    scorer = named._Scorer(problem)
+    scorer = named.Scorer(problem)
     for _ in range(25):
         mapping = _random_mapping(net, rng)
         ctxs = mapping_contexts(net, mapping)
@@ -486,7 +486,7 @@ def test_named_schedules_match_reference(problem: Problem) -> None:
         # Layer-by-layer frames: the fewest tiles that fit alone (if any does).
         for frame, n in zip(frames, tiles, strict=True):
             if frame.tiles is None and not frame.fused:
-                ctx = named._lone_context(net, frame.layers)
+                ctx = named.lone_context(net, frame.layers)
                 scorer = _RefScorer(problem)
 
                 def peak(k: int, frame: named.Frame = frame, ctx: SegmentContext = ctx,

@@ -176,3 +176,72 @@ def test_cli_bad_sweep_exits_2_naming_every_field(tmp_path: Path, capsys) -> Non
     assert "field 'networks[0]'" in err and "field 'objectives[0]'" in err
     assert "Traceback" not in err
     assert not (tmp_path / "grid.csv").exists()
+
+
+@pytest.mark.parametrize("daemonic", [False, True])
+def test_point_under_a_time_limit_scores_every_named_schedule(tmp_path: Path, monkeypatch,
+                                                              daemonic: bool) -> None:
+    """With a time limit the solve scores the named schedules in a child process; a
+    daemonic worker (Dask's default) may not start one, so it scores them after the
+    solve. Either way the row holds each schedule's own score and the proven optimum.
+    Before the daemonic branch, the daemonic case raised "daemonic processes are not
+    allowed to have children" (``stems-opt sweep --dask local`` with a ``time_limit``)."""
+    import multiprocessing
+
+    from stems_opt import named_schedule, solve
+    from stems_opt.sweep import NAMED_COLUMNS, point_problem
+
+    sweep = load_sweep(_sweep_file(tmp_path, SWEEP.replace("[2048, 512B]", "[2048]")
+                                   + "time_limit: 120\n"))
+    problem = point_problem(sweep.points[0])
+    direct = solve(problem)  # no limit: to the proof, in this process
+    named = {name: named_schedule(problem, name) for name in NAMED_COLUMNS}
+    if daemonic:  # what Process.start() checks before it starts a child
+        monkeypatch.setitem(multiprocessing.current_process()._config, "daemon", True)
+    row = solve_point(sweep.points[0])
+    for name, r in named.items():
+        assert row[name] == (str(r.objective_value) if r.feasible else ""), name
+    fitting = {n: r.objective_value for n, r in named.items() if r.feasible}
+    assert row["best_named"] == min(fitting, key=fitting.get)
+    assert direct.status.value == row["status"] == "optimal"
+    assert row["value"] == str(direct.objective_value)
+
+
+def test_named_fallback_replaces_only_a_worse_unproven_answer() -> None:
+    """An unproven solve whose mapping is worse than a named schedule reports the named
+    one (as the solver's own fallback does when the schedules arrive in time), keeping
+    the solve's bound; a proven answer, or a named schedule outside the search space
+    (``max_segment_layers``), is never taken. Dropping the search-space check makes
+    the last assertion fail: ST-LBL is one segment of all 3 layers."""
+    from dataclasses import replace
+
+    from stems_opt import load_instance, named_schedule
+    from stems_opt.result import Result, SolveStatus
+    from stems_opt.sweep import NAMED_COLUMNS, with_named_fallback
+
+    problem = load_instance(ROOT / "instances" / "tiny_chain.yaml")
+    named = [named_schedule(problem, n) for n in NAMED_COLUMNS]
+    best = min((r for r in named if r.feasible), key=lambda r: r.objective_value)
+    bound = best.objective_value / 2
+    stuck = Result(SolveStatus.FEASIBLE, "cpsat", "traffic", objective_value=10 * bound,
+                   bound=bound, gap=0.95)
+    taken = with_named_fallback(problem, stuck, named)
+    assert taken.objective_value == best.objective_value and taken.mapping is best.mapping
+    assert taken.bound == bound and taken.gap == 0.5  # (2b - b) / 2b
+    assert taken.status is SolveStatus.FEASIBLE and "better than the mapping" in taken.message
+    # No mapping at all: the named one, too.
+    assert with_named_fallback(problem, replace(stuck, objective_value=None), named) \
+        .objective_value == best.objective_value
+    # A bound equal to the named value proves it.
+    proven = with_named_fallback(problem, replace(stuck, bound=best.objective_value), named)
+    assert proven.status is SolveStatus.OPTIMAL and proven.gap == 0.0
+    # Better than every named schedule, or proven: unchanged.
+    good = replace(stuck, objective_value=bound)
+    assert with_named_fallback(problem, good, named) is good
+    done = replace(stuck, status=SolveStatus.OPTIMAL, objective_value=10 * bound, gap=0.0)
+    assert with_named_fallback(problem, done, named) is done
+    # ST-LBL alone, outside a 2-layer cap: not taken.
+    st = [r for n, r in zip(NAMED_COLUMNS, named, strict=True) if n == "ST-LBL"]
+    capped = replace(problem, max_segment_layers=2)
+    assert len(problem.network.layers) == 3 and st[0].feasible
+    assert with_named_fallback(capped, stuck, st) is stuck

@@ -9,7 +9,6 @@ No solver is imported here.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +16,11 @@ from stems_opt.cost.energy import (
     EnergyRates,
     energy_by_level,
     layer_operand_energy_fj,
+    nest_hardware,
     pj_to_fj,
 )
 from stems_opt.cost.geometry import SegmentGeometry, weight_chunks
-from stems_opt.cost.latency import layer_compute_cycles
+from stems_opt.cost.latency import segment_latency
 from stems_opt.cost.loops import GB
 from stems_opt.cost.traffic import (
     Term,
@@ -83,9 +83,19 @@ class Cost:
         """Whether every segment fits the GB."""
         return self.peak_gb_bits <= self.capacity_bits
 
-    def objective_value(self, objective: str) -> float:
-        """Traffic in bits or energy in pJ."""
-        return self.traffic_bits if objective == "traffic" else self.total_energy_pj
+    def objective_value(self, objective: str, weights: tuple[int, int] | None = None) -> float:
+        """Traffic in bits, energy in pJ, latency in cycles or EDP in pJ x cycles;
+        with ``weights`` ``(a, b)`` the EDP search's ``a * energy_fJ + b * cycles``."""
+        if weights is not None:
+            return weights[0] * self.total_energy_pj * 1000 + weights[1] * self.latency_cycles
+        return {"traffic": self.traffic_bits, "energy": self.total_energy_pj,
+                "latency": self.latency_cycles,
+                "edp": self.total_energy_pj * self.latency_cycles}[objective]
+
+    @property
+    def edp_pj_cycles(self) -> float:
+        """Energy-delay product: total energy (pJ) times latency (cycles)."""
+        return self.total_energy_pj * self.latency_cycles
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: traffic (bits), energy (pJ), occupancy, latency, per segment."""
@@ -107,6 +117,7 @@ class Cost:
             "peak_gb_bits": self.peak_gb_bits,
             "capacity_bits": self.capacity_bits,
             "latency_cycles": self.latency_cycles,
+            "edp_pj_cycles": self.edp_pj_cycles,
             "segments": [{
                 "layers": list(s.layers),
                 "traffic_bits": s.traffic.total_bits,
@@ -143,26 +154,24 @@ def evaluate(problem: Problem, mapping: Mapping) -> Cost:
                 by_layer[t.layer] += t.read_bits + t.write_bits
         reads, writes = sum(traffic.read_bits.values()), sum(traffic.write_bits.values())
         seg_fj: dict[tuple[str, str], int] = {}
-        compute_cycles = 0
         for lay in geo.layers:
             got = layer_operand_energy_fj(geo, lay, seg.sub_tile(lay.name), hw,
                                           weight_chunks(seg, lay))
             for key, fj in got.items():
                 seg_fj[key] = seg_fj.get(key, 0) + fj
                 operand_fj[key] = operand_fj.get(key, 0) + fj
-            compute_cycles += layer_compute_cycles(geo, lay, hw)
         gb_fj = sum(fj for (level, _), fj in seg_fj.items() if level == GB)
         inner_fj = sum(seg_fj.values()) - gb_fj
         dram_fj = reads * (rates.read_fj_per_bit - rates.gb_write_fj_per_bit) + \
             writes * (rates.write_fj_per_bit - rates.gb_read_fj_per_bit)
         fill_fj = reads * rates.gb_write_fj_per_bit + writes * rates.gb_read_fj_per_bit
-        dram_cycles = math.ceil((reads + writes) / hw.dram_bandwidth_bits_per_cycle)
         seg_costs.append(SegmentCost(
             index=i, layers=seg.layers, traffic=traffic, peak_gb_bits=peak,
             persistent_gb_bits=persistent, peak_tile=tile, peak_layer=seg.layers[pos],
             energy_pj={"dram": dram_fj / 1000, "global_buffer": (gb_fj + fill_fj) / 1000,
                        "inner_levels": inner_fj / 1000},
-            latency_cycles=max(compute_cycles, dram_cycles), terms=tuple(terms)))
+            latency_cycles=sum(segment_latency(geo, ctx.written, hw, nest_hardware(hw)).values()),
+            terms=tuple(terms)))
         all_terms.extend(terms)
     traffic = traffic_breakdown(all_terms)
     reads, writes = sum(traffic.read_bits.values()), sum(traffic.write_bits.values())

@@ -34,13 +34,26 @@ at least
           0 \le x_i \le 1,\; x_i = 1 \text{ if } h_i(r) > B \Big\},
 
 a fractional knapsack per row, solved by sorting. Holds are lower bounds of
-the cost model's occupancy terms (transient buffers count as 0) and excesses
-lower bounds of its traffic terms, so the result is a valid bound.
+the cost model's occupancy terms and excesses lower bounds of its traffic
+terms, so the result is a valid bound. Three refinements keep it valid:
+
+* :math:`B` at row :math:`r` is first reduced by what the layer there holds
+  whatever it chooses: a weight chunk, its finest state and output
+  sub-tiles, and for each DRAM input the rows of the tile's window no
+  earlier tile read, shared by its finest sub-tiles (each sub-tile reads
+  its new rows; none of these can have been kept from an earlier tile);
+* an item with :math:`h_i(r) > B` on some row of the frame has
+  :math:`x_i = 1` on every row (one decision per frame);
+* weights that cannot be held whole (resident or streamed whole) beside
+  the layer's finest sub-tiles must be chunked, and chunked weights are
+  read once per sub-tile: their excess is :math:`(R m - 1) |W|` with
+  :math:`m` the fewest sub-tiles whose buffers fit beside a chunk.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
@@ -111,24 +124,41 @@ def read_bits(network: Network, tensor: str, consumer: str, axis: Axis) -> int:
     return min_read_bits(network, tensor, consumer, axis)
 
 
-def knapsack_excess(excess: np.ndarray, hold: np.ndarray, budget: int | np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def knapsack_excess(excess: np.ndarray, hold: np.ndarray, budget: int | np.ndarray,
+                    frame_rows: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the fractional knapsack of the module, and the row's slack.
 
     ``excess`` and ``hold`` have shape ``(items, rows)`` (an item's excess may
     differ between rows of different frames); ``budget`` is a number or one
-    per row. Returns, per row, the least
-    excess (float, before rounding) and the budget less what the row holds
-    with every cheap side that saves something.
+    per row. With ``frame_rows``, the rows come in blocks of that many per
+    frame, and an item whose cheap side overflows one row of its frame takes
+    its expensive side on every row of that frame (it is one decision).
+    Returns, per row, the least excess (float, before rounding) and the
+    budget less what the row holds with every cheap side that saves something.
     """
     hold = hold.astype(np.float64)
     e = excess.astype(np.float64)
     # Items whose expensive side costs nothing need not hold their cheap side.
     slack = budget - np.where(e > 0, hold, 0.0).sum(axis=0)
     forced = hold > budget
+    if frame_rows is not None and forced.size:
+        k, rows = forced.shape
+        forced = np.repeat(forced.reshape(k, rows // frame_rows, frame_rows).any(axis=2),
+                           frame_rows, axis=1)
     base = (e * forced).sum(axis=0)
     h = np.where(forced, 0.0, hold)
     need = h.sum(axis=0) - budget  # capacity still to free per row
+    extra = np.zeros(need.shape)
+    over = np.flatnonzero(need > 0)  # only rows that overflow need the knapsack
+    if over.size:
+        extra[over] = _knapsack_rows(e[:, over], h[:, over], need[over])
+    return base + extra, slack
+
+
+def _knapsack_rows(e: np.ndarray, h: np.ndarray, need: np.ndarray) -> np.ndarray:
+    """Per row, the least excess that frees ``need > 0`` bits of the holds ``h``
+    (items by rows), items taken whole cheapest per bit first, the last one
+    fractionally."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(h > 0, e / h, np.inf)
     order = np.argsort(ratio, axis=0, kind="stable")
@@ -145,21 +175,23 @@ def knapsack_excess(excess: np.ndarray, hold: np.ndarray, budget: int | np.ndarr
     hk, ek = hs[k, cols], es[k, cols]
     with np.errstate(divide="ignore", invalid="ignore"):
         frac = np.where(hk > 0, np.clip((need - prev_h) / hk, 0, 1), 0.0)
-    extra = np.where(need > 0, prev_e + frac * ek, 0.0)
-    return base + extra, slack
+    return prev_e + frac * ek
 
 
 def _overlaps(layer, axis: Axis, b: np.ndarray) -> np.ndarray:
-    """Per tile boundary, the input rows a reader's tile shares with the tiles before
-    it (one sub-tile per tile): what ``reread`` reads again and ``keep`` holds."""
-    lo, hi = b[:-1], b[1:]
+    """Per tile (last axis of ``b``'s boundaries, one frame per leading row), the
+    input rows a reader's tile shares with the tiles before it (one sub-tile
+    per tile): what ``reread`` reads again and ``keep`` holds."""
+    lo, hi = b[..., :-1], b[..., 1:]
     nonempty = hi > lo
     a = _window_lo(layer, axis, lo)
     e = _window_hi(layer, axis, hi)
     # End of the window of the nearest non-empty tile before (0 if none).
     ends = np.where(nonempty, e, 0)
-    prev_end = np.concatenate([[0], np.maximum.accumulate(ends)[:-1]])
-    first = np.concatenate([[True], ~np.maximum.accumulate(nonempty)[:-1]])
+    zero = np.zeros((*b.shape[:-1], 1), dtype=ends.dtype)
+    prev_end = np.concatenate([zero, np.maximum.accumulate(ends, axis=-1)[..., :-1]], axis=-1)
+    first = np.concatenate([zero == 0, ~np.maximum.accumulate(nonempty, axis=-1)[..., :-1]],
+                           axis=-1)
     return np.where(nonempty & ~first, np.maximum(0, np.minimum(prev_end, e) - a), 0)
 
 
@@ -190,41 +222,32 @@ def _gapped(layer, axis: Axis) -> bool:
     return f < st
 
 
-@lru_cache(maxsize=65536)
-def _frame_geometry(network: Network, first: int, last: int, axis: Axis, n: int) -> tuple:
-    """Per layer of a frame with ``n`` tiles: its rows per tile, its non-empty
-    tiles, the rows its output carries across tile boundaries, and per input
-    from outside the rows of all its tile windows and the largest overlap."""
-    plan = _interval_plan(network, first, last, axis)
-    bounds = tile_bounds_array(network, first, last, axis, n)
-    big = np.iinfo(np.int64).max
-    out = []
-    for i, (lay, ins, inner, _, _) in enumerate(plan):
-        b = bounds[i]
-        rows = b[1:] - b[:-1]
-        if _gapped(lay, axis):
-            # Windows with gaps (a kernel narrower than its stride): finer sub-tiles
-            # read fewer rows, down to the union of the one-row windows.
-            src = lay.inputs[0]
-            windows = read_bits(network, src, lay.name, axis) // (
-                network.tensor_row_bits(src, axis) * network.timesteps)
-        else:
-            windows = int(np.where(rows > 0, _window_hi(lay, axis, b[1:])
-                                   - _window_lo(lay, axis, b[:-1]), 0).sum())
-        halos = [(0, 0)] * len(ins)
-        if ins and n > 1:
-            halos = [(windows, int(_overlaps(lay, axis, b).max()))] * len(ins)
-        carried = 0
-        if inner and n > 1:
-            need = np.full(n - 1, big, dtype=np.int64)
-            for cp, cl in inner:
-                cb = bounds[cp][1:n]
-                need = np.where(cb < cl.extent(axis),
-                                np.minimum(need, _window_lo(cl, axis, cb)), need)
-            gap = np.where(need < big, b[1:n] - need, 0)
-            carried = max(0, int(gap.max()))
-        out.append((rows, int(np.count_nonzero(rows)), carried, halos, windows))
-    return tuple(out)
+def all_tile_bounds(network: Network, first: int, last: int, axis: Axis) -> np.ndarray:
+    """Row boundaries of every layer of ``first..last`` for every tile count ``n``
+    up to the least extent: ``out[i, n - 1, :n + 1]`` is
+    :func:`tile_bounds_array`'s ``[i]``, and ``out[i, n - 1, t]`` for ``t > n``
+    the layer's extent (empty tiles)."""
+    layers = network.layers[first:last + 1]
+    N = min(lay.extent(axis) for lay in layers)
+    pos = {lay.name: i for i, lay in enumerate(layers)}
+    outputs = set(network.output_names)
+    n = np.arange(1, N + 1)[:, None]
+    t = np.minimum(np.arange(N + 1)[None, :], n)  # (N, N + 1): t past n is n
+    out = np.zeros((len(layers), N, N + 1), dtype=np.int64)
+    for i in range(len(layers) - 1, -1, -1):
+        lay = layers[i]
+        extent = lay.extent(axis)
+        consumers = network.consumers(lay.name)
+        inner = [c for c in consumers if c in pos]
+        is_out = lay.name in outputs or not consumers or len(inner) < len(consumers)
+        b = (t * extent) // n if is_out else np.zeros_like(t)
+        for c in inner:
+            b = np.maximum(b, _window_hi(network.layer(c), axis, out[pos[c]]))
+        b = np.minimum(b, extent)
+        b[:, 0] = 0
+        b[t == n] = extent
+        out[i] = b
+    return out
 
 
 def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, n: int,
@@ -239,12 +262,12 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
     tile (more sub-tiles read the weights and the window overlaps again), or
     for windows with gaps the union of the one-row windows.
     """
-    geo = _frame_geometry(network, first, last, axis, n)
+    tab = _interval_table(network, first, last, axis)
     nh = nest_hardware(hw)
     T = network.timesteps
     fj = 0
-    for lay, (_, active, _, _, windows) in zip(network.layers[first:last + 1], geo,
-                                                strict=True):
+    for lay, active, windows in zip(network.layers[first:last + 1], tab.active[n - 1].tolist(),
+                                    tab.windows[n - 1].tolist(), strict=True):
         if lay.kind is LayerKind.FLATTEN:
             continue
         if lay.has_weights and hw.loop_nests:
@@ -264,10 +287,23 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
                            maybe_whole: Collection[str] = (), read_rate: int = 1,
                            write_rate: int = 1, k_unroll: int = 1
                            ) -> tuple[np.ndarray, np.ndarray]:
-    """Least cost the buffer forces over the cheapest choices, for the
-    frames ``(first, last, tb, axis, n, order)`` of every ``n`` in ``tiles``,
-    and each frame's slack (budget less the most a row holds with every cheap
-    side).
+    """:func:`frames_excess_bounds` of the frames ``(first, last, tb, axis, n,
+    order)`` of every ``n`` in ``tiles``."""
+    return frames_excess_bounds(network, first, last, axis, [(tb, order, n) for n in tiles],
+                                budget, written, whole, maybe_whole, read_rate, write_rate,
+                                k_unroll)
+
+
+def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
+                         frames: Sequence[tuple[int, Order, int]], budget: int,
+                         written: Collection[str], whole: Collection[str],
+                         maybe_whole: Collection[str] = (), read_rate: int = 1,
+                         write_rate: int = 1, k_unroll: int = 1
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Least cost the buffer forces over the cheapest choices, for the frames
+    ``(first, last, tb, axis, n, order)`` of every ``(tb, order, n)`` in
+    ``frames``, and each frame's slack (budget less the most a row holds with
+    every cheap side). All frames are bounded at once, with arrays.
 
     Parameters
     ----------
@@ -299,113 +335,244 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
     cheapest choices themselves (weights read once, ``2 |V|`` state traffic
     under ``streaming``, inputs read once) are not included: see
     :func:`stems_opt.formulation.data.cheapest_bits`.
+    Returns the bound per frame (``inf`` where the layer at some position
+    cannot fit its own transient buffers) and the slack per frame.
+
+    Only one row per layer position is bounded (see :func:`_interval_table`;
+    a subset of rows: still a valid bound). The cheapest choices themselves
+    (weights read once, ``2 |V|`` state traffic under ``streaming``, inputs
+    read once) are not included: see
+    :func:`stems_opt.formulation.data.cheapest_bits`.
     """
     plan = _interval_plan(network, first, last, axis)
-    L = len(plan)
+    tab = _interval_table(network, first, last, axis)
     T = network.timesteps
+    F, L = len(frames), len(plan)
+    if not F:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    tb = np.array([f[0] for f in frames], dtype=np.int64)
+    outer = np.array([f[1] is Order.SPACE_OUTER for f in frames])
+    idx = np.array([f[2] for f in frames], dtype=np.int64) - 1
     S = T // tb
-    mult = T if order is Order.SPACE_OUTER else tb
-    big = np.iinfo(np.int64).max
-    blocks: list[tuple[np.ndarray, np.ndarray]] = []
-    floors: list[np.ndarray] = []
-    width = 0
-    at = np.arange(L)
-    # Per layer, what no tile count changes (properties are slow to ask in the loop).
-    fixed = [(lay.has_weights, lay.stateful, lay.weight_size_bits, lay.state_size_bits,
-              lay.state_row_bits(axis), lay.output_row_bits(axis),
-              lay.weight_size_bits // max_chunks(lay.k, k_unroll) if lay.has_weights else 0,
-              lay.name in whole, lay.name in written)
-             for lay, *_ in plan]
-    for n in tiles:
-        geo = _frame_geometry(network, first, last, axis, n)
-        items: list[tuple[float, float, int, int]] = []  # excess, hold, position, kind
-        lines: list[tuple[float, float, np.ndarray, float, int]] = []
-        kept: dict[str, list[float]] = {}  # tensor -> [excess, hold, first reader]
-        for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
-            rows, active, carried, halos, _ = geo[i]
-            has_w, stateful, w, v, v_row, out_row, _, is_whole, is_written = fixed[i]
-            if has_w:
-                items.append(((S * active - 1) * w * read_rate, w, i, 0))
-            if stateful and S > 1:
-                keep = min(v, int(rows.max()) * v_row) if order is Order.SPACE_OUTER else v
-                # Spilled adds 2 (S - 1) |V| under both persistences.
-                items.append(((S - 1) * v * (read_rate + write_rate), keep, i, 1))
-            for (src, rowbits, fewest), (window_rows, overlap) in zip(ins, halos, strict=True):
-                if n == 1 or src in whole or src in maybe_whole:
-                    continue
-                # From DRAM: keep holds the halo, reread reads each tile's whole window.
-                # One rule per tensor: its readers share the rows kept, at least the
-                # most any one of them keeps across a tile boundary.
-                item = kept.setdefault(src, [0.0, 0.0, i])
-                item[0] += max(0, window_rows * rowbits * T - fewest) * read_rate
-                item[1] = max(item[1], overlap * rowbits * mult)
-            if not inner or is_whole:
+    mult = np.where(outer, T, tb)  # timesteps the carried rows and halos are held for
+    active, finest, rmax = tab.active[idx], tab.finest[idx], tab.rmax[idx]
+    rpick, fpick = tab.rpick[idx], tab.fpick[idx]
+    several = idx > 0  # halos exist only with more than one tile
+    shown = rpick > 0  # the layer has rows in the tile bounded at its position
+    sub = np.where(shown, -(-rpick // np.maximum(finest, 1)), 0)
+    # What the layer at each position needs whatever it chose: a weight chunk, a
+    # state sub-tile, an output sub-tile, its DRAM inputs' new rows for a sub-tile;
+    # each cheap side holds at least as much.
+    own = np.zeros((5, F, L))  # weights, state, (halos: none), outputs, DRAM inputs
+    excess: list[np.ndarray] = []  # per item, (F,)
+    holds: list[np.ndarray] = []  # per item, (F, L)
+    kept: dict[str, list[np.ndarray]] = {}  # tensor -> [excess, hold]
+    dead = np.zeros(F, dtype=bool)  # frames where some layer fits in no choice
+    for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
+        name = lay.name
+        is_whole, is_written = name in whole, name in written
+        w, v = lay.weight_size_bits, lay.state_size_bits
+        v_row, out_row = lay.state_row_bits(axis), lay.output_row_bits(axis)
+        in_row = sum(rowbits for src, rowbits, _ in ins
+                     if src not in whole and src not in maybe_whole)
+        own[4, :, i] = np.where(shown[:, i], -(-fpick[:, i] // finest[:, i]), 0) * in_row * tb
+        out_row_own = out_row if not is_whole and (inner or is_written) else 0
+        own[3, :, i] = sub[:, i] * out_row_own * tb
+        if lay.stateful:
+            own[1, :, i] = sub[:, i] * v_row
+        if lay.has_weights:
+            chunk = w // max_chunks(lay.k, k_unroll)
+            own[0, :, i] = np.where(shown[:, i], chunk, 0)
+            batches, which = np.unique(tb, return_inverse=True)
+            steps = _weight_steps(tab, i, chunk, w, budget, v_row if lay.stateful else 0,
+                                  out_row_own, in_row, tuple(batches.tolist()))[which, idx]
+            dead |= steps == 0
+            hold = np.full((F, L), float(w))
+            hold[:, i] = np.maximum(0, w - own[0, :, i])
+            excess.append((S * active[:, i] * np.maximum(steps, 1) - 1) * w * read_rate)
+            holds.append(hold)
+        if lay.stateful and (S > 1).any():
+            keep = np.where(outer, np.minimum(v, rmax[:, i] * v_row), v)
+            keep = np.where(S > 1, keep, 0)
+            hold = np.repeat(keep[:, None].astype(np.float64), L, axis=1)
+            hold[:, i] = np.maximum(0, keep - own[1, :, i])
+            # Spilled adds 2 (S - 1) |V| under both persistences.
+            excess.append(((S - 1) * v * (read_rate + write_rate)).astype(np.float64))
+            holds.append(hold)
+        for src, rowbits, fewest in ins:
+            if src in whole or src in maybe_whole:
                 continue
-            e = reads * read_rate + (0 if is_written
-                                     else network.tensor_size_bits(lay.name) * write_rate)
-            live = np.zeros((n, L), dtype=np.int64)
-            live[:, i:lastp + 1] = (rows * (out_row * tb))[:, None]
-            cap = network.tensor_size_bits(lay.name) if lay.name in maybe_whole else big
-            lines.append((e, carried * out_row * mult, live, cap, i))
-        items.extend((e, h, int(i), 2) for e, h, i in kept.values())
-        # One row per position: the tile where the line buffers hold the most.
-        if lines:
-            held = np.stack([np.minimum(c + live, cap) for _, c, live, cap, _ in lines])
-            pick = np.argmax(held.sum(axis=0), axis=0)
-        else:
-            held, pick = None, np.zeros(L, dtype=np.int64)
-        # What the layer at each position needs whatever it chose: a weight chunk, a
-        # state sub-tile, an output sub-tile; each cheap side holds at least as much.
-        own = np.zeros((4, L))  # weights, state, (halos: none), outputs
-        for i, (_, _, inner, _, _) in enumerate(plan):
-            rows = geo[i][0]
-            r = int(rows[pick[i]])
-            if r == 0:
-                continue
-            sub = -(-r // int(rows[rows > 0].min()))
-            has_w, stateful, _, _, v_row, out_row, chunk, is_whole, is_written = fixed[i]
-            if has_w:
-                own[0, i] = chunk
-            if stateful:
-                own[1, i] = sub * v_row
-            if not is_whole and (inner or is_written):
-                own[3, i] = sub * out_row * tb
-        floor = own.sum(axis=0)
-        k, m = len(items), len(lines)
-        e_col = np.empty(k + m)
-        h = np.empty((k + m, L))
-        if k:
-            arr = np.array(items, dtype=np.float64)
-            pos, kind = arr[:, 2].astype(np.int64), arr[:, 3].astype(np.int64)
-            e_col[:k] = arr[:, 0]
-            h[:k] = arr[:, 1:2]
-            h[np.arange(k), pos] = np.maximum(0.0, arr[:, 1] - own[kind, pos])
-        if m:
-            assert held is not None
-            lpos = np.array([ln[4] for ln in lines], dtype=np.int64)
-            e_col[k:] = [ln[0] for ln in lines]
-            h[k:] = held[:, pick, at]
-            h[k + np.arange(m), lpos] = np.maximum(0.0, h[k + np.arange(m), lpos] - own[3, lpos])
-        blocks.append((e_col, h))
-        floors.append(floor)
-        width = max(width, k + m)
-    # Frames with fewer items get zero items (dropping them is free and frees nothing).
-    E = np.zeros((max(width, 1), L * len(tiles)))
-    H = np.zeros((max(width, 1), L * len(tiles)))
-    for j, (e_col, h) in enumerate(blocks):
-        E[:len(e_col), j * L:(j + 1) * L] = e_col[:, None]
-        H[:len(e_col), j * L:(j + 1) * L] = h
-    row_budget = budget - np.concatenate(floors)
-    per_row, slack = knapsack_excess(E, H, row_budget)
+            # From DRAM: keep holds the halo, reread reads each tile's whole window.
+            # One rule per tensor: its readers share the rows kept, at least the
+            # most any one of them keeps across a tile boundary.
+            item = kept.setdefault(src, [np.zeros(F), np.zeros(F)])
+            item[0] += np.where(several, np.maximum(
+                0, tab.windows[idx, i] * rowbits * T - fewest), 0) * read_rate
+            item[1] = np.maximum(item[1], tab.overlap[idx, i] * rowbits * mult)
+        if not inner or is_whole:
+            continue
+        e = reads * read_rate + (0 if is_written
+                                 else network.tensor_size_bits(name) * write_rate)
+        live = np.zeros((F, L))
+        live[:, i:lastp + 1] = tab.live[idx, i, i:lastp + 1] * (out_row * tb)[:, None]
+        cap = network.tensor_size_bits(name) if name in maybe_whole else np.inf
+        hold = np.minimum((tab.carried[idx, i] * out_row * mult)[:, None] + live, cap)
+        hold[:, i] = np.maximum(0, hold[:, i] - own[3, :, i])
+        excess.append(np.full(F, float(e)))
+        holds.append(hold)
+    for e, h in kept.values():
+        excess.append(e)
+        holds.append(np.repeat(h[:, None], L, axis=1))
+    if not excess:  # nothing to free: a zero item
+        excess, holds = [np.zeros(F)], [np.zeros((F, L))]
+    E = np.repeat(np.stack(excess), L, axis=1)  # (items, F * L), frame-major rows
+    H = np.stack(holds).reshape(len(holds), F * L)
+    row_budget = budget - own.sum(axis=0).reshape(F * L)
+    per_row, slack = knapsack_excess(E, H, row_budget, L)
     # A row whose own transients overflow the budget: the frame cannot fit.
-    per_row = np.where(row_budget < 0, np.inf, per_row)
-    starts = np.arange(0, L * len(tiles), L)
-    best = np.maximum.reduceat(per_row, starts)
+    per_row = np.where(row_budget < 0, np.inf, per_row).reshape(F, L)
+    best = np.where(dead, np.inf, per_row.max(axis=1))
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)
     bound = np.where(finite, np.maximum(0, np.ceil(np.where(finite, best, 0) * (1 - 1e-9)
                                                     - 1e-6)), np.inf)
-    return bound, np.minimum.reduceat(slack, starts).astype(np.int64)
+    return bound, slack.reshape(F, L).min(axis=1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _Table:
+    """Per tile count ``n`` (index ``n - 1``) and layer position of an interval,
+    what :func:`interval_excess_bounds` needs from the tile geometry; no time
+    batch, order or signature changes it."""
+
+    active: np.ndarray  # (N, L) non-empty tiles
+    finest: np.ndarray  # (N, L) rows of the smallest non-empty tile (most sub-tiles)
+    rmax: np.ndarray  # (N, L) rows of the largest tile
+    carried: np.ndarray  # (N, L) rows the output carries across tile boundaries
+    windows: np.ndarray  # (N, L) rows of all the tile windows of its inputs
+    overlap: np.ndarray  # (N, L) largest overlap of a tile window with earlier ones
+    rpick: np.ndarray  # (N, L) rows in the tile bounded at the position
+    fpick: np.ndarray  # (N, L) fresh input rows in that tile
+    live: np.ndarray  # (N, L, L) [n, j, p]: rows of layer j in the tile bounded at p
+    steps_at: np.ndarray  # (N, L, 4) rows and fresh rows of the largest tile, and
+    # of the tile with the most fresh rows
+    memo: dict = field(default_factory=dict, compare=False, hash=False)  # _weight_steps
+
+
+@lru_cache(maxsize=1024)
+def _interval_table(network: Network, first: int, last: int, axis: Axis) -> _Table:
+    """The :class:`_Table` of ``first..last`` for every tile count.
+
+    At each position the bounded tile is the one where the line buffers of the
+    layers whose output is read in the interval hold the most rows (times
+    their row size); the tile with the most rows of the layer itself where
+    there are none. Any tile gives a valid bound.
+    """
+    plan = _interval_plan(network, first, last, axis)
+    bounds = all_tile_bounds(network, first, last, axis)  # (L, N, N + 1)
+    L, N = bounds.shape[:2]
+    big = np.iinfo(np.int64).max
+    rows = bounds[..., 1:] - bounds[..., :-1]  # (L, N, N): empty past n
+    active = np.count_nonzero(rows, axis=2)
+    finest = np.where(rows > 0, rows, big).min(axis=2)
+    finest[finest == big] = 1
+    carried = np.zeros((L, N), dtype=np.int64)
+    windows = np.zeros((L, N), dtype=np.int64)
+    overlap = np.zeros((L, N), dtype=np.int64)
+    fresh = np.zeros((L, N, N), dtype=np.int64)
+    n = np.arange(1, N + 1)[:, None]
+    for i, (lay, ins, inner, _, _) in enumerate(plan):
+        b = bounds[i]
+        win = np.where(rows[i] > 0, _window_hi(lay, axis, b[:, 1:])
+                       - _window_lo(lay, axis, b[:, :-1]), 0)
+        over = _overlaps(lay, axis, b)
+        if _gapped(lay, axis):
+            # Windows with gaps (a kernel narrower than its stride): finer sub-tiles
+            # read fewer rows, down to the union of the one-row windows.
+            src = lay.inputs[0]
+            windows[i] = read_bits(network, src, lay.name, axis) // (
+                network.tensor_row_bits(src, axis) * network.timesteps)
+        else:
+            windows[i] = win.sum(axis=1)
+            if ins:
+                # Per tile, the input rows no earlier tile's window holds: its
+                # sub-tiles read them all from DRAM (none can be kept from before).
+                fresh[i] = win - over
+        if ins:
+            overlap[i] = over.max(axis=1)
+        if inner:
+            # Boundaries 1 .. n - 1; those past n are the extent and need nothing.
+            need = np.full((N, N - 1), big, dtype=np.int64)
+            for cp, cl in inner:
+                cb = bounds[cp][:, 1:N]
+                need = np.where(cb < cl.extent(axis),
+                                np.minimum(need, _window_lo(cl, axis, cb)), need)
+            inside = np.arange(1, N)[None, :] < n
+            gap = np.where((need < big) & inside, b[:, 1:N] - need, 0)
+            carried[i] = np.maximum(0, gap.max(axis=1, initial=0))
+    score = np.zeros((N, N, L))  # (n, tile, position)
+    for i, (lay, _, inner, _, lastp) in enumerate(plan):
+        if inner:
+            score[:, :, i:lastp + 1] += (rows[i] * lay.output_row_bits(axis))[:, :, None]
+    pick = np.where(score.max(axis=1) > 0, np.argmax(score, axis=1),
+                    np.argmax(rows, axis=2).T)  # (N, L)
+    at_n = np.arange(N)[:, None]
+    at_l = np.arange(L)[None, :]
+    rpick = rows[at_l, at_n, pick]
+    fpick = fresh[at_l, at_n, pick]
+    live = rows[:, at_n, pick].transpose(1, 0, 2).astype(np.int32)  # (N, L_j, L_p)
+    big_r, big_f = np.argmax(rows, axis=2).T, np.argmax(fresh, axis=2).T
+    steps_at = np.stack([rows[at_l, at_n, big_r], fresh[at_l, at_n, big_r],
+                         rows[at_l, at_n, big_f], fresh[at_l, at_n, big_f]], axis=2)
+    return _Table(active.T, finest.T, rows.max(axis=2).T, carried.T, windows.T, overlap.T,
+                  rpick, fpick, live, steps_at)
+
+
+def _weight_steps(tab: _Table, i: int, chunk: int, w: int, budget: int, state_row: int,
+                  out_row: int, in_row: int, batches: tuple[int, ...]) -> np.ndarray:
+    """Per time batch of ``batches`` and tile count (index ``n - 1``), the
+    fewest sub-tiles per tile the weights of the layer at position ``i`` are
+    read in; 0 when the layer fits in no choice. Memoised on the table.
+
+    Resident or streamed whole, the weights hold ``w`` bits next to the
+    layer's own sub-tile buffers: per row of its output tile its state
+    (``state_row``) and output sub-tile (``out_row`` per timestep of the
+    batch), and per fresh row of its DRAM inputs' windows ``in_row`` per
+    timestep; at least ``ceil(r / m)`` and ``ceil(f / m)`` rows of a tile
+    with ``r`` rows and ``f`` fresh input rows for ``m`` sub-tiles (at most
+    the finest, one row each). When that overflows ``budget`` even at the
+    finest split, the weights must be streamed in chunks (at least ``chunk``
+    bits), and chunked weights are read once per sub-tile: ``m`` is at least
+    the fewest sub-tiles that fit beside a chunk.
+    """
+    key = (i, chunk, w, budget, state_row, out_row, in_row, batches)
+    got = tab.memo.get(key)
+    if got is not None:
+        return got
+    tbs = np.array(batches, dtype=np.int64)[:, None]  # (U, 1)
+    row_bits, input_bits = state_row + out_row * tbs, in_row * tbs
+    finest = np.broadcast_to(tab.finest[:, i], (len(batches), tab.finest.shape[0]))
+    at = tab.steps_at[:, i]  # (N, 4)
+
+    def need(m: np.ndarray) -> np.ndarray:
+        """Bits of the sub-tile buffers with ``m`` sub-tiles, per batch and tile count."""
+        return np.maximum(-(-at[:, 0] // m) * row_bits + -(-at[:, 1] // m) * input_bits,
+                          -(-at[:, 2] // m) * row_bits + -(-at[:, 3] // m) * input_bits)
+
+    steps = np.ones(finest.shape, dtype=np.int64)
+    fine = need(finest)
+    tight = w + fine > budget
+    if tight.any():
+        # The buffers shrink as m grows: bisect for the fewest m that fits beside a chunk.
+        lo, hi = np.ones_like(finest), finest.copy()
+        while (lo < hi).any():
+            mid = (lo + hi) // 2
+            ok = chunk + need(mid) <= budget
+            hi = np.where(ok & (lo < hi), mid, hi)
+            lo = np.where(~ok & (lo < hi), mid + 1, lo)
+        steps = np.where(tight, np.where(chunk + fine <= budget, lo, 0), steps)
+    tab.memo[key] = steps
+    return steps
 
 
 @lru_cache(maxsize=4096)

@@ -49,7 +49,7 @@ from stems_opt.cost.traffic import SegmentContext, mapping_contexts
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
 from stems_opt.formulation.bounds import (
     frame_operand_floor_fj,
-    interval_excess_bounds,
+    frames_excess_bounds,
     max_chunks,
     read_bits,
 )
@@ -61,6 +61,7 @@ from stems_opt.formulation.data import (
     _Context,
     _FrameBuilder,
     frame_axes,
+    frame_latency_floor,
     interval_specs,
     make_context,
     spec_lower_bound,
@@ -235,14 +236,21 @@ class ColumnSolver:
         self.stats = {"frames_built": 0, "local_solves": 0, "frames_direct": 0,
                       "master_solves": 0, "columns": 0, "columns_priced": 0,
                       "variables": 0, "constraints": 0, "frames_repaired": 0}
-        energy = problem.objective is Objective.ENERGY
+        # Model units per fJ of energy and per cycle of latency (traffic: bits).
+        a, b = self.ctx.energy_weight, self.ctx.latency_weight
+        energy = a > 0
         self.energy = energy
+        self.latency_weight = b
         rates = self.ctx.rates
-        self.rate = min(rates.read_fj_per_bit, rates.write_fj_per_bit) if energy else 1
+        traffic = problem.objective is Objective.TRAFFIC
+        self.rate = a * min(rates.read_fj_per_bit, rates.write_fj_per_bit) if energy else \
+            int(traffic)
         # DRAM read and write, GB operand read and write: cost per bit in model units.
-        self.rates = (rates.read_fj_per_bit, rates.write_fj_per_bit, rates.gb_read_fj_per_bit,
-                      rates.gb_write_fj_per_bit) if energy else (1, 1, 0, 0)
-        self.unit_rates = Rates(*self.rates, hardware=problem.hardware)
+        self.rates = (a * rates.read_fj_per_bit, a * rates.write_fj_per_bit,
+                      a * rates.gb_read_fj_per_bit, a * rates.gb_write_fj_per_bit) if energy \
+            else (int(traffic), int(traffic), 0, 0)
+        self.unit_rates = Rates(*self.rates, hardware=problem.hardware, operand_weight=max(a, 1),
+                                latency=b)
         L = len(self.net.layers)
         self.max_len = min(L, problem.max_segment_layers or L)
         self._layer_parts = self._cheap_layer_parts()
@@ -443,14 +451,17 @@ class ColumnSolver:
     def _cheapest(self, spec: FrameKey) -> float:
         """Cost of the frame's cheapest choices: DRAM traffic, and for energy the
         fewest GB operand accesses (they depend on the tile count too)."""
-        key = (spec[0], spec[1], spec[3], spec[4] if self.energy else 0)
+        key = (spec[0], spec[1], spec[3],
+               spec[4] if self.energy or self.latency_weight else 0)
         got = self.cheapest.get(key)
         if got is None:
             r, w = self._cheapest_split(spec[0], spec[1], spec[3])
             got = r * self.rates[0] + w * self.rates[1]
             if self.energy:
-                got += frame_operand_floor_fj(self.net, spec[0], spec[1], spec[3], spec[4],
-                                              self.problem.hardware)
+                got += self.ctx.energy_weight * frame_operand_floor_fj(
+                    self.net, spec[0], spec[1], spec[3], spec[4], self.problem.hardware)
+            if self.latency_weight:  # (it depends on the tile count, not the time batch)
+                got += self.latency_weight * frame_latency_floor(self.ctx, spec)
             self.cheapest[key] = got
         return got
 
@@ -503,6 +514,8 @@ class ColumnSolver:
         b = self.spec_bounds.get(spec)
         if b is None:
             b = self.rate * spec_lower_bound(self.ctx, spec)
+            if self.latency_weight:
+                b += self.latency_weight * frame_latency_floor(self.ctx, spec)
             self.spec_bounds[spec] = b
         return b
 
@@ -557,19 +570,15 @@ class ColumnSolver:
         for name in inside:
             written |= written_anyway(self.ctx, inside, name)
         maybe = frozenset(self.crossing_in(first)) | frozenset(outs)
-        groups: dict[tuple, list[int]] = {}
-        for spec in self.specs[(first, last)]:
-            groups.setdefault((spec[2], spec[3], spec[5]), []).append(spec[4])
         got = {}
-        for (tb, axis, order), tiles in groups.items():
+        for axis, specs in self._by_axis(self.specs[(first, last)]).items():
             self.stop.check()
-            excess, _ = interval_excess_bounds(
-                self.net, first, last, tb, axis, order, tiles, self.ctx.capacity_bits,
-                frozenset(written), frozenset(), maybe, read_rate=self.rates[0],
-                write_rate=self.rates[1], k_unroll=self.ctx.k_unroll)
-            for n, e in zip(tiles, excess, strict=True):
-                spec = (first, last, tb, axis, n, order)
-                got[spec] = self._cheapest(spec) + float(e)
+            excess, _ = frames_excess_bounds(
+                self.net, first, last, axis, [(s[2], s[5], s[4]) for s in specs],
+                self.ctx.capacity_bits, frozenset(written), frozenset(), maybe,
+                read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll)
+            for spec, e in zip(specs, excess.tolist(), strict=True):
+                got[spec] = self._cheapest(spec) + e
         self._interval_bounds[(first, last)] = got
         return got
 
@@ -609,25 +618,21 @@ class ColumnSolver:
             col.value = None
             return True
         extra = self._extra(col.first, col.last, col.sig)
-        groups: dict[tuple, list[int]] = {}
-        for spec in self.specs[(col.first, col.last)]:
-            groups.setdefault((spec[2], spec[3], spec[5]), []).append(spec[4])
         best = math.inf
-        for (tb, axis, order), tiles in groups.items():
+        for axis, specs in self._by_axis(self.specs[(col.first, col.last)]).items():
             self.stop.check()  # the column stays at its cheap bound, still valid
-            key = (col.first, col.last, tb, axis, order, budget, written, whole)
+            key = (col.first, col.last, axis, budget, written, whole)
             got = self.cap_bounds.get(key)
             if got is None:
-                got = interval_excess_bounds(self.net, col.first, col.last, tb, axis, order,
-                                             tiles, budget, written, whole,
-                                             read_rate=self.rates[0], write_rate=self.rates[1],
-                                             k_unroll=self.ctx.k_unroll)
+                got = frames_excess_bounds(self.net, col.first, col.last, axis,
+                                           [(s[2], s[5], s[4]) for s in specs], budget, written,
+                                           whole, read_rate=self.rates[0],
+                                           write_rate=self.rates[1], k_unroll=self.ctx.k_unroll)
                 self.cap_bounds[key] = got
-            for n, excess, slack in zip(tiles, *got, strict=True):
-                spec = (col.first, col.last, tb, axis, n, order)
-                bound = self._cheapest(spec) + float(excess)
+            for spec, excess, slack in zip(specs, got[0].tolist(), got[1].tolist(), strict=True):
+                bound = self._cheapest(spec) + excess
                 col.frame_bounds[spec] = bound
-                col.frame_slack[spec] = int(slack)
+                col.frame_slack[spec] = slack
                 best = min(best, bound)
         col.tight = True
         if best == math.inf:  # no frame fits its own transient buffers
@@ -726,22 +731,27 @@ class ColumnSolver:
         budget, written, _, whole = self._sig_parts(col)
         if budget <= 0:
             return {}
-        groups: dict[tuple, list[int]] = {}
-        for spec in self.specs[(col.first, col.last)]:
-            groups.setdefault((spec[2], spec[3], spec[5]), []).append(spec[4])
         out = {}
-        for (tb, axis, order), tiles in groups.items():
+        for axis, specs in self._by_axis(self.specs[(col.first, col.last)]).items():
             if self.stop.expired():  # (ranking only: what is sampled so far will do)
                 break
-            top = max(tiles)
-            sample = sorted({n for n in tiles if n == top or _ladder(n)})
-            excess, _ = interval_excess_bounds(
-                self.net, col.first, col.last, tb, axis, order, sample, budget, written, whole,
-                read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll)
-            for n, e in zip(sample, excess, strict=True):
-                spec = (col.first, col.last, tb, axis, n, order)
-                out[spec] = self._cheapest(spec) + float(e)
+            top = max(s[4] for s in specs)
+            sample = [s for s in specs if s[4] == top or _ladder(s[4])]
+            excess, _ = frames_excess_bounds(
+                self.net, col.first, col.last, axis, [(s[2], s[5], s[4]) for s in sample],
+                budget, written, whole, read_rate=self.rates[0], write_rate=self.rates[1],
+                k_unroll=self.ctx.k_unroll)
+            for spec, e in zip(sample, excess.tolist(), strict=True):
+                out[spec] = self._cheapest(spec) + e
         return out
+
+    @staticmethod
+    def _by_axis(specs: list[FrameKey]) -> dict[Axis, list[FrameKey]]:
+        """Frames grouped by axis (bounded together), in their order."""
+        groups: dict[Axis, list[FrameKey]] = {}
+        for spec in specs:
+            groups.setdefault(spec[3], []).append(spec)
+        return groups
 
     def repair_price(self, col: Column, frames: int = PRIMAL_FRAMES) -> bool:
         """Give ``col`` a feasible segment by greedy repair

@@ -10,10 +10,11 @@ The joint problem is cut into *frames* and *layer options*:
   the output is kept whole across segments or written for a later segment,
   where each input comes from and its halo rule).
 
-Every option carries its objective coefficient (traffic bits, or energy in
-integer fJ) and its global-buffer coefficient on every capacity row of its
-frame (``persistent + local[t, p]``), both computed by the cost model's own
-term functions, so the MIP objective of a mapping is the cost model's value.
+Every option carries its objective coefficient (traffic bits, energy in
+integer fJ, latency in cycles, or the EDP search's ``a fJ + b cycles``) and
+its global-buffer coefficient on every capacity row of its frame
+(``persistent + local[t, p]``), both computed by the cost model's own term
+functions, so the MIP objective of a mapping is the cost model's value.
 The rows a tensor read from DRAM keeps across tile boundaries are shared by
 its readers, so they belong to the frame and tensor, not to one option
 (:attr:`Frame.halo_bits`).
@@ -44,8 +45,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stems_opt.cost.energy import EnergyRates, layer_operand_energy_fj
-from stems_opt.cost.geometry import SegmentGeometry, sub_tile_limits
+from stems_opt.cost.energy import EnergyRates, layer_operand_energy_fj, nest_hardware
+from stems_opt.cost.geometry import SegmentGeometry, sub_tile_limits, tile_bounds
+from stems_opt.cost.latency import LayerLatency, layer_compute_floor
 from stems_opt.cost.traffic import (
     dram_read_term,
     kept_halo_term,
@@ -194,6 +196,7 @@ class _FrameBuilder:
         self.inside = set(self.layers)
         self.limits = sub_tile_limits(net, self.seg)
         self.L = len(self.layers)
+        self.latency: dict[str, LayerLatency] = {}
 
     def coeff(self, term_persistent: int, local: np.ndarray | None) -> np.ndarray:
         vec = np.full(self.geo.n * self.L, term_persistent, dtype=np.int64)
@@ -299,8 +302,15 @@ class _FrameBuilder:
                     parts.append((ic, t.read_bits, t.write_bits,
                                    self.coeff(t.persistent_bits, t.local)))
                 i_parts.append(parts)
+            if c.latency_weight:  # every option's cycles at once (see option_cost)
+                self.layer_latency(layer).prefill(
+                    m, weights, states,
+                    [is_output or oc.on_chip is False or oc.cross_write for oc in out_ctx],
+                    [tuple((ic.tensor, Halo.KEEP if ic.source == KEEP else Halo.REREAD)
+                           for ic in combo if ic.source != CHIP)
+                     for combo in itertools.product(*in_ctx)])
             operand_fj: dict[int, int] = {}  # per weight-chunk count
-            if c.objective is Objective.ENERGY:
+            if c.energy_weight:
                 for wc, *_ in w_parts:
                     chunks = _chunks(wc)
                     if chunks not in operand_fj:
@@ -329,14 +339,41 @@ class _FrameBuilder:
                         total = base_c + coeff
                         if int(total.max()) > cap:
                             continue
-                        cost = rr + wwb if c.objective is Objective.TRAFFIC else \
-                            rr * c.rates.read_fj_per_bit + wwb * c.rates.write_fj_per_bit \
-                            + operand_fj[_chunks(wc)]
+                        cost = self.option_cost(layer, m, wc, sm, oc_part[0], in_combo,
+                                                rr, wwb, operand_fj)
                         by_context.setdefault(ctx_key, []).append(LayerOption(
                             name, m, wc, sm, ctx_key[1], ctx_key[0], int(cost), rr, wwb, total))
         for opts in by_context.values():
             result.extend(_pareto(opts))
         return result
+
+    def layer_latency(self, layer: Layer) -> LayerLatency:
+        """The :class:`LayerLatency` of ``layer`` in this frame (memoised)."""
+        lat = self.latency.get(layer.name)
+        if lat is None:
+            lat = self.latency[layer.name] = LayerLatency(
+                self.geo, layer, self.c.hardware, nest_hardware(self.c.hardware))
+        return lat
+
+    def option_cost(self, layer: Layer, m: int, wc: WeightChoice | None,
+                    sm: StateMode | None, oc: OutputContext, in_combo: tuple,
+                    reads: int, writes: int, operand_fj: dict[int, int]) -> int:
+        """An option's objective coefficient in model units."""
+        c = self.c
+        if c.objective is Objective.TRAFFIC:
+            return reads + writes
+        cost = 0
+        if c.energy_weight:
+            cost = c.energy_weight * (reads * c.rates.read_fj_per_bit
+                                      + writes * c.rates.write_fj_per_bit
+                                      + operand_fj[_chunks(wc)])
+        if c.latency_weight:
+            lat = self.layer_latency(layer)
+            written = layer.name in c.outputs or oc.on_chip is False or oc.cross_write
+            dram = tuple((p[0].tensor, Halo.KEEP if p[0].source == KEEP else Halo.REREAD)
+                         for p in in_combo if p[0].source != CHIP)
+            cost += c.latency_weight * lat.cycles(m, wc, sm, written, dram)
+        return cost
 
 
 def _chunks(wc: WeightChoice | None) -> int:
@@ -354,12 +391,26 @@ class _Context:
     whole_candidates: dict[str, int]
     outputs: set[str]
     hardware: Hardware
+    energy_weight: int = 0   # model units per fJ of memory energy
+    latency_weight: int = 0  # model units per cycle
+
+
+def objective_weights(problem: Problem) -> tuple[int, int]:
+    """Model units per fJ of energy and per cycle of latency (both 0 for traffic)."""
+    obj = problem.objective
+    if obj is Objective.EDP:
+        if problem.weights is None:
+            raise ValueError("the EDP objective is solved by weighted sums (stems_opt.edp)")
+        return problem.weights
+    return {Objective.TRAFFIC: (0, 0), Objective.ENERGY: (1, 0),
+            Objective.LATENCY: (0, 1)}[obj]
 
 
 def objective_constant(problem: Problem) -> float:
     """The part of the objective no mapping changes: compute and neuron-update
-    energy in fJ for the energy objective, 0 for traffic."""
-    if problem.objective is not Objective.ENERGY:
+    energy in fJ (times the energy weight), 0 for traffic and latency."""
+    a, _ = objective_weights(problem)
+    if not a:
         return 0.0
     from stems_opt.cost.energy import pj_to_fj
 
@@ -369,14 +420,16 @@ def objective_constant(problem: Problem) -> float:
         e = hw.array.mac_pj if lay.uses_mac else hw.array.accumulate_pj
         total += lay.operations(net.timesteps) * pj_to_fj(e) * lay.spike_rate
         total += lay.neuron_updates(net.timesteps) * pj_to_fj(hw.array.neuron_update_pj)
-    return total
+    return a * total
 
 
 def make_context(problem: Problem) -> _Context:
     """What option generation needs to know about ``problem``."""
     net, hw = problem.network, problem.hardware
+    a, b = objective_weights(problem)
     return _Context(net, problem.objective, hw.gb_capacity_bits, hw.array.factor("K"),
-                    EnergyRates.of(hw), _whole_candidates(problem), set(net.output_names), hw)
+                    EnergyRates.of(hw), _whole_candidates(problem), set(net.output_names), hw,
+                    a, b)
 
 
 def _whole_candidates(problem: Problem) -> dict[str, int]:
@@ -537,6 +590,50 @@ def _energy_lower_bound(ctx: _Context, traffic_lb: int) -> int:
     return traffic_lb * min(ctx.rates.read_fj_per_bit, ctx.rates.write_fj_per_bit)
 
 
+def frame_latency_floor(ctx: _Context, spec: FrameKey) -> int:
+    """A lower bound on the latency (cycles) of frame ``spec`` under any decisions
+    and signature: per layer, the larger of its compute
+    (:func:`~stems_opt.cost.latency.layer_compute_floor`) and its fewest
+    DRAM bits over the DRAM bandwidth (:func:`cheapest_split`'s terms of that
+    layer). Each step takes at least its compute and its DRAM time, so a
+    layer's steps take at least the larger of their sums (``sum max(c, d) >=
+    max(sum c, sum d)``, ``sum ceil(x_i) >= sum x_i``)."""
+    from stems_opt.network import StatePersistence
+
+    first, last, _, axis, n, _ = spec
+    net, hw = ctx.network, ctx.hardware
+    lays = net.layers[first:last + 1]
+    inside = {lay.name for lay in lays}
+    bounds = tile_bounds(net, [lay.name for lay in lays], axis, n)
+    bw = float(hw.dram_bandwidth_bits_per_cycle)
+    total = 0
+    for lay in lays:
+        bits = lay.weight_size_bits if lay.has_weights else 0
+        if lay.stateful and net.state_persistence is StatePersistence.STREAMING:
+            bits += 2 * lay.state_size_bits
+        if lay.name in written_anyway(ctx, inside, lay.name):
+            bits += net.tensor_size_bits(lay.name)
+        bits += sum(read_bits(net, src, lay.name, axis) for src in dict.fromkeys(lay.inputs)
+                    if src not in inside and src not in ctx.whole_candidates)
+        # Integer ceiling for an integer bandwidth; else one cycle less than the
+        # floor, safe from rounding in the steps' float divisions.
+        dram = -(-bits // int(bw)) if bw.is_integer() else max(0, math.floor(bits / bw) - 1)
+        total += max(dram, layer_compute_floor(lay, axis, bounds[lay.name], net.timesteps, hw))
+    return total
+
+
+def spec_objective_bound(ctx: _Context, spec: FrameKey) -> int:
+    """:func:`spec_lower_bound` in model units: traffic bits, or the weighted sum of
+    its energy (:func:`_energy_lower_bound`) and :func:`frame_latency_floor`."""
+    lb = spec_lower_bound(ctx, spec)
+    if ctx.objective is Objective.TRAFFIC:
+        return lb
+    out = ctx.energy_weight * _energy_lower_bound(ctx, lb) if ctx.energy_weight else 0
+    if ctx.latency_weight:
+        out += ctx.latency_weight * frame_latency_floor(ctx, spec)
+    return out
+
+
 def _dp_bounds(L: int, specs: list[tuple[FrameKey, int]]) -> tuple[list[float], list[float]]:
     """Shortest-path bounds over segment boundaries: prefix[i] for layers before i,
     suffix[j] for layers from j on."""
@@ -587,10 +684,7 @@ def build_model_data(problem: Problem, upper_bound: float | None = None,
     L = len(net.layers)
     specs = []
     for spec in frame_specs(problem):
-        lb = spec_lower_bound(ctx, spec)
-        if problem.objective is Objective.ENERGY:
-            lb = _energy_lower_bound(ctx, lb)
-        specs.append((spec, lb))
+        specs.append((spec, spec_objective_bound(ctx, spec)))
     prefix, suffix = _dp_bounds(L, specs)
     constant = objective_constant(problem)
     required = set(required)

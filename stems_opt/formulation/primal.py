@@ -23,13 +23,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stems_opt.cost.energy import layer_operand_energy_fj
+from stems_opt.cost.energy import layer_operand_energy_fj, nest_hardware
 from stems_opt.cost.geometry import SegmentGeometry, sub_tile_limits, weight_chunks
+from stems_opt.cost.latency import LayerLatency, dram_reads
 from stems_opt.cost.traffic import SegmentContext, kept_halo_term, layer_terms, segment_terms
 from stems_opt.formulation.bounds import max_chunks
 from stems_opt.hardware import Hardware
 from stems_opt.mapping import RESIDENT, STREAMED, Halo, Placement, Segment, StateMode, WeightChoice
-from stems_opt.network import Network
+from stems_opt.network import Layer, Network
 
 MAX_STEPS = 400
 """Decision changes tried at most per repair (each is one greedy step)."""
@@ -38,20 +39,34 @@ MAX_STEPS = 400
 @dataclass(frozen=True)
 class Rates:
     """Model units per bit: DRAM read and write, GB operand read and write; the
-    hardware whose operand energy (:func:`layer_operand_energy_fj`) counts."""
+    hardware whose operand energy (:func:`layer_operand_energy_fj`) counts;
+    model units per fJ of operand energy (``operand_weight``) and per cycle of
+    latency (``latency``, :mod:`stems_opt.cost.latency`)."""
 
     read: int = 1
     write: int = 1
     gb_read: int = 0
     gb_write: int = 0
     hardware: Hardware | None = None
+    operand_weight: int = 1
+    latency: int = 0
 
     def operand_fj(self, geo: SegmentGeometry, layer: object, m: int, chunks: int) -> int:
-        """Operand energy below DRAM of ``layer`` (0 without energy)."""
+        """Operand energy below DRAM of ``layer`` in model units (0 without energy)."""
         if not self.energy or self.hardware is None:
             return 0
-        return sum(layer_operand_energy_fj(geo, layer, m, self.hardware,  # type: ignore[arg-type]
-                                           chunks).values())
+        return self.operand_weight * sum(layer_operand_energy_fj(
+            geo, layer, m, self.hardware, chunks).values())  # type: ignore[arg-type]
+
+    def latency_units(self, lat: LayerLatency | None, geo: SegmentGeometry, layer: Layer,
+                      m: int, weight: WeightChoice | None, state: StateMode | None,
+                      written: bool, reads: tuple[tuple[str, Halo], ...]) -> int:
+        """The layer's latency in model units (0 unless latency counts); ``lat`` is
+        the layer's :class:`LayerLatency` in ``geo`` if the caller keeps one."""
+        if not self.latency or self.hardware is None:
+            return 0
+        lat = lat or LayerLatency(geo, layer, self.hardware, nest_hardware(self.hardware))
+        return self.latency * lat.cycles(m, weight, state, written, reads)
 
     @property
     def energy(self) -> bool:
@@ -71,6 +86,10 @@ def segment_value(network: Network, seg: Segment, ctx: SegmentContext, rates: Ra
         sum(t.write_bits for t in terms) * rates.write
     for lay in geo.layers:
         value += rates.operand_fj(geo, lay, seg.sub_tile(lay.name), weight_chunks(seg, lay))
+        value += rates.latency_units(
+            None, geo, lay, seg.sub_tile(lay.name), seg.weight(lay.name) if lay.has_weights
+            else None, seg.state(lay.name) if lay.stateful else None, lay.name in ctx.written,
+            dram_reads(seg, geo.inside, lay))
     return value, int(np.max(occupancy))
 
 
@@ -96,6 +115,7 @@ class _State:
         extra = sum(network.tensor_size_bits(t) for t in ctx.whole - self.inside)
         self.extra_bits = extra
         self.kept: dict[str, int] = {}
+        self.latency: dict[str, LayerLatency] = {}
 
     def placement(self, src: str) -> Placement:
         return self.acts.get(src, Placement.DRAM) if src in self.inside else \
@@ -124,6 +144,13 @@ class _State:
                 sum(t.write_bits for t in terms) * self.rates.write
             chunks = 1 if weight.resident or not lay.has_weights else weight.chunks
             value += self.rates.operand_fj(self.geo, lay, m, chunks)
+            if self.rates.latency:
+                lat = self.latency.get(lay.name)
+                if lat is None and self.rates.hardware is not None:
+                    lat = self.latency[lay.name] = LayerLatency(
+                        self.geo, lay, self.rates.hardware, nest_hardware(self.rates.hardware))
+                value += self.rates.latency_units(lat, self.geo, lay, m, weight, state,
+                                                  written, reads)
             local = np.zeros((self.geo.n, len(self.layers)), dtype=np.int64)
             persistent = 0
             for t in terms:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from stems_opt.cost.evaluation import evaluate
 from stems_opt.cost.traffic import SegmentContext
 from stems_opt.feasibility import check
-from stems_opt.heuristics.named import _greedy_pass, _lone_context, _Scorer
+from stems_opt.heuristics.named import Scorer, greedy_pass, lone_context
 from stems_opt.mapping import Mapping, Order, Placement, Segment
 from stems_opt.network import Axis, Network
 from stems_opt.problem import Problem
@@ -79,7 +79,7 @@ class FrameFiller:
 
     def __init__(self, problem: Problem):
         self.problem = problem
-        self.scorer = _Scorer(problem)
+        self.scorer = Scorer(problem)
         self._fills: dict[tuple[tuple[str, ...], int, int], FrameFill | None] = {}
 
     def max_tiles(self, layers: Sequence[str]) -> int:
@@ -91,10 +91,10 @@ class FrameFiller:
         key = (layers, time_batch, tiles)
         if key not in self._fills:
             net = self.problem.network
-            ctx = _lone_context(net, layers)
+            ctx = lone_context(net, layers)
             seg = Segment(layers, time_batch, tiles, Axis.OY, Order.TIME_OUTER)
             seg = self.scorer.fit(seg, ctx)[0]
-            seg = _greedy_pass(self.problem, self.scorer, [seg], only_local=True, ctx=ctx)[0]
+            seg = greedy_pass(self.problem, self.scorer, [seg], only_local=True, ctx=ctx)[0]
             # The pass decides in the plain context; the score is exact in the segment's own.
             traffic, peak, _ = self.scorer.segment(seg, alone_context(net, seg))
             self._fills[key] = FrameFill(traffic, seg) if peak <= self.scorer.cap else None
@@ -117,7 +117,7 @@ class FrameFiller:
         the greedy fusion uses to choose the tile counts worth a full fill."""
         net = self.problem.network
         seg = Segment(layers, time_batch, tiles, Axis.OY, Order.TIME_OUTER)
-        seg = self.scorer.fit(seg, _lone_context(net, layers))[0]
+        seg = self.scorer.fit(seg, lone_context(net, layers))[0]
         traffic, peak, _ = self.scorer.segment(seg, alone_context(net, seg))
         return traffic if peak <= self.scorer.cap else None
 
@@ -141,7 +141,7 @@ class FrameFiller:
 
     def finish(self, segments: Sequence[Segment], name: str) -> Mapping:
         """The mapping of ``segments`` with the greedy rule's cross-segment switches."""
-        segs = _greedy_pass(self.problem, self.scorer, list(segments), only_local=False)
+        segs = greedy_pass(self.problem, self.scorer, list(segments), only_local=False)
         return Mapping(tuple(segs), name).canonical(self.problem.network)
 
 
@@ -156,7 +156,8 @@ def heuristic_result(problem: Problem, mapping: Mapping | None, solver: str, sta
     assert not violations, f"{solver} built an invalid mapping: {violations}"
     cost = evaluate(problem, mapping)
     return Result(SolveStatus.FEASIBLE, solver, problem.objective.value, mapping=mapping,
-                  cost=cost, objective_value=cost.objective_value(problem.objective.value),
+                  cost=cost, objective_value=cost.objective_value(
+                      problem.objective.value, problem.weights),
                   runtime_s=time.perf_counter() - start, message=message)
 
 

@@ -17,6 +17,10 @@ Schedule names:
     ``Tb = 1``); a ``T``/``L`` block is one segment per layer.
 
 Every other decision follows one fixed greedy rule (see :func:`greedy_mapping`).
+Its parts are public for the heuristics built on the same rule
+(:mod:`stems_opt.heuristics.greedy`): :class:`Scorer` (exact per-segment
+traffic and peak, and the sub-tile refit), :func:`greedy_pass` (one pass of
+the switches) and :func:`lone_context` (how a segment is seen on its own).
 """
 
 from __future__ import annotations
@@ -149,7 +153,7 @@ class _Group(NamedTuple):
 
     ``local`` is the ``(n, L)`` occupancy of the layer's terms; ``col`` (and
     ``col_array``, the same as an array) its column at the layer's own
-    position, the only one :meth:`_Scorer.fit` tests for that layer.
+    position, the only one :meth:`Scorer.fit` tests for that layer.
     """
 
     traffic: int
@@ -246,7 +250,7 @@ class _FrameInfo:
         return state, act, name in ctx.whole, name in ctx.written, tuple(reads)
 
 
-class _Scorer:
+class Scorer:
     """Per-segment traffic and peak, and the sub-tile refit, all cached.
 
     The greedy re-scores and refits the same segments many times, so a
@@ -550,9 +554,9 @@ class _Filler:
     def __init__(self, problem: Problem, frames: Sequence[Frame]):
         self.problem = problem
         self.frames = list(frames)
-        self.scorer = _Scorer(problem)
+        self.scorer = Scorer(problem)
         net = problem.network
-        self.ctxs = [_lone_context(net, f.layers) for f in self.frames]
+        self.ctxs = [lone_context(net, f.layers) for f in self.frames]
         self.max_n = [min(net.layer(n).extent(Axis.OY) for n in f.layers) for f in self.frames]
         self._initial: dict[tuple[int, int], Segment] = {}
         self._filled: dict[tuple[int, ...], tuple[list[Segment], tuple[int, float]]] = {}
@@ -601,7 +605,7 @@ class _Filler:
         traffic = self._local.get(key)
         if traffic is None:
             scorer = self.scorer
-            seg = _greedy_pass(self.problem, scorer, [self.initial(i, n)], only_local=True,
+            seg = greedy_pass(self.problem, scorer, [self.initial(i, n)], only_local=True,
                                ctx=ctx)[0]
             t, peak, _ = scorer.segment(seg, ctx)
             traffic = self._local[key] = t if peak <= scorer.cap else -1
@@ -656,7 +660,7 @@ class _Filler:
         hit = self._filled.get(tiles)
         if hit is None:
             segs = [self.initial(i, n) for i, n in enumerate(tiles)]
-            segs = _greedy_pass(self.problem, self.scorer, segs, only_local=False)
+            segs = greedy_pass(self.problem, self.scorer, segs, only_local=False)
             hit = self._filled[tiles] = (segs, self._objective(segs))
         return hit
 
@@ -670,7 +674,7 @@ class _Filler:
         if problem.objective.value == "traffic":
             return 0, float(sum(s[0] for s in scores))
         return 0, evaluate(problem, Mapping(tuple(segs))).objective_value(
-            problem.objective.value)
+            problem.objective.value, problem.weights)
 
 
 _EVERY_COUNT_UP_TO = 8
@@ -807,14 +811,17 @@ def _sweep(filler: _Filler, tiles: list[int], free: list[int], cands: dict[int, 
     return tiles, current
 
 
-def _lone_context(net: Network, layers: Sequence[str]) -> SegmentContext:
+def lone_context(net: Network, layers: Sequence[str]) -> SegmentContext:
+    """The context the greedy rule decides a segment of ``layers`` in before the mapping
+    around it is known: nothing kept whole; written are the network outputs and the
+    tensors read outside the segment."""
     inside = set(layers)
     outs = set(net.output_names)
     written = {n for n in layers if n in outs or any(c not in inside for c in net.consumers(n))}
     return SegmentContext(frozenset(), frozenset(written))
 
 
-def _greedy_pass(problem: Problem, scorer: _Scorer, segs: list[Segment], only_local: bool,
+def greedy_pass(problem: Problem, scorer: Scorer, segs: list[Segment], only_local: bool,
                  ctx: SegmentContext | None = None) -> list[Segment]:
     """One pass over the switches; ``only_local`` scores ``segs[0]`` alone in ``ctx``.
 
@@ -877,7 +884,7 @@ def named_schedule(problem: Problem, name: str, tiles: Sequence[int] | int | Non
     mapping = greedy_mapping(problem, frames, name=name.upper())
     cost = evaluate(problem, mapping)
     status = SolveStatus.FEASIBLE if cost.feasible else SolveStatus.INFEASIBLE
-    value = cost.objective_value(problem.objective.value)
+    value = cost.objective_value(problem.objective.value, problem.weights)
     msg = "" if cost.feasible else (
         f"does not fit: needs {cost.peak_gb_bits} bits of global buffer, capacity "
         f"{cost.capacity_bits}")
