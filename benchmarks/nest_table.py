@@ -5,7 +5,7 @@ A step shape is fixed by a layer, the input window of one sub-tile's output
 rows, the time batch ``Tb`` and the weight chunks. The search space
 (:func:`stems_opt.formulation.data.frame_specs`: every interval of layers,
 axis and tile count; every ``Tb``) gives each layer's tile bounds, and every
-sub-tile count ``m`` up to :func:`stems_opt.cost_model.sub_tile_limits`
+sub-tile count ``m`` up to :func:`stems_opt.cost.geometry.sub_tile_limits`
 splits them; every divisor of ``T`` and every weight choice of the layer
 (``_weight_choices``) is crossed with them. Frames that differ only in order
 or ``Tb`` share their bounds, so bounds are collected once per interval,

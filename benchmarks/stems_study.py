@@ -79,6 +79,7 @@ from stems_opt import (  # noqa: E402
 )
 from stems_opt.heuristics import NAMED, Frame, greedy_mapping  # noqa: E402
 from stems_opt.incumbents import FALLBACK_SCHEDULES  # noqa: E402
+from stems_opt.size_bounds import size_envelope  # noqa: E402
 from stems_opt.solvers import solve_and_score  # noqa: E402
 from stems_opt.sweep import (  # noqa: E402
     KEY_COLUMNS,
@@ -368,6 +369,8 @@ def ski_slope(settings: Settings) -> tuple[list[dict[str, str]], list[str]]:
     else:
         rows = run_sweep(sweep, out, resume=True)
     wall = time.perf_counter() - start
+    own_proven = sum(r["status"] == "optimal" for r in rows)
+    rows = size_envelope(rows)
     try:
         from stems_opt.plots import skislope_plot
 
@@ -383,9 +386,15 @@ def ski_slope(settings: Settings) -> tuple[list[dict[str, str]], list[str]]:
              "an interrupted earlier run by `--resume`)" if resumed else "")
           + ". Traffic in Mbit; `n/f`: no "
           "mapping of that kind fits; `-`: none found within the time limit. A point not "
-          "proven shows its gap to the proven lower bound.", "", plot_line, "",
+          "proven shows its gap to the proven lower bound. Sizes of one network prove "
+          "for each other: the bound at a size is the largest bound of any larger size "
+          "(the optimum never rises as the buffer shrinks), the mapping the best found at "
+          "any smaller size (it fits this one at the same cost); the last column says "
+          f"where that changed a point ({own_proven} of {len(rows)} points were proven by "
+          "their own solve).", "", plot_line, "",
           "| network | buffer | optimum | status | best named | best named / opt | "
-          "compulsory | opt / compulsory |", "|---|---|---:|---|---|---:|---:|---:|"]
+          "compulsory | opt / compulsory | from other sizes |",
+          "|---|---|---:|---|---|---:|---:|---:|---|"]
     for r in rows:
         opt = float(r["value"]) if r["value"] else None
         bn = float(r["best_named_value"]) if r["best_named_value"] else None
@@ -395,7 +404,8 @@ def ski_slope(settings: Settings) -> tuple[list[dict[str, str]], list[str]]:
                   f"{_fmt(opt, '') if opt is not None or r['status'] == 'infeasible' else '-'}"
                   f" | {status} | "
                   f"{r['best_named'] + ' ' + _fmt(bn, '') if bn else 'n/f'} | "
-                  f"{_x(_div(bn, opt))} | {comp / 1e6:,.2f} | {_x(_div(opt, comp))} |")
+                  f"{_x(_div(bn, opt))} | {comp / 1e6:,.2f} | {_x(_div(opt, comp))} | "
+                  f"{r['envelope'] or '-'} |")
     unproven = sum(r["status"] != "optimal" for r in rows)
     md += ["", f"{len(rows) - unproven} of {len(rows)} points proven optimal"
            + (f"; the other {unproven} show their gap to the proven bound." if unproven

@@ -666,14 +666,21 @@ def _sweep(args: argparse.Namespace) -> int:
         if client is not None:
             client.close()
     print(f"{len(rows)} points written to {out}")
+    from stems_opt.size_bounds import size_envelope
+
+    slope = size_envelope(rows)
     if args.plot:
         from stems_opt.plots import skislope_plot
 
-        skislope_plot(rows, args.plot)
-        print(f"ski-slope plot written to {args.plot}")
+        skislope_plot(slope, args.plot)
+        print(f"ski-slope plot written to {args.plot} (bounds and mappings combined "
+              "across buffer sizes)")
     unproven = sum(r["status"] != "optimal" for r in rows)
+    combined = sum(r["status"] != "optimal" for r in slope)
     if unproven:
-        print(f"{unproven} points not proven optimal (see their bound and gap)")
+        print(f"{unproven} points not proven optimal by their own solve (see their bound "
+              f"and gap); {unproven - combined} of them proven with the bounds and "
+              "mappings of other buffer sizes")
     return EXIT_OK
 
 

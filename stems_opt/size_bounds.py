@@ -13,7 +13,7 @@ network in order so that each can use the last.)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from stems_opt.problem import Problem
@@ -49,4 +49,57 @@ def solve_sizes(problem: Problem, capacities_bits: Sequence[int], solver: str = 
     return [results[c] for c in capacities_bits]
 
 
-__all__ = ["solve_sizes", "with_capacity"]
+_GROUP = ("network_file", "hardware_file", "objective", "state_persistence")
+
+
+def _gap(value: float, bound: float) -> float:
+    return 0.0 if value == 0 else max(0.0, (value - bound) / value)
+
+
+def size_envelope(rows: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """Sweep rows (``stems_opt.sweep.COLUMNS``) with what other buffer sizes prove.
+
+    Rows that differ only in ``gb_capacity_bits`` (same network, hardware file,
+    objective and state rule) form one slope. At each size the bound becomes the
+    largest bound of any size at least as large (the optimum never rises as the
+    buffer shrinks), and the mapping the best one found at any size at most as
+    large (a mapping that fits a smaller buffer fits this one, at the same
+    cost), with its ``traffic_bits`` and ``energy_pj``. ``gap`` and ``status``
+    follow (``optimal`` when value and bound meet). The added column
+    ``envelope`` names the sizes a bound or a mapping came from; it is empty
+    when the point's own solve stands. Rows keep their order.
+    """
+    from stems_opt.sweep import size_label
+
+    out = [dict(r) for r in rows]
+    slopes: dict[tuple[str, ...], list[dict[str, str]]] = {}
+    for r in out:
+        r["envelope"] = ""
+        if r.get("gb_capacity_bits"):
+            slopes.setdefault(tuple(r[c] for c in _GROUP), []).append(r)
+    for pts in slopes.values():
+        pts.sort(key=lambda r: int(r["gb_capacity_bits"]))
+        own = [(r["value"], r["bound"], r["traffic_bits"], r["energy_pj"]) for r in pts]
+        for i, r in enumerate(pts):
+            notes = []
+            bounds = [(float(b), j) for j, (_, b, _, _) in enumerate(own[i:], i) if b]
+            if bounds:
+                bound, j = max(bounds, key=lambda t: (t[0], -t[1]))
+                if j != i and (not own[i][1] or bound > float(own[i][1])):
+                    r["bound"] = own[j][1]
+                    notes.append(f"bound from {size_label(int(pts[j]['gb_capacity_bits']))}")
+            values = [(float(v), j) for j, (v, _, _, _) in enumerate(own[:i + 1]) if v]
+            if values:
+                value, j = min(values, key=lambda t: (t[0], -t[1]))
+                if j != i and (not own[i][0] or value < float(own[i][0])):
+                    r["value"], _, r["traffic_bits"], r["energy_pj"] = own[j]
+                    notes.append(f"mapping from {size_label(int(pts[j]['gb_capacity_bits']))}")
+            if notes and r["value"] and r["bound"]:
+                gap = _gap(float(r["value"]), float(r["bound"]))
+                r["gap"] = "0" if gap == 0 else repr(gap)
+                r["status"] = "optimal" if gap == 0 else "feasible"
+            r["envelope"] = "; ".join(notes)
+    return out
+
+
+__all__ = ["size_envelope", "solve_sizes", "with_capacity"]
