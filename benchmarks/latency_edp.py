@@ -81,7 +81,9 @@ def write(rows: list[dict[str, object]], limit_s: float) -> None:
              "the latency of the energy optimum.", "",
              "| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
     lines += ["| " + " | ".join(_fmt(r[c]) for c in shown) + " |" for r in rows]
-    lines += ["", "Supported (energy, latency) points found by the EDP searches:", ""]
+    lines += ["", "(energy, latency) of the mappings the EDP searches' weighted solves returned "
+              "(not all on the Pareto front: a weighted solve returns one of its optima, e.g. "
+              "any least-latency mapping):", ""]
     lines += [f"- {r['instance']}: {r['points']}" for r in rows if r["objective"] == "edp"]
     (RESULTS / "latency_edp.md").write_text("\n".join(lines) + "\n")
 

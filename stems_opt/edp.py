@@ -22,6 +22,7 @@ from typing import Any
 from stems_opt.problem import Problem
 from stems_opt.progress import LOG
 from stems_opt.result import Result, SolveStatus
+from stems_opt.stopping import INTERRUPTED, Stop
 
 EXACT_LIMIT = 2 ** 45
 """Largest weighted value (four times the larger end of a segment) solved exactly:
@@ -44,28 +45,43 @@ def solve_edp(problem: Problem, solve_one: Callable[..., Result], **options: Any
     The result's ``objective_value`` is the EDP in pJ x cycles; its bound is
     the product of the least energy and the least latency proven when a
     weighted solve was left unproven. ``stats`` lists the points found.
+
+    ``options["stop"]`` (a :class:`~stems_opt.stopping.Stop`) holds the
+    deadline of the whole search and any stop request. The least-energy solve
+    gets 40 % of the time, the least-latency one two thirds of what is left,
+    every later one half of what is left, so that both bounds exist when time
+    runs out.
     """
     start = time.perf_counter()
     results: list[Result] = []
     proven = True
     notes: list[str] = []
+    parent: Stop = options.pop("stop", None) or Stop()
+    options.pop("time_limit_s", None)  # the parent's deadline covers every solve
+    shares = iter((0.4, 2 / 3))
 
     def run(a: int, b: int) -> tuple[int, int] | None:
         nonlocal proven
+        if parent.expired():
+            proven = False
+            return None
+        left = parent.remaining_s()
+        child = Stop(None if left is None else left * next(shares, 0.5))
         LOG.info("EDP: minimising %d x energy (fJ) + %d x latency (cycles)", a, b)
-        r = solve_one(problem.weighted(a, b), **options)
+        with parent.cancel_hook(lambda: child.request(parent.reason or INTERRUPTED)):
+            r = solve_one(problem.weighted(a, b), stop=child, **options)
         results.append(r)
         if r.status is not SolveStatus.OPTIMAL:
             proven = False
         return _point(r)
 
     p_energy = run(1, 0)
-    e_bound = results[-1].bound
+    e_bound = results[-1].bound if results else None
     p_latency = run(0, 1)
-    l_bound = results[-1].bound
+    l_bound = results[-1].bound if len(results) > 1 else None
     if p_energy is None or p_latency is None:
         return _answer(problem, results, False, start, e_bound, l_bound,
-                       ["no mapping found" if not results[-1].feasible else ""])
+                       ["no mapping found" if not any(r.feasible for r in results) else ""])
     stack = [(p_energy, p_latency)] if p_energy[1] > p_latency[1] else []
     seen = {p_energy, p_latency}
     while stack:
@@ -100,16 +116,17 @@ def _answer(problem: Problem, results: list[Result], proven: bool, start: float,
     solver = results[0].solver if results else ""
     stats: dict[str, float | str] = {
         "weighted_solves": len(results),
-        "supported_points": len({_point(r) for r in found}),
+        "distinct_points": len({_point(r) for r in found}),
         "points": "; ".join(f"{r.cost.total_energy_pj:.6g} pJ x {r.cost.latency_cycles} cycles"
                             for r in found if r.cost is not None),
     }
     runtime = time.perf_counter() - start
     if not found:
-        status = SolveStatus.INFEASIBLE if all(
+        status = SolveStatus.INFEASIBLE if results and all(
             r.status is SolveStatus.INFEASIBLE for r in results) else SolveStatus.UNKNOWN
-        return Result(status, solver, "edp", runtime_s=runtime, stats=stats,
-                      message="; ".join(n for n in notes if n) or results[0].message)
+        message = "; ".join(n for n in notes if n) or (
+            results[0].message if results else "stopped before any weighted solve")
+        return Result(status, solver, "edp", runtime_s=runtime, stats=stats, message=message)
     best = min(found, key=lambda r: r.cost.edp_pj_cycles)  # type: ignore[union-attr]
     assert best.cost is not None
     value = best.cost.edp_pj_cycles

@@ -26,6 +26,9 @@ EXACT_SOLVERS = ("cpsat", "highs")
 FINISH_RESERVE_S = 0.3
 """Seconds kept, at most, from a time limit for the work after the search (5 % of the
 limit when that is less): the best mapping over the columns found, its check and score."""
+FINISH_PER_LAYER_S = 0.003
+"""Seconds more kept per layer (within the same 5 %): checking and scoring a mapping, and
+seeding the named schedules arrived, take about a millisecond per layer each."""
 MAX_FRAMES = 400
 """Frames handed to the MIP at most; the rest are covered by their bound."""
 MAX_OPTIONS_PER_FRAME = 400
@@ -216,7 +219,8 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
             # Model units are integers: rounding down keeps a bound in objective units valid.
             hint = 0.0 if lower_bound is None else max(
                 0.0, math.floor(lower_bound * scale - constant))
-            mapping, model_value, model_bound = cs.solve(_search_share(stop), hint)
+            share = _search_share(stop, len(problem.network.layers))
+            mapping, model_value, model_bound = cs.solve(share, hint)
             stats.update(cs.stats)
             if model_bound < math.inf:  # a search stopped early may not have reached it
                 model_bound = max(model_bound, _quick_bound(problem))
@@ -286,13 +290,14 @@ def _hook(cs: object, start: float, constant: float, scale: float,
                                                  (v + constant) / scale)
 
 
-def _search_share(stop: Stop) -> float | None:
+def _search_share(stop: Stop, layers: int) -> float | None:
     """Seconds the search may use: the time left less what the answer needs after it
     (the best mapping over the columns found, its check and its score)."""
     left = stop.remaining_s()
     if left is None:
         return None
-    return max(0.0, left - min(FINISH_RESERVE_S, 0.05 * (stop.deadline - stop.start)))
+    reserve = FINISH_RESERVE_S + FINISH_PER_LAYER_S * layers
+    return max(0.0, left - min(reserve, 0.05 * (stop.deadline - stop.start)))
 
 
 def _wait_for_named(background: BackgroundNamed, stop: Stop, have_none: bool) -> Result | None:

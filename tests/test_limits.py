@@ -100,8 +100,11 @@ def test_signal_stops_with_best_mapping(signum: int, tmp_path: Path) -> None:
     out = tmp_path / "best.yaml"
     out.write_text("old\n")
     proc = _cli("solve", str(RED_LIF), "--objective", "energy", "--json", "--out", str(out))
-    _wait_for_progress(proc)
-    time.sleep(0.5)
+    line = _wait_for_progress(proc)
+    assert proc.stderr is not None
+    while "incumbent -" in line:  # a loaded machine may take a while to a first mapping
+        line = proc.stderr.readline()
+        assert line, "the search ended before any progress line with a mapping"
     proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum, stderr

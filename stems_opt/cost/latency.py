@@ -94,6 +94,31 @@ def _per_use_bits(layer: Layer, network: Network, axis: Axis, lo: int, hi: int, 
     return bits * tb
 
 
+@lru_cache(maxsize=4096)
+def _windows(layer: Layer, axis: Axis) -> tuple[np.ndarray, np.ndarray]:
+    """``first[lo]`` and ``last[hi]`` with ``layer.window(axis, lo, hi) == (first[lo],
+    last[hi])`` for ``hi > lo``: a window starts where its first row's does and ends
+    where its last row's does."""
+    ext = layer.extent(axis)
+    first = np.array([layer.window(axis, r, r + 1)[0] for r in range(ext)] + [0],
+                     dtype=np.int64)
+    last = np.array([0] + [layer.window(axis, r - 1, r)[1] for r in range(1, ext + 1)],
+                    dtype=np.int64)
+    first.flags.writeable = False
+    last.flags.writeable = False
+    return first, last
+
+
+@lru_cache(maxsize=1 << 14)
+def _bounds_arrays(steps: Steps) -> tuple[np.ndarray, np.ndarray]:
+    """The ``lo`` and ``hi`` rows of every step as arrays."""
+    lo = np.array([a for _, a, _ in steps], dtype=np.int64)
+    hi = np.array([z for _, _, z in steps], dtype=np.int64)
+    lo.flags.writeable = False
+    hi.flags.writeable = False
+    return lo, hi
+
+
 @lru_cache(maxsize=1 << 14)
 def core_cycles(layer: Layer, network: Network, axis: Axis, steps: Steps, tb: int,
                 nh: NestHardware, pe_count: int, loop_nests: bool, chunks: int = 1
@@ -105,22 +130,29 @@ def core_cycles(layer: Layer, network: Network, axis: Axis, steps: Steps, tb: in
     iterations (``ceil(operations / PEs)`` for pools and adds, none for a
     flatten) and the GB port moves the one-access-per-use bits.
     """
-    out = np.zeros(len(steps), dtype=np.int64)
-    gb_bw = nh.gb_bandwidth_bits_per_cycle
-    extent = layer.extent(axis)
-    for i, (_, lo, hi) in enumerate(steps):
-        if layer.has_weights and loop_nests:
-            shape = step_shape(layer, axis, lo, hi, tb, chunks)
+    lo, hi = _bounds_arrays(steps)
+    rows = hi - lo
+    if layer.has_weights and loop_nests:
+        out = np.zeros(len(steps), dtype=np.int64)
+        for i, (_, a, z) in enumerate(steps):
+            shape = step_shape(layer, axis, a, z, tb, chunks)
             nest, _ = optimal_nest(shape, nh)
             out[i] = nest_cost(nest, shape, nh).cycles
-            continue
-        if layer.has_weights:
-            compute = step_iterations(layer, hi - lo, tb, axis, nh.unrolling, chunks)
-        else:
-            ops = layer.operations(tb) * (hi - lo) // extent
-            compute = -(-ops // pe_count)
-        gb = math.ceil(_per_use_bits(layer, network, axis, lo, hi, tb) / gb_bw) if gb_bw else 0
-        out[i] = max(compute, gb)
+    elif layer.has_weights:
+        # Only the rows along the axis differ between steps: ceil(rows / u) x the rest.
+        u_rows = nh.unrolling[2] if axis is Axis.OY else nh.unrolling[3]
+        one = step_iterations(layer, u_rows, tb, axis, nh.unrolling, chunks)
+        out = one * (-(-rows // u_rows)) if layer.kind is not LayerKind.LINEAR else \
+            np.full(len(steps), one, dtype=np.int64)
+    else:
+        ops = layer.operations(tb) * rows // layer.extent(axis)
+        out = -(-ops // pe_count)
+    gb_bw = nh.gb_bandwidth_bits_per_cycle
+    if gb_bw and not (layer.has_weights and loop_nests):
+        gb = np.array([math.ceil(_per_use_bits(layer, network, axis, a, z, tb) / gb_bw)
+                       for _, a, z in steps], dtype=np.int64)
+        out = np.maximum(out, gb)
+    out = np.asarray(out, dtype=np.int64)
     out.flags.writeable = False  # cached: shared by every caller
     return out
 
@@ -130,13 +162,14 @@ def new_rows(layer: Layer, axis: Axis, steps: Steps, keep: bool) -> np.ndarray:
     """Input rows each step reads from DRAM: its window, less under ``keep``
     the rows shared with the previous step's window (as
     ``SegmentGeometry.window_reads`` counts them)."""
-    out = np.zeros(len(steps), dtype=np.int64)
-    prev = None
-    for i, (_, lo, hi) in enumerate(steps):
-        a, e = layer.window(axis, lo, hi)
-        shared = max(0, min(prev, e) - a) if keep and prev is not None else 0
-        out[i] = e - a - shared
-        prev = e
+    first, last = _windows(layer, axis)
+    lo, hi = _bounds_arrays(steps)
+    a, e = first[lo], last[hi]
+    out = e - a
+    if keep and len(out) > 1:
+        out = out.copy()
+        out[1:] -= np.maximum(0, np.minimum(e[:-1], e[1:]) - a[1:])
+    out = np.asarray(out, dtype=np.int64)
     out.flags.writeable = False  # cached: shared by every caller
     return out
 

@@ -33,11 +33,13 @@ the column's exact value.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,7 +60,6 @@ from stems_opt.formulation.data import (
     LayerOption,
     _Context,
     _FrameBuilder,
-    cheapest_split,
     frame_axes,
     frame_latency_floor,
     interval_specs,
@@ -95,6 +96,11 @@ DIVE_NONE_SHARE = 0.5
 DIVE_CAP_S = 30.0
 """Without a time limit, the dive stops after ``DIVE_SHARE`` of this."""
 LOCAL_LIMIT_S = 2.0
+COLUMN_BUDGET = 100_000
+"""Columns built up front at most: intervals are opened by length, shortest first, while
+their columns fit; longer intervals are opened when the proof needs them."""
+EXCLUDED_REFRESH_S = 1.0
+"""Seconds between recomputations of the bound on mappings through unopened intervals."""
 """First time limit of a frame's local solve; a frame left open is retried with 8x more."""
 Backend = Callable[[LinearModel, SolveOptions, dict[int, int] | None], BackendAnswer]
 
@@ -116,6 +122,20 @@ class _Specs(dict):
     def __missing__(self, key: tuple[int, int]) -> list[FrameKey]:
         specs = self[key] = interval_specs(self.network, key[0], key[1], self.axes)
         return specs
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector: building columns allocates a few
+    objects per column and none in cycles, and the collections the allocations
+    trigger would walk every column built so far, again and again."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 class _MasterStoppedError(Exception):
@@ -180,7 +200,6 @@ class ColumnSolver:
         self._by_interval: dict[tuple[int, int], list[Column]] | None = None
         self._extra_parts: dict[tuple[int, int], tuple[dict[str, int], dict[str, int]]] = {}
         self._transitions: dict[tuple, list[tuple]] = {}
-        self._reach = (-1, 0)  # (columns counted, longest column's layers)
         # Per price mode ("bound": bounds and exact values, "primal": see master_path):
         self._table: dict[str, list[dict]] = {}  # the master path's labels, reused
         self._touched: dict[str, set[int]] = {"bound": set(), "primal": set(), "exact": set()}
@@ -205,6 +224,8 @@ class ColumnSolver:
         self.cap_bounds: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self.cheapest: dict[tuple, float] = {}
         self.columns: list[Column] = []
+        self._excluded: tuple[float, float] | None = None  # (bound, when computed)
+        self._floor: np.ndarray | None = None
         # Called with each better mapping's value (model units) as the search finds it.
         self.on_incumbent: Callable[[float], None] | None = None
         self.best_found = math.inf
@@ -230,24 +251,174 @@ class ColumnSolver:
             else (int(traffic), int(traffic), 0, 0)
         self.unit_rates = Rates(*self.rates, hardware=problem.hardware, operand_weight=max(a, 1),
                                 latency=b)
-        T = self.net.timesteps
         L = len(self.net.layers)
-        max_len = problem.max_segment_layers or L
-        intervals = [(first, last) for first in range(L)
-                     for last in range(first, min(L, first + max_len))]
-        for first, last in intervals:
-            self.stop.check()  # building every column can take seconds on deep networks
-            # The full time batch in one tile has the least cheap bound of any frame of the
-            # interval, and one tile the fewest GB operand accesses.
-            ones = [(first, last, T, axis, 1, Order.TIME_OUTER) for axis in self.axes]
-            base = max(min(self._spec_bound(s) for s in ones),
-                       min(self._cheapest(s, any_tb=True) for s in ones))
-            for sig in self.signatures(first, last):
-                self.columns.append(Column(first, last, sig,
-                                           base + self._extra(first, last, sig)))
-        self.stats["columns"] = len(self.columns)
-        for i, c in enumerate(self.columns):
-            c.rank = i
+        self.max_len = min(L, problem.max_segment_layers or L)
+        self._layer_parts = self._cheap_layer_parts()
+        self._reach = 0
+        self._opened: set[tuple[int, int]] = set()
+        # Intervals up to this length are opened (their columns built); longer ones only
+        # when asked for (:meth:`open_interval`) or when the proof needs them (open_more).
+        self.open_len = 0
+        self._budget_len = self._lengths_within(COLUMN_BUDGET)
+        # A network too deep to build whole starts from its one-layer intervals: the dive
+        # finds a first mapping over them before the rest of the budget is built.
+        self._open_lengths(self._budget_len if self._budget_len >= self.max_len else 1)
+        self.stats.update(columns=len(self.columns), open_len=self.open_len)
+
+    # --- opening intervals -------------------------------------------------------
+    def _lengths_within(self, budget: int) -> int:
+        """The longest interval length whose intervals, with every shorter one, have at
+        most ``budget`` columns (at least 1)."""
+        L, total = len(self.net.layers), 0
+        for length in range(1, self.max_len + 1):
+            total += sum(self.signature_count(first, first + length - 1)
+                         for first in range(L - length + 1))
+            if total > budget:
+                return max(1, length - 1)
+        return self.max_len
+
+    def _open_lengths(self, length: int) -> None:
+        """Open every interval up to ``length`` layers (first layer first)."""
+        L = len(self.net.layers)
+        with _collector_paused():
+            for first in range(L):
+                for last in range(first + self.open_len, min(L, first + length)):
+                    self.stop.check()  # building columns can take seconds on deep networks
+                    if (first, last) not in self._opened:
+                        self._add_interval(first, last)
+        self.open_len = length
+
+    def open_interval(self, first: int, last: int) -> bool:
+        """Build the columns of ``first..last`` if they are not built yet and the
+        interval lies in the search space; ``True`` when it is open."""
+        length = last - first + 1
+        if length > self.max_len or first < 0 or last >= len(self.net.layers):
+            return False
+        if length > self.open_len and (first, last) not in self._opened:
+            self._add_interval(first, last)
+        return True
+
+    def open_more(self) -> bool:
+        """Open the next interval lengths (about half the column budget more);
+        ``False`` when every interval is open already, or when the search is stopped
+        meanwhile (what was opened stays; the rest is still bounded apart)."""
+        if self.open_len >= self.max_len:
+            return False
+        L, total, length = len(self.net.layers), 0, self.open_len
+        while length < self.max_len and (length == self.open_len or total <= COLUMN_BUDGET // 2):
+            length += 1
+            total += sum(self.signature_count(first, first + length - 1)
+                         for first in range(L - length + 1))
+        try:
+            self._open_lengths(length)
+        except SearchStoppedError:
+            return False
+        self.stats.update(columns=len(self.columns), open_len=self.open_len)
+        LOG.debug("opened intervals up to %d layers: %d columns", length, len(self.columns))
+        return True
+
+    def _add_interval(self, first: int, last: int) -> None:
+        """Build the columns of one interval at their cheap bounds."""
+        # The full time batch in one tile has the least cheap bound of any frame of the
+        # interval (its capacity-free bound is its cheapest choices: one time batch and
+        # one tile add nothing), and one tile the fewest GB operand accesses.
+        T = self.net.timesteps
+        # (With loop nests the nest floor depends on the time batch: the coarse one
+        # holds for every time batch.)
+        base = min(self._cheapest((first, last, T, axis, 1, Order.TIME_OUTER), any_tb=True)
+                   for axis in self.axes)
+        new = [Column(first, last, sig, base + self._extra(first, last, sig),
+                      rank=len(self.columns) + i)
+               for i, sig in enumerate(self.signatures(first, last))]
+        self.columns.extend(new)
+        self._opened.add((first, last))
+        self._reach = max(self._reach, last - first + 1)
+        for col in new:
+            if self._groups is not None:
+                self._groups.setdefault((col.first, tuple(sorted(col.sig.whole_in))),
+                                        []).append(col)
+            if self._by_key is not None:
+                self._by_key[(col.first, col.last, col.sig)] = col
+            if self._by_interval is not None:
+                self._by_interval.setdefault((col.first, col.last), []).append(col)
+        self._table.clear()  # the master's labels are recomputed with the new columns
+        self._excluded = None
+
+    def _layer_floor(self) -> np.ndarray:
+        """Prefix sums of a per-layer floor of every column's cheap bound: weights
+        read once, streamed state read and written, network outputs written, the
+        network input read (its least reading over the axes), in model units."""
+        from stems_opt.network import StatePersistence
+
+        net, r0, r1 = self.net, self.rates[0], self.rates[1]
+        streaming = net.state_persistence is StatePersistence.STREAMING
+        floor = [0]
+        for lay in net.layers:
+            reads = lay.weight_size_bits if lay.has_weights else 0
+            writes = net.tensor_size_bits(lay.name) if lay.name in self.ctx.outputs else 0
+            if lay.stateful and streaming:
+                reads += lay.state_size_bits
+                writes += lay.state_size_bits
+            for src in dict.fromkeys(lay.inputs):
+                if self.producer[src] < 0 and src not in self.ctx.whole_candidates:
+                    reads += min(read_bits(net, src, lay.name, a) for a in (Axis.OY, Axis.OX))
+            floor.append(floor[-1] + reads * r0 + writes * r1)
+        return np.array(floor, dtype=np.float64)
+
+    def excluded_bound(self, fresh: bool = False) -> float:
+        """A lower bound on every mapping with a segment over an interval not opened
+        (``inf`` when every interval is open).
+
+        Opened intervals count at their columns' least price, the others at
+        the per-layer floor of :meth:`_layer_floor`; the bound is the least
+        shortest path through one interval longer than :attr:`open_len`.
+        Prices only rise, so a value computed earlier stays valid; it is
+        recomputed when ``fresh`` or older than ``EXCLUDED_REFRESH_S``.
+        """
+        if self.open_len >= self.max_len:
+            return math.inf
+        now = time.perf_counter()
+        if self._excluded is not None and not fresh and \
+                now - self._excluded[1] < EXCLUDED_REFRESH_S:
+            return self._excluded[0]
+        if self._floor is None:
+            self._floor = self._layer_floor()
+        A, L = self._floor, len(self.net.layers)
+        least: dict[tuple[int, int], float] = {}
+        for c in self.columns:
+            p = math.inf if c.exact and c.value is None else c.price
+            key = (c.first, c.last)
+            if p < least.get(key, math.inf):
+                least[key] = p
+        ending: dict[int, list[tuple[int, float]]] = {}
+        starting: dict[int, list[tuple[int, float]]] = {}
+        for (first, last), p in least.items():
+            ending.setdefault(last + 1, []).append((first, p))
+            starting.setdefault(first, []).append((last + 1, p))
+        lo_len, hi_len = self.open_len + 1, self.max_len
+        pre = np.full(L + 1, np.inf)
+        pre[0] = 0.0
+        for k in range(1, L + 1):
+            best = min((pre[f] + p for f, p in ending.get(k, ())), default=math.inf)
+            lo, hi = max(0, k - hi_len), k - lo_len
+            if hi >= lo:
+                best = min(best, float((pre[lo:hi + 1] - A[lo:hi + 1]).min() + A[k]))
+            pre[k] = best
+        suf = np.full(L + 1, np.inf)
+        suf[L] = 0.0
+        for k in range(L - 1, -1, -1):
+            best = min((suf[e] + p for e, p in starting.get(k, ())), default=math.inf)
+            lo, hi = k + lo_len, min(L, k + hi_len)
+            if hi >= lo:
+                best = min(best, float((suf[lo:hi + 1] + A[lo:hi + 1]).min() - A[k]))
+            suf[k] = best
+        through = math.inf
+        for f in range(L):
+            lo, hi = f + lo_len, min(L, f + hi_len)
+            if hi >= lo:
+                through = min(through, float(pre[f] - A[f] + (A[lo:hi + 1] + suf[lo:hi + 1]).min()))
+        self._excluded = (through, now)
+        return through
 
     # --- signatures and bounds ------------------------------------------------
     def crossing_in(self, first: int) -> list[str]:
@@ -289,7 +460,7 @@ class ColumnSolver:
                spec[4] if self.energy or self.latency_weight else 0, tb)
         got = self.cheapest.get(key)
         if got is None:
-            r, w = cheapest_split(self.ctx, spec)
+            r, w = self._cheapest_split(spec[0], spec[1], spec[3])
             got = r * self.rates[0] + w * self.rates[1]
             if self.energy:
                 got += self.ctx.energy_weight * frame_operand_floor_fj(
@@ -298,6 +469,51 @@ class ColumnSolver:
                 got += self.latency_weight * frame_latency_floor(self.ctx, spec)
             self.cheapest[key] = got
         return got
+
+    def _cheap_layer_parts(self) -> list[tuple[int, int, int, int, tuple]]:
+        """Per layer, what :func:`~stems_opt.formulation.data.cheapest_split` sums:
+        reads and writes that do not depend on the interval, the output's size when
+        it is written whenever read outside (0 otherwise), its last consumer, and
+        ``(producer, bits along OY, bits along OX)`` of each input that is read from
+        DRAM when made outside."""
+        from stems_opt.network import StatePersistence
+
+        net, ctx = self.net, self.ctx
+        streaming = net.state_persistence is StatePersistence.STREAMING
+        parts = []
+        for lay in net.layers:
+            reads = lay.weight_size_bits if lay.has_weights else 0
+            writes = 0
+            if lay.stateful and streaming:
+                reads += lay.state_size_bits
+                writes += lay.state_size_bits
+            size = net.tensor_size_bits(lay.name)
+            outside = 0
+            if lay.name in ctx.outputs:
+                writes += size
+            elif lay.name not in ctx.whole_candidates:
+                outside = size
+            ins = tuple((self.producer[src], read_bits(net, src, lay.name, Axis.OY),
+                         read_bits(net, src, lay.name, Axis.OX))
+                        for src in dict.fromkeys(lay.inputs) if src not in ctx.whole_candidates)
+            parts.append((reads, writes, outside, self.last_consumer.get(lay.name, -1), ins))
+        return parts
+
+    def _cheapest_split(self, first: int, last: int, axis: Axis) -> tuple[int, int]:
+        """:func:`~stems_opt.formulation.data.cheapest_split` of the frames of
+        ``first..last`` along ``axis``, from the per-layer parts (it is called for
+        every interval opened)."""
+        along = 1 if axis is Axis.OY else 2
+        reads = writes = 0
+        for reads_j, writes_j, outside, lc, ins in self._layer_parts[first:last + 1]:
+            reads += reads_j
+            writes += writes_j
+            if outside and lc > last:
+                writes += outside
+            for src in ins:
+                if src[0] < first:
+                    reads += src[along]
+        return reads, writes
 
     def _spec_bound(self, spec: FrameKey) -> float:
         b = self.spec_bounds.get(spec)
@@ -496,6 +712,19 @@ class ColumnSolver:
         if peak > self.ctx.capacity_bits:
             return None
         return seg, value
+
+    def _one_tile(self, col: Column) -> bool:
+        """Give ``col`` the segment of its cheapest choices in one tile and one time
+        batch (:meth:`_direct`) when it fits; ``True`` when its found value improved."""
+        T = self.net.timesteps
+        improved = False
+        for axis in self.axes:
+            got = self._direct(col, (col.first, col.last, T, axis, 1, Order.TIME_OUTER),
+                               fine=not self.energy)
+            if got is not None and (col.upper is None or got[1] < col.upper):
+                col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
+                improved = True
+        return improved
 
     def _sampled_bounds(self, col: Column) -> dict[FrameKey, float]:
         """Capacity-aware bounds (:meth:`tighten`'s) of a sample of ``col``'s frames:
@@ -834,6 +1063,12 @@ class ColumnSolver:
                 self._groups.setdefault((c.first, tuple(sorted(c.sig.whole_in))), []).append(c)
         mode = "exact" if exact_only else "primal" if primal else "bound"
         cache = self._prices[mode]
+        groups = self._groups
+        if exact_only:  # only columns with a segment found take part: skip the others early
+            groups = {}
+            for c in self.columns:
+                if c.upper is not None:
+                    groups.setdefault((c.first, tuple(sorted(c.sig.whole_in))), []).append(c)
 
         def price_of(col: Column) -> float | None:
             key = id(col)
@@ -864,18 +1099,14 @@ class ColumnSolver:
             best[0][()] = (0.0, None, None)
         self._table[mode], self._touched[mode] = best, set()
         lc = self.last_consumer
-        if self._reach[0] != len(self.columns):  # (a pass over every column: once)
-            self._reach = (len(self.columns), max((c.last - c.first for c in self.columns),
-                                                  default=-1) + 1)
-        reach = self._reach[1]
-        for k in range(max(0, start - reach), L):
+        for k in range(max(0, start - self._reach), L):
             if mode == "bound" and self.stop.expired():
                 # A pass takes up to a second on deep networks: give way to the deadline,
                 # and rebuild the half-filled labels next time.
                 del self._table[mode]
                 raise _MasterStoppedError(None)
             for state, (cost, _, _) in sorted(best[k].items()):
-                group = self._groups.get((k, tuple((X, w) for X, w, _ in state)), ())
+                group = groups.get((k, tuple((X, w) for X, w, _ in state)), ())
                 # A tensor last read in the column is written exactly when it is not whole.
                 limit = min((lc[X] for X, w, cw in state if cw == w), default=L)
                 for col in group:
@@ -909,7 +1140,10 @@ class ColumnSolver:
         return sorted(chosen, key=lambda c: c.first), value, value, True
 
     def column_of(self, first: int, last: int, sig: Signature) -> Column | None:
-        """The column of interval ``first..last`` with signature ``sig``."""
+        """The column of interval ``first..last`` with signature ``sig`` (its interval
+        opened first if it was not), or ``None`` outside the search space."""
+        if not self.open_interval(first, last):
+            return None
         if self._by_key is None:
             self._by_key = {(c.first, c.last, c.sig): c for c in self.columns}
         return self._by_key.get((first, last, sig))
@@ -983,7 +1217,9 @@ class ColumnSolver:
         # it tries (and the named schedules' segmentations are among them).
         index = {lay.name: i for i, lay in enumerate(self.net.layers)}
         blocks = {(index[b.layers[0]], index[b.layers[-1]]) for b in self.net.block_list}
-        for col in self.columns:
+        for first, last in sorted(blocks):
+            self.open_interval(first, last)
+        for col in list(self.columns):
             if over():
                 return
             if (col.first == col.last or (col.first, col.last) in blocks) and \
@@ -991,7 +1227,17 @@ class ColumnSolver:
                     w for _, w in col.sig.whole_in) and all(
                     not w and cw for _, w, cw in col.sig.outputs):
                 self.touch(col)
-                self.repair_price(col)
+                # One tile and one time batch, when they fit, cost one scoring; the
+                # greedy repair ranks and tries several frames.
+                if not self._one_tile(col):
+                    self.repair_price(col)
+        self.note_incumbent()
+        while self.open_len < self._budget_len:  # one length at a time: a stop keeps them
+            try:
+                self._open_lengths(self.open_len + 1)
+            except SearchStoppedError:
+                return  # (the intervals opened so far stay; the rest are bounded apart)
+            self.stats.update(columns=len(self.columns), open_len=self.open_len)
         while not over():
             self.poll_seeds()
             res = self.master_path(primal=True)
@@ -1043,12 +1289,15 @@ class ColumnSolver:
                 res = self.master(time_limit_s=self.stop.limit_s(None)) if self.master_mip \
                     else self.master_path()
             except _MasterStoppedError as stop:  # the deadline came during the master solve
-                lower = max(lower, stop.bound or 0.0)
+                lower = max(lower, min(stop.bound or 0.0, self.excluded_bound()))
                 break
+            if res is None and self.open_more():
+                continue  # no cover by the opened intervals: longer ones may cover
             if res is None:
                 return None, math.inf, math.inf  # no cover at all: infeasible
             chosen, value, bound, optimal = res
-            lower = max(lower, bound)
+            # The master sees opened intervals only: the others are bounded apart.
+            lower = max(lower, min(bound, self.excluded_bound()))
             self._report(lower)
             self.poll_seeds()
             self.note_incumbent()
@@ -1056,8 +1305,10 @@ class ColumnSolver:
                       self.stats["columns_priced"], len(self.columns))
             pending = [c for c in chosen if not c.exact]
             if not pending:
-                if optimal:
+                if optimal and value <= self.excluded_bound(fresh=True):
                     return self.mapping_of(chosen), value, value
+                if optimal and self.open_more():
+                    continue  # a mapping through a longer interval may still be better
                 break
             for c in pending:
                 self.touch(c)

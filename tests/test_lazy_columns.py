@@ -1,0 +1,179 @@
+"""Columns built lazily (``stems_opt/formulation/columns.py``): intervals opened by
+length within a column budget, the others bounded apart.
+
+* The cheapest choices summed from per-layer parts equal
+  :func:`~stems_opt.formulation.data.cheapest_split` on every interval.
+* With only one-layer intervals opened up front, the search still proves the
+  brute-force optimum (it opens longer intervals when the bound on the
+  unopened ones is below its answer), on hand-picked and random problems.
+* :meth:`ColumnSolver.excluded_bound` is never above the best mapping that
+  uses an interval not opened (brute force), and equals it where the buffer
+  does not bind (so inflating it by one bit fails the test).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stems_opt.formulation import columns as columns_mod
+from stems_opt.formulation.backend import SolveOptions
+from stems_opt.formulation.columns import ColumnSolver
+from stems_opt.formulation.data import cheapest_split
+from stems_opt.io import load_instance
+from stems_opt.mapping import Order
+from stems_opt.network import Axis
+from stems_opt.problem import Objective, Problem
+from stems_opt.solvers import _backend, solve
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import brute_force as bf
+from test_optimizer import (
+    CASES,
+    RANDOM_SETTINGS,
+    UNLIMITED,
+    assert_optimal,
+    case_frontiers,
+    make_problem,
+    random_case,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _solver(problem: Problem) -> ColumnSolver:
+    return ColumnSolver(problem, _backend("cpsat"), SolveOptions(threads=1))
+
+
+@pytest.mark.parametrize("instance,bits", [("tiny_residual", None), ("tiny_residual", 1000),
+                                           ("tiny_chain", 900), ("red_lif_1mb", None)])
+def test_cheapest_split_from_layer_parts(instance: str, bits: int | None) -> None:
+    """Every interval and axis: the per-layer sums equal ``cheapest_split``. The small
+    buffers make some tensors too large to stay whole, so they are written when read
+    outside (dropping the ``last consumer > last`` test fails on them)."""
+    problem = load_instance(ROOT / "instances" / f"{instance}.yaml")
+    if bits is not None:
+        gb = replace(problem.hardware.global_buffer, capacity_bits=bits)
+        problem = replace(problem, hardware=replace(problem.hardware, global_buffer=gb))
+    cs = _solver(problem)
+    L = len(problem.network.layers)
+    T = problem.network.timesteps
+    assert bits is None or len(cs.ctx.whole_candidates) < L, "some tensor must not stay whole"
+    for first in range(L):
+        for last in range(first, L):
+            for axis in (Axis.OY, Axis.OX):
+                spec = (first, last, T, axis, 1, Order.TIME_OUTER)
+                assert cs._cheapest_split(first, last, axis) == cheapest_split(cs.ctx, spec)
+
+
+def _one_layer_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Open only one-layer intervals up front (a budget of one column)."""
+    monkeypatch.setattr(columns_mod, "COLUMN_BUDGET", 1)
+
+
+@pytest.mark.parametrize("objective", [Objective.TRAFFIC, Objective.ENERGY],
+                         ids=lambda o: o.value)
+@pytest.mark.parametrize("case", list(CASES))
+def test_lazy_opening_keeps_the_optimum(case: str, objective: Objective,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hand-picked buffer-bound cases of tests/test_optimizer.py, with one-layer
+    intervals opened first: the same brute-force optimum, proven. (``open_more``
+    returning False, or ``excluded_bound`` returning inf, fails some of them: the
+    optimum of ``chain_T4`` at 384 bits fuses both layers.)"""
+    _one_layer_first(monkeypatch)
+    network, ku, size = CASES[case]
+    frontiers, space = case_frontiers(case)
+    point = bf.optimum_at(frontiers[objective], size)
+    p = make_problem(network, size, ku, objective)
+    cs = _solver(p)
+    assert cs.open_len == 1
+    assert_optimal(p, point, space)
+
+
+def test_the_fused_optimum_needs_a_longer_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``chain_T4`` at 384 bits: its optimum is one two-layer segment, so a search that
+    never opened two-layer intervals could not find it."""
+    _one_layer_first(monkeypatch)
+    network, ku, size = CASES["chain_T4"]
+    r = solve(make_problem(network, size, ku), threads=1)
+    assert r.status.value == "optimal"
+    assert any(len(s.layers) == 2 for s in r.mapping.segments)
+
+
+@settings(**RANDOM_SETTINGS)
+@given(st.data())
+def test_random_tiny_problems_opened_lazily(data: st.DataObject) -> None:
+    """Random tiny problems (tests/test_optimizer.py) with budgets of a few columns:
+    one-layer intervals first, the budget's lengths opened after the dive's first
+    pass (three-layer networks), the rest when the proof needs them."""
+    p, point, space = random_case(data)
+    budget = data.draw(st.sampled_from([1, 6, 12]), label="column budget")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(columns_mod, "COLUMN_BUDGET", budget)
+        assert_optimal(p, point, space)
+
+
+def _best_through_long(problem: Problem, space: bf.Space, longest_open: int) -> float:
+    """Brute force: the least cost (model units) of a fitting mapping with a segment
+    longer than ``longest_open`` layers."""
+    scorer = bf.SegmentScorer(problem)
+    pick = 0 if problem.objective is Objective.TRAFFIC else 1
+    best = math.inf
+    for runs, idx in space.valid_walk():
+        if max(len(run) for run in runs) <= longest_open:
+            continue
+        score = scorer.mapping(space, runs, idx)
+        if score[2] <= problem.hardware.gb_capacity_bits:
+            best = min(best, score[pick])
+    return best
+
+
+@pytest.mark.parametrize("objective", [Objective.TRAFFIC, Objective.ENERGY],
+                         ids=lambda o: o.value)
+@pytest.mark.parametrize("case", ["chain_T4", "residual_T1", "ann_snn_reset_T2"])
+def test_excluded_bound_never_above_mappings_through_unopened_intervals(
+        case: str, objective: Objective, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At the cheap bounds, after tightening every opened column, and after a solve
+    with no opening: never above the brute-force best through an unopened interval."""
+    _one_layer_first(monkeypatch)
+    network, ku, size = CASES[case]
+    _, space = case_frontiers(case)
+    p = make_problem(network, size, ku, objective)
+    best = _best_through_long(p, space, 1)
+    cs = _solver(p)
+    assert cs.excluded_bound(fresh=True) <= best
+    for col in cs.columns:
+        cs.tighten(col)
+    assert cs.excluded_bound(fresh=True) <= best
+    monkeypatch.setattr(ColumnSolver, "open_more", lambda self: False)
+    cs.solve()
+    assert cs.excluded_bound(fresh=True) <= best
+
+
+def test_excluded_bound_is_tight_where_the_buffer_does_not_bind(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``chain_T4`` with an unlimited buffer: fusing both layers with everything on chip
+    moves each weight once, the input once, the output once and the streamed state
+    in and out once, which is exactly the per-layer floor, so the bound equals the
+    brute-force best (inflating the floor by one bit makes this fail)."""
+    _one_layer_first(monkeypatch)
+    network, ku, _ = CASES["chain_T4"]
+    _, space = case_frontiers("chain_T4")
+    p = make_problem(network, UNLIMITED, ku)
+    cs = _solver(p)
+    assert cs.open_len == 1 < cs.max_len
+    assert cs.excluded_bound(fresh=True) == _best_through_long(p, space, 1)
+
+
+def test_all_open_when_the_budget_allows() -> None:
+    """Small networks open every interval up front: no bound apart, nothing to open."""
+    cs = _solver(load_instance(ROOT / "instances" / "sew_resnet18_1mb.yaml"))
+    assert cs.open_len == cs.max_len
+    assert cs.excluded_bound() == math.inf
+    assert not cs.open_more()
