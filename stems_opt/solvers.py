@@ -240,6 +240,9 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
                 if fb_value < model_value:
                     mapping, model_value = fallback.mapping, fb_value
                     stats.update(incumbent=fallback.solver)
+        if mapping is not None:  # the answer's own line: a search may end between reports
+            progress.update(bound=min(model_bound, model_value), incumbent=model_value,
+                            source=str(stats.get("incumbent", "search")))
     if stop.reason is None and stop.deadline is not None and not proven:
         stop.reason = TIME_LIMIT  # the search's share of the limit ran out
     if stop.reason is not None:
