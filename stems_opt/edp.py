@@ -21,7 +21,7 @@ from typing import Any
 
 from stems_opt.problem import Problem
 from stems_opt.progress import LOG
-from stems_opt.result import Result, SolveStatus
+from stems_opt.result import Result, SolveStatus, relative_gap
 from stems_opt.stopping import INTERRUPTED, Stop
 
 EXACT_LIMIT = 2 ** 45
@@ -136,7 +136,7 @@ def _answer(problem: Problem, results: list[Result], proven: bool, start: float,
         bound = 0.0
         if e_bound is not None and l_bound is not None:
             bound = min(value, max(0.0, e_bound) / 1000 * max(0.0, l_bound))
-    gap = 0.0 if proven else (value - bound) / value if value else 0.0
+    gap = 0.0 if proven else relative_gap(value, bound)
     return Result(SolveStatus.OPTIMAL if proven else SolveStatus.FEASIBLE, solver, "edp",
                   mapping=best.mapping, cost=best.cost, objective_value=value, bound=bound,
                   gap=gap, runtime_s=runtime,

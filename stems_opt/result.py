@@ -82,6 +82,14 @@ class Result:
         return doc
 
 
+def relative_gap(value: float, bound: float | None) -> float | None:
+    """``(value - bound) / |value|``, never below 0 (``0`` for a zero value), or ``None``
+    without a bound: the gap every result reports."""
+    if bound is None:
+        return None
+    return 0.0 if value == 0 else max(0.0, (value - bound) / abs(value))
+
+
 def _plain(value: Any) -> Any:
     """numpy scalars as Python numbers (``json`` refuses them)."""
     return value.item() if hasattr(value, "item") else value

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from stems_opt.problem import Problem
-from stems_opt.result import Result
+from stems_opt.result import Result, relative_gap
 
 
 def with_capacity(problem: Problem, capacity_bits: int) -> Problem:
@@ -50,10 +50,6 @@ def solve_sizes(problem: Problem, capacities_bits: Sequence[int], solver: str = 
 
 
 _GROUP = ("network_file", "hardware_file", "objective", "state_persistence")
-
-
-def _gap(value: float, bound: float) -> float:
-    return 0.0 if value == 0 else max(0.0, (value - bound) / value)
 
 
 def size_envelope(rows: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
@@ -95,7 +91,7 @@ def size_envelope(rows: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
                     r["value"], _, r["traffic_bits"], r["energy_pj"] = own[j]
                     notes.append(f"mapping from {size_label(int(pts[j]['gb_capacity_bits']))}")
             if notes and r["value"] and r["bound"]:
-                gap = _gap(float(r["value"]), float(r["bound"]))
+                gap = relative_gap(float(r["value"]), float(r["bound"]))
                 r["gap"] = "0" if gap == 0 else repr(gap)
                 r["status"] = "optimal" if gap == 0 else "feasible"
             r["envelope"] = "; ".join(notes)

@@ -16,7 +16,7 @@ from stems_opt.mapping import Mapping, Segment, WeightChoice
 from stems_opt.network import Axis, most_chunks
 from stems_opt.problem import Objective, Problem
 from stems_opt.progress import Progress
-from stems_opt.result import Result, SolveStatus
+from stems_opt.result import Result, SolveStatus, relative_gap
 from stems_opt.stopping import INTERRUPTED, TIME_LIMIT, SearchStoppedError, Stop
 
 if TYPE_CHECKING:
@@ -271,7 +271,7 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
         f"stopped by the {stop.reason}" if stop.reason == TIME_LIMIT else "interrupted"
     return Result(status, solver, objective.value, mapping=mapping, cost=cost,
                   objective_value=value, bound=bound, gap=0.0 if status is SolveStatus.OPTIMAL
-                  else _gap(value, bound), runtime_s=time.perf_counter() - start,
+                  else relative_gap(value, bound), runtime_s=time.perf_counter() - start,
                   build_s=build_s, stats=stats, message=message)
 
 
@@ -450,7 +450,7 @@ def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | N
     stats.update(excluded_bound=data.excluded_bound / scale, dp_bound=data.lower_bound / scale)
     status = SolveStatus.OPTIMAL if bound is not None and bound >= value else \
         SolveStatus.FEASIBLE
-    gap = 0.0 if status is SolveStatus.OPTIMAL else _gap(value, bound)
+    gap = 0.0 if status is SolveStatus.OPTIMAL else relative_gap(value, bound)
     return Result(status, solver, objective.value, mapping=mapping, cost=cost,
                   objective_value=value, bound=bound, gap=gap, runtime_s=runtime,
                   build_s=build_s, stats=stats)
@@ -475,16 +475,10 @@ def _same(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
 
 
-def _gap(value: float, bound: float | None) -> float | None:
-    if bound is None:
-        return None
-    return 0.0 if value == 0 else max(0.0, (value - bound) / abs(value))
-
-
 def _with_bound(named: Result, solver: str, bound: float | None, constant: float, scale: float,
                 runtime: float, build_s: float, stats: dict[str, float], msg: str) -> Result:
     b = None if bound is None else min((bound + constant) / scale, named.objective_value)
-    gap = _gap(named.objective_value, b)
+    gap = relative_gap(named.objective_value, b)
     status = SolveStatus.OPTIMAL if gap == 0.0 else SolveStatus.FEASIBLE
     return Result(status, solver, named.objective, mapping=named.mapping, cost=named.cost,
                   objective_value=named.objective_value, bound=b, gap=gap, runtime_s=runtime,

@@ -252,7 +252,7 @@ def with_named_fallback(problem: Any, result: Any, named: Iterable[Any]) -> Any:
     fallback gives when the named schedules are scored before its time limit. The
     bound stays the solve's (capped by the value, so the gap is never negative)."""
     from stems_opt.incumbents import in_search_space
-    from stems_opt.result import SolveStatus
+    from stems_opt.result import SolveStatus, relative_gap
 
     if result.status is SolveStatus.OPTIMAL:
         return result
@@ -263,7 +263,7 @@ def with_named_fallback(problem: Any, result: Any, named: Iterable[Any]) -> Any:
         return result
     value = best.objective_value
     bound = None if result.bound is None else min(result.bound, value)
-    gap = None if bound is None else 0.0 if value == 0 else max(0.0, (value - bound) / value)
+    gap = relative_gap(value, bound)
     name = best.solver.removeprefix("named:")
     note = f"the named schedule {name} is better than the mapping found"
     return replace(result, status=SolveStatus.OPTIMAL if gap == 0.0 else SolveStatus.FEASIBLE,
