@@ -44,10 +44,6 @@ def _save(fig: Any, path: str | Path) -> None:
         plt.close(fig)
 
 
-def _float(text: str) -> float | None:
-    return float(text) if text not in ("", None) else None
-
-
 def skislope_plot(rows: Sequence[AbcMapping[str, str]], path: str | Path) -> None:
     """Optimal objective against global-buffer size, one panel per network and objective.
 
