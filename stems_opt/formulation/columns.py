@@ -68,6 +68,7 @@ from stems_opt.formulation.data import (
     written_anyway,
 )
 from stems_opt.formulation.model import LinearModel, build_frame_model, segment_of
+from stems_opt.formulation.one_tile import one_tile_operand_floor_fj
 from stems_opt.formulation.primal import Rates, repair, segment_value
 from stems_opt.mapping import (
     RESIDENT,
@@ -462,7 +463,10 @@ class ColumnSolver:
         if got is None:
             r, w = self._cheapest_split(spec[0], spec[1], spec[3])
             got = r * self.rates[0] + w * self.rates[1]
-            if self.energy:
+            if self.energy and spec[4] == 1 and tb is None:  # every interval's base bound
+                got += self.ctx.energy_weight * one_tile_operand_floor_fj(
+                    self.net, spec[0], spec[1], spec[3], self.problem.hardware)
+            elif self.energy:
                 got += self.ctx.energy_weight * frame_operand_floor_fj(
                     self.net, spec[0], spec[1], spec[3], spec[4], self.problem.hardware, tb)
             if self.latency_weight:  # (it depends on the tile count, not the time batch)
@@ -719,8 +723,15 @@ class ColumnSolver:
         T = self.net.timesteps
         improved = False
         for axis in self.axes:
-            got = self._direct(col, (col.first, col.last, T, axis, 1, Order.TIME_OUTER),
-                               fine=not self.energy)
+            spec = (col.first, col.last, T, axis, 1, Order.TIME_OUTER)
+            # For energy one sub-tile reads the fewest operands; when it overflows, the
+            # finest split (then chunked weights) usually fits and costs one scoring more.
+            got = None
+            for fine, chunked in dict.fromkeys([(not self.energy, False), (True, False),
+                                                (True, True)]):
+                got = self._direct(col, spec, fine, chunked)
+                if got is not None:
+                    break
             if got is not None and (col.upper is None or got[1] < col.upper):
                 col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
                 improved = True
