@@ -68,7 +68,7 @@ from stems_opt.formulation.data import (
     written_anyway,
 )
 from stems_opt.formulation.model import LinearModel, build_frame_model, segment_of
-from stems_opt.formulation.one_tile import one_tile_operand_floor_fj
+from stems_opt.formulation.operand_floors import operand_floor_fj
 from stems_opt.formulation.primal import Rates, repair, segment_value
 from stems_opt.mapping import (
     RESIDENT,
@@ -463,9 +463,9 @@ class ColumnSolver:
         if got is None:
             r, w = self._cheapest_split(spec[0], spec[1], spec[3])
             got = r * self.rates[0] + w * self.rates[1]
-            if self.energy and spec[4] == 1 and tb is None:  # every interval's base bound
-                got += self.ctx.energy_weight * one_tile_operand_floor_fj(
-                    self.net, spec[0], spec[1], spec[3], self.problem.hardware)
+            if self.energy and tb is None:  # (every tile count of the interval at once)
+                got += self.ctx.energy_weight * operand_floor_fj(
+                    self.net, spec[0], spec[1], spec[3], spec[4], self.problem.hardware)
             elif self.energy:
                 got += self.ctx.energy_weight * frame_operand_floor_fj(
                     self.net, spec[0], spec[1], spec[3], spec[4], self.problem.hardware, tb)
@@ -793,7 +793,7 @@ class ColumnSolver:
                 break
             col.repaired.add(spec)
             tried += 1
-            seg, sctx = self._cheapest_segment(col, spec, fine=not self.energy)
+            seg, sctx = self._cheapest_segment(col, spec, fine=True)
             got = repair(self.net, seg, sctx, self.ctx.capacity_bits, self.unit_rates,
                          self.ctx.k_unroll, stopped=self.stop.expired)
             self.stats["frames_repaired"] += 1
