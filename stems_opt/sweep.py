@@ -225,6 +225,7 @@ def load_sweep(path: str | Path, threads: int = 1) -> Sweep:
 
 def point_problem(point: SweepPoint) -> Any:
     """The :class:`~stems_opt.problem.Problem` of ``point``."""
+    from stems_opt.formulation.frame_store import shared_network
     from stems_opt.io import load_hardware, load_network
     from stems_opt.network import StatePersistence
     from stems_opt.problem import Objective, Problem
@@ -232,6 +233,9 @@ def point_problem(point: SweepPoint) -> Any:
     net = load_network(point.network_file)
     if point.state_persistence is not None:
         net = replace(net, state_persistence=StatePersistence(point.state_persistence))
+    # One object per distinct network: the points solved in this process share its
+    # frames and geometry (formulation/frame_store.py).
+    net = shared_network(net)
     hw = load_hardware(point.hardware_file)
     if point.gb_capacity_bits is not None:
         hw = replace(hw, global_buffer=replace(hw.global_buffer,

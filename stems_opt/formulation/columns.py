@@ -59,7 +59,6 @@ from stems_opt.formulation.data import (
     FrameKey,
     LayerOption,
     _Context,
-    _FrameBuilder,
     frame_axes,
     frame_latency_floor,
     interval_specs,
@@ -67,6 +66,7 @@ from stems_opt.formulation.data import (
     spec_lower_bound,
     written_anyway,
 )
+from stems_opt.formulation.frame_store import FrameStore
 from stems_opt.formulation.model import LinearModel, build_frame_model, segment_of
 from stems_opt.formulation.operand_floors import operand_floor_fj
 from stems_opt.formulation.primal import Rates, repair, segment_value
@@ -221,6 +221,7 @@ class ColumnSolver:
         self.axes = frame_axes(self.net)
         self.specs = _Specs(self.net, self.axes)
         self.frame_cache: dict[FrameKey, Frame | None] = {}
+        self.frame_store = FrameStore(self.ctx)
         self.spec_bounds: dict[FrameKey, float] = {}
         self.cap_bounds: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self.cheapest: dict[tuple, float] = {}
@@ -814,18 +815,11 @@ class ColumnSolver:
     def _frame(self, spec: FrameKey) -> Frame | None:
         if spec in self.frame_cache:
             return self.frame_cache[spec]
-        first, last, tb, axis, n, order = spec
-        fb = _FrameBuilder(self.ctx, first, last, tb, axis, n, order)
-        options = fb.build()
+        # Built once per process for this network, hardware and objective, and for
+        # every smaller buffer (frame_store.py).
+        frame = self.frame_store.frame(spec)
         self.stats["frames_built"] += 1
-        frame = None
-        if options is not None and not (order is Order.SPACE_OUTER and not any(
-                o.state is StateMode.TILE_RESIDENT for opts in options.values() for o in opts)):
-            inside = set(fb.layers)
-            frame = Frame(0, first, last, fb.layers, tb, axis, n, order, options, fb.geo.n * fb.L,
-                          0, (), (), tuple(name for name in fb.layers if any(
-                              c in inside for c in self.net.consumers(name))),
-                          fb.halo_bits(options))
+        self.stats["frames_shared"] = self.stats["frames_built"] - self.frame_store.built
         self.frame_cache[spec] = frame
         return frame
 
