@@ -418,7 +418,8 @@ def run_sweep(sweep: Sweep, out: str | Path, executor: Executor | None = None,
             else:
                 others.append(r)
     write_text_safely(out, _csv_text([*done.values(), *others]))
-    todo = [(p, k) for p, k in zip(sweep.points, sweep.keys, strict=True) if k not in done]
+    todo = largest_buffer_first([(p, k) for p, k in zip(sweep.points, sweep.keys, strict=True)
+                                 if k not in done])
     total = len(sweep.points)
     stream.write(f"sweep {sweep.name}: {total} points, {len(done)} done, {len(todo)} to solve\n")
     with out.open("a", encoding="utf-8", newline="") as fh:
@@ -447,6 +448,19 @@ def run_sweep(sweep: Sweep, out: str | Path, executor: Executor | None = None,
     rows = [done[k] for k in sweep.keys]
     write_text_safely(out, _csv_text([*rows, *others]))
     return rows
+
+
+def largest_buffer_first(todo: list[tuple[SweepPoint, tuple[str, ...]]]
+                         ) -> list[tuple[SweepPoint, tuple[str, ...]]]:
+    """``todo`` with the buffer sizes of each network, hardware and objective in
+    decreasing order (groups in their first point's order): a process then builds
+    each frame once, for the largest buffer, and cuts it down for the smaller ones
+    (``formulation/frame_store.py``)."""
+    first: dict[SweepPoint, int] = {}
+    for i, (p, _) in enumerate(todo):
+        first.setdefault(replace(p, gb_capacity_bits=None), i)
+    return sorted(todo, key=lambda pk: (first[replace(pk[0], gb_capacity_bits=None)],
+                                        -(pk[0].gb_capacity_bits or 0)))
 
 
 def local_executor(workers: int) -> Executor:

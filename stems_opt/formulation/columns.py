@@ -820,6 +820,7 @@ class ColumnSolver:
         frame = self.frame_store.frame(spec)
         self.stats["frames_built"] += 1
         self.stats["frames_shared"] = self.stats["frames_built"] - self.frame_store.built
+        self.stats["frames_build_s"] = self.frame_store.build_s
         self.frame_cache[spec] = frame
         return frame
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -131,6 +132,7 @@ class FrameStore:
                               ctx.latency_weight), net).frames
         self.terms = _group((id(net), hw_key), net).terms
         self.built = 0  # frames this solve built (not taken from the store)
+        self.build_s = 0.0  # and the time it took
 
     def frame(self, spec: FrameKey) -> Frame | None:
         """The frame ``spec`` as a build at this solve's buffer makes it, or
@@ -139,9 +141,11 @@ class FrameStore:
         cap = self.ctx.capacity_bits
         got = self.frames.get(spec)
         if got is None or got[0] < cap:
+            start = time.perf_counter()
             terms = self.terms.setdefault(spec, {})
             got = self.frames[spec] = (cap, _build(self.ctx, spec, terms))
             self.built += 1
+            self.build_s += time.perf_counter() - start
         if got[1] is None:
             return None
         return _at_capacity(got[1], cap, self.ctx.whole_candidates)
