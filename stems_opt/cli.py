@@ -30,7 +30,7 @@ from stems_opt.version import SCHEMA_VERSION, __version__
 
 if TYPE_CHECKING:
     from stems_opt.errors import Issue
-    from stems_opt.mapping import Violation
+    from stems_opt.mapping import Mapping, Violation
     from stems_opt.problem import Problem
     from stems_opt.result import Result
 
@@ -347,6 +347,19 @@ def _check_show_loops(problem: Problem, args: argparse.Namespace) -> None:
                                     field="show-loops"))
 
 
+def _nests_written(problem: Problem, mapping: Mapping) -> Mapping:
+    """``mapping`` with every step's nest written out (hardware with ``loop_nests``),
+    so that the file scores the same under every objective."""
+    if not problem.hardware.loop_nests:
+        return mapping
+    from stems_opt.cost.energy import nest_hardware
+    from stems_opt.cost.evaluation import fewest_cycles
+    from stems_opt.cost.step_nests import with_nests
+
+    return with_nests(problem.network, mapping, nest_hardware(problem.hardware),
+                      fewest_cycles(problem))
+
+
 def _with_loops(problem: Problem, result: Result, args: argparse.Namespace
                 ) -> tuple[object, bool, str]:
     """What :func:`_emit` prints, with ``--show-loops`` added when asked."""
@@ -396,7 +409,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     # A mapping that does not fit is still written: the user asked for it scored and saved,
     # and the report and the exit code (1) say that it does not fit.
     if args.out is not None and result.mapping is not None:
-        dump_mapping(result.mapping, args.out, mapping_provenance(problem, result))
+        dump_mapping(_nests_written(problem, result.mapping), args.out,
+                     mapping_provenance(problem, result))
     _emit(*_with_loops(problem, result, args))
     return _exit_for(result)
 
@@ -487,7 +501,8 @@ def _solve(args: argparse.Namespace) -> int:
                    threads=args.threads, seed=args.seed, method=args.method,
                    stop=_new_stop(args.time_limit))
     if args.out is not None and result.mapping is not None:
-        dump_mapping(result.mapping, args.out, mapping_provenance(problem, result))
+        dump_mapping(_nests_written(problem, result.mapping), args.out,
+                     mapping_provenance(problem, result))
     _emit(*_with_loops(problem, result, args))
     return SIGNALS.exit_code(_exit_for(result))
 
