@@ -283,7 +283,8 @@ def _result_options(p: argparse.ArgumentParser, written: str) -> None:
     p.add_argument("--out", type=_non_empty, metavar="FILE",
                    help=f"write {written} to this YAML/JSON file (default: not written)")
     p.add_argument("--show-loops", metavar="LAYER", type=_non_empty,
-                   help="also print the optimal loop nest of each step of LAYER "
+                   help="also print the loop nest each step of LAYER runs (the mapping's, "
+                        "else the objective's) "
                         "(default: not printed)")
 
 
