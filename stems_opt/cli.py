@@ -30,7 +30,7 @@ from stems_opt.version import SCHEMA_VERSION, __version__
 
 if TYPE_CHECKING:
     from stems_opt.errors import Issue
-    from stems_opt.mapping import Mapping, Violation
+    from stems_opt.mapping import Violation
     from stems_opt.problem import Problem
     from stems_opt.result import Result
 
@@ -348,19 +348,6 @@ def _check_show_loops(problem: Problem, args: argparse.Namespace) -> None:
                                     field="show-loops"))
 
 
-def _nests_written(problem: Problem, mapping: Mapping) -> Mapping:
-    """``mapping`` with every step's nest written out (hardware with ``loop_nests``),
-    so that the file scores the same under every objective."""
-    if not problem.hardware.loop_nests:
-        return mapping
-    from stems_opt.cost.energy import nest_hardware
-    from stems_opt.cost.evaluation import fewest_cycles
-    from stems_opt.cost.step_nests import with_nests
-
-    return with_nests(problem.network, mapping, nest_hardware(problem.hardware),
-                      fewest_cycles(problem))
-
-
 def _with_loops(problem: Problem, result: Result, args: argparse.Namespace
                 ) -> tuple[object, bool, str]:
     """What :func:`_emit` prints, with ``--show-loops`` added when asked."""
@@ -382,7 +369,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from stems_opt.feasibility import check
     from stems_opt.heuristics import named_schedule
     from stems_opt.io import check_writable, dump_mapping, load_mapping
-    from stems_opt.report import mapping_provenance
+    from stems_opt.report import mapping_provenance, mapping_with_nests
     from stems_opt.result import Result, SolveStatus
 
     if args.out is not None:  # an empty path is refused, not skipped
@@ -410,7 +397,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     # A mapping that does not fit is still written: the user asked for it scored and saved,
     # and the report and the exit code (1) say that it does not fit.
     if args.out is not None and result.mapping is not None:
-        dump_mapping(_nests_written(problem, result.mapping), args.out,
+        dump_mapping(mapping_with_nests(problem, result.mapping), args.out,
                      mapping_provenance(problem, result))
     _emit(*_with_loops(problem, result, args))
     return _exit_for(result)
@@ -483,7 +470,7 @@ def _new_stop(time_limit_s: float | None) -> Stop:
 
 def _solve(args: argparse.Namespace) -> int:
     from stems_opt.io import check_writable, dump_mapping
-    from stems_opt.report import mapping_provenance
+    from stems_opt.report import mapping_provenance, mapping_with_nests
     from stems_opt.solvers import check_solver, solve, write_model
 
     for path, field in ((args.out, "out"), (args.write_model, "write-model")):
@@ -502,7 +489,7 @@ def _solve(args: argparse.Namespace) -> int:
                    threads=args.threads, seed=args.seed, method=args.method,
                    stop=_new_stop(args.time_limit))
     if args.out is not None and result.mapping is not None:
-        dump_mapping(_nests_written(problem, result.mapping), args.out,
+        dump_mapping(mapping_with_nests(problem, result.mapping), args.out,
                      mapping_provenance(problem, result))
     _emit(*_with_loops(problem, result, args))
     return SIGNALS.exit_code(_exit_for(result))
