@@ -25,9 +25,11 @@ the buffer points, and every point of the first buffer: nothing is pruned
 but what monotonicity proves no better. Tests compare it with brute force
 over every nest (``tests/test_cycles.py``).
 
-Shortcuts (lossless): ``N`` is a lower bound on every nest's cycles, so
-when the least-energy nest takes ``N`` cycles (always, on hardware without
-on-chip port widths) it is the answer.
+Shortcut (lossless): ``N`` and, per level with a port, the least bits
+through it over every nest (the energy search with 1 fJ per bit of that
+level, nothing elsewhere) over its width bound every nest's cycles
+(:func:`cycles_floor`); when the least-energy nest reaches that floor
+(always, on hardware without on-chip port widths) it is the answer.
 
 The per-point arrays come from the energy search's own term arrays
 (:class:`stems_opt.cost.loops._ChainSearch`), read through hardware views
@@ -39,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 
 import numpy as np
 
@@ -83,11 +86,25 @@ def fewest_cycles_nest(shape: StepShape, hw: NestHardware) -> tuple[Nest, NestCo
     if got is None:
         nest, _ = optimal_nest(shape, hw)
         cost = nest_cost(nest, shape, hw)
-        if cost.cycles > cost.compute_cycles:
+        if cost.cycles > cycles_floor(shape, hw):
             nest = _Search(shape, hw).solve()
             cost = nest_cost(nest, shape, hw)
         got = _TABLE[key] = (nest, cost)
     return got
+
+
+def cycles_floor(shape: StepShape, hw: NestHardware) -> int:
+    """A lower bound on every nest's cycles: ``N``, and per level with a port
+    the least bits through it over every nest (the energy search on a view
+    charging 1 fJ per bit of that level alone) over its width."""
+    floor = _Geometry(shape, hw).total
+    levels = (("GB", hw.gb_bandwidth_bits_per_cycle, (1, 0, 0)),
+              ("W", hw.weight_buffer and hw.weight_buffer.bandwidth_bits_per_cycle, (0, 1, 0)),
+              ("I", hw.input_buffer and hw.input_buffer.bandwidth_bits_per_cycle, (0, 0, 1)))
+    for _, bw, rates in levels:
+        if bw:
+            floor = max(floor, math.ceil(optimal_nest(shape, _view(hw, *rates))[1] / bw))
+    return floor
 
 
 def clear_cycles_table() -> None:
