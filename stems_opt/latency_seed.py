@@ -24,7 +24,7 @@ from stems_opt.progress import LOG
 from stems_opt.result import Result, SolveStatus, relative_gap
 from stems_opt.stopping import INTERRUPTED, Stop
 
-ENERGY_SHARE = 0.3
+ENERGY_SHARE = 0.5
 """Share of the time limit the energy solve may use (the rest is the latency search's)."""
 
 
