@@ -68,6 +68,7 @@ from stems_opt.formulation.data import (
     written_anyway,
 )
 from stems_opt.formulation.model import LinearModel, build_frame_model, segment_of
+from stems_opt.formulation.neighbourhood import Turns, first_fit
 from stems_opt.formulation.primal import Rates, repair, segment_value
 from stems_opt.mapping import (
     RESIDENT,
@@ -93,6 +94,8 @@ DIVE_SHARE = 0.1
 """Share of the time limit the dive may take before the exact search."""
 DIVE_NONE_SHARE = 0.5
 """Share of the time limit the dive may take while it has found no mapping at all."""
+DIVE_ASK_S = 1.0
+"""Seconds between the dive's checks for a first mapping once its share has passed."""
 DIVE_CAP_S = 30.0
 """Without a time limit, the dive stops after ``DIVE_SHARE`` of this."""
 LOCAL_LIMIT_S = 2.0
@@ -714,17 +717,19 @@ class ColumnSolver:
         return seg, value
 
     def _one_tile(self, col: Column) -> bool:
-        """Give ``col`` the segment of its cheapest choices in one tile and one time
-        batch (:meth:`_direct`) when it fits; ``True`` when its found value improved."""
-        T = self.net.timesteps
-        improved = False
+        """Give ``col`` a segment of the largest time batch and the fewest tiles (1, 2,
+        3, 4, 6, 8, ... along the first axis where some fit, as the layer-by-layer
+        named schedules choose theirs) where the choices that hold the least fit
+        (:func:`~stems_opt.formulation.neighbourhood.first_fit`); ``True`` when its
+        found value improved."""
         for axis in self.axes:
-            got = self._direct(col, (col.first, col.last, T, axis, 1, Order.TIME_OUTER),
-                               fine=not self.energy)
-            if got is not None and (col.upper is None or got[1] < col.upper):
-                col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
-                improved = True
-        return improved
+            got = first_fit(self, col, axis)
+            if got is not None:  # (one axis is enough for a first mapping)
+                if col.upper is None or got[1] < col.upper:
+                    col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
+                    return True
+                return False
+        return False
 
     def _sampled_bounds(self, col: Column) -> dict[FrameKey, float]:
         """Capacity-aware bounds (:meth:`tighten`'s) of a sample of ``col``'s frames:
@@ -1203,14 +1208,22 @@ class ColumnSolver:
         to the columns whose greedy segments are cheapest; every column found
         also serves the exact search (an upper value to stop its pricing at).
         """
-        def over() -> bool:
+        found = [False, 0.0]  # (a mapping found, when last asked)
+
+        def over(ask: bool = False) -> bool:
             if self.stop.expired():
                 return True
             now = time.perf_counter()
             if until is None or now < until:
                 return False
-            # Past the share: go on only while nothing is found, up to the second limit.
-            return until_none is None or now >= until_none or self.incumbent() is not None
+            # Past the share: go on only while nothing is found, up to the second limit
+            # (asking for the incumbent is a pass over every column: a few times a second
+            # in the first pass below, once per step after it).
+            if until_none is None or now >= until_none or found[0]:
+                return True
+            if ask or now - found[1] >= DIVE_ASK_S:
+                found[0], found[1] = self.incumbent() is not None, now
+            return found[0]
 
         # First one layer per segment, and one block per segment, with every tensor
         # through DRAM: the path below then has a complete alternative to every column
@@ -1219,16 +1232,17 @@ class ColumnSolver:
         blocks = {(index[b.layers[0]], index[b.layers[-1]]) for b in self.net.block_list}
         for first, last in sorted(blocks):
             self.open_interval(first, last)
-        for col in list(self.columns):
-            if over():
-                return
+        # (One-layer columns first: with them alone the path has a mapping.)
+        for col in sorted(self.columns, key=lambda c: c.first != c.last):
             if (col.first == col.last or (col.first, col.last) in blocks) and \
                     col.upper is None and not col.repaired and not any(
                     w for _, w in col.sig.whole_in) and all(
                     not w and cw for _, w, cw in col.sig.outputs):
+                if over():
+                    return
                 self.touch(col)
-                # One tile and one time batch, when they fit, cost one scoring; the
-                # greedy repair ranks and tries several frames.
+                # A first segment at the fewest tiles that fit costs a few scorings; the
+                # greedy repair of the steps below ranks and tries several frames.
                 if not self._one_tile(col):
                     self.repair_price(col)
         self.note_incumbent()
@@ -1238,22 +1252,27 @@ class ColumnSolver:
             except SearchStoppedError:
                 return  # (the intervals opened so far stay; the rest are bounded apart)
             self.stats.update(columns=len(self.columns), open_len=self.open_len)
-        while not over():
-            self.poll_seeds()
-            res = self.master_path(primal=True)
-            if res is None:
-                return
-            self.note_incumbent()
-            pending = [c for c in res[0] if c.upper is None]
-            if not pending:
-                return
-            for col in pending:
-                self.touch(col)
-                self.repair_price(col)
-                if not col.repaired:  # nothing left to repair: keep it out of the dive
-                    col.repaired.add(())
-                if over():
-                    return
+        while not over(ask=True) and self.dive_step(over):
+            pass
+
+    def dive_step(self, over: Callable[[], bool] | None = None) -> bool:
+        """One step of :meth:`dive`'s loop: the master over repaired columns, the others
+        at their bounds, and a greedy repair of the columns it picks without a
+        segment (until ``over()`` says so); ``False`` when there is nothing to repair."""
+        self.poll_seeds()
+        res = self.master_path(primal=True)
+        if res is None:
+            return False
+        self.note_incumbent()
+        pending = [c for c in res[0] if c.upper is None]
+        for col in pending:
+            self.touch(col)
+            self.repair_price(col)
+            if not col.repaired:  # nothing left to repair: keep it out of the dive
+                col.repaired.add(())
+            if over is not None and over():
+                break
+        return bool(pending)
 
     def solve(self, time_limit_s: float | None = None, lower_bound: float = 0.0
               ) -> tuple[Mapping | None, float, float]:
@@ -1279,6 +1298,7 @@ class ColumnSolver:
         span = DIVE_CAP_S if left is None else left
         self.dive(start + DIVE_SHARE * span, start + DIVE_NONE_SHARE * span)
         self.stats["dive_s"] = time.perf_counter() - start
+        turns = Turns(self, start, left)  # the neighbourhood search's share of the time
         if lower > 0:
             found = self.incumbent()
             if found is not None and found[1] <= lower:
@@ -1310,6 +1330,11 @@ class ColumnSolver:
                 if optimal and self.open_more():
                     continue  # a mapping through a longer interval may still be better
                 break
+            if turns.due():
+                try:
+                    turns.turn()
+                except SearchStoppedError:
+                    break
             for c in pending:
                 self.touch(c)
             try:
@@ -1332,6 +1357,8 @@ class ColumnSolver:
                         break
             except SearchStoppedError:
                 break
+        self.stats.update(lns_moves=turns.moves, lns_improved=turns.improved,
+                          lns_s=round(turns.used_s, 3))
         res = self.incumbent()
         if res is None:
             return None, math.inf, lower
