@@ -874,8 +874,10 @@ class ColumnSolver:
         bound = value if ans.status == "optimal" else float(ans.bound or 0.0)
         return value, bound, chosen
 
-    def _price_frame(self, col: Column, spec: FrameKey, best: float, extra: float) -> bool:
-        """Solve one frame of ``col``; ``False`` when the deadline stops the pricing."""
+    def _price_frame(self, col: Column, spec: FrameKey, best: float, extra: float,
+                     limit_s: float | None = None) -> bool:
+        """Solve one frame of ``col`` (within ``limit_s``, else the local limit of its
+        attempt); ``False`` when the deadline stops the pricing."""
         if self.stop.expired():
             col.bound = max(col.bound, min(best, self._spec_bound(spec) + extra,
                                            *col.unproven.values()))
@@ -889,7 +891,8 @@ class ColumnSolver:
         t0 = time.perf_counter()
         attempt = col.attempts.get(spec, 0)
         col.attempts[spec] = attempt + 1
-        local = self._local(*restricted, LOCAL_LIMIT_S * 8 ** attempt)
+        local = self._local(*restricted, LOCAL_LIMIT_S * 8 ** attempt if limit_s is None
+                            else limit_s)
         LOG.debug("  frame %s: local %s in %.2f s", spec[2:], None if local is None
                   else local[:2], time.perf_counter() - t0)
         col.unproven.pop(spec, None)

@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 LOG = logging.getLogger("stems_opt.neighbourhood")
 FRAMES_PER_COLUMN = 8
 """Frame MIPs solved at most per neighbourhood."""
+LOCAL_LIMIT_S = 0.5
+"""Time limit of each frame MIP here (a frame left open keeps its bound; the exact
+loop solves it again with its own, longer limits)."""
 SEED_FRAMES = 2
 """Frames of least bound solved first in every neighbourhood."""
 TILE_STEPS = (1, -1, 2, -2, 3, -3)
@@ -234,7 +237,8 @@ def improve_column(cs: ColumnSolver, col: Column, frames: int = FRAMES_PER_COLUM
     ranked = sorted((s for s in specs if s not in col.tried),
                     key=lambda s: (bounds[s], s[4], T // s[2], s[5].value, s[3].value))
     centre = spec_of(col)
-    queue = [] if centre is None else [s for s in neighbours(centre, T) if worth(s)]
+    # The frame of the found segment first: its local optimum is at most that segment.
+    queue = [] if centre is None else [s for s in (centre, *neighbours(centre, T)) if worth(s)]
     queue += [s for s in ranked if worth(s) and s not in queue][:SEED_FRAMES]
     solved = 0
     try:
@@ -246,7 +250,7 @@ def improve_column(cs: ColumnSolver, col: Column, frames: int = FRAMES_PER_COLUM
                 raise SearchStoppedError("neighbourhood search stopped")
             old = col.upper
             best = math.inf if old is None else old
-            if not cs._price_frame(col, spec, best, extra):
+            if not cs._price_frame(col, spec, best, extra, LOCAL_LIMIT_S):
                 raise SearchStoppedError("neighbourhood search stopped")
             solved += 1
             if col.upper is not None and (old is None or col.upper < old):
