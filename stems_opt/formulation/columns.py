@@ -1358,6 +1358,8 @@ class ColumnSolver:
                     self.touch(col)  # (its price and found segment may have changed)
                     if stopped():
                         break
+                    if turns.due():  # (pricing a long list takes a while)
+                        turns.turn()
             except SearchStoppedError:
                 break
         self.stats.update(lns_moves=turns.moves, lns_improved=turns.improved,

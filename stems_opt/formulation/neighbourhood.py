@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from stems_opt.formulation.columns import Column, ColumnSolver, Signature
 
 LOG = logging.getLogger("stems_opt.neighbourhood")
-FRAMES_PER_COLUMN = 8
+FRAMES_PER_COLUMN = 6
 """Frame MIPs solved at most per neighbourhood."""
 LOCAL_LIMIT_S = 0.5
 """Time limit of each frame MIP here (a frame left open keeps its bound; the exact
