@@ -73,7 +73,7 @@ def search_all(cs: ColumnSolver) -> Turns:
     turns = Turns(cs, 0.0, None)
     for _ in range(MAX_TURNS):
         turns.turn()
-        if turns.exhausted and not turns.merges:
+        if turns.exhausted:
             break
     return turns
 
@@ -174,7 +174,7 @@ def test_never_worse_than_its_seeds_nor_better_than_the_optimum(
         value = assert_exact(p, cs)
         assert value <= previous * (1 + 1e-12)  # never worse than before a move
         previous = value
-        if turns.exhausted and not turns.merges:
+        if turns.exhausted:
             break
     optimum = solve(p)
     assert optimum.status is SolveStatus.OPTIMAL

@@ -102,6 +102,9 @@ LOCAL_LIMIT_S = 2.0
 COLUMN_BUDGET = 100_000
 """Columns built up front at most: intervals are opened by length, shortest first, while
 their columns fit; longer intervals are opened when the proof needs them."""
+EAGER_LAYERS = 100
+"""Deeper networks start from their one-layer intervals even when the budget allows
+more: the dive's first mapping comes before the seconds it takes to build the rest."""
 EXCLUDED_REFRESH_S = 1.0
 """Seconds between recomputations of the bound on mappings through unopened intervals."""
 """First time limit of a frame's local solve; a frame left open is retried with 8x more."""
@@ -263,9 +266,11 @@ class ColumnSolver:
         # when asked for (:meth:`open_interval`) or when the proof needs them (open_more).
         self.open_len = 0
         self._budget_len = self._lengths_within(COLUMN_BUDGET)
-        # A network too deep to build whole starts from its one-layer intervals: the dive
-        # finds a first mapping over them before the rest of the budget is built.
-        self._open_lengths(self._budget_len if self._budget_len >= self.max_len else 1)
+        # A network too deep to build whole (or deeper than EAGER_LAYERS) starts from its
+        # one-layer intervals: the dive finds a first mapping over them before the rest
+        # of the budget is built.
+        whole = self._budget_len >= self.max_len and L <= EAGER_LAYERS
+        self._open_lengths(self._budget_len if whole else 1)
         self.stats.update(columns=len(self.columns), open_len=self.open_len)
 
     # --- opening intervals -------------------------------------------------------
@@ -763,14 +768,21 @@ class ColumnSolver:
             groups.setdefault(spec[3], []).append(spec)
         return groups
 
-    def repair_price(self, col: Column, frames: int = PRIMAL_FRAMES) -> bool:
+    def repair_price(self, col: Column, frames: int = PRIMAL_FRAMES,
+                     until: float | None = None) -> bool:
         """Give ``col`` a feasible segment by greedy repair
         (:func:`stems_opt.formulation.primal.repair`) of its ``frames`` lowest-bound
         frames not repaired before (among a sample of tile counts unless the
         column is tightened); ``True`` when its best value found improved.
-        Only upper bounds come from here, never proofs."""
+        Only upper bounds come from here, never proofs. Past ``until`` (a
+        ``time.perf_counter()`` value) no more frames are repaired, and a repair
+        under way gives up."""
         if col.exact and col.value is None:
             return False
+
+        def stopped() -> bool:
+            return self.stop.expired() or (until is not None and time.perf_counter() >= until)
+
         extra = self._extra(col.first, col.last, col.sig)
         bounds = self._sampled_bounds(col)
         specs = sorted(bounds, key=lambda s: (bounds[s], s[4], self.net.timesteps // s[2],
@@ -783,13 +795,13 @@ class ColumnSolver:
                 break
             if spec in col.repaired or spec[2:4] + spec[5:] in failed:
                 continue
-            if self.stop.expired():
+            if stopped():
                 break
             col.repaired.add(spec)
             tried += 1
             seg, sctx = self._cheapest_segment(col, spec, fine=not self.energy)
             got = repair(self.net, seg, sctx, self.ctx.capacity_bits, self.unit_rates,
-                         self.ctx.k_unroll, stopped=self.stop.expired)
+                         self.ctx.k_unroll, stopped=stopped)
             self.stats["frames_repaired"] += 1
             if got is not None and (col.upper is None or got[1] < col.upper):
                 col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
@@ -1241,7 +1253,7 @@ class ColumnSolver:
                     col.upper is None and not col.repaired and not any(
                     w for _, w in col.sig.whole_in) and all(
                     not w and cw for _, w, cw in col.sig.outputs):
-                if over():
+                if over(ask=col.first != col.last):  # (the one-layer columns are done)
                     return
                 self.touch(col)
                 # A first segment at the fewest tiles that fit costs a few scorings; the
@@ -1255,13 +1267,19 @@ class ColumnSolver:
             except SearchStoppedError:
                 return  # (the intervals opened so far stay; the rest are bounded apart)
             self.stats.update(columns=len(self.columns), open_len=self.open_len)
-        while not over(ask=True) and self.dive_step(over):
-            pass
+        while not over(ask=True):
+            # (repairs stop at the share once a mapping is found, else at the second limit)
+            found[0] = found[0] or self.incumbent() is not None
+            if not self.dive_step(over, None if until is None else until if found[0]
+                                  else until_none):
+                return
 
-    def dive_step(self, over: Callable[[], bool] | None = None) -> bool:
+    def dive_step(self, over: Callable[[], bool] | None = None,
+                  until: float | None = None) -> bool:
         """One step of :meth:`dive`'s loop: the master over repaired columns, the others
         at their bounds, and a greedy repair of the columns it picks without a
-        segment (until ``over()`` says so); ``False`` when there is nothing to repair."""
+        segment (until ``over()`` says so, or ``until`` passes, a ``time.perf_counter()``
+        value); ``False`` when there is nothing to repair."""
         self.poll_seeds()
         res = self.master_path(primal=True)
         if res is None:
@@ -1270,7 +1288,7 @@ class ColumnSolver:
         pending = [c for c in res[0] if c.upper is None]
         for col in pending:
             self.touch(col)
-            self.repair_price(col)
+            self.repair_price(col, until=until)
             if not col.repaired:  # nothing left to repair: keep it out of the dive
                 col.repaired.add(())
             if over is not None and over():

@@ -303,6 +303,8 @@ class Turns:
         self.moves = 0
         self.turns = 0
         self.merges = block_runs(cs)  # runs of blocks still to merge
+        self.repaired: set[tuple] = set()  # incumbent columns given a greedy repair
+        self.repairs = True  # some may still be
         self.improved = 0
         self.value = math.inf  # the incumbent's value at the last look
         self.checked = 0.0  # when the incumbent was last looked at, once exhausted
@@ -318,6 +320,7 @@ class Turns:
             self.checked = now
             found = self.cs.incumbent()
             self.exhausted = found is not None and found[1] >= self.value
+            self.repairs = self.repairs or not self.exhausted
         return not self.exhausted
 
     def turn(self) -> None:
@@ -326,17 +329,36 @@ class Turns:
         t0 = time.perf_counter()
         try:
             self.turns += 1
-            if self.turns % 2 and self.merges:
+            # In turn: a greedy repair of an incumbent's segment (cheap), a run of blocks
+            # merged, the frame MIPs around an incumbent's segment.
+            kind = self.turns % 3
+            if kind == 1 and self.repairs:
+                col = self._next(self.repaired, merges=False)
+                if col is not None:
+                    before = col.upper
+                    self.cs.touch(col)
+                    if self.cs.repair_price(col):
+                        self.cs.touch(col)
+                        self.cs.note_incumbent()
+                    LOG.debug("repaired %d..%d: %s -> %s in %.2f s", col.first, col.last,
+                              before, col.upper, time.perf_counter() - t0)
+                    return
+                self.repairs = False
+            if kind != 0 and self.merges:
                 self._merge()
                 return
-            col = self._next()
+            col = self._next(self.done)
             if col is None:
+                if self.merges:
+                    self._merge()
+                    return
                 self.exhausted, self.checked = True, time.perf_counter()
                 return
             self.moves += 1
             before = col.upper
             if improve_column(self.cs, col):
                 self.improved += 1
+                self.repairs = True  # (the incumbent may have new segments)
                 self.cs.note_incumbent()
             LOG.debug("neighbourhood %d..%d: %s -> %s in %.2f s", col.first, col.last, before,
                       col.upper, time.perf_counter() - t0)
@@ -360,31 +382,34 @@ class Turns:
                 col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
                 cs.touch(col)
                 cs.note_incumbent()
+                self.repairs = True
             LOG.debug("merged %d..%d: %s", first, last, col.upper)
             return
 
-    def _next(self) -> Column | None:
-        """The next neighbourhood: the incumbent's columns by what they may gain, then
-        unions of two consecutive ones."""
+    def _next(self, done: set[tuple], merges: bool = True) -> Column | None:
+        """The next neighbourhood not in ``done``: the incumbent's columns by what they
+        may gain, then (``merges``) unions of two consecutive ones."""
         cs = self.cs
         cs.poll_seeds()
         found = cs.incumbent()
         if found is None:
             return None
         chosen, self.value = found
-        cands = [c for c in chosen if not c.exact and (c.first, c.last, c.sig) not in self.done]
+        cands = [c for c in chosen if not c.exact and (c.first, c.last, c.sig) not in done]
         if cands:
             col = max(cands, key=lambda c: ((c.upper or 0.0) - c.bound, -c.first))
-            self.done.add((col.first, col.last, col.sig))
+            done.add((col.first, col.last, col.sig))
             return col
+        if not merges:
+            return None
         for left, right in itertools.pairwise(chosen):
             if right.last - left.first + 1 > cs.max_len:
                 continue
             sig = merged_signature(cs, left, right)
             key = (left.first, right.last, sig)
-            if key in self.done:
+            if key in done:
                 continue
-            self.done.add(key)
+            done.add(key)
             col = cs.column_of(left.first, right.last, sig)
             if col is not None and not col.exact:
                 cs.touch(col)
