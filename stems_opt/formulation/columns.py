@@ -1247,19 +1247,25 @@ class ColumnSolver:
         blocks = {(index[b.layers[0]], index[b.layers[-1]]) for b in self.net.block_list}
         for first, last in sorted(blocks):
             self.open_interval(first, last)
-        # (One-layer columns first: with them alone the path has a mapping.)
-        for col in sorted(self.columns, key=lambda c: c.first != c.last):
-            if (col.first == col.last or (col.first, col.last) in blocks) and \
-                    col.upper is None and not col.repaired and not any(
-                    w for _, w in col.sig.whole_in) and all(
-                    not w and cw for _, w, cw in col.sig.outputs):
-                if over(ask=col.first != col.last):  # (the one-layer columns are done)
+        # One-layer columns first, each at the fewest tiles that fit (a few scorings):
+        # with them alone the path has a mapping. Then each of these columns and the
+        # blocks' is repaired greedily from its frames of least bound (better segments).
+        plain = [c for c in self.columns if (c.first == c.last or (c.first, c.last) in blocks)
+                 and not any(w for _, w in c.sig.whole_in)
+                 and all(not w and cw for _, w, cw in c.sig.outputs)]
+        for col in plain:
+            if col.first == col.last and col.upper is None:
+                if over():
                     return
                 self.touch(col)
-                # A first segment at the fewest tiles that fit costs a few scorings; the
-                # greedy repair of the steps below ranks and tries several frames.
-                if not self._one_tile(col):
-                    self.repair_price(col)
+                self._one_tile(col)
+        self.note_incumbent()
+        for col in sorted(plain, key=lambda c: c.first == c.last):
+            if not col.repaired:
+                if over(ask=True):
+                    return
+                self.touch(col)
+                self.repair_price(col)
         self.note_incumbent()
         while self.open_len < self._budget_len:  # one length at a time: a stop keeps them
             try:

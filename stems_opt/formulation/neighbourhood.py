@@ -66,7 +66,10 @@ WARMUP_SHARE = 0.15
 that finishes early never meets the neighbourhood search."""
 WARMUP_S = 2.0
 SHARE = 0.5
-"""Share of the time after the warm-up the neighbourhood search may take."""
+"""Share of the time after the warm-up the neighbourhood search may take while its
+moves pay."""
+MIN_SHARE = 0.1
+"""Its share once they stop paying."""
 RECHECK_S = 1.0
 """Seconds between looks for a new incumbent once every neighbourhood was searched."""
 
@@ -301,6 +304,7 @@ class Turns:
         self.done: set[tuple] = set()  # neighbourhoods searched: (first, last, signature)
         self.exhausted = False  # no move left around the current incumbent
         self.moves = 0
+        self.share = SHARE
         self.turns = 0
         self.merges = block_runs(cs)  # runs of blocks still to merge
         self.repaired: set[tuple] = set()  # incumbent columns given a greedy repair
@@ -312,7 +316,7 @@ class Turns:
     def due(self) -> bool:
         """Whether the neighbourhood search has a turn now."""
         now = time.perf_counter()
-        if now < self.begin or self.used_s > SHARE / (1 - SHARE) * (
+        if now < self.begin or self.used_s > self.share / (1 - self.share) * (
                 now - self.begin - self.used_s):
             return False
         if self.exhausted and now - self.checked >= RECHECK_S:
@@ -329,6 +333,12 @@ class Turns:
         t0 = time.perf_counter()
         try:
             self.turns += 1
+            found = self.cs.incumbent()
+            if found is not None:
+                # Moves that pay keep the search's share; each turn without a better
+                # mapping since the last halves it (down to MIN_SHARE).
+                self.share = SHARE if found[1] < self.value else max(MIN_SHARE, self.share / 2)
+                self.value = min(self.value, found[1])
             # In turn: a greedy repair of an incumbent's segment (cheap), a run of blocks
             # merged, the frame MIPs around an incumbent's segment.
             kind = self.turns % 3
@@ -394,7 +404,7 @@ class Turns:
         found = cs.incumbent()
         if found is None:
             return None
-        chosen, self.value = found
+        chosen = found[0]
         cands = [c for c in chosen if not c.exact and (c.first, c.last, c.sig) not in done]
         if cands:
             col = max(cands, key=lambda c: ((c.upper or 0.0) - c.bound, -c.first))
