@@ -2,32 +2,37 @@ r"""Large-neighbourhood search around the incumbent of the column solver.
 
 The incumbent of :class:`~stems_opt.formulation.columns.ColumnSolver` is the
 shortest path over the segments found so far (one per column, its upper
-value). This module re-solves small neighbourhoods of that path with the
-frame MIPs, so the incumbent improves long before the exact loop proves
-anything:
+value), so every segment found anywhere joins a dynamic program over all
+segmentations seen. This module finds better segments near that path long
+before the exact loop proves anything. Its moves, in turn:
 
-- **A column of the incumbent** (its interval and signature, so both boundary
-  states stay the incumbent's): the frames of its interval around the one its
-  segment uses (tile counts ``n +- 1, 2, 3``, ``2n``, ``n / 2``, the other order,
-  axis and neighbouring time batches), and the frames of least capacity-aware
-  bound, are solved exactly by their local MIP (short limits), hill-climbing
-  from the best. The column's found segment only ever improves.
-- **Two consecutive segments merged**: the column of their union with the
-  boundary states the incumbent has around them, priced the same way from its
-  frames of least bound.
+- **A greedy repair** (:meth:`ColumnSolver.repair_price`) of a column of the
+  incumbent: its frames of least capacity-aware bound, repaired greedily.
+- **A run of blocks merged**: two or more consecutive blocks of the network
+  as one segment with every tensor crossing it through DRAM, in the largest
+  and the smallest time batch at the fewest tiles where the choices that hold
+  the least fit (:func:`best_fit`). The named schedules fuse within a block;
+  these fuse across blocks.
+- **A large neighbourhood**: one column of the incumbent (its interval and
+  signature, so both boundary states stay the incumbent's) re-solved by the
+  frame MIPs (short limits): the frame its segment uses first (its local
+  optimum is at most that segment), then the frames around it (tile counts
+  ``n +- 1, 2, 3``, ``2n``, ``n / 2``, the other order, axis and neighbouring
+  time batches) and those of least bound, hill-climbing from the best. Once
+  every column of the incumbent had its turn, the union of two consecutive
+  ones (with the boundary states they have) is re-solved the same way.
 
-Columns are visited in decreasing order of what they may still gain (found
-value less bound), then by position; each neighbourhood is searched once
-(a column's found segment may change since; the exact loop then prices it).
-Every segment goes through :meth:`ColumnSolver._price_frame`, so the frames
-solved here count as tried for the exact loop too (no MIP is solved twice),
-and the incumbent is the shortest path over found segments as before:
-never worse than before a move, never worse than a seed.
+Columns go by what they may still gain (found value less bound), then by
+position; each neighbourhood is searched once. The frame MIPs go through
+:meth:`ColumnSolver._price_frame`, so the frames solved here count as tried
+for the exact loop (no MIP is solved twice). A segment only ever replaces a
+worse one of its column, so the incumbent never gets worse, and never worse
+than a seed.
 
 The search takes turns with the exact loop (:class:`Turns`): after a warm-up
-that leaves fast proofs alone, it gets about half the time while it has
-moves left. No randomness: a given input and the same work give the same
-mappings.
+that leaves fast proofs alone, it gets half of the time while its turns find
+better mappings, less (down to a tenth) while they do not. Nothing is
+random: the same input and the same work give the same mappings.
 """
 
 from __future__ import annotations
