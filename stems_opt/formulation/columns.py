@@ -69,6 +69,7 @@ from stems_opt.formulation.data import (
 )
 from stems_opt.formulation.frame_store import FrameStore
 from stems_opt.formulation.model import LinearModel, build_frame_model, segment_of
+from stems_opt.formulation.neighbourhood import Turns, first_fit
 from stems_opt.formulation.operand_floors import operand_floor_fj
 from stems_opt.formulation.primal import Rates, repair, segment_value
 from stems_opt.mapping import (
@@ -95,12 +96,17 @@ DIVE_SHARE = 0.1
 """Share of the time limit the dive may take before the exact search."""
 DIVE_NONE_SHARE = 0.5
 """Share of the time limit the dive may take while it has found no mapping at all."""
+DIVE_ASK_S = 1.0
+"""Seconds between the dive's checks for a first mapping once its share has passed."""
 DIVE_CAP_S = 30.0
 """Without a time limit, the dive stops after ``DIVE_SHARE`` of this."""
 LOCAL_LIMIT_S = 2.0
 COLUMN_BUDGET = 100_000
 """Columns built up front at most: intervals are opened by length, shortest first, while
 their columns fit; longer intervals are opened when the proof needs them."""
+EAGER_LAYERS = 100
+"""Deeper networks start from their one-layer intervals even when the budget allows
+more: the dive's first mapping comes before the seconds it takes to build the rest."""
 EXCLUDED_REFRESH_S = 1.0
 """Seconds between recomputations of the bound on mappings through unopened intervals."""
 """First time limit of a frame's local solve; a frame left open is retried with 8x more."""
@@ -263,9 +269,11 @@ class ColumnSolver:
         # when asked for (:meth:`open_interval`) or when the proof needs them (open_more).
         self.open_len = 0
         self._budget_len = self._lengths_within(COLUMN_BUDGET)
-        # A network too deep to build whole starts from its one-layer intervals: the dive
-        # finds a first mapping over them before the rest of the budget is built.
-        self._open_lengths(self._budget_len if self._budget_len >= self.max_len else 1)
+        # A network too deep to build whole (or deeper than EAGER_LAYERS) starts from its
+        # one-layer intervals: the dive finds a first mapping over them before the rest
+        # of the budget is built.
+        whole = self._budget_len >= self.max_len and L <= EAGER_LAYERS
+        self._open_lengths(self._budget_len if whole else 1)
         self.stats.update(columns=len(self.columns), open_len=self.open_len)
 
     # --- opening intervals -------------------------------------------------------
@@ -720,24 +728,19 @@ class ColumnSolver:
         return seg, value
 
     def _one_tile(self, col: Column) -> bool:
-        """Give ``col`` the segment of its cheapest choices in one tile and one time
-        batch (:meth:`_direct`) when it fits; ``True`` when its found value improved."""
-        T = self.net.timesteps
-        improved = False
+        """Give ``col`` a segment of the largest time batch and the fewest tiles (1, 2,
+        3, 4, 6, 8, ... along the first axis where some fit, as the layer-by-layer
+        named schedules choose theirs) where the choices that hold the least fit
+        (:func:`~stems_opt.formulation.neighbourhood.first_fit`); ``True`` when its
+        found value improved."""
         for axis in self.axes:
-            spec = (col.first, col.last, T, axis, 1, Order.TIME_OUTER)
-            # For energy one sub-tile reads the fewest operands; when it overflows, the
-            # finest split (then chunked weights) usually fits and costs one scoring more.
-            got = None
-            for fine, chunked in dict.fromkeys([(not self.energy, False), (True, False),
-                                                (True, True)]):
-                got = self._direct(col, spec, fine, chunked)
-                if got is not None:
-                    break
-            if got is not None and (col.upper is None or got[1] < col.upper):
-                col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
-                improved = True
-        return improved
+            got = first_fit(self, col, axis)
+            if got is not None:  # (one axis is enough for a first mapping)
+                if col.upper is None or got[1] < col.upper:
+                    col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
+                    return True
+                return False
+        return False
 
     def _sampled_bounds(self, col: Column) -> dict[FrameKey, float]:
         """Capacity-aware bounds (:meth:`tighten`'s) of a sample of ``col``'s frames:
@@ -771,14 +774,21 @@ class ColumnSolver:
             groups.setdefault(spec[3], []).append(spec)
         return groups
 
-    def repair_price(self, col: Column, frames: int = PRIMAL_FRAMES) -> bool:
+    def repair_price(self, col: Column, frames: int = PRIMAL_FRAMES,
+                     until: float | None = None) -> bool:
         """Give ``col`` a feasible segment by greedy repair
         (:func:`stems_opt.formulation.primal.repair`) of its ``frames`` lowest-bound
         frames not repaired before (among a sample of tile counts unless the
         column is tightened); ``True`` when its best value found improved.
-        Only upper bounds come from here, never proofs."""
+        Only upper bounds come from here, never proofs. Past ``until`` (a
+        ``time.perf_counter()`` value) no more frames are repaired, and a repair
+        under way gives up."""
         if col.exact and col.value is None:
             return False
+
+        def stopped() -> bool:
+            return self.stop.expired() or (until is not None and time.perf_counter() >= until)
+
         extra = self._extra(col.first, col.last, col.sig)
         bounds = self._sampled_bounds(col)
         specs = sorted(bounds, key=lambda s: (bounds[s], s[4], self.net.timesteps // s[2],
@@ -791,13 +801,13 @@ class ColumnSolver:
                 break
             if spec in col.repaired or spec[2:4] + spec[5:] in failed:
                 continue
-            if self.stop.expired():
+            if stopped():
                 break
             col.repaired.add(spec)
             tried += 1
             seg, sctx = self._cheapest_segment(col, spec, fine=True)
             got = repair(self.net, seg, sctx, self.ctx.capacity_bits, self.unit_rates,
-                         self.ctx.k_unroll, stopped=self.stop.expired)
+                         self.ctx.k_unroll, stopped=stopped)
             self.stats["frames_repaired"] += 1
             if got is not None and (col.upper is None or got[1] < col.upper):
                 col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
@@ -876,8 +886,10 @@ class ColumnSolver:
         bound = value if ans.status == "optimal" else float(ans.bound or 0.0)
         return value, bound, chosen
 
-    def _price_frame(self, col: Column, spec: FrameKey, best: float, extra: float) -> bool:
-        """Solve one frame of ``col``; ``False`` when the deadline stops the pricing."""
+    def _price_frame(self, col: Column, spec: FrameKey, best: float, extra: float,
+                     limit_s: float | None = None) -> bool:
+        """Solve one frame of ``col`` (within ``limit_s``, else the local limit of its
+        attempt); ``False`` when the deadline stops the pricing."""
         if self.stop.expired():
             col.bound = max(col.bound, min(best, self._spec_bound(spec) + extra,
                                            *col.unproven.values()))
@@ -891,7 +903,8 @@ class ColumnSolver:
         t0 = time.perf_counter()
         attempt = col.attempts.get(spec, 0)
         col.attempts[spec] = attempt + 1
-        local = self._local(*restricted, LOCAL_LIMIT_S * 8 ** attempt)
+        local = self._local(*restricted, LOCAL_LIMIT_S * 8 ** attempt if limit_s is None
+                            else limit_s)
         LOG.debug("  frame %s: local %s in %.2f s", spec[2:], None if local is None
                   else local[:2], time.perf_counter() - t0)
         col.unproven.pop(spec, None)
@@ -1210,14 +1223,22 @@ class ColumnSolver:
         to the columns whose greedy segments are cheapest; every column found
         also serves the exact search (an upper value to stop its pricing at).
         """
-        def over() -> bool:
+        found = [False, 0.0]  # (a mapping found, when last asked)
+
+        def over(ask: bool = False) -> bool:
             if self.stop.expired():
                 return True
             now = time.perf_counter()
             if until is None or now < until:
                 return False
-            # Past the share: go on only while nothing is found, up to the second limit.
-            return until_none is None or now >= until_none or self.incumbent() is not None
+            # Past the share: go on only while nothing is found, up to the second limit
+            # (asking for the incumbent is a pass over every column: a few times a second
+            # in the first pass below, once per step after it).
+            if until_none is None or now >= until_none or found[0]:
+                return True
+            if ask or now - found[1] >= DIVE_ASK_S:
+                found[0], found[1] = self.incumbent() is not None, now
+            return found[0]
 
         # First one layer per segment, and one block per segment, with every tensor
         # through DRAM: the path below then has a complete alternative to every column
@@ -1226,18 +1247,25 @@ class ColumnSolver:
         blocks = {(index[b.layers[0]], index[b.layers[-1]]) for b in self.net.block_list}
         for first, last in sorted(blocks):
             self.open_interval(first, last)
-        for col in list(self.columns):
-            if over():
-                return
-            if (col.first == col.last or (col.first, col.last) in blocks) and \
-                    col.upper is None and not col.repaired and not any(
-                    w for _, w in col.sig.whole_in) and all(
-                    not w and cw for _, w, cw in col.sig.outputs):
+        # One-layer columns first, each at the fewest tiles that fit (a few scorings):
+        # with them alone the path has a mapping. Then each of these columns and the
+        # blocks' is repaired greedily from its frames of least bound (better segments).
+        plain = [c for c in self.columns if (c.first == c.last or (c.first, c.last) in blocks)
+                 and not any(w for _, w in c.sig.whole_in)
+                 and all(not w and cw for _, w, cw in c.sig.outputs)]
+        for col in plain:
+            if col.first == col.last and col.upper is None:
+                if over():
+                    return
                 self.touch(col)
-                # One tile and one time batch, when they fit, cost one scoring; the
-                # greedy repair ranks and tries several frames.
-                if not self._one_tile(col):
-                    self.repair_price(col)
+                self._one_tile(col)
+        self.note_incumbent()
+        for col in sorted(plain, key=lambda c: c.first == c.last):
+            if not col.repaired:
+                if over(ask=True):
+                    return
+                self.touch(col)
+                self.repair_price(col)
         self.note_incumbent()
         while self.open_len < self._budget_len:  # one length at a time: a stop keeps them
             try:
@@ -1245,22 +1273,33 @@ class ColumnSolver:
             except SearchStoppedError:
                 return  # (the intervals opened so far stay; the rest are bounded apart)
             self.stats.update(columns=len(self.columns), open_len=self.open_len)
-        while not over():
-            self.poll_seeds()
-            res = self.master_path(primal=True)
-            if res is None:
+        while not over(ask=True):
+            # (repairs stop at the share once a mapping is found, else at the second limit)
+            found[0] = found[0] or self.incumbent() is not None
+            if not self.dive_step(over, None if until is None else until if found[0]
+                                  else until_none):
                 return
-            self.note_incumbent()
-            pending = [c for c in res[0] if c.upper is None]
-            if not pending:
-                return
-            for col in pending:
-                self.touch(col)
-                self.repair_price(col)
-                if not col.repaired:  # nothing left to repair: keep it out of the dive
-                    col.repaired.add(())
-                if over():
-                    return
+
+    def dive_step(self, over: Callable[[], bool] | None = None,
+                  until: float | None = None) -> bool:
+        """One step of :meth:`dive`'s loop: the master over repaired columns, the others
+        at their bounds, and a greedy repair of the columns it picks without a
+        segment (until ``over()`` says so, or ``until`` passes, a ``time.perf_counter()``
+        value); ``False`` when there is nothing to repair."""
+        self.poll_seeds()
+        res = self.master_path(primal=True)
+        if res is None:
+            return False
+        self.note_incumbent()
+        pending = [c for c in res[0] if c.upper is None]
+        for col in pending:
+            self.touch(col)
+            self.repair_price(col, until=until)
+            if not col.repaired:  # nothing left to repair: keep it out of the dive
+                col.repaired.add(())
+            if over is not None and over():
+                break
+        return bool(pending)
 
     def solve(self, time_limit_s: float | None = None, lower_bound: float = 0.0
               ) -> tuple[Mapping | None, float, float]:
@@ -1286,6 +1325,7 @@ class ColumnSolver:
         span = DIVE_CAP_S if left is None else left
         self.dive(start + DIVE_SHARE * span, start + DIVE_NONE_SHARE * span)
         self.stats["dive_s"] = time.perf_counter() - start
+        turns = Turns(self, start, left)  # the neighbourhood search's share of the time
         if lower > 0:
             found = self.incumbent()
             if found is not None and found[1] <= lower:
@@ -1317,6 +1357,11 @@ class ColumnSolver:
                 if optimal and self.open_more():
                     continue  # a mapping through a longer interval may still be better
                 break
+            if turns.due():
+                try:
+                    turns.turn()
+                except SearchStoppedError:
+                    break
             for c in pending:
                 self.touch(c)
             try:
@@ -1337,8 +1382,12 @@ class ColumnSolver:
                     self.touch(col)  # (its price and found segment may have changed)
                     if stopped():
                         break
+                    if turns.due():  # (pricing a long list takes a while)
+                        turns.turn()
             except SearchStoppedError:
                 break
+        self.stats.update(lns_moves=turns.moves, lns_improved=turns.improved,
+                          lns_s=round(turns.used_s, 3))
         res = self.incumbent()
         if res is None:
             return None, math.inf, lower

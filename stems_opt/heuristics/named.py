@@ -40,6 +40,7 @@ from stems_opt.cost.geometry import SegmentGeometry, sub_tile_limits
 from stems_opt.cost.traffic import (
     SegmentContext,
     Term,
+    _context_plan,
     compulsory_traffic_bits,
     kept_halo_term,
     layer_terms,
@@ -822,54 +823,120 @@ def lone_context(net: Network, layers: Sequence[str]) -> SegmentContext:
 
 
 def greedy_pass(problem: Problem, scorer: Scorer, segs: list[Segment], only_local: bool,
-                 ctx: SegmentContext | None = None) -> list[Segment]:
+                ctx: SegmentContext | None = None) -> list[Segment]:
     """One pass over the switches; ``only_local`` scores ``segs[0]`` alone in ``ctx``.
 
     A candidate is the current mapping with one switch applied and the
     touched segments refitted (every segment for an ``inputs`` switch). Only
-    placement switches change segment contexts, so only they recompute them,
-    and a segment whose object and context are unchanged keeps its score.
+    placement switches change segment contexts, and only those of the
+    switched tensor's segments (:func:`_context_changes`), so only those are
+    re-derived; a segment whose object and context are unchanged keeps its
+    score, and one known to be its own refit in its context (its refit
+    returned it) is not refitted again. Totals are updated by the changes, so
+    a pass costs about linear time in the number of segments, with the same
+    result as refitting and re-scoring everything for every candidate.
     """
     net = problem.network
     T = net.timesteps
     segs = list(segs)
+    plan = {}
     if only_local:
         assert ctx is not None
         ctxs = [ctx]
     else:
         ctxs = mapping_contexts(net, Mapping(tuple(segs)))
+        plan = {entry[0]: entry for entry in _context_plan(net, tuple(s.layers for s in segs))}
     scores = [scorer.segment(s, c) for s, c in zip(segs, ctxs, strict=True)]
     traffic = sum(s[0] for s in scores)
+    over = sum(s[1] > scorer.cap for s in scores)  # segments that overflow
+    unsettled = set(range(len(segs)))  # segments not known to be their own refit
     for idx, change in scorer.switches(segs):
         if only_local and "inputs" in change:
             continue
         options = [change]
         if "states" in change:
             name = next(iter(change["states"]))  # type: ignore[call-overload]
-            seg = segs[idx]
-            if _tile_resident_ok(seg, T):
+            if _tile_resident_ok(segs[idx], T):
                 options.append({"states": {name: StateMode.TILE_RESIDENT},
                                 "order": Order.SPACE_OUTER})
         for opt in options:
-            cands = list(segs)
-            cands[idx] = cands[idx].replace(**opt)
-            new_ctxs = ctxs
-            if not only_local and ("activations" in opt or "inputs" in opt):
-                new_ctxs = mapping_contexts(net, Mapping(tuple(cands)))
-            touched = range(len(cands)) if "inputs" in opt else (idx,)
-            new_scores = list(scores)
-            for i in touched:
-                cands[i], new_scores[i] = scorer.fit(cands[i], new_ctxs[i])
-            if new_ctxs is not ctxs and "inputs" not in opt:
-                # Segments not refitted keep their decisions but may meet the rest anew.
-                for i, (c_new, c_old) in enumerate(zip(new_ctxs, ctxs, strict=True)):
-                    if i != idx and c_new != c_old:
-                        new_scores[i] = scorer.segment(cands[i], c_new)
-            new_traffic = sum(s[0] for s in new_scores)
-            if new_traffic < traffic and all(s[1] <= scorer.cap for s in new_scores):
-                segs, ctxs, scores, traffic = cands, new_ctxs, new_scores, new_traffic
+            cand = segs[idx].replace(**opt)
+            new_ctxs: dict[int, SegmentContext] = {}
+            placed = opt.get("activations") or opt.get("inputs")
+            if not only_local and placed:
+                tensor = next(iter(placed))  # type: ignore[call-overload]
+                new_ctxs = _context_changes(plan[tensor], ctxs, segs, idx, cand)
+            # (segment, score, settled) per segment the candidate changes
+            new: dict[int, tuple[Segment, _Score, bool]] = {}
+            out, score = scorer.fit(cand, new_ctxs.get(idx, ctxs[idx]))
+            new[idx] = (out, score, False)
+            if "inputs" in opt:
+                for i in sorted(unsettled | new_ctxs.keys()):
+                    if i != idx:
+                        out, score = scorer.fit(segs[i], new_ctxs.get(i, ctxs[i]))
+                        new[i] = (out, score, i not in new_ctxs and out is segs[i]
+                                  and score == scores[i])
+            else:
+                for i, c_new in new_ctxs.items():
+                    if i != idx:  # (keeps its decisions, but meets the rest anew)
+                        new[i] = (segs[i], scorer.segment(segs[i], c_new), False)
+            new_traffic = traffic + sum(sc[0] - scores[i][0] for i, (_, sc, _) in new.items())
+            new_over = over + sum((sc[1] > scorer.cap) - (scores[i][1] > scorer.cap)
+                                  for i, (_, sc, _) in new.items())
+            for i, (_, _, settled) in new.items():
+                if settled:  # (whether or not the candidate is kept)
+                    unsettled.discard(i)
+            if new_traffic < traffic and new_over == 0:
+                for i, (seg, sc, settled) in new.items():
+                    segs[i], scores[i] = seg, sc
+                    if not settled:
+                        unsettled.add(i)
+                for i, c_new in new_ctxs.items():
+                    ctxs[i] = c_new
+                    unsettled.add(i)
+                traffic, over = new_traffic, new_over
                 break
     return segs
+
+
+def _tensor_context(entry: tuple[str, int, tuple[int, ...], bool], segs: Sequence[Segment],
+                    idx: int, seg: Segment) -> tuple[range, bool]:
+    """The segments where the tensor of ``entry`` (:func:`_context_plan`) is kept whole
+    and whether it is written, with ``segs[idx]`` replaced by ``seg`` (as
+    :func:`mapping_contexts` decides them)."""
+    tensor, p, cons_segs, to_dram = entry
+    last_on_chip = None
+    for s in cons_segs:
+        segment = seg if s == idx else segs[s]
+        if s == p:
+            to_dram |= segment.activation(tensor) is Placement.DRAM
+        elif segment.input(tensor) is Placement.ON_CHIP:
+            last_on_chip = s
+        else:
+            to_dram = True
+    whole = range(max(p, 0), last_on_chip + 1) if last_on_chip is not None else range(0)
+    return whole, to_dram and p >= 0
+
+
+def _context_changes(entry: tuple[str, int, tuple[int, ...], bool],
+                     ctxs: Sequence[SegmentContext], segs: Sequence[Segment], idx: int,
+                     seg: Segment) -> dict[int, SegmentContext]:
+    """The contexts that change when ``segs[idx]`` becomes ``seg``, which differs from it
+    in the placement of the tensor of ``entry`` only: a tensor's placements decide
+    its own membership of the contexts' sets and nothing else."""
+    tensor, p = entry[0], entry[1]
+    old_whole, old_written = _tensor_context(entry, segs, idx, segs[idx])
+    new_whole, new_written = _tensor_context(entry, segs, idx, seg)
+    if old_whole == new_whole and old_written == new_written:
+        return {}
+    out = {}
+    for s in sorted({*old_whole, *new_whole, *([p] if p >= 0 else [])}):
+        ctx = ctxs[s]
+        whole = ctx.whole | {tensor} if s in new_whole else ctx.whole - {tensor}
+        written = ctx.written | {tensor} if s == p and new_written else ctx.written - {tensor}
+        if whole != ctx.whole or written != ctx.written:
+            out[s] = SegmentContext(frozenset(whole), frozenset(written))
+    return out
 
 
 def named_schedule(problem: Problem, name: str, tiles: Sequence[int] | int | None = None

@@ -1,0 +1,432 @@
+r"""Large-neighbourhood search around the incumbent of the column solver.
+
+The incumbent of :class:`~stems_opt.formulation.columns.ColumnSolver` is the
+shortest path over the segments found so far (one per column, its upper
+value), so every segment found anywhere joins a dynamic program over all
+segmentations seen. This module finds better segments near that path long
+before the exact loop proves anything. Its moves, in turn:
+
+- **A greedy repair** (:meth:`ColumnSolver.repair_price`) of a column of the
+  incumbent: its frames of least capacity-aware bound, repaired greedily.
+- **A run of blocks merged**: two or more consecutive blocks of the network
+  as one segment with every tensor crossing it through DRAM, in the largest
+  and the smallest time batch at the fewest tiles where the choices that hold
+  the least fit (:func:`best_fit`). The named schedules fuse within a block;
+  these fuse across blocks.
+- **A large neighbourhood**: one column of the incumbent (its interval and
+  signature, so both boundary states stay the incumbent's) re-solved by the
+  frame MIPs (short limits): the frame its segment uses first (its local
+  optimum is at most that segment), then the frames around it (tile counts
+  ``n +- 1, 2, 3``, ``2n``, ``n / 2``, the other order, axis and neighbouring
+  time batches) and those of least bound, hill-climbing from the best. Once
+  every column of the incumbent had its turn, the union of two consecutive
+  ones (with the boundary states they have) is re-solved the same way.
+
+Columns go by what they may still gain (found value less bound), then by
+position; each neighbourhood is searched once. The frame MIPs go through
+:meth:`ColumnSolver._price_frame`, so the frames solved here count as tried
+for the exact loop (no MIP is solved twice). A segment only ever replaces a
+worse one of its column, so the incumbent never gets worse, and never worse
+than a seed.
+
+The search takes turns with the exact loop (:class:`Turns`): after a warm-up
+that leaves fast proofs alone, it gets half of the time while its turns find
+better mappings, less (down to a tenth) while they do not. Nothing is
+random: the same input and the same work give the same mappings.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from stems_opt.cost.geometry import SegmentGeometry
+from stems_opt.cost.traffic import SegmentContext
+from stems_opt.formulation.bounds import max_chunks
+from stems_opt.formulation.data import FrameKey
+from stems_opt.formulation.primal import repair, segment_value
+from stems_opt.mapping import Halo, Order, Segment, StateMode, WeightChoice
+from stems_opt.network import Axis
+from stems_opt.stopping import SearchStoppedError
+
+if TYPE_CHECKING:
+    from stems_opt.formulation.columns import Column, ColumnSolver, Signature
+
+LOG = logging.getLogger("stems_opt.neighbourhood")
+FRAMES_PER_COLUMN = 6
+"""Frame MIPs solved at most per neighbourhood."""
+LOCAL_LIMIT_S = 0.5
+"""Time limit of each frame MIP here (a frame left open keeps its bound; the exact
+loop solves it again with its own, longer limits)."""
+SEED_FRAMES = 2
+"""Frames of least bound solved first in every neighbourhood."""
+TILE_STEPS = (1, -1, 2, -2, 3, -3)
+"""Tile-count moves around a frame, besides doubling and halving."""
+WARMUP_SHARE = 0.15
+"""Share of the search time (and at most ``WARMUP_S``) before the first move: a proof
+that finishes early never meets the neighbourhood search."""
+WARMUP_S = 2.0
+SHARE = 0.5
+"""Share of the time after the warm-up the neighbourhood search may take while its
+moves pay."""
+MIN_SHARE = 0.1
+"""Its share once they stop paying."""
+RECHECK_S = 1.0
+"""Seconds between looks for a new incumbent once every neighbourhood was searched."""
+
+
+def on_ladder(n: int) -> bool:
+    """Tile counts the first segments try: 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (as the
+    dive's frame sample)."""
+    while n > 4 and n % 2 == 0:
+        n //= 2
+    return n <= 4
+
+
+def fewest_tiles(cs: ColumnSolver, col: Column, axis: Axis, time_batch: int
+                 ) -> tuple[FrameKey, SegmentGeometry] | None:
+    """The frame of ``col`` along ``axis`` in ``time_batch`` with the fewest tiles on the
+    ladder (:func:`on_ladder`) where the choices that hold the least fit
+    (:func:`frugal_segment`), found by bisection (what they hold shrinks as tiles
+    are added), and its geometry; ``None`` when they fit at no count."""
+    specs = sorted((s for s in cs.specs[(col.first, col.last)] if s[3] is axis
+                    and s[2] == time_batch and s[5] is Order.TIME_OUTER and on_ladder(s[4])),
+                   key=lambda s: s[4])
+    names = tuple(lay.name for lay in cs.net.layers[col.first:col.last + 1])
+    geos: dict[FrameKey, SegmentGeometry] = {}
+
+    def fits(spec: FrameKey) -> bool:
+        geo = geos[spec] = SegmentGeometry(cs.net, Segment(names, spec[2], spec[4], axis,
+                                                           spec[5]))
+        seg, sctx = frugal_segment(cs, col, spec, geo)
+        return segment_value(cs.net, seg, sctx, cs.unit_rates, geo)[1] <= cs.ctx.capacity_bits
+
+    if not specs:
+        return None
+    if fits(specs[0]):  # (the common case: one tile)
+        return specs[0], geos[specs[0]]
+    if not fits(specs[-1]):
+        return None
+    lo, hi = 1, len(specs) - 1  # specs[hi] fits
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(specs[mid]):
+            hi = mid
+        else:
+            lo = mid + 1
+    return specs[hi], geos[specs[hi]]
+
+
+def fit_segment(cs: ColumnSolver, col: Column, spec: FrameKey, geo: SegmentGeometry
+                ) -> tuple[Segment, float] | None:
+    """A segment of frame ``spec`` for ``col``: its cheapest choices when they fit
+    (:meth:`ColumnSolver._direct`), else the frugal ones (which must fit) improved by
+    the greedy repair's saving moves."""
+    got = cs._direct(col, spec, not cs.energy, False, geo)
+    if got is not None:
+        return got
+    seg, sctx = frugal_segment(cs, col, spec, geo)
+    return repair(cs.net, seg, sctx, cs.ctx.capacity_bits, cs.unit_rates, cs.ctx.k_unroll,
+                  geo, stopped=cs.stop.expired)
+
+
+def first_fit(cs: ColumnSolver, col: Column, axis: Axis,
+              time_batches: tuple[int, ...] | None = None) -> tuple[Segment, float] | None:
+    """A segment for ``col`` along ``axis``: in the first of ``time_batches`` (default:
+    every time batch, largest first) where the choices that hold the least fit at
+    some tile count, at the fewest tiles (:func:`fewest_tiles`, :func:`fit_segment`);
+    ``None`` when nothing fits so."""
+    T = cs.net.timesteps
+    tbs = time_batches or tuple(d for d in range(T, 0, -1) if T % d == 0)
+    for tb in tbs:
+        if cs.stop.expired():
+            return None
+        found = fewest_tiles(cs, col, axis, tb)
+        if found is not None:
+            return fit_segment(cs, col, *found)
+    return None
+
+
+def frugal_segment(cs: ColumnSolver, col: Column, spec: FrameKey,
+                   geo: SegmentGeometry | None = None) -> tuple[Segment, SegmentContext]:
+    """The segment of frame ``spec`` for ``col`` with the choices that hold the least in
+    the buffer (finest sub-tiles, weights in the most chunks, state spilled, halos
+    re-read, in-segment activations on chip), and its context."""
+    seg, sctx = cs._cheapest_segment(col, spec, fine=True, chunked=True, geo=geo)
+    weights = {name: WeightChoice(chunks=max_chunks(cs.net.layer(name).k, cs.ctx.k_unroll))
+               for name in seg.weights}
+    seg = seg.replace(weights=weights, states=dict.fromkeys(seg.states, StateMode.SPILLED),
+                      halos=dict.fromkeys(seg.halos, Halo.REREAD))
+    return seg, sctx
+
+
+def block_runs(cs: ColumnSolver) -> list[tuple[int, int]]:
+    """Intervals of two or more consecutive blocks of the network (as one segment:
+    fused, as the named schedules' blocks are, but across blocks), fewest blocks
+    first, within the longest segment allowed."""
+    index = {lay.name: i for i, lay in enumerate(cs.net.layers)}
+    blocks = [(index[b.layers[0]], index[b.layers[-1]]) for b in cs.net.block_list]
+    runs = []
+    for k in range(2, len(blocks) + 1):
+        for i in range(len(blocks) - k + 1):
+            first, last = blocks[i][0], blocks[i + k - 1][1]
+            if last - first + 1 <= cs.max_len:
+                runs.append((first, last))
+    return runs
+
+
+def best_fit(cs: ColumnSolver, col: Column) -> tuple[Segment, float] | None:
+    """The better of :func:`first_fit`'s segments along each axis in the largest and
+    in the smallest time batch."""
+    T = cs.net.timesteps
+    best = None
+    for axis in cs.axes:
+        for tb in dict.fromkeys((T, 1)):
+            got = first_fit(cs, col, axis, (tb,))
+            if got is not None and (best is None or got[1] < best[1]):
+                best = got
+    return best
+
+
+def spec_of(col: Column) -> FrameKey | None:
+    """The frame of ``col``'s found segment, or ``None`` when it has none."""
+    if col.frame is not None:
+        f = col.frame
+        return (col.first, col.last, f.time_batch, f.axis, f.tiles, f.order)
+    if col.segment is not None:
+        s = col.segment
+        return (col.first, col.last, s.time_batch, s.axis, s.tiles, s.order)
+    return None
+
+
+def neighbours(spec: FrameKey, timesteps: int) -> Iterator[FrameKey]:
+    """Frames near ``spec``: other tile counts, the other order and axis, the
+    neighbouring time batches (in this order; some may not exist)."""
+    first, last, tb, axis, n, order = spec
+    for step in TILE_STEPS:
+        if n + step >= 1:
+            yield (first, last, tb, axis, n + step, order)
+    yield (first, last, tb, axis, 2 * n, order)
+    if n > 1:
+        yield (first, last, tb, axis, n // 2, order)
+    other = Order.SPACE_OUTER if order is Order.TIME_OUTER else Order.TIME_OUTER
+    yield (first, last, tb, axis, n, other)
+    yield (first, last, tb, Axis.OX if axis is Axis.OY else Axis.OY, n, order)
+    divisors = [d for d in range(1, timesteps + 1) if timesteps % d == 0]
+    i = divisors.index(tb)
+    for j in (i - 1, i + 1):
+        if 0 <= j < len(divisors):
+            yield (first, last, divisors[j], axis, n, order)
+
+
+def improve_column(cs: ColumnSolver, col: Column, frames: int = FRAMES_PER_COLUMN) -> bool:
+    """Search the frames of ``col`` (see the module docstring) with their local
+    MIPs; ``True`` when its found value improved. Raises
+    :class:`SearchStoppedError` when the search is stopped."""
+    if col.exact:
+        return False
+    cs.tighten(col)
+    if col.exact:
+        return False
+    before = math.inf if col.upper is None else col.upper
+    extra = cs._extra(col.first, col.last, col.sig)
+    specs = set(cs.specs[(col.first, col.last)])
+    bounds = col.frame_bounds
+    T = cs.net.timesteps
+
+    def worth(spec: FrameKey) -> bool:
+        best = math.inf if col.upper is None else col.upper
+        return spec in specs and spec not in col.tried and bounds[spec] + extra < best
+
+    ranked = sorted((s for s in specs if s not in col.tried),
+                    key=lambda s: (bounds[s], s[4], T // s[2], s[5].value, s[3].value))
+    centre = spec_of(col)
+    # The frame of the found segment first: its local optimum is at most that segment.
+    queue = [] if centre is None else [s for s in (centre, *neighbours(centre, T)) if worth(s)]
+    queue += [s for s in ranked if worth(s) and s not in queue][:SEED_FRAMES]
+    solved = 0
+    try:
+        while queue and solved < frames:
+            spec = queue.pop(0)
+            if not worth(spec):
+                continue
+            if cs.stop.expired():
+                raise SearchStoppedError("neighbourhood search stopped")
+            old = col.upper
+            best = math.inf if old is None else old
+            if not cs._price_frame(col, spec, best, extra, LOCAL_LIMIT_S):
+                raise SearchStoppedError("neighbourhood search stopped")
+            solved += 1
+            if col.upper is not None and (old is None or col.upper < old):
+                # Hill-climb: the neighbours of the better frame first.
+                near = [s for s in neighbours(spec, T) if worth(s)]
+                queue = near + [s for s in queue if s not in near]
+    finally:
+        cs.touch(col)  # (its found segment may have changed, even when stopped)
+    return col.upper is not None and col.upper < before
+
+
+def merged_signature(cs: ColumnSolver, left: Column, right: Column) -> Signature:
+    """The signature of ``left`` and ``right`` (consecutive) as one segment, with the
+    boundary states they have: what crosses ``left``'s start as ``left`` has it, each
+    output as the column making it says (a tensor of ``left`` read after ``right``:
+    whole after the union when ``right`` receives it whole)."""
+    outs_left = {X: (w, cw) for X, w, cw in left.sig.outputs}
+    outs_right = {X: (w, cw) for X, w, cw in right.sig.outputs}
+    whole_right = dict(right.sig.whole_in)
+    outs = []
+    for X in cs.outputs(left.first, right.last):
+        if X in outs_right:
+            w, cw = outs_right[X]
+        else:
+            w, cw = outs_left[X]
+            w = w and whole_right.get(X, False)
+        outs.append((X, w, cw))
+    return type(left.sig)(left.sig.whole_in, tuple(outs))
+
+
+class Turns:
+    """Time accounting between the exact loop and the neighbourhood search.
+
+    Parameters
+    ----------
+    cs
+        The column solver.
+    start, span_s
+        When the search began (``time.perf_counter()``) and the time it may take
+        (``None``: no limit, the warm-up is then ``WARMUP_S``).
+    """
+
+    def __init__(self, cs: ColumnSolver, start: float, span_s: float | None):
+        self.cs = cs
+        self.begin = start + (WARMUP_S if span_s is None
+                              else min(WARMUP_S, WARMUP_SHARE * span_s))
+        self.used_s = 0.0
+        self.done: set[tuple] = set()  # neighbourhoods searched: (first, last, signature)
+        self.exhausted = False  # no move left around the current incumbent
+        self.moves = 0
+        self.share = SHARE
+        self.turns = 0
+        self.merges = block_runs(cs)  # runs of blocks still to merge
+        self.repaired: set[tuple] = set()  # incumbent columns given a greedy repair
+        self.repairs = True  # some may still be
+        self.improved = 0
+        self.value = math.inf  # the incumbent's value at the last look
+        self.checked = 0.0  # when the incumbent was last looked at, once exhausted
+
+    def due(self) -> bool:
+        """Whether the neighbourhood search has a turn now."""
+        now = time.perf_counter()
+        if now < self.begin or self.used_s > self.share / (1 - self.share) * (
+                now - self.begin - self.used_s):
+            return False
+        if self.exhausted and now - self.checked >= RECHECK_S:
+            # The exact loop or a seed may have moved the incumbent: new neighbourhoods.
+            self.checked = now
+            found = self.cs.incumbent()
+            self.exhausted = found is not None and found[1] >= self.value
+            self.repairs = self.repairs or not self.exhausted
+        return not self.exhausted
+
+    def turn(self) -> None:
+        """One move (one neighbourhood) when one is left; marks the search exhausted
+        otherwise. Raises :class:`SearchStoppedError` when the search is stopped."""
+        t0 = time.perf_counter()
+        try:
+            self.turns += 1
+            found = self.cs.incumbent()
+            if found is not None:
+                # Moves that pay keep the search's share; each turn without a better
+                # mapping since the last halves it (down to MIN_SHARE).
+                self.share = SHARE if found[1] < self.value else max(MIN_SHARE, self.share / 2)
+                self.value = min(self.value, found[1])
+            # In turn: a greedy repair of an incumbent's segment (cheap), a run of blocks
+            # merged, the frame MIPs around an incumbent's segment.
+            kind = self.turns % 3
+            if kind == 1 and self.repairs:
+                col = self._next(self.repaired, merges=False)
+                if col is not None:
+                    before = col.upper
+                    self.cs.touch(col)
+                    if self.cs.repair_price(col):
+                        self.cs.touch(col)
+                        self.cs.note_incumbent()
+                    LOG.debug("repaired %d..%d: %s -> %s in %.2f s", col.first, col.last,
+                              before, col.upper, time.perf_counter() - t0)
+                    return
+                self.repairs = False
+            if kind != 0 and self.merges:
+                self._merge()
+                return
+            col = self._next(self.done)
+            if col is None:
+                if self.merges:
+                    self._merge()
+                    return
+                self.exhausted, self.checked = True, time.perf_counter()
+                return
+            self.moves += 1
+            before = col.upper
+            if improve_column(self.cs, col):
+                self.improved += 1
+                self.repairs = True  # (the incumbent may have new segments)
+                self.cs.note_incumbent()
+            LOG.debug("neighbourhood %d..%d: %s -> %s in %.2f s", col.first, col.last, before,
+                      col.upper, time.perf_counter() - t0)
+        finally:
+            self.used_s += time.perf_counter() - t0
+
+    def _merge(self) -> None:
+        """A segment for the next run of blocks merged (:func:`block_runs`), with every
+        tensor crossing its boundaries through DRAM."""
+        cs = self.cs
+        while self.merges:
+            first, last = self.merges.pop(0)
+            sig = type(cs.columns[0].sig)(
+                tuple((X, False) for X in cs.crossing_in(first)),
+                tuple((X, False, True) for X in cs.outputs(first, last)))
+            col = cs.column_of(first, last, sig)
+            if col is None or col.upper is not None or (col.exact and col.value is None):
+                continue
+            got = best_fit(cs, col)
+            if got is not None and (col.upper is None or got[1] < col.upper):
+                col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
+                cs.touch(col)
+                cs.note_incumbent()
+                self.repairs = True
+            LOG.debug("merged %d..%d: %s", first, last, col.upper)
+            return
+
+    def _next(self, done: set[tuple], merges: bool = True) -> Column | None:
+        """The next neighbourhood not in ``done``: the incumbent's columns by what they
+        may gain, then (``merges``) unions of two consecutive ones."""
+        cs = self.cs
+        cs.poll_seeds()
+        found = cs.incumbent()
+        if found is None:
+            return None
+        chosen = found[0]
+        cands = [c for c in chosen if not c.exact and (c.first, c.last, c.sig) not in done]
+        if cands:
+            col = max(cands, key=lambda c: ((c.upper or 0.0) - c.bound, -c.first))
+            done.add((col.first, col.last, col.sig))
+            return col
+        if not merges:
+            return None
+        for left, right in itertools.pairwise(chosen):
+            if right.last - left.first + 1 > cs.max_len:
+                continue
+            sig = merged_signature(cs, left, right)
+            key = (left.first, right.last, sig)
+            if key in done:
+                continue
+            done.add(key)
+            col = cs.column_of(left.first, right.last, sig)
+            if col is not None and not col.exact:
+                cs.touch(col)
+                return col
+        return None
