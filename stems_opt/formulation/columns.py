@@ -48,7 +48,6 @@ from stems_opt.cost.geometry import SegmentGeometry
 from stems_opt.cost.traffic import SegmentContext, mapping_contexts
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
 from stems_opt.formulation.bounds import (
-    frame_operand_floor_fj,
     frames_excess_bounds,
     max_chunks,
     read_bits,
@@ -68,6 +67,7 @@ from stems_opt.formulation.data import (
     written_anyway,
 )
 from stems_opt.formulation.model import LinearModel, build_frame_model, segment_of
+from stems_opt.formulation.nest_floor import frame_operand_floor
 from stems_opt.formulation.primal import Rates, repair, segment_value
 from stems_opt.mapping import (
     RESIDENT,
@@ -463,7 +463,7 @@ class ColumnSolver:
             r, w = self._cheapest_split(spec[0], spec[1], spec[3])
             got = r * self.rates[0] + w * self.rates[1]
             if self.energy:
-                got += self.ctx.energy_weight * frame_operand_floor_fj(
+                got += self.ctx.energy_weight * frame_operand_floor(
                     self.net, spec[0], spec[1], spec[3], spec[4], self.problem.hardware, tb)
             if self.latency_weight:  # (it depends on the tile count, not the time batch)
                 got += self.latency_weight * frame_latency_floor(self.ctx, spec)
