@@ -907,6 +907,7 @@ def layer_floor_fj(layer: Layer, active_tiles: int, timesteps: int, hw: NestHard
     return fj
 
 
+@lru_cache(maxsize=4096)
 def chunk_counts(k: int, k_unroll: int) -> tuple[int, ...]:
     """Every weight-chunk count a step of a layer with ``k`` output channels
     may walk: 1 (weights resident, or streamed whole) and every divisor of
@@ -1006,10 +1007,19 @@ def layer_nest_floor_fj(layer: Layer, axis: Axis, bounds: tuple[int, ...], tb: i
     An ``(m, c)`` with a step no nest fits has no option and is skipped; 0
     when none is left.
     """
+    if not _sub_tile_steps(layer, axis, bounds)[1]:
+        return 0
+    memo = prefill_nest_floors(((layer, axis, bounds, chunks),), tb, hw)[0]
+    return least_kind_sum(layer, axis, bounds, memo)
+
+
+def least_kind_sum(layer: Layer, axis: Axis, bounds: tuple[int, ...],
+                   memo: dict[int, tuple[int, ...]]) -> int:
+    """:func:`layer_nest_floor_fj` from the kind table ``memo`` (of
+    :func:`prefill_nest_floors`, holding every kind of step of ``bounds``)."""
     reps, idx_m, count_m = _sub_tile_steps(layer, axis, bounds)
     if not idx_m:
         return 0
-    memo = prefill_nest_floors(((layer, axis, bounds, chunks),), tb, hw)[0]
     energy = np.array([memo[kv] for kv, _, _ in reps], dtype=np.int64)
     missing = energy < 0
     best: int | None = None

@@ -31,7 +31,7 @@ from stems_opt.cost.loops import (
     NestHardware,
     chunk_counts,
     layer_floor_fj,
-    layer_nest_floor_fj,
+    least_kind_sum,
     prefill_nest_floors,
 )
 from stems_opt.formulation.bounds import _interval_table, all_tile_bounds
@@ -48,18 +48,34 @@ def _bounds_rows(network: Network, j: int, last: int, axis: Axis) -> tuple[tuple
     return tuple(tuple(b[n - 1, :n + 1].tolist()) for n in range(1, b.shape[0] + 1))
 
 
+LAST_BLOCK = 16
+"""Last layers whose intervals' nests are solved together (one batch per layer
+and time batch: small batches cost several times more per nest)."""
+
+
 @lru_cache(maxsize=16384)
 def _nest_row(network: Network, j: int, last: int, axis: Axis, tb: int,
               nh: NestHardware, k_unroll: int) -> np.ndarray:
     """:func:`~stems_opt.cost.loops.layer_nest_floor_fj` of layer ``j`` (one time
-    batch) for every tile count of ``j..last``; the nests of all of them are
-    solved in one batch first."""
+    batch) for every tile count of ``j..last``."""
+    lay = network.layers[j]
+    memo = _prefill_block(network, j, (last - j) // LAST_BLOCK, axis, tb, nh, k_unroll)
+    return np.array([least_kind_sum(lay, axis, b, memo)
+                     for b in _bounds_rows(network, j, last, axis)], dtype=np.int64)
+
+
+@lru_cache(maxsize=16384)
+def _prefill_block(network: Network, j: int, block: int, axis: Axis, tb: int,
+                   nh: NestHardware, k_unroll: int) -> dict[int, tuple[int, ...]]:
+    """Solve the nests of every step of layer ``j`` for every tile count of the
+    intervals ``j..last`` with ``last - j`` in block ``block`` of
+    :data:`LAST_BLOCK`, in one batch; the layer's kind table."""
     lay = network.layers[j]
     chunks = chunk_counts(lay.k, k_unroll)
-    rows = _bounds_rows(network, j, last, axis)
-    prefill_nest_floors(((lay, axis, b, chunks) for b in rows), tb, nh)
-    return np.array([layer_nest_floor_fj(lay, axis, b, tb, nh, chunks) for b in rows],
-                    dtype=np.int64)
+    lasts = range(j + block * LAST_BLOCK, min(len(network.layers), j + (block + 1) * LAST_BLOCK))
+    return prefill_nest_floors(((lay, axis, b, chunks) for last in lasts
+                                for b in dict.fromkeys(_bounds_rows(network, j, last, axis))),
+                               tb, nh)[0]
 
 
 def interval_operand_floors(network: Network, first: int, last: int, axis: Axis,
