@@ -364,28 +364,22 @@ INF = 1 << 60
 def _above_min(a: np.ndarray) -> np.ndarray:
     """``out[x] = min(a[y] for every grid point y above x)``, per shape (axis 0);
     the grid's axes run from the highest exponent down: every ``y <= x`` index
-    by index."""
-    a = a.copy()
-    for ax, n in enumerate(a.shape):
-        if n == 1 or ax == 0:
-            continue
-        v = a.reshape(math.prod(a.shape[:ax]), n, -1)
-        for j in range(1, n):
-            np.minimum(v[:, j], v[:, j - 1], out=v[:, j])
-    return a
+    by index (a running minimum along each axis)."""
+    for ax in range(1, a.ndim):
+        if a.shape[ax] > 1:
+            a = np.minimum.accumulate(a, axis=ax)
+    return a if a.base is None else a.copy()
 
 
 def _below_min(a: np.ndarray) -> np.ndarray:
     """``out[x] = min(a[y] for every grid point y below x)``, per shape (axis 0):
     ``y >= x`` index by index."""
-    a = a.copy()
-    for ax, n in enumerate(a.shape):
-        if n == 1 or ax == 0:
-            continue
-        v = a.reshape(math.prod(a.shape[:ax]), n, -1)
-        for j in range(n - 2, -1, -1):
-            np.minimum(v[:, j], v[:, j + 1], out=v[:, j])
-    return a
+    for ax in range(1, a.ndim):
+        if a.shape[ax] > 1:
+            flip = [slice(None)] * a.ndim
+            flip[ax] = slice(None, None, -1)
+            a = np.minimum.accumulate(a[tuple(flip)], axis=ax)[tuple(flip)]
+    return np.ascontiguousarray(a)
 
 
 class _ChainSearch:
@@ -972,15 +966,21 @@ def prefill_nest_floors(steps: Iterable[tuple[Layer, Axis, tuple[int, ...], tupl
     bounds, chunk counts)`` at time batch ``tb`` not solved yet, in one batch
     (many small batches cost several times more), and return each one's kind
     table: per kind, its energy per chunk count (-1: no nest fits)."""
-    memos, new = [], []
+    memos: list[dict[int, tuple[int, ...]]] = []
+    todo: dict[int, tuple[dict, dict[int, list[StepShape]]]] = {}  # per kind table
+    tables: dict[tuple[int, Axis, tuple[int, ...]], dict] = {}  # (hashing a Layer is slow)
     for layer, axis, bounds, chunks in steps:
-        memo = _KIND_FJ.setdefault((layer, axis, tb, hw, chunks), {})
+        memo = tables.get((id(layer), axis, chunks))
+        if memo is None:
+            memo = tables[(id(layer), axis, chunks)] = _KIND_FJ.setdefault(
+                (layer, axis, tb, hw, chunks), {})
         memos.append(memo)
-        reps = _sub_tile_steps(layer, axis, bounds)[0]
-        new.append((memo, {kv: [step_shape(layer, axis, a, z, tb, c) for c in chunks]
-                           for kv, a, z in reps if kv not in memo}))
-    solve_nests((s for _, rows in new for row in rows.values() for s in row), hw)
-    for memo, rows in new:
+        new = todo.setdefault(id(memo), (memo, {}))[1]
+        for kv, a, z in _sub_tile_steps(layer, axis, bounds)[0]:
+            if kv not in memo and kv not in new:
+                new[kv] = [step_shape(layer, axis, a, z, tb, c) for c in chunks]
+    solve_nests((s for _, rows in todo.values() for row in rows.values() for s in row), hw)
+    for memo, rows in todo.values():
         for kv, row in rows.items():
             memo[kv] = tuple(-1 if g is None else g[1]
                              for g in (_TABLE[(s, hw)] for s in row))
@@ -1017,16 +1017,26 @@ def least_kind_sum(layer: Layer, axis: Axis, bounds: tuple[int, ...],
                    memo: dict[int, tuple[int, ...]]) -> int:
     """:func:`layer_nest_floor_fj` from the kind table ``memo`` (of
     :func:`prefill_nest_floors`, holding every kind of step of ``bounds``)."""
+    reps, idx, counts, starts = _flat_sub_tile_steps(layer, axis, bounds)
+    if not reps:
+        return 0
+    energy = np.array([memo[kv] for kv, _, _ in reps], dtype=np.int64)[idx]  # (steps, chunks)
+    totals = np.add.reduceat(counts[:, None] * energy, starts, axis=0)  # (m, chunk count)
+    bad = np.logical_or.reduceat(energy < 0, starts, axis=0)  # a step no nest fits
+    if bad.all():
+        return 0
+    return int(totals[~bad].min())
+
+
+@lru_cache(maxsize=65536)
+def _flat_sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]
+                         ) -> tuple[tuple[tuple[int, int, int], ...], np.ndarray, np.ndarray,
+                                    np.ndarray]:
+    """:func:`_sub_tile_steps` with the kinds of every ``m`` in one array: the
+    kinds, their indices and counts for ``m = 1, 2, ...`` one after the other,
+    and where each ``m`` starts."""
     reps, idx_m, count_m = _sub_tile_steps(layer, axis, bounds)
     if not idx_m:
-        return 0
-    energy = np.array([memo[kv] for kv, _, _ in reps], dtype=np.int64)
-    missing = energy < 0
-    best: int | None = None
-    for idx, counts in zip(idx_m, count_m, strict=True):
-        totals = counts @ energy[idx]  # per chunk count
-        ok = ~missing[idx].any(axis=0)
-        if ok.any():
-            low = int(totals[ok].min())
-            best = low if best is None else min(best, low)
-    return best or 0
+        return (), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    starts = np.cumsum([0, *(len(i) for i in idx_m[:-1])])
+    return reps, np.concatenate(idx_m), np.concatenate(count_m), starts
