@@ -8,20 +8,34 @@ which runs through the columns method and so through these arrays.
 
 from __future__ import annotations
 
+import itertools
+import random
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stems_opt.cost.loops import (
+    NestHardware,
+    StepShape,
+    all_nests,
+    chunk_counts,
+    floor_chunk_counts,
+    layer_nest_floor_fj,
+    nest_cost,
+)
 from stems_opt.formulation.bounds import frame_operand_floor_fj
 from stems_opt.formulation.nest_floor import interval_operand_floors
 from stems_opt.io import load_instance, network_from_dict
-from stems_opt.network import Axis, Network, divisors
+from stems_opt.network import Axis, Layer, LayerKind, Network, NeuronKind, divisors
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from test_bounds import nest_problem  # noqa: E402
+from test_loops import HW, TIGHT  # noqa: E402
 from test_optimizer import RANDOM_SETTINGS, make_problem, tiny_networks  # noqa: E402
 
 
@@ -66,3 +80,53 @@ def test_interval_floors_equal_frame_floors_red_lif() -> None:
     L = len(p.network.layers)
     intervals = [(f, la) for la in (2, L // 2, L - 1) for f in range(max(0, la - 3), la + 1)]
     assert assert_equal_floors(p.network, hw, intervals) > 0
+
+
+def test_floor_chunk_counts_lose_nothing() -> None:
+    """The layer nest floor over :func:`floor_chunk_counts` equals the floor over
+    every chunk count (``chunk_counts``) for random conv and linear layers
+    (``K`` 4, 6, 8 on a ``K: 2`` array, so some chunkings are padded and kept),
+    every tile count, time batch, roomy and tight buffers. Dropping chunk
+    count 1 from ``floor_chunk_counts`` makes this fail (chunked steps cost
+    more on these layers: checked below)."""
+    rng = random.Random(5)
+    dearer = 0
+    for _ in range(10):
+        kind = rng.choice([LayerKind.CONV, LayerKind.LINEAR])
+        k = rng.choice([4, 6, 8])
+        f = rng.choice([1, 3])
+        e = rng.randint(2, 4)
+        lay = Layer("l", kind, ("x",), k=k, c=rng.randint(1, 3), oy=1 if kind is
+                    LayerKind.LINEAR else e, ox=1 if kind is LayerKind.LINEAR else 2,
+                    iy=1 if kind is LayerKind.LINEAR else e, ix=1 if kind is
+                    LayerKind.LINEAR else 2, fy=1 if kind is LayerKind.LINEAR else f, fx=1,
+                    pad_y=0 if kind is LayerKind.LINEAR else (f - 1) // 2,
+                    neuron=rng.choice([NeuronKind.LIF, NeuronKind.NONE]))
+        full, kept = chunk_counts(k, 2), floor_chunk_counts(k, 2)
+        assert set(kept) <= set(full) and 1 in kept
+        E = lay.oy
+        for hw, n, tb in itertools.product((HW, TIGHT), range(1, E + 1), (1, 2, 4)):
+            bounds = tuple(t * E // n for t in range(n + 1))
+            want = layer_nest_floor_fj(lay, Axis.OY, bounds, tb, hw, full)
+            assert layer_nest_floor_fj(lay, Axis.OY, bounds, tb, hw, kept) == want
+            only_chunked = tuple(c for c in full if c > 1)
+            if only_chunked:
+                dearer += layer_nest_floor_fj(lay, Axis.OY, bounds, tb, hw,
+                                              only_chunked) > want
+    assert dearer > 0
+
+
+@pytest.mark.parametrize("hw", [HW, TIGHT], ids=["roomy", "tight"])
+def test_chunked_step_costs_at_least_the_unchunked_brute_force(hw: NestHardware) -> None:
+    """Brute force over every nest of tiny steps: walking ``c`` weight chunks
+    whose size the ``K`` unrolling divides never beats the unchunked step (the
+    argument of ``floor_chunk_counts``)."""
+    for shape in (StepShape(k=4, c=2, oy=2, ox=1, fy=1, fx=1, tb=2, iy=2, ix=1, state_bits=8),
+                  StepShape(k=8, c=1, oy=2, ox=1, fy=3, fx=1, tb=1, iy=4, ix=1),
+                  StepShape(k=4, c=3, oy=1, ox=2, fy=1, fx=1, tb=2, iy=1, ix=2)):
+        plain = min(nest_cost(n, shape, hw).total_fj for n in all_nests(shape, hw))
+        for c in chunk_counts(shape.k, hw.unrolling[0]):
+            if c > 1 and (shape.k // c) % hw.unrolling[0] == 0:
+                chunked = replace(shape, chunks=c)
+                assert min(nest_cost(n, chunked, hw).total_fj
+                           for n in all_nests(chunked, hw)) >= plain

@@ -910,6 +910,23 @@ def chunk_counts(k: int, k_unroll: int) -> tuple[int, ...]:
     return (1, *(d for d in range(2, k + 1) if k % d == 0 and k // d >= k_unroll))
 
 
+@lru_cache(maxsize=4096)
+def floor_chunk_counts(k: int, k_unroll: int) -> tuple[int, ...]:
+    """The chunk counts of :func:`chunk_counts` that can be a layer's least nest
+    energy: 1, and those whose chunk ``k / c`` the array's ``K`` unrolling does
+    not divide.
+
+    Lossless for :func:`layer_nest_floor_fj`: when ``u_K`` divides ``k / c``,
+    a nest of a step walking ``c`` chunks is also a nest of the same step
+    unchunked (its ``K`` factors multiply to ``c ceil(k / (c u_K)) = ceil(k /
+    u_K)``; the chunk loop is one more ``K`` loop, outermost), and every tile
+    of it is the same (``min(k / c, b u_K) = b u_K = min(k, b u_K)`` for
+    ``b <= k / (c u_K)``, all of ``K`` above), so it costs the same: the
+    unchunked step's optimum is at most the chunked one's, for every sub-tile.
+    """
+    return tuple(c for c in chunk_counts(k, k_unroll) if c == 1 or (k // c) % k_unroll)
+
+
 @lru_cache(maxsize=65536)
 def _sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]
                     ) -> tuple[tuple[tuple[int, int, int], ...], tuple[np.ndarray, ...],

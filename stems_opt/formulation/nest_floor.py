@@ -29,7 +29,7 @@ import numpy as np
 from stems_opt.cost.energy import nest_hardware
 from stems_opt.cost.loops import (
     NestHardware,
-    chunk_counts,
+    floor_chunk_counts,
     layer_floor_fj,
     least_kind_sum,
     prefill_nest_floors,
@@ -71,7 +71,7 @@ def _prefill_block(network: Network, j: int, block: int, axis: Axis, tb: int,
     intervals ``j..last`` with ``last - j`` in block ``block`` of
     :data:`LAST_BLOCK`, in one batch; the layer's kind table."""
     lay = network.layers[j]
-    chunks = chunk_counts(lay.k, k_unroll)
+    chunks = floor_chunk_counts(lay.k, k_unroll)
     lasts = range(j + block * LAST_BLOCK, min(len(network.layers), j + (block + 1) * LAST_BLOCK))
     return prefill_nest_floors(((lay, axis, b, chunks) for last in lasts
                                 for b in dict.fromkeys(_bounds_rows(network, j, last, axis))),
