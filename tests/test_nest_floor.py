@@ -21,11 +21,14 @@ from hypothesis import strategies as st
 from stems_opt.cost.loops import (
     NestHardware,
     StepShape,
+    _sub_tile_steps,
     all_nests,
     chunk_counts,
     floor_chunk_counts,
     layer_nest_floor_fj,
+    layer_steps,
     nest_cost,
+    step_shape,
 )
 from stems_opt.formulation.bounds import frame_operand_floor_fj
 from stems_opt.formulation.nest_floor import interval_operand_floors
@@ -130,3 +133,27 @@ def test_chunked_step_costs_at_least_the_unchunked_brute_force(hw: NestHardware)
                 chunked = replace(shape, chunks=c)
                 assert min(nest_cost(n, chunked, hw).total_fj
                            for n in all_nests(chunked, hw)) >= plain
+
+
+def test_sub_tile_kinds_equal_layer_steps() -> None:
+    """The vectorised kinds of every sub-tile count (``_sub_tile_steps``) give,
+    per ``m``, exactly the step shapes and counts of ``layer_steps``, for
+    random strided and padded convs and uneven tile boundaries. Counting one
+    sub-tile of each ``m`` twice makes this fail."""
+    rng = random.Random(3)
+    for _ in range(40):
+        f, st_, e = rng.choice([1, 2, 3, 5]), rng.choice([1, 2]), rng.randint(3, 12)
+        lay = Layer("l", LayerKind.CONV, ("x",), k=2, c=1, oy=e, ox=1, iy=(e - 1) * st_ + 1,
+                    ix=1, fy=f, fx=1, stride_y=st_, pad_y=rng.randint(0, f // 2))
+        cuts = sorted(rng.sample(range(1, e), rng.randint(0, min(3, e - 1))))
+        bounds = (0, *cuts, e)
+        reps, idx, counts, starts = _sub_tile_steps(lay, Axis.OY, bounds)
+        ends = [*starts.tolist()[1:], len(idx)]
+        for m, (lo, hi) in enumerate(zip(starts.tolist(), ends, strict=True), start=1):
+            got: dict[StepShape, int] = {}
+            for i, cnt in zip(idx[lo:hi].tolist(), counts[lo:hi].tolist(), strict=True):
+                _, a, z = reps[i]
+                shape = step_shape(lay, Axis.OY, a, z, 1)
+                got[shape] = got.get(shape, 0) + cnt
+            assert got == layer_steps(lay, Axis.OY, bounds, m, 1)
+        assert len(starts) == min(hi - lo for lo, hi in itertools.pairwise(bounds))

@@ -927,51 +927,6 @@ def floor_chunk_counts(k: int, k_unroll: int) -> tuple[int, ...]:
     return tuple(c for c in chunk_counts(k, k_unroll) if c == 1 or (k // c) % k_unroll)
 
 
-@lru_cache(maxsize=65536)
-def _sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]
-                    ) -> tuple[tuple[tuple[int, int, int], ...], tuple[np.ndarray, ...],
-                               tuple[np.ndarray, ...]]:
-    """The steps of every sub-tile count ``m = 1 .. limit`` (the smallest
-    non-empty tile) of a conv or linear layer, by kind: per kind of step (its
-    rows and window length, which fix its shape) its key and one
-    representative sub-tile ``[a, z)``, and per ``m`` the kinds it runs
-    (indices) and how many of each. Equal to :func:`layer_steps`, vectorised."""
-    b = np.asarray(bounds, dtype=np.int64)
-    lo, span = b[:-1], b[1:] - b[:-1]
-    limit = int(span[span > 0].min()) if (span > 0).any() else 0
-    if layer.kind is LayerKind.LINEAR:
-        s_, p_, f_, e_ = 1, 0, 1, 1  # every step is a 1 x 1 map: one kind
-    elif axis is Axis.OY:
-        s_, p_, f_, e_ = layer.stride_y, layer.pad_y, layer.fy, layer.iy
-    else:
-        s_, p_, f_, e_ = layer.stride_x, layer.pad_x, layer.fx, layer.ix
-    kinds: dict[tuple[int, int], int] = {}
-    reps: list[tuple[int, int, int]] = []
-    idx_m, count_m = [], []
-    for m in range(1, limit + 1):
-        sub = lo[:, None] + (np.arange(m + 1)[None, :] * span[:, None]) // m
-        a, z = sub[:, :-1].ravel(), sub[:, 1:].ravel()
-        keep = z > a
-        a, z = a[keep], z[keep]
-        if layer.kind is LayerKind.LINEAR:
-            rows, wins = np.zeros_like(a), np.zeros_like(a)
-        else:
-            rows = z - a
-            wins = np.minimum(e_, (z - 1) * s_ - p_ + f_) - np.maximum(0, a * s_ - p_)
-        key, first, counts = np.unique(rows * (1 << 32) + wins, return_index=True,
-                                       return_counts=True)
-        ids = []
-        for kv, i in zip(key.tolist(), first.tolist(), strict=True):
-            got = kinds.get(kv)
-            if got is None:
-                got = kinds[kv] = len(reps)
-                reps.append((kv, int(a[i]), int(z[i])))
-            ids.append(got)
-        idx_m.append(np.asarray(ids, dtype=np.int64))
-        count_m.append(counts.astype(np.int64))
-    return tuple(reps), tuple(idx_m), tuple(count_m)
-
-
 _KIND_FJ: dict[tuple, dict[int, tuple[int, ...]]] = {}
 """Per (layer, axis, Tb, hardware, chunk counts): each kind of step's optimal
 nest energy per chunk count (-1: no nest fits)."""
@@ -1024,7 +979,7 @@ def layer_nest_floor_fj(layer: Layer, axis: Axis, bounds: tuple[int, ...], tb: i
     An ``(m, c)`` with a step no nest fits has no option and is skipped; 0
     when none is left.
     """
-    if not _sub_tile_steps(layer, axis, bounds)[1]:
+    if not _sub_tile_steps(layer, axis, bounds)[0]:
         return 0
     memo = prefill_nest_floors(((layer, axis, bounds, chunks),), tb, hw)[0]
     return least_kind_sum(layer, axis, bounds, memo)
@@ -1034,7 +989,7 @@ def least_kind_sum(layer: Layer, axis: Axis, bounds: tuple[int, ...],
                    memo: dict[int, tuple[int, ...]]) -> int:
     """:func:`layer_nest_floor_fj` from the kind table ``memo`` (of
     :func:`prefill_nest_floors`, holding every kind of step of ``bounds``)."""
-    reps, idx, counts, starts = _flat_sub_tile_steps(layer, axis, bounds)
+    reps, idx, counts, starts = _sub_tile_steps(layer, axis, bounds)
     if not reps:
         return 0
     energy = np.array([memo[kv] for kv, _, _ in reps], dtype=np.int64)[idx]  # (steps, chunks)
@@ -1046,14 +1001,38 @@ def least_kind_sum(layer: Layer, axis: Axis, bounds: tuple[int, ...],
 
 
 @lru_cache(maxsize=65536)
-def _flat_sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]
-                         ) -> tuple[tuple[tuple[int, int, int], ...], np.ndarray, np.ndarray,
-                                    np.ndarray]:
-    """:func:`_sub_tile_steps` with the kinds of every ``m`` in one array: the
-    kinds, their indices and counts for ``m = 1, 2, ...`` one after the other,
-    and where each ``m`` starts."""
-    reps, idx_m, count_m = _sub_tile_steps(layer, axis, bounds)
-    if not idx_m:
-        return (), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    starts = np.cumsum([0, *(len(i) for i in idx_m[:-1])])
-    return reps, np.concatenate(idx_m), np.concatenate(count_m), starts
+def _sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]
+                    ) -> tuple[tuple[tuple[int, int, int], ...], np.ndarray, np.ndarray,
+                               np.ndarray]:
+    """The steps of every sub-tile count ``m = 1 .. limit`` (the smallest
+    non-empty tile) of a conv or linear layer, by kind (its rows and window
+    length, which fix its shape): each kind's key and one representative
+    sub-tile ``[a, z)``; then for ``m = 1, 2, ...`` one after the other the
+    kinds it runs (indices) and how many of each; and where each ``m``
+    starts. Equal to :func:`layer_steps`, vectorised over every ``m`` at once."""
+    empty = np.zeros(0, np.int64)
+    b = np.asarray(bounds, dtype=np.int64)
+    lo, span = b[:-1], b[1:] - b[:-1]
+    lo, span = lo[span > 0], span[span > 0]  # empty tiles have no steps
+    if not len(span):
+        return (), empty, empty, empty
+    limit = int(span.min())
+    ms = np.arange(1, limit + 1)
+    mm = np.repeat(ms, ms)  # the (m, j) pairs: sub-tile j of m
+    jj = np.arange(len(mm)) - np.repeat(np.cumsum(ms) - ms, ms)
+    a = (lo[:, None] + (jj * span[:, None]) // mm).ravel()
+    z = (lo[:, None] + ((jj + 1) * span[:, None]) // mm).ravel()  # z > a: span >= m
+    if layer.kind is LayerKind.LINEAR:  # every step is a 1 x 1 map: one kind
+        key = np.zeros_like(a)
+    else:
+        s_, p_, f_, e_ = (layer.stride_y, layer.pad_y, layer.fy, layer.iy) \
+            if axis is Axis.OY else (layer.stride_x, layer.pad_x, layer.fx, layer.ix)
+        wins = np.minimum(e_, (z - 1) * s_ - p_ + f_) - np.maximum(0, a * s_ - p_)
+        key = (z - a) * (1 << 32) + wins
+    kinds, first, kind_of = np.unique(key, return_index=True, return_inverse=True)
+    reps = tuple((int(kv), int(a[i]), int(z[i]))
+                 for kv, i in zip(kinds.tolist(), first.tolist(), strict=True))
+    pair, counts = np.unique(np.tile(mm - 1, len(lo)) * len(kinds) + kind_of.ravel(),
+                             return_counts=True)
+    m_of = pair // len(kinds)
+    return reps, pair % len(kinds), counts, np.searchsorted(m_of, ms - 1)

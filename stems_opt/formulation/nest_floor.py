@@ -100,8 +100,8 @@ def _floors(network: Network, first: int, last: int, axis: Axis, nh: NestHardwar
         active, windows = tab.active[:, i], tab.windows[:, i]
         if lay.has_weights and loop_nests:
             if tb is None:
-                vals = {a: layer_floor_fj(lay, a, T, nh) for a in set(active.tolist())}
-                out += np.array([vals[a] for a in active.tolist()], dtype=np.int64)
+                base = layer_floor_fj(lay, 0, T, nh)  # linear in the active tiles
+                out += base + (layer_floor_fj(lay, 1, T, nh) - base) * active
             else:
                 out += T // tb * _nest_row(network, first + i, last, axis, tb, nh,
                                            k_unroll)[:N]
