@@ -76,7 +76,9 @@ def test_interval_floors_equal_frame_floors_random(data: st.DataObject) -> None:
 
 def test_interval_floors_equal_frame_floors_red_lif() -> None:
     """RED-LIF (strides, padding, a linear layer) on the reference accelerator
-    with loop nests, on intervals ending at a few layers."""
+    with loop nests, on intervals ending at a few layers. Dropping the
+    ``T // tb`` factor of the nest part in ``nest_floor._floors`` makes this
+    fail."""
     p = load_instance(ROOT / "instances" / "red_lif_1mb.yaml", objective="energy")
     hw = p.hardware if p.hardware.loop_nests else \
         type(p.hardware)(**{**p.hardware.__dict__, "loop_nests": True})
