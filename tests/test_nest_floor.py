@@ -75,7 +75,7 @@ def test_interval_floors_equal_frame_floors_random(data: st.DataObject) -> None:
 
 
 def test_interval_floors_equal_frame_floors_red_lif() -> None:
-    """RED-LIF (strides, padding, a linear layer) on the reference accelerator
+    """RED-LIF (strided and padded convs, adds) on the reference accelerator
     with loop nests, on intervals ending at a few layers. Dropping the
     ``T // tb`` factor of the nest part in ``nest_floor._floors`` makes this
     fail."""
