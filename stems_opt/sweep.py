@@ -225,6 +225,7 @@ def load_sweep(path: str | Path, threads: int = 1) -> Sweep:
 
 def point_problem(point: SweepPoint) -> Any:
     """The :class:`~stems_opt.problem.Problem` of ``point``."""
+    from stems_opt.formulation.frame_store import shared_network
     from stems_opt.io import load_hardware, load_network
     from stems_opt.network import StatePersistence
     from stems_opt.problem import Objective, Problem
@@ -232,6 +233,9 @@ def point_problem(point: SweepPoint) -> Any:
     net = load_network(point.network_file)
     if point.state_persistence is not None:
         net = replace(net, state_persistence=StatePersistence(point.state_persistence))
+    # One object per distinct network: the points solved in this process share its
+    # frames and geometry (formulation/frame_store.py).
+    net = shared_network(net)
     hw = load_hardware(point.hardware_file)
     if point.gb_capacity_bits is not None:
         hw = replace(hw, global_buffer=replace(hw.global_buffer,
@@ -414,7 +418,8 @@ def run_sweep(sweep: Sweep, out: str | Path, executor: Executor | None = None,
             else:
                 others.append(r)
     write_text_safely(out, _csv_text([*done.values(), *others]))
-    todo = [(p, k) for p, k in zip(sweep.points, sweep.keys, strict=True) if k not in done]
+    todo = largest_buffer_first([(p, k) for p, k in zip(sweep.points, sweep.keys, strict=True)
+                                 if k not in done])
     total = len(sweep.points)
     stream.write(f"sweep {sweep.name}: {total} points, {len(done)} done, {len(todo)} to solve\n")
     with out.open("a", encoding="utf-8", newline="") as fh:
@@ -443,6 +448,19 @@ def run_sweep(sweep: Sweep, out: str | Path, executor: Executor | None = None,
     rows = [done[k] for k in sweep.keys]
     write_text_safely(out, _csv_text([*rows, *others]))
     return rows
+
+
+def largest_buffer_first(todo: list[tuple[SweepPoint, tuple[str, ...]]]
+                         ) -> list[tuple[SweepPoint, tuple[str, ...]]]:
+    """``todo`` with the buffer sizes of each network, hardware and objective in
+    decreasing order (groups in their first point's order): a process then builds
+    each frame once, for the largest buffer, and cuts it down for the smaller ones
+    (``formulation/frame_store.py``)."""
+    first: dict[SweepPoint, int] = {}
+    for i, (p, _) in enumerate(todo):
+        first.setdefault(replace(p, gb_capacity_bits=None), i)
+    return sorted(todo, key=lambda pk: (first[replace(pk[0], gb_capacity_bits=None)],
+                                        -(pk[0].gb_capacity_bits or 0)))
 
 
 def local_executor(workers: int) -> Executor:

@@ -59,7 +59,6 @@ from stems_opt.formulation.data import (
     FrameKey,
     LayerOption,
     _Context,
-    _FrameBuilder,
     frame_axes,
     frame_latency_floor,
     interval_specs,
@@ -67,8 +66,10 @@ from stems_opt.formulation.data import (
     spec_lower_bound,
     written_anyway,
 )
+from stems_opt.formulation.frame_store import FrameStore
 from stems_opt.formulation.model import LinearModel, build_frame_model, segment_of
 from stems_opt.formulation.nest_floor import frame_operand_floor
+from stems_opt.formulation.operand_floors import operand_floor_fj
 from stems_opt.formulation.primal import Rates, repair, segment_value
 from stems_opt.mapping import (
     RESIDENT,
@@ -221,6 +222,7 @@ class ColumnSolver:
         self.axes = frame_axes(self.net)
         self.specs = _Specs(self.net, self.axes)
         self.frame_cache: dict[FrameKey, Frame | None] = {}
+        self.frame_store = FrameStore(self.ctx)
         self.spec_bounds: dict[FrameKey, float] = {}
         self.cap_bounds: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         self.cheapest: dict[tuple, float] = {}
@@ -463,7 +465,10 @@ class ColumnSolver:
         if got is None:
             r, w = self._cheapest_split(spec[0], spec[1], spec[3])
             got = r * self.rates[0] + w * self.rates[1]
-            if self.energy:
+            if self.energy and tb is None:  # (every tile count of the interval at once)
+                got += self.ctx.energy_weight * operand_floor_fj(
+                    self.net, spec[0], spec[1], spec[3], spec[4], self.problem.hardware)
+            elif self.energy:  # (likewise, per time batch: nest_floor)
                 got += self.ctx.energy_weight * frame_operand_floor(
                     self.net, spec[0], spec[1], spec[3], spec[4], self.problem.hardware, tb)
             if self.latency_weight:  # (it depends on the tile count, not the time batch)
@@ -720,8 +725,15 @@ class ColumnSolver:
         T = self.net.timesteps
         improved = False
         for axis in self.axes:
-            got = self._direct(col, (col.first, col.last, T, axis, 1, Order.TIME_OUTER),
-                               fine=not self.energy)
+            spec = (col.first, col.last, T, axis, 1, Order.TIME_OUTER)
+            # For energy one sub-tile reads the fewest operands; when it overflows, the
+            # finest split (then chunked weights) usually fits and costs one scoring more.
+            got = None
+            for fine, chunked in dict.fromkeys([(not self.energy, False), (True, False),
+                                                (True, True)]):
+                got = self._direct(col, spec, fine, chunked)
+                if got is not None:
+                    break
             if got is not None and (col.upper is None or got[1] < col.upper):
                 col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
                 improved = True
@@ -783,7 +795,7 @@ class ColumnSolver:
                 break
             col.repaired.add(spec)
             tried += 1
-            seg, sctx = self._cheapest_segment(col, spec, fine=not self.energy)
+            seg, sctx = self._cheapest_segment(col, spec, fine=True)
             got = repair(self.net, seg, sctx, self.ctx.capacity_bits, self.unit_rates,
                          self.ctx.k_unroll, stopped=self.stop.expired)
             self.stats["frames_repaired"] += 1
@@ -804,18 +816,12 @@ class ColumnSolver:
     def _frame(self, spec: FrameKey) -> Frame | None:
         if spec in self.frame_cache:
             return self.frame_cache[spec]
-        first, last, tb, axis, n, order = spec
-        fb = _FrameBuilder(self.ctx, first, last, tb, axis, n, order)
-        options = fb.build()
+        # Built once per process for this network, hardware and objective, and for
+        # every smaller buffer (frame_store.py).
+        frame = self.frame_store.frame(spec)
         self.stats["frames_built"] += 1
-        frame = None
-        if options is not None and not (order is Order.SPACE_OUTER and not any(
-                o.state is StateMode.TILE_RESIDENT for opts in options.values() for o in opts)):
-            inside = set(fb.layers)
-            frame = Frame(0, first, last, fb.layers, tb, axis, n, order, options, fb.geo.n * fb.L,
-                          0, (), (), tuple(name for name in fb.layers if any(
-                              c in inside for c in self.net.consumers(name))),
-                          fb.halo_bits(options))
+        self.stats["frames_shared"] = self.stats["frames_built"] - self.frame_store.built
+        self.stats["frames_build_s"] = self.frame_store.build_s
         self.frame_cache[spec] = frame
         return frame
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +49,7 @@ from stems_opt.cost.energy import EnergyRates, layer_operand_energy_fj, nest_har
 from stems_opt.cost.geometry import SegmentGeometry, sub_tile_limits, tile_bounds
 from stems_opt.cost.latency import LayerLatency, layer_compute_floor
 from stems_opt.cost.traffic import (
+    Term,
     dram_read_term,
     kept_halo_term,
     output_term,
@@ -186,8 +187,11 @@ class _FrameBuilder:
     """Builds the options of one frame from the cost model's term functions."""
 
     def __init__(self, data_ctx: _Context, first: int, last: int, tb: int, axis: Axis,
-                 tiles: int, order: Order):
+                 tiles: int, order: Order, terms: dict[tuple, object] | None = None):
         self.c = data_ctx
+        # The cost model's terms of this frame's geometry, by decision: the same for
+        # every objective and buffer, so a caller may share them (frame_store.py).
+        self.terms: dict[tuple, object] = {} if terms is None else terms
         net = data_ctx.network
         self.layers = tuple(lay.name for lay in net.layers[first:last + 1])
         self.first, self.last = first, last
@@ -197,6 +201,20 @@ class _FrameBuilder:
         self.limits = sub_tile_limits(net, self.seg)
         self.L = len(self.layers)
         self.latency: dict[str, LayerLatency] = {}
+        # Per layer and context, the options generated in order as (index, largest
+        # coefficient), each fitting a smaller buffer than those before: the order in
+        # which contexts first fit, whatever the buffer (see frame_store.py).
+        self.first_fit: dict[str, dict[tuple, list[tuple[int, int]]]] = {}
+
+    def part(self, key: tuple, make: Callable[[], Term]) -> tuple[int, int, np.ndarray]:
+        """``(read bits, write bits, coefficients)`` of the term ``make`` computes
+        (memoised under ``key`` in :attr:`terms`; the arrays are never changed)."""
+        got = self.terms.get(key)
+        if got is None:
+            t = make()
+            got = self.terms[key] = (t.read_bits, t.write_bits,
+                                     self.coeff(t.persistent_bits, t.local))
+        return got  # type: ignore[return-value]
 
     def coeff(self, term_persistent: int, local: np.ndarray | None) -> np.ndarray:
         vec = np.full(self.geo.n * self.L, term_persistent, dtype=np.int64)
@@ -264,6 +282,8 @@ class _FrameBuilder:
         out_ctx = self.output_contexts(layer)
         result: list[LayerOption] = []
         by_context: dict[tuple, list[LayerOption]] = {}
+        first_fit = self.first_fit[name] = {}
+        made = 0
         for m in range(1, self.limits[name] + 1):
             # Parts, each depending on one decision and m only.
             w_parts = []
@@ -271,25 +291,25 @@ class _FrameBuilder:
                 if wc is None:
                     w_parts.append((None, 0, 0, None))
                     continue
-                t = weight_term(geo, layer, wc, m)
-                w_parts.append((wc, t.read_bits, t.write_bits,
-                                       self.coeff(t.persistent_bits, t.local)))
+                w_parts.append((wc, *self.part(("w", name, wc, m), lambda wc=wc, m=m:
+                                               weight_term(geo, layer, wc, m))))
             v_parts = []
             for sm in states:
                 if sm is None:
                     v_parts.append((None, 0, 0, None))
                     continue
-                t = state_term(geo, layer, sm, m, net.state_persistence)
-                v_parts.append((sm, t.read_bits, t.write_bits,
-                                       self.coeff(t.persistent_bits, t.local)))
+                v_parts.append((sm, *self.part(("v", name, sm, m), lambda sm=sm, m=m:
+                                               state_term(geo, layer, sm, m,
+                                                          net.state_persistence))))
             o_parts = []
             for oc in out_ctx:
                 written = is_output or oc.on_chip is False or oc.cross_write
                 placement = None if oc.on_chip is None else (
                     Placement.ON_CHIP if oc.on_chip else Placement.DRAM)
-                t = output_term(geo, layer, placement, oc.whole, written, m)
-                o_parts.append((oc, t.read_bits, t.write_bits,
-                                       self.coeff(t.persistent_bits, t.local)))
+                o_parts.append((oc, *self.part(
+                    ("o", name, placement, oc.whole, written, m),
+                    lambda p=placement, oc=oc, wr=written, m=m:
+                    output_term(geo, layer, p, oc.whole, wr, m))))
             i_parts = []
             for choices in in_ctx:
                 parts = []
@@ -297,10 +317,10 @@ class _FrameBuilder:
                     if ic.source == CHIP:
                         parts.append((ic, 0, 0, None))
                         continue
-                    t = dram_read_term(geo, ic.tensor, layer, Halo.KEEP if ic.source == KEEP
-                                       else Halo.REREAD, m)
-                    parts.append((ic, t.read_bits, t.write_bits,
-                                   self.coeff(t.persistent_bits, t.local)))
+                    halo = Halo.KEEP if ic.source == KEEP else Halo.REREAD
+                    parts.append((ic, *self.part(("i", name, ic.tensor, halo, m),
+                                                 lambda ic=ic, h=halo, m=m:
+                                                 dram_read_term(geo, ic.tensor, layer, h, m))))
                 i_parts.append(parts)
             if c.latency_weight:  # every option's cycles at once (see option_cost)
                 self.layer_latency(layer).prefill(
@@ -313,9 +333,11 @@ class _FrameBuilder:
             if c.energy_weight:
                 for wc, *_ in w_parts:
                     chunks = _chunks(wc)
-                    if chunks not in operand_fj:
-                        operand_fj[chunks] = sum(layer_operand_energy_fj(
+                    key = ("e", name, m, chunks)
+                    if key not in self.terms:
+                        self.terms[key] = sum(layer_operand_energy_fj(
                             geo, layer, m, c.hardware, chunks).values())
+                    operand_fj[chunks] = self.terms[key]  # type: ignore[assignment]
             # Weight x state pairs, pruned once per m.
             wv = []
             for (wc, wr, ww, wcf), (sm, vr, vw, vcf) in itertools.product(w_parts, v_parts):
@@ -337,7 +359,12 @@ class _FrameBuilder:
                     for wc, sm, r, w, coeff in wv:
                         rr, wwb = base_r + r, base_w + w
                         total = base_c + coeff
-                        if int(total.max()) > cap:
+                        peak = int(total.max())
+                        stairs = first_fit.setdefault(ctx_key, [])
+                        if not stairs or peak < stairs[-1][1]:
+                            stairs.append((made, peak))
+                        made += 1
+                        if peak > cap:
                             continue
                         cost = self.option_cost(layer, m, wc, sm, oc_part[0], in_combo,
                                                 rr, wwb, operand_fj)
