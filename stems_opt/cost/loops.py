@@ -364,28 +364,22 @@ INF = 1 << 60
 def _above_min(a: np.ndarray) -> np.ndarray:
     """``out[x] = min(a[y] for every grid point y above x)``, per shape (axis 0);
     the grid's axes run from the highest exponent down: every ``y <= x`` index
-    by index."""
-    a = a.copy()
-    for ax, n in enumerate(a.shape):
-        if n == 1 or ax == 0:
-            continue
-        v = a.reshape(math.prod(a.shape[:ax]), n, -1)
-        for j in range(1, n):
-            np.minimum(v[:, j], v[:, j - 1], out=v[:, j])
-    return a
+    by index (a running minimum along each axis)."""
+    for ax in range(1, a.ndim):
+        if a.shape[ax] > 1:
+            a = np.minimum.accumulate(a, axis=ax)
+    return a if a.base is None else a.copy()
 
 
 def _below_min(a: np.ndarray) -> np.ndarray:
     """``out[x] = min(a[y] for every grid point y below x)``, per shape (axis 0):
     ``y >= x`` index by index."""
-    a = a.copy()
-    for ax, n in enumerate(a.shape):
-        if n == 1 or ax == 0:
-            continue
-        v = a.reshape(math.prod(a.shape[:ax]), n, -1)
-        for j in range(n - 2, -1, -1):
-            np.minimum(v[:, j], v[:, j + 1], out=v[:, j])
-    return a
+    for ax in range(1, a.ndim):
+        if a.shape[ax] > 1:
+            flip = [slice(None)] * a.ndim
+            flip[ax] = slice(None, None, -1)
+            a = np.minimum.accumulate(a[tuple(flip)], axis=ax)[tuple(flip)]
+    return np.ascontiguousarray(a)
 
 
 class _ChainSearch:
@@ -907,6 +901,7 @@ def layer_floor_fj(layer: Layer, active_tiles: int, timesteps: int, hw: NestHard
     return fj
 
 
+@lru_cache(maxsize=4096)
 def chunk_counts(k: int, k_unroll: int) -> tuple[int, ...]:
     """Every weight-chunk count a step of a layer with ``k`` output channels
     may walk: 1 (weights resident, or streamed whole) and every divisor of
@@ -915,49 +910,21 @@ def chunk_counts(k: int, k_unroll: int) -> tuple[int, ...]:
     return (1, *(d for d in range(2, k + 1) if k % d == 0 and k // d >= k_unroll))
 
 
-@lru_cache(maxsize=65536)
-def _sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]
-                    ) -> tuple[tuple[tuple[int, int, int], ...], tuple[np.ndarray, ...],
-                               tuple[np.ndarray, ...]]:
-    """The steps of every sub-tile count ``m = 1 .. limit`` (the smallest
-    non-empty tile) of a conv or linear layer, by kind: per kind of step (its
-    rows and window length, which fix its shape) its key and one
-    representative sub-tile ``[a, z)``, and per ``m`` the kinds it runs
-    (indices) and how many of each. Equal to :func:`layer_steps`, vectorised."""
-    b = np.asarray(bounds, dtype=np.int64)
-    lo, span = b[:-1], b[1:] - b[:-1]
-    limit = int(span[span > 0].min()) if (span > 0).any() else 0
-    if layer.kind is LayerKind.LINEAR:
-        s_, p_, f_, e_ = 1, 0, 1, 1  # every step is a 1 x 1 map: one kind
-    elif axis is Axis.OY:
-        s_, p_, f_, e_ = layer.stride_y, layer.pad_y, layer.fy, layer.iy
-    else:
-        s_, p_, f_, e_ = layer.stride_x, layer.pad_x, layer.fx, layer.ix
-    kinds: dict[tuple[int, int], int] = {}
-    reps: list[tuple[int, int, int]] = []
-    idx_m, count_m = [], []
-    for m in range(1, limit + 1):
-        sub = lo[:, None] + (np.arange(m + 1)[None, :] * span[:, None]) // m
-        a, z = sub[:, :-1].ravel(), sub[:, 1:].ravel()
-        keep = z > a
-        a, z = a[keep], z[keep]
-        if layer.kind is LayerKind.LINEAR:
-            rows, wins = np.zeros_like(a), np.zeros_like(a)
-        else:
-            rows = z - a
-            wins = np.minimum(e_, (z - 1) * s_ - p_ + f_) - np.maximum(0, a * s_ - p_)
-        key, first, counts = np.unique(rows * (1 << 32) + wins, return_index=True,
-                                       return_counts=True)
-        ids = []
-        for kv, i in zip(key.tolist(), first.tolist(), strict=True):
-            got = kinds.get(kv)
-            if got is None:
-                got = kinds[kv] = len(reps)
-                reps.append((kv, int(a[i]), int(z[i])))
-            ids.append(got)
-        idx_m.append(np.asarray(ids, dtype=np.int64))
-        count_m.append(counts.astype(np.int64))
-    return tuple(reps), tuple(idx_m), tuple(count_m)
+@lru_cache(maxsize=4096)
+def floor_chunk_counts(k: int, k_unroll: int) -> tuple[int, ...]:
+    """The chunk counts of :func:`chunk_counts` that can be a layer's least nest
+    energy: 1, and those whose chunk ``k / c`` the array's ``K`` unrolling does
+    not divide.
+
+    Lossless for :func:`layer_nest_floor_fj`: when ``u_K`` divides ``k / c``,
+    a nest of a step walking ``c`` chunks is also a nest of the same step
+    unchunked (its ``K`` factors multiply to ``c ceil(k / (c u_K)) = ceil(k /
+    u_K)``; the chunk loop is one more ``K`` loop, outermost), and every tile
+    of it is the same (``min(k / c, b u_K) = b u_K = min(k, b u_K)`` for
+    ``b <= k / (c u_K)``, all of ``K`` above), so it costs the same: the
+    unchunked step's optimum is at most the chunked one's, for every sub-tile.
+    """
+    return tuple(c for c in chunk_counts(k, k_unroll) if c == 1 or (k // c) % k_unroll)
 
 
 _KIND_FJ: dict[tuple, dict[int, tuple[int, ...]]] = {}
@@ -971,15 +938,21 @@ def prefill_nest_floors(steps: Iterable[tuple[Layer, Axis, tuple[int, ...], tupl
     bounds, chunk counts)`` at time batch ``tb`` not solved yet, in one batch
     (many small batches cost several times more), and return each one's kind
     table: per kind, its energy per chunk count (-1: no nest fits)."""
-    memos, new = [], []
+    memos: list[dict[int, tuple[int, ...]]] = []
+    todo: dict[int, tuple[dict, dict[int, list[StepShape]]]] = {}  # per kind table
+    tables: dict[tuple[int, Axis, tuple[int, ...]], dict] = {}  # (hashing a Layer is slow)
     for layer, axis, bounds, chunks in steps:
-        memo = _KIND_FJ.setdefault((layer, axis, tb, hw, chunks), {})
+        memo = tables.get((id(layer), axis, chunks))
+        if memo is None:
+            memo = tables[(id(layer), axis, chunks)] = _KIND_FJ.setdefault(
+                (layer, axis, tb, hw, chunks), {})
         memos.append(memo)
-        reps = _sub_tile_steps(layer, axis, bounds)[0]
-        new.append((memo, {kv: [step_shape(layer, axis, a, z, tb, c) for c in chunks]
-                           for kv, a, z in reps if kv not in memo}))
-    solve_nests((s for _, rows in new for row in rows.values() for s in row), hw)
-    for memo, rows in new:
+        new = todo.setdefault(id(memo), (memo, {}))[1]
+        for kv, a, z in _sub_tile_steps(layer, axis, bounds)[0]:
+            if kv not in memo and kv not in new:
+                new[kv] = [step_shape(layer, axis, a, z, tb, c) for c in chunks]
+    solve_nests((s for _, rows in todo.values() for row in rows.values() for s in row), hw)
+    for memo, rows in todo.values():
         for kv, row in rows.items():
             memo[kv] = tuple(-1 if g is None else g[1]
                              for g in (_TABLE[(s, hw)] for s in row))
@@ -1006,17 +979,60 @@ def layer_nest_floor_fj(layer: Layer, axis: Axis, bounds: tuple[int, ...], tb: i
     An ``(m, c)`` with a step no nest fits has no option and is skipped; 0
     when none is left.
     """
-    reps, idx_m, count_m = _sub_tile_steps(layer, axis, bounds)
-    if not idx_m:
+    if not _sub_tile_steps(layer, axis, bounds)[0]:
         return 0
     memo = prefill_nest_floors(((layer, axis, bounds, chunks),), tb, hw)[0]
-    energy = np.array([memo[kv] for kv, _, _ in reps], dtype=np.int64)
-    missing = energy < 0
-    best: int | None = None
-    for idx, counts in zip(idx_m, count_m, strict=True):
-        totals = counts @ energy[idx]  # per chunk count
-        ok = ~missing[idx].any(axis=0)
-        if ok.any():
-            low = int(totals[ok].min())
-            best = low if best is None else min(best, low)
-    return best or 0
+    return least_kind_sum(layer, axis, bounds, memo)
+
+
+def least_kind_sum(layer: Layer, axis: Axis, bounds: tuple[int, ...],
+                   memo: dict[int, tuple[int, ...]]) -> int:
+    """:func:`layer_nest_floor_fj` from the kind table ``memo`` (of
+    :func:`prefill_nest_floors`, holding every kind of step of ``bounds``)."""
+    reps, idx, counts, starts = _sub_tile_steps(layer, axis, bounds)
+    if not reps:
+        return 0
+    energy = np.array([memo[kv] for kv, _, _ in reps], dtype=np.int64)[idx]  # (steps, chunks)
+    totals = np.add.reduceat(counts[:, None] * energy, starts, axis=0)  # (m, chunk count)
+    bad = np.logical_or.reduceat(energy < 0, starts, axis=0)  # a step no nest fits
+    if bad.all():
+        return 0
+    return int(totals[~bad].min())
+
+
+@lru_cache(maxsize=65536)
+def _sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]
+                    ) -> tuple[tuple[tuple[int, int, int], ...], np.ndarray, np.ndarray,
+                               np.ndarray]:
+    """The steps of every sub-tile count ``m = 1 .. limit`` (the smallest
+    non-empty tile) of a conv or linear layer, by kind (its rows and window
+    length, which fix its shape): each kind's key and one representative
+    sub-tile ``[a, z)``; then for ``m = 1, 2, ...`` one after the other the
+    kinds it runs (indices) and how many of each; and where each ``m``
+    starts. Equal to :func:`layer_steps`, vectorised over every ``m`` at once."""
+    empty = np.zeros(0, np.int64)
+    b = np.asarray(bounds, dtype=np.int64)
+    lo, span = b[:-1], b[1:] - b[:-1]
+    lo, span = lo[span > 0], span[span > 0]  # empty tiles have no steps
+    if not len(span):
+        return (), empty, empty, empty
+    limit = int(span.min())
+    ms = np.arange(1, limit + 1)
+    mm = np.repeat(ms, ms)  # the (m, j) pairs: sub-tile j of m
+    jj = np.arange(len(mm)) - np.repeat(np.cumsum(ms) - ms, ms)
+    a = (lo[:, None] + (jj * span[:, None]) // mm).ravel()
+    z = (lo[:, None] + ((jj + 1) * span[:, None]) // mm).ravel()  # z > a: span >= m
+    if layer.kind is LayerKind.LINEAR:  # every step is a 1 x 1 map: one kind
+        key = np.zeros_like(a)
+    else:
+        s_, p_, f_, e_ = (layer.stride_y, layer.pad_y, layer.fy, layer.iy) \
+            if axis is Axis.OY else (layer.stride_x, layer.pad_x, layer.fx, layer.ix)
+        wins = np.minimum(e_, (z - 1) * s_ - p_ + f_) - np.maximum(0, a * s_ - p_)
+        key = (z - a) * (1 << 32) + wins
+    kinds, first, kind_of = np.unique(key, return_index=True, return_inverse=True)
+    reps = tuple((int(kv), int(a[i]), int(z[i]))
+                 for kv, i in zip(kinds.tolist(), first.tolist(), strict=True))
+    pair, counts = np.unique(np.tile(mm - 1, len(lo)) * len(kinds) + kind_of.ravel(),
+                             return_counts=True)
+    m_of = pair // len(kinds)
+    return reps, pair % len(kinds), counts, np.searchsorted(m_of, ms - 1)

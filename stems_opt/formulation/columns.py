@@ -49,7 +49,6 @@ from stems_opt.cost.geometry import SegmentGeometry
 from stems_opt.cost.traffic import SegmentContext, mapping_contexts
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
 from stems_opt.formulation.bounds import (
-    frame_operand_floor_fj,
     frames_excess_bounds,
     max_chunks,
     read_bits,
@@ -70,6 +69,7 @@ from stems_opt.formulation.data import (
 from stems_opt.formulation.frame_store import FrameStore
 from stems_opt.formulation.model import LinearModel, build_frame_model, segment_of
 from stems_opt.formulation.neighbourhood import Turns, first_fit
+from stems_opt.formulation.nest_floor import frame_operand_floor
 from stems_opt.formulation.operand_floors import operand_floor_fj
 from stems_opt.formulation.primal import Rates, repair, segment_value
 from stems_opt.mapping import (
@@ -476,8 +476,8 @@ class ColumnSolver:
             if self.energy and tb is None:  # (every tile count of the interval at once)
                 got += self.ctx.energy_weight * operand_floor_fj(
                     self.net, spec[0], spec[1], spec[3], spec[4], self.problem.hardware)
-            elif self.energy:
-                got += self.ctx.energy_weight * frame_operand_floor_fj(
+            elif self.energy:  # (likewise, per time batch: nest_floor)
+                got += self.ctx.energy_weight * frame_operand_floor(
                     self.net, spec[0], spec[1], spec[3], spec[4], self.problem.hardware, tb)
             if self.latency_weight:  # (it depends on the tile count, not the time batch)
                 got += self.latency_weight * frame_latency_floor(self.ctx, spec)
