@@ -17,6 +17,7 @@ import random
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -28,8 +29,10 @@ from stems_opt.feasibility import check
 from stems_opt.formulation.backend import SolveOptions
 from stems_opt.formulation.bounds import (
     all_tile_bounds,
+    disjoint_rows_excess,
     frames_excess_bounds,
     interval_excess_bounds,
+    knapsack_excess,
     tile_bounds_array,
 )
 from stems_opt.formulation.columns import ColumnSolver
@@ -315,3 +318,33 @@ def test_interval_bounds_random(data: st.DataObject) -> None:
 
     p, _, _ = random_case(data)
     check_interval_bounds(p)
+
+
+def test_disjoint_rows_add_up_hand_computed() -> None:
+    """Rows no decision spans add their knapsacks; a decision spanning them
+    (an item holding on every row, or two items of one group) stops that.
+
+    One frame of three rows, 5 bits of budget each. Row 0 holds items 0 (4
+    bits, excess 8) and 1 (3 bits, excess 9): 2 bits to free, cheapest per bit
+    item 0, 2 * 8 / 4 = 4. Row 2 holds items 2 (4 bits, excess 4) and 3 (3
+    bits, excess 30): 2 bits of item 2, 2. Worst row 4; disjoint rows 4 + 2 = 6.
+    With item 4 (1 bit on every row, excess 100): row 0 frees item 0's 3 bits,
+    6; row 2 3 bits of item 2, 3; rows 0 and 2 share item 4, so 6, not 9.
+    Items 0 and 2 in one group: one decision on both rows, 4.
+
+    Mutation: taking every pair of rows as disjoint (``c = pos`` in
+    ``disjoint_rows_excess``) gives 9 with item 4 and 6 with the group, and
+    this test fails; counting the forced excess on every row gives 26.
+    """
+    E = np.array([[8.0] * 3, [9.0] * 3, [4.0] * 3, [30.0] * 3])
+    H = np.array([[4.0, 0, 0], [3, 0, 0], [0, 0, 4], [0, 0, 3]])
+    budget = np.full(3, 5.0)
+    none = np.zeros((1, 3))
+    assert knapsack_excess(E, H, budget, 3)[0].max() == 4
+    assert disjoint_rows_excess(E, H, budget, none, np.arange(4), 3).tolist() == [6]
+    E2, H2 = np.vstack([E, [[100.0] * 3]]), np.vstack([H, [[1.0, 1, 1]]])
+    assert disjoint_rows_excess(E2, H2, budget, none, np.arange(5), 3).tolist() == [6]
+    assert disjoint_rows_excess(E, H, budget, none, np.array([0, 1, 0, 3]), 3).tolist() == [4]
+    # Forced excess (here 10 on rows 0 and 2) counts once: 6 + 10.
+    fixed = np.array([[10.0, 0.0, 10.0]])
+    assert disjoint_rows_excess(E, H, budget, fixed, np.arange(4), 3).tolist() == [16]
