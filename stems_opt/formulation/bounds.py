@@ -135,30 +135,48 @@ def knapsack_excess(excess: np.ndarray, hold: np.ndarray, budget: int | np.ndarr
     """Per row, the fractional knapsack of the module, and the row's slack.
 
     ``excess`` and ``hold`` have shape ``(items, rows)`` (an item's excess may
-    differ between rows of different frames); ``budget`` is a number or one
-    per row. With ``frame_rows``, the rows come in blocks of that many per
-    frame, and an item whose cheap side overflows one row of its frame takes
-    its expensive side on every row of that frame (it is one decision).
-    Returns, per row, the least excess (float, before rounding) and the
-    budget less what the row holds with every cheap side that saves something.
+    differ between rows); ``budget`` is a number or one per row. With
+    ``frame_rows``, the rows come in blocks of that many per frame, and an
+    item whose cheap side overflows one row of its frame takes its expensive
+    side on every row of that frame (it is one decision). Returns, per row,
+    the least excess (float, before rounding) and the budget less what the
+    row holds with every cheap side that saves something.
     """
-    hold = hold.astype(np.float64)
-    e = excess.astype(np.float64)
-    # Items whose expensive side costs nothing need not hold their cheap side.
-    slack = budget - np.where(e > 0, hold, 0.0).sum(axis=0)
-    forced = hold > budget
-    if frame_rows is not None and forced.size:
-        k, rows = forced.shape
-        forced = np.repeat(forced.reshape(k, rows // frame_rows, frame_rows).any(axis=2),
-                           frame_rows, axis=1)
-    base = (e * forced).sum(axis=0)
-    h = np.where(forced, 0.0, hold)
-    need = h.sum(axis=0) - budget  # capacity still to free per row
-    extra = np.zeros(need.shape)
-    over = np.flatnonzero(need > 0)  # only rows that overflow need the knapsack
-    if over.size:
-        extra[over] = _knapsack_rows(e[:, over], h[:, over], need[over])
-    return base + extra, slack
+    parts = _Knapsack.of(excess, hold, budget, frame_rows)
+    return parts.base + parts.extra, parts.slack
+
+
+@dataclass(frozen=True)
+class _Knapsack:
+    """The per-row knapsacks of :func:`knapsack_excess`, in parts."""
+
+    e: np.ndarray  # (items, rows) excess
+    h: np.ndarray  # (items, rows) holds of the items not forced (0 where forced)
+    forced: np.ndarray  # (items, rows) the item takes its expensive side
+    base: np.ndarray  # (rows,) excess of the forced items
+    extra: np.ndarray  # (rows,) the fractional knapsack over the others
+    slack: np.ndarray  # (rows,)
+
+    @staticmethod
+    def of(excess: np.ndarray, hold: np.ndarray, budget: int | np.ndarray,
+           frame_rows: int | None) -> _Knapsack:
+        hold = hold.astype(np.float64)
+        e = excess.astype(np.float64)
+        # Items whose expensive side costs nothing need not hold their cheap side.
+        slack = budget - np.where(e > 0, hold, 0.0).sum(axis=0)
+        forced = hold > budget
+        if frame_rows is not None and forced.size:
+            k, rows = forced.shape
+            forced = np.repeat(forced.reshape(k, rows // frame_rows, frame_rows).any(axis=2),
+                               frame_rows, axis=1)
+        base = (e * forced).sum(axis=0)
+        h = np.where(forced, 0.0, hold)
+        need = h.sum(axis=0) - budget  # capacity still to free per row
+        extra = np.zeros(need.shape)
+        over = np.flatnonzero(need > 0)  # only rows that overflow need the knapsack
+        if over.size:
+            extra[over] = _knapsack_rows(e[:, over], h[:, over], need[over])
+        return _Knapsack(e, h, forced, base, extra, slack)
 
 
 def disjoint_rows_excess(excess: np.ndarray, hold: np.ndarray, budget: np.ndarray,
@@ -172,45 +190,46 @@ def disjoint_rows_excess(excess: np.ndarray, hold: np.ndarray, budget: np.ndarra
     forced items) add up; the forced items' excess counts once, at its
     largest row. A decision is taken to span every row from the first to
     the last it holds on (a superset: the selection is only more
-    restricted). The best such selection is a longest-path over the rows.
+    restricted). The best such selection is a longest path over the rows.
 
     ``excess``, ``hold`` and ``budget`` are as in :func:`knapsack_excess`
     (rows frame-major, ``frame_rows`` per frame); ``fixed`` (frames, rows)
-    is excess already forced outside the items. Returns the bound per frame
-    (``inf`` where some row cannot fit its own transients).
+    is excess already forced outside the items; ``group[i]`` is the item
+    whose decision item ``i`` is part of (``i`` itself, or an earlier item).
+    Returns the bound per frame (``inf`` where some row cannot fit its own
+    transients).
     """
-    e = excess.astype(np.float64)
-    h = hold.astype(np.float64)
-    k, rows = h.shape
-    F, L = rows // frame_rows, frame_rows
-    forced = np.repeat((h > budget).reshape(k, F, L).any(axis=2), L, axis=1)
-    base = (e * forced).sum(axis=0).reshape(F, L) + fixed
-    free_e = np.where(forced, 0.0, e)
-    free_h = np.where(forced, 0.0, h)
-    need = free_h.sum(axis=0) - budget
-    v = np.zeros(rows)
-    over = np.flatnonzero(need > 0)
-    if over.size:
-        v[over] = _knapsack_rows(free_e[:, over], free_h[:, over], need[over])
-    v = np.where(budget < 0, np.inf, v).reshape(F, L)
+    parts = _Knapsack.of(excess, hold, budget, frame_rows)
+    return _disjoint(parts, np.asarray(budget), fixed, group, frame_rows)
+
+
+def _disjoint(parts: _Knapsack, budget: np.ndarray, fixed: np.ndarray, group: np.ndarray,
+              L: int) -> np.ndarray:
+    """:func:`disjoint_rows_excess` from the knapsacks' parts."""
+    k, rows = parts.h.shape
+    F = rows // L
+    base = parts.base.reshape(F, L) + fixed
+    v = np.where(budget < 0, np.inf, parts.extra).reshape(F, L)
     # Rows each decision holds on with a positive excess, per frame.
-    live = ((free_h > 0) & (free_e > 0)).reshape(k, F, L)
-    groups, inverse = np.unique(group, return_inverse=True)
-    span = np.zeros((len(groups), F, L), dtype=bool)
-    np.logical_or.at(span, inverse, live)
+    span = ((parts.h > 0) & (parts.e > 0)).reshape(k, F, L)
+    for i, g in enumerate(group.tolist()):
+        if g != i:
+            span[g] |= span[i]
+            span[i] = False
     pos = np.arange(L)
-    lo = np.where(span.any(axis=2), np.argmax(span, axis=2), L)  # (D, F) first row
-    hi = np.where(span.any(axis=2), L - 1 - np.argmax(span[:, :, ::-1], axis=2), -1)
+    held = span.any(axis=2)
+    lo = np.where(held, np.argmax(span, axis=2), L)  # (D, F) first row held
+    hi = np.where(held, L - 1 - np.argmax(span[:, :, ::-1], axis=2), -1)
     covers = (lo[:, :, None] <= pos) & (pos <= hi[:, :, None])  # (D, F, L) its hull
-    # A row before c(r) shares no decision with row r.
+    # Rows before c(r) share no decision with row r.
     c = np.minimum(pos[None, :], np.where(covers, lo[:, :, None], L).min(axis=0))
     best = np.zeros((F, L))
+    top = np.zeros((F, L + 1))  # top[:, q + 1]: the best selection ending at or before q
+    rows_f = np.arange(F)
     for r in range(L):
-        prev = np.zeros(F)
-        for q in range(r):
-            prev = np.where(q < c[:, r], np.maximum(prev, best[:, q]), prev)
-        best[:, r] = v[:, r] + prev
-    return best.max(axis=1) + base.max(axis=1)
+        best[:, r] = v[:, r] + top[rows_f, c[:, r]]
+        top[:, r + 1] = np.maximum(top[:, r], best[:, r])
+    return top[:, L] + base.max(axis=1)
 
 
 def _knapsack_rows(e: np.ndarray, h: np.ndarray, need: np.ndarray) -> np.ndarray:
@@ -547,8 +566,8 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     E = np.stack([np.repeat(np.asarray(e, dtype=np.float64)[:, None], L, axis=1)
                   if np.ndim(e) == 1 else e for e in excess]).reshape(len(excess), F * L)
     H = np.stack(holds).reshape(len(holds), F * L)
-    per_row, slack = knapsack_excess(E, H, row_budget, L)
-    per_row = per_row + fixed.reshape(F * L)
+    parts = _Knapsack.of(E, H, row_budget, L)
+    per_row, slack = parts.base + parts.extra + fixed.reshape(F * L), parts.slack
     slack = slack + slack_fix.reshape(F * L)
     # A row whose own transients overflow the budget: the frame cannot fit.
     per_row = np.where(row_budget < 0, np.inf, per_row).reshape(F, L)
@@ -558,7 +577,7 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
         group = np.arange(len(excess))
         for k, _, _ in weight_items:
             group[k + 1] = k
-        best = np.maximum(best, disjoint_rows_excess(E, H, row_budget, fixed, group, L))
+        best = np.maximum(best, _disjoint(parts, row_budget, fixed, group, L))
     best = np.where(dead, np.inf, best)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)
