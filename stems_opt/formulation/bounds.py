@@ -47,7 +47,16 @@ terms, so the result is a valid bound. Three refinements keep it valid:
 * weights that cannot be held whole (resident or streamed whole) beside
   the layer's finest sub-tiles must be chunked, and chunked weights are
   read once per sub-tile: their excess is :math:`(R m - 1) |W|` with
-  :math:`m` the fewest sub-tiles whose buffers fit beside a chunk.
+  :math:`m` the fewest sub-tiles whose buffers fit beside a chunk;
+* at the layer's own row its weights are a separate item: whole (resident or
+  streamed whole, both hold :math:`|W|` there) or chunked, read
+  :math:`R m` times with :math:`m` as above even where whole weights fit.
+
+The frame's bound is the worst row, or more where rows share no decision:
+rows :math:`r_1 < r_2 < \dots` such that no item with an excess holds bits
+on two of them (an item spans the rows from the first to the last it holds
+on; the weights' two items are one decision) free disjoint items, so their
+knapsacks add (:func:`disjoint_rows_excess`).
 """
 
 from __future__ import annotations
