@@ -98,6 +98,8 @@ DIVE_CAP_S = 30.0
 LOCAL_LIMIT_S = 2.0
 TIE_BATCH = 400
 """Columns on paths tied with the master's tightened together (:meth:`ColumnSolver.master_ties`)."""
+TIE_S = 3.0
+"""Seconds the tied columns of one round may take (the rest wait for the next round)."""
 COLUMN_BUDGET = 100_000
 """Columns built up front at most: intervals are opened by length, shortest first, while
 their columns fit; longer intervals are opened when the proof needs them."""
@@ -1177,6 +1179,18 @@ class ColumnSolver:
                     suf[k][state] = least
         return sorted(found.values(), key=lambda c: c.rank)[:limit]
 
+    def _tighten_for(self, cols: list[Column], seconds: float) -> int:
+        """Tighten ``cols`` in order for at most about ``seconds`` (the master, the
+        seeds and the deadline are looked at between rounds); how many rose."""
+        end, rose = time.perf_counter() + seconds, 0
+        for col in cols:
+            if time.perf_counter() > end:
+                break
+            if self.tighten(col):
+                rose += 1
+            self.touch(col)
+        return rose
+
     def column_of(self, first: int, last: int, sig: Signature) -> Column | None:
         """The column of interval ``first..last`` with signature ``sig`` (its interval
         opened first if it was not), or ``None`` outside the search space."""
@@ -1358,10 +1372,7 @@ class ColumnSolver:
                         if (c.first, c.last) not in self._interval_bounds
                         and self.signature_count(c.first, c.last) > 6]):
                     continue
-                if sum([self.tighten(c) for c in pending]) + sum(
-                        [self.tighten(c) for c in ties if not c.tight]):
-                    for c in ties:
-                        self.touch(c)
+                if sum([self.tighten(c) for c in pending]) + self._tighten_for(ties, TIE_S):
                     continue  # bounds rose: ask the master again before pricing anything
                 for col in pending:
                     if col.upper is None and col.tight and not col.exact and \
