@@ -283,7 +283,8 @@ def _result_options(p: argparse.ArgumentParser, written: str) -> None:
     p.add_argument("--out", type=_non_empty, metavar="FILE",
                    help=f"write {written} to this YAML/JSON file (default: not written)")
     p.add_argument("--show-loops", metavar="LAYER", type=_non_empty,
-                   help="also print the optimal loop nest of each step of LAYER "
+                   help="also print the loop nest each step of LAYER runs (the mapping's, "
+                        "else the objective's) "
                         "(default: not printed)")
 
 
@@ -368,7 +369,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from stems_opt.feasibility import check
     from stems_opt.heuristics import named_schedule
     from stems_opt.io import check_writable, dump_mapping, load_mapping
-    from stems_opt.report import mapping_provenance
+    from stems_opt.report import mapping_provenance, mapping_with_nests
     from stems_opt.result import Result, SolveStatus
 
     if args.out is not None:  # an empty path is refused, not skipped
@@ -396,7 +397,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     # A mapping that does not fit is still written: the user asked for it scored and saved,
     # and the report and the exit code (1) say that it does not fit.
     if args.out is not None and result.mapping is not None:
-        dump_mapping(result.mapping, args.out, mapping_provenance(problem, result))
+        dump_mapping(mapping_with_nests(problem, result.mapping), args.out,
+                     mapping_provenance(problem, result))
     _emit(*_with_loops(problem, result, args))
     return _exit_for(result)
 
@@ -468,7 +470,7 @@ def _new_stop(time_limit_s: float | None) -> Stop:
 
 def _solve(args: argparse.Namespace) -> int:
     from stems_opt.io import check_writable, dump_mapping
-    from stems_opt.report import mapping_provenance
+    from stems_opt.report import mapping_provenance, mapping_with_nests
     from stems_opt.solvers import check_solver, solve, write_model
 
     for path, field in ((args.out, "out"), (args.write_model, "write-model")):
@@ -487,7 +489,8 @@ def _solve(args: argparse.Namespace) -> int:
                    threads=args.threads, seed=args.seed, method=args.method,
                    stop=_new_stop(args.time_limit))
     if args.out is not None and result.mapping is not None:
-        dump_mapping(result.mapping, args.out, mapping_provenance(problem, result))
+        dump_mapping(mapping_with_nests(problem, result.mapping), args.out,
+                     mapping_provenance(problem, result))
     _emit(*_with_loops(problem, result, args))
     return SIGNALS.exit_code(_exit_for(result))
 

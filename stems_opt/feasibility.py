@@ -8,8 +8,10 @@ imports free of circles.
 
 from __future__ import annotations
 
+from stems_opt.cost.energy import nest_hardware
 from stems_opt.cost.evaluation import evaluate
 from stems_opt.cost.geometry import sub_tile_limits
+from stems_opt.cost.step_nests import nest_violations
 from stems_opt.mapping import Mapping, Violation, check_structure
 from stems_opt.problem import Problem
 
@@ -31,6 +33,8 @@ def check(problem: Problem, mapping: Mapping) -> list[Violation]:
                 out.append(Violation("range", f"sub_tiles {m} exceeds the layer's smallest "
                                      f"tile extent {limits[name]}", segment=i, layer=name,
                                      field="sub_tiles"))
+    hw = problem.hardware
+    out += nest_violations(problem.network, mapping, nest_hardware(hw), hw.loop_nests)
     if out:
         return out
     cost = evaluate(problem, mapping)

@@ -68,6 +68,36 @@ class WeightChoice:
 STREAMED = WeightChoice()
 RESIDENT = WeightChoice(resident=True)
 
+NEST_DIMS = ("K", "C", "OY", "OX", "FY", "FX", "T")
+"""The dimensions a loop of a pinned nest may walk."""
+NEST_OPERANDS = ("W", "I")
+"""Operands an inner buffer may hold (``held``)."""
+
+
+@dataclass(frozen=True)
+class StepNest:
+    """The loop nest pinned for the steps of one shape of a layer (``nests``
+    in a mapping file, ``docs/formats.md``).
+
+    ``oy``/``ox`` are the step's output rows and columns, ``iy``/``ix`` the
+    input rows and columns of its window: they name the step. ``loops`` are
+    ``(dimension, factor)`` from the outermost loop down to the array;
+    ``held`` gives, per buffered operand, how many innermost loops its inner
+    buffer holds.
+    """
+
+    oy: int
+    ox: int
+    iy: int
+    ix: int
+    loops: tuple[tuple[str, int], ...]
+    held: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def step(self) -> tuple[int, int, int, int]:
+        """``(oy, ox, iy, ix)``: which steps of the layer the nest runs."""
+        return self.oy, self.ox, self.iy, self.ix
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -96,6 +126,10 @@ class Segment:
         ``dram``).
     halos
         Per DRAM-read tensor (default ``reread``).
+    nests
+        Per conv or linear layer, the loop nests pinned for its steps (on
+        hardware with ``loop_nests``); a step without one runs the
+        objective's nest (``docs/model.md`` 7).
     """
 
     layers: tuple[str, ...]
@@ -109,6 +143,7 @@ class Segment:
     activations: dict[str, Placement] = field(default_factory=dict)
     inputs: dict[str, Placement] = field(default_factory=dict)
     halos: dict[str, Halo] = field(default_factory=dict)
+    nests: dict[str, tuple[StepNest, ...]] = field(default_factory=dict)
 
     def sub_tile(self, layer: str) -> int:
         """``m`` of ``layer``."""
@@ -187,8 +222,13 @@ class Mapping:
                 sub_tiles={lay.name: seg.sub_tile(lay.name) for lay in layers},
                 weights={lay.name: seg.weight(lay.name) for lay in layers if lay.has_weights},
                 states={lay.name: seg.state(lay.name) for lay in layers if lay.stateful},
-                activations=acts, inputs=ins, halos=halos))
+                activations=acts, inputs=ins, halos=halos, nests=dict(seg.nests)))
         return Mapping(tuple(segs), self.name)
+
+    def without_nests(self) -> Mapping:
+        """A copy with no pinned nest (every step runs the objective's nest)."""
+        return Mapping(tuple(Segment(**{**{f: getattr(s, f) for f in s.__dataclass_fields__},
+                                        "nests": {}}) for s in self.segments), self.name)
 
     def to_dict(self) -> dict[str, Any]:
         """The mapping-file form ``{name, segments}`` (JSON-ready; see ``docs/formats.md``)."""
@@ -370,7 +410,62 @@ def segment_violations(network: Network, i: int, seg: Segment, k_unroll: int = 1
 # ---------------------------------------------------------------------------
 
 SEGMENT_FIELDS = {"layers", "time_batch", "tiles", "axis", "order", "sub_tiles", "weights",
-                  "states", "activations", "inputs", "halos"}
+                  "states", "activations", "inputs", "halos", "nests"}
+NEST_FIELDS = {"oy", "ox", "iy", "ix", "loops", "held"}
+
+
+def _count(v: Any, low: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= MAX_COUNT
+
+
+def _step_nest(v: Any, where: str, field_: str, issues: list[Issue]) -> StepNest | None:
+    """One pinned nest of a mapping file, or ``None`` with its problems added."""
+    if not isinstance(v, AbcMapping):
+        issues.append(Issue("must be a mapping {oy, ox, iy, ix, loops, held}", layer=where,
+                            field=field_))
+        return None
+    local = _unknown(v, NEST_FIELDS, where, prefix=f"{field_}.")
+    for key in ("oy", "ox", "iy", "ix"):
+        if not _count(v.get(key), 1):
+            local.append(Issue(f"must be an integer in 1..{MAX_COUNT}, got "
+                               f"{excerpt(v.get(key))}", layer=where, field=f"{field_}.{key}"))
+    raw = v.get("loops")
+    loops: list[tuple[str, int]] = []
+    if not isinstance(raw, list):
+        local.append(Issue("must be a list of loops 'DIM FACTOR', outermost first, e.g. "
+                           "['K 2', 'C 4']", layer=where, field=f"{field_}.loops"))
+    else:
+        for j, lp in enumerate(raw):
+            parts = lp.split() if isinstance(lp, str) else []
+            if len(parts) == 2 and parts[0] in NEST_DIMS and parts[1].isdigit() \
+                    and 1 <= int(parts[1]) <= MAX_COUNT:
+                loops.append((parts[0], int(parts[1])))
+            else:
+                local.append(Issue(f"must be 'DIM FACTOR' with DIM one of "
+                                   f"{', '.join(NEST_DIMS)} and FACTOR in 1..{MAX_COUNT}, "
+                                   f"got {excerpt(lp)}", layer=where,
+                                   field=f"{field_}.loops[{j}]"))
+    held_raw = v.get("held", {}) or {}
+    held: list[tuple[str, int]] = []
+    if not isinstance(held_raw, AbcMapping):
+        local.append(Issue("must be a mapping {W: n, I: n} of innermost loops held",
+                           layer=where, field=f"{field_}.held"))
+    else:
+        n = len(raw) if isinstance(raw, list) else MAX_COUNT
+        for op, cnt in held_raw.items():
+            if op not in NEST_OPERANDS:
+                local.append(Issue(f"must name an operand W or I, got {excerpt(op)}",
+                                   layer=where, field=f"{field_}.held"))
+            elif not (_count(cnt, 0) and cnt <= n):
+                local.append(Issue(f"must be an integer in 0..{n} (the loops listed), got "
+                                   f"{excerpt(cnt)}", layer=where,
+                                   field=f"{field_}.held.{op}"))
+            else:
+                held.append((op, cnt))
+    issues += local
+    if local:
+        return None
+    return StepNest(v["oy"], v["ox"], v["iy"], v["ix"], tuple(loops), tuple(sorted(held)))
 
 
 def _weight_choice(v: Any, where: str, key: str, issues: list[Issue]) -> WeightChoice | None:
@@ -428,6 +523,14 @@ def _segment(s: Any, where: str, issues: list[Issue]) -> Segment | None:
     def choice(enum: Any, key: str) -> Any:
         return lambda v, k: _enum(enum, v, where, f"{key}.{k}", local)
 
+    def nests(v: Any, k: str) -> tuple[StepNest, ...] | None:
+        if not isinstance(v, list):
+            local.append(Issue("must be a list of pinned nests", layer=where,
+                               field=f"nests.{k}"))
+            return None
+        got = [_step_nest(e, where, f"nests.{k}[{j}]", local) for j, e in enumerate(v)]
+        return None if any(g is None for g in got) else tuple(got)  # type: ignore[misc]
+
     tables = dict(
         sub_tiles=table("sub_tiles", sub),
         weights=table("weights", lambda v, k: _weight_choice(v, where, k, local)),
@@ -435,6 +538,7 @@ def _segment(s: Any, where: str, issues: list[Issue]) -> Segment | None:
         activations=table("activations", choice(Placement, "activations")),
         inputs=table("inputs", choice(Placement, "inputs")),
         halos=table("halos", choice(Halo, "halos")),
+        nests=table("nests", nests),
     )
     issues += local
     if local:
@@ -505,6 +609,14 @@ def mapping_to_dict(mapping: Mapping) -> dict[str, Any]:
             "inputs": {k: v.value for k, v in seg.inputs.items()},
             "halos": {k: v.value for k, v in seg.halos.items()},
         })
+        if seg.nests:
+            segs[-1]["nests"] = {layer: [_nest_to_dict(n) for n in ns]
+                                 for layer, ns in seg.nests.items()}
     out: dict[str, Any] = {"name": mapping.name} if mapping.name else {}
     out["segments"] = segs
     return {"mapping": out}
+
+
+def _nest_to_dict(n: StepNest) -> dict[str, Any]:
+    return {"oy": n.oy, "ox": n.ox, "iy": n.iy, "ix": n.ix,
+            "loops": [f"{d} {f}" for d, f in n.loops], "held": dict(n.held)}

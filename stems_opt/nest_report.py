@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from stems_opt.cost.energy import nest_hardware
+from stems_opt.cost.evaluation import fewest_cycles
 from stems_opt.cost.geometry import SegmentGeometry, weight_chunks
-from stems_opt.cost.loops import Nest, NestCost, layer_steps, nest_cost, optimal_nest
+from stems_opt.cost.loops import Nest, NestCost, layer_steps
+from stems_opt.cost.step_nests import step_key, step_nest
 from stems_opt.errors import Issue, StemsInputError
 from stems_opt.mapping import Mapping
 from stems_opt.problem import Problem
@@ -51,22 +53,26 @@ def show_loops(problem: Problem, mapping: Mapping, layer: str) -> tuple[str, dic
         return head + ": no weights, one access per use", {"layer": layer, "steps": []}
     geo = SegmentGeometry(net, seg)
     hw = nest_hardware(problem.hardware)
-    lines = [head]
+    pinned = seg.nests.get(layer, ())
+    fewest = fewest_cycles(problem)
+    which = "least-cycles" if fewest else "least-energy"
+    lines = [head + f"; steps run their {which} nest unless the mapping pins one"]
     steps = []
     for shape, count in sorted(layer_steps(lay, seg.axis, geo.bounds[layer],
                                            seg.sub_tile(layer), geo.tb,
                                            weight_chunks(seg, lay)).items(),
                                key=lambda kv: (kv[0].oy, kv[0].ox, kv[0].iy, kv[0].ix)):
-        nest, fj = optimal_nest(shape, hw)
-        cost = nest_cost(nest, shape, hw)
+        nest, cost = step_nest(shape, hw, pinned, fewest)
+        fj = cost.total_fj
         runs = count * geo.S
+        source = "pinned" if any(p.step == step_key(shape) for p in pinned) else which
         lines.append(f"  step oy {shape.oy} ox {shape.ox} (input {shape.iy} x {shape.ix}), "
                      f"Tb {shape.tb}, {shape.chunks} chunk(s): {runs} step(s), "
-                     f"{fj / 1000:,.1f} pJ each")
+                     f"{fj / 1000:,.1f} pJ each ({source} nest)")
         lines.extend(_nest_lines(nest, cost))
         steps.append({"oy": shape.oy, "ox": shape.ox, "iy": shape.iy, "ix": shape.ix,
                       "tb": shape.tb, "chunks": shape.chunks, "count": runs,
-                      "energy_pj": fj / 1000, "cycles": cost.cycles,
+                      "energy_pj": fj / 1000, "cycles": cost.cycles, "nest": source,
                       "loops": [[lp.dim, lp.factor] for lp in nest.loops],
                       "held": dict(nest.held),
                       "access_bits": {f"{lv}.{op}": list(rw)

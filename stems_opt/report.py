@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from stems_opt.cost.evaluation import Cost
+from stems_opt.cost.energy import nest_hardware
+from stems_opt.cost.evaluation import Cost, fewest_cycles
+from stems_opt.cost.step_nests import with_nests
 from stems_opt.cost.traffic import TENSOR_CLASSES, compulsory_traffic_bits
 from stems_opt.mapping import Mapping, Segment
 from stems_opt.problem import Problem
@@ -40,8 +42,20 @@ def result_to_dict(problem: Problem, result: Result) -> dict[str, Any]:
     doc: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "stems_opt_version": __version__,
                            "instance": problem.name}
     doc.update(result.to_dict())
+    if result.mapping is not None and problem.hardware.loop_nests:
+        doc["mapping"] = mapping_with_nests(problem, result.mapping).to_dict()
     doc["lower_bound_bits"] = compulsory_traffic_bits(problem.network)
     return doc
+
+
+def mapping_with_nests(problem: Problem, mapping: Mapping) -> Mapping:
+    """``mapping`` with the loop nest of every step written out (on hardware with
+    ``loop_nests``): what ``--out`` writes and ``--json`` prints, so that the
+    mapping scores the same under every objective."""
+    if not problem.hardware.loop_nests:
+        return mapping
+    return with_nests(problem.network, mapping, nest_hardware(problem.hardware),
+                      fewest_cycles(problem))
 
 
 def mapping_provenance(problem: Problem, result: Result) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -495,7 +496,8 @@ def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = 
           max_options_per_frame: int | None = MAX_OPTIONS_PER_FRAME,
           stop: Stop | None = None, lower_bound: float | None = None,
           mappings: Sequence[Mapping] = (),
-          on_incumbent: Callable[[float, float], None] | None = None) -> Result:
+          on_incumbent: Callable[[float, float], None] | None = None,
+          energy_seed: bool = True) -> Result:
     """Solve ``problem`` with ``solver`` (``cpsat``, ``highs`` or ``pyomo:NAME``).
 
     ``method`` is ``columns`` (:func:`solve_columns`, the default: segment
@@ -511,8 +513,18 @@ def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = 
     mapping found, with its bound and gap. ``lower_bound`` and ``mappings``
     (method ``columns`` only) are a proven bound and mappings known from
     elsewhere, ``on_incumbent`` a callback for each better mapping (see
-    :func:`solve_columns`).
+    :func:`solve_columns`). With ``energy_seed`` the latency objective (method
+    ``columns``) first solves for energy and seeds the latency search with the
+    energy optimum (:mod:`stems_opt.latency_seed`).
     """
+    if problem.objective is Objective.LATENCY and energy_seed and method == "columns":
+        from stems_opt.latency_seed import solve_latency
+
+        return solve_latency(problem, functools.partial(solve, energy_seed=False),
+                             _stop_for(stop, time_limit_s), mappings, solver=solver,
+                             threads=threads, seed=seed, warm_start=warm_start, method=method,
+                             max_frames=max_frames, max_options_per_frame=max_options_per_frame,
+                             lower_bound=lower_bound, on_incumbent=on_incumbent)
     if problem.objective is Objective.EDP and problem.weights is None:
         from stems_opt.edp import solve_edp
 

@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 """Version of the ``--json`` document and mapping-file schema: the major part changes
 when a key is removed or changes meaning, the minor part when keys are added."""
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from stems_opt.cost.cycles import has_ports
 from stems_opt.cost.geometry import SegmentGeometry
 from stems_opt.cost.loops import GB, NestHardware, layer_nest_energy
+from stems_opt.cost.step_nests import layer_energy_fj
 from stems_opt.cost.traffic import TENSOR_CLASSES, TrafficBreakdown
 from stems_opt.hardware import Hardware
 from stems_opt.network import Layer, LayerKind
@@ -76,7 +78,8 @@ def nest_hardware(hw: Hardware) -> NestHardware:
 
 
 def layer_operand_energy_fj(geo: SegmentGeometry, layer: Layer, m: int, hw: Hardware,
-                            chunks: int = 1) -> dict[tuple[str, str], int]:
+                            chunks: int = 1, fewest_cycles: bool = False
+                            ) -> dict[tuple[str, str], int]:
     """Energy (integer fJ) of ``layer``'s operand accesses below DRAM, per
     ``(level, operand)``: GB reads and writes and the inner levels.
 
@@ -84,9 +87,14 @@ def layer_operand_energy_fj(geo: SegmentGeometry, layer: Layer, m: int, hw: Hard
     optimal loop nest (:mod:`stems_opt.cost.loops`) on hardware with
     ``loop_nests``, ``chunks`` being the weight chunks of a streamed layer;
     otherwise each operand is accessed once per use (:func:`layer_gb_access_bits`).
+    A step whose nest the segment pins runs that one; ``fewest_cycles``: the
+    other steps run their least-cycles nests (:mod:`stems_opt.cost.step_nests`).
     """
     nh = nest_hardware(hw)
     if layer.has_weights and hw.loop_nests:
+        pinned = geo.seg.nests.get(layer.name, ())
+        if pinned or (fewest_cycles and has_ports(nh)):
+            return layer_energy_fj(layer, geo, m, nh, chunks, pinned, fewest_cycles)
         return dict(layer_nest_energy(layer, geo.seg.axis, geo.bounds[layer.name], m, geo.tb,
                                       geo.S, nh, chunks))
     return {(GB, op): r * nh.gb_read_fj_per_bit + w * nh.gb_write_fj_per_bit

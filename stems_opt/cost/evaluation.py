@@ -31,7 +31,7 @@ from stems_opt.cost.traffic import (
     traffic_breakdown,
 )
 from stems_opt.mapping import Mapping
-from stems_opt.problem import Problem
+from stems_opt.problem import Objective, Problem
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,12 @@ class Cost:
         }
 
 
+def fewest_cycles(problem: Problem) -> bool:
+    """Whether steps the mapping does not pin run their least-cycles nests: under
+    the latency objective (``docs/model.md`` 7); else their least-energy ones."""
+    return problem.objective is Objective.LATENCY and problem.weights is None
+
+
 def evaluate(problem: Problem, mapping: Mapping) -> Cost:
     """Score ``mapping``: traffic, per-segment peak occupancy, energy, latency.
 
@@ -138,6 +144,7 @@ def evaluate(problem: Problem, mapping: Mapping) -> Cost:
     capacity is reported, not enforced: see :attr:`Cost.feasible`.
     """
     net, hw = problem.network, problem.hardware
+    fewest = fewest_cycles(problem)
     rates = EnergyRates.of(hw)
     contexts = mapping_contexts(net, mapping)
     seg_costs = []
@@ -156,7 +163,7 @@ def evaluate(problem: Problem, mapping: Mapping) -> Cost:
         seg_fj: dict[tuple[str, str], int] = {}
         for lay in geo.layers:
             got = layer_operand_energy_fj(geo, lay, seg.sub_tile(lay.name), hw,
-                                          weight_chunks(seg, lay))
+                                          weight_chunks(seg, lay), fewest)
             for key, fj in got.items():
                 seg_fj[key] = seg_fj.get(key, 0) + fj
                 operand_fj[key] = operand_fj.get(key, 0) + fj
@@ -170,7 +177,8 @@ def evaluate(problem: Problem, mapping: Mapping) -> Cost:
             persistent_gb_bits=persistent, peak_tile=tile, peak_layer=seg.layers[pos],
             energy_pj={"dram": dram_fj / 1000, "global_buffer": (gb_fj + fill_fj) / 1000,
                        "inner_levels": inner_fj / 1000},
-            latency_cycles=sum(segment_latency(geo, ctx.written, hw, nest_hardware(hw)).values()),
+            latency_cycles=sum(segment_latency(geo, ctx.written, hw, nest_hardware(hw),
+                                               fewest).values()),
             terms=tuple(terms)))
         all_terms.extend(terms)
     traffic = traffic_breakdown(all_terms)

@@ -29,9 +29,10 @@ from functools import lru_cache
 import numpy as np
 
 from stems_opt.cost.geometry import SegmentGeometry
-from stems_opt.cost.loops import NestHardware, nest_cost, optimal_nest, step_shape
+from stems_opt.cost.loops import NestHardware, step_shape
+from stems_opt.cost.step_nests import step_nest
 from stems_opt.hardware import Hardware
-from stems_opt.mapping import Halo, Placement, Segment, StateMode, WeightChoice
+from stems_opt.mapping import Halo, Placement, Segment, StateMode, StepNest, WeightChoice
 from stems_opt.network import Axis, Layer, LayerKind, Network, StatePersistence
 
 Steps = tuple[tuple[int, int, int], ...]
@@ -121,12 +122,14 @@ def _bounds_arrays(steps: Steps) -> tuple[np.ndarray, np.ndarray]:
 
 @lru_cache(maxsize=1 << 14)
 def core_cycles(layer: Layer, network: Network, axis: Axis, steps: Steps, tb: int,
-                nh: NestHardware, pe_count: int, loop_nests: bool, chunks: int = 1
-                ) -> np.ndarray:
+                nh: NestHardware, pe_count: int, loop_nests: bool, chunks: int = 1,
+                fewest_cycles: bool = False, pinned: tuple[StepNest, ...] = ()) -> np.ndarray:
     """On-chip cycles of every step: compute, and the GB and inner ports.
 
-    Conv and linear layers on hardware with ``loop_nests`` take their
-    optimal nest's cycles; otherwise compute is the array's temporal
+    Conv and linear layers on hardware with ``loop_nests`` take the cycles
+    of the nest each step runs (``pinned`` for its step, else the
+    least-cycles nest with ``fewest_cycles``, else the least-energy one:
+    :func:`stems_opt.cost.step_nests.step_nest`); otherwise compute is the array's temporal
     iterations (``ceil(operations / PEs)`` for pools and adds, none for a
     flatten) and the GB port moves the one-access-per-use bits.
     """
@@ -136,8 +139,7 @@ def core_cycles(layer: Layer, network: Network, axis: Axis, steps: Steps, tb: in
         out = np.zeros(len(steps), dtype=np.int64)
         for i, (_, a, z) in enumerate(steps):
             shape = step_shape(layer, axis, a, z, tb, chunks)
-            nest, _ = optimal_nest(shape, nh)
-            out[i] = nest_cost(nest, shape, nh).cycles
+            out[i] = step_nest(shape, nh, pinned, fewest_cycles)[1].cycles
     elif layer.has_weights:
         # Only the rows along the axis differ between steps: ceil(rows / u) x the rest.
         u_rows = nh.unrolling[2] if axis is Axis.OY else nh.unrolling[3]
@@ -192,10 +194,15 @@ class LayerLatency:
         The frame's :class:`~stems_opt.cost.geometry.SegmentGeometry`.
     layer, hw, nh
         The layer, the accelerator and its loop-nest view.
+    fewest_cycles
+        Steps the segment does not pin run their least-cycles nests (the
+        latency objective's), else their least-energy ones.
     """
 
-    def __init__(self, geo: SegmentGeometry, layer: Layer, hw: Hardware, nh: NestHardware):
+    def __init__(self, geo: SegmentGeometry, layer: Layer, hw: Hardware, nh: NestHardware,
+                 fewest_cycles: bool = False):
         self.geo, self.layer, self.hw, self.nh = geo, layer, hw, nh
+        self.nests = (fewest_cycles, geo.seg.nests.get(layer.name, ()))
         self.axis = geo.seg.axis
         self.bounds = geo.bounds[layer.name]
         self.classes = batch_classes(geo.S)
@@ -247,7 +254,7 @@ class LayerLatency:
                 "chunks" if wc.chunks > 1 else "tile"
             chunks = 1 if wc is None or wc.resident else wc.chunks
             core = core_cycles(lay, self.geo.network, self.axis, steps, self.geo.tb, self.nh,
-                               self.hw.array.pe_count, self.hw.loop_nests, chunks)
+                               self.hw.array.pe_count, self.hw.loop_nests, chunks, *self.nests)
             every = np.stack([self.every(m, w, r, wkind) for w, r in pairs])
             for sm in states:
                 vrows = rows * lay.state_row_bits(self.axis) if sm is not None else None
@@ -272,7 +279,7 @@ class LayerLatency:
             return 0
         chunks = 1 if weight is None or weight.resident else weight.chunks
         core = core_cycles(self.layer, self.geo.network, self.axis, steps, self.geo.tb, self.nh,
-                           self.hw.array.pe_count, self.hw.loop_nests, chunks)
+                           self.hw.array.pe_count, self.hw.loop_nests, chunks, *self.nests)
         return sum(count * int(np.maximum(core, dram_cycles(bits, self.bw)).sum())
                    for count, bits in self.dram_bits(m, weight, state, written, reads))
 
@@ -391,12 +398,12 @@ def dram_reads(seg: Segment, inside: set[str], layer: Layer) -> tuple[tuple[str,
 
 
 def segment_latency(geo: SegmentGeometry, written: frozenset[str], hw: Hardware,
-                    nh: NestHardware) -> dict[str, int]:
+                    nh: NestHardware, fewest_cycles: bool = False) -> dict[str, int]:
     """Cycles of every layer of the segment of ``geo`` (a
     ``SegmentGeometry``); ``written`` names the tensors it
-    writes to DRAM."""
+    writes to DRAM; ``fewest_cycles`` as :class:`LayerLatency`."""
     seg = geo.seg
-    return {lay.name: LayerLatency(geo, lay, hw, nh).cycles(
+    return {lay.name: LayerLatency(geo, lay, hw, nh, fewest_cycles).cycles(
         seg.sub_tile(lay.name), seg.weight(lay.name) if lay.has_weights else None,
         seg.state(lay.name) if lay.stateful else None, lay.name in written,
         dram_reads(seg, geo.inside, lay)) for lay in geo.layers}

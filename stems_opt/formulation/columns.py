@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from stems_opt.cost.evaluation import fewest_cycles
 from stems_opt.cost.geometry import SegmentGeometry
 from stems_opt.cost.traffic import SegmentContext, mapping_contexts
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
@@ -254,7 +255,7 @@ class ColumnSolver:
                       a * rates.gb_read_fj_per_bit, a * rates.gb_write_fj_per_bit) if energy \
             else (int(traffic), int(traffic), 0, 0)
         self.unit_rates = Rates(*self.rates, hardware=problem.hardware, operand_weight=max(a, 1),
-                                latency=b)
+                                latency=b, fewest_cycles=fewest_cycles(problem))
         L = len(self.net.layers)
         self.max_len = min(L, problem.max_segment_layers or L)
         self._layer_parts = self._cheap_layer_parts()

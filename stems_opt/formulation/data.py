@@ -352,7 +352,8 @@ class _FrameBuilder:
         lat = self.latency.get(layer.name)
         if lat is None:
             lat = self.latency[layer.name] = LayerLatency(
-                self.geo, layer, self.c.hardware, nest_hardware(self.c.hardware))
+                self.geo, layer, self.c.hardware, nest_hardware(self.c.hardware),
+                fewest_cycles=self.c.objective is Objective.LATENCY)
         return lat
 
     def option_cost(self, layer: Layer, m: int, wc: WeightChoice | None,

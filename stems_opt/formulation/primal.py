@@ -41,7 +41,8 @@ class Rates:
     """Model units per bit: DRAM read and write, GB operand read and write; the
     hardware whose operand energy (:func:`layer_operand_energy_fj`) counts;
     model units per fJ of operand energy (``operand_weight``) and per cycle of
-    latency (``latency``, :mod:`stems_opt.cost.latency`)."""
+    latency (``latency``, :mod:`stems_opt.cost.latency`); ``fewest_cycles``:
+    steps run their least-cycles nests (the latency objective's)."""
 
     read: int = 1
     write: int = 1
@@ -50,6 +51,7 @@ class Rates:
     hardware: Hardware | None = None
     operand_weight: int = 1
     latency: int = 0
+    fewest_cycles: bool = False
 
     def operand_fj(self, geo: SegmentGeometry, layer: object, m: int, chunks: int) -> int:
         """Operand energy below DRAM of ``layer`` in model units (0 without energy)."""
@@ -65,7 +67,8 @@ class Rates:
         the layer's :class:`LayerLatency` in ``geo`` if the caller keeps one."""
         if not self.latency or self.hardware is None:
             return 0
-        lat = lat or LayerLatency(geo, layer, self.hardware, nest_hardware(self.hardware))
+        lat = lat or LayerLatency(geo, layer, self.hardware, nest_hardware(self.hardware),
+                                  self.fewest_cycles)
         return self.latency * lat.cycles(m, weight, state, written, reads)
 
     @property
@@ -148,7 +151,8 @@ class _State:
                 lat = self.latency.get(lay.name)
                 if lat is None and self.rates.hardware is not None:
                     lat = self.latency[lay.name] = LayerLatency(
-                        self.geo, lay, self.rates.hardware, nest_hardware(self.rates.hardware))
+                        self.geo, lay, self.rates.hardware, nest_hardware(self.rates.hardware),
+                        self.rates.fewest_cycles)
                 value += self.rates.latency_units(lat, self.geo, lay, m, weight, state,
                                                   written, reads)
             local = np.zeros((self.geo.n, len(self.layers)), dtype=np.int64)
