@@ -17,7 +17,6 @@ import random
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,10 +28,8 @@ from stems_opt.feasibility import check
 from stems_opt.formulation.backend import SolveOptions
 from stems_opt.formulation.bounds import (
     all_tile_bounds,
-    disjoint_rows_excess,
     frames_excess_bounds,
     interval_excess_bounds,
-    knapsack_excess,
     tile_bounds_array,
 )
 from stems_opt.formulation.columns import ColumnSolver
@@ -73,8 +70,7 @@ def check_bounds(p: Problem) -> int:
     floor (``1 + ceil(fresh / finest)``); an item forced when its hold
     exceeds 70 % of the row's budget (``knapsack_excess``); one more sub-tile
     for weights chunked at their own row (``e_own`` with ``fewest + 1``:
-    ``conv_pool_T2_chunks`` fails); every pair of rows taken as sharing no
-    decision in ``disjoint_rows_excess`` (``c = pos``: ``chain_T4`` fails).
+    ``conv_pool_T2_chunks`` fails).
     """
     cs = solver_for(p)
     compared = 0
@@ -322,32 +318,3 @@ def test_interval_bounds_random(data: st.DataObject) -> None:
     p, _, _ = random_case(data)
     check_interval_bounds(p)
 
-
-def test_disjoint_rows_add_up_hand_computed() -> None:
-    """Rows no decision spans add their knapsacks; a decision spanning them
-    (an item holding on every row, or two items of one group) stops that.
-
-    One frame of three rows, 5 bits of budget each. Row 0 holds items 0 (4
-    bits, excess 8) and 1 (3 bits, excess 9): 2 bits to free, cheapest per bit
-    item 0, 2 * 8 / 4 = 4. Row 2 holds items 2 (4 bits, excess 4) and 3 (3
-    bits, excess 30): 2 bits of item 2, 2. Worst row 4; disjoint rows 4 + 2 = 6.
-    With item 4 (1 bit on every row, excess 100): row 0 frees item 0's 3 bits,
-    6; row 2 3 bits of item 2, 3; rows 0 and 2 share item 4, so 6, not 9.
-    Items 0 and 2 in one group: one decision on both rows, 4.
-
-    Mutation: taking every pair of rows as disjoint (``c = pos`` in
-    ``disjoint_rows_excess``) gives 9 with item 4 and 6 with the group, and
-    this test fails; counting the forced excess on every row gives 26.
-    """
-    E = np.array([[8.0] * 3, [9.0] * 3, [4.0] * 3, [30.0] * 3])
-    H = np.array([[4.0, 0, 0], [3, 0, 0], [0, 0, 4], [0, 0, 3]])
-    budget = np.full(3, 5.0)
-    none = np.zeros((1, 3))
-    assert knapsack_excess(E, H, budget, 3)[0].max() == 4
-    assert disjoint_rows_excess(E, H, budget, none, np.arange(4), 3).tolist() == [6]
-    E2, H2 = np.vstack([E, [[100.0] * 3]]), np.vstack([H, [[1.0, 1, 1]]])
-    assert disjoint_rows_excess(E2, H2, budget, none, np.arange(5), 3).tolist() == [6]
-    assert disjoint_rows_excess(E, H, budget, none, np.array([0, 1, 0, 3]), 3).tolist() == [4]
-    # Forced excess (here 10 on rows 0 and 2) counts once: 6 + 10.
-    fixed = np.array([[10.0, 0.0, 10.0]])
-    assert disjoint_rows_excess(E, H, budget, fixed, np.arange(4), 3).tolist() == [16]

@@ -52,11 +52,6 @@ terms, so the result is a valid bound. Three refinements keep it valid:
   streamed whole, both hold :math:`|W|` there) or chunked, read
   :math:`R m` times with :math:`m` as above even where whole weights fit.
 
-The frame's bound is the worst row, or more where rows share no decision:
-rows :math:`r_1 < r_2 < \dots` such that no item with an excess holds bits
-on two of them (an item spans the rows from the first to the last it holds
-on; the weights' two items are one decision) free disjoint items, so their
-knapsacks add (:func:`disjoint_rows_excess`).
 """
 
 from __future__ import annotations
@@ -186,59 +181,6 @@ class _Knapsack:
         if over.size:
             extra[over] = _knapsack_rows(e[:, over], h[:, over], need[over])
         return _Knapsack(e, h, forced, base, extra, slack)
-
-
-def disjoint_rows_excess(excess: np.ndarray, hold: np.ndarray, budget: np.ndarray,
-                         fixed: np.ndarray, group: np.ndarray, frame_rows: int) -> np.ndarray:
-    """Per frame, a bound that adds the knapsacks of rows no decision spans.
-
-    :func:`knapsack_excess` bounds each row alone and the frame takes the
-    worst row. Rows ``r_1 < r_2 < ...`` such that no decision (items of the
-    same ``group`` are one decision) with a positive excess holds bits on two
-    of them free disjoint sets of decisions, so their knapsacks (without the
-    forced items) add up; the forced items' excess counts once, at its
-    largest row. A decision is taken to span every row from the first to
-    the last it holds on (a superset: the selection is only more
-    restricted). The best such selection is a longest path over the rows.
-
-    ``excess``, ``hold`` and ``budget`` are as in :func:`knapsack_excess`
-    (rows frame-major, ``frame_rows`` per frame); ``fixed`` (frames, rows)
-    is excess already forced outside the items; ``group[i]`` is the item
-    whose decision item ``i`` is part of (``i`` itself, or an earlier item).
-    Returns the bound per frame (``inf`` where some row cannot fit its own
-    transients).
-    """
-    parts = _Knapsack.of(excess, hold, budget, frame_rows)
-    return _disjoint(parts, np.asarray(budget), fixed, group, frame_rows)
-
-
-def _disjoint(parts: _Knapsack, budget: np.ndarray, fixed: np.ndarray, group: np.ndarray,
-              L: int) -> np.ndarray:
-    """:func:`disjoint_rows_excess` from the knapsacks' parts."""
-    k, rows = parts.h.shape
-    F = rows // L
-    base = parts.base.reshape(F, L) + fixed
-    v = np.where(budget < 0, np.inf, parts.extra).reshape(F, L)
-    # Rows each decision holds on with a positive excess, per frame.
-    span = ((parts.h > 0) & (parts.e > 0)).reshape(k, F, L)
-    for i, g in enumerate(group.tolist()):
-        if g != i:
-            span[g] |= span[i]
-            span[i] = False
-    pos = np.arange(L)
-    held = span.any(axis=2)
-    lo = np.where(held, np.argmax(span, axis=2), L)  # (D, F) first row held
-    hi = np.where(held, L - 1 - np.argmax(span[:, :, ::-1], axis=2), -1)
-    covers = (lo[:, :, None] <= pos) & (pos <= hi[:, :, None])  # (D, F, L) its hull
-    # Rows before c(r) share no decision with row r.
-    c = np.minimum(pos[None, :], np.where(covers, lo[:, :, None], L).min(axis=0))
-    best = np.zeros((F, L))
-    top = np.zeros((F, L + 1))  # top[:, q + 1]: the best selection ending at or before q
-    rows_f = np.arange(F)
-    for r in range(L):
-        best[:, r] = v[:, r] + top[rows_f, c[:, r]]
-        top[:, r + 1] = np.maximum(top[:, r], best[:, r])
-    return top[:, L] + base.max(axis=1)
 
 
 def _knapsack_rows(e: np.ndarray, h: np.ndarray, need: np.ndarray) -> np.ndarray:
@@ -581,12 +523,6 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     # A row whose own transients overflow the budget: the frame cannot fit.
     per_row = np.where(row_budget < 0, np.inf, per_row).reshape(F, L)
     best = per_row.max(axis=1)
-    if L > 1:
-        # Rows no decision spans add up (the weights' two items are one decision).
-        group = np.arange(len(excess))
-        for k, _, _ in weight_items:
-            group[k + 1] = k
-        best = np.maximum(best, _disjoint(parts, row_budget, fixed, group, L))
     best = np.where(dead, np.inf, best)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)
