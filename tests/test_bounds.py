@@ -68,7 +68,9 @@ def check_bounds(p: Problem) -> int:
     counted twice beside a weight chunk (``2 * in_row * tbs`` in
     ``_weight_steps``); one more row in a DRAM input's sub-tile in the row
     floor (``1 + ceil(fresh / finest)``); an item forced when its hold
-    exceeds 70 % of the row's budget (``knapsack_excess``).
+    exceeds 70 % of the row's budget (``knapsack_excess``); one more sub-tile
+    for weights chunked at their own row (``e_own`` with ``fewest + 1``:
+    ``conv_pool_T2_chunks`` fails).
     """
     cs = solver_for(p)
     compared = 0
@@ -315,3 +317,4 @@ def test_interval_bounds_random(data: st.DataObject) -> None:
 
     p, _, _ = random_case(data)
     check_interval_bounds(p)
+

@@ -47,7 +47,11 @@ terms, so the result is a valid bound. Three refinements keep it valid:
 * weights that cannot be held whole (resident or streamed whole) beside
   the layer's finest sub-tiles must be chunked, and chunked weights are
   read once per sub-tile: their excess is :math:`(R m - 1) |W|` with
-  :math:`m` the fewest sub-tiles whose buffers fit beside a chunk.
+  :math:`m` the fewest sub-tiles whose buffers fit beside a chunk;
+* at the layer's own row its weights are a separate item: whole (resident or
+  streamed whole, both hold :math:`|W|` there) or chunked, read
+  :math:`R m` times with :math:`m` as above even where whole weights fit.
+
 """
 
 from __future__ import annotations
@@ -135,30 +139,48 @@ def knapsack_excess(excess: np.ndarray, hold: np.ndarray, budget: int | np.ndarr
     """Per row, the fractional knapsack of the module, and the row's slack.
 
     ``excess`` and ``hold`` have shape ``(items, rows)`` (an item's excess may
-    differ between rows of different frames); ``budget`` is a number or one
-    per row. With ``frame_rows``, the rows come in blocks of that many per
-    frame, and an item whose cheap side overflows one row of its frame takes
-    its expensive side on every row of that frame (it is one decision).
-    Returns, per row, the least excess (float, before rounding) and the
-    budget less what the row holds with every cheap side that saves something.
+    differ between rows); ``budget`` is a number or one per row. With
+    ``frame_rows``, the rows come in blocks of that many per frame, and an
+    item whose cheap side overflows one row of its frame takes its expensive
+    side on every row of that frame (it is one decision). Returns, per row,
+    the least excess (float, before rounding) and the budget less what the
+    row holds with every cheap side that saves something.
     """
-    hold = hold.astype(np.float64)
-    e = excess.astype(np.float64)
-    # Items whose expensive side costs nothing need not hold their cheap side.
-    slack = budget - np.where(e > 0, hold, 0.0).sum(axis=0)
-    forced = hold > budget
-    if frame_rows is not None and forced.size:
-        k, rows = forced.shape
-        forced = np.repeat(forced.reshape(k, rows // frame_rows, frame_rows).any(axis=2),
-                           frame_rows, axis=1)
-    base = (e * forced).sum(axis=0)
-    h = np.where(forced, 0.0, hold)
-    need = h.sum(axis=0) - budget  # capacity still to free per row
-    extra = np.zeros(need.shape)
-    over = np.flatnonzero(need > 0)  # only rows that overflow need the knapsack
-    if over.size:
-        extra[over] = _knapsack_rows(e[:, over], h[:, over], need[over])
-    return base + extra, slack
+    parts = _Knapsack.of(excess, hold, budget, frame_rows)
+    return parts.base + parts.extra, parts.slack
+
+
+@dataclass(frozen=True)
+class _Knapsack:
+    """The per-row knapsacks of :func:`knapsack_excess`, in parts."""
+
+    e: np.ndarray  # (items, rows) excess
+    h: np.ndarray  # (items, rows) holds of the items not forced (0 where forced)
+    forced: np.ndarray  # (items, rows) the item takes its expensive side
+    base: np.ndarray  # (rows,) excess of the forced items
+    extra: np.ndarray  # (rows,) the fractional knapsack over the others
+    slack: np.ndarray  # (rows,)
+
+    @staticmethod
+    def of(excess: np.ndarray, hold: np.ndarray, budget: int | np.ndarray,
+           frame_rows: int | None) -> _Knapsack:
+        hold = hold.astype(np.float64)
+        e = excess.astype(np.float64)
+        # Items whose expensive side costs nothing need not hold their cheap side.
+        slack = budget - np.where(e > 0, hold, 0.0).sum(axis=0)
+        forced = hold > budget
+        if frame_rows is not None and forced.size:
+            k, rows = forced.shape
+            forced = np.repeat(forced.reshape(k, rows // frame_rows, frame_rows).any(axis=2),
+                               frame_rows, axis=1)
+        base = (e * forced).sum(axis=0)
+        h = np.where(forced, 0.0, hold)
+        need = h.sum(axis=0) - budget  # capacity still to free per row
+        extra = np.zeros(need.shape)
+        over = np.flatnonzero(need > 0)  # only rows that overflow need the knapsack
+        if over.size:
+            extra[over] = _knapsack_rows(e[:, over], h[:, over], need[over])
+        return _Knapsack(e, h, forced, base, extra, slack)
 
 
 def _knapsack_rows(e: np.ndarray, h: np.ndarray, need: np.ndarray) -> np.ndarray:
@@ -400,6 +422,8 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     holds: list[np.ndarray] = []  # per item, (F, L)
     kept: dict[str, list[np.ndarray]] = {}  # tensor -> [excess, hold]
     dead = np.zeros(F, dtype=bool)  # frames where some layer fits in no choice
+    slack_fix = np.zeros((F, L))
+    weight_items: list[tuple[int, int, np.ndarray]] = []  # (item, position, excess)
     for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
         name = lay.name
         is_whole, is_written = name in whole, name in written
@@ -416,13 +440,34 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
             chunk = w // max_chunks(lay.k, k_unroll)
             own[0, :, i] = np.where(shown[:, i], chunk, 0)
             batches, which = np.unique(tb, return_inverse=True)
-            steps = _weight_steps(tab, i, chunk, w, budget, v_row if lay.stateful else 0,
-                                  out_row_own, in_row, tuple(batches.tolist()))[which, idx]
+            steps, fewest = _weight_steps(tab, i, chunk, w, budget,
+                                          v_row if lay.stateful else 0, out_row_own, in_row,
+                                          tuple(batches.tolist()))
+            steps, fewest = steps[which, idx], fewest[which, idx]
             dead |= steps == 0
+            runs = S * active[:, i]
+            # Two items, one per kind of row. On the other rows: resident (holds
+            # ``w``) or not (read at least ``runs * steps`` times).
+            e_res = ((runs * np.maximum(steps, 1) - 1) * w * read_rate).astype(np.float64)
+            e = np.repeat(e_res[:, None], L, axis=1)
+            e[:, i] = 0.0
             hold = np.full((F, L), float(w))
-            hold[:, i] = np.maximum(0, w - own[0, :, i])
-            excess.append((S * active[:, i] * np.maximum(steps, 1) - 1) * w * read_rate)
+            hold[:, i] = 0.0
+            weight_items.append((len(excess), i, e_res))
+            excess.append(e)
             holds.append(hold)
+            # At its own row: whole (resident or streamed whole, both hold ``w``) or
+            # chunked, read once per sub-tile, at least ``fewest`` sub-tiles per tile.
+            e_own = ((runs * np.maximum(fewest, 1) - 1) * w * read_rate).astype(np.float64)
+            e = np.zeros((F, L))
+            e[:, i] = e_own
+            hold = np.zeros((F, L))
+            hold[:, i] = np.maximum(0, w - own[0, :, i])
+            excess.append(e)
+            holds.append(hold)
+            # (The frame's slack counts the weights at their own row as before.)
+            slack_fix[:, i] += np.where(e_own > 0, hold[:, i], 0) - np.where(
+                e_res > 0, hold[:, i], 0)
         if lay.stateful and (S > 1).any():
             keep = np.where(outer, np.minimum(v, rmax[:, i] * v_row), v)
             keep = np.where(S > 1, keep, 0)
@@ -457,13 +502,28 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
         holds.append(np.repeat(h[:, None], L, axis=1))
     if not excess:  # nothing to free: a zero item
         excess, holds = [np.zeros(F)], [np.zeros((F, L))]
-    E = np.repeat(np.stack(excess), L, axis=1)  # (items, F * L), frame-major rows
-    H = np.stack(holds).reshape(len(holds), F * L)
+    # (items, F * L), frame-major rows; an item's excess is per frame or per row.
     row_budget = budget - own.sum(axis=0).reshape(F * L)
-    per_row, slack = knapsack_excess(E, H, row_budget, L)
+    fixed = np.zeros((F, L))
+    for k, i, e_res in weight_items:
+        # Weights that cannot be whole at their own row are chunked, so not resident:
+        # the resident item takes its expensive side on every other row.
+        chunked = holds[k + 1][:, i] > row_budget.reshape(F, L)[:, i]
+        if chunked.any():
+            fixed[chunked] += excess[k][chunked]
+            slack_fix[chunked] -= np.where(e_res[chunked, None] > 0, holds[k][chunked], 0.0)
+            excess[k] = np.where(chunked[:, None], 0.0, excess[k])
+            holds[k] = np.where(chunked[:, None], 0.0, holds[k])
+    E = np.stack([np.repeat(np.asarray(e, dtype=np.float64)[:, None], L, axis=1)
+                  if np.ndim(e) == 1 else e for e in excess]).reshape(len(excess), F * L)
+    H = np.stack(holds).reshape(len(holds), F * L)
+    parts = _Knapsack.of(E, H, row_budget, L)
+    per_row, slack = parts.base + parts.extra + fixed.reshape(F * L), parts.slack
+    slack = slack + slack_fix.reshape(F * L)
     # A row whose own transients overflow the budget: the frame cannot fit.
     per_row = np.where(row_budget < 0, np.inf, per_row).reshape(F, L)
-    best = np.where(dead, np.inf, per_row.max(axis=1))
+    best = per_row.max(axis=1)
+    best = np.where(dead, np.inf, best)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)
     bound = np.where(finite, np.maximum(0, np.ceil(np.where(finite, best, 0) * (1 - 1e-9)
@@ -561,10 +621,12 @@ def _interval_table(network: Network, first: int, last: int, axis: Axis) -> _Tab
 
 
 def _weight_steps(tab: _Table, i: int, chunk: int, w: int, budget: int, state_row: int,
-                  out_row: int, in_row: int, batches: tuple[int, ...]) -> np.ndarray:
+                  out_row: int, in_row: int, batches: tuple[int, ...]
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Per time batch of ``batches`` and tile count (index ``n - 1``), the
     fewest sub-tiles per tile the weights of the layer at position ``i`` are
-    read in; 0 when the layer fits in no choice. Memoised on the table.
+    read in, and the fewest sub-tiles per tile if they are chunked; 0 when
+    the layer fits in no choice. Memoised on the table.
 
     Resident or streamed whole, the weights hold ``w`` bits next to the
     layer's own sub-tile buffers: per row of its output tile its state
@@ -575,7 +637,8 @@ def _weight_steps(tab: _Table, i: int, chunk: int, w: int, budget: int, state_ro
     the finest, one row each). When that overflows ``budget`` even at the
     finest split, the weights must be streamed in chunks (at least ``chunk``
     bits), and chunked weights are read once per sub-tile: ``m`` is at least
-    the fewest sub-tiles that fit beside a chunk.
+    the fewest sub-tiles that fit beside a chunk (the second array, whether
+    or not the weights could be held whole).
     """
     key = (i, chunk, w, budget, state_row, out_row, in_row, batches)
     got = tab.memo.get(key)
@@ -591,20 +654,19 @@ def _weight_steps(tab: _Table, i: int, chunk: int, w: int, budget: int, state_ro
         return np.maximum(-(-at[:, 0] // m) * row_bits + -(-at[:, 1] // m) * input_bits,
                           -(-at[:, 2] // m) * row_bits + -(-at[:, 3] // m) * input_bits)
 
-    steps = np.ones(finest.shape, dtype=np.int64)
     fine = need(finest)
     tight = w + fine > budget
-    if tight.any():
-        # The buffers shrink as m grows: bisect for the fewest m that fits beside a chunk.
-        lo, hi = np.ones_like(finest), finest.copy()
-        while (lo < hi).any():
-            mid = (lo + hi) // 2
-            ok = chunk + need(mid) <= budget
-            hi = np.where(ok & (lo < hi), mid, hi)
-            lo = np.where(~ok & (lo < hi), mid + 1, lo)
-        steps = np.where(tight, np.where(chunk + fine <= budget, lo, 0), steps)
-    tab.memo[key] = steps
-    return steps
+    # The buffers shrink as m grows: bisect for the fewest m that fits beside a chunk.
+    lo, hi = np.ones_like(finest), finest.copy()
+    while (lo < hi).any():
+        mid = (lo + hi) // 2
+        ok = chunk + need(mid) <= budget
+        hi = np.where(ok & (lo < hi), mid, hi)
+        lo = np.where(~ok & (lo < hi), mid + 1, lo)
+    chunked = np.where(chunk + fine <= budget, lo, 0)
+    steps = np.where(tight, chunked, 1)
+    tab.memo[key] = steps, chunked
+    return steps, chunked
 
 
 @lru_cache(maxsize=4096)

@@ -101,6 +101,10 @@ DIVE_ASK_S = 1.0
 DIVE_CAP_S = 30.0
 """Without a time limit, the dive stops after ``DIVE_SHARE`` of this."""
 LOCAL_LIMIT_S = 2.0
+TIE_BATCH = 400
+"""Columns on paths tied with the master's tightened together (:meth:`ColumnSolver.master_ties`)."""
+TIE_S = 3.0
+"""Seconds the tied columns of one round may take (the rest wait for the next round)."""
 COLUMN_BUDGET = 100_000
 """Columns built up front at most: intervals are opened by length, shortest first, while
 their columns fit; longer intervals are opened when the proof needs them."""
@@ -1159,6 +1163,54 @@ class ColumnSolver:
         self.stats["master_solves"] += 1
         return sorted(chosen, key=lambda c: c.first), value, value, True
 
+    def master_ties(self, limit: int) -> list[Column]:
+        """Up to ``limit`` columns not yet tightened that lie on some optimal path of
+        the last bound master (:meth:`master_path`; its labels, read backwards).
+
+        Tightening all of them at once, not only the one path returned, saves a
+        master pass per column where many paths tie (deep networks at the
+        compulsory traffic). Empty when the labels are not complete.
+        """
+        best = self._table.get("bound")
+        L = len(self.net.layers)
+        if best is None or () not in best[L]:
+            return []
+        cache, groups, lc = self._prices["bound"], self._groups or {}, self.last_consumer
+        target = best[L][()][0]
+        suf: list[dict] = [{} for _ in range(L + 1)]
+        suf[L][()] = 0.0
+        found: dict[int, Column] = {}
+        for k in range(L - 1, -1, -1):
+            for state, (cost, _, _) in best[k].items():
+                group = groups.get((k, tuple((X, w) for X, w, _ in state)), ())
+                limit_k = min((lc[X] for X, w, cw in state if cw == w), default=L)
+                least = math.inf
+                for col in group:
+                    price = cache.get(id(col))
+                    nexts = self._transitions.get((id(col), state))
+                    if col.last >= limit_k or price is None or nexts is None:
+                        continue
+                    after = suf[col.last + 1]
+                    rest = min((after.get(key, math.inf) for key in nexts), default=math.inf)
+                    least = min(least, price + rest)
+                    if not col.tight and cost + price + rest <= target + 0.5:
+                        found[id(col)] = col
+                if least < math.inf:
+                    suf[k][state] = least
+        return sorted(found.values(), key=lambda c: c.rank)[:limit]
+
+    def _tighten_for(self, cols: list[Column], seconds: float) -> int:
+        """Tighten ``cols`` in order for at most about ``seconds`` (the master, the
+        seeds and the deadline are looked at between rounds); how many rose."""
+        end, rose = time.perf_counter() + seconds, 0
+        for col in cols:
+            if time.perf_counter() > end:
+                break
+            if self.tighten(col):
+                rose += 1
+            self.touch(col)
+        return rose
+
     def column_of(self, first: int, last: int, sig: Signature) -> Column | None:
         """The column of interval ``first..last`` with signature ``sig`` (its interval
         opened first if it was not), or ``None`` outside the search space."""
@@ -1362,6 +1414,8 @@ class ColumnSolver:
                     turns.turn()
                 except SearchStoppedError:
                     break
+            # Every column on a path tied with the master's, tightened in one batch.
+            ties = [] if self.master_mip else self.master_ties(TIE_BATCH)
             for c in pending:
                 self.touch(c)
             try:
@@ -1370,7 +1424,7 @@ class ColumnSolver:
                         if (c.first, c.last) not in self._interval_bounds
                         and self.signature_count(c.first, c.last) > 6]):
                     continue
-                if sum([self.tighten(c) for c in pending]):
+                if sum([self.tighten(c) for c in pending]) + self._tighten_for(ties, TIE_S):
                     continue  # bounds rose: ask the master again before pricing anything
                 for col in pending:
                     if col.upper is None and col.tight and not col.exact and \
