@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stems_opt.formulation import columns as columns_mod
+from stems_opt.formulation import column_base
 from stems_opt.formulation.backend import SolveOptions
 from stems_opt.formulation.columns import ColumnSolver
 from stems_opt.formulation.data import cheapest_split
@@ -74,7 +74,7 @@ def test_cheapest_split_from_layer_parts(instance: str, bits: int | None) -> Non
 
 def _one_layer_first(monkeypatch: pytest.MonkeyPatch) -> None:
     """Open only one-layer intervals up front (a budget of one column)."""
-    monkeypatch.setattr(columns_mod, "COLUMN_BUDGET", 1)
+    monkeypatch.setattr(column_base, "COLUMN_BUDGET", 1)
 
 
 @pytest.mark.parametrize("objective", [Objective.TRAFFIC, Objective.ENERGY],
@@ -115,7 +115,7 @@ def test_random_tiny_problems_opened_lazily(data: st.DataObject) -> None:
     p, point, space = random_case(data)
     budget = data.draw(st.sampled_from([1, 6, 12]), label="column budget")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(columns_mod, "COLUMN_BUDGET", budget)
+        mp.setattr(column_base, "COLUMN_BUDGET", budget)
         assert_optimal(p, point, space)
 
 

@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 from stems_opt.cost.geometry import SegmentGeometry
 from stems_opt.cost.traffic import SegmentContext
 from stems_opt.formulation.bounds import max_chunks
+from stems_opt.formulation.column_base import on_ladder
 from stems_opt.formulation.data import FrameKey
 from stems_opt.formulation.primal import repair, segment_value
 from stems_opt.mapping import Halo, Order, Segment, StateMode, WeightChoice
@@ -77,14 +78,6 @@ MIN_SHARE = 0.1
 """Its share once they stop paying."""
 RECHECK_S = 1.0
 """Seconds between looks for a new incumbent once every neighbourhood was searched."""
-
-
-def on_ladder(n: int) -> bool:
-    """Tile counts the first segments try: 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (as the
-    dive's frame sample)."""
-    while n > 4 and n % 2 == 0:
-        n //= 2
-    return n <= 4
 
 
 def fewest_tiles(cs: ColumnSolver, col: Column, axis: Axis, time_batch: int

@@ -1,0 +1,132 @@
+"""What the parts of the column solver share: constants, signatures and columns."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from stems_opt.formulation.backend import BackendAnswer, SolveOptions
+from stems_opt.formulation.data import (
+    Frame,
+    FrameKey,
+    LayerOption,
+    interval_specs,
+)
+from stems_opt.formulation.model import LinearModel
+from stems_opt.mapping import Segment
+from stems_opt.network import Axis, Network
+
+LOG = logging.getLogger("stems_opt.columns")
+PRIMAL_FRAMES = 2
+"""Frames of a column repaired per call of :meth:`ColumnSolver.repair_price`."""
+REPAIR_TRIES = 6
+"""Frames tried per frame to repair, when the greedy cannot fit some."""
+DIVE_SHARE = 0.1
+"""Share of the time limit the dive may take before the exact search."""
+DIVE_NONE_SHARE = 0.5
+"""Share of the time limit the dive may take while it has found no mapping at all."""
+DIVE_ASK_S = 1.0
+"""Seconds between the dive's checks for a first mapping once its share has passed."""
+DIVE_CAP_S = 30.0
+"""Without a time limit, the dive stops after ``DIVE_SHARE`` of this."""
+LOCAL_LIMIT_S = 2.0
+"""First time limit of a frame's local solve; a frame left open is retried with 8x more."""
+TIE_BATCH = 400
+"""Columns on paths tied with the master's tightened together (:meth:`ColumnSolver.master_ties`)."""
+TIE_S = 3.0
+"""Seconds the tied columns of one round may take (the rest wait for the next round)."""
+COLUMN_BUDGET = 100_000
+"""Columns built up front at most: intervals are opened by length, shortest first, while
+their columns fit; longer intervals are opened when the proof needs them."""
+EAGER_LAYERS = 100
+"""Deeper networks start from their one-layer intervals even when the budget allows
+more: the dive's first mapping comes before the seconds it takes to build the rest."""
+EXCLUDED_REFRESH_S = 1.0
+"""Seconds between recomputations of the bound on mappings through unopened intervals."""
+Backend = Callable[[LinearModel, SolveOptions, dict[int, int] | None], BackendAnswer]
+
+
+def on_ladder(n: int) -> bool:
+    """Tile counts the dive samples and the first segments try: 1, 2, 3, 4, 6, 8, 12, 16,
+    24, ..."""
+    while n > 4 and n % 2 == 0:
+        n //= 2
+    return n <= 4
+
+
+class FrameSpecs(dict):
+    """The frames of each interval ``(first, last)``, listed when first asked for."""
+
+    def __init__(self, network: Network, axes: tuple[Axis, ...]):
+        super().__init__()
+        self.network, self.axes = network, axes
+
+    def __missing__(self, key: tuple[int, int]) -> list[FrameKey]:
+        specs = self[key] = interval_specs(self.network, key[0], key[1], self.axes)
+        return specs
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector: building columns allocates a few
+    objects per column and none in cycles, and the collections the allocations
+    trigger would walk every column built so far, again and again."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+class MasterStoppedError(Exception):
+    """The master stopped (time limit) before finding any answer."""
+
+    def __init__(self, bound: float | None):
+        super().__init__("master stopped")
+        self.bound = bound
+
+
+@dataclass(frozen=True)
+class Signature:
+    """How an interval meets the rest of the mapping.
+
+    ``whole_in``: (tensor, kept whole) for each tensor crossing the start;
+    ``outputs``: (tensor, whole after, written for a later DRAM reader).
+    """
+
+    whole_in: tuple[tuple[str, bool], ...]
+    outputs: tuple[tuple[str, bool, bool], ...]
+
+
+@dataclass
+class Column:
+    """An interval with a signature, priced by a bound or exactly."""
+
+    first: int
+    last: int
+    sig: Signature
+    bound: float
+    exact: bool = False
+    value: float | None = None  # exact value, None when no frame fits
+    upper: float | None = None  # best value found so far (a feasible segment)
+    frame: Frame | None = None
+    chosen: dict[str, LayerOption] = field(default_factory=dict)
+    tried: set[FrameKey] = field(default_factory=set)
+    unproven: dict[FrameKey, float] = field(default_factory=dict)  # frame -> its bound
+    attempts: dict[FrameKey, int] = field(default_factory=dict)
+    tight: bool = False  # frame bounds include what the buffer forces
+    frame_bounds: dict[FrameKey, float] = field(default_factory=dict)
+    frame_slack: dict[FrameKey, int] = field(default_factory=dict)
+    segment: Segment | None = None  # found directly, without a frame model
+    repaired: set[FrameKey] = field(default_factory=set)  # frames given a greedy segment
+    rank: int = 0  # build order, for deterministic ties in the master
+
+    @property
+    def price(self) -> float:
+        """The value the master uses: exact, else a lower bound."""
+        return self.value if self.exact and self.value is not None else self.bound

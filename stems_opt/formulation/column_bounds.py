@@ -1,0 +1,242 @@
+"""Lower bounds of columns: the cheap bound of every column and the capacity-aware tightening
+of the columns the master picks.
+
+A part of :class:`stems_opt.formulation.columns.ColumnSolver` (``docs/solver.md``)."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from stems_opt.formulation.bounds import (
+    frames_excess_bounds,
+    read_bits,
+)
+from stems_opt.formulation.column_base import (
+    Column,
+    Signature,
+)
+from stems_opt.formulation.data import (
+    FrameKey,
+    frame_latency_floor,
+    spec_lower_bound,
+    written_anyway,
+)
+from stems_opt.formulation.nest_floor import frame_operand_floor
+from stems_opt.formulation.operand_floors import operand_floor_fj
+from stems_opt.network import Axis
+
+
+class BoundsMixin:
+    """Lower bounds of columns (a mixin of ``ColumnSolver``)."""
+
+    def _cheapest(self, spec: FrameKey, any_tb: bool = False) -> float:
+        """Cost of the frame's cheapest choices: DRAM traffic, and for energy the
+        least operand energy below DRAM (it depends on the tile count and, with
+        loop nests, the time batch; ``any_tb``: a bound for every time batch)."""
+        tb = spec[2] if self.energy and self.problem.hardware.loop_nests and not any_tb \
+            else None
+        key = (spec[0], spec[1], spec[3],
+               spec[4] if self.energy or self.latency_weight else 0, tb)
+        got = self.cheapest.get(key)
+        if got is None:
+            r, w = self._cheapest_split(spec[0], spec[1], spec[3])
+            got = r * self.rates[0] + w * self.rates[1]
+            if self.energy and tb is None:  # (every tile count of the interval at once)
+                got += self.ctx.energy_weight * operand_floor_fj(
+                    self.net, spec[0], spec[1], spec[3], spec[4], self.problem.hardware)
+            elif self.energy:  # (likewise, per time batch: nest_floor)
+                got += self.ctx.energy_weight * frame_operand_floor(
+                    self.net, spec[0], spec[1], spec[3], spec[4], self.problem.hardware, tb)
+            if self.latency_weight:  # (it depends on the tile count, not the time batch)
+                got += self.latency_weight * frame_latency_floor(self.ctx, spec)
+            self.cheapest[key] = got
+        return got
+
+    def _cheap_layer_parts(self) -> list[tuple[int, int, int, int, tuple]]:
+        """Per layer, what :func:`~stems_opt.formulation.data.cheapest_split` sums:
+        reads and writes that do not depend on the interval, the output's size when
+        it is written whenever read outside (0 otherwise), its last consumer, and
+        ``(producer, bits along OY, bits along OX)`` of each input that is read from
+        DRAM when made outside."""
+        from stems_opt.network import StatePersistence
+
+        net, ctx = self.net, self.ctx
+        streaming = net.state_persistence is StatePersistence.STREAMING
+        parts = []
+        for lay in net.layers:
+            reads = lay.weight_size_bits if lay.has_weights else 0
+            writes = 0
+            if lay.stateful and streaming:
+                reads += lay.state_size_bits
+                writes += lay.state_size_bits
+            size = net.tensor_size_bits(lay.name)
+            outside = 0
+            if lay.name in ctx.outputs:
+                writes += size
+            elif lay.name not in ctx.whole_candidates:
+                outside = size
+            ins = tuple((self.producer[src], read_bits(net, src, lay.name, Axis.OY),
+                         read_bits(net, src, lay.name, Axis.OX))
+                        for src in dict.fromkeys(lay.inputs) if src not in ctx.whole_candidates)
+            parts.append((reads, writes, outside, self.last_consumer.get(lay.name, -1), ins))
+        return parts
+
+    def _cheapest_split(self, first: int, last: int, axis: Axis) -> tuple[int, int]:
+        """:func:`~stems_opt.formulation.data.cheapest_split` of the frames of
+        ``first..last`` along ``axis``, from the per-layer parts (it is called for
+        every interval opened)."""
+        along = 1 if axis is Axis.OY else 2
+        reads = writes = 0
+        for reads_j, writes_j, outside, lc, ins in self._layer_parts[first:last + 1]:
+            reads += reads_j
+            writes += writes_j
+            if outside and lc > last:
+                writes += outside
+            for src in ins:
+                if src[0] < first:
+                    reads += src[along]
+        return reads, writes
+
+    def _spec_bound(self, spec: FrameKey) -> float:
+        b = self.spec_bounds.get(spec)
+        if b is None:
+            b = self.rate * spec_lower_bound(self.ctx, spec)
+            if self.latency_weight:
+                b += self.latency_weight * frame_latency_floor(self.ctx, spec)
+            self.spec_bounds[spec] = b
+        return b
+
+    def _extra(self, first: int, last: int, sig: Signature) -> float:
+        """Cost the signature forces: DRAM reads of crossing tensors not kept whole
+        (the union of each reader's windows), writes for later DRAM readers."""
+        parts = self._extra_parts.get((first, last))
+        if parts is None:
+            inside = {lay.name for lay in self.net.layers[first:last + 1]}
+            reads = {X: sum(min(read_bits(self.net, X, c, a) for a in (Axis.OY, Axis.OX))
+                            for c in self.net.consumers(X) if c in inside)
+                     for X in self.crossing_in(first)}
+            writes = {X: 0 if X in self.ctx.outputs else self.net.tensor_size_bits(X)
+                      for X in self.outputs(first, last)}
+            parts = self._extra_parts[(first, last)] = (reads, writes)
+        reads, writes = parts
+        r = sum(reads[X] for X, whole in sig.whole_in if not whole)
+        w = sum(writes[X] for X, _, cw in sig.outputs if cw)
+        return r * self.rates[0] + w * self.rates[1]
+
+    def _sig_parts(self, col: Column) -> tuple[int, frozenset[str], frozenset[str],
+                                               frozenset[str]]:
+        """Budget, tensors written anyway, own outputs kept whole, and every tensor
+        kept whole in the GB during ``col``'s segment."""
+        whole_in = {X for X, w in col.sig.whole_in if w}
+        whole_out = {X for X, w, _ in col.sig.outputs if w}
+        inside = {lay.name for lay in self.net.layers[col.first:col.last + 1]}
+        written = {X for X, _, cw in col.sig.outputs if cw}
+        for name in inside:
+            written |= written_anyway(self.ctx, inside, name)
+        budget = self.ctx.capacity_bits - sum(self.ctx.whole_candidates[X]
+                                              for X in whole_in | whole_out)
+        return budget, frozenset(written), frozenset(whole_out), frozenset(whole_in | whole_out)
+
+    def interval_frame_bounds(self, first: int, last: int) -> dict[FrameKey, float]:
+        """A bound on every frame of ``first..last`` under *any* signature (before
+        the signature's own :meth:`_extra`), computed once per interval.
+
+        It is :meth:`tighten`'s bound with the whole buffer as the budget,
+        every tensor that may stay whole across the interval's boundaries
+        counted as maybe whole (its cheap side holds the less of the tensor and
+        its line buffer, no halo), and every output read later as written
+        anyway: each is a relaxation of what a signature fixes.
+        """
+        got = self._interval_bounds.get((first, last))
+        if got is not None:
+            return got
+        inside = {lay.name for lay in self.net.layers[first:last + 1]}
+        outs = self.outputs(first, last)
+        written = set(outs)
+        for name in inside:
+            written |= written_anyway(self.ctx, inside, name)
+        maybe = frozenset(self.crossing_in(first)) | frozenset(outs)
+        got = {}
+        for axis, specs in self._by_axis(self.specs[(first, last)]).items():
+            self.stop.check()
+            excess, _ = frames_excess_bounds(
+                self.net, first, last, axis, [(s[2], s[5], s[4]) for s in specs],
+                self.ctx.capacity_bits, frozenset(written), frozenset(), maybe,
+                read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll)
+            for spec, e in zip(specs, excess.tolist(), strict=True):
+                got[spec] = self._cheapest(spec) + e
+        self._interval_bounds[(first, last)] = got
+        return got
+
+    def signature_count(self, first: int, last: int) -> int:
+        """How many signatures (columns) the interval has."""
+        return 2 ** len(self.crossing_in(first)) * 3 ** len(self.outputs(first, last))
+
+    def raise_interval(self, first: int, last: int) -> bool:
+        """Raise every column of ``first..last`` to the interval's signature-free
+        bound (:meth:`interval_frame_bounds`); ``True`` when some bound rose."""
+        if self._by_interval is None:
+            self._by_interval = {}
+            for c in self.columns:
+                self._by_interval.setdefault((c.first, c.last), []).append(c)
+        bounds = self.interval_frame_bounds(first, last)
+        best = min(bounds.values(), default=math.inf)
+        rose = False
+        for col in self._by_interval.get((first, last), []):
+            if col.exact or best == math.inf:
+                continue
+            new = best + self._extra(first, last, col.sig)
+            if new > col.bound:
+                col.bound = new
+                self.touch(col)
+                rose = True
+        return rose
+
+    def tighten(self, col: Column) -> bool:
+        """Bound every frame of ``col`` with what the buffer forces; ``True`` when
+        the column's bound rose."""
+        if col.tight:
+            return False
+        self.stop.check()
+        budget, written, _, whole = self._sig_parts(col)
+        if budget <= 0:  # the tensors kept whole alone fill the buffer
+            col.tight = col.exact = True
+            col.value = None
+            return True
+        extra = self._extra(col.first, col.last, col.sig)
+        best = math.inf
+        for axis, specs in self._by_axis(self.specs[(col.first, col.last)]).items():
+            self.stop.check()  # the column stays at its cheap bound, still valid
+            key = (col.first, col.last, axis, budget, written, whole)
+            got = self.cap_bounds.get(key)
+            if got is None:
+                got = frames_excess_bounds(self.net, col.first, col.last, axis,
+                                           [(s[2], s[5], s[4]) for s in specs], budget, written,
+                                           whole, read_rate=self.rates[0],
+                                           write_rate=self.rates[1], k_unroll=self.ctx.k_unroll)
+                self.cap_bounds[key] = got
+            for spec, excess, slack in zip(specs, got[0].tolist(), got[1].tolist(), strict=True):
+                bound = self._cheapest(spec) + excess
+                col.frame_bounds[spec] = bound
+                col.frame_slack[spec] = slack
+                best = min(best, bound)
+        col.tight = True
+        if best == math.inf:  # no frame fits its own transient buffers
+            col.exact, col.value = True, None
+            return True
+        old = col.bound
+        col.bound = max(col.bound, best + extra)
+        return col.bound > old
+
+    def _tighten_for(self, cols: list[Column], seconds: float) -> int:
+        """Tighten ``cols`` in order for at most about ``seconds`` (the master, the
+        seeds and the deadline are looked at between rounds); how many rose."""
+        end, rose = time.perf_counter() + seconds, 0
+        for col in cols:
+            if time.perf_counter() > end:
+                break
+            if self.tighten(col):
+                rose += 1
+            self.touch(col)
+        return rose

@@ -1,0 +1,367 @@
+"""Mappings before the proof: segments scored directly or repaired, the dive, named schedules
+as seeds, and the incumbent.
+
+A part of :class:`stems_opt.formulation.columns.ColumnSolver` (``docs/solver.md``)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+from stems_opt.cost.geometry import SegmentGeometry
+from stems_opt.cost.traffic import SegmentContext, mapping_contexts
+from stems_opt.formulation.bounds import (
+    frames_excess_bounds,
+    max_chunks,
+)
+from stems_opt.formulation.column_base import (
+    DIVE_ASK_S,
+    PRIMAL_FRAMES,
+    REPAIR_TRIES,
+    Column,
+    MasterStoppedError,
+    Signature,
+    on_ladder,
+)
+from stems_opt.formulation.data import FrameKey
+from stems_opt.formulation.neighbourhood import first_fit
+from stems_opt.formulation.primal import repair, segment_value
+from stems_opt.mapping import (
+    RESIDENT,
+    Halo,
+    Mapping,
+    Order,
+    Placement,
+    Segment,
+    StateMode,
+    WeightChoice,
+)
+from stems_opt.network import Axis
+from stems_opt.stopping import SearchStoppedError
+
+
+class PrimalMixin:
+    """Mappings before the proof (a mixin of ``ColumnSolver``)."""
+
+    def _cheapest_segment(self, col: Column, spec: FrameKey, fine: bool = True,
+                          chunked: bool = False, geo: SegmentGeometry | None = None
+                          ) -> tuple[Segment, SegmentContext]:
+        """The frame with every decision at its cheapest choice, and its context
+        under ``col``'s signature.
+
+        ``fine`` splits each layer into the most sub-tiles (least transient
+        buffer); otherwise one sub-tile (fewest GB operand accesses).
+        ``chunked`` streams weights loaded once in the most chunks (least
+        transient buffer) instead of whole."""
+        first, last, tb, axis, n, order = spec
+        net = self.net
+        names = tuple(lay.name for lay in net.layers[first:last + 1])
+        inside = set(names)
+        _, written, _, whole = self._sig_parts(col)
+        whole_in = {X for X, w in col.sig.whole_in if w}
+        T = net.timesteps
+        S = T // tb
+        if geo is None:
+            geo = SegmentGeometry(net, Segment(names, tb, n, axis, order))
+        subs, weights, states, acts, ins, halos = {}, {}, {}, {}, {}, {}
+        k_unroll = self.ctx.k_unroll
+        for lay in net.layers[first:last + 1]:
+            name = lay.name
+            rows = geo.tile_rows(name)
+            m = min(r for r in rows if r > 0) if fine else 1
+            if lay.has_weights:
+                runs = S * geo.active_tiles(name)
+                if runs > 1:
+                    weights[name] = RESIDENT
+                elif not chunked:
+                    weights[name] = WeightChoice()
+                else:
+                    chunks = max_chunks(lay.k, k_unroll)
+                    weights[name] = WeightChoice(chunks=chunks)
+                    if chunks > 1:
+                        m = 1  # chunked weights are re-read per sub-tile
+            if lay.stateful:
+                states[name] = StateMode.SPILLED if S == 1 else (
+                    StateMode.TILE_RESIDENT if order is Order.SPACE_OUTER else StateMode.RESIDENT)
+            subs[name] = m
+            if any(c in inside for c in net.consumers(name)):
+                acts[name] = Placement.ON_CHIP  # (a tensor kept whole is read on chip too)
+            for src in lay.inputs:
+                if src in inside:
+                    continue
+                if src in whole_in:
+                    ins[src] = Placement.ON_CHIP
+                else:
+                    ins[src] = Placement.DRAM
+                    halos[src] = Halo.KEEP
+        seg = Segment(names, tb, n, axis, order, sub_tiles=subs, weights=weights,
+                      states=states, activations=acts, inputs=ins, halos=halos)
+        return seg, SegmentContext(whole, written)
+
+    def _direct(self, col: Column, spec: FrameKey, fine: bool = True, chunked: bool = False,
+                geo: SegmentGeometry | None = None) -> tuple[Segment, float] | None:
+        """The frame with every decision at its cheapest choice
+        (:meth:`_cheapest_segment`), and its cost, when it fits the buffer: its
+        value is then usually the frame's bound."""
+        seg, sctx = self._cheapest_segment(col, spec, fine, chunked, geo)
+        value, peak = segment_value(self.net, seg, sctx, self.unit_rates, geo)
+        if peak > self.ctx.capacity_bits:
+            return None
+        return seg, value
+
+    def _one_tile(self, col: Column) -> bool:
+        """Give ``col`` a segment of the largest time batch and the fewest tiles (1, 2,
+        3, 4, 6, 8, ... along the first axis where some fit, as the layer-by-layer
+        named schedules choose theirs) where the choices that hold the least fit
+        (:func:`~stems_opt.formulation.neighbourhood.first_fit`); ``True`` when its
+        found value improved."""
+        for axis in self.axes:
+            got = first_fit(self, col, axis)
+            if got is not None:  # (one axis is enough for a first mapping)
+                if col.upper is None or got[1] < col.upper:
+                    col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
+                    return True
+                return False
+        return False
+
+    def _sampled_bounds(self, col: Column) -> dict[FrameKey, float]:
+        """Capacity-aware bounds (:meth:`tighten`'s) of a sample of ``col``'s frames:
+        tile counts 1, 2, 3, 4, 6, 8, 12, ... and the largest, for ranking only
+        (the column's bound needs every frame). Empty when the tensors kept
+        whole fill the buffer."""
+        if col.tight:
+            return col.frame_bounds
+        budget, written, _, whole = self._sig_parts(col)
+        if budget <= 0:
+            return {}
+        out = {}
+        for axis, specs in self._by_axis(self.specs[(col.first, col.last)]).items():
+            if self.stop.expired():  # (ranking only: what is sampled so far will do)
+                break
+            top = max(s[4] for s in specs)
+            sample = [s for s in specs if s[4] == top or on_ladder(s[4])]
+            excess, _ = frames_excess_bounds(
+                self.net, col.first, col.last, axis, [(s[2], s[5], s[4]) for s in sample],
+                budget, written, whole, read_rate=self.rates[0], write_rate=self.rates[1],
+                k_unroll=self.ctx.k_unroll)
+            for spec, e in zip(sample, excess.tolist(), strict=True):
+                out[spec] = self._cheapest(spec) + e
+        return out
+
+    @staticmethod
+    def _by_axis(specs: list[FrameKey]) -> dict[Axis, list[FrameKey]]:
+        """Frames grouped by axis (bounded together), in their order."""
+        groups: dict[Axis, list[FrameKey]] = {}
+        for spec in specs:
+            groups.setdefault(spec[3], []).append(spec)
+        return groups
+
+    def repair_price(self, col: Column, frames: int = PRIMAL_FRAMES,
+                     until: float | None = None) -> bool:
+        """Give ``col`` a feasible segment by greedy repair
+        (:func:`stems_opt.formulation.primal.repair`) of its ``frames`` lowest-bound
+        frames not repaired before (among a sample of tile counts unless the
+        column is tightened); ``True`` when its best value found improved.
+        Only upper bounds come from here, never proofs. Past ``until`` (a
+        ``time.perf_counter()`` value) no more frames are repaired, and a repair
+        under way gives up."""
+        if col.exact and col.value is None:
+            return False
+
+        def stopped() -> bool:
+            return self.stop.expired() or (until is not None and time.perf_counter() >= until)
+
+        extra = self._extra(col.first, col.last, col.sig)
+        bounds = self._sampled_bounds(col)
+        specs = sorted(bounds, key=lambda s: (bounds[s], s[4], self.net.timesteps // s[2],
+                                              s[5].value, s[3].value))
+        improved, tried, found = False, 0, 0
+        failed: set[tuple] = set()
+        for spec in specs:
+            bound = bounds[spec] + extra
+            if bound == math.inf or (col.upper is not None and bound >= col.upper):
+                break
+            if spec in col.repaired or spec[2:4] + spec[5:] in failed:
+                continue
+            if stopped():
+                break
+            col.repaired.add(spec)
+            tried += 1
+            seg, sctx = self._cheapest_segment(col, spec, fine=True)
+            got = repair(self.net, seg, sctx, self.ctx.capacity_bits, self.unit_rates,
+                         self.ctx.k_unroll, stopped=stopped)
+            self.stats["frames_repaired"] += 1
+            if got is not None and (col.upper is None or got[1] < col.upper):
+                col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
+                self.touch(col)
+                improved = True
+            # Frames the greedy cannot fit do not count, up to a few; after a failure the
+            # next try has another time batch, axis or order (their transients differ most).
+            found += got is not None
+            if got is None:
+                failed.add(spec[2:4] + spec[5:])
+            if found >= frames or tried >= REPAIR_TRIES * frames:
+                break
+        return improved
+
+    def seed(self, mapping: Mapping) -> int:
+        """Offer ``mapping``'s segments to their columns as found segments (upper
+        values); returns how many columns improved.
+
+        A segment's column is its interval with the signature the mapping
+        gives it. Inputs kept whole are read on chip (never worse, as in the
+        frame options); a segment is then scored in its column's context and
+        skipped if it overflows there, or if it does not cover a contiguous
+        interval of the layer order.
+        """
+        net = self.net
+        index = {lay.name: i for i, lay in enumerate(net.layers)}
+        segs = mapping.segments
+        where = {name: k for k, seg in enumerate(segs) for name in seg.layers}
+        ctxs = mapping_contexts(net, mapping)
+        improved = 0
+        for k, (seg, sctx) in enumerate(zip(segs, ctxs, strict=True)):
+            first, last = index[seg.layers[0]], index[seg.layers[-1]]
+            if seg.layers != tuple(lay.name for lay in net.layers[first:last + 1]):
+                continue
+            outs = []
+            for X in self.outputs(first, last):
+                later = [where[c] for c in net.consumers(X) if where[c] > k]
+                # Read from DRAM by a later segment: written there.
+                outs.append((X, X in ctxs[k + 1].whole,
+                             any(X not in ctxs[j].whole for j in later)))
+            sig = Signature(tuple((X, X in sctx.whole) for X in self.crossing_in(first)),
+                            tuple(outs))
+            col = self.column_of(first, last, sig)
+            if col is None or (col.exact and col.value is None):
+                continue
+            inputs = {src: Placement.ON_CHIP if src in sctx.whole else p
+                      for src, p in seg.inputs.items()}
+            seg = seg.replace(inputs=inputs)
+            _, written, _, whole = self._sig_parts(col)
+            dram = {X for X, p in seg.activations.items() if p is Placement.DRAM}
+            value, peak = segment_value(net, seg, SegmentContext(whole, written | dram),
+                                        self.unit_rates)
+            if peak > self.ctx.capacity_bits or (col.upper is not None and value >= col.upper):
+                continue
+            col.upper, col.segment, col.frame, col.chosen = value, seg, None, {}
+            self.touch(col)
+            improved += 1
+        return improved
+
+    def dive(self, until: float | None, until_none: float | None = None) -> None:
+        """Find mappings fast: the master over repaired columns (:meth:`repair_price`),
+        the others at their bounds, until its answer uses repaired columns only
+        or ``until`` (a ``time.perf_counter()`` value) passes; while no mapping
+        is found, until ``until_none`` passes.
+
+        Each answer's columns without a segment are repaired, so the path moves
+        to the columns whose greedy segments are cheapest; every column found
+        also serves the exact search (an upper value to stop its pricing at).
+        """
+        found = [False, 0.0]  # (a mapping found, when last asked)
+
+        def over(ask: bool = False) -> bool:
+            if self.stop.expired():
+                return True
+            now = time.perf_counter()
+            if until is None or now < until:
+                return False
+            # Past the share: go on only while nothing is found, up to the second limit
+            # (asking for the incumbent is a pass over every column: a few times a second
+            # in the first pass below, once per step after it).
+            if until_none is None or now >= until_none or found[0]:
+                return True
+            if ask or now - found[1] >= DIVE_ASK_S:
+                found[0], found[1] = self.incumbent() is not None, now
+            return found[0]
+
+        # First one layer per segment, and one block per segment, with every tensor
+        # through DRAM: the path below then has a complete alternative to every column
+        # it tries (and the named schedules' segmentations are among them).
+        index = {lay.name: i for i, lay in enumerate(self.net.layers)}
+        blocks = {(index[b.layers[0]], index[b.layers[-1]]) for b in self.net.block_list}
+        for first, last in sorted(blocks):
+            self.open_interval(first, last)
+        # One-layer columns first, each at the fewest tiles that fit (a few scorings):
+        # with them alone the path has a mapping. Then each of these columns and the
+        # blocks' is repaired greedily from its frames of least bound (better segments).
+        plain = [c for c in self.columns if (c.first == c.last or (c.first, c.last) in blocks)
+                 and not any(w for _, w in c.sig.whole_in)
+                 and all(not w and cw for _, w, cw in c.sig.outputs)]
+        for col in plain:
+            if col.first == col.last and col.upper is None:
+                if over():
+                    return
+                self.touch(col)
+                self._one_tile(col)
+        self.note_incumbent()
+        for col in sorted(plain, key=lambda c: c.first == c.last):
+            if not col.repaired:
+                if over(ask=True):
+                    return
+                self.touch(col)
+                self.repair_price(col)
+        self.note_incumbent()
+        while self.open_len < self._budget_len:  # one length at a time: a stop keeps them
+            try:
+                self._open_lengths(self.open_len + 1)
+            except SearchStoppedError:
+                return  # (the intervals opened so far stay; the rest are bounded apart)
+            self.stats.update(columns=len(self.columns), open_len=self.open_len)
+        while not over(ask=True):
+            # (repairs stop at the share once a mapping is found, else at the second limit)
+            found[0] = found[0] or self.incumbent() is not None
+            if not self.dive_step(over, None if until is None else until if found[0]
+                                  else until_none):
+                return
+
+    def dive_step(self, over: Callable[[], bool] | None = None,
+                  until: float | None = None) -> bool:
+        """One step of :meth:`dive`'s loop: the master over repaired columns, the others
+        at their bounds, and a greedy repair of the columns it picks without a
+        segment (until ``over()`` says so, or ``until`` passes, a ``time.perf_counter()``
+        value); ``False`` when there is nothing to repair."""
+        self.poll_seeds()
+        res = self.master_path(primal=True)
+        if res is None:
+            return False
+        self.note_incumbent()
+        pending = [c for c in res[0] if c.upper is None]
+        for col in pending:
+            self.touch(col)
+            self.repair_price(col, until=until)
+            if not col.repaired:  # nothing left to repair: keep it out of the dive
+                col.repaired.add(())
+            if over is not None and over():
+                break
+        return bool(pending)
+
+    def poll_seeds(self) -> None:
+        """Seed the mappings :attr:`seed_source` offers that were not seeded yet."""
+        if self.seed_source is None:
+            return
+        for mapping in self.seed_source():
+            if id(mapping) not in self._seeded:
+                self._seeded.add(id(mapping))
+                self._seed_keep.append(mapping)  # (keeps ids unique)
+                self.seed(mapping)
+
+    def note_incumbent(self) -> None:
+        """Tell :attr:`on_incumbent` when the found segments make a better mapping."""
+        if self.on_incumbent is None:
+            return
+        res = self.master_path(exact_only=True)
+        if res is not None and res[1] < self.best_found:
+            self.best_found = res[1]
+            self.on_incumbent(res[1])
+
+    def incumbent(self) -> tuple[list[Column], float] | None:
+        """The best mapping over the segments found so far and its value, or ``None``."""
+        try:
+            res = self.master(exact_only=True, time_limit_s=10.0) if self.master_mip \
+                else self.master_path(exact_only=True)
+        except MasterStoppedError:
+            res = None
+        return None if res is None else (res[0], res[1])

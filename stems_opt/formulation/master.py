@@ -1,0 +1,251 @@
+"""The master: one column per segment, as a shortest path over boundary states or as a MIP of
+the backend.
+
+A part of :class:`stems_opt.formulation.columns.ColumnSolver` (``docs/solver.md``)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+from stems_opt.formulation.backend import SolveOptions
+from stems_opt.formulation.column_base import (
+    Column,
+    MasterStoppedError,
+    Signature,
+)
+from stems_opt.formulation.model import LinearModel
+
+
+class MasterMixin:
+    """The master (a mixin of ``ColumnSolver``)."""
+
+    def master(self, exact_only: bool = False,
+               time_limit_s: float | None = None) -> tuple[list[Column], float, float] | None:
+        """Solve the master over the columns (at their bound or exact value).
+
+        Returns the chosen columns, the objective and the backend's bound, or
+        ``None`` when no cover exists.
+        """
+        if exact_only:  # segments actually found, at their values: a feasible mapping
+            cols = [c for c in self.columns if c.upper is not None]
+            prices = [c.upper for c in cols]
+        else:
+            cols = [c for c in self.columns if not (c.exact and c.value is None)]
+            prices = [c.price for c in cols]
+        lm = LinearModel()
+        L = len(self.net.layers)
+        z = [lm.var(f"z[{c.first},{c.last},{k}]", round(p))
+             for k, (c, p) in enumerate(zip(cols, prices, strict=True))]
+        cut = {k: lm.var(f"c[{k}]") for k in range(1, L)}
+        w: dict[tuple[str, int], int] = {}
+        for X in self.ctx.whole_candidates:
+            for k in range(self.producer[X] + 1, self.last_consumer[X] + 1):
+                w[(X, k)] = lm.var(f"w[{X},{k}]")
+        by_layer: list[list[int]] = [[] for _ in range(L)]
+        starts: dict[int, list[int]] = {}
+        for c, var in zip(cols, z, strict=True):
+            for i in range(c.first, c.last + 1):
+                by_layer[i].append(var)
+            if c.first > 0:
+                starts.setdefault(c.first, []).append(var)
+        for i, idx in enumerate(by_layer):
+            lm.row(f"cover[{self.net.layers[i].name}]", idx, [1] * len(idx), 1, 1)
+        for k, var in cut.items():
+            idx = starts.get(k, [])
+            lm.row(f"cut[{k}]", [var, *idx], [1] + [-1] * len(idx), 0, 0)
+        groups: dict[tuple, list[int]] = {}
+        for c, var in zip(cols, z, strict=True):
+            for X, whole in c.sig.whole_in:
+                groups.setdefault(("in", X, c.first, whole), []).append(var)
+            for X, wa, cw in c.sig.outputs:
+                groups.setdefault(("after", X, c.last + 1, wa), []).append(var)
+                groups.setdefault(("last", X, self.last_consumer[X], not cw), []).append(var)
+        for (kind, X, k, flag), idx in groups.items():
+            family = "cross_in" if kind == "in" else "cross_out"
+            # flag True: the chosen column needs w = 1; False: w = 0.
+            if flag:
+                lm.row(f"{family}[{X},{k},{kind},1]", [*idx, w[(X, k)]],
+                       [1] * len(idx) + [-1], -math.inf, 0)
+            else:
+                lm.row(f"{family}[{X},{k},{kind},0]", [*idx, w[(X, k)]],
+                       [1] * len(idx) + [1], -math.inf, 1)
+        for X in self.ctx.whole_candidates:
+            p, q = self.producer[X], self.last_consumer[X]
+            for k in range(p + 2, q + 1):
+                lm.row(f"whole_span[{X},{k}]", [w[(X, k)], w[(X, k - 1)]], [1, -1], -math.inf, 0)
+                lm.row(f"whole_span[{X},{k},cut]", [w[(X, k - 1)], w[(X, k)], cut[k]],
+                       [1, -1, -1], -math.inf, 0)
+        self.stats["master_solves"] += 1
+        ans = self.backend(lm, SolveOptions(time_limit_s=time_limit_s,
+                                            threads=self.options.threads,
+                                            seed=self.options.seed), None)
+        if ans.values is None:
+            if ans.status == "infeasible":
+                return None
+            raise MasterStoppedError(ans.bound)
+        chosen = [c for c, var in zip(cols, z, strict=True) if ans.values[var] > 0.5]
+        optimal = ans.status == "optimal"
+        bound = ans.objective if optimal else (ans.bound or 0.0)
+        return sorted(chosen, key=lambda c: c.first), float(ans.objective), float(bound), optimal
+
+    def _next_states(self, col: Column, state: tuple) -> list[tuple]:
+        """Boundary states after ``col`` entered from ``state``: its outputs as its
+        signature says, and tensors passing through, each possibly dropped."""
+        carry = [(X, w, cw) for X, w, cw in state if self.last_consumer[X] > col.last]
+        out = []
+        for drops in itertools.product(*[(False, True) if w else (False,)
+                                         for _, w, _ in carry]):
+            nxt = [*col.sig.outputs, *((X, w and not d, cw) for (X, w, cw), d
+                                       in zip(carry, drops, strict=True))]
+            out.append(tuple(sorted(nxt)))
+        return out
+
+    def touch(self, col: Column) -> None:
+        """Note that ``col``'s price may change before the next master solve."""
+        for mode, touched in self._touched.items():
+            touched.add(col.first)
+            self._prices[mode].pop(id(col), None)
+
+    def master_path(self, exact_only: bool = False, primal: bool = False
+                    ) -> tuple[list[Column], float, float, bool] | None:
+        """The master solved exactly as a shortest path over segment boundaries.
+
+        A node is a boundary ``k`` with, for every tensor that may stay whole
+        and crosses ``k``, whether it is whole there and whether it is written
+        for a later DRAM reader: exactly the master MIP's ``w`` and ``cross``
+        variables, so the two have the same optimum (checked by the tests).
+        Returns what :meth:`master` returns, or ``None`` when no cover exists.
+
+        ``exact_only`` prices only columns with a segment found, at its value (a
+        mapping); ``primal`` prices those so, and the others not yet repaired
+        at their bound (the dive of :meth:`dive`); otherwise columns are priced
+        at their exact value or bound (a lower bound on every mapping).
+        """
+        L = len(self.net.layers)
+        if self._groups is None:
+            self._groups = {}
+            for c in self.columns:
+                self._groups.setdefault((c.first, tuple(sorted(c.sig.whole_in))), []).append(c)
+        mode = "exact" if exact_only else "primal" if primal else "bound"
+        cache = self._prices[mode]
+        groups = self._groups
+        if exact_only:  # only columns with a segment found take part: skip the others early
+            groups = {}
+            for c in self.columns:
+                if c.upper is not None:
+                    groups.setdefault((c.first, tuple(sorted(c.sig.whole_in))), []).append(c)
+
+        def price_of(col: Column) -> float | None:
+            key = id(col)
+            if key in cache:
+                return cache[key]
+            if exact_only:
+                price = col.upper
+            elif col.exact and col.value is None:
+                price = None
+            elif primal:
+                price = col.upper if col.upper is not None else \
+                    None if col.repaired else float(round(col.price))
+            else:
+                price = float(round(col.price))
+            cache[key] = price
+            return price
+
+        # Boundaries up to the first start of a column touched since the last solve
+        # keep their labels (only columns starting there or later changed price).
+        start = 0
+        if mode in self._table:
+            start = min(self._touched[mode], default=L)
+            best = self._table[mode]
+            for k in range(start + 1, L + 1):
+                best[k] = {}
+        else:
+            best = [{} for _ in range(L + 1)]
+            best[0][()] = (0.0, None, None)
+        self._table[mode], self._touched[mode] = best, set()
+        lc = self.last_consumer
+        for k in range(max(0, start - self._reach), L):
+            if mode == "bound" and self.stop.expired():
+                # A pass takes up to a second on deep networks: give way to the deadline,
+                # and rebuild the half-filled labels next time.
+                del self._table[mode]
+                raise MasterStoppedError(None)
+            for state, (cost, _, _) in sorted(best[k].items()):
+                group = groups.get((k, tuple((X, w) for X, w, _ in state)), ())
+                # A tensor last read in the column is written exactly when it is not whole.
+                limit = min((lc[X] for X, w, cw in state if cw == w), default=L)
+                for col in group:
+                    if col.last >= limit or col.last < start:
+                        continue
+                    price = price_of(col)
+                    if price is None:
+                        continue
+                    total = cost + price
+                    nexts = self._transitions.get((id(col), state))
+                    if nexts is None:
+                        nexts = self._transitions[(id(col), state)] = self._next_states(col, state)
+                    after = best[col.last + 1]
+                    for key in nexts:
+                        old = after.get(key)
+                        # Ties go to the column built first, whichever boundary was relabelled.
+                        if old is None or total < old[0] or (total == old[0]
+                                                             and col.rank < old[1].rank):
+                            after[key] = (total, col, state)
+        if () not in best[L]:
+            return None
+        value = best[L][()][0]
+        chosen: list[Column] = []
+        k, state = L, ()
+        while k > 0:
+            _, col, prev = best[k][state]
+            assert col is not None and prev is not None
+            chosen.append(col)
+            k, state = col.first, prev
+        self.stats["master_solves"] += 1
+        return sorted(chosen, key=lambda c: c.first), value, value, True
+
+    def master_ties(self, limit: int) -> list[Column]:
+        """Up to ``limit`` columns not yet tightened that lie on some optimal path of
+        the last bound master (:meth:`master_path`; its labels, read backwards).
+
+        Tightening all of them at once, not only the one path returned, saves a
+        master pass per column where many paths tie (deep networks at the
+        compulsory traffic). Empty when the labels are not complete.
+        """
+        best = self._table.get("bound")
+        L = len(self.net.layers)
+        if best is None or () not in best[L]:
+            return []
+        cache, groups, lc = self._prices["bound"], self._groups or {}, self.last_consumer
+        target = best[L][()][0]
+        suf: list[dict] = [{} for _ in range(L + 1)]
+        suf[L][()] = 0.0
+        found: dict[int, Column] = {}
+        for k in range(L - 1, -1, -1):
+            for state, (cost, _, _) in best[k].items():
+                group = groups.get((k, tuple((X, w) for X, w, _ in state)), ())
+                limit_k = min((lc[X] for X, w, cw in state if cw == w), default=L)
+                least = math.inf
+                for col in group:
+                    price = cache.get(id(col))
+                    nexts = self._transitions.get((id(col), state))
+                    if col.last >= limit_k or price is None or nexts is None:
+                        continue
+                    after = suf[col.last + 1]
+                    rest = min((after.get(key, math.inf) for key in nexts), default=math.inf)
+                    least = min(least, price + rest)
+                    if not col.tight and cost + price + rest <= target + 0.5:
+                        found[id(col)] = col
+                if least < math.inf:
+                    suf[k][state] = least
+        return sorted(found.values(), key=lambda c: c.rank)[:limit]
+
+    def column_of(self, first: int, last: int, sig: Signature) -> Column | None:
+        """The column of interval ``first..last`` with signature ``sig`` (its interval
+        opened first if it was not), or ``None`` outside the search space."""
+        if not self.open_interval(first, last):
+            return None
+        if self._by_key is None:
+            self._by_key = {(c.first, c.last, c.sig): c for c in self.columns}
+        return self._by_key.get((first, last, sig))
