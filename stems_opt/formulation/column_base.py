@@ -38,6 +38,8 @@ TIE_BATCH = 400
 """Columns on paths tied with the master's tightened together (:meth:`ColumnSolver.master_ties`)."""
 TIE_S = 3.0
 """Seconds the tied columns of one round may take (the rest wait for the next round)."""
+TIE_SHARE = 0.25
+"""Share of the search so far that tightening tied columns may have taken in all."""
 COLUMN_BUDGET = 100_000
 """Columns built up front at most: intervals are opened by length, shortest first, while
 their columns fit; longer intervals are opened when the proof needs them."""

@@ -60,6 +60,7 @@ from stems_opt.formulation.column_base import (
     LOG,
     TIE_BATCH,
     TIE_S,
+    TIE_SHARE,
     Backend,
     Column,
     FrameSpecs,
@@ -377,6 +378,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
         start = time.perf_counter()
         local_end = None if time_limit_s is None else start + time_limit_s
         lower = lower_bound
+        tie_used_s = 0.0  # spent tightening columns tied with the master's path
 
         def stopped() -> bool:
             return self.stop.expired() or (local_end is not None
@@ -423,8 +425,11 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
                     turns.turn()
                 except SearchStoppedError:
                     break
-            # Every column on a path tied with the master's, tightened in one batch.
-            ties = [] if self.master_mip else self.master_ties(TIE_BATCH)
+            # Every column on a path tied with the master's, tightened in one batch,
+            # within a share of the search so far: a proof that prices a few columns
+            # (most networks at large buffers) must not wait for hundreds of ties.
+            tie_s = min(TIE_S, TIE_SHARE * (time.perf_counter() - start) - tie_used_s)
+            ties = [] if self.master_mip or tie_s <= 0 else self.master_ties(TIE_BATCH)
             for c in pending:
                 self.touch(c)
             try:
@@ -433,7 +438,11 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
                         if (c.first, c.last) not in self._interval_bounds
                         and self.signature_count(c.first, c.last) > 6]):
                     continue
-                if sum([self.tighten(c) for c in pending]) + self._tighten_for(ties, TIE_S):
+                rose = sum([self.tighten(c) for c in pending])
+                tie_start = time.perf_counter()
+                rose += self._tighten_for(ties, tie_s) if ties else 0
+                tie_used_s += time.perf_counter() - tie_start
+                if rose:
                     continue  # bounds rose: ask the master again before pricing anything
                 for col in pending:
                     if col.upper is None and col.tight and not col.exact and \
