@@ -257,17 +257,8 @@ class LayerLatency:
                                self.hw.array.pe_count, self.hw.loop_nests, chunks, *self.nests)
             every = np.stack([self.every(m, w, r, wkind) for w, r in pairs])
             for sm in states:
-                vrows = rows * lay.state_row_bits(self.axis) if sm is not None else None
                 total = np.zeros(len(pairs), dtype=np.int64)
-                for count, is_first, is_last in self.classes:
-                    bits = every
-                    if vrows is not None:
-                        passes = self._state_passes(sm, is_first, is_last)
-                        if passes:
-                            bits = bits + vrows * passes
-                    if wkind == "resident" and is_first:
-                        bits = bits.copy()
-                        bits[:, 0] += lay.weight_size_bits
+                for count, bits in self._class_bits(every, rows, sm, wkind):
                     total += count * np.maximum(core, dram_cycles(bits, self.bw)).sum(axis=1)
                 for (w, r), v in zip(pairs, total.tolist(), strict=True):
                     self._memo[(m, wc, sm, w, r)] = v
@@ -303,6 +294,14 @@ class LayerLatency:
         wkind = None if weight is None else "resident" if weight.resident else \
             "chunks" if weight.chunks > 1 else "tile"
         every = self.every(m, written, tuple(reads), wkind)
+        return self._class_bits(every, rows, state, wkind)
+
+    def _class_bits(self, every: np.ndarray, rows: np.ndarray, state: StateMode | None,
+                    wkind: str | None) -> list[tuple[int, np.ndarray]]:
+        """Per class of time batches: how many batches, and the DRAM bits of each step
+        (last axis) of one of them: ``every`` batch's bits, the state rows' passes
+        and, for resident weights, ``|W|`` at the very first step."""
+        lay = self.layer
         vrows = rows * lay.state_row_bits(self.axis) if state is not None else None
         out = []
         for count, is_first, is_last in self.classes:
@@ -311,9 +310,9 @@ class LayerLatency:
                 passes = self._state_passes(state, is_first, is_last)
                 if passes:
                     bits = bits + vrows * passes
-            if wkind == "resident" and is_first and len(bits):
+            if wkind == "resident" and is_first and bits.shape[-1]:
                 bits = bits.copy()
-                bits[0] += lay.weight_size_bits
+                bits[..., 0] += lay.weight_size_bits
             out.append((count, bits))
         return out
 
