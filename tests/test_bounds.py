@@ -318,3 +318,112 @@ def test_interval_bounds_random(data: st.DataObject) -> None:
     p, _, _ = random_case(data)
     check_interval_bounds(p)
 
+
+
+def check_relevant_sets(p: Problem) -> int:
+    """Assert that the capacity-aware bound of every column is the same with the
+    signature's tensors written and kept whole as with the part
+    ``ColumnSolver._relevant`` keeps (which lets signatures share one bound);
+    returns how many (column, axis) pairs were compared.
+
+    Mutation: keeping only the interval's own tensors (``touched`` without
+    the layers' inputs) makes ``test_relevant_sets_give_the_same_bound``
+    fail on every case: a tensor kept whole and read in the interval would
+    hold its line buffer again.
+    """
+    cs = solver_for(p)
+    compared = 0
+    for col in cs.columns:
+        budget, written, _, whole = cs._sig_parts(col)
+        if budget <= 0:
+            continue
+        kept = cs._relevant(col.first, col.last, written, whole)
+        for axis, specs in cs._by_axis(cs.specs[(col.first, col.last)]).items():
+            frames = [(s[2], s[5], s[4]) for s in specs]
+            args = dict(read_rate=cs.rates[0], write_rate=cs.rates[1], k_unroll=cs.ctx.k_unroll)
+            full = frames_excess_bounds(p.network, col.first, col.last, axis, frames, budget,
+                                        written, whole, **args)
+            part = frames_excess_bounds(p.network, col.first, col.last, axis, frames, budget,
+                                        *kept, **args)
+            assert (full[0] == part[0]).all() and (full[1] == part[1]).all(), (col.sig, axis)
+            compared += 1
+    return compared
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_relevant_sets_give_the_same_bound(case: str) -> None:
+    network, ku, size = CASES[case]
+    assert check_relevant_sets(make_problem(network, size, ku)) > 0
+
+
+@settings(**RANDOM_SETTINGS)
+@given(st.data())
+def test_relevant_sets_give_the_same_bound_random(data: st.DataObject) -> None:
+    from test_optimizer import random_case
+
+    p, _, _ = random_case(data)
+    check_relevant_sets(p)
+
+
+def check_unbuilt_signatures(p: Problem) -> int:
+    """Assert that every signature the column solver does not build (its whole
+    tensors alone fill the buffer) has no feasible frame: each frame's local
+    MIP under it is infeasible; returns how many were checked.
+
+    Mutation: building only signatures whose whole tensors take less than
+    half the buffer (``< cap // 2`` in ``IntervalsMixin._add_interval``) makes
+    ``test_unbuilt_signatures_have_no_segment`` fail (``conv_pool_T2_chunks``,
+    ``ann_snn_reset_T2``): a feasible column is left out.
+    """
+    from stems_opt.formulation.column_base import Column
+
+    cs = solver_for(p)
+    built = {(c.first, c.last, c.sig) for c in cs.columns}
+    checked = 0
+    for first, last in {(c.first, c.last) for c in cs.columns}:
+        for sig in cs.signatures(first, last):
+            if (first, last, sig) in built:
+                continue
+            col = Column(first, last, sig, 0.0)
+            assert cs._sig_parts(col)[0] <= 0, sig
+            for spec in cs.specs[(first, last)]:
+                frame = cs._frame(spec)
+                restricted = None if frame is None else cs._restrict(frame, sig)
+                assert restricted is None or cs._local(*restricted, 60.0) is None, (sig, spec)
+            checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_unbuilt_signatures_have_no_segment(case: str) -> None:
+    network, ku, size = CASES[case]
+    check_unbuilt_signatures(make_problem(network, size, ku))
+
+
+@settings(**{**RANDOM_SETTINGS, "max_examples": 12})
+@given(st.data())
+def test_unbuilt_signatures_have_no_segment_random(data: st.DataObject) -> None:
+    from test_optimizer import random_case
+
+    p, _, _ = random_case(data)
+    check_unbuilt_signatures(p)
+
+
+def test_tie_budget_grows_while_tied_columns_rise() -> None:
+    """The tied columns' budget by hand (TIE_BATCH 400, TIE_S 3 s, TIE_SHARE 0.25,
+    TIE_USEFUL 0.25)."""
+    from stems_opt.formulation.master import TieBudget
+
+    b = TieBudget()
+    assert (b.batch(), b.seconds(20.0)) == (400, 3.0)  # min(3, 0.25 * 20)
+    b.record(400, 20, 4.0)  # 5 % rose: 0.95 * 4 = 3.8 s charged, no growth
+    assert b.growth == 1 and b.charged_s == pytest.approx(3.8)
+    assert b.seconds(16.0) == pytest.approx(0.2)  # 0.25 * 16 - 3.8
+    assert b.seconds(15.0) < 0  # the share is spent: no round
+    b.record(100, 25, 2.0)  # 25 % rose: 1.5 s charged, growth 2
+    assert (b.growth, b.batch()) == (2, 800) and b.charged_s == pytest.approx(5.3)
+    assert b.seconds(0.0) == 6.0  # after a useful round the next one always runs
+    b.record(800, 800, 10.0)  # all rose: nothing charged
+    assert (b.growth, b.charged_s) == (4, pytest.approx(5.3))
+    b.record(10, 2, 1.0)  # 20 % rose: back to one round's batch
+    assert (b.growth, b.batch()) == (1, 400)

@@ -193,6 +193,20 @@ class BoundsMixin:
                 rose = True
         return rose
 
+    def _relevant(self, first: int, last: int, written: frozenset[str],
+                  whole: frozenset[str]) -> tuple[frozenset[str], frozenset[str]]:
+        """The part of ``written`` and ``whole`` that :func:`frames_excess_bounds` of
+        ``first..last`` reads: tensors the interval makes or reads, and of those
+        written, only the ones not kept whole (a whole tensor has no DRAM side in
+        the frame). Signatures that differ elsewhere (a whole output also written
+        for a later reader, a tensor passing through) share one bound, the same."""
+        touched = self._touched_tensors.get((first, last))
+        if touched is None:
+            touched = frozenset(name for lay in self.net.layers[first:last + 1]
+                                for name in (lay.name, *lay.inputs))
+            self._touched_tensors[(first, last)] = touched
+        return (written - whole) & touched, whole & touched
+
     def tighten(self, col: Column) -> bool:
         """Bound every frame of ``col`` with what the buffer forces; ``True`` when
         the column's bound rose."""
@@ -205,6 +219,7 @@ class BoundsMixin:
             col.value = None
             return True
         extra = self._extra(col.first, col.last, col.sig)
+        written, whole = self._relevant(col.first, col.last, written, whole)
         best = math.inf
         for axis, specs in self._by_axis(self.specs[(col.first, col.last)]).items():
             self.stop.check()  # the column stays at its cheap bound, still valid
@@ -229,14 +244,16 @@ class BoundsMixin:
         col.bound = max(col.bound, best + extra)
         return col.bound > old
 
-    def _tighten_for(self, cols: list[Column], seconds: float) -> int:
+    def _tighten_for(self, cols: list[Column], seconds: float) -> tuple[int, int]:
         """Tighten ``cols`` in order for at most about ``seconds`` (the master, the
-        seeds and the deadline are looked at between rounds); how many rose."""
-        end, rose = time.perf_counter() + seconds, 0
+        seeds and the deadline are looked at between rounds); how many were
+        tightened and how many of them rose."""
+        end, rose, tried = time.perf_counter() + seconds, 0, 0
         for col in cols:
             if time.perf_counter() > end:
                 break
+            tried += 1
             if self.tighten(col):
                 rose += 1
             self.touch(col)
-        return rose
+        return tried, rose

@@ -58,9 +58,6 @@ from stems_opt.formulation.column_base import (
     EAGER_LAYERS,
     LOCAL_LIMIT_S,
     LOG,
-    TIE_BATCH,
-    TIE_S,
-    TIE_SHARE,
     Backend,
     Column,
     FrameSpecs,
@@ -80,7 +77,7 @@ from stems_opt.formulation.data import (
 )
 from stems_opt.formulation.frame_store import FrameStore
 from stems_opt.formulation.intervals import IntervalsMixin
-from stems_opt.formulation.master import MasterMixin
+from stems_opt.formulation.master import MasterMixin, TieBudget
 from stems_opt.formulation.model import build_frame_model, segment_of
 from stems_opt.formulation.neighbourhood import Turns
 from stems_opt.formulation.primal import Rates
@@ -131,6 +128,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
         self.frame_store = FrameStore(self.ctx)
         self.spec_bounds: dict[FrameKey, float] = {}
         self.cap_bounds: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        self._touched_tensors: dict[tuple[int, int], frozenset[str]] = {}
         self.cheapest: dict[tuple, float] = {}
         self.columns: list[Column] = []
         self._excluded: tuple[float, float] | None = None  # (bound, when computed)
@@ -378,7 +376,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
         start = time.perf_counter()
         local_end = None if time_limit_s is None else start + time_limit_s
         lower = lower_bound
-        tie_used_s = 0.0  # spent tightening columns tied with the master's path
+        ties_budget = TieBudget()  # for tightening columns tied with the master's path
 
         def stopped() -> bool:
             return self.stop.expired() or (local_end is not None
@@ -426,22 +424,28 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
                 except SearchStoppedError:
                     break
             # Every column on a path tied with the master's, tightened in one batch,
-            # within a share of the search so far: a proof that prices a few columns
-            # (most networks at large buffers) must not wait for hundreds of ties.
-            tie_s = min(TIE_S, TIE_SHARE * (time.perf_counter() - start) - tie_used_s)
-            ties = [] if self.master_mip or tie_s <= 0 else self.master_ties(TIE_BATCH)
+            # within a share of the search so far (TieBudget): a proof that prices a
+            # few columns (most networks at large buffers) must not wait for hundreds
+            # of ties.
+            tie_s = ties_budget.seconds(time.perf_counter() - start)
+            ties = [] if self.master_mip or tie_s <= 0 else \
+                self.master_ties(ties_budget.batch())
             for c in pending:
                 self.touch(c)
             try:
+                rose = 0
+                if ties:  # (the labels they come from are stale once anything rose)
+                    tie_start = time.perf_counter()
+                    tried, rose = self._tighten_for(ties, tie_s)
+                    ties_budget.record(tried, rose, time.perf_counter() - tie_start)
+                    LOG.debug("ties: %d of %d tightened rose (growth %d)", rose, tried,
+                              ties_budget.growth)
                 # Intervals with many signatures: one bound for all of them first.
                 if sum([self.raise_interval(c.first, c.last) for c in pending
                         if (c.first, c.last) not in self._interval_bounds
                         and self.signature_count(c.first, c.last) > 6]):
                     continue
-                rose = sum([self.tighten(c) for c in pending])
-                tie_start = time.perf_counter()
-                rose += self._tighten_for(ties, tie_s) if ties else 0
-                tie_used_s += time.perf_counter() - tie_start
+                rose += sum([self.tighten(c) for c in pending])
                 if rose:
                     continue  # bounds rose: ask the master again before pricing anything
                 for col in pending:

@@ -88,9 +88,15 @@ class IntervalsMixin:
         # holds for every time batch.)
         base = min(self._cheapest((first, last, T, axis, 1, Order.TIME_OUTER), any_tb=True)
                    for axis in self.axes)
+        # A signature whose whole tensors alone fill the buffer has no segment (every
+        # frame's budget is <= 0, :meth:`tighten`): it is not built at all.
+        sizes, cap = self.ctx.whole_candidates, self.ctx.capacity_bits
+        sigs = [sig for sig in self.signatures(first, last)
+                if sum(sizes[X] for X, w in sig.whole_in if w)
+                + sum(sizes[X] for X, w, _ in sig.outputs if w) < cap]
         new = [Column(first, last, sig, base + self._extra(first, last, sig),
                       rank=len(self.columns) + i)
-               for i, sig in enumerate(self.signatures(first, last))]
+               for i, sig in enumerate(sigs)]
         self.columns.extend(new)
         self._opened.add((first, last))
         self._reach = max(self._reach, last - first + 1)

@@ -7,14 +7,60 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 
 from stems_opt.formulation.backend import SolveOptions
 from stems_opt.formulation.column_base import (
+    TIE_BATCH,
+    TIE_S,
+    TIE_SHARE,
     Column,
     MasterStoppedError,
     Signature,
 )
 from stems_opt.formulation.model import LinearModel
+
+TIE_GROWTH_MAX = 256
+"""Most a round of tied columns grows (times ``TIE_BATCH`` and ``TIE_S``)."""
+TIE_USEFUL = 0.25
+"""Share of a round's tied columns that must rise for the next round to grow."""
+
+
+@dataclass
+class TieBudget:
+    """How many tied columns (:meth:`MasterMixin.master_ties`) a round tightens, and for
+    how long.
+
+    A round may take ``TIE_S`` seconds and ``TIE_BATCH`` columns, times a
+    growth that doubles after a round where at least ``TIE_USEFUL`` of the
+    columns rose and falls back to 1 otherwise. Rounds after such a round
+    always run; the others only while all rounds together took at most
+    ``TIE_SHARE`` of the search so far, counting only the share of each
+    round's time spent on columns that did not rise. Where the buffer binds
+    along a deep chain (SEW-ResNet-152 below 1 MB) most tied columns rise and
+    tens of thousands must before the master's bound moves; where it does
+    not (SEW-ResNet-18 at 1 MB) few rise, and a proof pricing a few columns
+    does not wait for them.
+    """
+
+    growth: int = 1
+    charged_s: float = 0.0
+
+    def seconds(self, elapsed_s: float) -> float:
+        """Seconds the next round may take, ``elapsed_s`` into the search."""
+        if self.growth > 1:
+            return TIE_S * self.growth
+        return min(TIE_S, TIE_SHARE * elapsed_s - self.charged_s)
+
+    def batch(self) -> int:
+        """Columns the next round may take."""
+        return TIE_BATCH * self.growth
+
+    def record(self, tried: int, rose: int, spent_s: float) -> None:
+        """A round tightened ``tried`` columns, ``rose`` of them rose, in ``spent_s``."""
+        useful = rose / tried if tried else 0.0
+        self.charged_s += spent_s * (1.0 - useful)
+        self.growth = min(TIE_GROWTH_MAX, 2 * self.growth) if useful >= TIE_USEFUL else 1
 
 
 class MasterMixin:
