@@ -416,14 +416,17 @@ def test_tie_budget_grows_while_tied_columns_rise() -> None:
 
     b = TieBudget()
     assert (b.batch(), b.seconds(20.0)) == (400, 3.0)  # min(3, 0.25 * 20)
-    b.record(400, 20, 4.0)  # 5 % rose: 0.95 * 4 = 3.8 s charged, no growth
-    assert b.growth == 1 and b.charged_s == pytest.approx(3.8)
-    assert b.seconds(16.0) == pytest.approx(0.2)  # 0.25 * 16 - 3.8
+    b.record(400, 20, 4.0)  # 5 % rose: not useful, 4 s charged
+    assert b.growth == 1 and b.charged_s == 4.0
+    assert b.seconds(17.0) == pytest.approx(0.25)  # 0.25 * 17 - 4
     assert b.seconds(15.0) < 0  # the share is spent: no round
-    b.record(100, 25, 2.0)  # 25 % rose: 1.5 s charged, growth 2
-    assert (b.growth, b.batch()) == (2, 800) and b.charged_s == pytest.approx(5.3)
+    b.record(8, 8, 0.5)  # all 8 rose, but fewer than 100: not useful
+    assert b.growth == 1 and b.charged_s == 4.5
+    b.record(400, 100, 2.0)  # 25 % and 100 rose: useful, nothing charged, growth 2
+    assert (b.growth, b.batch(), b.charged_s) == (2, 800, 4.5)
     assert b.seconds(0.0) == 6.0  # after a useful round the next one always runs
-    b.record(800, 800, 10.0)  # all rose: nothing charged
-    assert (b.growth, b.charged_s) == (4, pytest.approx(5.3))
-    b.record(10, 2, 1.0)  # 20 % rose: back to one round's batch
+    b.record(800, 800, 10.0)
+    assert (b.growth, b.charged_s) == (4, 4.5)
+    b.record(1000, 200, 1.0)  # 20 % rose: back to one round's batch, charged
+    assert (b.growth, b.charged_s) == (1, 5.5)
     assert (b.growth, b.batch()) == (1, 400)

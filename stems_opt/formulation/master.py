@@ -32,15 +32,15 @@ class TieBudget:
     how long.
 
     A round may take ``TIE_S`` seconds and ``TIE_BATCH`` columns, times a
-    growth that doubles after a round where at least ``TIE_USEFUL`` of the
-    columns rose and falls back to 1 otherwise. Rounds after such a round
-    always run; the others only while all rounds together took at most
-    ``TIE_SHARE`` of the search so far, counting only the share of each
-    round's time spent on columns that did not rise. Where the buffer binds
+    growth that doubles after a *useful* round, where at least ``TIE_USEFUL``
+    of the columns rose and at least ``TIE_USEFUL * TIE_BATCH`` of them, and
+    falls back to 1 otherwise. A round after a useful one always runs; the
+    others only while the rounds that were not useful took at most
+    ``TIE_SHARE`` of the search so far. Where the buffer binds
     along a deep chain (SEW-ResNet-152 below 1 MB) most tied columns rise and
     tens of thousands must before the master's bound moves; where it does
-    not (SEW-ResNet-18 at 1 MB) few rise, and a proof pricing a few columns
-    does not wait for them.
+    not (SEW-ResNet-18 at 1 MB) a round is a few columns, and a proof pricing
+    a few columns does not wait for them.
     """
 
     growth: int = 1
@@ -58,9 +58,10 @@ class TieBudget:
 
     def record(self, tried: int, rose: int, spent_s: float) -> None:
         """A round tightened ``tried`` columns, ``rose`` of them rose, in ``spent_s``."""
-        useful = rose / tried if tried else 0.0
-        self.charged_s += spent_s * (1.0 - useful)
-        self.growth = min(TIE_GROWTH_MAX, 2 * self.growth) if useful >= TIE_USEFUL else 1
+        # (A few columns rising says little: a quarter of a first round's batch must.)
+        grow = rose >= TIE_USEFUL * max(tried, TIE_BATCH)
+        self.growth = min(TIE_GROWTH_MAX, 2 * self.growth) if grow else 1
+        self.charged_s += 0.0 if grow else spent_s
 
 
 class MasterMixin:
