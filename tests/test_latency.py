@@ -302,6 +302,33 @@ def test_unproven_weighted_solve_gives_a_valid_bound() -> None:
     assert r.bound <= r.objective_value
 
 
+def test_edp_never_worse_than_a_seed() -> None:
+    """With weighted solves that only return a poor mapping (the Pareto point of
+    the largest product, as an unproven solve might), the answer's product is at
+    most every seed mapping's, and equals the best seed's (``solve(...,
+    mappings=...)`` passes them on).
+
+    Mutation: dropping the seeds (``seeded = []`` in ``edp._answer``) answers
+    the poor mapping and fails."""
+    p = case_problem("ann_snn_reset", Objective.EDP)
+    front = bf.energy_latency_points(p)
+    seeds = [m for _, _, m in front]
+    edp = {id(m): evaluate(p, m).edp_pj_cycles for m in seeds}
+    worst = max(seeds, key=lambda m: edp[id(m)])
+    assert min(edp.values()) < edp[id(worst)]
+
+    def poor(problem: Problem, **_: Any) -> Result:
+        cost = evaluate(problem, worst)
+        return Result(SolveStatus.FEASIBLE, "poor", "edp", mapping=worst, cost=cost,
+                      objective_value=cost.objective_value("edp", problem.weights), bound=0.0)
+
+    r = solve_edp(p, poor, seeds, method="columns")
+    assert r.objective_value == min(edp.values())
+    assert all(r.objective_value <= v for v in edp.values())
+    r = solve(p, mappings=seeds, time_limit_s=30)
+    assert r.objective_value <= min(edp.values())
+
+
 # ---------------------------------------------------------------------------
 # Bounds
 # ---------------------------------------------------------------------------
