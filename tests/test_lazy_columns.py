@@ -128,7 +128,7 @@ def _bests_through_long(case: str, size: int, longest_open: int) -> tuple[float,
     network, ku, _ = CASES[case]
     _, space = case_frontiers(case)
     problem = make_problem(network, size, ku)
-    scorer = bf.SegmentScorer(problem)
+    scorer = bf.SegmentScorer(problem, latency=False)
     traffic = energy = math.inf
     for runs, idx in space.valid_walk():
         if max(len(run) for run in runs) <= longest_open:

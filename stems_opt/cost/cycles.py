@@ -187,7 +187,7 @@ class _Search:
         return c, int(masked[i]), i
 
     def _offer(self, got: tuple[int, int, int] | None, points_at) -> None:
-        """Keep ``got`` if it beats the best; ``points_at()`` gives its chain points."""
+        """Keep ``got`` if it beats the best; ``points_at(its index)`` gives its chain points."""
         if got is not None and (self.best is None or got[:2] < self.best):
             self.best = got[:2]
             self.best_points = points_at(got[2])
