@@ -148,3 +148,47 @@ def test_time_limited_solve_never_worse_than_the_best_named(case: str) -> None:
     if feasible:
         assert r.objective_value <= min(feasible)
     assert objective_constant(p) == 0.0
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_named_scored_first_bound_the_answer_with_no_search_time(
+        case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where scoring them is cheap, the named schedules are scored in the search's own
+    process before the search and seed it: with no time left for the search at all,
+    the answer is still at most every named schedule's value, and it is the search's
+    own incumbent (the seeded segments), not the fallback substituted at the end.
+
+    Mutations that fail it: dropping the seed (``_hook`` without the named mappings)
+    leaves the search with no mapping or a worse one, so the fallback is needed;
+    scoring them in the second process instead leaves nothing arrived in time.
+    """
+    import stems_opt.solvers as solvers
+    from stems_opt.incumbents import in_process
+    from stems_opt.stopping import Stop
+
+    network, ku, size = CASES[case]
+    p = make_problem(network, size, ku)
+    assert in_process(p, None)  # (tiny networks: milliseconds)
+    named = [r.objective_value for r in (named_schedule(p, n) for n in FALLBACK_SCHEDULES)
+             if r.feasible]
+    monkeypatch.setattr(solvers, "_search_share", lambda stop, layers: 0.0)
+    r = solve(p, stop=Stop())  # a caller who may stop it: the fallback applies
+    if not named:
+        return
+    assert r.mapping is not None and not check(p, r.mapping)
+    assert r.objective_value <= min(named) * (1 + 1e-12), (r.objective_value, named)
+    assert "incumbent" not in r.stats, r.stats  # (set only when the fallback is taken)
+
+
+def test_named_in_process_only_where_cheap_for_the_limit() -> None:
+    """The policy of :func:`stems_opt.incumbents.in_process`: SEW-ResNet-18 (1,025
+    output rows, about 2.6 s) in process under 10 s but not under 5 s; SEW-ResNet-152
+    (3,990 rows, about 10 s) never."""
+    from stems_opt.incumbents import in_process, named_cost_s
+    from stems_opt.io import load_instance
+
+    sew18 = load_instance(ROOT / "instances" / "sew_resnet18_1mb.yaml")
+    sew152 = load_instance(ROOT / "instances" / "sew_resnet152_1mb.yaml")
+    assert named_cost_s(sew18) == pytest.approx(0.0025 * 1025)
+    assert in_process(sew18, 10.0) and not in_process(sew18, 5.0) and in_process(sew18, None)
+    assert not in_process(sew152, 10.0) and not in_process(sew152, 1000.0)
