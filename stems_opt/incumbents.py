@@ -19,12 +19,13 @@ import contextlib
 import multiprocessing
 import os
 import signal
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Iterable
 from multiprocessing.connection import Connection
 
 from stems_opt.problem import Problem
 from stems_opt.result import Result
-from stems_opt.stopping import SearchStoppedError, Stop
+from stems_opt.stopping import INTERRUPTED, SearchStoppedError, Stop
 
 FALLBACK_SCHEDULES = ("TB-LBL", "TB-F", "ST-F")
 """Named schedules tried as the fallback."""
@@ -35,15 +36,19 @@ NAMED_S_PER_ROW = 0.0025
 """Seconds the three fallback schedules take per output row of the network (OY extents
 summed over layers), measured on an idle core: SEW-ResNet-18 (1,025 rows) 1.5-2.8 s,
 RED-LIF (1,349) 3.1-6.4 s, SEW-ResNet-152 (3,990) 10-14.5 s, a 1000-layer chain
-(32,000) 118-150 s."""
+(32,000) 118-150 s. On a loaded machine several times more."""
+FUSED_PER_LAYERWISE = 12.0
+"""ST-F and TB-F each take up to this many times what TB-LBL took (measured: 4-10 on
+SEW-ResNet-18, up to 35 on SEW-ResNet-152): what is left is predicted from TB-LBL's
+own time, so the prediction follows the machine's load."""
 IN_PROCESS_SHARE = 0.3
-"""The fallback schedules are scored in the search's own process when their estimated
-time (:func:`named_cost_s`) is at most this share of the time limit ..."""
+"""The fallback schedules are scored in the search's own process while their (estimated,
+then predicted) time fits in this share of the time limit ..."""
 IN_PROCESS_MAX_S = 3.0
-"""... and at most this many seconds (SEW-ResNet-18 and its variants, 2.6 s, at limits
-from 9 s: the seconds a proof then loses are few; RED-LIF, 3.4 s, and deeper networks,
-whose search beats the named schedules long before they are scored, keep the second
-process, which runs on the other core for free)."""
+"""... and in at most this many seconds (SEW-ResNet-18 and its variants, 2.6 s on an idle
+core, at limits from 9 s: the seconds a proof then loses are few; RED-LIF, 3.4 s, and
+deeper networks, whose search beats the named schedules long before they are scored,
+keep the second process, which runs on the other core)."""
 
 
 def in_search_space(problem: Problem, result: Result) -> bool:
@@ -77,40 +82,52 @@ def named_cost_s(problem: Problem) -> float:
     return NAMED_S_PER_ROW * sum(lay.extent(Axis.OY) for lay in problem.network.layers)
 
 
-def in_process(problem: Problem, time_limit_s: float | None) -> bool:
-    """Whether the fallback schedules are scored in the search's own process, before
-    the search (cheap enough for the limit), rather than in a second process."""
-    budget = IN_PROCESS_MAX_S if time_limit_s is None else \
+def in_process_budget_s(time_limit_s: float | None) -> float:
+    """Seconds the search's own process may spend on the fallback schedules."""
+    return IN_PROCESS_MAX_S if time_limit_s is None else \
         min(IN_PROCESS_MAX_S, IN_PROCESS_SHARE * time_limit_s)
-    return named_cost_s(problem) <= budget
 
 
-def score_in_process(problem: Problem, stop: Stop, names: tuple[str, ...] = SCORING_ORDER,
-                     on_result: Callable[[Result], None] | None = None) -> list[Result]:
-    """Score ``names`` here, in order, until ``stop`` fires; returns those that fit and
-    lie in the search space, each also passed to ``on_result`` as it is scored.
+def in_process(problem: Problem, time_limit_s: float | None) -> bool:
+    """Whether the fallback schedules start in the search's own process, before the
+    search (estimated cheap enough for the limit), rather than in a second process."""
+    return named_cost_s(problem) <= in_process_budget_s(time_limit_s)
 
-    A schedule under way when ``stop`` fires is abandoned (its tile search
-    checks ``stop``); the ones scored before it are kept.
+
+def score_in_process(problem: Problem, stop: Stop, budget_s: float,
+                     names: tuple[str, ...] = SCORING_ORDER
+                     ) -> tuple[list[Result], tuple[str, ...]]:
+    """Score ``names`` here, in order, while they fit in ``budget_s`` seconds.
+
+    Returns the results that fit and lie in the search space, and the names
+    left for a second process: those after the first whose predicted time
+    (:data:`FUSED_PER_LAYERWISE` times the first's) would overrun the budget,
+    or that the budget (or ``stop``) interrupted.
     """
     from stems_opt.heuristics import named_schedule
 
+    start = time.perf_counter()
+    own = Stop(budget_s)
+    own.deadline = own.deadline if stop.deadline is None else min(own.deadline, stop.deadline)
     cap = problem.max_segment_layers
-    found = []
-    for name in names:
-        if stop.expired():
-            break
+    found: list[Result] = []
+    first_s = None
+    for k, name in enumerate(names):
+        elapsed = time.perf_counter() - start
+        if stop.reason is not None or (first_s is not None and
+                                       elapsed + FUSED_PER_LAYERWISE * first_s > budget_s):
+            return found, names[k:]
         if cap is not None and name == "ST-LBL" and len(problem.network.layers) > cap:
             continue
-        try:
-            r = named_schedule(problem, name, stop=stop)
-        except SearchStoppedError:
-            break
+        with stop.cancel_hook(lambda: own.request(stop.reason or INTERRUPTED)):
+            try:
+                r = named_schedule(problem, name, stop=own)
+            except SearchStoppedError:
+                return found, names[k:]
+        first_s = time.perf_counter() - start if first_s is None else first_s
         if r.feasible and in_search_space(problem, r):
             found.append(r)
-            if on_result is not None:
-                on_result(r)
-    return found
+    return found, ()
 
 
 def best_of(results: Iterable[Result]) -> Result | None:

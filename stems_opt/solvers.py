@@ -125,20 +125,30 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     each better mapping the search finds (value in objective units).
     """
     from stems_opt.formulation.columns import ColumnSolver
-    from stems_opt.incumbents import BackgroundNamed, in_process
+    from stems_opt.incumbents import (
+        SCORING_ORDER,
+        BackgroundNamed,
+        in_process,
+        in_process_budget_s,
+        score_in_process,
+    )
 
     check_solver(solver)
     caller_stop = stop is not None
     stop = _stop_for(stop, time_limit_s)
     # The named fallback matters only when the search may stop before its proof: scored
-    # here first where that is cheap for the limit, else in a second process meanwhile.
-    fallback = warm_start and (caller_stop or stop.deadline is not None)
-    here = fallback and in_process(problem, None if stop.deadline is None
-                                   else stop.deadline - stop.start)
-    background = BackgroundNamed(problem) if fallback and not here else None
+    # here first while that is cheap for the limit, the rest in a second process meanwhile.
+    named: list[Result] = []
+    rest: tuple[str, ...] = ()
+    if warm_start and (caller_stop or stop.deadline is not None):
+        limit = None if stop.deadline is None else stop.deadline - stop.start
+        rest = SCORING_ORDER
+        if in_process(problem, limit):
+            named, rest = score_in_process(problem, stop, in_process_budget_s(limit))
+    background = BackgroundNamed(problem, rest) if rest and not stop.expired() else None
     try:
         return _solve_columns(problem, solver, threads, seed, stop, background, ColumnSolver,
-                              lower_bound, mappings, on_incumbent, named_here=here)
+                              lower_bound, mappings, on_incumbent, named)
     finally:
         if background is not None:
             background.close()
@@ -204,24 +214,25 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
                    background: BackgroundNamed | None, column_solver: type,
                    lower_bound: float | None = None, mappings: Sequence[Mapping] = (),
                    on_incumbent: Callable[[float, float], None] | None = None,
-                   named_here: bool = False) -> Result:
+                   named: Sequence[Result] = ()) -> Result:
+    """The search of :func:`solve_columns`; ``named`` are named schedules scored before it
+    (seeds, and the fallback when better), ``background`` the second process scoring
+    others meanwhile."""
     from stems_opt.formulation.backend import SolveOptions
     from stems_opt.formulation.data import objective_constant
-    from stems_opt.incumbents import best_of, score_in_process
+    from stems_opt.incumbents import best_of
 
     start = stop.start
     objective = problem.objective
     scale = _scale(problem)
     constant = objective_constant(problem)
     progress = Progress(objective.value, lambda v: (v + constant) / scale)
-    named: list[Result] = []  # the named schedules scored here
+    named = list(named)
     progress.add_source(lambda: _named_offer(named, background))
     stats: dict[str, float | str] = {}
+    if named:
+        stats.update(named_s=time.perf_counter() - start)
     with progress:
-        if named_here:  # first, so the answer is never worse than any of them
-            score_in_process(problem, stop, on_result=lambda r: (named.append(r),
-                                                                 progress.update()))
-            stats.update(named_s=time.perf_counter() - start)
         try:
             cs = column_solver(problem, _backend(solver),
                                SolveOptions(threads=threads, seed=seed, stop=stop),

@@ -250,17 +250,19 @@ class PrimalMixin:
             improved += 1
         return improved
 
-    def dive(self, until: float | None, until_none: float | None = None) -> None:
+    def dive(self, until: float | None, until_none: float | None = None,
+             until_improving: float | None = None) -> None:
         """Find mappings fast: the master over repaired columns (:meth:`repair_price`),
         the others at their bounds, until its answer uses repaired columns only
         or ``until`` (a ``time.perf_counter()`` value) passes; while no mapping
-        is found, until ``until_none`` passes.
+        is found, until ``until_none`` passes; while the mapping found improved
+        in the last ``DIVE_ASK_S``, until ``until_improving`` passes.
 
         Each answer's columns without a segment are repaired, so the path moves
         to the columns whose greedy segments are cheapest; every column found
         also serves the exact search (an upper value to stop its pricing at).
         """
-        found = [False, 0.0]  # (a mapping found, when last asked)
+        found = [False, 0.0, math.inf]  # (a mapping found, when last asked, its value)
 
         def over(ask: bool = False) -> bool:
             if self.stop.expired():
@@ -268,14 +270,21 @@ class PrimalMixin:
             now = time.perf_counter()
             if until is None or now < until:
                 return False
-            # Past the share: go on only while nothing is found, up to the second limit
-            # (asking for the incumbent is a pass over every column: a few times a second
-            # in the first pass below, once per step after it).
-            if until_none is None or now >= until_none or found[0]:
+            # Past the share: go on while nothing is found, up to the second limit, or
+            # while the mapping improves, up to the third (asking for the incumbent is a
+            # pass over every column: a few times a second in the first pass below, once
+            # per step after it).
+            last = until_improving if found[0] else until_none
+            if last is None or now >= last:
                 return True
             if ask or now - found[1] >= DIVE_ASK_S:
-                found[0], found[1] = self.incumbent() is not None, now
-            return found[0]
+                res = self.incumbent()
+                value = math.inf if res is None else res[1]
+                improved = value < found[2]
+                found[0], found[1], found[2] = res is not None, now, value
+                if found[0]:
+                    return not improved or until_improving is None or now >= until_improving
+            return False
 
         # First one layer per segment, and one block per segment, with every tensor
         # through DRAM: the path below then has a complete alternative to every column
@@ -311,10 +320,10 @@ class PrimalMixin:
                 return  # (the intervals opened so far stay; the rest are bounded apart)
             self.stats.update(columns=len(self.columns), open_len=self.open_len)
         while not over(ask=True):
-            # (repairs stop at the share once a mapping is found, else at the second limit)
+            # (repairs stop at the third limit once a mapping is found, else at the second)
             found[0] = found[0] or self.incumbent() is not None
-            if not self.dive_step(over, None if until is None else until if found[0]
-                                  else until_none):
+            if not self.dive_step(over, None if until is None else (until_improving or until)
+                                  if found[0] else until_none):
                 return
 
     def dive_step(self, over: Callable[[], bool] | None = None,

@@ -135,7 +135,8 @@ class _State:
                 self.states.get(name, StateMode.SPILLED), act, written, reads)
 
     def group(self, key: tuple[object, ...]) -> tuple[float, int, np.ndarray]:
-        """``(value, persistent bits, local bits)`` of one layer under ``key``."""
+        """``(value, persistent bits, occupancy)`` of one layer under ``key``: the
+        occupancy (per tile and position) is its persistent bits plus its local bits."""
         got = self.groups.get(key)
         if got is None:
             i, m, weight, state, act, written, reads = key
@@ -155,10 +156,11 @@ class _State:
                         self.rates.fewest_cycles)
                 value += self.rates.latency_units(lat, self.geo, lay, m, weight, state,
                                                   written, reads)
-            local = np.zeros((self.geo.n, len(self.layers)), dtype=np.int64)
-            persistent = 0
+            persistent = sum(t.persistent_bits for t in terms)
+            # The layer's whole share of the occupancy: its persistent bits everywhere
+            # plus its local bits (one array, so a trial adds and takes it at once).
+            local = np.full((self.geo.n, len(self.layers)), persistent, dtype=np.int64)
             for t in terms:
-                persistent += t.persistent_bits
                 if t.local is not None:
                     local += t.local
             got = self.groups[key] = (value, persistent, local)
@@ -186,10 +188,9 @@ class _State:
         occ = np.full((self.geo.n, len(self.layers)), self.extra_bits + self.kept_bits(),
                       dtype=np.int64)
         for k in keys:
-            v, p, loc = self.group(k)
+            v, _, share = self.group(k)
             value += v
-            occ += p
-            occ += loc
+            occ += share
         return value, occ
 
     def segment(self) -> Segment:
@@ -287,18 +288,22 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
         new = [(i, st.key(i)) for i in idx]
         kept = st.kept_bits() if field in ("halos", "acts") else kept_now[0]
         st.undo(field, name, old)
-        v, o = value, occ + (kept - kept_now[0])
+        v, o = value, occ.copy()
+        if kept != kept_now[0]:
+            o += kept - kept_now[0]
         for i, k in new:
             if k == keys[i]:
                 continue
-            gv, gp, gl = st.group(keys[i])
-            nv, np_, nl = st.group(k)
+            gv, _, go = st.group(keys[i])
+            nv, _, no = st.group(k)
             v += nv - gv
-            o += (np_ - gp) + (nl - gl)
+            o -= go
+            o += no
         return v, o, new
 
     def overflow(o: np.ndarray) -> int:
-        return int(np.maximum(o - capacity_bits, 0).sum())
+        above = o[o > capacity_bits]
+        return int(above.sum()) - capacity_bits * above.size
 
     over = overflow(occ)
     steps = 0
