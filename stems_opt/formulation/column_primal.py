@@ -313,6 +313,8 @@ class PrimalMixin:
                 self.touch(col)
                 self.repair_price(col)
         self.note_incumbent()
+        if not self.plain_dive(over):
+            return
         while self.open_len < self._budget_len:  # one length at a time: a stop keeps them
             try:
                 self._open_lengths(self.open_len + 1)
@@ -325,6 +327,69 @@ class PrimalMixin:
             if not self.dive_step(over, None if until is None else (until_improving or until)
                                   if found[0] else until_none):
                 return
+
+    def plain_dive(self, over: Callable[[], bool]) -> bool:
+        """The dive over the opened columns with every tensor through DRAM at their
+        boundaries only: a shortest path over boundaries (found segments at their
+        value, columns not repaired yet at their bound), repairing the columns it
+        picks without a segment, until it picks found segments only. ``False``
+        when ``over()`` stopped it.
+
+        These columns chain with no state at their boundaries, so the path is a
+        few hundred relaxations, and their bounds are often their repaired value
+        (their cheapest choices fit), so the path settles in a few rounds: on
+        SEW-ResNet-18 at 128 KB it finds a mapping 1 % above the optimum in a
+        second, where the dive over every signature needs 27 s.
+        """
+        plain = [c for c in self.columns if not any(w for _, w in c.sig.whole_in)
+                 and all(not w and cw for _, w, cw in c.sig.outputs)]
+        longest = max((c.last - c.first + 1 for c in plain), default=0)
+        cap = 2
+        while True:  # intervals of up to 2, 4, 8, ... layers: short ones settle first
+            cap = min(2 * cap, longest)
+            if not self._plain_path([c for c in plain if c.last - c.first < cap], over):
+                return False
+            if cap >= longest:
+                return True
+
+    def _plain_path(self, plain: list[Column], over: Callable[[], bool]) -> bool:
+        """:meth:`plain_dive` over the columns ``plain``."""
+        L = len(self.net.layers)
+        starts: dict[int, list[Column]] = {}
+        for c in plain:
+            starts.setdefault(c.first, []).append(c)
+        while True:
+            best: list[tuple[float, Column | None]] = [(math.inf, None)] * (L + 1)
+            best[0] = (0.0, None)
+            for k in range(L):
+                if best[k][0] == math.inf:
+                    continue
+                for c in starts.get(k, ()):
+                    if c.exact and c.value is None:
+                        continue
+                    price = c.upper if c.upper is not None else \
+                        None if c.repaired else float(round(c.price))
+                    if price is not None and best[k][0] + price < best[c.last + 1][0]:
+                        best[c.last + 1] = (best[k][0] + price, c)
+            if best[L][1] is None:
+                return True
+            path, k = [], L
+            while k > 0:
+                c = best[k][1]
+                assert c is not None
+                path.append(c)
+                k = c.first
+            pending = [c for c in path if c.upper is None]
+            if not pending:
+                self.note_incumbent()
+                return True
+            for col in pending:
+                if over():
+                    return False
+                self.touch(col)
+                self.repair_price(col)
+                if not col.repaired:  # nothing left to repair: keep it out of the path
+                    col.repaired.add(())
 
     def dive_step(self, over: Callable[[], bool] | None = None,
                   until: float | None = None) -> bool:

@@ -182,6 +182,17 @@ class _State:
             total += bits
         return total
 
+    def kept_of(self, src: str) -> int:
+        """The part of :meth:`kept_bits` that ``src`` reserves (0 unless it is read from
+        DRAM under ``keep`` across several tiles)."""
+        if self.geo.n == 1 or self.placement(src) is Placement.ON_CHIP or \
+                self.halos.get(src, Halo.REREAD) is not Halo.KEEP:
+            return 0
+        bits = self.kept.get(src)
+        if bits is None:
+            bits = self.kept[src] = kept_halo_term(self.geo, src).persistent_bits
+        return bits
+
     def totals(self, keys: list[tuple[object, ...]]) -> tuple[float, np.ndarray]:
         """Value and occupancy (per tile and position) of the layers under ``keys``."""
         value = 0.0
@@ -272,7 +283,6 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
             readers.setdefault(src, []).append(i)
     keys = [st.key(i) for i in range(len(st.layers))]
     value, occ = st.totals(keys)
-    kept_now = [st.kept_bits()]  # (a list: updated by the steps below)
 
     def touched(field: str, name: str) -> list[int]:
         if field == "halos":
@@ -281,25 +291,37 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
             return [pos[name], *readers.get(name, [])]
         return [pos[name]]
 
+    # A move's change of value and occupancy depends only on the keys of the layers it
+    # touches (and, for an activation, on its halo choice), so it is computed once per
+    # such state: most moves are tried again, unchanged, at every step.
+    deltas: dict[tuple[object, ...], tuple[float, np.ndarray | None, list]] = {}
+
     def trial(field: str, name: str, alt: object) -> tuple[float, np.ndarray, list]:
         """Value, occupancy and keys with one decision changed (state unchanged)."""
-        old = st.apply(field, name, alt)
         idx = touched(field, name)
-        new = [(i, st.key(i)) for i in idx]
-        kept = st.kept_bits() if field in ("halos", "acts") else kept_now[0]
-        st.undo(field, name, old)
-        v, o = value, occ.copy()
-        if kept != kept_now[0]:
-            o += kept - kept_now[0]
-        for i, k in new:
-            if k == keys[i]:
-                continue
-            gv, _, go = st.group(keys[i])
-            nv, _, no = st.group(k)
-            v += nv - gv
-            o -= go
-            o += no
-        return v, o, new
+        ck = (field, name, alt, st.halos.get(name) if field == "acts" else None,
+              *[keys[i] for i in idx])
+        hit = deltas.get(ck)
+        if hit is None:
+            kept = field in ("halos", "acts")
+            before = st.kept_of(name) if kept else 0
+            old = st.apply(field, name, alt)
+            new = [(i, st.key(i)) for i in idx]
+            after = st.kept_of(name) if kept else 0
+            st.undo(field, name, old)
+            dv, do = 0.0, None
+            if after != before:
+                do = np.full(occ.shape, after - before, dtype=np.int64)
+            for i, k in new:
+                if k == keys[i]:
+                    continue
+                gv, _, go = st.group(keys[i])
+                nv, _, no = st.group(k)
+                dv += nv - gv
+                do = no - go if do is None else do + (no - go)
+            hit = deltas[ck] = (dv, do, new)
+        dv, do, new = hit
+        return value + dv, occ if do is None else occ + do, new
 
     def overflow(o: np.ndarray) -> int:
         above = o[o > capacity_bits]
@@ -324,7 +346,6 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
             return None
         _, field, name, alt, value, occ, new = best
         st.apply(field, name, alt)
-        kept_now[0] = st.kept_bits()
         for i, k in new:
             keys[i] = k
         over = overflow(occ)
@@ -343,7 +364,6 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
             break
         value, field, name, alt, occ, new = best
         st.apply(field, name, alt)
-        kept_now[0] = st.kept_bits()
         for i, k in new:
             keys[i] = k
     out = st.segment()
