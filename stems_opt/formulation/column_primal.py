@@ -277,13 +277,14 @@ class PrimalMixin:
             last = until_improving if found[0] else until_none
             if last is None or now >= last:
                 return True
-            if ask or now - found[1] >= DIVE_ASK_S:
+            # (with a mapping: whether it improved in the last DIVE_ASK_S, not since the
+            # last step)
+            if (ask and not found[0]) or now - found[1] >= DIVE_ASK_S:
                 res = self.incumbent()
                 value = math.inf if res is None else res[1]
                 improved = value < found[2]
                 found[0], found[1], found[2] = res is not None, now, value
-                if found[0]:
-                    return not improved or until_improving is None or now >= until_improving
+                return found[0] and not improved
             return False
 
         # First one layer per segment, and one block per segment, with every tensor
