@@ -192,3 +192,23 @@ def test_named_in_process_only_where_cheap_for_the_limit() -> None:
     assert named_cost_s(sew18) == pytest.approx(0.0025 * 1025)
     assert in_process(sew18, 10.0) and not in_process(sew18, 5.0) and in_process(sew18, None)
     assert not in_process(sew152, 10.0) and not in_process(sew152, 1000.0)
+
+
+def test_named_in_process_budget_hands_the_rest_to_the_second_process() -> None:
+    """Within the budget every schedule is scored here; with none, TB-LBL (which has no
+    tile search to interrupt) is, and ST-F and TB-F (predicted at 12 times its time)
+    are left for the second process; a stop request leaves them all."""
+    from stems_opt.incumbents import SCORING_ORDER, score_in_process
+    from stems_opt.stopping import Stop
+
+    network, ku, size = CASES["chain_T4"]
+    p = make_problem(network, size, ku)
+    feasible = [n for n in SCORING_ORDER if named_schedule(p, n).feasible]
+    found, rest = score_in_process(p, Stop(), 100.0)
+    assert rest == () and [r.solver for r in found] == [f"named:{n}" for n in feasible]
+    found, rest = score_in_process(p, Stop(), 0.0)
+    assert rest == SCORING_ORDER[1:]
+    assert [r.solver for r in found] == (["named:TB-LBL"] if "TB-LBL" in feasible else [])
+    stopped = Stop()
+    stopped.request()
+    assert score_in_process(p, stopped, 100.0) == ([], SCORING_ORDER)
