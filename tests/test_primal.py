@@ -194,10 +194,13 @@ def test_named_in_process_only_where_cheap_for_the_limit() -> None:
     assert not in_process(sew152, 10.0) and not in_process(sew152, 1000.0)
 
 
-def test_named_in_process_budget_hands_the_rest_to_the_second_process() -> None:
-    """Within the budget every schedule is scored here; with none, TB-LBL (which has no
-    tile search to interrupt) is, and ST-F and TB-F (predicted at 12 times its time)
-    are left for the second process; a stop request leaves them all."""
+def test_named_in_process_budget_hands_the_rest_to_the_second_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within the budget every schedule is scored here. When ST-F and TB-F are predicted
+    (at ``FUSED_PER_LAYERWISE`` times TB-LBL's time, here made huge) to overrun it, only
+    TB-LBL is, and they are left for the second process; with no budget, or after a
+    stop request, all are (a schedule under way is abandoned at its next fill)."""
+    import stems_opt.incumbents as incumbents
     from stems_opt.incumbents import SCORING_ORDER, score_in_process
     from stems_opt.stopping import Stop
 
@@ -206,9 +209,11 @@ def test_named_in_process_budget_hands_the_rest_to_the_second_process() -> None:
     feasible = [n for n in SCORING_ORDER if named_schedule(p, n).feasible]
     found, rest = score_in_process(p, Stop(), 100.0)
     assert rest == () and [r.solver for r in found] == [f"named:{n}" for n in feasible]
-    found, rest = score_in_process(p, Stop(), 0.0)
+    monkeypatch.setattr(incumbents, "FUSED_PER_LAYERWISE", 1e12)
+    found, rest = score_in_process(p, Stop(), 100.0)
     assert rest == SCORING_ORDER[1:]
     assert [r.solver for r in found] == (["named:TB-LBL"] if "TB-LBL" in feasible else [])
+    assert score_in_process(p, Stop(), 0.0) == ([], SCORING_ORDER)
     stopped = Stop()
     stopped.request()
     assert score_in_process(p, stopped, 100.0) == ([], SCORING_ORDER)
