@@ -4,11 +4,11 @@ is cheap, else in a second process while the exact search runs.
 Under a time limit, or when the user may stop the search, the best named
 schedule bounds the answer from above. On small networks the schedules take
 a few seconds at most (:func:`named_cost_s`), so they are scored in the
-search's own process before the search starts and seed it
-(:func:`score_in_process`): the answer is then never worse than any of them
-once they are scored. On deep networks they take tens of seconds, so a
-child process scores them on the second core from the start and sends each
-result as it is ready (:class:`BackgroundNamed`); at the end the search
+search's own process before the search starts, within a budget, and seed it
+(:func:`score_in_process`): the answer is then never worse than any of them.
+What the budget leaves (all of them on deep networks, where they take tens
+of seconds) a child process scores on the second core meanwhile, sending
+each result as it is ready (:class:`BackgroundNamed`); at the end the search
 takes whatever arrived and stops the child, so the fallback never delays
 the answer.
 """
@@ -38,9 +38,9 @@ summed over layers), measured on an idle core: SEW-ResNet-18 (1,025 rows) 1.5-2.
 RED-LIF (1,349) 3.1-6.4 s, SEW-ResNet-152 (3,990) 10-14.5 s, a 1000-layer chain
 (32,000) 118-150 s. On a loaded machine several times more."""
 FUSED_PER_LAYERWISE = 12.0
-"""ST-F and TB-F each take up to this many times what TB-LBL took (measured: 4-10 on
-SEW-ResNet-18, up to 35 on SEW-ResNet-152): what is left is predicted from TB-LBL's
-own time, so the prediction follows the machine's load."""
+"""ST-F and TB-F each take about this many times what TB-LBL took (measured: 6-12 on
+SEW-ResNet-18, 7-19 on SEW-ResNet-152, 70 on a 1000-layer chain): what is left is
+predicted from TB-LBL's own time, so the prediction follows the machine's load."""
 IN_PROCESS_SHARE = 0.3
 """The fallback schedules are scored in the search's own process while their (estimated,
 then predicted) time fits in this share of the time limit ..."""

@@ -316,7 +316,10 @@ class PrimalMixin:
         self.note_incumbent()
         if not self.plain_dive(over):
             return
-        while self.open_len < self._budget_len:  # one length at a time: a stop keeps them
+        # One length at a time (a stop keeps them), within the dive's share only: past
+        # it, the exact loop opens what it needs (open_more), far fewer on deep networks.
+        while self.open_len < self._budget_len and (until is None
+                                                    or time.perf_counter() < until):
             try:
                 self._open_lengths(self.open_len + 1)
             except SearchStoppedError:
