@@ -30,10 +30,7 @@ DIVE_NONE_SHARE = 0.5
 """Share of the time limit the dive may take while it has found no mapping at all."""
 DIVE_IMPROVING_SHARE = 0.4
 """Share of the time limit the dive may take while its mapping keeps improving (each
-``DIVE_IMPROVED_S``): under a time limit the mapping matters more than an early bound."""
-DIVE_IMPROVED_S = 2.0
-"""Seconds within which the dive's mapping must improve for it to go on past its share
-(RED-LIF's plain pass improves every 1.3-1.5 s on a loaded machine)."""
+``DIVE_ASK_S``): under a time limit the mapping matters more than an early bound."""
 DIVE_ASK_S = 1.0
 """Seconds between the dive's checks for a first mapping once its share has passed."""
 DIVE_CAP_S = 30.0

@@ -17,7 +17,6 @@ from stems_opt.formulation.bounds import (
 )
 from stems_opt.formulation.column_base import (
     DIVE_ASK_S,
-    DIVE_IMPROVED_S,
     PRIMAL_FRAMES,
     REPAIR_TRIES,
     Column,
@@ -257,7 +256,7 @@ class PrimalMixin:
         the others at their bounds, until its answer uses repaired columns only
         or ``until`` (a ``time.perf_counter()`` value) passes; while no mapping
         is found, until ``until_none`` passes; while the mapping found improved
-        in the last ``DIVE_IMPROVED_S``, until ``until_improving`` passes.
+        in the last ``DIVE_ASK_S``, until ``until_improving`` passes.
 
         Each answer's columns without a segment are repaired, so the path moves
         to the columns whose greedy segments are cheapest; every column found
@@ -278,10 +277,9 @@ class PrimalMixin:
             last = until_improving if found[0] else until_none
             if last is None or now >= last:
                 return True
-            # (with a mapping: whether it improved in the last DIVE_IMPROVED_S, not since
-            # the last step)
-            if (ask and not found[0]) or now - found[1] >= (
-                    DIVE_IMPROVED_S if found[0] else DIVE_ASK_S):
+            # (with a mapping: whether it improved in the last DIVE_ASK_S, not since the
+            # last step)
+            if (ask and not found[0]) or now - found[1] >= DIVE_ASK_S:
                 res = self.incumbent()
                 value = math.inf if res is None else res[1]
                 improved = value < found[2]
@@ -338,9 +336,8 @@ class PrimalMixin:
         """The dive over the opened columns with every tensor through DRAM at their
         boundaries only: a shortest path over boundaries (found segments at their
         value, columns not repaired yet at their bound), repairing the columns it
-        picks without a segment (one frame each: the path moves on to others
-        sooner), until it picks found segments only. ``False`` when ``over()``
-        stopped it.
+        picks without a segment, until it picks found segments only. ``False``
+        when ``over()`` stopped it.
 
         These columns chain with no state at their boundaries, so the path is a
         few hundred relaxations, and their bounds are often their repaired value
@@ -394,7 +391,7 @@ class PrimalMixin:
                 if over():
                     return False
                 self.touch(col)
-                self.repair_price(col, 1)
+                self.repair_price(col)
                 if not col.repaired:  # nothing left to repair: keep it out of the path
                     col.repaired.add(())
 
