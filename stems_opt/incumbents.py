@@ -49,6 +49,10 @@ IN_PROCESS_MAX_S = 3.0
 core, at limits from 9 s: the seconds a proof then loses are few; RED-LIF, 3.4 s, and
 deeper networks, whose search beats the named schedules long before they are scored,
 keep the second process, which runs on the other core)."""
+IN_PROCESS_UP_TO_S = 30.0
+"""Under longer limits (or none: a caller who may stop the search) the second process,
+on the other core, delivers long before the limit: the search's own time is left to
+it (the command line's default limit is 300 s)."""
 
 
 def in_search_space(problem: Problem, result: Result) -> bool:
@@ -90,8 +94,10 @@ def in_process_budget_s(time_limit_s: float | None) -> float:
 
 def in_process(problem: Problem, time_limit_s: float | None) -> bool:
     """Whether the fallback schedules start in the search's own process, before the
-    search (estimated cheap enough for the limit), rather than in a second process."""
-    return named_cost_s(problem) <= in_process_budget_s(time_limit_s)
+    search (a tight limit they are estimated cheap enough for), rather than in a
+    second process."""
+    return time_limit_s is not None and time_limit_s <= IN_PROCESS_UP_TO_S and \
+        named_cost_s(problem) <= in_process_budget_s(time_limit_s)
 
 
 def score_in_process(problem: Problem, stop: Stop, budget_s: float,
