@@ -293,15 +293,17 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
 
     # A move's change of value and occupancy depends only on the keys of the layers it
     # touches (and, for an activation, on its halo choice), so it is computed once per
-    # such state: most moves are tried again, unchanged, at every step.
-    deltas: dict[tuple[object, ...], tuple[float, np.ndarray | None, list]] = {}
+    # such state: most moves are tried again, unchanged, at every step. One entry per
+    # move (the latest state), so the memory stays that of one step's trials.
+    deltas: dict[tuple[object, ...], tuple[tuple, tuple[float, np.ndarray | None, list]]] = {}
 
     def trial(field: str, name: str, alt: object) -> tuple[float, np.ndarray, list]:
         """Value, occupancy and keys with one decision changed (state unchanged)."""
         idx = touched(field, name)
-        ck = (field, name, alt, st.halos.get(name) if field == "acts" else None,
-              *[keys[i] for i in idx])
-        hit = deltas.get(ck)
+        move = (field, name, alt)
+        state = (st.halos.get(name) if field == "acts" else None, *[keys[i] for i in idx])
+        entry = deltas.get(move)
+        hit = entry[1] if entry is not None and entry[0] == state else None
         if hit is None:
             kept = field in ("halos", "acts")
             before = st.kept_of(name) if kept else 0
@@ -319,7 +321,8 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
                 nv, _, no = st.group(k)
                 dv += nv - gv
                 do = no - go if do is None else do + (no - go)
-            hit = deltas[ck] = (dv, do, new)
+            hit = (dv, do, new)
+            deltas[move] = (state, hit)
         dv, do, new = hit
         return value + dv, occ if do is None else occ + do, new
 
