@@ -73,6 +73,7 @@ from stems_opt.formulation.column_primal import PrimalMixin
 from stems_opt.formulation.data import (
     CHIP,
     Frame,
+    FrameBuildStoppedError,
     FrameKey,
     LayerOption,
     _Context,
@@ -217,7 +218,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
             return self.frame_cache[spec]
         # Built once per process for this network, hardware and objective, and for
         # every smaller buffer (frame_store.py).
-        frame = self.frame_store.frame(spec)
+        frame = self.frame_store.frame(spec, self.stop.expired)
         self.stats["frames_built"] += 1
         self.stats["frames_shared"] = self.stats["frames_built"] - self.frame_store.built
         self.stats["frames_build_s"] = self.frame_store.build_s
@@ -279,12 +280,15 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
                      limit_s: float | None = None) -> bool:
         """Solve one frame of ``col`` (within ``limit_s``, else the local limit of its
         attempt); ``False`` when the deadline stops the pricing."""
-        if self.stop.expired():
+        try:
+            if self.stop.expired():
+                raise FrameBuildStoppedError("pricing stopped")
+            frame = self._frame(spec)
+        except FrameBuildStoppedError:
             col.bound = max(col.bound, min(best, self._spec_bound(spec) + extra,
                                            *col.unproven.values()))
             return False
         col.tried.add(spec)
-        frame = self._frame(spec)
         restricted = None if frame is None else self._restrict(frame, col.sig)
         if restricted is None:
             col.unproven.pop(spec, None)
