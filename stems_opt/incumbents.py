@@ -1,10 +1,16 @@
-"""Named schedules scored in a second process while the exact search runs.
+"""Named schedules as the search's floor: scored in its own process first where that
+is cheap, else in a second process while the exact search runs.
 
 Under a time limit, or when the user may stop the search, the best named
-schedule is the fallback mapping. Scoring them takes seconds on deep
-networks, so a child process scores them on the second core from the start
-and sends each result as it is ready; at the end the search takes whatever
-arrived and stops the child, so the fallback never delays the answer.
+schedule bounds the answer from above. On small networks the schedules take
+a few seconds at most (:func:`named_cost_s`), so they are scored in the
+search's own process before the search starts, within a budget, and seed it
+(:func:`score_in_process`): the answer is then never worse than any of them.
+What the budget leaves (all of them on deep networks, where they take tens
+of seconds) a child process scores on the second core meanwhile, sending
+each result as it is ready (:class:`BackgroundNamed`); at the end the search
+takes whatever arrived and stops the child, so the fallback never delays
+the answer.
 """
 
 from __future__ import annotations
@@ -13,13 +19,40 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import time
+from collections.abc import Iterable
 from multiprocessing.connection import Connection
 
 from stems_opt.problem import Problem
 from stems_opt.result import Result
+from stems_opt.stopping import INTERRUPTED, SearchStoppedError, Stop
 
 FALLBACK_SCHEDULES = ("TB-LBL", "TB-F", "ST-F")
-"""Named schedules tried as the fallback, cheapest to score first."""
+"""Named schedules tried as the fallback."""
+SCORING_ORDER = ("TB-LBL", "ST-F", "TB-F")
+"""The fallback schedules, cheapest to score first (measured on the bundled networks:
+TB-LBL takes a tenth of the others, ST-F is mostly cheaper than TB-F)."""
+NAMED_S_PER_ROW = 0.0025
+"""Seconds the three fallback schedules take per output row of the network (OY extents
+summed over layers), measured on an idle core: SEW-ResNet-18 (1,025 rows) 1.5-2.8 s,
+RED-LIF (1,349) 3.1-6.4 s, SEW-ResNet-152 (3,990) 10-14.5 s, a 1000-layer chain
+(32,000) 118-150 s. On a loaded machine several times more."""
+FUSED_PER_LAYERWISE = 12.0
+"""ST-F and TB-F each take about this many times what TB-LBL took (measured: 6-12 on
+SEW-ResNet-18, 7-19 on SEW-ResNet-152, 70 on a 1000-layer chain): what is left is
+predicted from TB-LBL's own time, so the prediction follows the machine's load."""
+IN_PROCESS_SHARE = 0.3
+"""The fallback schedules are scored in the search's own process while their (estimated,
+then predicted) time fits in this share of the time limit ..."""
+IN_PROCESS_MAX_S = 3.0
+"""... and in at most this many seconds (SEW-ResNet-18 and its variants, 2.6 s on an idle
+core, at limits from 9 s: the seconds a proof then loses are few; RED-LIF, 3.4 s, and
+deeper networks, whose search beats the named schedules long before they are scored,
+keep the second process, which runs on the other core)."""
+IN_PROCESS_UP_TO_S = 30.0
+"""Under longer limits (or none: a caller who may stop the search) the second process,
+on the other core, delivers long before the limit: the search's own time is left to
+it (the command line's default limit is 300 s)."""
 
 
 def in_search_space(problem: Problem, result: Result) -> bool:
@@ -39,6 +72,74 @@ def named_in_space(problem: Problem, name: str) -> Result | None:
         return None
     r = named_schedule(problem, name)
     return r if r.feasible and in_search_space(problem, r) else None
+
+
+def named_cost_s(problem: Problem) -> float:
+    """Estimated seconds to score the fallback schedules of ``problem`` on one idle core.
+
+    Their tile search fills the schedule once per candidate tile count, and a
+    fill costs about one scoring per output row, so the time grows with the
+    network's output rows (see :data:`NAMED_S_PER_ROW`).
+    """
+    from stems_opt.network import Axis
+
+    return NAMED_S_PER_ROW * sum(lay.extent(Axis.OY) for lay in problem.network.layers)
+
+
+def in_process_budget_s(time_limit_s: float | None) -> float:
+    """Seconds the search's own process may spend on the fallback schedules."""
+    return IN_PROCESS_MAX_S if time_limit_s is None else \
+        min(IN_PROCESS_MAX_S, IN_PROCESS_SHARE * time_limit_s)
+
+
+def in_process(problem: Problem, time_limit_s: float | None) -> bool:
+    """Whether the fallback schedules start in the search's own process, before the
+    search (a tight limit they are estimated cheap enough for), rather than in a
+    second process."""
+    return time_limit_s is not None and time_limit_s <= IN_PROCESS_UP_TO_S and \
+        named_cost_s(problem) <= in_process_budget_s(time_limit_s)
+
+
+def score_in_process(problem: Problem, stop: Stop, budget_s: float,
+                     names: tuple[str, ...] = SCORING_ORDER
+                     ) -> tuple[list[Result], tuple[str, ...]]:
+    """Score ``names`` here, in order, while they fit in ``budget_s`` seconds.
+
+    Returns the results that fit and lie in the search space, and the names
+    left for a second process: those after the first whose predicted time
+    (:data:`FUSED_PER_LAYERWISE` times the first's) would overrun the budget,
+    or that the budget (or ``stop``) interrupted.
+    """
+    from stems_opt.heuristics import named_schedule
+
+    start = time.perf_counter()
+    own = Stop(budget_s)
+    own.deadline = own.deadline if stop.deadline is None else min(own.deadline, stop.deadline)
+    cap = problem.max_segment_layers
+    found: list[Result] = []
+    first_s = None
+    for k, name in enumerate(names):
+        elapsed = time.perf_counter() - start
+        if stop.reason is not None or (first_s is not None and
+                                       elapsed + FUSED_PER_LAYERWISE * first_s > budget_s):
+            return found, names[k:]
+        if cap is not None and name == "ST-LBL" and len(problem.network.layers) > cap:
+            continue
+        with stop.cancel_hook(lambda: own.request(stop.reason or INTERRUPTED)):
+            try:
+                r = named_schedule(problem, name, stop=own)
+            except SearchStoppedError:
+                return found, names[k:]
+        first_s = time.perf_counter() - start if first_s is None else first_s
+        if r.feasible and in_search_space(problem, r):
+            found.append(r)
+    return found, ()
+
+
+def best_of(results: Iterable[Result]) -> Result | None:
+    """The result of least objective value among ``results`` (the first on ties)."""
+    done = [r for r in results if r.feasible and r.objective_value is not None]
+    return min(done, key=lambda r: r.objective_value, default=None)  # type: ignore
 
 
 def _child(problem: Problem, names: tuple[str, ...], conn: Connection) -> None:
@@ -65,7 +166,7 @@ class BackgroundNamed:
     Use as a context manager: leaving it stops the child.
     """
 
-    def __init__(self, problem: Problem, names: tuple[str, ...] = FALLBACK_SCHEDULES) -> None:
+    def __init__(self, problem: Problem, names: tuple[str, ...] = SCORING_ORDER) -> None:
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self._conn, child_conn = ctx.Pipe(duplex=False)
@@ -91,9 +192,7 @@ class BackgroundNamed:
 
     def best(self) -> Result | None:
         """The best named schedule arrived so far that fits and lies in the search space."""
-        done = [r for r in self.poll().values() if r.feasible and r.objective_value is not None
-                and in_search_space(self.problem, r)]
-        return min(done, key=lambda r: r.objective_value, default=None)  # type: ignore
+        return best_of(r for r in self.poll().values() if in_search_space(self.problem, r))
 
     def done(self) -> bool:
         """Whether every schedule has arrived (or failed)."""

@@ -111,9 +111,11 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     ``time_limit_s`` is a wall-clock limit on everything (building, bounds,
     pricing, the fallback). When it (or a request on ``stop``) ends the search
     before its proof, the answer is the best mapping found with the proven
-    bound; with ``warm_start`` the named schedules, scored meanwhile in a
-    second process, seed the search as they arrive (their segments join the
-    ones found) and are the fallback when better.
+    bound; with ``warm_start`` the named schedules seed the search (their
+    segments join the ones found) and are the fallback when better. They are
+    scored in this process before the search where that is cheap for the
+    limit (:func:`stems_opt.incumbents.in_process`), else in a second process
+    meanwhile, seeding the search as they arrive.
 
     ``lower_bound`` (objective units) is a proven lower bound known from
     elsewhere, and the segments of ``mappings`` seed the search wherever they
@@ -123,17 +125,30 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     each better mapping the search finds (value in objective units).
     """
     from stems_opt.formulation.columns import ColumnSolver
-    from stems_opt.incumbents import BackgroundNamed
+    from stems_opt.incumbents import (
+        SCORING_ORDER,
+        BackgroundNamed,
+        in_process,
+        in_process_budget_s,
+        score_in_process,
+    )
 
     check_solver(solver)
     caller_stop = stop is not None
     stop = _stop_for(stop, time_limit_s)
-    # The named fallback matters only when the search may stop before its proof.
-    background = BackgroundNamed(problem) if warm_start and (
-        caller_stop or stop.deadline is not None) else None
+    # The named fallback matters only when the search may stop before its proof: scored
+    # here first while that is cheap for the limit, the rest in a second process meanwhile.
+    named: list[Result] = []
+    rest: tuple[str, ...] = ()
+    if warm_start and (caller_stop or stop.deadline is not None):
+        limit = None if stop.deadline is None else stop.deadline - stop.start
+        rest = SCORING_ORDER
+        if in_process(problem, limit):
+            named, rest = score_in_process(problem, stop, in_process_budget_s(limit))
+    background = BackgroundNamed(problem, rest) if rest and not stop.expired() else None
     try:
         return _solve_columns(problem, solver, threads, seed, stop, background, ColumnSolver,
-                              lower_bound, mappings, on_incumbent)
+                              lower_bound, mappings, on_incumbent, named)
     finally:
         if background is not None:
             background.close()
@@ -173,8 +188,13 @@ def solve_and_score(problem: Problem, schedules: tuple[str, ...], solver: str = 
     return result, scored
 
 
-def _named_offer(background: BackgroundNamed) -> tuple[float, str] | None:
-    best = background.best()
+def _named_offer(named: list[Result], background: BackgroundNamed | None
+                 ) -> tuple[float, str] | None:
+    """The best named schedule scored so far (here or in the second process)."""
+    from stems_opt.incumbents import best_of
+
+    far = None if background is None else background.best()
+    best = best_of(named if far is None else [*named, far])
     if best is None or best.objective_value is None:
         return None
     return best.objective_value, best.solver
@@ -193,18 +213,25 @@ def _stop_for(stop: Stop | None, time_limit_s: float | None) -> Stop:
 def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int, stop: Stop,
                    background: BackgroundNamed | None, column_solver: type,
                    lower_bound: float | None = None, mappings: Sequence[Mapping] = (),
-                   on_incumbent: Callable[[float, float], None] | None = None) -> Result:
+                   on_incumbent: Callable[[float, float], None] | None = None,
+                   named: Sequence[Result] = ()) -> Result:
+    """The search of :func:`solve_columns`; ``named`` are named schedules scored before it
+    (seeds, and the fallback when better), ``background`` the second process scoring
+    others meanwhile."""
     from stems_opt.formulation.backend import SolveOptions
     from stems_opt.formulation.data import objective_constant
+    from stems_opt.incumbents import best_of
 
     start = stop.start
     objective = problem.objective
     scale = _scale(problem)
     constant = objective_constant(problem)
     progress = Progress(objective.value, lambda v: (v + constant) / scale)
-    if background is not None:
-        progress.add_source(lambda: _named_offer(background))
+    named = list(named)
+    progress.add_source(lambda: _named_offer(named, background))
     stats: dict[str, float | str] = {}
+    if named:
+        stats.update(named_s=time.perf_counter() - start)
     with progress:
         try:
             cs = column_solver(problem, _backend(solver),
@@ -216,7 +243,8 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
         if cs is None:  # stopped while building: the cheapest valid bound
             mapping, model_value, model_bound = None, math.inf, _quick_bound(problem)
         else:
-            _hook(cs, start, constant, scale, background, mappings, on_incumbent)
+            _hook(cs, start, constant, scale, background,
+                  [*mappings, *(r.mapping for r in named)], on_incumbent)
             # Model units are integers: rounding down keeps a bound in objective units valid.
             hint = 0.0 if lower_bound is None else max(
                 0.0, math.floor(lower_bound * scale - constant))
@@ -227,8 +255,10 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
                 model_bound = max(model_bound, _quick_bound(problem))
         stats.update(model_build_s=build_s, solve_s=time.perf_counter() - start - build_s)
         proven = mapping is not None and model_bound >= model_value
-        if background is not None and not proven and model_bound < math.inf:
-            fallback = _wait_for_named(background, stop, mapping is None)
+        if (background is not None or named) and not proven and model_bound < math.inf:
+            waited = None if background is None else \
+                _wait_for_named(background, stop, mapping is None and not named)
+            fallback = best_of(named if waited is None else [*named, waited])
             if cs is not None:  # schedules arrived since: their segments join the ones found
                 cs.poll_seeds()
                 found = cs.incumbent()
@@ -528,7 +558,7 @@ def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = 
     if problem.objective is Objective.EDP and problem.weights is None:
         from stems_opt.edp import solve_edp
 
-        return solve_edp(problem, solve, solver=solver, time_limit_s=time_limit_s,
+        return solve_edp(problem, solve, mappings, solver=solver, time_limit_s=time_limit_s,
                          threads=threads, seed=seed, warm_start=warm_start, method=method,
                          max_frames=max_frames, max_options_per_frame=max_options_per_frame,
                          stop=_stop_for(stop, time_limit_s))

@@ -148,3 +148,74 @@ def test_time_limited_solve_never_worse_than_the_best_named(case: str) -> None:
     if feasible:
         assert r.objective_value <= min(feasible)
     assert objective_constant(p) == 0.0
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_named_scored_first_bound_the_answer_with_no_search_time(
+        case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where scoring them is cheap, the named schedules are scored in the search's own
+    process before the search and seed it: with no time left for the search at all,
+    the answer is still at most every named schedule's value, and it is the search's
+    own incumbent (the seeded segments), not the fallback substituted at the end.
+
+    Mutation that fails it (every case): dropping the seed (``_hook`` without the
+    named mappings) leaves the search with no mapping, so the fallback is needed.
+    """
+    import stems_opt.solvers as solvers
+    from stems_opt.incumbents import in_process
+
+    network, ku, size = CASES[case]
+    p = make_problem(network, size, ku)
+    assert in_process(p, 20.0)  # (tiny networks: milliseconds)
+    named = [r.objective_value for r in (named_schedule(p, n) for n in FALLBACK_SCHEDULES)
+             if r.feasible]
+    # No search at all: no dive, and the exact loop's share is over at once.
+    monkeypatch.setattr(solvers, "_search_share", lambda stop, layers: 0.0)
+    monkeypatch.setattr(ColumnSolver, "dive", lambda self, *args: None)
+    r = solve(p, time_limit_s=20.0)
+    if not named:
+        return
+    assert r.mapping is not None and not check(p, r.mapping)
+    assert r.objective_value <= min(named) * (1 + 1e-12), (r.objective_value, named)
+    assert "incumbent" not in r.stats, r.stats  # (set only when the fallback is taken)
+
+
+def test_named_in_process_only_where_cheap_for_the_limit() -> None:
+    """The policy of :func:`stems_opt.incumbents.in_process`: SEW-ResNet-18 (1,025
+    output rows, about 2.6 s) in process under 10 s but not under 5 s (too dear) nor
+    under 60 s or none (the second process delivers in time); SEW-ResNet-152 (3,990
+    rows, about 10 s) never."""
+    from stems_opt.incumbents import in_process, named_cost_s
+    from stems_opt.io import load_instance
+
+    sew18 = load_instance(ROOT / "instances" / "sew_resnet18_1mb.yaml")
+    sew152 = load_instance(ROOT / "instances" / "sew_resnet152_1mb.yaml")
+    assert named_cost_s(sew18) == pytest.approx(0.0025 * 1025)
+    assert in_process(sew18, 10.0) and not in_process(sew18, 5.0)
+    assert not in_process(sew18, 60.0) and not in_process(sew18, None)
+    assert not in_process(sew152, 10.0) and not in_process(sew152, 30.0)
+
+
+def test_named_in_process_budget_hands_the_rest_to_the_second_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within the budget every schedule is scored here. When ST-F and TB-F are predicted
+    (at ``FUSED_PER_LAYERWISE`` times TB-LBL's time, here made huge) to overrun it, only
+    TB-LBL is, and they are left for the second process; with no budget, or after a
+    stop request, all are (a schedule under way is abandoned at its next fill)."""
+    import stems_opt.incumbents as incumbents
+    from stems_opt.incumbents import SCORING_ORDER, score_in_process
+    from stems_opt.stopping import Stop
+
+    network, ku, size = CASES["chain_T4"]
+    p = make_problem(network, size, ku)
+    feasible = [n for n in SCORING_ORDER if named_schedule(p, n).feasible]
+    found, rest = score_in_process(p, Stop(), 100.0)
+    assert rest == () and [r.solver for r in found] == [f"named:{n}" for n in feasible]
+    monkeypatch.setattr(incumbents, "FUSED_PER_LAYERWISE", 1e12)
+    found, rest = score_in_process(p, Stop(), 100.0)
+    assert rest == SCORING_ORDER[1:]
+    assert [r.solver for r in found] == (["named:TB-LBL"] if "TB-LBL" in feasible else [])
+    assert score_in_process(p, Stop(), 0.0) == ([], SCORING_ORDER)
+    stopped = Stop()
+    stopped.request()
+    assert score_in_process(p, stopped, 100.0) == ([], SCORING_ORDER)

@@ -28,6 +28,7 @@ from stems_opt.formulation import frame_store as store_mod
 from stems_opt.formulation.bounds import frame_operand_floor_fj
 from stems_opt.formulation.data import (
     Frame,
+    FrameBuildStoppedError,
     FrameKey,
     _FrameBuilder,
     frame_axes,
@@ -119,6 +120,31 @@ def test_store_equals_a_fresh_build_at_every_size(objective: Objective) -> None:
     assert nones > 0, "some frame must not fit the smallest buffer"
     bits = [make_context(with_capacity(problem, kb * KB)).whole_candidates for kb in sizes]
     assert len(bits[3]) < len(bits[0]), "some tensor must be a whole candidate only at 2 MB"
+
+
+def test_stopped_build_stores_nothing() -> None:
+    """A frame build the deadline stops between layers raises and leaves no frame
+    in the store: the next request builds it whole, equal to a fresh build. (A
+    time limit must not wait for a multi-layer frame, and a half-built frame kept
+    in the store would price later columns wrongly.) Storing the partial options
+    instead of raising, or checking ``stop`` only before the first layer, fails
+    this."""
+    clear_frame_store()
+    base = load_instance(ROOT / "instances" / "red_lif_1mb.yaml")
+    net = base.network
+    spec = interval_specs(net, 0, 2, frame_axes(net))[0]  # three layers
+    store = FrameStore(make_context(base))
+    calls = []
+
+    def stop_at_second_layer() -> bool:
+        calls.append(1)
+        return len(calls) >= 2
+
+    with pytest.raises(FrameBuildStoppedError):
+        store.frame(spec, stop_at_second_layer)
+    assert len(calls) == 2
+    assert spec not in store.frames
+    _assert_same(_fresh(base, spec), store.frame(spec))
 
 
 def test_terms_shared_across_objectives() -> None:

@@ -28,6 +28,9 @@ DIVE_SHARE = 0.1
 """Share of the time limit the dive may take before the exact search."""
 DIVE_NONE_SHARE = 0.5
 """Share of the time limit the dive may take while it has found no mapping at all."""
+DIVE_IMPROVING_SHARE = 0.4
+"""Share of the time limit the dive may take while its mapping keeps improving (each
+``DIVE_ASK_S``): under a time limit the mapping matters more than an early bound."""
 DIVE_ASK_S = 1.0
 """Seconds between the dive's checks for a first mapping once its share has passed."""
 DIVE_CAP_S = 30.0

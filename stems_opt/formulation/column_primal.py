@@ -250,17 +250,19 @@ class PrimalMixin:
             improved += 1
         return improved
 
-    def dive(self, until: float | None, until_none: float | None = None) -> None:
+    def dive(self, until: float | None, until_none: float | None = None,
+             until_improving: float | None = None) -> None:
         """Find mappings fast: the master over repaired columns (:meth:`repair_price`),
         the others at their bounds, until its answer uses repaired columns only
         or ``until`` (a ``time.perf_counter()`` value) passes; while no mapping
-        is found, until ``until_none`` passes.
+        is found, until ``until_none`` passes; while the mapping found improved
+        in the last ``DIVE_ASK_S``, until ``until_improving`` passes.
 
         Each answer's columns without a segment are repaired, so the path moves
         to the columns whose greedy segments are cheapest; every column found
         also serves the exact search (an upper value to stop its pricing at).
         """
-        found = [False, 0.0]  # (a mapping found, when last asked)
+        found = [False, 0.0, math.inf]  # (a mapping found, when last asked, its value)
 
         def over(ask: bool = False) -> bool:
             if self.stop.expired():
@@ -268,14 +270,22 @@ class PrimalMixin:
             now = time.perf_counter()
             if until is None or now < until:
                 return False
-            # Past the share: go on only while nothing is found, up to the second limit
-            # (asking for the incumbent is a pass over every column: a few times a second
-            # in the first pass below, once per step after it).
-            if until_none is None or now >= until_none or found[0]:
+            # Past the share: go on while nothing is found, up to the second limit, or
+            # while the mapping improves, up to the third (asking for the incumbent is a
+            # pass over every column: a few times a second in the first pass below, once
+            # per step after it).
+            last = until_improving if found[0] else until_none
+            if last is None or now >= last:
                 return True
-            if ask or now - found[1] >= DIVE_ASK_S:
-                found[0], found[1] = self.incumbent() is not None, now
-            return found[0]
+            # (with a mapping: whether it improved in the last DIVE_ASK_S, not since the
+            # last step)
+            if (ask and not found[0]) or now - found[1] >= DIVE_ASK_S:
+                res = self.incumbent()
+                value = math.inf if res is None else res[1]
+                improved = value < found[2]
+                found[0], found[1], found[2] = res is not None, now, value
+                return found[0] and not improved
+            return False
 
         # First one layer per segment, and one block per segment, with every tensor
         # through DRAM: the path below then has a complete alternative to every column
@@ -304,18 +314,86 @@ class PrimalMixin:
                 self.touch(col)
                 self.repair_price(col)
         self.note_incumbent()
-        while self.open_len < self._budget_len:  # one length at a time: a stop keeps them
+        if not self.plain_dive(over):
+            return
+        # One length at a time (a stop keeps them), within the dive's share only: past
+        # it, the exact loop opens what it needs (open_more), far fewer on deep networks.
+        while self.open_len < self._budget_len and (until is None
+                                                    or time.perf_counter() < until):
             try:
                 self._open_lengths(self.open_len + 1)
             except SearchStoppedError:
                 return  # (the intervals opened so far stay; the rest are bounded apart)
             self.stats.update(columns=len(self.columns), open_len=self.open_len)
         while not over(ask=True):
-            # (repairs stop at the share once a mapping is found, else at the second limit)
+            # (repairs stop at the third limit once a mapping is found, else at the second)
             found[0] = found[0] or self.incumbent() is not None
-            if not self.dive_step(over, None if until is None else until if found[0]
-                                  else until_none):
+            if not self.dive_step(over, None if until is None else (until_improving or until)
+                                  if found[0] else until_none):
                 return
+
+    def plain_dive(self, over: Callable[[], bool]) -> bool:
+        """The dive over the opened columns with every tensor through DRAM at their
+        boundaries only: a shortest path over boundaries (found segments at their
+        value, columns not repaired yet at their bound), repairing the columns it
+        picks without a segment, until it picks found segments only. ``False``
+        when ``over()`` stopped it.
+
+        These columns chain with no state at their boundaries, so the path is a
+        few hundred relaxations, and their bounds are often their repaired value
+        (their cheapest choices fit), so the path settles in a few rounds: on
+        SEW-ResNet-18 at 128 KB it finds a mapping 1 % above the optimum in a
+        second, where the dive over every signature needs 27 s.
+        """
+        plain = [c for c in self.columns if not any(w for _, w in c.sig.whole_in)
+                 and all(not w and cw for _, w, cw in c.sig.outputs)]
+        longest = max((c.last - c.first + 1 for c in plain), default=0)
+        cap = 2
+        while True:  # intervals of up to 2, 4, 8, ... layers: short ones settle first
+            cap = min(2 * cap, longest)
+            if not self._plain_path([c for c in plain if c.last - c.first < cap], over):
+                return False
+            if cap >= longest:
+                return True
+
+    def _plain_path(self, plain: list[Column], over: Callable[[], bool]) -> bool:
+        """:meth:`plain_dive` over the columns ``plain``."""
+        L = len(self.net.layers)
+        starts: dict[int, list[Column]] = {}
+        for c in plain:
+            starts.setdefault(c.first, []).append(c)
+        while True:
+            best: list[tuple[float, Column | None]] = [(math.inf, None)] * (L + 1)
+            best[0] = (0.0, None)
+            for k in range(L):
+                if best[k][0] == math.inf:
+                    continue
+                for c in starts.get(k, ()):
+                    if c.exact and c.value is None:
+                        continue
+                    price = c.upper if c.upper is not None else \
+                        None if c.repaired else float(round(c.price))
+                    if price is not None and best[k][0] + price < best[c.last + 1][0]:
+                        best[c.last + 1] = (best[k][0] + price, c)
+            if best[L][1] is None:
+                return True
+            path, k = [], L
+            while k > 0:
+                c = best[k][1]
+                assert c is not None
+                path.append(c)
+                k = c.first
+            pending = [c for c in path if c.upper is None]
+            if not pending:
+                self.note_incumbent()
+                return True
+            for col in pending:
+                if over():
+                    return False
+                self.touch(col)
+                self.repair_price(col)
+                if not col.repaired:  # nothing left to repair: keep it out of the path
+                    col.repaired.add(())
 
     def dive_step(self, over: Callable[[], bool] | None = None,
                   until: float | None = None) -> bool:

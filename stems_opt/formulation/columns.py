@@ -53,6 +53,7 @@ from stems_opt.formulation import column_base
 from stems_opt.formulation.backend import SolveOptions
 from stems_opt.formulation.column_base import (
     DIVE_CAP_S,
+    DIVE_IMPROVING_SHARE,
     DIVE_NONE_SHARE,
     DIVE_SHARE,
     EAGER_LAYERS,
@@ -69,6 +70,7 @@ from stems_opt.formulation.column_primal import PrimalMixin
 from stems_opt.formulation.data import (
     CHIP,
     Frame,
+    FrameBuildStoppedError,
     FrameKey,
     LayerOption,
     _Context,
@@ -214,7 +216,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
             return self.frame_cache[spec]
         # Built once per process for this network, hardware and objective, and for
         # every smaller buffer (frame_store.py).
-        frame = self.frame_store.frame(spec)
+        frame = self.frame_store.frame(spec, self.stop.expired)
         self.stats["frames_built"] += 1
         self.stats["frames_shared"] = self.stats["frames_built"] - self.frame_store.built
         self.stats["frames_build_s"] = self.frame_store.build_s
@@ -276,12 +278,15 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
                      limit_s: float | None = None) -> bool:
         """Solve one frame of ``col`` (within ``limit_s``, else the local limit of its
         attempt); ``False`` when the deadline stops the pricing."""
-        if self.stop.expired():
+        try:
+            if self.stop.expired():
+                raise FrameBuildStoppedError("pricing stopped")
+            frame = self._frame(spec)
+        except FrameBuildStoppedError:
             col.bound = max(col.bound, min(best, self._spec_bound(spec) + extra,
                                            *col.unproven.values()))
             return False
         col.tried.add(spec)
-        frame = self._frame(spec)
         restricted = None if frame is None else self._restrict(frame, col.sig)
         if restricted is None:
             col.unproven.pop(spec, None)
@@ -384,7 +389,8 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
 
         left = self.stop.limit_s(time_limit_s)
         span = DIVE_CAP_S if left is None else left
-        self.dive(start + DIVE_SHARE * span, start + DIVE_NONE_SHARE * span)
+        self.dive(start + DIVE_SHARE * span, start + DIVE_NONE_SHARE * span,
+                  None if left is None else start + DIVE_IMPROVING_SHARE * span)
         self.stats["dive_s"] = time.perf_counter() - start
         turns = Turns(self, start, left)  # the neighbourhood search's share of the time
         if lower > 0:

@@ -65,6 +65,10 @@ from stems_opt.problem import Objective, Problem
 CHIP, KEEP, REREAD = "chip", "keep", "reread"
 
 
+class FrameBuildStoppedError(Exception):
+    """A frame's build was stopped by the deadline (nothing of it is kept)."""
+
+
 @dataclass(frozen=True)
 class InputContext:
     """Where one input of a layer comes from in a frame: ``chip``, or DRAM with a halo rule."""
@@ -228,9 +232,16 @@ class _FrameBuilder:
                              for ic in o.inputs if ic.source == KEEP)
         return {X: kept_halo_term(self.geo, X).persistent_bits for X in kept}
 
-    def build(self) -> dict[str, list[LayerOption]] | None:
+    def build(self, stop: Callable[[], bool] | None = None
+              ) -> dict[str, list[LayerOption]] | None:
+        """Every layer's options, or ``None`` when some layer has none; raises
+        :class:`FrameBuildStoppedError` when ``stop()`` turns true between layers
+        (a frame of a deep interval can take seconds, longer than a time limit's
+        grace)."""
         out: dict[str, list[LayerOption]] = {}
         for name in self.layers:
+            if stop is not None and stop():
+                raise FrameBuildStoppedError(f"frame {self.first}..{self.last} stopped")
             opts = self.layer_options(self.c.network.layer(name))
             if not opts:
                 return None

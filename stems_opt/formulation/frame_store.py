@@ -33,6 +33,7 @@ import dataclasses
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from stems_opt.formulation.data import (
@@ -134,16 +135,17 @@ class FrameStore:
         self.built = 0  # frames this solve built (not taken from the store)
         self.build_s = 0.0  # and the time it took
 
-    def frame(self, spec: FrameKey) -> Frame | None:
+    def frame(self, spec: FrameKey, stop: Callable[[], bool] | None = None) -> Frame | None:
         """The frame ``spec`` as a build at this solve's buffer makes it, or
         ``None`` when some layer fits in no context (or a space-outer frame has
-        no tile-resident state)."""
+        no tile-resident state). A build that ``stop`` interrupts raises
+        :class:`~stems_opt.formulation.data.FrameBuildStoppedError` and stores nothing."""
         cap = self.ctx.capacity_bits
         got = self.frames.get(spec)
         if got is None or got[0] < cap:
             start = time.perf_counter()
             terms = self.terms.setdefault(spec, {})
-            got = self.frames[spec] = (cap, _build(self.ctx, spec, terms))
+            got = self.frames[spec] = (cap, _build(self.ctx, spec, terms, stop))
             self.built += 1
             self.build_s += time.perf_counter() - start
         if got[1] is None:
@@ -151,9 +153,10 @@ class FrameStore:
         return _at_capacity(got[1], cap, self.ctx.whole_candidates)
 
 
-def _build(ctx: _Context, spec: FrameKey, terms: dict[tuple, object]) -> _SizedFrame | None:
+def _build(ctx: _Context, spec: FrameKey, terms: dict[tuple, object],
+           stop: Callable[[], bool] | None = None) -> _SizedFrame | None:
     fb = _FrameBuilder(ctx, *spec, terms=terms)
-    options = fb.build()
+    options = fb.build(stop)
     if options is None:
         return None
     if spec[5] is Order.SPACE_OUTER and not any(

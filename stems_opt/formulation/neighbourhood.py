@@ -78,6 +78,8 @@ MIN_SHARE = 0.1
 """Its share once they stop paying."""
 RECHECK_S = 1.0
 """Seconds between looks for a new incumbent once every neighbourhood was searched."""
+DIVE_TURN_S = 0.5
+"""Seconds a dive step (:meth:`ColumnSolver.dive_step`) may take as a turn."""
 
 
 def fewest_tiles(cs: ColumnSolver, col: Column, axis: Axis, time_batch: int
@@ -172,14 +174,47 @@ def block_runs(cs: ColumnSolver) -> list[tuple[int, int]]:
     return runs
 
 
+def ladder_fit(cs: ColumnSolver, col: Column, axis: Axis, time_batch: int
+               ) -> tuple[Segment, float] | None:
+    """The best of :func:`fit_segment`'s segments for ``col`` along ``axis`` in
+    ``time_batch`` over the ladder's tile counts (:func:`on_ladder`) from the fewest
+    where the frugal choices fit (:func:`fewest_tiles`) up.
+
+    More tiles than the fewest that fit leave room for the choices that save
+    traffic (activations on chip, weights resident, halos kept), so the value
+    is far from monotone in the count: RED-LIF's first three blocks as one
+    segment (384 KB, ``Tb = 1``, along OX) are worth 425 Mbit at the fewest
+    tiles (16) and 157 Mbit at 96.
+    """
+    found = fewest_tiles(cs, col, axis, time_batch)
+    if found is None:
+        return None
+    spec, geo = found
+    best = fit_segment(cs, col, spec, geo)
+    names = tuple(lay.name for lay in cs.net.layers[col.first:col.last + 1])
+    larger = sorted(s for s in cs.specs[(col.first, col.last)] if s[3] is axis
+                    and s[2] == time_batch and s[5] is spec[5] and on_ladder(s[4])
+                    and s[4] > spec[4])
+    for other in larger:
+        if cs.stop.expired():
+            break
+        geo = SegmentGeometry(cs.net, Segment(names, other[2], other[4], axis, other[5]))
+        got = fit_segment(cs, col, other, geo)
+        if got is not None and (best is None or got[1] < best[1]):
+            best = got
+    return best
+
+
 def best_fit(cs: ColumnSolver, col: Column) -> tuple[Segment, float] | None:
-    """The better of :func:`first_fit`'s segments along each axis in the largest and
+    """The best of :func:`ladder_fit`'s segments along each axis in the largest and
     in the smallest time batch."""
     T = cs.net.timesteps
     best = None
     for axis in cs.axes:
         for tb in dict.fromkeys((T, 1)):
-            got = first_fit(cs, col, axis, (tb,))
+            if cs.stop.expired():
+                return best
+            got = ladder_fit(cs, col, axis, tb)
             if got is not None and (best is None or got[1] < best[1]):
                 best = got
     return best
@@ -307,6 +342,7 @@ class Turns:
         self.merges = block_runs(cs)  # runs of blocks still to merge
         self.repaired: set[tuple] = set()  # incumbent columns given a greedy repair
         self.repairs = True  # some may still be
+        self.dives = True  # the master over found segments and bounds may pick new columns
         self.improved = 0
         self.value = math.inf  # the incumbent's value at the last look
         self.checked = 0.0  # when the incumbent was last looked at, once exhausted
@@ -323,6 +359,7 @@ class Turns:
             found = self.cs.incumbent()
             self.exhausted = found is not None and found[1] >= self.value
             self.repairs = self.repairs or not self.exhausted
+            self.dives = self.dives or not self.exhausted
         return not self.exhausted
 
     def turn(self) -> None:
@@ -337,9 +374,14 @@ class Turns:
                 # mapping since the last halves it (down to MIN_SHARE).
                 self.share = SHARE if found[1] < self.value else max(MIN_SHARE, self.share / 2)
                 self.value = min(self.value, found[1])
-            # In turn: a greedy repair of an incumbent's segment (cheap), a run of blocks
-            # merged, the frame MIPs around an incumbent's segment.
-            kind = self.turns % 3
+            # In turn: a dive step (the master over the found segments, the other
+            # columns at their bounds, greedy repairs of what it picks: the bounds have
+            # risen since the dive), a greedy repair of an incumbent's segment (cheap), a
+            # run of blocks merged, the frame MIPs around an incumbent's segment.
+            kind = self.turns % 4
+            if kind == 3 and self.dives:
+                self._dive()
+                return
             if kind == 1 and self.repairs:
                 col = self._next(self.repaired, merges=False)
                 if col is not None:
@@ -372,6 +414,17 @@ class Turns:
                       col.upper, time.perf_counter() - t0)
         finally:
             self.used_s += time.perf_counter() - t0
+
+    def _dive(self) -> None:
+        """A dive step of at most :data:`DIVE_TURN_S`; none left once the master picks
+        only columns with a found segment or repaired already."""
+        cs = self.cs
+        end = time.perf_counter() + DIVE_TURN_S
+        if cs.dive_step(lambda: cs.stop.expired() or time.perf_counter() >= end, end):
+            self.repairs = True  # (the incumbent may have new segments)
+        else:
+            self.dives = False
+        LOG.debug("dive step (more: %s)", self.dives)
 
     def _merge(self) -> None:
         """A segment for the next run of blocks merged (:func:`block_runs`), with every

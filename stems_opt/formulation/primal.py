@@ -135,7 +135,8 @@ class _State:
                 self.states.get(name, StateMode.SPILLED), act, written, reads)
 
     def group(self, key: tuple[object, ...]) -> tuple[float, int, np.ndarray]:
-        """``(value, persistent bits, local bits)`` of one layer under ``key``."""
+        """``(value, persistent bits, occupancy)`` of one layer under ``key``: the
+        occupancy (per tile and position) is its persistent bits plus its local bits."""
         got = self.groups.get(key)
         if got is None:
             i, m, weight, state, act, written, reads = key
@@ -155,10 +156,11 @@ class _State:
                         self.rates.fewest_cycles)
                 value += self.rates.latency_units(lat, self.geo, lay, m, weight, state,
                                                   written, reads)
-            local = np.zeros((self.geo.n, len(self.layers)), dtype=np.int64)
-            persistent = 0
+            persistent = sum(t.persistent_bits for t in terms)
+            # The layer's whole share of the occupancy: its persistent bits everywhere
+            # plus its local bits (one array, so a trial adds and takes it at once).
+            local = np.full((self.geo.n, len(self.layers)), persistent, dtype=np.int64)
             for t in terms:
-                persistent += t.persistent_bits
                 if t.local is not None:
                     local += t.local
             got = self.groups[key] = (value, persistent, local)
@@ -180,16 +182,26 @@ class _State:
             total += bits
         return total
 
+    def kept_of(self, src: str) -> int:
+        """The part of :meth:`kept_bits` that ``src`` reserves (0 unless it is read from
+        DRAM under ``keep`` across several tiles)."""
+        if self.geo.n == 1 or self.placement(src) is Placement.ON_CHIP or \
+                self.halos.get(src, Halo.REREAD) is not Halo.KEEP:
+            return 0
+        bits = self.kept.get(src)
+        if bits is None:
+            bits = self.kept[src] = kept_halo_term(self.geo, src).persistent_bits
+        return bits
+
     def totals(self, keys: list[tuple[object, ...]]) -> tuple[float, np.ndarray]:
         """Value and occupancy (per tile and position) of the layers under ``keys``."""
         value = 0.0
         occ = np.full((self.geo.n, len(self.layers)), self.extra_bits + self.kept_bits(),
                       dtype=np.int64)
         for k in keys:
-            v, p, loc = self.group(k)
+            v, _, share = self.group(k)
             value += v
-            occ += p
-            occ += loc
+            occ += share
         return value, occ
 
     def segment(self) -> Segment:
@@ -271,7 +283,6 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
             readers.setdefault(src, []).append(i)
     keys = [st.key(i) for i in range(len(st.layers))]
     value, occ = st.totals(keys)
-    kept_now = [st.kept_bits()]  # (a list: updated by the steps below)
 
     def touched(field: str, name: str) -> list[int]:
         if field == "halos":
@@ -280,25 +291,44 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
             return [pos[name], *readers.get(name, [])]
         return [pos[name]]
 
+    # A move's change of value and occupancy depends only on the keys of the layers it
+    # touches (and, for an activation, on its halo choice), so it is computed once per
+    # such state: most moves are tried again, unchanged, at every step. One entry per
+    # move (the latest state), so the memory stays that of one step's trials.
+    deltas: dict[tuple[object, ...], tuple[tuple, tuple[float, np.ndarray | None, list]]] = {}
+
     def trial(field: str, name: str, alt: object) -> tuple[float, np.ndarray, list]:
         """Value, occupancy and keys with one decision changed (state unchanged)."""
-        old = st.apply(field, name, alt)
         idx = touched(field, name)
-        new = [(i, st.key(i)) for i in idx]
-        kept = st.kept_bits() if field in ("halos", "acts") else kept_now[0]
-        st.undo(field, name, old)
-        v, o = value, occ + (kept - kept_now[0])
-        for i, k in new:
-            if k == keys[i]:
-                continue
-            gv, gp, gl = st.group(keys[i])
-            nv, np_, nl = st.group(k)
-            v += nv - gv
-            o += (np_ - gp) + (nl - gl)
-        return v, o, new
+        move = (field, name, alt)
+        state = (st.halos.get(name) if field == "acts" else None, *[keys[i] for i in idx])
+        entry = deltas.get(move)
+        hit = entry[1] if entry is not None and entry[0] == state else None
+        if hit is None:
+            kept = field in ("halos", "acts")
+            before = st.kept_of(name) if kept else 0
+            old = st.apply(field, name, alt)
+            new = [(i, st.key(i)) for i in idx]
+            after = st.kept_of(name) if kept else 0
+            st.undo(field, name, old)
+            dv, do = 0.0, None
+            if after != before:
+                do = np.full(occ.shape, after - before, dtype=np.int64)
+            for i, k in new:
+                if k == keys[i]:
+                    continue
+                gv, _, go = st.group(keys[i])
+                nv, _, no = st.group(k)
+                dv += nv - gv
+                do = no - go if do is None else do + (no - go)
+            hit = (dv, do, new)
+            deltas[move] = (state, hit)
+        dv, do, new = hit
+        return value + dv, occ if do is None else occ + do, new
 
     def overflow(o: np.ndarray) -> int:
-        return int(np.maximum(o - capacity_bits, 0).sum())
+        above = o[o > capacity_bits]
+        return int(above.sum()) - capacity_bits * above.size
 
     over = overflow(occ)
     steps = 0
@@ -319,7 +349,6 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
             return None
         _, field, name, alt, value, occ, new = best
         st.apply(field, name, alt)
-        kept_now[0] = st.kept_bits()
         for i, k in new:
             keys[i] = k
         over = overflow(occ)
@@ -338,7 +367,6 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
             break
         value, field, name, alt, occ, new = best
         st.apply(field, name, alt)
-        kept_now[0] = st.kept_bits()
         for i, k in new:
             keys[i] = k
     out = st.segment()

@@ -60,6 +60,7 @@ from stems_opt.mapping import (
 from stems_opt.network import Axis, Network, most_chunks
 from stems_opt.problem import Problem
 from stems_opt.result import Result, SolveStatus
+from stems_opt.stopping import Stop
 
 NAMED = ("ST-LBL", "TB-LBL", "TB-F", "ST-F")
 
@@ -531,7 +532,8 @@ def _tile_resident_ok(seg: Segment, T: int) -> bool:
     return seg.tiles > 1 and seg.time_batch < T
 
 
-def greedy_mapping(problem: Problem, frames: Sequence[Frame], name: str = "") -> Mapping:
+def greedy_mapping(problem: Problem, frames: Sequence[Frame], name: str = "",
+                   stop: Stop | None = None) -> Mapping:
     """Fill ``frames`` with the fixed greedy rule of MODEL.md section 7.
 
     Axis ``OY``; everything streamed (one chunk if it fits, else the most),
@@ -542,8 +544,11 @@ def greedy_mapping(problem: Problem, frames: Sequence[Frame], name: str = "") ->
     still fits (re-choosing the fewest sub-tiles after each): activations on
     chip in producer order, halos kept, weights resident in layer order,
     states resident (else tile-resident) in layer order.
+
+    ``stop`` (checked before each fill of the whole schedule or of one block) raises
+    :class:`~stems_opt.stopping.SearchStoppedError` once it fires.
     """
-    filler = _Filler(problem, frames)
+    filler = _Filler(problem, frames, stop)
     segs = filler.fill(choose_tiles(filler))
     return Mapping(tuple(segs), name).canonical(problem.network)
 
@@ -552,9 +557,10 @@ class _Filler:
     """The greedy of :func:`greedy_mapping` for any tile counts of one set of frames,
     sharing one scorer (and its caches) between the tile counts tried."""
 
-    def __init__(self, problem: Problem, frames: Sequence[Frame]):
+    def __init__(self, problem: Problem, frames: Sequence[Frame], stop: Stop | None = None):
         self.problem = problem
         self.frames = list(frames)
+        self.stop = stop
         self.scorer = Scorer(problem)
         net = problem.network
         self.ctxs = [lone_context(net, f.layers) for f in self.frames]
@@ -605,6 +611,8 @@ class _Filler:
         key = (i, n, ctx)
         traffic = self._local.get(key)
         if traffic is None:
+            if self.stop is not None:
+                self.stop.check()
             scorer = self.scorer
             seg = greedy_pass(self.problem, scorer, [self.initial(i, n)], only_local=True,
                                ctx=ctx)[0]
@@ -660,6 +668,8 @@ class _Filler:
     def _run(self, tiles: tuple[int, ...]) -> tuple[list[Segment], tuple[int, float]]:
         hit = self._filled.get(tiles)
         if hit is None:
+            if self.stop is not None:
+                self.stop.check()
             segs = [self.initial(i, n) for i, n in enumerate(tiles)]
             segs = greedy_pass(self.problem, self.scorer, segs, only_local=False)
             hit = self._filled[tiles] = (segs, self._objective(segs))
@@ -939,16 +949,18 @@ def _context_changes(entry: tuple[str, int, tuple[int, ...], bool],
     return out
 
 
-def named_schedule(problem: Problem, name: str, tiles: Sequence[int] | int | None = None
-                   ) -> Result:
+def named_schedule(problem: Problem, name: str, tiles: Sequence[int] | int | None = None,
+                   stop: Stop | None = None) -> Result:
     """Build, fill and score a named or hybrid schedule.
 
     Returns a :class:`Result` with status ``feasible`` when the mapping fits
     the global buffer, else ``infeasible`` with its lowest-peak variant.
+    ``stop`` abandons the tile search once it fires
+    (:class:`~stems_opt.stopping.SearchStoppedError`).
     """
     start = time.perf_counter()
     frames = parse_schedule(name, problem.network, tiles)
-    mapping = greedy_mapping(problem, frames, name=name.upper())
+    mapping = greedy_mapping(problem, frames, name=name.upper(), stop=stop)
     cost = evaluate(problem, mapping)
     status = SolveStatus.FEASIBLE if cost.feasible else SolveStatus.INFEASIBLE
     value = cost.objective_value(problem.objective.value, problem.weights)
