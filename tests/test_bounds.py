@@ -430,3 +430,24 @@ def test_tie_budget_grows_while_tied_columns_rise() -> None:
     b.record(1000, 200, 1.0)  # 20 % rose: back to one round's batch, charged
     assert (b.growth, b.charged_s) == (1, 5.5)
     assert (b.growth, b.batch()) == (1, 400)
+
+
+def test_knapsack_in_slices_equals_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The row knapsack taken in slices of rows (to bound its memory) gives every
+    row the value one pass gives. Random rows of 7 items, some overflowing
+    everything, some freed by the first item; a slice of 3 rows means 12 slices
+    with a ragged last one. Off-by-one slicing (``need[i:i + step - 1]``, or a
+    step from the row count) fails this."""
+    import numpy as np
+
+    from stems_opt.formulation import bounds as bounds_mod
+
+    rng = np.random.default_rng(7)
+    e = rng.integers(0, 50, size=(7, 34)).astype(np.float64)
+    h = rng.integers(0, 40, size=(7, 34)).astype(np.float64)
+    need = rng.integers(1, 300, size=34).astype(np.float64)
+    whole = bounds_mod._knapsack_rows(e, h, need)
+    monkeypatch.setattr(bounds_mod, "KNAPSACK_CHUNK", 3 * 7)
+    sliced = bounds_mod._knapsack_rows(e, h, need)
+    assert sliced.shape == whole.shape
+    assert np.array_equal(sliced, whole)

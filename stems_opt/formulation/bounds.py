@@ -183,10 +183,25 @@ class _Knapsack:
         return _Knapsack(e, h, forced, base, extra, slack)
 
 
+#: Elements (items x rows) of one knapsack pass: its sort and sums make about six
+#: temporaries of this size, so a long interval's frames go in slices of rows
+#: (a 100-layer chain peaked at 830 MB in one pass).
+KNAPSACK_CHUNK = 1 << 21
+
+
 def _knapsack_rows(e: np.ndarray, h: np.ndarray, need: np.ndarray) -> np.ndarray:
     """Per row, the least excess that frees ``need > 0`` bits of the holds ``h``
     (items by rows), items taken whole cheapest per bit first, the last one
-    fractionally."""
+    fractionally. Rows are independent: taken in slices of at most
+    :data:`KNAPSACK_CHUNK` elements."""
+    step = max(1, KNAPSACK_CHUNK // max(1, e.shape[0]))
+    if e.shape[1] <= step:
+        return _knapsack_slice(e, h, need)
+    return np.concatenate([_knapsack_slice(e[:, i:i + step], h[:, i:i + step], need[i:i + step])
+                           for i in range(0, e.shape[1], step)])
+
+
+def _knapsack_slice(e: np.ndarray, h: np.ndarray, need: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(h > 0, e / h, np.inf)
     order = np.argsort(ratio, axis=0, kind="stable")
