@@ -53,6 +53,7 @@ from stems_opt.formulation import column_base
 from stems_opt.formulation.backend import SolveOptions
 from stems_opt.formulation.column_base import (
     DIVE_CAP_S,
+    DIVE_IMPROVING_CAP_S,
     DIVE_IMPROVING_SHARE,
     DIVE_NONE_SHARE,
     DIVE_SHARE,
@@ -390,7 +391,8 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
         left = self.stop.limit_s(time_limit_s)
         span = DIVE_CAP_S if left is None else left
         self.dive(start + DIVE_SHARE * span, start + DIVE_NONE_SHARE * span,
-                  None if left is None else start + DIVE_IMPROVING_SHARE * span)
+                  None if left is None
+                  else start + min(DIVE_IMPROVING_SHARE * span, DIVE_IMPROVING_CAP_S))
         self.stats["dive_s"] = time.perf_counter() - start
         turns = Turns(self, start, left)  # the neighbourhood search's share of the time
         if lower > 0:
