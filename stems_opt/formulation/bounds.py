@@ -71,6 +71,7 @@ from stems_opt.cost.loops import (
     prefill_nest_floors,
 )
 from stems_opt.cost.traffic import min_read_bits
+from stems_opt.formulation.subtile_floor import subtile_weight_excess
 from stems_opt.hardware import Hardware
 from stems_opt.mapping import Order
 from stems_opt.network import Axis, LayerKind, Network, most_chunks
@@ -339,20 +340,20 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
                            order: Order, tiles: Sequence[int], budget: int,
                            written: Collection[str], whole: Collection[str],
                            maybe_whole: Collection[str] = (), read_rate: int = 1,
-                           write_rate: int = 1, k_unroll: int = 1
+                           write_rate: int = 1, k_unroll: int = 1, weight_use_rate: int = 0
                            ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`frames_excess_bounds` of the frames ``(first, last, tb, axis, n,
     order)`` of every ``n`` in ``tiles``."""
     return frames_excess_bounds(network, first, last, axis, [(tb, order, n) for n in tiles],
                                 budget, written, whole, maybe_whole, read_rate, write_rate,
-                                k_unroll)
+                                k_unroll, weight_use_rate)
 
 
 def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
                          frames: Sequence[tuple[int, Order, int]], budget: int,
                          written: Collection[str], whole: Collection[str],
                          maybe_whole: Collection[str] = (), read_rate: int = 1,
-                         write_rate: int = 1, k_unroll: int = 1
+                         write_rate: int = 1, k_unroll: int = 1, weight_use_rate: int = 0
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Least cost the buffer forces over the cheapest choices, for the frames
     ``(first, last, tb, axis, n, order)`` of every ``(tb, order, n)`` in
@@ -380,6 +381,12 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
         for energy.
     k_unroll
         The array's K unrolling (it limits how finely weights are chunked).
+    weight_use_rate
+        Cost of a weight bit read from the GB by the array, for the energy
+        of hardware without loop nests (0 otherwise): the weights go to the
+        array once per sub-tile and timestep, and a layer runs at least the
+        fewest sub-tiles that fit beside a weight chunk
+        (:func:`~stems_opt.formulation.subtile_floor.subtile_weight_excess`).
 
     Returns the bound per frame (``inf`` where the layer at some position
     cannot fit its own transient buffers) and the slack per frame.
@@ -424,6 +431,7 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     dead = np.zeros(F, dtype=bool)  # frames where some layer fits in no choice
     slack_fix = np.zeros((F, L))
     weight_items: list[tuple[int, int, np.ndarray]] = []  # (item, position, excess)
+    operand_extra = np.zeros(F)  # GB operand reads the buffer forces (energy)
     for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
         name = lay.name
         is_whole, is_written = name in whole, name in written
@@ -445,6 +453,9 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
                                           tuple(batches.tolist()))
             steps, fewest = steps[which, idx], fewest[which, idx]
             dead |= steps == 0
+            if weight_use_rate:
+                operand_extra += subtile_weight_excess(fewest, active[:, i], T, w,
+                                                       weight_use_rate)
             runs = S * active[:, i]
             # Two items, one per kind of row. On the other rows: resident (holds
             # ``w``) or not (read at least ``runs * steps`` times).
@@ -522,7 +533,7 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     slack = slack + slack_fix.reshape(F * L)
     # A row whose own transients overflow the budget: the frame cannot fit.
     per_row = np.where(row_budget < 0, np.inf, per_row).reshape(F, L)
-    best = per_row.max(axis=1)
+    best = per_row.max(axis=1) + operand_extra  # (a cost term no row item counts)
     best = np.where(dead, np.inf, best)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)
