@@ -292,8 +292,12 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
     operand once through its levels, the weights once per active tile).
     Otherwise the accesses of :func:`stems_opt.cost.energy.layer_gb_access_bits`
     with one sub-tile per tile (more sub-tiles read the weights and the window
-    overlaps again), or for windows with gaps the union of the one-row windows.
+    overlaps again), or for windows with gaps the union of the one-row windows;
+    for such layers with weights, the least weight and input reads together
+    over the sub-tile count (:func:`~stems_opt.formulation.operand_floors.gapped_weight_input_fj`).
     """
+    from stems_opt.formulation.operand_floors import gapped_weight_input_fj, joint_gapped
+
     tab = _interval_table(network, first, last, axis)
     nh = nest_hardware(hw)
     T = network.timesteps
@@ -314,9 +318,14 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
                 fj += T // tb * layer_nest_floor_fj(lay, axis, b, tb, nh,
                                                     chunk_counts(lay.k, k_unroll))
             continue
-        reads = lay.weight_size_bits * T * active + lay.state_size_bits * T
-        reads += sum(windows * network.tensor_row_bits(src, axis) * T
-                     for src in dict.fromkeys(lay.inputs))
+        reads = lay.state_size_bits * T
+        if joint_gapped(lay, axis, hw.loop_nests):  # (weights against input rows)
+            b = tuple(int(x) for x in tile_bounds_array(network, first, last, axis, n)[i])
+            fj += gapped_weight_input_fj(network, lay, axis, b, nh)
+        else:
+            reads += lay.weight_size_bits * T * active + sum(
+                windows * network.tensor_row_bits(src, axis) * T
+                for src in dict.fromkeys(lay.inputs))
         writes = lay.output_size_bits(T) + lay.state_size_bits * T
         fj += reads * nh.gb_read_fj_per_bit + writes * nh.gb_write_fj_per_bit
     return fj
@@ -453,7 +462,9 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
                                           tuple(batches.tolist()))
             steps, fewest = steps[which, idx], fewest[which, idx]
             dead |= steps == 0
-            if weight_use_rate:
+            if weight_use_rate and not _gapped(lay, axis):
+                # (A gapped layer's sub-tiles also read fewer input rows: its weights
+                # and inputs have one joint floor, operand_floors.gapped_weight_input_fj.)
                 operand_extra += subtile_weight_excess(fewest, active[:, i], T, w,
                                                        weight_use_rate)
             runs = S * active[:, i]
