@@ -71,7 +71,7 @@ from stems_opt.cost.loops import (
     prefill_nest_floors,
 )
 from stems_opt.cost.traffic import min_read_bits
-from stems_opt.formulation.subtile_floor import subtile_weight_excess
+from stems_opt.formulation.subtile_floor import subtile_item, subtile_weight_excess
 from stems_opt.hardware import Hardware
 from stems_opt.mapping import Order
 from stems_opt.network import Axis, LayerKind, Network, most_chunks
@@ -467,6 +467,16 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
                 # and inputs have one joint floor, operand_floors.gapped_weight_input_fj.)
                 operand_extra += subtile_weight_excess(fewest, active[:, i], T, w,
                                                        weight_use_rate)
+                # Buffers no other item holds at this row: the state when it is not
+                # kept across time batches, the output when no in-frame reader keeps it.
+                e_sub, h_sub = subtile_item(fewest, finest[:, i], rpick[:, i], fpick[:, i],
+                                            np.where(S == 1, v_row if lay.stateful else 0, 0)
+                                            + (0 if inner else out_row_own) * tb,
+                                            in_row * tb, active[:, i], T, w, weight_use_rate)
+                e, hold = np.zeros((F, L)), np.zeros((F, L))
+                e[:, i], hold[:, i] = e_sub, h_sub
+                excess.append(e)
+                holds.append(hold)
             runs = S * active[:, i]
             # Two items, one per kind of row. On the other rows: resident (holds
             # ``w``) or not (read at least ``runs * steps`` times).

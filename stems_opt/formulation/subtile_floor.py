@@ -42,3 +42,31 @@ def subtile_weight_excess(fewest: np.ndarray, active: np.ndarray, timesteps: int
     """
     extra_subtiles = np.maximum(fewest, 1) - 1
     return (extra_subtiles * active * timesteps * weight_bits * use_rate).astype(np.float64)
+
+
+def subtile_item(fewest: np.ndarray, finest: np.ndarray, rows: np.ndarray, fresh: np.ndarray,
+                 row_bits: np.ndarray, input_bits: np.ndarray, active: np.ndarray,
+                 timesteps: int, weight_bits: int, use_rate: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """One more sub-tile than the fewest, as a knapsack item at the layer's own row.
+
+    Per frame: the cheap side runs the fewest sub-tiles (``fewest``; what
+    :func:`subtile_weight_excess` charges) and holds, over the finest
+    sub-tiles the row's budget already reserves, the state and output rows
+    (``row_bits`` each) and fresh input rows (``input_bits`` each) of its
+    larger sub-tile in the bounded tile (``rows``, ``fresh``); the expensive
+    side runs more and reads the weights at least once more per active tile
+    and timestep (its smaller buffers are counted as freeing everything: a
+    relaxation).
+
+    Returns the item's excess (model units) and hold (bits), per frame.
+    """
+    fewest = np.maximum(fewest, 1)
+    finest = np.maximum(finest, 1)
+
+    def held(m: np.ndarray) -> np.ndarray:
+        return -(-rows // m) * row_bits + -(-fresh // m) * input_bits
+
+    hold = np.where(rows > 0, np.maximum(0, held(fewest) - held(finest)), 0)
+    excess = active * timesteps * weight_bits * use_rate
+    return excess.astype(np.float64), hold.astype(np.float64)
