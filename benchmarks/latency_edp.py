@@ -59,15 +59,40 @@ def run(instance: str, objective: str, limit_s: float,
             "points": r.stats.get("points", "")}
 
 
+def _number(text: str) -> object:
+    """A CSV cell as the int or float it was written from (else the text)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
     return "" if v is None else str(v)
 
 
-def write(rows: list[dict[str, object]], limit_s: float) -> None:
+def merged(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """``rows`` with the earlier CSV's rows of the instances not re-run, in
+    the default order (a partial re-run keeps the rest of the table)."""
+    path = RESULTS / "latency_edp.csv"
+    ran = {r["instance"] for r in rows}
+    old: list[dict[str, object]] = []
+    if path.exists():
+        with open(path, newline="") as f:
+            old = [{k: _number(v) for k, v in r.items()} for r in csv.DictReader(f)
+                   if r["instance"] not in ran]
+    order = {name: i for i, name in enumerate(DEFAULT)}
+    return sorted(old + rows, key=lambda r: order.get(str(r["instance"]), len(order)))
+
+
+def write(rows: list[dict[str, object]], limit_s: float, load: str) -> None:
     """The CSV and the markdown table."""
     RESULTS.mkdir(exist_ok=True)
+    rows = merged(rows)
     with open(RESULTS / "latency_edp.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=COLUMNS)
         w.writeheader()
@@ -75,7 +100,8 @@ def write(rows: list[dict[str, object]], limit_s: float) -> None:
     shown = [c for c in COLUMNS if c != "points"]
     lines = ["# Latency and EDP optima", "",
              f"`python benchmarks/latency_edp.py` on {platform.processor() or platform.machine()}"
-             f", {os.cpu_count()} cores shared with other jobs (times are noisy), limit "
+             f", {os.cpu_count()} cores shared with other jobs (times are noisy; load "
+             f"average {load} when the last rows ran), limit "
              f"{limit_s:g} s per solve (EDP: all its weighted solves together). Latency in "
              "cycles, energy in pJ, EDP in pJ x cycles; `energy_optimum_latency_cycles` is "
              "the latency of the energy optimum.", "",
@@ -95,11 +121,12 @@ def main() -> None:
     args = ap.parse_args()
     rows: list[dict[str, object]] = []
     energy_latency: dict[str, int | str] = {}
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
     for inst in args.instances:
         for objective in ("latency", "edp"):
             rows.append(run(inst, objective, args.limit, energy_latency))
             print(rows[-1], flush=True)
-    write(rows, args.limit)
+    write(rows, args.limit, load)
 
 
 if __name__ == "__main__":

@@ -528,7 +528,7 @@ def solve(problem: Problem, solver: str = "cpsat", time_limit_s: float | None = 
     if problem.objective is Objective.EDP and problem.weights is None:
         from stems_opt.edp import solve_edp
 
-        return solve_edp(problem, solve, solver=solver, time_limit_s=time_limit_s,
+        return solve_edp(problem, solve, mappings, solver=solver, time_limit_s=time_limit_s,
                          threads=threads, seed=seed, warm_start=warm_start, method=method,
                          max_frames=max_frames, max_options_per_frame=max_options_per_frame,
                          stop=_stop_for(stop, time_limit_s))

@@ -308,8 +308,9 @@ class SegmentScorer:
     not depend on the mapping. These are the sums ``evaluate`` forms.
     """
 
-    def __init__(self, problem: Problem):
+    def __init__(self, problem: Problem, latency: bool = True):
         self.problem = problem
+        self.latency = latency  # False: ``latency_cycles`` left 0 (traffic and energy only)
         self.rates = EnergyRates.of(problem.hardware)
         self._cache: dict[tuple[Run, int, SegmentContext], SegmentScore] = {}
 
@@ -330,7 +331,8 @@ class SegmentScorer:
                                                      weight_chunks(seg, lay)).values())
             mem = reads * self.rates.read_fj_per_bit + writes * self.rates.write_fj_per_bit + gb_fj
             hw = self.problem.hardware
-            cycles = sum(segment_latency(geo, ctx.written, hw, nest_hardware(hw)).values())
+            cycles = sum(segment_latency(geo, ctx.written, hw, nest_hardware(hw)).values()) \
+                if self.latency else 0
             hit = SegmentScore(reads + writes, mem, peak, cycles)
             self._cache[key] = hit
         return hit
@@ -378,7 +380,8 @@ def brute_force_optimum(problem: Problem, fast: bool = False
     best_key: float | None = None
     best: Mapping | None = None
     if fast:
-        scorer = SegmentScorer(problem)
+        scorer = SegmentScorer(problem, latency=objective not in (Objective.TRAFFIC,
+                                                                  Objective.ENERGY))
         constant_fj = energy_constant_fj(problem)
         best_idx = None
         for runs, idx in space.valid_walk():
@@ -465,7 +468,7 @@ def brute_force_frontiers(problem: Problem,
     index = {Objective.TRAFFIC: 0, Objective.ENERGY: 1, Objective.LATENCY: 3}
     picks = {obj: index[obj] for obj in objectives}
     space = space or Space(problem)
-    scorer = SegmentScorer(problem)
+    scorer = SegmentScorer(problem, latency=Objective.LATENCY in picks)
     best_at: dict[Objective, dict[int, tuple[int, tuple[tuple[Run, ...], tuple[int, ...]]]]] = {
         obj: {} for obj in objectives}
     for runs, idx in space.valid_walk():

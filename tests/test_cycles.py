@@ -68,3 +68,34 @@ def test_random_tiny_steps_equal_brute_force() -> None:
         assert (cost.cycles, cost.total_fj) == best, (shape, hw)
         stalled += cost.cycles > cost.compute_cycles
     assert stalled >= 10  # the search itself ran, not only the shortcut
+
+
+def test_both_buffers_ported_equal_brute_force() -> None:
+    """Random tiny steps with both inner buffers present and ported, where the
+    search must place both buffer points on one side of the register point:
+    brute force over every nest agrees. Skipping those pair placements (keeping
+    only each buffer's fewest fills on its side of the register point) makes
+    this fail (the first test does not see it)."""
+    rng = random.Random(5)
+    checked = 0
+    while checked < 40:
+        u = tuple(rng.choice([1, 2]) for _ in range(6))
+        k, c, fy = u[0] * rng.choice([1, 2]), rng.choice([1, 2, 3]), rng.choice([1, 2, 3])
+        oy, tb = rng.randint(1, 3), rng.choice([1, 2, 4])
+        shape = StepShape(k=k, c=c, oy=oy, ox=1, fy=fy, fx=1, tb=tb,
+                          iy=rng.randint(1, oy - 1 + fy), ix=1,
+                          state_bits=rng.choice([0, 8]), input_bits=rng.choice([1, 4]))
+        extents = [-(-x // f) for x, f in zip((k, c, oy, 1, fy, 1), u, strict=True)]
+        if math.prod(extents) * tb > 24:
+            continue
+        hw = NestHardware(u, rng.choice([1, 2]), rng.choice([1, 2, 3]), rng.choice([None, 4]),
+                          Buffer("weight_buffer", rng.choice([8, 32, 10**6]), 3, 5,
+                                 rng.choice([1, 2])),
+                          Buffer("input_buffer", rng.choice([4, 8, 10**6]), 7, 11,
+                                 rng.choice([1, 2])))
+        best = _brute(shape, hw)
+        if best is None:
+            continue
+        checked += 1
+        _, cost = fewest_cycles_nest(shape, hw)
+        assert (cost.cycles, cost.total_fj) == best, (shape, hw)

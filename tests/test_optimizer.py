@@ -242,7 +242,10 @@ CASES: dict[str, tuple[dict[str, Any], int, int]] = {
 
 
 @functools.cache
+@functools.cache
 def case_frontiers(name: str) -> tuple[dict[Objective, list[bf.Point]], bf.Space]:
+    """Every objective's brute-force frontier of a hand-picked case and its space
+    (enumerated once per process: many tests read them, none changes them)."""
     network, ku, _size = CASES[name]
     base = make_problem(network, UNLIMITED, ku)
     space = bf.Space(base)

@@ -19,11 +19,15 @@ with every term, and so does the pair (cycles, energy) in lexicographic
 order. Hence, for a fixed ``P`` and a fixed order of the buffer points, the
 best point of the last buffer is the one with the fewest fills among those
 its predecessor allows (a running minimum over the grid, as in the energy
-search), and only the first buffer's point needs enumerating. The search
-enumerates every ``P`` of every family, every order and side of ``P`` of
-the buffer points, and every point of the first buffer: nothing is pruned
-but what monotonicity proves no better. Tests compare it with brute force
-over every nest (``tests/test_cycles.py``).
+search), and only the first buffer's point needs enumerating - and not
+even that when the buffers sit on opposite sides of ``P`` or there is one:
+each then takes its fewest fills on its side. The search scores, as NumPy
+arrays, every ``P`` of every family with every order and side of ``P`` of
+the buffer points, and where both buffers sit on one side every pair of
+``P`` and first buffer point - for the ``P`` whose floor (each buffer at
+its fewest fills on that side, which no pair beats) is below the best found
+so far. Nothing is pruned but what monotonicity proves no better. Tests
+compare it with brute force over every nest (``tests/test_cycles.py``).
 
 Shortcut (lossless): ``N`` and, per level with a port, the least bits
 through it over every nest (the energy search with 1 fJ per bit of that
@@ -124,7 +128,17 @@ def _view(hw: NestHardware, gb: int, w: int, i: int) -> NestHardware:
 
 
 class _Search:
-    """The exact least-(cycles, energy) nest of one step (module docstring)."""
+    """The exact least-(cycles, energy) nest of one step (module docstring).
+
+    Every candidate is scored as whole arrays: a register point ``P`` with
+    its buffer points at their fewest fills (one array over ``P``'s family
+    sub-grid per placement), and where two buffer points sit on one side of
+    ``P`` (the first one's point free, the second's its fewest fills given the
+    first), every pair of ``P`` and first point at once. Those pairs are
+    scored only for the ``P`` whose floor - the same score with each buffer's
+    fewest fills anywhere on its side of ``P``, which no pair beats, as the
+    score grows with every fill - is below the best candidate found: lossless.
+    """
 
     def __init__(self, shape: StepShape, hw: NestHardware):
         self.shape, self.hw = shape, hw
@@ -139,134 +153,162 @@ class _Search:
                      for op in self.ops}
         self.bw = {"GB": hw.gb_bandwidth_bits_per_cycle,
                    **{op: hw.buffer(op).bandwidth_bits_per_cycle for op in self.ops}}  # type: ignore
+        self.full = tuple(a for _, _, a in self.views["E"].axes)
         self.best: tuple[int, int] | None = None
         self.best_points: list[tuple[str, tuple[int, ...]]] = []
 
-    def _cycles(self, level_bits: dict[str, np.ndarray]) -> np.ndarray:
-        """Cycles of candidates from the bits through each level (INF: invalid)."""
-        out = np.full(np.broadcast_shapes(*(b.shape for b in level_bits.values())), self.n,
-                      dtype=np.int64)
-        bad = np.zeros(out.shape, dtype=bool)
-        for level, bits in level_bits.items():
-            bits = np.broadcast_to(bits, out.shape)
-            bad |= bits >= INF
+    def _score(self, g: dict[str, np.ndarray], f_by_op: dict[str, np.ndarray]
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Cycles (INF: invalid) and energy of candidates with register terms
+        ``g`` (``"E"``: energy, else bits through each level) and buffer fills
+        ``f_by_op`` (bits), all broadcast together."""
+        zero = np.int64(0)
+        bits = {"GB": g["GB"] + sum(f_by_op.values(), zero),
+                **{op: g[op] + f_by_op[op] for op in self.ops}}
+        shape = np.broadcast_shapes(g["E"].shape, *(b.shape for b in bits.values()))
+        cyc = np.full(shape, self.n, dtype=np.int64)
+        bad = np.broadcast_to(g["E"] >= INF, shape).copy()
+        for level, b in bits.items():
+            bad |= b >= INF
             bw = self.bw.get(level)
             if bw:
-                out = np.maximum(out, np.ceil(np.where(bits >= INF, 0, bits) / bw)
-                                 .astype(np.int64))
-        return np.where(bad, INF, out)
+                cyc = np.maximum(cyc, np.ceil(np.where(b >= INF, 0, b) / bw).astype(np.int64))
+        energy = g["E"] + sum((self.rate[op] * np.where(f >= INF, 0, f)
+                               for op, f in f_by_op.items()), zero)
+        return np.where(bad, INF, cyc), np.where(bad, INF, energy)
 
-    def _offer(self, cyc: np.ndarray, energy: np.ndarray, points_at) -> None:
-        """Keep the lexicographically least (cycles, energy) candidate of arrays
-        ``cyc``, ``energy``; ``points_at(index)`` gives its chain points."""
-        c = int(cyc.min())
+    def _least(self, cyc: np.ndarray, energy: np.ndarray) -> tuple[int, int, int] | None:
+        """The lexicographically least (cycles, energy) and its flat index."""
+        c = int(cyc.min()) if cyc.size else INF
         if c >= INF:
-            return
-        e = int(np.where(cyc == c, energy, 4 * INF).min())
-        if self.best is None or (c, e) < self.best:
-            self.best = (c, e)
-            idx = np.unravel_index(int(np.argmin(np.where(cyc == c, energy, 4 * INF))),
-                                   cyc.shape)
-            self.best_points = points_at(tuple(int(x) for x in idx))
+            return None
+        masked = np.where(cyc == c, energy, 4 * INF).ravel()
+        i = int(np.argmin(masked))
+        return c, int(masked[i]), i
+
+    def _offer(self, got: tuple[int, int, int] | None, points_at) -> None:
+        """Keep ``got`` if it beats the best; ``points_at(its index)`` gives its chain points."""
+        if got is not None and (self.best is None or got[:2] < self.best):
+            self.best = got[:2]
+            self.best_points = points_at(got[2])
 
     def solve(self) -> Nest:
         """The nest through the best points found."""
-        base = self.views["E"]
-        for t in base._prefixes():
+        for t in self.views["E"]._prefixes():
             terms = {k: v._terms(t) for k, v in self.views.items()}
-            fills = {op: terms["GB"][1][op] for op in self.ops}  # bits per fill point
+            fills = {op: terms["GB"][1][op][0] for op in self.ops}  # bits per fill point
             for f, (sel, _other, g_e) in enumerate(terms["E"][0]):
-                g = {k: terms[k][0][f][2][0] for k in ("GB", "W", "I")}
-                for p in zip(*np.nonzero(g_e[0] < INF), strict=True):
-                    self._register_point(sel, tuple(int(x) for x in p), int(g_e[0][p]),
-                                         {k: int(v[p]) for k, v in g.items()}, fills)
+                g = {"E": g_e[0], **{k: terms[k][0][f][2][0] for k in ("GB", "W", "I")}}
+                self._family(sel[1:], g, fills)
         if self.best is None:
             raise NoNestError(f"no loop nest of {self.shape} fits the inner buffers")
         return self.views["E"]._nest(self.best_points)
 
-    def _register_point(self, sel: tuple[slice, ...], p: tuple[int, ...], e_p: int,
-                        g: dict[str, int], fills: dict[str, np.ndarray]) -> None:
-        """Every placement of the buffer points around register point ``p`` (an
-        index of the family's sub-grid ``sel``)."""
-        full = tuple(a for _, _, a in self.views["E"].axes)
-        sub = sel[1:]
-        p_full = tuple(x if s.stop is None else a for x, s, a in zip(p, sub, full, strict=True))
+    def _lift(self, sub: tuple[slice, ...], idx: tuple[int, ...]) -> tuple[int, ...]:
+        """A family sub-grid index as a grid index."""
+        return tuple(x if s.stop is None else a for x, s, a in zip(idx, sub, self.full,
+                                                                    strict=True))
 
-        def lift(idx: tuple[int, ...]) -> tuple[int, ...]:  # sub-grid index -> grid index
-            return tuple(x if s.stop is None else a for x, s, a in zip(idx, sub, full,
-                                                                         strict=True))
-
-        below_box = tuple(slice(x, None) for x in p)          # inside the sub-grid, below p
-        above_box = tuple(slice(0, x + 1) for x in p_full)     # anywhere above p
-        level_g = {"GB": g["GB"], **{op: g[op] for op in self.ops}}
-
-        def score(f_by_op: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-            bits = {"GB": level_g["GB"] + sum(f_by_op.values(), np.int64(0))}
-            for op in self.ops:
-                bits[op] = level_g[op] + f_by_op[op]
-            energy = e_p + sum((self.rate[op] * np.where(f_by_op[op] >= INF, 0, f_by_op[op])
-                                for op in self.ops), np.int64(0))
-            return self._cycles(bits), energy
-
+    def _family(self, sub: tuple[slice, ...], g: dict[str, np.ndarray],
+                fills: dict[str, np.ndarray]) -> None:
+        """Every placement of the buffer points around every register point of
+        one family (sub-grid ``sub`` of the grid)."""
+        shp = g["E"].shape
+        at = lambda i: tuple(int(x) for x in np.unravel_index(i, shp))  # noqa: E731
+        below = {op: _below_min(fills[op][sub][None])[0] for op in self.ops}  # inside sub
+        above = {op: _above_min(fills[op][None])[0] for op in self.ops}  # anywhere
+        above_sub = {op: above[op][sub] for op in self.ops}
         if not self.ops:
-            cyc, en = score({})
-            self._offer(np.asarray(cyc).reshape(1), np.asarray(en).reshape(1),
-                        lambda _i: [("P", p_full)])
+            self._offer(self._least(*self._score(g, {})),
+                        lambda i: [("P", self._lift(sub, at(i)))])
             return
         for order in itertools.permutations(self.ops):
             for k in range(len(order) + 1):
-                self._placement(order, k, fills, sel, below_box, above_box, p_full, lift, score)
+                side = {op: below[op] if j < k else above_sub[op] for j, op in enumerate(order)}
+                if len(order) == 2 and k != 1:
+                    self._pairs(order, k, sub, g, fills, below, above, side)
+                else:
+                    got = self._least(*self._score(g, side))
+                    self._offer(got, lambda i, order=order, k=k: self._single_points(
+                        order, k, sub, at(i), fills))
 
-    def _placement(self, order, k, fills, sel, below_box, above_box, p_full, lift,
-                   score) -> None:
-        """Buffer points ``order`` (innermost first), the first ``k`` below ``P``."""
-        if len(order) == 1:
-            op = order[0]
-            if k:
-                arr = fills[op][sel][0][below_box]
-                at = lambda i: [(op, lift(tuple(a.start + x for a, x in zip(below_box, i,  # noqa: E731
-                                                                            strict=True)))),
-                                ("P", p_full)]
-            else:
-                arr = fills[op][0][above_box]
-                at = lambda i: [("P", p_full), (op, i)]  # noqa: E731
-            cyc, en = score({op: arr})
-            self._offer(cyc, en, at)
+    def _single_points(self, order: tuple[str, ...], k: int, sub: tuple[slice, ...],
+                       p: tuple[int, ...], fills: dict[str, np.ndarray]
+                       ) -> list[tuple[str, tuple[int, ...]]]:
+        """Chain points of register point ``p`` (sub-grid index) with each
+        buffer point (at most one per side) at its fewest fills on its side."""
+        points = [("P", self._lift(sub, p))]
+        for j, op in enumerate(order):
+            if j < k:  # below P, inside its sub-grid
+                box = fills[op][sub][tuple(slice(x, None) for x in p)]
+                off = np.unravel_index(int(np.argmin(box)), box.shape)
+                points.insert(0, (op, self._lift(sub, tuple(x + int(o) for x, o
+                                                              in zip(p, off, strict=True)))))
+            else:  # above P, anywhere
+                box = fills[op][tuple(slice(0, x + 1) for x in self._lift(sub, p))]
+                points.append((op, tuple(int(x) for x in np.unravel_index(
+                    int(np.argmin(box)), box.shape))))
+        return points
+
+    def _pairs(self, order: tuple[str, str], k: int, sub: tuple[slice, ...],
+               g: dict[str, np.ndarray], fills: dict[str, np.ndarray],
+               below: dict[str, np.ndarray], above: dict[str, np.ndarray],
+               side: dict[str, np.ndarray]) -> None:
+        """Both buffer points on one side of ``P`` (``x`` inside ``y``): every
+        register point whose floor (``side``: each buffer's fewest fills on
+        that side) beats the best, with every point of the buffer nearer ``P``
+        (``k = 0``: ``x`` above ``P`` anywhere, ``y`` at its fewest fills above
+        ``x``; ``k = 2``: ``y`` below ``P`` in its sub-grid, ``x`` at its
+        fewest fills below ``y``)."""
+        x, y = order
+        floor_c, floor_e = self._score(g, side)
+        c0, e0 = self.best if self.best is not None else (INF, INF)
+        keep = (floor_c < c0) | ((floor_c == c0) & (floor_e < e0))
+        keep &= floor_c < INF
+        if not keep.any():
             return
-        x, y = order  # x inside y
-        if k == 1:  # x below P, y above: independent, each its fewest fills
-            bx = fills[x][sel][0][below_box]
-            by = fills[y][0][above_box]
-            ix = np.unravel_index(int(np.argmin(bx)), bx.shape)
-            iy = np.unravel_index(int(np.argmin(by)), by.shape)
-            fx, fy = np.int64(bx[ix]), np.int64(by[iy])
-            cyc, en = score({x: np.asarray(fx).reshape(1), y: np.asarray(fy).reshape(1)})
-            px = lift(tuple(a.start + int(v) for a, v in zip(below_box, ix, strict=True)))
-            self._offer(cyc, en, lambda _i: [(x, px), ("P", p_full),
-                                             (y, tuple(int(v) for v in iy))])
-        elif k == 0:  # P <= x <= y: per x above P, the fewest fills of y above x
-            up_y = _above_min(fills[y])[0]
-            bx = fills[x][0][above_box]
-            cyc, en = score({x: bx, y: up_y[above_box]})
+        p_idx = np.argwhere(keep)
+        if k == 0:
+            near, far = fills[x], above[y]       # over the grid, by first point z
+            p_at = np.array([self._lift(sub, tuple(p)) for p in p_idx], dtype=np.int64)
+        else:
+            near, far = fills[y][sub], below[x]  # over the sub-grid
+            p_at = p_idx
+        ok = (near < INF) & (far < INF)
+        z_idx = np.argwhere(ok)
+        if not len(z_idx):
+            return
+        f_near, f_far = near[ok], far[ok]
+        gp = {key: v[keep] for key, v in g.items()}
+        step = max(1, 1_000_000 // (len(z_idx) * len(self.full) + 1))
+        for s in range(0, len(p_idx), step):
+            pa = p_at[s:s + step]
+            fit = np.all(z_idx[None] <= pa[:, None], axis=2) if k == 0 else \
+                np.all(z_idx[None] >= pa[:, None], axis=2)
+            gs = {key: v[s:s + step, None] for key, v in gp.items()}
+            fx, fy = (f_near, f_far) if k == 0 else (f_far, f_near)
+            cyc, en = self._score(gs, {x: fx[None], y: fy[None]})
+            got = self._least(np.where(fit, cyc, INF), en)
+            if got is not None:
+                pi, zi = divmod(got[2], len(z_idx))
+                p = tuple(int(v) for v in p_idx[s + pi])
+                z = tuple(int(v) for v in z_idx[zi])
+                self._offer(got, lambda _i, p=p, z=z: self._pair_points(order, k, sub, p, z,
+                                                                        fills))
 
-            def at(i: tuple[int, ...]) -> list[tuple[str, tuple[int, ...]]]:
-                hy = fills[y][0][tuple(slice(0, v + 1) for v in i)]
-                j = tuple(int(v) for v in np.unravel_index(int(np.argmin(hy)), hy.shape))
-                return [("P", p_full), (x, i), (y, j)]
-            self._offer(cyc, en, at)
-        else:  # x <= y <= P, both in P's sub-grid: per y, the fewest fills of x below it
-            sub_x = fills[x][sel][0]
-            down_x = _below_min(fills[x][sel])[0]
-            by = fills[y][sel][0][below_box]
-            cyc, en = score({x: down_x[below_box], y: by})
-
-            def at(i: tuple[int, ...]) -> list[tuple[str, tuple[int, ...]]]:
-                yi = tuple(a.start + v for a, v in zip(below_box, i, strict=True))
-                hx = sub_x[tuple(slice(v, None) for v in yi)]
-                j = np.unravel_index(int(np.argmin(hx)), hx.shape)
-                xi = tuple(v + int(w) for v, w in zip(yi, j, strict=True))
-                return [(x, lift(xi)), (y, lift(yi)), ("P", p_full)]
-            self._offer(cyc, en, at)
+    def _pair_points(self, order: tuple[str, str], k: int, sub: tuple[slice, ...],
+                     p: tuple[int, ...], z: tuple[int, ...], fills: dict[str, np.ndarray]
+                     ) -> list[tuple[str, tuple[int, ...]]]:
+        """Chain points of a pair: register point ``p`` and the nearer buffer's point ``z``."""
+        x, y = order
+        if k == 0:  # P <= x (at z) <= y
+            box = fills[y][tuple(slice(0, v + 1) for v in z)]
+            j = tuple(int(v) for v in np.unravel_index(int(np.argmin(box)), box.shape))
+            return [("P", self._lift(sub, p)), (x, z), (y, j)]
+        box = fills[x][sub][tuple(slice(v, None) for v in z)]  # x <= y (at z) <= P
+        off = np.unravel_index(int(np.argmin(box)), box.shape)
+        xi = tuple(v + int(w) for v, w in zip(z, off, strict=True))
+        return [(x, self._lift(sub, xi)), (y, self._lift(sub, z)), ("P", self._lift(sub, p))]
 
 
 def step_cycles_floor(shape: StepShape, hw: NestHardware) -> int:
