@@ -71,6 +71,7 @@ from stems_opt.cost.loops import (
     prefill_nest_floors,
 )
 from stems_opt.cost.traffic import min_read_bits
+from stems_opt.formulation.subtile_floor import subtile_item, subtile_weight_excess
 from stems_opt.hardware import Hardware
 from stems_opt.mapping import Order
 from stems_opt.network import Axis, LayerKind, Network, most_chunks
@@ -306,8 +307,12 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
     operand once through its levels, the weights once per active tile).
     Otherwise the accesses of :func:`stems_opt.cost.energy.layer_gb_access_bits`
     with one sub-tile per tile (more sub-tiles read the weights and the window
-    overlaps again), or for windows with gaps the union of the one-row windows.
+    overlaps again), or for windows with gaps the union of the one-row windows;
+    for such layers with weights, the least weight and input reads together
+    over the sub-tile count (:func:`~stems_opt.formulation.operand_floors.gapped_weight_input_fj`).
     """
+    from stems_opt.formulation.operand_floors import gapped_weight_input_fj, joint_gapped
+
     tab = _interval_table(network, first, last, axis)
     nh = nest_hardware(hw)
     T = network.timesteps
@@ -328,9 +333,14 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
                 fj += T // tb * layer_nest_floor_fj(lay, axis, b, tb, nh,
                                                     chunk_counts(lay.k, k_unroll))
             continue
-        reads = lay.weight_size_bits * T * active + lay.state_size_bits * T
-        reads += sum(windows * network.tensor_row_bits(src, axis) * T
-                     for src in dict.fromkeys(lay.inputs))
+        reads = lay.state_size_bits * T
+        if joint_gapped(lay, axis, hw.loop_nests):  # (weights against input rows)
+            b = tuple(int(x) for x in tile_bounds_array(network, first, last, axis, n)[i])
+            fj += gapped_weight_input_fj(network, lay, axis, b, nh)
+        else:
+            reads += lay.weight_size_bits * T * active + sum(
+                windows * network.tensor_row_bits(src, axis) * T
+                for src in dict.fromkeys(lay.inputs))
         writes = lay.output_size_bits(T) + lay.state_size_bits * T
         fj += reads * nh.gb_read_fj_per_bit + writes * nh.gb_write_fj_per_bit
     return fj
@@ -354,20 +364,20 @@ def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axi
                            order: Order, tiles: Sequence[int], budget: int,
                            written: Collection[str], whole: Collection[str],
                            maybe_whole: Collection[str] = (), read_rate: int = 1,
-                           write_rate: int = 1, k_unroll: int = 1
+                           write_rate: int = 1, k_unroll: int = 1, weight_use_rate: int = 0
                            ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`frames_excess_bounds` of the frames ``(first, last, tb, axis, n,
     order)`` of every ``n`` in ``tiles``."""
     return frames_excess_bounds(network, first, last, axis, [(tb, order, n) for n in tiles],
                                 budget, written, whole, maybe_whole, read_rate, write_rate,
-                                k_unroll)
+                                k_unroll, weight_use_rate)
 
 
 def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
                          frames: Sequence[tuple[int, Order, int]], budget: int,
                          written: Collection[str], whole: Collection[str],
                          maybe_whole: Collection[str] = (), read_rate: int = 1,
-                         write_rate: int = 1, k_unroll: int = 1
+                         write_rate: int = 1, k_unroll: int = 1, weight_use_rate: int = 0
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Least cost the buffer forces over the cheapest choices, for the frames
     ``(first, last, tb, axis, n, order)`` of every ``(tb, order, n)`` in
@@ -395,6 +405,12 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
         for energy.
     k_unroll
         The array's K unrolling (it limits how finely weights are chunked).
+    weight_use_rate
+        Cost of a weight bit read from the GB by the array, for the energy
+        of hardware without loop nests (0 otherwise): the weights go to the
+        array once per sub-tile and timestep, and a layer runs at least the
+        fewest sub-tiles that fit beside a weight chunk
+        (:func:`~stems_opt.formulation.subtile_floor.subtile_weight_excess`).
 
     Returns the bound per frame (``inf`` where the layer at some position
     cannot fit its own transient buffers) and the slack per frame.
@@ -439,6 +455,7 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     dead = np.zeros(F, dtype=bool)  # frames where some layer fits in no choice
     slack_fix = np.zeros((F, L))
     weight_items: list[tuple[int, int, np.ndarray]] = []  # (item, position, excess)
+    operand_extra = np.zeros(F)  # GB operand reads the buffer forces (energy)
     for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
         name = lay.name
         is_whole, is_written = name in whole, name in written
@@ -460,6 +477,21 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
                                           tuple(batches.tolist()))
             steps, fewest = steps[which, idx], fewest[which, idx]
             dead |= steps == 0
+            if weight_use_rate and not _gapped(lay, axis):
+                # (A gapped layer's sub-tiles also read fewer input rows: its weights
+                # and inputs have one joint floor, operand_floors.gapped_weight_input_fj.)
+                operand_extra += subtile_weight_excess(fewest, active[:, i], T, w,
+                                                       weight_use_rate)
+                # Buffers no other item holds at this row: the state when it is not
+                # kept across time batches, the output when no in-frame reader keeps it.
+                e_sub, h_sub = subtile_item(fewest, finest[:, i], rpick[:, i], fpick[:, i],
+                                            np.where(S == 1, v_row if lay.stateful else 0, 0)
+                                            + (0 if inner else out_row_own) * tb,
+                                            in_row * tb, active[:, i], T, w, weight_use_rate)
+                e, hold = np.zeros((F, L)), np.zeros((F, L))
+                e[:, i], hold[:, i] = e_sub, h_sub
+                excess.append(e)
+                holds.append(hold)
             runs = S * active[:, i]
             # Two items, one per kind of row. On the other rows: resident (holds
             # ``w``) or not (read at least ``runs * steps`` times).
@@ -537,7 +569,7 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     slack = slack + slack_fix.reshape(F * L)
     # A row whose own transients overflow the budget: the frame cannot fit.
     per_row = np.where(row_budget < 0, np.inf, per_row).reshape(F, L)
-    best = per_row.max(axis=1)
+    best = per_row.max(axis=1) + operand_extra  # (a cost term no row item counts)
     best = np.where(dead, np.inf, best)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)

@@ -163,11 +163,17 @@ class BoundsMixin:
             excess, _ = frames_excess_bounds(
                 self.net, first, last, axis, [(s[2], s[5], s[4]) for s in specs],
                 self.ctx.capacity_bits, frozenset(written), frozenset(), maybe,
-                read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll)
+                read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll,
+                weight_use_rate=self._weight_use_rate())
             for spec, e in zip(specs, excess.tolist(), strict=True):
                 got[spec] = self._cheapest(spec) + e
         self._interval_bounds[(first, last)] = got
         return got
+
+    def _weight_use_rate(self) -> int:
+        """Model units per weight bit the GB sends to the array, where the energy
+        counts one read per sub-tile and timestep (no loop nests; 0 otherwise)."""
+        return 0 if self.problem.hardware.loop_nests else int(self.rates[2])
 
     def signature_count(self, first: int, last: int) -> int:
         """How many signatures (columns) the interval has."""
@@ -229,7 +235,8 @@ class BoundsMixin:
                 got = frames_excess_bounds(self.net, col.first, col.last, axis,
                                            [(s[2], s[5], s[4]) for s in specs], budget, written,
                                            whole, read_rate=self.rates[0],
-                                           write_rate=self.rates[1], k_unroll=self.ctx.k_unroll)
+                                           write_rate=self.rates[1], k_unroll=self.ctx.k_unroll,
+                                           weight_use_rate=self._weight_use_rate())
                 self.cap_bounds[key] = got
             for spec, excess, slack in zip(specs, got[0].tolist(), got[1].tolist(), strict=True):
                 bound = self._cheapest(spec) + excess

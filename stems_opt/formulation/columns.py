@@ -419,6 +419,11 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
             self.note_incumbent()
             LOG.debug("master %.0f (bound %.0f), %d of %d columns priced", value, bound,
                       self.stats["columns_priced"], len(self.columns))
+            for c in chosen:
+                if not c.exact and c.upper is not None and c.upper <= c.price:
+                    # A segment found at the column's bound proves its value: no pricing.
+                    c.exact, c.value = True, c.upper
+                    self.stats["columns_priced"] += 1
             pending = [c for c in chosen if not c.exact]
             if not pending:
                 if optimal and value <= self.excluded_bound(fresh=True):

@@ -14,19 +14,35 @@ count of every column it tightens. Here the same integers come from arrays:
   window rows per layer (:func:`~stems_opt.formulation.bounds._interval_table`),
   so one integer matrix product gives all tile counts.
 
+Layers with weights whose windows have gaps (a kernel narrower than its
+stride, as the 1x1 stride-2 downsampling convs of the ResNets) are the
+exception (:func:`gapped_weight_input_fj`): without loop nests their
+sub-tiles trade weight reads (once per sub-tile and timestep) against input
+rows (one sub-tile reads the gaps between its one-row windows, the finest
+split only the rows used), so their floor is the least over the sub-tile
+count of both together, not the least of each apart.
+
 ``tests/test_share.py`` checks both against ``frame_operand_floor_fj`` on
 every interval and tile count of several networks, with and without loop nests.
 """
 
 from __future__ import annotations
 
+import itertools
 from functools import lru_cache
 
 import numpy as np
 
 from stems_opt.cost.energy import nest_hardware
+from stems_opt.cost.geometry import _window_reads
 from stems_opt.cost.loops import NestHardware, layer_floor_fj
-from stems_opt.formulation.bounds import _gapped, _interval_table, _window_hi, read_bits
+from stems_opt.formulation.bounds import (
+    _gapped,
+    _interval_table,
+    _window_hi,
+    all_tile_bounds,
+    read_bits,
+)
 from stems_opt.hardware import Hardware
 from stems_opt.network import Axis, Layer, LayerKind, Network
 
@@ -41,12 +57,38 @@ def operand_floor_fj(network: Network, first: int, last: int, axis: Axis, n: int
     return int(_all_counts(network, first, last, axis, nh, hw.loop_nests)[n - 1])
 
 
+def joint_gapped(lay: Layer, axis: Axis, loop_nests: bool) -> bool:
+    """Whether ``lay``'s weight and input floor is :func:`gapped_weight_input_fj`."""
+    return lay.has_weights and not loop_nests and _gapped(lay, axis)
+
+
+def gapped_weight_input_fj(network: Network, lay: Layer, axis: Axis, bounds: tuple[int, ...],
+                           nh: NestHardware) -> int:
+    """The least GB energy of a gapped layer's weight and input reads (fJ) over
+    its sub-tile counts, for tile ``bounds`` (one access per use, as
+    :func:`stems_opt.cost.energy.layer_gb_access_bits` counts them).
+
+    With ``m`` sub-tiles the weights are read ``m`` times per active tile and
+    timestep and the inputs the rows of every sub-tile's window
+    (:meth:`~stems_opt.cost.geometry.SegmentGeometry.window_reads`), for
+    every ``m`` the option builder allows (1 to the smallest tile's rows).
+    """
+    spans = [hi - lo for lo, hi in itertools.pairwise(bounds) if hi > lo]
+    row_bits = sum(network.tensor_row_bits(src, axis) for src in dict.fromkeys(lay.inputs))
+    bits = min(lay.weight_size_bits * len(spans) * m
+               + _window_reads(network, lay.name, axis, bounds, m, False, 0)[0] * row_bits
+               for m in range(1, min(spans) + 1))
+    return bits * network.timesteps * nh.gb_read_fj_per_bit
+
+
 @lru_cache(maxsize=64)
 def _prefix(network: Network, axis: Axis, nh: NestHardware, loop_nests: bool
             ) -> tuple[int, ...]:
     out = [0]
     for lay in network.layers:
         per_active, per_window, const = _layer_parts(network, lay, axis, nh, loop_nests)
+        if joint_gapped(lay, axis, loop_nests):
+            const += gapped_weight_input_fj(network, lay, axis, (0, lay.extent(axis)), nh)
         # One tile: the layer is active once, its window is its input's rows for its
         # whole extent (starting at input row 0).
         out.append(out[-1] + per_active + per_window * _one_tile_windows(network, lay, axis)
@@ -69,10 +111,20 @@ def _all_counts(network: Network, first: int, last: int, axis: Axis, nh: NestHar
                 loop_nests: bool) -> np.ndarray:
     """The floor for every tile count ``n`` (index ``n - 1``) of ``first..last``."""
     tab = _interval_table(network, first, last, axis)
-    parts = np.array([_layer_parts(network, lay, axis, nh, loop_nests)
-                      for lay in network.layers[first:last + 1]], dtype=np.int64)
-    return tab.active.astype(np.int64) @ parts[:, 0] \
+    layers = network.layers[first:last + 1]
+    parts = np.array([_layer_parts(network, lay, axis, nh, loop_nests) for lay in layers],
+                     dtype=np.int64)
+    out = tab.active.astype(np.int64) @ parts[:, 0] \
         + tab.windows.astype(np.int64) @ parts[:, 1] + int(parts[:, 2].sum())
+    joint = [i for i, lay in enumerate(layers) if joint_gapped(lay, axis, loop_nests)]
+    if joint:
+        bounds = all_tile_bounds(network, first, last, axis)
+        for i in joint:
+            out = out + np.array([
+                gapped_weight_input_fj(network, layers[i], axis,
+                                       tuple(int(x) for x in bounds[i, n - 1, :n + 1]), nh)
+                for n in range(1, len(out) + 1)], dtype=np.int64)
+    return out
 
 
 def _layer_parts(network: Network, lay: Layer, axis: Axis, nh: NestHardware,
@@ -81,10 +133,13 @@ def _layer_parts(network: Network, lay: Layer, axis: Axis, nh: NestHardware,
     if lay.kind is LayerKind.FLATTEN:
         return 0, 0, 0
     T = network.timesteps
+    r, w = nh.gb_read_fj_per_bit, nh.gb_write_fj_per_bit
+    if joint_gapped(lay, axis, loop_nests):  # (weights and inputs: gapped_weight_input_fj)
+        return 0, 0, lay.state_size_bits * T * r + (
+            lay.output_size_bits(T) + lay.state_size_bits * T) * w
     if lay.has_weights and loop_nests:
         base = layer_floor_fj(lay, 0, T, nh)  # linear in the active tiles
         return layer_floor_fj(lay, 1, T, nh) - base, 0, base
-    r, w = nh.gb_read_fj_per_bit, nh.gb_write_fj_per_bit
     row_bits = sum(network.tensor_row_bits(src, axis) for src in dict.fromkeys(lay.inputs))
     const = lay.state_size_bits * T * r + (lay.output_size_bits(T) + lay.state_size_bits * T) * w
     return lay.weight_size_bits * T * r, row_bits * T * r, const
