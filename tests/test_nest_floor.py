@@ -1,5 +1,5 @@
 """The interval-wide operand floors (``stems_opt.formulation.nest_floor``) equal
-the per-frame floor of ``bounds.frame_operand_floor_fj`` exactly, frame by frame.
+the per-frame floor of ``operand_floors.frame_operand_floor_fj`` exactly, frame by frame.
 
 The per-frame floor's own validity (never above a frame's optimum) is checked
 in ``tests/test_bounds.py`` (``test_frame_bounds_with_loop_nests_random``),
@@ -30,8 +30,8 @@ from stems_opt.cost.loops import (
     nest_cost,
     step_shape,
 )
-from stems_opt.formulation.bounds import frame_operand_floor_fj
 from stems_opt.formulation.nest_floor import interval_operand_floors
+from stems_opt.formulation.operand_floors import frame_operand_floor_fj
 from stems_opt.io import load_instance, network_from_dict
 from stems_opt.network import Axis, Layer, LayerKind, Network, NeuronKind, divisors
 

@@ -25,7 +25,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stems_opt.formulation import frame_store as store_mod
-from stems_opt.formulation.bounds import frame_operand_floor_fj
 from stems_opt.formulation.data import (
     Frame,
     FrameBuildStoppedError,
@@ -36,7 +35,7 @@ from stems_opt.formulation.data import (
     make_context,
 )
 from stems_opt.formulation.frame_store import FrameStore, clear_frame_store, shared_network
-from stems_opt.formulation.operand_floors import operand_floor_fj
+from stems_opt.formulation.operand_floors import frame_operand_floor_fj, operand_floor_fj
 from stems_opt.io import load_hardware, load_instance, load_network
 from stems_opt.mapping import Order, StateMode
 from stems_opt.problem import Objective, Problem

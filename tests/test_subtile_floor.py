@@ -16,8 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stems_opt.formulation.bounds import frame_operand_floor_fj
-from stems_opt.formulation.operand_floors import operand_floor_fj
+from stems_opt.formulation.operand_floors import frame_operand_floor_fj, operand_floor_fj
 from stems_opt.formulation.subtile_floor import subtile_weight_excess
 from stems_opt.mapping import Order
 from stems_opt.network import Axis

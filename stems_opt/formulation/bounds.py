@@ -62,17 +62,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from stems_opt.cost.energy import nest_hardware
-from stems_opt.cost.loops import (
-    NestHardware,
-    chunk_counts,
-    layer_floor_fj,
-    layer_nest_floor_fj,
-    prefill_nest_floors,
-)
 from stems_opt.cost.traffic import min_read_bits
 from stems_opt.formulation.subtile_floor import subtile_item, subtile_weight_excess
-from stems_opt.hardware import Hardware
 from stems_opt.mapping import Order
 from stems_opt.network import Axis, LayerKind, Network, most_chunks
 
@@ -292,72 +283,6 @@ def all_tile_bounds(network: Network, first: int, last: int, axis: Axis) -> np.n
         b[t == n] = extent
         out[i] = b
     return out
-
-
-def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, n: int,
-                           hw: Hardware, tb: int | None = None) -> int:
-    """The least operand energy below DRAM (fJ) of a frame's layers, for any
-    sub-tile counts and weight chunks, and the time batch ``tb`` (``None``:
-    any time batch).
-
-    Conv and linear layers on hardware with ``loop_nests``: with ``tb``,
-    ``T / tb`` times :func:`stems_opt.cost.loops.layer_nest_floor_fj` (the
-    least nest energy over the option builder's sub-tile and chunk counts,
-    exact); without, :func:`stems_opt.cost.loops.layer_floor_fj` (every
-    operand once through its levels, the weights once per active tile).
-    Otherwise the accesses of :func:`stems_opt.cost.energy.layer_gb_access_bits`
-    with one sub-tile per tile (more sub-tiles read the weights and the window
-    overlaps again), or for windows with gaps the union of the one-row windows;
-    for such layers with weights, the least weight and input reads together
-    over the sub-tile count (:func:`~stems_opt.formulation.operand_floors.gapped_weight_input_fj`).
-    """
-    from stems_opt.formulation.operand_floors import gapped_weight_input_fj, joint_gapped
-
-    tab = _interval_table(network, first, last, axis)
-    nh = nest_hardware(hw)
-    T = network.timesteps
-    k_unroll = hw.array.factor("K")
-    if tb is not None and hw.loop_nests:
-        _prefill_interval(network, first, last, axis, tb, nh, k_unroll)
-    fj = 0
-    for i, (lay, active, windows) in enumerate(zip(
-            network.layers[first:last + 1], tab.active[n - 1].tolist(),
-            tab.windows[n - 1].tolist(), strict=True)):
-        if lay.kind is LayerKind.FLATTEN:
-            continue
-        if lay.has_weights and hw.loop_nests:
-            if tb is None:
-                fj += layer_floor_fj(lay, active, T, nh)
-            else:
-                b = tuple(int(x) for x in tile_bounds_array(network, first, last, axis, n)[i])
-                fj += T // tb * layer_nest_floor_fj(lay, axis, b, tb, nh,
-                                                    chunk_counts(lay.k, k_unroll))
-            continue
-        reads = lay.state_size_bits * T
-        if joint_gapped(lay, axis, hw.loop_nests):  # (weights against input rows)
-            b = tuple(int(x) for x in tile_bounds_array(network, first, last, axis, n)[i])
-            fj += gapped_weight_input_fj(network, lay, axis, b, nh)
-        else:
-            reads += lay.weight_size_bits * T * active + sum(
-                windows * network.tensor_row_bits(src, axis) * T
-                for src in dict.fromkeys(lay.inputs))
-        writes = lay.output_size_bits(T) + lay.state_size_bits * T
-        fj += reads * nh.gb_read_fj_per_bit + writes * nh.gb_write_fj_per_bit
-    return fj
-
-
-@lru_cache(maxsize=65536)
-def _prefill_interval(network: Network, first: int, last: int, axis: Axis, tb: int,
-                      nh: NestHardware, k_unroll: int) -> None:
-    """Solve the nests of every step of ``first..last``'s conv and linear
-    layers for every tile count at once (the frames of an interval are
-    bounded together; one batch is several times cheaper than one per frame)."""
-    bounds = all_tile_bounds(network, first, last, axis)
-    prefill_nest_floors(
-        ((lay, axis, tuple(int(x) for x in bounds[i, n - 1, :n + 1]),
-          chunk_counts(lay.k, k_unroll))
-         for i, lay in enumerate(network.layers[first:last + 1]) if lay.has_weights
-         for n in range(1, bounds.shape[1] + 1)), tb, nh)
 
 
 def interval_excess_bounds(network: Network, first: int, last: int, tb: int, axis: Axis,

@@ -1,6 +1,6 @@
 """Every frame's operand-energy floor of an interval at once (``docs/model.md`` 6.3).
 
-:func:`stems_opt.formulation.bounds.frame_operand_floor_fj` bounds one frame
+:func:`stems_opt.formulation.operand_floors.frame_operand_floor_fj` bounds one frame
 (interval, axis, tile count ``n``, time batch) layer by layer; the columns
 method asks it for every frame of every interval it tightens, tens of
 thousands of times. :func:`interval_operand_floors` gives the same values for
@@ -16,7 +16,7 @@ intervals:
 * pools, adds and the coarse floors are linear in the tile geometry's
   active tiles and windows, read as arrays from the interval's table.
 
-The values equal :func:`~stems_opt.formulation.bounds.frame_operand_floor_fj`
+The values equal :func:`~stems_opt.formulation.operand_floors.frame_operand_floor_fj`
 exactly (``tests/test_nest_floor.py``), so every proof using it is unchanged.
 """
 
@@ -80,7 +80,7 @@ def _prefill_block(network: Network, j: int, block: int, axis: Axis, tb: int,
 
 def interval_operand_floors(network: Network, first: int, last: int, axis: Axis,
                             hw: Hardware, tb: int | None = None) -> np.ndarray:
-    """:func:`~stems_opt.formulation.bounds.frame_operand_floor_fj` of the
+    """:func:`~stems_opt.formulation.operand_floors.frame_operand_floor_fj` of the
     frames of ``first..last`` along ``axis`` at time batch ``tb`` (``None``:
     any) for every tile count ``n`` (index ``n - 1``), in fJ (read-only)."""
     return _floors(network, first, last, axis, nest_hardware(hw), hw.loop_nests,

@@ -1,7 +1,7 @@
 """The operand-energy floor of frames, for every tile count of an interval at once.
 
 Every energy bound of the columns method adds
-:func:`~stems_opt.formulation.bounds.frame_operand_floor_fj` of the frame:
+:func:`frame_operand_floor_fj` (the reference, at the end of this module) of the frame:
 the least operand energy below DRAM at its tile count (any time batch). That
 function walks the interval's layers in Python for one tile count; the
 search asks for it for every column opened (one tile) and for every tile
@@ -35,13 +35,20 @@ import numpy as np
 
 from stems_opt.cost.energy import nest_hardware
 from stems_opt.cost.geometry import _window_reads
-from stems_opt.cost.loops import NestHardware, layer_floor_fj
+from stems_opt.cost.loops import (
+    NestHardware,
+    chunk_counts,
+    layer_floor_fj,
+    layer_nest_floor_fj,
+    prefill_nest_floors,
+)
 from stems_opt.formulation.bounds import (
     _gapped,
     _interval_table,
     _window_hi,
     all_tile_bounds,
     read_bits,
+    tile_bounds_array,
 )
 from stems_opt.hardware import Hardware
 from stems_opt.network import Axis, Layer, LayerKind, Network
@@ -143,3 +150,67 @@ def _layer_parts(network: Network, lay: Layer, axis: Axis, nh: NestHardware,
     row_bits = sum(network.tensor_row_bits(src, axis) for src in dict.fromkeys(lay.inputs))
     const = lay.state_size_bits * T * r + (lay.output_size_bits(T) + lay.state_size_bits * T) * w
     return lay.weight_size_bits * T * r, row_bits * T * r, const
+
+
+def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, n: int,
+                           hw: Hardware, tb: int | None = None) -> int:
+    """The least operand energy below DRAM (fJ) of a frame's layers, for any
+    sub-tile counts and weight chunks, and the time batch ``tb`` (``None``:
+    any time batch).
+
+    Conv and linear layers on hardware with ``loop_nests``: with ``tb``,
+    ``T / tb`` times :func:`stems_opt.cost.loops.layer_nest_floor_fj` (the
+    least nest energy over the option builder's sub-tile and chunk counts,
+    exact); without, :func:`stems_opt.cost.loops.layer_floor_fj` (every
+    operand once through its levels, the weights once per active tile).
+    Otherwise the accesses of :func:`stems_opt.cost.energy.layer_gb_access_bits`
+    with one sub-tile per tile (more sub-tiles read the weights and the window
+    overlaps again), or for windows with gaps the union of the one-row windows;
+    for such layers with weights, the least weight and input reads together
+    over the sub-tile count (:func:`gapped_weight_input_fj`).
+    """
+    tab = _interval_table(network, first, last, axis)
+    nh = nest_hardware(hw)
+    T = network.timesteps
+    k_unroll = hw.array.factor("K")
+    if tb is not None and hw.loop_nests:
+        _prefill_interval(network, first, last, axis, tb, nh, k_unroll)
+    fj = 0
+    for i, (lay, active, windows) in enumerate(zip(
+            network.layers[first:last + 1], tab.active[n - 1].tolist(),
+            tab.windows[n - 1].tolist(), strict=True)):
+        if lay.kind is LayerKind.FLATTEN:
+            continue
+        if lay.has_weights and hw.loop_nests:
+            if tb is None:
+                fj += layer_floor_fj(lay, active, T, nh)
+            else:
+                b = tuple(int(x) for x in tile_bounds_array(network, first, last, axis, n)[i])
+                fj += T // tb * layer_nest_floor_fj(lay, axis, b, tb, nh,
+                                                    chunk_counts(lay.k, k_unroll))
+            continue
+        reads = lay.state_size_bits * T
+        if joint_gapped(lay, axis, hw.loop_nests):  # (weights against input rows)
+            b = tuple(int(x) for x in tile_bounds_array(network, first, last, axis, n)[i])
+            fj += gapped_weight_input_fj(network, lay, axis, b, nh)
+        else:
+            reads += lay.weight_size_bits * T * active + sum(
+                windows * network.tensor_row_bits(src, axis) * T
+                for src in dict.fromkeys(lay.inputs))
+        writes = lay.output_size_bits(T) + lay.state_size_bits * T
+        fj += reads * nh.gb_read_fj_per_bit + writes * nh.gb_write_fj_per_bit
+    return fj
+
+
+@lru_cache(maxsize=65536)
+def _prefill_interval(network: Network, first: int, last: int, axis: Axis, tb: int,
+                      nh: NestHardware, k_unroll: int) -> None:
+    """Solve the nests of every step of ``first..last``'s conv and linear
+    layers for every tile count at once (the frames of an interval are
+    bounded together; one batch is several times cheaper than one per frame)."""
+    bounds = all_tile_bounds(network, first, last, axis)
+    prefill_nest_floors(
+        ((lay, axis, tuple(int(x) for x in bounds[i, n - 1, :n + 1]),
+          chunk_counts(lay.k, k_unroll))
+         for i, lay in enumerate(network.layers[first:last + 1]) if lay.has_weights
+         for n in range(1, bounds.shape[1] + 1)), tb, nh)

@@ -3,7 +3,7 @@
 Without ``loop_nests`` the weights go from the GB to the array once per
 sub-tile and timestep in every active tile
 (:func:`stems_opt.cost.energy.layer_gb_access_bits`), and the operand floor
-of a frame (:func:`stems_opt.formulation.bounds.frame_operand_floor_fj`)
+of a frame (:func:`stems_opt.formulation.operand_floors.frame_operand_floor_fj`)
 counts one sub-tile per tile: the least any mapping reads. When the buffer
 cannot hold a layer's state and output sub-tiles for a whole tile beside a
 weight chunk, every mapping runs more sub-tiles, and each reads the weights
