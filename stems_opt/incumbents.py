@@ -115,7 +115,6 @@ def score_in_process(problem: Problem, stop: Stop, budget_s: float,
     start = time.perf_counter()
     own = Stop(budget_s)
     own.deadline = own.deadline if stop.deadline is None else min(own.deadline, stop.deadline)
-    cap = problem.max_segment_layers
     found: list[Result] = []
     first_s = None
     for k, name in enumerate(names):
@@ -123,8 +122,6 @@ def score_in_process(problem: Problem, stop: Stop, budget_s: float,
         if stop.reason is not None or (first_s is not None and
                                        elapsed + FUSED_PER_LAYERWISE * first_s > budget_s):
             return found, names[k:]
-        if cap is not None and name == "ST-LBL" and len(problem.network.layers) > cap:
-            continue
         with stop.cancel_hook(lambda: own.request(stop.reason or INTERRUPTED)):
             try:
                 r = named_schedule(problem, name, stop=own)
