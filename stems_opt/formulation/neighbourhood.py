@@ -80,6 +80,8 @@ RECHECK_S = 1.0
 """Seconds between looks for a new incumbent once every neighbourhood was searched."""
 DIVE_TURN_S = 0.5
 """Seconds a dive step (:meth:`ColumnSolver.dive_step`) may take as a turn."""
+THOROUGH_TURN_S = 1.0
+"""Seconds the thorough dive (:meth:`ColumnSolver.thorough_dive`) may take as a turn."""
 
 
 def fewest_tiles(cs: ColumnSolver, col: Column, axis: Axis, time_batch: int
@@ -343,6 +345,7 @@ class Turns:
         self.repaired: set[tuple] = set()  # incumbent columns given a greedy repair
         self.repairs = True  # some may still be
         self.dives = True  # the master over found segments and bounds may pick new columns
+        self.thorough = True  # the thorough dive may not have ended
         self.improved = 0
         self.value = math.inf  # the incumbent's value at the last look
         self.checked = 0.0  # when the incumbent was last looked at, once exhausted
@@ -381,6 +384,9 @@ class Turns:
             kind = self.turns % 4
             if kind == 3 and self.dives:
                 self._dive()
+                return
+            if self.thorough:
+                self._thorough()
                 return
             if kind == 1 and self.repairs:
                 col = self._next(self.repaired, merges=False)
@@ -425,6 +431,20 @@ class Turns:
         else:
             self.dives = False
         LOG.debug("dive step (more: %s)", self.dives)
+
+    def _thorough(self) -> None:
+        """The thorough dive (:meth:`ColumnSolver.thorough_dive`) for at most
+        :data:`THOROUGH_TURN_S`; it goes on where it stopped at the next turn, until
+        it ends."""
+        cs = self.cs
+        end = time.perf_counter() + THOROUGH_TURN_S
+        before = cs.incumbent()
+        if cs.thorough_dive(lambda: cs.stop.expired() or time.perf_counter() >= end):
+            self.thorough = False
+        after = cs.incumbent()
+        if after is not None and (before is None or after[1] < before[1]):
+            self.repairs = True  # (the incumbent may have new segments)
+        LOG.debug("thorough dive turn (more: %s)", self.thorough)
 
     def _merge(self) -> None:
         """A segment for the next run of blocks merged (:func:`block_runs`), with every
