@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stems_opt.cost.evaluation import evaluate
+from stems_opt.cost.traffic import SegmentContext
 from stems_opt.feasibility import check
 from stems_opt.formulation.backend import SolveOptions
 from stems_opt.formulation.columns import ColumnSolver
@@ -25,6 +26,7 @@ from stems_opt.formulation.data import objective_constant
 from stems_opt.formulation.primal import repair, segment_value
 from stems_opt.heuristics import named_schedule
 from stems_opt.incumbents import FALLBACK_SCHEDULES
+from stems_opt.mapping import Placement
 from stems_opt.problem import Objective, Problem
 from stems_opt.solvers import solve
 
@@ -219,3 +221,69 @@ def test_named_in_process_budget_hands_the_rest_to_the_second_process(
     stopped = Stop()
     stopped.request()
     assert score_in_process(p, stopped, 100.0) == ([], SCORING_ORDER)
+
+
+def check_repair_all(p: Problem) -> None:
+    """Every plain column given :meth:`repair_all`: its segment fits, is scored exactly
+    in the column's context, and is never below the column's exact value (priced
+    by the frame MIPs afterwards); nor above what the two-frame repairs found."""
+    cs = solver_for(p)
+    for col in cs._plain_columns():
+        while cs.repair_price(col):
+            pass
+        sampled = col.upper
+        cs.repair_all(col)
+        if col.upper is None:
+            continue
+        assert sampled is None or col.upper <= sampled
+        found, seg = col.upper, col.segment
+        _, written, _, whole = cs._sig_parts(col)
+        dram = {X for X, pl in seg.activations.items() if pl is Placement.DRAM}
+        value, peak = segment_value(p.network, seg, SegmentContext(whole, written | dram),
+                                    cs.unit_rates)
+        assert peak <= cs.ctx.capacity_bits and value == found
+        cs.price(col)
+        assert col.exact and col.value is not None and col.value <= found
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: o.value)
+@pytest.mark.parametrize("case", list(CASES))
+def test_repair_all_fits_and_never_beats_the_column_optimum(case: str,
+                                                            objective: Objective) -> None:
+    network, ku, size = CASES[case]
+    check_repair_all(make_problem(network, size, ku, objective))
+
+
+@settings(**RANDOM_SETTINGS)
+@given(st.data())
+def test_repair_all_random(data: st.DataObject) -> None:
+    p, _, _ = random_case(data)
+    check_repair_all(p)
+
+
+def test_repair_all_finds_red_lif_lif13_at_128_kb() -> None:
+    """RED-LIF at 128 KB (optimum 1,277,660,928 bits, proven by ``stems-opt solve``,
+    zero gap, in ``benchmarks/results/study_skislope.csv``) has ``lif13`` alone as a
+    segment (every tensor through DRAM) worth 107,175,936 bits: the least value of
+    that column (an optimal mapping's segment is at its column's optimum, as the
+    column meets the rest only through its signature). The two-frame repairs of its
+    sampled frames of least bound stay above it; every frame repaired in bound
+    order reaches it (Tb = 4, 12 tiles along OY, space outer: its 60th frame).
+    Limiting ``repair_all`` to the first 2 frames of least bound makes this fail."""
+    from stems_opt.io import load_hardware, load_instance
+
+    base = load_instance(ROOT / "instances" / "red_lif_1mb.yaml")
+    hw = load_hardware(ROOT / "models" / "hardware" / "edge_128kb.yaml")
+    p = Problem(base.network, hw, Objective.TRAFFIC, "red_lif_128kb", (),
+                base.max_segment_layers)
+    cs = solver_for(p)
+    i = [lay.name for lay in p.network.layers].index("lif13")
+    col = next(c for c in cs._plain_columns() if c.first == c.last == i)
+    while cs.repair_price(col):
+        pass
+    assert col.upper is None or col.upper > 107_175_936
+    cs.repair_all(col)
+    assert col.upper == 107_175_936
+    seg = col.segment
+    assert (seg.time_batch, seg.tiles, seg.axis.value, seg.order.value) == (
+        4, 12, "OY", "space_outer")
