@@ -6,6 +6,9 @@ value), so every segment found anywhere joins a dynamic program over all
 segmentations seen. This module finds better segments near that path long
 before the exact loop proves anything. Its moves, in turn:
 
+- **The thorough dive** (:meth:`ColumnSolver.thorough_dive`), while it has
+  not ended: every frame of the short plain columns a shortest path picks,
+  repaired greedily in bound order, up to a second per turn.
 - **A greedy repair** (:meth:`ColumnSolver.repair_price`) of a column of the
   incumbent: its frames of least capacity-aware bound, repaired greedily.
 - **A run of blocks merged**: two or more consecutive blocks of the network
