@@ -119,6 +119,7 @@ class _State:
         self.extra_bits = extra
         self.kept: dict[str, int] = {}
         self.latency: dict[str, LayerLatency] = {}
+        self.limits: dict[str, int] | None = None  # sub-tile limits per layer
 
     def placement(self, src: str) -> Placement:
         return self.acts.get(src, Placement.DRAM) if src in self.inside else \
@@ -214,7 +215,9 @@ class _State:
     def moves(self, k_unroll: int, tighter: bool) -> Iterator[tuple[str, str, object]]:
         """Every single decision change: ``tighter`` the ones that hold less in the
         buffer (and cost more), else the ones that cost less."""
-        limits = sub_tile_limits(self.net, self.seg)
+        if self.limits is None:  # (the frame's, the same at every step)
+            self.limits = sub_tile_limits(self.net, self.seg)
+        limits = self.limits
         for lay in self.layers:
             name = lay.name
             w = self.weights.get(name)
