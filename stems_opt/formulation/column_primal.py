@@ -376,7 +376,7 @@ class PrimalMixin:
                 self.touch(col)
                 self.repair_price(col)
         self.note_incumbent()
-        if not self.plain_dive(over) or not self.thorough_dive(over):
+        if not self.plain_dive(over):
             return
         # One length at a time (a stop keeps them), within the dive's share only: past
         # it, the exact loop opens what it needs (open_more), far fewer on deep networks.
@@ -387,6 +387,9 @@ class PrimalMixin:
             except SearchStoppedError:
                 return  # (the intervals opened so far stay; the rest are bounded apart)
             self.stats.update(columns=len(self.columns), open_len=self.open_len)
+        # (after the lengths are opened: a deep network's dive share goes to them first)
+        if not self.thorough_dive(over):
+            return
         while not over(ask=True):
             # (repairs stop at the third limit once a mapping is found, else at the second)
             found[0] = found[0] or self.incumbent() is not None
