@@ -43,7 +43,7 @@ from stems_opt.stopping import SearchStoppedError
 
 ALL_REPAIRED = ("all",)
 """Marks (in ``Column.repaired``) a column given :meth:`PrimalMixin.repair_all`."""
-REPAIR_ALL_S = 0.25
+REPAIR_ALL_S = 0.12
 """Seconds :meth:`PrimalMixin.repair_all` may take per column in the dive."""
 THOROUGH_LAYERS = 4
 """Columns of up to this many layers get :meth:`PrimalMixin.repair_all` in
