@@ -11,6 +11,7 @@ import time
 from stems_opt.formulation.bounds import (
     frames_excess_bounds,
     read_bits,
+    signatures_excess_bounds,
 )
 from stems_opt.formulation.column_base import (
     Column,
@@ -232,12 +233,8 @@ class BoundsMixin:
             key = (col.first, col.last, axis, budget, written, whole)
             got = self.cap_bounds.get(key)
             if got is None:
-                got = frames_excess_bounds(self.net, col.first, col.last, axis,
-                                           [(s[2], s[5], s[4]) for s in specs], budget, written,
-                                           whole, read_rate=self.rates[0],
-                                           write_rate=self.rates[1], k_unroll=self.ctx.k_unroll,
-                                           weight_use_rate=self._weight_use_rate())
-                self.cap_bounds[key] = got
+                self._fill_cap_bounds(col.first, col.last, axis, specs, key[3:])
+                got = self.cap_bounds[key]
             for spec, excess, slack in zip(specs, got[0].tolist(), got[1].tolist(), strict=True):
                 bound = self._cheapest(spec) + excess
                 col.frame_bounds[spec] = bound
@@ -250,6 +247,40 @@ class BoundsMixin:
         old = col.bound
         col.bound = max(col.bound, best + extra)
         return col.bound > old
+
+    def _interval_signatures(self, first: int, last: int) -> list[tuple[int, frozenset[str],
+                                                                         frozenset[str]]]:
+        """The distinct ``(budget, written, whole)`` that :meth:`tighten` bounds for the
+        columns of ``first..last`` (after :meth:`_relevant`), in column order."""
+        got = self._interval_sigs.get((first, last))
+        if got is None:
+            if self._by_interval is None:
+                self._by_interval = {}
+                for c in self.columns:
+                    self._by_interval.setdefault((c.first, c.last), []).append(c)
+            sigs: dict[tuple, None] = {}
+            for c in self._by_interval.get((first, last), []):
+                budget, written, _, whole = self._sig_parts(c)
+                if budget > 0:
+                    sigs[(budget, *self._relevant(first, last, written, whole))] = None
+            got = self._interval_sigs[(first, last)] = list(sigs)
+        return got
+
+    def _fill_cap_bounds(self, first: int, last: int, axis: Axis, specs: list,
+                         sig: tuple[int, frozenset[str], frozenset[str]]) -> None:
+        """Bound the frames ``specs`` of ``first..last`` along ``axis`` under every
+        signature of the interval not bounded yet, in one call
+        (:func:`~stems_opt.formulation.bounds.signatures_excess_bounds`): a column
+        picked is seldom the last of its interval, and one call for all of its
+        signatures costs little more than one for one."""
+        sigs = [s for s in self._interval_signatures(first, last)
+                if (first, last, axis, *s) not in self.cap_bounds]
+        bound, slack = signatures_excess_bounds(
+            self.net, first, last, axis, [(s[2], s[5], s[4]) for s in specs], sigs,
+            read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll,
+            weight_use_rate=self._weight_use_rate())
+        for k, s in enumerate(sigs):
+            self.cap_bounds[(first, last, axis, *s)] = (bound[k], slack[k])
 
     def _tighten_for(self, cols: list[Column], seconds: float) -> tuple[int, int]:
         """Tighten ``cols`` in order for at most about ``seconds`` (the master, the
