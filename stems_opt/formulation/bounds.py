@@ -156,8 +156,8 @@ class _Knapsack:
     @staticmethod
     def of(excess: np.ndarray, hold: np.ndarray, budget: int | np.ndarray,
            frame_rows: int | None) -> _Knapsack:
-        hold = hold.astype(np.float64)
-        e = excess.astype(np.float64)
+        hold = np.asarray(hold, dtype=np.float64)
+        e = np.asarray(excess, dtype=np.float64)
         # Items whose expensive side costs nothing need not hold their cheap side.
         slack = budget - np.where(e > 0, hold, 0.0).sum(axis=0)
         forced = hold > budget

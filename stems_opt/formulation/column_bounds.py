@@ -233,7 +233,8 @@ class BoundsMixin:
             key = (col.first, col.last, axis, budget, written, whole)
             got = self.cap_bounds.get(key)
             if got is None:
-                self._fill_cap_bounds(col.first, col.last, axis, specs, key[3:])
+                self._fill_cap_bounds(col.first, col.last, axis, specs, [
+                    key[3:], *self._round_sigs.get((col.first, col.last), ())])
                 got = self.cap_bounds[key]
             for spec, excess, slack in zip(specs, got[0].tolist(), got[1].tolist(), strict=True):
                 bound = self._cheapest(spec) + excess
@@ -248,33 +249,20 @@ class BoundsMixin:
         col.bound = max(col.bound, best + extra)
         return col.bound > old
 
-    def _interval_signatures(self, first: int, last: int) -> list[tuple[int, frozenset[str],
-                                                                         frozenset[str]]]:
-        """The distinct ``(budget, written, whole)`` that :meth:`tighten` bounds for the
-        columns of ``first..last`` (after :meth:`_relevant`), in column order."""
-        got = self._interval_sigs.get((first, last))
-        if got is None:
-            if self._by_interval is None:
-                self._by_interval = {}
-                for c in self.columns:
-                    self._by_interval.setdefault((c.first, c.last), []).append(c)
-            sigs: dict[tuple, None] = {}
-            for c in self._by_interval.get((first, last), []):
-                budget, written, _, whole = self._sig_parts(c)
-                if budget > 0:
-                    sigs[(budget, *self._relevant(first, last, written, whole))] = None
-            got = self._interval_sigs[(first, last)] = list(sigs)
-        return got
+    def _tighten_key(self, col: Column) -> tuple[int, frozenset[str], frozenset[str]] | None:
+        """The ``(budget, written, whole)`` :meth:`tighten` bounds ``col`` with (after
+        :meth:`_relevant`), or ``None`` when its whole tensors alone fill the buffer."""
+        budget, written, _, whole = self._sig_parts(col)
+        if budget <= 0:
+            return None
+        return (budget, *self._relevant(col.first, col.last, written, whole))
 
     def _fill_cap_bounds(self, first: int, last: int, axis: Axis, specs: list,
-                         sig: tuple[int, frozenset[str], frozenset[str]]) -> None:
-        """Bound the frames ``specs`` of ``first..last`` along ``axis`` under every
-        signature of the interval not bounded yet, in one call
-        (:func:`~stems_opt.formulation.bounds.signatures_excess_bounds`): a column
-        picked is seldom the last of its interval, and one call for all of its
-        signatures costs little more than one for one."""
-        sigs = [s for s in self._interval_signatures(first, last)
-                if (first, last, axis, *s) not in self.cap_bounds]
+                         sigs: list[tuple[int, frozenset[str], frozenset[str]]]) -> None:
+        """Bound the frames ``specs`` of ``first..last`` along ``axis`` under each
+        signature of ``sigs`` not bounded yet, in one call
+        (:func:`~stems_opt.formulation.bounds.signatures_excess_bounds`)."""
+        sigs = [s for s in dict.fromkeys(sigs) if (first, last, axis, *s) not in self.cap_bounds]
         bound, slack = signatures_excess_bounds(
             self.net, first, last, axis, [(s[2], s[5], s[4]) for s in specs], sigs,
             read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll,
@@ -287,6 +275,13 @@ class BoundsMixin:
         seeds and the deadline are looked at between rounds); how many were
         tightened and how many of them rose."""
         end, rose, tried = time.perf_counter() + seconds, 0, 0
+        # Columns of one interval in the round share one call of the bound (the first
+        # of them to miss computes the others' too).
+        self._round_sigs = {}
+        for col in cols:
+            key = None if col.tight else self._tighten_key(col)
+            if key is not None:
+                self._round_sigs.setdefault((col.first, col.last), []).append(key)
         for col in cols:
             if time.perf_counter() > end:
                 break
@@ -294,4 +289,5 @@ class BoundsMixin:
             if self.tighten(col):
                 rose += 1
             self.touch(col)
+        self._round_sigs = {}
         return tried, rose
