@@ -411,7 +411,7 @@ def test_unbuilt_signatures_have_no_segment_random(data: st.DataObject) -> None:
 
 def test_tie_budget_grows_while_tied_columns_rise() -> None:
     """The tied columns' budget by hand (TIE_BATCH 400, TIE_S 3 s, TIE_SHARE 0.25,
-    TIE_USEFUL 0.25)."""
+    TIE_USEFUL 0.25, TIE_USEFUL_MIN 25)."""
     from stems_opt.formulation.master import TieBudget
 
     b = TieBudget()
@@ -420,8 +420,13 @@ def test_tie_budget_grows_while_tied_columns_rise() -> None:
     assert b.growth == 1 and b.charged_s == 4.0
     assert b.seconds(17.0) == pytest.approx(0.25)  # 0.25 * 17 - 4
     assert b.seconds(15.0) < 0  # the share is spent: no round
-    b.record(8, 8, 0.5)  # all 8 rose, but fewer than 100: not useful
+    b.record(8, 8, 0.5)  # all 8 rose, but fewer than 25: not useful
     assert b.growth == 1 and b.charged_s == 4.5
+    b.record(101, 87, 1.7)  # a round cut by its seconds: 86 % and 87 rose, useful
+    assert (b.growth, b.charged_s) == (2, 4.5)
+    b.record(10, 3, 0.1)  # 30 % but 3 rose: back to 1, charged
+    assert (b.growth, b.charged_s) == (1, pytest.approx(4.6))
+    b.charged_s = 4.5
     b.record(400, 100, 2.0)  # 25 % and 100 rose: useful, nothing charged, growth 2
     assert (b.growth, b.batch(), b.charged_s) == (2, 800, 4.5)
     assert b.seconds(0.0) == 6.0  # after a useful round the next one always runs

@@ -156,8 +156,8 @@ class _Knapsack:
     @staticmethod
     def of(excess: np.ndarray, hold: np.ndarray, budget: int | np.ndarray,
            frame_rows: int | None) -> _Knapsack:
-        hold = hold.astype(np.float64)
-        e = excess.astype(np.float64)
+        hold = np.asarray(hold, dtype=np.float64)
+        e = np.asarray(excess, dtype=np.float64)
         # Items whose expensive side costs nothing need not hold their cheap side.
         slack = budget - np.where(e > 0, hold, 0.0).sum(axis=0)
         forced = hold > budget
@@ -230,7 +230,7 @@ def _overlaps(layer, axis: Axis, b: np.ndarray) -> np.ndarray:
     return np.where(nonempty & ~first, np.maximum(0, np.minimum(prev_end, e) - a), 0)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=8192)
 def _interval_plan(network: Network, first: int, last: int, axis: Axis) -> tuple:
     """Per layer of ``first..last``, what the bound needs and no frame changes."""
     layers = network.layers[first:last + 1]
@@ -307,7 +307,9 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     """Least cost the buffer forces over the cheapest choices, for the frames
     ``(first, last, tb, axis, n, order)`` of every ``(tb, order, n)`` in
     ``frames``, and each frame's slack (budget less the most a row holds with
-    every cheap side). All frames are bounded at once, with arrays.
+    every cheap side). All frames are bounded at once, with arrays: it is
+    :func:`signatures_excess_bounds` of the one signature ``(budget, written,
+    whole)``.
 
     Parameters
     ----------
@@ -340,29 +342,81 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     Returns the bound per frame (``inf`` where the layer at some position
     cannot fit its own transient buffers) and the slack per frame.
 
-    Only one row per layer position is bounded, in the tile where the line
-    buffers hold the most (a subset of rows: still a valid bound). The
-    cheapest choices themselves (weights read once, ``2 |V|`` state traffic
-    under ``streaming``, inputs read once) are not included: see
-    :func:`stems_opt.formulation.data.cheapest_bits`.
-    Returns the bound per frame (``inf`` where the layer at some position
-    cannot fit its own transient buffers) and the slack per frame.
-
     Only one row per layer position is bounded (see :func:`_interval_table`;
     a subset of rows: still a valid bound). The cheapest choices themselves
     (weights read once, ``2 |V|`` state traffic under ``streaming``, inputs
     read once) are not included: see
     :func:`stems_opt.formulation.data.cheapest_bits`.
     """
+    bound, slack = signatures_excess_bounds(
+        network, first, last, axis, frames, [(budget, frozenset(written), frozenset(whole))],
+        maybe_whole, read_rate, write_rate, k_unroll, weight_use_rate)
+    return bound[0], slack[0]
+
+
+#: Elements (frames x rows x items) of one pass of :func:`signatures_excess_bounds`:
+#: signatures beyond it go in further passes (the knapsack's arrays are about ten
+#: times one array of this size, in float64).
+SIGNATURE_CHUNK = 1 << 21
+
+
+def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis,
+                             frames: Sequence[tuple[int, Order, int]],
+                             signatures: Sequence[tuple[int, Collection[str], Collection[str]]],
+                             maybe_whole: Collection[str] = (), read_rate: int = 1,
+                             write_rate: int = 1, k_unroll: int = 1, weight_use_rate: int = 0
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`frames_excess_bounds` of every signature ``(budget, written, whole)`` of
+    ``signatures`` at once: bound and slack of shape ``(signatures, frames)``.
+
+    The signatures of an interval differ only in the budget and in which
+    tensors are written anyway or kept whole; every frame and signature pair
+    is one row of the same arrays, and an item a signature does not have
+    (a tensor it keeps whole) is an item with no excess and no hold there,
+    which changes no knapsack. The same values as one call per signature
+    (tested against that computation), in a fraction of the time: most of a
+    call's cost is per array operation, not per element.
+    """
     plan = _interval_plan(network, first, last, axis)
-    tab = _interval_table(network, first, last, axis)
+    K, F, L = len(signatures), len(frames), len(plan)
+    if not F or not K:
+        return np.zeros((K, F)), np.zeros((K, F), dtype=np.int64)
+    per_key = max(1, SIGNATURE_CHUNK // (F * L * (4 * L + 2)))
+    if len(signatures) > per_key:
+        parts = [signatures_excess_bounds(network, first, last, axis, frames,
+                                          signatures[s:s + per_key], maybe_whole, read_rate,
+                                          write_rate, k_unroll, weight_use_rate)
+                 for s in range(0, K, per_key)]
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    budgets = np.array([s[0] for s in signatures], dtype=np.int64)
+    writtens = [frozenset(s[1]) for s in signatures]
+    wholes = [frozenset(s[2]) for s in signatures]
+    bound, slack = _signature_rows(network, axis, plan, _interval_table(network, first, last, axis),
+                                   frames, budgets, writtens, wholes, frozenset(maybe_whole),
+                                   read_rate, write_rate, k_unroll, weight_use_rate)
+    return bound.reshape(K, F), slack.reshape(K, F)
+
+
+def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
+                    frames: Sequence[tuple[int, Order, int]], budgets: np.ndarray,
+                    writtens: list[frozenset[str]], wholes: list[frozenset[str]],
+                    maybe_whole: frozenset[str], read_rate: int, write_rate: int,
+                    k_unroll: int, weight_use_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """The bounds of :func:`signatures_excess_bounds`, one row per signature and frame
+    (signature-major)."""
     T = network.timesteps
-    F, L = len(frames), len(plan)
-    if not F:
-        return np.zeros(0), np.zeros(0, dtype=np.int64)
-    tb = np.array([f[0] for f in frames], dtype=np.int64)
-    outer = np.array([f[1] is Order.SPACE_OUTER for f in frames])
-    idx = np.array([f[2] for f in frames], dtype=np.int64) - 1
+    K, F0, L = len(budgets), len(frames), len(plan)
+    F = K * F0
+    key = np.repeat(np.arange(K), F0)  # the signature of each row
+    budget = budgets[key]
+    tb = np.tile(np.array([f[0] for f in frames], dtype=np.int64), K)
+    outer = np.tile(np.array([f[1] is Order.SPACE_OUTER for f in frames]), K)
+    idx = np.tile(np.array([f[2] for f in frames], dtype=np.int64) - 1, K)
+
+    def per_row(flags: list[bool]) -> np.ndarray:
+        """A flag per signature, per row."""
+        return np.array(flags, dtype=bool)[key]
+
     S = T // tb
     mult = np.where(outer, T, tb)  # timesteps the carried rows and halos are held for
     active, finest, rmax = tab.active[idx], tab.finest[idx], tab.rmax[idx]
@@ -383,23 +437,26 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     operand_extra = np.zeros(F)  # GB operand reads the buffer forces (energy)
     for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
         name = lay.name
-        is_whole, is_written = name in whole, name in written
+        is_whole = per_row([name in wh for wh in wholes])
+        is_written = per_row([name in wr for wr in writtens])
         w, v = lay.weight_size_bits, lay.state_size_bits
         v_row, out_row = lay.state_row_bits(axis), lay.output_row_bits(axis)
-        in_row = sum(rowbits for src, rowbits, _ in ins
-                     if src not in whole and src not in maybe_whole)
+        in_row = np.array([sum(rowbits for src, rowbits, _ in ins
+                               if src not in wh and src not in maybe_whole)
+                           for wh in wholes], dtype=np.int64)[key]
         own[4, :, i] = np.where(shown[:, i], -(-fpick[:, i] // finest[:, i]), 0) * in_row * tb
-        out_row_own = out_row if not is_whole and (inner or is_written) else 0
+        out_row_own = np.where(~is_whole & (bool(inner) | is_written), out_row, 0)
         own[3, :, i] = sub[:, i] * out_row_own * tb
         if lay.stateful:
             own[1, :, i] = sub[:, i] * v_row
         if lay.has_weights:
             chunk = w // max_chunks(lay.k, k_unroll)
             own[0, :, i] = np.where(shown[:, i], chunk, 0)
-            batches, which = np.unique(tb, return_inverse=True)
-            steps, fewest = _weight_steps(tab, i, chunk, w, budget,
-                                          v_row if lay.stateful else 0, out_row_own, in_row,
-                                          tuple(batches.tolist()))
+            combos, which = np.unique(np.stack([tb, budget, out_row_own, in_row], axis=1),
+                                      axis=0, return_inverse=True)
+            steps, fewest = _weight_steps_of(tab, i, chunk, w, v_row if lay.stateful else 0,
+                                             combos)
+            which = which.reshape(-1)
             steps, fewest = steps[which, idx], fewest[which, idx]
             dead |= steps == 0
             if weight_use_rate and not _gapped(lay, axis):
@@ -449,33 +506,35 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
             excess.append(((S - 1) * v * (read_rate + write_rate)).astype(np.float64))
             holds.append(hold)
         for src, rowbits, fewest in ins:
-            if src in whole or src in maybe_whole:
+            if src in maybe_whole:
                 continue
             # From DRAM: keep holds the halo, reread reads each tile's whole window.
             # One rule per tensor: its readers share the rows kept, at least the
-            # most any one of them keeps across a tile boundary.
+            # most any one of them keeps across a tile boundary. (No item where the
+            # signature keeps the tensor whole.)
+            dram = ~per_row([src in wh for wh in wholes])
             item = kept.setdefault(src, [np.zeros(F), np.zeros(F)])
-            item[0] += np.where(several, np.maximum(
+            item[0] += np.where(several & dram, np.maximum(
                 0, tab.windows[idx, i] * rowbits * T - fewest), 0) * read_rate
-            item[1] = np.maximum(item[1], tab.overlap[idx, i] * rowbits * mult)
-        if not inner or is_whole:
+            item[1] = np.maximum(item[1], np.where(dram, tab.overlap[idx, i] * rowbits * mult, 0))
+        if not inner or is_whole.all():
             continue
-        e = reads * read_rate + (0 if is_written
-                                 else network.tensor_size_bits(name) * write_rate)
+        size = network.tensor_size_bits(name)
+        e = np.where(is_whole, 0.0, reads * read_rate + np.where(is_written, 0, size * write_rate))
         live = np.zeros((F, L))
         live[:, i:lastp + 1] = tab.live[idx, i, i:lastp + 1] * (out_row * tb)[:, None]
-        cap = network.tensor_size_bits(name) if name in maybe_whole else np.inf
+        cap = size if name in maybe_whole else np.inf
         hold = np.minimum((tab.carried[idx, i] * out_row * mult)[:, None] + live, cap)
         hold[:, i] = np.maximum(0, hold[:, i] - own[3, :, i])
-        excess.append(np.full(F, float(e)))
-        holds.append(hold)
+        excess.append(e.astype(np.float64))
+        holds.append(np.where(is_whole[:, None], 0.0, hold))
     for e, h in kept.values():
         excess.append(e)
         holds.append(np.repeat(h[:, None], L, axis=1))
     if not excess:  # nothing to free: a zero item
         excess, holds = [np.zeros(F)], [np.zeros((F, L))]
     # (items, F * L), frame-major rows; an item's excess is per frame or per row.
-    row_budget = budget - own.sum(axis=0).reshape(F * L)
+    row_budget = (budget[:, None] - own.sum(axis=0)).reshape(F * L)
     fixed = np.zeros((F, L))
     for k, i, e_res in weight_items:
         # Weights that cannot be whole at their own row are chunked, so not resident:
@@ -490,11 +549,11 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
                   if np.ndim(e) == 1 else e for e in excess]).reshape(len(excess), F * L)
     H = np.stack(holds).reshape(len(holds), F * L)
     parts = _Knapsack.of(E, H, row_budget, L)
-    per_row, slack = parts.base + parts.extra + fixed.reshape(F * L), parts.slack
-    slack = slack + slack_fix.reshape(F * L)
+    per_row_excess = parts.base + parts.extra + fixed.reshape(F * L)
+    slack = parts.slack + slack_fix.reshape(F * L)
     # A row whose own transients overflow the budget: the frame cannot fit.
-    per_row = np.where(row_budget < 0, np.inf, per_row).reshape(F, L)
-    best = per_row.max(axis=1) + operand_extra  # (a cost term no row item counts)
+    per_row_excess = np.where(row_budget < 0, np.inf, per_row_excess).reshape(F, L)
+    best = per_row_excess.max(axis=1) + operand_extra  # (a cost term no row item counts)
     best = np.where(dead, np.inf, best)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)
@@ -523,7 +582,7 @@ class _Table:
     memo: dict = field(default_factory=dict, compare=False, hash=False)  # _weight_steps
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=8192)
 def _interval_table(network: Network, first: int, last: int, axis: Axis) -> _Table:
     """The :class:`_Table` of ``first..last`` for every tile count.
 
@@ -616,13 +675,22 @@ def _weight_steps(tab: _Table, i: int, chunk: int, w: int, budget: int, state_ro
     got = tab.memo.get(key)
     if got is not None:
         return got
-    tbs = np.array(batches, dtype=np.int64)[:, None]  # (U, 1)
-    row_bits, input_bits = state_row + out_row * tbs, in_row * tbs
-    finest = np.broadcast_to(tab.finest[:, i], (len(batches), tab.finest.shape[0]))
+    combos = np.array([(b, budget, out_row, in_row) for b in batches], dtype=np.int64)
+    tab.memo[key] = got = _weight_steps_of(tab, i, chunk, w, state_row, combos)
+    return got
+
+
+def _weight_steps_of(tab: _Table, i: int, chunk: int, w: int, state_row: int,
+                     combos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_weight_steps` of every row ``(tb, budget, out_row, in_row)`` of
+    ``combos`` (shape ``(U, 4)``): two arrays of shape ``(U, tile counts)``."""
+    tbs, budget = combos[:, 0:1], combos[:, 1:2]
+    row_bits, input_bits = state_row + combos[:, 2:3] * tbs, combos[:, 3:4] * tbs
+    finest = np.broadcast_to(tab.finest[:, i], (len(combos), tab.finest.shape[0]))
     at = tab.steps_at[:, i]  # (N, 4)
 
     def need(m: np.ndarray) -> np.ndarray:
-        """Bits of the sub-tile buffers with ``m`` sub-tiles, per batch and tile count."""
+        """Bits of the sub-tile buffers with ``m`` sub-tiles, per row and tile count."""
         return np.maximum(-(-at[:, 0] // m) * row_bits + -(-at[:, 1] // m) * input_bits,
                           -(-at[:, 2] // m) * row_bits + -(-at[:, 3] // m) * input_bits)
 
@@ -637,7 +705,6 @@ def _weight_steps(tab: _Table, i: int, chunk: int, w: int, budget: int, state_ro
         lo = np.where(~ok & (lo < hi), mid + 1, lo)
     chunked = np.where(chunk + fine <= budget, lo, 0)
     steps = np.where(tight, chunked, 1)
-    tab.memo[key] = steps, chunked
     return steps, chunked
 
 

@@ -11,6 +11,7 @@ import time
 from stems_opt.formulation.bounds import (
     frames_excess_bounds,
     read_bits,
+    signatures_excess_bounds,
 )
 from stems_opt.formulation.column_base import (
     Column,
@@ -232,12 +233,9 @@ class BoundsMixin:
             key = (col.first, col.last, axis, budget, written, whole)
             got = self.cap_bounds.get(key)
             if got is None:
-                got = frames_excess_bounds(self.net, col.first, col.last, axis,
-                                           [(s[2], s[5], s[4]) for s in specs], budget, written,
-                                           whole, read_rate=self.rates[0],
-                                           write_rate=self.rates[1], k_unroll=self.ctx.k_unroll,
-                                           weight_use_rate=self._weight_use_rate())
-                self.cap_bounds[key] = got
+                self._fill_cap_bounds(col.first, col.last, axis, specs, [
+                    key[3:], *self._round_sigs.get((col.first, col.last), ())])
+                got = self.cap_bounds[key]
             for spec, excess, slack in zip(specs, got[0].tolist(), got[1].tolist(), strict=True):
                 bound = self._cheapest(spec) + excess
                 col.frame_bounds[spec] = bound
@@ -251,11 +249,39 @@ class BoundsMixin:
         col.bound = max(col.bound, best + extra)
         return col.bound > old
 
+    def _tighten_key(self, col: Column) -> tuple[int, frozenset[str], frozenset[str]] | None:
+        """The ``(budget, written, whole)`` :meth:`tighten` bounds ``col`` with (after
+        :meth:`_relevant`), or ``None`` when its whole tensors alone fill the buffer."""
+        budget, written, _, whole = self._sig_parts(col)
+        if budget <= 0:
+            return None
+        return (budget, *self._relevant(col.first, col.last, written, whole))
+
+    def _fill_cap_bounds(self, first: int, last: int, axis: Axis, specs: list,
+                         sigs: list[tuple[int, frozenset[str], frozenset[str]]]) -> None:
+        """Bound the frames ``specs`` of ``first..last`` along ``axis`` under each
+        signature of ``sigs`` not bounded yet, in one call
+        (:func:`~stems_opt.formulation.bounds.signatures_excess_bounds`)."""
+        sigs = [s for s in dict.fromkeys(sigs) if (first, last, axis, *s) not in self.cap_bounds]
+        bound, slack = signatures_excess_bounds(
+            self.net, first, last, axis, [(s[2], s[5], s[4]) for s in specs], sigs,
+            read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll,
+            weight_use_rate=self._weight_use_rate())
+        for k, s in enumerate(sigs):
+            self.cap_bounds[(first, last, axis, *s)] = (bound[k], slack[k])
+
     def _tighten_for(self, cols: list[Column], seconds: float) -> tuple[int, int]:
         """Tighten ``cols`` in order for at most about ``seconds`` (the master, the
         seeds and the deadline are looked at between rounds); how many were
         tightened and how many of them rose."""
         end, rose, tried = time.perf_counter() + seconds, 0, 0
+        # Columns of one interval in the round share one call of the bound (the first
+        # of them to miss computes the others' too).
+        self._round_sigs = {}
+        for col in cols:
+            key = None if col.tight else self._tighten_key(col)
+            if key is not None:
+                self._round_sigs.setdefault((col.first, col.last), []).append(key)
         for col in cols:
             if time.perf_counter() > end:
                 break
@@ -263,4 +289,5 @@ class BoundsMixin:
             if self.tighten(col):
                 rose += 1
             self.touch(col)
+        self._round_sigs = {}
         return tried, rose

@@ -105,6 +105,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
         self._by_key: dict[tuple, Column] | None = None
         self._crossing: dict[int, list[str]] = {}
         self._interval_bounds: dict[tuple[int, int], dict[FrameKey, float]] = {}
+        self._round_sigs: dict[tuple[int, int], list[tuple]] = {}  # (_tighten_for's round)
         self._by_interval: dict[tuple[int, int], list[Column]] | None = None
         self._extra_parts: dict[tuple[int, int], tuple[dict[str, int], dict[str, int]]] = {}
         self._transitions: dict[tuple, list[tuple]] = {}
