@@ -502,7 +502,7 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     best = np.maximum(best, operand_extra + row_floor_excess(
         parts.e, parts.h, parts.base + fixed.reshape(F * L),
         parts.h.sum(axis=0) - row_budget, L, _knapsack_rows, whole_items,
-        [k + 1 for k, _, _ in weight_items]))
+        [k + 1 for k, _, _ in weight_items], parts.extra))
     best = np.where(dead, np.inf, best)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)

@@ -73,25 +73,41 @@ def cover_rows(e: np.ndarray, h: np.ndarray, need: np.ndarray, knapsack: Knapsac
 
 def row_floor_excess(e: np.ndarray, h: np.ndarray, forced_excess: np.ndarray,
                      need: np.ndarray, frame_rows: int, knapsack: Knapsack,
-                     whole_items: Sequence[int] = (), unshared: Sequence[int] = ()
-                     ) -> np.ndarray:
+                     whole_items: Sequence[int] = (), unshared: Sequence[int] = (),
+                     row_knapsack: np.ndarray | None = None) -> np.ndarray:
     """Per frame, the larger of the largest row and the rows added up
     (:func:`row_sum_excess`), each row's knapsack by :func:`cover_rows` with the
     items ``whole_items`` (indices) paid whole; the items ``unshared`` count
-    nothing in the sum (see :func:`row_sum_excess`)."""
+    nothing in the sum (see :func:`row_sum_excess`). ``row_knapsack``: each
+    row's fractional knapsack when already known (rows without a big whole
+    item keep it)."""
     items, rows = h.shape
     whole = np.zeros(items, dtype=bool)
     whole[list(whole_items)] = True
     frames = rows // frame_rows
+    over = need > 0
     extra = np.zeros(rows)
-    over = np.flatnonzero(need > 0)
-    if over.size and items:
-        extra[over] = cover_rows(e[:, over], h[:, over], need[over], knapsack, whole)
+    if row_knapsack is not None:
+        extra[over] = row_knapsack[over]
+    # Only rows where a whole item alone frees the row can rise above the knapsack.
+    redo = over & ((h >= need[None, :]) & whole[:, None]).any(axis=0) \
+        if row_knapsack is not None else over
+    if redo.any() and items:
+        extra[redo] = cover_rows(e[:, redo], h[:, redo], need[redo], knapsack, whole)
     largest = (forced_excess + extra).reshape(frames, frame_rows).max(axis=1)
+    # The sum exceeds the largest row only where two rows or more overflow.
+    several = np.repeat(over.reshape(frames, frame_rows).sum(axis=1) > 1, frame_rows)
+    if not several.any() or not items:
+        return largest
     free = np.zeros(items, dtype=bool)
     free[list(unshared)] = True
-    return np.maximum(largest, row_sum_excess(e, h, forced_excess, need, frame_rows, knapsack,
-                                              whole, free))
+    out = largest.copy()
+    pick = np.flatnonzero(several.reshape(frames, frame_rows)[:, 0])
+    cols = several
+    added = row_sum_excess(e[:, cols], h[:, cols], forced_excess[cols], need[cols], frame_rows,
+                           knapsack, whole, free)
+    out[pick] = np.maximum(largest[pick], added)
+    return out
 
 
 def row_sum_excess(e: np.ndarray, h: np.ndarray, forced_excess: np.ndarray,
