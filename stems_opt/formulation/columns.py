@@ -458,9 +458,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
                         if (c.first, c.last) not in self._interval_bounds
                         and self.signature_count(c.first, c.last) > 6]):
                     continue
-                # (energy: ties that rose do not hold back pricing the tight columns of the
-                # path; SEW-ResNet-152's repeated blocks wait for it, docs/solver.md)
-                rose = sum([self.tighten(c) for c in pending]) + (0 if self.energy else rose)
+                rose += sum([self.tighten(c) for c in pending])
                 if rose:
                     continue  # bounds rose: ask the master again before pricing anything
                 for col in pending:
