@@ -498,11 +498,11 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     # A row whose own transients overflow the budget: the frame cannot fit.
     per_row = np.where(row_budget < 0, np.inf, per_row).reshape(F, L)
     best = per_row.max(axis=1) + operand_extra  # (a cost term no row item counts)
-    # 0/1 items, and decisions held at one row only add up over the rows (row_sum_floor).
-    best = np.maximum(best, operand_extra + row_floor_excess(
-        parts.e, parts.h, parts.base + fixed.reshape(F * L),
-        parts.h.sum(axis=0) - row_budget, L, _knapsack_rows, whole_items,
-        [k + 1 for k, _, _ in weight_items], parts.extra))
+    if weight_use_rate:  # (energy without nests: sub-tiles paid whole and added up)
+        best = np.maximum(best, operand_extra + row_floor_excess(
+            parts.e, parts.h, parts.base + fixed.reshape(F * L),
+            parts.h.sum(axis=0) - row_budget, L, _knapsack_rows, whole_items,
+            [k + 1 for k, _, _ in weight_items], parts.extra))
     best = np.where(dead, np.inf, best)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)
