@@ -63,6 +63,7 @@ from functools import lru_cache
 import numpy as np
 
 from stems_opt.cost.traffic import min_read_bits
+from stems_opt.formulation.row_sum_floor import row_floor_excess
 from stems_opt.formulation.subtile_floor import subtile_item, subtile_weight_excess
 from stems_opt.mapping import Order
 from stems_opt.network import Axis, LayerKind, Network, most_chunks
@@ -435,6 +436,7 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
     slack_fix = np.zeros((F, L))
     weight_items: list[tuple[int, int, np.ndarray]] = []  # (item, position, excess)
     operand_extra = np.zeros(F)  # GB operand reads the buffer forces (energy)
+    whole_items: list[int] = []  # items paid in full to free any part (row_sum_floor)
     for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
         name = lay.name
         is_whole = per_row([name in wh for wh in wholes])
@@ -472,6 +474,7 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
                                             in_row * tb, active[:, i], T, w, weight_use_rate)
                 e, hold = np.zeros((F, L)), np.zeros((F, L))
                 e[:, i], hold[:, i] = e_sub, h_sub
+                whole_items.append(len(excess))  # (any part of it freed costs all of it)
                 excess.append(e)
                 holds.append(hold)
             runs = S * active[:, i]
@@ -554,6 +557,11 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
     # A row whose own transients overflow the budget: the frame cannot fit.
     per_row_excess = np.where(row_budget < 0, np.inf, per_row_excess).reshape(F, L)
     best = per_row_excess.max(axis=1) + operand_extra  # (a cost term no row item counts)
+    if weight_use_rate:  # (energy without nests: sub-tiles paid whole and added up)
+        best = np.maximum(best, operand_extra + row_floor_excess(
+            parts.e, parts.h, parts.base + fixed.reshape(F * L),
+            parts.h.sum(axis=0) - row_budget, L, _knapsack_rows, whole_items,
+            [k + 1 for k, _, _ in weight_items], parts.extra))
     best = np.where(dead, np.inf, best)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)
