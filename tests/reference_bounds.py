@@ -13,9 +13,11 @@ from stems_opt.formulation.bounds import (
     _interval_plan,
     _interval_table,
     _Knapsack,
+    _knapsack_rows,
     _weight_steps,
     max_chunks,
 )
+from stems_opt.formulation.row_sum_floor import row_floor_excess
 from stems_opt.formulation.subtile_floor import subtile_item, subtile_weight_excess
 from stems_opt.mapping import Order
 from stems_opt.network import Axis, Network
@@ -103,6 +105,7 @@ def frames_excess_bounds_reference(network: Network, first: int, last: int, axis
     dead = np.zeros(F, dtype=bool)  # frames where some layer fits in no choice
     slack_fix = np.zeros((F, L))
     weight_items: list[tuple[int, int, np.ndarray]] = []  # (item, position, excess)
+    whole_items: list[int] = []
     operand_extra = np.zeros(F)  # GB operand reads the buffer forces (energy)
     for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
         name = lay.name
@@ -138,6 +141,7 @@ def frames_excess_bounds_reference(network: Network, first: int, last: int, axis
                                             in_row * tb, active[:, i], T, w, weight_use_rate)
                 e, hold = np.zeros((F, L)), np.zeros((F, L))
                 e[:, i], hold[:, i] = e_sub, h_sub
+                whole_items.append(len(excess))
                 excess.append(e)
                 holds.append(hold)
             runs = S * active[:, i]
@@ -218,6 +222,11 @@ def frames_excess_bounds_reference(network: Network, first: int, last: int, axis
     # A row whose own transients overflow the budget: the frame cannot fit.
     per_row = np.where(row_budget < 0, np.inf, per_row).reshape(F, L)
     best = per_row.max(axis=1) + operand_extra  # (a cost term no row item counts)
+    if weight_use_rate:  # the energy row sums, as the solver adds them
+        best = np.maximum(best, operand_extra + row_floor_excess(
+            parts.e, parts.h, parts.base + fixed.reshape(F * L),
+            parts.h.sum(axis=0) - row_budget, L, _knapsack_rows, whole_items,
+            [k + 1 for k, _, _ in weight_items], parts.extra))
     best = np.where(dead, np.inf, best)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)
