@@ -53,6 +53,9 @@ their columns fit; longer intervals are opened when the proof needs them."""
 EAGER_LAYERS = 100
 """Deeper networks start from their one-layer intervals even when the budget allows
 more: the dive's first mapping comes before the seconds it takes to build the rest."""
+SHARE_SHAPES = True
+"""Columns of intervals equal up to names share their bounds, exact values and segments
+(:mod:`stems_opt.formulation.shapes`); off only to compare."""
 EXCLUDED_REFRESH_S = 1.0
 """Seconds between recomputations of the bound on mappings through unopened intervals."""
 Backend = Callable[[LinearModel, SolveOptions, dict[int, int] | None], BackendAnswer]
@@ -134,6 +137,9 @@ class Column:
     segment: Segment | None = None  # found directly, without a frame model
     repaired: set[FrameKey] = field(default_factory=set)  # frames given a greedy segment
     rank: int = 0  # build order, for deterministic ties in the master
+    # (shape key, canonical signature): columns with equal ones have equal bounds and
+    # values (shapes.py)
+    share_key: tuple | None = None
 
     @property
     def price(self) -> float:

@@ -152,6 +152,12 @@ class BoundsMixin:
         got = self._interval_bounds.get((first, last))
         if got is not None:
             return got
+        shape = self.shapes.shape(first, last)
+        shared = self._shared_bounds.get(shape.key)
+        if shared is not None:  # a translate's (its frames come in the same order)
+            got = self._interval_bounds[(first, last)] = dict(zip(
+                self.specs[(first, last)], shared, strict=True))
+            return got
         inside = {lay.name for lay in self.net.layers[first:last + 1]}
         outs = self.outputs(first, last)
         written = set(outs)
@@ -169,6 +175,7 @@ class BoundsMixin:
             for spec, e in zip(specs, excess.tolist(), strict=True):
                 got[spec] = self._cheapest(spec) + e
         self._interval_bounds[(first, last)] = got
+        self._shared_bounds[shape.key] = [got[spec] for spec in self.specs[(first, last)]]
         return got
 
     def _weight_use_rate(self) -> int:
@@ -230,11 +237,11 @@ class BoundsMixin:
         best = math.inf
         for axis, specs in self._by_axis(self.specs[(col.first, col.last)]).items():
             self.stop.check()  # the column stays at its cheap bound, still valid
-            key = (col.first, col.last, axis, budget, written, whole)
+            key = self._cap_key(col.first, col.last, axis, (budget, written, whole))
             got = self.cap_bounds.get(key)
             if got is None:
                 self._fill_cap_bounds(col.first, col.last, axis, specs, [
-                    key[3:], *self._round_sigs.get((col.first, col.last), ())])
+                    (budget, written, whole), *self._round_sigs.get((col.first, col.last), ())])
                 got = self.cap_bounds[key]
             for spec, excess, slack in zip(specs, got[0].tolist(), got[1].tolist(), strict=True):
                 bound = self._cheapest(spec) + excess
@@ -262,13 +269,26 @@ class BoundsMixin:
         """Bound the frames ``specs`` of ``first..last`` along ``axis`` under each
         signature of ``sigs`` not bounded yet, in one call
         (:func:`~stems_opt.formulation.bounds.signatures_excess_bounds`)."""
-        sigs = [s for s in dict.fromkeys(sigs) if (first, last, axis, *s) not in self.cap_bounds]
+        sigs = [s for s in dict.fromkeys(sigs)
+                if self._cap_key(first, last, axis, s) not in self.cap_bounds]
+        if not sigs:
+            return
         bound, slack = signatures_excess_bounds(
             self.net, first, last, axis, [(s[2], s[5], s[4]) for s in specs], sigs,
             read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll,
             weight_use_rate=self._weight_use_rate())
         for k, s in enumerate(sigs):
-            self.cap_bounds[(first, last, axis, *s)] = (bound[k], slack[k])
+            self.cap_bounds[self._cap_key(first, last, axis, s)] = (bound[k], slack[k])
+
+    def _cap_key(self, first: int, last: int, axis: Axis,
+                 sig: tuple[int, frozenset[str], frozenset[str]]) -> tuple:
+        """The key of :attr:`cap_bounds` for ``first..last`` along ``axis`` under ``sig``
+        (budget, written, whole): by the interval's shape and canonical tensor ids, so
+        translated intervals share it (:mod:`~stems_opt.formulation.shapes`; their
+        frames come in the same order)."""
+        shape = self.shapes.shape(first, last)
+        return (shape.key, axis, sig[0], self.shapes.tensors(shape, sig[1]),
+                self.shapes.tensors(shape, sig[2]))
 
     def _tighten_for(self, cols: list[Column], seconds: float) -> tuple[int, int]:
         """Tighten ``cols`` in order for at most about ``seconds`` (the master, the

@@ -43,7 +43,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 
 import numpy as np
 
@@ -68,6 +68,7 @@ from stems_opt.formulation.column_base import (
 )
 from stems_opt.formulation.column_bounds import BoundsMixin
 from stems_opt.formulation.column_primal import PrimalMixin
+from stems_opt.formulation.column_share import ShareMixin
 from stems_opt.formulation.data import (
     CHIP,
     Frame,
@@ -84,6 +85,7 @@ from stems_opt.formulation.master import MasterMixin, TieBudget
 from stems_opt.formulation.model import build_frame_model, segment_of
 from stems_opt.formulation.neighbourhood import Turns
 from stems_opt.formulation.primal import Rates
+from stems_opt.formulation.shapes import ShapeIndex
 from stems_opt.mapping import (
     Mapping,
     Segment,
@@ -95,7 +97,7 @@ from stems_opt.stopping import SearchStoppedError, Stop
 __all__ = ["Column", "ColumnSolver", "Signature"]
 
 
-class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
+class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareMixin):
     """Lazy column pricing and the master MIP for one problem."""
 
     def __init__(self, problem: Problem, backend: Backend, options: SolveOptions,
@@ -146,7 +148,8 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
         self._seed_keep: list[Mapping] = []
         self.stats = {"frames_built": 0, "local_solves": 0, "frames_direct": 0,
                       "master_solves": 0, "columns": 0, "columns_priced": 0,
-                      "variables": 0, "constraints": 0, "frames_repaired": 0}
+                      "variables": 0, "constraints": 0, "frames_repaired": 0,
+                      "columns_shared": 0, "shares_rejected": 0}
         # Model units per fJ of energy and per cycle of latency (traffic: bits).
         a, b = self.ctx.energy_weight, self.ctx.latency_weight
         energy = a > 0
@@ -162,6 +165,13 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
             else (int(traffic), int(traffic), 0, 0)
         self.unit_rates = Rates(*self.rates, hardware=problem.hardware, operand_weight=max(a, 1),
                                 latency=b, fewest_cycles=fewest_cycles(problem))
+        # Intervals equal up to names share bounds, exact values and segments (shapes.py).
+        self.shapes = ShapeIndex(self.net, self.ctx.whole_candidates, self.ctx.outputs,
+                                 self.producer, self.last_consumer, self.crossing_in,
+                                 share=column_base.SHARE_SHAPES)
+        self._siblings: dict[tuple, list[Column]] = {}
+        self._shared_bounds: dict[Hashable, list[float]] = {}
+        self._shared_prices: dict[tuple, tuple[float | None, tuple[int, int], Segment | None]] = {}
         L = len(self.net.layers)
         self.max_len = min(L, problem.max_segment_layers or L)
         self._layer_parts = self._cheap_layer_parts()
@@ -311,7 +321,10 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
         return True
 
     def price(self, col: Column) -> None:
-        """Price ``col`` exactly: the best frame under its signature."""
+        """Price ``col`` exactly: the best frame under its signature (or a translated
+        column's, :mod:`~stems_opt.formulation.column_share`)."""
+        if not col.exact and self.take_shared(col):
+            return
         self.tighten(col)
         if col.exact:
             return
@@ -363,6 +376,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
         col.exact = True
         col.value = None if best == math.inf else best
         self.stats["columns_priced"] += 1
+        self.share_exact(col)
         LOG.debug("priced %d..%d %s: bound %.0f value %s (%d frames built so far)", col.first,
                   col.last, col.sig, col.bound, col.value, self.stats["frames_built"])
 
@@ -425,6 +439,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin):
                     # A segment found at the column's bound proves its value: no pricing.
                     c.exact, c.value = True, c.upper
                     self.stats["columns_priced"] += 1
+                    self.share_exact(c)
             pending = [c for c in chosen if not c.exact]
             if not pending:
                 if optimal and value <= self.excluded_bound(fresh=True):

@@ -97,6 +97,10 @@ class IntervalsMixin:
         new = [Column(first, last, sig, base + self._extra(first, last, sig),
                       rank=len(self.columns) + i)
                for i, sig in enumerate(sigs)]
+        shape = self.shapes.shape(first, last)
+        for col in new:
+            col.share_key = (shape.key, self.shapes.signature(shape, col.sig))
+            self._siblings.setdefault(col.share_key, []).append(col)
         self.columns.extend(new)
         self._opened.add((first, last))
         self._reach = max(self._reach, last - first + 1)

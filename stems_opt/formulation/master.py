@@ -287,7 +287,7 @@ class MasterMixin:
                     after = suf[col.last + 1]
                     rest = min((after.get(key, math.inf) for key in nexts), default=math.inf)
                     least = min(least, price + rest)
-                    if not col.tight and cost + price + rest <= target + 0.5:
+                    if not col.tight and not col.exact and cost + price + rest <= target + 0.5:
                         found[id(col)] = col
                 if least < math.inf:
                     suf[k][state] = least
