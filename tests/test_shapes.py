@@ -18,8 +18,8 @@
 * Tightened bounds looked up by shape equal the bounds computed for the column
   itself, on every column of a repeated-block problem.
 * Solves with sharing on and off prove the same optimum with both backends, with
-  columns shared and none rejected, and the optimum of a tiny repeated-block
-  network is the brute-force one.
+  columns shared and none rejected, and the optimum of a chain of three equal
+  convs is the brute-force one.
 """
 
 from __future__ import annotations
@@ -248,15 +248,27 @@ def test_sharing_on_and_off_prove_the_same_optimum(blocks: int, size: int,
     assert shared > 0
 
 
-@pytest.mark.parametrize("size", [40, 60, 80, 120, UNLIMITED])
-def test_tiny_repeated_blocks_brute_force(size: int) -> None:
-    """Three blocks on a 1 x 2 x 2 input, T = 1: the brute-force optimum (every mapping
-    enumerated, tests/brute_force.py), proven with sharing by both backends."""
-    network = blocks_net(3, timesteps=1, side=2)
-    network["input"]["channels"] = 1
-    p = make_problem(network, size, 4)
+def tiny_chain(n: int = 3, side: int = 2) -> dict[str, Any]:
+    """``n`` equal 1x1 stateless convs (K = 1) on a 1 x side x side input, T = 1."""
+    layers, prev = [], "input"
+    for i in range(n):
+        layers.append({"name": f"c{i}", "type": "conv", "inputs": [prev],
+                       "loop_dims": {"K": 1}, "neuron": "stateless"})
+        prev = f"c{i}"
+    return {"name": "tiny_chain", "timesteps": 1,
+            "input": {"channels": 1, "height": side, "width": side, "bits": 1},
+            "layers": layers}
+
+
+@pytest.mark.parametrize("size", [7, 8, 9, 10, 12])
+def test_tiny_chain_brute_force(size: int) -> None:
+    """Three equal convs (50,976 mappings, its frontier: peaks 8, 10 and 12 bits at
+    32, 28 and 20 bits of traffic): the brute-force optimum (every mapping
+    enumerated, tests/brute_force.py), proven with sharing by both backends
+    (infeasible below 8 bits)."""
+    p = make_problem(tiny_chain(), size, 4)
     want, _, count = bf.brute_force_optimum(p, fast=True)
-    assert count > 0
+    assert count == 50_976
     for backend in ("cpsat", "highs"):
         r = solve(p, backend, threads=1, seed=0)
         if want is None:
