@@ -276,3 +276,12 @@ def test_tiny_chain_brute_force(size: int) -> None:
             continue
         assert r.status.value == "optimal", r.message
         assert r.objective_value == want
+
+
+def test_same_seed_same_mapping_with_sharing() -> None:
+    """Two solves with the same seed return the same mapping (shared values are taken in
+    a fixed order)."""
+    p = make_problem(blocks_net(6), 300, 4)
+    a, b = (solve(p, "cpsat", threads=1, seed=0) for _ in range(2))
+    assert a.stats["columns_shared"] > 0
+    assert a.mapping == b.mapping and a.objective_value == b.objective_value
