@@ -62,6 +62,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from stems_opt.cost.geometry import _row_window_arrays
 from stems_opt.cost.traffic import min_read_bits
 from stems_opt.formulation.row_sum_floor import row_floor_excess
 from stems_opt.formulation.subtile_floor import subtile_item, subtile_weight_excess
@@ -585,8 +586,10 @@ class _Table:
     rpick: np.ndarray  # (N, L) rows in the tile bounded at the position
     fpick: np.ndarray  # (N, L) fresh input rows in that tile
     live: np.ndarray  # (N, L, L) [n, j, p]: rows of layer j in the tile bounded at p
-    steps_at: np.ndarray  # (N, L, 4) rows and fresh rows of the largest tile, and
-    # of the tile with the most fresh rows
+    steps_at: np.ndarray  # (N, L, 6) rows, input window rows and whether it starts past
+    # the first row, of a largest tile and of the tile with the widest input window
+    # (0 windows: no DRAM input bounded)
+    sub_windows: tuple  # per layer, :func:`_sub_window_floor`'s (least, off_top, overlap)
     memo: dict = field(default_factory=dict, compare=False, hash=False)  # _weight_steps
 
 
@@ -611,6 +614,7 @@ def _interval_table(network: Network, first: int, last: int, axis: Axis) -> _Tab
     windows = np.zeros((L, N), dtype=np.int64)
     overlap = np.zeros((L, N), dtype=np.int64)
     fresh = np.zeros((L, N, N), dtype=np.int64)
+    spans = np.zeros((L, N, N), dtype=np.int64)  # input window rows of each tile
     n = np.arange(1, N + 1)[:, None]
     for i, (lay, ins, inner, _, _) in enumerate(plan):
         b = bounds[i]
@@ -629,6 +633,7 @@ def _interval_table(network: Network, first: int, last: int, axis: Axis) -> _Tab
                 # Per tile, the input rows no earlier tile's window holds: its
                 # sub-tiles read them all from DRAM (none can be kept from before).
                 fresh[i] = win - over
+                spans[i] = win
         if ins:
             overlap[i] = over.max(axis=1)
         if inner:
@@ -652,11 +657,43 @@ def _interval_table(network: Network, first: int, last: int, axis: Axis) -> _Tab
     rpick = rows[at_l, at_n, pick]
     fpick = fresh[at_l, at_n, pick]
     live = rows[:, at_n, pick].transpose(1, 0, 2).astype(np.int32)  # (N, L_j, L_p)
-    big_r, big_f = np.argmax(rows, axis=2).T, np.argmax(fresh, axis=2).T
-    steps_at = np.stack([rows[at_l, at_n, big_r], fresh[at_l, at_n, big_r],
-                         rows[at_l, at_n, big_f], fresh[at_l, at_n, big_f]], axis=2)
+    # The last of the largest tiles (the first may start at the map's first row, whose
+    # window the padding clips) and the first of the widest windows.
+    big_r = (N - 1 - np.argmax(rows[..., ::-1], axis=2)).T
+    big_w = np.argmax(spans, axis=2).T
+    starts = bounds[..., :-1]  # (L, N, N)
+    steps_at = np.stack([rows[at_l, at_n, big_r], spans[at_l, at_n, big_r],
+                         starts[at_l, at_n, big_r] > 0, rows[at_l, at_n, big_w],
+                         spans[at_l, at_n, big_w], starts[at_l, at_n, big_w] > 0], axis=2)
     return _Table(active.T, finest.T, rows.max(axis=2).T, carried.T, windows.T, overlap.T,
-                  rpick, fpick, live, steps_at)
+                  rpick, fpick, live, steps_at,
+                  tuple(_sub_window_floor(lay, axis) for lay, *_ in plan))
+
+
+@lru_cache(maxsize=4096)
+def _sub_window_floor(layer, axis: Axis) -> tuple[np.ndarray, np.ndarray, int]:
+    """What the input window of one sub-tile holds at least, from the layer's windows.
+
+    Returns ``least[r]``, the fewest input rows the window of any ``r``
+    consecutive output rows spans; ``off_top[r]``, the same over the runs that
+    do not start at the first output row (``r = 0 .. extent``; past the
+    extent, the extent's); and the fewest rows the windows of two adjacent
+    output rows share (``window(b - 1, b)`` and ``window(b, b + 1)`` for
+    ``0 < b < extent``). Windows only grow with their rows, so ``least`` and
+    ``off_top`` grow with ``r``, and ``off_top[r] <= least[r + 1]`` (the last
+    ``r`` rows of a run of ``r + 1`` do not start at the first row).
+    """
+    first, last = _row_window_arrays(layer, axis)
+    ext = layer.extent(axis)
+    least = np.zeros(ext + 1, dtype=np.int64)
+    off_top = np.zeros(ext + 1, dtype=np.int64)
+    for r in range(1, ext + 1):
+        span = last[r:ext + 1] - first[:ext + 1 - r]  # runs starting at 0 .. ext - r
+        least[r] = span.min()
+        off_top[r] = span[1:].min() if span.size > 1 else span[0]
+    b = np.arange(1, ext)
+    shared = int(max(0, (last[b] - first[b]).min())) if ext > 1 else 0
+    return least, off_top, shared
 
 
 def _weight_steps(tab: _Table, i: int, chunk: int, w: int, budget: int, state_row: int,
@@ -696,11 +733,15 @@ def _weight_steps_of(tab: _Table, i: int, chunk: int, w: int, state_row: int,
     row_bits, input_bits = state_row + combos[:, 2:3] * tbs, combos[:, 3:4] * tbs
     finest = np.broadcast_to(tab.finest[:, i], (len(combos), tab.finest.shape[0]))
     at = tab.steps_at[:, i]  # (N, 4)
+    least, off_top, shared = tab.sub_windows[i]
 
     def need(m: np.ndarray) -> np.ndarray:
         """Bits of the sub-tile buffers with ``m`` sub-tiles, per row and tile count."""
-        return np.maximum(-(-at[:, 0] // m) * row_bits + -(-at[:, 1] // m) * input_bits,
-                          -(-at[:, 2] // m) * row_bits + -(-at[:, 3] // m) * input_bits)
+        return np.maximum(
+            -(-at[:, 0] // m) * row_bits + _sub_window_rows(
+                at[:, 0], at[:, 1], at[:, 2], m, least, off_top, shared) * input_bits,
+            -(-at[:, 3] // m) * row_bits + _sub_window_rows(
+                at[:, 3], at[:, 4], at[:, 5], m, least, off_top, shared) * input_bits)
 
     fine = need(finest)
     tight = w + fine > budget
@@ -714,6 +755,41 @@ def _weight_steps_of(tab: _Table, i: int, chunk: int, w: int, state_row: int,
     chunked = np.where(chunk + fine <= budget, lo, 0)
     steps = np.where(tight, chunked, 1)
     return steps, chunked
+
+
+def _sub_window_rows(rows: np.ndarray, span: np.ndarray, inner: np.ndarray, m: np.ndarray,
+                     least: np.ndarray, off_top: np.ndarray, shared: int) -> np.ndarray:
+    """Fewest input rows the widest sub-tile window of a tile holds: a tile of
+    ``rows`` output rows whose window spans ``span`` input rows, in ``m``
+    sub-tiles (``m <= rows``; 0 where ``span`` is 0); ``inner``: the tile does
+    not start at the map's first row.
+
+    Every sub-tile holds its whole window while it runs (read whole under
+    ``reread``; under ``keep`` its new rows beside the rows it shares with
+    the window before it, which the sub-tile halo or the tensor's kept halo
+    holds). Two bounds on the widest of the ``k = min(m, rows)`` windows:
+
+    * their average: sorted windows add up to their union (the tile's
+      window) plus the rows each shares with the next, at least ``shared``
+      each, so the widest holds at least ``ceil((span + (k - 1) shared) / k)``;
+    * the largest sub-tile: ``ceil(rows / m)`` rows, and its window at least
+      ``least`` of that; when two or more sub-tiles have that size (the
+      split gives sizes that differ by at most one), or when the tile is
+      ``inner``, one of them does not start at the map's first row, so at
+      least ``off_top``.
+
+    Both shrink as ``m`` grows (with the largest size fixed, fewer sub-tiles
+    have it; and ``off_top[r - 1] <= least[r]``), so the bisection over ``m``
+    in :func:`_weight_steps_of` stays exact.
+    """
+    k = np.maximum(np.minimum(m, rows), 1)
+    avg = -(-(span + (k - 1) * shared) // k)
+    size = -(-rows // m)  # largest sub-tile
+    count = np.where(rows % m == 0, k, rows % m)  # sub-tiles of that size
+    top = len(least) - 1
+    size = np.minimum(size, top)
+    big = np.where((count >= 2) | (inner > 0), off_top[size], least[size])
+    return np.where(span > 0, np.maximum(avg, big), 0)
 
 
 @lru_cache(maxsize=4096)
