@@ -107,7 +107,7 @@ def frames_excess_bounds_reference(network: Network, first: int, last: int, axis
     weight_items: list[tuple[int, int, np.ndarray]] = []  # (item, position, excess)
     whole_items: list[int] = []
     operand_extra = np.zeros(F)  # GB operand reads the buffer forces (energy)
-    for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
+    for i, (lay, ins, inner, reads, lastp, made_in) in enumerate(plan):
         name = lay.name
         is_whole, is_written = name in whole, name in written
         w, v = lay.weight_size_bits, lay.state_size_bits
@@ -124,7 +124,10 @@ def frames_excess_bounds_reference(network: Network, first: int, last: int, axis
             own[0, :, i] = np.where(shown[:, i], chunk, 0)
             batches, which = np.unique(tb, return_inverse=True)
             steps, fewest = _weight_steps(tab, i, chunk, w, budget,
-                                          v_row if lay.stateful else 0, out_row_own, in_row,
+                                          v_row if lay.stateful else 0, out_row_own,
+                                          in_row + sum(rowbits for src, rowbits in made_in
+                                                       if src not in whole
+                                                       and src not in maybe_whole),
                                           tuple(batches.tolist()))
             steps, fewest = steps[which, idx], fewest[which, idx]
             dead |= steps == 0

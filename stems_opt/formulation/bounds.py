@@ -247,6 +247,10 @@ def _interval_plan(network: Network, first: int, last: int, axis: Axis) -> tuple
             tuple((pos[c], network.layer(c)) for c in inner),
             sum(read_bits(network, lay.name, c, axis) for c in inner),
             max((pos[c] for c in inner), default=-1),
+            # Inputs made in the interval: on chip or through DRAM, a sub-tile holds
+            # its window of them too (see _sub_window_rows).
+            tuple((src, network.tensor_row_bits(src, axis))
+                  for src in dict.fromkeys(lay.inputs) if src in pos),
         ))
     return tuple(plan)
 
@@ -438,7 +442,7 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
     weight_items: list[tuple[int, int, np.ndarray]] = []  # (item, position, excess)
     operand_extra = np.zeros(F)  # GB operand reads the buffer forces (energy)
     whole_items: list[int] = []  # items paid in full to free any part (row_sum_floor)
-    for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
+    for i, (lay, ins, inner, reads, lastp, made_in) in enumerate(plan):
         name = lay.name
         is_whole = per_row([name in wh for wh in wholes])
         is_written = per_row([name in wr for wr in writtens])
@@ -455,7 +459,11 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
         if lay.has_weights:
             chunk = w // max_chunks(lay.k, k_unroll)
             own[0, :, i] = np.where(shown[:, i], chunk, 0)
-            combos, which = np.unique(np.stack([tb, budget, out_row_own, in_row], axis=1),
+            # Every input a sub-tile reads through a window, from DRAM or on chip.
+            win_row = in_row + np.array([sum(rowbits for src, rowbits in made_in
+                                             if src not in wh and src not in maybe_whole)
+                                         for wh in wholes], dtype=np.int64)[key]
+            combos, which = np.unique(np.stack([tb, budget, out_row_own, win_row], axis=1),
                                       axis=0, return_inverse=True)
             steps, fewest = _weight_steps_of(tab, i, chunk, w, v_row if lay.stateful else 0,
                                              combos)
@@ -616,7 +624,7 @@ def _interval_table(network: Network, first: int, last: int, axis: Axis) -> _Tab
     fresh = np.zeros((L, N, N), dtype=np.int64)
     spans = np.zeros((L, N, N), dtype=np.int64)  # input window rows of each tile
     n = np.arange(1, N + 1)[:, None]
-    for i, (lay, ins, inner, _, _) in enumerate(plan):
+    for i, (lay, ins, inner, _, _, made_in) in enumerate(plan):
         b = bounds[i]
         win = np.where(rows[i] > 0, _window_hi(lay, axis, b[:, 1:])
                        - _window_lo(lay, axis, b[:, :-1]), 0)
@@ -633,6 +641,7 @@ def _interval_table(network: Network, first: int, last: int, axis: Axis) -> _Tab
                 # Per tile, the input rows no earlier tile's window holds: its
                 # sub-tiles read them all from DRAM (none can be kept from before).
                 fresh[i] = win - over
+            if ins or made_in:
                 spans[i] = win
         if ins:
             overlap[i] = over.max(axis=1)
@@ -647,7 +656,7 @@ def _interval_table(network: Network, first: int, last: int, axis: Axis) -> _Tab
             gap = np.where((need < big) & inside, b[:, 1:N] - need, 0)
             carried[i] = np.maximum(0, gap.max(axis=1, initial=0))
     score = np.zeros((N, N, L))  # (n, tile, position)
-    for i, (lay, _, inner, _, lastp) in enumerate(plan):
+    for i, (lay, _, inner, _, lastp, _) in enumerate(plan):
         if inner:
             score[:, :, i:lastp + 1] += (rows[i] * lay.output_row_bits(axis))[:, :, None]
     pick = np.where(score.max(axis=1) > 0, np.argmax(score, axis=1),
@@ -707,10 +716,11 @@ def _weight_steps(tab: _Table, i: int, chunk: int, w: int, budget: int, state_ro
     Resident or streamed whole, the weights hold ``w`` bits next to the
     layer's own sub-tile buffers: per row of its output tile its state
     (``state_row``) and output sub-tile (``out_row`` per timestep of the
-    batch), and per fresh row of its DRAM inputs' windows ``in_row`` per
-    timestep; at least ``ceil(r / m)`` and ``ceil(f / m)`` rows of a tile
-    with ``r`` rows and ``f`` fresh input rows for ``m`` sub-tiles (at most
-    the finest, one row each). When that overflows ``budget`` even at the
+    batch), and per row of its inputs' sub-tile windows ``in_row`` per
+    timestep (inputs from DRAM, or made in the interval and not kept whole);
+    at least ``ceil(r / m)`` rows of a tile with ``r`` rows for ``m``
+    sub-tiles (at most the finest, one row each), and the input rows of
+    :func:`_sub_window_rows`. When that overflows ``budget`` even at the
     finest split, the weights must be streamed in chunks (at least ``chunk``
     bits), and chunked weights are read once per sub-tile: ``m`` is at least
     the fewest sub-tiles that fit beside a chunk (the second array, whether
