@@ -783,22 +783,20 @@ def _sub_window_rows(rows: np.ndarray, span: np.ndarray, inner: np.ndarray, m: n
       window) plus the rows each shares with the next, at least ``shared``
       each, so the widest holds at least ``ceil((span + (k - 1) shared) / k)``;
     * the largest sub-tile: ``ceil(rows / m)`` rows, and its window at least
-      ``least`` of that; when two or more sub-tiles have that size (the
-      split gives sizes that differ by at most one), or when the tile is
-      ``inner``, one of them does not start at the map's first row, so at
-      least ``off_top``.
+      ``least`` of that. The split (``floor(j rows / m)``, as
+      :func:`stems_opt.cost.geometry.SegmentGeometry.max_sub_rows`) makes the
+      first sub-tile one of the smallest, so with two sub-tiles or more a
+      largest one starts past the tile's first row, and in an ``inner`` tile
+      every one starts past the map's first row: then at least ``off_top``.
 
-    Both shrink as ``m`` grows (with the largest size fixed, fewer sub-tiles
-    have it; and ``off_top[r - 1] <= least[r]``), so the bisection over ``m``
-    in :func:`_weight_steps_of` stays exact.
+    Both shrink as ``m`` grows (``off_top[r] <= least[r + 1] <= least[rows]``
+    for ``r < rows``), so the bisection over ``m`` in
+    :func:`_weight_steps_of` stays exact.
     """
     k = np.maximum(np.minimum(m, rows), 1)
     avg = -(-(span + (k - 1) * shared) // k)
-    size = -(-rows // m)  # largest sub-tile
-    count = np.where(rows % m == 0, k, rows % m)  # sub-tiles of that size
-    top = len(least) - 1
-    size = np.minimum(size, top)
-    big = np.where((count >= 2) | (inner > 0), off_top[size], least[size])
+    size = np.minimum(-(-rows // m), len(least) - 1)  # largest sub-tile
+    big = np.where((k >= 2) | (inner > 0), off_top[size], least[size])
     return np.where(span > 0, np.maximum(avg, big), 0)
 
 
