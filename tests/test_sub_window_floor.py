@@ -129,7 +129,8 @@ def test_never_above_the_widest_window(f: int, s: int, same: bool) -> None:
 def test_strided_conv_frames_below_their_optimum(size: int, objective: Objective) -> None:
     """A 3x3 stride-2 LIF conv with 4-bit inputs (rows of 2 x 4 x 4 = 32 bits) and
     weights that fit only in chunks: every frame bound of every column at most
-    the frame's proven optimum, where the buffer forces finer sub-tiles."""
+    the frame's proven optimum, where the buffer forces finer sub-tiles (at
+    1200 bits the window floor is reached: one more row per window fails)."""
     p = make_problem(one_conv(12, 3, 2, True, k=8, bits=4), size, 4, objective)
     assert check_bounds(p) > 0
 
@@ -154,9 +155,12 @@ def test_red_lif_128kb_lif_frames_below_their_optimum(red_lif_128kb, first: int,
     506.6, from frames that do not fit at all).
 
     One frame is reached exactly: ``lif12`` at ``Tb = 2`` along OX in 41 tiles,
-    space outer, 433,963,008 bits (tile-resident state, one sub-tile). Mutation:
-    one more input row per sub-tile window (``+ 1`` on ``_sub_window_rows``)
-    puts that bound above its optimum and fails this test."""
+    space outer, 433,963,008 bits (tile-resident state, one sub-tile).
+
+    Mutations that make ``add11..lif13`` fail: one more input row per sub-tile
+    window (``+ 1`` on ``_sub_window_rows``'s result; the strided conv above at
+    1200 bits fails too); the windows of inputs made in the interval counted
+    twice (``2 *`` in ``win_row``)."""
     cs = red_lif_128kb
     (col,) = [c for c in cs.columns if (c.first, c.last) == (first, last)]
     cs.tighten(col)
