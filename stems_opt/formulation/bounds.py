@@ -742,16 +742,13 @@ def _weight_steps_of(tab: _Table, i: int, chunk: int, w: int, state_row: int,
     tbs, budget = combos[:, 0:1], combos[:, 1:2]
     row_bits, input_bits = state_row + combos[:, 2:3] * tbs, combos[:, 3:4] * tbs
     finest = np.broadcast_to(tab.finest[:, i], (len(combos), tab.finest.shape[0]))
-    at = tab.steps_at[:, i]  # (N, 4)
-    least, off_top, shared = tab.sub_windows[i]
+    r0, w0, r1, w1 = _sub_tile_rows(tab, i)
+    at_n = np.arange(tab.finest.shape[0])[None, :]
 
     def need(m: np.ndarray) -> np.ndarray:
         """Bits of the sub-tile buffers with ``m`` sub-tiles, per row and tile count."""
-        return np.maximum(
-            -(-at[:, 0] // m) * row_bits + _sub_window_rows(
-                at[:, 0], at[:, 1], at[:, 2], m, least, off_top, shared) * input_bits,
-            -(-at[:, 3] // m) * row_bits + _sub_window_rows(
-                at[:, 3], at[:, 4], at[:, 5], m, least, off_top, shared) * input_bits)
+        return np.maximum(r0[at_n, m] * row_bits + w0[at_n, m] * input_bits,
+                          r1[at_n, m] * row_bits + w1[at_n, m] * input_bits)
 
     fine = need(finest)
     tight = w + fine > budget
@@ -765,6 +762,25 @@ def _weight_steps_of(tab: _Table, i: int, chunk: int, w: int, state_row: int,
     chunked = np.where(chunk + fine <= budget, lo, 0)
     steps = np.where(tight, chunked, 1)
     return steps, chunked
+
+
+def _sub_tile_rows(tab: _Table, i: int) -> tuple[np.ndarray, ...]:
+    """Per tile count and sub-tile count ``m`` (``[n - 1, m]``, up to the finest
+    split of any tile count), the output rows of the largest sub-tile and the
+    input rows of the widest window (:func:`_sub_window_rows`), in the two tiles
+    ``steps_at`` names for the layer at position ``i``. Memoised on the table."""
+    key = ("sub_tile_rows", i)
+    got = tab.memo.get(key)
+    if got is None:
+        at = tab.steps_at[:, i][:, None, :]  # (N, 1, 6)
+        m = np.maximum(np.arange(int(tab.finest[:, i].max()) + 1), 1)[None, :]
+        least, off_top, shared = tab.sub_windows[i]
+        got = tab.memo[key] = tuple(
+            part for k in (0, 3) for part in (
+                -(-at[..., k] // m),
+                _sub_window_rows(at[..., k], at[..., k + 1], at[..., k + 2], m, least,
+                                 off_top, shared)))
+    return got
 
 
 def _sub_window_rows(rows: np.ndarray, span: np.ndarray, inner: np.ndarray, m: np.ndarray,
