@@ -64,7 +64,7 @@ import numpy as np
 
 from stems_opt.cost.geometry import _row_window_arrays
 from stems_opt.cost.traffic import min_read_bits
-from stems_opt.formulation.row_sum_floor import row_floor_excess
+from stems_opt.formulation.row_sum_floor import largest_row_excess, row_floor_excess
 from stems_opt.formulation.subtile_floor import subtile_item, subtile_weight_excess
 from stems_opt.mapping import Order
 from stems_opt.network import Axis, LayerKind, Network, most_chunks
@@ -514,7 +514,9 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             keep = np.where(S > 1, keep, 0)
             hold = np.repeat(keep[:, None].astype(np.float64), L, axis=1)
             hold[:, i] = np.maximum(0, keep - own[1, :, i])
-            # Spilled adds 2 (S - 1) |V| under both persistences.
+            # Spilled adds 2 (S - 1) |V| under both persistences; one decision, paid
+            # whole however little of the kept state's bits it frees.
+            whole_items.append(len(excess))
             excess.append(((S - 1) * v * (read_rate + write_rate)).astype(np.float64))
             holds.append(hold)
         for src, rowbits, fewest in ins:
@@ -525,7 +527,8 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             # most any one of them keeps across a tile boundary. (No item where the
             # signature keeps the tensor whole.)
             dram = ~per_row([src in wh for wh in wholes])
-            item = kept.setdefault(src, [np.zeros(F), np.zeros(F)])
+            item = kept.setdefault(src, [np.zeros(F), np.zeros(F), 0])
+            item[2] += 1
             item[0] += np.where(several & dram, np.maximum(
                 0, tab.windows[idx, i] * rowbits * T - fewest), 0) * read_rate
             item[1] = np.maximum(item[1], np.where(dram, tab.overlap[idx, i] * rowbits * mult, 0))
@@ -540,7 +543,9 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
         hold[:, i] = np.maximum(0, hold[:, i] - own[3, :, i])
         excess.append(e.astype(np.float64))
         holds.append(np.where(is_whole[:, None], 0.0, hold))
-    for e, h in kept.values():
+    for e, h, readers in kept.values():
+        if readers == 1:  # (one reader: keep or reread is one decision, paid whole)
+            whole_items.append(len(excess))
         excess.append(e)
         holds.append(np.repeat(h[:, None], L, axis=1))
     if not excess:  # nothing to free: a zero item
@@ -571,6 +576,10 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             parts.e, parts.h, parts.base + fixed.reshape(F * L),
             parts.h.sum(axis=0) - row_budget, L, _knapsack_rows, whole_items,
             [k + 1 for k, _, _ in weight_items], parts.extra))
+    elif whole_items:  # (the largest row, with the decisions paid whole)
+        best = np.maximum(best, operand_extra + largest_row_excess(
+            parts.e, parts.h, parts.base + fixed.reshape(F * L),
+            parts.h.sum(axis=0) - row_budget, L, _knapsack_rows, whole_items, parts.extra))
     best = np.where(dead, np.inf, best)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)
