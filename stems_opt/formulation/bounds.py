@@ -35,7 +35,7 @@ at least
 
 a fractional knapsack per row, solved by sorting. Holds are lower bounds of
 the cost model's occupancy terms and excesses lower bounds of its traffic
-terms, so the result is a valid bound. Three refinements keep it valid:
+terms, so the result is a valid bound. These refinements keep it valid:
 
 * :math:`B` at row :math:`r` is first reduced by what the layer there holds
   whatever it chooses: a weight chunk, its finest state and output
@@ -50,7 +50,14 @@ terms, so the result is a valid bound. Three refinements keep it valid:
   :math:`m` the fewest sub-tiles whose buffers fit beside a chunk;
 * at the layer's own row its weights are a separate item: whole (resident or
   streamed whole, both hold :math:`|W|` there) or chunked, read
-  :math:`R m` times with :math:`m` as above even where whole weights fit.
+  :math:`R m` times with :math:`m` as above even where whole weights fit;
+* beside the chunk, a sub-tile holds its state and output rows and the
+  whole window of every input it reads through one, from DRAM or made in
+  the interval (:func:`_sub_window_rows`);
+* the spilled state and the halo rule of a tensor one layer of the frame
+  reads from DRAM are single decisions: on the largest row each is paid
+  whole however few bits it frees
+  (:func:`~stems_opt.formulation.row_sum_floor.largest_row_excess`).
 
 """
 
@@ -605,7 +612,7 @@ class _Table:
     live: np.ndarray  # (N, L, L) [n, j, p]: rows of layer j in the tile bounded at p
     steps_at: np.ndarray  # (N, L, 6) rows, input window rows and whether it starts past
     # the first row, of a largest tile and of the tile with the widest input window
-    # (0 windows: no DRAM input bounded)
+    # (0 windows: no windowed input, or a gapped one)
     sub_windows: tuple  # per layer, :func:`_sub_window_floor`'s (least, off_top, overlap)
     memo: dict = field(default_factory=dict, compare=False, hash=False)  # _weight_steps
 
