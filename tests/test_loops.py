@@ -8,6 +8,7 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stems_opt.cost.loops import (
@@ -327,8 +328,15 @@ def test_batched_shapes_equal_brute_force() -> None:
     """Shapes sharing a grid (same temporal extents) but not their rows, windows,
     strides, bit widths or state are solved in one batch (``solve_nests``); each
     equals brute force. Giving every shape of a batch the first shape's input
-    rows (``iy``) makes this fail."""
-    from stems_opt.cost.loops import _ChainSearch, clear_nest_table, solve_nests
+    rows (``iy``) makes this fail. The energy-only batch (the frame floors')
+    gives the same energies: keeping the first case's energy instead of the
+    least in ``_ChainSearch.solve`` when no nest is asked makes this fail."""
+    from stems_opt.cost.loops import (
+        _ChainSearch,
+        clear_nest_table,
+        nest_energy_fj,
+        solve_nests,
+    )
 
     hw = NestHardware((2, 1, 2, 1, 1, 1), 1, 2, None, Buffer("weight_buffer", 24, 3, 5, None),
                       Buffer("input_buffer", 12, 7, 11, None))
@@ -338,11 +346,14 @@ def test_batched_shapes_equal_brute_force() -> None:
                                          (3, 2, 5, 4, 8), (4, 1, 4, 1, 4)]]
     assert len({_ChainSearch.key(s, hw) for s in shapes}) == 1  # one batch
     clear_nest_table()
-    solve_nests(shapes, hw)
-    for shape in shapes:
+    solve_nests(shapes, hw)  # energies alone, in one batch
+    energies = [nest_energy_fj(shape, hw) for shape in shapes]
+    clear_nest_table()
+    solve_nests(shapes, hw, nests=True)
+    for shape, energy in zip(shapes, energies, strict=True):
         best = min(nest_cost(n, shape, hw).total_fj for n in all_nests(shape, hw))
         found, value = optimal_nest(shape, hw)
-        assert value == best
+        assert value == best == energy
         assert nest_cost(found, shape, hw).total_fj == value
 
 
@@ -408,3 +419,21 @@ def test_random_steps_on_random_arrays_equal_brute_force() -> None:
         assert value == min(costs)
         assert check_nest(found, shape, hw) == []
         assert nest_cost(found, shape, hw).total_fj == value
+
+
+def test_running_minima_equal_their_definition() -> None:
+    """``_above_min`` / ``_below_min`` on grids big enough for the slice loop
+    (``SMALL_GRID`` points and more) and small ones equal the minimum over
+    every point ``y <= x`` (``y >= x``) index by index, computed point by
+    point. Starting the loop at index 2 (``range(2, n)``) makes this fail."""
+    from stems_opt.cost.loops import SMALL_GRID, _above_min, _below_min
+
+    rng = np.random.default_rng(3)
+    for shape in [(2, 3, 2, 5, 2, 2, 3), (1, 4, 2, 3, 2, 2, 2, 2), (3, 2, 3), (1, 2, 1, 2)]:
+        a = rng.integers(0, 1000, size=shape)
+        up, down = _above_min(a), _below_min(a)
+        for x in itertools.product(*(range(n) for n in shape)):
+            box_up = a[(x[0], *(slice(0, i + 1) for i in x[1:]))]
+            box_down = a[(x[0], *(slice(i, None) for i in x[1:]))]
+            assert up[x] == box_up.min() and down[x] == box_down.min()
+    assert math.prod((2, 3, 2, 5, 2, 2, 3)) >= SMALL_GRID > math.prod((3, 2, 3))

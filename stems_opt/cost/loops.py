@@ -361,25 +361,48 @@ INF = 1 << 60
 """Energy of an impossible choice (three of them still fit an int64)."""
 
 
+SMALL_GRID = 512
+"""Grid sizes below which one ``accumulate`` per axis beats the slice loop of
+:func:`_running_min` (numpy's strided ``accumulate`` is slow on big grids)."""
+
+
+def _running_min(a: np.ndarray, down: bool) -> np.ndarray:
+    """A fresh array holding the running minimum of ``a`` along each axis but
+    the first, from index 0 up (``down``: from the last index down)."""
+    if a.size < SMALL_GRID:
+        for ax in range(1, a.ndim):
+            if a.shape[ax] > 1:
+                if down:
+                    flip = [slice(None)] * a.ndim
+                    flip[ax] = slice(None, None, -1)
+                    a = np.minimum.accumulate(a[tuple(flip)], axis=ax)[tuple(flip)]
+                else:
+                    a = np.minimum.accumulate(a, axis=ax)
+        return np.array(a, copy=True) if a.base is not None or not a.flags.c_contiguous \
+            else a
+    out = np.array(a, copy=True, order="C")
+    shp = out.shape
+    for ax in range(1, out.ndim):
+        n = shp[ax]
+        if n > 1:  # (as three axes: before, this one, after)
+            v = out.reshape(math.prod(shp[:ax]), n, math.prod(shp[ax + 1:]))
+            for i in (range(n - 2, -1, -1) if down else range(1, n)):
+                j = i + 1 if down else i - 1
+                np.minimum(v[:, j], v[:, i], out=v[:, i])
+    return out
+
+
 def _above_min(a: np.ndarray) -> np.ndarray:
     """``out[x] = min(a[y] for every grid point y above x)``, per shape (axis 0);
     the grid's axes run from the highest exponent down: every ``y <= x`` index
     by index (a running minimum along each axis)."""
-    for ax in range(1, a.ndim):
-        if a.shape[ax] > 1:
-            a = np.minimum.accumulate(a, axis=ax)
-    return a if a.base is None else a.copy()
+    return _running_min(a, down=False)
 
 
 def _below_min(a: np.ndarray) -> np.ndarray:
     """``out[x] = min(a[y] for every grid point y below x)``, per shape (axis 0):
     ``y >= x`` index by index."""
-    for ax in range(1, a.ndim):
-        if a.shape[ax] > 1:
-            flip = [slice(None)] * a.ndim
-            flip[ax] = slice(None, None, -1)
-            a = np.minimum.accumulate(a[tuple(flip)], axis=ax)[tuple(flip)]
-    return np.ascontiguousarray(a)
+    return _running_min(a, down=True)
 
 
 class _ChainSearch:
@@ -581,8 +604,10 @@ class _ChainSearch:
             return [t for t in range(1, tb + 1) if tb % t == 0]
         return [1]
 
-    def solve(self) -> list[tuple[Nest, int] | None]:
+    def solve(self, nests: bool = True) -> list[tuple[Nest | None, int] | None]:
         """Per shape, the optimal nest and its energy (fJ); ``None``: nothing fits.
+        Without ``nests`` the energy alone (the nest ``None``): the frame
+        floors need no nest, and finding it is a fifth of the search.
 
         For each family of the register point ``P`` and each order of the
         buffer points, those above ``P`` by suffix minima over the grid and
@@ -612,10 +637,13 @@ class _ChainSearch:
                         v = (g + ups[above] + downs[below]).reshape(n, -1).min(axis=1)
                         better = v < best_v
                         best_v = np.where(better, v, best_v)
-                        best_at = np.where(better, len(cases), best_at)
-                        cases.append((g, ups[above], downs[below], sel, order, k, bufs, up))
+                        if nests:
+                            best_at = np.where(better, len(cases), best_at)
+                            cases.append((g, ups[above], downs[below], sel, order, k, bufs,
+                                          up))
         return [None if best_v[i] >= INF else
-                (self._points(i, cases[best_at[i]]), int(best_v[i])) for i in range(n)]
+                (self._points(i, cases[best_at[i]]) if nests else None, int(best_v[i]))
+                for i in range(n)]
 
     def _points(self, i: int, case: tuple) -> Nest:
         """The nest of shape ``i`` through the best points of ``case``."""
@@ -698,17 +726,22 @@ class NoNestError(ValueError):
 
 
 _TABLE: dict[tuple[StepShape, NestHardware], tuple[Nest, int] | None] = {}
-"""The optimal nest of every step shape solved in this process."""
+"""The optimal nest of every step shape whose nest was asked for in this process."""
+_ENERGY: dict[tuple[StepShape, NestHardware], int | None] = {}
+"""The least nest energy of every step shape solved in this process (``None``:
+no nest fits); a superset of :data:`_TABLE`'s shapes."""
 BATCH_POINTS = 1 << 18
 """Grid points (shapes x points per shape) solved in one batch, at most."""
 
 
-def solve_nests(shapes: Iterable[StepShape], hw: NestHardware) -> None:
-    """Solve the optimal nest of every shape not yet in the table, in batches
-    of shapes that share a grid (one array operation serves them all)."""
+def solve_nests(shapes: Iterable[StepShape], hw: NestHardware, nests: bool = False) -> None:
+    """Solve the least nest energy of every shape not yet in :data:`_ENERGY`
+    (``nests``: the optimal nest of every shape not yet in :data:`_TABLE`), in
+    batches of shapes that share a grid (one array operation serves them all)."""
+    table = _TABLE if nests else _ENERGY
     groups: dict[tuple[int, ...], list[StepShape]] = {}
     for shape in dict.fromkeys(shapes):
-        if (shape, hw) not in _TABLE:
+        if (shape, hw) not in table:
             groups.setdefault(_ChainSearch.key(shape, hw), []).append(shape)
     for group in groups.values():
         key = _ChainSearch.key(group[0], hw)
@@ -716,13 +749,25 @@ def solve_nests(shapes: Iterable[StepShape], hw: NestHardware) -> None:
         size = max(1, BATCH_POINTS // points)
         for lo in range(0, len(group), size):
             batch = group[lo:lo + size]
-            for shape, got in zip(batch, _ChainSearch(batch, hw).solve(), strict=True):
-                _TABLE[(shape, hw)] = got
+            for shape, got in zip(batch, _ChainSearch(batch, hw).solve(nests), strict=True):
+                _ENERGY[(shape, hw)] = None if got is None else got[1]
+                if nests:
+                    _TABLE[(shape, hw)] = None if got is None else (got[0], got[1])
+
+
+def nest_energy_fj(shape: StepShape, hw: NestHardware) -> int | None:
+    """The least nest energy of ``shape`` (``None``: no nest fits), solved once
+    per process (:func:`solve_nests` fills the table for many shapes at once)."""
+    key = (shape, hw)
+    if key not in _ENERGY:
+        solve_nests((shape,), hw)
+    return _ENERGY[key]
 
 
 def clear_nest_table() -> None:
     """Forget every solved nest (for benchmarks)."""
     _TABLE.clear()
+    _ENERGY.clear()
     _KIND_FJ.clear()
     layer_nest_floor_fj.cache_clear()
 
@@ -739,7 +784,7 @@ def optimal_nest(shape: StepShape, hw: NestHardware) -> tuple[Nest, int]:
     """
     key = (shape, hw)
     if key not in _TABLE:
-        solve_nests((shape,), hw)
+        solve_nests((shape,), hw, nests=True)
     got = _TABLE[key]
     if got is None:
         raise NoNestError(f"no loop nest of {shape} fits the inner buffers")
@@ -845,7 +890,7 @@ def layer_nest_energy(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int,
     ``batches`` time batches, each step run by its optimal nest."""
     total: dict[tuple[str, str], int] = {}
     steps = layer_steps(layer, axis, bounds, m, tb, chunks)
-    solve_nests(steps, hw)
+    solve_nests(steps, hw, nests=True)
     for shape, count in steps.items():
         nest, _ = optimal_nest(shape, hw)
         for key, fj in nest_cost(nest, shape, hw).energy_fj.items():
@@ -954,8 +999,7 @@ def prefill_nest_floors(steps: Iterable[tuple[Layer, Axis, tuple[int, ...], tupl
     solve_nests((s for _, rows in todo.values() for row in rows.values() for s in row), hw)
     for memo, rows in todo.values():
         for kv, row in rows.items():
-            memo[kv] = tuple(-1 if g is None else g[1]
-                             for g in (_TABLE[(s, hw)] for s in row))
+            memo[kv] = tuple(-1 if g is None else g for g in (_ENERGY[(s, hw)] for s in row))
     return memos
 
 
