@@ -437,3 +437,33 @@ def test_running_minima_equal_their_definition() -> None:
             box_down = a[(x[0], *(slice(i, None) for i in x[1:]))]
             assert up[x] == box_up.min() and down[x] == box_down.min()
     assert math.prod((2, 3, 2, 5, 2, 2, 3)) >= SMALL_GRID > math.prod((3, 2, 3))
+
+
+def test_layer_total_equals_the_sum_of_its_nests() -> None:
+    """``layer_nest_total_fj`` (the option costs' operand term, from the least
+    nest energies alone) equals the sum of ``layer_nest_energy``'s per-level
+    values (each step's optimal nest scored by ``nest_cost``) for random conv
+    and linear layers, tile counts, sub-tile counts, time batches, chunkings,
+    roomy and tight buffers; both raise ``NoNestError`` together. Dropping the
+    ``batches`` factor (or the step ``count``) in ``layer_nest_total_fj``
+    makes this fail."""
+    from stems_opt.cost.loops import clear_nest_table, layer_nest_total_fj
+
+    clear_nest_table()  # (the totals must not lean on nests found before)
+    rng = random.Random(17)
+    T = 4
+    for _ in range(10):
+        lay = _layer(rng, rng.choice([LayerKind.CONV, LayerKind.LINEAR]))
+        E = lay.oy
+        for hw, n, tb in itertools.product((HW, TIGHT), range(1, E + 1), (1, 2, 4)):
+            bounds = tuple(t * E // n for t in range(n + 1))
+            m = rng.randint(1, min(bounds[t + 1] - bounds[t] for t in range(n)))
+            for c in chunk_counts(lay.k, 2):
+                try:
+                    want = sum(v for _, v in layer_nest_energy(lay, Axis.OY, bounds, m, tb,
+                                                                T // tb, hw, c))
+                except NoNestError:
+                    with pytest.raises(NoNestError):
+                        layer_nest_total_fj(lay, Axis.OY, bounds, m, tb, T // tb, hw, c)
+                    continue
+                assert layer_nest_total_fj(lay, Axis.OY, bounds, m, tb, T // tb, hw, c) == want

@@ -392,6 +392,18 @@ def _running_min(a: np.ndarray, down: bool) -> np.ndarray:
     return out
 
 
+def _stacked(fn, arrays: dict) -> dict:
+    """``fn`` (:func:`_above_min` or :func:`_below_min`) of each array of
+    ``arrays`` (one shape), in one call: they are stacked along axis 0, which
+    the running minima leave alone (a call's overhead outweighs its work on
+    most grids)."""
+    if len(arrays) <= 1:
+        return {k: fn(a) for k, a in arrays.items()}
+    out = fn(np.concatenate(list(arrays.values()), axis=0))
+    n = out.shape[0] // len(arrays)
+    return {k: out[i * n:(i + 1) * n] for i, k in enumerate(arrays)}
+
+
 def _above_min(a: np.ndarray) -> np.ndarray:
     """``out[x] = min(a[y] for every grid point y above x)``, per shape (axis 0);
     the grid's axes run from the highest exponent down: every ``y <= x`` index
@@ -619,21 +631,22 @@ class _ChainSearch:
         cases = []
         for t in self._prefixes():
             families, bufs = self._terms(t)
-            up = {k: _above_min(v) for k, v in bufs.items()}
-            pairs = {o: bufs[o[0]] + up[o[1]] for o in itertools.permutations(bufs, 2)}
+            up = _stacked(_above_min, bufs)
+            two = list(itertools.permutations(bufs, 2))
+            pairs = {o: bufs[o[0]] + up[o[1]] for o in two}
             for fam in families:
                 sel, other, g = fam
                 ups: dict[tuple[str, ...], np.ndarray | int] = {(): 0}
+                ups.update({(o,): up[o][sel] for o in bufs})
+                ups.update(_stacked(_above_min, {o: np.min(pairs[o], axis=other, keepdims=True)
+                                                 if other else pairs[o] for o in two}))
                 downs: dict[tuple[str, ...], np.ndarray | int] = {(): 0}
+                downs.update(_stacked(_below_min, {(o,): bufs[o][sel] for o in bufs}))
+                downs.update(_stacked(_below_min, {o: bufs[o[1]][sel] + downs[o[:1]]
+                                                   for o in two}))
                 for order in itertools.permutations(bufs):
                     for k in range(len(order) + 1):
                         above, below = order[k:], order[:k]
-                        if above not in ups:
-                            ups[above] = up[above[0]][sel] if len(above) == 1 else \
-                                _above_min(np.min(pairs[above], axis=other, keepdims=True)
-                                           if other else pairs[above])
-                        if below not in downs:
-                            downs[below] = _below_min(bufs[below[-1]][sel] + downs[below[:-1]])
                         v = (g + ups[above] + downs[below]).reshape(n, -1).min(axis=1)
                         better = v < best_v
                         best_v = np.where(better, v, best_v)
@@ -770,6 +783,7 @@ def clear_nest_table() -> None:
     _ENERGY.clear()
     _KIND_FJ.clear()
     layer_nest_floor_fj.cache_clear()
+    layer_nest_total_fj.cache_clear()
 
 
 def optimal_nest(shape: StepShape, hw: NestHardware) -> tuple[Nest, int]:
@@ -896,6 +910,22 @@ def layer_nest_energy(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int,
         for key, fj in nest_cost(nest, shape, hw).energy_fj.items():
             total[key] = total.get(key, 0) + fj * count * batches
     return tuple(sorted(total.items()))
+
+
+@lru_cache(maxsize=65536)
+def layer_nest_total_fj(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int, tb: int,
+                        batches: int, hw: NestHardware, chunks: int = 1) -> int:
+    """The sum of :func:`layer_nest_energy`'s values, from the least nest
+    energies alone (no nest is found: the option costs need the total only)."""
+    steps = layer_steps(layer, axis, bounds, m, tb, chunks)
+    solve_nests(steps, hw)
+    total = 0
+    for shape, count in steps.items():
+        fj = _ENERGY[(shape, hw)]
+        if fj is None:
+            raise NoNestError(f"no loop nest of {shape} fits the inner buffers")
+        total += fj * count * batches
+    return total
 
 
 def step_floor_fj(shape: StepShape, hw: NestHardware) -> int:
