@@ -467,3 +467,26 @@ def test_layer_total_equals_the_sum_of_its_nests() -> None:
                         layer_nest_total_fj(lay, Axis.OY, bounds, m, tb, T // tb, hw, c)
                     continue
                 assert layer_nest_total_fj(lay, Axis.OY, bounds, m, tb, T // tb, hw, c) == want
+
+
+def test_layers_of_one_shape_share_their_step_tables() -> None:
+    """Two layers equal but for their names and inputs share one twin (the key
+    of their step tables) and have equal nest energies; a layer differing in
+    any field their steps see has another twin. Making the twin drop ``c``
+    too (``dataclasses.replace(..., c=1)``) makes this fail."""
+    from dataclasses import fields, replace
+
+    from stems_opt.cost.loops import shape_twin
+
+    a = Layer("a", LayerKind.CONV, ("x",), k=4, c=2, oy=3, ox=2, iy=3, ix=2, fy=3, fx=1,
+              pad_y=1, neuron=NeuronKind.LIF)
+    b = replace(a, name="b", inputs=("y", "z"))
+    assert shape_twin(a) == shape_twin(b)
+    bounds = (0, 2, 3)
+    assert layer_nest_energy(a, Axis.OY, bounds, 1, 2, 2, TIGHT) == \
+        layer_nest_energy(b, Axis.OY, bounds, 1, 2, 2, TIGHT)
+    for f in fields(a):
+        if f.name in ("name", "inputs", "kind", "neuron", "pool_type", "spike_rate"):
+            continue
+        other = replace(a, **{f.name: getattr(a, f.name) + 1})
+        assert shape_twin(other) != shape_twin(a), f.name

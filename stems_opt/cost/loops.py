@@ -38,6 +38,7 @@ This module imports no solver.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Iterable, Iterator
@@ -783,7 +784,8 @@ def clear_nest_table() -> None:
     _ENERGY.clear()
     _KIND_FJ.clear()
     layer_nest_floor_fj.cache_clear()
-    layer_nest_total_fj.cache_clear()
+    _layer_nest_total_fj.cache_clear()
+    _layer_nest_energy.cache_clear()
 
 
 def optimal_nest(shape: StepShape, hw: NestHardware) -> tuple[Nest, int]:
@@ -896,12 +898,32 @@ def layer_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int, tb: i
     return out
 
 
-@lru_cache(maxsize=65536)
+_TWINS: dict[int, tuple[Layer, Layer]] = {}
+
+
+def shape_twin(layer: Layer) -> Layer:
+    """``layer`` without its name and inputs, which its steps do not see: the
+    key of the tables of its steps, equal for every layer of its shape (so
+    SEW-ResNet's repeated blocks share them). Memoised per layer object."""
+    hit = _TWINS.get(id(layer))
+    if hit is None or hit[0] is not layer:
+        hit = (layer, dataclasses.replace(layer, name="", inputs=()))
+        _TWINS[id(layer)] = hit
+    return hit[1]
+
+
 def layer_nest_energy(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int, tb: int,
                       batches: int, hw: NestHardware, chunks: int = 1
                       ) -> tuple[tuple[tuple[str, str], int], ...]:
     """Operand energy (fJ) per ``(level, operand)`` of a conv or linear layer over
     ``batches`` time batches, each step run by its optimal nest."""
+    return _layer_nest_energy(shape_twin(layer), axis, bounds, m, tb, batches, hw, chunks)
+
+
+@lru_cache(maxsize=65536)
+def _layer_nest_energy(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int, tb: int,
+                       batches: int, hw: NestHardware, chunks: int
+                       ) -> tuple[tuple[tuple[str, str], int], ...]:
     total: dict[tuple[str, str], int] = {}
     steps = layer_steps(layer, axis, bounds, m, tb, chunks)
     solve_nests(steps, hw, nests=True)
@@ -912,11 +934,16 @@ def layer_nest_energy(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int,
     return tuple(sorted(total.items()))
 
 
-@lru_cache(maxsize=65536)
 def layer_nest_total_fj(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int, tb: int,
                         batches: int, hw: NestHardware, chunks: int = 1) -> int:
     """The sum of :func:`layer_nest_energy`'s values, from the least nest
     energies alone (no nest is found: the option costs need the total only)."""
+    return _layer_nest_total_fj(shape_twin(layer), axis, bounds, m, tb, batches, hw, chunks)
+
+
+@lru_cache(maxsize=65536)
+def _layer_nest_total_fj(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int, tb: int,
+                         batches: int, hw: NestHardware, chunks: int) -> int:
     steps = layer_steps(layer, axis, bounds, m, tb, chunks)
     solve_nests(steps, hw)
     total = 0
@@ -1020,7 +1047,7 @@ def prefill_nest_floors(steps: Iterable[tuple[Layer, Axis, tuple[int, ...], tupl
         memo = tables.get((id(layer), axis, chunks))
         if memo is None:
             memo = tables[(id(layer), axis, chunks)] = _KIND_FJ.setdefault(
-                (layer, axis, tb, hw, chunks), {})
+                (shape_twin(layer), axis, tb, hw, chunks), {})
         memos.append(memo)
         new = todo.setdefault(id(memo), (memo, {}))[1]
         for kv, a, z in _sub_tile_steps(layer, axis, bounds)[0]:
@@ -1074,10 +1101,22 @@ def least_kind_sum(layer: Layer, axis: Axis, bounds: tuple[int, ...],
     return int(totals[~bad].min())
 
 
-@lru_cache(maxsize=65536)
 def _sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]
                     ) -> tuple[tuple[tuple[int, int, int], ...], np.ndarray, np.ndarray,
                                np.ndarray]:
+    """:func:`_window_steps` of ``layer``'s geometry along ``axis``: the same
+    for every layer with its stride, padding, kernel and input extent there
+    (SEW-ResNet's repeated blocks compute it once)."""
+    if layer.kind is LayerKind.LINEAR:
+        return _window_steps(None, bounds)
+    return _window_steps((layer.stride_y, layer.pad_y, layer.fy, layer.iy) if axis is Axis.OY
+                         else (layer.stride_x, layer.pad_x, layer.fx, layer.ix), bounds)
+
+
+@lru_cache(maxsize=65536)
+def _window_steps(window: tuple[int, int, int, int] | None, bounds: tuple[int, ...]
+                  ) -> tuple[tuple[tuple[int, int, int], ...], np.ndarray, np.ndarray,
+                             np.ndarray]:
     """The steps of every sub-tile count ``m = 1 .. limit`` (the smallest
     non-empty tile) of a conv or linear layer, by kind (its rows and window
     length, which fix its shape): each kind's key and one representative
@@ -1096,11 +1135,10 @@ def _sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]
     jj = np.arange(len(mm)) - np.repeat(np.cumsum(ms) - ms, ms)
     a = (lo[:, None] + (jj * span[:, None]) // mm).ravel()
     z = (lo[:, None] + ((jj + 1) * span[:, None]) // mm).ravel()  # z > a: span >= m
-    if layer.kind is LayerKind.LINEAR:  # every step is a 1 x 1 map: one kind
+    if window is None:  # a linear layer: every step is a 1 x 1 map, one kind
         key = np.zeros_like(a)
     else:
-        s_, p_, f_, e_ = (layer.stride_y, layer.pad_y, layer.fy, layer.iy) \
-            if axis is Axis.OY else (layer.stride_x, layer.pad_x, layer.fx, layer.ix)
+        s_, p_, f_, e_ = window  # stride, padding, kernel, input extent
         wins = np.minimum(e_, (z - 1) * s_ - p_ + f_) - np.maximum(0, a * s_ - p_)
         key = (z - a) * (1 << 32) + wins
     kinds, first, kind_of = np.unique(key, return_index=True, return_inverse=True)
