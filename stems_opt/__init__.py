@@ -24,6 +24,7 @@ from stems_opt.io import (
     load_network,
     network_from_dict,
 )
+from stems_opt.layer_specs import NetworkDefaults, build_network
 from stems_opt.mapping import (
     Halo,
     Mapping,
@@ -41,10 +42,8 @@ from stems_opt.network import (
     Layer,
     LayerKind,
     Network,
-    NetworkDefaults,
     NeuronKind,
     StatePersistence,
-    build_network,
 )
 from stems_opt.nir_import import NirOptions, load_nir
 from stems_opt.problem import Objective, Problem

@@ -33,6 +33,7 @@ from stems_opt.hardware import (
     check_clock,
     is_number,
 )
+from stems_opt.layer_specs import NetworkDefaults, build_network, layer_spec_issues
 from stems_opt.limits import (
     MAX_BANDWIDTH,
     MAX_EXTENT,
@@ -52,11 +53,8 @@ from stems_opt.network import (
     Block,
     InputTensor,
     Network,
-    NetworkDefaults,
     NeuronKind,
     StatePersistence,
-    build_network,
-    layer_spec_issues,
 )
 from stems_opt.problem import KnownOptimum, Objective, Problem
 

@@ -311,27 +311,30 @@ def segment_violations(network: Network, i: int, seg: Segment, k_unroll: int = 1
                        ) -> list[Violation]:
     """The structural violations of segment ``i`` on its own (its layers must exist):
     ranges, divisibility and the keys of its tables."""
-    out: list[Violation] = []
-
-    def consumers(tensor: str) -> tuple[str, ...]:
-        known = network.has_layer(tensor) or tensor == network.input.name
-        return network.consumers(tensor) if known else ()
-
-    def unknown_key(i: int, table: str, key: str, what: str = "layer") -> Violation:
-        return Violation("structure", f"no such {what} in the network", segment=i, layer=key,
-                         field=table)
-
-    T = network.timesteps
     if not seg.layers:
-        out.append(Violation("structure", "empty segment", segment=i, field="layers"))
-        return out
-    layers = [network.layer(n) for n in seg.layers]
-    inside = set(seg.layers)
+        return [Violation("structure", "empty segment", segment=i, field="layers")]
+    return [*_frame_violations(network, i, seg),
+            *_sub_tile_violations(network, i, seg),
+            *_weight_violations(network, i, seg, k_unroll),
+            *_state_violations(network, i, seg),
+            *_tensor_violations(network, i, seg),
+            *_sub_tile_value_violations(i, seg)]
+
+
+def _unknown_key(i: int, table: str, key: str, what: str = "layer") -> Violation:
+    return Violation("structure", f"no such {what} in the network", segment=i, layer=key,
+                     field=table)
+
+
+def _frame_violations(network: Network, i: int, seg: Segment) -> list[Violation]:
+    """Time batch, tile count and order."""
+    out: list[Violation] = []
+    T = network.timesteps
     if not isinstance(seg.time_batch, int) or seg.time_batch < 1 or T % seg.time_batch:
         out.append(Violation("divisor", f"time_batch {seg.time_batch} must divide T = {T} "
                              f"(one of {excerpt(divisors(T))})", segment=i,
                              field="time_batch"))
-    max_n = min(lay.extent(seg.axis) for lay in layers)
+    max_n = min(network.layer(n).extent(seg.axis) for n in seg.layers)
     if not 1 <= seg.tiles <= max_n:
         out.append(Violation("range", f"tiles {seg.tiles} must be in 1..{max_n} (the "
                              f"smallest {seg.axis.value} extent in the segment)", segment=i,
@@ -339,16 +342,37 @@ def segment_violations(network: Network, i: int, seg: Segment, k_unroll: int = 1
     if seg.order is Order.SPACE_OUTER and (seg.tiles == 1 or seg.time_batch == T):
         out.append(Violation("structure", "with one tile or Tb = T the order is "
                              "time_outer", segment=i, field="order"))
+    return out
+
+
+def _sub_tile_violations(network: Network, i: int, seg: Segment) -> list[Violation]:
+    out: list[Violation] = []
     for key in seg.sub_tiles:
         if not network.has_layer(key):
-            out.append(unknown_key(i, "sub_tiles", key))
-        elif key not in inside:
+            out.append(_unknown_key(i, "sub_tiles", key))
+        elif key not in seg.layers:
             out.append(Violation("structure", "sub_tiles names a layer outside the segment",
                                  segment=i, layer=key, field="sub_tiles"))
+    return out
+
+
+def _sub_tile_value_violations(i: int, seg: Segment) -> list[Violation]:
+    out: list[Violation] = []
+    for name in seg.layers:
+        m = seg.sub_tile(name)
+        if not isinstance(m, int) or m < 1:
+            out.append(Violation("range", f"sub_tiles must be >= 1, got {m}", segment=i,
+                                 layer=name, field="sub_tiles"))
+    return out
+
+
+def _weight_violations(network: Network, i: int, seg: Segment, k_unroll: int
+                       ) -> list[Violation]:
+    out: list[Violation] = []
     for key, wc in seg.weights.items():
         if not network.has_layer(key):
-            out.append(unknown_key(i, "weights", key))
-        elif key not in inside or not network.layer(key).has_weights:
+            out.append(_unknown_key(i, "weights", key))
+        elif key not in seg.layers or not network.layer(key).has_weights:
             out.append(Violation("structure", "weights names a layer of this segment "
                                  "without weights or outside it", segment=i, layer=key,
                                  field="weights"))
@@ -361,28 +385,50 @@ def segment_violations(network: Network, i: int, seg: Segment, k_unroll: int = 1
                 out.append(Violation("range", f"K / chunks = {k // wc.chunks} is below "
                                      f"the array's K unrolling {k_unroll}", segment=i,
                                      layer=key, field="weights"))
+    return out
+
+
+def _state_violations(network: Network, i: int, seg: Segment) -> list[Violation]:
+    out: list[Violation] = []
     for key, mode in seg.states.items():
         if not network.has_layer(key):
-            out.append(unknown_key(i, "states", key))
-        elif key not in inside or not network.layer(key).stateful:
+            out.append(_unknown_key(i, "states", key))
+        elif key not in seg.layers or not network.layer(key).stateful:
             out.append(Violation("structure", "states names a layer of this segment "
                                  "without state or outside it", segment=i, layer=key,
                                  field="states"))
         elif mode is StateMode.TILE_RESIDENT and not (
-                seg.order is Order.SPACE_OUTER and seg.tiles > 1 and seg.time_batch < T):
+                seg.order is Order.SPACE_OUTER and seg.tiles > 1
+                and seg.time_batch < network.timesteps):
             out.append(Violation("structure", "tile_resident needs space_outer, tiles > 1 "
                                  "and time_batch < T", segment=i, layer=key, field="states"))
+    return out
+
+
+def _tensor_violations(network: Network, i: int, seg: Segment) -> list[Violation]:
+    """The tables keyed by tensor: activations, inputs and halos."""
+    out: list[Violation] = []
+    inside = set(seg.layers)
+
+    def read_inside(tensor: str) -> bool:
+        known = network.has_layer(tensor) or tensor == network.input.name
+        return known and any(c in inside for c in network.consumers(tensor))
+
+    def known_tensor(key: str) -> bool:
+        return network.has_layer(key) or key == network.input.name
+
     for key in seg.activations:
         if not network.has_layer(key):
-            out.append(unknown_key(i, "activations", key, "tensor"))
-        elif key not in inside or not any(c in inside for c in consumers(key)):
+            out.append(_unknown_key(i, "activations", key, "tensor"))
+        elif key not in inside or not read_inside(key):
             out.append(Violation("structure", "activations names a tensor not both made "
                                  "and read in this segment", segment=i, layer=key,
                                  field="activations"))
-    read_earlier = {src for lay in layers for src in lay.inputs if src not in inside}
+    read_earlier = {src for n in seg.layers for src in network.layer(n).inputs
+                    if src not in inside}
     for key, place in seg.inputs.items():
-        if not network.has_layer(key) and key != network.input.name:
-            out.append(unknown_key(i, "inputs", key, "tensor"))
+        if not known_tensor(key):
+            out.append(_unknown_key(i, "inputs", key, "tensor"))
         elif key not in read_earlier:
             out.append(Violation("structure", "inputs names a tensor this segment does "
                                  "not read from an earlier segment", segment=i, layer=key,
@@ -391,17 +437,11 @@ def segment_violations(network: Network, i: int, seg: Segment, k_unroll: int = 1
             out.append(Violation("structure", "the network input always comes from DRAM",
                                  segment=i, layer=key, field="inputs"))
     for key in seg.halos:
-        if not network.has_layer(key) and key != network.input.name:
-            out.append(unknown_key(i, "halos", key, "tensor"))
-        elif key not in read_earlier and key not in seg.activations and not any(
-                c in inside for c in consumers(key)):
+        if not known_tensor(key):
+            out.append(_unknown_key(i, "halos", key, "tensor"))
+        elif key not in read_earlier and key not in seg.activations and not read_inside(key):
             out.append(Violation("structure", "halos names a tensor this segment does not "
                                  "read", segment=i, layer=key, field="halos"))
-    for lay in layers:
-        m = seg.sub_tile(lay.name)
-        if not isinstance(m, int) or m < 1:
-            out.append(Violation("range", f"sub_tiles must be >= 1, got {m}", segment=i,
-                                 layer=lay.name, field="sub_tiles"))
     return out
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from stems_opt.hardware import ComputeArray, Hardware, MemoryLevel
-from stems_opt.network import InputTensor, build_network, divisors, most_chunks
+from stems_opt.layer_specs import build_network
+from stems_opt.network import InputTensor, divisors, most_chunks
 from stems_opt.problem import Objective, Problem
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from stems_opt.cost.evaluation import evaluate
 from stems_opt.cost.geometry import sub_tile_limits
 from stems_opt.io import hardware_from_dict, network_from_dict
+from stems_opt.layer_specs import build_network
 from stems_opt.mapping import (
     RESIDENT,
     STREAMED,
@@ -41,7 +42,6 @@ from stems_opt.network import (
     InputTensor,
     Network,
     StatePersistence,
-    build_network,
     divisors,
 )
 from stems_opt.problem import Problem
