@@ -7,6 +7,7 @@ import itertools
 import math
 import random
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 import pytest
@@ -490,3 +491,54 @@ def test_layers_of_one_shape_share_their_step_tables() -> None:
             continue
         other = replace(a, **{f.name: getattr(a, f.name) + 1})
         assert shape_twin(other) != shape_twin(a), f.name
+
+
+def test_register_floor_bounds_every_split() -> None:
+    """``layer_floor_fj`` with the register floor (``register_floor_fj``) is
+    never above the nest energy of any tile count, sub-tile count, time
+    batch or chunking of random conv and linear layers (strides, padding,
+    ``OY`` unrolled or not, buffers or none; T = 4), and the register floor
+    decides it in some of them. Mutations that make this fail: charging the
+    partial sums ``R`` times instead of ``R - 1`` (``red - 1`` -> ``red``);
+    not capping ``rho`` at 1 (``min(1, Fraction(...))`` -> ``Fraction(...)``)."""
+    from stems_opt.cost.loops import register_floor_fj
+
+    rng = random.Random(23)
+    T = 4
+    decided = 0
+    hws = [TIGHT, NO_BUFFERS,
+           NestHardware((2, 1, 2, 1, 1, 1), 1, 2, None, Buffer("weight_buffer", 64, 3, 5, None),
+                        Buffer("input_buffer", 40, 2, 3, None))]
+    for _ in range(24):
+        kind = rng.choice([LayerKind.CONV, LayerKind.CONV, LayerKind.LINEAR])
+        f, sy = rng.choice([1, 3]), rng.choice([1, 2])
+        e = rng.randint(2, 5)
+        pad = rng.choice([0, (f - 1) // 2, f - 1]) if f > 1 else 0
+        neuron = rng.choice([NeuronKind.LIF, NeuronKind.NONE])
+        k, c = rng.choice([2, 4]), rng.randint(1, 4)
+        if kind is LayerKind.LINEAR:
+            lay = Layer("l", kind, ("x",), k=k, c=c, oy=1, ox=1, iy=1, ix=1, neuron=neuron)
+        else:
+            iy = (e - 1) * sy + f - 2 * pad
+            lay = Layer("l", kind, ("x",), k=k, c=c, oy=e, ox=2, iy=iy, ix=2, fy=f, fx=1,
+                        stride_y=sy, pad_y=pad, neuron=neuron)
+        E = lay.oy
+        for hw in hws:
+            reg = register_floor_fj(lay, T, hw)
+            for n, tb in itertools.product(range(1, E + 1), (1, 2, 4)):
+                bounds = tuple(t * E // n for t in range(n + 1))
+                active = sum(1 for a, b in itertools.pairwise(bounds) if b > a)
+                floor = layer_floor_fj(lay, active, T, hw)
+                smallest = min(bounds[t + 1] - bounds[t] for t in range(n))
+                for m in range(1, smallest + 1):
+                    for chunks in chunk_counts(lay.k, hw.unrolling[0]):
+                        try:
+                            got = sum(v for _, v in layer_nest_energy(
+                                lay, Axis.OY, bounds, m, tb, T // tb, hw, chunks))
+                        except NoNestError:
+                            continue
+                        assert floor <= got, (lay, hw, n, tb, m, chunks)
+            with patch("stems_opt.cost.loops.register_floor_fj", return_value=0):
+                without = layer_floor_fj(lay, 1, T, hw)
+            decided += reg > 0 and layer_floor_fj(lay, 1, T, hw) > without
+    assert decided > 0

@@ -43,6 +43,7 @@ import itertools
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
@@ -986,21 +987,78 @@ def layer_floor_fj(layer: Layer, active_tiles: int, timesteps: int, hw: NestHard
     its steps, for any sub-tile count and time batch: the sum of
     :func:`step_floor_fj` with the weights once per tile (at least one step
     per active tile), one input per output position when windows cover their
-    rows (else none), the outputs once and each neuron's state once."""
+    rows (else none), the outputs once and each neuron's state once; the
+    register fills of the weights and inputs (and the partial sums) taken
+    instead from :func:`register_floor_fj` when that is larger with one
+    active tile (a fixed choice per layer: the floor stays linear in
+    ``active_tiles``)."""
     s = step_shape(layer, Axis.OY, 0, layer.oy, timesteps)
     w_bits = s.k * s.c * s.fy * s.fx * s.weight_bits
     i_bits = s.c * s.oy * s.ox * timesteps * s.input_bits if _rows_cover(layer) \
         or layer.kind is LayerKind.LINEAR else 0
     fj = 0
+    reads = []  # (bits, register-fill rate) of W per active tile, then of I
     for op, bits in (("W", w_bits * active_tiles), ("I", i_bits)):
         buf = hw.buffer(op)
-        rate = hw.gb_read_fj_per_bit if buf is None else \
-            buf.read_fj_per_bit + buf.write_fj_per_bit + hw.gb_read_fj_per_bit
-        fj += bits * rate
+        if buf is None:
+            reads.append((bits, hw.gb_read_fj_per_bit))
+        else:
+            reads.append((bits, buf.read_fj_per_bit))
+            fj += bits * (buf.write_fj_per_bit + hw.gb_read_fj_per_bit)
+    fills = register_floor_fj(layer, timesteps, hw)
+    once_w, once_i = w_bits * reads[0][1], i_bits * reads[1][1]
+    fj += fills if fills > once_w + once_i else sum(b * r for b, r in reads)
     out = s.k * s.oy * s.ox
     fj += out * timesteps * s.output_bits * hw.gb_write_fj_per_bit
     fj += out * s.state_bits * (hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit)
     return fj
+
+
+def register_floor_fj(layer: Layer, timesteps: int, hw: NestHardware) -> int:
+    """A lower bound on the register fills of the weights and inputs and the
+    partial sums of a conv or linear layer over all its steps, for any
+    tiling, sub-tile count, time batch and chunking (0 where the argument
+    below does not hold; ``docs/model.md`` 6.3).
+
+    Every loop is relevant to ``W`` or to ``I`` (only ``K`` is irrelevant to
+    ``I``, only ``OY OX T`` to ``W``), so the innermost loop breaks the
+    register run of one of them, which fills its register at each of the
+    step's ``N`` iterations; and unless it is a reduction, it breaks the
+    output's run too, so every output goes up as a partial sum ``R - 1``
+    times (``R`` the reduction iterations). A step costs at least
+    ``min(r_W N + P, r_I N + P, (r_W + r_I) N)``, ``r`` a register word's
+    bits times the read rate of the level filling it, ``P`` the partial
+    sums. When ``r_W`` is at least every step's ``r_I`` (an input word spans
+    at most ``(u_OY - 1) s + u_FY`` rows), that is ``r_I N + min(P,
+    r_W N)``, and ``P >= rho r_W N`` for the ``rho`` below (``oy >=
+    ceil(oy / u_OY)``; ``K``'s iterations at most those of the most chunked
+    step). When windows have at least as many rows as outputs
+    (``_rows_cover``, or a linear layer) an input word has at least
+    ``min(oy, u_OY)`` rows, so ``rows ceil(oy / u_OY) >= oy``; the steps
+    partition the outputs and the timesteps, so their sums add up to the
+    returned value."""
+    if not (_rows_cover(layer) or layer.kind is LayerKind.LINEAR):
+        return 0
+    s = step_shape(layer, Axis.OY, 0, layer.oy, timesteps)
+    u = hw.unrolling
+    rate = {op: hw.gb_read_fj_per_bit if hw.buffer(op) is None else
+            hw.buffer(op).read_fj_per_bit for op in ("W", "I")}  # type: ignore[union-attr]
+    r_w = min(s.k, u[K]) * min(s.c, u[C]) * min(s.fy, u[FY]) * min(s.fx, u[FX]) \
+        * s.weight_bits * rate["W"]
+    rows = min(s.iy, (min(s.oy, u[OY]) - 1) * s.stride_y + min(s.fy, u[FY]))
+    cols = min(s.ix, (min(s.ox, u[OX]) - 1) * s.stride_x + min(s.fx, u[FX]))
+    if r_w < min(s.c, u[C]) * rows * cols * s.input_bits * rate["I"]:
+        return 0
+    red = math.ceil(s.c / u[C]) * math.ceil(s.fy / u[FY]) * math.ceil(s.fx / u[FX])
+    e_k = math.ceil(s.k / u[K])
+    inputs = min(s.c, u[C]) * s.input_bits * red * e_k * s.oy * s.ox * timesteps * rate["I"]
+    # P / (r_W N) >= (R - 1) K psum (GB read + write) / (r_W e_K R), e_K the most K
+    # iterations of any chunking.
+    e_k_most = max(math.ceil(s.k // c / u[K]) * c for c in chunk_counts(s.k, u[K]))
+    psum_fj = (red - 1) * s.k * s.psum_bits * (hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit)
+    n_least = e_k * red * math.ceil(s.oy / u[OY]) * math.ceil(s.ox / u[OX]) * timesteps
+    weights = r_w * n_least * min(1, Fraction(psum_fj, r_w * e_k_most * red))
+    return inputs + math.floor(weights)
 
 
 @lru_cache(maxsize=4096)
