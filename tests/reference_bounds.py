@@ -17,7 +17,7 @@ from stems_opt.formulation.bounds import (
     _weight_steps,
     max_chunks,
 )
-from stems_opt.formulation.row_sum_floor import row_floor_excess
+from stems_opt.formulation.row_sum_floor import largest_row_excess, row_floor_excess
 from stems_opt.formulation.subtile_floor import subtile_item, subtile_weight_excess
 from stems_opt.mapping import Order
 from stems_opt.network import Axis, Network
@@ -107,7 +107,7 @@ def frames_excess_bounds_reference(network: Network, first: int, last: int, axis
     weight_items: list[tuple[int, int, np.ndarray]] = []  # (item, position, excess)
     whole_items: list[int] = []
     operand_extra = np.zeros(F)  # GB operand reads the buffer forces (energy)
-    for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
+    for i, (lay, ins, inner, reads, lastp, made_in) in enumerate(plan):
         name = lay.name
         is_whole, is_written = name in whole, name in written
         w, v = lay.weight_size_bits, lay.state_size_bits
@@ -124,7 +124,10 @@ def frames_excess_bounds_reference(network: Network, first: int, last: int, axis
             own[0, :, i] = np.where(shown[:, i], chunk, 0)
             batches, which = np.unique(tb, return_inverse=True)
             steps, fewest = _weight_steps(tab, i, chunk, w, budget,
-                                          v_row if lay.stateful else 0, out_row_own, in_row,
+                                          v_row if lay.stateful else 0, out_row_own,
+                                          in_row + sum(rowbits for src, rowbits in made_in
+                                                       if src not in whole
+                                                       and src not in maybe_whole),
                                           tuple(batches.tolist()))
             steps, fewest = steps[which, idx], fewest[which, idx]
             dead |= steps == 0
@@ -172,7 +175,8 @@ def frames_excess_bounds_reference(network: Network, first: int, last: int, axis
             keep = np.where(S > 1, keep, 0)
             hold = np.repeat(keep[:, None].astype(np.float64), L, axis=1)
             hold[:, i] = np.maximum(0, keep - own[1, :, i])
-            # Spilled adds 2 (S - 1) |V| under both persistences.
+            # Spilled adds 2 (S - 1) |V| under both persistences (paid whole).
+            whole_items.append(len(excess))
             excess.append(((S - 1) * v * (read_rate + write_rate)).astype(np.float64))
             holds.append(hold)
         for src, rowbits, fewest in ins:
@@ -181,7 +185,8 @@ def frames_excess_bounds_reference(network: Network, first: int, last: int, axis
             # From DRAM: keep holds the halo, reread reads each tile's whole window.
             # One rule per tensor: its readers share the rows kept, at least the
             # most any one of them keeps across a tile boundary.
-            item = kept.setdefault(src, [np.zeros(F), np.zeros(F)])
+            item = kept.setdefault(src, [np.zeros(F), np.zeros(F), 0])
+            item[2] += 1
             item[0] += np.where(several, np.maximum(
                 0, tab.windows[idx, i] * rowbits * T - fewest), 0) * read_rate
             item[1] = np.maximum(item[1], tab.overlap[idx, i] * rowbits * mult)
@@ -196,7 +201,9 @@ def frames_excess_bounds_reference(network: Network, first: int, last: int, axis
         hold[:, i] = np.maximum(0, hold[:, i] - own[3, :, i])
         excess.append(np.full(F, float(e)))
         holds.append(hold)
-    for e, h in kept.values():
+    for e, h, readers in kept.values():
+        if readers == 1:  # (one reader: one decision, paid whole)
+            whole_items.append(len(excess))
         excess.append(e)
         holds.append(np.repeat(h[:, None], L, axis=1))
     if not excess:  # nothing to free: a zero item
@@ -227,6 +234,10 @@ def frames_excess_bounds_reference(network: Network, first: int, last: int, axis
             parts.e, parts.h, parts.base + fixed.reshape(F * L),
             parts.h.sum(axis=0) - row_budget, L, _knapsack_rows, whole_items,
             [k + 1 for k, _, _ in weight_items], parts.extra))
+    elif whole_items:  # the largest row with the decisions paid whole
+        best = np.maximum(best, operand_extra + largest_row_excess(
+            parts.e, parts.h, parts.base + fixed.reshape(F * L),
+            parts.h.sum(axis=0) - row_budget, L, _knapsack_rows, whole_items, parts.extra))
     best = np.where(dead, np.inf, best)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)

@@ -7,7 +7,9 @@ import itertools
 import math
 import random
 from pathlib import Path
+from unittest.mock import patch
 
+import numpy as np
 import pytest
 
 from stems_opt.cost.loops import (
@@ -327,8 +329,15 @@ def test_batched_shapes_equal_brute_force() -> None:
     """Shapes sharing a grid (same temporal extents) but not their rows, windows,
     strides, bit widths or state are solved in one batch (``solve_nests``); each
     equals brute force. Giving every shape of a batch the first shape's input
-    rows (``iy``) makes this fail."""
-    from stems_opt.cost.loops import _ChainSearch, clear_nest_table, solve_nests
+    rows (``iy``) makes this fail. The energy-only batch (the frame floors')
+    gives the same energies: keeping the first case's energy instead of the
+    least in ``_ChainSearch.solve`` when no nest is asked makes this fail."""
+    from stems_opt.cost.loops import (
+        _ChainSearch,
+        clear_nest_table,
+        nest_energy_fj,
+        solve_nests,
+    )
 
     hw = NestHardware((2, 1, 2, 1, 1, 1), 1, 2, None, Buffer("weight_buffer", 24, 3, 5, None),
                       Buffer("input_buffer", 12, 7, 11, None))
@@ -338,11 +347,14 @@ def test_batched_shapes_equal_brute_force() -> None:
                                          (3, 2, 5, 4, 8), (4, 1, 4, 1, 4)]]
     assert len({_ChainSearch.key(s, hw) for s in shapes}) == 1  # one batch
     clear_nest_table()
-    solve_nests(shapes, hw)
-    for shape in shapes:
+    solve_nests(shapes, hw)  # energies alone, in one batch
+    energies = [nest_energy_fj(shape, hw) for shape in shapes]
+    clear_nest_table()
+    solve_nests(shapes, hw, nests=True)
+    for shape, energy in zip(shapes, energies, strict=True):
         best = min(nest_cost(n, shape, hw).total_fj for n in all_nests(shape, hw))
         found, value = optimal_nest(shape, hw)
-        assert value == best
+        assert value == best == energy
         assert nest_cost(found, shape, hw).total_fj == value
 
 
@@ -408,3 +420,125 @@ def test_random_steps_on_random_arrays_equal_brute_force() -> None:
         assert value == min(costs)
         assert check_nest(found, shape, hw) == []
         assert nest_cost(found, shape, hw).total_fj == value
+
+
+def test_running_minima_equal_their_definition() -> None:
+    """``_above_min`` / ``_below_min`` on grids big enough for the slice loop
+    (``SMALL_GRID`` points and more) and small ones equal the minimum over
+    every point ``y <= x`` (``y >= x``) index by index, computed point by
+    point. Starting the loop at index 2 (``range(2, n)``) makes this fail."""
+    from stems_opt.cost.loops import SMALL_GRID, _above_min, _below_min
+
+    rng = np.random.default_rng(3)
+    for shape in [(2, 3, 2, 5, 2, 2, 3), (1, 4, 2, 3, 2, 2, 2, 2), (3, 2, 3), (1, 2, 1, 2)]:
+        a = rng.integers(0, 1000, size=shape)
+        up, down = _above_min(a), _below_min(a)
+        for x in itertools.product(*(range(n) for n in shape)):
+            box_up = a[(x[0], *(slice(0, i + 1) for i in x[1:]))]
+            box_down = a[(x[0], *(slice(i, None) for i in x[1:]))]
+            assert up[x] == box_up.min() and down[x] == box_down.min()
+    assert math.prod((2, 3, 2, 5, 2, 2, 3)) >= SMALL_GRID > math.prod((3, 2, 3))
+
+
+def test_layer_total_equals_the_sum_of_its_nests() -> None:
+    """``layer_nest_total_fj`` (the option costs' operand term, from the least
+    nest energies alone) equals the sum of ``layer_nest_energy``'s per-level
+    values (each step's optimal nest scored by ``nest_cost``) for random conv
+    and linear layers, tile counts, sub-tile counts, time batches, chunkings,
+    roomy and tight buffers; both raise ``NoNestError`` together. Dropping the
+    ``batches`` factor (or the step ``count``) in ``layer_nest_total_fj``
+    makes this fail."""
+    from stems_opt.cost.loops import clear_nest_table, layer_nest_total_fj
+
+    clear_nest_table()  # (the totals must not lean on nests found before)
+    rng = random.Random(17)
+    T = 4
+    for _ in range(10):
+        lay = _layer(rng, rng.choice([LayerKind.CONV, LayerKind.LINEAR]))
+        E = lay.oy
+        for hw, n, tb in itertools.product((HW, TIGHT), range(1, E + 1), (1, 2, 4)):
+            bounds = tuple(t * E // n for t in range(n + 1))
+            m = rng.randint(1, min(bounds[t + 1] - bounds[t] for t in range(n)))
+            for c in chunk_counts(lay.k, 2):
+                try:
+                    want = sum(v for _, v in layer_nest_energy(lay, Axis.OY, bounds, m, tb,
+                                                                T // tb, hw, c))
+                except NoNestError:
+                    with pytest.raises(NoNestError):
+                        layer_nest_total_fj(lay, Axis.OY, bounds, m, tb, T // tb, hw, c)
+                    continue
+                assert layer_nest_total_fj(lay, Axis.OY, bounds, m, tb, T // tb, hw, c) == want
+
+
+def test_layers_of_one_shape_share_their_step_tables() -> None:
+    """Two layers equal but for their names and inputs share one twin (the key
+    of their step tables) and have equal nest energies; a layer differing in
+    any field their steps see has another twin. Making the twin drop ``c``
+    too (``dataclasses.replace(..., c=1)``) makes this fail."""
+    from dataclasses import fields, replace
+
+    from stems_opt.cost.loops import shape_twin
+
+    a = Layer("a", LayerKind.CONV, ("x",), k=4, c=2, oy=3, ox=2, iy=3, ix=2, fy=3, fx=1,
+              pad_y=1, neuron=NeuronKind.LIF)
+    b = replace(a, name="b", inputs=("y", "z"))
+    assert shape_twin(a) == shape_twin(b)
+    bounds = (0, 2, 3)
+    assert layer_nest_energy(a, Axis.OY, bounds, 1, 2, 2, TIGHT) == \
+        layer_nest_energy(b, Axis.OY, bounds, 1, 2, 2, TIGHT)
+    for f in fields(a):
+        if f.name in ("name", "inputs", "kind", "neuron", "pool_type", "spike_rate"):
+            continue
+        other = replace(a, **{f.name: getattr(a, f.name) + 1})
+        assert shape_twin(other) != shape_twin(a), f.name
+
+
+def test_register_floor_bounds_every_split() -> None:
+    """``layer_floor_fj`` with the register floor (``register_floor_fj``) is
+    never above the nest energy of any tile count, sub-tile count, time
+    batch or chunking of random conv and linear layers (strides, padding,
+    ``OY`` unrolled or not, buffers or none; T = 4), and the register floor
+    decides it in some of them. Mutations that make this fail: charging the
+    partial sums ``R`` times instead of ``R - 1`` (``red - 1`` -> ``red``);
+    not capping ``rho`` at 1 (``min(1, Fraction(...))`` -> ``Fraction(...)``)."""
+    from stems_opt.cost.loops import register_floor_fj
+
+    rng = random.Random(23)
+    T = 4
+    decided = 0
+    hws = [TIGHT, NO_BUFFERS,
+           NestHardware((2, 1, 2, 1, 1, 1), 1, 2, None, Buffer("weight_buffer", 64, 3, 5, None),
+                        Buffer("input_buffer", 40, 2, 3, None))]
+    for _ in range(24):
+        kind = rng.choice([LayerKind.CONV, LayerKind.CONV, LayerKind.LINEAR])
+        f, sy = rng.choice([1, 3]), rng.choice([1, 2])
+        e = rng.randint(2, 5)
+        pad = rng.choice([0, (f - 1) // 2, f - 1]) if f > 1 else 0
+        neuron = rng.choice([NeuronKind.LIF, NeuronKind.NONE])
+        k, c = rng.choice([2, 4]), rng.randint(1, 4)
+        if kind is LayerKind.LINEAR:
+            lay = Layer("l", kind, ("x",), k=k, c=c, oy=1, ox=1, iy=1, ix=1, neuron=neuron)
+        else:
+            iy = (e - 1) * sy + f - 2 * pad
+            lay = Layer("l", kind, ("x",), k=k, c=c, oy=e, ox=2, iy=iy, ix=2, fy=f, fx=1,
+                        stride_y=sy, pad_y=pad, neuron=neuron)
+        E = lay.oy
+        for hw in hws:
+            reg = register_floor_fj(lay, T, hw)
+            for n, tb in itertools.product(range(1, E + 1), (1, 2, 4)):
+                bounds = tuple(t * E // n for t in range(n + 1))
+                active = sum(1 for a, b in itertools.pairwise(bounds) if b > a)
+                floor = layer_floor_fj(lay, active, T, hw)
+                smallest = min(bounds[t + 1] - bounds[t] for t in range(n))
+                for m in range(1, smallest + 1):
+                    for chunks in chunk_counts(lay.k, hw.unrolling[0]):
+                        try:
+                            got = sum(v for _, v in layer_nest_energy(
+                                lay, Axis.OY, bounds, m, tb, T // tb, hw, chunks))
+                        except NoNestError:
+                            continue
+                        assert floor <= got, (lay, hw, n, tb, m, chunks)
+            with patch("stems_opt.cost.loops.register_floor_fj", return_value=0):
+                without = layer_floor_fj(lay, 1, T, hw)
+            decided += reg > 0 and layer_floor_fj(lay, 1, T, hw) > without
+    assert decided > 0

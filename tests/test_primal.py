@@ -266,10 +266,13 @@ def test_repair_all_finds_red_lif_lif13_at_128_kb() -> None:
     zero gap, in ``benchmarks/results/study_skislope.csv``) has ``lif13`` alone as a
     segment (every tensor through DRAM) worth 107,175,936 bits: the least value of
     that column (an optimal mapping's segment is at its column's optimum, as the
-    column meets the rest only through its signature). The two-frame repairs of its
-    sampled frames of least bound stay above it; every frame repaired in bound
-    order reaches it (Tb = 4, 12 tiles along OY, space outer: its 60th frame).
-    Limiting ``repair_all`` to the first 2 frames of least bound makes this fail."""
+    column meets the rest only through its signature). Every frame repaired in
+    bound order reaches it (Tb = 4, 12 tiles along OY, space outer). That frame
+    was the 60th by bound, which the two-frame repairs of the sampled frames of
+    least bound missed; since a sub-tile's whole input window counts in the frame
+    bounds (``bounds._sub_window_rows``) its bound is its value and the least of
+    the column's, so the sampled repairs find it too. Mutation: ``repair_all``
+    skipping the frame of least bound (``specs[1:]``) fails this."""
     from stems_opt.io import load_hardware, load_instance
 
     base = load_instance(ROOT / "instances" / "red_lif_1mb.yaml")
@@ -279,9 +282,6 @@ def test_repair_all_finds_red_lif_lif13_at_128_kb() -> None:
     cs = solver_for(p)
     i = [lay.name for lay in p.network.layers].index("lif13")
     col = next(c for c in cs._plain_columns() if c.first == c.last == i)
-    while cs.repair_price(col):
-        pass
-    assert col.upper is None or col.upper > 107_175_936
     cs.repair_all(col)
     assert col.upper == 107_175_936
     seg = col.segment

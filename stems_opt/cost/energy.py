@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from stems_opt.cost.cycles import has_ports
 from stems_opt.cost.geometry import SegmentGeometry
-from stems_opt.cost.loops import GB, NestHardware, layer_nest_energy
+from stems_opt.cost.loops import GB, NestHardware, layer_nest_energy, layer_nest_total_fj
 from stems_opt.cost.step_nests import layer_energy_fj
 from stems_opt.cost.traffic import TENSOR_CLASSES, TrafficBreakdown
 from stems_opt.hardware import Hardware
@@ -99,6 +99,17 @@ def layer_operand_energy_fj(geo: SegmentGeometry, layer: Layer, m: int, hw: Hard
                                       geo.S, nh, chunks))
     return {(GB, op): r * nh.gb_read_fj_per_bit + w * nh.gb_write_fj_per_bit
             for op, (r, w) in layer_gb_access_bits(geo, layer, m).items() if r or w}
+
+
+def layer_operand_total_fj(geo: SegmentGeometry, layer: Layer, m: int, hw: Hardware,
+                           chunks: int = 1) -> int:
+    """The sum of :func:`layer_operand_energy_fj`'s values (the option costs'
+    operand term); a layer whose steps run their least-energy nests is summed
+    from the nest energies alone, its nests not found."""
+    if layer.has_weights and hw.loop_nests and not geo.seg.nests.get(layer.name, ()):
+        return layer_nest_total_fj(layer, geo.seg.axis, geo.bounds[layer.name], m, geo.tb,
+                                   geo.S, nest_hardware(hw), chunks)
+    return sum(layer_operand_energy_fj(geo, layer, m, hw, chunks).values())
 
 
 _READ_OPERAND = {"weights": "W", "state": "V", "activations": "I"}

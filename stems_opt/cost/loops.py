@@ -38,10 +38,12 @@ This module imports no solver.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
@@ -361,25 +363,60 @@ INF = 1 << 60
 """Energy of an impossible choice (three of them still fit an int64)."""
 
 
+SMALL_GRID = 512
+"""Grid sizes below which one ``accumulate`` per axis beats the slice loop of
+:func:`_running_min` (numpy's strided ``accumulate`` is slow on big grids)."""
+
+
+def _running_min(a: np.ndarray, down: bool) -> np.ndarray:
+    """A fresh array holding the running minimum of ``a`` along each axis but
+    the first, from index 0 up (``down``: from the last index down)."""
+    if a.size < SMALL_GRID:
+        for ax in range(1, a.ndim):
+            if a.shape[ax] > 1:
+                if down:
+                    flip = [slice(None)] * a.ndim
+                    flip[ax] = slice(None, None, -1)
+                    a = np.minimum.accumulate(a[tuple(flip)], axis=ax)[tuple(flip)]
+                else:
+                    a = np.minimum.accumulate(a, axis=ax)
+        return np.array(a, copy=True) if a.base is not None or not a.flags.c_contiguous \
+            else a
+    out = np.array(a, copy=True, order="C")
+    shp = out.shape
+    for ax in range(1, out.ndim):
+        n = shp[ax]
+        if n > 1:  # (as three axes: before, this one, after)
+            v = out.reshape(math.prod(shp[:ax]), n, math.prod(shp[ax + 1:]))
+            for i in (range(n - 2, -1, -1) if down else range(1, n)):
+                j = i + 1 if down else i - 1
+                np.minimum(v[:, j], v[:, i], out=v[:, i])
+    return out
+
+
+def _stacked(fn, arrays: dict) -> dict:
+    """``fn`` (:func:`_above_min` or :func:`_below_min`) of each array of
+    ``arrays`` (one shape), in one call: they are stacked along axis 0, which
+    the running minima leave alone (a call's overhead outweighs its work on
+    most grids)."""
+    if len(arrays) <= 1:
+        return {k: fn(a) for k, a in arrays.items()}
+    out = fn(np.concatenate(list(arrays.values()), axis=0))
+    n = out.shape[0] // len(arrays)
+    return {k: out[i * n:(i + 1) * n] for i, k in enumerate(arrays)}
+
+
 def _above_min(a: np.ndarray) -> np.ndarray:
     """``out[x] = min(a[y] for every grid point y above x)``, per shape (axis 0);
     the grid's axes run from the highest exponent down: every ``y <= x`` index
     by index (a running minimum along each axis)."""
-    for ax in range(1, a.ndim):
-        if a.shape[ax] > 1:
-            a = np.minimum.accumulate(a, axis=ax)
-    return a if a.base is None else a.copy()
+    return _running_min(a, down=False)
 
 
 def _below_min(a: np.ndarray) -> np.ndarray:
     """``out[x] = min(a[y] for every grid point y below x)``, per shape (axis 0):
     ``y >= x`` index by index."""
-    for ax in range(1, a.ndim):
-        if a.shape[ax] > 1:
-            flip = [slice(None)] * a.ndim
-            flip[ax] = slice(None, None, -1)
-            a = np.minimum.accumulate(a[tuple(flip)], axis=ax)[tuple(flip)]
-    return np.ascontiguousarray(a)
+    return _running_min(a, down=True)
 
 
 class _ChainSearch:
@@ -581,8 +618,10 @@ class _ChainSearch:
             return [t for t in range(1, tb + 1) if tb % t == 0]
         return [1]
 
-    def solve(self) -> list[tuple[Nest, int] | None]:
+    def solve(self, nests: bool = True) -> list[tuple[Nest | None, int] | None]:
         """Per shape, the optimal nest and its energy (fJ); ``None``: nothing fits.
+        Without ``nests`` the energy alone (the nest ``None``): the frame
+        floors need no nest, and finding it is a fifth of the search.
 
         For each family of the register point ``P`` and each order of the
         buffer points, those above ``P`` by suffix minima over the grid and
@@ -594,28 +633,32 @@ class _ChainSearch:
         cases = []
         for t in self._prefixes():
             families, bufs = self._terms(t)
-            up = {k: _above_min(v) for k, v in bufs.items()}
-            pairs = {o: bufs[o[0]] + up[o[1]] for o in itertools.permutations(bufs, 2)}
+            up = _stacked(_above_min, bufs)
+            two = list(itertools.permutations(bufs, 2))
+            pairs = {o: bufs[o[0]] + up[o[1]] for o in two}
             for fam in families:
                 sel, other, g = fam
                 ups: dict[tuple[str, ...], np.ndarray | int] = {(): 0}
+                ups.update({(o,): up[o][sel] for o in bufs})
+                ups.update(_stacked(_above_min, {o: np.min(pairs[o], axis=other, keepdims=True)
+                                                 if other else pairs[o] for o in two}))
                 downs: dict[tuple[str, ...], np.ndarray | int] = {(): 0}
+                downs.update(_stacked(_below_min, {(o,): bufs[o][sel] for o in bufs}))
+                downs.update(_stacked(_below_min, {o: bufs[o[1]][sel] + downs[o[:1]]
+                                                   for o in two}))
                 for order in itertools.permutations(bufs):
                     for k in range(len(order) + 1):
                         above, below = order[k:], order[:k]
-                        if above not in ups:
-                            ups[above] = up[above[0]][sel] if len(above) == 1 else \
-                                _above_min(np.min(pairs[above], axis=other, keepdims=True)
-                                           if other else pairs[above])
-                        if below not in downs:
-                            downs[below] = _below_min(bufs[below[-1]][sel] + downs[below[:-1]])
                         v = (g + ups[above] + downs[below]).reshape(n, -1).min(axis=1)
                         better = v < best_v
                         best_v = np.where(better, v, best_v)
-                        best_at = np.where(better, len(cases), best_at)
-                        cases.append((g, ups[above], downs[below], sel, order, k, bufs, up))
+                        if nests:
+                            best_at = np.where(better, len(cases), best_at)
+                            cases.append((g, ups[above], downs[below], sel, order, k, bufs,
+                                          up))
         return [None if best_v[i] >= INF else
-                (self._points(i, cases[best_at[i]]), int(best_v[i])) for i in range(n)]
+                (self._points(i, cases[best_at[i]]) if nests else None, int(best_v[i]))
+                for i in range(n)]
 
     def _points(self, i: int, case: tuple) -> Nest:
         """The nest of shape ``i`` through the best points of ``case``."""
@@ -698,17 +741,22 @@ class NoNestError(ValueError):
 
 
 _TABLE: dict[tuple[StepShape, NestHardware], tuple[Nest, int] | None] = {}
-"""The optimal nest of every step shape solved in this process."""
+"""The optimal nest of every step shape whose nest was asked for in this process."""
+_ENERGY: dict[tuple[StepShape, NestHardware], int | None] = {}
+"""The least nest energy of every step shape solved in this process (``None``:
+no nest fits); a superset of :data:`_TABLE`'s shapes."""
 BATCH_POINTS = 1 << 18
 """Grid points (shapes x points per shape) solved in one batch, at most."""
 
 
-def solve_nests(shapes: Iterable[StepShape], hw: NestHardware) -> None:
-    """Solve the optimal nest of every shape not yet in the table, in batches
-    of shapes that share a grid (one array operation serves them all)."""
+def solve_nests(shapes: Iterable[StepShape], hw: NestHardware, nests: bool = False) -> None:
+    """Solve the least nest energy of every shape not yet in :data:`_ENERGY`
+    (``nests``: the optimal nest of every shape not yet in :data:`_TABLE`), in
+    batches of shapes that share a grid (one array operation serves them all)."""
+    table = _TABLE if nests else _ENERGY
     groups: dict[tuple[int, ...], list[StepShape]] = {}
     for shape in dict.fromkeys(shapes):
-        if (shape, hw) not in _TABLE:
+        if (shape, hw) not in table:
             groups.setdefault(_ChainSearch.key(shape, hw), []).append(shape)
     for group in groups.values():
         key = _ChainSearch.key(group[0], hw)
@@ -716,15 +764,29 @@ def solve_nests(shapes: Iterable[StepShape], hw: NestHardware) -> None:
         size = max(1, BATCH_POINTS // points)
         for lo in range(0, len(group), size):
             batch = group[lo:lo + size]
-            for shape, got in zip(batch, _ChainSearch(batch, hw).solve(), strict=True):
-                _TABLE[(shape, hw)] = got
+            for shape, got in zip(batch, _ChainSearch(batch, hw).solve(nests), strict=True):
+                _ENERGY[(shape, hw)] = None if got is None else got[1]
+                if nests:
+                    _TABLE[(shape, hw)] = None if got is None else (got[0], got[1])
+
+
+def nest_energy_fj(shape: StepShape, hw: NestHardware) -> int | None:
+    """The least nest energy of ``shape`` (``None``: no nest fits), solved once
+    per process (:func:`solve_nests` fills the table for many shapes at once)."""
+    key = (shape, hw)
+    if key not in _ENERGY:
+        solve_nests((shape,), hw)
+    return _ENERGY[key]
 
 
 def clear_nest_table() -> None:
     """Forget every solved nest (for benchmarks)."""
     _TABLE.clear()
+    _ENERGY.clear()
     _KIND_FJ.clear()
     layer_nest_floor_fj.cache_clear()
+    _layer_nest_total_fj.cache_clear()
+    _layer_nest_energy.cache_clear()
 
 
 def optimal_nest(shape: StepShape, hw: NestHardware) -> tuple[Nest, int]:
@@ -739,7 +801,7 @@ def optimal_nest(shape: StepShape, hw: NestHardware) -> tuple[Nest, int]:
     """
     key = (shape, hw)
     if key not in _TABLE:
-        solve_nests((shape,), hw)
+        solve_nests((shape,), hw, nests=True)
     got = _TABLE[key]
     if got is None:
         raise NoNestError(f"no loop nest of {shape} fits the inner buffers")
@@ -837,20 +899,61 @@ def layer_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int, tb: i
     return out
 
 
-@lru_cache(maxsize=65536)
+_TWINS: dict[int, tuple[Layer, Layer]] = {}
+
+
+def shape_twin(layer: Layer) -> Layer:
+    """``layer`` without its name and inputs, which its steps do not see: the
+    key of the tables of its steps, equal for every layer of its shape (so
+    SEW-ResNet's repeated blocks share them). Memoised per layer object."""
+    hit = _TWINS.get(id(layer))
+    if hit is None or hit[0] is not layer:
+        hit = (layer, dataclasses.replace(layer, name="", inputs=()))
+        _TWINS[id(layer)] = hit
+    return hit[1]
+
+
 def layer_nest_energy(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int, tb: int,
                       batches: int, hw: NestHardware, chunks: int = 1
                       ) -> tuple[tuple[tuple[str, str], int], ...]:
     """Operand energy (fJ) per ``(level, operand)`` of a conv or linear layer over
     ``batches`` time batches, each step run by its optimal nest."""
+    return _layer_nest_energy(shape_twin(layer), axis, bounds, m, tb, batches, hw, chunks)
+
+
+@lru_cache(maxsize=65536)
+def _layer_nest_energy(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int, tb: int,
+                       batches: int, hw: NestHardware, chunks: int
+                       ) -> tuple[tuple[tuple[str, str], int], ...]:
     total: dict[tuple[str, str], int] = {}
     steps = layer_steps(layer, axis, bounds, m, tb, chunks)
-    solve_nests(steps, hw)
+    solve_nests(steps, hw, nests=True)
     for shape, count in steps.items():
         nest, _ = optimal_nest(shape, hw)
         for key, fj in nest_cost(nest, shape, hw).energy_fj.items():
             total[key] = total.get(key, 0) + fj * count * batches
     return tuple(sorted(total.items()))
+
+
+def layer_nest_total_fj(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int, tb: int,
+                        batches: int, hw: NestHardware, chunks: int = 1) -> int:
+    """The sum of :func:`layer_nest_energy`'s values, from the least nest
+    energies alone (no nest is found: the option costs need the total only)."""
+    return _layer_nest_total_fj(shape_twin(layer), axis, bounds, m, tb, batches, hw, chunks)
+
+
+@lru_cache(maxsize=65536)
+def _layer_nest_total_fj(layer: Layer, axis: Axis, bounds: tuple[int, ...], m: int, tb: int,
+                         batches: int, hw: NestHardware, chunks: int) -> int:
+    steps = layer_steps(layer, axis, bounds, m, tb, chunks)
+    solve_nests(steps, hw)
+    total = 0
+    for shape, count in steps.items():
+        fj = _ENERGY[(shape, hw)]
+        if fj is None:
+            raise NoNestError(f"no loop nest of {shape} fits the inner buffers")
+        total += fj * count * batches
+    return total
 
 
 def step_floor_fj(shape: StepShape, hw: NestHardware) -> int:
@@ -884,21 +987,78 @@ def layer_floor_fj(layer: Layer, active_tiles: int, timesteps: int, hw: NestHard
     its steps, for any sub-tile count and time batch: the sum of
     :func:`step_floor_fj` with the weights once per tile (at least one step
     per active tile), one input per output position when windows cover their
-    rows (else none), the outputs once and each neuron's state once."""
+    rows (else none), the outputs once and each neuron's state once; the
+    register fills of the weights and inputs (and the partial sums) taken
+    instead from :func:`register_floor_fj` when that is larger with one
+    active tile (a fixed choice per layer: the floor stays linear in
+    ``active_tiles``)."""
     s = step_shape(layer, Axis.OY, 0, layer.oy, timesteps)
     w_bits = s.k * s.c * s.fy * s.fx * s.weight_bits
     i_bits = s.c * s.oy * s.ox * timesteps * s.input_bits if _rows_cover(layer) \
         or layer.kind is LayerKind.LINEAR else 0
     fj = 0
+    reads = []  # (bits, register-fill rate) of W per active tile, then of I
     for op, bits in (("W", w_bits * active_tiles), ("I", i_bits)):
         buf = hw.buffer(op)
-        rate = hw.gb_read_fj_per_bit if buf is None else \
-            buf.read_fj_per_bit + buf.write_fj_per_bit + hw.gb_read_fj_per_bit
-        fj += bits * rate
+        if buf is None:
+            reads.append((bits, hw.gb_read_fj_per_bit))
+        else:
+            reads.append((bits, buf.read_fj_per_bit))
+            fj += bits * (buf.write_fj_per_bit + hw.gb_read_fj_per_bit)
+    fills = register_floor_fj(layer, timesteps, hw)
+    once_w, once_i = w_bits * reads[0][1], i_bits * reads[1][1]
+    fj += fills if fills > once_w + once_i else sum(b * r for b, r in reads)
     out = s.k * s.oy * s.ox
     fj += out * timesteps * s.output_bits * hw.gb_write_fj_per_bit
     fj += out * s.state_bits * (hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit)
     return fj
+
+
+def register_floor_fj(layer: Layer, timesteps: int, hw: NestHardware) -> int:
+    """A lower bound on the register fills of the weights and inputs and the
+    partial sums of a conv or linear layer over all its steps, for any
+    tiling, sub-tile count, time batch and chunking (0 where the argument
+    below does not hold; ``docs/model.md`` 6.3).
+
+    Every loop is relevant to ``W`` or to ``I`` (only ``K`` is irrelevant to
+    ``I``, only ``OY OX T`` to ``W``), so the innermost loop breaks the
+    register run of one of them, which fills its register at each of the
+    step's ``N`` iterations; and unless it is a reduction, it breaks the
+    output's run too, so every output goes up as a partial sum ``R - 1``
+    times (``R`` the reduction iterations). A step costs at least
+    ``min(r_W N + P, r_I N + P, (r_W + r_I) N)``, ``r`` a register word's
+    bits times the read rate of the level filling it, ``P`` the partial
+    sums. When ``r_W`` is at least every step's ``r_I`` (an input word spans
+    at most ``(u_OY - 1) s + u_FY`` rows), that is ``r_I N + min(P,
+    r_W N)``, and ``P >= rho r_W N`` for the ``rho`` below (``oy >=
+    ceil(oy / u_OY)``; ``K``'s iterations at most those of the most chunked
+    step). When windows have at least as many rows as outputs
+    (``_rows_cover``, or a linear layer) an input word has at least
+    ``min(oy, u_OY)`` rows, so ``rows ceil(oy / u_OY) >= oy``; the steps
+    partition the outputs and the timesteps, so their sums add up to the
+    returned value."""
+    if not (_rows_cover(layer) or layer.kind is LayerKind.LINEAR):
+        return 0
+    s = step_shape(layer, Axis.OY, 0, layer.oy, timesteps)
+    u = hw.unrolling
+    rate = {op: hw.gb_read_fj_per_bit if hw.buffer(op) is None else
+            hw.buffer(op).read_fj_per_bit for op in ("W", "I")}  # type: ignore[union-attr]
+    r_w = min(s.k, u[K]) * min(s.c, u[C]) * min(s.fy, u[FY]) * min(s.fx, u[FX]) \
+        * s.weight_bits * rate["W"]
+    rows = min(s.iy, (min(s.oy, u[OY]) - 1) * s.stride_y + min(s.fy, u[FY]))
+    cols = min(s.ix, (min(s.ox, u[OX]) - 1) * s.stride_x + min(s.fx, u[FX]))
+    if r_w < min(s.c, u[C]) * rows * cols * s.input_bits * rate["I"]:
+        return 0
+    red = math.ceil(s.c / u[C]) * math.ceil(s.fy / u[FY]) * math.ceil(s.fx / u[FX])
+    e_k = math.ceil(s.k / u[K])
+    inputs = min(s.c, u[C]) * s.input_bits * red * e_k * s.oy * s.ox * timesteps * rate["I"]
+    # P / (r_W N) >= (R - 1) K psum (GB read + write) / (r_W e_K R), e_K the most K
+    # iterations of any chunking.
+    e_k_most = max(math.ceil(s.k // c / u[K]) * c for c in chunk_counts(s.k, u[K]))
+    psum_fj = (red - 1) * s.k * s.psum_bits * (hw.gb_read_fj_per_bit + hw.gb_write_fj_per_bit)
+    n_least = e_k * red * math.ceil(s.oy / u[OY]) * math.ceil(s.ox / u[OX]) * timesteps
+    weights = r_w * n_least * min(1, Fraction(psum_fj, r_w * e_k_most * red))
+    return inputs + math.floor(weights)
 
 
 @lru_cache(maxsize=4096)
@@ -945,7 +1105,7 @@ def prefill_nest_floors(steps: Iterable[tuple[Layer, Axis, tuple[int, ...], tupl
         memo = tables.get((id(layer), axis, chunks))
         if memo is None:
             memo = tables[(id(layer), axis, chunks)] = _KIND_FJ.setdefault(
-                (layer, axis, tb, hw, chunks), {})
+                (shape_twin(layer), axis, tb, hw, chunks), {})
         memos.append(memo)
         new = todo.setdefault(id(memo), (memo, {}))[1]
         for kv, a, z in _sub_tile_steps(layer, axis, bounds)[0]:
@@ -954,8 +1114,7 @@ def prefill_nest_floors(steps: Iterable[tuple[Layer, Axis, tuple[int, ...], tupl
     solve_nests((s for _, rows in todo.values() for row in rows.values() for s in row), hw)
     for memo, rows in todo.values():
         for kv, row in rows.items():
-            memo[kv] = tuple(-1 if g is None else g[1]
-                             for g in (_TABLE[(s, hw)] for s in row))
+            memo[kv] = tuple(-1 if g is None else g for g in (_ENERGY[(s, hw)] for s in row))
     return memos
 
 
@@ -1000,10 +1159,22 @@ def least_kind_sum(layer: Layer, axis: Axis, bounds: tuple[int, ...],
     return int(totals[~bad].min())
 
 
-@lru_cache(maxsize=65536)
 def _sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]
                     ) -> tuple[tuple[tuple[int, int, int], ...], np.ndarray, np.ndarray,
                                np.ndarray]:
+    """:func:`_window_steps` of ``layer``'s geometry along ``axis``: the same
+    for every layer with its stride, padding, kernel and input extent there
+    (SEW-ResNet's repeated blocks compute it once)."""
+    if layer.kind is LayerKind.LINEAR:
+        return _window_steps(None, bounds)
+    return _window_steps((layer.stride_y, layer.pad_y, layer.fy, layer.iy) if axis is Axis.OY
+                         else (layer.stride_x, layer.pad_x, layer.fx, layer.ix), bounds)
+
+
+@lru_cache(maxsize=65536)
+def _window_steps(window: tuple[int, int, int, int] | None, bounds: tuple[int, ...]
+                  ) -> tuple[tuple[tuple[int, int, int], ...], np.ndarray, np.ndarray,
+                             np.ndarray]:
     """The steps of every sub-tile count ``m = 1 .. limit`` (the smallest
     non-empty tile) of a conv or linear layer, by kind (its rows and window
     length, which fix its shape): each kind's key and one representative
@@ -1022,11 +1193,10 @@ def _sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]
     jj = np.arange(len(mm)) - np.repeat(np.cumsum(ms) - ms, ms)
     a = (lo[:, None] + (jj * span[:, None]) // mm).ravel()
     z = (lo[:, None] + ((jj + 1) * span[:, None]) // mm).ravel()  # z > a: span >= m
-    if layer.kind is LayerKind.LINEAR:  # every step is a 1 x 1 map: one kind
+    if window is None:  # a linear layer: every step is a 1 x 1 map, one kind
         key = np.zeros_like(a)
     else:
-        s_, p_, f_, e_ = (layer.stride_y, layer.pad_y, layer.fy, layer.iy) \
-            if axis is Axis.OY else (layer.stride_x, layer.pad_x, layer.fx, layer.ix)
+        s_, p_, f_, e_ = window  # stride, padding, kernel, input extent
         wins = np.minimum(e_, (z - 1) * s_ - p_ + f_) - np.maximum(0, a * s_ - p_)
         key = (z - a) * (1 << 32) + wins
     kinds, first, kind_of = np.unique(key, return_index=True, return_inverse=True)

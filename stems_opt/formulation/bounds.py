@@ -35,7 +35,7 @@ at least
 
 a fractional knapsack per row, solved by sorting. Holds are lower bounds of
 the cost model's occupancy terms and excesses lower bounds of its traffic
-terms, so the result is a valid bound. Three refinements keep it valid:
+terms, so the result is a valid bound. These refinements keep it valid:
 
 * :math:`B` at row :math:`r` is first reduced by what the layer there holds
   whatever it chooses: a weight chunk, its finest state and output
@@ -50,7 +50,14 @@ terms, so the result is a valid bound. Three refinements keep it valid:
   :math:`m` the fewest sub-tiles whose buffers fit beside a chunk;
 * at the layer's own row its weights are a separate item: whole (resident or
   streamed whole, both hold :math:`|W|` there) or chunked, read
-  :math:`R m` times with :math:`m` as above even where whole weights fit.
+  :math:`R m` times with :math:`m` as above even where whole weights fit;
+* beside the chunk, a sub-tile holds its state and output rows and the
+  whole window of every input it reads through one, from DRAM or made in
+  the interval (:func:`_sub_window_rows`);
+* the spilled state and the halo rule of a tensor one layer of the frame
+  reads from DRAM are single decisions: on the largest row each is paid
+  whole however few bits it frees
+  (:func:`~stems_opt.formulation.row_sum_floor.largest_row_excess`).
 
 """
 
@@ -62,8 +69,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from stems_opt.cost.geometry import _row_window_arrays
 from stems_opt.cost.traffic import min_read_bits
-from stems_opt.formulation.row_sum_floor import row_floor_excess
+from stems_opt.formulation.row_sum_floor import largest_row_excess, row_floor_excess
 from stems_opt.formulation.subtile_floor import subtile_item, subtile_weight_excess
 from stems_opt.mapping import Order
 from stems_opt.network import Axis, LayerKind, Network, most_chunks
@@ -246,6 +254,10 @@ def _interval_plan(network: Network, first: int, last: int, axis: Axis) -> tuple
             tuple((pos[c], network.layer(c)) for c in inner),
             sum(read_bits(network, lay.name, c, axis) for c in inner),
             max((pos[c] for c in inner), default=-1),
+            # Inputs made in the interval: on chip or through DRAM, a sub-tile holds
+            # its window of them too (see _sub_window_rows).
+            tuple((src, network.tensor_row_bits(src, axis))
+                  for src in dict.fromkeys(lay.inputs) if src in pos),
         ))
     return tuple(plan)
 
@@ -437,7 +449,7 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
     weight_items: list[tuple[int, int, np.ndarray]] = []  # (item, position, excess)
     operand_extra = np.zeros(F)  # GB operand reads the buffer forces (energy)
     whole_items: list[int] = []  # items paid in full to free any part (row_sum_floor)
-    for i, (lay, ins, inner, reads, lastp) in enumerate(plan):
+    for i, (lay, ins, inner, reads, lastp, made_in) in enumerate(plan):
         name = lay.name
         is_whole = per_row([name in wh for wh in wholes])
         is_written = per_row([name in wr for wr in writtens])
@@ -454,7 +466,11 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
         if lay.has_weights:
             chunk = w // max_chunks(lay.k, k_unroll)
             own[0, :, i] = np.where(shown[:, i], chunk, 0)
-            combos, which = np.unique(np.stack([tb, budget, out_row_own, in_row], axis=1),
+            # Every input a sub-tile reads through a window, from DRAM or on chip.
+            win_row = in_row + np.array([sum(rowbits for src, rowbits in made_in
+                                             if src not in wh and src not in maybe_whole)
+                                         for wh in wholes], dtype=np.int64)[key]
+            combos, which = np.unique(np.stack([tb, budget, out_row_own, win_row], axis=1),
                                       axis=0, return_inverse=True)
             steps, fewest = _weight_steps_of(tab, i, chunk, w, v_row if lay.stateful else 0,
                                              combos)
@@ -505,7 +521,9 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             keep = np.where(S > 1, keep, 0)
             hold = np.repeat(keep[:, None].astype(np.float64), L, axis=1)
             hold[:, i] = np.maximum(0, keep - own[1, :, i])
-            # Spilled adds 2 (S - 1) |V| under both persistences.
+            # Spilled adds 2 (S - 1) |V| under both persistences; one decision, paid
+            # whole however little of the kept state's bits it frees.
+            whole_items.append(len(excess))
             excess.append(((S - 1) * v * (read_rate + write_rate)).astype(np.float64))
             holds.append(hold)
         for src, rowbits, fewest in ins:
@@ -516,7 +534,8 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             # most any one of them keeps across a tile boundary. (No item where the
             # signature keeps the tensor whole.)
             dram = ~per_row([src in wh for wh in wholes])
-            item = kept.setdefault(src, [np.zeros(F), np.zeros(F)])
+            item = kept.setdefault(src, [np.zeros(F), np.zeros(F), 0])
+            item[2] += 1
             item[0] += np.where(several & dram, np.maximum(
                 0, tab.windows[idx, i] * rowbits * T - fewest), 0) * read_rate
             item[1] = np.maximum(item[1], np.where(dram, tab.overlap[idx, i] * rowbits * mult, 0))
@@ -531,7 +550,9 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
         hold[:, i] = np.maximum(0, hold[:, i] - own[3, :, i])
         excess.append(e.astype(np.float64))
         holds.append(np.where(is_whole[:, None], 0.0, hold))
-    for e, h in kept.values():
+    for e, h, readers in kept.values():
+        if readers == 1:  # (one reader: keep or reread is one decision, paid whole)
+            whole_items.append(len(excess))
         excess.append(e)
         holds.append(np.repeat(h[:, None], L, axis=1))
     if not excess:  # nothing to free: a zero item
@@ -562,6 +583,10 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             parts.e, parts.h, parts.base + fixed.reshape(F * L),
             parts.h.sum(axis=0) - row_budget, L, _knapsack_rows, whole_items,
             [k + 1 for k, _, _ in weight_items], parts.extra))
+    elif whole_items:  # (the largest row, with the decisions paid whole)
+        best = np.maximum(best, operand_extra + largest_row_excess(
+            parts.e, parts.h, parts.base + fixed.reshape(F * L),
+            parts.h.sum(axis=0) - row_budget, L, _knapsack_rows, whole_items, parts.extra))
     best = np.where(dead, np.inf, best)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)
@@ -585,8 +610,10 @@ class _Table:
     rpick: np.ndarray  # (N, L) rows in the tile bounded at the position
     fpick: np.ndarray  # (N, L) fresh input rows in that tile
     live: np.ndarray  # (N, L, L) [n, j, p]: rows of layer j in the tile bounded at p
-    steps_at: np.ndarray  # (N, L, 4) rows and fresh rows of the largest tile, and
-    # of the tile with the most fresh rows
+    steps_at: np.ndarray  # (N, L, 6) rows, input window rows and whether it starts past
+    # the first row, of a largest tile and of the tile with the widest input window
+    # (0 windows: no windowed input, or a gapped one)
+    sub_windows: tuple  # per layer, :func:`_sub_window_floor`'s (least, off_top, overlap)
     memo: dict = field(default_factory=dict, compare=False, hash=False)  # _weight_steps
 
 
@@ -611,8 +638,9 @@ def _interval_table(network: Network, first: int, last: int, axis: Axis) -> _Tab
     windows = np.zeros((L, N), dtype=np.int64)
     overlap = np.zeros((L, N), dtype=np.int64)
     fresh = np.zeros((L, N, N), dtype=np.int64)
+    spans = np.zeros((L, N, N), dtype=np.int64)  # input window rows of each tile
     n = np.arange(1, N + 1)[:, None]
-    for i, (lay, ins, inner, _, _) in enumerate(plan):
+    for i, (lay, ins, inner, _, _, made_in) in enumerate(plan):
         b = bounds[i]
         win = np.where(rows[i] > 0, _window_hi(lay, axis, b[:, 1:])
                        - _window_lo(lay, axis, b[:, :-1]), 0)
@@ -629,6 +657,8 @@ def _interval_table(network: Network, first: int, last: int, axis: Axis) -> _Tab
                 # Per tile, the input rows no earlier tile's window holds: its
                 # sub-tiles read them all from DRAM (none can be kept from before).
                 fresh[i] = win - over
+            if ins or made_in:
+                spans[i] = win
         if ins:
             overlap[i] = over.max(axis=1)
         if inner:
@@ -642,7 +672,7 @@ def _interval_table(network: Network, first: int, last: int, axis: Axis) -> _Tab
             gap = np.where((need < big) & inside, b[:, 1:N] - need, 0)
             carried[i] = np.maximum(0, gap.max(axis=1, initial=0))
     score = np.zeros((N, N, L))  # (n, tile, position)
-    for i, (lay, _, inner, _, lastp) in enumerate(plan):
+    for i, (lay, _, inner, _, lastp, _) in enumerate(plan):
         if inner:
             score[:, :, i:lastp + 1] += (rows[i] * lay.output_row_bits(axis))[:, :, None]
     pick = np.where(score.max(axis=1) > 0, np.argmax(score, axis=1),
@@ -652,11 +682,43 @@ def _interval_table(network: Network, first: int, last: int, axis: Axis) -> _Tab
     rpick = rows[at_l, at_n, pick]
     fpick = fresh[at_l, at_n, pick]
     live = rows[:, at_n, pick].transpose(1, 0, 2).astype(np.int32)  # (N, L_j, L_p)
-    big_r, big_f = np.argmax(rows, axis=2).T, np.argmax(fresh, axis=2).T
-    steps_at = np.stack([rows[at_l, at_n, big_r], fresh[at_l, at_n, big_r],
-                         rows[at_l, at_n, big_f], fresh[at_l, at_n, big_f]], axis=2)
+    # The last of the largest tiles (the first may start at the map's first row, whose
+    # window the padding clips) and the first of the widest windows.
+    big_r = (N - 1 - np.argmax(rows[..., ::-1], axis=2)).T
+    big_w = np.argmax(spans, axis=2).T
+    starts = bounds[..., :-1]  # (L, N, N)
+    steps_at = np.stack([rows[at_l, at_n, big_r], spans[at_l, at_n, big_r],
+                         starts[at_l, at_n, big_r] > 0, rows[at_l, at_n, big_w],
+                         spans[at_l, at_n, big_w], starts[at_l, at_n, big_w] > 0], axis=2)
     return _Table(active.T, finest.T, rows.max(axis=2).T, carried.T, windows.T, overlap.T,
-                  rpick, fpick, live, steps_at)
+                  rpick, fpick, live, steps_at,
+                  tuple(_sub_window_floor(lay, axis) for lay, *_ in plan))
+
+
+@lru_cache(maxsize=4096)
+def _sub_window_floor(layer, axis: Axis) -> tuple[np.ndarray, np.ndarray, int]:
+    """What the input window of one sub-tile holds at least, from the layer's windows.
+
+    Returns ``least[r]``, the fewest input rows the window of any ``r``
+    consecutive output rows spans; ``off_top[r]``, the same over the runs that
+    do not start at the first output row (``r = 0 .. extent``; past the
+    extent, the extent's); and the fewest rows the windows of two adjacent
+    output rows share (``window(b - 1, b)`` and ``window(b, b + 1)`` for
+    ``0 < b < extent``). Windows only grow with their rows, so ``least`` and
+    ``off_top`` grow with ``r``, and ``off_top[r] <= least[r + 1]`` (the last
+    ``r`` rows of a run of ``r + 1`` do not start at the first row).
+    """
+    first, last = _row_window_arrays(layer, axis)
+    ext = layer.extent(axis)
+    least = np.zeros(ext + 1, dtype=np.int64)
+    off_top = np.zeros(ext + 1, dtype=np.int64)
+    for r in range(1, ext + 1):
+        span = last[r:ext + 1] - first[:ext + 1 - r]  # runs starting at 0 .. ext - r
+        least[r] = span.min()
+        off_top[r] = span[1:].min() if span.size > 1 else span[0]
+    b = np.arange(1, ext)
+    shared = int(max(0, (last[b] - first[b]).min())) if ext > 1 else 0
+    return least, off_top, shared
 
 
 def _weight_steps(tab: _Table, i: int, chunk: int, w: int, budget: int, state_row: int,
@@ -670,10 +732,11 @@ def _weight_steps(tab: _Table, i: int, chunk: int, w: int, budget: int, state_ro
     Resident or streamed whole, the weights hold ``w`` bits next to the
     layer's own sub-tile buffers: per row of its output tile its state
     (``state_row``) and output sub-tile (``out_row`` per timestep of the
-    batch), and per fresh row of its DRAM inputs' windows ``in_row`` per
-    timestep; at least ``ceil(r / m)`` and ``ceil(f / m)`` rows of a tile
-    with ``r`` rows and ``f`` fresh input rows for ``m`` sub-tiles (at most
-    the finest, one row each). When that overflows ``budget`` even at the
+    batch), and per row of its inputs' sub-tile windows ``in_row`` per
+    timestep (inputs from DRAM, or made in the interval and not kept whole);
+    at least ``ceil(r / m)`` rows of a tile with ``r`` rows for ``m``
+    sub-tiles (at most the finest, one row each), and the input rows of
+    :func:`_sub_window_rows`. When that overflows ``budget`` even at the
     finest split, the weights must be streamed in chunks (at least ``chunk``
     bits), and chunked weights are read once per sub-tile: ``m`` is at least
     the fewest sub-tiles that fit beside a chunk (the second array, whether
@@ -695,12 +758,13 @@ def _weight_steps_of(tab: _Table, i: int, chunk: int, w: int, state_row: int,
     tbs, budget = combos[:, 0:1], combos[:, 1:2]
     row_bits, input_bits = state_row + combos[:, 2:3] * tbs, combos[:, 3:4] * tbs
     finest = np.broadcast_to(tab.finest[:, i], (len(combos), tab.finest.shape[0]))
-    at = tab.steps_at[:, i]  # (N, 4)
+    r0, w0, r1, w1 = _sub_tile_rows(tab, i)
+    at_n = np.arange(tab.finest.shape[0])[None, :]
 
     def need(m: np.ndarray) -> np.ndarray:
         """Bits of the sub-tile buffers with ``m`` sub-tiles, per row and tile count."""
-        return np.maximum(-(-at[:, 0] // m) * row_bits + -(-at[:, 1] // m) * input_bits,
-                          -(-at[:, 2] // m) * row_bits + -(-at[:, 3] // m) * input_bits)
+        return np.maximum(r0[at_n, m] * row_bits + w0[at_n, m] * input_bits,
+                          r1[at_n, m] * row_bits + w1[at_n, m] * input_bits)
 
     fine = need(finest)
     tight = w + fine > budget
@@ -714,6 +778,58 @@ def _weight_steps_of(tab: _Table, i: int, chunk: int, w: int, state_row: int,
     chunked = np.where(chunk + fine <= budget, lo, 0)
     steps = np.where(tight, chunked, 1)
     return steps, chunked
+
+
+def _sub_tile_rows(tab: _Table, i: int) -> tuple[np.ndarray, ...]:
+    """Per tile count and sub-tile count ``m`` (``[n - 1, m]``, up to the finest
+    split of any tile count), the output rows of the largest sub-tile and the
+    input rows of the widest window (:func:`_sub_window_rows`), in the two tiles
+    ``steps_at`` names for the layer at position ``i``. Memoised on the table."""
+    key = ("sub_tile_rows", i)
+    got = tab.memo.get(key)
+    if got is None:
+        at = tab.steps_at[:, i][:, None, :]  # (N, 1, 6)
+        m = np.maximum(np.arange(int(tab.finest[:, i].max()) + 1), 1)[None, :]
+        least, off_top, shared = tab.sub_windows[i]
+        got = tab.memo[key] = tuple(
+            part for k in (0, 3) for part in (
+                -(-at[..., k] // m),
+                _sub_window_rows(at[..., k], at[..., k + 1], at[..., k + 2], m, least,
+                                 off_top, shared)))
+    return got
+
+
+def _sub_window_rows(rows: np.ndarray, span: np.ndarray, inner: np.ndarray, m: np.ndarray,
+                     least: np.ndarray, off_top: np.ndarray, shared: int) -> np.ndarray:
+    """Fewest input rows the widest sub-tile window of a tile holds: a tile of
+    ``rows`` output rows whose window spans ``span`` input rows, in ``m``
+    sub-tiles (``m <= rows``; 0 where ``span`` is 0); ``inner``: the tile does
+    not start at the map's first row.
+
+    Every sub-tile holds its whole window while it runs (read whole under
+    ``reread``; under ``keep`` its new rows beside the rows it shares with
+    the window before it, which the sub-tile halo or the tensor's kept halo
+    holds). Two bounds on the widest of the ``k = min(m, rows)`` windows:
+
+    * their average: sorted windows add up to their union (the tile's
+      window) plus the rows each shares with the next, at least ``shared``
+      each, so the widest holds at least ``ceil((span + (k - 1) shared) / k)``;
+    * the largest sub-tile: ``ceil(rows / m)`` rows, and its window at least
+      ``least`` of that. The split (``floor(j rows / m)``, as
+      :func:`stems_opt.cost.geometry.SegmentGeometry.max_sub_rows`) makes the
+      first sub-tile one of the smallest, so with two sub-tiles or more a
+      largest one starts past the tile's first row, and in an ``inner`` tile
+      every one starts past the map's first row: then at least ``off_top``.
+
+    Both shrink as ``m`` grows (``off_top[r] <= least[r + 1] <= least[rows]``
+    for ``r < rows``), so the bisection over ``m`` in
+    :func:`_weight_steps_of` stays exact.
+    """
+    k = np.maximum(np.minimum(m, rows), 1)
+    avg = -(-(span + (k - 1) * shared) // k)
+    size = np.minimum(-(-rows // m), len(least) - 1)  # largest sub-tile
+    big = np.where((k >= 2) | (inner > 0), off_top[size], least[size])
+    return np.where(span > 0, np.maximum(avg, big), 0)
 
 
 @lru_cache(maxsize=4096)

@@ -172,8 +172,9 @@ class BoundsMixin:
                 self.ctx.capacity_bits, frozenset(written), frozenset(), maybe,
                 read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll,
                 weight_use_rate=self._weight_use_rate())
+            floor = self.chunk_floors.between(first, last)  # (chunk_floor.py: any frame)
             for spec, e in zip(specs, excess.tolist(), strict=True):
-                got[spec] = self._cheapest(spec) + e
+                got[spec] = self._cheapest(spec) + max(e, floor)
         self._interval_bounds[(first, last)] = got
         self._shared_bounds[shape.key] = [got[spec] for spec in self.specs[(first, last)]]
         return got
@@ -235,6 +236,7 @@ class BoundsMixin:
         extra = self._extra(col.first, col.last, col.sig)
         written, whole = self._relevant(col.first, col.last, written, whole)
         best = math.inf
+        floor = self.chunk_floors.between(col.first, col.last)  # (chunk_floor.py: any frame)
         for axis, specs in self._by_axis(self.specs[(col.first, col.last)]).items():
             self.stop.check()  # the column stays at its cheap bound, still valid
             key = self._cap_key(col.first, col.last, axis, (budget, written, whole))
@@ -244,7 +246,7 @@ class BoundsMixin:
                     (budget, written, whole), *self._round_sigs.get((col.first, col.last), ())])
                 got = self.cap_bounds[key]
             for spec, excess, slack in zip(specs, got[0].tolist(), got[1].tolist(), strict=True):
-                bound = self._cheapest(spec) + excess
+                bound = self._cheapest(spec) + max(excess, floor)
                 col.frame_bounds[spec] = bound
                 col.frame_slack[spec] = slack
                 best = min(best, bound)

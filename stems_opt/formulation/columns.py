@@ -51,6 +51,7 @@ from stems_opt.cost.evaluation import fewest_cycles
 from stems_opt.cost.geometry import SegmentGeometry
 from stems_opt.formulation import column_base
 from stems_opt.formulation.backend import SolveOptions
+from stems_opt.formulation.chunk_floor import ChunkFloors
 from stems_opt.formulation.column_base import (
     DIVE_CAP_S,
     DIVE_IMPROVING_CAP_S,
@@ -175,6 +176,9 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         L = len(self.net.layers)
         self.max_len = min(L, problem.max_segment_layers or L)
         self._layer_parts = self._cheap_layer_parts()
+        # Weight re-reads every segment containing a layer pays (chunk_floor.py).
+        self.chunk_floors = ChunkFloors(self.net, self.ctx.capacity_bits, self.ctx.k_unroll,
+                                        self.axes, self.rates[0])
         self._reach = 0
         self._opened: set[tuple[int, int]] = set()
         # Intervals up to this length are opened (their columns built); longer ones only

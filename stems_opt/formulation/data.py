@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from stems_opt.cost.energy import EnergyRates, layer_operand_energy_fj, nest_hardware
+from stems_opt.cost.energy import EnergyRates, layer_operand_total_fj, nest_hardware
 from stems_opt.cost.geometry import SegmentGeometry, sub_tile_limits, tile_bounds
 from stems_opt.cost.latency import LayerLatency, layer_compute_floor
 from stems_opt.cost.traffic import (
@@ -346,8 +346,8 @@ class _FrameBuilder:
                     chunks = _chunks(wc)
                     key = ("e", name, m, chunks)
                     if key not in self.terms:
-                        self.terms[key] = sum(layer_operand_energy_fj(
-                            geo, layer, m, c.hardware, chunks).values())
+                        self.terms[key] = layer_operand_total_fj(
+                            geo, layer, m, c.hardware, chunks)
                     operand_fj[chunks] = self.terms[key]  # type: ignore[assignment]
             # Weight x state pairs, pruned once per m.
             wv = []

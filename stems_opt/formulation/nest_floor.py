@@ -59,23 +59,30 @@ def _nest_row(network: Network, j: int, last: int, axis: Axis, tb: int,
     """:func:`~stems_opt.cost.loops.layer_nest_floor_fj` of layer ``j`` (one time
     batch) for every tile count of ``j..last``."""
     lay = network.layers[j]
-    memo = _prefill_block(network, j, (last - j) // LAST_BLOCK, axis, tb, nh, k_unroll)
-    return np.array([least_kind_sum(lay, axis, b, memo)
-                     for b in _bounds_rows(network, j, last, axis)], dtype=np.int64)
+    memo, sums = _prefill_block(network, j, (last - j) // LAST_BLOCK, axis, tb, nh, k_unroll)
+    out = []
+    for b in _bounds_rows(network, j, last, axis):
+        got = sums.get(b)
+        if got is None:  # (the intervals ending at other layers share most tile bounds)
+            got = sums[b] = least_kind_sum(lay, axis, b, memo)
+        out.append(got)
+    return np.array(out, dtype=np.int64)
 
 
 @lru_cache(maxsize=16384)
 def _prefill_block(network: Network, j: int, block: int, axis: Axis, tb: int,
-                   nh: NestHardware, k_unroll: int) -> dict[int, tuple[int, ...]]:
+                   nh: NestHardware, k_unroll: int
+                   ) -> tuple[dict[int, tuple[int, ...]], dict[tuple[int, ...], int]]:
     """Solve the nests of every step of layer ``j`` for every tile count of the
     intervals ``j..last`` with ``last - j`` in block ``block`` of
-    :data:`LAST_BLOCK`, in one batch; the layer's kind table."""
+    :data:`LAST_BLOCK`, in one batch; the layer's kind table, and an empty
+    table of its floor per tile boundaries for :func:`_nest_row` to fill."""
     lay = network.layers[j]
     chunks = floor_chunk_counts(lay.k, k_unroll)
     lasts = range(j + block * LAST_BLOCK, min(len(network.layers), j + (block + 1) * LAST_BLOCK))
     return prefill_nest_floors(((lay, axis, b, chunks) for last in lasts
                                 for b in dict.fromkeys(_bounds_rows(network, j, last, axis))),
-                               tb, nh)[0]
+                               tb, nh)[0], {}
 
 
 def interval_operand_floors(network: Network, first: int, last: int, axis: Axis,

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stems_opt.cost.energy import layer_operand_energy_fj, nest_hardware
+from stems_opt.cost.energy import layer_operand_total_fj, nest_hardware
 from stems_opt.cost.geometry import SegmentGeometry, sub_tile_limits, weight_chunks
 from stems_opt.cost.latency import LayerLatency, dram_reads
 from stems_opt.cost.traffic import SegmentContext, kept_halo_term, layer_terms, segment_terms
@@ -57,8 +57,8 @@ class Rates:
         """Operand energy below DRAM of ``layer`` in model units (0 without energy)."""
         if not self.energy or self.hardware is None:
             return 0
-        return self.operand_weight * sum(layer_operand_energy_fj(
-            geo, layer, m, self.hardware, chunks).values())  # type: ignore[arg-type]
+        return self.operand_weight * layer_operand_total_fj(
+            geo, layer, m, self.hardware, chunks)  # type: ignore[arg-type]
 
     def latency_units(self, lat: LayerLatency | None, geo: SegmentGeometry, layer: Layer,
                       m: int, weight: WeightChoice | None, state: StateMode | None,

@@ -86,15 +86,8 @@ def row_floor_excess(e: np.ndarray, h: np.ndarray, forced_excess: np.ndarray,
     whole[list(whole_items)] = True
     frames = rows // frame_rows
     over = need > 0
-    extra = np.zeros(rows)
-    if row_knapsack is not None:
-        extra[over] = row_knapsack[over]
-    # Only rows where a whole item alone frees the row can rise above the knapsack.
-    redo = over & ((h >= need[None, :]) & whole[:, None]).any(axis=0) \
-        if row_knapsack is not None else over
-    if redo.any() and items:
-        extra[redo] = cover_rows(e[:, redo], h[:, redo], need[redo], knapsack, whole)
-    largest = (forced_excess + extra).reshape(frames, frame_rows).max(axis=1)
+    largest = largest_row_excess(e, h, forced_excess, need, frame_rows, knapsack, whole_items,
+                                 row_knapsack)
     # The sum exceeds the largest row only where two rows or more overflow.
     several = np.repeat(over.reshape(frames, frame_rows).sum(axis=1) > 1, frame_rows)
     if not several.any() or not items:
@@ -108,6 +101,28 @@ def row_floor_excess(e: np.ndarray, h: np.ndarray, forced_excess: np.ndarray,
                            knapsack, whole, free)
     out[pick] = np.maximum(largest[pick], added)
     return out
+
+
+def largest_row_excess(e: np.ndarray, h: np.ndarray, forced_excess: np.ndarray,
+                       need: np.ndarray, frame_rows: int, knapsack: Knapsack,
+                       whole_items: Sequence[int] = (),
+                       row_knapsack: np.ndarray | None = None) -> np.ndarray:
+    """Per frame, the largest row's excess, each row's knapsack by :func:`cover_rows`
+    with the items ``whole_items`` paid whole (arguments as
+    :func:`row_floor_excess`). At least the fractional knapsack's largest row."""
+    items, rows = h.shape
+    whole = np.zeros(items, dtype=bool)
+    whole[list(whole_items)] = True
+    over = need > 0
+    extra = np.zeros(rows)
+    if row_knapsack is not None:
+        extra[over] = row_knapsack[over]
+    # Only rows where a whole item alone frees the row can rise above the knapsack.
+    redo = over & ((h >= need[None, :]) & whole[:, None]).any(axis=0) \
+        if row_knapsack is not None else over
+    if redo.any() and items:
+        extra[redo] = cover_rows(e[:, redo], h[:, redo], need[redo], knapsack, whole)
+    return (forced_excess + extra).reshape(rows // frame_rows, frame_rows).max(axis=1)
 
 
 def row_sum_excess(e: np.ndarray, h: np.ndarray, forced_excess: np.ndarray,

@@ -1,0 +1,127 @@
+"""Per-layer floors of weight re-reads that hold in *every* segment (``docs/solver.md``).
+
+A layer whose weights cannot be held whole beside the least it must hold while
+it runs has to stream them in chunks (``k > 1``), and chunked weights are read
+``S * active * m`` times (``docs/model.md`` 4). Whatever the segment, the
+step that computes the layer's largest sub-tile holds, at the layer's own
+position, at least:
+
+* a weight chunk, ``|W| / k`` for the largest legal ``k``;
+* its output rows: ``max_j subrows * row * Tb`` (written, on chip or whole);
+* its state rows: ``max_j subrows * vrow`` (spilled, tile-resident or resident);
+* the rows of each input its window needs, less the rows it shares with the
+  previous window (the most a kept halo can hold elsewhere), times ``Tb``.
+
+The layer runs ``q = active * m`` steps per time batch and its tiles and
+sub-tiles partition its ``E`` output rows, so its largest sub-tile has at
+least ``ceil(E / q)`` rows. The floor is the least ``(S q - 1) |W|`` over
+time batches and ``q`` whose largest step fits the whole buffer beside a
+chunk, and 0 when the weights fit whole beside the finest step. The buffer
+is taken whole (what else the segment holds only lowers it), so the floor
+is paid by every segment containing the layer, over the cheap bound's
+single read of its weights: it adds to every column's cheap bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from stems_opt.network import Axis, Layer, LayerKind, Network, divisors
+
+
+def layer_chunk_floors(network: Network, capacity_bits: int, k_unroll: int,
+                       axes: Iterable[Axis]) -> tuple[int, ...]:
+    """Per layer, the least extra weight reads (bits) of any segment containing it.
+
+    Parameters
+    ----------
+    network
+        The workload.
+    capacity_bits
+        The global buffer's size.
+    k_unroll
+        The array's K unrolling (``K / chunks`` must reach it).
+    axes
+        The axes segments may tile along (the floor is the least over them).
+    """
+    axes = tuple(axes)
+    return tuple(min(_axis_floor(network, lay, axis, capacity_bits, k_unroll) for axis in axes)
+                 if lay.has_weights else 0 for lay in network.layers)
+
+
+def _smallest_chunk_bits(lay: Layer, k_unroll: int) -> int | None:
+    """Bits of the smallest legal weight chunk (``None`` when chunking is not legal)."""
+    ks = [k for k in divisors(lay.k) if k > 1 and lay.k // k >= k_unroll]
+    return lay.weight_size_bits // max(ks) if ks else None
+
+
+def _least_window_rows(lay: Layer, axis: Axis, rows: int) -> int:
+    """The fewest input rows the window of ``rows`` consecutive output rows spans.
+
+    The window's length is concave in its start (a clip at either end), so the
+    least is at the first or the last position."""
+    extent = lay.extent(axis)
+    return min(hi - lo for lo, hi in (lay.window(axis, 0, rows),
+                                      lay.window(axis, extent - rows, extent)))
+
+
+def _shared_rows(lay: Layer, axis: Axis) -> int:
+    """The most input rows two consecutive windows share (``F - s`` when positive)."""
+    if lay.kind not in (LayerKind.CONV, LayerKind.POOL):
+        return 0
+    f, s = (lay.fy, lay.stride_y) if axis is Axis.OY else (lay.fx, lay.stride_x)
+    return max(0, f - s)
+
+
+def _step_bits(network: Network, lay: Layer, axis: Axis, rows: int, tb: int) -> int:
+    """Least bits the layer holds at its own position while computing ``rows`` output
+    rows of ``tb`` timesteps, besides its weights."""
+    held = rows * (lay.output_row_bits(axis) * tb + lay.state_row_bits(axis))
+    window = max(0, _least_window_rows(lay, axis, rows) - _shared_rows(lay, axis))
+    for src in dict.fromkeys(lay.inputs):
+        held += window * network.tensor_row_bits(src, axis) * tb
+    return held
+
+
+def _axis_floor(network: Network, lay: Layer, axis: Axis, capacity_bits: int,
+                k_unroll: int) -> int:
+    """:func:`layer_chunk_floors` of one layer for segments along ``axis``."""
+    w, T, extent = lay.weight_size_bits, network.timesteps, lay.extent(axis)
+    if w + _step_bits(network, lay, axis, 1, 1) <= capacity_bits:
+        return 0  # resident weights beside the finest step: read once
+    chunk = _smallest_chunk_bits(lay, k_unroll)
+    if chunk is None:
+        return 0  # (no segment runs the layer at all: left to the frames' bounds)
+    best = math.inf
+    for tb in divisors(T):
+        for q in range(1, extent + 1):
+            if chunk + _step_bits(network, lay, axis, -(-extent // q), tb) <= capacity_bits:
+                best = min(best, (T // tb * q - 1) * w)
+                break  # (more steps only read the weights more often)
+    return 0 if best == math.inf else int(best)
+
+
+class ChunkFloors:
+    """The floors of :func:`layer_chunk_floors` in model units, summed over intervals.
+
+    Parameters
+    ----------
+    network, capacity_bits, k_unroll, axes
+        As :func:`layer_chunk_floors`.
+    read_rate
+        Model units per DRAM read bit (0 for latency: the floor then adds nothing).
+    """
+
+    def __init__(self, network: Network, capacity_bits: int, k_unroll: int,
+                 axes: Iterable[Axis], read_rate: float):
+        floors = layer_chunk_floors(network, capacity_bits, k_unroll, axes) if read_rate \
+            else (0,) * len(network.layers)
+        self.per_layer = tuple(f * read_rate for f in floors)
+        self._prefix = [0.0]
+        for f in self.per_layer:
+            self._prefix.append(self._prefix[-1] + f)
+
+    def between(self, first: int, last: int) -> float:
+        """What every segment over layers ``first..last`` pays over reading each weight once."""
+        return self._prefix[last + 1] - self._prefix[first]
