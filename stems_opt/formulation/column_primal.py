@@ -220,8 +220,7 @@ class PrimalMixin:
         in bound order (the column is tightened first); ``True`` when its found value
         improved. The greedy repair takes milliseconds where a frame MIP takes tens
         of them to build alone, and on the right frame it usually finds the frame's
-        local optimum: RED-LIF's ``lif13`` at 128 KB is best in its 60th frame by
-        bound (``Tb = 4``, 12 tiles along OY, space outer), which
+        local optimum, also on frames far down the bound order, which
         :meth:`repair_price`'s two frames of a sample never reach. Past ``until``
         (a ``time.perf_counter()`` value) no more frames are repaired. Only upper
         bounds come from here, never proofs."""
@@ -434,10 +433,9 @@ class PrimalMixin:
 
         The greedy repair of a column's frames of least bound (:meth:`repair_price`)
         misses the frames where the buffer binds in another way than the bound
-        assumes: RED-LIF at 128 KB has its optimum from three such columns
-        (``conv10..lif12``, ``lif13``, ``lif14..lif16``, the second in its 60th
-        frame by bound), which this pass finds in a few seconds of repairs, the
-        frame MIPs in a minute. Long columns are left out: their frames are many,
+        assumes: RED-LIF at 128 KB has its optimum from three columns
+        (``conv10..lif12``, ``lif13``, ``lif14..lif16``), which this pass finds in a
+        few seconds of repairs. Long columns are left out: their frames are many,
         their repairs slow, and their bounds far below their values."""
         plain = self._plain_columns()
 
