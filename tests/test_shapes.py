@@ -25,7 +25,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import sys
 from pathlib import Path
 from typing import Any
@@ -202,8 +201,8 @@ def test_tightened_bounds_by_shape_equal_each_columns_own(size: int,
                                                           objective: Objective) -> None:
     """Every column tightened with sharing (most bounds looked up from a translate)
     has the frame bounds, slacks and bound of the same column tightened without."""
-    on, off = solver(blocks_net(5), size, objective), \
-        solver(blocks_net(5), size, objective, share=False)
+    on, off = solver(blocks_net(4), size, objective), \
+        solver(blocks_net(4), size, objective, share=False)
     assert len(on.columns) == len(off.columns)
     for a, b in zip(on.columns, off.columns, strict=True):
         assert (a.first, a.last, a.sig) == (b.first, b.last, b.sig)
@@ -228,15 +227,15 @@ def _solve(network: dict[str, Any], size: int, objective: Objective, backend: st
 
 
 @pytest.mark.parametrize("blocks,size,objective", [
-    (6, 300, Objective.TRAFFIC), (5, 400, Objective.TRAFFIC), (6, 500, Objective.ENERGY)])
+    (4, 300, Objective.TRAFFIC), (5, 400, Objective.TRAFFIC), (4, 500, Objective.ENERGY)])
 def test_sharing_on_and_off_prove_the_same_optimum(blocks: int, size: int,
                                                    objective: Objective) -> None:
-    """Both backends, sharing on and off: one optimum; with sharing, columns were
-    shared and no shared value was rejected by the cost model."""
+    """Both backends with sharing and CP-SAT without: one optimum; with sharing,
+    columns were shared and no shared value was rejected by the cost model."""
     network = blocks_net(blocks)
     values = set()
     shared = 0
-    for backend, share in itertools.product(("cpsat", "highs"), (True, False)):
+    for backend, share in (("cpsat", True), ("highs", True), ("cpsat", False)):
         value, stats = _solve(network, size, objective, backend, share)
         values.add(value)
         assert stats.get("shares_rejected", 0) == 0
@@ -281,7 +280,7 @@ def test_tiny_chain_brute_force(size: int) -> None:
 def test_same_seed_same_mapping_with_sharing() -> None:
     """Two solves with the same seed return the same mapping (shared values are taken in
     a fixed order)."""
-    p = make_problem(blocks_net(6), 300, 4)
+    p = make_problem(blocks_net(4), 300, 4)
     a, b = (solve(p, "cpsat", threads=1, seed=0) for _ in range(2))
     assert a.stats["columns_shared"] > 0
     assert a.mapping == b.mapping and a.objective_value == b.objective_value
