@@ -24,10 +24,11 @@ single read of its weights: it adds to every column's cheap bound.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable
 
-from stems_opt.network import Axis, Layer, LayerKind, Network, divisors
+from stems_opt.network import Axis, Layer, LayerKind, Network, divisors, most_chunks
 
 
 def layer_chunk_floors(network: Network, capacity_bits: int, k_unroll: int,
@@ -52,8 +53,8 @@ def layer_chunk_floors(network: Network, capacity_bits: int, k_unroll: int,
 
 def _smallest_chunk_bits(lay: Layer, k_unroll: int) -> int | None:
     """Bits of the smallest legal weight chunk (``None`` when chunking is not legal)."""
-    ks = [k for k in divisors(lay.k) if k > 1 and lay.k // k >= k_unroll]
-    return lay.weight_size_bits // max(ks) if ks else None
+    chunks = most_chunks(lay.k, k_unroll)
+    return lay.weight_size_bits // chunks if chunks > 1 else None
 
 
 def _least_window_rows(lay: Layer, axis: Axis, rows: int) -> int:
@@ -118,9 +119,7 @@ class ChunkFloors:
         floors = layer_chunk_floors(network, capacity_bits, k_unroll, axes) if read_rate \
             else (0,) * len(network.layers)
         self.per_layer = tuple(f * read_rate for f in floors)
-        self._prefix = [0.0]
-        for f in self.per_layer:
-            self._prefix.append(self._prefix[-1] + f)
+        self._prefix = list(itertools.accumulate(self.per_layer, initial=0.0))
 
     def between(self, first: int, last: int) -> float:
         """What every segment over layers ``first..last`` pays over reading each weight once."""

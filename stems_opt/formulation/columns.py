@@ -83,7 +83,7 @@ from stems_opt.formulation.data import (
 from stems_opt.formulation.frame_store import FrameStore
 from stems_opt.formulation.intervals import IntervalsMixin
 from stems_opt.formulation.master import MasterMixin, TieBudget
-from stems_opt.formulation.model import build_frame_model, segment_of
+from stems_opt.formulation.model import build_frame_model
 from stems_opt.formulation.neighbourhood import Turns
 from stems_opt.formulation.primal import Rates
 from stems_opt.formulation.shapes import ShapeIndex
@@ -519,9 +519,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         """The mapping of exact columns."""
         segs = []
         for c in chosen:
-            if c.segment is not None:
-                segs.append(c.segment)
-                continue
-            assert c.frame is not None
-            segs.append(segment_of(c.frame, c.chosen))
+            seg = self._found_segment(c)
+            assert seg is not None
+            segs.append(seg)
         return Mapping(tuple(segs)).canonical(self.net)
