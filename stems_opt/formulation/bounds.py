@@ -71,6 +71,7 @@ import numpy as np
 
 from stems_opt.cost.geometry import _row_window_arrays
 from stems_opt.cost.traffic import min_read_bits
+from stems_opt.formulation.item_cover import raise_least
 from stems_opt.formulation.row_sum_floor import largest_row_excess, row_floor_excess
 from stems_opt.formulation.subtile_floor import subtile_item, subtile_weight_excess
 from stems_opt.mapping import Order
@@ -315,8 +316,8 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
                          frames: Sequence[tuple[int, Order, int]], budget: int,
                          written: Collection[str], whole: Collection[str],
                          maybe_whole: Collection[str] = (), read_rate: int = 1,
-                         write_rate: int = 1, k_unroll: int = 1, weight_use_rate: int = 0
-                         ) -> tuple[np.ndarray, np.ndarray]:
+                         write_rate: int = 1, k_unroll: int = 1, weight_use_rate: int = 0,
+                         item_cover: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Least cost the buffer forces over the cheapest choices, for the frames
     ``(first, last, tb, axis, n, order)`` of every ``(tb, order, n)`` in
     ``frames``, and each frame's slack (budget less the most a row holds with
@@ -351,6 +352,10 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
         array once per sub-tile and timestep, and a layer runs at least the
         fewest sub-tiles that fit beside a weight chunk
         (:func:`~stems_opt.formulation.subtile_floor.subtile_weight_excess`).
+    item_cover
+        Raise the least frames of each signature to the bound of one decision
+        per item across all rows (:mod:`~stems_opt.formulation.item_cover`;
+        without ``weight_use_rate`` only).
 
     Returns the bound per frame (``inf`` where the layer at some position
     cannot fit its own transient buffers) and the slack per frame.
@@ -363,7 +368,7 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     """
     bound, slack = signatures_excess_bounds(
         network, first, last, axis, frames, [(budget, frozenset(written), frozenset(whole))],
-        maybe_whole, read_rate, write_rate, k_unroll, weight_use_rate)
+        maybe_whole, read_rate, write_rate, k_unroll, weight_use_rate, item_cover)
     return bound[0], slack[0]
 
 
@@ -377,8 +382,8 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
                              frames: Sequence[tuple[int, Order, int]],
                              signatures: Sequence[tuple[int, Collection[str], Collection[str]]],
                              maybe_whole: Collection[str] = (), read_rate: int = 1,
-                             write_rate: int = 1, k_unroll: int = 1, weight_use_rate: int = 0
-                             ) -> tuple[np.ndarray, np.ndarray]:
+                             write_rate: int = 1, k_unroll: int = 1, weight_use_rate: int = 0,
+                             item_cover: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """:func:`frames_excess_bounds` of every signature ``(budget, written, whole)`` of
     ``signatures`` at once: bound and slack of shape ``(signatures, frames)``.
 
@@ -398,7 +403,7 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
     if len(signatures) > per_key:
         parts = [signatures_excess_bounds(network, first, last, axis, frames,
                                           signatures[s:s + per_key], maybe_whole, read_rate,
-                                          write_rate, k_unroll, weight_use_rate)
+                                          write_rate, k_unroll, weight_use_rate, item_cover)
                  for s in range(0, K, per_key)]
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     budgets = np.array([s[0] for s in signatures], dtype=np.int64)
@@ -406,7 +411,8 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
     wholes = [frozenset(s[2]) for s in signatures]
     bound, slack = _signature_rows(network, axis, plan, _interval_table(network, first, last, axis),
                                    frames, budgets, writtens, wholes, frozenset(maybe_whole),
-                                   read_rate, write_rate, k_unroll, weight_use_rate)
+                                   read_rate, write_rate, k_unroll, weight_use_rate,
+                                   item_cover and not weight_use_rate)
     return bound.reshape(K, F), slack.reshape(K, F)
 
 
@@ -414,7 +420,8 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
                     frames: Sequence[tuple[int, Order, int]], budgets: np.ndarray,
                     writtens: list[frozenset[str]], wholes: list[frozenset[str]],
                     maybe_whole: frozenset[str], read_rate: int, write_rate: int,
-                    k_unroll: int, weight_use_rate: int) -> tuple[np.ndarray, np.ndarray]:
+                    k_unroll: int, weight_use_rate: int, item_cover: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """The bounds of :func:`signatures_excess_bounds`, one row per signature and frame
     (signature-major)."""
     T = network.timesteps
@@ -588,6 +595,9 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             parts.e, parts.h, parts.base + fixed.reshape(F * L),
             parts.h.sum(axis=0) - row_budget, L, _knapsack_rows, whole_items, parts.extra))
     best = np.where(dead, np.inf, best)
+    if item_cover:  # (one decision per item across the rows: item_cover.py)
+        best = raise_least(best, parts.e, parts.h, parts.forced, row_budget, L, F0,
+                           tuple((k, k + 1) for k, _, _ in weight_items), operand_extra)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)
     bound = np.where(finite, np.maximum(0, np.ceil(np.where(finite, best, 0) * (1 - 1e-9)

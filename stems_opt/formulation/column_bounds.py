@@ -27,6 +27,10 @@ from stems_opt.formulation.nest_floor import frame_operand_floor
 from stems_opt.formulation.operand_floors import operand_floor_fj
 from stems_opt.network import Axis
 
+#: Traffic frame bounds by one decision per item across rows (item_cover.py); off only
+#: to compare.
+ITEM_COVER = True
+
 
 class BoundsMixin:
     """Lower bounds of columns (a mixin of ``ColumnSolver``)."""
@@ -171,7 +175,7 @@ class BoundsMixin:
                 self.net, first, last, axis, [(s[2], s[5], s[4]) for s in specs],
                 self.ctx.capacity_bits, frozenset(written), frozenset(), maybe,
                 read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll,
-                weight_use_rate=self._weight_use_rate())
+                weight_use_rate=self._weight_use_rate(), item_cover=self._item_cover())
             floor = self.chunk_floors.between(first, last)  # (chunk_floor.py: any frame)
             for spec, e in zip(specs, excess.tolist(), strict=True):
                 got[spec] = self._cheapest(spec) + max(e, floor)
@@ -183,6 +187,13 @@ class BoundsMixin:
         """Model units per weight bit the GB sends to the array, where the energy
         counts one read per sub-tile and timestep (no loop nests; 0 otherwise)."""
         return 0 if self.problem.hardware.loop_nests else int(self.rates[2])
+
+    def _item_cover(self) -> bool:
+        """Whether frame bounds take one decision per item across their rows
+        (``item_cover.py``): for traffic (energy and latency bounds are as before)."""
+        from stems_opt.problem import Objective
+
+        return ITEM_COVER and self.problem.objective is Objective.TRAFFIC
 
     def signature_count(self, first: int, last: int) -> int:
         """How many signatures (columns) the interval has."""
@@ -278,7 +289,7 @@ class BoundsMixin:
         bound, slack = signatures_excess_bounds(
             self.net, first, last, axis, [(s[2], s[5], s[4]) for s in specs], sigs,
             read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll,
-            weight_use_rate=self._weight_use_rate())
+            weight_use_rate=self._weight_use_rate(), item_cover=self._item_cover())
         for k, s in enumerate(sigs):
             self.cap_bounds[self._cap_key(first, last, axis, s)] = (bound[k], slack[k])
 
