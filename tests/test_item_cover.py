@@ -119,3 +119,45 @@ def test_random_frames_below_their_optimum(data: st.DataObject) -> None:
             res = cs.master_path()
             if best is not None:  # (no mapping fits: nothing to compare)
                 assert res is not None and res[2] <= best, (res[2], best)
+
+
+def test_sew_resnet152_stage3_frames() -> None:
+    """SEW-ResNet-152 at 256 KB, layers 52..57 (``s3_b0_add`` .. ``s3_b2_conv1``: a block
+    and its neighbours' ends), every tensor through DRAM at the boundaries: the worst
+    row's knapsack of the one-tile frame (Tb 4) is 17,503,530 bits; its program 18,395,136
+    (the residual kept on chip and the weights held whole cannot both hold at two rows);
+    the frame's exact local optimum 19,353,600. Each other frame priced stays above its
+    bound too."""
+    import stems_opt.formulation.column_bounds as column_bounds
+    from stems_opt.io import load_hardware, load_instance
+    from stems_opt.problem import Problem
+
+    root = Path(__file__).resolve().parent.parent
+    inst = load_instance(root / "instances" / "sew_resnet152_1mb.yaml")
+    p = Problem(inst.network, load_hardware(root / "models" / "hardware" / "edge_256kb.yaml"),
+                Objective.TRAFFIC, "sew152_256kb", (), inst.max_segment_layers)
+    cs = solver_for(p)
+    assert cs.open_interval(52, 57)
+    col = next(c for c in cs.columns if (c.first, c.last) == (52, 57)
+               and not any(w for _, w in c.sig.whole_in)
+               and not any(w for _, w, _ in c.sig.outputs))
+    saved = column_bounds.ITEM_COVER
+    try:
+        column_bounds.ITEM_COVER = False
+        plain = solver_for(p)
+        plain.open_interval(52, 57)
+        pcol = next(c for c in plain.columns if (c.first, c.last) == (52, 57) and c.sig == col.sig)
+        plain.tighten(pcol)
+    finally:
+        column_bounds.ITEM_COVER = saved
+    cs.tighten(col)
+    extra = cs._extra(52, 57, col.sig)
+    spec = min(col.frame_bounds, key=col.frame_bounds.get)
+    assert spec[2] == 4 and spec[4] == 1  # (Tb 4, one tile)
+    assert pcol.frame_bounds[spec] + extra == 17_503_530
+    assert col.frame_bounds[spec] + extra == 18_395_136
+    for s in sorted(col.frame_bounds, key=col.frame_bounds.get)[:2]:
+        value, proven, _ = cs._local(*cs._restrict(cs._frame(s), col.sig), 120.0)
+        assert value == proven and col.frame_bounds[s] + extra <= value
+        if s == spec:
+            assert value == 19_353_600

@@ -40,7 +40,10 @@ from dataclasses import dataclass
 import numpy as np
 
 #: Seconds one frame's program may take; its proven bound counts when cut short.
-COVER_LIMIT_S = 2.0
+COVER_LIMIT_S = 0.2
+#: Programs remembered (by their items, holds and needs), oldest dropped first.
+SOLVED_CACHE = 1 << 16
+_SOLVED: dict[tuple, float] = {}
 
 
 @dataclass(frozen=True)
@@ -104,9 +107,18 @@ def cover_bound(cover: Cover, limit_s: float = COVER_LIMIT_S) -> float:
         return math.inf  # no choice of the items frees enough on some row
     # A chunked item taken needs its layer's weights not resident: that item joins the
     # program even where it holds nothing (unless its expensive side is free).
-    links = [(res, own) for res, own in cover.pairs if own in live and not free[res]]
+    links = tuple((res, own) for res, own in cover.pairs if own in live and not free[res])
     live = sorted({*live, *(res for res, _ in links)})
-    return cover.forced_cost + _solve(cost, hold, need, live, tuple(links), limit_s)
+    # Signatures and translated intervals often give the same program: solved once.
+    key = (cost[live].tobytes(), hold[live].tobytes(), need.tobytes(),
+           tuple((live.index(a), live.index(b)) for a, b in links))
+    got = _SOLVED.get(key)
+    if got is None:
+        got = _solve(cost, hold, need, live, links, limit_s)
+        if len(_SOLVED) >= SOLVED_CACHE:
+            _SOLVED.pop(next(iter(_SOLVED)))
+        _SOLVED[key] = got
+    return cover.forced_cost + got
 
 
 def _solve(cost: np.ndarray, hold: np.ndarray, need: np.ndarray, live: list[int],
@@ -124,6 +136,7 @@ def _solve(cost: np.ndarray, hold: np.ndarray, need: np.ndarray, live: list[int]
     m.minimize(sum(int(cost[i]) * v for i, v in x.items()))
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
+    solver.parameters.cp_model_presolve = False  # (a third of the time on these small programs)
     solver.parameters.max_time_in_seconds = limit_s
     status = solver.solve(m)
     if status == cp_model.INFEASIBLE:
