@@ -39,7 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Seconds one frame's program may take; its proven bound counts when cut short.
+#: CP-SAT's deterministic time (about seconds) one frame's program may take: its
+#: proven bound counts when cut short, the same on every run.
 COVER_LIMIT_S = 0.2
 #: Programs remembered (by their items, holds and needs), oldest dropped first.
 SOLVED_CACHE = 1 << 16
@@ -137,7 +138,7 @@ def _solve(cost: np.ndarray, hold: np.ndarray, need: np.ndarray, live: list[int]
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = 1
     solver.parameters.cp_model_presolve = False  # (a third of the time on these small programs)
-    solver.parameters.max_time_in_seconds = limit_s
+    solver.parameters.max_deterministic_time = limit_s
     status = solver.solve(m)
     if status == cp_model.INFEASIBLE:
         return math.inf
