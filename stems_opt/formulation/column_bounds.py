@@ -233,10 +233,13 @@ class BoundsMixin:
             self._touched_tensors[(first, last)] = touched
         return (written - whole) & touched, whole & touched
 
-    def tighten(self, col: Column) -> bool:
+    def tighten(self, col: Column, cover: bool = False) -> bool:
         """Bound every frame of ``col`` with what the buffer forces; ``True`` when
-        the column's bound rose."""
-        if col.tight:
+        the column's bound rose. ``cover``: for traffic, also one decision per item
+        across each frame's rows (``item_cover.py``; the proof's tightening asks for
+        it, the primal searches do not pay for it)."""
+        cover = cover and self._item_cover()
+        if col.tight and (not cover or self.settled(col)):
             return False
         self.stop.check()
         budget, written, _, whole = self._sig_parts(col)
@@ -250,11 +253,12 @@ class BoundsMixin:
         floor = self.chunk_floors.between(col.first, col.last)  # (chunk_floor.py: any frame)
         for axis, specs in self._by_axis(self.specs[(col.first, col.last)]).items():
             self.stop.check()  # the column stays at its cheap bound, still valid
-            key = self._cap_key(col.first, col.last, axis, (budget, written, whole))
+            key = self._cap_key(col.first, col.last, axis, (budget, written, whole), cover)
             got = self.cap_bounds.get(key)
             if got is None:
                 self._fill_cap_bounds(col.first, col.last, axis, specs, [
-                    (budget, written, whole), *self._round_sigs.get((col.first, col.last), ())])
+                    (budget, written, whole), *self._round_sigs.get((col.first, col.last), ())],
+                    cover)
                 got = self.cap_bounds[key]
             for spec, excess, slack in zip(specs, got[0].tolist(), got[1].tolist(), strict=True):
                 bound = self._cheapest(spec) + max(excess, floor)
@@ -262,12 +266,18 @@ class BoundsMixin:
                 col.frame_slack[spec] = slack
                 best = min(best, bound)
         col.tight = True
+        if cover:
+            self._covered.add(id(col))
         if best == math.inf:  # no frame fits its own transient buffers
             col.exact, col.value = True, None
             return True
         old = col.bound
         col.bound = max(col.bound, best + extra)
         return col.bound > old
+
+    def settled(self, col: Column) -> bool:
+        """Whether the proof's tightening has nothing more to add to ``col``."""
+        return col.tight and (id(col) in self._covered or not self._item_cover())
 
     def _tighten_key(self, col: Column) -> tuple[int, frozenset[str], frozenset[str]] | None:
         """The ``(budget, written, whole)`` :meth:`tighten` bounds ``col`` with (after
@@ -278,30 +288,31 @@ class BoundsMixin:
         return (budget, *self._relevant(col.first, col.last, written, whole))
 
     def _fill_cap_bounds(self, first: int, last: int, axis: Axis, specs: list,
-                         sigs: list[tuple[int, frozenset[str], frozenset[str]]]) -> None:
+                         sigs: list[tuple[int, frozenset[str], frozenset[str]]],
+                         cover: bool = False) -> None:
         """Bound the frames ``specs`` of ``first..last`` along ``axis`` under each
         signature of ``sigs`` not bounded yet, in one call
         (:func:`~stems_opt.formulation.bounds.signatures_excess_bounds`)."""
         sigs = [s for s in dict.fromkeys(sigs)
-                if self._cap_key(first, last, axis, s) not in self.cap_bounds]
+                if self._cap_key(first, last, axis, s, cover) not in self.cap_bounds]
         if not sigs:
             return
         bound, slack = signatures_excess_bounds(
             self.net, first, last, axis, [(s[2], s[5], s[4]) for s in specs], sigs,
             read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll,
-            weight_use_rate=self._weight_use_rate(), item_cover=self._item_cover())
+            weight_use_rate=self._weight_use_rate(), item_cover=cover)
         for k, s in enumerate(sigs):
-            self.cap_bounds[self._cap_key(first, last, axis, s)] = (bound[k], slack[k])
+            self.cap_bounds[self._cap_key(first, last, axis, s, cover)] = (bound[k], slack[k])
 
     def _cap_key(self, first: int, last: int, axis: Axis,
-                 sig: tuple[int, frozenset[str], frozenset[str]]) -> tuple:
+                 sig: tuple[int, frozenset[str], frozenset[str]], cover: bool = False) -> tuple:
         """The key of :attr:`cap_bounds` for ``first..last`` along ``axis`` under ``sig``
         (budget, written, whole): by the interval's shape and canonical tensor ids, so
         translated intervals share it (:mod:`~stems_opt.formulation.shapes`; their
         frames come in the same order)."""
         shape = self.shapes.shape(first, last)
         return (shape.key, axis, sig[0], self.shapes.tensors(shape, sig[1]),
-                self.shapes.tensors(shape, sig[2]))
+                self.shapes.tensors(shape, sig[2]), cover)
 
     def _tighten_for(self, cols: list[Column], seconds: float) -> tuple[int, int]:
         """Tighten ``cols`` in order for at most about ``seconds`` (the master, the
@@ -312,14 +323,14 @@ class BoundsMixin:
         # of them to miss computes the others' too).
         self._round_sigs = {}
         for col in cols:
-            key = None if col.tight else self._tighten_key(col)
+            key = None if self.settled(col) else self._tighten_key(col)
             if key is not None:
                 self._round_sigs.setdefault((col.first, col.last), []).append(key)
         for col in cols:
             if time.perf_counter() > end:
                 break
             tried += 1
-            if self.tighten(col):
+            if self.tighten(col, cover=True):
                 rose += 1
             self.touch(col)
         self._round_sigs = {}

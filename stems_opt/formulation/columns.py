@@ -109,6 +109,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         self._crossing: dict[int, list[str]] = {}
         self._interval_bounds: dict[tuple[int, int], dict[FrameKey, float]] = {}
         self._round_sigs: dict[tuple[int, int], list[tuple]] = {}  # (_tighten_for's round)
+        self._covered: set[int] = set()  # columns tightened with item_cover.py (ids)
         self._by_interval: dict[tuple[int, int], list[Column]] | None = None
         self._extra_parts: dict[tuple[int, int], tuple[dict[str, int], dict[str, int]]] = {}
         self._transitions: dict[tuple, list[tuple]] = {}
@@ -478,7 +479,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
                         if (c.first, c.last) not in self._interval_bounds
                         and self.signature_count(c.first, c.last) > 6]):
                     continue
-                rose += sum([self.tighten(c) for c in pending])
+                rose += sum([self.tighten(c, cover=True) for c in pending])
                 if rose:
                     continue  # bounds rose: ask the master again before pricing anything
                 for col in pending:
