@@ -77,12 +77,17 @@ def test_signatures_together_equal_signatures_apart_random(data: st.DataObject) 
 @pytest.mark.parametrize("objective", [Objective.TRAFFIC, Objective.ENERGY],
                          ids=lambda o: o.value)
 @pytest.mark.parametrize("case", list(CASES))
-def test_tightened_columns_equal_one_call_per_column(case: str, objective: Objective) -> None:
+def test_tightened_columns_equal_one_call_per_column(case: str, objective: Objective,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Every column the solver tightens in one round (the signatures of an interval's
     columns bounded together) gets the bound and slack of one reference call per
-    column. Mutation: every
+    column (the knapsack's: the item cover, ``item_cover.py``, is checked in
+    ``test_item_cover.py``). Mutation: every
     signature of a call stored with the first one's bounds (``_fill_cap_bounds``
     storing ``(bound[0], slack[0])``) makes this fail."""
+    import stems_opt.formulation.column_bounds as column_bounds
+
+    monkeypatch.setattr(column_bounds, "ITEM_COVER", False)
     network, ku, size = CASES[case]
     cs = solver_for(make_problem(network, size, ku, objective))
     compared = 0
