@@ -276,8 +276,19 @@ class BoundsMixin:
         return col.bound > old
 
     def settled(self, col: Column) -> bool:
-        """Whether the proof's tightening has nothing more to add to ``col``."""
-        return col.tight and (id(col) in self._covered or not self._item_cover())
+        """Whether the tie rounds have nothing more to add to ``col``."""
+        return col.tight and (id(col) in self._covered or not self._cover_ties())
+
+    def _cover_ties(self) -> bool:
+        """Whether tie rounds cover their columns too (``item_cover.py``): on networks
+        deeper than ``EAGER_LAYERS``, where thousands of tied columns route through
+        long intervals of repeated blocks (and translates share their programs). On
+        shallower ones the programs cost more than they save there (RED-LIF at 128 KB
+        was no longer proven within 60 s): only the master's pending columns and the
+        interval bounds are covered."""
+        from stems_opt.formulation import column_base
+
+        return self._item_cover() and len(self.net.layers) > column_base.EAGER_LAYERS
 
     def _tighten_key(self, col: Column) -> tuple[int, frozenset[str], frozenset[str]] | None:
         """The ``(budget, written, whole)`` :meth:`tighten` bounds ``col`` with (after
@@ -330,7 +341,7 @@ class BoundsMixin:
             if time.perf_counter() > end:
                 break
             tried += 1
-            if self.tighten(col, cover=True):
+            if self.tighten(col, cover=self._cover_ties()):
                 rose += 1
             self.touch(col)
         self._round_sigs = {}
