@@ -489,7 +489,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
                         if (c.first, c.last) not in self._interval_bounds
                         and self.signature_count(c.first, c.last) > 6]):
                     continue
-                rose += sum([self.tighten(c, cover=True) for c in pending])
+                rose += sum([self.tighten(c, cover=self.cover_in_search()) for c in pending])
                 if rose:
                     continue  # bounds rose: ask the master again before pricing anything
                 for col in pending:
