@@ -239,7 +239,7 @@ class BoundsMixin:
         across each frame's rows (``item_cover.py``; the proof's tightening asks for
         it, the primal searches do not pay for it)."""
         cover = cover and self._item_cover()
-        if col.tight and (not cover or self.settled(col)):
+        if col.tight and (not cover or id(col) in self._covered):
             return False
         self.stop.check()
         budget, written, _, whole = self._sig_parts(col)
@@ -275,18 +275,14 @@ class BoundsMixin:
         col.bound = max(col.bound, best + extra)
         return col.bound > old
 
-    def settled(self, col: Column) -> bool:
-        """Whether the proof's tightening has nothing more to add to ``col``."""
-        return col.tight and (id(col) in self._covered or not self.cover_in_search())
-
     def cover_in_search(self) -> bool:
-        """Whether the proof's tightening (the master's pending columns, tie rounds,
-        interval bounds) covers columns (``item_cover.py``): for traffic on networks
-        deeper than ``EAGER_LAYERS``, where thousands of tied columns route through long
-        intervals of repeated blocks (and translates share their programs). On shallower
-        ones the programs cost more than they save (RED-LIF at 128 KB: proven in 36.5 s
-        with them, 30.2 s without, load 4-4.5); ``tighten(col, cover=True)`` still
-        covers when asked (the tests)."""
+        """Whether the master's pending columns and the interval bounds are covered
+        (``item_cover.py``): for traffic on networks deeper than ``EAGER_LAYERS``, whose
+        long intervals of repeated blocks each overflow at their own rows. Tie rounds
+        keep the knapsack (covering them slowed SEW-ResNet-152's bound at 120 s: 128 KB
+        gap 10.8 % against 8.1 %), and so do shallower networks (RED-LIF at 128 KB:
+        proven in 36.5 s with the pending columns covered, 30.2 s without, load 4-4.5);
+        ``tighten(col, cover=True)`` covers when asked (the tests)."""
         from stems_opt.formulation import column_base
 
         return self._item_cover() and len(self.net.layers) > column_base.EAGER_LAYERS
@@ -335,14 +331,14 @@ class BoundsMixin:
         # of them to miss computes the others' too).
         self._round_sigs = {}
         for col in cols:
-            key = None if self.settled(col) else self._tighten_key(col)
+            key = None if col.tight else self._tighten_key(col)
             if key is not None:
                 self._round_sigs.setdefault((col.first, col.last), []).append(key)
         for col in cols:
             if time.perf_counter() > end:
                 break
             tried += 1
-            if self.tighten(col, cover=self.cover_in_search()):
+            if self.tighten(col):
                 rose += 1
             self.touch(col)
         self._round_sigs = {}

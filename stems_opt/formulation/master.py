@@ -258,7 +258,7 @@ class MasterMixin:
         return sorted(chosen, key=lambda c: c.first), value, value, True
 
     def master_ties(self, limit: int) -> list[Column]:
-        """Up to ``limit`` columns not yet tightened (``settled``) that lie on some optimal path of
+        """Up to ``limit`` columns not yet tightened that lie on some optimal path of
         the last bound master (:meth:`master_path`; its labels, read backwards).
 
         Tightening all of them at once, not only the one path returned, saves a
@@ -287,8 +287,7 @@ class MasterMixin:
                     after = suf[col.last + 1]
                     rest = min((after.get(key, math.inf) for key in nexts), default=math.inf)
                     least = min(least, price + rest)
-                    if not self.settled(col) and not col.exact and \
-                            cost + price + rest <= target + 0.5:
+                    if not col.tight and not col.exact and cost + price + rest <= target + 0.5:
                         found[id(col)] = col
                 if least < math.inf:
                     suf[k][state] = least
