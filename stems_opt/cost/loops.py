@@ -1206,3 +1206,47 @@ def _window_steps(window: tuple[int, int, int, int] | None, bounds: tuple[int, .
                              return_counts=True)
     m_of = pair // len(kinds)
     return reps, pair % len(kinds), counts, np.searchsorted(m_of, ms - 1)
+
+
+def layer_partition_floor_fj(layer: Layer, axis: Axis, timesteps: int, hw: NestHardware
+                             ) -> int:
+    """A lower bound on the operand energy (fJ) of a conv or linear layer over
+    all its steps along ``axis``, for *every* tiling, sub-tile count and time
+    batch: the least, over the time batches ``tb`` dividing ``timesteps`` and
+    over every partition of the layer's output rows into consecutive steps,
+    of ``timesteps / tb`` times the sum of the steps' optimal nest energies
+    (each step at its least over :func:`floor_chunk_counts`, lossless: see there).
+
+    Whatever its frame, the layer's steps in one time batch split its rows
+    into consecutive ranges (its tiles partition its rows, each tile's
+    sub-tiles partition the tile), each step's shape fixed by its range, and
+    every time batch runs the same steps; so the layer's operand energy is
+    one of the sums minimised here (found by a shortest path over row
+    boundaries). 0 when no partition has a nest that fits.
+    """
+    return _partition_floor(shape_twin(layer), axis, timesteps, hw,
+                            floor_chunk_counts(layer.k, hw.unrolling[K]))
+
+
+@lru_cache(maxsize=4096)
+def _partition_floor(layer: Layer, axis: Axis, timesteps: int, hw: NestHardware,
+                     chunks: tuple[int, ...]) -> int:
+    E = 1 if layer.kind is LayerKind.LINEAR else layer.extent(axis)
+    reps: dict[tuple[int, int], tuple[int, int]] = {}  # (rows, window rows) -> (a, z)
+    kind = {}
+    for a in range(E):
+        for z in range(a + 1, E + 1):
+            wa, wz = layer.window(axis, a, z)
+            kind[(a, z)] = reps.setdefault((z - a, wz - wa), (a, z))
+    best = math.inf
+    for tb in (d for d in range(1, timesteps + 1) if timesteps % d == 0):
+        shapes = {rep: [step_shape(layer, axis, *rep, tb, c) for c in chunks]
+                  for rep in reps.values()}
+        solve_nests((s for row in shapes.values() for s in row), hw)
+        energy = {rep: min((g for g in (_ENERGY[(s, hw)] for s in row) if g is not None),
+                           default=math.inf) for rep, row in shapes.items()}
+        least = [0.0] + [math.inf] * E  # least energy of the rows [0, z)
+        for z in range(1, E + 1):
+            least[z] = min(least[a] + energy[kind[(a, z)]] for a in range(z))
+        best = min(best, timesteps // tb * least[E])
+    return 0 if best == math.inf else int(best)

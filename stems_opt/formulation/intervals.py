@@ -18,6 +18,7 @@ from stems_opt.formulation.column_base import (
     Column,
     collector_paused,
 )
+from stems_opt.formulation.operand_floors import layer_operand_floors_fj
 from stems_opt.mapping import Order
 from stems_opt.network import Axis
 from stems_opt.stopping import SearchStoppedError
@@ -125,6 +126,9 @@ class IntervalsMixin:
         net, r0, r1 = self.net, self.rates[0], self.rates[1]
         streaming = net.state_persistence is StatePersistence.STREAMING
         floor = [0]
+        # Energy: each layer's least operand energy below DRAM too (every frame pays it).
+        operand = layer_operand_floors_fj(net, tuple(self.axes), self.problem.hardware) \
+            if self.energy else (0,) * len(net.layers)
         for lay in net.layers:
             reads = lay.weight_size_bits if lay.has_weights else 0
             writes = net.tensor_size_bits(lay.name) if lay.name in self.ctx.outputs else 0
@@ -135,7 +139,8 @@ class IntervalsMixin:
                 if self.producer[src] < 0 and src not in self.ctx.whole_candidates:
                     reads += min(read_bits(net, src, lay.name, a) for a in (Axis.OY, Axis.OX))
             floor.append(floor[-1] + reads * r0 + writes * r1
-                         + self.chunk_floors.per_layer[len(floor) - 1])
+                         + self.chunk_floors.per_layer[len(floor) - 1]
+                         + self.ctx.energy_weight * operand[len(floor) - 1])
         return np.array(floor, dtype=np.float64)
 
     def excluded_bound(self, fresh: bool = False) -> float:
