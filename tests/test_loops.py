@@ -577,9 +577,10 @@ def test_partition_floor_bounds_every_split() -> None:
     """``layer_partition_floor_fj`` is never above the nest energy of any tiling
     (every composition of the rows into tiles), sub-tile count, time batch and
     chunking of random conv and linear layers, and equals the least of them
-    where a single step is cheapest. Mutations that make this fail: a step at its
-    costliest chunk count (``min`` -> ``max`` over ``row``); the most expensive
-    last step (``.min()`` -> ``.max()`` in the shortest path)."""
+    in most of them. Mutations that make this fail: the most expensive last step
+    (``.min()`` -> ``.max()`` in the shortest path); splitting at every row
+    (``least[:hi]`` -> ``least[hi - 1:hi]``); steps of one timestep
+    (``timesteps`` -> 1 in the steps: the least is never attained)."""
     from stems_opt.cost.loops import layer_partition_floor_fj
 
     rng = random.Random(29)
