@@ -231,9 +231,8 @@ def test_excluded_bound_with_loop_nests_never_above_brute_force(
     partition floor, ``layer_partition_floor_fj``): at the cheap bounds and after
     tightening every opened column, never above the brute-force best through an
     unopened interval; with an unlimited buffer, equal to it on ``chain_T4`` (one
-    tile, each layer's least nests). Adding 1 fJ to the partition floor, or
-    leaving it out of the any-time-batch floor (``_partition_lift`` returning 0),
-    makes this fail."""
+    tile, each layer's least nests, where the partition floor equals the coarse
+    one). Adding 1 fJ to the partition floor makes this fail."""
     from test_bounds import nest_problem
 
     _one_layer_first(monkeypatch)
