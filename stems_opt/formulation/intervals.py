@@ -120,7 +120,9 @@ class IntervalsMixin:
         """Prefix sums of a per-layer floor of every column's cheap bound: weights
         read once (and re-read as :mod:`~stems_opt.formulation.chunk_floor` forces),
         streamed state read and written, network outputs written, the network input
-        read (its least reading over the axes), in model units."""
+        read (its least reading over the axes), for energy each layer's operand floor
+        (:func:`~stems_opt.formulation.operand_floors.layer_operand_floors_fj`), in
+        model units."""
         from stems_opt.network import StatePersistence
 
         net, r0, r1 = self.net, self.rates[0], self.rates[1]
