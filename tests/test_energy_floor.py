@@ -22,6 +22,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -99,6 +100,7 @@ def test_hand_case_is_tight() -> None:
     * Tb = 1 (S = 2): one row fits (496), two do not (928): q = 4, DRAM (2 * 4 - 1) * 128
       = 896 bits more: 896 * 11,115 + 768 * 130 = 10,058,880 fJ.
 
+    Whole weights (128 bits) beside the finest step need 128 + 432 = 560 > 550 bits.
     The floor is the first; the brute force's best segment spends exactly the cheap
     bound's single reads (128 from DRAM, T |W| = 256 from the GB) plus it.
     """
@@ -106,8 +108,24 @@ def test_hand_case_is_tight() -> None:
     assert rates(p) == (READ_FJ, USE_FJ)
     assert floors_of(p) == {"a": 4_368_000}
     assert least_weight_energy(p) == {"a": 128 * READ_FJ + 256 * USE_FJ + 4_368_000}
-    # With room for whole weights beside the finest step nothing is forced.
-    assert floors_of(make_problem(ONE, 560, objective=Objective.ENERGY)) == {"a": 0}
+
+
+@pytest.mark.parametrize(("size", "floor_fj"), [(560, 99_840), (992, 33_280), (1855, 33_280),
+                                                (1856, 0)])
+def test_whole_weights_beside_fewer_steps(size: int, floor_fj: int) -> None:
+    """Whole weights (resident: one DRAM read) beside ``q`` steps of ``ceil(4 / q)`` rows
+    at Tb = 1, ``r * 432`` bits each: the GB sends them ``T (q - 1) |W|`` times more.
+
+    * 560 bits: one row beside 128 (560), two do not (992): q = 4, 2 * 3 * 128 = 768
+      bits at 130 fJ, 99,840 fJ (the chunks cost DRAM re-reads, 3 * 128 * 11,115 more);
+    * 992 .. 1855: two rows fit (992), four do not (1856): q = 2, 256 bits, 33,280 fJ;
+    * 1856: the whole map in one step, nothing forced.
+
+    The brute force's best segment spends exactly that over the single reads.
+    """
+    p = make_problem(ONE, size, objective=Objective.ENERGY)
+    assert floors_of(p) == {"a": floor_fj}
+    assert least_weight_energy(p) == {"a": 128 * READ_FJ + 256 * USE_FJ + floor_fj}
 
 
 def test_cheap_floor_is_the_larger_of_both() -> None:
@@ -123,17 +141,20 @@ def test_cheap_floor_is_the_larger_of_both() -> None:
     assert plain.cheap_between(0, 0) == plain.between(0, 0) == ONE_FLOOR * READ_FJ
 
 
-@settings(**{**RANDOM_SETTINGS, "max_examples": 8})
+@settings(**{**RANDOM_SETTINGS, "max_examples": 10})
 @given(st.data())
 def test_random_segments_pay_the_floor(data: st.DataObject) -> None:
     """Every segment that fits spends at least the cheap bound's weight energy plus the
-    floor; buffers are drawn around the size where some layer's weights stop fitting
-    whole."""
+    floor; buffers are drawn from where some layer's weights stop fitting whole beside
+    its finest step to where they fit beside one step of its whole map."""
     net = make_problem(data.draw(tiny_networks()), 10 ** 6, k_unroll=1).network
     axes = frame_axes(net)
+    lays = [lay for lay in net.layers if lay.has_weights]
     needs = [lay.weight_size_bits + min(_step_bits(net, lay, a, 1, 1) for a in axes)
-             for lay in net.layers if lay.has_weights]
-    cap = data.draw(st.integers(max(1, max(needs) * 2 // 3), max(needs) + 8))
+             for lay in lays]
+    full = [lay.weight_size_bits + min(_step_bits(net, lay, a, lay.extent(a), 1) for a in axes)
+            for lay in lays]
+    cap = data.draw(st.integers(max(1, max(needs) * 2 // 3), max(full) + 8))
     p = make_problem(net, cap, k_unroll=1, objective=Objective.ENERGY)
     assume(bf.space_size(p) <= 20000)  # (the walk scores every segment of every mapping)
     floors = floors_of(p)

@@ -17,7 +17,15 @@ Both grow with ``q``, so the energy floor is the least of both together,
     min over (Tb, q) whose step fits of  (S q - 1) |W| read_rate + T (q - 1) |W| use_rate,
 
 at least the DRAM floor (its ``(Tb, q)`` may differ: a finer time batch
-reads DRAM more often with fewer steps). Layers whose windows have gaps
+reads DRAM more often with fewer steps). Weights held whole (resident or
+streamed whole, ``|W|`` bits at the layer's own position) are another way,
+read once from DRAM when resident: it costs the GB reads
+``T (q - 1) |W| use_rate`` of the fewest steps whose largest fits beside
+``|W|`` (at ``Tb = 1``, the smallest step), and the floor is the less of both
+ways. So the floor is positive also where the weights fit whole beside the
+finest step but not beside one step of the whole map (SEW-ResNet-152's
+stage 3 at 384 KB: a block's ``conv3`` holds 1 Mbit of weights and 2.4 Mbit
+of state for its 14 rows). Layers whose windows have gaps
 (a kernel narrower than its stride) get no GB term: their weight and input
 reads have one joint floor (:func:`~stems_opt.formulation.operand_floors.gapped_weight_input_fj`).
 
@@ -68,18 +76,32 @@ def layer_energy_floors(network: Network, capacity_bits: int, k_unroll: int,
 
 def _axis_floor(network: Network, lay: Layer, axis: Axis, capacity_bits: int, k_unroll: int,
                 read_rate: float, use_rate: float) -> float:
-    """:func:`layer_energy_floors` of one layer for segments along ``axis``."""
-    w, T, extent = lay.weight_size_bits, network.timesteps, lay.extent(axis)
-    if w + _step_bits(network, lay, axis, 1, 1) <= capacity_bits:
-        return 0.0  # resident weights beside the finest step: any q, read once
-    chunk = _smallest_chunk_bits(lay, k_unroll)
-    if chunk is None:
-        return 0.0  # (no segment runs the layer: left to the frames' bounds)
+    """:func:`layer_energy_floors` of one layer for segments along ``axis``: the less of
+    its weights held whole and streamed in chunks."""
     use = 0.0 if _gapped(lay, axis) else use_rate
-    best = math.inf
-    for tb in divisors(T):
-        for q in range(1, extent + 1):
-            if chunk + _step_bits(network, lay, axis, -(-extent // q), tb) <= capacity_bits:
+    whole = _fewest_steps(network, lay, axis, lay.weight_size_bits, capacity_bits, 1)
+    best = math.inf if whole is None else network.timesteps * (whole - 1) * \
+        lay.weight_size_bits * use
+    if whole == 1:
+        return 0.0
+    chunk = _smallest_chunk_bits(lay, k_unroll)
+    if chunk is not None:
+        w, T = lay.weight_size_bits, network.timesteps
+        for tb in divisors(T):
+            q = _fewest_steps(network, lay, axis, chunk, capacity_bits, tb)
+            if q is not None:
                 best = min(best, (T // tb * q - 1) * w * read_rate + T * (q - 1) * w * use)
-                break  # (more steps read the weights more often, from DRAM and the GB)
+    # (None fits: no segment runs the layer, left to the frames' bounds)
     return 0.0 if best == math.inf else float(best)
+
+
+def _fewest_steps(network: Network, lay: Layer, axis: Axis, weight_bits: int,
+                  capacity_bits: int, tb: int) -> int | None:
+    """The fewest steps per time batch ``q`` whose largest step (``ceil(E / q)`` rows of
+    ``tb`` timesteps) fits the buffer beside ``weight_bits``; ``None`` when none does.
+    (More steps hold less: the least ``q`` is the first that fits.)"""
+    extent = lay.extent(axis)
+    for q in range(1, extent + 1):
+        if weight_bits + _step_bits(network, lay, axis, -(-extent // q), tb) <= capacity_bits:
+            return q
+    return None
