@@ -58,6 +58,12 @@ terms, so the result is a valid bound. These refinements keep it valid:
   reads from DRAM are single decisions: on the largest row each is paid
   whole however few bits it frees
   (:func:`~stems_opt.formulation.row_sum_floor.largest_row_excess`).
+* energy without loop nests: a gapped layer (kernel narrower than its
+  stride) trades its weights' GB reads against its input rows over its
+  sub-tile count, and reads its input's gap rows from DRAM when the input
+  comes from there; the frame pays the least of both over at least the
+  fewest sub-tiles that fit beside a chunk
+  (:func:`~stems_opt.formulation.subtile_floor.gapped_costs`).
 
 """
 
