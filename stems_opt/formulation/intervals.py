@@ -88,7 +88,7 @@ class IntervalsMixin:
         # (With loop nests the nest floor depends on the time batch: the coarse one
         # holds for every time batch.)
         base = min(self._cheapest((first, last, T, axis, 1, Order.TIME_OUTER), any_tb=True)
-                   for axis in self.axes) + self.chunk_floors.between(first, last)
+                   for axis in self.axes) + self.chunk_floors.cheap_between(first, last)
         # A signature whose whole tensors alone fill the buffer has no segment (every
         # frame's budget is <= 0, :meth:`tighten`): it is not built at all.
         sizes, cap = self.ctx.whole_candidates, self.ctx.capacity_bits
@@ -118,7 +118,8 @@ class IntervalsMixin:
 
     def _layer_floor(self) -> np.ndarray:
         """Prefix sums of a per-layer floor of every column's cheap bound: weights
-        read once (and re-read as :mod:`~stems_opt.formulation.chunk_floor` forces),
+        read once (and re-read as :mod:`~stems_opt.formulation.chunk_floor` forces; for
+        energy the GB reads of the steps it forces, :mod:`~stems_opt.formulation.energy_floor`),
         streamed state read and written, network outputs written, the network input
         read (its least reading over the axes), for energy each layer's operand floor
         (:func:`~stems_opt.formulation.operand_floors.layer_operand_floors_fj`), in
@@ -141,7 +142,7 @@ class IntervalsMixin:
                 if self.producer[src] < 0 and src not in self.ctx.whole_candidates:
                     reads += min(read_bits(net, src, lay.name, a) for a in (Axis.OY, Axis.OX))
             floor.append(floor[-1] + reads * r0 + writes * r1
-                         + self.chunk_floors.per_layer[len(floor) - 1]
+                         + self.chunk_floors.cheap_per_layer[len(floor) - 1]
                          + self.ctx.energy_weight * operand[len(floor) - 1])
         return np.array(floor, dtype=np.float64)
 
