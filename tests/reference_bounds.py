@@ -15,10 +15,15 @@ from stems_opt.formulation.bounds import (
     _Knapsack,
     _knapsack_rows,
     _weight_steps,
+    all_tile_bounds,
     max_chunks,
 )
 from stems_opt.formulation.row_sum_floor import largest_row_excess, row_floor_excess
-from stems_opt.formulation.subtile_floor import subtile_item, subtile_weight_excess
+from stems_opt.formulation.subtile_floor import (
+    gapped_costs,
+    subtile_item,
+    subtile_weight_excess,
+)
 from stems_opt.mapping import Order
 from stems_opt.network import Axis, Network
 
@@ -131,6 +136,15 @@ def frames_excess_bounds_reference(network: Network, first: int, last: int, axis
                                           tuple(batches.tolist()))
             steps, fewest = steps[which, idx], fewest[which, idx]
             dead |= steps == 0
+            if weight_use_rate and _gapped(lay, axis) and (ins or made_in):
+                # (subtile_floor.gapped_costs: the least over at least the fewest sub-tiles)
+                src, rowbits, union = ins[0] if ins else (*made_in[0], 0)
+                bounds = all_tile_bounds(network, first, last, axis)[i]
+                on_gb, from_dram = gapped_costs(network, lay, axis, bounds, rowbits,
+                                                union // (rowbits * T), read_rate,
+                                                weight_use_rate)
+                dram_in = bool(ins) and src not in whole and src not in maybe_whole
+                operand_extra += (from_dram if dram_in else on_gb)[idx, np.maximum(fewest, 1)]
             if weight_use_rate and not _gapped(lay, axis):
                 # (A gapped layer's sub-tiles also read fewer input rows: its weights
                 # and inputs have one joint floor, operand_floors.gapped_weight_input_fj.)

@@ -186,3 +186,64 @@ def test_all_open_when_the_budget_allows() -> None:
     assert cs.open_len == cs.max_len
     assert cs.excluded_bound() == math.inf
     assert not cs.open_more()
+
+
+def test_excluded_bound_counts_operand_energy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``chain_T4`` with an unlimited buffer and the energy objective: fusing both
+    layers in one tile and one sub-tile moves every weight, input row, output and
+    state once between the GB and the array, which is each layer's one-tile operand
+    floor (``layer_operand_floors_fj``), so the bound equals the brute-force best.
+    Dropping the operand floor from ``_layer_floor``, or adding 1 fJ to it, makes
+    this fail."""
+    _one_layer_first(monkeypatch)
+    network, ku, _ = CASES["chain_T4"]
+    p = make_problem(network, UNLIMITED, ku, Objective.ENERGY)
+    cs = _solver(p)
+    assert cs.open_len == 1 < cs.max_len
+    assert cs.excluded_bound(fresh=True) == _best_through_long("chain_T4", p, 1)
+
+
+@functools.cache
+def _nest_best_through_long(case: str, size: int | None = None) -> float:
+    """Brute force with loop nests (``tests/test_bounds.py::nest_problem``): the
+    least memory energy (model units) of a mapping of ``case`` at its buffer (or
+    ``size`` bits) with a segment of more than one layer."""
+    from test_bounds import nest_problem
+
+    network, ku, case_size = CASES[case]
+    size = size or case_size
+    _, space = case_frontiers(case)
+    problem = nest_problem(network, size, ku)
+    scorer = bf.SegmentScorer(problem, latency=False)
+    best = math.inf
+    for runs, idx in space.valid_walk():
+        if max(len(run) for run in runs) > 1:
+            score = scorer.mapping(space, runs, idx)
+            if score[2] <= problem.hardware.gb_capacity_bits:
+                best = min(best, score[1])
+    return best
+
+
+@pytest.mark.parametrize("case", ["chain_T4", "residual_T1", "ann_snn_reset_T2"])
+def test_excluded_bound_with_loop_nests_never_above_brute_force(
+        case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With loop nests (each layer's floor the larger of the coarse one and the
+    partition floor, ``layer_partition_floor_fj``): at the cheap bounds and after
+    tightening every opened column, never above the brute-force best through an
+    unopened interval; with an unlimited buffer, equal to it on ``chain_T4`` (one
+    tile, each layer's least nests, where the partition floor equals the coarse
+    one). Adding 1 fJ to the partition floor makes this fail."""
+    from test_bounds import nest_problem
+
+    _one_layer_first(monkeypatch)
+    network, ku, size = CASES[case]
+    cs = _solver(nest_problem(network, size, ku))
+    best = _nest_best_through_long(case)
+    assert cs.excluded_bound(fresh=True) <= best
+    for col in cs.columns:
+        cs.tighten(col)
+    assert cs.excluded_bound(fresh=True) <= best
+    if case == "chain_T4":
+        cs = _solver(nest_problem(network, UNLIMITED, ku))
+        assert cs.open_len == 1 < cs.max_len
+        assert cs.excluded_bound(fresh=True) == _nest_best_through_long(case, UNLIMITED)

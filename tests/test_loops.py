@@ -542,3 +542,81 @@ def test_register_floor_bounds_every_split() -> None:
                 without = layer_floor_fj(lay, 1, T, hw)
             decided += reg > 0 and layer_floor_fj(lay, 1, T, hw) > without
     assert decided > 0
+
+
+# K 2, C 2, OY 2 unrolled: a 1x1 conv of two output rows is one array tile, every
+# temporal extent 1 but T's.
+UNROLLED = NestHardware((2, 2, 2, 1, 1, 1), 1, 2, None,
+                        Buffer("weight_buffer", 100, 3, 5, None),
+                        Buffer("input_buffer", 100, 7, 11, None))
+
+
+def test_partition_floor_by_hand() -> None:
+    """``layer_partition_floor_fj`` of a 1x1 conv (K 2, C 2, two rows, one column;
+    4-bit weights, 1-bit spikes, 8-bit state) on ``UNROLLED``, worked out below.
+    Mutations that make this fail: splitting at every row (``least[:hi]`` ->
+    ``least[hi - 1:hi]``); one time batch (``timesteps`` -> 1 in the steps)."""
+    from stems_opt.cost.loops import layer_partition_floor_fj
+
+    lay = Layer("l", LayerKind.CONV, ("x",), k=2, c=2, oy=2, ox=1, iy=2, ix=1,
+                neuron=NeuronKind.LIF, weight_bits=4, state_bits=8)
+    # T = 1, both rows in one step (no loop at all): W 16 bits read from the weight
+    # buffer into the registers (16 x 3) and fetched into it (16 x (1 + 5)) = 144;
+    # I 2 channels x 2 rows = 4 bits: 4 x 7 + 4 x (1 + 11) = 76; O 4 outputs x 1 bit
+    # written (x 2) = 8; V 4 x 8 bits read and written (x (1 + 2)) = 96. Sum 324.
+    # One row per step: W twice (288), I 2 x (2 x 7 + 2 x 12) = 76, O 8, V 96: 468.
+    assert layer_partition_floor_fj(lay, Axis.OY, 1, UNROLLED) == 324
+    # T = 2, one step: one T loop. W: T is irrelevant, innermost: one register fill
+    # and one fetch, 144. I: 8 register bits (56) and 8 bits fetched (96): 152. O 2 x 4
+    # bits x 2 = 16. V: T below every K/OY/OX loop (there is none), kept: 96. Sum 408
+    # (two time batches of one timestep would cost 2 x 324 = 648).
+    assert layer_partition_floor_fj(lay, Axis.OY, 2, UNROLLED) == 408
+
+
+def test_partition_floor_bounds_every_split() -> None:
+    """``layer_partition_floor_fj`` is never above the nest energy of any tiling
+    (every composition of the rows into tiles), sub-tile count, time batch and
+    chunking of random conv and linear layers, and equals the least of them
+    in most of them. Mutations that make this fail: the most expensive last step
+    (``.min()`` -> ``.max()`` in the shortest path); splitting at every row
+    (``least[:hi]`` -> ``least[hi - 1:hi]``); steps of one timestep
+    (``timesteps`` -> 1 in the steps: the least is never attained)."""
+    from stems_opt.cost.loops import layer_partition_floor_fj
+
+    rng = random.Random(29)
+    T = 4
+    hws = [TIGHT, NO_BUFFERS, UNROLLED,
+           NestHardware((2, 1, 2, 1, 1, 1), 1, 2, None, Buffer("weight_buffer", 64, 3, 5, None),
+                        Buffer("input_buffer", 40, 2, 3, None))]
+    attained = 0
+    for _ in range(16):
+        kind = rng.choice([LayerKind.CONV, LayerKind.CONV, LayerKind.LINEAR])
+        f, sy = rng.choice([1, 3]), rng.choice([1, 2])
+        e = rng.randint(2, 5)
+        pad = rng.choice([0, (f - 1) // 2, f - 1]) if f > 1 else 0
+        neuron = rng.choice([NeuronKind.LIF, NeuronKind.NONE])
+        k, c = rng.choice([2, 4]), rng.randint(1, 4)
+        if kind is LayerKind.LINEAR:
+            lay = Layer("l", kind, ("x",), k=k, c=c, oy=1, ox=1, iy=1, ix=1, neuron=neuron)
+        else:
+            iy = (e - 1) * sy + f - 2 * pad
+            lay = Layer("l", kind, ("x",), k=k, c=c, oy=e, ox=2, iy=iy, ix=2, fy=f, fx=1,
+                        stride_y=sy, pad_y=pad, neuron=neuron)
+        E = lay.oy
+        for hw in hws:
+            floor = layer_partition_floor_fj(lay, Axis.OY, T, hw)
+            least = math.inf
+            for cuts in itertools.product((False, True), repeat=E - 1):
+                bounds = (0, *(r + 1 for r in range(E - 1) if cuts[r]), E)
+                smallest = min(b - a for a, b in itertools.pairwise(bounds))
+                for tb, m in itertools.product((1, 2, 4), range(1, smallest + 1)):
+                    for chunks in chunk_counts(lay.k, hw.unrolling[0]):
+                        try:
+                            got = sum(v for _, v in layer_nest_energy(
+                                lay, Axis.OY, bounds, m, tb, T // tb, hw, chunks))
+                        except NoNestError:
+                            continue
+                        assert floor <= got, (lay, hw, bounds, tb, m, chunks)
+                        least = min(least, got)
+            attained += floor == least
+    assert attained >= 10

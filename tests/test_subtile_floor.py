@@ -119,13 +119,72 @@ def test_gapped_bound_below_every_frame_optimum(k: int, size: int) -> None:
     (which read more weights but fewer input rows: the sub-tile term of
     ``subtile_floor`` leaves gapped layers out; with it, K = 16 at 900 bits fails);
     with room for everything and small weights (K = 1: the finest split reads
-    the weights 4 times and no gap) the one-layer column's bound is its optimum.
-    (With K = 16 the optimum's one sub-tile also reads the gaps from DRAM, which
-    the DRAM floor, the union of the windows, does not count: not reached.)"""
+    the weights 4 times and no gap) the one-layer column's bound is its optimum;
+    with K = 16 so is it now that the gap rows the optimum's one sub-tile reads
+    from DRAM are counted (``test_gapped_input_gaps_from_dram_hand_case``)."""
     p = make_problem(gapped_conv(k), size, 4, Objective.ENERGY)
     assert check_bounds(p) > 0
-    if size == 1 << 16 and k == 1:
+    if size == 1 << 16:
         cs = solver_for(p)
         (col,) = cs.columns
         cs.price(col)
         assert col.exact and col.value == col.bound
+
+
+def test_gapped_input_gaps_from_dram_hand_case() -> None:
+    """``gapped_conv(16)`` with room for everything: one tile of 4 output rows, the
+    network input from DRAM (16 bits a row per timestep, T = 2), |W| = 16 x 2 x 4 =
+    128 bits. With ``m`` sub-tiles the layer reads ``8 - m`` input rows (4 in their
+    union). Per ``m``, GB reads ``(128 m + 16 (8 - m)) * 2 * 130`` fJ and the gap rows
+    from DRAM ``(4 - m) * 16 * 2 * 11,115`` fJ:
+
+    * m = 1: 62,400 + 1,067,040 = 1,129,440;   m = 2: 91,520 + 711,360 = 802,880;
+    * m = 3: 120,640 + 355,680 = 476,320;      m = 4: 149,760 + 0 = 149,760.
+
+    The operand floor counts the least GB reads (62,400, m = 1) and the cheap bound
+    the union from DRAM, so the one-tile frame pays 149,760 - 62,400 = 87,360 fJ more,
+    and the column's bound reaches its exact value (four one-row sub-tiles).
+
+    Mutation: the gap rows counted whole (``rows`` for ``rows - union_rows`` in
+    ``subtile_floor.gapped_costs``) makes the frame's excess 4 * 355,680 + ... above
+    its optimum: this test and ``test_gapped_bound_below_every_frame_optimum`` fail.
+    """
+    p = make_problem(gapped_conv(16), 1 << 16, 4, Objective.ENERGY)
+    cs = solver_for(p)
+    (col,) = cs.columns
+    cs.tighten(col)
+    spec = (0, 0, 2, Axis.OY, 1, Order.TIME_OUTER)
+    assert col.frame_bounds[spec] - cs._cheapest(spec) == 87_360
+    bound = col.bound
+    cs.price(col)
+    assert col.exact and col.value == bound
+
+
+@pytest.mark.parametrize(("size", "extra_fj"), [(40_000, 1_239_680), (60_000, 1_067_040)])
+def test_gapped_sub_tiles_the_buffer_forces(size: int, extra_fj: int) -> None:
+    """``gapped_conv(256)``: |W| = 256 x 2 x 4 = 2,048 bits, so a sub-tile's weight reads
+    (2,048 * 2 * 130 = 532,480 fJ) cost more than the gap rows it saves from DRAM
+    (16 * 2 * 11,115 = 355,680 fJ a row): per ``m`` (as in the hand case above)
+    ``(2,048 m + 16 (8 - m)) * 260 + (4 - m) * 355,680``:
+
+    * m = 1: 561,600 + 1,067,040 = 1,628,640;  m = 2: 1,089,920 + 711,360 = 1,801,280.
+
+    The least GB reads are m = 1's 561,600. With room (60,000 bits) the one-tile frame
+    pays 1,628,640 - 561,600 = 1,067,040 fJ over it; at 40,000 bits one sub-tile's state
+    (4 rows of 256 x 4 x 12 = 12,288 bits) and output do not fit beside a weight chunk,
+    at least two run: 1,801,280 - 561,600 = 1,239,680 fJ. The column's bound is its
+    exact value at both sizes.
+
+    Mutation: one sub-tile more than the fewest (``at = fewest + 1`` in
+    ``frames_excess_bounds``) puts the 60,000-bit frame 172,640 fJ above its optimum,
+    and this test fails.
+    """
+    p = make_problem(gapped_conv(256), size, 4, Objective.ENERGY)
+    cs = solver_for(p)
+    (col,) = cs.columns
+    cs.tighten(col)
+    spec = (0, 0, 2, Axis.OY, 1, Order.TIME_OUTER)
+    assert col.frame_bounds[spec] - cs._cheapest(spec) == extra_fj
+    bound = col.bound
+    cs.price(col)
+    assert col.exact and col.value == bound

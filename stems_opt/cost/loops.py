@@ -1206,3 +1206,57 @@ def _window_steps(window: tuple[int, int, int, int] | None, bounds: tuple[int, .
                              return_counts=True)
     m_of = pair // len(kinds)
     return reps, pair % len(kinds), counts, np.searchsorted(m_of, ms - 1)
+
+
+def layer_partition_floor_fj(layer: Layer, axis: Axis, timesteps: int, hw: NestHardware
+                             ) -> int:
+    """A lower bound on the operand energy (fJ) of a conv or linear layer over
+    all its steps along ``axis``, for *every* tiling, sub-tile count, time
+    batch and chunking: the least, over every partition of the layer's output
+    rows into consecutive steps of all ``timesteps``, of the sum of the
+    steps' optimal nest energies (each step at its least over
+    :func:`floor_chunk_counts`, lossless: see there).
+
+    Whatever its frame, the layer's steps in one time batch split its rows
+    into consecutive ranges (its tiles partition its rows, each tile's
+    sub-tiles partition the tile), each step's shape fixed by its range, and
+    the ``T / Tb`` time batches run the same steps. A nest of a step of
+    ``Tb`` timesteps with one more ``T`` loop of factor ``T / Tb`` outermost
+    is a nest of the same step over all ``T`` timesteps: its tiles below
+    the GB are the same, so it fits, and a loop added outermost multiplies
+    each count of the reuse rule by at most its factor (the outputs and the
+    state exactly by it); so ``T / Tb`` times a step's least energy at
+    ``Tb`` is at least its least energy at ``T``, and the partitions at
+    ``T`` alone bound every time batch. The least partition is a shortest
+    path over row boundaries; 0 when no partition has a nest that fits.
+    """
+    return _partition_floor(shape_twin(layer), axis, timesteps, hw,
+                            floor_chunk_counts(layer.k, hw.unrolling[K]))
+
+
+@lru_cache(maxsize=4096)
+def _partition_floor(layer: Layer, axis: Axis, timesteps: int, hw: NestHardware,
+                     chunks: tuple[int, ...]) -> int:
+    E = 1 if layer.kind is LayerKind.LINEAR else layer.extent(axis)
+    a, z = np.triu_indices(E + 1, 1)  # every step [a, z), 0 <= a < z <= E
+    if layer.kind is LayerKind.LINEAR:
+        wins = np.zeros_like(a)
+    else:  # (Layer.window, vectorised)
+        s_, p_, f_, e_ = (layer.stride_y, layer.pad_y, layer.fy, layer.iy) if axis is Axis.OY \
+            else (layer.stride_x, layer.pad_x, layer.fx, layer.ix)
+        wins = np.minimum(e_, (z - 1) * s_ - p_ + f_) - np.maximum(0, a * s_ - p_)
+    _, first, kind_of = np.unique((z - a) * (1 << 32) + wins, return_index=True,
+                                  return_inverse=True)
+    kind = np.zeros((E + 1, E + 1), dtype=np.int64)  # the kind of the step [a, z)
+    kind[a, z] = kind_of.ravel()
+    reps = [(int(a[i]), int(z[i])) for i in first.tolist()]
+    shapes = [[step_shape(layer, axis, lo, hi, timesteps, c) for c in chunks]
+              for lo, hi in reps]
+    solve_nests((s for row in shapes for s in row), hw)
+    energy = np.array([min((g for g in (_ENERGY[(s, hw)] for s in row) if g is not None),
+                           default=math.inf) for row in shapes], dtype=np.float64)
+    least = np.full(E + 1, math.inf)  # least energy of the rows [0, z)
+    least[0] = 0.0
+    for hi in range(1, E + 1):
+        least[hi] = (least[:hi] + energy[kind[:hi, hi]]).min()
+    return 0 if least[E] == math.inf else int(least[E])

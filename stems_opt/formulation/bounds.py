@@ -58,6 +58,12 @@ terms, so the result is a valid bound. These refinements keep it valid:
   reads from DRAM are single decisions: on the largest row each is paid
   whole however few bits it frees
   (:func:`~stems_opt.formulation.row_sum_floor.largest_row_excess`).
+* energy without loop nests: a gapped layer (kernel narrower than its
+  stride) trades its weights' GB reads against its input rows over its
+  sub-tile count, and reads its input's gap rows from DRAM when the input
+  comes from there; the frame pays the least of both over at least the
+  fewest sub-tiles that fit beside a chunk
+  (:func:`~stems_opt.formulation.subtile_floor.gapped_costs`).
 
 """
 
@@ -73,7 +79,11 @@ from stems_opt.cost.geometry import _row_window_arrays
 from stems_opt.cost.traffic import min_read_bits
 from stems_opt.formulation.item_cover import raise_least
 from stems_opt.formulation.row_sum_floor import largest_row_excess, row_floor_excess
-from stems_opt.formulation.subtile_floor import subtile_item, subtile_weight_excess
+from stems_opt.formulation.subtile_floor import (
+    gapped_costs,
+    subtile_item,
+    subtile_weight_excess,
+)
 from stems_opt.mapping import Order
 from stems_opt.network import Axis, LayerKind, Network, most_chunks
 
@@ -484,6 +494,18 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             which = which.reshape(-1)
             steps, fewest = steps[which, idx], fewest[which, idx]
             dead |= steps == 0
+            if weight_use_rate and _gapped(lay, axis) and (ins or made_in):
+                # Its sub-tiles trade weight reads against input rows (and the gap rows
+                # read from DRAM, where its input comes from there): the least cost of
+                # at least the fewest sub-tiles (subtile_floor.gapped_costs).
+                src, rowbits, union = ins[0] if ins else (*made_in[0], 0)
+                on_gb, from_dram = _gapped_tables(network, plan, tab, i, axis, rowbits,
+                                                  union // (rowbits * T), read_rate,
+                                                  weight_use_rate)
+                at = np.maximum(fewest, 1)
+                dram_in = per_row([bool(ins) and src not in wh and src not in maybe_whole
+                                   for wh in wholes])
+                operand_extra += np.where(dram_in, from_dram[idx, at], on_gb[idx, at])
             if weight_use_rate and not _gapped(lay, axis):
                 # (A gapped layer's sub-tiles also read fewer input rows: its weights
                 # and inputs have one joint floor, operand_floors.gapped_weight_input_fj.)
@@ -603,6 +625,21 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
     bound = np.where(finite, np.maximum(0, np.ceil(np.where(finite, best, 0) * (1 - 1e-9)
                                                     - 1e-6)), np.inf)
     return bound, slack.reshape(F, L).min(axis=1).astype(np.int64)
+
+
+def _gapped_tables(network: Network, plan: tuple, tab: _Table, i: int, axis: Axis,
+                   row_bits: int, union_rows: int, read_rate: int, use_rate: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~stems_opt.formulation.subtile_floor.gapped_costs` of the layer at
+    position ``i`` for every tile count, memoised on the table."""
+    key = ("gapped", i, row_bits, union_rows, read_rate, use_rate)
+    got = tab.memo.get(key)
+    if got is None:
+        first = network.index(plan[0][0].name)
+        bounds = all_tile_bounds(network, first, first + len(plan) - 1, axis)[i]
+        got = tab.memo[key] = gapped_costs(network, plan[i][0], axis, bounds, row_bits,
+                                           union_rows, read_rate, use_rate)
+    return got
 
 
 @dataclass(frozen=True)

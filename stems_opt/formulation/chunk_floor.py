@@ -112,15 +112,35 @@ class ChunkFloors:
         As :func:`layer_chunk_floors`.
     read_rate
         Model units per DRAM read bit (0 for latency: the floor then adds nothing).
+    use_rate
+        Model units per weight bit the GB sends to the array, for energy without
+        loop nests (0 otherwise): :attr:`cheap_per_layer` then adds the GB reads of
+        the forced steps (:mod:`~stems_opt.formulation.energy_floor`).
     """
 
     def __init__(self, network: Network, capacity_bits: int, k_unroll: int,
-                 axes: Iterable[Axis], read_rate: float):
+                 axes: Iterable[Axis], read_rate: float, use_rate: float = 0.0):
+        axes = tuple(axes)
         floors = layer_chunk_floors(network, capacity_bits, k_unroll, axes) if read_rate \
             else (0,) * len(network.layers)
         self.per_layer = tuple(f * read_rate for f in floors)
         self._prefix = list(itertools.accumulate(self.per_layer, initial=0.0))
+        # (energy_floor.py: valid over the one-tile cheap bound, not over a frame's own
+        # operand floor, which counts its active tiles' weight reads already)
+        self.cheap_per_layer = self.per_layer
+        if read_rate and use_rate:
+            from stems_opt.formulation.energy_floor import layer_energy_floors
+
+            self.cheap_per_layer = tuple(max(d, e) for d, e in zip(self.per_layer, (
+                layer_energy_floors(network, capacity_bits, k_unroll, axes, read_rate,
+                                    use_rate)), strict=True))
+        self._cheap_prefix = list(itertools.accumulate(self.cheap_per_layer, initial=0.0))
 
     def between(self, first: int, last: int) -> float:
         """What every segment over layers ``first..last`` pays over reading each weight once."""
         return self._prefix[last + 1] - self._prefix[first]
+
+    def cheap_between(self, first: int, last: int) -> float:
+        """:meth:`between` with the GB weight reads of the forced steps, over the
+        one-tile cheap bound of a column (energy without loop nests)."""
+        return self._cheap_prefix[last + 1] - self._cheap_prefix[first]

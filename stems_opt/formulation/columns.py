@@ -180,7 +180,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         self._layer_parts = self._cheap_layer_parts()
         # Weight re-reads every segment containing a layer pays (chunk_floor.py).
         self.chunk_floors = ChunkFloors(self.net, self.ctx.capacity_bits, self.ctx.k_unroll,
-                                        self.axes, self.rates[0])
+                                        self.axes, self.rates[0], self._weight_use_rate())
         self._reach = 0
         self._opened: set[tuple[int, int]] = set()
         # Intervals up to this length are opened (their columns built); longer ones only

@@ -18,6 +18,7 @@ from stems_opt.formulation.column_base import (
     Column,
     collector_paused,
 )
+from stems_opt.formulation.operand_floors import layer_operand_floors_fj
 from stems_opt.mapping import Order
 from stems_opt.network import Axis
 from stems_opt.stopping import SearchStoppedError
@@ -87,7 +88,7 @@ class IntervalsMixin:
         # (With loop nests the nest floor depends on the time batch: the coarse one
         # holds for every time batch.)
         base = min(self._cheapest((first, last, T, axis, 1, Order.TIME_OUTER), any_tb=True)
-                   for axis in self.axes) + self.chunk_floors.between(first, last)
+                   for axis in self.axes) + self.chunk_floors.cheap_between(first, last)
         # A signature whose whole tensors alone fill the buffer has no segment (every
         # frame's budget is <= 0, :meth:`tighten`): it is not built at all.
         sizes, cap = self.ctx.whole_candidates, self.ctx.capacity_bits
@@ -117,14 +118,20 @@ class IntervalsMixin:
 
     def _layer_floor(self) -> np.ndarray:
         """Prefix sums of a per-layer floor of every column's cheap bound: weights
-        read once (and re-read as :mod:`~stems_opt.formulation.chunk_floor` forces),
+        read once (and re-read as :mod:`~stems_opt.formulation.chunk_floor` forces; for
+        energy the GB reads of the steps it forces, :mod:`~stems_opt.formulation.energy_floor`),
         streamed state read and written, network outputs written, the network input
-        read (its least reading over the axes), in model units."""
+        read (its least reading over the axes), for energy each layer's operand floor
+        (:func:`~stems_opt.formulation.operand_floors.layer_operand_floors_fj`), in
+        model units."""
         from stems_opt.network import StatePersistence
 
         net, r0, r1 = self.net, self.rates[0], self.rates[1]
         streaming = net.state_persistence is StatePersistence.STREAMING
         floor = [0]
+        # Energy: each layer's least operand energy below DRAM too (every frame pays it).
+        operand = layer_operand_floors_fj(net, tuple(self.axes), self.problem.hardware) \
+            if self.energy else (0,) * len(net.layers)
         for lay in net.layers:
             reads = lay.weight_size_bits if lay.has_weights else 0
             writes = net.tensor_size_bits(lay.name) if lay.name in self.ctx.outputs else 0
@@ -135,7 +142,8 @@ class IntervalsMixin:
                 if self.producer[src] < 0 and src not in self.ctx.whole_candidates:
                     reads += min(read_bits(net, src, lay.name, a) for a in (Axis.OY, Axis.OX))
             floor.append(floor[-1] + reads * r0 + writes * r1
-                         + self.chunk_floors.per_layer[len(floor) - 1])
+                         + self.chunk_floors.cheap_per_layer[len(floor) - 1]
+                         + self.ctx.energy_weight * operand[len(floor) - 1])
         return np.array(floor, dtype=np.float64)
 
     def excluded_bound(self, fresh: bool = False) -> float:

@@ -31,6 +31,7 @@ from stems_opt.cost.loops import (
     NestHardware,
     floor_chunk_counts,
     layer_floor_fj,
+    layer_partition_floor_fj,
     least_kind_sum,
     prefill_nest_floors,
 )
@@ -108,7 +109,8 @@ def _floors(network: Network, first: int, last: int, axis: Axis, nh: NestHardwar
         if lay.has_weights and loop_nests:
             if tb is None:
                 base = layer_floor_fj(lay, 0, T, nh)  # linear in the active tiles
-                out += base + (layer_floor_fj(lay, 1, T, nh) - base) * active
+                out += np.maximum(base + (layer_floor_fj(lay, 1, T, nh) - base) * active,
+                                  layer_partition_floor_fj(lay, axis, T, nh))
             else:
                 out += T // tb * _nest_row(network, first + i, last, axis, tb, nh,
                                            k_unroll)[:N]

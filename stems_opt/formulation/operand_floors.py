@@ -40,6 +40,7 @@ from stems_opt.cost.loops import (
     chunk_counts,
     layer_floor_fj,
     layer_nest_floor_fj,
+    layer_partition_floor_fj,
     prefill_nest_floors,
 )
 from stems_opt.formulation.bounds import (
@@ -62,6 +63,22 @@ def operand_floor_fj(network: Network, first: int, last: int, axis: Axis, n: int
         prefix = _prefix(network, axis, nh, hw.loop_nests)
         return prefix[last + 1] - prefix[first]
     return int(_all_counts(network, first, last, axis, nh, hw.loop_nests)[n - 1])
+
+
+def layer_operand_floors_fj(network: Network, axes: tuple[Axis, ...], hw: Hardware
+                            ) -> tuple[int, ...]:
+    """Per layer, a floor of its part of :func:`operand_floor_fj` in every frame
+    along any of ``axes`` (fJ): the least over ``axes`` of its one-tile part.
+
+    :func:`operand_floor_fj` is a sum of per-layer parts, each least with one
+    tile (the columns' starting bound rests on that: ``docs/model.md`` 6.3),
+    and the one-tile part does not depend on the interval; so these add up
+    to a floor of every frame's operand energy, for the intervals the search
+    has not opened yet (:meth:`~stems_opt.formulation.intervals.IntervalsMixin.excluded_bound`).
+    """
+    nh = nest_hardware(hw)
+    prefixes = [_prefix(network, axis, nh, hw.loop_nests) for axis in axes]
+    return tuple(min(p[j + 1] - p[j] for p in prefixes) for j in range(len(network.layers)))
 
 
 def joint_gapped(lay: Layer, axis: Axis, loop_nests: bool) -> bool:
@@ -96,11 +113,22 @@ def _prefix(network: Network, axis: Axis, nh: NestHardware, loop_nests: bool
         per_active, per_window, const = _layer_parts(network, lay, axis, nh, loop_nests)
         if joint_gapped(lay, axis, loop_nests):
             const += gapped_weight_input_fj(network, lay, axis, (0, lay.extent(axis)), nh)
+        const += int(_partition_lift(network, lay, axis, nh, loop_nests, per_active + const))
         # One tile: the layer is active once, its window is its input's rows for its
         # whole extent (starting at input row 0).
         out.append(out[-1] + per_active + per_window * _one_tile_windows(network, lay, axis)
                    + const)
     return tuple(out)
+
+
+def _partition_lift(network: Network, lay: Layer, axis: Axis, nh: NestHardware,
+                    loop_nests: bool, coarse: int | np.ndarray) -> int | np.ndarray:
+    """How far :func:`~stems_opt.cost.loops.layer_partition_floor_fj` lies above a
+    conv or linear layer's coarse floor ``coarse`` (0 elsewhere): with loop
+    nests, a layer's floor for any time batch is the larger of the two."""
+    if not (lay.has_weights and loop_nests):
+        return 0
+    return np.maximum(0, layer_partition_floor_fj(lay, axis, network.timesteps, nh) - coarse)
 
 
 def _one_tile_windows(network: Network, lay: Layer, axis: Axis) -> int:
@@ -123,6 +151,9 @@ def _all_counts(network: Network, first: int, last: int, axis: Axis, nh: NestHar
                      dtype=np.int64)
     out = tab.active.astype(np.int64) @ parts[:, 0] \
         + tab.windows.astype(np.int64) @ parts[:, 1] + int(parts[:, 2].sum())
+    for i, lay in enumerate(layers):
+        out = out + _partition_lift(network, lay, axis, nh, loop_nests,
+                                    parts[i, 0] * tab.active[:, i].astype(np.int64) + parts[i, 2])
     joint = [i for i, lay in enumerate(layers) if joint_gapped(lay, axis, loop_nests)]
     if joint:
         bounds = all_tile_bounds(network, first, last, axis)
@@ -161,8 +192,10 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
     Conv and linear layers on hardware with ``loop_nests``: with ``tb``,
     ``T / tb`` times :func:`stems_opt.cost.loops.layer_nest_floor_fj` (the
     least nest energy over the option builder's sub-tile and chunk counts,
-    exact); without, :func:`stems_opt.cost.loops.layer_floor_fj` (every
-    operand once through its levels, the weights once per active tile).
+    exact); without, the larger of :func:`stems_opt.cost.loops.layer_floor_fj`
+    (every operand once through its levels, the weights once per active
+    tile) and :func:`stems_opt.cost.loops.layer_partition_floor_fj` (the
+    least nest energy over every split of its rows and time batch).
     Otherwise the accesses of :func:`stems_opt.cost.energy.layer_gb_access_bits`
     with one sub-tile per tile (more sub-tiles read the weights and the window
     overlaps again), or for windows with gaps the union of the one-row windows;
@@ -183,7 +216,8 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
             continue
         if lay.has_weights and hw.loop_nests:
             if tb is None:
-                fj += layer_floor_fj(lay, active, T, nh)
+                fj += max(layer_floor_fj(lay, active, T, nh),
+                          layer_partition_floor_fj(lay, axis, T, nh))
             else:
                 b = tuple(int(x) for x in tile_bounds_array(network, first, last, axis, n)[i])
                 fj += T // tb * layer_nest_floor_fj(lay, axis, b, tb, nh,

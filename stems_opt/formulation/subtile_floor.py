@@ -19,7 +19,12 @@ choice of the frame, whatever the items take.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
+
+from stems_opt.cost.geometry import _window_reads
+from stems_opt.network import Axis, Layer, Network
 
 
 def subtile_weight_excess(fewest: np.ndarray, active: np.ndarray, timesteps: int,
@@ -70,3 +75,68 @@ def subtile_item(fewest: np.ndarray, finest: np.ndarray, rows: np.ndarray, fresh
     hold = np.where(rows > 0, np.maximum(0, held(fewest) - held(finest)), 0)
     excess = active * timesteps * weight_bits * use_rate
     return excess.astype(np.float64), hold.astype(np.float64)
+
+
+def gapped_costs(network: Network, lay: Layer, axis: Axis, bounds: np.ndarray,
+                 src_row_bits: int, union_rows: int, read_rate: int, use_rate: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """What a gapped layer's weights and input cost with ``m`` sub-tiles, per tile count
+    and ``m``, past what a frame's cheapest choices count: for the frame bound's
+    sub-tiles the buffer forces, and its input's gap rows read from DRAM.
+
+    A layer whose kernel is narrower than its stride (the 1x1 stride-2
+    downsampling convs) reads ``rows(m)`` input rows per timestep with ``m``
+    sub-tiles per tile: its sub-tiles' windows, gaps included
+    (``docs/model.md`` 4), down to the union of the one-row windows with one
+    output row per sub-tile; the GB sends it its weights ``T active m`` times.
+    So its GB reads cost ``GB(m) = (T active m |W| + T rows(m) row) use_rate``
+    (``row`` the input's bits per row and timestep: its only input), and the
+    operand floor of the frame counts their least over ``m``
+    (:func:`~stems_opt.formulation.operand_floors.gapped_weight_input_fj`).
+    From DRAM (an input from outside the frame, not kept whole) it also reads
+    the gap rows past the union the cheap bound charges (``union_rows``):
+    ``(rows(m) - union) T row read_rate`` more. No capacity item counts any of
+    these bits (a gapped reader's halo item has no excess: its windows do not
+    overlap; chunked weights re-read from DRAM per sub-tile only add).
+
+    A frame whose layer runs at least ``f`` sub-tiles per tile (the fewest that
+    fit beside a weight chunk) therefore pays at least ``min over m >= f`` of
+    the cost, less ``min over m`` of ``GB``. Returns both tables, without and
+    with DRAM, as suffix minima over ``m`` less the least ``GB``: ``[n - 1,
+    f]`` is the excess of a frame of ``n`` tiles with at least ``f``
+    sub-tiles (columns past the finest split repeat its value; column 0 is
+    column 1's).
+
+    Parameters
+    ----------
+    bounds
+        ``(tile counts, N + 1)`` row boundaries of the layer for every tile count
+        (:func:`~stems_opt.formulation.bounds.all_tile_bounds`).
+    src_row_bits, union_rows
+        The input's bits per row and timestep and its union rows along ``axis``.
+    read_rate, use_rate
+        Model units per DRAM read bit and per GB read bit.
+    """
+    T, w = network.timesteps, lay.weight_size_bits
+    N = bounds.shape[0]
+    most = lay.extent(axis)
+    gb_tab = np.full((N, most + 1), np.inf)
+    dram_tab = np.full((N, most + 1), np.inf)
+    for idx in range(N):
+        b = tuple(int(x) for x in bounds[idx, :idx + 2])
+        spans = [hi - lo for lo, hi in itertools.pairwise(b) if hi > lo]
+        for m in range(1, min(spans) + 1):
+            rows = _window_reads(network, lay.name, axis, b, m, False, 0)[0]
+            g = (w * len(spans) * m + rows * src_row_bits) * T * use_rate
+            gb_tab[idx, m] = g
+            dram_tab[idx, m] = g + max(0, rows - union_rows) * src_row_bits * T * read_rate
+    least = gb_tab.min(axis=1, keepdims=True)
+
+    def suffix(tab: np.ndarray) -> np.ndarray:
+        out = np.minimum.accumulate(tab[:, ::-1], axis=1)[:, ::-1]
+        out[:, 0] = out[:, 1]
+        # (past the finest split no frame runs: repeat the finest's value)
+        return np.where(np.isfinite(out), out, np.nanmin(np.where(np.isfinite(out), out, np.nan),
+                                                         axis=1, keepdims=True)) - least
+
+    return suffix(gb_tab), suffix(dram_tab)
