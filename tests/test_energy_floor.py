@@ -133,7 +133,8 @@ def test_cheap_floor_is_the_larger_of_both() -> None:
     larger of it and the energy floor for the cheap bounds; without a GB rate (loop
     nests, traffic) both are the DRAM floor."""
     p = make_problem(ONE, ONE_GB, objective=Objective.ENERGY)
-    floors = ChunkFloors(p.network, ONE_GB, 4, (Axis.OY,), READ_FJ, USE_FJ)
+    floors = ChunkFloors(p.network, ONE_GB, 4, (Axis.OY,), READ_FJ, layer_energy_floors(
+        p.network, ONE_GB, 4, (Axis.OY,), READ_FJ, USE_FJ))
     assert floors.per_layer == (ONE_FLOOR * READ_FJ,)
     assert floors.cheap_per_layer == (4_368_000,)
     assert floors.cheap_between(0, 0) == 4_368_000

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from stems_opt.network import Axis, Layer, LayerKind, Network, divisors, most_chunks
 
@@ -112,14 +112,16 @@ class ChunkFloors:
         As :func:`layer_chunk_floors`.
     read_rate
         Model units per DRAM read bit (0 for latency: the floor then adds nothing).
-    use_rate
-        Model units per weight bit the GB sends to the array, for energy without
-        loop nests (0 otherwise): :attr:`cheap_per_layer` then adds the GB reads of
-        the forced steps (:mod:`~stems_opt.formulation.energy_floor`).
+    energy_floors
+        Per layer, the energy floor of its weights (model units) for energy without
+        loop nests, :func:`~stems_opt.formulation.energy_floor.layer_energy_floors`
+        (none otherwise): :attr:`cheap_per_layer` is then the larger of it and the
+        re-read floor.
     """
 
     def __init__(self, network: Network, capacity_bits: int, k_unroll: int,
-                 axes: Iterable[Axis], read_rate: float, use_rate: float = 0.0):
+                 axes: Iterable[Axis], read_rate: float,
+                 energy_floors: Sequence[float] | None = None):
         axes = tuple(axes)
         floors = layer_chunk_floors(network, capacity_bits, k_unroll, axes) if read_rate \
             else (0,) * len(network.layers)
@@ -128,12 +130,9 @@ class ChunkFloors:
         # (energy_floor.py: valid over the one-tile cheap bound, not over a frame's own
         # operand floor, which counts its active tiles' weight reads already)
         self.cheap_per_layer = self.per_layer
-        if read_rate and use_rate:
-            from stems_opt.formulation.energy_floor import layer_energy_floors
-
-            self.cheap_per_layer = tuple(max(d, e) for d, e in zip(self.per_layer, (
-                layer_energy_floors(network, capacity_bits, k_unroll, axes, read_rate,
-                                    use_rate)), strict=True))
+        if energy_floors is not None:
+            self.cheap_per_layer = tuple(max(d, e) for d, e in zip(
+                self.per_layer, energy_floors, strict=True))
         self._cheap_prefix = list(itertools.accumulate(self.cheap_per_layer, initial=0.0))
 
     def between(self, first: int, last: int) -> float:

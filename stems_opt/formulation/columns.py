@@ -81,6 +81,7 @@ from stems_opt.formulation.data import (
     frame_axes,
     make_context,
 )
+from stems_opt.formulation.energy_floor import layer_energy_floors
 from stems_opt.formulation.frame_store import FrameStore
 from stems_opt.formulation.intervals import IntervalsMixin
 from stems_opt.formulation.master import MasterMixin, TieBudget
@@ -179,8 +180,12 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         self.max_len = min(L, problem.max_segment_layers or L)
         self._layer_parts = self._cheap_layer_parts()
         # Weight re-reads every segment containing a layer pays (chunk_floor.py).
+        use_rate = self._weight_use_rate()
+        energy_floors = layer_energy_floors(  # (energy_floor.py: energy without nests)
+            self.net, self.ctx.capacity_bits, self.ctx.k_unroll, self.axes, self.rates[0],
+            use_rate) if self.rates[0] and use_rate else None
         self.chunk_floors = ChunkFloors(self.net, self.ctx.capacity_bits, self.ctx.k_unroll,
-                                        self.axes, self.rates[0], self._weight_use_rate())
+                                        self.axes, self.rates[0], energy_floors)
         self._reach = 0
         self._opened: set[tuple[int, int]] = set()
         # Intervals up to this length are opened (their columns built); longer ones only
