@@ -13,6 +13,7 @@ problems (hypothesis) and on the hand-picked cases of ``test_optimizer``:
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 from pathlib import Path
@@ -367,7 +368,7 @@ def test_relevant_sets_give_the_same_bound_random(data: st.DataObject) -> None:
 
 def check_unbuilt_signatures(p: Problem) -> int:
     """Assert that every signature the column solver does not build (its whole
-    tensors alone fill the buffer) has no feasible frame: each frame's local
+    tensors alone overflow the buffer) has no feasible frame: each frame's local
     MIP under it is infeasible; returns how many were checked.
 
     Mutation: building only signatures whose whole tensors take less than
@@ -398,6 +399,42 @@ def check_unbuilt_signatures(p: Problem) -> int:
 def test_unbuilt_signatures_have_no_segment(case: str) -> None:
     network, ku, size = CASES[case]
     check_unbuilt_signatures(make_problem(network, size, ku))
+
+
+# Pooling from one whole tensor into another holds nothing else (found by the random test).
+POOL_CHAIN = {
+    "name": "pool_chain", "timesteps": 1, "state_persistence": "streaming",
+    "input": {"channels": 1, "height": 4, "width": 4, "bits": 1},
+    "layers": [
+        {"name": "l0", "type": "conv", "inputs": ["input"],
+         "loop_dims": {"K": 1, "FY": 1, "FX": 1}, "neuron": "stateless"},
+        {"name": "l1", "type": "pool", "inputs": ["l0"], "kernel": 2},
+        {"name": "l2", "type": "pool", "inputs": ["l1"], "kernel": 2},
+    ],
+}
+
+
+def test_signature_filling_the_buffer_exactly_is_built() -> None:
+    """``l0`` (4x4 spikes: 16 bits) kept whole and ``l1`` (2x2: 4 bits) written
+    whole fill a 20-bit buffer exactly, and pooling ``l0`` into ``l1`` holds
+    nothing else: that column of ``l1`` has a segment, so it is built, and
+    tightening leaves it feasible.
+
+    Mutation: skipping signatures whose whole tensors reach the buffer
+    (``< cap`` in ``IntervalsMixin._add_interval``, ``budget <= 0`` in
+    ``tighten``) fails this test and ``check_unbuilt_signatures``.
+    """
+    p = make_problem(POOL_CHAIN, 20, 1)
+    check_unbuilt_signatures(p)
+    cs = solver_for(p)
+    full = [c for c in cs.columns if (c.first, c.last) == (1, 1)
+            and dict(c.sig.whole_in).get("l0")
+            and any(X == "l1" and w for X, w, _ in c.sig.outputs)]
+    assert full
+    for col in full:
+        cs.tighten(col)
+        assert not (col.exact and col.value is None)  # (None when exact: no frame fits)
+        assert col.bound < math.inf
 
 
 @settings(**{**RANDOM_SETTINGS, "max_examples": 12})

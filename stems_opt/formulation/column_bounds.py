@@ -243,7 +243,7 @@ class BoundsMixin:
             return False
         self.stop.check()
         budget, written, _, whole = self._sig_parts(col)
-        if budget <= 0:  # the tensors kept whole alone fill the buffer
+        if budget < 0:  # the tensors kept whole alone overflow the buffer
             col.tight = col.exact = True
             col.value = None
             return True
@@ -289,9 +289,9 @@ class BoundsMixin:
 
     def _tighten_key(self, col: Column) -> tuple[int, frozenset[str], frozenset[str]] | None:
         """The ``(budget, written, whole)`` :meth:`tighten` bounds ``col`` with (after
-        :meth:`_relevant`), or ``None`` when its whole tensors alone fill the buffer."""
+        :meth:`_relevant`), or ``None`` when its whole tensors alone overflow the buffer."""
         budget, written, _, whole = self._sig_parts(col)
-        if budget <= 0:
+        if budget < 0:
             return None
         return (budget, *self._relevant(col.first, col.last, written, whole))
 

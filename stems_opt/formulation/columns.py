@@ -251,7 +251,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         outs = {X: (w, c) for X, w, c in sig.outputs}
         budget = self.ctx.capacity_bits - sum(self.ctx.whole_candidates[X]
                                               for X, w in sig.whole_in if w)
-        if budget <= 0:
+        if budget < 0:
             return None
         options: dict[str, list[LayerOption]] = {}
         for name, opts in frame.options.items():

@@ -89,12 +89,14 @@ class IntervalsMixin:
         # holds for every time batch.)
         base = min(self._cheapest((first, last, T, axis, 1, Order.TIME_OUTER), any_tb=True)
                    for axis in self.axes) + self.chunk_floors.cheap_between(first, last)
-        # A signature whose whole tensors alone fill the buffer has no segment (every
-        # frame's budget is <= 0, :meth:`tighten`): it is not built at all.
+        # A signature whose whole tensors alone overflow the buffer has no segment
+        # (every frame's budget is < 0, :meth:`tighten`): it is not built at all. (Filling
+        # it exactly leaves a segment whose steps hold nothing else, e.g. pooling from
+        # one whole tensor into another.)
         sizes, cap = self.ctx.whole_candidates, self.ctx.capacity_bits
         sigs = [sig for sig in self.signatures(first, last)
                 if sum(sizes[X] for X, w in sig.whole_in if w)
-                + sum(sizes[X] for X, w, _ in sig.outputs if w) < cap]
+                + sum(sizes[X] for X, w, _ in sig.outputs if w) <= cap]
         new = [Column(first, last, sig, base + self._extra(first, last, sig),
                       rank=len(self.columns) + i)
                for i, sig in enumerate(sigs)]
