@@ -15,6 +15,7 @@ weights exactly ``|W| + floor``.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from hypothesis import assume, given, settings
@@ -24,6 +25,7 @@ from stems_opt.cost.geometry import SegmentGeometry
 from stems_opt.cost.traffic import peak_of, segment_terms
 from stems_opt.formulation.chunk_floor import ChunkFloors, _step_bits, layer_chunk_floors
 from stems_opt.formulation.data import frame_axes
+from stems_opt.mapping import Segment
 from stems_opt.network import Axis
 from stems_opt.problem import Problem
 
@@ -47,13 +49,12 @@ ONE_GB = 550
 ONE_FLOOR = 384
 
 
-def min_weight_reads(p: Problem) -> dict[str, int]:
-    """Per layer with weights, its fewest weight reads over every segment of every
-    mapping of the brute-force space that fits the buffer (under that mapping's context)."""
+def fitting_segments(p: Problem) -> Iterator[tuple[Segment, SegmentGeometry, list]]:
+    """Every distinct segment (under its mapping's context) of the brute-force space
+    that fits the buffer, with its geometry and cost terms."""
     space = bf.Space(p)
     net, cap = p.network, p.hardware.gb_capacity_bits
     seen: set[tuple] = set()
-    least: dict[str, int] = {}
     for runs, idx in space.valid_walk():
         for run, i, ctx in zip(runs, idx, space.contexts(runs, idx), strict=True):
             if (run, i, ctx) in seen:
@@ -62,11 +63,18 @@ def min_weight_reads(p: Problem) -> dict[str, int]:
             seg = space.variants(run)[i]
             geo = SegmentGeometry(net, seg)
             terms = segment_terms(net, seg, ctx, geo)
-            if peak_of(terms, geo)[0] > cap:
-                continue
-            for t in terms:
-                if t.tensor_class == "weights":
-                    least[t.layer] = min(least.get(t.layer, t.read_bits), t.read_bits)
+            if peak_of(terms, geo)[0] <= cap:
+                yield seg, geo, terms
+
+
+def min_weight_reads(p: Problem) -> dict[str, int]:
+    """Per layer with weights, its fewest weight reads over every segment of every
+    mapping of the brute-force space that fits the buffer (under that mapping's context)."""
+    least: dict[str, int] = {}
+    for _, _, terms in fitting_segments(p):
+        for t in terms:
+            if t.tensor_class == "weights":
+                least[t.layer] = min(least.get(t.layer, t.read_bits), t.read_bits)
     return least
 
 

@@ -27,8 +27,6 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from stems_opt.cost.energy import EnergyRates, layer_gb_access_bits
-from stems_opt.cost.geometry import SegmentGeometry
-from stems_opt.cost.traffic import peak_of, segment_terms
 from stems_opt.formulation.backend import SolveOptions
 from stems_opt.formulation.chunk_floor import ChunkFloors, _step_bits
 from stems_opt.formulation.columns import ColumnSolver
@@ -40,7 +38,7 @@ from stems_opt.problem import Objective, Problem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import brute_force as bf
-from test_chunk_floor import ONE, ONE_FLOOR, ONE_GB
+from test_chunk_floor import ONE, ONE_FLOOR, ONE_GB, fitting_segments
 from test_optimizer import RANDOM_SETTINGS, make_problem, tiny_networks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,27 +64,15 @@ def least_weight_energy(p: Problem) -> dict[str, int]:
     reads over every segment of the brute-force space that fits (under that mapping's
     context)."""
     read_fj, use_fj = rates(p)
-    space = bf.Space(p)
-    net, cap = p.network, p.hardware.gb_capacity_bits
-    seen: set[tuple] = set()
     least: dict[str, int] = {}
-    for runs, idx in space.valid_walk():
-        for run, i, ctx in zip(runs, idx, space.contexts(runs, idx), strict=True):
-            if (run, i, ctx) in seen:
+    for seg, geo, terms in fitting_segments(p):
+        for t in terms:
+            if t.tensor_class != "weights":
                 continue
-            seen.add((run, i, ctx))
-            seg = space.variants(run)[i]
-            geo = SegmentGeometry(net, seg)
-            terms = segment_terms(net, seg, ctx, geo)
-            if peak_of(terms, geo)[0] > cap:
-                continue
-            for t in terms:
-                if t.tensor_class != "weights":
-                    continue
-                lay = net.layer(t.layer)
-                gb = layer_gb_access_bits(geo, lay, seg.sub_tile(lay.name))["W"][0]
-                fj = t.read_bits * read_fj + gb * use_fj
-                least[t.layer] = min(least.get(t.layer, fj), fj)
+            lay = p.network.layer(t.layer)
+            gb = layer_gb_access_bits(geo, lay, seg.sub_tile(lay.name))["W"][0]
+            fj = t.read_bits * read_fj + gb * use_fj
+            least[t.layer] = min(least.get(t.layer, fj), fj)
     return least
 
 

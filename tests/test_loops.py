@@ -493,6 +493,28 @@ def test_layers_of_one_shape_share_their_step_tables() -> None:
         assert shape_twin(other) != shape_twin(a), f.name
 
 
+# Both inner buffers small (weights 64 bits, inputs 40), unrolled 2 x 2.
+SMALL_BUFFERS = NestHardware((2, 1, 2, 1, 1, 1), 1, 2, None,
+                             Buffer("weight_buffer", 64, 3, 5, None),
+                             Buffer("input_buffer", 40, 2, 3, None))
+
+
+def random_layer(rng: random.Random) -> Layer:
+    """A small conv (1 or 3 rows of kernel, stride 1 or 2, any padding) or linear
+    layer, with or without LIF state, for the floors' random tests."""
+    kind = rng.choice([LayerKind.CONV, LayerKind.CONV, LayerKind.LINEAR])
+    f, sy = rng.choice([1, 3]), rng.choice([1, 2])
+    e = rng.randint(2, 5)
+    pad = rng.choice([0, (f - 1) // 2, f - 1]) if f > 1 else 0
+    neuron = rng.choice([NeuronKind.LIF, NeuronKind.NONE])
+    k, c = rng.choice([2, 4]), rng.randint(1, 4)
+    if kind is LayerKind.LINEAR:
+        return Layer("l", kind, ("x",), k=k, c=c, oy=1, ox=1, iy=1, ix=1, neuron=neuron)
+    iy = (e - 1) * sy + f - 2 * pad
+    return Layer("l", kind, ("x",), k=k, c=c, oy=e, ox=2, iy=iy, ix=2, fy=f, fx=1,
+                 stride_y=sy, pad_y=pad, neuron=neuron)
+
+
 def test_register_floor_bounds_every_split() -> None:
     """``layer_floor_fj`` with the register floor (``register_floor_fj``) is
     never above the nest energy of any tile count, sub-tile count, time
@@ -506,22 +528,9 @@ def test_register_floor_bounds_every_split() -> None:
     rng = random.Random(23)
     T = 4
     decided = 0
-    hws = [TIGHT, NO_BUFFERS,
-           NestHardware((2, 1, 2, 1, 1, 1), 1, 2, None, Buffer("weight_buffer", 64, 3, 5, None),
-                        Buffer("input_buffer", 40, 2, 3, None))]
+    hws = [TIGHT, NO_BUFFERS, SMALL_BUFFERS]
     for _ in range(24):
-        kind = rng.choice([LayerKind.CONV, LayerKind.CONV, LayerKind.LINEAR])
-        f, sy = rng.choice([1, 3]), rng.choice([1, 2])
-        e = rng.randint(2, 5)
-        pad = rng.choice([0, (f - 1) // 2, f - 1]) if f > 1 else 0
-        neuron = rng.choice([NeuronKind.LIF, NeuronKind.NONE])
-        k, c = rng.choice([2, 4]), rng.randint(1, 4)
-        if kind is LayerKind.LINEAR:
-            lay = Layer("l", kind, ("x",), k=k, c=c, oy=1, ox=1, iy=1, ix=1, neuron=neuron)
-        else:
-            iy = (e - 1) * sy + f - 2 * pad
-            lay = Layer("l", kind, ("x",), k=k, c=c, oy=e, ox=2, iy=iy, ix=2, fy=f, fx=1,
-                        stride_y=sy, pad_y=pad, neuron=neuron)
+        lay = random_layer(rng)
         E = lay.oy
         for hw in hws:
             reg = register_floor_fj(lay, T, hw)
@@ -585,23 +594,10 @@ def test_partition_floor_bounds_every_split() -> None:
 
     rng = random.Random(29)
     T = 4
-    hws = [TIGHT, NO_BUFFERS, UNROLLED,
-           NestHardware((2, 1, 2, 1, 1, 1), 1, 2, None, Buffer("weight_buffer", 64, 3, 5, None),
-                        Buffer("input_buffer", 40, 2, 3, None))]
+    hws = [TIGHT, NO_BUFFERS, UNROLLED, SMALL_BUFFERS]
     attained = 0
     for _ in range(16):
-        kind = rng.choice([LayerKind.CONV, LayerKind.CONV, LayerKind.LINEAR])
-        f, sy = rng.choice([1, 3]), rng.choice([1, 2])
-        e = rng.randint(2, 5)
-        pad = rng.choice([0, (f - 1) // 2, f - 1]) if f > 1 else 0
-        neuron = rng.choice([NeuronKind.LIF, NeuronKind.NONE])
-        k, c = rng.choice([2, 4]), rng.randint(1, 4)
-        if kind is LayerKind.LINEAR:
-            lay = Layer("l", kind, ("x",), k=k, c=c, oy=1, ox=1, iy=1, ix=1, neuron=neuron)
-        else:
-            iy = (e - 1) * sy + f - 2 * pad
-            lay = Layer("l", kind, ("x",), k=k, c=c, oy=e, ox=2, iy=iy, ix=2, fy=f, fx=1,
-                        stride_y=sy, pad_y=pad, neuron=neuron)
+        lay = random_layer(rng)
         E = lay.oy
         for hw in hws:
             floor = layer_partition_floor_fj(lay, Axis.OY, T, hw)
