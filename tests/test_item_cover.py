@@ -141,7 +141,7 @@ def test_sew_resnet152_stage3_frames() -> None:
                and not any(w for _, w, _ in c.sig.outputs))
     cs.tighten(col)
     plain = dict(col.frame_bounds)
-    assert cs.tighten(col, cover=True) and id(col) in cs._covered
+    assert cs.tighten(col, cover=True) and col.covered
     extra = cs._extra(52, 57, col.sig)
     spec = min(col.frame_bounds, key=col.frame_bounds.get)
     assert spec[2] == 4 and spec[4] == 1  # (Tb 4, one tile)

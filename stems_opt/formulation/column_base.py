@@ -132,6 +132,7 @@ class Column:
     unproven: dict[FrameKey, float] = field(default_factory=dict)  # frame -> its bound
     attempts: dict[FrameKey, int] = field(default_factory=dict)
     tight: bool = False  # frame bounds include what the buffer forces
+    covered: bool = False  # ... and one decision per item across rows (item_cover.py)
     frame_bounds: dict[FrameKey, float] = field(default_factory=dict)
     frame_slack: dict[FrameKey, int] = field(default_factory=dict)
     segment: Segment | None = None  # found directly, without a frame model

@@ -239,7 +239,7 @@ class BoundsMixin:
         across each frame's rows (``item_cover.py``; the proof's tightening asks for
         it, the primal searches do not pay for it)."""
         cover = cover and self._item_cover()
-        if col.tight and (not cover or id(col) in self._covered):
+        if col.tight and (not cover or col.covered):
             return False
         self.stop.check()
         budget, written, _, whole = self._sig_parts(col)
@@ -266,8 +266,7 @@ class BoundsMixin:
                 col.frame_slack[spec] = slack
                 best = min(best, bound)
         col.tight = True
-        if cover:
-            self._covered.add(id(col))
+        col.covered = col.covered or cover
         if best == math.inf:  # no frame fits its own transient buffers
             col.exact, col.value = True, None
             return True

@@ -111,7 +111,6 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         self._crossing: dict[int, list[str]] = {}
         self._interval_bounds: dict[tuple[int, int], dict[FrameKey, float]] = {}
         self._round_sigs: dict[tuple[int, int], list[tuple]] = {}  # (_tighten_for's round)
-        self._covered: set[int] = set()  # columns tightened with item_cover.py (ids)
         self._by_interval: dict[tuple[int, int], list[Column]] | None = None
         self._extra_parts: dict[tuple[int, int], tuple[dict[str, int], dict[str, int]]] = {}
         self._transitions: dict[tuple, list[tuple]] = {}
