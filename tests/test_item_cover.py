@@ -120,15 +120,18 @@ def test_random_frames_below_their_optimum(data: st.DataObject) -> None:
                 assert res is not None and res[2] <= best, (res[2], best)
 
 
-def test_sew_resnet152_stage3_frames() -> None:
+def test_sew_resnet152_stage3_frames(monkeypatch) -> None:
     """SEW-ResNet-152 at 256 KB, layers 52..57 (``s3_b0_add`` .. ``s3_b2_conv1``: a block
     and its neighbours' ends), every tensor through DRAM at the boundaries: the worst
     row's knapsack of the one-tile frame (Tb 4) is 17,503,530 bits; its program 18,395,136
     (the residual kept on chip and the weights held whole cannot both hold at two rows);
     the frame's exact local optimum 19,353,600. Each other frame priced stays above its
-    bound too."""
+    bound too. (The item cover alone: the sub-tile choices of ``subtile_cover.py`` are
+    off here, ``tests/test_subtile_cover.py`` has this frame with them.)"""
     from stems_opt.io import load_hardware, load_instance
     from stems_opt.problem import Problem
+
+    monkeypatch.setattr(bounds_mod, "SUBTILE_COVER", False)
 
     root = Path(__file__).resolve().parent.parent
     inst = load_instance(root / "instances" / "sew_resnet152_1mb.yaml")

@@ -79,6 +79,12 @@ from stems_opt.cost.geometry import _row_window_arrays
 from stems_opt.cost.traffic import min_read_bits
 from stems_opt.formulation.item_cover import raise_least
 from stems_opt.formulation.row_sum_floor import largest_row_excess, row_floor_excess
+from stems_opt.formulation.subtile_cover import (
+    SUBTILE_COVER,
+    SubTileChoices,
+    raise_least_subtiles,
+    subtile_choices,
+)
 from stems_opt.formulation.subtile_floor import (
     gapped_costs,
     subtile_item,
@@ -466,6 +472,9 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
     weight_items: list[tuple[int, int, np.ndarray]] = []  # (item, position, excess)
     operand_extra = np.zeros(F)  # GB operand reads the buffer forces (energy)
     whole_items: list[int] = []  # items paid in full to free any part (row_sum_floor)
+    sub_choices: list[SubTileChoices] = []  # own-row weight items' sub-tile choices
+    act_index: dict[str, int] = {}  # tensor made in the interval -> its item
+    pending = None  # (own-row item, runs, fewest) of the layer's weights, for sub_choices
     for i, (lay, ins, inner, reads, lastp, made_in) in enumerate(plan):
         name = lay.name
         is_whole = per_row([name in wh for wh in wholes])
@@ -540,6 +549,8 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             e[:, i] = e_own
             hold = np.zeros((F, L))
             hold[:, i] = np.maximum(0, w - own[0, :, i])
+            if item_cover and SUBTILE_COVER:  # (chunked in m sub-tiles: subtile_cover.py)
+                pending = (len(excess), runs, fewest)
             excess.append(e)
             holds.append(hold)
             # (The frame's slack counts the weights at their own row as before.)
@@ -568,8 +579,15 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             item[0] += np.where(several & dram, np.maximum(
                 0, tab.windows[idx, i] * rowbits * T - fewest), 0) * read_rate
             item[1] = np.maximum(item[1], np.where(dram, tab.overlap[idx, i] * rowbits * mult, 0))
+        if pending is not None:
+            sub_choices.append(_subtile_choices(
+                pending, i, lay, axis, tab, finest[:, i], rpick[:, i], S, tb, v_row, out_row,
+                out_row_own, is_whole, inner, made_in, act_index, wholes, key, maybe_whole,
+                len(excess), w, read_rate))
+            pending = None
         if not inner or is_whole.all():
             continue
+        act_index[name] = len(excess)
         size = network.tensor_size_bits(name)
         e = np.where(is_whole, 0.0, reads * read_rate + np.where(is_written, 0, size * write_rate))
         live = np.zeros((F, L))
@@ -618,13 +636,43 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             parts.h.sum(axis=0) - row_budget, L, _knapsack_rows, whole_items, parts.extra))
     best = np.where(dead, np.inf, best)
     if item_cover:  # (one decision per item across the rows: item_cover.py)
-        best = raise_least(best, parts.e, parts.h, parts.forced, row_budget, L, F0,
-                           tuple((k, k + 1) for k, _, _ in weight_items), operand_extra)
+        pairs = tuple((k, k + 1) for k, _, _ in weight_items)
+        best = raise_least_subtiles(best, parts.e, parts.h, parts.forced, row_budget, L, F0,
+                                    pairs, operand_extra, sub_choices) if sub_choices else \
+            raise_least(best, parts.e, parts.h, parts.forced, row_budget, L, F0, pairs,
+                        operand_extra)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)
     bound = np.where(finite, np.maximum(0, np.ceil(np.where(finite, best, 0) * (1 - 1e-9)
                                                     - 1e-6)), np.inf)
     return bound, slack.reshape(F, L).min(axis=1).astype(np.int64)
+
+
+def _subtile_choices(pending: tuple, i: int, lay, axis: Axis, tab: _Table,
+                     finest: np.ndarray, rows: np.ndarray, S: np.ndarray, tb: np.ndarray,
+                     v_row: int, out_row: int, out_row_own: np.ndarray, is_whole: np.ndarray,
+                     inner: tuple, made_in: tuple, act_index: dict[str, int],
+                     wholes: list[frozenset[str]], key: np.ndarray,
+                     maybe_whole: frozenset[str], own_item: int, w: int, read_rate: int
+                     ) -> SubTileChoices:
+    """The sub-tile choices of the weights of the layer at position ``i``
+    (:mod:`~stems_opt.formulation.subtile_cover`): beside the chunk its largest
+    sub-tile holds its state rows when not kept across time batches and its output
+    rows when no layer of the frame reads it; its output rows when its item goes
+    through DRAM (else the tile on chip holds them), and its window of each input
+    made in the interval whose item goes through DRAM (else on chip)."""
+    item, runs, fewest = pending
+    plain = np.where(S == 1, v_row if lay.stateful else 0, 0) + (0 if inner else out_row_own) * tb
+    links = []
+    if inner and not is_whole.all():
+        links.append((own_item, np.where(is_whole, 0, out_row * tb), False))
+    if not _gapped(lay, axis):
+        for src, rowbits in made_in:
+            if src in act_index and src not in maybe_whole:
+                bits = np.array([0 if src in wh else rowbits for wh in wholes])[key] * tb
+                links.append((act_index[src], bits, True))
+    return subtile_choices(item, i, runs, fewest, finest, rows, plain, w, read_rate, links,
+                           tab.sub_windows[i][0])
 
 
 def _gapped_tables(network: Network, plan: tuple, tab: _Table, i: int, axis: Axis,
