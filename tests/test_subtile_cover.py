@@ -1,0 +1,138 @@
+"""Chunked weights and their sub-tiles as one choice in the item cover
+(``stems_opt/formulation/subtile_cover.py``).
+
+The program claims that a mapping chunking a layer's weights in ``m`` sub-tiles
+pays ``(runs m - 1) |W|`` and holds, beside the chunk, its largest sub-tile's
+state and output rows and its input windows, of the buffers whose tensors go
+through DRAM. Checked by hand on small item sets, against the exact local MIPs
+of every frame of every column of random tiny networks (every frame raised) and
+the brute-force optimum, and on a SEW-ResNet-152 frame whose bound it makes exact.
+
+Mutations that make these tests fail:
+
+* the program's bound inflated by 1 bit (``forced_cost + 1 + _program(...)`` at
+  the end of ``frame_bound``): every test (the random one with a frame at 37 over
+  its optimum 36);
+* the links dropped (``links = ()`` at the start of ``subtile_choices``):
+  ``test_sew_resnet152_frame_is_exact`` (19,353,600 -> 18,550,784);
+* a linked buffer held whatever its item chooses (``if True:`` for
+  ``if is_forced[other]:`` in ``frame_bound``, the output's rows counted even on
+  chip): ``test_output_through_dram_holds_the_sub_tile`` (0 -> 7).
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import stems_opt.formulation.bounds as bounds_mod
+from stems_opt.formulation.item_cover import cover_bound, frame_cover
+from stems_opt.formulation.subtile_cover import frame_bound, raise_least_subtiles
+from stems_opt.io import network_from_dict
+from stems_opt.problem import Objective
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import brute_force as bf
+from test_bounds import check_bounds, solver_for
+from test_optimizer import RANDOM_SETTINGS, make_problem, tiny_networks
+
+# One layer's weights: item 0 resident on row 0 (8 bits, not resident costs 0: one
+# run), item 1 whole at its own row 1 (6 bits), item 2 its output on chip (5 bits at
+# row 1; through DRAM costs 7). Chunked in m = 1, 2, 3 sub-tiles the weights cost
+# (m - 1) * 10 and the largest sub-tile holds 4, 1, 0 more state bits than the finest
+# split, and 3, 1, 0 more output bits when the output goes through DRAM.
+E = np.array([[0.0, 0.0], [0.0, 0.0], [7.0, 7.0]])
+H = np.array([[8.0, 0.0], [0.0, 6.0], [0.0, 5.0]])
+CHOICES = [(1, 1, np.array([0.0, 10.0, 20.0]), np.array([4.0, 1.0, 0.0]),
+            [(2, np.array([3.0, 1.0, 0.0]))])]
+
+
+def test_output_through_dram_holds_the_sub_tile() -> None:
+    # Row 1 has 4 bits of room and holds 6 + 5: 7 to free. The item cover: the weights
+    # chunked (free, frees 6) and the output through DRAM (7, frees 5): 7. With the
+    # sub-tiles: m = 1 frees 6 - 4 = 2 and, with the output through DRAM, holds 3 more
+    # output bits: 5 + 2 - 3 = 4 < 7; m = 2 frees 5, with the output 5 + 5 - 1 = 9 >= 7
+    # at 10 + 7 = 17; m = 3 alone frees 6 < 7, with the output 11 at 27. So 17.
+    none = np.zeros((3, 2), dtype=bool)
+    budget = np.array([100.0, 4.0])
+    assert cover_bound(frame_cover(E, H, none, budget, ((0, 1),))) == 7
+    assert frame_bound(E, H, none, budget, ((0, 1),), CHOICES) == 17
+    # With 9 bits of room only 2 are to free: m = 1 frees them at no cost.
+    assert frame_bound(E, H, none, np.array([100.0, 9.0]), ((0, 1),), CHOICES) == 0
+
+
+def test_weights_that_cannot_be_whole_pick_a_sub_tile_count() -> None:
+    # Row 1 has 5 bits of room: the 6 whole-weight bits overflow it alone, so the
+    # weights are chunked (forced, their hold dropped) and row 1 holds the output's 5:
+    # nothing to free beyond one choice of m. m = 1 holds 4 more bits (-4, with the
+    # output through DRAM 5 - 4 - 3 = -2): does not fit; m = 2 holds 1 more (-1; with
+    # the output through DRAM 5 - 1 - 1 = 3 >= 0) at 10 + 7 = 17; m = 3 holds none at
+    # 20. So 17, where the item cover charges the fewest sub-tiles' reads alone: 0.
+    forced = np.array([[False, False], [True, True], [False, False]])
+    h = np.where(forced, 0.0, H)
+    budget = np.array([100.0, 5.0])
+    assert cover_bound(frame_cover(E, h, forced, budget, ((0, 1),))) == 0
+    assert frame_bound(E, h, forced, budget, ((0, 1),), CHOICES) == 17
+    # No sub-tile count at all: no mapping of the frame.
+    no_m = [(1, 1, np.full(3, np.inf), np.zeros(3), [])]
+    assert frame_bound(E, h, forced, budget, ((0, 1),), no_m) == np.inf
+
+
+def every_frame(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Raise every frame, not only each signature's least ones."""
+    monkeypatch.setattr(bounds_mod, "raise_least_subtiles",
+                        partial(raise_least_subtiles, every=True))
+
+
+@settings(**{**RANDOM_SETTINGS, "max_examples": 12})
+@given(st.data())
+def test_random_frames_below_their_optimum(data: st.DataObject) -> None:
+    """Every frame bound of every column, each raised by the program, is at most the
+    frame's exact local optimum; and the master's bound with every column covered is
+    at most the brute-force optimum."""
+    with pytest.MonkeyPatch.context() as mp:
+        every_frame(mp)
+        network = network_from_dict(data.draw(tiny_networks(), label="network"))
+        size = data.draw(st.integers(40, 1200), label="GB bits")
+        p = make_problem(network, size, data.draw(st.sampled_from([1, 4])), Objective.TRAFFIC)
+        check_bounds(p)
+        if bf.space_size(p) <= 20000:
+            best, _, _ = bf.brute_force_optimum(p, fast=True)
+            cs = solver_for(p)
+            for col in cs.columns:
+                cs.tighten(col, cover=True)
+            res = cs.master_path()
+            if best is not None:
+                assert res is not None and res[2] <= best, (res[2], best)
+
+
+def test_sew_resnet152_frame_is_exact() -> None:
+    """SEW-ResNet-152 at 256 KB, layers 52..57 (``s3_b0_add`` .. ``s3_b2_conv1``), every
+    tensor through DRAM at the boundaries, the one-tile frame at Tb 4: the item cover
+    alone bounds it at 18,395,136 bits (``tests/test_item_cover.py``), where its local
+    optimum is 19,353,600. With the sub-tile choices the bound is that optimum."""
+    from stems_opt.io import load_hardware, load_instance
+    from stems_opt.problem import Problem
+
+    root = Path(__file__).resolve().parent.parent
+    inst = load_instance(root / "instances" / "sew_resnet152_1mb.yaml")
+    p = Problem(inst.network, load_hardware(root / "models" / "hardware" / "edge_256kb.yaml"),
+                Objective.TRAFFIC, "sew152_256kb", (), inst.max_segment_layers)
+    cs = solver_for(p)
+    assert cs.open_interval(52, 57)
+    col = next(c for c in cs.columns if (c.first, c.last) == (52, 57)
+               and not any(w for _, w in c.sig.whole_in)
+               and not any(w for _, w, _ in c.sig.outputs))
+    assert cs.tighten(col, cover=True)
+    extra = cs._extra(52, 57, col.sig)
+    spec = min(col.frame_bounds, key=col.frame_bounds.get)
+    assert spec[2] == 4 and spec[4] == 1  # (Tb 4, one tile)
+    value, proven, _ = cs._local(*cs._restrict(cs._frame(spec), col.sig), 120.0)
+    assert value == proven == 19_353_600
+    assert col.frame_bounds[spec] + extra == value
