@@ -15,6 +15,10 @@ Mutations that make these tests fail:
   its optimum 36);
 * the links dropped (``links = ()`` at the start of ``subtile_choices``):
   ``test_sew_resnet152_frame_is_exact`` (19,353,600 -> 18,550,784);
+* the chunked choice paying its resident partner's cost again when the partner is
+  forced (``cover.cost[res]``, 0 for a forced item, for ``e[res].max()`` in
+  ``frame_bound``): ``test_chunked_reads_counted_once_beside_a_forced_resident_item``
+  (1,008) and the random frames;
 * a linked buffer held whatever its item chooses (``if True:`` for
   ``if is_forced[other]:`` in ``frame_bound``, the output's rows counted even on
   chip): ``test_output_through_dram_holds_the_sub_tile`` (0 -> 7).
@@ -82,6 +86,23 @@ def test_weights_that_cannot_be_whole_pick_a_sub_tile_count() -> None:
     # No sub-tile count at all: no mapping of the frame.
     no_m = [(1, 1, np.full(3, np.inf), np.zeros(3), [])]
     assert frame_bound(E, h, forced, budget, ((0, 1),), no_m) == np.inf
+
+
+def test_chunked_reads_counted_once_beside_a_forced_resident_item() -> None:
+    # A layer whose weights (72 bits) cannot be resident at row 0 (36 bits of room):
+    # not resident is forced there and costs its reads, (2 * 4 - 1) * 72 = 504. At its
+    # own row 1 (no room) it must free its 36 whole-weight bits: chunked in one
+    # sub-tile, the same 504 reads, which the chunked choice pays over the resident
+    # item's cost (0 more): 504 in all, as the item cover says (a random network's
+    # frame, optimum 1,192 bits over a 556-bit cheap bound, went to 1,444 when the
+    # forced partner's cost was not subtracted).
+    e = np.array([[504.0, 0.0], [0.0, 504.0]])
+    forced = np.array([[True, True], [False, False]])
+    h = np.array([[0.0, 0.0], [0.0, 36.0]])
+    budget = np.array([36.0, 0.0])
+    assert cover_bound(frame_cover(e, h, forced, budget, ((0, 1),))) == 504
+    choices = [(1, 1, np.array([504.0]), np.array([0.0]), [])]
+    assert frame_bound(e, h, forced, budget, ((0, 1),), choices) == 504
 
 
 def every_frame(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -580,10 +580,14 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
                 0, tab.windows[idx, i] * rowbits * T - fewest), 0) * read_rate
             item[1] = np.maximum(item[1], np.where(dram, tab.overlap[idx, i] * rowbits * mult, 0))
         if pending is not None:
+            # The DRAM inputs' window of the largest sub-tile, beyond the new rows the
+            # budget counts and the rows a kept halo may hold.
+            window = (in_row * tb, own[4, :, i] + np.where(
+                several, tab.overlap[idx, i] * in_row * mult, 0))
             sub_choices.append(_subtile_choices(
                 pending, i, lay, axis, tab, finest[:, i], rpick[:, i], S, tb, v_row, out_row,
                 out_row_own, is_whole, inner, made_in, act_index, wholes, key, maybe_whole,
-                len(excess), w, read_rate))
+                len(excess), w, read_rate, window))
             pending = None
         if not inner or is_whole.all():
             continue
@@ -653,26 +657,29 @@ def _subtile_choices(pending: tuple, i: int, lay, axis: Axis, tab: _Table,
                      v_row: int, out_row: int, out_row_own: np.ndarray, is_whole: np.ndarray,
                      inner: tuple, made_in: tuple, act_index: dict[str, int],
                      wholes: list[frozenset[str]], key: np.ndarray,
-                     maybe_whole: frozenset[str], own_item: int, w: int, read_rate: int
-                     ) -> SubTileChoices:
+                     maybe_whole: frozenset[str], own_item: int, w: int, read_rate: int,
+                     window: tuple[np.ndarray, np.ndarray]) -> SubTileChoices:
     """The sub-tile choices of the weights of the layer at position ``i``
     (:mod:`~stems_opt.formulation.subtile_cover`): beside the chunk its largest
     sub-tile holds its state rows when not kept across time batches and its output
     rows when no layer of the frame reads it; its output rows when its item goes
     through DRAM (else the tile on chip holds them), and its window of each input
-    made in the interval whose item goes through DRAM (else on chip)."""
+    made in the interval whose item goes through DRAM (else on chip); ``window``: the
+    bits per input row of its DRAM inputs from outside and what the budget and a kept
+    halo hold of their window already."""
     item, runs, fewest = pending
     plain = np.where(S == 1, v_row if lay.stateful else 0, 0) + (0 if inner else out_row_own) * tb
     links = []
     if inner and not is_whole.all():
         links.append((own_item, np.where(is_whole, 0, out_row * tb), False))
-    if not _gapped(lay, axis):
-        for src, rowbits in made_in:
-            if src in act_index and src not in maybe_whole:
-                bits = np.array([0 if src in wh else rowbits for wh in wholes])[key] * tb
-                links.append((act_index[src], bits, True))
+    # (A window of a gapped layer, a kernel narrower than its stride, spans its gaps in
+    # the buffer too: ``least`` is the span of a run's windows.)
+    for src, rowbits in made_in:
+        if src in act_index and src not in maybe_whole:
+            bits = np.array([0 if src in wh else rowbits for wh in wholes])[key] * tb
+            links.append((act_index[src], bits, True))
     return subtile_choices(item, i, runs, fewest, finest, rows, plain, w, read_rate, links,
-                           tab.sub_windows[i][0])
+                           tab.sub_windows[i][0], window)
 
 
 def _gapped_tables(network: Network, plan: tuple, tab: _Table, i: int, axis: Axis,

@@ -67,7 +67,8 @@ def subtile_choices(item: int, position: int, runs: np.ndarray, fewest: np.ndarr
                     finest: np.ndarray, rows: np.ndarray, row_bits: np.ndarray,
                     weight_bits: int, read_rate: int,
                     links: list[tuple[int, np.ndarray, bool]] = (),
-                    least: np.ndarray | None = None) -> SubTileChoices:
+                    least: np.ndarray | None = None,
+                    window: tuple[np.ndarray, np.ndarray] | None = None) -> SubTileChoices:
     """The :class:`SubTileChoices` of one layer from per-frame arrays ``(F,)``: the
     weights' ``runs`` (time batches times active tiles), the ``fewest`` sub-tiles
     that fit beside a chunk, the ``finest`` split, the bounded tile's ``rows`` and
@@ -75,13 +76,19 @@ def subtile_choices(item: int, position: int, runs: np.ndarray, fewest: np.ndarr
     (F,), window)``: the largest sub-tile's rows (beyond the finest split's) of a
     buffer held when ``item`` takes its expensive side, or with ``window`` the input
     rows its window spans at least (``least[r]`` for ``r`` output rows, from
-    ``bounds._sub_window_floor``; none are in the budget's own part)."""
+    ``bounds._sub_window_floor``; none are in the budget's own part). ``window``: bits
+    per input row of the inputs read from DRAM from outside, and the bits of their
+    window the budget and a kept halo already hold ``(F,)``: the window of the
+    largest sub-tile holds the rest."""
     top = int(max(1, finest.max(initial=1)))
     m = np.arange(1, top + 1)[None, :]
     sub = -(-rows[:, None] // m)
     finest_sub = -(-rows[:, None] // np.maximum(finest, 1)[:, None])
     extra_rows = np.maximum(0, sub - finest_sub)
     delta = extra_rows * row_bits[:, None]
+    if window is not None and least is not None:
+        span = least[np.minimum(sub, len(least) - 1)]
+        delta = delta + np.maximum(0, span * window[0][:, None] - window[1][:, None])
     ok = (m >= np.maximum(fewest, 1)[:, None]) & (m <= np.maximum(finest, 1)[:, None])
     cost = np.where(ok, (runs[:, None] * m - 1) * weight_bits * read_rate, np.inf)
     out = []
@@ -145,7 +152,9 @@ def frame_bound(e: np.ndarray, h: np.ndarray, forced: np.ndarray, budget: np.nda
         if must:
             forced_cost -= float(e[item].max())  # (the group's least cost counts it)
         res = res_of.get(item)
-        paid_res = 0.0 if must or res is None else float(cover.cost[res])
+        # A chunked item pays over its resident partner's cost (counted by the partner,
+        # forced or not), as in the item cover; when it is forced, its own reads alone.
+        paid_res = 0.0 if must or res is None else float(e[res].max())
         opts = []
         for j in np.flatnonzero(np.isfinite(cost)):
             freed = float(cover.hold[item, pos]) - float(delta[j])
