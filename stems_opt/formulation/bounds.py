@@ -64,6 +64,9 @@ terms, so the result is a valid bound. These refinements keep it valid:
   comes from there; the frame pays the least of both over at least the
   fewest sub-tiles that fit beside a chunk
   (:func:`~stems_opt.formulation.subtile_floor.gapped_costs`).
+* with the item cover, the own-row weight item is one choice among whole and
+  chunked in each sub-tile count, whose largest sub-tile holds more
+  (:mod:`~stems_opt.formulation.subtile_cover`).
 
 """
 
