@@ -364,8 +364,7 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
         (:func:`~stems_opt.formulation.subtile_floor.subtile_weight_excess`).
     item_cover
         Raise the least frames of each signature to the bound of one decision
-        per item across all rows (:mod:`~stems_opt.formulation.item_cover`;
-        without ``weight_use_rate`` only).
+        per item across all rows (:mod:`~stems_opt.formulation.item_cover`).
 
     Returns the bound per frame (``inf`` where the layer at some position
     cannot fit its own transient buffers) and the slack per frame.
@@ -422,7 +421,7 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
     bound, slack = _signature_rows(network, axis, plan, _interval_table(network, first, last, axis),
                                    frames, budgets, writtens, wholes, frozenset(maybe_whole),
                                    read_rate, write_rate, k_unroll, weight_use_rate,
-                                   item_cover and not weight_use_rate)
+                                   item_cover)
     return bound.reshape(K, F), slack.reshape(K, F)
 
 

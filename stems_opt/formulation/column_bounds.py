@@ -27,8 +27,8 @@ from stems_opt.formulation.nest_floor import frame_operand_floor
 from stems_opt.formulation.operand_floors import operand_floor_fj
 from stems_opt.network import Axis
 
-#: Traffic frame bounds by one decision per item across rows (item_cover.py); off only
-#: to compare.
+#: Traffic and energy frame bounds by one decision per item across rows (item_cover.py);
+#: off only to compare.
 ITEM_COVER = True
 
 
@@ -190,10 +190,12 @@ class BoundsMixin:
 
     def _item_cover(self) -> bool:
         """Whether frame bounds take one decision per item across their rows
-        (``item_cover.py``): for traffic (energy and latency bounds are as before)."""
+        (``item_cover.py``): for traffic and energy, with or without loop nests (the
+        items' excesses are DRAM traffic and GB weight reads in model units; latency
+        and EDP bounds are as before)."""
         from stems_opt.problem import Objective
 
-        return ITEM_COVER and self.problem.objective is Objective.TRAFFIC
+        return ITEM_COVER and self.problem.objective in (Objective.TRAFFIC, Objective.ENERGY)
 
     def signature_count(self, first: int, last: int) -> int:
         """How many signatures (columns) the interval has."""
