@@ -8,7 +8,10 @@ from __future__ import annotations
 import math
 import time
 
+import numpy as np
+
 from stems_opt.formulation.bounds import (
+    NestExcess,
     frames_excess_bounds,
     read_bits,
     signatures_excess_bounds,
@@ -23,13 +26,16 @@ from stems_opt.formulation.data import (
     spec_lower_bound,
     written_anyway,
 )
-from stems_opt.formulation.nest_floor import frame_operand_floor
+from stems_opt.formulation.nest_floor import frame_operand_floor, nest_forced_excess
 from stems_opt.formulation.operand_floors import operand_floor_fj
 from stems_opt.network import Axis
 
 #: Traffic and energy frame bounds by one decision per item across rows (item_cover.py);
 #: off only to compare.
 ITEM_COVER = True
+#: With loop nests, frame bounds count the nest energy of the sub-tiles the buffer
+#: forces (nest_floor.nest_forced_excess); off only to compare.
+NEST_FORCED = True
 
 
 class BoundsMixin:
@@ -175,7 +181,8 @@ class BoundsMixin:
                 self.net, first, last, axis, [(s[2], s[5], s[4]) for s in specs],
                 self.ctx.capacity_bits, frozenset(written), frozenset(), maybe,
                 read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll,
-                weight_use_rate=self._weight_use_rate(), item_cover=self.cover_in_search())
+                weight_use_rate=self._weight_use_rate(), item_cover=self.cover_in_search(),
+                nest_excess=self._nest_excess(first, last, axis))
             floor = self.chunk_floors.between(first, last)  # (chunk_floor.py: any frame)
             for spec, e in zip(specs, excess.tolist(), strict=True):
                 got[spec] = self._cheapest(spec) + max(e, floor)
@@ -187,6 +194,20 @@ class BoundsMixin:
         """Model units per weight bit the GB sends to the array, where the energy
         counts one read per sub-tile and timestep (no loop nests; 0 otherwise)."""
         return 0 if self.problem.hardware.loop_nests else int(self.rates[2])
+
+    def _nest_excess(self, first: int, last: int, axis: Axis) -> NestExcess | None:
+        """With loop nests and energy, the operand floor's rise with the sub-tiles the
+        buffer forces (:func:`~stems_opt.formulation.nest_floor.nest_forced_excess`) of
+        ``first..last`` along ``axis``, for the frame bounds; ``None`` otherwise."""
+        hw = self.problem.hardware
+        if not (self.energy and hw.loop_nests and NEST_FORCED):
+            return None
+        weight = self.ctx.energy_weight
+
+        def excess(position: int, tb: int) -> np.ndarray:
+            return weight * nest_forced_excess(self.net, first, last, axis, hw, position, tb)
+
+        return excess
 
     def _item_cover(self) -> bool:
         """Whether frame bounds take one decision per item across their rows
@@ -309,7 +330,8 @@ class BoundsMixin:
         bound, slack = signatures_excess_bounds(
             self.net, first, last, axis, [(s[2], s[5], s[4]) for s in specs], sigs,
             read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll,
-            weight_use_rate=self._weight_use_rate(), item_cover=cover)
+            weight_use_rate=self._weight_use_rate(), item_cover=cover,
+            nest_excess=self._nest_excess(first, last, axis))
         for k, s in enumerate(sigs):
             self.cap_bounds[self._cap_key(first, last, axis, s, cover)] = (bound[k], slack[k])
 
