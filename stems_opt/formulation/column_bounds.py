@@ -203,9 +203,16 @@ class BoundsMixin:
         if not (self.energy and hw.loop_nests and NEST_FORCED):
             return None
         weight = self.ctx.energy_weight
+        # (memoised here: the tables' own cache hashes the network on every call)
+        memo = self.__dict__.setdefault("_nest_forced", {})
 
         def excess(position: int, tb: int) -> np.ndarray:
-            return weight * nest_forced_excess(self.net, first, last, axis, hw, position, tb)
+            key = (first + position, last, axis, tb)  # (the layer's table: any first)
+            got = memo.get(key)
+            if got is None:
+                got = memo[key] = weight * nest_forced_excess(self.net, first, last, axis, hw,
+                                                              position, tb)
+            return got
 
         return excess
 
