@@ -30,13 +30,15 @@ from hypothesis import strategies as st
 
 import stems_opt.formulation.bounds as bounds_mod
 from stems_opt.formulation.bounds import knapsack_excess
+from stems_opt.formulation.data import objective_constant
 from stems_opt.formulation.item_cover import cover_bound, frame_cover, raise_least
 from stems_opt.io import network_from_dict
 from stems_opt.problem import Objective
+from stems_opt.solvers import _scale
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import brute_force as bf
-from test_bounds import check_bounds, solver_for
+from test_bounds import check_bounds, nest_problem, solver_for
 from test_optimizer import RANDOM_SETTINGS, make_problem, tiny_networks
 
 
@@ -96,9 +98,7 @@ def every_frame(monkeypatch) -> None:
     monkeypatch.setattr(bounds_mod, "raise_least", partial(raise_least, every=True))
 
 
-@settings(**{**RANDOM_SETTINGS, "max_examples": 12})
-@given(st.data())
-def test_random_frames_below_their_optimum(data: st.DataObject) -> None:
+def check_random(data: st.DataObject, objective: str) -> None:
     """Every frame bound of every column, each raised by its program, is at most the
     frame's exact local optimum; and the master's bound with every column tightened
     is at most the brute-force optimum."""
@@ -108,7 +108,9 @@ def test_random_frames_below_their_optimum(data: st.DataObject) -> None:
         every_frame(mp)
         network = network_from_dict(data.draw(tiny_networks(), label="network"))
         size = data.draw(st.integers(40, 1200), label="GB bits")
-        p = make_problem(network, size, data.draw(st.sampled_from([1, 4])), Objective.TRAFFIC)
+        ku = data.draw(st.sampled_from([1, 4]))
+        p = nest_problem(network, size, ku) if objective == "nests" else \
+            make_problem(network, size, ku, Objective(objective))
         check_bounds(p)
         if bf.space_size(p) <= 20000:
             best, _, _ = bf.brute_force_optimum(p, fast=True)
@@ -117,7 +119,32 @@ def test_random_frames_below_their_optimum(data: st.DataObject) -> None:
                 cs.tighten(col, cover=True)
             res = cs.master_path()
             if best is not None:  # (no mapping fits: nothing to compare)
-                assert res is not None and res[2] <= best, (res[2], best)
+                # (model units: the brute force's value less the constant, in pJ for energy)
+                value = None if res is None else (res[2] + objective_constant(p)) / _scale(p)
+                assert value is not None and value <= best * (1 + 1e-12), (value, best)
+
+
+@settings(**{**RANDOM_SETTINGS, "max_examples": 12})
+@given(st.data())
+def test_random_frames_below_their_optimum(data: st.DataObject) -> None:
+    """Traffic: :func:`check_random`."""
+    check_random(data, "traffic")
+
+
+@settings(**{**RANDOM_SETTINGS, "max_examples": 10})
+@given(st.data())
+def test_random_energy_frames_below_their_optimum(data: st.DataObject) -> None:
+    """Energy without loop nests (the items' excesses in fJ, the GB weight reads of a
+    sub-tile more an item, the forced sub-tiles' reads added): :func:`check_random`."""
+    check_random(data, "energy")
+
+
+@settings(**{**RANDOM_SETTINGS, "max_examples": 10})
+@given(st.data())
+def test_random_nest_frames_below_their_optimum(data: st.DataObject) -> None:
+    """Energy with loop nests (the operand floor the exact nest floor of the frame's
+    time batch): :func:`check_random`."""
+    check_random(data, "nests")
 
 
 def test_sew_resnet152_stage3_frames(monkeypatch) -> None:

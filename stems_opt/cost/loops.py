@@ -1159,6 +1159,21 @@ def least_kind_sum(layer: Layer, axis: Axis, bounds: tuple[int, ...],
     return int(totals[~bad].min())
 
 
+def kind_sums_by_m(layer: Layer, axis: Axis, bounds: tuple[int, ...],
+                   memo: dict[int, tuple[int, ...]]) -> np.ndarray:
+    """Per sub-tile count ``m = 1 .. limit`` (index ``m - 1``), the least over the
+    chunk counts of the summed optimal nest energies of ``layer``'s steps with
+    tile boundaries ``bounds`` (fJ, one time batch; ``inf`` where some step fits
+    no nest at every chunk count): :func:`least_kind_sum` is their minimum."""
+    reps, idx, counts, starts = _sub_tile_steps(layer, axis, bounds)
+    if not reps:
+        return np.zeros(0)
+    energy = np.array([memo[kv] for kv, _, _ in reps], dtype=np.int64)[idx]  # (steps, chunks)
+    totals = np.add.reduceat(counts[:, None] * energy, starts, axis=0).astype(np.float64)
+    bad = np.logical_or.reduceat(energy < 0, starts, axis=0)
+    return np.where(bad, np.inf, totals).min(axis=1)
+
+
 def _sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]
                     ) -> tuple[tuple[tuple[int, int, int], ...], np.ndarray, np.ndarray,
                                np.ndarray]:

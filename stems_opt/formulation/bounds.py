@@ -72,7 +72,7 @@ terms, so the result is a valid bound. These refinements keep it valid:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -95,6 +95,10 @@ from stems_opt.formulation.subtile_floor import (
 )
 from stems_opt.mapping import Order
 from stems_opt.network import Axis, LayerKind, Network, most_chunks
+
+#: ``(position, tb) -> [n - 1, f]``: a layer's operand floor rise with at least ``f``
+#: sub-tiles (:func:`~stems_opt.formulation.nest_floor.nest_forced_excess`).
+NestExcess = Callable[[int, int], np.ndarray]
 
 
 @lru_cache(maxsize=65536)
@@ -336,7 +340,8 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
                          written: Collection[str], whole: Collection[str],
                          maybe_whole: Collection[str] = (), read_rate: int = 1,
                          write_rate: int = 1, k_unroll: int = 1, weight_use_rate: int = 0,
-                         item_cover: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                         item_cover: bool = False, nest_excess: NestExcess | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """Least cost the buffer forces over the cheapest choices, for the frames
     ``(first, last, tb, axis, n, order)`` of every ``(tb, order, n)`` in
     ``frames``, and each frame's slack (budget less the most a row holds with
@@ -373,8 +378,12 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
         (:func:`~stems_opt.formulation.subtile_floor.subtile_weight_excess`).
     item_cover
         Raise the least frames of each signature to the bound of one decision
-        per item across all rows (:mod:`~stems_opt.formulation.item_cover`;
-        without ``weight_use_rate`` only).
+        per item across all rows (:mod:`~stems_opt.formulation.item_cover`).
+    nest_excess
+        With loop nests, ``nest_excess(position, tb)``: what the operand floor of the
+        conv or linear layer at ``position`` rises by with at least ``f`` sub-tiles,
+        ``[n - 1, f]`` (:func:`~stems_opt.formulation.nest_floor.nest_forced_excess`);
+        each frame adds it at the fewest sub-tiles that fit beside a weight chunk.
 
     Returns the bound per frame (``inf`` where the layer at some position
     cannot fit its own transient buffers) and the slack per frame.
@@ -387,7 +396,7 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     """
     bound, slack = signatures_excess_bounds(
         network, first, last, axis, frames, [(budget, frozenset(written), frozenset(whole))],
-        maybe_whole, read_rate, write_rate, k_unroll, weight_use_rate, item_cover)
+        maybe_whole, read_rate, write_rate, k_unroll, weight_use_rate, item_cover, nest_excess)
     return bound[0], slack[0]
 
 
@@ -402,7 +411,8 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
                              signatures: Sequence[tuple[int, Collection[str], Collection[str]]],
                              maybe_whole: Collection[str] = (), read_rate: int = 1,
                              write_rate: int = 1, k_unroll: int = 1, weight_use_rate: int = 0,
-                             item_cover: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                             item_cover: bool = False, nest_excess: NestExcess | None = None
+                             ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`frames_excess_bounds` of every signature ``(budget, written, whole)`` of
     ``signatures`` at once: bound and slack of shape ``(signatures, frames)``.
 
@@ -422,7 +432,8 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
     if len(signatures) > per_key:
         parts = [signatures_excess_bounds(network, first, last, axis, frames,
                                           signatures[s:s + per_key], maybe_whole, read_rate,
-                                          write_rate, k_unroll, weight_use_rate, item_cover)
+                                          write_rate, k_unroll, weight_use_rate, item_cover,
+                                          nest_excess)
                  for s in range(0, K, per_key)]
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     budgets = np.array([s[0] for s in signatures], dtype=np.int64)
@@ -431,7 +442,7 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
     bound, slack = _signature_rows(network, axis, plan, _interval_table(network, first, last, axis),
                                    frames, budgets, writtens, wholes, frozenset(maybe_whole),
                                    read_rate, write_rate, k_unroll, weight_use_rate,
-                                   item_cover and not weight_use_rate)
+                                   item_cover, nest_excess)
     return bound.reshape(K, F), slack.reshape(K, F)
 
 
@@ -439,8 +450,8 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
                     frames: Sequence[tuple[int, Order, int]], budgets: np.ndarray,
                     writtens: list[frozenset[str]], wholes: list[frozenset[str]],
                     maybe_whole: frozenset[str], read_rate: int, write_rate: int,
-                    k_unroll: int, weight_use_rate: int, item_cover: bool = False
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    k_unroll: int, weight_use_rate: int, item_cover: bool = False,
+                    nest_excess: NestExcess | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The bounds of :func:`signatures_excess_bounds`, one row per signature and frame
     (signature-major)."""
     T = network.timesteps
@@ -506,6 +517,11 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             which = which.reshape(-1)
             steps, fewest = steps[which, idx], fewest[which, idx]
             dead |= steps == 0
+            if nest_excess is not None:  # (loop nests: the sub-tiles the buffer forces)
+                at = np.maximum(fewest, 1)
+                for t in np.unique(tb).tolist():
+                    table, sel = nest_excess(i, t), tb == t
+                    operand_extra[sel] += table[idx[sel], np.minimum(at[sel], table.shape[1] - 1)]
             if weight_use_rate and _gapped(lay, axis) and (ins or made_in):
                 # Its sub-tiles trade weight reads against input rows (and the gap rows
                 # read from DRAM, where its input comes from there): the least cost of

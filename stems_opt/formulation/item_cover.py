@@ -30,6 +30,23 @@ three: resident (0), streamed whole (:math:`c_{res}`), chunked
 program, so its optimum is at least the worst row's knapsack; it is solved by
 CP-SAT in integers (holds rounded up, budgets and costs down: a relaxation),
 and its proven bound is what counts (the optimum when solved).
+
+The same program bounds the energy objective, with and without loop nests:
+the items and holds are the knapsack's, their excesses in model units. An
+item's expensive side costs DRAM traffic at the DRAM rates (each DRAM read
+also writes the GB, each write reads it:
+:class:`~stems_opt.cost.energy.EnergyRates`), the same disjoint bits as for
+traffic; without loop nests one more item per layer, a sub-tile more than the
+fewest that fit beside a weight chunk, costs the GB weight reads it adds
+(:func:`~stems_opt.formulation.subtile_floor.subtile_item`), which no other
+item counts (the chunked weights' item counts their DRAM reads, not the reads
+from the GB to the array). The costs no item counts (the forced sub-tiles'
+weight reads, a gapped layer's joint weight and input floor) hold whatever the
+items take and are added beside the program (``extra`` of
+:func:`raise_least`), as beside the knapsack. A binary program pays each item
+whole, so it is also at least the row sums of
+:mod:`~stems_opt.formulation.row_sum_floor` (each item's shares add up to its
+excess); the bound is the larger of both anyway.
 """
 
 from __future__ import annotations

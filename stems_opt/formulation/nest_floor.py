@@ -30,6 +30,7 @@ from stems_opt.cost.energy import nest_hardware
 from stems_opt.cost.loops import (
     NestHardware,
     floor_chunk_counts,
+    kind_sums_by_m,
     layer_floor_fj,
     layer_partition_floor_fj,
     least_kind_sum,
@@ -84,6 +85,46 @@ def _prefill_block(network: Network, j: int, block: int, axis: Axis, tb: int,
     return prefill_nest_floors(((lay, axis, b, chunks) for last in lasts
                                 for b in dict.fromkeys(_bounds_rows(network, j, last, axis))),
                                tb, nh)[0], {}
+
+
+@lru_cache(maxsize=16384)
+def _nest_forced_row(network: Network, j: int, last: int, axis: Axis, tb: int,
+                     nh: NestHardware, k_unroll: int) -> np.ndarray:
+    """Per tile count of ``j..last`` (index ``n - 1``) and fewest sub-tiles ``f``
+    (column ``f``; 0 is 1's, columns past the finest split repeat its value), what
+    layer ``j``'s least nest energy of one time batch over ``m >= f`` sub-tiles adds
+    to its least over every ``m`` (:func:`_nest_row`), in fJ (read-only)."""
+    lay = network.layers[j]
+    memo, _ = _prefill_block(network, j, (last - j) // LAST_BLOCK, axis, tb, nh, k_unroll)
+    rows = _bounds_rows(network, j, last, axis)
+    sums = [kind_sums_by_m(lay, axis, b, memo) for b in rows]
+    most = max((len(v) for v in sums), default=0)
+    out = np.zeros((len(rows), most + 1))
+    for n, v in enumerate(sums):
+        if not len(v) or not np.isfinite(v).any():
+            continue  # (no nest fits: the floor counts nothing, nor does this)
+        suffix = np.minimum.accumulate(v[::-1])[::-1]  # least over m >= f, f = 1 .. limit
+        out[n, 1:len(v) + 1] = suffix - suffix[0]
+        out[n, len(v) + 1:] = out[n, len(v)]  # (no m past the finest: the finest's)
+        out[n, 0] = out[n, 1]
+    out = np.where(np.isfinite(out), out, 0.0)  # (no m >= f fits: counted elsewhere)
+    out.flags.writeable = False
+    return out
+
+
+def nest_forced_excess(network: Network, first: int, last: int, axis: Axis, hw: Hardware,
+                       position: int, tb: int) -> np.ndarray:
+    """What the operand floor of the conv or linear layer at ``position`` of
+    ``first..last`` rises by when it runs at least ``f`` sub-tiles per tile, at time
+    batch ``tb`` (all ``T / tb`` batches): ``[n - 1, f]`` in fJ, for the frame bound
+    of :func:`~stems_opt.formulation.bounds.signatures_excess_bounds` (its ``f`` the
+    fewest sub-tiles that fit beside a weight chunk). Every option of the layer runs
+    one ``m`` per frame, costs at least the least energy of its steps at that ``m``,
+    and the buffer leaves only ``m >= f``: so it costs at least the least over
+    ``m >= f``, this much over the floor :func:`interval_operand_floors` counts."""
+    nh = nest_hardware(hw)
+    return network.timesteps // tb * _nest_forced_row(network, first + position, last, axis,
+                                                      tb, nh, hw.array.factor("K"))
 
 
 def interval_operand_floors(network: Network, first: int, last: int, axis: Axis,
