@@ -340,7 +340,8 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
                          written: Collection[str], whole: Collection[str],
                          maybe_whole: Collection[str] = (), read_rate: int = 1,
                          write_rate: int = 1, k_unroll: int = 1, weight_use_rate: int = 0,
-                         item_cover: bool = False, nest_excess: NestExcess | None = None
+                         item_cover: bool = False, nest_excess: NestExcess | None = None,
+                         subtile_cover: bool = False
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Least cost the buffer forces over the cheapest choices, for the frames
     ``(first, last, tb, axis, n, order)`` of every ``(tb, order, n)`` in
@@ -384,6 +385,11 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
         conv or linear layer at ``position`` rises by with at least ``f`` sub-tiles,
         ``[n - 1, f]`` (:func:`~stems_opt.formulation.nest_floor.nest_forced_excess`);
         each frame adds it at the fewest sub-tiles that fit beside a weight chunk.
+    subtile_cover
+        With ``item_cover``, the own-row weight items as one choice among whole and
+        chunked in each sub-tile count (:mod:`~stems_opt.formulation.subtile_cover`;
+        traffic only: with energy's sub-tile items it bounded a random frame above
+        its optimum, ``tests/test_subtile_cover.py``).
 
     Returns the bound per frame (``inf`` where the layer at some position
     cannot fit its own transient buffers) and the slack per frame.
@@ -396,7 +402,8 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     """
     bound, slack = signatures_excess_bounds(
         network, first, last, axis, frames, [(budget, frozenset(written), frozenset(whole))],
-        maybe_whole, read_rate, write_rate, k_unroll, weight_use_rate, item_cover, nest_excess)
+        maybe_whole, read_rate, write_rate, k_unroll, weight_use_rate, item_cover, nest_excess,
+        subtile_cover)
     return bound[0], slack[0]
 
 
@@ -411,7 +418,8 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
                              signatures: Sequence[tuple[int, Collection[str], Collection[str]]],
                              maybe_whole: Collection[str] = (), read_rate: int = 1,
                              write_rate: int = 1, k_unroll: int = 1, weight_use_rate: int = 0,
-                             item_cover: bool = False, nest_excess: NestExcess | None = None
+                             item_cover: bool = False, nest_excess: NestExcess | None = None,
+                             subtile_cover: bool = False
                              ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`frames_excess_bounds` of every signature ``(budget, written, whole)`` of
     ``signatures`` at once: bound and slack of shape ``(signatures, frames)``.
@@ -433,7 +441,7 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
         parts = [signatures_excess_bounds(network, first, last, axis, frames,
                                           signatures[s:s + per_key], maybe_whole, read_rate,
                                           write_rate, k_unroll, weight_use_rate, item_cover,
-                                          nest_excess)
+                                          nest_excess, subtile_cover)
                  for s in range(0, K, per_key)]
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     budgets = np.array([s[0] for s in signatures], dtype=np.int64)
@@ -442,7 +450,7 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
     bound, slack = _signature_rows(network, axis, plan, _interval_table(network, first, last, axis),
                                    frames, budgets, writtens, wholes, frozenset(maybe_whole),
                                    read_rate, write_rate, k_unroll, weight_use_rate,
-                                   item_cover, nest_excess)
+                                   item_cover, nest_excess, subtile_cover)
     return bound.reshape(K, F), slack.reshape(K, F)
 
 
@@ -451,7 +459,8 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
                     writtens: list[frozenset[str]], wholes: list[frozenset[str]],
                     maybe_whole: frozenset[str], read_rate: int, write_rate: int,
                     k_unroll: int, weight_use_rate: int, item_cover: bool = False,
-                    nest_excess: NestExcess | None = None) -> tuple[np.ndarray, np.ndarray]:
+                    nest_excess: NestExcess | None = None, subtile_cover: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray]:
     """The bounds of :func:`signatures_excess_bounds`, one row per signature and frame
     (signature-major)."""
     T = network.timesteps
@@ -568,7 +577,7 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             e[:, i] = e_own
             hold = np.zeros((F, L))
             hold[:, i] = np.maximum(0, w - own[0, :, i])
-            if item_cover and SUBTILE_COVER:  # (chunked in m sub-tiles: subtile_cover.py)
+            if item_cover and subtile_cover and SUBTILE_COVER:  # (chunked in m sub-tiles)
                 pending = (len(excess), runs, fewest)
             excess.append(e)
             holds.append(hold)

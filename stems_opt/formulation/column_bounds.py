@@ -182,7 +182,8 @@ class BoundsMixin:
                 self.ctx.capacity_bits, frozenset(written), frozenset(), maybe,
                 read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll,
                 weight_use_rate=self._weight_use_rate(), item_cover=self.cover_in_search(),
-                nest_excess=self._nest_excess(first, last, axis))
+                nest_excess=self._nest_excess(first, last, axis),
+                subtile_cover=self._subtile_cover())
             floor = self.chunk_floors.between(first, last)  # (chunk_floor.py: any frame)
             for spec, e in zip(specs, excess.tolist(), strict=True):
                 got[spec] = self._cheapest(spec) + max(e, floor)
@@ -224,6 +225,14 @@ class BoundsMixin:
         from stems_opt.problem import Objective
 
         return ITEM_COVER and self.problem.objective in (Objective.TRAFFIC, Objective.ENERGY)
+
+    def _subtile_cover(self) -> bool:
+        """Whether covered frames choose their chunked weights' sub-tile count
+        (``subtile_cover.py``): for traffic only (its holds and energy's sub-tile item
+        together bounded a random energy frame above its optimum)."""
+        from stems_opt.problem import Objective
+
+        return self.problem.objective is Objective.TRAFFIC
 
     def signature_count(self, first: int, last: int) -> int:
         """How many signatures (columns) the interval has."""
@@ -339,7 +348,7 @@ class BoundsMixin:
             self.net, first, last, axis, [(s[2], s[5], s[4]) for s in specs], sigs,
             read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll,
             weight_use_rate=self._weight_use_rate(), item_cover=cover,
-            nest_excess=self._nest_excess(first, last, axis))
+            nest_excess=self._nest_excess(first, last, axis), subtile_cover=self._subtile_cover())
         for k, s in enumerate(sigs):
             self.cap_bounds[self._cap_key(first, last, axis, s, cover)] = (bound[k], slack[k])
 
