@@ -113,7 +113,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         self._round_sigs: dict[tuple[int, int], list[tuple]] = {}  # (_tighten_for's round)
         self._by_interval: dict[tuple[int, int], list[Column]] | None = None
         self._extra_parts: dict[tuple[int, int], tuple[dict[str, int], dict[str, int]]] = {}
-        self._transitions: dict[tuple, list[tuple]] = {}
+        self._transitions: dict[tuple, tuple[tuple, int, dict[int, list[tuple]]]] = {}
         # Per price mode ("bound": bounds and exact values, "primal": see master_path):
         self._table: dict[str, list[dict]] = {}  # the master path's labels, reused
         self._touched: dict[str, set[int]] = {"bound": set(), "primal": set(), "exact": set()}

@@ -20,6 +20,9 @@ from stems_opt.formulation.column_base import (
 )
 from stems_opt.formulation.model import LinearModel
 
+_UNPRICED = object()
+"""A price not yet in the master's cache (``None`` is a price: no segment)."""
+
 TIE_GROWTH_MAX = 256
 """Most a round of tied columns grows (times ``TIE_BATCH`` and ``TIE_S``)."""
 TIE_USEFUL = 0.25
@@ -153,6 +156,18 @@ class MasterMixin:
             out.append(tuple(sorted(nxt)))
         return out
 
+    def _state_info(self, state: tuple) -> tuple[tuple, int, dict[int, list[tuple]]]:
+        """For a boundary state: the whole-in key of the columns entering it, the first
+        layer no column from it may end at or past, and its transitions by column id
+        (:meth:`_next_states`, filled as the master path meets them)."""
+        info = self._transitions.get(state)
+        if info is None:
+            lc, L = self.last_consumer, len(self.net.layers)
+            # A tensor last read in the column is written exactly when it is not whole.
+            limit = min((lc[X] for X, w, cw in state if cw == w), default=L)
+            info = self._transitions[state] = (tuple((X, w) for X, w, _ in state), limit, {})
+        return info
+
     def touch(self, col: Column) -> None:
         """Note that ``col``'s price may change before the next master solve."""
         for mode, touched in self._touched.items():
@@ -189,9 +204,6 @@ class MasterMixin:
                     groups.setdefault((c.first, tuple(sorted(c.sig.whole_in))), []).append(c)
 
         def price_of(col: Column) -> float | None:
-            key = id(col)
-            if key in cache:
-                return cache[key]
             if exact_only:
                 price = col.upper
             elif col.exact and col.value is None:
@@ -201,7 +213,7 @@ class MasterMixin:
                     None if col.repaired else float(round(col.price))
             else:
                 price = float(round(col.price))
-            cache[key] = price
+            cache[id(col)] = price
             return price
 
         # Boundaries up to the first start of a column touched since the last solve
@@ -216,7 +228,7 @@ class MasterMixin:
             best = [{} for _ in range(L + 1)]
             best[0][()] = (0.0, None, None)
         self._table[mode], self._touched[mode] = best, set()
-        lc = self.last_consumer
+        cache_get, groups_get = cache.get, groups.get
         for k in range(max(0, start - self._reach), L):
             if mode == "bound" and self.stop.expired():
                 # A pass takes up to a second on deep networks: give way to the deadline,
@@ -224,26 +236,29 @@ class MasterMixin:
                 del self._table[mode]
                 raise MasterStoppedError(None)
             for state, (cost, _, _) in sorted(best[k].items()):
-                group = groups.get((k, tuple((X, w) for X, w, _ in state)), ())
-                # A tensor last read in the column is written exactly when it is not whole.
-                limit = min((lc[X] for X, w, cw in state if cw == w), default=L)
-                for col in group:
-                    if col.last >= limit or col.last < start:
+                whole, limit, moves = self._state_info(state)
+                for col in groups_get((k, whole), ()):
+                    last = col.last
+                    if last >= limit or last < start:
                         continue
-                    price = price_of(col)
+                    key = id(col)
+                    price = cache_get(key, _UNPRICED)
+                    if price is _UNPRICED:
+                        price = price_of(col)
                     if price is None:
                         continue
                     total = cost + price
-                    nexts = self._transitions.get((id(col), state))
+                    nexts = moves.get(key)
                     if nexts is None:
-                        nexts = self._transitions[(id(col), state)] = self._next_states(col, state)
-                    after = best[col.last + 1]
-                    for key in nexts:
-                        old = after.get(key)
+                        nexts = moves[key] = self._next_states(col, state)
+                    after = best[last + 1]
+                    after_get, rank = after.get, col.rank
+                    for nxt in nexts:
+                        old = after_get(nxt)
                         # Ties go to the column built first, whichever boundary was relabelled.
                         if old is None or total < old[0] or (total == old[0]
-                                                             and col.rank < old[1].rank):
-                            after[key] = (total, col, state)
+                                                             and rank < old[1].rank):
+                            after[nxt] = (total, col, state)
         if () not in best[L]:
             return None
         value = best[L][()][0]
@@ -269,28 +284,37 @@ class MasterMixin:
         L = len(self.net.layers)
         if best is None or () not in best[L]:
             return []
-        cache, groups, lc = self._prices["bound"], self._groups or {}, self.last_consumer
+        cache_get, groups_get = self._prices["bound"].get, (self._groups or {}).get
         target = best[L][()][0]
         suf: list[dict] = [{} for _ in range(L + 1)]
         suf[L][()] = 0.0
         found: dict[int, Column] = {}
+        inf = math.inf
         for k in range(L - 1, -1, -1):
+            suf_k = suf[k]
             for state, (cost, _, _) in best[k].items():
-                group = groups.get((k, tuple((X, w) for X, w, _ in state)), ())
-                limit_k = min((lc[X] for X, w, cw in state if cw == w), default=L)
-                least = math.inf
-                for col in group:
-                    price = cache.get(id(col))
-                    nexts = self._transitions.get((id(col), state))
+                whole, limit_k, moves = self._state_info(state)
+                moves_get = moves.get
+                least = inf
+                for col in groups_get((k, whole), ()):
+                    key = id(col)
+                    price = cache_get(key)
+                    nexts = moves_get(key)
                     if col.last >= limit_k or price is None or nexts is None:
                         continue
-                    after = suf[col.last + 1]
-                    rest = min((after.get(key, math.inf) for key in nexts), default=math.inf)
-                    least = min(least, price + rest)
+                    after_get = suf[col.last + 1].get
+                    rest = inf
+                    for nxt in nexts:
+                        there = after_get(nxt, inf)
+                        if there < rest:
+                            rest = there
+                    here = price + rest
+                    if here < least:
+                        least = here
                     if not col.tight and not col.exact and cost + price + rest <= target + 0.5:
-                        found[id(col)] = col
-                if least < math.inf:
-                    suf[k][state] = least
+                        found[key] = col
+                if least < inf:
+                    suf_k[state] = least
         return sorted(found.values(), key=lambda c: c.rank)[:limit]
 
     def column_of(self, first: int, last: int, sig: Signature) -> Column | None:
