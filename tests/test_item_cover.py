@@ -147,18 +147,11 @@ def test_random_nest_frames_below_their_optimum(data: st.DataObject) -> None:
     check_random(data, "nests")
 
 
-def test_sew_resnet152_stage3_frames(monkeypatch) -> None:
-    """SEW-ResNet-152 at 256 KB, layers 52..57 (``s3_b0_add`` .. ``s3_b2_conv1``: a block
-    and its neighbours' ends), every tensor through DRAM at the boundaries: the worst
-    row's knapsack of the one-tile frame (Tb 4) is 17,503,530 bits; its program 18,395,136
-    (the residual kept on chip and the weights held whole cannot both hold at two rows);
-    the frame's exact local optimum 19,353,600. Each other frame priced stays above its
-    bound too. (The item cover alone: the sub-tile choices of ``subtile_cover.py`` are
-    off here, ``tests/test_subtile_cover.py`` has this frame with them.)"""
+def sew152_block_column():
+    """SEW-ResNet-152's solver at 256 KB (traffic) and its column of layers 52..57
+    (``s3_b0_add`` .. ``s3_b2_conv1``) with every boundary tensor through DRAM."""
     from stems_opt.io import load_hardware, load_instance
     from stems_opt.problem import Problem
-
-    monkeypatch.setattr(bounds_mod, "SUBTILE_COVER", False)
 
     root = Path(__file__).resolve().parent.parent
     inst = load_instance(root / "instances" / "sew_resnet152_1mb.yaml")
@@ -169,6 +162,19 @@ def test_sew_resnet152_stage3_frames(monkeypatch) -> None:
     col = next(c for c in cs.columns if (c.first, c.last) == (52, 57)
                and not any(w for _, w in c.sig.whole_in)
                and not any(w for _, w, _ in c.sig.outputs))
+    return cs, col
+
+
+def test_sew_resnet152_stage3_frames(monkeypatch) -> None:
+    """SEW-ResNet-152 at 256 KB, layers 52..57 (``s3_b0_add`` .. ``s3_b2_conv1``: a block
+    and its neighbours' ends), every tensor through DRAM at the boundaries: the worst
+    row's knapsack of the one-tile frame (Tb 4) is 17,503,530 bits; its program 18,395,136
+    (the residual kept on chip and the weights held whole cannot both hold at two rows);
+    the frame's exact local optimum 19,353,600. Each other frame priced stays above its
+    bound too. (The item cover alone: the sub-tile choices of ``subtile_cover.py`` are
+    off here, ``tests/test_subtile_cover.py`` has this frame with them.)"""
+    monkeypatch.setattr(bounds_mod, "SUBTILE_COVER", False)
+    cs, col = sew152_block_column()
     cs.tighten(col)
     plain = dict(col.frame_bounds)
     assert cs.tighten(col, cover=True) and col.covered

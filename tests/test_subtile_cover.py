@@ -44,6 +44,7 @@ from stems_opt.problem import Objective
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import brute_force as bf
 from test_bounds import check_bounds, solver_for
+from test_item_cover import sew152_block_column
 from test_optimizer import RANDOM_SETTINGS, make_problem, tiny_networks
 
 # One layer's weights: item 0 resident on row 0 (8 bits, not resident costs 0: one
@@ -138,18 +139,7 @@ def test_sew_resnet152_frame_is_exact() -> None:
     tensor through DRAM at the boundaries, the one-tile frame at Tb 4: the item cover
     alone bounds it at 18,395,136 bits (``tests/test_item_cover.py``), where its local
     optimum is 19,353,600. With the sub-tile choices the bound is that optimum."""
-    from stems_opt.io import load_hardware, load_instance
-    from stems_opt.problem import Problem
-
-    root = Path(__file__).resolve().parent.parent
-    inst = load_instance(root / "instances" / "sew_resnet152_1mb.yaml")
-    p = Problem(inst.network, load_hardware(root / "models" / "hardware" / "edge_256kb.yaml"),
-                Objective.TRAFFIC, "sew152_256kb", (), inst.max_segment_layers)
-    cs = solver_for(p)
-    assert cs.open_interval(52, 57)
-    col = next(c for c in cs.columns if (c.first, c.last) == (52, 57)
-               and not any(w for _, w in c.sig.whole_in)
-               and not any(w for _, w, _ in c.sig.outputs))
+    cs, col = sew152_block_column()
     assert cs.tighten(col, cover=True)
     extra = cs._extra(52, 57, col.sig)
     spec = min(col.frame_bounds, key=col.frame_bounds.get)

@@ -52,6 +52,7 @@ excess); the bound is the larger of both anyway.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -179,12 +180,23 @@ def raise_least(best: np.ndarray, e: np.ndarray, h: np.ndarray, forced: np.ndarr
     the programs make it, and no other frame is solved (``every``: all are, for the
     tests). Each bound only rises.
     """
+    def bound_of(k: int) -> float:
+        r = slice(k * rows, (k + 1) * rows)
+        return cover_bound(frame_cover(e[:, r], h[:, r], forced[:, r], budget[r], pairs)) \
+            + extra[k]
+
+    return raise_frames(best, frames, bound_of, every)
+
+
+def raise_frames(best: np.ndarray, frames: int, bound_of: Callable[[int], float],
+                 every: bool = False) -> np.ndarray:
+    """Raise each signature's least frame bounds of ``best`` (``frames`` per signature,
+    signature-major) to ``bound_of(k)`` until the least is one already raised
+    (``every``: raise all finite ones); each bound only rises."""
     best = best.copy()
 
     def raise_frame(k: int) -> None:
-        r = slice(k * rows, (k + 1) * rows)
-        cover = frame_cover(e[:, r], h[:, r], forced[:, r], budget[r], pairs)
-        best[k] = max(best[k], cover_bound(cover) + extra[k])
+        best[k] = max(best[k], bound_of(k))
 
     for start in range(0, len(best), frames):
         if every:

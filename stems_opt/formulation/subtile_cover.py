@@ -39,7 +39,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stems_opt.formulation.item_cover import COVER_LIMIT_S, SOLVED_CACHE, frame_cover
+from stems_opt.formulation.item_cover import (
+    COVER_LIMIT_S,
+    SOLVED_CACHE,
+    frame_cover,
+    raise_frames,
+)
 
 #: The own-row weight items' sub-tile choices in the item cover; off only to compare.
 SUBTILE_COVER = True
@@ -110,29 +115,13 @@ def raise_least_subtiles(best: np.ndarray, e: np.ndarray, h: np.ndarray, forced:
     """:func:`~stems_opt.formulation.item_cover.raise_least` with each layer's own-row
     weight item one of the choices of ``choices`` (the module's program): per
     signature the least frames are raised until the least is a raised one."""
-    best = best.copy()
-
-    def raise_frame(k: int) -> None:
+    def bound_of(k: int) -> float:
         r = slice(k * rows, (k + 1) * rows)
-        best[k] = max(best[k], frame_bound(e[:, r], h[:, r], forced[:, r], budget[r], pairs,
-                                           [(c.item, c.position, c.cost[k], c.delta[k],
-                                             [(o, d[k]) for o, d in c.links])
-                                            for c in choices]) + extra[k])
+        return frame_bound(e[:, r], h[:, r], forced[:, r], budget[r], pairs,
+                           [(c.item, c.position, c.cost[k], c.delta[k],
+                             [(o, d[k]) for o, d in c.links]) for c in choices]) + extra[k]
 
-    for start in range(0, len(best), frames):
-        if every:
-            for k in range(start, start + frames):
-                if np.isfinite(best[k]):
-                    raise_frame(k)
-            continue
-        done = np.zeros(frames, dtype=bool)
-        while True:
-            f = int(np.argmin(best[start:start + frames]))
-            if done[f] or not np.isfinite(best[start + f]):
-                break
-            done[f] = True
-            raise_frame(start + f)
-    return best
+    return raise_frames(best, frames, bound_of, every)
 
 
 def frame_bound(e: np.ndarray, h: np.ndarray, forced: np.ndarray, budget: np.ndarray,
