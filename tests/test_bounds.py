@@ -311,15 +311,6 @@ def test_interval_bounds_below_every_signature_optimum(case: str, objective: Obj
     assert check_interval_bounds(make_problem(network, size, ku, objective)) > 0
 
 
-@settings(**RANDOM_SETTINGS)
-@given(st.data())
-def test_interval_bounds_random(data: st.DataObject) -> None:
-    from test_optimizer import random_case
-
-    p, _, _ = random_case(data)
-    check_interval_bounds(p)
-
-
 
 def check_relevant_sets(p: Problem) -> int:
     """Assert that the capacity-aware bound of every column is the same with the
@@ -355,15 +346,6 @@ def check_relevant_sets(p: Problem) -> int:
 def test_relevant_sets_give_the_same_bound(case: str) -> None:
     network, ku, size = CASES[case]
     assert check_relevant_sets(make_problem(network, size, ku)) > 0
-
-
-@settings(**RANDOM_SETTINGS)
-@given(st.data())
-def test_relevant_sets_give_the_same_bound_random(data: st.DataObject) -> None:
-    from test_optimizer import random_case
-
-    p, _, _ = random_case(data)
-    check_relevant_sets(p)
 
 
 def check_unbuilt_signatures(p: Problem) -> int:
@@ -437,12 +419,18 @@ def test_signature_filling_the_buffer_exactly_is_built() -> None:
         assert col.bound < math.inf
 
 
-@settings(**{**RANDOM_SETTINGS, "max_examples": 12})
+@settings(**RANDOM_SETTINGS)
 @given(st.data())
-def test_unbuilt_signatures_have_no_segment_random(data: st.DataObject) -> None:
+def test_interval_bounds_relevant_sets_and_unbuilt_signatures_random(
+        data: st.DataObject) -> None:
+    """:func:`check_interval_bounds`, :func:`check_relevant_sets` and
+    :func:`check_unbuilt_signatures` on one random problem (drawing it, which
+    enumerates its whole space, costs most of the time)."""
     from test_optimizer import random_case
 
     p, _, _ = random_case(data)
+    check_interval_bounds(p)
+    check_relevant_sets(p)
     check_unbuilt_signatures(p)
 
 

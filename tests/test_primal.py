@@ -95,13 +95,6 @@ def test_repair_fits_is_scored_exactly_and_never_beats_the_frame_optimum(
     assert check_repair(make_problem(network, size, ku, objective)) > 0
 
 
-@settings(**RANDOM_SETTINGS)
-@given(st.data())
-def test_repair_random(data: st.DataObject) -> None:
-    p, _, _ = random_case(data)
-    check_repair(p)
-
-
 @pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: o.value)
 @pytest.mark.parametrize("case", list(CASES))
 def test_dive_mapping_is_valid_and_scored_exactly(case: str, objective: Objective) -> None:
@@ -256,8 +249,11 @@ def test_repair_all_fits_and_never_beats_the_column_optimum(case: str,
 
 @settings(**RANDOM_SETTINGS)
 @given(st.data())
-def test_repair_all_random(data: st.DataObject) -> None:
+def test_repair_and_repair_all_random(data: st.DataObject) -> None:
+    """:func:`check_repair` and :func:`check_repair_all` on one random problem
+    (drawing it, which enumerates its whole space, costs most of the time)."""
     p, _, _ = random_case(data)
+    check_repair(p)
     check_repair_all(p)
 
 
