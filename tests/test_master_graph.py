@@ -49,18 +49,20 @@ def both(cs: ColumnSolver, limit: int, monkeypatch: pytest.MonkeyPatch
     out = {}
     for arrays in (False, True):
         monkeypatch.setattr(master, "PATH_ARRAYS", arrays)
-        res = cs.master_path()
-        ties = cs.master_ties(limit)
-        out[arrays] = (None if res is None else ([c.rank for c in res[0]], res[1]),
-                       [c.rank for c in ties])
+        paths = []
+        for kind in ({"primal": True}, {"exact_only": True}, {}):  # (bound last: the ties)
+            res = cs.master_path(**kind)
+            paths.append(None if res is None else ([c.rank for c in res[0]], res[1]))
+        out[arrays] = (paths, [c.rank for c in cs.master_ties(limit)])
     return out
 
 
 @pytest.mark.parametrize("case", NETWORKS)
 def test_array_path_and_ties_equal_the_loop(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Random small prices (many ties), a few columns exact or with no segment, some
-    tightened: the same path, value and tied columns, step after step; a column touched
-    after the pass has no price in the tie round either way."""
+    tightened, some with a segment found or repaired: the same paths and values in the
+    three price modes (bound, primal, exact) and the same tied columns, step after
+    step; a column touched after the pass has no price in the tie round either way."""
     cs = solver_for(case)
     rng = random.Random(3)
     for step in range(30):
@@ -71,6 +73,9 @@ def test_array_path_and_ties_equal_the_loop(case: str, monkeypatch: pytest.Monke
             col.exact = rng.random() < 0.15
             col.value = None if col.exact and rng.random() < 0.3 else col.bound
             col.tight = rng.random() < 0.3
+            # (a segment found at or above the bound, or a greedy repair that found none)
+            col.upper = col.bound + rng.randint(0, 3) if rng.random() < 0.6 else None
+            col.repaired = {()} if col.upper is None and rng.random() < 0.5 else set()
             cs.touch(col)
         got = both(cs, 1000, monkeypatch)
         assert got[True] == got[False]

@@ -87,8 +87,8 @@ class PathGraph:
     columns (whatever their prices); an edge is a column from a node and one of its
     next states (:meth:`MasterMixin._next_states`). Within a boundary, nodes are
     numbered in sorted state order, as the loop visits them. Built once per set of
-    columns; the prices live in :attr:`price` (``inf``: no price), refreshed for the
-    columns touched since the last pass."""
+    columns; the prices of each mode are refreshed for the columns touched since its
+    last pass."""
 
     columns: int  # how many columns it was built for
     node_k: np.ndarray  # (nodes,) boundary of each node
@@ -96,11 +96,14 @@ class PathGraph:
     into: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # per boundary: (src, col, dst)
     out_of: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # per boundary: (src, col, dst)
     end: int  # the node (L, ()), -1 when none
-    price: np.ndarray  # (columns,) the bound mode's price of each column
-    dirty: set[int] = field(default_factory=set)  # columns touched since the last pass
-    label: np.ndarray | None = None  # (nodes,) least cost to reach the node
-    arg_col: np.ndarray | None = None  # (nodes,) its last column
-    arg_src: np.ndarray | None = None  # (nodes,) and the node it left from
+    # Per price mode ("bound", "primal", "exact"): each column's price (inf: none), made
+    # at the mode's first pass; the columns touched since its last pass; its labels
+    # (least cost to reach each node, its last column, the node it left from).
+    price: dict[str, np.ndarray] = field(default_factory=dict)
+    dirty: dict[str, set[int]] = field(default_factory=lambda: {
+        "bound": set(), "primal": set(), "exact": set()})
+    labels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=dict)
 
 
 def _arrays(triples: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -211,7 +214,8 @@ class MasterMixin:
             touched.add(col.first)
             self._prices[mode].pop(id(col), None)
         if self._graph is not None:
-            self._graph.dirty.add(col.rank)
+            for dirty in self._graph.dirty.values():
+                dirty.add(col.rank)
 
     def master_path(self, exact_only: bool = False, primal: bool = False
                     ) -> tuple[list[Column], float, float, bool] | None:
@@ -234,8 +238,8 @@ class MasterMixin:
             for c in self.columns:
                 self._groups.setdefault((c.first, tuple(sorted(c.sig.whole_in))), []).append(c)
         mode = "exact" if exact_only else "primal" if primal else "bound"
-        if mode == "bound" and PATH_ARRAYS:
-            return self._graph_path()
+        if PATH_ARRAYS:
+            return self._graph_path(mode)
         cache = self._prices[mode]
         groups = self._groups
         if exact_only:  # only columns with a segment found take part: skip the others early
@@ -360,9 +364,19 @@ class MasterMixin:
                     suf_k[state] = least
         return sorted(found.values(), key=lambda c: c.rank)[:limit]
 
-    def _bound_price(self, col: Column) -> float:
-        """The bound master's price of ``col`` (``inf``: no segment, never chosen)."""
-        return math.inf if col.exact and col.value is None else float(round(col.price))
+    @staticmethod
+    def _mode_price(col: Column, mode: str) -> float:
+        """:meth:`master_path`'s price of ``col`` in ``mode`` (``inf``: none, never
+        chosen)."""
+        if mode == "exact":
+            return math.inf if col.upper is None else col.upper
+        if col.exact and col.value is None:
+            return math.inf
+        if mode == "primal" and col.upper is not None:
+            return col.upper
+        if mode == "primal" and col.repaired:
+            return math.inf
+        return float(round(col.price))
 
     def _path_graph(self) -> PathGraph:
         """The :class:`PathGraph` of the columns (built again when columns were added)."""
@@ -406,27 +420,30 @@ class MasterMixin:
         graph = self._graph = PathGraph(
             len(self.columns), np.array(node_k, dtype=np.int64), states,
             [_arrays(t) for t in into], [_arrays(t) for t in out_of],
-            index.get((L, ()), -1),
-            np.array([self._bound_price(c) for c in self.columns], dtype=np.float64))
+            index.get((L, ()), -1))
         return graph
 
-    def _graph_path(self) -> tuple[list[Column], float, float, bool] | None:
-        """:meth:`master_path` of the bound mode over the :class:`PathGraph`: per
+    def _graph_path(self, mode: str) -> tuple[list[Column], float, float, bool] | None:
+        """:meth:`master_path` in ``mode`` over the :class:`PathGraph`: per
         boundary, each node's least ``(cost, rank of the last column, order of the
         node it left)``, which is what the loop keeps (ties to the column built first,
         then to the node visited first)."""
-        if self.stop.expired():
+        if mode == "bound" and self.stop.expired():
             raise MasterStoppedError(None)
         graph = self._path_graph()
-        for r in graph.dirty:
-            graph.price[r] = self._bound_price(self.columns[r])
-        graph.dirty = set()
+        price = graph.price.get(mode)
+        if price is None:
+            price = graph.price[mode] = np.array(
+                [self._mode_price(c, mode) for c in self.columns], dtype=np.float64)
+        else:
+            for r in graph.dirty[mode]:
+                price[r] = self._mode_price(self.columns[r], mode)
+        graph.dirty[mode] = set()
         n = len(graph.states)
         label = np.full(n, math.inf)
         arg_col = np.full(n, -1, dtype=np.int64)
         arg_src = np.full(n, -1, dtype=np.int64)
         label[0] = 0.0  # (node 0: the start, boundary 0 with nothing whole)
-        price = graph.price
         for src, col, dst in graph.into[1:]:
             if not len(src):
                 continue
@@ -443,7 +460,7 @@ class MasterMixin:
             label[dst_o[pick]] = total_o[pick]
             arg_col[dst_o[pick]] = col_o[pick]
             arg_src[dst_o[pick]] = src_o[pick]
-        graph.label, graph.arg_col, graph.arg_src = label, arg_col, arg_src
+        graph.labels[mode] = label, arg_col, arg_src
         self.stats["master_solves"] += 1
         if graph.end < 0 or label[graph.end] == math.inf:
             return None
@@ -461,13 +478,13 @@ class MasterMixin:
         costs at most the master's value (columns touched since the pass have no price
         here, as in the loop's price cache)."""
         graph = self._graph
-        if graph is None or graph.label is None or graph.end < 0 \
-                or graph.label[graph.end] == math.inf:
+        if graph is None or "bound" not in graph.labels or graph.end < 0 \
+                or graph.labels["bound"][0][graph.end] == math.inf:
             return []
-        label = graph.label
-        price = graph.price.copy()
-        if graph.dirty:
-            price[list(graph.dirty)] = math.inf
+        label = graph.labels["bound"][0]
+        price = graph.price["bound"].copy()
+        if graph.dirty["bound"]:
+            price[list(graph.dirty["bound"])] = math.inf
         target = label[graph.end]
         suf = np.full(len(label), math.inf)
         suf[graph.end] = 0.0
