@@ -519,11 +519,9 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             win_row = in_row + np.array([sum(rowbits for src, rowbits in made_in
                                              if src not in wh and src not in maybe_whole)
                                          for wh in wholes], dtype=np.int64)[key]
-            combos, which = np.unique(np.stack([tb, budget, out_row_own, win_row], axis=1),
-                                      axis=0, return_inverse=True)
-            steps, fewest = _weight_steps_of(tab, i, chunk, w, v_row if lay.stateful else 0,
-                                             combos)
-            which = which.reshape(-1)
+            steps, fewest, which = _weight_steps_rows(
+                tab, i, chunk, w, v_row if lay.stateful else 0,
+                np.stack([tb, budget, out_row_own, win_row], axis=1))
             steps, fewest = steps[which, idx], fewest[which, idx]
             dead |= steps == 0
             if nest_excess is not None:  # (loop nests: the sub-tiles the buffer forces)
@@ -879,6 +877,28 @@ def _weight_steps(tab: _Table, i: int, chunk: int, w: int, budget: int, state_ro
     combos = np.array([(b, budget, out_row, in_row) for b in batches], dtype=np.int64)
     tab.memo[key] = got = _weight_steps_of(tab, i, chunk, w, state_row, combos)
     return got
+
+
+def _weight_steps_rows(tab: _Table, i: int, chunk: int, w: int, state_row: int,
+                       rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_weight_steps_of` of the distinct rows ``(tb, budget, out_row, in_row)`` of
+    ``rows`` ``(F, 4)``, and which distinct row each row is: ``(steps, fewest, which)``,
+    the first two of shape ``(U, tile counts)``. Each distinct row is computed once per
+    table (the signatures of an interval's calls share most of them)."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    # (Rows as single byte strings: a 1-D unique, much cheaper than np.unique(axis=0).)
+    flat = rows.view(np.dtype((np.void, rows.itemsize * rows.shape[1]))).reshape(-1)
+    uniq, first, which = np.unique(flat, return_index=True, return_inverse=True)
+    memo = tab.memo.setdefault(("weight_steps", i, chunk, w, state_row), {})
+    keys = [u.tobytes() for u in uniq]
+    missing = [k for k, key in enumerate(keys) if key not in memo]
+    if missing:
+        steps, fewest = _weight_steps_of(tab, i, chunk, w, state_row, rows[first[missing]])
+        for j, k in enumerate(missing):
+            memo[keys[k]] = (steps[j], fewest[j])
+    got = [memo[key] for key in keys]
+    return (np.stack([g[0] for g in got]), np.stack([g[1] for g in got]),
+            which.reshape(-1))
 
 
 def _weight_steps_of(tab: _Table, i: int, chunk: int, w: int, state_row: int,

@@ -84,7 +84,7 @@ from stems_opt.formulation.data import (
 from stems_opt.formulation.energy_floor import layer_energy_floors
 from stems_opt.formulation.frame_store import FrameStore
 from stems_opt.formulation.intervals import IntervalsMixin
-from stems_opt.formulation.master import MasterMixin, TieBudget
+from stems_opt.formulation.master import MasterMixin, PathGraph, TieBudget
 from stems_opt.formulation.model import build_frame_model
 from stems_opt.formulation.neighbourhood import Turns
 from stems_opt.formulation.primal import Rates
@@ -108,6 +108,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         self.master_mip = master_mip  # the master as a MIP of the backend, not a path
         self._groups: dict[tuple, list[Column]] | None = None
         self._by_key: dict[tuple, Column] | None = None
+        self._graph: PathGraph | None = None  # the bound master's transitions (master.py)
         self._crossing: dict[int, list[str]] = {}
         self._interval_bounds: dict[tuple[int, int], dict[FrameKey, float]] = {}
         self._round_sigs: dict[tuple[int, int], list[tuple]] = {}  # (_tighten_for's round)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from stems_opt.formulation.backend import SolveOptions
 from stems_opt.formulation.column_base import (
@@ -29,6 +31,9 @@ TIE_USEFUL = 0.25
 """Share of a round's tied columns that must rise for the next round to grow."""
 TIE_USEFUL_MIN = 25
 """Fewest tied columns that must rise for a round to be useful."""
+PATH_ARRAYS = True
+"""The bound master's path and ties over arrays of its transitions (:class:`PathGraph`);
+off only to compare (the same labels, paths and ties, tested)."""
 
 
 @dataclass
@@ -70,6 +75,41 @@ class TieBudget:
         grow = rose >= TIE_USEFUL * tried and rose >= TIE_USEFUL_MIN
         self.growth = min(TIE_GROWTH_MAX, 2 * self.growth) if grow else 1
         self.charged_s += 0.0 if grow else spent_s
+
+
+@dataclass
+class PathGraph:
+    """Every transition of the master's shortest path over boundary states, as arrays:
+    the bound master's passes (:meth:`MasterMixin.master_path`) and its tied columns
+    (:meth:`MasterMixin.master_ties`) without a Python loop over transitions.
+
+    A node is a boundary ``k`` and a state reachable from the start through any
+    columns (whatever their prices); an edge is a column from a node and one of its
+    next states (:meth:`MasterMixin._next_states`). Within a boundary, nodes are
+    numbered in sorted state order, as the loop visits them. Built once per set of
+    columns; the prices of each mode are refreshed for the columns touched since its
+    last pass."""
+
+    columns: int  # how many columns it was built for
+    node_k: np.ndarray  # (nodes,) boundary of each node
+    states: list[tuple]  # state of each node
+    into: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # per boundary: (src, col, dst)
+    out_of: list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # per boundary: (src, col, dst)
+    end: int  # the node (L, ()), -1 when none
+    # Per price mode ("bound", "primal", "exact"): each column's price (inf: none), made
+    # at the mode's first pass; the columns touched since its last pass; its labels
+    # (least cost to reach each node, its last column, the node it left from).
+    price: dict[str, np.ndarray] = field(default_factory=dict)
+    dirty: dict[str, set[int]] = field(default_factory=lambda: {
+        "bound": set(), "primal": set(), "exact": set()})
+    labels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=dict)
+
+
+def _arrays(triples: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(src, col, dst)`` index arrays of a list of edges."""
+    got = np.array(triples, dtype=np.int64).reshape(-1, 3)
+    return got[:, 0].copy(), got[:, 1].copy(), got[:, 2].copy()
 
 
 class MasterMixin:
@@ -173,6 +213,9 @@ class MasterMixin:
         for mode, touched in self._touched.items():
             touched.add(col.first)
             self._prices[mode].pop(id(col), None)
+        if self._graph is not None:
+            for dirty in self._graph.dirty.values():
+                dirty.add(col.rank)
 
     def master_path(self, exact_only: bool = False, primal: bool = False
                     ) -> tuple[list[Column], float, float, bool] | None:
@@ -195,6 +238,8 @@ class MasterMixin:
             for c in self.columns:
                 self._groups.setdefault((c.first, tuple(sorted(c.sig.whole_in))), []).append(c)
         mode = "exact" if exact_only else "primal" if primal else "bound"
+        if PATH_ARRAYS:
+            return self._graph_path(mode)
         cache = self._prices[mode]
         groups = self._groups
         if exact_only:  # only columns with a segment found take part: skip the others early
@@ -280,6 +325,8 @@ class MasterMixin:
         master pass per column where many paths tie (deep networks at the
         compulsory traffic). Empty when the labels are not complete.
         """
+        if PATH_ARRAYS:
+            return self._graph_ties(limit)
         best = self._table.get("bound")
         L = len(self.net.layers)
         if best is None or () not in best[L]:
@@ -316,6 +363,150 @@ class MasterMixin:
                 if least < inf:
                     suf_k[state] = least
         return sorted(found.values(), key=lambda c: c.rank)[:limit]
+
+    @staticmethod
+    def _mode_price(col: Column, mode: str) -> float:
+        """:meth:`master_path`'s price of ``col`` in ``mode`` (``inf``: none, never
+        chosen)."""
+        if mode == "exact":
+            return math.inf if col.upper is None else col.upper
+        if col.exact and col.value is None:
+            return math.inf
+        if mode == "primal" and col.upper is not None:
+            return col.upper
+        if mode == "primal" and col.repaired:
+            return math.inf
+        return float(round(col.price))
+
+    def _path_graph(self) -> PathGraph:
+        """The :class:`PathGraph` of the columns (built again when columns were added)."""
+        graph = self._graph
+        if graph is not None and graph.columns == len(self.columns):
+            return graph
+        assert all(c.rank == r for r, c in enumerate(self.columns))  # (ties by rank)
+        L = len(self.net.layers)
+        groups = self._groups or {}
+        at: list[set[tuple]] = [set() for _ in range(L + 1)]
+        at[0].add(())
+        index: dict[tuple[int, tuple], int] = {}
+        states: list[tuple] = []
+        node_k: list[int] = []
+        edges: list[tuple[int, int, int, tuple]] = []  # (src, column, boundary, state)
+        for k in range(L + 1):
+            for state in sorted(at[k]):  # (sorted: the order the loop visits them)
+                index[(k, state)] = len(states)
+                states.append(state)
+                node_k.append(k)
+            if k == L:
+                break
+            for state in sorted(at[k]):
+                src = index[(k, state)]
+                whole, limit, moves = self._state_info(state)
+                for col in groups.get((k, whole), ()):
+                    if col.last >= limit:
+                        continue
+                    nexts = moves.get(id(col))
+                    if nexts is None:
+                        nexts = moves[id(col)] = self._next_states(col, state)
+                    for nxt in nexts:
+                        at[col.last + 1].add(nxt)
+                        edges.append((src, col.rank, col.last + 1, nxt))
+        into: list[list[tuple[int, int, int]]] = [[] for _ in range(L + 1)]
+        out_of: list[list[tuple[int, int, int]]] = [[] for _ in range(L + 1)]
+        for src, rank, j, nxt in edges:
+            triple = (src, rank, index[(j, nxt)])
+            into[j].append(triple)
+            out_of[node_k[src]].append(triple)
+        graph = self._graph = PathGraph(
+            len(self.columns), np.array(node_k, dtype=np.int64), states,
+            [_arrays(t) for t in into], [_arrays(t) for t in out_of],
+            index.get((L, ()), -1))
+        return graph
+
+    def _graph_path(self, mode: str) -> tuple[list[Column], float, float, bool] | None:
+        """:meth:`master_path` in ``mode`` over the :class:`PathGraph`: per
+        boundary, each node's least ``(cost, rank of the last column, order of the
+        node it left)``, which is what the loop keeps (ties to the column built first,
+        then to the node visited first)."""
+        if mode == "bound" and self.stop.expired():
+            raise MasterStoppedError(None)
+        graph = self._path_graph()
+        price = graph.price.get(mode)
+        if price is None:
+            price = graph.price[mode] = np.array(
+                [self._mode_price(c, mode) for c in self.columns], dtype=np.float64)
+        else:
+            for r in graph.dirty[mode]:
+                price[r] = self._mode_price(self.columns[r], mode)
+        graph.dirty[mode] = set()
+        n = len(graph.states)
+        label = np.full(n, math.inf)
+        arg_col = np.full(n, -1, dtype=np.int64)
+        arg_src = np.full(n, -1, dtype=np.int64)
+        label[0] = 0.0  # (node 0: the start, boundary 0 with nothing whole)
+        for src, col, dst in graph.into[1:]:
+            if not len(src):
+                continue
+            total = label[src] + price[col]
+            ok = np.flatnonzero(total < math.inf)
+            if not ok.size:
+                continue
+            src_o, col_o, dst_o, total_o = src[ok], col[ok], dst[ok], total[ok]
+            order = np.lexsort((src_o, col_o, total_o, dst_o))
+            d = dst_o[order]
+            first = np.ones(len(d), dtype=bool)
+            first[1:] = d[1:] != d[:-1]
+            pick = order[first]
+            label[dst_o[pick]] = total_o[pick]
+            arg_col[dst_o[pick]] = col_o[pick]
+            arg_src[dst_o[pick]] = src_o[pick]
+        graph.labels[mode] = label, arg_col, arg_src
+        self.stats["master_solves"] += 1
+        if graph.end < 0 or label[graph.end] == math.inf:
+            return None
+        chosen: list[Column] = []
+        node = graph.end
+        while node != 0:
+            chosen.append(self.columns[int(arg_col[node])])
+            node = int(arg_src[node])
+        value = float(label[graph.end])
+        return sorted(chosen, key=lambda c: c.first), value, value, True
+
+    def _graph_ties(self, limit: int) -> list[Column]:
+        """:meth:`master_ties` over the :class:`PathGraph`: the least cost from each
+        labelled node to the end, and every column on an edge whose path through it
+        costs at most the master's value (columns touched since the pass have no price
+        here, as in the loop's price cache)."""
+        graph = self._graph
+        if graph is None or "bound" not in graph.labels or graph.end < 0 \
+                or graph.labels["bound"][0][graph.end] == math.inf:
+            return []
+        label = graph.labels["bound"][0]
+        price = graph.price["bound"].copy()
+        if graph.dirty["bound"]:
+            price[list(graph.dirty["bound"])] = math.inf
+        target = label[graph.end]
+        suf = np.full(len(label), math.inf)
+        suf[graph.end] = 0.0
+        for src, col, dst in reversed(graph.out_of[:-1]):
+            if not len(src):
+                continue
+            here = price[col] + suf[dst]
+            ok = (label[src] < math.inf) & (here < math.inf)
+            np.minimum.at(suf, src[ok], here[ok])
+        src = np.concatenate([e[0] for e in graph.out_of])
+        col = np.concatenate([e[1] for e in graph.out_of])
+        dst = np.concatenate([e[2] for e in graph.out_of])
+        with np.errstate(invalid="ignore"):
+            on = (label[src] + price[col]) + suf[dst] <= target + 0.5
+        found = []
+        for r in np.unique(col[on]).tolist():
+            c = self.columns[r]
+            if not c.tight and not c.exact:
+                found.append(c)
+                if len(found) == limit:
+                    break
+        return found
 
     def column_of(self, first: int, last: int, sig: Signature) -> Column | None:
         """The column of interval ``first..last`` with signature ``sig`` (its interval

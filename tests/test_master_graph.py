@@ -1,0 +1,118 @@
+"""The bound master over arrays of its transitions (``master.PathGraph``) against the loop
+over boundary states it replaces, and its tied columns against their definition.
+
+Mutations that make these tests fail (each tried, then reverted): the array path's
+ties to the largest rank and node instead of the smallest
+(``np.lexsort((-src_o, -col_o, total_o, dst_o))``); columns touched between the pass
+and the tie round keeping their price in ``_graph_ties`` (no masking of
+``graph.dirty``); tied columns judged without the cost from their end to the
+network's end (``0 * suf[dst]``). (Putting the node before the rank in the tie order
+changes nothing here: columns are built in the order of their first layer and
+signature, nodes numbered by boundary and sorted state, so the two orders agree.)
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+from stems_opt.formulation import master
+from stems_opt.formulation.backend import SolveOptions
+from stems_opt.formulation.columns import ColumnSolver
+from stems_opt.formulation.cpsat import solve_cpsat
+from stems_opt.io import load_instance
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_optimizer import CASES, make_problem
+
+ROOT = Path(__file__).parent.parent
+#: The small networks of the optimizer tests, and SEW-ResNet-18 (3,776 columns over 30
+#: layers, with residual tensors that may stay whole: many boundary states).
+NETWORKS = [*CASES, "sew_resnet18"]
+
+
+def solver_for(case: str) -> ColumnSolver:
+    if case == "sew_resnet18":
+        problem = load_instance(ROOT / "instances" / "sew_resnet18_1mb.yaml")
+    else:
+        network, ku, size = CASES[case]
+        problem = make_problem(network, size, ku)
+    return ColumnSolver(problem, solve_cpsat, SolveOptions(threads=1, seed=0))
+
+
+def both(cs: ColumnSolver, limit: int, monkeypatch: pytest.MonkeyPatch
+         ) -> dict[bool, tuple]:
+    """The path (ranks, value) and the tied columns' ranks, by the arrays and the loop."""
+    out = {}
+    for arrays in (False, True):
+        monkeypatch.setattr(master, "PATH_ARRAYS", arrays)
+        paths = []
+        for kind in ({"primal": True}, {"exact_only": True}, {}):  # (bound last: the ties)
+            res = cs.master_path(**kind)
+            paths.append(None if res is None else ([c.rank for c in res[0]], res[1]))
+        out[arrays] = (paths, [c.rank for c in cs.master_ties(limit)])
+    return out
+
+
+@pytest.mark.parametrize("case", NETWORKS)
+def test_array_path_and_ties_equal_the_loop(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random small prices (many ties), a few columns exact or with no segment, some
+    tightened, some with a segment found or repaired: the same paths and values in the
+    three price modes (bound, primal, exact) and the same tied columns, step after
+    step; a column touched after the pass has no price in the tie round either way."""
+    cs = solver_for(case)
+    rng = random.Random(3)
+    for step in range(30):
+        changed = cs.columns if step % 3 == 0 else rng.sample(cs.columns,
+                                                              min(4, len(cs.columns)))
+        for col in changed:
+            col.bound = rng.randint(0, 6)  # (few values: many equal paths)
+            col.exact = rng.random() < 0.15
+            col.value = None if col.exact and rng.random() < 0.3 else col.bound
+            col.tight = rng.random() < 0.3
+            # (a segment found at or above the bound, or a greedy repair that found none)
+            col.upper = col.bound + rng.randint(0, 3) if rng.random() < 0.6 else None
+            col.repaired = {()} if col.upper is None and rng.random() < 0.5 else set()
+            cs.touch(col)
+        got = both(cs, 1000, monkeypatch)
+        assert got[True] == got[False]
+        if got[True][1]:  # touched after the pass: skipped by the tie round
+            cs.touch(cs.columns[got[True][1][0]])
+            ties = {}
+            for arrays in (False, True):
+                monkeypatch.setattr(master, "PATH_ARRAYS", arrays)
+                ties[arrays] = [c.rank for c in cs.master_ties(1000)]
+            assert ties[True] == ties[False]
+            assert got[True][1][0] not in ties[True]
+        for arrays in (False, True):  # (the limit keeps the first by rank)
+            monkeypatch.setattr(master, "PATH_ARRAYS", arrays)
+            cs.master_path()
+            assert [c.rank for c in cs.master_ties(2)] == got[True][1][:2]
+
+
+@pytest.mark.parametrize("case", NETWORKS)
+def test_ties_are_the_columns_on_some_optimal_path(case: str) -> None:
+    """A column not tight nor exact is tied exactly when lowering its price by one
+    lowers the master's value (integer prices: only a column on an optimal path can;
+    a path uses a column at most once, so by exactly one)."""
+    cs = solver_for(case)
+    rng = random.Random(5)
+    for col in cs.columns:
+        col.bound, col.exact, col.tight = rng.randint(1, 4), False, False
+        cs.touch(col)
+    res = cs.master_path()
+    assert res is not None
+    value = res[1]
+    ties = {c.rank for c in cs.master_ties(len(cs.columns))}
+    assert ties
+    for col in rng.sample(cs.columns, min(40, len(cs.columns))):
+        col.bound -= 1
+        cs.touch(col)
+        lower = cs.master_path()
+        assert lower is not None
+        assert lower[1] == (value - 1 if col.rank in ties else value)
+        col.bound += 1
+        cs.touch(col)
