@@ -1174,6 +1174,22 @@ def kind_sums_by_m(layer: Layer, axis: Axis, bounds: tuple[int, ...],
     return np.where(bad, np.inf, totals).min(axis=1)
 
 
+def kind_sums(layer: Layer, axis: Axis, bounds: tuple[int, ...],
+              memo: dict[int, tuple[int, ...]]) -> tuple[int, np.ndarray]:
+    """:func:`least_kind_sum` and :func:`kind_sums_by_m` together, from one pass
+    over the steps (the same values: the least is the least finite sum, 0 when
+    there is none; the sums are integers far below 2**53, exact as floats)."""
+    reps, idx, counts, starts = _sub_tile_steps(layer, axis, bounds)
+    if not reps:
+        return 0, np.zeros(0)
+    energy = np.array([memo[kv] for kv, _, _ in reps], dtype=np.int64)[idx]  # (steps, chunks)
+    totals = np.add.reduceat(counts[:, None] * energy, starts, axis=0)  # (m, chunk count)
+    bad = np.logical_or.reduceat(energy < 0, starts, axis=0)  # a step no nest fits
+    by_m = np.where(bad, np.inf, totals.astype(np.float64)).min(axis=1)
+    by_m.flags.writeable = False
+    return (0 if bad.all() else int(totals[~bad].min())), by_m
+
+
 def _sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]
                     ) -> tuple[tuple[tuple[int, int, int], ...], np.ndarray, np.ndarray,
                                np.ndarray]:
