@@ -37,7 +37,7 @@ from stems_opt.cost.loops import (
     step_shape,
 )
 from stems_opt.formulation.bounds import all_tile_bounds
-from stems_opt.formulation.nest_floor import _Down, interval_operand_floors
+from stems_opt.formulation.nest_floor import _Down, frame_operand_floor, interval_operand_floors
 from stems_opt.formulation.operand_floors import frame_operand_floor_fj
 from stems_opt.io import load_instance, network_from_dict
 from stems_opt.network import Axis, Layer, LayerKind, Network, NeuronKind, divisors
@@ -61,6 +61,7 @@ def assert_equal_floors(net: Network, hw: object, intervals: list[tuple[int, int
                 for n in range(1, N + 1):
                     want = frame_operand_floor_fj(net, first, last, axis, n, hw, tb)
                     assert int(got[n - 1]) == want, (first, last, axis, tb, n)
+                    assert frame_operand_floor(net, first, last, axis, n, hw, tb) == want
                     checked += 1
     return checked
 

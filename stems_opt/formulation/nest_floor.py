@@ -121,8 +121,9 @@ def _nest_row(network: Network, j: int, last: int, axis: Axis, tb: int,
 def _block_sums(network: Network, j: int, last: int, axis: Axis, tb: int, nh: NestHardware,
                 k_unroll: int) -> Callable[[tuple[int, ...]], tuple[int, np.ndarray]]:
     """Layer ``j``'s :func:`~stems_opt.cost.loops.kind_sums` by tile boundaries,
-    from its block's kind table, each computed once (the intervals ending at
-    other layers of the block share most tile boundaries)."""
+    each computed once per kind table: the intervals ending at other layers
+    share most tile boundaries, and the layers of one shape (SEW-ResNet's
+    repeated blocks) share the table and, translated, the boundaries."""
     lay = network.layers[j]
     memo, sums = _prefill_block(network, j, (last - j) // LAST_BLOCK, axis, tb, nh, k_unroll)
 
@@ -134,6 +135,21 @@ def _block_sums(network: Network, j: int, last: int, axis: Axis, tb: int, nh: Ne
     return of
 
 
+_SUMS: dict[int, tuple[dict, dict]] = {}
+"""Per kind table (by identity, kept with it), its layer's
+:func:`~stems_opt.cost.loops.kind_sums` per tile boundaries: the table's key
+(the layer's shape, axis, time batch, hardware, chunk counts) and the
+boundaries fix them."""
+
+
+def _table_sums(memo: dict[int, tuple[int, ...]]
+                ) -> dict[tuple[int, ...], tuple[int, np.ndarray]]:
+    hit = _SUMS.get(id(memo))
+    if hit is None or hit[0] is not memo:
+        hit = _SUMS[id(memo)] = (memo, {})
+    return hit[1]
+
+
 @lru_cache(maxsize=16384)
 def _prefill_block(network: Network, j: int, block: int, axis: Axis, tb: int,
                    nh: NestHardware, k_unroll: int
@@ -141,14 +157,16 @@ def _prefill_block(network: Network, j: int, block: int, axis: Axis, tb: int,
                               dict[tuple[int, ...], tuple[int, np.ndarray]]]:
     """Solve the nests of every step of layer ``j`` for every tile count of the
     intervals ``j..last`` with ``last - j`` in block ``block`` of
-    :data:`LAST_BLOCK`, in one batch; the layer's kind table, and an empty
-    table of its :func:`~stems_opt.cost.loops.kind_sums` per tile boundaries
-    for :func:`_block_sums` to fill."""
+    :data:`LAST_BLOCK`, in one batch (tile boundaries whose sums are known
+    have every kind solved); the layer's kind table, and its
+    :func:`~stems_opt.cost.loops.kind_sums` per tile boundaries
+    (:func:`_table_sums`) for :func:`_block_sums` to fill."""
     lay = network.layers[j]
     chunks = floor_chunk_counts(lay.k, k_unroll)
     lasts = range(j + block * LAST_BLOCK, min(len(network.layers), j + (block + 1) * LAST_BLOCK))
     every = dict.fromkeys(b for last in lasts for b in _bounds_rows(network, j, last, axis))
-    return prefill_nest_floors(((lay, axis, b, chunks) for b in every), tb, nh)[0], {}
+    memo = prefill_nest_floors(((lay, axis, b, chunks) for b in every), tb, nh)[0]
+    return memo, _table_sums(memo)
 
 
 @lru_cache(maxsize=16384)
@@ -265,7 +283,20 @@ def _layer_part(network: Network, j: int, last: int, axis: Axis, nh: NestHardwar
     return reads * nh.gb_read_fj_per_bit + writes * nh.gb_write_fj_per_bit
 
 
+_FRAME_FLOORS: dict[tuple, tuple[Hardware, np.ndarray]] = {}
+""":func:`interval_operand_floors` by ``(network, first, last, axis, id(hw), tb)``,
+the hardware kept to check identity: the columns method asks for one frame at a
+time, over a hundred thousand times a search."""
+
+
 def frame_operand_floor(network: Network, first: int, last: int, axis: Axis, n: int,
                         hw: Hardware, tb: int | None = None) -> int:
     """One frame's value of :func:`interval_operand_floors` (tile count ``n``)."""
-    return int(interval_operand_floors(network, first, last, axis, hw, tb)[n - 1])
+    key = (network, first, last, axis, id(hw), tb)
+    hit = _FRAME_FLOORS.get(key)
+    if hit is None or hit[0] is not hw:
+        if len(_FRAME_FLOORS) >= 65536:
+            _FRAME_FLOORS.clear()
+        hit = _FRAME_FLOORS[key] = (hw, interval_operand_floors(network, first, last, axis,
+                                                                hw, tb))
+    return int(hit[1][n - 1])
