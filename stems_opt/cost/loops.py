@@ -1087,6 +1087,22 @@ def floor_chunk_counts(k: int, k_unroll: int) -> tuple[int, ...]:
     return tuple(c for c in chunk_counts(k, k_unroll) if c == 1 or (k // c) % k_unroll)
 
 
+def nest_chunk_counts(layer: Layer, k_unroll: int, capacity_bits: int) -> tuple[int, ...]:
+    """The chunk counts a layer's nest floor takes its least over, on a global
+    buffer of ``capacity_bits``: :func:`floor_chunk_counts`; but when the
+    layer's weights alone overflow the buffer, no option holds them whole
+    (resident or streamed whole, one chunk), so every option walks two chunks
+    or more: then every count of :func:`chunk_counts` above 1 (the argument of
+    :func:`floor_chunk_counts` needs the unchunked step among them). Weights
+    with no such count fit no option at all; their frames have none, and the
+    floor keeps :func:`floor_chunk_counts`."""
+    if layer.weight_size_bits > capacity_bits:
+        chunked = chunk_counts(layer.k, k_unroll)[1:]
+        if chunked:
+            return chunked
+    return floor_chunk_counts(layer.k, k_unroll)
+
+
 _KIND_FJ: dict[tuple, dict[int, tuple[int, ...]]] = {}
 """Per (layer, axis, Tb, hardware, chunk counts): each kind of step's optimal
 nest energy per chunk count (-1: no nest fits)."""

@@ -34,10 +34,10 @@ import numpy as np
 from stems_opt.cost.energy import nest_hardware
 from stems_opt.cost.loops import (
     NestHardware,
-    floor_chunk_counts,
     kind_sums,
     layer_floor_fj,
     layer_partition_floor_fj,
+    nest_chunk_counts,
     prefill_nest_floors,
 )
 from stems_opt.formulation.bounds import _gapped, _window_hi, _window_lo, read_bits
@@ -110,22 +110,24 @@ and time batch: small batches cost several times more per nest)."""
 
 @lru_cache(maxsize=16384)
 def _nest_row(network: Network, j: int, last: int, axis: Axis, tb: int,
-              nh: NestHardware, k_unroll: int) -> np.ndarray:
+              nh: NestHardware, k_unroll: int, capacity_bits: int) -> np.ndarray:
     """:func:`~stems_opt.cost.loops.layer_nest_floor_fj` of layer ``j`` (one time
     batch) for every tile count of ``j..last``."""
-    sums = _block_sums(network, j, last, axis, tb, nh, k_unroll)
+    sums = _block_sums(network, j, last, axis, tb, nh, k_unroll, capacity_bits)
     return np.array([sums(b)[0] for b in _bounds_rows(network, j, last, axis)],
                     dtype=np.int64)
 
 
 def _block_sums(network: Network, j: int, last: int, axis: Axis, tb: int, nh: NestHardware,
-                k_unroll: int) -> Callable[[tuple[int, ...]], tuple[int, np.ndarray]]:
+                k_unroll: int, capacity_bits: int
+                ) -> Callable[[tuple[int, ...]], tuple[int, np.ndarray]]:
     """Layer ``j``'s :func:`~stems_opt.cost.loops.kind_sums` by tile boundaries,
     each computed once per kind table: the intervals ending at other layers
     share most tile boundaries, and the layers of one shape (SEW-ResNet's
     repeated blocks) share the table and, translated, the boundaries."""
     lay = network.layers[j]
-    memo, sums = _prefill_block(network, j, (last - j) // LAST_BLOCK, axis, tb, nh, k_unroll)
+    memo, sums = _prefill_block(network, j, (last - j) // LAST_BLOCK, axis, tb, nh, k_unroll,
+                                 capacity_bits)
 
     def of(b: tuple[int, ...]) -> tuple[int, np.ndarray]:
         got = sums.get(b)
@@ -152,7 +154,7 @@ def _table_sums(memo: dict[int, tuple[int, ...]]
 
 @lru_cache(maxsize=16384)
 def _prefill_block(network: Network, j: int, block: int, axis: Axis, tb: int,
-                   nh: NestHardware, k_unroll: int
+                   nh: NestHardware, k_unroll: int, capacity_bits: int
                    ) -> tuple[dict[int, tuple[int, ...]],
                               dict[tuple[int, ...], tuple[int, np.ndarray]]]:
     """Solve the nests of every step of layer ``j`` for every tile count of the
@@ -162,7 +164,7 @@ def _prefill_block(network: Network, j: int, block: int, axis: Axis, tb: int,
     :func:`~stems_opt.cost.loops.kind_sums` per tile boundaries
     (:func:`_table_sums`) for :func:`_block_sums` to fill."""
     lay = network.layers[j]
-    chunks = floor_chunk_counts(lay.k, k_unroll)
+    chunks = nest_chunk_counts(lay, k_unroll, capacity_bits)
     lasts = range(j + block * LAST_BLOCK, min(len(network.layers), j + (block + 1) * LAST_BLOCK))
     every = dict.fromkeys(b for last in lasts for b in _bounds_rows(network, j, last, axis))
     memo = prefill_nest_floors(((lay, axis, b, chunks) for b in every), tb, nh)[0]
@@ -171,12 +173,12 @@ def _prefill_block(network: Network, j: int, block: int, axis: Axis, tb: int,
 
 @lru_cache(maxsize=16384)
 def _nest_forced_row(network: Network, j: int, last: int, axis: Axis, tb: int,
-                     nh: NestHardware, k_unroll: int) -> np.ndarray:
+                     nh: NestHardware, k_unroll: int, capacity_bits: int) -> np.ndarray:
     """Per tile count of ``j..last`` (index ``n - 1``) and fewest sub-tiles ``f``
     (column ``f``; 0 is 1's, columns past the finest split repeat its value), what
     layer ``j``'s least nest energy of one time batch over ``m >= f`` sub-tiles adds
     to its least over every ``m`` (:func:`_nest_row`), in fJ (read-only)."""
-    of = _block_sums(network, j, last, axis, tb, nh, k_unroll)
+    of = _block_sums(network, j, last, axis, tb, nh, k_unroll, capacity_bits)
     rows = _bounds_rows(network, j, last, axis)
     sums = [of(b)[1] for b in rows]
     most = max((len(v) for v in sums), default=0)
@@ -205,7 +207,8 @@ def nest_forced_excess(network: Network, first: int, last: int, axis: Axis, hw: 
     ``m >= f``, this much over the floor :func:`interval_operand_floors` counts."""
     nh = nest_hardware(hw)
     return network.timesteps // tb * _nest_forced_row(network, first + position, last, axis,
-                                                      tb, nh, hw.array.factor("K"))
+                                                      tb, nh, hw.array.factor("K"),
+                                                      hw.gb_capacity_bits)
 
 
 def interval_operand_floors(network: Network, first: int, last: int, axis: Axis,
@@ -214,13 +217,13 @@ def interval_operand_floors(network: Network, first: int, last: int, axis: Axis,
     frames of ``first..last`` along ``axis`` at time batch ``tb`` (``None``:
     any) for every tile count ``n`` (index ``n - 1``), in fJ (read-only)."""
     return _floors(network, first, last, axis, nest_hardware(hw), hw.loop_nests,
-                   hw.array.factor("K"), tb)
+                   hw.array.factor("K"), hw.gb_capacity_bits, tb)
 
 
 @lru_cache(maxsize=65536)
 def _floors(network: Network, first: int, last: int, axis: Axis, nh: NestHardware,
-            loop_nests: bool, k_unroll: int, tb: int | None) -> np.ndarray:
-    return _suffix(network, last, axis, nh, loop_nests, k_unroll, tb).at(first)
+            loop_nests: bool, k_unroll: int, capacity_bits: int, tb: int | None) -> np.ndarray:
+    return _suffix(network, last, axis, nh, loop_nests, k_unroll, capacity_bits, tb).at(first)
 
 
 class _Suffix:
@@ -230,8 +233,8 @@ class _Suffix:
     the least extent of ``first..last`` (the interval's tile counts)."""
 
     def __init__(self, network: Network, last: int, axis: Axis, nh: NestHardware,
-                 loop_nests: bool, k_unroll: int, tb: int | None) -> None:
-        self.key = (network, last, axis, nh, loop_nests, k_unroll, tb)
+                 loop_nests: bool, k_unroll: int, capacity_bits: int, tb: int | None) -> None:
+        self.key = (network, last, axis, nh, loop_nests, k_unroll, capacity_bits, tb)
         self.sums: dict[int, np.ndarray] = {}
 
     def at(self, first: int) -> np.ndarray:
@@ -247,19 +250,20 @@ class _Suffix:
 
 @lru_cache(maxsize=4096)
 def _suffix(network: Network, last: int, axis: Axis, nh: NestHardware, loop_nests: bool,
-            k_unroll: int, tb: int | None) -> _Suffix:
-    return _Suffix(network, last, axis, nh, loop_nests, k_unroll, tb)
+            k_unroll: int, capacity_bits: int, tb: int | None) -> _Suffix:
+    return _Suffix(network, last, axis, nh, loop_nests, k_unroll, capacity_bits, tb)
 
 
 def _layer_part(network: Network, j: int, last: int, axis: Axis, nh: NestHardware,
-                loop_nests: bool, k_unroll: int, tb: int | None) -> np.ndarray:
+                loop_nests: bool, k_unroll: int, capacity_bits: int, tb: int | None
+                ) -> np.ndarray:
     """Layer ``j``'s part of the floor of every interval ``first..last`` with
     ``first <= j``, per tile count of ``j..last`` (index ``n - 1``): it depends
     on the layer's tile boundaries only, which the layers after it fix."""
     lay = network.layers[j]
     T = network.timesteps
     if lay.has_weights and loop_nests and tb is not None:
-        return T // tb * _nest_row(network, j, last, axis, tb, nh, k_unroll)
+        return T // tb * _nest_row(network, j, last, axis, tb, nh, k_unroll, capacity_bits)
     b = _down(network, last, axis).at(j)
     if lay.kind is LayerKind.FLATTEN:
         return np.zeros(b.shape[0], dtype=np.int64)
