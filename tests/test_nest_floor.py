@@ -14,10 +14,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stems_opt.cost.energy import nest_hardware
 from stems_opt.cost.loops import (
     NestHardware,
     StepShape,
@@ -25,12 +27,17 @@ from stems_opt.cost.loops import (
     all_nests,
     chunk_counts,
     floor_chunk_counts,
+    kind_sums,
+    kind_sums_by_m,
     layer_nest_floor_fj,
     layer_steps,
+    least_kind_sum,
     nest_cost,
+    prefill_nest_floors,
     step_shape,
 )
-from stems_opt.formulation.nest_floor import interval_operand_floors
+from stems_opt.formulation.bounds import all_tile_bounds
+from stems_opt.formulation.nest_floor import _Down, frame_operand_floor, interval_operand_floors
 from stems_opt.formulation.operand_floors import frame_operand_floor_fj
 from stems_opt.io import load_instance, network_from_dict
 from stems_opt.network import Axis, Layer, LayerKind, Network, NeuronKind, divisors
@@ -54,6 +61,7 @@ def assert_equal_floors(net: Network, hw: object, intervals: list[tuple[int, int
                 for n in range(1, N + 1):
                     want = frame_operand_floor_fj(net, first, last, axis, n, hw, tb)
                     assert int(got[n - 1]) == want, (first, last, axis, tb, n)
+                    assert frame_operand_floor(net, first, last, axis, n, hw, tb) == want
                     checked += 1
     return checked
 
@@ -85,6 +93,67 @@ def test_interval_floors_equal_frame_floors_red_lif() -> None:
     L = len(p.network.layers)
     intervals = [(f, la) for la in (2, L // 2, L - 1) for f in range(max(0, la - 3), la + 1)]
     assert assert_equal_floors(p.network, hw, intervals) > 0
+
+
+def assert_down_bounds(net: Network) -> int:
+    """Every ``(j, last)``, both axes: :class:`_Down` (one per last layer, filled
+    from it down, in a shuffled order of asks) equals ``all_tile_bounds``."""
+    L = len(net.layers)
+    rng = random.Random(L)
+    checked = 0
+    for last in range(L):
+        for axis in (Axis.OY, Axis.OX):
+            down = _Down(net, last, axis)
+            for j in rng.sample(range(last + 1), last + 1):
+                want = all_tile_bounds(net, j, last, axis)[0]
+                got = down.at(j)
+                assert got.shape == want.shape and (got == want).all(), (j, last, axis)
+                checked += 1
+    return checked
+
+
+@settings(**{**RANDOM_SETTINGS, "max_examples": 15})
+@given(st.data())
+def test_bounds_filled_down_equal_tile_bounds_random(data: st.DataObject) -> None:
+    """Random tiny networks (residual adds, strides, padding). Splitting a layer's
+    output evenly only when it is a network output (dropping ``len(inner) <
+    len(consumers)`` from ``is_out`` in ``_Down._fill``: a layer read after the
+    interval too) makes this and the RED-LIF test fail."""
+    network = network_from_dict(data.draw(tiny_networks(), label="network"))
+    assert assert_down_bounds(network) > 0
+
+
+def test_bounds_filled_down_equal_tile_bounds_red_lif() -> None:
+    """RED-LIF: strided and padded convs, adds and their skips, a linear head."""
+    p = load_instance(ROOT / "instances" / "red_lif_1mb.yaml")
+    assert assert_down_bounds(p.network) > 0
+
+
+def test_kind_sums_equal_least_and_per_m_sums() -> None:
+    """:func:`kind_sums` gives :func:`least_kind_sum` and :func:`kind_sums_by_m`
+    exactly: on RED-LIF's first conv layers with their nest tables, and on
+    random kind tables where some steps fit no nest at some or every chunk
+    count (-1; ``inf`` for that ``m``, 0 when no ``m`` is left)."""
+    p = load_instance(ROOT / "instances" / "red_lif_1mb.yaml")
+    nh = nest_hardware(p.hardware)
+    rng = random.Random(7)
+    cases = 0
+    for lay in [lay for lay in p.network.layers if lay.has_weights][:3]:
+        E = lay.extent(Axis.OY)
+        chunks = floor_chunk_counts(lay.k, nh.unrolling[0])
+        for n, tb in itertools.product((1, 2, 3), (1, p.network.timesteps)):
+            bounds = tuple(t * E // n for t in range(n + 1))
+            (memo,) = prefill_nest_floors([(lay, Axis.OY, bounds, chunks)], tb, nh)
+            tables = [memo] + [{kv: tuple(rng.choice([-1, rng.randint(0, 99)])
+                                          if rng.random() < q else rng.randint(0, 99)
+                                          for _ in range(2)) for kv in memo}
+                               for q in (0.05, 0.3, 1.0)]
+            for table in tables:
+                least, by_m = kind_sums(lay, Axis.OY, bounds, table)
+                assert least == least_kind_sum(lay, Axis.OY, bounds, table)
+                assert np.array_equal(by_m, kind_sums_by_m(lay, Axis.OY, bounds, table))
+                cases += 1
+    assert cases == 3 * 6 * 4
 
 
 def test_floor_chunk_counts_lose_nothing() -> None:

@@ -21,12 +21,14 @@ Mutations that make these tests fail:
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import stems_opt.formulation.column_bounds as column_bounds
+import stems_opt.formulation.nest_floor as nest_floor
 from stems_opt.cost.energy import nest_hardware
 from stems_opt.cost.loops import (
     floor_chunk_counts,
@@ -34,11 +36,15 @@ from stems_opt.cost.loops import (
     least_kind_sum,
     prefill_nest_floors,
 )
+from stems_opt.io import load_hardware, network_from_dict
 from stems_opt.mapping import Order
 from stems_opt.network import Axis
+from stems_opt.problem import Objective, Problem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_bounds import nest_problem, solver_for
+
+ROOT = Path(__file__).resolve().parent.parent
 
 #: One 3x3 LIF conv (2 -> 4 channels, 8 x 4 map, T = 4) on a 740-bit GB with loop nests.
 ONE_CONV = {"name": "one", "timesteps": 4,
@@ -93,3 +99,53 @@ def test_sums_by_sub_tile_count_have_the_floor_as_least() -> None:
     assert len(sums) == 8  # (m = 1 .. 8 rows)
     assert sums.min() == least_kind_sum(lay, Axis.OY, bounds, memo)
     assert np.isfinite(sums).all()
+
+
+#: SEW-ResNet-152's ``s4_b0_conv2`` alone (3x3/2, 512 -> 512 channels, 14 x 14 -> 7 x 7,
+#: T = 4): its 9,437,184 weight bits overflow the 1 MB global buffer (8,388,608 bits).
+S4_CONV2 = {"name": "s4_conv2", "timesteps": 4,
+            "input": {"channels": 512, "height": 14, "width": 14, "bits": 1},
+            "layers": [{"name": "c2", "type": "conv", "inputs": ["input"],
+                        "loop_dims": {"K": 512, "C": 512, "FY": 3, "FX": 3, "OY": 7, "OX": 7},
+                        "stride": 2, "padding": "same", "neuron": "if"}]}
+
+
+def s4_conv2_bounds(forced: bool) -> tuple[object, dict]:
+    hw = replace(load_hardware(ROOT / "models" / "hardware" / "edge_1mb.yaml"), loop_nests=True)
+    p = Problem(network_from_dict(S4_CONV2), hw, Objective.ENERGY)
+    with pytest.MonkeyPatch.context() as mp:
+        if not forced:
+            mp.setattr(nest_floor, "nest_chunk_counts",
+                       lambda lay, k_unroll, _: floor_chunk_counts(lay.k, k_unroll))
+        cs = solver_for(p)
+        (col,) = cs.columns
+        cs.tighten(col)
+    return cs, col
+
+
+def test_weights_over_the_buffer_force_chunks() -> None:
+    """No option holds weights larger than the buffer whole, so the nest floor
+    takes its least over two chunks or more (``loops.nest_chunk_counts``). Here
+    two chunks cost 100,352,000 fJ more than one (the 100,352 input bits filled
+    into the input buffer once more per time batch, at 0.13 + 0.12 pJ per bit):
+    the one-tile frame at ``Tb = 4`` along OY had a bound of 157,468,508,160 fJ
+    and now has 157,568,860,160 fJ, its exact optimum; every frame stays at most
+    its optimum. Dropping two chunks from the counts (``chunk_counts(...)[2:]``
+    in ``nest_chunk_counts``) puts the bound 200,704,000 fJ above the optimum."""
+    spec = (0, 0, 4, Axis.OY, 1, Order.TIME_OUTER)
+    _, plain = s4_conv2_bounds(False)
+    assert plain.frame_bounds[spec] == 157_468_508_160
+    cs, col = s4_conv2_bounds(True)
+    value, proven, _ = cs._local(*cs._restrict(cs._frame(spec), col.sig), 60.0)
+    assert value == proven == 157_568_860_160
+    assert col.frame_bounds[spec] == value
+    rose = 0
+    for s, bound in col.frame_bounds.items():
+        if s[4] > 2:  # (the finer tilings take longer to solve and show nothing new)
+            continue
+        frame = cs._frame(s)
+        local = None if frame is None else cs._local(*cs._restrict(frame, col.sig), 60.0)
+        if local is not None:
+            assert bound <= local[0], (s, bound, local[0])
+        rose += bound > plain.frame_bounds[s]
+    assert rose >= 3

@@ -1087,6 +1087,22 @@ def floor_chunk_counts(k: int, k_unroll: int) -> tuple[int, ...]:
     return tuple(c for c in chunk_counts(k, k_unroll) if c == 1 or (k // c) % k_unroll)
 
 
+def nest_chunk_counts(layer: Layer, k_unroll: int, capacity_bits: int) -> tuple[int, ...]:
+    """The chunk counts a layer's nest floor takes its least over, on a global
+    buffer of ``capacity_bits``: :func:`floor_chunk_counts`; but when the
+    layer's weights alone overflow the buffer, no option holds them whole
+    (resident or streamed whole, one chunk), so every option walks two chunks
+    or more: then every count of :func:`chunk_counts` above 1 (the argument of
+    :func:`floor_chunk_counts` needs the unchunked step among them). Weights
+    with no such count fit no option at all; their frames have none, and the
+    floor keeps :func:`floor_chunk_counts`."""
+    if layer.weight_size_bits > capacity_bits:
+        chunked = chunk_counts(layer.k, k_unroll)[1:]
+        if chunked:
+            return chunked
+    return floor_chunk_counts(layer.k, k_unroll)
+
+
 _KIND_FJ: dict[tuple, dict[int, tuple[int, ...]]] = {}
 """Per (layer, axis, Tb, hardware, chunk counts): each kind of step's optimal
 nest energy per chunk count (-1: no nest fits)."""
@@ -1172,6 +1188,22 @@ def kind_sums_by_m(layer: Layer, axis: Axis, bounds: tuple[int, ...],
     totals = np.add.reduceat(counts[:, None] * energy, starts, axis=0).astype(np.float64)
     bad = np.logical_or.reduceat(energy < 0, starts, axis=0)
     return np.where(bad, np.inf, totals).min(axis=1)
+
+
+def kind_sums(layer: Layer, axis: Axis, bounds: tuple[int, ...],
+              memo: dict[int, tuple[int, ...]]) -> tuple[int, np.ndarray]:
+    """:func:`least_kind_sum` and :func:`kind_sums_by_m` together, from one pass
+    over the steps (the same values: the least is the least finite sum, 0 when
+    there is none; the sums are integers far below 2**53, exact as floats)."""
+    reps, idx, counts, starts = _sub_tile_steps(layer, axis, bounds)
+    if not reps:
+        return 0, np.zeros(0)
+    energy = np.array([memo[kv] for kv, _, _ in reps], dtype=np.int64)[idx]  # (steps, chunks)
+    totals = np.add.reduceat(counts[:, None] * energy, starts, axis=0)  # (m, chunk count)
+    bad = np.logical_or.reduceat(energy < 0, starts, axis=0)  # a step no nest fits
+    by_m = np.where(bad, np.inf, totals.astype(np.float64)).min(axis=1)
+    by_m.flags.writeable = False
+    return (0 if bad.all() else int(totals[~bad].min())), by_m
 
 
 def _sub_tile_steps(layer: Layer, axis: Axis, bounds: tuple[int, ...]

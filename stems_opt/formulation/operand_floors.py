@@ -192,7 +192,8 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
     Conv and linear layers on hardware with ``loop_nests``: with ``tb``,
     ``T / tb`` times :func:`stems_opt.cost.loops.layer_nest_floor_fj` (the
     least nest energy over the option builder's sub-tile and chunk counts,
-    exact); without, the larger of :func:`stems_opt.cost.loops.layer_floor_fj`
+    exact; two chunks or more when the weights overflow the buffer); without,
+    the larger of :func:`stems_opt.cost.loops.layer_floor_fj`
     (every operand once through its levels, the weights once per active
     tile) and :func:`stems_opt.cost.loops.layer_partition_floor_fj` (the
     least nest energy over every split of its rows and time batch).
@@ -207,7 +208,7 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
     T = network.timesteps
     k_unroll = hw.array.factor("K")
     if tb is not None and hw.loop_nests:
-        _prefill_interval(network, first, last, axis, tb, nh, k_unroll)
+        _prefill_interval(network, first, last, axis, tb, nh, k_unroll, hw)
     fj = 0
     for i, (lay, active, windows) in enumerate(zip(
             network.layers[first:last + 1], tab.active[n - 1].tolist(),
@@ -221,7 +222,7 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
             else:
                 b = tuple(int(x) for x in tile_bounds_array(network, first, last, axis, n)[i])
                 fj += T // tb * layer_nest_floor_fj(lay, axis, b, tb, nh,
-                                                    chunk_counts(lay.k, k_unroll))
+                                                    _frame_chunks(lay, k_unroll, hw))
             continue
         reads = lay.state_size_bits * T
         if joint_gapped(lay, axis, hw.loop_nests):  # (weights against input rows)
@@ -236,15 +237,23 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
     return fj
 
 
-@lru_cache(maxsize=65536)
+def _frame_chunks(lay: Layer, k_unroll: int, hw: Hardware) -> tuple[int, ...]:
+    """Every chunk count an option of ``lay`` may walk on ``hw``: those of
+    :func:`~stems_opt.cost.loops.chunk_counts`, less 1 when the weights alone
+    overflow the global buffer (no option holds them whole)."""
+    counts = chunk_counts(lay.k, k_unroll)
+    return counts[1:] if lay.weight_size_bits > hw.gb_capacity_bits and len(counts) > 1 \
+        else counts
+
+
 def _prefill_interval(network: Network, first: int, last: int, axis: Axis, tb: int,
-                      nh: NestHardware, k_unroll: int) -> None:
+                      nh: NestHardware, k_unroll: int, hw: Hardware) -> None:
     """Solve the nests of every step of ``first..last``'s conv and linear
     layers for every tile count at once (the frames of an interval are
     bounded together; one batch is several times cheaper than one per frame)."""
     bounds = all_tile_bounds(network, first, last, axis)
     prefill_nest_floors(
         ((lay, axis, tuple(int(x) for x in bounds[i, n - 1, :n + 1]),
-          chunk_counts(lay.k, k_unroll))
+          _frame_chunks(lay, k_unroll, hw))
          for i, lay in enumerate(network.layers[first:last + 1]) if lay.has_weights
          for n in range(1, bounds.shape[1] + 1)), tb, nh)
