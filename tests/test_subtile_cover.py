@@ -21,7 +21,19 @@ Mutations that make these tests fail:
   (1,008) and the random frames;
 * a linked buffer held whatever its item chooses (``if True:`` for
   ``if is_forced[other]:`` in ``frame_bound``, the output's rows counted even on
-  chip): ``test_output_through_dram_holds_the_sub_tile`` (0 -> 7).
+  chip): ``test_output_through_dram_holds_the_sub_tile`` (0 -> 7);
+* energy's one-more-sub-tile item kept beside the choices (``drop = None`` in
+  ``frame_bound``): ``test_energy_choices_price_the_sub_tiles_whole_or_chunked``
+  (6 -> 9) and ``test_energy_frames_below_their_optimum`` (a frame at 2,420,340 fJ
+  over its optimum 2,419,300);
+* that item's cost counted again when it is forced (no ``forced_cost -=`` for it):
+  ``test_forced_sub_tile_item_rules_out_the_fewest`` (40 -> 43);
+* one GB weight read more per sub-tile count (``m + 1 - fewest`` in
+  ``subtile_choices``): ``test_energy_frames_below_their_optimum`` (2,420,340 fJ
+  over 2,419,300);
+* one new row more in the DRAM inputs' floor (``1 + ceil(new / m)`` in
+  ``subtile_choices``): ``test_energy_frames_below_their_optimum`` (a frame bounded
+  ``inf``, its optimum 6,815,600 fJ).
 """
 
 from __future__ import annotations
