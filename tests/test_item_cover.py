@@ -32,6 +32,7 @@ import stems_opt.formulation.bounds as bounds_mod
 from stems_opt.formulation.bounds import knapsack_excess
 from stems_opt.formulation.data import objective_constant
 from stems_opt.formulation.item_cover import cover_bound, frame_cover, raise_least
+from stems_opt.formulation.subtile_cover import raise_least_subtiles
 from stems_opt.io import network_from_dict
 from stems_opt.problem import Objective
 from stems_opt.solvers import _scale
@@ -94,8 +95,11 @@ def test_raise_least_raises_the_least_frame_first() -> None:
 
 
 def every_frame(monkeypatch) -> None:
-    """Raise every frame, not only each signature's least ones."""
+    """Raise every frame, not only each signature's least ones (with or without the
+    sub-tile choices)."""
     monkeypatch.setattr(bounds_mod, "raise_least", partial(raise_least, every=True))
+    monkeypatch.setattr(bounds_mod, "raise_least_subtiles",
+                        partial(raise_least_subtiles, every=True))
 
 
 def check_random(data: st.DataObject, objective: str) -> None:

@@ -21,7 +21,19 @@ Mutations that make these tests fail:
   (1,008) and the random frames;
 * a linked buffer held whatever its item chooses (``if True:`` for
   ``if is_forced[other]:`` in ``frame_bound``, the output's rows counted even on
-  chip): ``test_output_through_dram_holds_the_sub_tile`` (0 -> 7).
+  chip): ``test_output_through_dram_holds_the_sub_tile`` (0 -> 7);
+* energy's one-more-sub-tile item kept beside the choices (``drop = None`` in
+  ``frame_bound``): ``test_energy_choices_price_the_sub_tiles_whole_or_chunked``
+  (6 -> 9) and ``test_energy_frames_below_their_optimum`` (a frame at 2,420,340 fJ
+  over its optimum 2,419,300);
+* that item's cost counted again when it is forced (no ``forced_cost -=`` for it):
+  ``test_forced_sub_tile_item_rules_out_the_fewest`` (40 -> 43);
+* one GB weight read more per sub-tile count (``m + 1 - fewest`` in
+  ``subtile_choices``): ``test_energy_frames_below_their_optimum`` (2,420,340 fJ
+  over 2,419,300);
+* one new row more in the DRAM inputs' floor (``1 + ceil(new / m)`` in
+  ``subtile_choices``): ``test_energy_frames_below_their_optimum`` (a frame bounded
+  ``inf``, its optimum 6,815,600 fJ).
 """
 
 from __future__ import annotations
@@ -106,6 +118,50 @@ def test_chunked_reads_counted_once_beside_a_forced_resident_item() -> None:
     assert frame_bound(e, h, forced, budget, ((0, 1),), choices) == 504
 
 
+# Energy: the same layer with its weights read in two runs (chunked in m sub-tiles:
+# (2 m - 1) * 10 DRAM bits, 10 for the resident item's single extra run), each sub-tile
+# past the fewest one more GB weight read of 3, and its one-more-sub-tile item (item 3:
+# one sub-tile holds 4 state bits more than the finest split, a sub-tile more costs 3).
+E_ENERGY = np.array([[10.0, 0.0], [0.0, 10.0], [7.0, 7.0], [0.0, 3.0]])
+H_ENERGY = np.array([[8.0, 0.0], [0.0, 6.0], [0.0, 5.0], [0.0, 4.0]])
+CHOICES_ENERGY = [(1, 1, np.array([10.0, 33.0, 56.0]), np.array([4.0, 1.0, 0.0]),
+                   [(2, np.array([3.0, 1.0, 0.0]))], np.array([0.0, 3.0, 6.0]), 3)]
+
+
+def test_energy_choices_price_the_sub_tiles_whole_or_chunked() -> None:
+    # Row 1, 11 bits of room, holds 6 + 5 (the sub-tile item's 4 left to the choices):
+    # nothing to free, but the weights held whole in m sub-tiles hold 4, 1, 0 more bits:
+    # m = 3 at 2 more GB reads, 6; m = 2 with the output through DRAM (-1 + 5 - 1 = 3)
+    # at 3 + 7; chunked in one sub-tile (frees 6 - 4) at the resident item's 10. So 6,
+    # where the item cover frees the sub-tile item's 4 bits at 3 (one more read).
+    none = np.zeros((4, 2), dtype=bool)
+    pairs = ((0, 1),)
+    assert cover_bound(frame_cover(E_ENERGY, H_ENERGY, none, np.array([100.0, 11.0]),
+                                   pairs)) == 3
+    assert frame_bound(E_ENERGY, H_ENERGY, none, np.array([100.0, 11.0]), pairs,
+                       CHOICES_ENERGY) == 6
+    # 9 bits of room, 2 to free: chunked in one sub-tile frees 6 - 4 = 2 at 10 (the
+    # mapping: the chunk, the output on chip and one sub-tile's 4 more state bits fill
+    # the 9); whole in 2 sub-tiles needs the output through DRAM, 3 + 7. So 10. Kept
+    # beside the choices, the sub-tile item would hold those 4 bits a second time and
+    # charge 13 (and 9 at 11 bits: mutation ``drop = None`` in ``frame_bound``).
+    assert frame_bound(E_ENERGY, H_ENERGY, none, np.array([100.0, 9.0]), pairs,
+                       CHOICES_ENERGY) == 10
+
+
+def test_forced_sub_tile_item_rules_out_the_fewest() -> None:
+    # 3 bits of room at row 1: the sub-tile item's 4 bits overflow it alone (forced,
+    # its 3 in the forced cost), so m >= 2, and 6 + 5 - 3 = 8 bits to free. Whole in 2
+    # or 3 sub-tiles frees at most 5 with the output through DRAM; chunked in 2 frees
+    # 5 + 5 - 1 = 9 with it: 23 over the resident item's 10, and 7: 40, the 33 DRAM and
+    # GB bits of m = 2 and the output's 7 (mutation: the forced item's 3 counted again
+    # beside the choices, 43).
+    forced = np.array([[False, False], [False, False], [False, False], [True, True]])
+    h = np.where(forced, 0.0, H_ENERGY)
+    assert frame_bound(E_ENERGY, h, forced, np.array([100.0, 3.0]), ((0, 1),),
+                       CHOICES_ENERGY) == 40
+
+
 def every_frame(monkeypatch: pytest.MonkeyPatch) -> None:
     """Raise every frame, not only each signature's least ones."""
     monkeypatch.setattr(bounds_mod, "raise_least_subtiles",
@@ -165,12 +221,40 @@ ENERGY_COUNTER_EXAMPLE = {
          "loop_dims": {"K": 1, "FY": 1, "FX": 1}, "neuron": "lif"}]}
 
 
-def test_energy_frames_keep_the_item_cover(monkeypatch) -> None:
-    """The sub-tile choices are for traffic only: with energy every covered frame of
-    :data:`ENERGY_COUNTER_EXAMPLE` at a 236-bit buffer stays at or below its local
-    optimum. Mutation: ``_subtile_cover`` true for energy too
-    (``column_bounds.py``) bounds ``l0..l1`` above at 3,162,820 > 3,154,500 fJ."""
+def test_energy_frames_below_their_optimum(monkeypatch) -> None:
+    """With energy (no loop nests) every covered frame of :data:`ENERGY_COUNTER_EXAMPLE`
+    at a 236-bit buffer stays at or below its local optimum, the sub-tile choices
+    paying their GB weight reads and replacing the one-more-sub-tile item. Mutation:
+    that item kept beside the choices (``drop = None`` in ``frame_bound``): both hold
+    the larger sub-tile's buffers (and pay its reads), and ``l0`` alone (Tb 2 along
+    OY, one tile) is bounded at 2,420,340 > 2,419,300 fJ, its optimum. (The choices
+    without GB reads beside that item, as first tried, bounded ``l0..l1`` at 3,162,820
+    against 3,154,500.)"""
     every_frame(monkeypatch)
     monkeypatch.setattr(bounds_mod, "raise_least", partial(raise_least, every=True))
     p = make_problem(network_from_dict(ENERGY_COUNTER_EXAMPLE), 236, 1, Objective.ENERGY)
     assert check_bounds(p) > 0
+
+
+def test_energy_choices_raise_the_counter_example() -> None:
+    """The choices raise that network's frames where the item cover left them low:
+    ``l0..l2`` along OX, Tb 2, one tile, from 10,275,780 fJ (the item cover alone) to
+    11,094,780, its optimum 11,111,420 (measured; checked against the local MIP)."""
+    from stems_opt.formulation import column_bounds
+
+    p = make_problem(network_from_dict(ENERGY_COUNTER_EXAMPLE), 236, 1, Objective.ENERGY)
+    got = {}
+    for on in (False, True):
+        with pytest.MonkeyPatch.context() as mp:
+            every_frame(mp)
+            mp.setattr(bounds_mod, "raise_least", partial(raise_least, every=True))
+            mp.setattr(column_bounds, "SUBTILE_ENERGY", on)
+            cs = solver_for(p)
+            col = next(c for c in cs.columns if (c.first, c.last) == (0, 2))
+            cs.tighten(col, cover=True)
+            spec = next(s for s in col.frame_bounds if s[2] == 2 and s[3].value == "OX"
+                        and s[4] == 1)
+            got[on] = col.frame_bounds[spec] + cs._extra(0, 2, col.sig)
+    value, proven, _ = cs._local(*cs._restrict(cs._frame(spec), col.sig), 60.0)
+    assert (got[False], got[True], value, proven) == (10_275_780, 11_094_780, 11_111_420,
+                                                      11_111_420)

@@ -497,8 +497,9 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
     whole_items: list[int] = []  # items paid in full to free any part (row_sum_floor)
     sub_choices: list[SubTileChoices] = []  # own-row weight items' sub-tile choices
     act_index: dict[str, int] = {}  # tensor made in the interval -> its item
-    pending = None  # (own-row item, runs, fewest) of the layer's weights, for sub_choices
+    pending = None  # (own-row item, runs, fewest, sub-tile item) of the layer's weights
     for i, (lay, ins, inner, reads, lastp, made_in) in enumerate(plan):
+        sub_item = None  # (energy: the one-more-sub-tile item and its GB reads)
         name = lay.name
         is_whole = per_row([name in wh for wh in wholes])
         is_written = per_row([name in wr for wr in writtens])
@@ -554,6 +555,7 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
                                             in_row * tb, active[:, i], T, w, weight_use_rate)
                 e, hold = np.zeros((F, L)), np.zeros((F, L))
                 e[:, i], hold[:, i] = e_sub, h_sub
+                sub_item = (len(excess), e_sub)
                 whole_items.append(len(excess))  # (any part of it freed costs all of it)
                 excess.append(e)
                 holds.append(hold)
@@ -576,7 +578,7 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             hold = np.zeros((F, L))
             hold[:, i] = np.maximum(0, w - own[0, :, i])
             if item_cover and subtile_cover and SUBTILE_COVER:  # (chunked in m sub-tiles)
-                pending = (len(excess), runs, fewest)
+                pending = (len(excess), runs, fewest, sub_item)
             excess.append(e)
             holds.append(hold)
             # (The frame's slack counts the weights at their own row as before.)
@@ -613,7 +615,7 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             sub_choices.append(_subtile_choices(
                 pending, i, lay, axis, tab, finest[:, i], rpick[:, i], S, tb, v_row, out_row,
                 out_row_own, is_whole, inner, made_in, act_index, wholes, key, maybe_whole,
-                len(excess), w, read_rate, window))
+                len(excess), w, read_rate, window, (fpick[:, i], in_row * tb)))
             pending = None
         if not inner or is_whole.all():
             continue
@@ -684,7 +686,8 @@ def _subtile_choices(pending: tuple, i: int, lay, axis: Axis, tab: _Table,
                      inner: tuple, made_in: tuple, act_index: dict[str, int],
                      wholes: list[frozenset[str]], key: np.ndarray,
                      maybe_whole: frozenset[str], own_item: int, w: int, read_rate: int,
-                     window: tuple[np.ndarray, np.ndarray]) -> SubTileChoices:
+                     window: tuple[np.ndarray, np.ndarray],
+                     fresh: tuple[np.ndarray, np.ndarray]) -> SubTileChoices:
     """The sub-tile choices of the weights of the layer at position ``i``
     (:mod:`~stems_opt.formulation.subtile_cover`): beside the chunk its largest
     sub-tile holds its state rows when not kept across time batches and its output
@@ -692,8 +695,12 @@ def _subtile_choices(pending: tuple, i: int, lay, axis: Axis, tab: _Table,
     through DRAM (else the tile on chip holds them), and its window of each input
     made in the interval whose item goes through DRAM (else on chip); ``window``: the
     bits per input row of its DRAM inputs from outside and what the budget and a kept
-    halo hold of their window already."""
-    item, runs, fewest = pending
+    halo hold of their window already; ``fresh``: the tile's new rows of those inputs
+    and their bits per row. For energy without loop nests (``pending`` holds the
+    one-more-sub-tile item and its GB reads) every sub-tile count also pays its GB
+    weight reads, with the weights whole or chunked, and replaces that item."""
+    item, runs, fewest, sub_item = pending
+    drop, sub_read = (None, None) if sub_item is None else sub_item
     plain = np.where(S == 1, v_row if lay.stateful else 0, 0) + (0 if inner else out_row_own) * tb
     links = []
     if inner and not is_whole.all():
@@ -705,7 +712,8 @@ def _subtile_choices(pending: tuple, i: int, lay, axis: Axis, tab: _Table,
             bits = np.array([0 if src in wh else rowbits for wh in wholes])[key] * tb
             links.append((act_index[src], bits, True))
     return subtile_choices(item, i, runs, fewest, finest, rows, plain, w, read_rate, links,
-                           tab.sub_windows[i][0], window)
+                           tab.sub_windows[i][0], window, sub_read, drop,
+                           None if sub_item is None else fresh)
 
 
 def _gapped_tables(network: Network, plan: tuple, tab: _Table, i: int, axis: Axis,

@@ -36,6 +36,9 @@ ITEM_COVER = True
 #: With loop nests, frame bounds count the nest energy of the sub-tiles the buffer
 #: forces (nest_floor.nest_forced_excess); off only to compare.
 NEST_FORCED = True
+#: Energy frame bounds (without loop nests) choose the weights' sub-tile count in the
+#: item cover (subtile_cover.py); off only to compare.
+SUBTILE_ENERGY = True
 
 
 class BoundsMixin:
@@ -227,12 +230,17 @@ class BoundsMixin:
         return ITEM_COVER and self.problem.objective in (Objective.TRAFFIC, Objective.ENERGY)
 
     def _subtile_cover(self) -> bool:
-        """Whether covered frames choose their chunked weights' sub-tile count
-        (``subtile_cover.py``): for traffic only (its holds and energy's sub-tile item
-        together bounded a random energy frame above its optimum)."""
+        """Whether covered frames choose their weights' sub-tile count
+        (``subtile_cover.py``): for traffic, and for energy without loop nests, where
+        each count also pays its GB weight reads and replaces the one-more-sub-tile
+        item (both holding the same buffers, they bounded a random energy frame above
+        its optimum)."""
         from stems_opt.problem import Objective
 
-        return self.problem.objective is Objective.TRAFFIC
+        objective = self.problem.objective
+        if objective is Objective.ENERGY:
+            return SUBTILE_ENERGY and not self.problem.hardware.loop_nests
+        return objective is Objective.TRAFFIC
 
     def signature_count(self, first: int, last: int) -> int:
         """How many signatures (columns) the interval has."""

@@ -482,7 +482,15 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
             for c in pending:
                 self.touch(c)
             try:
-                rose = 0
+                # Prices only rise: while the path's own columns keep theirs, it stays
+                # the master's answer, whatever rose elsewhere (tied columns rise in
+                # almost every round on SEW-ResNet-152, which starved the pricing).
+                before = [c.price for c in pending]
+
+                def moved(before: list[float] = before, pending: list[Column] = pending
+                          ) -> bool:
+                    return any(c.price != p for c, p in zip(pending, before, strict=True))
+
                 if ties:  # (the labels they come from are stale once anything rose)
                     tie_start = time.perf_counter()
                     tried, rose = self._tighten_for(ties, tie_s)
@@ -492,10 +500,10 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
                 # Intervals with many signatures: one bound for all of them first.
                 if sum([self.raise_interval(c.first, c.last) for c in pending
                         if (c.first, c.last) not in self._interval_bounds
-                        and self.signature_count(c.first, c.last) > 6]):
+                        and self.signature_count(c.first, c.last) > 6]) and moved():
                     continue
-                rose += sum([self.tighten(c, cover=self.cover_in_search()) for c in pending])
-                if rose:
+                if sum([self.tighten(c, cover=self.cover_in_search()) for c in pending]) \
+                        or moved():
                     continue  # bounds rose: ask the master again before pricing anything
                 for col in pending:
                     if col.upper is None and col.tight and not col.exact and \

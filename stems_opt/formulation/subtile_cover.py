@@ -30,6 +30,23 @@ item holds: the state when ``S = 1``, the output when no layer of the frame
 reads it); the budget already took the chunk and the finest buffers. With
 ``m`` at ``fewest`` and ``delta >= 0`` the choice is the old item or tighter, so
 the program's bound is at least the item cover's.
+
+*Energy without loop nests.* The GB sends the weights to the array once per
+sub-tile and timestep, whether they are held whole or chunked; the frame's bound
+counts the ``fewest`` sub-tiles' reads beside the program, and the knapsack has a
+one-more-sub-tile item at the layer's row
+(:func:`~stems_opt.formulation.subtile_floor.subtile_item`: the fewest sub-tiles'
+larger buffers held, or one more read paid). That item
+holds the same buffers as ``delta``: beside the choices it counted them twice
+(a random frame bounded at 3,162,820 fJ against its optimum 3,154,500). So for
+energy the choices replace it: every ``m``, with the weights chunked *or held
+whole* (one choice of the group in any case), pays ``(m - fewest) T active |W|``
+GB reads, and its largest sub-tile holds ``delta(m)`` beside the whole weights
+too, where ``delta`` counts the DRAM inputs' buffer as the larger of the window
+floor and the item's own measure, ``ceil(new / m)`` of the tile's new rows (the
+cost model holds each buffer's largest sub-tile, ``docs/model.md`` 5). With ``m``
+at ``fewest`` the whole choice holds at least the item's cheap side, and a larger
+``m`` pays at least its expensive side: the program is at least the item cover's.
 """
 
 from __future__ import annotations
@@ -59,13 +76,19 @@ class SubTileChoices:
     (``inf`` where ``m`` is not a choice) and ``delta`` ``(F, M)``, the bits the
     largest sub-tile holds beyond the finest split's whatever the items choose;
     ``links``: ``(item, delta (F, M))``, bits it holds beyond that when ``item`` takes
-    its expensive side (a tensor through DRAM, whose rows the tile on chip held)."""
+    its expensive side (a tensor through DRAM, whose rows the tile on chip held).
+    For energy without loop nests, ``whole`` ``(F, M)``: the cost of the weights held
+    whole with ``m`` sub-tiles (their GB reads past the fewest's; ``inf`` where ``m``
+    is not a choice), which ``cost`` also counts beside the DRAM reads, and ``drop``:
+    the one-more-sub-tile item (``subtile_floor.subtile_item``) the choices replace."""
 
     item: int
     position: int
     cost: np.ndarray
     delta: np.ndarray
     links: tuple[tuple[int, np.ndarray], ...] = ()
+    whole: np.ndarray | None = None
+    drop: int | None = None
 
 
 def subtile_choices(item: int, position: int, runs: np.ndarray, fewest: np.ndarray,
@@ -73,7 +96,10 @@ def subtile_choices(item: int, position: int, runs: np.ndarray, fewest: np.ndarr
                     weight_bits: int, read_rate: int,
                     links: list[tuple[int, np.ndarray, bool]] = (),
                     least: np.ndarray | None = None,
-                    window: tuple[np.ndarray, np.ndarray] | None = None) -> SubTileChoices:
+                    window: tuple[np.ndarray, np.ndarray] | None = None,
+                    sub_read: np.ndarray | None = None,
+                    drop: int | None = None,
+                    fresh: tuple[np.ndarray, np.ndarray] | None = None) -> SubTileChoices:
     """The :class:`SubTileChoices` of one layer from per-frame arrays ``(F,)``: the
     weights' ``runs`` (time batches times active tiles), the ``fewest`` sub-tiles
     that fit beside a chunk, the ``finest`` split, the bounded tile's ``rows`` and
@@ -84,18 +110,35 @@ def subtile_choices(item: int, position: int, runs: np.ndarray, fewest: np.ndarr
     ``bounds._sub_window_floor``; none are in the budget's own part). ``window``: bits
     per input row of the inputs read from DRAM from outside, and the bits of their
     window the budget and a kept halo already hold ``(F,)``: the window of the
-    largest sub-tile holds the rest."""
+    largest sub-tile holds the rest. ``sub_read``: for energy without loop nests, the
+    GB weight reads of one sub-tile more per frame ``(F,)`` (model units), which every
+    choice of ``m`` pays ``m - fewest`` times, weights whole or chunked; ``drop`` the
+    one-more-sub-tile item they replace; ``fresh``: the tile's new rows of its DRAM
+    inputs and their bits per row ``(F,)``: the largest sub-tile's share of them,
+    ``ceil(new / m)`` rows, is a floor of the same buffer as its window (the cost
+    model holds the most new rows of any sub-tile, ``docs/model.md`` 5), so the larger
+    of both counts (the one-more-sub-tile item's measure)."""
     top = int(max(1, finest.max(initial=1)))
     m = np.arange(1, top + 1)[None, :]
     sub = -(-rows[:, None] // m)
     finest_sub = -(-rows[:, None] // np.maximum(finest, 1)[:, None])
     extra_rows = np.maximum(0, sub - finest_sub)
     delta = extra_rows * row_bits[:, None]
+    inputs = np.zeros_like(delta)
     if window is not None and least is not None:
         span = least[np.minimum(sub, len(least) - 1)]
-        delta = delta + np.maximum(0, span * window[0][:, None] - window[1][:, None])
+        inputs = np.maximum(0, span * window[0][:, None] - window[1][:, None])
+    if fresh is not None:
+        new, bits = fresh[0][:, None], fresh[1][:, None]
+        more = (-(-new // m) - -(-new // np.maximum(finest, 1)[:, None])) * bits
+        inputs = np.maximum(inputs, np.where(rows[:, None] > 0, more, 0))
+    delta = delta + inputs
     ok = (m >= np.maximum(fewest, 1)[:, None]) & (m <= np.maximum(finest, 1)[:, None])
     cost = np.where(ok, (runs[:, None] * m - 1) * weight_bits * read_rate, np.inf)
+    whole = None
+    if sub_read is not None:
+        gb = np.where(ok, (m - np.maximum(fewest, 1)[:, None]) * sub_read[:, None], np.inf)
+        cost, whole = cost + gb, gb.astype(np.float64)
     out = []
     for other, bits, window in links:
         if window:
@@ -105,7 +148,7 @@ def subtile_choices(item: int, position: int, runs: np.ndarray, fewest: np.ndarr
         else:
             out.append((other, (extra_rows * bits[:, None]).astype(np.float64)))
     return SubTileChoices(item, position, cost.astype(np.float64), delta.astype(np.float64),
-                          tuple(out))
+                          tuple(out), whole, drop)
 
 
 def raise_least_subtiles(best: np.ndarray, e: np.ndarray, h: np.ndarray, forced: np.ndarray,
@@ -119,7 +162,9 @@ def raise_least_subtiles(best: np.ndarray, e: np.ndarray, h: np.ndarray, forced:
         r = slice(k * rows, (k + 1) * rows)
         return frame_bound(e[:, r], h[:, r], forced[:, r], budget[r], pairs,
                            [(c.item, c.position, c.cost[k], c.delta[k],
-                             [(o, d[k]) for o, d in c.links]) for c in choices]) + extra[k]
+                             [(o, d[k]) for o, d in c.links],
+                             None if c.whole is None else c.whole[k], c.drop)
+                            for c in choices]) + extra[k]
 
     return raise_frames(best, frames, bound_of, every)
 
@@ -130,49 +175,75 @@ def frame_bound(e: np.ndarray, h: np.ndarray, forced: np.ndarray, budget: np.nda
     """The program's bound for one frame: the item cover's arrays (as
     :func:`~stems_opt.formulation.item_cover.frame_cover` takes them) with the own-row
     items of ``groups`` (``(item, position, cost (M,), delta (M,), [(other, delta
-    (M,))])``) replaced by their choices; ``inf`` when no choice fits."""
+    (M,))])``, optionally followed by ``whole (M,)`` and ``drop``, as in
+    :class:`SubTileChoices`) replaced by their choices; ``inf`` when no choice fits."""
     cover = frame_cover(e, h, forced, budget, pairs)
     is_forced = forced.any(axis=1)
     res_of = {own: res for res, own in pairs}
     forced_cost = cover.forced_cost
+    hold, need = cover.hold, cover.need
     replaced: dict[int, tuple] = {}
-    for item, pos, cost, delta, links in groups:
+    for group in groups:
+        item, pos, cost, delta, links, whole, drop = (*group, None, None)[:7]
         must = bool(is_forced[item])
         if must:
             forced_cost -= float(e[item].max())  # (the group's least cost counts it)
+        if drop is not None:
+            # The choices hold the sub-tiles' buffers (at least the item's hold with the
+            # fewest) and pay their GB reads: the one-more-sub-tile item, which holds and
+            # pays the same, leaves the program. (Forced, its cheap side overflows the
+            # row alone, and so does the fewest's choice.)
+            if is_forced[drop]:
+                forced_cost -= float(e[drop].max())
+            else:
+                need = need - hold[drop]
+                hold = hold.copy()
+                hold[drop] = 0.0
         res = res_of.get(item)
         # A chunked item pays over its resident partner's cost (counted by the partner,
         # forced or not), as in the item cover; when it is forced, its own reads alone.
         paid_res = 0.0 if must or res is None else float(e[res].max())
-        opts = []
-        for j in np.flatnonzero(np.isfinite(cost)):
-            freed = float(cover.hold[item, pos]) - float(delta[j])
-            terms = []
-            for other, d in links:
-                if d[j] <= 0:
-                    continue
-                if is_forced[other]:  # (through DRAM in every mapping of the frame)
-                    freed -= float(d[j])
-                else:
-                    terms.append((other, float(d[j])))
-            opts.append((max(0.0, float(cost[j]) - paid_res), freed, tuple(terms)))
-        if not opts and must:
+        opts = [_option(max(0.0, float(cost[j]) - paid_res),
+                        float(cover.hold[item, pos]) - float(delta[j]), j, links, is_forced,
+                        True) for j in np.flatnonzero(np.isfinite(cost))]
+        if whole is not None and not must:  # (held whole: with the sub-tiles' buffers)
+            opts += [_option(float(whole[j]), -float(delta[j]), j, links, is_forced, False)
+                     for j in np.flatnonzero(np.isfinite(whole))]
+        if not opts and (must or whole is not None):
             return math.inf
-        replaced[item] = (pos, must, _undominated(opts), None if must else res)
-    return forced_cost + _program(cover.cost, cover.hold, cover.need, cover.pairs, replaced,
-                                  limit_s)
+        replaced[item] = (pos, must or whole is not None, _undominated(opts),
+                          None if must else res)
+    return forced_cost + _program(cover.cost, hold, need, cover.pairs, replaced, limit_s)
+
+
+def _option(cost: float, freed: float, j: int, links: list[tuple], is_forced: np.ndarray,
+            chunked: bool) -> tuple:
+    """One choice ``(cost, freed, linked terms, chunked)`` at sub-tile index ``j``: a
+    linked buffer whose item is forced through DRAM is held in every mapping."""
+    terms = []
+    for other, d in links:
+        if d[j] <= 0:
+            continue
+        if is_forced[other]:  # (through DRAM in every mapping of the frame)
+            freed -= float(d[j])
+        else:
+            terms.append((other, float(d[j])))
+    return cost, freed, tuple(terms), chunked
 
 
 def _undominated(opts: list[tuple]) -> list[tuple]:
-    """The choices no cheaper one frees at least as much as, with no larger link."""
-    opts = sorted(opts, key=lambda o: (o[0], -o[1]))
+    """The choices no cheaper one frees at least as much as, with no larger link (a
+    chunked choice, which needs the weights not resident, does not rule out a whole
+    one)."""
+    opts = sorted(opts, key=lambda o: (o[0], -o[1], o[3]))
     kept: list[tuple] = []
-    for c, f, terms in opts:
+    for c, f, terms, chunked in opts:
         mine = dict(terms)
-        if any(f <= kf and all(kd <= mine.get(o, 0.0) for o, kd in kterms)
-               for _, kf, kterms in kept):
+        if any(f <= kf and (chunked or not kc) and all(kd <= mine.get(o, 0.0)
+                                                       for o, kd in kterms)
+               for _, kf, kterms, kc in kept):
             continue
-        kept.append((c, f, terms))
+        kept.append((c, f, terms, chunked))
     return kept
 
 
@@ -188,11 +259,11 @@ def _program(cost: np.ndarray, hold: np.ndarray, need: np.ndarray,
         res == i for _, _, _, res in replaced.values()))]
     present = set(items)
     # (A linked item in no row and no pair stays cheap in some optimum: its link is 0.)
-    groups = tuple((item, pos, must, tuple(
+    groups = tuple((item, pos, one, tuple(
         (math.floor(c), math.ceil(f),
-         tuple((o, math.floor(d)) for o, d in terms if o in present and d >= 1))
-        for c, f, terms in kept), res)
-        for item, (pos, must, kept, res) in sorted(replaced.items()))
+         tuple((o, math.floor(d)) for o, d in terms if o in present and d >= 1), chunked)
+        for c, f, terms, chunked in kept), res)
+        for item, (pos, one, kept, res) in sorted(replaced.items()))
     rows = [r for r in range(len(ineed)) if ineed[r] > 0
             or any(pos == r for _, pos, _, _, _ in groups)]
     key = (icost[items].tobytes(), ihold[items][:, rows].tobytes(), ineed[rows].tobytes(),
@@ -217,16 +288,17 @@ def _solve(cost: np.ndarray, hold: np.ndarray, need: np.ndarray, items: list[int
     at_row: dict[int, list] = {r: [int(hold[i, r]) * x[i] for i in items if hold[i, r] > 0]
                                for r in rows}
     objective = [int(cost[i]) * v for i, v in x.items() if cost[i]]
-    for item, pos, must, kept, res in groups:
+    for item, pos, one, kept, res in groups:
         y = [m.new_bool_var(f"y{item}_{j}") for j in range(len(kept))]
-        if must:
+        if one:  # (chunked when the weights cannot be whole; or a choice of m in any case)
             m.add_exactly_one(y)
         elif y:
             m.add_at_most_one(y)
-            if res is not None and res in x:
-                for v in y:
+        if res is not None and res in x:
+            for (*_, chunked), v in zip(kept, y, strict=True):
+                if chunked:
                     m.add_implication(v, x[res])
-        for (c, f, terms), v in zip(kept, y, strict=True):
+        for (c, f, terms, _), v in zip(kept, y, strict=True):
             objective.append(c * v)
             at_row[pos].append(f * v)
             for other, d in terms:
