@@ -108,7 +108,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         self.master_mip = master_mip  # the master as a MIP of the backend, not a path
         self._groups: dict[tuple, list[Column]] | None = None
         self._by_key: dict[tuple, Column] | None = None
-        self._graph: PathGraph | None = None  # the bound master's transitions (master.py)
+        self._graph: PathGraph | None = None  # the master path's transitions (master.py)
         self._crossing: dict[int, list[str]] = {}
         self._interval_bounds: dict[tuple[int, int], dict[FrameKey, float]] = {}
         self._round_sigs: dict[tuple[int, int], list[tuple]] = {}  # (_tighten_for's round)

@@ -32,8 +32,8 @@ TIE_USEFUL = 0.25
 TIE_USEFUL_MIN = 25
 """Fewest tied columns that must rise for a round to be useful."""
 PATH_ARRAYS = True
-"""The bound master's path and ties over arrays of its transitions (:class:`PathGraph`);
-off only to compare (the same labels, paths and ties, tested)."""
+"""The master's paths (every price mode) and tied columns over arrays of its transitions
+(:class:`PathGraph`); off only to compare (the same labels, paths and ties, tested)."""
 
 
 @dataclass
@@ -80,8 +80,9 @@ class TieBudget:
 @dataclass
 class PathGraph:
     """Every transition of the master's shortest path over boundary states, as arrays:
-    the bound master's passes (:meth:`MasterMixin.master_path`) and its tied columns
-    (:meth:`MasterMixin.master_ties`) without a Python loop over transitions.
+    the master's passes in every price mode (:meth:`MasterMixin.master_path`) and its
+    tied columns (:meth:`MasterMixin.master_ties`) without a Python loop over
+    transitions.
 
     A node is a boundary ``k`` and a state reachable from the start through any
     columns (whatever their prices); an edge is a column from a node and one of its
