@@ -189,6 +189,8 @@ class BypassFloors:
 
     def between(self, first: int, last: int) -> float:
         """What every segment over layers ``first..last`` pays for its items."""
+        if not self.items:
+            return 0.0
         total = 0.0
         for p in range(first, last + 1):
             for it in self._by_first.get(p, ()):
