@@ -185,7 +185,8 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
             self.net, self.ctx.capacity_bits, self.ctx.k_unroll, self.axes, self.rates[0],
             use_rate) if self.rates[0] and use_rate else None
         self.chunk_floors = ChunkFloors(self.net, self.ctx.capacity_bits, self.ctx.k_unroll,
-                                        self.axes, self.rates[0], energy_floors)
+                                        self.axes, self.rates[0], energy_floors,
+                                        None if energy else self.rates[1])
         self._reach = 0
         self._opened: set[tuple[int, int]] = set()
         # Intervals up to this length are opened (their columns built); longer ones only
