@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 
 from stems_opt.cost.geometry import SegmentGeometry
 from stems_opt.cost.traffic import peak_of, segment_terms
-from stems_opt.formulation.chunk_floor import ChunkFloors, _step_bits, layer_chunk_floors
+from stems_opt.formulation.chunk_floor import ChunkFloors, layer_chunk_floors
 from stems_opt.formulation.data import frame_axes
+from stems_opt.formulation.step_floor import step_bits
 from stems_opt.mapping import Segment
 from stems_opt.network import Axis
 from stems_opt.problem import Problem
@@ -109,7 +110,7 @@ def test_random_segments_pay_the_floor(data: st.DataObject) -> None:
     buffers are drawn around the size where some layer's weights stop fitting whole."""
     net = make_problem(data.draw(tiny_networks()), 10 ** 6, k_unroll=1).network
     axes = frame_axes(net)
-    needs = [lay.weight_size_bits + min(_step_bits(net, lay, a, 1, 1) for a in axes)
+    needs = [lay.weight_size_bits + min(step_bits(net, lay, a, 1, 1) for a in axes)
              for lay in net.layers if lay.has_weights]
     cap = data.draw(st.integers(max(1, max(needs) * 2 // 3), max(needs) + 8))
     p = make_problem(net, cap, k_unroll=1)

@@ -28,11 +28,12 @@ from hypothesis import strategies as st
 
 from stems_opt.cost.energy import EnergyRates, layer_gb_access_bits
 from stems_opt.formulation.backend import SolveOptions
-from stems_opt.formulation.chunk_floor import ChunkFloors, _step_bits
+from stems_opt.formulation.chunk_floor import ChunkFloors
 from stems_opt.formulation.columns import ColumnSolver
 from stems_opt.formulation.cpsat import solve_cpsat
 from stems_opt.formulation.data import frame_axes
 from stems_opt.formulation.energy_floor import layer_energy_floors
+from stems_opt.formulation.step_floor import step_bits
 from stems_opt.network import Axis
 from stems_opt.problem import Objective, Problem
 
@@ -137,9 +138,9 @@ def test_random_segments_pay_the_floor(data: st.DataObject) -> None:
     net = make_problem(data.draw(tiny_networks()), 10 ** 6, k_unroll=1).network
     axes = frame_axes(net)
     lays = [lay for lay in net.layers if lay.has_weights]
-    needs = [lay.weight_size_bits + min(_step_bits(net, lay, a, 1, 1) for a in axes)
+    needs = [lay.weight_size_bits + min(step_bits(net, lay, a, 1, 1) for a in axes)
              for lay in lays]
-    full = [lay.weight_size_bits + min(_step_bits(net, lay, a, lay.extent(a), 1) for a in axes)
+    full = [lay.weight_size_bits + min(step_bits(net, lay, a, lay.extent(a), 1) for a in axes)
             for lay in lays]
     cap = data.draw(st.integers(max(1, max(needs) * 2 // 3), max(full) + 8))
     p = make_problem(net, cap, k_unroll=1, objective=Objective.ENERGY)

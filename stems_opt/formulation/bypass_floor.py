@@ -38,10 +38,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from stems_opt.cost.traffic import min_read_bits
-from stems_opt.formulation.chunk_floor import (
-    _least_window_rows,
-    _smallest_chunk_bits,
-    _step_bits,
+from stems_opt.formulation.step_floor import (
+    least_window_rows,
+    smallest_chunk_bits,
+    step_bits,
 )
 from stems_opt.network import Axis, Layer, LayerKind, Network, divisors
 
@@ -90,8 +90,8 @@ def _held_bits(network: Network, lay: Layer, reader: Layer, tensor: str, axis: A
                rows: int, tb: int) -> int:
     """Least bits ``lay``'s step of ``rows`` rows holds beside its weights, with
     ``tensor``'s rows that ``reader`` needs in the same tile."""
-    need = _least_window_rows(reader, axis, _reader_rows(reader, axis, rows))
-    return _step_bits(network, lay, axis, rows, tb) + \
+    need = least_window_rows(reader, axis, _reader_rows(reader, axis, rows))
+    return step_bits(network, lay, axis, rows, tb) + \
         need * network.tensor_row_bits(tensor, axis) * tb
 
 
@@ -101,7 +101,7 @@ def _on_chip_floor(network: Network, lay: Layer, reader: Layer, tensor: str,
     w, T, extent = lay.weight_size_bits, network.timesteps, lay.extent(axis)
     if w + _held_bits(network, lay, reader, tensor, axis, 1, 1) <= capacity_bits:
         return 0  # whole weights beside the finest step: read once
-    chunk = _smallest_chunk_bits(lay, k_unroll)
+    chunk = smallest_chunk_bits(lay, k_unroll)
     if chunk is None:
         return math.inf  # (the layer cannot run beside the tensor at all)
     best = math.inf

@@ -28,7 +28,8 @@ import itertools
 import math
 from collections.abc import Iterable, Sequence
 
-from stems_opt.network import Axis, Layer, LayerKind, Network, divisors, most_chunks
+from stems_opt.formulation.step_floor import smallest_chunk_bits, step_bits
+from stems_opt.network import Axis, Layer, Network, divisors
 
 
 def layer_chunk_floors(network: Network, capacity_bits: int, k_unroll: int,
@@ -51,53 +52,19 @@ def layer_chunk_floors(network: Network, capacity_bits: int, k_unroll: int,
                  if lay.has_weights else 0 for lay in network.layers)
 
 
-def _smallest_chunk_bits(lay: Layer, k_unroll: int) -> int | None:
-    """Bits of the smallest legal weight chunk (``None`` when chunking is not legal)."""
-    chunks = most_chunks(lay.k, k_unroll)
-    return lay.weight_size_bits // chunks if chunks > 1 else None
-
-
-def _least_window_rows(lay: Layer, axis: Axis, rows: int) -> int:
-    """The fewest input rows the window of ``rows`` consecutive output rows spans.
-
-    The window's length is concave in its start (a clip at either end), so the
-    least is at the first or the last position."""
-    extent = lay.extent(axis)
-    return min(hi - lo for lo, hi in (lay.window(axis, 0, rows),
-                                      lay.window(axis, extent - rows, extent)))
-
-
-def _shared_rows(lay: Layer, axis: Axis) -> int:
-    """The most input rows two consecutive windows share (``F - s`` when positive)."""
-    if lay.kind not in (LayerKind.CONV, LayerKind.POOL):
-        return 0
-    f, s = (lay.fy, lay.stride_y) if axis is Axis.OY else (lay.fx, lay.stride_x)
-    return max(0, f - s)
-
-
-def _step_bits(network: Network, lay: Layer, axis: Axis, rows: int, tb: int) -> int:
-    """Least bits the layer holds at its own position while computing ``rows`` output
-    rows of ``tb`` timesteps, besides its weights."""
-    held = rows * (lay.output_row_bits(axis) * tb + lay.state_row_bits(axis))
-    window = max(0, _least_window_rows(lay, axis, rows) - _shared_rows(lay, axis))
-    for src in dict.fromkeys(lay.inputs):
-        held += window * network.tensor_row_bits(src, axis) * tb
-    return held
-
-
 def _axis_floor(network: Network, lay: Layer, axis: Axis, capacity_bits: int,
                 k_unroll: int) -> int:
     """:func:`layer_chunk_floors` of one layer for segments along ``axis``."""
     w, T, extent = lay.weight_size_bits, network.timesteps, lay.extent(axis)
-    if w + _step_bits(network, lay, axis, 1, 1) <= capacity_bits:
+    if w + step_bits(network, lay, axis, 1, 1) <= capacity_bits:
         return 0  # resident weights beside the finest step: read once
-    chunk = _smallest_chunk_bits(lay, k_unroll)
+    chunk = smallest_chunk_bits(lay, k_unroll)
     if chunk is None:
         return 0  # (no segment runs the layer at all: left to the frames' bounds)
     best = math.inf
     for tb in divisors(T):
         for q in range(1, extent + 1):
-            if chunk + _step_bits(network, lay, axis, -(-extent // q), tb) <= capacity_bits:
+            if chunk + step_bits(network, lay, axis, -(-extent // q), tb) <= capacity_bits:
                 best = min(best, (T // tb * q - 1) * w)
                 break  # (more steps only read the weights more often)
     return 0 if best == math.inf else int(best)

@@ -48,7 +48,7 @@ import math
 from collections.abc import Iterable
 
 from stems_opt.formulation.bounds import _gapped
-from stems_opt.formulation.chunk_floor import _smallest_chunk_bits, _step_bits
+from stems_opt.formulation.step_floor import smallest_chunk_bits, step_bits
 from stems_opt.network import Axis, Layer, Network, divisors
 
 
@@ -84,7 +84,7 @@ def _axis_floor(network: Network, lay: Layer, axis: Axis, capacity_bits: int, k_
         lay.weight_size_bits * use
     if whole == 1:
         return 0.0
-    chunk = _smallest_chunk_bits(lay, k_unroll)
+    chunk = smallest_chunk_bits(lay, k_unroll)
     if chunk is not None:
         w, T = lay.weight_size_bits, network.timesteps
         for tb in divisors(T):
@@ -102,6 +102,6 @@ def _fewest_steps(network: Network, lay: Layer, axis: Axis, weight_bits: int,
     (More steps hold less: the least ``q`` is the first that fits.)"""
     extent = lay.extent(axis)
     for q in range(1, extent + 1):
-        if weight_bits + _step_bits(network, lay, axis, -(-extent // q), tb) <= capacity_bits:
+        if weight_bits + step_bits(network, lay, axis, -(-extent // q), tb) <= capacity_bits:
             return q
     return None

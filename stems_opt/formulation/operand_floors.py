@@ -208,7 +208,7 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
     T = network.timesteps
     k_unroll = hw.array.factor("K")
     if tb is not None and hw.loop_nests:
-        _prefill_interval(network, first, last, axis, tb, nh, k_unroll, hw)
+        _prefill_interval(network, first, last, axis, tb, nh, k_unroll, hw.gb_capacity_bits)
     fj = 0
     for i, (lay, active, windows) in enumerate(zip(
             network.layers[first:last + 1], tab.active[n - 1].tolist(),
@@ -221,8 +221,8 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
                           layer_partition_floor_fj(lay, axis, T, nh))
             else:
                 b = tuple(int(x) for x in tile_bounds_array(network, first, last, axis, n)[i])
-                fj += T // tb * layer_nest_floor_fj(lay, axis, b, tb, nh,
-                                                    _frame_chunks(lay, k_unroll, hw))
+                chunks = _frame_chunks(lay, k_unroll, hw.gb_capacity_bits)
+                fj += T // tb * layer_nest_floor_fj(lay, axis, b, tb, nh, chunks)
             continue
         reads = lay.state_size_bits * T
         if joint_gapped(lay, axis, hw.loop_nests):  # (weights against input rows)
@@ -237,23 +237,24 @@ def frame_operand_floor_fj(network: Network, first: int, last: int, axis: Axis, 
     return fj
 
 
-def _frame_chunks(lay: Layer, k_unroll: int, hw: Hardware) -> tuple[int, ...]:
-    """Every chunk count an option of ``lay`` may walk on ``hw``: those of
-    :func:`~stems_opt.cost.loops.chunk_counts`, less 1 when the weights alone
-    overflow the global buffer (no option holds them whole)."""
+def _frame_chunks(lay: Layer, k_unroll: int, capacity_bits: int) -> tuple[int, ...]:
+    """Every chunk count an option of ``lay`` may walk with a global buffer of
+    ``capacity_bits``: those of :func:`~stems_opt.cost.loops.chunk_counts`, less 1
+    when the weights alone overflow it (no option holds them whole)."""
     counts = chunk_counts(lay.k, k_unroll)
-    return counts[1:] if lay.weight_size_bits > hw.gb_capacity_bits and len(counts) > 1 \
+    return counts[1:] if lay.weight_size_bits > capacity_bits and len(counts) > 1 \
         else counts
 
 
+@lru_cache(maxsize=65536)
 def _prefill_interval(network: Network, first: int, last: int, axis: Axis, tb: int,
-                      nh: NestHardware, k_unroll: int, hw: Hardware) -> None:
+                      nh: NestHardware, k_unroll: int, capacity_bits: int) -> None:
     """Solve the nests of every step of ``first..last``'s conv and linear
     layers for every tile count at once (the frames of an interval are
     bounded together; one batch is several times cheaper than one per frame)."""
     bounds = all_tile_bounds(network, first, last, axis)
     prefill_nest_floors(
         ((lay, axis, tuple(int(x) for x in bounds[i, n - 1, :n + 1]),
-          _frame_chunks(lay, k_unroll, hw))
+          _frame_chunks(lay, k_unroll, capacity_bits))
          for i, lay in enumerate(network.layers[first:last + 1]) if lay.has_weights
          for n in range(1, bounds.shape[1] + 1)), tb, nh)
