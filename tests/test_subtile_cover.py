@@ -54,9 +54,8 @@ from stems_opt.io import network_from_dict
 from stems_opt.problem import Objective
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import brute_force as bf
 from test_bounds import check_bounds, solver_for
-from test_item_cover import sew152_block_column
+from test_item_cover import check_covered_master, sew152_block_column
 from test_optimizer import RANDOM_SETTINGS, make_problem, tiny_networks
 
 # One layer's weights: item 0 resident on row 0 (8 bits, not resident costs 0: one
@@ -180,14 +179,7 @@ def test_random_frames_below_their_optimum(data: st.DataObject) -> None:
         size = data.draw(st.integers(40, 1200), label="GB bits")
         p = make_problem(network, size, data.draw(st.sampled_from([1, 4])), Objective.TRAFFIC)
         check_bounds(p)
-        if bf.space_size(p) <= 20000:
-            best, _, _ = bf.brute_force_optimum(p, fast=True)
-            cs = solver_for(p)
-            for col in cs.columns:
-                cs.tighten(col, cover=True)
-            res = cs.master_path()
-            if best is not None:
-                assert res is not None and res[2] <= best, (res[2], best)
+        check_covered_master(p)
 
 
 def test_sew_resnet152_frame_is_exact() -> None:

@@ -60,6 +60,7 @@ from stems_opt.formulation.item_cover import (
     COVER_LIMIT_S,
     SOLVED_CACHE,
     frame_cover,
+    least_bound,
     raise_frames,
 )
 
@@ -312,13 +313,4 @@ def _solve(cost: np.ndarray, hold: np.ndarray, need: np.ndarray, items: list[int
     for r in rows:
         m.add(sum(at_row[r]) >= int(need[r]))
     m.minimize(sum(objective))
-    solver = cp_model.CpSolver()
-    solver.parameters.num_workers = 1
-    solver.parameters.cp_model_presolve = False
-    solver.parameters.max_deterministic_time = limit_s
-    status = solver.solve(m)
-    if status == cp_model.INFEASIBLE:
-        return math.inf
-    if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return float(solver.best_objective_bound)
-    return 0.0
+    return least_bound(m, limit_s)
