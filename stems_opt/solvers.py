@@ -234,9 +234,10 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
         stats.update(named_s=time.perf_counter() - start)
     with progress:
         try:
-            cs = column_solver(problem, _backend(solver),
-                               SolveOptions(threads=threads, seed=seed, stop=stop),
-                               progress=progress)
+            with stop.active():  # building the loop-nest table may take seconds
+                cs = column_solver(problem, _backend(solver),
+                                   SolveOptions(threads=threads, seed=seed, stop=stop),
+                                   progress=progress)
         except SearchStoppedError:
             cs = None
         build_s = time.perf_counter() - start
