@@ -199,6 +199,26 @@ def test_progress_on_stderr_json_alone_on_stdout(capsys: pytest.CaptureFixture[s
     assert "bound 99.576 Mbit" in last and "gap 0.00%" in last, last
 
 
+def test_progress_follows_the_current_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program that ran the command line in-process and then closed the stderr it had
+    (a test runner's capture) gets later progress lines on its new stderr, not a
+    logging error. Mutation: binding the handler to ``sys.stderr`` at configuration
+    (``logging.StreamHandler(sys.stderr)``) prints "--- Logging error ---" here."""
+    import io
+    import logging
+
+    from stems_opt.cli import _configure_logging
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    _configure_logging(quiet=False)
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("stems_opt.progress").info("a line")
+    assert second.getvalue() == "stems-opt: a line\n"
+
+
 def test_quiet_silences_progress(capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["solve", str(SEW18), "--quiet"])
     out, err = capsys.readouterr()
