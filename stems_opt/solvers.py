@@ -234,7 +234,9 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
         stats.update(named_s=time.perf_counter() - start)
     with progress:
         try:
-            with stop.active():  # building the loop-nest table may take seconds
+            # Building the loop-nest table may take seconds; what is left must score
+            # the fallback here (its nests too, cold when it was scored elsewhere).
+            with stop.active(_finish_reserve_s(stop, len(problem.network.layers), 0.25)):
                 cs = column_solver(problem, _backend(solver),
                                    SolveOptions(threads=threads, seed=seed, stop=stop),
                                    progress=progress)
@@ -331,8 +333,17 @@ def _search_share(stop: Stop, layers: int) -> float | None:
     left = stop.remaining_s()
     if left is None:
         return None
+    return max(0.0, left - _finish_reserve_s(stop, layers, 0.05))
+
+
+def _finish_reserve_s(stop: Stop, layers: int, share: float) -> float:
+    """Seconds kept for the answer after the search: :data:`FINISH_RESERVE_S` plus
+    :data:`FINISH_PER_LAYER_S` per layer, at most ``share`` of the time limit (0
+    without one)."""
+    if stop.deadline is None:
+        return 0.0
     reserve = FINISH_RESERVE_S + FINISH_PER_LAYER_S * layers
-    return max(0.0, left - min(reserve, 0.05 * (stop.deadline - stop.start)))
+    return min(reserve, share * (stop.deadline - stop.start))
 
 
 def _wait_for_named(background: BackgroundNamed, stop: Stop, have_none: bool) -> Result | None:

@@ -26,8 +26,8 @@ class SearchStoppedError(Exception):
     """Raised inside a search when its :class:`Stop` fires before an answer exists."""
 
 
-_ACTIVE: ContextVar[Stop | None] = ContextVar("active_stop", default=None)
-"""The :class:`Stop` that :func:`checkpoint` obeys (:meth:`Stop.active`)."""
+_ACTIVE: ContextVar[tuple[Stop, float] | None] = ContextVar("active_stop", default=None)
+"""The :class:`Stop` that :func:`checkpoint` obeys and its margin (:meth:`Stop.active`)."""
 
 
 def checkpoint() -> None:
@@ -38,9 +38,13 @@ def checkpoint() -> None:
     have no :class:`Stop` of their own to hand down and are shared by callers
     that cannot stop halfway (scoring a mapping).
     """
-    stop = _ACTIVE.get()
-    if stop is not None:
-        stop.check()
+    active = _ACTIVE.get()
+    if active is None:
+        return
+    stop, margin_s = active
+    stop.check()
+    if stop.deadline is not None and time.perf_counter() >= stop.deadline - margin_s:
+        raise SearchStoppedError(TIME_LIMIT)
 
 
 class Stop:
@@ -98,9 +102,10 @@ class Stop:
         return max(floor_s, capped)
 
     @contextmanager
-    def active(self) -> Iterator[None]:
-        """Make :func:`checkpoint` obey this stop while the block runs (this thread)."""
-        token = _ACTIVE.set(self)
+    def active(self, margin_s: float = 0.0) -> Iterator[None]:
+        """Make :func:`checkpoint` obey this stop while the block runs (this thread),
+        ``margin_s`` seconds before its deadline (time left for an answer)."""
+        token = _ACTIVE.set((self, margin_s))
         try:
             yield
         finally:

@@ -84,8 +84,9 @@ def test_time_limit_holds_while_the_nest_table_is_built() -> None:
 
 
 def test_checkpoint_obeys_the_active_stop_only() -> None:
-    """``checkpoint`` raises only inside ``Stop.active`` of a stop that fired, and the
-    block restores the stop that was active before it."""
+    """``checkpoint`` raises only inside ``Stop.active`` of a stop that fired or whose
+    deadline is nearer than the margin, and the block restores the stop that was
+    active before it."""
     from stems_opt.stopping import SearchStoppedError, checkpoint
 
     fired, idle = Stop(), Stop()
@@ -97,6 +98,12 @@ def test_checkpoint_obeys_the_active_stop_only() -> None:
             checkpoint()
         checkpoint()  # ``idle`` is active again
     checkpoint()
+    # A margin stops the build that long before the deadline (the answer's time):
+    # 60 s left, 120 s of margin.
+    with Stop(60.0).active(margin_s=120.0), pytest.raises(SearchStoppedError):
+        checkpoint()
+    with Stop(60.0).active(margin_s=1.0):
+        checkpoint()
 
 
 def test_stop_request_from_another_thread_returns_best_so_far() -> None:
