@@ -62,7 +62,9 @@ def test_time_limit_holds_while_the_nest_table_is_built() -> None:
     empty table a 1 s limit still returns within the margin: the build stops at a
     batch of nests (``stopping.checkpoint``) and the answer keeps a valid bound.
     Mutation: solving without ``Stop.active`` around the column build takes the
-    whole table's time and fails here."""
+    whole table's time and fails here. (The search's larger reserve with nests, a
+    quarter of the limit, matters under load: at load 2 the warm-floors case took
+    1.70 s with 5 %; on an idle machine 5 % passes too.)"""
     import dataclasses
 
     from stems_opt.cost.loops import clear_nest_table
@@ -71,16 +73,21 @@ def test_time_limit_holds_while_the_nest_table_is_built() -> None:
     problem = load_instance(RED_LIF, "energy")
     problem = dataclasses.replace(
         problem, hardware=dataclasses.replace(problem.hardware, loop_nests=True))
-    clear_nest_table()
     limit = 1.0
-    t0 = time.perf_counter()
-    r = solve(problem, time_limit_s=limit)
-    wall = time.perf_counter() - t0
-    assert wall <= limit * 1.1 + MARGIN_S, wall
-    assert r.status.value != "optimal" and r.stats.get("stopped") == TIME_LIMIT
-    assert r.bound is not None and r.bound > 0
-    if r.mapping is not None:
-        assert r.bound < r.objective_value
+    for warm_floors in (False, True):
+        # (warm floors: the columns are built at once and the search runs; the answer
+        # then scores the fallback's nests from an empty table)
+        if warm_floors:
+            solve(problem, time_limit_s=2 * limit)
+        clear_nest_table()
+        t0 = time.perf_counter()
+        r = solve(problem, time_limit_s=limit)
+        wall = time.perf_counter() - t0
+        assert wall <= limit * 1.1 + MARGIN_S, (warm_floors, wall)
+        assert r.status.value != "optimal" and r.stats.get("stopped") == TIME_LIMIT
+        assert r.bound is not None and r.bound > 0
+        if r.mapping is not None:
+            assert r.bound < r.objective_value
 
 
 def test_checkpoint_obeys_the_active_stop_only() -> None:
