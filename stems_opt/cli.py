@@ -24,7 +24,7 @@ import threading
 import traceback
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from stems_opt.version import SCHEMA_VERSION, __version__
 
@@ -585,11 +585,25 @@ def _convert(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler writing to ``sys.stderr`` as it is when a line is emitted: a program
+    that runs :func:`main` and later replaces or closes that stream (a test runner
+    capturing output) does not get errors from a stream it closed."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def _configure_logging(quiet: bool) -> None:
     """Progress lines on stderr, unless ``--quiet``; stdout stays the result alone."""
     log = logging.getLogger("stems_opt")
     log.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("stems-opt: %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.WARNING if quiet else logging.INFO)

@@ -234,9 +234,12 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
         stats.update(named_s=time.perf_counter() - start)
     with progress:
         try:
-            cs = column_solver(problem, _backend(solver),
-                               SolveOptions(threads=threads, seed=seed, stop=stop),
-                               progress=progress)
+            # Building the loop-nest table may take seconds; what is left must score
+            # the fallback here (its nests too, cold when it was scored elsewhere).
+            with stop.active(_finish_reserve_s(stop, len(problem.network.layers), 0.25)):
+                cs = column_solver(problem, _backend(solver),
+                                   SolveOptions(threads=threads, seed=seed, stop=stop),
+                                   progress=progress)
         except SearchStoppedError:
             cs = None
         build_s = time.perf_counter() - start
@@ -248,7 +251,8 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
             # Model units are integers: rounding down keeps a bound in objective units valid.
             hint = 0.0 if lower_bound is None else max(
                 0.0, math.floor(lower_bound * scale - constant))
-            share = _search_share(stop, len(problem.network.layers))
+            share = _search_share(stop, len(problem.network.layers),
+                                  0.25 if problem.hardware.loop_nests else 0.05)
             mapping, model_value, model_bound = cs.solve(share, hint)
             stats.update(cs.stats)
             if model_bound < math.inf:  # a search stopped early may not have reached it
@@ -324,14 +328,25 @@ def _hook(cs: object, start: float, constant: float, scale: float,
                                                  (v + constant) / scale)
 
 
-def _search_share(stop: Stop, layers: int) -> float | None:
+def _search_share(stop: Stop, layers: int, share: float) -> float | None:
     """Seconds the search may use: the time left less what the answer needs after it
-    (the best mapping over the columns found, its check and its score)."""
+    (the best mapping over the columns found, its check and its score), at most
+    ``share`` of the limit (more with loop nests: a fallback scored in the second
+    process is scored here with its nests computed afresh)."""
     left = stop.remaining_s()
     if left is None:
         return None
+    return max(0.0, left - _finish_reserve_s(stop, layers, share))
+
+
+def _finish_reserve_s(stop: Stop, layers: int, share: float) -> float:
+    """Seconds kept for the answer after the search: :data:`FINISH_RESERVE_S` plus
+    :data:`FINISH_PER_LAYER_S` per layer, at most ``share`` of the time limit (0
+    without one)."""
+    if stop.deadline is None:
+        return 0.0
     reserve = FINISH_RESERVE_S + FINISH_PER_LAYER_S * layers
-    return max(0.0, left - min(reserve, 0.05 * (stop.deadline - stop.start)))
+    return min(reserve, share * (stop.deadline - stop.start))
 
 
 def _wait_for_named(background: BackgroundNamed, stop: Stop, have_none: bool) -> Result | None:

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -23,6 +24,27 @@ INTERRUPTED = "interrupted"
 
 class SearchStoppedError(Exception):
     """Raised inside a search when its :class:`Stop` fires before an answer exists."""
+
+
+_ACTIVE: ContextVar[tuple[Stop, float] | None] = ContextVar("active_stop", default=None)
+"""The :class:`Stop` that :func:`checkpoint` obeys and its margin (:meth:`Stop.active`)."""
+
+
+def checkpoint() -> None:
+    """Raise :class:`SearchStoppedError` when the :class:`Stop` made active by
+    :meth:`Stop.active` has fired; nothing outside such a block.
+
+    For long computations deep in the cost model (the loop-nest tables), which
+    have no :class:`Stop` of their own to hand down and are shared by callers
+    that cannot stop halfway (scoring a mapping).
+    """
+    active = _ACTIVE.get()
+    if active is None:
+        return
+    stop, margin_s = active
+    stop.check()
+    if stop.deadline is not None and time.perf_counter() >= stop.deadline - margin_s:
+        raise SearchStoppedError(TIME_LIMIT)
 
 
 class Stop:
@@ -78,6 +100,16 @@ class Stop:
             return wanted_s
         capped = left if wanted_s is None else min(wanted_s, left)
         return max(floor_s, capped)
+
+    @contextmanager
+    def active(self, margin_s: float = 0.0) -> Iterator[None]:
+        """Make :func:`checkpoint` obey this stop while the block runs (this thread),
+        ``margin_s`` seconds before its deadline (time left for an answer)."""
+        token = _ACTIVE.set((self, margin_s))
+        try:
+            yield
+        finally:
+            _ACTIVE.reset(token)
 
     @contextmanager
     def cancel_hook(self, hook: Callable[[], None]) -> Iterator[None]:

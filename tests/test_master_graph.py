@@ -116,3 +116,31 @@ def test_ties_are_the_columns_on_some_optimal_path(case: str) -> None:
         assert lower[1] == (value - 1 if col.rank in ties else value)
         col.bound += 1
         cs.touch(col)
+
+
+def test_past_the_deadline_the_graph_is_not_rebuilt() -> None:
+    """SEW-ResNet-152 (its intervals open a few lengths at a time): once columns were
+    added after the last graph and the deadline has
+    passed, a bound pass raises ``MasterStoppedError`` (a path over some columns bounds
+    nothing), and a mapping pass keeps the last graph: its path uses the columns that
+    graph had, and its value is that of the path before the columns were added.
+    Mutation: rebuilding the graph whatever the deadline (dropping the stale-graph
+    return of ``_path_graph``) makes the mapping pass see the new columns and fails."""
+    from stems_opt.formulation.column_base import MasterStoppedError
+    from stems_opt.stopping import Stop
+
+    problem = load_instance(ROOT / "instances" / "sew_resnet152_1mb.yaml")
+    cs = ColumnSolver(problem, solve_cpsat, SolveOptions(threads=1, seed=0, stop=Stop()))
+    for col in cs.columns:  # every column a found segment at its bound: a mapping pass
+        col.upper = float(round(col.price))
+    first = cs.master_path(exact_only=True)
+    built = len(cs.columns)
+    assert first is not None and cs.open_more()  # longer intervals: more columns
+    for col in cs.columns[built:]:
+        col.upper = 0.0  # far cheaper than any path the old graph has
+    cs.stop.request()
+    with pytest.raises(MasterStoppedError):
+        cs.master_path()
+    late = cs.master_path(exact_only=True)
+    assert late is not None and late[1] == first[1]
+    assert max(c.rank for c in late[0]) < built

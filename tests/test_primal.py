@@ -165,7 +165,7 @@ def test_named_scored_first_bound_the_answer_with_no_search_time(
     named = [r.objective_value for r in (named_schedule(p, n) for n in FALLBACK_SCHEDULES)
              if r.feasible]
     # No search at all: no dive, and the exact loop's share is over at once.
-    monkeypatch.setattr(solvers, "_search_share", lambda stop, layers: 0.0)
+    monkeypatch.setattr(solvers, "_search_share", lambda stop, layers, share: 0.0)
     monkeypatch.setattr(ColumnSolver, "dive", lambda self, *args: None)
     r = solve(p, time_limit_s=20.0)
     if not named:

@@ -50,6 +50,7 @@ import numpy as np
 
 from stems_opt.hardware import Hardware
 from stems_opt.network import Axis, Layer, LayerKind
+from stems_opt.stopping import checkpoint
 
 DIMS = ("K", "C", "OY", "OX", "FY", "FX", "T")
 K, C, OY, OX, FY, FX, T = range(7)
@@ -763,6 +764,7 @@ def solve_nests(shapes: Iterable[StepShape], hw: NestHardware, nests: bool = Fal
         points = math.prod(_divisor_count(e) for e in key[:7]) * (2 if key[7] > 1 else 1)
         size = max(1, BATCH_POINTS // points)
         for lo in range(0, len(group), size):
+            checkpoint()  # a network's table takes seconds: a building search may stop here
             batch = group[lo:lo + size]
             for shape, got in zip(batch, _ChainSearch(batch, hw).solve(nests), strict=True):
                 _ENERGY[(shape, hw)] = None if got is None else got[1]

@@ -107,7 +107,9 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
                  master_mip: bool = False, progress: Progress | None = None):
         self.master_mip = master_mip  # the master as a MIP of the backend, not a path
         self._groups: dict[tuple, list[Column]] | None = None
-        self._by_key: dict[tuple, Column] | None = None
+        # (kept from the first column on: built at once over 60,000 columns it took a
+        # second past a deadline, when seeds arrived)
+        self._by_key: dict[tuple, Column] = {}
         self._graph: PathGraph | None = None  # the master path's transitions (master.py)
         self._crossing: dict[int, list[str]] = {}
         self._interval_bounds: dict[tuple[int, int], dict[FrameKey, float]] = {}

@@ -111,8 +111,7 @@ class IntervalsMixin:
             if self._groups is not None:
                 self._groups.setdefault((col.first, tuple(sorted(col.sig.whole_in))),
                                         []).append(col)
-            if self._by_key is not None:
-                self._by_key[(col.first, col.last, col.sig)] = col
+            self._by_key[(col.first, col.last, col.sig)] = col
             if self._by_interval is not None:
                 self._by_interval.setdefault((col.first, col.last), []).append(col)
         self._table.clear()  # the master's labels are recomputed with the new columns

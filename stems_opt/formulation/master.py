@@ -379,10 +379,19 @@ class MasterMixin:
             return math.inf
         return float(round(col.price))
 
-    def _path_graph(self) -> PathGraph:
-        """The :class:`PathGraph` of the columns (built again when columns were added)."""
+    def _path_graph(self, bound: bool) -> PathGraph:
+        """The :class:`PathGraph` of the columns (built again when columns were added).
+
+        Building it over SEW-ResNet-152's 60,000 columns takes a second or more on
+        a loaded machine, so past the deadline it is not rebuilt: a ``bound``
+        pass raises :class:`MasterStoppedError` (also when the deadline comes
+        while building), and a pass for a mapping uses the last graph (a path over
+        some of the columns is still a mapping).
+        """
         graph = self._graph
         if graph is not None and graph.columns == len(self.columns):
+            return graph
+        if graph is not None and not bound and self.stop.expired():
             return graph
         assert all(c.rank == r for r, c in enumerate(self.columns))  # (ties by rank)
         L = len(self.net.layers)
@@ -394,6 +403,8 @@ class MasterMixin:
         node_k: list[int] = []
         edges: list[tuple[int, int, int, tuple]] = []  # (src, column, boundary, state)
         for k in range(L + 1):
+            if bound and self.stop.expired():
+                raise MasterStoppedError(None)
             for state in sorted(at[k]):  # (sorted: the order the loop visits them)
                 index[(k, state)] = len(states)
                 states.append(state)
@@ -431,7 +442,7 @@ class MasterMixin:
         then to the node visited first)."""
         if mode == "bound" and self.stop.expired():
             raise MasterStoppedError(None)
-        graph = self._path_graph()
+        graph = self._path_graph(mode == "bound")
         price = graph.price.get(mode)
         if price is None:
             price = graph.price[mode] = np.array(
@@ -514,6 +525,4 @@ class MasterMixin:
         opened first if it was not), or ``None`` outside the search space."""
         if not self.open_interval(first, last):
             return None
-        if self._by_key is None:
-            self._by_key = {(c.first, c.last, c.sig): c for c in self.columns}
         return self._by_key.get((first, last, sig))
