@@ -625,6 +625,9 @@ Register levels of the study not listed as inner levels (zero access energy):
         "",
         "clock_hz: 500000000       # 500 MHz (inferred) not given in the study",
         "",
+        "# Operand accesses below DRAM through each step's optimal loop nest (docs/model.md 6).",
+        "loop_nests: true",
+        "",
     ]
     return "\n".join(lines)
 
