@@ -16,6 +16,7 @@ from stems_opt.formulation.column_base import (
     EXCLUDED_REFRESH_S,
     LOG,
     Column,
+    Signature,
     collector_paused,
 )
 from stems_opt.formulation.operand_floors import layer_operand_floors_fj
@@ -97,9 +98,12 @@ class IntervalsMixin:
         sigs = [sig for sig in self.signatures(first, last)
                 if sum(sizes[X] for X, w in sig.whole_in if w)
                 + sum(sizes[X] for X, w, _ in sig.outputs if w) <= cap]
-        new = [Column(first, last, sig, base + self._extra(first, last, sig),
-                      rank=len(self.columns) + i)
+        new = [Column(first, last, sig, base + self._extra(first, last, sig)
+                      + self._block_extra(first, last, sig), rank=len(self.columns) + i)
                for i, sig in enumerate(sigs)]
+        for col in new:
+            if col.bound == math.inf:  # (no segment fits: block_floor.py)
+                col.exact, col.value = True, None
         shape = self.shapes.shape(first, last)
         for col in new:
             col.share_key = (shape.key, self.shapes.signature(shape, col.sig))
@@ -117,6 +121,18 @@ class IntervalsMixin:
                 self._by_interval.setdefault((col.first, col.last), []).append(col)
         self._table.clear()  # the master's labels are recomputed with the new columns
         self._excluded = None
+
+    def _block_extra(self, first: int, last: int, sig: Signature) -> float:
+        """What the signature's whole tensors add to the blocks' floors
+        (:meth:`~stems_opt.formulation.block_floor.BlockFloors.signed`): they are held
+        through the segment, beside every step."""
+        blocks = self.chunk_floors.blocks
+        if not blocks.items:
+            return 0.0
+        whole = frozenset(X for X, w in sig.whole_in if w) | \
+            frozenset(X for X, w, _ in sig.outputs if w)
+        budget = self.ctx.capacity_bits - sum(self.ctx.whole_candidates[X] for X in whole)
+        return blocks.signed(first, last, whole, budget)
 
     def _layer_floor(self) -> np.ndarray:
         """Prefix sums of a per-layer floor of every column's cheap bound: weights
