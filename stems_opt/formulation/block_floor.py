@@ -61,6 +61,7 @@ from stems_opt.formulation.step_floor import (
 from stems_opt.network import Axis, Network, divisors
 
 CHIP, DRAM, WHOLE = "chip", "dram", "whole"  # where a tensor is in a segment
+BLOCK_FLOORS = True  # (off: the bounds as before them, for tests of other bounds alone)
 
 
 @dataclass(frozen=True)
@@ -333,7 +334,8 @@ class BlockFloors:
                  bypass: Sequence[BypassItem], read_rate: float, write_rate: float | None):
         self.network, self.capacity_bits, self.k_unroll = network, capacity_bits, k_unroll
         self.axes = tuple(axes)
-        self.items = block_items(network) if read_rate and write_rate is not None else ()
+        self.items = block_items(network) \
+            if BLOCK_FLOORS and read_rate and write_rate is not None else ()
         self._rates = (read_rate, write_rate or 0.0)
         self._chunk = tuple(chunk_floors)
         # (a bypass item's traffic: its layer's weight reads and its tensor's DRAM)
@@ -426,6 +428,15 @@ class BlockFloors:
                 got.append((it, max(self._counted(it, first, last), free), relevant))
             self._intervals[(first, last)] = got
         return got
+
+    def interval_key(self, first: int, last: int) -> tuple:
+        """The interval's blocks relative to its first layer, with what :meth:`between`
+        gives each: with equal shapes (:mod:`~stems_opt.formulation.shapes`) and equal
+        keys, two intervals' columns of one canonical signature get one floor."""
+        return tuple((tuple(at - first for at in it.chain), it.reader - first,
+                      it.producer - first if it.producer >= first else -1,
+                      it.last_reader <= last, it.network_output, base)
+                     for it, base, _ in self._blocks(first, last))
 
     def between(self, first: int, last: int) -> float:
         """What every segment over layers ``first..last`` pays for its blocks beyond

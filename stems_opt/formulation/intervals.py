@@ -98,16 +98,22 @@ class IntervalsMixin:
         sigs = [sig for sig in self.signatures(first, last)
                 if sum(sizes[X] for X, w in sig.whole_in if w)
                 + sum(sizes[X] for X, w, _ in sig.outputs if w) <= cap]
-        new = [Column(first, last, sig, base + self._extra(first, last, sig)
-                      + self._block_extra(first, last, sig), rank=len(self.columns) + i)
+        new = [Column(first, last, sig, base + self._extra(first, last, sig),
+                      rank=len(self.columns) + i)
                for i, sig in enumerate(sigs)]
-        for col in new:
-            if col.bound == math.inf:  # (no segment fits: block_floor.py)
-                col.exact, col.value = True, None
         shape = self.shapes.shape(first, last)
+        blocks = self.chunk_floors.blocks.interval_key(first, last)
         for col in new:
             col.share_key = (shape.key, self.shapes.signature(shape, col.sig))
             self._siblings.setdefault(col.share_key, []).append(col)
+            if blocks:  # (translated columns share it: block_floor.py)
+                key = (col.share_key, blocks)
+                extra = self._block_extras.get(key)
+                if extra is None:
+                    extra = self._block_extras[key] = self._block_extra(first, last, col.sig)
+                col.bound += extra
+            if col.bound == math.inf:  # (no segment fits)
+                col.exact, col.value = True, None
         self.columns.extend(new)
         self._opened.add((first, last))
         self._reach = max(self._reach, last - first + 1)
