@@ -116,7 +116,10 @@ class _Search:
     axis: Axis
     k_unroll: int
     rows: dict[int, _Rows] = dataclasses.field(default_factory=dict)
-    frontiers: dict[tuple, list[tuple[int, int]]] = dataclasses.field(default_factory=dict)
+    frontiers: dict[tuple, list[list[tuple[int, int]]]] = dataclasses.field(
+        default_factory=dict)
+    tolerances: dict[int, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    least_costs: dict[tuple, list[float]] = dataclasses.field(default_factory=dict)
 
     def _rows(self, at: int) -> _Rows:
         got = self.rows.get(at)
@@ -150,42 +153,77 @@ class _Search:
             bits += n * row * tb
         return bits + x_rows * rows.x_row * tb
 
-    def cost(self, at: int, tb: int, room: int, placed: dict[str, str]) -> float:
-        """Least extra reads (bits) of layer ``at``'s weights, not resident, with
-        ``room`` bits for its steps; ``inf`` when no choice fits."""
+    def tolerance(self, at: int) -> tuple[int, int]:
+        """How many tiles fewer and more than the last layer in the interval (the
+        reference) layer ``at`` may run in: along each link ``x -> r`` of the chain,
+        ``x``'s tile boundaries are ``r``'s windows' ends (``docs/model.md`` 3), which
+        grow with ``r``'s boundaries until they reach ``x``'s extent, so a tile where
+        ``r`` runs is one where ``x`` runs but for the tiles starting at a row of ``r``
+        whose window reaches that end (and, for safety, one more), and ``x`` runs in
+        at most two tiles where ``r`` does not (its first and last boundaries are
+        fixed at 0 and its extent)."""
+        got = self.tolerances.get(at)
+        if got is None:
+            net, axis, chain = self.network, self.axis, self.present
+            fewer = more = 0
+            for x, r in zip(chain[chain.index(at):], chain[chain.index(at) + 1:],
+                            strict=False):
+                lx, lr = net.layers[x], net.layers[r]
+                end = lx.extent(axis)
+                fewer += 1 + sum(1 for row in range(1, lr.extent(axis))
+                                 if lr.window(axis, 0, row)[1] >= end)
+                more += 2
+            got = self.tolerances[at] = (fewer, more)
+        return got
+
+    def costs(self, at: int, tb: int, room: int, placed: dict[str, str], tiles: int
+              ) -> list[float]:
+        """Per tile count ``t`` of the reference (index ``t - 1``, ``t`` up to
+        ``tiles``), the least extra reads (bits) of layer ``at``'s weights, not
+        resident, with ``room`` bits for its steps and its own tile count within
+        :meth:`tolerance` of ``t``; ``inf`` where no choice fits."""
         rows, x = self._rows(at), self.item.tensor
         key = (at, tb, placed.get(rows.name, DRAM), placed.get(x, DRAM),
                tuple(placed.get(src, DRAM) for src, _ in rows.inputs))
-        frontier = self.frontiers.get(key)
-        if frontier is None:
-            frontier = self.frontiers[key] = self._frontier(at, tb, placed)
-        for cost, need in frontier:  # (cost up, need down)
-            if need <= room:
-                return cost
-        return math.inf
+        got = self.least_costs.get((key, room, tiles))
+        if got is not None:
+            return got
+        by_tiles = self.frontiers.get(key)
+        if by_tiles is None:
+            by_tiles = self.frontiers[key] = self._frontiers(at, tb, placed)
+        least = []
+        for frontier in by_tiles:  # (per own tile count: cost up, need down)
+            least.append(next((cost for cost, need in frontier if need <= room), math.inf))
+        fewer, more = self.tolerance(at)
+        got = self.least_costs[(key, room, tiles)] = [
+            min(least[max(0, t - 1 - fewer):max(0, min(len(least), t + more))],
+                default=math.inf) for t in range(1, tiles + 1)]
+        return got
 
-    def _frontier(self, at: int, tb: int, placed: dict[str, str]) -> list[tuple[int, int]]:
-        """Every (extra reads, bits held) of layer ``at``'s choices that no other
-        choice beats in both: whole weights in ``a`` tiles (read ``S a`` times,
-        whatever its sub-tiles: the finest holds the least) or chunked in ``a``
-        tiles of ``m`` sub-tiles (``S a m`` times)."""
+    def _frontiers(self, at: int, tb: int, placed: dict[str, str]
+                   ) -> list[list[tuple[int, int]]]:
+        """Per tile count ``a`` (index ``a - 1``), every (extra reads, bits held) of
+        layer ``at``'s choices that no other beats in both: whole weights (read
+        ``S a`` times, whatever its sub-tiles: the finest holds the least) or chunked
+        in ``m`` sub-tiles (``S a m`` times)."""
         lay = self.network.layers[at]
         w, extent = lay.weight_size_bits, lay.extent(self.axis)
         S = self.network.timesteps // tb
         chunk = smallest_chunk_bits(lay, self.k_unroll)
-        choices = []
+        out = []
         for a in range(1, extent + 1):
             tile = -(-extent // a)
-            choices.append(((S * a - 1) * w, w + self.held(at, tile, 1, tb, placed)))
+            choices = [((S * a - 1) * w, w + self.held(at, tile, 1, tb, placed))]
             if chunk is not None:
                 choices.extend(((S * a * m - 1) * w,
                                 chunk + self.held(at, tile, -(-tile // m), tb, placed))
                                for m in range(1, tile + 1))
-        frontier: list[tuple[int, int]] = []
-        for cost, need in sorted(choices):
-            if not frontier or need < frontier[-1][1]:
-                frontier.append((cost, need))
-        return frontier
+            frontier: list[tuple[int, int]] = []
+            for cost, need in sorted(choices):
+                if not frontier or need < frontier[-1][1]:
+                    frontier.append((cost, need))
+            out.append(frontier)
+        return out
 
     def least(self, room: int, placed: dict[str, str], x_choice: bool) -> tuple[float, float]:
         """The least cost with ``X`` on chip and with ``X`` as ``placed`` says (not
@@ -228,15 +266,15 @@ class _Search:
                 continue
             here = {**placed, **{n: CHIP if places >> i & 1 else DRAM
                                  for i, n in enumerate(made)}}
-            total = float(moved)
+            if any(self.held(at, 1, 1, tb, here) > room for at in resident):
+                continue  # (a resident layer's finest step holds the least)
+            tiles = net.layers[self.present[-1]].extent(self.axis)
+            totals = [float(moved)] * tiles
             for at in weighted:
-                if at in resident:  # (its finest step holds the least)
-                    total += 0 if self.held(at, 1, 1, tb, here) <= room else math.inf
-                else:
-                    total += self.cost(at, tb, room, here)
-                if total >= best:
-                    break
-            best = min(best, total)
+                if at not in resident:
+                    totals = [t + c for t, c in zip(
+                        totals, self.costs(at, tb, room, here, tiles), strict=True)]
+            best = min(best, *totals)
         return best
 
     def shape(self) -> tuple:
