@@ -29,6 +29,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import stems_opt.formulation.bounds as bounds_mod
+from stems_opt.formulation import block_floor
 from stems_opt.formulation.bounds import knapsack_excess
 from stems_opt.formulation.data import objective_constant
 from stems_opt.formulation.item_cover import cover_bound, frame_cover, raise_least
@@ -184,6 +185,7 @@ def test_sew_resnet152_stage3_frames(monkeypatch) -> None:
     bound too. (The item cover alone: the sub-tile choices of ``subtile_cover.py`` are
     off here, ``tests/test_subtile_cover.py`` has this frame with them.)"""
     monkeypatch.setattr(bounds_mod, "SUBTILE_COVER", False)
+    monkeypatch.setattr(block_floor, "BLOCK_FLOORS", False)  # (the frames' floors alone)
     cs, col = sew152_block_column()
     cs.tighten(col)
     plain = dict(col.frame_bounds)

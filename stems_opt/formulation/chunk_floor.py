@@ -87,21 +87,26 @@ class ChunkFloors:
     write_rate
         Model units per DRAM write bit; given (traffic), the intervals' sums also
         count the tensors held past a chunked layer
-        (:mod:`~stems_opt.formulation.bypass_floor`).
+        (:mod:`~stems_opt.formulation.bypass_floor`) and the residual blocks' joint
+        floors (:mod:`~stems_opt.formulation.block_floor`).
     """
 
     def __init__(self, network: Network, capacity_bits: int, k_unroll: int,
                  axes: Iterable[Axis], read_rate: float,
                  energy_floors: Sequence[float] | None = None,
                  write_rate: float | None = None):
+        from stems_opt.formulation.block_floor import BlockFloors
         from stems_opt.formulation.bypass_floor import BypassFloors, bypass_items
 
         axes = tuple(axes)
         floors = layer_chunk_floors(network, capacity_bits, k_unroll, axes) if read_rate \
             else (0,) * len(network.layers)
+        traffic = bool(read_rate) and write_rate is not None
         self.bypass = BypassFloors(bypass_items(
             network, capacity_bits, k_unroll, axes, floors)
-            if read_rate and write_rate is not None else (), read_rate, write_rate or 0.0)
+            if traffic else (), read_rate, write_rate or 0.0)
+        self.blocks = BlockFloors(network, capacity_bits, k_unroll, axes, floors,
+                                  self.bypass.items, read_rate if traffic else 0.0, write_rate)
         self.per_layer = tuple(f * read_rate for f in floors)
         self._prefix = list(itertools.accumulate(self.per_layer, initial=0.0))
         # (energy_floor.py: valid over the one-tile cheap bound, not over a frame's own
@@ -115,10 +120,11 @@ class ChunkFloors:
     def between(self, first: int, last: int) -> float:
         """What every segment over layers ``first..last`` pays over reading each weight once
         (and over keeping its tensors on chip)."""
-        return self._prefix[last + 1] - self._prefix[first] + self.bypass.between(first, last)
+        return self._prefix[last + 1] - self._prefix[first] + \
+            self.bypass.between(first, last) + self.blocks.between(first, last)
 
     def cheap_between(self, first: int, last: int) -> float:
         """:meth:`between` with the GB weight reads of the forced steps, over the
         one-tile cheap bound of a column (energy without loop nests)."""
         return self._cheap_prefix[last + 1] - self._cheap_prefix[first] + \
-            self.bypass.between(first, last)
+            self.bypass.between(first, last) + self.blocks.between(first, last)

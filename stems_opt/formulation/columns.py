@@ -178,6 +178,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         self._siblings: dict[tuple, list[Column]] = {}
         self._shared_bounds: dict[Hashable, list[float]] = {}
         self._shared_prices: dict[tuple, tuple[float | None, tuple[int, int], Segment | None]] = {}
+        self._block_extras: dict[tuple, float] = {}  # (share key, blocks) -> block floor
         L = len(self.net.layers)
         self.max_len = min(L, problem.max_segment_layers or L)
         self._layer_parts = self._cheap_layer_parts()

@@ -16,6 +16,7 @@ from stems_opt.formulation.column_base import (
     EXCLUDED_REFRESH_S,
     LOG,
     Column,
+    Signature,
     collector_paused,
 )
 from stems_opt.formulation.operand_floors import layer_operand_floors_fj
@@ -101,9 +102,18 @@ class IntervalsMixin:
                       rank=len(self.columns) + i)
                for i, sig in enumerate(sigs)]
         shape = self.shapes.shape(first, last)
+        blocks = self.chunk_floors.blocks.interval_key(first, last)
         for col in new:
             col.share_key = (shape.key, self.shapes.signature(shape, col.sig))
             self._siblings.setdefault(col.share_key, []).append(col)
+            if blocks:  # (translated columns share it: block_floor.py)
+                key = (col.share_key, blocks)
+                extra = self._block_extras.get(key)
+                if extra is None:
+                    extra = self._block_extras[key] = self._block_extra(first, last, col.sig)
+                col.bound += extra
+            if col.bound == math.inf:  # (no segment fits)
+                col.exact, col.value = True, None
         self.columns.extend(new)
         self._opened.add((first, last))
         self._reach = max(self._reach, last - first + 1)
@@ -116,6 +126,18 @@ class IntervalsMixin:
                 self._by_interval.setdefault((col.first, col.last), []).append(col)
         self._table.clear()  # the master's labels are recomputed with the new columns
         self._excluded = None
+
+    def _block_extra(self, first: int, last: int, sig: Signature) -> float:
+        """What the signature's whole tensors add to the blocks' floors
+        (:meth:`~stems_opt.formulation.block_floor.BlockFloors.signed`): they are held
+        through the segment, beside every step."""
+        blocks = self.chunk_floors.blocks
+        if not blocks.items:
+            return 0.0
+        whole = frozenset(X for X, w in sig.whole_in if w) | \
+            frozenset(X for X, w, _ in sig.outputs if w)
+        budget = self.ctx.capacity_bits - sum(self.ctx.whole_candidates[X] for X in whole)
+        return blocks.signed(first, last, whole, budget)
 
     def _layer_floor(self) -> np.ndarray:
         """Prefix sums of a per-layer floor of every column's cheap bound: weights

@@ -1,0 +1,501 @@
+"""A residual block's weight reads and activations, one joint floor per block and
+interval (``docs/solver.md``, "A block's layers together").
+
+Take a layer ``c`` (SEW-ResNet's ``add``) reading a tensor ``X`` and the end of a
+chain ``l_1 -> ... -> l_k -> c`` where each ``l_j``'s only reader is the next
+(``conv1 -> conv2 -> conv3`` of a bottleneck block), ``X`` made by a layer ``p``
+before ``l_1`` (or the network input). Take a segment containing ``c`` and the
+chain from some ``l_j`` on. Each of those layers with weights keeps them
+*resident* (one read, ``|W|`` held at every step of the segment), *streams them
+whole* (``S a |W|`` reads, ``|W|`` held at its own steps) or *in chunks*
+(``S a m |W|`` reads, a chunk held), where ``S`` is the segment's time batches,
+``a`` the tiles where the layer runs and ``m`` its sub-tiles
+(``docs/model.md`` 4). Each chain output ``Y`` made and read in the segment
+stays on chip or goes through DRAM (its write and its reader's least reads);
+``X``, when ``p`` is in the segment and ``X`` is not kept whole, likewise (its
+write is counted only when no reader after the interval may force it anyway).
+Tensors kept whole are held through the segment: the buffer less them is what
+the steps share. The step of a layer's largest sub-tile in its largest tile
+(at least ``R = ceil(E / a)`` rows, and ``ceil(R / m)`` in the sub-tile) holds,
+at once (``docs/model.md`` 5):
+
+* the other layers' resident weights, and its own weights (whole, or a chunk);
+* its state rows of the sub-tile, and its output: the tile's rows when the
+  output stays on chip (live from its producer on), else the sub-tile's;
+* each input: its window of the tile's rows when the input is made in the
+  segment and stays on chip (live, or carried from earlier tiles); nothing
+  more when it is kept whole; else the sub-tile's new rows
+  (:func:`~stems_opt.formulation.step_floor.step_bits`);
+* ``X``, on chip: the rows ``c`` reads of it in that tile (live from ``p`` to
+  ``c``, or carried), at least ``c``'s window of the fewest rows of ``c`` whose
+  chain needs ``R`` rows of the layer (:mod:`~stems_opt.formulation.bypass_floor`'s
+  step, through each link), and for a layer reading ``X`` the larger of that and
+  its own window of the tile.
+
+All rows count times ``Tb``. Each segment is one choice of ``Tb``, of the
+resident set, of the placements and, per non-resident layer, of ``a``, ``m`` and
+whole or chunked; giving every layer its own ``a`` only drops constraints. So
+the least cost over these choices with every such step within the buffer bounds
+the segment's extra weight reads and the chain's and ``X``'s DRAM traffic from
+below. Every layer's reads in it are at least its chunk floor (its step holds at
+least what that floor's does), and the bypass items on the block's layers and
+tensors count the same traffic, so an interval adds what the floor exceeds them
+by. Distinct blocks have distinct layers and tensors: their gains add. Traffic
+only, as the bypass items.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from stems_opt.cost.traffic import min_read_bits
+from stems_opt.formulation.bypass_floor import BypassItem, _reader_rows
+from stems_opt.formulation.step_floor import (
+    least_window_rows,
+    shared_rows,
+    smallest_chunk_bits,
+)
+from stems_opt.network import Axis, Network, divisors
+
+CHIP, DRAM, WHOLE = "chip", "dram", "whole"  # where a tensor is in a segment
+BLOCK_FLOORS = True  # (off: the bounds as before them, for tests of other bounds alone)
+
+
+@dataclass(frozen=True)
+class BlockItem:
+    """One block (indices into the layers): ``chain`` feeds ``reader`` beside
+    ``tensor`` (``X``, made by ``producer``, -1 for the network input)."""
+
+    tensor: str
+    producer: int
+    chain: tuple[int, ...]
+    reader: int
+    last_reader: int  # X's last reader
+    network_output: bool  # X is one
+    read_bits: int  # X's least reads by the reader
+    write_bits: int  # X's write
+
+
+def _x_rows(network: Network, chain: Sequence[int], at: int, reader: int, axis: Axis,
+            rows: int) -> int:
+    """The fewest rows of ``X`` that ``reader`` needs in a tile where chain layer
+    ``at`` has ``rows`` rows (each link's rows span at most what its reader's rows
+    need: :func:`~stems_opt.formulation.bypass_floor._reader_rows`)."""
+    for nxt in (*chain[chain.index(at) + 1:], reader):
+        rows = _reader_rows(network.layers[nxt], axis, rows)
+    return least_window_rows(network.layers[reader], axis, rows)
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """One chain layer's row sizes along an axis (bits, per timestep where a tensor's),
+    and per row count ``r`` (index ``r``) its input window, its new rows beside the
+    previous window, and ``X``'s rows the block's reader needs."""
+
+    name: str
+    output: int
+    state: int
+    inputs: tuple[tuple[str, int], ...]
+    x_row: int
+    window: tuple[int, ...]
+    new: tuple[int, ...]
+    x_rows: tuple[int, ...]
+
+
+@dataclass
+class _Search:
+    """The least cost of one block's present layers in one interval along one axis."""
+
+    network: Network
+    item: BlockItem
+    present: tuple[int, ...]  # the chain's layers in the interval
+    made_inside: int  # how many of their outputs (the first ones) are read in it
+    axis: Axis
+    k_unroll: int
+    rows: dict[int, _Rows] = dataclasses.field(default_factory=dict)
+    frontiers: dict[tuple, list[list[tuple[int, int]]]] = dataclasses.field(
+        default_factory=dict)
+    tolerances: dict[int, tuple[int, int]] = dataclasses.field(default_factory=dict)
+    least_costs: dict[tuple, list[float]] = dataclasses.field(default_factory=dict)
+
+    def _rows(self, at: int) -> _Rows:
+        got = self.rows.get(at)
+        if got is None:
+            net, lay, axis = self.network, self.network.layers[at], self.axis
+            span = range(lay.extent(axis) + 1)
+            window = tuple(least_window_rows(lay, axis, r) if r else 0 for r in span)
+            shared = shared_rows(lay, axis)
+            got = self.rows[at] = _Rows(
+                lay.name, lay.output_row_bits(axis), lay.state_row_bits(axis),
+                tuple((src, net.tensor_row_bits(src, axis)) for src in dict.fromkeys(lay.inputs)),
+                net.tensor_row_bits(self.item.tensor, axis), window,
+                tuple(max(0, w - shared) for w in window),
+                tuple(_x_rows(net, self.item.chain, at, self.item.reader, axis, r) if r else 0
+                      for r in span))
+        return got
+
+    def held(self, at: int, tile: int, sub: int, tb: int, placed: dict[str, str]) -> int:
+        """Least bits layer ``at`` holds at its step of ``sub`` rows in a tile of
+        ``tile`` rows beside its weights (``placed``: tensor -> where it is)."""
+        rows, x = self._rows(at), self.item.tensor
+        where = placed.get(rows.name, DRAM)
+        out = tile if where == CHIP else 0 if where == WHOLE else sub
+        bits = out * rows.output * tb + sub * rows.state
+        x_rows = rows.x_rows[tile] if placed.get(x) == CHIP else 0
+        for src, row in rows.inputs:
+            where = placed.get(src, DRAM)
+            n = rows.window[tile] if where == CHIP else 0 if where == WHOLE else rows.new[sub]
+            if src == x:
+                n, x_rows = max(n, x_rows), 0
+            bits += n * row * tb
+        return bits + x_rows * rows.x_row * tb
+
+    def tolerance(self, at: int) -> tuple[int, int]:
+        """How many tiles fewer and more than the last layer in the interval (the
+        reference) layer ``at`` may run in: along each link ``x -> r`` of the chain,
+        ``x``'s tile boundaries are ``r``'s windows' ends (``docs/model.md`` 3), which
+        grow with ``r``'s boundaries until they reach ``x``'s extent, so a tile where
+        ``r`` runs is one where ``x`` runs but for the tiles starting at a row of ``r``
+        whose window reaches that end (and, for safety, one more), and ``x`` runs in
+        at most two tiles where ``r`` does not (its first and last boundaries are
+        fixed at 0 and its extent)."""
+        got = self.tolerances.get(at)
+        if got is None:
+            net, axis, chain = self.network, self.axis, self.present
+            fewer = more = 0
+            for x, r in zip(chain[chain.index(at):], chain[chain.index(at) + 1:],
+                            strict=False):
+                lx, lr = net.layers[x], net.layers[r]
+                end = lx.extent(axis)
+                fewer += 1 + sum(1 for row in range(1, lr.extent(axis))
+                                 if lr.window(axis, 0, row)[1] >= end)
+                more += 2
+            got = self.tolerances[at] = (fewer, more)
+        return got
+
+    def costs(self, at: int, tb: int, room: int, placed: dict[str, str], tiles: int
+              ) -> list[float]:
+        """Per tile count ``t`` of the reference (index ``t - 1``, ``t`` up to
+        ``tiles``), the least extra reads (bits) of layer ``at``'s weights, not
+        resident, with ``room`` bits for its steps and its own tile count within
+        :meth:`tolerance` of ``t``; ``inf`` where no choice fits."""
+        rows, x = self._rows(at), self.item.tensor
+        key = (at, tb, placed.get(rows.name, DRAM), placed.get(x, DRAM),
+               tuple(placed.get(src, DRAM) for src, _ in rows.inputs))
+        got = self.least_costs.get((key, room, tiles))
+        if got is not None:
+            return got
+        by_tiles = self.frontiers.get(key)
+        if by_tiles is None:
+            by_tiles = self.frontiers[key] = self._frontiers(at, tb, placed)
+        least = []
+        for frontier in by_tiles:  # (per own tile count: cost up, need down)
+            least.append(next((cost for cost, need in frontier if need <= room), math.inf))
+        fewer, more = self.tolerance(at)
+        got = self.least_costs[(key, room, tiles)] = [
+            min(least[max(0, t - 1 - fewer):max(0, min(len(least), t + more))],
+                default=math.inf) for t in range(1, tiles + 1)]
+        return got
+
+    def _frontiers(self, at: int, tb: int, placed: dict[str, str]
+                   ) -> list[list[tuple[int, int]]]:
+        """Per tile count ``a`` (index ``a - 1``), every (extra reads, bits held) of
+        layer ``at``'s choices that no other beats in both: whole weights (read
+        ``S a`` times, whatever its sub-tiles: the finest holds the least) or chunked
+        in ``m`` sub-tiles (``S a m`` times)."""
+        lay = self.network.layers[at]
+        w, extent = lay.weight_size_bits, lay.extent(self.axis)
+        S = self.network.timesteps // tb
+        chunk = smallest_chunk_bits(lay, self.k_unroll)
+        out = []
+        for a in range(1, extent + 1):
+            tile = -(-extent // a)
+            choices = [((S * a - 1) * w, w + self.held(at, tile, 1, tb, placed))]
+            if chunk is not None:
+                choices.extend(((S * a * m - 1) * w,
+                                chunk + self.held(at, tile, -(-tile // m), tb, placed))
+                               for m in range(1, tile + 1))
+            frontier: list[tuple[int, int]] = []
+            for cost, need in sorted(choices):
+                if not frontier or need < frontier[-1][1]:
+                    frontier.append((cost, need))
+            out.append(frontier)
+        return out
+
+    def least(self, room: int, placed: dict[str, str], x_choice: bool) -> tuple[float, float]:
+        """The least cost with ``X`` on chip and with ``X`` as ``placed`` says (not
+        held, or whole), over time batches, resident sets and the placements of the
+        chain outputs made and read here (their DRAM traffic counted); the first is
+        ``inf`` unless ``x_choice``."""
+        net = self.network
+        weighted = [at for at in self.present if net.layers[at].has_weights]
+        names = [net.layers[at].name for at in self.present]
+        nxt = [*names[1:], net.layers[self.item.reader].name]
+        made = names[:self.made_inside]  # (the others' placement is in placed)
+        moved_bits = [net.tensor_size_bits(n) + min_read_bits(net, n, r, self.axis)
+                      for n, r in zip(made, nxt, strict=False)]
+        x = self.item.tensor
+
+        def over(where: str) -> float:
+            best = math.inf
+            for tb in divisors(net.timesteps):
+                for mask in range(1 << len(weighted)):
+                    best = min(best, self._resident_set(
+                        weighted, mask, tb, room, {**placed, x: where}, made, moved_bits,
+                        best))
+            return best
+
+        return over(CHIP) if x_choice else math.inf, over(placed[x])
+
+    def _resident_set(self, weighted: list[int], mask: int, tb: int, room: int,
+                      placed: dict[str, str], made: list[str], moved_bits: list[int],
+                      best: float) -> float:
+        """:meth:`least` for one time batch and resident set (``best``: the least so
+        far, a search at or above it stops)."""
+        net = self.network
+        resident = [at for i, at in enumerate(weighted) if mask >> i & 1]
+        room -= sum(net.layers[at].weight_size_bits for at in resident)
+        if room < 0:
+            return math.inf
+        for places in range(1 << len(made)):
+            moved = sum(b for i, b in enumerate(moved_bits) if not places >> i & 1)
+            if moved >= best:
+                continue
+            here = {**placed, **{n: CHIP if places >> i & 1 else DRAM
+                                 for i, n in enumerate(made)}}
+            if any(self.held(at, 1, 1, tb, here) > room for at in resident):
+                continue  # (a resident layer's finest step holds the least)
+            tiles = net.layers[self.present[-1]].extent(self.axis)
+            totals = [float(moved)] * tiles
+            for at in weighted:
+                if at not in resident:
+                    totals = [t + c for t, c in zip(
+                        totals, self.costs(at, tb, room, here, tiles), strict=True)]
+            best = min(best, *totals)
+        return best
+
+    def shape(self) -> tuple:
+        """What :meth:`least` reads: the layers but their names, each input's row
+        size and relation (``X``, a chain layer, or other), the axis."""
+        net, axis, x = self.network, self.axis, self.item.tensor
+        chain = {net.layers[at].name: i for i, at in enumerate(self.present)}
+        key: list[object] = [axis, net.timesteps, net.tensor_row_bits(x, axis),
+                             net.tensor_size_bits(x), self.k_unroll, self.made_inside,
+                             self.present[-1] == self.item.chain[-1]]
+        for at in (*self.present, self.item.reader):
+            lay = net.layers[at]
+            key.append(dataclasses.replace(lay, name="", inputs=()))
+            key.append(tuple((net.tensor_row_bits(src, axis), net.tensor_size_bits(src),
+                              "X" if src == x else chain.get(src, "other"))
+                             for src in lay.inputs))
+        key.append(tuple(tuple(_x_rows(net, self.item.chain, at, self.item.reader, axis, r)
+                               for r in range(1, net.layers[at].extent(axis) + 1))
+                         for at in self.present))
+        made = [net.layers[at].name for at in self.present]
+        key.append(tuple(net.tensor_size_bits(n) + min_read_bits(net, n, r, axis)
+                         for n, r in zip(made, [*made[1:], net.layers[self.item.reader].name],
+                                         strict=True)))
+        return tuple(key)
+
+
+def _chain(network: Network, reader: int, src: str, index: dict[str, int]) -> list[int]:
+    """The layers of the chain ending in ``src`` (read by ``reader``), first first:
+    each link's only reader is the next, none a network output."""
+    outputs, chain = set(network.output_names), []
+    name, nxt = src, network.layers[reader].name
+    while name in index and name not in outputs and network.consumers(name) == (nxt,):
+        chain.append(index[name])
+        lay = network.layers[index[name]]
+        if len(dict.fromkeys(lay.inputs)) != 1:
+            break
+        nxt, name = name, lay.inputs[0]
+    return chain[::-1]
+
+
+def block_items(network: Network) -> tuple[BlockItem, ...]:
+    """The blocks, with disjoint layers and tensors: per reader, its first input
+    that ends a chain with weights beside another input made before the chain."""
+    index = {lay.name: i for i, lay in enumerate(network.layers)}
+    outputs = set(network.output_names)
+    used: set[str] = set()
+    items = []
+    for c, reader in enumerate(network.layers):
+        srcs = list(dict.fromkeys(reader.inputs))
+        found = None
+        for src in srcs:
+            chain = _chain(network, c, src, index)
+            names = {network.layers[at].name for at in chain}
+            if not any(network.layers[at].has_weights for at in chain) or used & names:
+                continue
+            for tensor in srcs:
+                p = index.get(tensor, -1)
+                if tensor == src or p >= chain[0] or tensor in used or \
+                        (p < 0 and tensor != network.input.name):
+                    continue
+                found = BlockItem(
+                    tensor, p, tuple(chain), c,
+                    max(index[r] for r in network.consumers(tensor)), tensor in outputs,
+                    min(min_read_bits(network, tensor, reader.name, a) for a in Axis),
+                    network.tensor_size_bits(tensor))
+                break
+            if found is not None:
+                break
+        if found is not None:
+            items.append(found)
+            used.update(network.layers[at].name for at in found.chain)
+            used.add(found.tensor)
+    return tuple(items)
+
+
+class BlockFloors:
+    """The blocks' floors in model units, per interval and per column.
+
+    Parameters
+    ----------
+    network, capacity_bits, k_unroll, axes
+        As :func:`~stems_opt.formulation.chunk_floor.layer_chunk_floors`.
+    chunk_floors
+        Its per-layer floors (bits), which the cheap bounds count already.
+    bypass
+        The bypass items (:func:`~stems_opt.formulation.bypass_floor.bypass_items`):
+        one on a block's layers or tensors counts part of the block's traffic.
+    read_rate, write_rate
+        Model units per DRAM read and write bit (traffic: 1 and 1); ``read_rate`` 0
+        or ``write_rate`` ``None`` (energy, latency): no blocks.
+    """
+
+    def __init__(self, network: Network, capacity_bits: int, k_unroll: int,
+                 axes: Iterable[Axis], chunk_floors: Sequence[int],
+                 bypass: Sequence[BypassItem], read_rate: float, write_rate: float | None):
+        self.network, self.capacity_bits, self.k_unroll = network, capacity_bits, k_unroll
+        self.axes = tuple(axes)
+        self.items = block_items(network) \
+            if BLOCK_FLOORS and read_rate and write_rate is not None else ()
+        self._rates = (read_rate, write_rate or 0.0)
+        self._chunk = tuple(chunk_floors)
+        # (a bypass item's traffic: its layer's weight reads and its tensor's DRAM)
+        self._overlap = {it: tuple(b for b in bypass if b.layer in it.chain or b.tensor in (
+            it.tensor, *(network.layers[at].name for at in it.chain))) for it in self.items}
+        self._by_reader: dict[int, list[BlockItem]] = {}
+        for it in self.items:
+            self._by_reader.setdefault(it.reader, []).append(it)
+        self._memo: dict[tuple, tuple[float, float]] = {}  # by shape
+        self._shapes: dict[tuple, tuple[_Search, tuple]] = {}
+        self._values: dict[tuple, tuple[tuple[float, float], ...]] = {}  # by block
+        self._intervals: dict[tuple[int, int], list] = {}
+        self._signed: dict[tuple, float] = {}
+
+    def _value(self, item: BlockItem, first: int, last: int, whole: frozenset[str],
+               budget: int) -> float:
+        """The block's floor (model units) in ``first..last`` with the tensors
+        ``whole`` kept whole and ``budget`` bits beside them."""
+        net, r, w = self.network, *self._rates
+        present = tuple(at for at in item.chain if first <= at <= last)
+        inside = item.reader <= last
+        made_inside = len(present) - (0 if inside and present[-1] == item.chain[-1] else 1)
+        x = item.tensor
+        x_where = WHOLE if x in whole else DRAM
+        x_choice = x_where == DRAM and item.producer >= first and inside
+        placed = {x: x_where}
+        for at in present:
+            for src in net.layers[at].inputs:
+                if src not in placed:
+                    placed[src] = WHOLE if src in whole else DRAM
+        fixed = [net.layers[at].name for at in present[made_inside:]]
+        for name in fixed:  # (read after the interval: whole, or written)
+            placed[name] = WHOLE if name in whole else DRAM
+        write = item.write_bits if item.last_reader <= last and not item.network_output \
+            else 0
+        x_dram = item.read_bits * r + write * w if x_choice else 0.0
+        wheres = tuple(placed[src] for at in present for src in net.layers[at].inputs) + \
+            tuple(placed[name] for name in fixed)
+        key = (item, present, made_inside, wheres, x_choice, budget)
+        got = self._values.get(key)
+        if got is None:
+            got = self._values[key] = tuple(
+                self._least(item, present, made_inside, axis, placed, wheres, x_choice,
+                            budget) for axis in self.axes)
+        return min(min(on_chip * r, other * r + x_dram) for on_chip, other in got)
+
+    def _least(self, item: BlockItem, present: tuple[int, ...], made_inside: int,
+               axis: Axis, placed: dict[str, str], wheres: tuple[str, ...], x_choice: bool,
+               budget: int) -> tuple[float, float]:
+        """:meth:`_Search.least`, once per shape (translated blocks share it)."""
+        found = self._shapes.get((item, present, made_inside, axis))
+        if found is None:
+            search = _Search(self.network, item, present, made_inside, axis, self.k_unroll)
+            found = self._shapes[(item, present, made_inside, axis)] = (search,
+                                                                        search.shape())
+        search, shape = found
+        key = (shape, budget, wheres, x_choice)
+        got = self._memo.get(key)
+        if got is None:
+            got = self._memo[key] = search.least(budget, placed, x_choice)
+        return got
+
+    def _counted(self, item: BlockItem, first: int, last: int) -> float:
+        """What the chunk floors and bypass items count of the block's traffic in
+        ``first..last``."""
+        r, w = self._rates
+        total = sum(self._chunk[at] for at in item.chain if first <= at <= last) * r
+        for b in self._overlap[item]:
+            if first <= b.producer and b.reader <= last:
+                write = b.write_bits if b.last_reader <= last and not b.network_output \
+                    else 0
+                total += min(b.on_chip_bits * r, b.read_bits * r + write * w)
+        return total
+
+    def _blocks(self, first: int, last: int) -> list[tuple[BlockItem, float, frozenset[str]]]:
+        """The blocks with some weighted chain layer in the interval,
+        each with what :meth:`between` gives it with the chunk floors and bypass items
+        (the larger of the two) and the tensors whose being whole changes its floor."""
+        got = self._intervals.get((first, last))
+        if got is None:
+            got = []
+            for it in self.items:
+                present = [at for at in it.chain if first <= at <= last]
+                if not any(self.network.layers[at].has_weights for at in present):
+                    continue
+                free = self._value(it, first, last, frozenset(), self.capacity_bits)
+                relevant = frozenset((it.tensor, *(
+                    src for at in present for src in self.network.layers[at].inputs), *(
+                    self.network.layers[at].name for at in present)))
+                got.append((it, max(self._counted(it, first, last), free), relevant))
+            self._intervals[(first, last)] = got
+        return got
+
+    def interval_key(self, first: int, last: int) -> tuple:
+        """The interval's blocks relative to its first layer, with what :meth:`between`
+        gives each: with equal shapes (:mod:`~stems_opt.formulation.shapes`) and equal
+        keys, two intervals' columns of one canonical signature get one floor."""
+        return tuple((tuple(at - first for at in it.chain), it.reader - first,
+                      it.producer - first if it.producer >= first else -1,
+                      it.last_reader <= last, it.network_output, base)
+                     for it, base, _ in self._blocks(first, last))
+
+    def between(self, first: int, last: int) -> float:
+        """What every segment over layers ``first..last`` pays for its blocks beyond
+        their chunk floors and bypass items, whatever it keeps whole."""
+        if not self.items:
+            return 0.0
+        return sum(base - self._counted(it, first, last)
+                   for it, base, _ in self._blocks(first, last))
+
+    def signed(self, first: int, last: int, whole: frozenset[str], budget: int) -> float:
+        """What a column of ``first..last`` keeping ``whole`` whole (``budget`` bits
+        beside them) pays for its blocks beyond :meth:`between`."""
+        if budget == self.capacity_bits:  # (nothing whole: the floors of between)
+            return 0.0
+        blocks = self._blocks(first, last)
+        if not blocks:
+            return 0.0
+        key = (first, last, budget, whole & frozenset().union(*(r for _, _, r in blocks)))
+        got = self._signed.get(key)
+        if got is None:
+            got = self._signed[key] = sum(
+                max(0.0, self._value(it, first, last, whole & relevant, budget) - base)
+                for it, base, relevant in blocks)
+        return got
