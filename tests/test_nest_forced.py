@@ -16,6 +16,16 @@ Mutations that make these tests fail:
   ``bounds._signature_rows``): ``test_forced_sub_tiles_reach_the_frame_optimum``
   (the bound passes the exact optimum);
 * the rise inflated by 1 fJ (``+ 1`` in ``nest_forced_excess``): the same test.
+
+With the item cover, each sub-tile count ``m`` of a layer's weights is one choice
+priced by its rise of the nest floor (``nest_floor.nest_sub_tile_excess``,
+``bounds._nest_prices``). Mutations that make these tests fail:
+
+* the price inflated by 1 fJ (``np.maximum(got, 0.0) + 1`` in ``_nest_prices``):
+  ``test_sub_tile_choices_priced_by_nests_reach_the_optimum`` (52,614,881 against
+  52,614,880);
+* the price not less the forced sub-tiles' rise the frame already counts (``got =
+  rise[idx[sel]][:, m]``): the same test (52,966,880: the 352,000 counted twice).
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ from stems_opt.problem import Objective, Problem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_bounds import nest_problem, solver_for
+from test_item_cover import every_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,3 +160,37 @@ def test_weights_over_the_buffer_force_chunks() -> None:
     assert col.frame_bounds[spec] == value
     # (the finer tilings take longer to solve and show nothing new)
     assert frames_below_their_optimum(cs, col, plain, most_tiles=2) >= 3
+
+
+def test_sub_tile_choices_priced_by_nests_reach_the_optimum() -> None:
+    """:data:`ONE_CONV` on a 900-bit GB, the two-tile frame at ``Tb = 4`` along OY
+    (tiles of 4 rows), covered. Its cheapest choices cost 52,086,880 fJ. Each sub-tile
+    count ``m`` has its own nest energy, 4,698,880 + 176,000 (m - 1) fJ for the one
+    time batch; the buffer forces at least three sub-tiles beside a weight chunk, so
+    the bound was 52,438,880 (the floor's rise at ``m >= 3``, 352,000). With the
+    weights (288 bits) resident, three sub-tiles' buffers do not fit, four do: the
+    choice of ``m = 4`` pays 176,000 more, and the bound becomes 52,614,880 fJ, the
+    frame's exact optimum (four sub-tiles, resident weights, spilled state; the local
+    MIP). Every frame stays at most its optimum."""
+    spec = (0, 0, 4, Axis.OY, 2, Order.TIME_OUTER)
+    p = nest_problem(ONE_CONV, 900, 4)
+    lay, nh = p.network.layers[0], nest_hardware(p.hardware)
+    (memo,) = prefill_nest_floors([(lay, Axis.OY, (0, 4, 8), floor_chunk_counts(lay.k, 4))],
+                                  4, nh)
+    assert kind_sums_by_m(lay, Axis.OY, (0, 4, 8), memo).tolist() == [
+        4_698_880, 4_874_880, 5_050_880, 5_226_880]
+    got = {}
+    for on in (False, True):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(column_bounds, "SUBTILE_NESTS", on)
+            every_frame(mp)  # (not only each signature's least frames)
+            cs = solver_for(p)
+            (col,) = cs.columns
+            cs.tighten(col, cover=True)
+            got[on] = col
+    assert cs._cheapest(spec) == 52_086_880
+    assert got[False].frame_bounds[spec] == 52_438_880
+    value, proven, _ = cs._local(*cs._restrict(cs._frame(spec), col.sig), 60.0)
+    assert value == proven == 52_614_880
+    assert got[True].frame_bounds[spec] == value
+    assert frames_below_their_optimum(cs, got[True], got[False]) >= 1
