@@ -388,8 +388,8 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     subtile_cover
         With ``item_cover``, the own-row weight items as one choice among whole and
         chunked in each sub-tile count (:mod:`~stems_opt.formulation.subtile_cover`;
-        traffic only: with energy's sub-tile items it bounded a random frame above
-        its optimum, ``tests/test_subtile_cover.py``).
+        for energy each count pays its GB weight reads, or with ``nest_excess`` its
+        nest energy, ``nest_excess(position, tb, True)``).
 
     Returns the bound per frame (``inf`` where the layer at some position
     cannot fit its own transient buffers) and the slack per frame.

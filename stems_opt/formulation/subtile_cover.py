@@ -47,6 +47,15 @@ floor and the item's own measure, ``ceil(new / m)`` of the tile's new rows (the
 cost model holds each buffer's largest sub-tile, ``docs/model.md`` 5). With ``m``
 at ``fewest`` the whole choice holds at least the item's cheap side, and a larger
 ``m`` pays at least its expensive side: the program is at least the item cover's.
+
+*Energy with loop nests.* The GB's operand accesses are the steps' optimal nest
+energies, which depend on ``m``: the frame's bound counts each layer's least over
+``m >= fewest`` beside the program (``nest_floor.nest_forced_excess``), and every
+choice of ``m``, whole or chunked, pays what its own least (over the chunk counts)
+adds to that (``nest_floor.nest_sub_tile_excess``). No item is replaced (there is
+no one-more-sub-tile item with nests). An option with ``m`` sub-tiles costs at least
+its steps' least nest energy at ``m``, so each choice's price is paid by every
+mapping taking it.
 """
 
 from __future__ import annotations
