@@ -527,9 +527,24 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             dead |= steps == 0
             if nest_excess is not None:  # (loop nests: the sub-tiles the buffer forces)
                 at = np.maximum(fewest, 1)
+                more = np.zeros(F)  # the rise of one sub-tile more than the fewest
                 for t in np.unique(tb).tolist():
                     table, sel = nest_excess(i, t), tb == t
-                    operand_extra[sel] += table[idx[sel], np.minimum(at[sel], table.shape[1] - 1)]
+                    here = table[idx[sel], np.minimum(at[sel], table.shape[1] - 1)]
+                    operand_extra[sel] += here
+                    more[sel] = table[idx[sel], np.minimum(at[sel] + 1, table.shape[1] - 1)] - here
+                if NEST_ITEM and not (item_cover and subtile_cover and SUBTILE_COVER):
+                    # One more sub-tile than the fewest, an item at the layer's own row
+                    # (the sub-tile choices hold and price the same: not beside them).
+                    _, h_sub = subtile_item(fewest, finest[:, i], rpick[:, i], fpick[:, i],
+                                            np.where(S == 1, v_row if lay.stateful else 0, 0)
+                                            + (0 if inner else out_row_own) * tb,
+                                            in_row * tb, active[:, i], T, w, 0)
+                    e, hold = np.zeros((F, L)), np.zeros((F, L))
+                    e[:, i], hold[:, i] = more, h_sub
+                    whole_items.append(len(excess))  # (any part of it freed costs all of it)
+                    excess.append(e)
+                    holds.append(hold)
             if weight_use_rate and _gapped(lay, axis) and (ins or made_in):
                 # Its sub-tiles trade weight reads against input rows (and the gap rows
                 # read from DRAM, where its input comes from there): the least cost of
@@ -719,6 +734,11 @@ def _subtile_choices(pending: tuple, i: int, lay, axis: Axis, tab: _Table,
     return subtile_choices(item, i, runs, fewest, finest, rows, plain, w, read_rate, links,
                            tab.sub_windows[i][0], window, sub_read, drop,
                            None if sub_item is None else fresh)
+
+
+#: With loop nests (and no sub-tile choices), one sub-tile more than the fewest is a
+#: knapsack item at the layer's row, its excess the nest floor's rise; off only to compare.
+NEST_ITEM = True
 
 
 def _nest_prices(nest_excess: NestExcess, i: int, tb: np.ndarray, idx: np.ndarray,
