@@ -32,10 +32,11 @@ search), one sub-tile more than the fewest is an item at the layer's row, its ex
 the floor's rise from ``m >= f`` to ``m >= f + 1`` (``bounds.NEST_ITEM``). Mutations
 that make these tests fail:
 
-* its excess inflated by 1 fJ (``- here + 1`` in ``bounds._signature_rows``):
-  ``test_one_more_sub_tile_item_reaches_the_optimum`` (53,659,361 and 52,614,881);
-* its excess not less the forced rise (``more[sel] = table[..., at[sel] + 1]``):
-  the same test (52,966,880 > 52,614,880).
+* its excess inflated by 1 fJ (``- here) + 1`` for ``more`` in
+  ``bounds._signature_rows``): ``test_one_more_sub_tile_item_reaches_the_optimum``
+  (53,659,361 and 52,614,881);
+* its excess not less the forced rise (``- 0 * here``): the same test (52,966,880 >
+  52,614,880).
 """
 
 from __future__ import annotations

@@ -532,7 +532,9 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
                     table, sel = nest_excess(i, t), tb == t
                     here = table[idx[sel], np.minimum(at[sel], table.shape[1] - 1)]
                     operand_extra[sel] += here
-                    more[sel] = table[idx[sel], np.minimum(at[sel] + 1, table.shape[1] - 1)] - here
+                    # (at least 0: where no m > f has a nest the table holds 0 past f)
+                    more[sel] = np.maximum(0.0, table[idx[sel], np.minimum(
+                        at[sel] + 1, table.shape[1] - 1)] - here)
                 if NEST_ITEM and not (item_cover and subtile_cover and SUBTILE_COVER):
                     # One more sub-tile than the fewest, an item at the layer's own row
                     # (the sub-tile choices hold and price the same: not beside them).
