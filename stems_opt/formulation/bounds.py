@@ -542,11 +542,12 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
                                             np.where(S == 1, v_row if lay.stateful else 0, 0)
                                             + (0 if inner else out_row_own) * tb,
                                             in_row * tb, active[:, i], T, w, 0)
-                    e, hold = np.zeros((F, L)), np.zeros((F, L))
-                    e[:, i], hold[:, i] = more, h_sub
-                    whole_items.append(len(excess))  # (any part of it freed costs all of it)
-                    excess.append(e)
-                    holds.append(hold)
+                    if ((more > 0) & (h_sub > 0)).any():  # (else it frees or costs nothing)
+                        e, hold = np.zeros((F, L)), np.zeros((F, L))
+                        e[:, i], hold[:, i] = more, h_sub
+                        whole_items.append(len(excess))  # (any part freed costs all of it)
+                        excess.append(e)
+                        holds.append(hold)
             if weight_use_rate and _gapped(lay, axis) and (ins or made_in):
                 # Its sub-tiles trade weight reads against input rows (and the gap rows
                 # read from DRAM, where its input comes from there): the least cost of
