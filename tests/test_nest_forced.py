@@ -16,6 +16,27 @@ Mutations that make these tests fail:
   ``bounds._signature_rows``): ``test_forced_sub_tiles_reach_the_frame_optimum``
   (the bound passes the exact optimum);
 * the rise inflated by 1 fJ (``+ 1`` in ``nest_forced_excess``): the same test.
+
+With the item cover, each sub-tile count ``m`` of a layer's weights is one choice
+priced by its rise of the nest floor (``nest_floor.nest_sub_tile_excess``,
+``bounds._nest_prices``). Mutations that make these tests fail:
+
+* the price inflated by 1 fJ (``np.maximum(got, 0.0) + 1`` in ``_nest_prices``):
+  ``test_sub_tile_choices_priced_by_nests_reach_the_optimum`` (52,614,881 against
+  52,614,880);
+* the price not less the forced sub-tiles' rise the frame already counts (``got =
+  rise[idx[sel]][:, m]``): the same test (52,966,880: the 352,000 counted twice).
+
+Without the choices (the knapsack of shallow networks, which are not covered in the
+search), one sub-tile more than the fewest is an item at the layer's row, its excess
+the floor's rise from ``m >= f`` to ``m >= f + 1`` (``bounds.NEST_ITEM``). Mutations
+that make these tests fail:
+
+* its excess inflated by 1 fJ (``- here) + 1`` for ``more`` in
+  ``bounds._signature_rows``): ``test_one_more_sub_tile_item_reaches_the_optimum``
+  (53,659,361 and 52,614,881);
+* its excess not less the forced rise (``- 0 * here``): the same test (52,966,880 >
+  52,614,880).
 """
 
 from __future__ import annotations
@@ -26,7 +47,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import stems_opt.formulation.bounds as bounds_mod
 import stems_opt.formulation.column_bounds as column_bounds
 import stems_opt.formulation.nest_floor as nest_floor
 from stems_opt.cost.energy import nest_hardware
@@ -43,6 +67,8 @@ from stems_opt.problem import Objective, Problem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_bounds import nest_problem, solver_for
+from test_item_cover import check_random, every_frame
+from test_optimizer import RANDOM_SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,3 +175,79 @@ def test_weights_over_the_buffer_force_chunks() -> None:
     assert col.frame_bounds[spec] == value
     # (the finer tilings take longer to solve and show nothing new)
     assert frames_below_their_optimum(cs, col, plain, most_tiles=2) >= 3
+
+
+def test_sub_tile_choices_priced_by_nests_reach_the_optimum() -> None:
+    """:data:`ONE_CONV` on a 900-bit GB, the two-tile frame at ``Tb = 4`` along OY
+    (tiles of 4 rows), covered. Its cheapest choices cost 52,086,880 fJ. Each sub-tile
+    count ``m`` has its own nest energy, 4,698,880 + 176,000 (m - 1) fJ for the one
+    time batch; the buffer forces at least three sub-tiles beside a weight chunk, so
+    the bound was 52,438,880 (the floor's rise at ``m >= 3``, 352,000). With the
+    weights (288 bits) resident, three sub-tiles' buffers do not fit, four do: the
+    choice of ``m = 4`` pays 176,000 more, and the bound becomes 52,614,880 fJ, the
+    frame's exact optimum (four sub-tiles, resident weights, spilled state; the local
+    MIP). Every frame stays at most its optimum."""
+    spec = (0, 0, 4, Axis.OY, 2, Order.TIME_OUTER)
+    p = nest_problem(ONE_CONV, 900, 4)
+    lay, nh = p.network.layers[0], nest_hardware(p.hardware)
+    (memo,) = prefill_nest_floors([(lay, Axis.OY, (0, 4, 8), floor_chunk_counts(lay.k, 4))],
+                                  4, nh)
+    assert kind_sums_by_m(lay, Axis.OY, (0, 4, 8), memo).tolist() == [
+        4_698_880, 4_874_880, 5_050_880, 5_226_880]
+    got = {}
+    for on in (False, True):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(column_bounds, "SUBTILE_NESTS", on)
+            mp.setattr(bounds_mod, "NEST_ITEM", on)  # (off, it would reach the optimum too)
+            every_frame(mp)  # (not only each signature's least frames)
+            cs = solver_for(p)
+            (col,) = cs.columns
+            cs.tighten(col, cover=True)
+            got[on] = col
+    assert cs._cheapest(spec) == 52_086_880
+    assert got[False].frame_bounds[spec] == 52_438_880
+    value, proven, _ = cs._local(*cs._restrict(cs._frame(spec), col.sig), 60.0)
+    assert value == proven == 52_614_880
+    assert got[True].frame_bounds[spec] == value
+    assert frames_below_their_optimum(cs, got[True], got[False]) >= 1
+
+
+@pytest.mark.parametrize(("size", "spec", "plain", "optimum"), [
+    (800, (0, 0, 2, Axis.OY, 4, Order.SPACE_OUTER), 53_019_360, 53_659_360),
+    (900, (0, 0, 4, Axis.OY, 2, Order.TIME_OUTER), 52_438_880, 52_614_880)])
+def test_one_more_sub_tile_item_reaches_the_optimum(size: int, spec: tuple, plain: int,
+                                                    optimum: int) -> None:
+    """The knapsack alone (no item cover, no sub-tile choices), :data:`ONE_CONV`: one
+    sub-tile more than the fewest ``f`` is an item at the layer's row whose cheap side
+    holds the larger buffers of ``f`` sub-tiles and whose expensive side pays the nest
+    floor's rise to ``m >= f + 1`` (176,000 fJ per time batch at ``Tb = 4``: see
+    :func:`test_sub_tile_choices_priced_by_nests_reach_the_optimum`; twice 320,000 fJ
+    at ``Tb = 2``). Where ``f`` sub-tiles do not fit beside what the other items hold,
+    the bound reaches the frame's optimum (measured, the local MIP); every frame stays
+    at most its optimum."""
+    p = nest_problem(ONE_CONV, size, 4)
+    got = {}
+    for on in (False, True):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(bounds_mod, "NEST_ITEM", on)
+            cs = solver_for(p)
+            (col,) = cs.columns
+            cs.tighten(col)
+            got[on] = col
+    assert got[False].frame_bounds[spec] == plain
+    value, proven, _ = cs._local(*cs._restrict(cs._frame(spec), col.sig), 60.0)
+    assert value == proven == optimum
+    assert got[True].frame_bounds[spec] == optimum
+    assert frames_below_their_optimum(cs, got[True], got[False]) >= 1
+
+
+@settings(**{**RANDOM_SETTINGS, "max_examples": 12})
+@given(st.data())
+def test_random_nest_item_frames_below_their_optimum(data: st.DataObject) -> None:
+    """With the one-more-sub-tile item in the knapsack and the item cover (the
+    sub-tile choices off, so that the item is in both), every frame of random tiny
+    networks is at most its local optimum, and the covered master at most the brute
+    force (:func:`test_item_cover.check_random`)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(column_bounds, "SUBTILE_NESTS", False)
+        check_random(data, "nests")

@@ -98,7 +98,7 @@ from stems_opt.network import Axis, LayerKind, Network, most_chunks
 
 #: ``(position, tb) -> [n - 1, f]``: a layer's operand floor rise with at least ``f``
 #: sub-tiles (:func:`~stems_opt.formulation.nest_floor.nest_forced_excess`).
-NestExcess = Callable[[int, int], np.ndarray]
+NestExcess = Callable[..., np.ndarray]
 
 
 @lru_cache(maxsize=65536)
@@ -388,8 +388,8 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     subtile_cover
         With ``item_cover``, the own-row weight items as one choice among whole and
         chunked in each sub-tile count (:mod:`~stems_opt.formulation.subtile_cover`;
-        traffic only: with energy's sub-tile items it bounded a random frame above
-        its optimum, ``tests/test_subtile_cover.py``).
+        for energy each count pays its GB weight reads, or with ``nest_excess`` its
+        nest energy, ``nest_excess(position, tb, True)``).
 
     Returns the bound per frame (``inf`` where the layer at some position
     cannot fit its own transient buffers) and the slack per frame.
@@ -527,9 +527,27 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             dead |= steps == 0
             if nest_excess is not None:  # (loop nests: the sub-tiles the buffer forces)
                 at = np.maximum(fewest, 1)
+                more = np.zeros(F)  # the rise of one sub-tile more than the fewest
                 for t in np.unique(tb).tolist():
                     table, sel = nest_excess(i, t), tb == t
-                    operand_extra[sel] += table[idx[sel], np.minimum(at[sel], table.shape[1] - 1)]
+                    here = table[idx[sel], np.minimum(at[sel], table.shape[1] - 1)]
+                    operand_extra[sel] += here
+                    # (at least 0: where no m > f has a nest the table holds 0 past f)
+                    more[sel] = np.maximum(0.0, table[idx[sel], np.minimum(
+                        at[sel] + 1, table.shape[1] - 1)] - here)
+                if NEST_ITEM and not (item_cover and subtile_cover and SUBTILE_COVER):
+                    # One more sub-tile than the fewest, an item at the layer's own row
+                    # (the sub-tile choices hold and price the same: not beside them).
+                    _, h_sub = subtile_item(fewest, finest[:, i], rpick[:, i], fpick[:, i],
+                                            np.where(S == 1, v_row if lay.stateful else 0, 0)
+                                            + (0 if inner else out_row_own) * tb,
+                                            in_row * tb, active[:, i], T, w, 0)
+                    if ((more > 0) & (h_sub > 0)).any():  # (else it frees or costs nothing)
+                        e, hold = np.zeros((F, L)), np.zeros((F, L))
+                        e[:, i], hold[:, i] = more, h_sub
+                        whole_items.append(len(excess))  # (any part freed costs all of it)
+                        excess.append(e)
+                        holds.append(hold)
             if weight_use_rate and _gapped(lay, axis) and (ins or made_in):
                 # Its sub-tiles trade weight reads against input rows (and the gap rows
                 # read from DRAM, where its input comes from there): the least cost of
@@ -578,6 +596,9 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             hold = np.zeros((F, L))
             hold[:, i] = np.maximum(0, w - own[0, :, i])
             if item_cover and subtile_cover and SUBTILE_COVER:  # (chunked in m sub-tiles)
+                if nest_excess is not None:  # (loop nests: each m pays its nest energy)
+                    sub_item = (None, _nest_prices(nest_excess, i, tb, idx, fewest,
+                                                   finest[:, i]))
                 pending = (len(excess), runs, fewest, sub_item)
             excess.append(e)
             holds.append(hold)
@@ -698,7 +719,9 @@ def _subtile_choices(pending: tuple, i: int, lay, axis: Axis, tab: _Table,
     halo hold of their window already; ``fresh``: the tile's new rows of those inputs
     and their bits per row. For energy without loop nests (``pending`` holds the
     one-more-sub-tile item and its GB reads) every sub-tile count also pays its GB
-    weight reads, with the weights whole or chunked, and replaces that item."""
+    weight reads, with the weights whole or chunked, and replaces that item; with loop
+    nests (``pending`` holds no item and each count's nest price, :func:`_nest_prices`)
+    every count pays its price, whole or chunked."""
     item, runs, fewest, sub_item = pending
     drop, sub_read = (None, None) if sub_item is None else sub_item
     plain = np.where(S == 1, v_row if lay.stateful else 0, 0) + (0 if inner else out_row_own) * tb
@@ -714,6 +737,31 @@ def _subtile_choices(pending: tuple, i: int, lay, axis: Axis, tab: _Table,
     return subtile_choices(item, i, runs, fewest, finest, rows, plain, w, read_rate, links,
                            tab.sub_windows[i][0], window, sub_read, drop,
                            None if sub_item is None else fresh)
+
+
+#: With loop nests (and no sub-tile choices), one sub-tile more than the fewest is a
+#: knapsack item at the layer's row, its excess the nest floor's rise; off only to compare.
+NEST_ITEM = True
+
+
+def _nest_prices(nest_excess: NestExcess, i: int, tb: np.ndarray, idx: np.ndarray,
+                 fewest: np.ndarray, finest: np.ndarray) -> np.ndarray:
+    """With loop nests, per frame ``(F,)`` and sub-tile count ``m = 1 .. max finest``,
+    what the layer at position ``i`` pays at ``m`` beyond the nest energy the frame's
+    bound counts beside the item cover (its least over ``m >= fewest``,
+    ``nest_excess(i, tb)``): ``(F, M)``, 0 where ``m`` has no nest price (no step fits
+    at ``m``: no choice is ruled out on that account)."""
+    top = int(max(1, finest.max(initial=1)))
+    out = np.zeros((len(tb), top))
+    at = np.maximum(fewest, 1)
+    for t in np.unique(tb).tolist():
+        sel = np.flatnonzero(tb == t)
+        rise, forced = nest_excess(i, t, True), nest_excess(i, t)
+        m = np.minimum(np.arange(1, top + 1), rise.shape[1] - 1)
+        got = rise[idx[sel]][:, m] - forced[idx[sel], np.minimum(at[sel], forced.shape[1] - 1)
+                                              ][:, None]
+        out[sel] = np.where(np.isfinite(got), np.maximum(got, 0.0), 0.0)
+    return out
 
 
 def _gapped_tables(network: Network, plan: tuple, tab: _Table, i: int, axis: Axis,

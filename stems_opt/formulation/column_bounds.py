@@ -26,7 +26,11 @@ from stems_opt.formulation.data import (
     spec_lower_bound,
     written_anyway,
 )
-from stems_opt.formulation.nest_floor import frame_operand_floor, nest_forced_excess
+from stems_opt.formulation.nest_floor import (
+    frame_operand_floor,
+    nest_forced_excess,
+    nest_sub_tile_excess,
+)
 from stems_opt.formulation.operand_floors import operand_floor_fj
 from stems_opt.network import Axis
 
@@ -39,6 +43,9 @@ NEST_FORCED = True
 #: Energy frame bounds (without loop nests) choose the weights' sub-tile count in the
 #: item cover (subtile_cover.py); off only to compare.
 SUBTILE_ENERGY = True
+#: Energy frame bounds with loop nests choose the weights' sub-tile count in the item
+#: cover, each count priced by its nest energy (subtile_cover.py); off only to compare.
+SUBTILE_NESTS = True
 
 
 class BoundsMixin:
@@ -202,7 +209,9 @@ class BoundsMixin:
     def _nest_excess(self, first: int, last: int, axis: Axis) -> NestExcess | None:
         """With loop nests and energy, the operand floor's rise with the sub-tiles the
         buffer forces (:func:`~stems_opt.formulation.nest_floor.nest_forced_excess`) of
-        ``first..last`` along ``axis``, for the frame bounds; ``None`` otherwise."""
+        ``first..last`` along ``axis``, for the frame bounds (with ``by_m``, its rise at
+        each sub-tile count, :func:`~stems_opt.formulation.nest_floor.nest_sub_tile_excess`,
+        for the sub-tile choices); ``None`` otherwise."""
         hw = self.problem.hardware
         if not (self.energy and hw.loop_nests and NEST_FORCED):
             return None
@@ -210,12 +219,12 @@ class BoundsMixin:
         # (memoised here: the tables' own cache hashes the network on every call)
         memo = self.__dict__.setdefault("_nest_forced", {})
 
-        def excess(position: int, tb: int) -> np.ndarray:
-            key = (first + position, last, axis, tb)  # (the layer's table: any first)
+        def excess(position: int, tb: int, by_m: bool = False) -> np.ndarray:
+            key = (first + position, last, axis, tb, by_m)  # (the layer's table: any first)
             got = memo.get(key)
             if got is None:
-                got = memo[key] = weight * nest_forced_excess(self.net, first, last, axis, hw,
-                                                              position, tb)
+                of = nest_sub_tile_excess if by_m else nest_forced_excess
+                got = memo[key] = weight * of(self.net, first, last, axis, hw, position, tb)
             return got
 
         return excess
@@ -231,15 +240,16 @@ class BoundsMixin:
 
     def _subtile_cover(self) -> bool:
         """Whether covered frames choose their weights' sub-tile count
-        (``subtile_cover.py``): for traffic, and for energy without loop nests, where
+        (``subtile_cover.py``): for traffic; for energy without loop nests, where
         each count also pays its GB weight reads and replaces the one-more-sub-tile
         item (both holding the same buffers, they bounded a random energy frame above
-        its optimum)."""
+        its optimum); and for energy with loop nests, where each count pays its rise of
+        the layer's nest floor (``nest_floor.nest_sub_tile_excess``)."""
         from stems_opt.problem import Objective
 
         objective = self.problem.objective
         if objective is Objective.ENERGY:
-            return SUBTILE_ENERGY and not self.problem.hardware.loop_nests
+            return SUBTILE_NESTS if self.problem.hardware.loop_nests else SUBTILE_ENERGY
         return objective is Objective.TRAFFIC
 
     def signature_count(self, first: int, last: int) -> int:

@@ -195,6 +195,40 @@ def _nest_forced_row(network: Network, j: int, last: int, axis: Axis, tb: int,
     return out
 
 
+@lru_cache(maxsize=16384)
+def _nest_by_m_row(network: Network, j: int, last: int, axis: Axis, tb: int,
+                   nh: NestHardware, k_unroll: int, capacity_bits: int) -> np.ndarray:
+    """Per tile count of ``j..last`` (index ``n - 1``) and sub-tile count ``m``
+    (column ``m``; column 0 and the ``m`` past the finest split are ``nan``), what
+    layer ``j``'s least nest energy of one time batch with exactly ``m`` sub-tiles
+    adds to its least over every ``m`` (:func:`_nest_row`), in fJ; ``nan`` where some
+    step of ``m`` fits no nest (read-only)."""
+    of = _block_sums(network, j, last, axis, tb, nh, k_unroll, capacity_bits)
+    sums = [of(b) for b in _bounds_rows(network, j, last, axis)]
+    most = max((len(v) for _, v in sums), default=0)
+    out = np.full((len(sums), most + 1), np.nan)
+    for n, (least, v) in enumerate(sums):
+        out[n, 1:len(v) + 1] = np.where(np.isfinite(v), v - least, np.nan)
+    out.flags.writeable = False
+    return out
+
+
+def nest_sub_tile_excess(network: Network, first: int, last: int, axis: Axis, hw: Hardware,
+                         position: int, tb: int) -> np.ndarray:
+    """What the operand floor of the conv or linear layer at ``position`` of
+    ``first..last`` rises by when it runs exactly ``m`` sub-tiles per tile, at time
+    batch ``tb`` (all ``T / tb`` batches): ``[n - 1, m]`` in fJ, ``nan`` where no
+    option runs ``m`` (past the finest split, or a step no nest fits). Every option
+    of the layer with ``m`` sub-tiles costs at least its steps' least nest energy at
+    that ``m`` (least over the chunk counts), this much over the floor
+    :func:`interval_operand_floors` counts: the price of each sub-tile count in the
+    item cover's choices (:mod:`~stems_opt.formulation.subtile_cover`)."""
+    nh = nest_hardware(hw)
+    return network.timesteps // tb * _nest_by_m_row(network, first + position, last, axis,
+                                                    tb, nh, hw.array.factor("K"),
+                                                    hw.gb_capacity_bits)
+
+
 def nest_forced_excess(network: Network, first: int, last: int, axis: Axis, hw: Hardware,
                        position: int, tb: int) -> np.ndarray:
     """What the operand floor of the conv or linear layer at ``position`` of

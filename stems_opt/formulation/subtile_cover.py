@@ -47,6 +47,15 @@ floor and the item's own measure, ``ceil(new / m)`` of the tile's new rows (the
 cost model holds each buffer's largest sub-tile, ``docs/model.md`` 5). With ``m``
 at ``fewest`` the whole choice holds at least the item's cheap side, and a larger
 ``m`` pays at least its expensive side: the program is at least the item cover's.
+
+*Energy with loop nests.* The GB's operand accesses are the steps' optimal nest
+energies, which depend on ``m``: the frame's bound counts each layer's least over
+``m >= fewest`` beside the program (``nest_floor.nest_forced_excess``), and every
+choice of ``m``, whole or chunked, pays what its own least (over the chunk counts)
+adds to that (``nest_floor.nest_sub_tile_excess``). No item is replaced (there is
+no one-more-sub-tile item with nests). An option with ``m`` sub-tiles costs at least
+its steps' least nest energy at ``m``, so each choice's price is paid by every
+mapping taking it.
 """
 
 from __future__ import annotations
@@ -113,7 +122,9 @@ def subtile_choices(item: int, position: int, runs: np.ndarray, fewest: np.ndarr
     window the budget and a kept halo already hold ``(F,)``: the window of the
     largest sub-tile holds the rest. ``sub_read``: for energy without loop nests, the
     GB weight reads of one sub-tile more per frame ``(F,)`` (model units), which every
-    choice of ``m`` pays ``m - fewest`` times, weights whole or chunked; ``drop`` the
+    choice of ``m`` pays ``m - fewest`` times, weights whole or chunked; with loop
+    nests, ``(F, M)``: what each ``m`` adds to the layer's nest energy over its least at
+    ``m >= fewest`` (model units), paid likewise (no item is dropped); ``drop`` the
     one-more-sub-tile item they replace; ``fresh``: the tile's new rows of its DRAM
     inputs and their bits per row ``(F,)``: the largest sub-tile's share of them,
     ``ceil(new / m)`` rows, is a floor of the same buffer as its window (the cost
@@ -137,8 +148,10 @@ def subtile_choices(item: int, position: int, runs: np.ndarray, fewest: np.ndarr
     ok = (m >= np.maximum(fewest, 1)[:, None]) & (m <= np.maximum(finest, 1)[:, None])
     cost = np.where(ok, (runs[:, None] * m - 1) * weight_bits * read_rate, np.inf)
     whole = None
-    if sub_read is not None:
-        gb = np.where(ok, (m - np.maximum(fewest, 1)[:, None]) * sub_read[:, None], np.inf)
+    if sub_read is not None:  # (per frame, or with loop nests per frame and m)
+        price = sub_read if sub_read.ndim == 2 else \
+            (m - np.maximum(fewest, 1)[:, None]) * sub_read[:, None]
+        gb = np.where(ok, price, np.inf)
         cost, whole = cost + gb, gb.astype(np.float64)
     out = []
     for other, bits, window in links:
