@@ -293,7 +293,7 @@ class PrimalMixin:
         for sib in self._siblings.get(key, ()):
             if sib is col or (sib.exact and sib.value is None):
                 continue
-            if better and not sib.exact and (sib.upper is None or sib.upper > col.upper):
+            if better and not sib.exact:
                 improved += self._take_found(sib, seg, src)
             if sib.upper is not None and sib.upper <= col.upper:
                 d = sib.first - shift
