@@ -556,6 +556,8 @@ class PrimalMixin:
             for col in pending:
                 if over():
                     return False
+                if not (pending_of(col) if pending_of is not None else col.upper is None):
+                    continue  # (a translate's segment came to it meanwhile: share_found)
                 self.touch(col)
                 if work is not None:
                     work(col)
@@ -577,6 +579,8 @@ class PrimalMixin:
         self.note_incumbent()
         pending = [c for c in res[0] if c.upper is None]
         for col in pending:
+            if col.upper is not None:
+                continue  # (a translate's segment came to it meanwhile: share_found)
             self.touch(col)
             self.repair_price(col, until=until)
             if not col.repaired:  # nothing left to repair: keep it out of the dive
