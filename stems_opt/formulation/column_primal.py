@@ -28,6 +28,7 @@ from stems_opt.formulation.column_base import (
 from stems_opt.formulation.data import FrameKey
 from stems_opt.formulation.neighbourhood import first_fit
 from stems_opt.formulation.primal import repair, segment_value
+from stems_opt.formulation.shapes import IntervalShape, ShapeIndex
 from stems_opt.mapping import (
     RESIDENT,
     Halo,
@@ -212,6 +213,7 @@ class PrimalMixin:
                 failed.add(spec[2:4] + spec[5:])
             if found >= frames or tried >= REPAIR_TRIES * frames:
                 break
+        self.share_found(col)  # (also its repair marks: translates repair the same)
         return improved
 
     def repair_all(self, col: Column, until: float | None = None) -> bool:
@@ -266,6 +268,58 @@ class PrimalMixin:
                   col.last, col.sig, col.upper, col.bound, time.perf_counter() - t0)
         return improved
 
+    def share_found(self, col: Column) -> int:
+        """Offer ``col``'s found segment to the columns of its shape key and canonical
+        signature (:mod:`~stems_opt.formulation.shapes`); returns how many improved.
+
+        The segment is renamed to each translate and scored by the cost model in
+        that column's own context (as :meth:`take_shared` does for exact values);
+        it replaces a translate's found segment only when it fits and scores less,
+        so found values stay exact scores and never rise. SEW-ResNet-152's stage
+        3 repeats one block 36 times: a segment repaired for one block serves
+        all. The repair marks of ``col`` (frames repaired, every frame
+        repaired) go to the translates too, moved to their positions: the
+        greedy repair of a translate's frame would find the same segment."""
+        key = col.share_key
+        seg = None if key is None or col.upper is None else self._found_segment(col)
+        if seg is None:
+            return 0
+        shift = col.first
+        improved = 0
+        better = col.upper < self._found_shared.get(key, math.inf)
+        if better:
+            self._found_shared[key] = col.upper
+        src = self.shapes.shape(col.first, col.last)
+        for sib in self._siblings.get(key, ()):
+            if sib is col or (sib.exact and sib.value is None):
+                continue
+            if better and not sib.exact:
+                improved += self._take_found(sib, seg, src)
+            if sib.upper is not None and sib.upper <= col.upper:
+                d = sib.first - shift
+                sib.repaired |= {m if len(m) != 6 else (m[0] + d, m[1] + d, *m[2:])
+                                 for m in col.repaired}
+        self.stats["found_shared"] = self.stats.get("found_shared", 0) + improved
+        return improved
+
+    def _take_found(self, sib: Column, seg: Segment, src: IntervalShape) -> int:
+        """Give ``sib`` the found segment ``seg`` of a translate of shape ``src``,
+        renamed and scored in ``sib``'s context, when it fits and scores less than
+        ``sib``'s own; 1 when it did, else 0."""
+        moved = ShapeIndex.translate(seg, src, self.shapes.shape(sib.first, sib.last))
+        if moved is None:
+            return 0
+        _, written, _, whole = self._sig_parts(sib)
+        # (Tensors the segment places in DRAM for its own readers are written too.)
+        dram = {X for X, p in moved.activations.items() if p is Placement.DRAM}
+        value, peak = segment_value(self.net, moved, SegmentContext(whole, written | dram),
+                                    self.unit_rates)
+        if peak > self.ctx.capacity_bits or (sib.upper is not None and value >= sib.upper):
+            return 0
+        sib.upper, sib.segment, sib.frame, sib.chosen = value, moved, None, {}
+        self.touch(sib)
+        return 1
+
     def seed(self, mapping: Mapping) -> int:
         """Offer ``mapping``'s segments to their columns as found segments (upper
         values); returns how many columns improved.
@@ -309,6 +363,7 @@ class PrimalMixin:
             col.upper, col.segment, col.frame, col.chosen = value, seg, None, {}
             self.touch(col)
             improved += 1
+            self.share_found(col)
         return improved
 
     def dive(self, until: float | None, until_none: float | None = None,
@@ -366,7 +421,8 @@ class PrimalMixin:
                 if over():
                     return
                 self.touch(col)
-                self._one_tile(col)
+                if self._one_tile(col):
+                    self.share_found(col)
         self.note_incumbent()
         for col in sorted(plain, key=lambda c: c.first == c.last):
             if not col.repaired:
@@ -450,6 +506,7 @@ class PrimalMixin:
         def work(c: Column) -> None:
             self.repair_all(c, time.perf_counter() + REPAIR_ALL_S)
             c.repaired.add(ALL_REPAIRED)  # (also when cut short: once per column)
+            self.share_found(c)
 
         done = self._plain_path(plain, over, price, pending, work)
         LOG.debug("thorough dive: %s", None if self.incumbent() is None
@@ -499,6 +556,8 @@ class PrimalMixin:
             for col in pending:
                 if over():
                     return False
+                if not (pending_of(col) if pending_of is not None else col.upper is None):
+                    continue  # (a translate's segment came to it meanwhile: share_found)
                 self.touch(col)
                 if work is not None:
                     work(col)
@@ -520,6 +579,8 @@ class PrimalMixin:
         self.note_incumbent()
         pending = [c for c in res[0] if c.upper is None]
         for col in pending:
+            if col.upper is not None:
+                continue  # (a translate's segment came to it meanwhile: share_found)
             self.touch(col)
             self.repair_price(col, until=until)
             if not col.repaired:  # nothing left to repair: keep it out of the dive

@@ -178,6 +178,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         self._siblings: dict[tuple, list[Column]] = {}
         self._shared_bounds: dict[Hashable, list[float]] = {}
         self._shared_prices: dict[tuple, tuple[float | None, tuple[int, int], Segment | None]] = {}
+        self._found_shared: dict[tuple, float] = {}  # share key -> best found value offered
         self._block_extras: dict[tuple, float] = {}  # (share key, blocks) -> block floor
         L = len(self.net.layers)
         self.max_len = min(L, problem.max_segment_layers or L)
@@ -384,6 +385,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
             if not self._price_frame(col, spec, best, extra):
                 return
             best = col.upper if col.upper is not None else math.inf
+        self.share_found(col)  # (its translates may take its found segment)
         if col.unproven:
             # Open frames: the column is worth at least the least of them and of the best.
             col.bound = max(col.bound, min(best, min(col.unproven.values())))

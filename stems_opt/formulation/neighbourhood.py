@@ -300,6 +300,7 @@ def improve_column(cs: ColumnSolver, col: Column, frames: int = FRAMES_PER_COLUM
                 queue = near + [s for s in queue if s not in near]
     finally:
         cs.touch(col)  # (its found segment may have changed, even when stopped)
+        cs.share_found(col)
     return col.upper is not None and col.upper < before
 
 
@@ -465,6 +466,7 @@ class Turns:
             if got is not None and (col.upper is None or got[1] < col.upper):
                 col.upper, col.segment, col.frame, col.chosen = got[1], got[0], None, {}
                 cs.touch(col)
+                cs.share_found(col)
                 cs.note_incumbent()
                 self.repairs = True
             LOG.debug("merged %d..%d: %s", first, last, col.upper)
