@@ -1,11 +1,11 @@
 """Time the joint energy optimum with loop nests on the reference accelerator.
 
-The edge hardware files leave ``loop_nests`` off (``docs/model.md`` 6); this
-script loads each instance, turns ``loop_nests`` on in its hardware (in
-memory: no file is written) and solves ``--objective energy`` with the
-columns method (CP-SAT), by default with no time limit (so no second
-process for the named schedules), recording the status, the value, the
-bound, the gap, the wall and CPU time.
+The edge hardware files set ``loop_nests`` (``docs/model.md`` 6); this
+script loads each instance, turns ``loop_nests`` on in its hardware anyway (in
+memory: no file is written; an instance on other hardware gets nests too) and
+solves ``--objective energy`` with the columns method (CP-SAT), by default
+with no time limit (so no second process for the named schedules),
+recording the status, the value, the bound, the gap, the wall and CPU time.
 
 Usage: ``python benchmarks/nest_energy.py [--time-limit S] instances/sew_resnet18_1mb.yaml [...]``.
 Writes ``benchmarks/results/nest_energy.csv`` and ``.md``.
