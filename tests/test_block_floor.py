@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,6 +37,7 @@ from stems_opt.network import Axis
 from stems_opt.problem import Problem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_bounds import frame_optima
 from test_optimizer import NEURONS, RANDOM_SETTINGS, make_problem
 
 
@@ -55,23 +57,20 @@ def block(c0: int, h: int, w: int, k: int, k_mid: int, f1: int, f2: int,
                 {"name": "c", "type": "add", "inputs": ["l2", "p"]}]}
 
 
+@pytest.fixture(autouse=True)
+def block_floors_on_small_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search uses block floors on deep networks only (``MIN_LAYERS``); these
+    tiny networks test the floors themselves."""
+    monkeypatch.setattr(block_floor, "MIN_LAYERS", 0)
+
+
 def solver_for(p: Problem) -> ColumnSolver:
     return ColumnSolver(p, solve_cpsat, SolveOptions(threads=1, seed=0))
 
 
 def exact_value(cs: ColumnSolver, col: Column) -> float | None:
     """The least local optimum over the column's frames (``None``: none fits)."""
-    best = None
-    for spec in cs.specs[(col.first, col.last)]:
-        frame = cs._frame(spec)
-        restricted = None if frame is None else cs._restrict(frame, col.sig)
-        local = None if restricted is None else cs._local(*restricted, 60.0)
-        if local is None:
-            continue
-        value, proven, _ = local
-        assert value == proven, "the local solve must finish"
-        best = value if best is None else min(best, value)
-    return best
+    return min((value for _, value in frame_optima(cs, col)), default=None)
 
 
 def check_columns(p: Problem) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import random
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,9 +34,10 @@ from stems_opt.formulation.bounds import (
     interval_excess_bounds,
     tile_bounds_array,
 )
+from stems_opt.formulation.column_base import Column
 from stems_opt.formulation.columns import ColumnSolver
 from stems_opt.formulation.cpsat import solve_cpsat
-from stems_opt.formulation.data import frame_specs, interval_specs
+from stems_opt.formulation.data import FrameKey, frame_specs, interval_specs
 from stems_opt.io import hardware_from_dict, load_instance, network_from_dict
 from stems_opt.mapping import Mapping
 from stems_opt.network import Axis
@@ -272,6 +274,21 @@ def test_every_frame_spec_has_a_bound() -> None:
                                              if (s[0], s[1]) == (col.first, col.last)}
 
 
+def frame_optima(cs: ColumnSolver, col: Column, specs: Iterable[FrameKey] | None = None
+                 ) -> Iterator[tuple[FrameKey, float]]:
+    """Each frame of ``col`` (of ``specs``, else all) that fits under its signature,
+    with its local optimum (the local solve must finish)."""
+    for spec in cs.specs[(col.first, col.last)] if specs is None else specs:
+        frame = cs._frame(spec)
+        restricted = None if frame is None else cs._restrict(frame, col.sig)
+        local = None if restricted is None else cs._local(*restricted, 60.0)
+        if local is None:
+            continue
+        value, proven, _ = local
+        assert value == proven, "the local solve must finish"
+        yield spec, value
+
+
 def check_interval_bounds(p: Problem) -> int:
     """Assert the signature-free bound of every frame of an interval, plus the
     signature's forced cost, is at most the frame's optimum under every
@@ -286,14 +303,7 @@ def check_interval_bounds(p: Problem) -> int:
     for col in cs.columns:
         bounds = cs.interval_frame_bounds(col.first, col.last)
         extra = cs._extra(col.first, col.last, col.sig)
-        for spec in cs.specs[(col.first, col.last)]:
-            frame = cs._frame(spec)
-            restricted = None if frame is None else cs._restrict(frame, col.sig)
-            local = None if restricted is None else cs._local(*restricted, 60.0)
-            if local is None:
-                continue
-            value, proven, _ = local
-            assert value == proven, "the local solve must finish"
+        for spec, value in frame_optima(cs, col):
             assert bounds[spec] + extra <= value * (1 + 1e-12), (col.sig, spec,
                                                                  bounds[spec] + extra, value)
             compared += 1

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 
 from stems_opt.cost.traffic import min_read_bits
 from stems_opt.formulation.bypass_floor import BypassItem, _reader_rows
+from stems_opt.formulation.column_base import EAGER_LAYERS
 from stems_opt.formulation.step_floor import (
     least_window_rows,
     shared_rows,
@@ -62,6 +63,11 @@ from stems_opt.network import Axis, Network, divisors
 
 CHIP, DRAM, WHOLE = "chip", "dram", "whole"  # where a tensor is in a segment
 BLOCK_FLOORS = True  # (off: the bounds as before them, for tests of other bounds alone)
+MIN_LAYERS = EAGER_LAYERS
+"""Networks with more layers get block floors. They pay on deep chains of repeated
+blocks (SEW-ResNet-152: the 10 s bound at 256 KB 800.0 -> 861.8 Mbit); on RED-LIF at
+128 KB they cost 2.2 s of column building (at load 2) and its 10 s bound fell from
+1,230.2 to 801.0 Mbit (the search's first rounds no longer fit in the limit)."""
 
 
 @dataclass(frozen=True)
@@ -372,8 +378,8 @@ class BlockFloors:
                  bypass: Sequence[BypassItem], read_rate: float, write_rate: float | None):
         self.network, self.capacity_bits, self.k_unroll = network, capacity_bits, k_unroll
         self.axes = tuple(axes)
-        self.items = block_items(network) \
-            if BLOCK_FLOORS and read_rate and write_rate is not None else ()
+        self.items = block_items(network) if BLOCK_FLOORS and read_rate and \
+            write_rate is not None and len(network.layers) > MIN_LAYERS else ()
         self._rates = (read_rate, write_rate or 0.0)
         self._chunk = tuple(chunk_floors)
         # (a bypass item's traffic: its layer's weight reads and its tensor's DRAM)
