@@ -307,18 +307,26 @@ class PrimalMixin:
         renamed and scored in ``sib``'s context, when it fits and scores less than
         ``sib``'s own; 1 when it did, else 0."""
         moved = ShapeIndex.translate(seg, src, self.shapes.shape(sib.first, sib.last))
-        if moved is None:
-            return 0
-        _, written, _, whole = self._sig_parts(sib)
-        # (Tensors the segment places in DRAM for its own readers are written too.)
-        dram = {X for X, p in moved.activations.items() if p is Placement.DRAM}
-        value, peak = segment_value(self.net, moved, SegmentContext(whole, written | dram),
-                                    self.unit_rates)
-        if peak > self.ctx.capacity_bits or (sib.upper is not None and value >= sib.upper):
-            return 0
-        sib.upper, sib.segment, sib.frame, sib.chosen = value, moved, None, {}
-        self.touch(sib)
-        return 1
+        return 0 if moved is None else int(self._offer_found(sib, moved))
+
+    def score_in(self, col: Column, seg: Segment) -> tuple[float, int]:
+        """``seg``'s value and peak in ``col``'s context: the signature's whole and
+        written tensors, and those the segment places in DRAM for its own readers
+        (written too, as the mapping's contexts say)."""
+        _, written, _, whole = self._sig_parts(col)
+        dram = {X for X, p in seg.activations.items() if p is Placement.DRAM}
+        return segment_value(self.net, seg, SegmentContext(whole, written | dram),
+                             self.unit_rates)
+
+    def _offer_found(self, col: Column, seg: Segment) -> bool:
+        """Make ``seg`` ``col``'s found segment when it fits and scores less than the
+        one ``col`` has; whether it did."""
+        value, peak = self.score_in(col, seg)
+        if peak > self.ctx.capacity_bits or (col.upper is not None and value >= col.upper):
+            return False
+        col.upper, col.segment, col.frame, col.chosen = value, seg, None, {}
+        self.touch(col)
+        return True
 
     def seed(self, mapping: Mapping) -> int:
         """Offer ``mapping``'s segments to their columns as found segments (upper
@@ -353,15 +361,8 @@ class PrimalMixin:
                 continue
             inputs = {src: Placement.ON_CHIP if src in sctx.whole else p
                       for src, p in seg.inputs.items()}
-            seg = seg.replace(inputs=inputs)
-            _, written, _, whole = self._sig_parts(col)
-            dram = {X for X, p in seg.activations.items() if p is Placement.DRAM}
-            value, peak = segment_value(net, seg, SegmentContext(whole, written | dram),
-                                        self.unit_rates)
-            if peak > self.ctx.capacity_bits or (col.upper is not None and value >= col.upper):
+            if not self._offer_found(col, seg.replace(inputs=inputs)):
                 continue
-            col.upper, col.segment, col.frame, col.chosen = value, seg, None, {}
-            self.touch(col)
             improved += 1
             self.share_found(col)
         return improved

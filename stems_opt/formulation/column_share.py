@@ -14,12 +14,10 @@ A part of :class:`stems_opt.formulation.columns.ColumnSolver` (``docs/solver.md`
 
 from __future__ import annotations
 
-from stems_opt.cost.traffic import SegmentContext
 from stems_opt.formulation.column_base import LOG, Column
 from stems_opt.formulation.model import segment_of
-from stems_opt.formulation.primal import segment_value
 from stems_opt.formulation.shapes import ShapeIndex
-from stems_opt.mapping import Placement, Segment
+from stems_opt.mapping import Segment
 
 
 class ShareMixin:
@@ -64,12 +62,7 @@ class ShareMixin:
                                      self.shapes.shape(col.first, col.last))
         if moved is None:
             return False
-        _, written, _, whole = self._sig_parts(col)
-        # (Tensors the segment places in DRAM for its own readers are written too, as
-        # the mapping's contexts say: :meth:`seed`.)
-        dram = {X for X, p in moved.activations.items() if p is Placement.DRAM}
-        score, peak = segment_value(self.net, moved, SegmentContext(whole, written | dram),
-                                    self.unit_rates)
+        score, peak = self.score_in(col, moved)
         if score != value or peak > self.ctx.capacity_bits:
             # (A key too coarse would show here first: price the column itself.)
             LOG.warning("shared value of %d..%d rejected at %d..%d: %s scores %s, peak %d",
