@@ -233,10 +233,11 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
     if named:
         stats.update(named_s=time.perf_counter() - start)
     with progress:
+        # Loop nests solved while building or searching may take seconds; what is left
+        # must score the answer here (its nests too, cold when scored elsewhere).
+        reserve_s = _finish_reserve_s(stop, len(problem.network.layers), 0.25)
         try:
-            # Building the loop-nest table may take seconds; what is left must score
-            # the fallback here (its nests too, cold when it was scored elsewhere).
-            with stop.active(_finish_reserve_s(stop, len(problem.network.layers), 0.25)):
+            with stop.active(reserve_s):
                 cs = column_solver(problem, _backend(solver),
                                    SolveOptions(threads=threads, seed=seed, stop=stop),
                                    progress=progress)
@@ -253,7 +254,8 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
                 0.0, math.floor(lower_bound * scale - constant))
             share = _search_share(stop, len(problem.network.layers),
                                   0.25 if problem.hardware.loop_nests else 0.05)
-            mapping, model_value, model_bound = cs.solve(share, hint)
+            with stop.active(reserve_s):
+                mapping, model_value, model_bound = cs.solve(share, hint)
             stats.update(cs.stats)
             if model_bound < math.inf:  # a search stopped early may not have reached it
                 model_bound = max(model_bound, _quick_bound(problem))

@@ -152,6 +152,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         self.seed_source: Callable[[], Iterable[Mapping]] | None = None
         self._seeded: set[int] = set()
         self._seed_keep: list[Mapping] = []
+        self._lower = 0.0  # the search's proven bound so far (model units)
         self.stats = {"frames_built": 0, "local_solves": 0, "frames_direct": 0,
                       "master_solves": 0, "columns": 0, "columns_priced": 0,
                       "variables": 0, "constraints": 0, "frames_repaired": 0,
@@ -410,10 +411,29 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
 
         Returns the best mapping found (or ``None``), its value in model units
         (``inf`` when none), and a proven lower bound.
+
+        A loop-nest table stopped by :func:`stems_opt.stopping.checkpoint` (the
+        caller's :meth:`Stop.active` block) ends the search wherever it is: the
+        answer is the best mapping and bound so far.
         """
+        self._lower = lower_bound
+        try:
+            return self._search(time_limit_s)
+        except SearchStoppedError:
+            return self._answer(self._lower)
+
+    def _answer(self, lower: float) -> tuple[Mapping | None, float, float]:
+        """The best mapping found, its value and the bound ``lower`` (at most the value)."""
+        res = self.incumbent()
+        if res is None:
+            return None, math.inf, lower
+        chosen, value = res
+        return self.mapping_of(chosen), value, min(lower, value)
+
+    def _search(self, time_limit_s: float | None) -> tuple[Mapping | None, float, float]:
+        """:meth:`solve`'s search; its bound so far is kept in ``self._lower``."""
         start = time.perf_counter()
         local_end = None if time_limit_s is None else start + time_limit_s
-        lower = lower_bound
         ties_budget = TieBudget()  # for tightening columns tied with the master's path
 
         def stopped() -> bool:
@@ -436,9 +456,9 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
                 self._open_lengths(self.max_len)
             self.stats.update(columns=len(self.columns), open_len=self.open_len)
         turns = Turns(self, start, left)  # the neighbourhood search's share of the time
-        if lower > 0:
+        if self._lower > 0:
             found = self.incumbent()
-            if found is not None and found[1] <= lower:
+            if found is not None and found[1] <= self._lower:
                 return self.mapping_of(found[0]), found[1], found[1]
 
         while not stopped():
@@ -446,7 +466,8 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
                 res = self.master(time_limit_s=self.stop.limit_s(None)) if self.master_mip \
                     else self.master_path()
             except MasterStoppedError as stop:  # the deadline came during the master solve
-                lower = max(lower, min(stop.bound or 0.0, self.excluded_bound()))
+                bound = min(stop.bound or 0.0, self.excluded_bound())
+                self._lower = max(self._lower, bound)
                 break
             if res is None and self.open_more():
                 continue  # no cover by the opened intervals: longer ones may cover
@@ -454,8 +475,8 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
                 return None, math.inf, math.inf  # no cover at all: infeasible
             chosen, value, bound, optimal = res
             # The master sees opened intervals only: the others are bounded apart.
-            lower = max(lower, min(bound, self.excluded_bound()))
-            self._report(lower)
+            self._lower = max(self._lower, min(bound, self.excluded_bound()))
+            self._report(self._lower)
             self.poll_seeds()
             self.note_incumbent()
             LOG.debug("master %.0f (bound %.0f), %d of %d columns priced", value, bound,
@@ -527,11 +548,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
                 break
         self.stats.update(lns_moves=turns.moves, lns_improved=turns.improved,
                           lns_s=round(turns.used_s, 3))
-        res = self.incumbent()
-        if res is None:
-            return None, math.inf, lower
-        chosen, value = res
-        return self.mapping_of(chosen), value, min(lower, value)
+        return self._answer(self._lower)
 
     def _report(self, bound: float) -> None:
         """Tell the progress reporter the bound, and the incumbent when a report is due
