@@ -39,7 +39,7 @@ from stems_opt.mapping import (
     StateMode,
     WeightChoice,
 )
-from stems_opt.network import Axis
+from stems_opt.network import Axis, Network
 from stems_opt.stopping import SearchStoppedError
 
 ALL_REPAIRED = ("all",)
@@ -49,6 +49,15 @@ REPAIR_ALL_S = 0.12
 THOROUGH_LAYERS = 4
 """Columns of up to this many layers get :meth:`PrimalMixin.repair_all` in
 :meth:`PrimalMixin.thorough_dive`."""
+
+
+def fit_counts(net: Network, first: int, last: int, axis: Axis, tiles: int) -> bool:
+    """Whether :meth:`PrimalMixin.long_fit` tries ``tiles`` tiles along ``axis`` for the
+    layers ``first..last``: on the ladder (:func:`on_ladder`), or dividing the output
+    extent of one of them (every tile of that layer then has as many rows: SEW-ResNet-152's
+    optimum at 256 KB runs stage 1 in 28 tiles, two of its 56 rows each)."""
+    return on_ladder(tiles) or any(lay.extent(axis) % tiles == 0
+                                   for lay in net.layers[first:last + 1])
 
 
 class PrimalMixin:
@@ -514,13 +523,81 @@ class PrimalMixin:
                   else self.incumbent()[1])
         return done
 
+    def long_dive(self, over: Callable[[], bool]) -> bool:
+        """:meth:`plain_dive` over every opened plain column, long ones included, each
+        column it picks given :meth:`long_fit` once per shape key and canonical
+        signature (translates take the segment through :meth:`share_found`): a
+        shortest path where the columns not fitted yet are at their bounds, the others
+        at their found values, until it picks none. ``False`` when ``over()``
+        stopped it (the columns fitted stay fitted: the next call goes on).
+
+        The dive opens long intervals of a deep network within its share only, and
+        the repairs of :meth:`plain_dive` take tens of milliseconds per long column;
+        this pass runs once every interval is open, with fits of a few
+        milliseconds. SEW-ResNet-152 at 256 KB (traffic): stage 1 as a 13- and a
+        7-layer segment in 28 tiles and stage 2 in 6-layer segments across two
+        blocks, as its optimum has them."""
+        plain = self._plain_columns()
+        done = self._long_fitted
+
+        def key(c: Column) -> tuple:
+            return c.share_key if c.share_key is not None else (c.first, c.last, c.sig)
+
+        def settled(c: Column) -> bool:
+            return key(c) in done or (c.upper is not None and c.upper <= c.price)
+
+        def price(c: Column) -> float | None:
+            return c.upper if settled(c) else float(round(c.price))
+
+        def work(c: Column) -> None:
+            done.add(key(c))
+            if self.long_fit(c):
+                self.share_found(c)
+
+        # (from the input on: the early layers' large tensors are where the most is won)
+        finished = self._plain_path(plain, over, price, lambda c: not settled(c), work,
+                                    forward=True)
+        LOG.debug("long dive (%d fitted): %s", len(done),
+                  None if self.incumbent() is None else self.incumbent()[1])
+        return finished
+
+    def long_fit(self, col: Column) -> bool:
+        """Give ``col`` the best of its frames' cheapest choices (:meth:`_direct`) that
+        fit, in the largest time batch, time outer, over the tile counts of
+        :func:`fit_counts`; when none fits, the frugal choices at the fewest tiles
+        improved by the repair's saving moves
+        (:func:`~stems_opt.formulation.neighbourhood.first_fit`). ``True`` when its
+        found value improved."""
+        T = self.net.timesteps
+        best = None
+        for spec in self.specs[(col.first, col.last)]:
+            if spec[2] != T or spec[5] is not Order.TIME_OUTER or \
+                    not fit_counts(self.net, col.first, col.last, spec[3], spec[4]):
+                continue
+            if self.stop.expired():
+                return False
+            got = self._direct(col, spec, not self.energy)
+            if got is not None and (best is None or got[1] < best[1]):
+                best = got
+        for axis in self.axes if best is None else ():
+            best = first_fit(self, col, axis)
+            if best is not None:
+                break
+        if best is None or (col.upper is not None and best[1] >= col.upper):
+            return False
+        col.upper, col.segment, col.frame, col.chosen = best[1], best[0], None, {}
+        self.touch(col)
+        return True
+
     def _plain_path(self, plain: list[Column], over: Callable[[], bool],
                     price_of: Callable[[Column], float | None] | None = None,
                     pending_of: Callable[[Column], bool] | None = None,
-                    work: Callable[[Column], None] | None = None) -> bool:
+                    work: Callable[[Column], None] | None = None,
+                    forward: bool = False) -> bool:
         """:meth:`plain_dive` over the columns ``plain``; ``price_of``, ``pending_of``
         and ``work`` replace its prices (``None``: left out), the columns it works
-        on and their work (:meth:`thorough_dive`)."""
+        on and their work (:meth:`thorough_dive`); ``forward`` works on the path's
+        columns from the network's input on (else from its output)."""
         L = len(self.net.layers)
         starts: dict[int, list[Column]] = {}
         for c in plain:
@@ -549,8 +626,8 @@ class PrimalMixin:
                 assert c is not None
                 path.append(c)
                 k = c.first
-            pending = [c for c in path if (pending_of(c) if pending_of is not None
-                                           else c.upper is None)]
+            pending = [c for c in (path[::-1] if forward else path)
+                       if (pending_of(c) if pending_of is not None else c.upper is None)]
             if not pending:
                 self.note_incumbent()
                 return True

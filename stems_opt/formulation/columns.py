@@ -180,6 +180,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         self._shared_bounds: dict[Hashable, list[float]] = {}
         self._shared_prices: dict[tuple, tuple[float | None, tuple[int, int], Segment | None]] = {}
         self._found_shared: dict[tuple, float] = {}  # share key -> best found value offered
+        self._long_fitted: set[tuple] = set()  # columns given long_fit (share keys)
         self._block_extras: dict[tuple, float] = {}  # (share key, blocks) -> block floor
         L = len(self.net.layers)
         self.max_len = min(L, problem.max_segment_layers or L)

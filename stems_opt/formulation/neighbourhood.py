@@ -85,6 +85,8 @@ DIVE_TURN_S = 0.5
 """Seconds a dive step (:meth:`ColumnSolver.dive_step`) may take as a turn."""
 THOROUGH_TURN_S = 1.0
 """Seconds the thorough dive (:meth:`ColumnSolver.thorough_dive`) may take as a turn."""
+LONG_TURN_S = 1.0
+"""Seconds the long dive (:meth:`ColumnSolver.long_dive`) may take as a turn."""
 
 
 def fewest_tiles(cs: ColumnSolver, col: Column, axis: Axis, time_batch: int
@@ -350,6 +352,7 @@ class Turns:
         self.repairs = True  # some may still be
         self.dives = True  # the master over found segments and bounds may pick new columns
         self.thorough = True  # the thorough dive may not have ended
+        self.long = True  # the long dive may not have ended
         self.improved = 0
         self.value = math.inf  # the incumbent's value at the last look
         self.checked = 0.0  # when the incumbent was last looked at, once exhausted
@@ -388,6 +391,12 @@ class Turns:
             kind = self.turns % 4
             if kind == 3 and self.dives:
                 self._dive()
+                return
+            # The long dive (once every interval is open) and the thorough dive take
+            # turns about while both go on.
+            long = self.long and self.cs.open_len >= self.cs.max_len
+            if long and (not self.thorough or self.turns % 2 == 0):
+                self._long()
                 return
             if self.thorough:
                 self._thorough()
@@ -449,6 +458,19 @@ class Turns:
         if after is not None and (before is None or after[1] < before[1]):
             self.repairs = True  # (the incumbent may have new segments)
         LOG.debug("thorough dive turn (more: %s)", self.thorough)
+
+    def _long(self) -> None:
+        """The long dive (:meth:`ColumnSolver.long_dive`) for at most :data:`LONG_TURN_S`;
+        it goes on where it stopped at the next turn, until it ends."""
+        cs = self.cs
+        end = time.perf_counter() + LONG_TURN_S
+        before = cs.incumbent()
+        if cs.long_dive(lambda: cs.stop.expired() or time.perf_counter() >= end):
+            self.long = False
+        after = cs.incumbent()
+        if after is not None and (before is None or after[1] < before[1]):
+            self.repairs = True  # (the incumbent may have new segments)
+        LOG.debug("long dive turn (more: %s)", self.long)
 
     def _merge(self) -> None:
         """A segment for the next run of blocks merged (:func:`block_runs`), with every
