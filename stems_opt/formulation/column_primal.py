@@ -534,10 +534,12 @@ class PrimalMixin:
         The dive opens long intervals of a deep network within its share only, and
         the repairs of :meth:`plain_dive` take tens of milliseconds per long column;
         this pass runs once every interval is open, with fits of a few
-        milliseconds. SEW-ResNet-152 at 256 KB (traffic): stage 1 as a 13- and a
+        milliseconds (:meth:`long_fit`). SEW-ResNet-152 at 256 KB (traffic): stage 1 as a 13- and a
         7-layer segment in 28 tiles and stage 2 in 6-layer segments across two
         blocks, as its optimum has them."""
-        plain = self._plain_columns()
+        if self._long_plain[0] != len(self.columns):  # (a scan of every column)
+            self._long_plain = (len(self.columns), self._plain_columns())
+        plain = self._long_plain[1]
         done = self._long_fitted
 
         def key(c: Column) -> tuple:
@@ -557,17 +559,18 @@ class PrimalMixin:
         # (from the input on: the early layers' large tensors are where the most is won)
         finished = self._plain_path(plain, over, price, lambda c: not settled(c), work,
                                     forward=True)
-        LOG.debug("long dive (%d fitted): %s", len(done),
-                  None if self.incumbent() is None else self.incumbent()[1])
+        LOG.debug("long dive: %d fitted", len(done))
         return finished
 
     def long_fit(self, col: Column) -> bool:
         """Give ``col`` the best of its frames' cheapest choices (:meth:`_direct`) that
         fit, in the largest time batch, time outer, over the tile counts of
-        :func:`fit_counts`; when none fits, the frugal choices at the fewest tiles
-        improved by the repair's saving moves
-        (:func:`~stems_opt.formulation.neighbourhood.first_fit`). ``True`` when its
-        found value improved."""
+        :func:`fit_counts`; ``True`` when its found value improved.
+
+        Nothing else is tried: where the cheapest choices fit, the value is usually
+        the frame's bound, and a long column whose cheapest choices fit nowhere is
+        rarely worth its greedy repair (a few times slower: on SEW-ResNet-152 at 256
+        KB the same mapping, found in twice the time)."""
         T = self.net.timesteps
         best = None
         for spec in self.specs[(col.first, col.last)]:
@@ -579,10 +582,6 @@ class PrimalMixin:
             got = self._direct(col, spec, not self.energy)
             if got is not None and (best is None or got[1] < best[1]):
                 best = got
-        for axis in self.axes if best is None else ():
-            best = first_fit(self, col, axis)
-            if best is not None:
-                break
         if best is None or (col.upper is not None and best[1] >= col.upper):
             return False
         col.upper, col.segment, col.frame, col.chosen = best[1], best[0], None, {}

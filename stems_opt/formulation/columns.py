@@ -181,6 +181,8 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         self._shared_prices: dict[tuple, tuple[float | None, tuple[int, int], Segment | None]] = {}
         self._found_shared: dict[tuple, float] = {}  # share key -> best found value offered
         self._long_fitted: set[tuple] = set()  # columns given long_fit (share keys)
+        # (how many columns there were when last scanned, and the plain ones among them)
+        self._long_plain: tuple[int, list[Column]] = (0, [])
         self._block_extras: dict[tuple, float] = {}  # (share key, blocks) -> block floor
         L = len(self.net.layers)
         self.max_len = min(L, problem.max_segment_layers or L)

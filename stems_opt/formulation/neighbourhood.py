@@ -395,7 +395,7 @@ class Turns:
             # The long dive (once every interval is open) and the thorough dive take
             # turns about while both go on.
             long = self.long and self.cs.open_len >= self.cs.max_len
-            if long and (not self.thorough or self.turns % 2 == 0):
+            if long and (not self.thorough or self.turns % 2 == 1):
                 self._long()
                 return
             if self.thorough:
