@@ -352,9 +352,10 @@ class Turns:
         self.repairs = True  # some may still be
         self.dives = True  # the master over found segments and bounds may pick new columns
         self.thorough = True  # the thorough dive may not have ended
-        # The long dive may not have ended. (Not with loop nests: each of its scorings
-        # may solve nests from a cold table, and their proofs were not measured with it.)
-        self.long = not cs.problem.hardware.loop_nests
+        # The long dive may not have ended. (Not for energy with loop nests: each of its
+        # scorings may solve nests from a cold table, and those proofs were not measured
+        # with it.)
+        self.long = not (cs.energy and cs.problem.hardware.loop_nests)
         self.improved = 0
         self.value = math.inf  # the incumbent's value at the last look
         self.checked = 0.0  # when the incumbent was last looked at, once exhausted
