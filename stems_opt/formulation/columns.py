@@ -453,12 +453,14 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         # them a length at a time within its share only): a mapping through an unopened
         # interval is bounded by the per-layer cheap floors alone (excluded_bound), below
         # what the tightened columns see. (SEW-ResNet-152: 58,902 columns, a few seconds.)
+        late = self.open_len < self.max_len  # (long intervals opened after the dive)
         if self._budget_len >= self.max_len > self.open_len:
             # (stopped: what was opened stays; the rest is still bounded apart)
             with contextlib.suppress(SearchStoppedError):
                 self._open_lengths(self.max_len)
             self.stats.update(columns=len(self.columns), open_len=self.open_len)
-        turns = Turns(self, start, left)  # the neighbourhood search's share of the time
+        # (the neighbourhood search's share of the time)
+        turns = Turns(self, start, left, long_pass=late)
         if self._lower > 0:
             found = self.incumbent()
             if found is not None and found[1] <= self._lower:

@@ -335,9 +335,13 @@ class Turns:
     start, span_s
         When the search began (``time.perf_counter()``) and the time it may take
         (``None``: no limit, the warm-up is then ``WARMUP_S``).
+    long_pass
+        Whether the long dive has turns: where the long intervals were opened after
+        the dive (a deep network), whose passes never saw them.
     """
 
-    def __init__(self, cs: ColumnSolver, start: float, span_s: float | None):
+    def __init__(self, cs: ColumnSolver, start: float, span_s: float | None,
+                 long_pass: bool = False):
         self.cs = cs
         self.begin = start + (WARMUP_S if span_s is None
                               else min(WARMUP_S, WARMUP_SHARE * span_s))
@@ -355,7 +359,7 @@ class Turns:
         # The long dive may not have ended. (Not for energy with loop nests: each of its
         # scorings may solve nests from a cold table, and those proofs were not measured
         # with it.)
-        self.long = not (cs.energy and cs.problem.hardware.loop_nests)
+        self.long = long_pass and not (cs.energy and cs.problem.hardware.loop_nests)
         self.improved = 0
         self.value = math.inf  # the incumbent's value at the last look
         self.checked = 0.0  # when the incumbent was last looked at, once exhausted
