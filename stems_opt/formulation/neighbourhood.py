@@ -9,6 +9,10 @@ before the exact loop proves anything. Its moves, in turn:
 - **The thorough dive** (:meth:`ColumnSolver.thorough_dive`), while it has
   not ended: every frame of the short plain columns a shortest path picks,
   repaired greedily in bound order, up to a second per turn.
+- **The long dive** (:meth:`ColumnSolver.long_dive`), once the thorough dive has
+  ended, on a network whose long intervals were opened after the dive: the plain
+  columns of every length a shortest path picks, fitted by their cheapest choices,
+  up to a second per turn.
 - **A greedy repair** (:meth:`ColumnSolver.repair_price`) of a column of the
   incumbent: its frames of least capacity-aware bound, repaired greedily.
 - **A run of blocks merged**: two or more consecutive blocks of the network
