@@ -419,7 +419,7 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
                              maybe_whole: Collection[str] = (), read_rate: int = 1,
                              write_rate: int = 1, k_unroll: int = 1, weight_use_rate: int = 0,
                              item_cover: bool = False, nest_excess: NestExcess | None = None,
-                             subtile_cover: bool = False
+                             subtile_cover: bool = False, relaxed_first: bool = True
                              ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`frames_excess_bounds` of every signature ``(budget, written, whole)`` of
     ``signatures`` at once: bound and slack of shape ``(signatures, frames)``.
@@ -430,7 +430,9 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
     (a tensor it keeps whole) is an item with no excess and no hold there,
     which changes no knapsack. The same values as one call per signature
     (tested against that computation), in a fraction of the time: most of a
-    call's cost is per array operation, not per element.
+    call's cost is per array operation, not per element. ``relaxed_first``: covered
+    frames go through their program's LP relaxation first
+    (:func:`~stems_opt.formulation.subtile_cover.raise_least_subtiles`).
     """
     plan = _interval_plan(network, first, last, axis)
     K, F, L = len(signatures), len(frames), len(plan)
@@ -441,7 +443,7 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
         parts = [signatures_excess_bounds(network, first, last, axis, frames,
                                           signatures[s:s + per_key], maybe_whole, read_rate,
                                           write_rate, k_unroll, weight_use_rate, item_cover,
-                                          nest_excess, subtile_cover)
+                                          nest_excess, subtile_cover, relaxed_first)
                  for s in range(0, K, per_key)]
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     budgets = np.array([s[0] for s in signatures], dtype=np.int64)
@@ -450,7 +452,7 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
     bound, slack = _signature_rows(network, axis, plan, _interval_table(network, first, last, axis),
                                    frames, budgets, writtens, wholes, frozenset(maybe_whole),
                                    read_rate, write_rate, k_unroll, weight_use_rate,
-                                   item_cover, nest_excess, subtile_cover)
+                                   item_cover, nest_excess, subtile_cover, relaxed_first)
     return bound.reshape(K, F), slack.reshape(K, F)
 
 
@@ -459,8 +461,8 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
                     writtens: list[frozenset[str]], wholes: list[frozenset[str]],
                     maybe_whole: frozenset[str], read_rate: int, write_rate: int,
                     k_unroll: int, weight_use_rate: int, item_cover: bool = False,
-                    nest_excess: NestExcess | None = None, subtile_cover: bool = False
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    nest_excess: NestExcess | None = None, subtile_cover: bool = False,
+                    relaxed_first: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """The bounds of :func:`signatures_excess_bounds`, one row per signature and frame
     (signature-major)."""
     T = network.timesteps
@@ -691,7 +693,8 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
     if item_cover:  # (one decision per item across the rows: item_cover.py)
         pairs = tuple((k, k + 1) for k, _, _ in weight_items)
         best = raise_least_subtiles(best, parts.e, parts.h, parts.forced, row_budget, L, F0,
-                                    pairs, operand_extra, sub_choices) if sub_choices else \
+                                    pairs, operand_extra, sub_choices,
+                                    relaxed_first=relaxed_first) if sub_choices else \
             raise_least(best, parts.e, parts.h, parts.forced, row_budget, L, F0, pairs,
                         operand_extra)
     # Relative slack against float rounding keeps the bound valid; excess is integral.

@@ -331,6 +331,47 @@ class BoundsMixin:
         col.bound = max(col.bound, best + extra)
         return col.bound > old
 
+    def settle(self, col: Column) -> bool:
+        """Before a covered column is priced: its frames raised by their programs
+        themselves, least first as :meth:`tighten` does, not through the programs' LP
+        relaxations (``subtile_cover.RELAXED_FIRST``), which leave the frames above the
+        least at their relaxation. The pricing stops at the first frame whose bound
+        reaches the best value found, so those frames are worth their programs there;
+        a column is settled once (programs already solved are remembered). ``True``
+        when the column's bound rose."""
+        from stems_opt.formulation import subtile_cover
+
+        settled = self.__dict__.setdefault("_settled", set())
+        if not col.covered or col.exact or id(col) in settled or not (
+                subtile_cover.RELAXED_FIRST and self._subtile_cover()):
+            return False
+        settled.add(id(col))
+        key = self._tighten_key(col)
+        if key is None:
+            return False
+        best, floor = math.inf, self.chunk_floors.between(col.first, col.last)
+        for axis, specs in self._by_axis(self.specs[(col.first, col.last)]).items():
+            self.stop.check()
+            cap = (*self._cap_key(col.first, col.last, axis, key, True), "settled")
+            got = self.cap_bounds.get(cap)
+            if got is None:
+                got = self.cap_bounds[cap] = tuple(a[0] for a in signatures_excess_bounds(
+                    self.net, col.first, col.last, axis, [(s[2], s[5], s[4]) for s in specs],
+                    [key], read_rate=self.rates[0], write_rate=self.rates[1],
+                    k_unroll=self.ctx.k_unroll, weight_use_rate=self._weight_use_rate(),
+                    item_cover=True, nest_excess=self._nest_excess(col.first, col.last, axis),
+                    subtile_cover=True, relaxed_first=False))
+            for spec, excess in zip(specs, got[0].tolist(), strict=True):
+                bound = max(col.frame_bounds[spec], self._cheapest(spec) + max(excess, floor))
+                col.frame_bounds[spec] = bound
+                best = min(best, bound)
+        old = col.bound
+        if best == math.inf:
+            col.exact, col.value = True, None
+            return True
+        col.bound = max(col.bound, best + self._extra(col.first, col.last, col.sig))
+        return col.bound > old
+
     def cover_in_search(self) -> bool:
         """Whether the master's pending columns and the interval bounds are covered
         (``item_cover.py``): for traffic and energy on networks deeper than

@@ -346,6 +346,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         if not col.exact and self.take_shared(col):
             return
         self.tighten(col)
+        self.settle(col)  # (covered frames at their programs, not their relaxations)
         if col.exact:
             return
         extra = self._extra(col.first, col.last, col.sig)

@@ -198,10 +198,18 @@ def raise_least(best: np.ndarray, e: np.ndarray, h: np.ndarray, forced: np.ndarr
 
 
 def raise_frames(best: np.ndarray, frames: int, bound_of: Callable[[int], float],
-                 every: bool = False) -> np.ndarray:
+                 every: bool = False, relaxed_of: Callable[[int], float] | None = None
+                 ) -> np.ndarray:
     """Raise each signature's least frame bounds of ``best`` (``frames`` per signature,
     signature-major) to ``bound_of(k)`` until the least is one already raised
-    (``every``: raise all finite ones); each bound only rises."""
+    (``every``: raise all finite ones); each bound only rises.
+
+    ``relaxed_of``: a cheaper bound of the same frame, at most ``bound_of``'s when that
+    is solved (the program's LP relaxation): a least frame is raised to it first, and to
+    ``bound_of`` only when it is still the least. The least over each signature's frames
+    is the same (the least frame is raised by ``bound_of`` in the end, and every other
+    frame is at most its ``bound_of``), with fewer programs solved: a frame whose
+    relaxation lifts it above the least is not solved."""
     best = best.copy()
 
     def raise_frame(k: int) -> None:
@@ -213,11 +221,15 @@ def raise_frames(best: np.ndarray, frames: int, bound_of: Callable[[int], float]
                 if np.isfinite(best[k]):
                     raise_frame(k)
             continue
-        done = np.zeros(frames, dtype=bool)
+        level = np.zeros(frames, dtype=np.int8)  # 0 as given, 1 relaxed, 2 raised
         while True:
             f = int(np.argmin(best[start:start + frames]))
-            if done[f] or not np.isfinite(best[start + f]):
+            if level[f] == 2 or not np.isfinite(best[start + f]):
                 break
-            done[f] = True
+            if level[f] == 0 and relaxed_of is not None:
+                best[start + f] = max(best[start + f], relaxed_of(start + f))
+                level[f] = 1
+                continue
             raise_frame(start + f)
+            level[f] = 2
     return best
