@@ -2,30 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
-import sys
 import time
-from collections.abc import Iterator
 
 from stems_opt.formulation.backend import BackendAnswer, SolveOptions
 from stems_opt.formulation.model import LinearModel
+from stems_opt.formulation.quiet import quiet_stdout
 from stems_opt.stopping import run_stoppable
-
-
-@contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """HiGHS prints a banner on fd 1 at its first instance: keep stdout clean for JSON."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            yield
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 def _highs_lp(lm: LinearModel) -> object:
@@ -64,7 +47,7 @@ def solve_highs(lm: LinearModel, options: SolveOptions,
     """Solve ``lm`` with HiGHS branch and cut, ``mip_rel_gap = 0``."""
     import highspy
 
-    with _quiet_stdout():
+    with quiet_stdout():
         h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     if options.stop is not None:
@@ -108,11 +91,11 @@ def write_highs(lm: LinearModel, path: str) -> None:
     """Write ``lm`` as an LP or MPS file (by the suffix of ``path``) through HiGHS."""
     import highspy
 
-    with _quiet_stdout():
+    with quiet_stdout():
         h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.passModel(_highs_lp(lm))
-    with _quiet_stdout():
+    with quiet_stdout():
         status = h.writeModel(str(path))
     if status == highspy.HighsStatus.kError:
         raise OSError(f"HiGHS could not write {path}")

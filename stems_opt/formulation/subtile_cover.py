@@ -360,7 +360,7 @@ def _relaxation(cost: np.ndarray, hold: np.ndarray, need: np.ndarray, items: lis
     makes it."""
     import highspy
 
-    from stems_opt.formulation.highs import _quiet_stdout
+    from stems_opt.formulation.quiet import quiet_stdout
 
     cols: list[float] = []  # objective per variable
     lines: list[tuple[list[tuple[int, float]], float, float]] = []  # (terms, lower, upper)
@@ -406,7 +406,7 @@ def _relaxation(cost: np.ndarray, hold: np.ndarray, need: np.ndarray, items: lis
     lp.a_matrix_.start_ = np.cumsum([0] + [len(t) for t, _, _ in lines], dtype=np.int32)
     lp.a_matrix_.index_ = np.array([v for t, _, _ in lines for v, _ in t], dtype=np.int32)
     lp.a_matrix_.value_ = np.array([a for t, _, _ in lines for _, a in t], dtype=np.float64)
-    with _quiet_stdout():  # (the first instance prints a banner)
+    with quiet_stdout():  # (the first instance prints a banner)
         h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.passModel(lp)
