@@ -48,7 +48,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from stems_opt.cost.geometry import SegmentGeometry
@@ -459,28 +459,28 @@ class Turns:
         """The thorough dive (:meth:`ColumnSolver.thorough_dive`) for at most
         :data:`THOROUGH_TURN_S`; it goes on where it stopped at the next turn, until
         it ends."""
-        cs = self.cs
-        end = time.perf_counter() + THOROUGH_TURN_S
-        before = cs.incumbent()
-        if cs.thorough_dive(lambda: cs.stop.expired() or time.perf_counter() >= end):
+        if self._pass_turn(self.cs.thorough_dive, THOROUGH_TURN_S):
             self.thorough = False
-        after = cs.incumbent()
-        if after is not None and (before is None or after[1] < before[1]):
-            self.repairs = True  # (the incumbent may have new segments)
         LOG.debug("thorough dive turn (more: %s)", self.thorough)
 
     def _long(self) -> None:
         """The long dive (:meth:`ColumnSolver.long_dive`) for at most :data:`LONG_TURN_S`;
         it goes on where it stopped at the next turn, until it ends."""
-        cs = self.cs
-        end = time.perf_counter() + LONG_TURN_S
-        before = cs.incumbent()
-        if cs.long_dive(lambda: cs.stop.expired() or time.perf_counter() >= end):
+        if self._pass_turn(self.cs.long_dive, LONG_TURN_S):
             self.long = False
+        LOG.debug("long dive turn (more: %s)", self.long)
+
+    def _pass_turn(self, run: Callable[[Callable[[], bool]], bool], turn_s: float) -> bool:
+        """One turn of a resumable pass (``run(over)`` is ``True`` once it has ended),
+        at most ``turn_s`` seconds; whether it ended."""
+        cs = self.cs
+        end = time.perf_counter() + turn_s
+        before = cs.incumbent()
+        ended = run(lambda: cs.stop.expired() or time.perf_counter() >= end)
         after = cs.incumbent()
         if after is not None and (before is None or after[1] < before[1]):
             self.repairs = True  # (the incumbent may have new segments)
-        LOG.debug("long dive turn (more: %s)", self.long)
+        return ended
 
     def _merge(self) -> None:
         """A segment for the next run of blocks merged (:func:`block_runs`), with every
