@@ -324,7 +324,14 @@ class BoundsMixin:
                 best = min(best, bound)
         col.tight = True
         col.covered = col.covered or cover
-        if best == math.inf:  # no frame fits its own transient buffers
+        return self._raise_to(col, best, extra)
+
+    @staticmethod
+    def _raise_to(col: Column, best: float, extra: float) -> bool:
+        """Raise ``col``'s bound to its least frame bound ``best`` plus ``extra`` (no
+        frame fits its own transient buffers when ``best`` is infinite: the column
+        has no segment); whether it rose."""
+        if best == math.inf:
             col.exact, col.value = True, None
             return True
         old = col.bound
@@ -365,12 +372,7 @@ class BoundsMixin:
                 bound = max(col.frame_bounds[spec], self._cheapest(spec) + max(excess, floor))
                 col.frame_bounds[spec] = bound
                 best = min(best, bound)
-        old = col.bound
-        if best == math.inf:
-            col.exact, col.value = True, None
-            return True
-        col.bound = max(col.bound, best + self._extra(col.first, col.last, col.sig))
-        return col.bound > old
+        return self._raise_to(col, best, self._extra(col.first, col.last, col.sig))
 
     def cover_in_search(self) -> bool:
         """Whether the master's pending columns and the interval bounds are covered
