@@ -51,6 +51,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from stems_opt.cost.traffic import min_read_bits
 from stems_opt.formulation.bypass_floor import BypassItem, _reader_rows
 from stems_opt.formulation.column_base import EAGER_LAYERS
@@ -106,14 +108,20 @@ class _Rows:
     state: int
     inputs: tuple[tuple[str, int], ...]
     x_row: int
-    window: tuple[int, ...]
-    new: tuple[int, ...]
-    x_rows: tuple[int, ...]
+    window: np.ndarray
+    new: np.ndarray
+    x_rows: np.ndarray
 
 
 @dataclass
 class _Search:
-    """The least cost of one block's present layers in one interval along one axis."""
+    """The least cost of one block's present layers in one interval along one axis.
+
+    Each layer's choices for a time batch and placement are arrays over its tile counts
+    and sub-tile counts (:meth:`_choices`), and its least cost for a room an array over
+    the reference's tile counts (:meth:`costs`), kept per room: translated blocks share
+    one search (:meth:`BlockFloors._least`), so these are computed once per shape.
+    ``tests/reference_block_floor.py`` keeps the former scalar search, the oracle."""
 
     network: Network
     item: BlockItem
@@ -122,42 +130,45 @@ class _Search:
     axis: Axis
     k_unroll: int
     rows: dict[int, _Rows] = dataclasses.field(default_factory=dict)
-    frontiers: dict[tuple, list[list[tuple[int, int]]]] = dataclasses.field(
+    choices: dict[tuple, tuple[np.ndarray, np.ndarray]] = dataclasses.field(
         default_factory=dict)
     tolerances: dict[int, tuple[int, int]] = dataclasses.field(default_factory=dict)
-    least_costs: dict[tuple, list[float]] = dataclasses.field(default_factory=dict)
+    least_costs: dict[tuple, np.ndarray] = dataclasses.field(default_factory=dict)
+    windows: dict[tuple[int, int], np.ndarray] = dataclasses.field(default_factory=dict)
 
     def _rows(self, at: int) -> _Rows:
         got = self.rows.get(at)
         if got is None:
             net, lay, axis = self.network, self.network.layers[at], self.axis
             span = range(lay.extent(axis) + 1)
-            window = tuple(least_window_rows(lay, axis, r) if r else 0 for r in span)
-            shared = shared_rows(lay, axis)
+            window = np.array([least_window_rows(lay, axis, r) if r else 0 for r in span],
+                              dtype=np.int64)
             got = self.rows[at] = _Rows(
                 lay.name, lay.output_row_bits(axis), lay.state_row_bits(axis),
                 tuple((src, net.tensor_row_bits(src, axis)) for src in dict.fromkeys(lay.inputs)),
                 net.tensor_row_bits(self.item.tensor, axis), window,
-                tuple(max(0, w - shared) for w in window),
-                tuple(_x_rows(net, self.item.chain, at, self.item.reader, axis, r) if r else 0
-                      for r in span))
+                np.maximum(0, window - shared_rows(lay, axis)),
+                np.array([_x_rows(net, self.item.chain, at, self.item.reader, axis, r) if r
+                          else 0 for r in span], dtype=np.int64))
         return got
 
-    def held(self, at: int, tile: int, sub: int, tb: int, placed: dict[str, str]) -> int:
+    def held(self, at: int, tile: np.ndarray, sub: np.ndarray, tb: int,
+             placed: dict[str, str]) -> np.ndarray:
         """Least bits layer ``at`` holds at its step of ``sub`` rows in a tile of
-        ``tile`` rows beside its weights (``placed``: tensor -> where it is)."""
+        ``tile`` rows beside its weights (``placed``: tensor -> where it is), elementwise
+        over the (broadcast) row counts."""
         rows, x = self._rows(at), self.item.tensor
         where = placed.get(rows.name, DRAM)
         out = tile if where == CHIP else 0 if where == WHOLE else sub
-        bits = out * rows.output * tb + sub * rows.state
+        bits = out * (rows.output * tb) + sub * rows.state
         x_rows = rows.x_rows[tile] if placed.get(x) == CHIP else 0
         for src, row in rows.inputs:
             where = placed.get(src, DRAM)
             n = rows.window[tile] if where == CHIP else 0 if where == WHOLE else rows.new[sub]
             if src == x:
-                n, x_rows = max(n, x_rows), 0
-            bits += n * row * tb
-        return bits + x_rows * rows.x_row * tb
+                n, x_rows = np.maximum(n, x_rows), 0
+            bits = bits + n * (row * tb)
+        return bits + x_rows * (rows.x_row * tb)
 
     def tolerance(self, at: int) -> tuple[int, int]:
         """How many tiles fewer and more than the last layer in the interval (the
@@ -183,7 +194,7 @@ class _Search:
         return got
 
     def costs(self, at: int, tb: int, room: int, placed: dict[str, str], tiles: int
-              ) -> list[float]:
+              ) -> np.ndarray:
         """Per tile count ``t`` of the reference (index ``t - 1``, ``t`` up to
         ``tiles``), the least extra reads (bits) of layer ``at``'s weights, not
         resident, with ``room`` bits for its steps and its own tile count within
@@ -194,42 +205,50 @@ class _Search:
         got = self.least_costs.get((key, room, tiles))
         if got is not None:
             return got
-        by_tiles = self.frontiers.get(key)
-        if by_tiles is None:
-            by_tiles = self.frontiers[key] = self._frontiers(at, tb, placed)
-        least = []
-        for frontier in by_tiles:  # (per own tile count: cost up, need down)
-            least.append(next((cost for cost, need in frontier if need <= room), math.inf))
-        fewer, more = self.tolerance(at)
-        got = self.least_costs[(key, room, tiles)] = [
-            min(least[max(0, t - 1 - fewer):max(0, min(len(least), t + more))],
-                default=math.inf) for t in range(1, tiles + 1)]
+        cost_need = self.choices.get(key)
+        if cost_need is None:
+            cost_need = self.choices[key] = self._choices(at, tb, placed)
+        cost, need = cost_need
+        least = np.where(need <= room, cost, np.inf).min(axis=1)  # (per own tile count)
+        got = self.least_costs[(key, room, tiles)] = np.append(least, np.inf)[
+            self._window(at, tiles)].min(axis=1)
         return got
 
-    def _frontiers(self, at: int, tb: int, placed: dict[str, str]
-                   ) -> list[list[tuple[int, int]]]:
-        """Per tile count ``a`` (index ``a - 1``), every (extra reads, bits held) of
-        layer ``at``'s choices that no other beats in both: whole weights (read
-        ``S a`` times, whatever its sub-tiles: the finest holds the least) or chunked
-        in ``m`` sub-tiles (``S a m`` times)."""
+    def _window(self, at: int, tiles: int) -> np.ndarray:
+        """Per tile count ``t`` of the reference (row ``t - 1``), the indices of layer
+        ``at``'s own tile counts ``t - fewer .. t + more`` (:meth:`tolerance`) among its
+        ``extent`` counts, the others pointing past them (to an ``inf``)."""
+        got = self.windows.get((at, tiles))
+        if got is None:
+            fewer, more = self.tolerance(at)
+            extent = self.network.layers[at].extent(self.axis)
+            own = np.arange(tiles)[:, None] + np.arange(-fewer, more + 1)[None, :]
+            got = self.windows[(at, tiles)] = np.where((own >= 0) & (own < extent), own,
+                                                       extent)
+        return got
+
+    def _choices(self, at: int, tb: int, placed: dict[str, str]
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Per tile count ``a`` (row ``a - 1``), every (extra reads, bits held) of layer
+        ``at``'s choices (two arrays, columns past a tile's choices held ``inf``): whole
+        weights (read ``S a`` times, whatever its sub-tiles: the finest holds the least)
+        or chunked in ``m`` sub-tiles (``S a m`` times, column ``m``)."""
         lay = self.network.layers[at]
         w, extent = lay.weight_size_bits, lay.extent(self.axis)
         S = self.network.timesteps // tb
         chunk = smallest_chunk_bits(lay, self.k_unroll)
-        out = []
-        for a in range(1, extent + 1):
-            tile = -(-extent // a)
-            choices = [((S * a - 1) * w, w + self.held(at, tile, 1, tb, placed))]
-            if chunk is not None:
-                choices.extend(((S * a * m - 1) * w,
-                                chunk + self.held(at, tile, -(-tile // m), tb, placed))
-                               for m in range(1, tile + 1))
-            frontier: list[tuple[int, int]] = []
-            for cost, need in sorted(choices):
-                if not frontier or need < frontier[-1][1]:
-                    frontier.append((cost, need))
-            out.append(frontier)
-        return out
+        a = np.arange(1, extent + 1, dtype=np.int64)[:, None]
+        tile = -(-extent // a)
+        cost = [((S * a - 1) * w).astype(np.float64)]
+        need = [(w + self.held(at, tile, np.ones_like(tile), tb, placed)).astype(np.float64)]
+        if chunk is not None:
+            m = np.arange(1, extent + 1, dtype=np.int64)[None, :]
+            fits = m <= tile
+            sub = -(-tile // m)
+            cost.append(np.where(fits, (S * a * m - 1) * w, 0).astype(np.float64))
+            need.append(np.where(fits, chunk + self.held(at, tile, sub, tb, placed),
+                                 np.inf))
+        return np.hstack(cost), np.hstack(need)
 
     def least(self, room: int, placed: dict[str, str], x_choice: bool) -> tuple[float, float]:
         """The least cost with ``X`` on chip and with ``X`` as ``placed`` says (not
@@ -266,21 +285,21 @@ class _Search:
         room -= sum(net.layers[at].weight_size_bits for at in resident)
         if room < 0:
             return math.inf
+        one = np.ones(1, dtype=np.int64)
         for places in range(1 << len(made)):
             moved = sum(b for i, b in enumerate(moved_bits) if not places >> i & 1)
             if moved >= best:
                 continue
             here = {**placed, **{n: CHIP if places >> i & 1 else DRAM
                                  for i, n in enumerate(made)}}
-            if any(self.held(at, 1, 1, tb, here) > room for at in resident):
+            if any(self.held(at, one, one, tb, here)[0] > room for at in resident):
                 continue  # (a resident layer's finest step holds the least)
             tiles = net.layers[self.present[-1]].extent(self.axis)
-            totals = [float(moved)] * tiles
+            totals: np.ndarray | float = float(moved)
             for at in weighted:
                 if at not in resident:
-                    totals = [t + c for t, c in zip(
-                        totals, self.costs(at, tb, room, here, tiles), strict=True)]
-            best = min(best, *totals)
+                    totals = totals + self.costs(at, tb, room, here, tiles)
+            best = min(best, float(np.min(totals)))
         return best
 
     def shape(self) -> tuple:
@@ -305,6 +324,30 @@ class _Search:
                          for n, r in zip(made, [*made[1:], net.layers[self.item.reader].name],
                                          strict=True)))
         return tuple(key)
+
+
+def _names(search: _Search) -> list[str]:
+    """The tensors :meth:`_Search.least` reads placements of, in an order translated
+    blocks share: ``X``, then per present layer its output and its inputs."""
+    net = search.network
+    out = [search.item.tensor]
+    for at in search.present:
+        out.append(net.layers[at].name)
+        out.extend(net.layers[at].inputs)
+    return out
+
+
+def _renaming(search: _Search, canon: _Search) -> dict[str, str] | None:
+    """``search``'s tensor names to ``canon``'s, position by position (one search of a
+    shape serves its translates); ``None`` unless that is one-to-one."""
+    ours, theirs = _names(search), _names(canon)
+    if len(ours) != len(theirs):
+        return None
+    names: dict[str, str] = {}
+    for a, b in zip(ours, theirs, strict=True):
+        if names.setdefault(a, b) != b:
+            return None
+    return names if len(set(names.values())) == len(names) else None
 
 
 def _chain(network: Network, reader: int, src: str, index: dict[str, int]) -> list[int]:
@@ -389,7 +432,8 @@ class BlockFloors:
         for it in self.items:
             self._by_reader.setdefault(it.reader, []).append(it)
         self._memo: dict[tuple, tuple[float, float]] = {}  # by shape
-        self._shapes: dict[tuple, tuple[_Search, tuple]] = {}
+        self._shapes: dict[tuple, tuple[_Search, tuple, dict[str, str] | None]] = {}
+        self._canon: dict[tuple, _Search] = {}  # the first search of each shape
         self._values: dict[tuple, tuple[tuple[float, float], ...]] = {}  # by block
         self._intervals: dict[tuple[int, int], list] = {}
         self._signed: dict[tuple, float] = {}
@@ -433,12 +477,18 @@ class BlockFloors:
         found = self._shapes.get((item, present, made_inside, axis))
         if found is None:
             search = _Search(self.network, item, present, made_inside, axis, self.k_unroll)
-            found = self._shapes[(item, present, made_inside, axis)] = (search,
-                                                                        search.shape())
-        search, shape = found
+            shape = search.shape()
+            canon = self._canon.setdefault(shape, search)
+            names = _renaming(search, canon)
+            if names is None:  # (names the shape does not tell apart: its own search)
+                canon, names = search, None
+            found = self._shapes[(item, present, made_inside, axis)] = (canon, shape, names)
+        search, shape, names = found
         key = (shape, budget, wheres, x_choice)
         got = self._memo.get(key)
         if got is None:
+            if names is not None:
+                placed = {names[n]: where for n, where in placed.items()}
             got = self._memo[key] = search.least(budget, placed, x_choice)
         return got
 
