@@ -46,6 +46,7 @@ only, as the bypass items.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 from collections.abc import Iterable, Sequence
@@ -130,11 +131,12 @@ class _Search:
     axis: Axis
     k_unroll: int
     rows: dict[int, _Rows] = dataclasses.field(default_factory=dict)
-    choices: dict[tuple, tuple[np.ndarray, np.ndarray]] = dataclasses.field(
+    choices: dict[tuple, tuple[np.ndarray, np.ndarray, list[float]]] = dataclasses.field(
         default_factory=dict)
     tolerances: dict[int, tuple[int, int]] = dataclasses.field(default_factory=dict)
     least_costs: dict[tuple, np.ndarray] = dataclasses.field(default_factory=dict)
     windows: dict[tuple[int, int], np.ndarray] = dataclasses.field(default_factory=dict)
+    finest: dict[tuple, int] = dataclasses.field(default_factory=dict)
 
     def _rows(self, at: int) -> _Rows:
         got = self.rows.get(at)
@@ -199,19 +201,37 @@ class _Search:
         ``tiles``), the least extra reads (bits) of layer ``at``'s weights, not
         resident, with ``room`` bits for its steps and its own tile count within
         :meth:`tolerance` of ``t``; ``inf`` where no choice fits."""
+        return self._costs(self._key(at, tb, placed), room, placed, tiles)
+
+    def _key(self, at: int, tb: int, placed: dict[str, str]) -> tuple:
+        """What layer ``at``'s choices at time batch ``tb`` read of ``placed``."""
         rows, x = self._rows(at), self.item.tensor
-        key = (at, tb, placed.get(rows.name, DRAM), placed.get(x, DRAM),
-               tuple(placed.get(src, DRAM) for src, _ in rows.inputs))
-        got = self.least_costs.get((key, room, tiles))
-        if got is not None:
-            return got
-        cost_need = self.choices.get(key)
-        if cost_need is None:
-            cost_need = self.choices[key] = self._choices(at, tb, placed)
-        cost, need = cost_need
-        least = np.where(need <= room, cost, np.inf).min(axis=1)  # (per own tile count)
-        got = self.least_costs[(key, room, tiles)] = np.append(least, np.inf)[
-            self._window(at, tiles)].min(axis=1)
+        return (at, tb, placed.get(rows.name, DRAM), placed.get(x, DRAM),
+                tuple(placed.get(src, DRAM) for src, _ in rows.inputs))
+
+    def _costs(self, key: tuple, room: int, placed: dict[str, str], tiles: int
+               ) -> np.ndarray:
+        """:meth:`costs` of the layer and time batch of ``key`` (:meth:`_key`)."""
+        got = self.choices.get(key)
+        if got is None:
+            got = self.choices[key] = self._choices(key[0], key[1], placed)
+        cost, need, needs = got
+        # (rooms between two of the needs fit the same choices)
+        fit = (key, bisect.bisect_right(needs, room), tiles)
+        least = self.least_costs.get(fit)
+        if least is None:
+            per_own = np.where(need <= room, cost, np.inf).min(axis=1)
+            least = self.least_costs[fit] = np.append(per_own, np.inf)[
+                self._window(key[0], tiles)].min(axis=1)
+        return least
+
+    def _finest(self, key: tuple, placed: dict[str, str]) -> int:
+        """Bits the layer and time batch of ``key`` hold at their finest step (one row
+        in a one-row tile) beside their weights."""
+        got = self.finest.get(key)
+        if got is None:
+            one = np.ones(1, dtype=np.int64)
+            got = self.finest[key] = int(self.held(key[0], one, one, key[1], placed)[0])
         return got
 
     def _window(self, at: int, tiles: int) -> np.ndarray:
@@ -228,11 +248,12 @@ class _Search:
         return got
 
     def _choices(self, at: int, tb: int, placed: dict[str, str]
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 ) -> tuple[np.ndarray, np.ndarray, list[float]]:
         """Per tile count ``a`` (row ``a - 1``), every (extra reads, bits held) of layer
         ``at``'s choices (two arrays, columns past a tile's choices held ``inf``): whole
         weights (read ``S a`` times, whatever its sub-tiles: the finest holds the least)
-        or chunked in ``m`` sub-tiles (``S a m`` times, column ``m``)."""
+        or chunked in ``m`` sub-tiles (``S a m`` times, column ``m``); and the distinct
+        bits held, in order."""
         lay = self.network.layers[at]
         w, extent = lay.weight_size_bits, lay.extent(self.axis)
         S = self.network.timesteps // tb
@@ -248,7 +269,8 @@ class _Search:
             cost.append(np.where(fits, (S * a * m - 1) * w, 0).astype(np.float64))
             need.append(np.where(fits, chunk + self.held(at, tile, sub, tb, placed),
                                  np.inf))
-        return np.hstack(cost), np.hstack(need)
+        needs = np.hstack(need)
+        return np.hstack(cost), needs, sorted(set(needs[np.isfinite(needs)].tolist()))
 
     def least(self, room: int, placed: dict[str, str], x_choice: bool) -> tuple[float, float]:
         """The least cost with ``X`` on chip and with ``X`` as ``placed`` says (not
@@ -263,44 +285,42 @@ class _Search:
         moved_bits = [net.tensor_size_bits(n) + min_read_bits(net, n, r, self.axis)
                       for n, r in zip(made, nxt, strict=False)]
         x = self.item.tensor
+        sizes = [net.layers[at].weight_size_bits for at in weighted]
+        tiles = net.layers[self.present[-1]].extent(self.axis)
 
         def over(where: str) -> float:
             best = math.inf
             for tb in divisors(net.timesteps):
-                for mask in range(1 << len(weighted)):
-                    best = min(best, self._resident_set(
-                        weighted, mask, tb, room, {**placed, x: where}, made, moved_bits,
-                        best))
+                for places in range(1 << len(made)):
+                    moved = sum(b for i, b in enumerate(moved_bits) if not places >> i & 1)
+                    if moved >= best:
+                        continue
+                    here = {**placed, x: where, **{n: CHIP if places >> i & 1 else DRAM
+                                                   for i, n in enumerate(made)}}
+                    keys = [self._key(at, tb, here) for at in weighted]
+                    for mask in range(1 << len(weighted)):
+                        best = min(best, self._resident_set(
+                            keys, sizes, mask, room, here, tiles, float(moved)))
             return best
 
         return over(CHIP) if x_choice else math.inf, over(placed[x])
 
-    def _resident_set(self, weighted: list[int], mask: int, tb: int, room: int,
-                      placed: dict[str, str], made: list[str], moved_bits: list[int],
-                      best: float) -> float:
-        """:meth:`least` for one time batch and resident set (``best``: the least so
-        far, a search at or above it stops)."""
-        net = self.network
-        resident = [at for i, at in enumerate(weighted) if mask >> i & 1]
-        room -= sum(net.layers[at].weight_size_bits for at in resident)
+    def _resident_set(self, keys: list[tuple], sizes: list[int], mask: int, room: int,
+                      placed: dict[str, str], tiles: int, moved: float) -> float:
+        """:meth:`least` for one time batch, placement (``placed``; ``moved``: the
+        chain outputs' DRAM traffic) and resident set (``mask`` over the weighted
+        layers, whose :meth:`_key` are ``keys`` and weights ``sizes``)."""
+        room -= sum(size for i, size in enumerate(sizes) if mask >> i & 1)
         if room < 0:
             return math.inf
-        one = np.ones(1, dtype=np.int64)
-        for places in range(1 << len(made)):
-            moved = sum(b for i, b in enumerate(moved_bits) if not places >> i & 1)
-            if moved >= best:
-                continue
-            here = {**placed, **{n: CHIP if places >> i & 1 else DRAM
-                                 for i, n in enumerate(made)}}
-            if any(self.held(at, one, one, tb, here)[0] > room for at in resident):
-                continue  # (a resident layer's finest step holds the least)
-            tiles = net.layers[self.present[-1]].extent(self.axis)
-            totals: np.ndarray | float = float(moved)
-            for at in weighted:
-                if at not in resident:
-                    totals = totals + self.costs(at, tb, room, here, tiles)
-            best = min(best, float(np.min(totals)))
-        return best
+        if any(mask >> i & 1 and self._finest(key, placed) > room
+               for i, key in enumerate(keys)):
+            return math.inf  # (a resident layer's finest step holds the least)
+        totals: np.ndarray | float = moved
+        for i, key in enumerate(keys):
+            if not mask >> i & 1:
+                totals = totals + self._costs(key, room, placed, tiles)
+        return float(np.min(totals))
 
     def shape(self) -> tuple:
         """What :meth:`least` reads: the layers but their names, each input's row
@@ -435,13 +455,38 @@ class BlockFloors:
         self._shapes: dict[tuple, tuple[_Search, tuple, dict[str, str] | None]] = {}
         self._canon: dict[tuple, _Search] = {}  # the first search of each shape
         self._values: dict[tuple, tuple[tuple[float, float], ...]] = {}  # by block
+        self._spans: dict[tuple[BlockItem, int, int], tuple[tuple, frozenset[str]]] = {}
+        self._by_span: dict[tuple, float] = {}
         self._intervals: dict[tuple[int, int], list] = {}
         self._signed: dict[tuple, float] = {}
 
     def _value(self, item: BlockItem, first: int, last: int, whole: frozenset[str],
                budget: int) -> float:
         """The block's floor (model units) in ``first..last`` with the tensors
-        ``whole`` kept whole and ``budget`` bits beside them."""
+        ``whole`` kept whole and ``budget`` bits beside them.
+
+        It depends on the interval only through the chain's layers in it and whether
+        it holds the reader, ``X``'s producer and ``X``'s last reader, and on
+        ``whole`` only through the tensors those layers and ``X`` are (the
+        placements of :meth:`_interval_value`): intervals alike in these share it."""
+        span = self._spans.get((item, first, last))
+        if span is None:
+            net = self.network
+            present = tuple(at for at in item.chain if first <= at <= last)
+            span = self._spans[(item, first, last)] = (
+                (item, present, item.reader <= last, item.producer >= first,
+                 item.last_reader <= last),
+                frozenset((item.tensor, *(src for at in present for src in net.layers[at].inputs),
+                           *(net.layers[at].name for at in present))))
+        key = (span[0], span[1] & whole, budget)
+        got = self._by_span.get(key)
+        if got is None:
+            got = self._by_span[key] = self._interval_value(item, first, last, whole, budget)
+        return got
+
+    def _interval_value(self, item: BlockItem, first: int, last: int,
+                        whole: frozenset[str], budget: int) -> float:
+        """:meth:`_value`, computed."""
         net, r, w = self.network, *self._rates
         present = tuple(at for at in item.chain if first <= at <= last)
         inside = item.reader <= last
