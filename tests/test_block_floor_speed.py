@@ -1,13 +1,16 @@
 """The block floors' search over arrays, shared by translated blocks
 (``stems_opt/formulation/block_floor.py``), against the former scalar search kept in
 ``tests/reference_block_floor.py``: the same least costs, exactly, for every call the
-columns make, on random chains of two equal residual blocks (translates, which share
+columns make (and each block's floor shared by intervals alike equal to its own), on random chains of two equal residual blocks (translates, which share
 one search) and on SEW-ResNet-152's intervals at 128 and 256 KB.
 
 Mutations that make these tests fail (each tried, each fails all three): a choice
 fitting only with room to spare (``need < room`` in ``_Search.costs``); the
 reference's tile counts one fewer below (``-fewer + 1`` in ``_Search._window``); a
-translate's placements handed to the shared search unrenamed (``BlockFloors._least``).
+translate's placements handed to the shared search unrenamed (``BlockFloors._least``);
+intervals sharing a floor whether or not they hold ``X``'s producer (``X``'s choice)
+(``BlockFloors._value``'s key). (Leaving ``X``'s last reader out of that key fails
+none: in these networks it is the block's reader, which the key holds.)
 """
 
 from __future__ import annotations
@@ -77,7 +80,17 @@ def checked_solver(problem: Problem, monkeypatch: pytest.MonkeyPatch,
             assert got == ref.least(budget, placed, x_choice), key
         return got
 
+    value = block_floor.BlockFloors._value
+
+    def checked_value(self: block_floor.BlockFloors, item: block_floor.BlockItem,
+                      first: int, last: int, whole: frozenset[str], budget: int) -> float:
+        got = value(self, item, first, last, whole, budget)
+        assert got == self._interval_value(item, first, last, whole, budget), \
+            (item, first, last, whole, budget)
+        return got
+
     monkeypatch.setattr(block_floor.BlockFloors, "_least", checked)
+    monkeypatch.setattr(block_floor.BlockFloors, "_value", checked_value)
     cs = ColumnSolver(problem, solve_cpsat, SolveOptions(threads=1, seed=0))
     for first, last in opened or ():
         cs.open_interval(first, last)
