@@ -1,8 +1,9 @@
 """The block floors' search over arrays, shared by translated blocks
 (``stems_opt/formulation/block_floor.py``), against the former scalar search kept in
 ``tests/reference_block_floor.py``: the same least costs, exactly, for every call the
-columns make (and each block's floor shared by intervals alike equal to its own), on random chains of two equal residual blocks (translates, which share
-one search) and on SEW-ResNet-152's intervals at 128 and 256 KB.
+columns make (and each block's floor shared by intervals alike equal to its own), on
+random chains of two equal residual blocks (translates, which share one search) and on
+SEW-ResNet-152's intervals at 128 and 256 KB.
 
 Mutations that make these tests fail (each tried, each fails all three): a choice
 fitting only with room to spare (``need < room`` in ``_Search.costs``); the
