@@ -86,7 +86,7 @@ from stems_opt.formulation.frame_store import FrameStore
 from stems_opt.formulation.intervals import IntervalsMixin
 from stems_opt.formulation.master import MasterMixin, PathGraph, TieBudget
 from stems_opt.formulation.model import build_frame_model
-from stems_opt.formulation.neighbourhood import OPENING_LONG_S, OPENING_LONG_SHARE, Turns
+from stems_opt.formulation.neighbourhood import Turns
 from stems_opt.formulation.primal import Rates
 from stems_opt.formulation.shapes import ShapeIndex
 from stems_opt.mapping import (
@@ -462,10 +462,6 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
             self.stats.update(columns=len(self.columns), open_len=self.open_len)
         # (the neighbourhood search's share of the time)
         turns = Turns(self, start, left, long_pass=late)
-        if late and left is not None and self.open_len >= self.max_len:
-            with contextlib.suppress(SearchStoppedError):
-                turns.opening_turn(min(OPENING_LONG_S, OPENING_LONG_SHARE * (
-                    start + left - time.perf_counter())))
         if self._lower > 0:
             found = self.incumbent()
             if found is not None and found[1] <= self._lower:

@@ -91,13 +91,6 @@ THOROUGH_TURN_S = 1.0
 """Seconds the thorough dive (:meth:`ColumnSolver.thorough_dive`) may take as a turn."""
 LONG_TURN_S = 1.0
 """Seconds the long dive (:meth:`ColumnSolver.long_dive`) may take as a turn."""
-OPENING_LONG_S = 2.0
-OPENING_LONG_SHARE = 0.25
-"""Under a time limit, on a network whose long intervals were opened after the dive,
-the long dive takes a first turn as soon as they are open, before the exact loop's
-first master, of at most ``OPENING_LONG_S`` and this share of the time left: its
-mapping is what such a limit is for, and its first turns otherwise come after the
-master's first passes, a while after the opening."""
 
 
 def fewest_tiles(cs: ColumnSolver, col: Column, axis: Axis, time_batch: int
@@ -448,23 +441,6 @@ class Turns:
                 self.cs.note_incumbent()
             LOG.debug("neighbourhood %d..%d: %s -> %s in %.2f s", col.first, col.last, before,
                       col.upper, time.perf_counter() - t0)
-        finally:
-            self.used_s += time.perf_counter() - t0
-
-    def opening_turn(self, span_s: float) -> None:
-        """A turn of the long dive of at most ``span_s`` seconds before the exact
-        loop's first master, when it has turns; its later turns come as usual."""
-        if not self.long:
-            return
-        t0 = time.perf_counter()
-        try:
-            # (not through _pass_turn: its incumbent, the first path graph over every
-            # column, would come first; the master builds it next anyway)
-            end = t0 + span_s
-            if self.cs.long_dive(lambda: self.cs.stop.expired() or time.perf_counter() >= end):
-                self.long = False
-            self.repairs = True  # (the incumbent may have new segments)
-            LOG.debug("long dive's opening turn (more: %s)", self.long)
         finally:
             self.used_s += time.perf_counter() - t0
 
