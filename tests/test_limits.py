@@ -209,9 +209,9 @@ def test_signal_stops_with_best_mapping(signum: int, tmp_path: Path) -> None:
     written to --out, and the exit code is 128 + the signal number. SEW-ResNet-18
     (5PLIF) at 128 KB for traffic: its columns are built in a few seconds (RED-LIF for
     energy builds its nest table first: 20-25 s at load 2-4), and its first mapping,
-    13.59 Mbit against a bound of 11.50, is proven only seconds later (at load 3.5:
-    the first mapping at 3.6 s, the proof at 6.1 s), so the signal finds the search
-    running."""
+    13.59 Mbit against a bound of 11.50, is proven only seconds later (the first
+    mapping at 3.6 s and the proof at 6.1 s at load 3.5; 12.2 s and 16.6 s at load 5),
+    so the signal finds the search running."""
     out = tmp_path / "best.yaml"
     out.write_text("old\n")
     proc = _cli("solve", str(SEW18_5PLIF), "--hardware", str(EDGE_128KB), "--objective",
