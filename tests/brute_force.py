@@ -38,8 +38,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator, Sequence
+import os
+import pickle
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
 
 from stems_opt.cost.energy import EnergyRates, layer_operand_energy_fj, nest_hardware
 from stems_opt.cost.evaluation import evaluate
@@ -68,6 +72,34 @@ Run = tuple[str, ...]
 # ---------------------------------------------------------------------------
 # The space
 # ---------------------------------------------------------------------------
+
+
+T = TypeVar("T")
+
+RUN_DIR: Path | None = None
+"""A directory the processes of one test run share (set by ``tests/conftest.py``
+under pytest-xdist), or ``None``."""
+
+
+def run_shared(key: str, compute: Callable[[], T]) -> T:
+    """``compute()``, or the value another process of this test run computed for
+    ``key`` (pickled in :data:`RUN_DIR`; written whole, then renamed, so a reader
+    never sees half a file). Two processes asking at once both compute it."""
+    if RUN_DIR is None:
+        return compute()
+    path = RUN_DIR / f"{key}.pickle"
+    try:
+        with path.open("rb") as f:
+            return pickle.load(f)
+    except FileNotFoundError:
+        pass
+    value = compute()
+    part = path.with_name(f"{path.name}.{os.getpid()}.part")
+    with part.open("wb") as f:
+        pickle.dump(value, f, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(part, path)
+    return value
+
 
 def weight_choices(layer: Layer, k_unroll: int) -> list[WeightChoice]:
     """Resident, streamed in one chunk, and streamed in every ``k | K`` with ``K/k >= K_u``."""

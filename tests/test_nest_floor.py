@@ -82,6 +82,7 @@ def test_interval_floors_equal_frame_floors_random(data: st.DataObject) -> None:
                                                        for la in range(f, L)]) > 0
 
 
+@pytest.mark.xdist_group("red_lif_nests")  # (with RED-LIF's energy solves: test_known_optima)
 def test_interval_floors_equal_frame_floors_red_lif() -> None:
     """RED-LIF (strided and padded convs, adds) on the reference accelerator
     with loop nests, on intervals ending at a few layers. Dropping the

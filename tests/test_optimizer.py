@@ -242,10 +242,14 @@ CASES: dict[str, tuple[dict[str, Any], int, int]] = {
 
 
 @functools.cache
-@functools.cache
 def case_frontiers(name: str) -> tuple[dict[Objective, list[bf.Point]], bf.Space]:
     """Every objective's brute-force frontier of a hand-picked case and its space
-    (enumerated once per process: many tests read them, none changes them)."""
+    (enumerated once per test run, 2-9 s each: many tests in both xdist workers read
+    them, none changes them)."""
+    return bf.run_shared(f"case_frontiers-{name}", lambda: _case_frontiers(name))
+
+
+def _case_frontiers(name: str) -> tuple[dict[Objective, list[bf.Point]], bf.Space]:
     network, ku, _size = CASES[name]
     base = make_problem(network, UNLIMITED, ku)
     space = bf.Space(base)
