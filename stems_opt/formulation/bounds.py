@@ -341,7 +341,8 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
                          maybe_whole: Collection[str] = (), read_rate: int = 1,
                          write_rate: int = 1, k_unroll: int = 1, weight_use_rate: int = 0,
                          item_cover: bool = False, nest_excess: NestExcess | None = None,
-                         subtile_cover: bool = False
+                         subtile_cover: bool = False, frame_base: np.ndarray | None = None,
+                         excess_floor: float = 0.0
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Least cost the buffer forces over the cheapest choices, for the frames
     ``(first, last, tb, axis, n, order)`` of every ``(tb, order, n)`` in
@@ -390,6 +391,13 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
         chunked in each sub-tile count (:mod:`~stems_opt.formulation.subtile_cover`;
         for energy each count pays its GB weight reads, or with ``nest_excess`` its
         nest energy, ``nest_excess(position, tb, True)``).
+    frame_base, excess_floor
+        With ``item_cover``, the order the frames are raised in: least by ``frame_base
+        + max(excess, excess_floor)`` (``frame_base`` per frame of ``frames``: the cost
+        beside the excess that the caller's frame bound adds, ``excess_floor`` the
+        least excess it takes), the caller's frame bound
+        (:func:`~stems_opt.formulation.item_cover.raise_frames`); by the excess alone
+        when ``None``.
 
     Returns the bound per frame (``inf`` where the layer at some position
     cannot fit its own transient buffers) and the slack per frame.
@@ -403,7 +411,7 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     bound, slack = signatures_excess_bounds(
         network, first, last, axis, frames, [(budget, frozenset(written), frozenset(whole))],
         maybe_whole, read_rate, write_rate, k_unroll, weight_use_rate, item_cover, nest_excess,
-        subtile_cover)
+        subtile_cover, frame_base=frame_base, excess_floor=excess_floor)
     return bound[0], slack[0]
 
 
@@ -419,7 +427,8 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
                              maybe_whole: Collection[str] = (), read_rate: int = 1,
                              write_rate: int = 1, k_unroll: int = 1, weight_use_rate: int = 0,
                              item_cover: bool = False, nest_excess: NestExcess | None = None,
-                             subtile_cover: bool = False, relaxed_first: bool = True
+                             subtile_cover: bool = False, relaxed_first: bool = True,
+                             frame_base: np.ndarray | None = None, excess_floor: float = 0.0
                              ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`frames_excess_bounds` of every signature ``(budget, written, whole)`` of
     ``signatures`` at once: bound and slack of shape ``(signatures, frames)``.
@@ -432,7 +441,9 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
     (tested against that computation), in a fraction of the time: most of a
     call's cost is per array operation, not per element. ``relaxed_first``: covered
     frames go through their program's LP relaxation first
-    (:func:`~stems_opt.formulation.subtile_cover.raise_least_subtiles`).
+    (:func:`~stems_opt.formulation.subtile_cover.raise_least_subtiles`); ``frame_base``
+    and ``excess_floor``: the order covered frames are raised in, as
+    :func:`frames_excess_bounds` takes it.
     """
     plan = _interval_plan(network, first, last, axis)
     K, F, L = len(signatures), len(frames), len(plan)
@@ -443,7 +454,8 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
         parts = [signatures_excess_bounds(network, first, last, axis, frames,
                                           signatures[s:s + per_key], maybe_whole, read_rate,
                                           write_rate, k_unroll, weight_use_rate, item_cover,
-                                          nest_excess, subtile_cover, relaxed_first)
+                                          nest_excess, subtile_cover, relaxed_first,
+                                          frame_base, excess_floor)
                  for s in range(0, K, per_key)]
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     budgets = np.array([s[0] for s in signatures], dtype=np.int64)
@@ -452,7 +464,8 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
     bound, slack = _signature_rows(network, axis, plan, _interval_table(network, first, last, axis),
                                    frames, budgets, writtens, wholes, frozenset(maybe_whole),
                                    read_rate, write_rate, k_unroll, weight_use_rate,
-                                   item_cover, nest_excess, subtile_cover, relaxed_first)
+                                   item_cover, nest_excess, subtile_cover, relaxed_first,
+                                   frame_base, excess_floor)
     return bound.reshape(K, F), slack.reshape(K, F)
 
 
@@ -462,7 +475,8 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
                     maybe_whole: frozenset[str], read_rate: int, write_rate: int,
                     k_unroll: int, weight_use_rate: int, item_cover: bool = False,
                     nest_excess: NestExcess | None = None, subtile_cover: bool = False,
-                    relaxed_first: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                    relaxed_first: bool = True, frame_base: np.ndarray | None = None,
+                    excess_floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The bounds of :func:`signatures_excess_bounds`, one row per signature and frame
     (signature-major)."""
     T = network.timesteps
@@ -694,9 +708,10 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
         pairs = tuple((k, k + 1) for k, _, _ in weight_items)
         best = raise_least_subtiles(best, parts.e, parts.h, parts.forced, row_budget, L, F0,
                                     pairs, operand_extra, sub_choices,
-                                    relaxed_first=relaxed_first) if sub_choices else \
+                                    relaxed_first=relaxed_first, base=frame_base,
+                                    floor=excess_floor) if sub_choices else \
             raise_least(best, parts.e, parts.h, parts.forced, row_budget, L, F0, pairs,
-                        operand_extra)
+                        operand_extra, base=frame_base, floor=excess_floor)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)
     bound = np.where(finite, np.maximum(0, np.ceil(np.where(finite, best, 0) * (1 - 1e-9)
