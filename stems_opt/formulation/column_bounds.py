@@ -424,10 +424,16 @@ class BoundsMixin:
         by the bound the column takes from each, its cheapest choices plus the larger of
         its excess and the interval's chunk floors (:meth:`tighten`), so that the frame
         the column's bound comes from is one the programs raised."""
-        if not FRAME_ORDER:
+        if not FRAME_ORDER or not specs:
             return {}
-        return {"frame_base": np.array([self._cheapest(s) for s in specs], dtype=np.float64),
+        memo = self.__dict__.setdefault("_frame_orders", {})  # (one per interval and axis)
+        key = (first, last, specs[0][3], len(specs))
+        got = memo.get(key)
+        if got is None:
+            got = memo[key] = {
+                "frame_base": np.array([self._cheapest(s) for s in specs], dtype=np.float64),
                 "excess_floor": float(self.chunk_floors.between(first, last))}
+        return got
 
     def _cap_key(self, first: int, last: int, axis: Axis,
                  sig: tuple[int, frozenset[str], frozenset[str]], cover: bool = False) -> tuple:
