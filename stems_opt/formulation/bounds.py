@@ -90,6 +90,8 @@ from stems_opt.formulation.subtile_cover import (
 )
 from stems_opt.formulation.subtile_floor import (
     gapped_costs,
+    gapped_dram_reads,
+    gapped_nest_tables,
     subtile_item,
     subtile_weight_excess,
 )
@@ -341,7 +343,8 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
                          maybe_whole: Collection[str] = (), read_rate: int = 1,
                          write_rate: int = 1, k_unroll: int = 1, weight_use_rate: int = 0,
                          item_cover: bool = False, nest_excess: NestExcess | None = None,
-                         subtile_cover: bool = False
+                         subtile_cover: bool = False, frame_base: np.ndarray | None = None,
+                         excess_floor: float = 0.0
                          ) -> tuple[np.ndarray, np.ndarray]:
     """Least cost the buffer forces over the cheapest choices, for the frames
     ``(first, last, tb, axis, n, order)`` of every ``(tb, order, n)`` in
@@ -390,6 +393,13 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
         chunked in each sub-tile count (:mod:`~stems_opt.formulation.subtile_cover`;
         for energy each count pays its GB weight reads, or with ``nest_excess`` its
         nest energy, ``nest_excess(position, tb, True)``).
+    frame_base, excess_floor
+        With ``item_cover``, the order the frames are raised in: least by ``frame_base
+        + max(excess, excess_floor)`` (``frame_base`` per frame of ``frames``: the cost
+        beside the excess that the caller's frame bound adds, ``excess_floor`` the
+        least excess it takes), the caller's frame bound
+        (:func:`~stems_opt.formulation.item_cover.raise_frames`); by the excess alone
+        when ``None``.
 
     Returns the bound per frame (``inf`` where the layer at some position
     cannot fit its own transient buffers) and the slack per frame.
@@ -403,7 +413,7 @@ def frames_excess_bounds(network: Network, first: int, last: int, axis: Axis,
     bound, slack = signatures_excess_bounds(
         network, first, last, axis, frames, [(budget, frozenset(written), frozenset(whole))],
         maybe_whole, read_rate, write_rate, k_unroll, weight_use_rate, item_cover, nest_excess,
-        subtile_cover)
+        subtile_cover, frame_base=frame_base, excess_floor=excess_floor)
     return bound[0], slack[0]
 
 
@@ -419,7 +429,8 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
                              maybe_whole: Collection[str] = (), read_rate: int = 1,
                              write_rate: int = 1, k_unroll: int = 1, weight_use_rate: int = 0,
                              item_cover: bool = False, nest_excess: NestExcess | None = None,
-                             subtile_cover: bool = False, relaxed_first: bool = True
+                             subtile_cover: bool = False, relaxed_first: bool = True,
+                             frame_base: np.ndarray | None = None, excess_floor: float = 0.0
                              ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`frames_excess_bounds` of every signature ``(budget, written, whole)`` of
     ``signatures`` at once: bound and slack of shape ``(signatures, frames)``.
@@ -432,7 +443,9 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
     (tested against that computation), in a fraction of the time: most of a
     call's cost is per array operation, not per element. ``relaxed_first``: covered
     frames go through their program's LP relaxation first
-    (:func:`~stems_opt.formulation.subtile_cover.raise_least_subtiles`).
+    (:func:`~stems_opt.formulation.subtile_cover.raise_least_subtiles`); ``frame_base``
+    and ``excess_floor``: the order covered frames are raised in, as
+    :func:`frames_excess_bounds` takes it.
     """
     plan = _interval_plan(network, first, last, axis)
     K, F, L = len(signatures), len(frames), len(plan)
@@ -443,7 +456,8 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
         parts = [signatures_excess_bounds(network, first, last, axis, frames,
                                           signatures[s:s + per_key], maybe_whole, read_rate,
                                           write_rate, k_unroll, weight_use_rate, item_cover,
-                                          nest_excess, subtile_cover, relaxed_first)
+                                          nest_excess, subtile_cover, relaxed_first,
+                                          frame_base, excess_floor)
                  for s in range(0, K, per_key)]
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
     budgets = np.array([s[0] for s in signatures], dtype=np.int64)
@@ -452,7 +466,8 @@ def signatures_excess_bounds(network: Network, first: int, last: int, axis: Axis
     bound, slack = _signature_rows(network, axis, plan, _interval_table(network, first, last, axis),
                                    frames, budgets, writtens, wholes, frozenset(maybe_whole),
                                    read_rate, write_rate, k_unroll, weight_use_rate,
-                                   item_cover, nest_excess, subtile_cover, relaxed_first)
+                                   item_cover, nest_excess, subtile_cover, relaxed_first,
+                                   frame_base, excess_floor)
     return bound.reshape(K, F), slack.reshape(K, F)
 
 
@@ -462,7 +477,8 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
                     maybe_whole: frozenset[str], read_rate: int, write_rate: int,
                     k_unroll: int, weight_use_rate: int, item_cover: bool = False,
                     nest_excess: NestExcess | None = None, subtile_cover: bool = False,
-                    relaxed_first: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                    relaxed_first: bool = True, frame_base: np.ndarray | None = None,
+                    excess_floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The bounds of :func:`signatures_excess_bounds`, one row per signature and frame
     (signature-major)."""
     T = network.timesteps
@@ -527,15 +543,22 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
                 np.stack([tb, budget, out_row_own, win_row], axis=1))
             steps, fewest = steps[which, idx], fewest[which, idx]
             dead |= steps == 0
+            gaps = None  # (loop nests: a gapped layer's gap rows read from DRAM, per m)
+            if nest_excess is not None and GAPPED_NESTS and _gapped(lay, axis) and ins:
+                gaps = (_gapped_dram(network, plan, tab, i, axis, ins[0], read_rate),
+                        per_row([ins[0][0] not in wh and ins[0][0] not in maybe_whole
+                                 for wh in wholes]))
             if nest_excess is not None:  # (loop nests: the sub-tiles the buffer forces)
                 at = np.maximum(fewest, 1)
                 more = np.zeros(F)  # the rise of one sub-tile more than the fewest
                 for t in np.unique(tb).tolist():
-                    table, sel = nest_excess(i, t), tb == t
-                    here = table[idx[sel], np.minimum(at[sel], table.shape[1] - 1)]
+                    sel = tb == t
+                    table = _forced_rows(nest_excess, i, t, idx[sel], gaps, sel)
+                    cols = np.arange(len(table))
+                    here = table[cols, np.minimum(at[sel], table.shape[1] - 1)]
                     operand_extra[sel] += here
                     # (at least 0: where no m > f has a nest the table holds 0 past f)
-                    more[sel] = np.maximum(0.0, table[idx[sel], np.minimum(
+                    more[sel] = np.maximum(0.0, table[cols, np.minimum(
                         at[sel] + 1, table.shape[1] - 1)] - here)
                 if NEST_ITEM and not (item_cover and subtile_cover and SUBTILE_COVER):
                     # One more sub-tile than the fewest, an item at the layer's own row
@@ -600,7 +623,7 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
             if item_cover and subtile_cover and SUBTILE_COVER:  # (chunked in m sub-tiles)
                 if nest_excess is not None:  # (loop nests: each m pays its nest energy)
                     sub_item = (None, _nest_prices(nest_excess, i, tb, idx, fewest,
-                                                   finest[:, i]))
+                                                   finest[:, i], gaps))
                 pending = (len(excess), runs, fewest, sub_item)
             excess.append(e)
             holds.append(hold)
@@ -694,9 +717,10 @@ def _signature_rows(network: Network, axis: Axis, plan: tuple, tab: _Table,
         pairs = tuple((k, k + 1) for k, _, _ in weight_items)
         best = raise_least_subtiles(best, parts.e, parts.h, parts.forced, row_budget, L, F0,
                                     pairs, operand_extra, sub_choices,
-                                    relaxed_first=relaxed_first) if sub_choices else \
+                                    relaxed_first=relaxed_first, base=frame_base,
+                                    floor=excess_floor) if sub_choices else \
             raise_least(best, parts.e, parts.h, parts.forced, row_budget, L, F0, pairs,
-                        operand_extra)
+                        operand_extra, base=frame_base, floor=excess_floor)
     # Relative slack against float rounding keeps the bound valid; excess is integral.
     finite = np.isfinite(best)
     bound = np.where(finite, np.maximum(0, np.ceil(np.where(finite, best, 0) * (1 - 1e-9)
@@ -747,22 +771,75 @@ def _subtile_choices(pending: tuple, i: int, lay, axis: Axis, tab: _Table,
 NEST_ITEM = True
 
 
+#: With loop nests, a gapped layer reading its input from DRAM pays its gap rows beside
+#: its nest energy at each sub-tile count (nest_floor.gapped_nest_tables); off only to
+#: compare.
+GAPPED_NESTS = True
+
+
+def _gapped_dram(network: Network, plan: tuple, tab: _Table, i: int, axis: Axis,
+                 src: tuple, read_rate: int) -> np.ndarray:
+    """:func:`~stems_opt.formulation.subtile_floor.gapped_dram_reads` of the gapped
+    layer at position ``i`` reading ``src`` ``(tensor, bits per row, union bits)`` from
+    DRAM, for every tile count, memoised on the table."""
+    _, row_bits, union = src
+    union_rows = union // (row_bits * network.timesteps)
+    key = ("gapped_dram", i, row_bits, union_rows, read_rate)
+    got = tab.memo.get(key)
+    if got is None:
+        first = network.index(plan[0][0].name)
+        bounds = all_tile_bounds(network, first, first + len(plan) - 1, axis)[i]
+        got = tab.memo[key] = gapped_dram_reads(network, plan[i][0], axis, bounds, row_bits,
+                                                union_rows, read_rate)
+    return got
+
+
+def _nest_tables(nest_excess: NestExcess, i: int, t: int,
+                 gaps: tuple[np.ndarray, np.ndarray] | None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The layer at ``i``'s nest tables at time batch ``t`` (``nest_excess(i, t)`` and
+    ``nest_excess(i, t, True)``), and with ``gaps`` those with its gap rows from DRAM
+    (:func:`~stems_opt.formulation.subtile_floor.gapped_nest_tables`; ``None`` without)."""
+    forced, by_m = nest_excess(i, t), nest_excess(i, t, True)
+    if gaps is None:
+        return forced, by_m, None, None
+    return forced, by_m, *gapped_nest_tables(forced, by_m, gaps[0])
+
+
+def _forced_rows(nest_excess: NestExcess, i: int, t: int, idx: np.ndarray,
+                 gaps: tuple[np.ndarray, np.ndarray] | None, sel: np.ndarray) -> np.ndarray:
+    """``nest_excess(i, t)``'s rows ``idx`` (the frames ``sel`` at time batch ``t``), the
+    gap rows counted where the frame's row reads the gapped layer's input from DRAM."""
+    if gaps is None:
+        return nest_excess(i, t)[idx]
+    forced, _, joint, _ = _nest_tables(nest_excess, i, t, gaps)
+    return np.where(gaps[1][sel][:, None], joint[idx], forced[idx])
+
+
 def _nest_prices(nest_excess: NestExcess, i: int, tb: np.ndarray, idx: np.ndarray,
-                 fewest: np.ndarray, finest: np.ndarray) -> np.ndarray:
+                 fewest: np.ndarray, finest: np.ndarray,
+                 gaps: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """With loop nests, per frame ``(F,)`` and sub-tile count ``m = 1 .. max finest``,
     what the layer at position ``i`` pays at ``m`` beyond the nest energy the frame's
     bound counts beside the item cover (its least over ``m >= fewest``,
     ``nest_excess(i, tb)``): ``(F, M)``, 0 where ``m`` has no nest price (no step fits
-    at ``m``: no choice is ruled out on that account)."""
+    at ``m``: no choice is ruled out on that account). ``gaps``: a gapped layer's gap
+    rows read from DRAM per ``m`` and the frames whose row reads its input there, which
+    pay them beside the nests (:func:`_nest_tables`)."""
     top = int(max(1, finest.max(initial=1)))
     out = np.zeros((len(tb), top))
     at = np.maximum(fewest, 1)
     for t in np.unique(tb).tolist():
         sel = np.flatnonzero(tb == t)
-        rise, forced = nest_excess(i, t, True), nest_excess(i, t)
+        forced, rise, joint, joint_m = _nest_tables(nest_excess, i, t, gaps)
         m = np.minimum(np.arange(1, top + 1), rise.shape[1] - 1)
         got = rise[idx[sel]][:, m] - forced[idx[sel], np.minimum(at[sel], forced.shape[1] - 1)
                                               ][:, None]
+        if gaps is not None:
+            assert joint is not None and joint_m is not None
+            with_gaps = joint_m[idx[sel]][:, m] - joint[
+                idx[sel], np.minimum(at[sel], joint.shape[1] - 1)][:, None]
+            got = np.where(gaps[1][sel][:, None], with_gaps, got)
         out[sel] = np.where(np.isfinite(got), np.maximum(got, 0.0), 0.0)
     return out
 

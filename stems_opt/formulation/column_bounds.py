@@ -46,6 +46,9 @@ SUBTILE_ENERGY = True
 #: Energy frame bounds with loop nests choose the weights' sub-tile count in the item
 #: cover, each count priced by its nest energy (subtile_cover.py); off only to compare.
 SUBTILE_NESTS = True
+#: Covered frames are raised least first by the bound the column takes from them (their
+#: cheapest choices beside the excess), not by the excess alone; off only to compare.
+FRAME_ORDER = True
 
 
 class BoundsMixin:
@@ -193,7 +196,7 @@ class BoundsMixin:
                 read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll,
                 weight_use_rate=self._weight_use_rate(), item_cover=self.cover_in_search(),
                 nest_excess=self._nest_excess(first, last, axis),
-                subtile_cover=self._subtile_cover())
+                subtile_cover=self._subtile_cover(), **self._frame_order(first, last, specs))
             floor = self.chunk_floors.between(first, last)  # (chunk_floor.py: any frame)
             for spec, e in zip(specs, excess.tolist(), strict=True):
                 got[spec] = self._cheapest(spec) + max(e, floor)
@@ -367,7 +370,8 @@ class BoundsMixin:
                     [key], read_rate=self.rates[0], write_rate=self.rates[1],
                     k_unroll=self.ctx.k_unroll, weight_use_rate=self._weight_use_rate(),
                     item_cover=True, nest_excess=self._nest_excess(col.first, col.last, axis),
-                    subtile_cover=True, relaxed_first=False))
+                    subtile_cover=True, relaxed_first=False,
+                    **self._frame_order(col.first, col.last, specs)))
             for spec, excess in zip(specs, got[0].tolist(), strict=True):
                 bound = max(col.frame_bounds[spec], self._cheapest(spec) + max(excess, floor))
                 col.frame_bounds[spec] = bound
@@ -409,9 +413,27 @@ class BoundsMixin:
             self.net, first, last, axis, [(s[2], s[5], s[4]) for s in specs], sigs,
             read_rate=self.rates[0], write_rate=self.rates[1], k_unroll=self.ctx.k_unroll,
             weight_use_rate=self._weight_use_rate(), item_cover=cover,
-            nest_excess=self._nest_excess(first, last, axis), subtile_cover=self._subtile_cover())
+            nest_excess=self._nest_excess(first, last, axis), subtile_cover=self._subtile_cover(),
+            **self._frame_order(first, last, specs))
         for k, s in enumerate(sigs):
             self.cap_bounds[self._cap_key(first, last, axis, s, cover)] = (bound[k], slack[k])
+
+    def _frame_order(self, first: int, last: int, specs: list) -> dict:
+        """The order covered frames of ``first..last`` are raised in (``frame_base`` and
+        ``excess_floor`` of :func:`~stems_opt.formulation.bounds.signatures_excess_bounds`):
+        by the bound the column takes from each, its cheapest choices plus the larger of
+        its excess and the interval's chunk floors (:meth:`tighten`), so that the frame
+        the column's bound comes from is one the programs raised."""
+        if not FRAME_ORDER or not specs:
+            return {}
+        memo = self.__dict__.setdefault("_frame_orders", {})  # (one per interval and axis)
+        key = (first, last, specs[0][3], len(specs))
+        got = memo.get(key)
+        if got is None:
+            got = memo[key] = {
+                "frame_base": np.array([self._cheapest(s) for s in specs], dtype=np.float64),
+                "excess_floor": float(self.chunk_floors.between(first, last))}
+        return got
 
     def _cap_key(self, first: int, last: int, axis: Axis,
                  sig: tuple[int, frozenset[str], frozenset[str]], cover: bool = False) -> tuple:

@@ -181,11 +181,13 @@ def raise_least_subtiles(best: np.ndarray, e: np.ndarray, h: np.ndarray, forced:
                          budget: np.ndarray, rows: int, frames: int,
                          pairs: tuple[tuple[int, int], ...], extra: np.ndarray,
                          choices: list[SubTileChoices], every: bool = False,
-                         relaxed_first: bool = True) -> np.ndarray:
+                         relaxed_first: bool = True, base: np.ndarray | None = None,
+                         floor: float = 0.0) -> np.ndarray:
     """:func:`~stems_opt.formulation.item_cover.raise_least` with each layer's own-row
     weight item one of the choices of ``choices`` (the module's program): per
     signature the least frames are raised until the least is a raised one, through
-    their LP relaxation first (``relaxed_first`` and :data:`RELAXED_FIRST`)."""
+    their LP relaxation first (``relaxed_first`` and :data:`RELAXED_FIRST`), least by
+    ``base + max(bound, floor)`` (:func:`~stems_opt.formulation.item_cover.raise_frames`)."""
     def bound_of(k: int, relaxed: bool = False) -> float:
         r = slice(k * rows, (k + 1) * rows)
         return frame_bound(e[:, r], h[:, r], forced[:, r], budget[r], pairs,
@@ -196,7 +198,7 @@ def raise_least_subtiles(best: np.ndarray, e: np.ndarray, h: np.ndarray, forced:
 
     return raise_frames(best, frames, bound_of, every,
                         partial(bound_of, relaxed=True) if RELAXED_FIRST and relaxed_first
-                        else None)
+                        else None, base, floor)
 
 
 def frame_bound(e: np.ndarray, h: np.ndarray, forced: np.ndarray, budget: np.ndarray,

@@ -117,19 +117,9 @@ def gapped_costs(network: Network, lay: Layer, axis: Axis, bounds: np.ndarray,
     read_rate, use_rate
         Model units per DRAM read bit and per GB read bit.
     """
-    T, w = network.timesteps, lay.weight_size_bits
-    N = bounds.shape[0]
-    most = lay.extent(axis)
-    gb_tab = np.full((N, most + 1), np.inf)
-    dram_tab = np.full((N, most + 1), np.inf)
-    for idx in range(N):
-        b = tuple(int(x) for x in bounds[idx, :idx + 2])
-        spans = [hi - lo for lo, hi in itertools.pairwise(b) if hi > lo]
-        for m in range(1, min(spans) + 1):
-            rows = _window_reads(network, lay.name, axis, b, m, False, 0)[0]
-            g = (w * len(spans) * m + rows * src_row_bits) * T * use_rate
-            gb_tab[idx, m] = g
-            dram_tab[idx, m] = g + max(0, rows - union_rows) * src_row_bits * T * read_rate
+    gb_tab, gaps = _gapped_tables(network, lay, axis, bounds, src_row_bits, union_rows,
+                                  read_rate, use_rate)
+    dram_tab = gb_tab + gaps
     least = gb_tab.min(axis=1, keepdims=True)
 
     def suffix(tab: np.ndarray) -> np.ndarray:
@@ -140,3 +130,76 @@ def gapped_costs(network: Network, lay: Layer, axis: Axis, bounds: np.ndarray,
                                                          axis=1, keepdims=True)) - least
 
     return suffix(gb_tab), suffix(dram_tab)
+
+
+def _gapped_tables(network: Network, lay: Layer, axis: Axis, bounds: np.ndarray,
+                   src_row_bits: int, union_rows: int, read_rate: int, use_rate: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`gapped_costs`'s ``GB(m)`` and the gap rows' DRAM reads per tile count and
+    ``m`` (``[n - 1, m]``, ``inf`` where no frame runs ``m``: column 0 and past the
+    finest split), not yet suffix minima."""
+    T, w = network.timesteps, lay.weight_size_bits
+    N = bounds.shape[0]
+    most = lay.extent(axis)
+    gb_tab = np.full((N, most + 1), np.inf)
+    gaps = np.full((N, most + 1), np.inf)
+    for idx in range(N):
+        b = tuple(int(x) for x in bounds[idx, :idx + 2])
+        spans = [hi - lo for lo, hi in itertools.pairwise(b) if hi > lo]
+        for m in range(1, min(spans) + 1):
+            rows = _window_reads(network, lay.name, axis, b, m, False, 0)[0]
+            gb_tab[idx, m] = (w * len(spans) * m + rows * src_row_bits) * T * use_rate
+            gaps[idx, m] = max(0, rows - union_rows) * src_row_bits * T * read_rate
+    return gb_tab, gaps
+
+
+def gapped_dram_reads(network: Network, lay: Layer, axis: Axis, bounds: np.ndarray,
+                      src_row_bits: int, union_rows: int, read_rate: int) -> np.ndarray:
+    """The gap rows a gapped layer reads from DRAM past the union the cheap bound
+    charges, with exactly ``m`` sub-tiles per tile: ``(rows(m) - union) T row
+    read_rate`` per tile count and ``m`` (``[n - 1, m]``, ``inf`` where no frame runs
+    ``m``), as :func:`gapped_costs` counts them (no capacity item counts these bits).
+    With loop nests the layer's GB reads are its nests' energies: the frame bound
+    prices each ``m`` by its nest energy and these reads together
+    (:func:`gapped_nest_tables`)."""
+    return _gapped_tables(network, lay, axis, bounds, src_row_bits, union_rows, read_rate,
+                          0)[1]
+
+
+def gapped_nest_tables(forced: np.ndarray, by_m: np.ndarray, gaps: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~stems_opt.formulation.nest_floor.nest_forced_excess` and
+    :func:`~stems_opt.formulation.nest_floor.nest_sub_tile_excess` (``forced``,
+    ``by_m``: ``[n - 1, f]`` and ``[n - 1, m]``, model units) of a gapped layer
+    reading its input from DRAM, with the gap rows it reads there at each ``m``
+    (``gaps``, :func:`gapped_dram_reads`)
+    counted beside its nest energy.
+
+    Fewer sub-tiles cost less nest energy but read more gap rows (SEW-ResNet-152's
+    ``s3_b0_down`` at 384 KB, one tile at ``Tb = 4``: two sub-tiles read 26 of the
+    input's 28 rows per timestep, 12 more than the 14 its windows need, 7.65 uJ,
+    which the nest floor alone left out). A layer running ``m >= f`` sub-tiles pays
+    at least ``nest(m) + gaps(m)`` over the least nest energy, so the frame bound
+    counts ``min over m >= f`` of it (at least ``forced``: each term is at least
+    the nest's; 0 where no ``m`` has both, as ``forced`` then is) and each sub-tile
+    choice ``m`` pays ``nest(m) + gaps(m)`` (``by_m`` with the gaps; ``nan`` where
+    ``by_m`` is). No capacity item counts the gap rows (``gapped_costs``)."""
+    width = by_m.shape[1]
+    g = np.full(by_m.shape, np.inf)
+    k = min(width, gaps.shape[1])
+    g[:, :k] = gaps[:by_m.shape[0], :k]
+    joint = np.where(np.isnan(by_m), np.inf, by_m) + g
+    suffix = np.minimum.accumulate(joint[:, ::-1], axis=1)[:, ::-1]
+    # (past the finest split no frame runs: the finest's value, as ``forced`` holds)
+    finite = np.isfinite(joint)
+    last = np.where(finite.any(axis=1), width - 1 - np.argmax(finite[:, ::-1], axis=1), 0)
+    past = np.arange(width)[None, :] > last[:, None]
+    suffix = np.where(past, suffix[np.arange(len(last)), last][:, None], suffix)
+    suffix[:, 0] = suffix[:, 1] if width > 1 else suffix[:, 0]
+    cols = min(forced.shape[1], width)
+    out = forced.copy()
+    got = np.where(np.isfinite(suffix[:, :cols]), suffix[:, :cols], 0.0)
+    out[:, :cols] = np.maximum(out[:, :cols], got)
+    if forced.shape[1] > cols:  # (columns past ``by_m``'s: the last one's)
+        out[:, cols:] = np.maximum(out[:, cols:], got[:, -1:])
+    return out, np.where(np.isnan(by_m), np.nan, by_m + np.where(np.isfinite(g), g, 0.0))
