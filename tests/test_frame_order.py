@@ -112,6 +112,24 @@ def test_random_least_frame_equals_every_frame_raised(data: st.DataObject) -> No
     assert _least_frames(p, False) == _least_frames(p, True)
 
 
+def sew_resnet152_384kb_least_frame(at: int, want: tuple) -> tuple:
+    """SEW-ResNet-152 at 384 KB, energy with loop nests: the one-layer column at ``at``
+    whose signature's ``(whole_in, outputs)`` is ``want``, tightened with the item cover;
+    the column, its least frame and that frame's local optimum and proven bound."""
+    base = load_instance(ROOT / "instances" / "sew_resnet152_1mb.yaml")
+    hw = dataclasses.replace(load_hardware(ROOT / "models" / "hardware" / "edge_384kb.yaml"),
+                             loop_nests=True)
+    p = Problem(base.network, hw, Objective.ENERGY, "sew_resnet152_384kb", (),
+                base.max_segment_layers)
+    cs = solver_for(p)
+    col = next(c for c in cs.columns if (c.first, c.last) == (at, at)
+               and (c.sig.whole_in, c.sig.outputs) == want)
+    cs.tighten(col, cover=True)
+    spec = min(col.frame_bounds, key=col.frame_bounds.get)
+    value, proven, _ = cs._local(*cs._restrict(cs._frame(spec), col.sig), 60.0)
+    return col, spec, value, proven
+
+
 def test_sew_resnet152_conv3_is_exact() -> None:
     """SEW-ResNet-152 at 384 KB, energy with loop nests: ``s3_b1_conv3`` alone with its
     inputs kept whole and its output kept whole, not written. Its best frame (one tile,
@@ -120,19 +138,9 @@ def test_sew_resnet152_conv3_is_exact() -> None:
     more read of them: 92,455,690,240 fJ, its local optimum, which the column's bound now
     reaches (to float rounding). It was bounded at 86,934,937,600 (its knapsack; covered,
     80,800,767,995: the frame was never raised)."""
-    base = load_instance(ROOT / "instances" / "sew_resnet152_1mb.yaml")
-    hw = dataclasses.replace(load_hardware(ROOT / "models" / "hardware" / "edge_384kb.yaml"),
-                             loop_nests=True)
-    p = Problem(base.network, hw, Objective.ENERGY, "sew_resnet152_384kb", (),
-                base.max_segment_layers)
-    cs = solver_for(p)
     want = (("s3_b0_add", True), ("s3_b1_conv2", True)), (("s3_b1_conv3", True, False),)
-    col = next(c for c in cs.columns if (c.first, c.last) == (55, 55)
-               and (c.sig.whole_in, c.sig.outputs) == want)
-    cs.tighten(col, cover=True)
-    spec = min(col.frame_bounds, key=col.frame_bounds.get)
+    col, spec, value, proven = sew_resnet152_384kb_least_frame(55, want)
     assert spec[2] == 4 and spec[4] == 1
-    value, proven, _ = cs._local(*cs._restrict(cs._frame(spec), col.sig), 60.0)
     assert value == proven == 92_455_690_240
     # (the excess is lowered by 1e-9 of itself against float rounding: 17 fJ of
     # 17,638,563,840 here)

@@ -24,7 +24,6 @@ Mutations that make these tests fail:
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from functools import partial
 from pathlib import Path
@@ -39,16 +38,14 @@ import stems_opt.formulation.bounds as bounds_mod
 from stems_opt.formulation.item_cover import raise_least
 from stems_opt.formulation.nest_floor import nest_forced_excess, nest_sub_tile_excess
 from stems_opt.formulation.subtile_cover import raise_least_subtiles
-from stems_opt.io import load_hardware, load_instance, network_from_dict
+from stems_opt.io import network_from_dict
 from stems_opt.mapping import Order
 from stems_opt.network import Axis
-from stems_opt.problem import Objective, Problem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_bounds import check_bounds, nest_problem, solver_for
+from test_frame_order import sew_resnet152_384kb_least_frame
 from test_optimizer import NEURONS, RANDOM_SETTINGS
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def every_frame(mp: pytest.MonkeyPatch) -> None:
@@ -153,18 +150,8 @@ def test_sew_resnet152_down_is_exact() -> None:
     ``Tb = 4``) runs two sub-tiles, which read 26 of the input's 28 rows per timestep
     (12 gap rows past the 14 its windows need, 7.65 uJ): 147,789,742,080 fJ, its local
     optimum, which the column's bound now reaches (140.14 uJ before)."""
-    base = load_instance(ROOT / "instances" / "sew_resnet152_1mb.yaml")
-    hw = dataclasses.replace(load_hardware(ROOT / "models" / "hardware" / "edge_384kb.yaml"),
-                             loop_nests=True)
-    p = Problem(base.network, hw, Objective.ENERGY, "sew_resnet152_384kb", (),
-                base.max_segment_layers)
-    cs = solver_for(p)
     want = (("s2_b7_add", False), ("s3_b0_conv3", False)), (("s3_b0_down", True, False),)
-    col = next(c for c in cs.columns if (c.first, c.last) == (51, 51)
-               and (c.sig.whole_in, c.sig.outputs) == want)
-    cs.tighten(col, cover=True)
-    spec = min(col.frame_bounds, key=col.frame_bounds.get)
-    value, proven, _ = cs._local(*cs._restrict(cs._frame(spec), col.sig), 60.0)
+    col, _, value, proven = sew_resnet152_384kb_least_frame(51, want)
     assert value == proven == 147_789_742_080
     # (to float rounding: the excess is lowered by 1e-9 of itself)
     assert value - 100 <= col.bound <= value
