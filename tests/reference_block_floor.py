@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 from stems_opt.cost.traffic import min_read_bits
+from stems_opt.formulation import block_floor
 from stems_opt.formulation.block_floor import CHIP, DRAM, WHOLE, BlockItem, _x_rows
 from stems_opt.formulation.step_floor import (
     least_window_rows,
@@ -82,28 +83,8 @@ class _Search:
             bits += n * row * tb
         return bits + x_rows * rows.x_row * tb
 
-    def tolerance(self, at: int) -> tuple[int, int]:
-        """How many tiles fewer and more than the last layer in the interval (the
-        reference) layer ``at`` may run in: along each link ``x -> r`` of the chain,
-        ``x``'s tile boundaries are ``r``'s windows' ends (``docs/model.md`` 3), which
-        grow with ``r``'s boundaries until they reach ``x``'s extent, so a tile where
-        ``r`` runs is one where ``x`` runs but for the tiles starting at a row of ``r``
-        whose window reaches that end (and, for safety, one more), and ``x`` runs in
-        at most two tiles where ``r`` does not (its first and last boundaries are
-        fixed at 0 and its extent)."""
-        got = self.tolerances.get(at)
-        if got is None:
-            net, axis, chain = self.network, self.axis, self.present
-            fewer = more = 0
-            for x, r in zip(chain[chain.index(at):], chain[chain.index(at) + 1:],
-                            strict=False):
-                lx, lr = net.layers[x], net.layers[r]
-                end = lx.extent(axis)
-                fewer += 1 + sum(1 for row in range(1, lr.extent(axis))
-                                 if lr.window(axis, 0, row)[1] >= end)
-                more += 2
-            got = self.tolerances[at] = (fewer, more)
-        return got
+    # (the tile tolerance did not change: the oracle checks the searches built on it)
+    tolerance = block_floor._Search.tolerance
 
     def costs(self, at: int, tb: int, room: int, placed: dict[str, str], tiles: int
               ) -> list[float]:
