@@ -138,9 +138,30 @@ def test_past_the_deadline_the_graph_is_not_rebuilt() -> None:
     assert first is not None and cs.open_more()  # longer intervals: more columns
     for col in cs.columns[built:]:
         col.upper = 0.0  # far cheaper than any path the old graph has
+        cs.touch(col)  # (as the search does: not in the graph, so no price to refresh)
     cs.stop.request()
     with pytest.raises(MasterStoppedError):
         cs.master_path()
     late = cs.master_path(exact_only=True)
     assert late is not None and late[1] == first[1]
     assert max(c.rank for c in late[0]) < built
+
+
+def test_ties_after_columns_were_added() -> None:
+    """A neighbourhood turn may open longer intervals between the master's bound pass
+    and its tie round, and the search touches what it changes: the tie round reads the
+    pass's labels over the graph they were made on, whose columns are the ones it
+    may return (a CLI solve of SEW-ResNet-152 at 256 KB once ended with an IndexError
+    here). Mutation: marking every touched column stale in the graph, built for it or
+    not (``touch`` without its rank check), fails with that IndexError."""
+    problem = load_instance(ROOT / "instances" / "sew_resnet152_1mb.yaml")
+    cs = ColumnSolver(problem, solve_cpsat, SolveOptions(threads=1, seed=0))
+    assert cs.master_path() is not None  # (a bound pass: the graph and its labels)
+    built = len(cs.columns)
+    assert cs.open_more() and len(cs.columns) > built
+    for col in cs.columns[built:]:
+        cs.touch(col)
+    ties = cs.master_ties(len(cs.columns))
+    assert ties and all(c.rank < built for c in ties)
+    assert cs.master_path() is not None  # (the next pass builds the graph again)
+    assert cs._graph is not None and cs._graph.columns == len(cs.columns)

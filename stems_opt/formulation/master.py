@@ -214,7 +214,9 @@ class MasterMixin:
         for mode, touched in self._touched.items():
             touched.add(col.first)
             self._prices[mode].pop(id(col), None)
-        if self._graph is not None:
+        # A column added since the graph was built is not in it (nor in its prices):
+        # the next graph built has it, at its price then.
+        if self._graph is not None and col.rank < self._graph.columns:
             for dirty in self._graph.dirty.values():
                 dirty.add(col.rank)
 
