@@ -76,3 +76,23 @@ def test_report_legend_and_one_bit_unit(capsys: pytest.CaptureFixture[str]) -> N
     assert len(re.findall(r"kbit", tables)) == 5
     # traffic 13,920 bits (docs/formats.md section 7) = 13.9 kbit
     assert re.search(r"^\s+total\s+7\.5\s+6\.4\s+13\.9", out, re.MULTILINE)
+
+
+def test_the_json_example_of_the_formats_doc_is_the_output(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/formats.md section 7 shows ``evaluate --json`` of TB-F on tiny_residual:
+    it is what the command prints (but the run time, and the mapping the doc leaves
+    out), so the example cannot drift from the output (it once showed the energy
+    without the loop nests long after they were charged)."""
+    import json
+
+    doc = (ROOT / "docs" / "formats.md").read_text()
+    section = doc[doc.index("## 7. JSON output"):doc.index("## 8. Exit codes")]
+    example = json.loads(section[section.index("```json\n") + 8:section.rindex("```")])
+    assert main(["evaluate", str(ROOT / "instances" / "tiny_residual.yaml"),
+                 "--schedule", "TB-F", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    out.pop("mapping")
+    for got in (out, example):
+        got.pop("runtime_s")
+    assert out == example
