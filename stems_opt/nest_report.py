@@ -9,13 +9,56 @@ from stems_opt.cost.evaluation import fewest_cycles
 from stems_opt.cost.geometry import SegmentGeometry, weight_chunks
 from stems_opt.cost.loops import Nest, NestCost, layer_steps
 from stems_opt.cost.step_nests import step_key, step_nest
+from stems_opt.cost.traffic import mapping_contexts, segment_terms
 from stems_opt.errors import Issue, StemsInputError
-from stems_opt.mapping import Mapping
+from stems_opt.mapping import Mapping, Order, Segment
 from stems_opt.problem import Problem
 
 
+def _dram_loops(seg: Segment, layer: str, timesteps: int) -> list[tuple[str, int]]:
+    """The loops above the global buffer, outermost first: the segment's time batches
+    and tiles in its order, then the layer's sub-tiles (each sub-tile one step)."""
+    batches = ("T", timesteps // seg.time_batch)
+    tiles = (f"{seg.axis.value} tile", seg.tiles)
+    outer = [batches, tiles] if seg.order is Order.TIME_OUTER else [tiles, batches]
+    return [*outer, (f"{seg.axis.value} sub-tile", seg.sub_tile(layer))]
+
+
+def _dram_bits(problem: Problem, mapping: Mapping, seg_index: int,
+               geo: SegmentGeometry, layer: str) -> dict[str, list[int]]:
+    """The layer's DRAM reads and writes in bits per operand over the whole run
+    (its weights ``W``, inputs ``I``, output ``O`` and state ``V``), as the cost
+    model charges them."""
+    net = problem.network
+    ctx = mapping_contexts(net, mapping)[seg_index]
+    got: dict[str, list[int]] = {}
+    for t in segment_terms(net, mapping.segments[seg_index], ctx, geo):
+        if t.layer != layer or not (t.read_bits or t.write_bits):
+            continue
+        op = {"weights": "W", "state": "V"}.get(t.tensor_class) or \
+            ("O" if t.tensor == layer else "I")
+        rw = got.setdefault(op, [0, 0])
+        rw[0] += t.read_bits
+        rw[1] += t.write_bits
+    return dict(sorted(got.items()))
+
+
+def _dram_lines(loops: list[tuple[str, int]], bits: dict[str, list[int]],
+                step: str) -> list[str]:
+    lines = ["  above the global buffer (DRAM level; the segment's schedule):"]
+    for depth, (dim, factor) in enumerate(loops):
+        lines.append("    " + "  " * depth + f"for {dim} in [0,{factor}):")
+    lines.append("    " + "  " * len(loops) + step)
+    lines.append("    DRAM accesses of the layer, whole run (bits read / written):")
+    lines += [f"      dram             {op}  {r:>14,} / {w:>14,}" for op, (r, w) in bits.items()]
+    if not bits:
+        lines.append("      none (every operand stays on chip)")
+    return lines
+
+
 def _nest_lines(nest: Nest, cost: NestCost) -> list[str]:
-    """The nest from the GB down to the array, buffer boundaries marked."""
+    """The nest from the GB down to the array, buffer boundaries marked (registers
+    hold one word per operand and cost nothing, so they have no line)."""
     held = dict(nest.held)
     names = {"W": "weight buffer", "I": "input buffer"}
     lines = ["    (global buffer)"]
@@ -49,15 +92,22 @@ def show_loops(problem: Problem, mapping: Mapping, layer: str) -> tuple[str, dic
     seg = mapping.segments[seg_index]
     head = f"loop nests of {layer} (segment {seg_index}, axis {seg.axis.value}, " \
            f"Tb {seg.time_batch}, {seg.sub_tile(layer)} sub-tile(s) per tile)"
-    if not lay.has_weights:
-        return head + ": no weights, one access per use", {"layer": layer, "steps": []}
     geo = SegmentGeometry(net, seg)
+    loops = _dram_loops(seg, layer, net.timesteps)
+    bits = _dram_bits(problem, mapping, seg_index, geo, layer)
+    above = _dram_lines(loops, bits, "one step (its nest below)" if lay.has_weights
+                        else "one step")
+    doc: dict[str, Any] = {"layer": layer, "dram_loops": [list(lp) for lp in loops],
+                           "dram_access_bits": bits, "steps": []}
+    if not lay.has_weights:
+        return "\n".join([head + ": no weights, one access per use below the GB",
+                          *above]), doc
     hw = nest_hardware(problem.hardware)
     pinned = seg.nests.get(layer, ())
     fewest = fewest_cycles(problem)
     which = "least-cycles" if fewest else "least-energy"
-    lines = [head + f"; steps run their {which} nest unless the mapping pins one"]
-    steps = []
+    lines = [head + f"; steps run their {which} nest unless the mapping pins one", *above]
+    steps = doc["steps"]
     for shape, count in sorted(layer_steps(lay, seg.axis, geo.bounds[layer],
                                            seg.sub_tile(layer), geo.tb,
                                            weight_chunks(seg, lay)).items(),
@@ -77,4 +127,4 @@ def show_loops(problem: Problem, mapping: Mapping, layer: str) -> tuple[str, dic
                       "held": dict(nest.held),
                       "access_bits": {f"{lv}.{op}": list(rw)
                                       for (lv, op), rw in sorted(cost.access_bits.items())}})
-    return "\n".join(lines), {"layer": layer, "steps": steps}
+    return "\n".join(lines), doc
