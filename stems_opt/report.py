@@ -134,9 +134,19 @@ def _level_table(cost: Cost) -> list[str]:
     return lines
 
 
+def _over(problem: Problem, objective: str) -> str:
+    """What the objective's value covers, where the hardware decides it."""
+    if objective == "traffic":
+        return ""
+    if problem.hardware.loop_nests:
+        return " (every step through its loop nest and the inner buffers)"
+    return " (operands one access per use below the GB; inner buffers not charged)"
+
+
 def format_result(problem: Problem, result: Result) -> str:
     """Header (status, solver, bound, gap, runtime) plus :func:`format_cost`."""
-    head = [f"instance {problem.name}: {result.solver}, objective {result.objective}"]
+    head = [f"instance {problem.name}: {result.solver}, objective {result.objective}"
+            + _over(problem, result.objective)]
     status = result.status.value
     if result.objective_value is not None:
         unit = {"traffic": "bits", "latency": "cycles", "edp": "pJ x cycles"}.get(

@@ -96,3 +96,31 @@ def test_the_json_example_of_the_formats_doc_is_the_output(
     for got in (out, example):
         got.pop("runtime_s")
     assert out == example
+
+
+def test_the_header_says_what_the_energy_covers() -> None:
+    """An energy (or latency, EDP) result says whether it counts the loop nests and
+    inner buffers (hardware with ``loop_nests``) or the GB-level rule; traffic says
+    nothing (neither changes it)."""
+    import dataclasses
+
+    from stems_opt.cost.evaluation import evaluate
+    from stems_opt.heuristics.named import named_schedule
+    from stems_opt.io import load_instance
+    from stems_opt.problem import Objective
+    from stems_opt.report import format_result
+    from stems_opt.result import Result, SolveStatus
+
+    p = load_instance(ROOT / "instances" / "tiny_chain.yaml", "energy")
+    off = dataclasses.replace(p, hardware=dataclasses.replace(p.hardware, loop_nests=False))
+    mapping = named_schedule(p, "TB-F").mapping
+
+    def head(problem: object, objective: str) -> str:
+        q = problem.with_objective(Objective(objective))  # type: ignore[attr-defined]
+        r = Result(status=SolveStatus.FEASIBLE, mapping=mapping, cost=evaluate(q, mapping),
+                   objective=objective, solver="named:TB-F", runtime_s=0.0)
+        return format_result(q, r).splitlines()[0]
+
+    assert "loop nest" in head(p, "energy") and "loop nest" in head(p, "latency")
+    assert "not charged" in head(off, "energy")
+    assert head(p, "traffic").endswith("objective traffic")
