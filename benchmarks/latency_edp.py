@@ -100,8 +100,8 @@ def write(rows: list[dict[str, object]], limit_s: float, load: str) -> None:
     shown = [c for c in COLUMNS if c != "points"]
     lines = ["# Latency and EDP optima", "",
              f"`python benchmarks/latency_edp.py` on {platform.processor() or platform.machine()}"
-             f", {os.cpu_count()} cores shared with other jobs (times are noisy; load "
-             f"average {load} when the last rows ran), limit "
+             f", {os.cpu_count()} cores (load average {load} when the last rows ran: "
+             "above 2, other work shared the cores and the times are longer), limit "
              f"{limit_s:g} s per solve (EDP: all its weighted solves together). Latency in "
              "cycles, energy in pJ, EDP in pJ x cycles; `energy_optimum_latency_cycles` is "
              "the latency of the energy optimum.", "",
