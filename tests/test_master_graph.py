@@ -120,12 +120,16 @@ def test_ties_are_the_columns_on_some_optimal_path(case: str) -> None:
 
 def test_past_the_deadline_the_graph_is_not_rebuilt() -> None:
     """SEW-ResNet-152 (its intervals open a few lengths at a time): once columns were
-    added after the last graph and the deadline has
-    passed, a bound pass raises ``MasterStoppedError`` (a path over some columns bounds
-    nothing), and a mapping pass keeps the last graph: its path uses the columns that
-    graph had, and its value is that of the path before the columns were added.
-    Mutation: rebuilding the graph whatever the deadline (dropping the stale-graph
-    return of ``_path_graph``) makes the mapping pass see the new columns and fails."""
+    added after the last graph and the deadline has passed, a bound pass raises
+    ``MasterStoppedError`` (a path over some columns bounds nothing); a primal pass
+    keeps the last graph (its path uses the columns that graph had); an exact pass, the
+    answer's, gets a graph of the found columns alone, new ones included, so it finds
+    the path through them, and the kept graph stays the old one. The found-only path
+    equals the full graph's exact path, checked once the deadline is lifted.
+    Mutations: rebuilding the kept graph whatever the deadline (dropping the
+    stale-graph return of ``_path_graph``) makes the primal pass see the new columns;
+    ``_build_graph`` ignoring ``keep`` puts columns with no segment in the found-only
+    graph: each fails."""
     from stems_opt.formulation.column_base import MasterStoppedError
     from stems_opt.stopping import Stop
 
@@ -136,15 +140,28 @@ def test_past_the_deadline_the_graph_is_not_rebuilt() -> None:
     first = cs.master_path(exact_only=True)
     built = len(cs.columns)
     assert first is not None and cs.open_more()  # longer intervals: more columns
-    for col in cs.columns[built:]:
+    found = [c for c in cs.columns[built:] if c.first == 0][:3]
+    assert found
+    for col in found:
         col.upper = 0.0  # far cheaper than any path the old graph has
+    for col in cs.columns[built:]:
         cs.touch(col)  # (as the search does: not in the graph, so no price to refresh)
     cs.stop.request()
     with pytest.raises(MasterStoppedError):
         cs.master_path()
+    primal = cs.master_path(primal=True)
+    assert primal is not None and max(c.rank for c in primal[0]) < built
     late = cs.master_path(exact_only=True)
-    assert late is not None and late[1] == first[1]
-    assert max(c.rank for c in late[0]) < built
+    assert late is not None and late[1] < first[1]
+    assert any(c.rank >= built for c in late[0])
+    assert cs._graph is not None and cs._graph.columns == built
+    small = cs._build_graph(lambda c: c.upper is not None, False)
+    used = {int(r) for _, col, _ in small.out_of for r in col}
+    assert used and all(cs.columns[r].upper is not None for r in used)
+    assert len(used) < len(cs.columns)
+    cs.stop = Stop()  # (the deadline lifted: the full graph)
+    full = cs.master_path(exact_only=True)
+    assert full is not None and full[1] == late[1]
 
 
 def test_ties_after_columns_were_added() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -381,20 +382,33 @@ class MasterMixin:
             return math.inf
         return float(round(col.price))
 
-    def _path_graph(self, bound: bool) -> PathGraph:
+    def _path_graph(self, bound: bool, exact: bool = False) -> PathGraph:
         """The :class:`PathGraph` of the columns (built again when columns were added).
 
         Building it over SEW-ResNet-152's 60,000 columns takes a second or more on
         a loaded machine, so past the deadline it is not rebuilt: a ``bound``
         pass raises :class:`MasterStoppedError` (also when the deadline comes
-        while building), and a pass for a mapping uses the last graph (a path over
-        some of the columns is still a mapping).
+        while building); an ``exact`` pass (columns with a segment found, at its
+        value) gets a graph of those columns alone, built for it and not kept
+        (the same path: it prices no other column; a few hundred columns, where
+        the first graph of a search stopped before it was built took seconds);
+        another pass for a mapping uses the last graph (a path over some of the
+        columns is still a mapping).
         """
         graph = self._graph
         if graph is not None and graph.columns == len(self.columns):
             return graph
-        if graph is not None and not bound and self.stop.expired():
-            return graph
+        if not bound and self.stop.expired():
+            if exact:
+                return self._build_graph(lambda c: c.upper is not None, bound)
+            if graph is not None:
+                return graph
+        self._graph = self._build_graph(lambda c: True, bound)
+        return self._graph
+
+    def _build_graph(self, keep: Callable[[Column], bool], bound: bool) -> PathGraph:
+        """The :class:`PathGraph` of the columns ``keep`` keeps (a ``bound`` pass's build
+        stops at the deadline)."""
         assert all(c.rank == r for r, c in enumerate(self.columns))  # (ties by rank)
         L = len(self.net.layers)
         groups = self._groups or {}
@@ -417,7 +431,7 @@ class MasterMixin:
                 src = index[(k, state)]
                 whole, limit, moves = self._state_info(state)
                 for col in groups.get((k, whole), ()):
-                    if col.last >= limit:
+                    if col.last >= limit or not keep(col):
                         continue
                     nexts = moves.get(id(col))
                     if nexts is None:
@@ -431,11 +445,10 @@ class MasterMixin:
             triple = (src, rank, index[(j, nxt)])
             into[j].append(triple)
             out_of[node_k[src]].append(triple)
-        graph = self._graph = PathGraph(
+        return PathGraph(
             len(self.columns), np.array(node_k, dtype=np.int64), states,
             [_arrays(t) for t in into], [_arrays(t) for t in out_of],
             index.get((L, ()), -1))
-        return graph
 
     def _graph_path(self, mode: str) -> tuple[list[Column], float, float, bool] | None:
         """:meth:`master_path` in ``mode`` over the :class:`PathGraph`: per
@@ -444,7 +457,7 @@ class MasterMixin:
         then to the node visited first)."""
         if mode == "bound" and self.stop.expired():
             raise MasterStoppedError(None)
-        graph = self._path_graph(mode == "bound")
+        graph = self._path_graph(mode == "bound", mode == "exact")
         price = graph.price.get(mode)
         if price is None:
             price = graph.price[mode] = np.array(
