@@ -24,7 +24,7 @@ from stems_opt.cost import SegmentGeometry, evaluate, mapping_contexts, segment_
 from stems_opt.cost.energy import nest_hardware
 from stems_opt.cost.latency import LayerLatency, batch_classes, dram_reads
 from stems_opt.edp import solve_edp
-from stems_opt.io import hardware_from_dict, network_from_dict
+from stems_opt.io import hardware_from_dict, load_instance, network_from_dict
 from stems_opt.mapping import (
     Halo,
     Mapping,
@@ -434,10 +434,41 @@ def test_evaluate_reports_latency_and_edp(capsys: pytest.CaptureFixture[str]) ->
 
 def test_edp_model_cannot_be_written(tmp_path: Path) -> None:
     from stems_opt.errors import StemsInputError
-    from stems_opt.io import load_instance
     from stems_opt.solvers import write_model
 
     p = load_instance(TINY_CHAIN, "edp")
     with pytest.raises(StemsInputError, match="write-model"):
         write_model(p, str(tmp_path / "m.lp"))
     assert not (tmp_path / "m.lp").exists()
+
+
+@pytest.mark.parametrize("name", list(LATENCY_CASES))
+def test_latency_floor_never_above_the_least_latency(name: str) -> None:
+    """``latency_floor_cycles`` (the search-free bound a stopped latency solve reports)
+    is at most the enumerated least latency, on the slow-port cases where transfers
+    decide the optimum."""
+    from stems_opt.solvers import latency_floor_cycles
+
+    p = case_problem(name, Objective.LATENCY)
+    value, _ = brute(name, Objective.LATENCY)
+    assert 0 < latency_floor_cycles(p) <= value
+
+
+@pytest.mark.parametrize("name", ["tiny_chain", "tiny_residual", "tiny_linear", "tiny_reset",
+                                  "tiny_ann_snn"])
+def test_latency_floor_is_the_compute_of_compute_bound_instances(name: str) -> None:
+    """On the bundled tiny instances every layer is compute-bound: the proven least
+    latency is the layers' least compute, which is the floor (so the bound is tight
+    here, and a floor one cycle higher fails this). A latency search stopped at once
+    reports it as its bound, not 0."""
+    from stems_opt.solvers import latency_floor_cycles
+    from stems_opt.stopping import Stop
+
+    p = load_instance(TINY_CHAIN.parent / f"{name}.yaml", "latency")
+    r = solve(p, warm_start=False)
+    assert r.status is SolveStatus.OPTIMAL
+    assert latency_floor_cycles(p) == r.objective_value
+    stop = Stop()
+    stop.request()
+    early = solve(p, stop=stop)
+    assert early.bound == latency_floor_cycles(p)
