@@ -173,9 +173,14 @@ def _answer(problem: Problem, results: list[Result], proven: bool, start: float,
     if proven:
         bound = value
     else:  # the least energy (fJ, as the weighted (1, 0) solve bounds it) x the least latency
+        from stems_opt.cost.latency import latency_floor_cycles
+
+        # (the search-free latency floor when the (0, 1) solve had no time)
+        least_latency = max(l_bound or 0.0,
+                            latency_floor_cycles(problem.network, problem.hardware))
         bound = 0.0
-        if e_bound is not None and l_bound is not None:
-            bound = min(value, max(0.0, e_bound) / 1000 * max(0.0, l_bound))
+        if e_bound is not None:
+            bound = min(value, max(0.0, e_bound) / 1000 * least_latency)
     gap = 0.0 if proven else relative_gap(value, bound)
     return Result(SolveStatus.OPTIMAL if proven else SolveStatus.FEASIBLE, solver, "edp",
                   mapping=best.mapping, cost=best.cost, objective_value=value, bound=bound,

@@ -389,7 +389,8 @@ def _scale(problem: Problem) -> float:
 def _quick_bound(problem: Problem) -> float:
     """A lower bound in model units (objective constant excluded) that needs no
     search: the compulsory traffic, at the cheaper DRAM rate for energy (times
-    the energy weight), plus the least latency (:func:`latency_floor_cycles`, times
+    the energy weight), plus the least latency
+    (:func:`~stems_opt.cost.latency.latency_floor_cycles`, times
     the latency weight)."""
     bits = compulsory_traffic_bits(problem.network)
     if problem.objective is Objective.TRAFFIC:
@@ -399,27 +400,11 @@ def _quick_bound(problem: Problem) -> float:
 
     rates = EnergyRates.of(problem.hardware)  # the rates alone: no need for the whole context
     energy_w, latency_w = objective_weights(problem)
-    latency = latency_floor_cycles(problem) if latency_w else 0
+    from stems_opt.cost.latency import latency_floor_cycles
+
+    latency = latency_floor_cycles(problem.network, problem.hardware) if latency_w else 0
     return float(bits) * min(rates.read_fj_per_bit, rates.write_fj_per_bit) * energy_w + \
         float(latency) * latency_w
-
-
-def latency_floor_cycles(problem: Problem) -> int:
-    """A lower bound on every mapping's latency: the larger of the layers' compute
-    (each at its least, one tile along its cheaper axis:
-    :func:`~stems_opt.cost.latency.layer_compute_floor`) and the compulsory traffic
-    over the DRAM bandwidth. A mapping's latency sums, over its steps, the largest
-    of each step's compute and DRAM cycles, so it is at least either sum; every
-    DRAM bit belongs to one step, and the steps' ``ceil``s add up to at least the
-    ``ceil`` of their sum."""
-    from stems_opt.cost.latency import layer_compute_floor
-    from stems_opt.formulation.data import frame_axes
-
-    net, hw = problem.network, problem.hardware
-    compute = sum(min(layer_compute_floor(lay, axis, (0, lay.extent(axis)), net.timesteps, hw)
-                      for axis in frame_axes(net)) for lay in net.layers)
-    dram = math.ceil(compulsory_traffic_bits(net) / hw.dram_bandwidth_bits_per_cycle)
-    return max(compute, dram)
 
 
 def check_solver(solver: str) -> None:

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from stems_opt.cost import SegmentGeometry, evaluate, mapping_contexts, segment_terms
 from stems_opt.cost.energy import nest_hardware
-from stems_opt.cost.latency import LayerLatency, batch_classes, dram_reads
+from stems_opt.cost.latency import LayerLatency, batch_classes, dram_reads, latency_floor_cycles
 from stems_opt.edp import solve_edp
 from stems_opt.io import hardware_from_dict, load_instance, network_from_dict
 from stems_opt.mapping import (
@@ -304,7 +304,7 @@ def test_dichotomic_search_needs_two_splits() -> None:
     assert asked == [(1, 0), (0, 1), (1, 1), (199, 800), (800, 199), (125, 99), (550, 1)]
 
 
-def test_unproven_weighted_solve_gives_a_valid_bound() -> None:
+def test_unproven_weighted_solve_gives_a_valid_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     """A weighted solve left unproven makes the answer ``feasible`` with the bound
     ``E_min x L_min`` (here 10 x 10 = 100 fJ x cycles), at most the true least
     product (10 x 60 = 600).
@@ -312,10 +312,27 @@ def test_unproven_weighted_solve_gives_a_valid_bound() -> None:
     Mutation: reporting ``optimal`` regardless of the solves' status fails here."""
     problem = Problem(network_from_dict(HAND), hardware_from_dict(HAND_HW), Objective.EDP)
     solve_one, _ = fake_solver([(10, 60), (30, 30), (60, 10)], unproven={(1, 1)})
+    # (the fake points are not HAND's own latencies: its search-free latency floor,
+    # which the bound also takes, is left out of this world)
+    monkeypatch.setattr("stems_opt.cost.latency.latency_floor_cycles", lambda *_: 0)
     r = solve_edp(problem, solve_one)
     assert r.status is SolveStatus.FEASIBLE
     assert r.bound == pytest.approx(10 * 10 / 1000)
     assert r.bound <= r.objective_value
+
+
+def test_edp_bound_without_the_latency_solve() -> None:
+    """When only the least-energy solve ran (the limit came before the least-latency
+    one), the bound is its energy bound times the search-free latency floor, not 0.
+    Mutation: dropping the floor (``least_latency = l_bound or 0.0``) fails."""
+    from stems_opt.edp import _answer
+
+    problem = Problem(network_from_dict(HAND), hardware_from_dict(HAND_HW), Objective.EDP)
+    solve_one, _ = fake_solver([(10, 60_000)], unproven={(1, 0)})
+    first = solve_one(problem.weighted(1, 0))
+    r = _answer(problem, [first], False, 0.0, first.bound, None, [])
+    floor = latency_floor_cycles(problem.network, problem.hardware)
+    assert floor > 0 and r.bound == pytest.approx(10 / 1000 * floor)
 
 
 def test_edp_never_worse_than_a_seed() -> None:
@@ -447,11 +464,9 @@ def test_latency_floor_never_above_the_least_latency(name: str) -> None:
     """``latency_floor_cycles`` (the search-free bound a stopped latency solve reports)
     is at most the enumerated least latency, on the slow-port cases where transfers
     decide the optimum."""
-    from stems_opt.solvers import latency_floor_cycles
-
     p = case_problem(name, Objective.LATENCY)
     value, _ = brute(name, Objective.LATENCY)
-    assert 0 < latency_floor_cycles(p) <= value
+    assert 0 < latency_floor_cycles(p.network, p.hardware) <= value
 
 
 @pytest.mark.parametrize("name", ["tiny_chain", "tiny_residual", "tiny_linear", "tiny_reset",
@@ -461,14 +476,14 @@ def test_latency_floor_is_the_compute_of_compute_bound_instances(name: str) -> N
     latency is the layers' least compute, which is the floor (so the bound is tight
     here, and a floor one cycle higher fails this). A latency search stopped at once
     reports it as its bound, not 0."""
-    from stems_opt.solvers import latency_floor_cycles
     from stems_opt.stopping import Stop
 
     p = load_instance(TINY_CHAIN.parent / f"{name}.yaml", "latency")
     r = solve(p, warm_start=False)
     assert r.status is SolveStatus.OPTIMAL
-    assert latency_floor_cycles(p) == r.objective_value
+    floor = latency_floor_cycles(p.network, p.hardware)
+    assert floor == r.objective_value
     stop = Stop()
     stop.request()
     early = solve(p, stop=stop)
-    assert early.bound == latency_floor_cycles(p)
+    assert early.bound == floor

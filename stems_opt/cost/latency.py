@@ -385,6 +385,22 @@ def layer_compute_floor(layer: Layer, axis: Axis, bounds: tuple[int, ...], times
 
 
 
+def latency_floor_cycles(network: Network, hw: Hardware) -> int:
+    """A lower bound on every mapping's latency: the larger of the layers' compute
+    (each at its least: one tile, along its cheaper axis, :func:`layer_compute_floor`)
+    and the compulsory traffic over the DRAM bandwidth. A mapping's latency sums,
+    over its steps, the largest of each step's compute and DRAM cycles, so it is at
+    least either sum; every DRAM bit belongs to one step, and the ceilings of
+    the steps add up to at least the ceiling of their sum."""
+    from stems_opt.cost.traffic import compulsory_traffic_bits
+
+    compute = sum(min(layer_compute_floor(lay, axis, (0, lay.extent(axis)),
+                                          network.timesteps, hw)
+                      for axis in (Axis.OY, Axis.OX)) for lay in network.layers)
+    dram = math.ceil(compulsory_traffic_bits(network) / hw.dram_bandwidth_bits_per_cycle)
+    return max(compute, dram)
+
+
 def dram_reads(seg: Segment, inside: set[str], layer: Layer) -> tuple[tuple[str, Halo], ...]:
     """``(tensor, halo)`` of every input ``layer`` reads from DRAM in ``seg``
     (placements taken literally, as the cost model's terms take them)."""
