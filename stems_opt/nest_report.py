@@ -15,11 +15,16 @@ from stems_opt.mapping import Mapping, Order, Segment
 from stems_opt.problem import Problem
 
 
-def _dram_loops(seg: Segment, layer: str, timesteps: int) -> list[tuple[str, int]]:
+def _dram_loops(seg: Segment, geo: SegmentGeometry, layer: str, timesteps: int
+                ) -> list[tuple[str, int]]:
     """The loops above the global buffer, outermost first: the segment's time batches
-    and tiles in its order, then the layer's sub-tiles (each sub-tile one step)."""
-    batches = ("T", timesteps // seg.time_batch)
-    tiles = (f"{seg.axis.value} tile", seg.tiles)
+    and the tiles in which the layer has rows, in the segment's order, then the
+    layer's sub-tiles (each a step: a sub-tile count is at most every such tile's
+    rows)."""
+    batches = ("T batch", timesteps // seg.time_batch)
+    active = geo.active_tiles(layer)
+    tiles = (f"{seg.axis.value} tile" + (f" with rows ({active} of {seg.tiles})"
+                                          if active < seg.tiles else ""), active)
     outer = [batches, tiles] if seg.order is Order.TIME_OUTER else [tiles, batches]
     return [*outer, (f"{seg.axis.value} sub-tile", seg.sub_tile(layer))]
 
@@ -93,7 +98,7 @@ def show_loops(problem: Problem, mapping: Mapping, layer: str) -> tuple[str, dic
     head = f"loop nests of {layer} (segment {seg_index}, axis {seg.axis.value}, " \
            f"Tb {seg.time_batch}, {seg.sub_tile(layer)} sub-tile(s) per tile)"
     geo = SegmentGeometry(net, seg)
-    loops = _dram_loops(seg, layer, net.timesteps)
+    loops = _dram_loops(seg, geo, layer, net.timesteps)
     bits = _dram_bits(problem, mapping, seg_index, geo, layer)
     above = _dram_lines(loops, bits, "one step (its nest below)" if lay.has_weights
                         else "one step")

@@ -139,7 +139,7 @@ def _over(problem: Problem, objective: str) -> str:
     if objective == "traffic":
         return ""
     if problem.hardware.loop_nests:
-        return " (every step through its loop nest and the inner buffers)"
+        return " (conv and linear steps through their loop nests and the inner buffers)"
     return " (operands one access per use below the GB; inner buffers not charged)"
 
 

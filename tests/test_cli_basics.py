@@ -122,5 +122,6 @@ def test_the_header_says_what_the_energy_covers() -> None:
         return format_result(q, r).splitlines()[0]
 
     assert "loop nest" in head(p, "energy") and "loop nest" in head(p, "latency")
-    assert "not charged" in head(off, "energy")
+    assert "loop nest" in head(p, "edp")
+    assert "not charged" in head(off, "energy") and "not charged" in head(off, "latency")
     assert head(p, "traffic").endswith("objective traffic")

@@ -303,7 +303,8 @@ def test_show_loops_from_dram(schedule: str) -> None:
     from stems_opt.io import load_instance
     from stems_opt.nest_report import show_loops
 
-    for name in ("tiny_chain", "tiny_residual"):
+    # (SEW-ResNet-18 under TB-F: b4_conv_a has rows in 3 of its segment's 4 tiles)
+    for name in ("tiny_chain", "tiny_residual", "sew_resnet18_1mb"):
         p = load_instance(Path(__file__).parent.parent / "instances" / f"{name}.yaml")
         mapping = named_schedule(p, schedule).mapping
         assert mapping is not None
@@ -317,7 +318,8 @@ def test_show_loops_from_dram(schedule: str) -> None:
                 assert sum(st["count"] for st in doc["steps"]) == runs
             if name == "tiny_residual" and schedule == "TB-F" and lay.name == "c1":
                 assert bits["I"] == [512, 0] and bits["W"] == [288, 0]
-    # Mutations (each fails): the sub-tile loop left out of ``_dram_loops``; the
+    # Mutations (each fails): the sub-tile loop left out of ``_dram_loops``; every
+    # tile counted, with rows or not (``seg.tiles``: SEW-ResNet-18 under TB-F); the
     # inputs' reads charged as the output (``"O"`` for every activation term).
 
 

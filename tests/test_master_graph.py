@@ -128,8 +128,9 @@ def test_past_the_deadline_the_graph_is_not_rebuilt() -> None:
     equals the full graph's exact path, checked once the deadline is lifted.
     Mutations: rebuilding the kept graph whatever the deadline (dropping the
     stale-graph return of ``_path_graph``) makes the primal pass see the new columns;
-    ``_build_graph`` ignoring ``keep`` puts columns with no segment in the found-only
-    graph: each fails."""
+    the exact pass given every column (``lambda c: True`` in ``_path_graph``), or
+    ``_build_graph`` ignoring ``keep``, puts columns with no segment in its graph:
+    each fails."""
     from stems_opt.formulation.column_base import MasterStoppedError
     from stems_opt.stopping import Stop
 
@@ -151,14 +152,21 @@ def test_past_the_deadline_the_graph_is_not_rebuilt() -> None:
         cs.master_path()
     primal = cs.master_path(primal=True)
     assert primal is not None and max(c.rank for c in primal[0]) < built
+    graphs = []
+    build = cs._build_graph
+
+    def spy(keep: object, bound: bool) -> master.PathGraph:
+        graphs.append(build(keep, bound))  # type: ignore[arg-type]
+        return graphs[-1]
+
+    cs._build_graph = spy  # type: ignore[method-assign]
     late = cs.master_path(exact_only=True)
     assert late is not None and late[1] < first[1]
     assert any(c.rank >= built for c in late[0])
     assert cs._graph is not None and cs._graph.columns == built
-    small = cs._build_graph(lambda c: c.upper is not None, False)
-    used = {int(r) for _, col, _ in small.out_of for r in col}
+    assert len(graphs) == 1  # (the pass's own graph: found columns alone)
+    used = {int(r) for _, col, _ in graphs[0].out_of for r in col}
     assert used and all(cs.columns[r].upper is not None for r in used)
-    assert len(used) < len(cs.columns)
     cs.stop = Stop()  # (the deadline lifted: the full graph)
     full = cs.master_path(exact_only=True)
     assert full is not None and full[1] == late[1]

@@ -17,7 +17,8 @@ Mutations that make these tests fail (each tried, then reverted): the nests' ope
 floors of the frames raised by 1 % (``nest_floor.interval_operand_floors``), and every
 column bound raised by 1 % (``ColumnSolver._raise_to``): a solve then stops at a
 mapping its model values above what the cost model says, which ``solve`` refuses
-(``model objective ... != cost model ...``) on three cases of five.
+(``model objective ... != cost model ...``): each fails two of the four hand-picked
+cases (``conv_pool_T2_chunks``, ``ann_snn_reset_T2``) and the random test.
 """
 
 from __future__ import annotations
