@@ -14,6 +14,7 @@ Exit codes
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -765,6 +766,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, previous[1])
 
 
+FAST_EXIT = frozenset({"solve", "compare", "evaluate"})
+"""Commands whose process ends without the interpreter's teardown (:func:`run`): after
+a search over SEW-ResNet-152's 60,000 columns, freeing them took 0.6 s after the
+answer was printed. Their second process is stopped before (``BackgroundNamed``), and
+every file they write is closed; the sweep's Dask workers need the normal exit."""
+
+
+def run() -> None:
+    """The ``stems-opt`` program: :func:`main`, then the process ends with its exit
+    code (at once after :data:`FAST_EXIT` commands, their output flushed)."""
+    code = main()
+    if len(sys.argv) > 1 and sys.argv[1] in FAST_EXIT:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # (a reader gone: its code stays)
+                stream.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def _excerpt(text: str, limit: int = 300) -> str:
     """One line of at most ``limit`` characters."""
     line = " ".join(text.split())
@@ -772,4 +792,4 @@ def _excerpt(text: str, limit: int = 300) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -9,7 +9,7 @@ imports free of circles.
 from __future__ import annotations
 
 from stems_opt.cost.energy import nest_hardware
-from stems_opt.cost.evaluation import evaluate
+from stems_opt.cost.evaluation import Cost, evaluate
 from stems_opt.cost.geometry import sub_tile_limits
 from stems_opt.cost.step_nests import nest_violations
 from stems_opt.mapping import Mapping, Violation, check_structure
@@ -22,9 +22,16 @@ def check(problem: Problem, mapping: Mapping) -> list[Violation]:
     Capacity violations name the segment, the tile (step), the layer
     executing at the peak, the bits needed and the capacity.
     """
+    return check_and_score(problem, mapping)[0]
+
+
+def check_and_score(problem: Problem, mapping: Mapping) -> tuple[list[Violation], Cost | None]:
+    """:func:`check`, and the mapping's cost when it was scored (every check but
+    capacity passed): what a solver's answer needs, in one scoring (a second one
+    took 0.3 s on SEW-ResNet-152)."""
     out = check_structure(problem.network, mapping, problem.hardware.array.factor("K"))
     if out:
-        return out
+        return out, None
     for i, seg in enumerate(mapping.segments):
         limits = sub_tile_limits(problem.network, seg)
         for name in seg.layers:
@@ -36,7 +43,7 @@ def check(problem: Problem, mapping: Mapping) -> list[Violation]:
     hw = problem.hardware
     out += nest_violations(problem.network, mapping, nest_hardware(hw), hw.loop_nests)
     if out:
-        return out
+        return out, None
     cost = evaluate(problem, mapping)
     cap = problem.hardware.gb_capacity_bits
     for i, sc in enumerate(cost.segments):
@@ -45,4 +52,4 @@ def check(problem: Problem, mapping: Mapping) -> list[Violation]:
                                  f"{sc.peak_tile} while {sc.peak_layer!r} runs; capacity is "
                                  f"{cap} bits", segment=i, layer=sc.peak_layer, tile=sc.peak_tile,
                                  bits=sc.peak_gb_bits, capacity_bits=cap))
-    return out
+    return out, cost

@@ -12,7 +12,7 @@ from stems_opt.cost.evaluation import evaluate
 from stems_opt.cost.geometry import SegmentGeometry, sub_tile_limits
 from stems_opt.cost.traffic import SegmentContext, compulsory_traffic_bits, peak_of, segment_terms
 from stems_opt.errors import Issue, StemsInputError
-from stems_opt.feasibility import check
+from stems_opt.feasibility import check, check_and_score
 from stems_opt.mapping import Mapping, Segment, WeightChoice
 from stems_opt.network import Axis, most_chunks
 from stems_opt.problem import Objective, Problem
@@ -295,9 +295,9 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
                       bound=(model_bound + constant) / scale,
                       message=f"the search stopped ({stop.reason or 'no answer'}) before "
                               "any mapping was found")
-    violations = check(problem, mapping)
-    assert not violations, f"solver returned an invalid mapping: {violations}"
-    cost = evaluate(problem, mapping)
+    violations, cost = check_and_score(problem, mapping)
+    assert not violations and cost is not None, \
+        f"solver returned an invalid mapping: {violations}"
     value = cost.objective_value(objective.value, problem.weights)
     assert _same((model_value + constant) / scale, value), \
         f"model objective {(model_value + constant) / scale} != cost model {value}"

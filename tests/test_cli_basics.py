@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,49 @@ def test_the_header_says_what_the_energy_covers() -> None:
     assert "loop nest" in head(p, "edp")
     assert "not charged" in head(off, "energy") and "not charged" in head(off, "latency")
     assert head(p, "traffic").endswith("objective traffic")
+
+
+@pytest.mark.parametrize(("command", "fast"), [("solve", True), ("compare", True),
+                                               ("evaluate", True), ("sweep", False)])
+def test_run_ends_at_once_after_solving(command: str, fast: bool,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``stems-opt`` (:func:`stems_opt.cli.run`) ends a solve, compare or evaluate with
+    ``os._exit`` and its exit code, its output flushed first (freeing a deep network's
+    columns took 0.6 s after the answer); a sweep, whose Dask workers need the normal
+    exit, with ``sys.exit``. The output of a real run through a file is checked in
+    ``test_python_dash_m`` and ``tests/test_limits.py``."""
+    import stems_opt.cli as cli
+
+    ended: list[tuple[str, int]] = []
+
+    class EndedError(Exception):
+        pass
+
+    def record(how: str) -> Callable[[int], None]:
+        def end(code: int) -> None:
+            ended.append((how, code))
+            raise EndedError
+        return end
+
+    monkeypatch.setattr(cli, "main", lambda: 3)
+    monkeypatch.setattr(cli.os, "_exit", record("os._exit"))
+    monkeypatch.setattr(cli.sys, "exit", record("sys.exit"))
+    monkeypatch.setattr(cli.sys, "argv", ["stems-opt", command])
+    with pytest.raises(EndedError):
+        cli.run()
+    assert ended == [("os._exit" if fast else "sys.exit", 3)]
+
+
+def test_fast_exit_flushes_the_json(tmp_path: Path) -> None:
+    """Through ``python -m stems_opt`` into a file (block-buffered): the whole JSON
+    document is there after the fast exit."""
+    import json
+
+    out = tmp_path / "out.json"
+    with open(out, "w") as f:
+        done = subprocess.run([sys.executable, "-m", "stems_opt", "solve",
+                               str(ROOT / "instances" / "tiny_chain.yaml"), "--json", "--quiet"],
+                              stdout=f, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT,
+                              check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text())["status"] == "optimal"

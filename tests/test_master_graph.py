@@ -129,8 +129,8 @@ def test_past_the_deadline_the_graph_is_not_rebuilt() -> None:
     Mutations: rebuilding the kept graph whatever the deadline (dropping the
     stale-graph return of ``_path_graph``) makes the primal pass see the new columns;
     the exact pass given every column (``lambda c: True`` in ``_path_graph``), or
-    ``_build_graph`` ignoring ``keep``, puts columns with no segment in its graph:
-    each fails."""
+    ``_build_graph`` ignoring ``keep``, puts columns with no segment in its graph;
+    an exact pass before the deadline rebuilding the kept graph: each fails."""
     from stems_opt.formulation.column_base import MasterStoppedError
     from stems_opt.stopping import Stop
 
@@ -138,6 +138,7 @@ def test_past_the_deadline_the_graph_is_not_rebuilt() -> None:
     cs = ColumnSolver(problem, solve_cpsat, SolveOptions(threads=1, seed=0, stop=Stop()))
     for col in cs.columns:  # every column a found segment at its bound: a mapping pass
         col.upper = float(round(col.price))
+    assert cs.master_path() is not None  # (a bound pass: the graph kept)
     first = cs.master_path(exact_only=True)
     built = len(cs.columns)
     assert first is not None and cs.open_more()  # longer intervals: more columns
@@ -147,6 +148,10 @@ def test_past_the_deadline_the_graph_is_not_rebuilt() -> None:
         col.upper = 0.0  # far cheaper than any path the old graph has
     for col in cs.columns[built:]:
         cs.touch(col)  # (as the search does: not in the graph, so no price to refresh)
+    # Before the deadline too, an exact pass does not rebuild the kept graph.
+    early = cs.master_path(exact_only=True)
+    assert early is not None and any(c.rank >= built for c in early[0])
+    assert cs._graph is not None and cs._graph.columns == built
     cs.stop.request()
     with pytest.raises(MasterStoppedError):
         cs.master_path()

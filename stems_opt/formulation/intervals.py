@@ -22,7 +22,7 @@ from stems_opt.formulation.column_base import (
 from stems_opt.formulation.operand_floors import layer_operand_floors_fj
 from stems_opt.mapping import Order
 from stems_opt.network import Axis
-from stems_opt.stopping import SearchStoppedError
+from stems_opt.stopping import SearchStoppedError, checkpoint
 
 
 class IntervalsMixin:
@@ -45,7 +45,11 @@ class IntervalsMixin:
         with collector_paused():
             for first in range(L):
                 for last in range(first + self.open_len, min(L, first + length)):
-                    self.stop.check()  # building columns can take seconds on deep networks
+                    # Building columns can take seconds on deep networks: it stops at the
+                    # deadline, and under a solve's time limit early enough to leave the
+                    # answer its time (the margin of ``Stop.active``).
+                    self.stop.check()
+                    checkpoint()
                     if (first, last) not in self._opened:
                         self._add_interval(first, last)
         self.open_len = length
