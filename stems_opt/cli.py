@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -297,6 +298,16 @@ def _search_options(p: argparse.ArgumentParser) -> None:
                    help="solver threads, 1..1024 or 'auto' (one per core) (default: 1)")
     p.add_argument("--seed", type=_seed, default=0, metavar="N",
                    help=f"solver random seed, 0..{MAX_SEED} (default: 0)")
+    p.add_argument("--max-segment-layers", type=_positive, default=None, metavar="N",
+                   help="search only segments of at most N layers: a smaller space, "
+                        "optimal within the cap (default: the instance's "
+                        "options.max_segment_layers, else no cap)")
+
+
+def _capped(problem: Problem, args: argparse.Namespace) -> Problem:
+    """``problem`` with ``--max-segment-layers`` as its cap, when given."""
+    cap = getattr(args, "max_segment_layers", None)
+    return problem if cap is None else dataclasses.replace(problem, max_segment_layers=cap)
 
 
 def _emit(doc: object, as_json: bool, text: str) -> None:
@@ -477,7 +488,7 @@ def _solve(args: argparse.Namespace) -> int:
     for path, field in ((args.out, "out"), (args.write_model, "write-model")):
         if path:
             check_writable(path, field=field)
-    problem = _load(args, args.objective)
+    problem = _capped(_load(args, args.objective), args)
     check_solver(args.solver)
     _check_show_loops(problem, args)
     if args.write_model:
@@ -511,7 +522,7 @@ def _compare(args: argparse.Namespace) -> int:
                                     f"{', '.join(HEURISTICS)})", field="heuristics"))
     if args.plot:
         check_writable(args.plot, field="plot")
-    problem = _load(args, args.objective)
+    problem = _capped(_load(args, args.objective), args)
     check_solver(args.solver)
     names = tuple(dict.fromkeys(s.strip() for s in args.schedules.split(",") if s.strip()))
     if not names:

@@ -172,3 +172,31 @@ def test_fast_exit_flushes_the_json(tmp_path: Path) -> None:
                               check=False, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(out.read_text())["status"] == "optimal"
+
+
+def test_max_segment_layers_caps_a_network_file(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """``--max-segment-layers N`` gives a network file (which has no options) the cap an
+    instance sets with ``options.max_segment_layers``: the same proven optimum, every
+    segment at most N layers, and never below the uncapped optimum; 0 is refused."""
+    import json
+
+    net = ROOT / "models" / "networks" / "tiny_chain.yaml"
+    hw = ROOT / "models" / "hardware" / "tiny.yaml"
+
+    def solved(*args: str) -> dict:
+        assert main(["solve", *args, "--json", "--quiet"]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    capped = solved(str(net), "--hardware", str(hw), "--max-segment-layers", "1")
+    inst = tmp_path / "inst.yaml"
+    inst.write_text(f"network: {net}\nhardware: {hw}\noptions: {{max_segment_layers: 1}}\n")
+    same = solved(str(inst))
+    free = solved(str(net), "--hardware", str(hw))
+    assert capped["status"] == same["status"] == free["status"] == "optimal"
+    assert capped["objective_value"] == same["objective_value"] >= free["objective_value"]
+    assert all(len(s["layers"]) == 1 for s in capped["mapping"]["segments"])
+    assert any(len(s["layers"]) > 1 for s in free["mapping"]["segments"])
+    with pytest.raises(SystemExit) as exc:
+        main(["solve", str(net), "--hardware", str(hw), "--max-segment-layers", "0"])
+    assert exc.value.code == 2 and "--max-segment-layers" in capsys.readouterr().err
