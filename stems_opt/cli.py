@@ -306,7 +306,7 @@ def _search_options(p: argparse.ArgumentParser) -> None:
 
 def _capped(problem: Problem, args: argparse.Namespace) -> Problem:
     """``problem`` with ``--max-segment-layers`` as its cap, when given."""
-    cap = getattr(args, "max_segment_layers", None)
+    cap = args.max_segment_layers
     return problem if cap is None else dataclasses.replace(problem, max_segment_layers=cap)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stems_opt.cost.energy import nest_hardware
+from stems_opt.cost.energy import READ_OPERAND, WRITE_OPERAND, nest_hardware
 from stems_opt.cost.evaluation import fewest_cycles
 from stems_opt.cost.geometry import SegmentGeometry, weight_chunks
 from stems_opt.cost.loops import Nest, NestCost, layer_steps
@@ -40,11 +40,10 @@ def _dram_bits(problem: Problem, mapping: Mapping, seg_index: int,
     for t in segment_terms(net, mapping.segments[seg_index], ctx, geo):
         if t.layer != layer or not (t.read_bits or t.write_bits):
             continue
-        op = {"weights": "W", "state": "V"}.get(t.tensor_class) or \
-            ("O" if t.tensor == layer else "I")
-        rw = got.setdefault(op, [0, 0])
-        rw[0] += t.read_bits
-        rw[1] += t.write_bits
+        if t.read_bits:  # (the operands of the DRAM rows of energy_by_level)
+            got.setdefault(READ_OPERAND[t.tensor_class], [0, 0])[0] += t.read_bits
+        if t.write_bits:
+            got.setdefault(WRITE_OPERAND[t.tensor_class], [0, 0])[1] += t.write_bits
     return dict(sorted(got.items()))
 
 

@@ -8,11 +8,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from stems_opt.cost.evaluation import evaluate
 from stems_opt.cost.geometry import SegmentGeometry, sub_tile_limits
 from stems_opt.cost.traffic import SegmentContext, compulsory_traffic_bits, peak_of, segment_terms
 from stems_opt.errors import Issue, StemsInputError
-from stems_opt.feasibility import check, check_and_score
+from stems_opt.feasibility import check_and_score
 from stems_opt.mapping import Mapping, Segment, WeightChoice
 from stems_opt.network import Axis, most_chunks
 from stems_opt.problem import Objective, Problem
@@ -396,12 +395,11 @@ def _quick_bound(problem: Problem) -> float:
     if problem.objective is Objective.TRAFFIC:
         return float(bits)
     from stems_opt.cost.energy import EnergyRates
+    from stems_opt.cost.latency import latency_floor_cycles
     from stems_opt.formulation.data import objective_weights
 
     rates = EnergyRates.of(problem.hardware)  # the rates alone: no need for the whole context
     energy_w, latency_w = objective_weights(problem)
-    from stems_opt.cost.latency import latency_floor_cycles
-
     latency = latency_floor_cycles(problem.network, problem.hardware) if latency_w else 0
     return float(bits) * min(rates.read_fj_per_bit, rates.write_fj_per_bit) * energy_w + \
         float(latency) * latency_w
@@ -492,9 +490,9 @@ def solve_exact(problem: Problem, solver: str = "cpsat", time_limit_s: float | N
         return Result(SolveStatus.UNKNOWN, solver, objective.value, runtime_s=runtime,
                       build_s=build_s, stats=stats, message=f"solver stopped: {ans.detail}")
     mapping = decode(data, variables, ans.values).canonical(problem.network)
-    violations = check(problem, mapping)
-    assert not violations, f"solver returned an invalid mapping: {violations}"
-    cost = evaluate(problem, mapping)
+    violations, cost = check_and_score(problem, mapping)
+    assert not violations and cost is not None, \
+        f"solver returned an invalid mapping: {violations}"
     value = cost.objective_value(objective.value, problem.weights)
     mip_value = (ans.objective + data.constant) / scale
     assert _same(mip_value, value), f"MIP objective {mip_value} != cost model {value}"

@@ -320,7 +320,7 @@ def test_show_loops_from_dram(schedule: str) -> None:
                 assert bits["I"] == [512, 0] and bits["W"] == [288, 0]
     # Mutations (each fails): the sub-tile loop left out of ``_dram_loops``; every
     # tile counted, with rows or not (``seg.tiles``: SEW-ResNet-18 under TB-F); the
-    # inputs' reads charged as the output (``"O"`` for every activation term).
+    # activations' reads charged as outputs (``READ_OPERAND["activations"] = "O"``).
 
 
 def test_loop_nests_flag_must_be_a_bool() -> None:

@@ -112,8 +112,10 @@ def layer_operand_total_fj(geo: SegmentGeometry, layer: Layer, m: int, hw: Hardw
     return sum(layer_operand_energy_fj(geo, layer, m, hw, chunks).values())
 
 
-_READ_OPERAND = {"weights": "W", "state": "V", "activations": "I"}
-_WRITE_OPERAND = {"weights": "W", "state": "V", "activations": "O"}
+READ_OPERAND = {"weights": "W", "state": "V", "activations": "I"}
+"""The operand a DRAM read of each tensor class moves (an activation read is an input)."""
+WRITE_OPERAND = {"weights": "W", "state": "V", "activations": "O"}
+"""The operand a DRAM write of each tensor class moves (an activation write is an output)."""
 
 
 def energy_by_level(traffic: TrafficBreakdown, operand_fj: dict[tuple[str, str], int],
@@ -126,8 +128,8 @@ def energy_by_level(traffic: TrafficBreakdown, operand_fj: dict[tuple[str, str],
     fj: dict[str, dict[str, int]] = {"dram": {}, GB: {}}
     for cls in TENSOR_CLASSES:
         for bits, op, dram_rate, gb_rate in (
-                (traffic.read_bits[cls], _READ_OPERAND[cls], dram_r, rates.gb_write_fj_per_bit),
-                (traffic.write_bits[cls], _WRITE_OPERAND[cls], dram_w, rates.gb_read_fj_per_bit)):
+                (traffic.read_bits[cls], READ_OPERAND[cls], dram_r, rates.gb_write_fj_per_bit),
+                (traffic.write_bits[cls], WRITE_OPERAND[cls], dram_w, rates.gb_read_fj_per_bit)):
             if bits:
                 fj["dram"][op] = fj["dram"].get(op, 0) + bits * dram_rate
                 fj[GB][op] = fj[GB].get(op, 0) + bits * gb_rate
