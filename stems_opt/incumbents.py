@@ -10,21 +10,24 @@ What the budget leaves (all of them on deep networks, where they take tens
 of seconds) a child process scores on the second core meanwhile, sending
 each result as it is ready (:class:`BackgroundNamed`); at the end the search
 takes whatever arrived and stops the child, so the fallback never delays
-the answer.
+the answer. For the energy objective the child also runs a short traffic
+search and sends its mapping scored in energy (:func:`traffic_seed`): the
+segments of every result that arrives seed the exact search.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
 
-from stems_opt.problem import Problem
-from stems_opt.result import Result
+from stems_opt.problem import Objective, Problem
+from stems_opt.result import Result, SolveStatus
 from stems_opt.stopping import INTERRUPTED, SearchStoppedError, Stop
 
 FALLBACK_SCHEDULES = ("TB-LBL", "TB-F", "ST-F")
@@ -139,19 +142,78 @@ def best_of(results: Iterable[Result]) -> Result | None:
     return min(done, key=lambda r: r.objective_value, default=None)  # type: ignore
 
 
-def _child(problem: Problem, names: tuple[str, ...], conn: Connection) -> None:
+TRAFFIC_SEED = "search:traffic"
+"""The name the traffic seed (:func:`traffic_seed`) arrives under."""
+SEED_SHARE = 0.25
+"""The traffic seed searches for this share of the time limit ..."""
+SEED_MAX_S = 10.0
+"""... and at most this many seconds (also without a limit)."""
+
+
+def traffic_seed_s(problem: Problem, time_limit_s: float | None) -> float | None:
+    """Seconds the second process spends on :func:`traffic_seed` (``None``: no seed).
+
+    Energy only: its search solves loop nests for every option it prices and
+    needs seconds before its first mapping on large maps, while the traffic
+    search, which solves none, finds good mappings in a fraction of a second,
+    and a mapping that moves few bits is also cheap in energy where DRAM
+    dominates (RED-LIF at 128 KB: the traffic search's 3 s mapping costs 40.7 mJ,
+    6 % above the energy optimum, where the energy search had 63.6 mJ at 10 s).
+    """
+    if problem.objective is not Objective.ENERGY or problem.weights is not None:
+        return None
+    return SEED_MAX_S if time_limit_s is None else min(SEED_MAX_S, SEED_SHARE * time_limit_s)
+
+
+def traffic_seed(problem: Problem, seconds: float) -> Result:
+    """The best mapping the traffic search finds in ``seconds`` (one thread),
+    scored in ``problem``'s own objective by the cost model."""
+    from stems_opt.feasibility import check_and_score
+    from stems_opt.solvers import solve_columns
+
+    start = time.perf_counter()
+    found = solve_columns(problem.with_objective(Objective.TRAFFIC), time_limit_s=seconds,
+                          threads=1, warm_start=False)
+    value = None
+    if found.mapping is not None:
+        violations, cost = check_and_score(problem, found.mapping)
+        if not violations and cost is not None:
+            value = cost.objective_value(problem.objective.value, problem.weights)
+    if value is None:
+        return Result(SolveStatus.UNKNOWN, TRAFFIC_SEED, problem.objective.value,
+                      runtime_s=time.perf_counter() - start,
+                      message="the traffic search found no mapping in time")
+    return Result(SolveStatus.FEASIBLE, TRAFFIC_SEED, problem.objective.value,
+                  mapping=found.mapping, cost=cost, objective_value=value,
+                  runtime_s=time.perf_counter() - start)
+
+
+def _jobs(names: tuple[str, ...], seed_s: float | None) -> list[tuple[str, Callable]]:
+    """What the second process runs, in order: the cheapest named schedule, the
+    traffic seed (it beats the named schedules by far where it applies), the rest."""
     from stems_opt.heuristics import named_schedule
 
+    jobs: list[tuple[str, Callable]] = [
+        (name, lambda problem, name=name: named_schedule(problem, name)) for name in names]
+    if seed_s is not None:
+        jobs.insert(min(1, len(jobs)), (TRAFFIC_SEED,
+                                        lambda problem: traffic_seed(problem, seed_s)))
+    return jobs
+
+
+def _child(problem: Problem, names: tuple[str, ...], seed_s: float | None,
+           conn: Connection) -> None:
     # Ctrl-C reaches the whole process group: only the parent decides what it means;
     # the parent ends this process with SIGTERM, whatever handler it had installed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    logging.getLogger("stems_opt.progress").disabled = True  # (the seed's search: silent)
     parent = os.getppid()
-    for name in names:
+    for name, job in _jobs(names, seed_s):
         if os.getppid() != parent:  # the parent is gone
             return
         try:
-            conn.send((name, named_schedule(problem, name)))
+            conn.send((name, job(problem)))
         except Exception as exc:  # the parent reports it; the search goes on
             conn.send((name, f"{type(exc).__name__}: {exc}"))
     conn.close()
@@ -159,20 +221,23 @@ def _child(problem: Problem, names: tuple[str, ...], conn: Connection) -> None:
 
 class BackgroundNamed:
     """Score ``names`` in a child process; collect them with :meth:`poll`.
+    With ``seed_s``, the child also runs :func:`traffic_seed` for that many seconds
+    (after the first name), whose result arrives as :data:`TRAFFIC_SEED`.
 
     Use as a context manager: leaving it stops the child.
     """
 
-    def __init__(self, problem: Problem, names: tuple[str, ...] = SCORING_ORDER) -> None:
+    def __init__(self, problem: Problem, names: tuple[str, ...] = SCORING_ORDER,
+                 seed_s: float | None = None) -> None:
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self._conn, child_conn = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=_child, args=(problem, names, child_conn),
+        self._proc = ctx.Process(target=_child, args=(problem, names, seed_s, child_conn),
                                  name="stems-opt-named", daemon=True)
         self._proc.start()
         child_conn.close()
         self.problem = problem
-        self.names = names
+        self.names = names if seed_s is None else (*names, TRAFFIC_SEED)
         self.results: dict[str, Result] = {}
         self.errors: dict[str, str] = {}
 

@@ -114,7 +114,9 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     segments join the ones found) and are the fallback when better. They are
     scored in this process before the search where that is cheap for the
     limit (:func:`stems_opt.incumbents.in_process`), else in a second process
-    meanwhile, seeding the search as they arrive.
+    meanwhile, seeding the search as they arrive; for the energy objective that
+    process also runs a short traffic search whose mapping seeds it too
+    (:func:`stems_opt.incumbents.traffic_seed`).
 
     ``lower_bound`` (objective units) is a proven lower bound known from
     elsewhere, and the segments of ``mappings`` seed the search wherever they
@@ -130,6 +132,7 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
         in_process,
         in_process_budget_s,
         score_in_process,
+        traffic_seed_s,
     )
 
     check_solver(solver)
@@ -139,12 +142,14 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     # here first while that is cheap for the limit, the rest in a second process meanwhile.
     named: list[Result] = []
     rest: tuple[str, ...] = ()
+    seed_s = None
     if warm_start and (caller_stop or stop.deadline is not None):
         limit = None if stop.deadline is None else stop.deadline - stop.start
-        rest = SCORING_ORDER
-        if in_process(problem, limit):
+        rest, seed_s = SCORING_ORDER, traffic_seed_s(problem, limit)
+        if seed_s is None and in_process(problem, limit):
             named, rest = score_in_process(problem, stop, in_process_budget_s(limit))
-    background = BackgroundNamed(problem, rest) if rest and not stop.expired() else None
+    background = BackgroundNamed(problem, rest, seed_s) \
+        if (rest or seed_s is not None) and not stop.expired() else None
     try:
         return _solve_columns(problem, solver, threads, seed, stop, background, ColumnSolver,
                               lower_bound, mappings, on_incumbent, named)
