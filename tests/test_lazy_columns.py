@@ -203,6 +203,56 @@ def test_excluded_bound_counts_operand_energy(monkeypatch: pytest.MonkeyPatch) -
     assert cs.excluded_bound(fresh=True) == _best_through_long("chain_T4", p, 1)
 
 
+def _model_units(p: Problem, value: float) -> float:
+    """An optimum in objective units (bits, pJ) in the search's model units (bits, fJ
+    without the objective's constant)."""
+    from stems_opt.formulation.data import objective_constant
+
+    if p.objective is Objective.TRAFFIC:
+        return value
+    return value * 1000 - objective_constant(p)
+
+
+@pytest.mark.parametrize("objective", [Objective.TRAFFIC, Objective.ENERGY],
+                         ids=lambda o: o.value)
+@pytest.mark.parametrize("case", list(CASES))
+def test_chain_floor_never_above_the_optimum(case: str, objective: Objective) -> None:
+    """The bound every search starts from (``chain_floor``, before any column is
+    priced) is at most the proven optimum of the hand-picked buffer-bound cases
+    (proved equal to brute force in tests/test_optimizer.py)."""
+    network, ku, size = CASES[case]
+    p = make_problem(network, size, ku, objective)
+    r = solve(p)
+    assert r.gap == 0.0
+    assert _solver(p).chain_floor() <= _model_units(p, r.objective_value) * (1 + 1e-12)
+
+
+@pytest.mark.parametrize(("instance", "objective"), [
+    ("sew_resnet18_1mb", Objective.TRAFFIC), ("sew_resnet18_1mb", Objective.ENERGY),
+    ("sew_resnet152_1mb", Objective.TRAFFIC)])
+def test_chain_floor_never_above_a_known_optimum(instance: str, objective: Objective
+                                                 ) -> None:
+    """The same on real networks, against the optima their instance files record."""
+    p = load_instance(ROOT / "instances" / f"{instance}.yaml").with_objective(objective)
+    known = next(k.value for k in p.known_optima if k.objective is objective)
+    floor = _solver(p).chain_floor()
+    assert 0 < floor <= _model_units(p, known) * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("objective", [Objective.TRAFFIC, Objective.ENERGY],
+                         ids=lambda o: o.value)
+def test_chain_floor_is_tight_where_the_buffer_does_not_bind(objective: Objective) -> None:
+    """``chain_T4`` with an unlimited buffer: both layers fused in one tile move every
+    operand once (see the two tests above), which is each layer's floor, so the
+    search's first bound is the optimum itself (adding one bit or 1 fJ to
+    ``chain_floor`` fails this), and a search seeded with that mapping ends at once."""
+    network, ku, _ = CASES["chain_T4"]
+    p = make_problem(network, UNLIMITED, ku, objective)
+    r = solve(p)
+    assert r.gap == 0.0
+    assert _solver(p).chain_floor() == _model_units(p, r.objective_value)
+
+
 @functools.cache
 def _nest_best_through_long(case: str, size: int | None = None) -> float:
     """Brute force with loop nests (``tests/test_bounds.py::nest_problem``): the

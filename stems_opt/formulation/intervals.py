@@ -173,6 +173,14 @@ class IntervalsMixin:
                          + self.ctx.energy_weight * operand[len(floor) - 1])
         return np.array(floor, dtype=np.float64)
 
+    def chain_floor(self) -> float:
+        """A lower bound on every mapping (model units) before any column is priced:
+        the per-layer floors of :meth:`_layer_floor` over the whole network (every
+        column's cheap bound is at least its layers' floors, so every path is)."""
+        if self._floor is None:
+            self._floor = self._layer_floor()
+        return float(self._floor[-1])
+
     def excluded_bound(self, fresh: bool = False) -> float:
         """A lower bound on every mapping with a segment over an interval not opened
         (``inf`` when every interval is open).
@@ -189,8 +197,7 @@ class IntervalsMixin:
         if self._excluded is not None and not fresh and \
                 now - self._excluded[1] < EXCLUDED_REFRESH_S:
             return self._excluded[0]
-        if self._floor is None:
-            self._floor = self._layer_floor()
+        self.chain_floor()
         A, L = self._floor, len(self.net.layers)
         least: dict[tuple[int, int], float] = {}
         for c in self.columns:
