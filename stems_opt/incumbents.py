@@ -10,14 +10,16 @@ What the budget leaves (all of them on deep networks, where they take tens
 of seconds) a child process scores on the second core meanwhile, sending
 each result as it is ready (:class:`BackgroundNamed`); at the end the search
 takes whatever arrived and stops the child, so the fallback never delays
-the answer. For the energy objective the child also runs a short traffic
-search and sends its mapping scored in energy (:func:`traffic_seed`): the
-segments of every result that arrives seed the exact search.
+the answer. For energy through loop nests the child also runs a short
+search of the same objective without them and sends its mapping scored with
+them (:func:`coarse_seed`): the segments of every result that arrives seed
+the exact search.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -142,62 +144,67 @@ def best_of(results: Iterable[Result]) -> Result | None:
     return min(done, key=lambda r: r.objective_value, default=None)  # type: ignore
 
 
-TRAFFIC_SEED = "search:traffic"
-"""The name the traffic seed (:func:`traffic_seed`) arrives under."""
+COARSE_SEED = "search:no-nests"
+"""The name the coarse seed (:func:`coarse_seed`) arrives under."""
 SEED_SHARE = 0.25
-"""The traffic seed searches for this share of the time limit ..."""
+"""The coarse seed searches for this share of the time limit ..."""
 SEED_MAX_S = 10.0
 """... and at most this many seconds (also without a limit)."""
 
 
-def traffic_seed_s(problem: Problem, time_limit_s: float | None) -> float | None:
-    """Seconds the second process spends on :func:`traffic_seed` (``None``: no seed).
+def coarse_seed_s(problem: Problem, time_limit_s: float | None) -> float | None:
+    """Seconds the second process spends on :func:`coarse_seed` (``None``: no seed).
 
-    Energy only: its search solves loop nests for every option it prices and
-    needs seconds before its first mapping on large maps, while the traffic
-    search, which solves none, finds good mappings in a fraction of a second,
-    and a mapping that moves few bits is also cheap in energy where DRAM
-    dominates (RED-LIF at 128 KB: the traffic search's 3 s mapping costs 40.7 mJ,
-    6 % above the energy optimum, where the energy search had 63.6 mJ at 10 s).
+    Energy through loop nests only: that search solves nests for every option
+    it prices and needs seconds before its first mapping on large maps, while
+    the same objective with one access per use below the global buffer solves
+    none and finds good mappings in a fraction of a second, which are good
+    with nests too where DRAM dominates (RED-LIF with a 3 s seed: 128 KB
+    40,049 uJ, 2 MB 24,614 uJ, 4.5 % and 0.1 % above the optima; the energy
+    search had 63,603 and 30,393 uJ at 10 s).
     """
-    if problem.objective is not Objective.ENERGY or problem.weights is not None:
+    if problem.objective is not Objective.ENERGY or problem.weights is not None \
+            or not problem.hardware.loop_nests:
         return None
     return SEED_MAX_S if time_limit_s is None else min(SEED_MAX_S, SEED_SHARE * time_limit_s)
 
 
-def traffic_seed(problem: Problem, seconds: float) -> Result:
-    """The best mapping the traffic search finds in ``seconds`` (one thread),
-    scored in ``problem``'s own objective by the cost model."""
+def coarse_seed(problem: Problem, seconds: float) -> Result:
+    """The best mapping the energy search finds in ``seconds`` (one thread) on
+    ``problem``'s hardware without loop nests, scored on ``problem`` itself (its
+    nests) by the cost model."""
     from stems_opt.feasibility import check_and_score
     from stems_opt.solvers import solve_columns
 
     start = time.perf_counter()
-    found = solve_columns(problem.with_objective(Objective.TRAFFIC), time_limit_s=seconds,
-                          threads=1, warm_start=False)
+    coarse = dataclasses.replace(problem, hardware=dataclasses.replace(problem.hardware,
+                                                                       loop_nests=False))
+    found = solve_columns(coarse, time_limit_s=seconds, threads=1, warm_start=False)
     value = None
     if found.mapping is not None:
         violations, cost = check_and_score(problem, found.mapping)
         if not violations and cost is not None:
             value = cost.objective_value(problem.objective.value, problem.weights)
     if value is None:
-        return Result(SolveStatus.UNKNOWN, TRAFFIC_SEED, problem.objective.value,
+        return Result(SolveStatus.UNKNOWN, COARSE_SEED, problem.objective.value,
                       runtime_s=time.perf_counter() - start,
-                      message="the traffic search found no mapping in time")
-    return Result(SolveStatus.FEASIBLE, TRAFFIC_SEED, problem.objective.value,
+                      message="the search without loop nests found no mapping that fits "
+                              "them in time")
+    return Result(SolveStatus.FEASIBLE, COARSE_SEED, problem.objective.value,
                   mapping=found.mapping, cost=cost, objective_value=value,
                   runtime_s=time.perf_counter() - start)
 
 
 def _jobs(names: tuple[str, ...], seed_s: float | None) -> list[tuple[str, Callable]]:
     """What the second process runs, in order: the cheapest named schedule, the
-    traffic seed (it beats the named schedules by far where it applies), the rest."""
+    coarse seed (it beats the named schedules by far where it applies), the rest."""
     from stems_opt.heuristics import named_schedule
 
     jobs: list[tuple[str, Callable]] = [
         (name, lambda problem, name=name: named_schedule(problem, name)) for name in names]
     if seed_s is not None:
-        jobs.insert(min(1, len(jobs)), (TRAFFIC_SEED,
-                                        lambda problem: traffic_seed(problem, seed_s)))
+        jobs.insert(min(1, len(jobs)), (COARSE_SEED,
+                                        lambda problem: coarse_seed(problem, seed_s)))
     return jobs
 
 
@@ -207,7 +214,7 @@ def _child(problem: Problem, names: tuple[str, ...], seed_s: float | None,
     # the parent ends this process with SIGTERM, whatever handler it had installed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    logging.getLogger("stems_opt.progress").disabled = True  # (the seed's search: silent)
+    logging.getLogger("stems_opt.progress").disabled = True  # (the seed: silent)
     parent = os.getppid()
     for name, job in _jobs(names, seed_s):
         if os.getppid() != parent:  # the parent is gone
@@ -221,8 +228,8 @@ def _child(problem: Problem, names: tuple[str, ...], seed_s: float | None,
 
 class BackgroundNamed:
     """Score ``names`` in a child process; collect them with :meth:`poll`.
-    With ``seed_s``, the child also runs :func:`traffic_seed` for that many seconds
-    (after the first name), whose result arrives as :data:`TRAFFIC_SEED`.
+    With ``seed_s``, the child also runs :func:`coarse_seed` for that many seconds
+    (after the first name), whose result arrives as :data:`COARSE_SEED`.
 
     Use as a context manager: leaving it stops the child.
     """
@@ -237,7 +244,7 @@ class BackgroundNamed:
         self._proc.start()
         child_conn.close()
         self.problem = problem
-        self.names = names if seed_s is None else (*names, TRAFFIC_SEED)
+        self.names = names if seed_s is None else (*names, COARSE_SEED)
         self.results: dict[str, Result] = {}
         self.errors: dict[str, str] = {}
 

@@ -114,9 +114,9 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     segments join the ones found) and are the fallback when better. They are
     scored in this process before the search where that is cheap for the
     limit (:func:`stems_opt.incumbents.in_process`), else in a second process
-    meanwhile, seeding the search as they arrive; for the energy objective that
-    process also runs a short traffic search whose mapping seeds it too
-    (:func:`stems_opt.incumbents.traffic_seed`).
+    meanwhile, seeding the search as they arrive; for energy through loop nests
+    that process also runs a short search without them whose mapping seeds it too
+    (:func:`stems_opt.incumbents.coarse_seed`).
 
     ``lower_bound`` (objective units) is a proven lower bound known from
     elsewhere, and the segments of ``mappings`` seed the search wherever they
@@ -132,7 +132,7 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
         in_process,
         in_process_budget_s,
         score_in_process,
-        traffic_seed_s,
+        coarse_seed_s,
     )
 
     check_solver(solver)
@@ -145,7 +145,7 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     seed_s = None
     if warm_start and (caller_stop or stop.deadline is not None):
         limit = None if stop.deadline is None else stop.deadline - stop.start
-        rest, seed_s = SCORING_ORDER, traffic_seed_s(problem, limit)
+        rest, seed_s = SCORING_ORDER, coarse_seed_s(problem, limit)
         if seed_s is None and in_process(problem, limit):
             named, rest = score_in_process(problem, stop, in_process_budget_s(limit))
     background = BackgroundNamed(problem, rest, seed_s) \

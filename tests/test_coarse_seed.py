@@ -1,0 +1,122 @@
+"""The coarse seed of the energy search (:func:`stems_opt.incumbents.coarse_seed`).
+
+Under a time limit, energy through loop nests gets a second seed: the second
+process also runs a short search of the same objective on the hardware
+without loop nests (one access per use below the global buffer: no nests to
+solve) and sends its mapping scored with them; its segments seed the search.
+What must hold: the seed is that search's mapping worth exactly what the
+cost model says with nests, it arrives after the cheapest named schedule and
+before the others, only energy through nests gets one, and the energy search
+under a limit starts it (and leaves every named schedule to that process).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from stems_opt.cost.evaluation import evaluate
+from stems_opt.feasibility import check
+from stems_opt.incumbents import (
+    COARSE_SEED,
+    SCORING_ORDER,
+    SEED_MAX_S,
+    BackgroundNamed,
+    coarse_seed,
+    coarse_seed_s,
+)
+from stems_opt.problem import Objective, Problem
+from stems_opt.solvers import solve
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from test_bounds import nest_problem  # noqa: E402
+from test_optimizer import CASES  # noqa: E402
+
+
+def nest_case(name: str = "chain_T4") -> Problem:
+    network, ku, size = CASES[name]
+    return nest_problem(network, size, ku)
+
+
+def without_nests(p: Problem) -> Problem:
+    return dataclasses.replace(p, hardware=dataclasses.replace(p.hardware, loop_nests=False))
+
+
+def test_only_energy_through_nests_gets_a_seed_for_a_share_of_the_limit() -> None:
+    """A quarter of the limit, at most 10 s (and 10 s without a limit); no seed for
+    traffic, latency, the EDP search's weighted solves, or energy without nests (the
+    search is the coarse one itself)."""
+    p = nest_case()
+    assert coarse_seed_s(p, 8.0) == pytest.approx(2.0)  # 0.25 x 8
+    assert coarse_seed_s(p, 100.0) == SEED_MAX_S == 10.0  # min(10, 25)
+    assert coarse_seed_s(p, None) == SEED_MAX_S
+    for objective in (Objective.TRAFFIC, Objective.LATENCY):
+        assert coarse_seed_s(p.with_objective(objective), 8.0) is None
+    assert coarse_seed_s(p.weighted(1, 1), 8.0) is None
+    assert coarse_seed_s(without_nests(p), 8.0) is None
+
+
+@pytest.mark.parametrize("case", ["chain_T4", "conv_pool_T2_chunks"])
+def test_the_seed_is_the_coarse_optimum_scored_with_nests(case: str) -> None:
+    """On a tiny network the search without nests proves its optimum within the seed's
+    seconds: the seed's mapping has exactly that optimum without nests, fits, and its
+    value is the cost model's energy of that mapping through its nests (which charge
+    the inner buffers: more than without)."""
+    p = nest_case(case)
+    coarse = solve(without_nests(p), time_limit_s=30.0)
+    assert coarse.gap == 0.0
+    seed = coarse_seed(p, 5.0)
+    assert seed.feasible and seed.solver == COARSE_SEED and seed.objective == "energy"
+    assert not check(p, seed.mapping)
+    assert evaluate(without_nests(p), seed.mapping).total_energy_pj == coarse.objective_value
+    with_nests = evaluate(p, seed.mapping).total_energy_pj
+    assert seed.objective_value == with_nests != coarse.objective_value
+
+
+def test_the_second_process_sends_the_seed_after_the_cheapest_named() -> None:
+    """Results arrive in the order they are run: TB-LBL (the cheapest), the seed, then
+    ST-F and TB-F; the child counts the seed among what it must deliver."""
+    p = nest_case()
+    with BackgroundNamed(p, SCORING_ORDER, seed_s=3.0) as background:
+        assert background.names == (*SCORING_ORDER, COARSE_SEED)
+        end = time.perf_counter() + 60.0
+        while not background.done() and time.perf_counter() < end:
+            time.sleep(0.05)
+        assert background.done(), background.errors
+        arrived = [*background.results, *background.errors]
+    assert arrived == [SCORING_ORDER[0], COARSE_SEED, *SCORING_ORDER[1:]]
+    assert background.results[COARSE_SEED].feasible
+
+
+@pytest.mark.parametrize("nests", [True, False], ids=["nests", "no-nests"])
+def test_the_energy_search_through_nests_starts_the_seed(
+        nests: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a limit the energy search through nests hands every named schedule and the
+    seed (for a quarter of the limit) to the second process; without nests the named
+    schedules are scored first here, where that is cheap (tiny networks:
+    milliseconds), and there is no seed.
+
+    Mutation that fails it: ``solve_columns`` without the seed (``seed_s`` left
+    ``None``), or with the named schedules still scored here for the seeded search."""
+    import stems_opt.incumbents as incumbents
+
+    started: list[tuple[tuple[str, ...], float | None]] = []
+
+    class Spy(BackgroundNamed):
+        def __init__(self, problem, names=SCORING_ORDER, seed_s=None) -> None:
+            started.append((names, seed_s))
+            super().__init__(problem, names, seed_s)
+
+    monkeypatch.setattr(incumbents, "BackgroundNamed", Spy)
+    p = nest_case() if nests else without_nests(nest_case())
+    r = solve(p, time_limit_s=20.0)
+    assert r.mapping is not None
+    if nests:
+        assert started == [(SCORING_ORDER, 5.0)]  # 0.25 x 20 s
+    else:
+        assert started == []  # (every named schedule scored here: nothing left over)
