@@ -129,10 +129,10 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     from stems_opt.incumbents import (
         SCORING_ORDER,
         BackgroundNamed,
+        coarse_seed_s,
         in_process,
         in_process_budget_s,
         score_in_process,
-        coarse_seed_s,
     )
 
     check_solver(solver)
