@@ -12,14 +12,14 @@ each result as it is ready (:class:`BackgroundNamed`); at the end the search
 takes whatever arrived and stops the child, so the fallback never delays
 the answer. For energy through loop nests the child also runs a short
 search of the same objective without them and sends its mapping scored with
-them (:func:`coarse_seed`): the segments of every result that arrives seed
+them (:func:`stems_opt.solvers.coarse_seed`): the segments of every result that arrives seed
 the exact search.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import functools
 import logging
 import multiprocessing
 import os
@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
 
 from stems_opt.problem import Objective, Problem
-from stems_opt.result import Result, SolveStatus
+from stems_opt.result import Result
 from stems_opt.stopping import INTERRUPTED, SearchStoppedError, Stop
 
 FALLBACK_SCHEDULES = ("TB-LBL", "TB-F", "ST-F")
@@ -145,7 +145,7 @@ def best_of(results: Iterable[Result]) -> Result | None:
 
 
 COARSE_SEED = "search:no-nests"
-"""The name the coarse seed (:func:`coarse_seed`) arrives under."""
+"""The name the coarse seed (:func:`stems_opt.solvers.coarse_seed`) arrives under."""
 SEED_SHARE = 0.25
 """The coarse seed searches for this share of the time limit ..."""
 SEED_MAX_S = 10.0
@@ -153,7 +153,8 @@ SEED_MAX_S = 10.0
 
 
 def coarse_seed_s(problem: Problem, time_limit_s: float | None) -> float | None:
-    """Seconds the second process spends on :func:`coarse_seed` (``None``: no seed).
+    """Seconds the second process spends on :func:`stems_opt.solvers.coarse_seed`
+    (``None``: no seed).
 
     Energy through loop nests only: that search solves nests for every option
     it prices and needs seconds before its first mapping on large maps, while
@@ -169,54 +170,29 @@ def coarse_seed_s(problem: Problem, time_limit_s: float | None) -> float | None:
     return SEED_MAX_S if time_limit_s is None else min(SEED_MAX_S, SEED_SHARE * time_limit_s)
 
 
-def coarse_seed(problem: Problem, seconds: float) -> Result:
-    """The best mapping the energy search finds in ``seconds`` (one thread) on
-    ``problem``'s hardware without loop nests, scored on ``problem`` itself (its
-    nests) by the cost model."""
-    from stems_opt.feasibility import check_and_score
-    from stems_opt.solvers import solve_columns
-
-    start = time.perf_counter()
-    coarse = dataclasses.replace(problem, hardware=dataclasses.replace(problem.hardware,
-                                                                       loop_nests=False))
-    found = solve_columns(coarse, time_limit_s=seconds, threads=1, warm_start=False)
-    value = None
-    if found.mapping is not None:
-        violations, cost = check_and_score(problem, found.mapping)
-        if not violations and cost is not None:
-            value = cost.objective_value(problem.objective.value, problem.weights)
-    if value is None:
-        return Result(SolveStatus.UNKNOWN, COARSE_SEED, problem.objective.value,
-                      runtime_s=time.perf_counter() - start,
-                      message="the search without loop nests found no mapping that fits "
-                              "them in time")
-    return Result(SolveStatus.FEASIBLE, COARSE_SEED, problem.objective.value,
-                  mapping=found.mapping, cost=cost, objective_value=value,
-                  runtime_s=time.perf_counter() - start)
+Seeds = tuple[tuple[str, Callable[[Problem], Result]], ...]
+"""Searches the second process runs besides the named schedules: a name and a function
+of the problem (module level, so that a spawned process can unpickle it)."""
 
 
-def _jobs(names: tuple[str, ...], seed_s: float | None) -> list[tuple[str, Callable]]:
+def _jobs(names: tuple[str, ...], seeds: Seeds) -> list[tuple[str, Callable]]:
     """What the second process runs, in order: the cheapest named schedule, the
-    coarse seed (it beats the named schedules by far where it applies), the rest."""
+    seeds (they beat the named schedules by far where they apply), the rest."""
     from stems_opt.heuristics import named_schedule
 
     jobs: list[tuple[str, Callable]] = [
-        (name, lambda problem, name=name: named_schedule(problem, name)) for name in names]
-    if seed_s is not None:
-        jobs.insert(min(1, len(jobs)), (COARSE_SEED,
-                                        lambda problem: coarse_seed(problem, seed_s)))
-    return jobs
+        (name, functools.partial(named_schedule, name=name)) for name in names]
+    return [*jobs[:1], *seeds, *jobs[1:]]
 
 
-def _child(problem: Problem, names: tuple[str, ...], seed_s: float | None,
-           conn: Connection) -> None:
+def _child(problem: Problem, names: tuple[str, ...], seeds: Seeds, conn: Connection) -> None:
     # Ctrl-C reaches the whole process group: only the parent decides what it means;
     # the parent ends this process with SIGTERM, whatever handler it had installed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     logging.getLogger("stems_opt.progress").disabled = True  # (the seed: silent)
     parent = os.getppid()
-    for name, job in _jobs(names, seed_s):
+    for name, job in _jobs(names, seeds):
         if os.getppid() != parent:  # the parent is gone
             return
         try:
@@ -228,23 +204,23 @@ def _child(problem: Problem, names: tuple[str, ...], seed_s: float | None,
 
 class BackgroundNamed:
     """Score ``names`` in a child process; collect them with :meth:`poll`.
-    With ``seed_s``, the child also runs :func:`coarse_seed` for that many seconds
-    (after the first name), whose result arrives as :data:`COARSE_SEED`.
+    The child also runs ``seeds`` (after the first name; e.g.
+    :func:`stems_opt.solvers.coarse_seed`), whose results arrive under their names.
 
     Use as a context manager: leaving it stops the child.
     """
 
     def __init__(self, problem: Problem, names: tuple[str, ...] = SCORING_ORDER,
-                 seed_s: float | None = None) -> None:
+                 seeds: Seeds = ()) -> None:
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self._conn, child_conn = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=_child, args=(problem, names, seed_s, child_conn),
+        self._proc = ctx.Process(target=_child, args=(problem, names, seeds, child_conn),
                                  name="stems-opt-named", daemon=True)
         self._proc.start()
         child_conn.close()
         self.problem = problem
-        self.names = names if seed_s is None else (*names, COARSE_SEED)
+        self.names = (*names, *(name for name, _ in seeds))
         self.results: dict[str, Result] = {}
         self.errors: dict[str, str] = {}
 

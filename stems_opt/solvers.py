@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -127,6 +128,7 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     """
     from stems_opt.formulation.columns import ColumnSolver
     from stems_opt.incumbents import (
+        COARSE_SEED,
         SCORING_ORDER,
         BackgroundNamed,
         coarse_seed_s,
@@ -148,14 +150,41 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
         rest, seed_s = SCORING_ORDER, coarse_seed_s(problem, limit)
         if seed_s is None and in_process(problem, limit):
             named, rest = score_in_process(problem, stop, in_process_budget_s(limit))
-    background = BackgroundNamed(problem, rest, seed_s) \
-        if (rest or seed_s is not None) and not stop.expired() else None
+    seeds = () if seed_s is None else \
+        ((COARSE_SEED, functools.partial(coarse_seed, seconds=seed_s)),)
+    background = BackgroundNamed(problem, rest, seeds) \
+        if (rest or seeds) and not stop.expired() else None
     try:
         return _solve_columns(problem, solver, threads, seed, stop, background, ColumnSolver,
                               lower_bound, mappings, on_incumbent, named)
     finally:
         if background is not None:
             background.close()
+
+
+def coarse_seed(problem: Problem, seconds: float) -> Result:
+    """The best mapping the energy search finds in ``seconds`` (one thread) on
+    ``problem``'s hardware without loop nests, scored on ``problem`` itself (its
+    nests) by the cost model."""
+    from stems_opt.incumbents import COARSE_SEED
+
+    start = time.perf_counter()
+    coarse = dataclasses.replace(problem, hardware=dataclasses.replace(problem.hardware,
+                                                                       loop_nests=False))
+    found = solve_columns(coarse, time_limit_s=seconds, threads=1, warm_start=False)
+    value = None
+    if found.mapping is not None:
+        violations, cost = check_and_score(problem, found.mapping)
+        if not violations and cost is not None:
+            value = cost.objective_value(problem.objective.value, problem.weights)
+    if value is None:
+        return Result(SolveStatus.UNKNOWN, COARSE_SEED, problem.objective.value,
+                      runtime_s=time.perf_counter() - start,
+                      message="the search without loop nests found no mapping that fits "
+                              "them in time")
+    return Result(SolveStatus.FEASIBLE, COARSE_SEED, problem.objective.value,
+                  mapping=found.mapping, cost=cost, objective_value=value,
+                  runtime_s=time.perf_counter() - start)
 
 
 def solve_and_score(problem: Problem, schedules: tuple[str, ...], solver: str = "cpsat",

@@ -1,4 +1,4 @@
-"""The coarse seed of the energy search (:func:`stems_opt.incumbents.coarse_seed`).
+"""The coarse seed of the energy search (:func:`stems_opt.solvers.coarse_seed`).
 
 Under a time limit, energy through loop nests gets a second seed: the second
 process also runs a short search of the same objective on the hardware
@@ -13,6 +13,7 @@ under a limit starts it (and leaves every named schedule to that process).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 import time
 from pathlib import Path
@@ -26,11 +27,10 @@ from stems_opt.incumbents import (
     SCORING_ORDER,
     SEED_MAX_S,
     BackgroundNamed,
-    coarse_seed,
     coarse_seed_s,
 )
 from stems_opt.problem import Objective, Problem
-from stems_opt.solvers import solve
+from stems_opt.solvers import coarse_seed, solve
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -82,7 +82,8 @@ def test_the_second_process_sends_the_seed_after_the_cheapest_named() -> None:
     """Results arrive in the order they are run: TB-LBL (the cheapest), the seed, then
     ST-F and TB-F; the child counts the seed among what it must deliver."""
     p = nest_case()
-    with BackgroundNamed(p, SCORING_ORDER, seed_s=3.0) as background:
+    seeds = ((COARSE_SEED, functools.partial(coarse_seed, seconds=3.0)),)
+    with BackgroundNamed(p, SCORING_ORDER, seeds) as background:
         assert background.names == (*SCORING_ORDER, COARSE_SEED)
         end = time.perf_counter() + 60.0
         while not background.done() and time.perf_counter() < end:
@@ -105,18 +106,20 @@ def test_the_energy_search_through_nests_starts_the_seed(
     ``None``), or with the named schedules still scored here for the seeded search."""
     import stems_opt.incumbents as incumbents
 
-    started: list[tuple[tuple[str, ...], float | None]] = []
+    started: list[tuple[tuple[str, ...], tuple]] = []
 
     class Spy(BackgroundNamed):
-        def __init__(self, problem, names=SCORING_ORDER, seed_s=None) -> None:
-            started.append((names, seed_s))
-            super().__init__(problem, names, seed_s)
+        def __init__(self, problem, names=SCORING_ORDER, seeds=()) -> None:
+            started.append((names, tuple((name, job.func, job.keywords)
+                                         for name, job in seeds)))
+            super().__init__(problem, names, seeds)
 
     monkeypatch.setattr(incumbents, "BackgroundNamed", Spy)
     p = nest_case() if nests else without_nests(nest_case())
     r = solve(p, time_limit_s=20.0)
     assert r.mapping is not None
     if nests:
-        assert started == [(SCORING_ORDER, 5.0)]  # 0.25 x 20 s
+        # (the coarse seed for 0.25 x 20 s)
+        assert started == [(SCORING_ORDER, ((COARSE_SEED, coarse_seed, {"seconds": 5.0}),))]
     else:
         assert started == []  # (every named schedule scored here: nothing left over)
