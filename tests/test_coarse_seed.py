@@ -48,13 +48,13 @@ def without_nests(p: Problem) -> Problem:
 
 
 def test_only_energy_through_nests_gets_a_seed_for_a_share_of_the_limit() -> None:
-    """A quarter of the limit, at most 10 s (and 10 s without a limit); no seed for
-    traffic, latency, the EDP search's weighted solves, or energy without nests (the
-    search is the coarse one itself)."""
+    """A quarter of the limit, at most 10 s, under limits up to 60 s (none beyond, nor
+    without a limit); no seed for traffic, latency, the EDP search's weighted solves, or
+    energy without nests (the search is the coarse one itself)."""
     p = nest_case()
     assert coarse_seed_s(p, 8.0) == pytest.approx(2.0)  # 0.25 x 8
-    assert coarse_seed_s(p, 100.0) == SEED_MAX_S == 10.0  # min(10, 25)
-    assert coarse_seed_s(p, None) == SEED_MAX_S
+    assert coarse_seed_s(p, 60.0) == SEED_MAX_S == 10.0  # min(10, 15)
+    assert coarse_seed_s(p, 61.0) is None and coarse_seed_s(p, None) is None
     for objective in (Objective.TRAFFIC, Objective.LATENCY):
         assert coarse_seed_s(p.with_objective(objective), 8.0) is None
     assert coarse_seed_s(p.weighted(1, 1), 8.0) is None
