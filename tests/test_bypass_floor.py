@@ -89,12 +89,16 @@ def least_paid(p: Problem) -> tuple[int, int] | None:
     if not space._validity(runs):
         return None
     least, total = None, None
+    frames: dict[tuple, tuple[SegmentGeometry, dict]] = {}  # one geometry and memo a frame
     for i, ok in enumerate(space._valid[runs[0]]):
         if not ok:
             continue
         seg = space.variants(runs[0])[i]
-        geo = SegmentGeometry(net, seg)
-        terms = segment_terms(net, seg, space.contexts(runs, (i,))[0], geo)
+        key = (seg.time_batch, seg.tiles, seg.axis, seg.order)
+        if key not in frames:
+            frames[key] = (SegmentGeometry(net, seg), {})
+        geo, memo = frames[key]
+        terms = segment_terms(net, seg, space.contexts(runs, (i,))[0], geo, memo)
         if peak_of(terms, geo)[0] > cap:
             continue
         paid = sum(t.read_bits - w_b - floors[1] for t in terms

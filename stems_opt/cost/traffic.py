@@ -218,8 +218,10 @@ def layer_terms(network: Network, geo: SegmentGeometry, lay: Layer, m: int,
 
 
 def segment_terms(network: Network, seg: Segment, ctx: SegmentContext,
-                  geo: SegmentGeometry | None = None) -> list[Term]:
-    """Every term of ``seg`` given how it meets the rest of the mapping."""
+                  geo: SegmentGeometry | None = None,
+                  memo: dict[tuple[object, ...], Term] | None = None) -> list[Term]:
+    """Every term of ``seg`` given how it meets the rest of the mapping; ``geo`` and
+    ``memo`` as :func:`layer_terms` takes them (one frame's, shared by its variants)."""
     geo = geo or SegmentGeometry(network, seg)
     terms: list[Term] = []
     kept: dict[str, None] = {}
@@ -238,7 +240,7 @@ def segment_terms(network: Network, seg: Segment, ctx: SegmentContext,
         terms.extend(layer_terms(
             network, geo, lay, seg.sub_tile(lay.name), seg.weight(lay.name),
             seg.state(lay.name), seg.activation(lay.name) if has_inner else None,
-            lay.name in ctx.whole, lay.name in ctx.written, reads))
+            lay.name in ctx.whole, lay.name in ctx.written, reads, memo))
     terms.extend(kept_halo_term(geo, src) for src in kept)
     # Tensors from earlier segments kept whole but not read here still occupy the GB.
     produced_or_read = {lay.name for lay in geo.layers}
