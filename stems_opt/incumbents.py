@@ -226,7 +226,8 @@ class BackgroundNamed:
         self._proc.start()
         child_conn.close()
         self.problem = problem
-        self.names = (*names, *(name for name, _ in seeds))
+        self.seeds = tuple(name for name, _ in seeds)
+        self.names = (*names, *self.seeds)
         self.results: dict[str, Result] = {}
         self.errors: dict[str, str] = {}
 

@@ -358,6 +358,7 @@ def _hook(cs: object, start: float, constant: float, scale: float,
     if background is not None:
         cs.seed_source = lambda: [r.mapping for r in background.poll().values()
                                   if r.mapping is not None]
+        cs.seeded_as_it_goes = bool(background.seeds)
     if on_incumbent is not None:
         cs.on_incumbent = lambda v: on_incumbent(time.perf_counter() - start,
                                                  (v + constant) / scale)

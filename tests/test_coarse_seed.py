@@ -123,3 +123,26 @@ def test_the_energy_search_through_nests_starts_the_seed(
         assert started == [(SCORING_ORDER, ((COARSE_SEED, coarse_seed, {"seconds": 5.0}),))]
     else:
         assert started == []  # (every named schedule scored here: nothing left over)
+
+
+@pytest.mark.parametrize("nests", [True, False], ids=["nests", "no-nests"])
+def test_a_search_seeded_as_it_goes_dives_for_a_shorter_share(
+        nests: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dive may go on improving for 20 % of the time left where the coarse seed
+    comes (40 % otherwise): its deadlines are start + 0.1, 0.5 and that share of the
+    span, so (improving - first) / (none - first) is (0.2 - 0.1) / 0.4 = 0.25 seeded
+    and (0.4 - 0.1) / 0.4 = 0.75 not. (Mutation: the seeded share left at 0.4 fails.)"""
+    from stems_opt.formulation.columns import ColumnSolver
+
+    deadlines: list[tuple[float, float, float]] = []
+    real = ColumnSolver.dive
+
+    def spy(self, until, until_none=None, until_improving=None):
+        deadlines.append((until, until_none, until_improving))
+        return real(self, until, until_none, until_improving)
+
+    monkeypatch.setattr(ColumnSolver, "dive", spy)
+    p = nest_case() if nests else without_nests(nest_case())
+    assert solve(p, time_limit_s=20.0).mapping is not None
+    (first, none, improving), = deadlines
+    assert (improving - first) / (none - first) == pytest.approx(0.25 if nests else 0.75)

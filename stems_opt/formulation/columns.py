@@ -57,6 +57,7 @@ from stems_opt.formulation.column_base import (
     DIVE_CAP_S,
     DIVE_IMPROVING_CAP_S,
     DIVE_IMPROVING_SHARE,
+    DIVE_IMPROVING_SHARE_SEEDED,
     DIVE_NONE_SHARE,
     DIVE_SHARE,
     EAGER_LAYERS,
@@ -150,6 +151,8 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         self.best_found = math.inf
         # Mappings from elsewhere (named schedules as they arrive) to seed, polled.
         self.seed_source: Callable[[], Iterable[Mapping]] | None = None
+        # (another search's mappings arrive through seed_source as it goes: a shorter dive)
+        self.seeded_as_it_goes = False
         self._seeded: set[int] = set()
         self._seed_keep: list[Mapping] = []
         self._lower = 0.0  # the search's proven bound so far (model units)
@@ -448,9 +451,11 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
 
         left = self.stop.limit_s(time_limit_s)
         span = DIVE_CAP_S if left is None else left
+        improving = DIVE_IMPROVING_SHARE_SEEDED if self.seeded_as_it_goes \
+            else DIVE_IMPROVING_SHARE
         self.dive(start + DIVE_SHARE * span, start + DIVE_NONE_SHARE * span,
                   None if left is None
-                  else start + min(DIVE_IMPROVING_SHARE * span, DIVE_IMPROVING_CAP_S))
+                  else start + min(improving * span, DIVE_IMPROVING_CAP_S))
         self.stats["dive_s"] = time.perf_counter() - start
         # Every interval within the column budget opened before the proof (the dive opens
         # them a length at a time within its share only): a mapping through an unopened
