@@ -10,8 +10,8 @@ What the budget leaves (all of them on deep networks, where they take tens
 of seconds) a child process scores on the second core meanwhile, sending
 each result as it is ready (:class:`BackgroundNamed`); at the end the search
 takes whatever arrived and stops the child, so the fallback never delays
-the answer. For energy through loop nests the child also runs a short
-search of the same objective without them and sends its mapping scored with
+the answer. For energy through loop nests under a limit of at most 60 s the
+child also runs a short search of the same objective without them and sends its mapping scored with
 them (:func:`stems_opt.solvers.coarse_seed`): the segments of every result that arrives seed
 the exact search.
 """

@@ -117,7 +117,7 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     limit (:func:`stems_opt.incumbents.in_process`), else in a second process
     meanwhile, seeding the search as they arrive; for energy through loop nests
     that process also runs a short search without them whose mapping seeds it too
-    (:func:`stems_opt.incumbents.coarse_seed`).
+    (:func:`stems_opt.solvers.coarse_seed`).
 
     ``lower_bound`` (objective units) is a proven lower bound known from
     elsewhere, and the segments of ``mappings`` seed the search wherever they
@@ -163,9 +163,10 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
 
 
 def coarse_seed(problem: Problem, seconds: float) -> Result:
-    """The best mapping the energy search finds in ``seconds`` (one thread) on
-    ``problem``'s hardware without loop nests, scored on ``problem`` itself (its
-    nests) by the cost model."""
+    """The best mapping the energy search finds in ``seconds`` (CP-SAT, one thread)
+    on ``problem``'s hardware without loop nests, scored on ``problem`` itself (its
+    nests) by the cost model (status unknown, no mapping, when none is found or its
+    steps fit no nest)."""
     from stems_opt.incumbents import COARSE_SEED
 
     start = time.perf_counter()

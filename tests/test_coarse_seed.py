@@ -73,9 +73,12 @@ def test_the_seed_is_the_coarse_optimum_scored_with_nests(case: str) -> None:
     seed = coarse_seed(p, 5.0)
     assert seed.feasible and seed.solver == COARSE_SEED and seed.objective == "energy"
     assert not check(p, seed.mapping)
-    assert evaluate(without_nests(p), seed.mapping).total_energy_pj == coarse.objective_value
+    # (two searches may find different mappings of the same optimum: equal to 1e-9)
+    assert evaluate(without_nests(p), seed.mapping).total_energy_pj == pytest.approx(
+        coarse.objective_value, rel=1e-9)
     with_nests = evaluate(p, seed.mapping).total_energy_pj
-    assert seed.objective_value == with_nests != coarse.objective_value
+    assert seed.objective_value == with_nests
+    assert with_nests > coarse.objective_value * (1 + 1e-9)
 
 
 def test_the_second_process_sends_the_seed_after_the_cheapest_named() -> None:

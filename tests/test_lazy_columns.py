@@ -245,12 +245,13 @@ def test_chain_floor_is_tight_where_the_buffer_does_not_bind(objective: Objectiv
     """``chain_T4`` with an unlimited buffer: both layers fused in one tile move every
     operand once (see the two tests above), which is each layer's floor, so the
     search's first bound is the optimum itself (adding one bit or 1 fJ to
-    ``chain_floor`` fails this), and a search seeded with that mapping ends at once."""
+    ``chain_floor`` fails this: the optimum comes back from pJ within 0.5 fJ)."""
     network, ku, _ = CASES["chain_T4"]
     p = make_problem(network, UNLIMITED, ku, objective)
     r = solve(p)
     assert r.gap == 0.0
-    assert _solver(p).chain_floor() == _model_units(p, r.objective_value)
+    assert _solver(p).chain_floor() == pytest.approx(_model_units(p, r.objective_value),
+                                                      rel=0.0, abs=0.5)
 
 
 @functools.cache

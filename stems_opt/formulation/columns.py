@@ -423,10 +423,11 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         caller's :meth:`Stop.active` block) ends the search wherever it is: the
         answer is the best mapping and bound so far.
         """
-        # (a search stopped in its dive, before any master, still has this bound)
-        self._lower = max(lower_bound, self.chain_floor())
-        self._report(self._lower)
+        self._lower = lower_bound
         try:
+            # (a search stopped in its dive, before any master, still has this bound)
+            self._lower = max(lower_bound, self.chain_floor())
+            self._report(self._lower)
             return self._search(time_limit_s)
         except SearchStoppedError:
             return self._answer(self._lower)
