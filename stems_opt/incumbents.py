@@ -11,9 +11,9 @@ of seconds) a child process scores on the second core meanwhile, sending
 each result as it is ready (:class:`BackgroundNamed`); at the end the search
 takes whatever arrived and stops the child, so the fallback never delays
 the answer. For energy through loop nests under a limit of at most 60 s the
-child also runs a short search of the same objective without them and sends its mapping scored with
-them (:func:`stems_opt.solvers.coarse_seed`): the segments of every result that arrives seed
-the exact search.
+child also runs a short search of the same objective without them and sends
+its mapping scored with them (:func:`stems_opt.solvers.coarse_seed`): the
+segments of every result that arrives seed the exact search.
 """
 
 from __future__ import annotations
