@@ -12,8 +12,10 @@ each result as it is ready (:class:`BackgroundNamed`); at the end the search
 takes whatever arrived and stops the child, so the fallback never delays
 the answer. For energy through loop nests under a limit of at most 60 s the
 child also runs a short search of the same objective without them and sends
-its mapping scored with them (:func:`stems_opt.solvers.coarse_seed`): the
-segments of every result that arrives seed the exact search.
+its mapping scored with them (:func:`stems_opt.solvers.coarse_seed`), then a
+short traffic search that sends its mapping and the least traffic it proved
+(:func:`stems_opt.solvers.traffic_seed`): the segments of every result that
+arrives seed the exact search, and the least traffic bounds its energy.
 """
 
 from __future__ import annotations
@@ -146,8 +148,11 @@ def best_of(results: Iterable[Result]) -> Result | None:
 
 COARSE_SEED = "search:no-nests"
 """The name the coarse seed (:func:`stems_opt.solvers.coarse_seed`) arrives under."""
+TRAFFIC_SEED = "search:traffic"
+"""The name the traffic seed (:func:`stems_opt.solvers.traffic_seed`) arrives under."""
 SEED_SHARE = 0.25
-"""The coarse seed searches for this share of the time limit ..."""
+"""The coarse seed, and then the traffic seed, search for this share of the time
+limit each ..."""
 SEED_MAX_S = 10.0
 """... and at most this many seconds ..."""
 SEED_UP_TO_S = 60.0

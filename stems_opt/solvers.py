@@ -130,6 +130,7 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     from stems_opt.incumbents import (
         COARSE_SEED,
         SCORING_ORDER,
+        TRAFFIC_SEED,
         BackgroundNamed,
         coarse_seed_s,
         in_process,
@@ -151,7 +152,8 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
         if seed_s is None and in_process(problem, limit):
             named, rest = score_in_process(problem, stop, in_process_budget_s(limit))
     seeds = () if seed_s is None else \
-        ((COARSE_SEED, functools.partial(coarse_seed, seconds=seed_s)),)
+        ((COARSE_SEED, functools.partial(coarse_seed, seconds=seed_s)),
+         (TRAFFIC_SEED, functools.partial(traffic_seed, seconds=seed_s)))
     background = BackgroundNamed(problem, rest, seeds) \
         if (rest or seeds) and not stop.expired() else None
     try:
@@ -186,6 +188,32 @@ def coarse_seed(problem: Problem, seconds: float) -> Result:
     return Result(SolveStatus.FEASIBLE, COARSE_SEED, problem.objective.value,
                   mapping=found.mapping, cost=cost, objective_value=value,
                   runtime_s=time.perf_counter() - start)
+
+
+def traffic_seed(problem: Problem, seconds: float) -> Result:
+    """The traffic search for ``seconds`` (CP-SAT, one thread): its best mapping scored
+    on ``problem`` by the cost model (a seed), and its proven lower bound on every
+    mapping's traffic in ``problem``'s search space, as ``stats["traffic_bound_bits"]``
+    (with the operand floors, a bound on the energy:
+    :meth:`~stems_opt.formulation.columns.ColumnSolver.traffic_floor`)."""
+    from stems_opt.incumbents import TRAFFIC_SEED
+
+    start = time.perf_counter()
+    found = solve_columns(problem.with_objective(Objective.TRAFFIC), time_limit_s=seconds,
+                          threads=1, warm_start=False)
+    stats: dict[str, float | str] = {} if found.bound is None else \
+        {"traffic_bound_bits": float(found.bound)}
+    violations, cost = (["none"], None) if found.mapping is None else \
+        check_and_score(problem, found.mapping)
+    if violations or cost is None:
+        return Result(SolveStatus.UNKNOWN, TRAFFIC_SEED, problem.objective.value,
+                      runtime_s=time.perf_counter() - start, stats=stats,
+                      message="the traffic search found no mapping that fits in time")
+    return Result(SolveStatus.FEASIBLE, TRAFFIC_SEED, problem.objective.value,
+                  mapping=found.mapping, cost=cost,
+                  objective_value=cost.objective_value(problem.objective.value,
+                                                       problem.weights),
+                  runtime_s=time.perf_counter() - start, stats=stats)
 
 
 def solve_and_score(problem: Problem, schedules: tuple[str, ...], solver: str = "cpsat",
@@ -293,6 +321,9 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
             stats.update(cs.stats)
             if model_bound < math.inf:  # a search stopped early may not have reached it
                 model_bound = max(model_bound, _quick_bound(problem))
+                least_bits = _traffic_bound_arrived(background)
+                if least_bits is not None:  # (the traffic seed's proven least traffic)
+                    model_bound = max(model_bound, cs.traffic_floor(least_bits))
         stats.update(model_build_s=build_s, solve_s=time.perf_counter() - start - build_s)
         proven = mapping is not None and model_bound >= model_value
         if (background is not None or named) and not proven and model_bound < math.inf:
@@ -384,6 +415,15 @@ def _finish_reserve_s(stop: Stop, layers: int, share: float) -> float:
         return 0.0
     reserve = FINISH_RESERVE_S + FINISH_PER_LAYER_S * layers
     return min(reserve, share * (stop.deadline - stop.start))
+
+
+def _traffic_bound_arrived(background: BackgroundNamed | None) -> float | None:
+    """The proven lower bound on every mapping's traffic (bits) the second process's
+    traffic search sent (:func:`traffic_seed`), if it arrived."""
+    if background is None:
+        return None
+    bits = [r.stats.get("traffic_bound_bits") for r in background.poll().values()]
+    return max((float(b) for b in bits if isinstance(b, (int, float))), default=None)
 
 
 def _wait_for_named(background: BackgroundNamed, stop: Stop, have_none: bool) -> Result | None:

@@ -26,11 +26,12 @@ from stems_opt.incumbents import (
     COARSE_SEED,
     SCORING_ORDER,
     SEED_MAX_S,
+    TRAFFIC_SEED,
     BackgroundNamed,
     coarse_seed_s,
 )
 from stems_opt.problem import Objective, Problem
-from stems_opt.solvers import coarse_seed, solve
+from stems_opt.solvers import _traffic_bound_arrived, coarse_seed, solve, traffic_seed
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
@@ -122,8 +123,9 @@ def test_the_energy_search_through_nests_starts_the_seed(
     r = solve(p, time_limit_s=20.0)
     assert r.mapping is not None
     if nests:
-        # (the coarse seed for 0.25 x 20 s)
-        assert started == [(SCORING_ORDER, ((COARSE_SEED, coarse_seed, {"seconds": 5.0}),))]
+        # (the coarse and traffic seeds for 0.25 x 20 s each)
+        assert started == [(SCORING_ORDER, ((COARSE_SEED, coarse_seed, {"seconds": 5.0}),
+                                            (TRAFFIC_SEED, traffic_seed, {"seconds": 5.0})))]
     else:
         assert started == []  # (every named schedule scored here: nothing left over)
 
@@ -149,3 +151,48 @@ def test_a_search_seeded_as_it_goes_dives_for_a_shorter_share(
     assert solve(p, time_limit_s=20.0).mapping is not None
     (first, none, improving), = deadlines
     assert (improving - first) / (none - first) == pytest.approx(0.25 if nests else 0.75)
+
+
+@pytest.mark.parametrize("case", ["chain_T4", "conv_pool_T2_chunks"])
+def test_the_traffic_seed_sends_the_least_traffic_and_a_seed(case: str) -> None:
+    """The traffic seed proves the least traffic of a tiny network within its seconds:
+    its bound is that optimum (bits), its mapping moves exactly that and is scored in
+    energy through the nests; from the second process the bound arrives as such."""
+    p = nest_case(case)
+    least = solve(p.with_objective(Objective.TRAFFIC), time_limit_s=30.0)
+    assert least.gap == 0.0
+    seed = traffic_seed(p, 5.0)
+    assert seed.feasible and seed.solver == TRAFFIC_SEED
+    assert seed.stats["traffic_bound_bits"] == least.objective_value
+    assert evaluate(p, seed.mapping).traffic_bits == least.objective_value
+    assert seed.objective_value == evaluate(p, seed.mapping).total_energy_pj
+    seeds = ((TRAFFIC_SEED, functools.partial(traffic_seed, seconds=5.0)),)
+    with BackgroundNamed(p, (), seeds) as background:
+        end = time.perf_counter() + 60.0
+        while not background.done() and time.perf_counter() < end:
+            time.sleep(0.05)
+        assert _traffic_bound_arrived(background) == least.objective_value
+    assert _traffic_bound_arrived(None) is None
+
+
+def test_the_answer_takes_the_traffic_floor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search stopped before any master reports, as its bound, the floor from the least
+    traffic the second process proved (chain_T4 with nests: 25,264,800 fJ of memory
+    energy against the chain floor's 23,789,280), never above the proven optimum.
+    (Mutation: the answer without the traffic floor fails this.)"""
+    import stems_opt.solvers as solvers
+    from stems_opt.formulation.columns import ColumnSolver
+    from stems_opt.formulation.data import objective_constant
+
+    p = nest_case()
+    least = solve(p.with_objective(Objective.TRAFFIC)).objective_value
+    best = solve(p)
+    assert best.gap == 0.0
+    # No search at all; the traffic bound as if it had arrived.
+    monkeypatch.setattr(solvers, "_search_share", lambda stop, layers, share: 0.0)
+    monkeypatch.setattr(ColumnSolver, "dive", lambda self, *args: None)
+    monkeypatch.setattr(solvers, "_traffic_bound_arrived", lambda background: least)
+    r = solve(p, time_limit_s=20.0)
+    floor = (25_264_800 + objective_constant(p)) / 1000  # pJ
+    assert r.bound == pytest.approx(floor, rel=1e-12)
+    assert r.bound <= best.objective_value

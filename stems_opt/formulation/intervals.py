@@ -181,6 +181,18 @@ class IntervalsMixin:
             self._floor = self._layer_floor()
         return float(self._floor[-1])
 
+    def traffic_floor(self, traffic_bits: float) -> float:
+        """A lower bound on every mapping (model units) from ``traffic_bits``, a proven
+        lower bound on every mapping's DRAM traffic in this search space: its DRAM
+        bits at the cheaper DRAM rate plus each layer's operand floor below DRAM
+        (the two parts of a mapping's memory energy, each bounded apart), or
+        :meth:`chain_floor` where that is more. Traffic: ``traffic_bits`` itself."""
+        if not self.energy:
+            return max(self.chain_floor(), float(traffic_bits))
+        operand = layer_operand_floors_fj(self.net, tuple(self.axes), self.problem.hardware)
+        return max(self.chain_floor(), float(traffic_bits) * min(self.rates[0], self.rates[1])
+                   + self.ctx.energy_weight * float(sum(operand)))
+
     def excluded_bound(self, fresh: bool = False) -> float:
         """A lower bound on every mapping with a segment over an interval not opened
         (``inf`` when every interval is open).
