@@ -196,3 +196,19 @@ def test_the_answer_takes_the_traffic_floor(monkeypatch: pytest.MonkeyPatch) -> 
     floor = (25_264_800 + objective_constant(p)) / 1000  # pJ
     assert r.bound == pytest.approx(floor, rel=1e-12)
     assert r.bound <= best.objective_value
+
+
+def test_a_seed_no_better_than_what_was_sent_goes_without_its_mapping() -> None:
+    """The second process sends a seed's mapping only when it beats every value sent
+    before it (seeding costs the search time); what else it carries, such as the least
+    traffic, still goes. (Mutation: ``<=`` for ``<`` keeps a tie's mapping: fails.)"""
+    from stems_opt.incumbents import _unless_worse
+
+    p = nest_case()
+    seed = traffic_seed(p, 5.0)
+    value = seed.objective_value
+    assert _unless_worse(seed, value + 1.0) is seed  # better than what went before
+    for best in (value, value - 1.0):  # a tie or worse: no mapping
+        kept = _unless_worse(seed, best)
+        assert kept.mapping is None and kept.cost is None and not kept.feasible
+        assert kept.stats["traffic_bound_bits"] == seed.stats["traffic_bound_bits"]
