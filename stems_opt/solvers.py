@@ -171,23 +171,9 @@ def coarse_seed(problem: Problem, seconds: float) -> Result:
     steps fit no nest)."""
     from stems_opt.incumbents import COARSE_SEED
 
-    start = time.perf_counter()
     coarse = dataclasses.replace(problem, hardware=dataclasses.replace(problem.hardware,
                                                                        loop_nests=False))
-    found = solve_columns(coarse, time_limit_s=seconds, threads=1, warm_start=False)
-    value = None
-    if found.mapping is not None:
-        violations, cost = check_and_score(problem, found.mapping)
-        if not violations and cost is not None:
-            value = cost.objective_value(problem.objective.value, problem.weights)
-    if value is None:
-        return Result(SolveStatus.UNKNOWN, COARSE_SEED, problem.objective.value,
-                      runtime_s=time.perf_counter() - start,
-                      message="the search without loop nests found no mapping that fits "
-                              "them in time")
-    return Result(SolveStatus.FEASIBLE, COARSE_SEED, problem.objective.value,
-                  mapping=found.mapping, cost=cost, objective_value=value,
-                  runtime_s=time.perf_counter() - start)
+    return _twin_seed(problem, coarse, seconds, COARSE_SEED)
 
 
 def traffic_seed(problem: Problem, seconds: float) -> Result:
@@ -198,18 +184,26 @@ def traffic_seed(problem: Problem, seconds: float) -> Result:
     :meth:`~stems_opt.formulation.columns.ColumnSolver.traffic_floor`)."""
     from stems_opt.incumbents import TRAFFIC_SEED
 
+    return _twin_seed(problem, problem.with_objective(Objective.TRAFFIC), seconds,
+                      TRAFFIC_SEED)
+
+
+def _twin_seed(problem: Problem, twin: Problem, seconds: float, name: str) -> Result:
+    """The search of ``twin`` for ``seconds`` (CP-SAT, one thread, no named schedules),
+    its mapping checked and scored on ``problem``; a traffic ``twin``'s proven bound
+    goes along as ``stats["traffic_bound_bits"]``."""
     start = time.perf_counter()
-    found = solve_columns(problem.with_objective(Objective.TRAFFIC), time_limit_s=seconds,
-                          threads=1, warm_start=False)
-    stats: dict[str, float | str] = {} if found.bound is None else \
-        {"traffic_bound_bits": float(found.bound)}
+    found = solve_columns(twin, time_limit_s=seconds, threads=1, warm_start=False)
+    stats: dict[str, float | str] = {}
+    if twin.objective is Objective.TRAFFIC and found.bound is not None:
+        stats["traffic_bound_bits"] = float(found.bound)
     violations, cost = (["none"], None) if found.mapping is None else \
         check_and_score(problem, found.mapping)
     if violations or cost is None:
-        return Result(SolveStatus.UNKNOWN, TRAFFIC_SEED, problem.objective.value,
+        return Result(SolveStatus.UNKNOWN, name, problem.objective.value,
                       runtime_s=time.perf_counter() - start, stats=stats,
-                      message="the traffic search found no mapping that fits in time")
-    return Result(SolveStatus.FEASIBLE, TRAFFIC_SEED, problem.objective.value,
+                      message=f"the {name} search found no mapping that fits in time")
+    return Result(SolveStatus.FEASIBLE, name, problem.objective.value,
                   mapping=found.mapping, cost=cost,
                   objective_value=cost.objective_value(problem.objective.value,
                                                        problem.weights),

@@ -177,10 +177,12 @@ def test_the_traffic_seed_sends_the_least_traffic_and_a_seed(case: str) -> None:
 
 def test_the_answer_takes_the_traffic_floor(monkeypatch: pytest.MonkeyPatch) -> None:
     """A search stopped before any master reports, as its bound, the floor from the least
-    traffic the second process proved (chain_T4 with nests: 25,264,800 fJ of memory
-    energy against the chain floor's 23,789,280), never above the proven optimum.
-    (Mutation: the answer without the traffic floor fails this.)"""
+    traffic the second process proved (chain_T4 with nests: the least traffic at the
+    cheaper DRAM rate plus the operand floors, above the chain floor there), never
+    above the proven optimum. (Mutation: the answer without the traffic floor fails
+    this.)"""
     import stems_opt.solvers as solvers
+    from stems_opt.formulation.backend import SolveOptions
     from stems_opt.formulation.columns import ColumnSolver
     from stems_opt.formulation.data import objective_constant
 
@@ -193,7 +195,9 @@ def test_the_answer_takes_the_traffic_floor(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(ColumnSolver, "dive", lambda self, *args: None)
     monkeypatch.setattr(solvers, "_traffic_bound_arrived", lambda background: least)
     r = solve(p, time_limit_s=20.0)
-    floor = (25_264_800 + objective_constant(p)) / 1000  # pJ
+    cs = ColumnSolver(p, solvers._backend("cpsat"), SolveOptions(threads=1))
+    assert cs.traffic_floor(least) > cs.chain_floor()  # (else the test shows nothing)
+    floor = (cs.traffic_floor(least) + objective_constant(p)) / 1000  # pJ
     assert r.bound == pytest.approx(floor, rel=1e-12)
     assert r.bound <= best.objective_value
 
