@@ -206,15 +206,14 @@ def _child(problem: Problem, names: tuple[str, ...], seeds: Seeds, conn: Connect
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     logging.getLogger("stems_opt.progress").disabled = True  # (the seed: silent)
-    with contextlib.suppress(OSError, AttributeError):
-        # A helper: the search's own threads come first when both cores are busy.
-        os.nice(CHILD_NICE)
     parent = os.getppid()
     seeded = {name for name, _ in seeds}
     best = math.inf  # the least value sent so far
-    for name, job in _jobs(names, seeds):
+    for k, (name, job) in enumerate(_jobs(names, seeds)):
         if os.getppid() != parent:  # the parent is gone
             return
+        if k == 1 and seeds:
+            _lower_priority()
         try:
             result = job(problem)
             if name in seeded:
@@ -225,6 +224,15 @@ def _child(problem: Problem, names: tuple[str, ...], seeds: Seeds, conn: Connect
         except Exception as exc:  # the parent reports it; the search goes on
             conn.send((name, f"{type(exc).__name__}: {exc}"))
     conn.close()
+
+
+def _lower_priority() -> None:
+    """Lower this process's priority by :data:`CHILD_NICE` (where it runs seeds: they
+    are helpers, and the search's own threads come first). Not before the first
+    named schedule is sent: under a short limit it may be the only answer (a child
+    niced from its start delivered nothing within 2 s on a loaded machine)."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(CHILD_NICE)
 
 
 def _unless_worse(result: Result, best: float) -> Result:

@@ -216,3 +216,44 @@ def test_a_seed_no_better_than_what_was_sent_goes_without_its_mapping() -> None:
         kept = _unless_worse(seed, best)
         assert kept.mapping is None and kept.cost is None and not kept.feasible
         assert kept.stats["traffic_bound_bits"] == seed.stats["traffic_bound_bits"]
+
+
+def _niceness(problem: Problem, name: str = "probe") -> object:
+    """A job for the second process that reports its scheduling priority."""
+    import os
+
+    from stems_opt.result import Result, SolveStatus
+
+    return Result(SolveStatus.UNKNOWN, name, problem.objective.value,
+                  stats={"nice": float(os.nice(0))})
+
+
+@pytest.mark.parametrize("with_seeds", [True, False], ids=["seeds", "named-only"])
+def test_the_second_process_lowers_its_priority_only_for_the_seeds(
+        with_seeds: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first named schedule runs at the search's priority (under a short limit on a
+    loaded machine it may be the only answer: a child niced from its start sent nothing
+    within 2 s in CI); from the first seed on, the child yields to the search
+    (``CHILD_NICE``). A child without seeds (``compare``'s schedules) never lowers it.
+    (Mutations: niced from the start fails the first check; never niced, the second;
+    niced without seeds, the named-only case.)"""
+    import os
+
+    import stems_opt.heuristics as heuristics
+    from stems_opt.incumbents import CHILD_NICE
+
+    # (the child is forked: the patched scorer is what it runs)
+    monkeypatch.setattr(heuristics, "named_schedule",
+                        lambda problem, name, **_: _niceness(problem, name))
+    own = os.nice(0)
+    seeds = (("probe", _niceness),) if with_seeds else ()
+    with BackgroundNamed(nest_case(), SCORING_ORDER[:2], seeds) as background:
+        end = time.perf_counter() + 30.0
+        while not background.done() and time.perf_counter() < end:
+            time.sleep(0.02)
+        got = {name: r.stats["nice"] for name, r in background.poll().items()}
+    lowered = min(19, own + CHILD_NICE) if with_seeds else own
+    expected = {SCORING_ORDER[0]: own, SCORING_ORDER[1]: lowered}
+    if with_seeds:
+        expected["probe"] = lowered
+    assert got == expected
