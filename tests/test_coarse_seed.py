@@ -153,6 +153,39 @@ def test_a_search_seeded_as_it_goes_dives_for_a_shorter_share(
     assert (improving - first) / (none - first) == pytest.approx(0.25 if nests else 0.75)
 
 
+@pytest.mark.parametrize("limit_s", [None, 59.0, 61.0, 300.0])
+def test_under_a_long_limit_the_dive_is_that_of_no_limit(
+        limit_s: float | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Up to ``DIVE_ANYTIME_UP_TO_S`` (60 s) of limit the dive's deadlines are shares of
+    it (0.1, 0.5, 0.4 capped at 10 s); past it they are those of a search without a
+    limit: 0.1 and 0.5 of ``DIVE_CAP_S`` (3 s and 15 s) and no improving extension, so
+    the proof gets the time. (Mutation: the long-limit rule dropped fails at 61 s and
+    300 s; ``>=`` for ``>`` passes here, as it changes only a limit of exactly 60 s.)"""
+    from stems_opt.formulation.columns import ColumnSolver
+
+    got: list[tuple[float | None, ...]] = []
+    real = ColumnSolver.dive
+
+    def spy(self, until, until_none=None, until_improving=None):
+        start = self.stop.start
+        got.append(tuple(None if t is None else t - start
+                         for t in (until, until_none, until_improving)))
+        return real(self, until, until_none, until_improving)
+
+    monkeypatch.setattr(ColumnSolver, "dive", spy)
+    p = without_nests(nest_case())
+    assert solve(p, time_limit_s=limit_s).mapping is not None
+    (first, none, improving), = got
+    if limit_s is not None and limit_s <= 60.0:
+        # (the search's share leaves the answer its reserve: shares of a little less)
+        assert first == pytest.approx(0.1 * limit_s, rel=0.05)
+        assert none == pytest.approx(0.5 * limit_s, rel=0.05)
+        assert improving == pytest.approx(10.0, rel=0.05)  # (0.4 * 59 s, capped)
+    else:
+        assert first == pytest.approx(3.0, abs=0.5) and none == pytest.approx(15.0, abs=0.5)
+        assert improving is None
+
+
 @pytest.mark.parametrize("case", ["chain_T4", "conv_pool_T2_chunks"])
 def test_the_traffic_seed_sends_the_least_traffic_and_a_seed(case: str) -> None:
     """The traffic seed proves the least traffic of a tiny network within its seconds:

@@ -54,6 +54,7 @@ from stems_opt.formulation import column_base
 from stems_opt.formulation.backend import SolveOptions
 from stems_opt.formulation.chunk_floor import ChunkFloors
 from stems_opt.formulation.column_base import (
+    DIVE_ANYTIME_UP_TO_S,
     DIVE_CAP_S,
     DIVE_IMPROVING_CAP_S,
     DIVE_IMPROVING_SHARE,
@@ -451,6 +452,8 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
                                            and time.perf_counter() >= local_end)
 
         left = self.stop.limit_s(time_limit_s)
+        if left is not None and left > DIVE_ANYTIME_UP_TO_S:
+            left = None  # (a long limit: the dive of a search without one)
         span = DIVE_CAP_S if left is None else left
         improving = DIVE_IMPROVING_SHARE_SEEDED if self.seeded_as_it_goes \
             else DIVE_IMPROVING_SHARE
