@@ -52,7 +52,8 @@ spent on the proof: a dive that goes on while its mapping improves (up to
 ``DIVE_IMPROVING_CAP_S``) doubled proof times under the command line's 300 s
 (``--time-limit 180``, idle cores: SEW-ResNet-18 energy at 1 MB proven in 16.1 s, 8.1 s
 with the dive of no limit; 128 KB 24.9 and 12.8 s; RED-LIF 256 KB 36.1 and 21.8 s;
-SEW-ResNet-152 traffic at 256 and 512 KB 53.3 / 55.8 s and 12.8 / 14.8 s)."""
+SEW-ResNet-152 traffic at 256 and 512 KB 53.3 / 55.8 s and 12.8 / 14.8 s, at 1 and 2 MB
+7.7 / 11.0 s and 7.8 / 5.6 s; SEW-ResNet-152 energy at 128 KB 102.3 / 82.5 s)."""
 LOCAL_LIMIT_S = 2.0
 """First time limit of a frame's local solve; a frame left open is retried with 8x more."""
 TIE_BATCH = 400
