@@ -151,7 +151,8 @@ def best_of(results: Iterable[Result]) -> Result | None:
 COARSE_SEED = "search:no-nests"
 """The name the coarse seed (:func:`stems_opt.solvers.coarse_seed`) arrives under."""
 CHILD_NICE = 10
-"""How much lower the second process's scheduling priority is than the search's."""
+"""How much lower the search's second process sets its scheduling priority after its
+first job (:class:`BackgroundNamed` with ``helper``)."""
 TRAFFIC_SEED = "search:traffic"
 """The name the traffic seed (:func:`stems_opt.solvers.traffic_seed`) arrives under."""
 SEED_SHARE = 0.25
@@ -200,7 +201,8 @@ def _jobs(names: tuple[str, ...], seeds: Seeds) -> list[tuple[str, Callable]]:
     return [*jobs[:1], *seeds, *jobs[1:]]
 
 
-def _child(problem: Problem, names: tuple[str, ...], seeds: Seeds, conn: Connection) -> None:
+def _child(problem: Problem, names: tuple[str, ...], seeds: Seeds, conn: Connection,
+           helper: bool) -> None:
     # Ctrl-C reaches the whole process group: only the parent decides what it means;
     # the parent ends this process with SIGTERM, whatever handler it had installed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -212,7 +214,7 @@ def _child(problem: Problem, names: tuple[str, ...], seeds: Seeds, conn: Connect
     for k, (name, job) in enumerate(_jobs(names, seeds)):
         if os.getppid() != parent:  # the parent is gone
             return
-        if k == 1 and seeds:
+        if k == 1 and helper:
             _lower_priority()
         try:
             result = job(problem)
@@ -227,10 +229,8 @@ def _child(problem: Problem, names: tuple[str, ...], seeds: Seeds, conn: Connect
 
 
 def _lower_priority() -> None:
-    """Lower this process's priority by :data:`CHILD_NICE` (where it runs seeds: they
-    are helpers, and the search's own threads come first). Not before the first
-    named schedule is sent: under a short limit it may be the only answer (a child
-    niced from its start delivered nothing within 2 s on a loaded machine)."""
+    """Lower this process's priority by :data:`CHILD_NICE`: the search's own threads
+    come first when every core is busy (a helper's process, after its first job)."""
     with contextlib.suppress(OSError, AttributeError):
         os.nice(CHILD_NICE)
 
@@ -250,16 +250,22 @@ class BackgroundNamed:
     """Score ``names`` in a child process; collect them with :meth:`poll`.
     The child also runs ``seeds`` (after the first name; e.g.
     :func:`stems_opt.solvers.coarse_seed`), whose results arrive under their names.
+    A ``helper``'s child (the search's fallback and seeds) runs its first job at
+    the caller's priority, since under a short limit it may be the only mapping
+    in time (a child niced from its start sent none within a 2 s limit on a loaded
+    machine), and the rest :data:`CHILD_NICE` lower, since they only help the
+    search; otherwise (schedules a user asked for) every job at the caller's.
 
     Use as a context manager: leaving it stops the child.
     """
 
     def __init__(self, problem: Problem, names: tuple[str, ...] = SCORING_ORDER,
-                 seeds: Seeds = ()) -> None:
+                 seeds: Seeds = (), helper: bool = False) -> None:
         methods = multiprocessing.get_all_start_methods()
         ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self._conn, child_conn = ctx.Pipe(duplex=False)
-        self._proc = ctx.Process(target=_child, args=(problem, names, seeds, child_conn),
+        self._proc = ctx.Process(target=_child,
+                                 args=(problem, names, seeds, child_conn, helper),
                                  name="stems-opt-named", daemon=True)
         self._proc.start()
         child_conn.close()

@@ -154,7 +154,7 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     seeds = () if seed_s is None else \
         ((COARSE_SEED, functools.partial(coarse_seed, seconds=seed_s)),
          (TRAFFIC_SEED, functools.partial(traffic_seed, seconds=seed_s)))
-    background = BackgroundNamed(problem, rest, seeds) \
+    background = BackgroundNamed(problem, rest, seeds, helper=True) \
         if (rest or seeds) and not stop.expired() else None
     try:
         return _solve_columns(problem, solver, threads, seed, stop, background, ColumnSolver,

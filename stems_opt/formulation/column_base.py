@@ -46,14 +46,15 @@ DIVE_ASK_S = 1.0
 DIVE_CAP_S = 30.0
 """Without a time limit, the dive stops after ``DIVE_SHARE`` of this."""
 DIVE_ANYTIME_UP_TO_S = 60.0
-"""The shares above apply to time limits up to this many seconds; under longer ones the
-dive is that of a search without a limit. A limit the proof is likely to meet is better
-spent on the proof: a dive that goes on while its mapping improves (up to
-``DIVE_IMPROVING_CAP_S``) doubled proof times under the command line's 300 s
-(``--time-limit 180``, idle cores: SEW-ResNet-18 energy at 1 MB proven in 16.1 s, 8.1 s
-with the dive of no limit; 128 KB 24.9 and 12.8 s; RED-LIF 256 KB 36.1 and 21.8 s;
-SEW-ResNet-152 traffic at 256 and 512 KB 53.3 / 55.8 s and 12.8 / 14.8 s, at 1 and 2 MB
-7.7 / 11.0 s and 7.8 / 5.6 s; SEW-ResNet-152 energy at 128 KB 102.3 / 82.5 s)."""
+"""The shares above apply under time limits up to this many seconds; under longer ones
+the dive is that of a search without a limit: such a limit is better spent on the
+proof, and the dive that goes on while its mapping improves (up to
+``DIVE_IMPROVING_CAP_S``) delayed it. Proof times at ``--time-limit 180`` on idle
+cores, before / after: SEW-ResNet-18 energy at 1 MB 16.1 / 8.1 s, at 128 KB 24.9 /
+12.8 s; RED-LIF energy at 256 KB 36.1 / 21.8 s; SEW-ResNet-152 energy at 128 KB (limit
+240) 102.3 / 82.5 s; SEW-ResNet-152 traffic, slower at three of four sizes but within
+its target: 256 KB 53.3 / 55.8 s, 512 KB 12.8 / 14.8 s, 1 MB 7.7 / 11.0 s, 2 MB 7.8 /
+5.6 s."""
 LOCAL_LIMIT_S = 2.0
 """First time limit of a frame's local solve; a frame left open is retried with 8x more."""
 TIE_BATCH = 400

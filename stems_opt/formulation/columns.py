@@ -452,7 +452,8 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
                                            and time.perf_counter() >= local_end)
 
         left = self.stop.limit_s(time_limit_s)
-        if left is not None and left > DIVE_ANYTIME_UP_TO_S:
+        limit = None if self.stop.deadline is None else self.stop.deadline - self.stop.start
+        if limit is not None and limit > DIVE_ANYTIME_UP_TO_S:
             left = None  # (a long limit: the dive of a search without one)
         span = DIVE_CAP_S if left is None else left
         improving = DIVE_IMPROVING_SHARE_SEEDED if self.seeded_as_it_goes \
