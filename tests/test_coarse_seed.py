@@ -109,16 +109,17 @@ def test_the_energy_search_through_nests_starts_the_seed(
     milliseconds), and there is no seed.
 
     Mutation that fails it: ``solve_columns`` without the seed (``seed_s`` left
-    ``None``), or with the named schedules still scored here for the seeded search."""
+    ``None``), with the named schedules still scored here for the seeded search, or
+    its second process not a ``helper``."""
     import stems_opt.incumbents as incumbents
 
-    started: list[tuple[tuple[str, ...], tuple]] = []
+    started: list[tuple[tuple[str, ...], tuple, bool]] = []
 
     class Spy(BackgroundNamed):
-        def __init__(self, problem, names=SCORING_ORDER, seeds=()) -> None:
+        def __init__(self, problem, names=SCORING_ORDER, seeds=(), helper=False) -> None:
             started.append((names, tuple((name, job.func, job.keywords)
-                                         for name, job in seeds)))
-            super().__init__(problem, names, seeds)
+                                         for name, job in seeds), helper))
+            super().__init__(problem, names, seeds, helper)
 
     monkeypatch.setattr(incumbents, "BackgroundNamed", Spy)
     p = nest_case() if nests else without_nests(nest_case())
@@ -126,8 +127,10 @@ def test_the_energy_search_through_nests_starts_the_seed(
     assert r.mapping is not None
     if nests:
         # (the coarse and traffic seeds for 0.25 x 20 s each)
+        # (a helper: its first job at the search's priority, the rest lower)
         assert started == [(SCORING_ORDER, ((COARSE_SEED, coarse_seed, {"seconds": 5.0}),
-                                            (TRAFFIC_SEED, traffic_seed, {"seconds": 5.0})))]
+                                            (TRAFFIC_SEED, traffic_seed, {"seconds": 5.0})),
+                            True)]
     else:
         assert started == []  # (every named schedule scored here: nothing left over)
 
