@@ -164,7 +164,14 @@ SEED_UP_TO_S = 60.0
 """... under limits up to this many seconds: under longer ones (or none) the search
 finds such mappings itself long before the limit, and the seed's process would only
 take the second core from its proof (SEW-ResNet-18 energy at 128 KB proven in 23 s
-with the seed, 21 s without; RED-LIF 33 s and 37 s)."""
+with the seed, 21 s without; RED-LIF 33 s and 37 s). Measured again with the dive of no
+limit under long limits (``--time-limit 180``, idle cores, with / without the seed): the
+seed's mappings come much earlier (RED-LIF energy at 128 KB 39,413 uJ at 10.9 s / 60,927
+at 11.9 s; 512 KB the optimum at 11.8 s / 16.5 s; SEW-ResNet-152 at 1 MB 14,200.6 at
+11.9 s / 14,268.0 at 12.8 s), but the proofs are as fast or slower (RED-LIF 128 / 256 /
+512 KB 34.5 / 33.7 s, 23.8 / 20.2 s and 20.5 / 25.7 s, 20.3 / 18.1 s; SEW-ResNet-18
+128 KB 11.8 / 10.8 s; SEW-ResNet-152 1 MB 64.5 / 59.0 s), and the proof is what a long
+limit is for."""
 
 
 def coarse_seed_s(problem: Problem, time_limit_s: float | None) -> float | None:
