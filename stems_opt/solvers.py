@@ -147,7 +147,7 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     rest: tuple[str, ...] = ()
     seed_s = None
     if warm_start and (caller_stop or stop.deadline is not None):
-        limit = None if stop.deadline is None else stop.deadline - stop.start
+        limit = stop.time_limit_s
         rest, seed_s = SCORING_ORDER, coarse_seed_s(problem, limit)
         if seed_s is None and in_process(problem, limit):
             named, rest = score_in_process(problem, stop, in_process_budget_s(limit))
@@ -405,10 +405,11 @@ def _finish_reserve_s(stop: Stop, layers: int, share: float) -> float:
     """Seconds kept for the answer after the search: :data:`FINISH_RESERVE_S` plus
     :data:`FINISH_PER_LAYER_S` per layer, at most ``share`` of the time limit (0
     without one)."""
-    if stop.deadline is None:
+    limit = stop.time_limit_s
+    if limit is None:
         return 0.0
     reserve = FINISH_RESERVE_S + FINISH_PER_LAYER_S * layers
-    return min(reserve, share * (stop.deadline - stop.start))
+    return min(reserve, share * limit)
 
 
 def _traffic_bound_arrived(background: BackgroundNamed | None) -> float | None:

@@ -63,6 +63,11 @@ class Stop:
         self._hooks: list[Callable[[], None]] = []
         self._lock = threading.Lock()
 
+    @property
+    def time_limit_s(self) -> float | None:
+        """The whole limit in seconds (deadline less start), ``None`` without one."""
+        return None if self.deadline is None else self.deadline - self.start
+
     def remaining_s(self) -> float | None:
         """Seconds left before the deadline (0 once stopped), ``None`` without one."""
         if self.reason is not None:

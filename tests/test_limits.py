@@ -143,6 +143,17 @@ def test_time_limit_holds_while_the_search_solves_nests(monkeypatch: pytest.Monk
     assert 0 < r.bound < r.objective_value
 
 
+def test_stop_knows_its_whole_limit() -> None:
+    """``Stop.time_limit_s`` is the limit it was made with (deadline less start), also
+    after time passed and with a deadline moved by a caller; ``None`` without one."""
+    stop = Stop(5.0)
+    time.sleep(0.01)
+    assert stop.time_limit_s == pytest.approx(5.0, abs=1e-9)
+    stop.deadline = stop.start + 3.0  # (a caller's tighter limit: solvers._stop_for)
+    assert stop.time_limit_s == pytest.approx(3.0, abs=1e-9)
+    assert Stop().time_limit_s is None
+
+
 def test_checkpoint_obeys_the_active_stop_only() -> None:
     """``checkpoint`` raises only inside ``Stop.active`` of a stop that fired or whose
     deadline is nearer than the margin, and the block restores the stop that was

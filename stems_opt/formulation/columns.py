@@ -452,7 +452,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
                                            and time.perf_counter() >= local_end)
 
         left = self.stop.limit_s(time_limit_s)
-        limit = None if self.stop.deadline is None else self.stop.deadline - self.stop.start
+        limit = self.stop.time_limit_s
         if limit is not None and limit > DIVE_ANYTIME_UP_TO_S:
             left = None  # (a long limit: the dive of a search without one)
         span = DIVE_CAP_S if left is None else left
