@@ -302,6 +302,31 @@ def _search_options(p: argparse.ArgumentParser) -> None:
                    help="search only segments of at most N layers: a smaller space, "
                         "optimal within the cap (default: the instance's "
                         "options.max_segment_layers, else no cap)")
+    p.add_argument("--nest-cache", type=_non_empty, metavar="DIR|off",
+                   help="directory keeping solved loop-nest energies between runs (they "
+                        "depend on the hardware below the global buffer alone), or 'off' "
+                        "(default: $STEMS_OPT_CACHE_DIR, else ~/.cache/stems_opt)")
+
+
+def _nest_table(problem: Problem, args: argparse.Namespace
+                ) -> contextlib.AbstractContextManager[None]:
+    """Keeps the nest table of ``problem``'s hardware in ``--nest-cache`` (loaded on
+    entry, saved on exit); nothing for hardware without loop nests or with ``off``."""
+    from stems_opt.cost import nest_store
+    from stems_opt.cost.loops import NestHardware
+    from stems_opt.errors import Issue, StemsInputError
+
+    if args.nest_cache is None:
+        directory = nest_store.default_dir()
+    elif args.nest_cache.strip().lower() == "off":
+        directory = None
+    else:
+        directory = Path(args.nest_cache).expanduser()
+        if directory.exists() and not directory.is_dir():
+            raise StemsInputError(Issue("is not a directory", file=args.nest_cache,
+                                        field="nest-cache"))
+    hw = NestHardware.of(problem.hardware) if problem.hardware.loop_nests else None
+    return nest_store.kept(directory, hw)
 
 
 def _capped(problem: Problem, args: argparse.Namespace) -> Problem:
@@ -497,21 +522,20 @@ def _solve(args: argparse.Namespace) -> int:
         print(f"stems-opt: wrote {args.write_model}: {info['variables']:,} binaries, "
               f"{info['constraints']:,} rows; {problem.objective.value} in {unit} = (objective + "
               f"{info['constant']:g}) / {info['scale']:g}", file=sys.stderr)
-    result = solve(problem, solver=args.solver, time_limit_s=args.time_limit,
-                   threads=args.threads, seed=args.seed, method=args.method,
-                   stop=_new_stop(args.time_limit))
-    if args.out is not None and result.mapping is not None:
-        dump_mapping(mapping_with_nests(problem, result.mapping), args.out,
-                     mapping_provenance(problem, result))
-    _emit(*_with_loops(problem, result, args))
+    stop = _new_stop(args.time_limit)  # (loading the nest table counts in the limit)
+    with _nest_table(problem, args):  # (kept after the answer is printed)
+        result = solve(problem, solver=args.solver, time_limit_s=args.time_limit,
+                       threads=args.threads, seed=args.seed, method=args.method, stop=stop)
+        if args.out is not None and result.mapping is not None:
+            dump_mapping(mapping_with_nests(problem, result.mapping), args.out,
+                         mapping_provenance(problem, result))
+        _emit(*_with_loops(problem, result, args))
     return SIGNALS.exit_code(_exit_for(result))
 
 
 def _compare(args: argparse.Namespace) -> int:
     from stems_opt.io import check_writable
-    from stems_opt.report import result_to_dict
-    from stems_opt.result import Result
-    from stems_opt.solvers import check_solver, solve_and_score
+    from stems_opt.solvers import check_solver
 
     heuristics = [h.strip() for h in args.heuristics.split(",") if h.strip()]
     unknown = [h for h in heuristics if h not in HEURISTICS]
@@ -529,9 +553,21 @@ def _compare(args: argparse.Namespace) -> int:
         from stems_opt.errors import Issue, StemsInputError
 
         raise StemsInputError(Issue("no schedule named", field="schedules"))
+    stop = _new_stop(args.time_limit)  # (loading the nest table counts in the limit)
+    with _nest_table(problem, args):  # (kept after the answer is printed)
+        return _compare_report(problem, names, heuristics, args, stop)
+
+
+def _compare_report(problem: Problem, names: tuple[str, ...], heuristics: list[str],
+                    args: argparse.Namespace, stop: Stop) -> int:
+    """``compare``'s search, scoring and report."""
+    from stems_opt.report import result_to_dict
+    from stems_opt.result import Result
+    from stems_opt.solvers import solve_and_score
+
     opt, scored = solve_and_score(problem, names, solver=args.solver,
                                   time_limit_s=args.time_limit, threads=args.threads,
-                                  seed=args.seed, stop=_new_stop(args.time_limit))
+                                  seed=args.seed, stop=stop)
     rows: list[tuple[str, Result | str | None]] = list(scored.items())
     rows += _heuristic_rows(problem, heuristics, rows, opt.runtime_s, args.seed,
                             SIGNALS.stop)

@@ -12,6 +12,11 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import brute_force as bf
 
+# The command line keeps solved loop nests between runs (stems_opt.cost.nest_store): the
+# suite keeps none, so every test (and every command it starts) solves its nests itself
+# and nothing is written outside the run. tests/test_nest_store.py names its directories.
+os.environ["STEMS_OPT_CACHE_DIR"] = "off"
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _run_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:

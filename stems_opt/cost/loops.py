@@ -781,6 +781,20 @@ def nest_energy_fj(shape: StepShape, hw: NestHardware) -> int | None:
     return _ENERGY[key]
 
 
+def known_energies(hw: NestHardware) -> dict[StepShape, int | None]:
+    """Every step shape solved on ``hw`` in this process and its least nest
+    energy (``None``: no nest fits), for keeping between runs
+    (:mod:`stems_opt.cost.nest_store`)."""
+    return {shape: fj for (shape, h), fj in _ENERGY.items() if h == hw}
+
+
+def add_energies(hw: NestHardware, energies: dict[StepShape, int | None]) -> None:
+    """Take least nest energies on ``hw`` solved earlier (by this module's code:
+    :mod:`stems_opt.cost.nest_store` checks) as if solved in this process."""
+    for shape, fj in energies.items():
+        _ENERGY.setdefault((shape, hw), fj)
+
+
 def clear_nest_table() -> None:
     """Forget every solved nest (for benchmarks)."""
     _TABLE.clear()

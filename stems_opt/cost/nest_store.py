@@ -1,0 +1,137 @@
+"""The nest table kept on disk between runs.
+
+A step's least nest energy depends on its shape and on the part of the
+accelerator below the global buffer (:class:`~stems_opt.cost.loops.NestHardware`)
+alone: not on the global buffer's size, the objective, the time limit or the
+rest of the network. Solving the nest tables is most of an energy search's
+first seconds (RED-LIF: about 7 of a 10 s run, 13 of a 29 s proof), and a
+sweep over buffer sizes, a second objective or a rerun asks for the same
+shapes again. The command line therefore keeps the table of each nest
+hardware in one file and loads it before a search.
+
+A file is named by a digest of the nest hardware, of this store's format and
+of the source of :mod:`stems_opt.cost.loops` (the code that computed the
+energies): a changed cost model reads none of the old files, so a kept energy
+is always what this code would compute. Files are replaced atomically and
+merged on save, so runs at once (sweep workers) lose at most each other's
+latest shapes. A file that cannot be read is ignored (and replaced on the next
+save); a directory that cannot be written costs the speed-up only. Deleting
+the directory is always safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import logging
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from stems_opt.cost import loops
+from stems_opt.cost.loops import NestHardware, StepShape
+
+__all__ = ["ENV_DIR", "default_dir", "kept", "load", "save", "table_path"]
+
+LOG = logging.getLogger(__name__)
+
+ENV_DIR = "STEMS_OPT_CACHE_DIR"
+"""Environment variable naming the directory (``off``: keep nothing)."""
+FORMAT = 1
+"""Version of the file layout; a new one reads no file of an old one."""
+FIELDS = tuple(f.name for f in dataclasses.fields(StepShape))
+NO_NEST = -1
+"""Energy stored for a shape no nest fits."""
+
+
+def default_dir() -> Path | None:
+    """``$STEMS_OPT_CACHE_DIR`` (``None`` when it is ``off`` or empty), else
+    ``stems_opt`` in ``$XDG_CACHE_HOME`` (default ``~/.cache``)."""
+    if ENV_DIR in os.environ:
+        value = os.environ[ENV_DIR].strip()
+        return None if value.lower() in ("", "off") else Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "stems_opt"
+
+
+def table_path(directory: Path, hw: NestHardware) -> Path:
+    """The file of ``hw``'s table in ``directory``."""
+    digest = hashlib.sha256()
+    digest.update(f"{FORMAT}\n{FIELDS}\n{hw!r}\n".encode())
+    digest.update(Path(loops.__file__).read_bytes())
+    return directory / f"nests-{digest.hexdigest()[:20]}.npz"
+
+
+def _read(path: Path) -> dict[StepShape, int | None]:
+    """The table in ``path`` (empty when it is missing or not a table of this format)."""
+    try:
+        with np.load(path, allow_pickle=False) as doc:
+            shapes, energies = doc["shapes"], doc["energy_fj"]
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        LOG.warning("nest table %s ignored: %s", path, exc)
+        return {}
+    if shapes.ndim != 2 or shapes.shape[1] != len(FIELDS) or energies.shape != shapes.shape[:1] \
+            or (energies < NO_NEST).any() or (shapes < 0).any():
+        LOG.warning("nest table %s ignored: not a table of %d fields", path, len(FIELDS))
+        return {}
+    return {StepShape(*row): None if fj == NO_NEST else fj
+            for row, fj in zip(shapes.tolist(), energies.tolist(), strict=True)}
+
+
+def load(directory: Path, hw: NestHardware) -> int:
+    """Add the table kept for ``hw`` in ``directory`` to this process's; returns
+    how many shapes it held."""
+    table = _read(table_path(directory, hw))
+    loops.add_energies(hw, table)
+    return len(table)
+
+
+def save(directory: Path, hw: NestHardware) -> int:
+    """Merge this process's table of ``hw`` into its file in ``directory``
+    (written atomically); returns how many shapes the file holds, 0 when it
+    could not be written."""
+    path = table_path(directory, hw)
+    ours = loops.known_energies(hw)
+    table = _read(path)
+    if not ours.keys() - table.keys():
+        return len(table)
+    table.update(ours)
+    shapes = np.array([dataclasses.astuple(s) for s in table], dtype=np.int64)
+    energies = np.array([NO_NEST if fj is None else fj for fj in table.values()],
+                        dtype=np.int64)
+    tmp: str | None = None
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, shapes=shapes, energy_fj=energies)
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        LOG.warning("nest table not kept in %s: %s", directory, exc.strerror or exc)
+        return 0
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+    return len(table)
+
+
+@contextlib.contextmanager
+def kept(directory: Path | None, hw: NestHardware | None) -> Iterator[None]:
+    """Load ``hw``'s table from ``directory`` on entry and save it on exit (also
+    after an error or Ctrl-C); nothing when either is ``None``."""
+    if directory is None or hw is None:
+        yield
+        return
+    load(directory, hw)
+    try:
+        yield
+    finally:
+        save(directory, hw)

@@ -1,0 +1,195 @@
+"""The nest table kept on disk between runs (``stems_opt.cost.nest_store``)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from unittest.mock import patch
+
+import numpy as np
+import pytest
+
+from stems_opt.cli import main
+from stems_opt.cost import loops, nest_store
+from stems_opt.cost.loops import (
+    Buffer,
+    NestHardware,
+    StepShape,
+    clear_nest_table,
+    nest_energy_fj,
+    solve_nests,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+HW = NestHardware((2, 1, 2, 1, 1, 1), 1, 2, None, Buffer("weight_buffer", 24, 3, 5, None),
+                  Buffer("input_buffer", 12, 7, 11, None))
+# An input buffer of 1 bit holds no input tile of 4-bit spikes: no nest fits.
+TINY_IN = NestHardware((2, 1, 2, 1, 1, 1), 1, 2, None, Buffer("weight_buffer", 24, 3, 5, None),
+                       Buffer("input_buffer", 1, 7, 11, None))
+SHAPES = [StepShape(k=4, c=2, oy=oy, ox=2, fy=3, fx=1, tb=2, iy=iy, ix=2, stride_y=sy,
+                    input_bits=ib, state_bits=sb)
+          for oy, sy, iy, ib, sb in [(4, 1, 6, 1, 8), (3, 1, 5, 1, 12), (4, 2, 7, 1, 8),
+                                     (3, 2, 5, 4, 8), (2, 1, 4, 1, 0)]]
+
+
+def _solved(shapes: list[StepShape], hw: NestHardware) -> list[int | None]:
+    solve_nests(shapes, hw)
+    return [nest_energy_fj(s, hw) for s in shapes]
+
+
+def _no_search():
+    """Fails a test that solves a nest's least energy (a kept one must be read, not
+    solved); the nests themselves (``nests=True``: the loops a report prints, which
+    are not kept) may be."""
+    solve = loops._ChainSearch.solve
+
+    def energies_read(self: loops._ChainSearch, nests: bool = True) -> list:
+        assert nests, "a nest energy was solved, not read"
+        return solve(self, nests)
+
+    return patch.object(loops._ChainSearch, "solve", energies_read)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_table():
+    clear_nest_table()
+    yield
+    clear_nest_table()
+
+
+def test_a_kept_table_gives_the_energies_solved(tmp_path: Path) -> None:
+    """Saved, cleared and loaded, every shape has the energy solved before, without
+    a search; a shape no nest fits stays "no nest" (``None``), not 0. Mutations:
+    storing ``None`` as 0, or loading into another hardware's table, fail this."""
+    energies = _solved(SHAPES, HW)
+    assert all(e is not None and e > 0 for e in energies)
+    none = _solved(SHAPES[3:4], TINY_IN)
+    assert none == [None]
+    assert nest_store.save(tmp_path, HW) == len(SHAPES)
+    assert nest_store.save(tmp_path, TINY_IN) == 1
+    clear_nest_table()
+    assert nest_store.load(tmp_path, HW) == len(SHAPES)
+    assert nest_store.load(tmp_path, TINY_IN) == 1
+    with _no_search():
+        assert [nest_energy_fj(s, HW) for s in SHAPES] == energies
+        assert nest_energy_fj(SHAPES[3], TINY_IN) is None
+
+
+def test_each_hardware_and_each_cost_code_has_its_own_file(tmp_path: Path) -> None:
+    """Another nest hardware reads nothing of this one's table, and neither does
+    another version of the code that computes the energies (``loops.py`` with one
+    byte more): a changed cost model never reads an energy it would not compute."""
+    _solved(SHAPES, HW)
+    nest_store.save(tmp_path, HW)
+    assert nest_store.table_path(tmp_path, HW) != nest_store.table_path(tmp_path, TINY_IN)
+    clear_nest_table()
+    assert nest_store.load(tmp_path, TINY_IN) == 0
+    before = nest_store.table_path(tmp_path, HW)
+    edited = tmp_path / "loops.py"
+    edited.write_bytes(Path(loops.__file__).read_bytes() + b"\n")
+    with patch.object(loops, "__file__", str(edited)):
+        assert nest_store.table_path(tmp_path, HW) != before
+        assert nest_store.load(tmp_path, HW) == 0
+    assert nest_store.load(tmp_path, HW) == len(SHAPES)
+
+
+def test_saves_merge(tmp_path: Path) -> None:
+    """Two runs that solved different shapes (a sweep's workers) both keep theirs: a
+    save adds to the file, it does not replace it with the process's table alone."""
+    first = _solved(SHAPES[:2], HW)
+    nest_store.save(tmp_path, HW)
+    clear_nest_table()
+    second = _solved(SHAPES[2:], HW)
+    assert nest_store.save(tmp_path, HW) == len(SHAPES)
+    clear_nest_table()
+    nest_store.load(tmp_path, HW)
+    with _no_search():
+        assert [nest_energy_fj(s, HW) for s in SHAPES] == first + second
+
+
+def test_a_damaged_file_is_ignored_and_replaced(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A file that is not a table (cut short, or of other fields) is read as empty,
+    with a warning, and the next save writes a whole table over it."""
+    energies = _solved(SHAPES, HW)
+    path = nest_store.table_path(tmp_path, HW)
+    path.write_bytes(b"PK\x03\x04 not a table")
+    with caplog.at_level(logging.WARNING, logger="stems_opt"):
+        assert nest_store.load(tmp_path, HW) == 0
+    assert "ignored" in caplog.text
+    np.savez(path, shapes=np.ones((2, 3), dtype=np.int64), energy_fj=np.ones(2, dtype=np.int64))
+    assert nest_store.load(tmp_path, HW) == 0
+    assert nest_store.save(tmp_path, HW) == len(SHAPES)
+    clear_nest_table()
+    assert nest_store.load(tmp_path, HW) == len(SHAPES)
+    with _no_search():
+        assert [nest_energy_fj(s, HW) for s in SHAPES] == energies
+
+
+def test_a_directory_that_cannot_be_written_costs_the_speed_up_only(tmp_path: Path) -> None:
+    """Saving under a path that is a file returns 0 and raises nothing."""
+    _solved(SHAPES, HW)
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert nest_store.save(blocked / "sub", HW) == 0
+    assert list(tmp_path.iterdir()) == [blocked]
+
+
+def test_the_default_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``$STEMS_OPT_CACHE_DIR`` (``off`` or empty: none), else ``$XDG_CACHE_HOME``'s
+    ``stems_opt``, else ``~/.cache/stems_opt``."""
+    monkeypatch.setenv("STEMS_OPT_CACHE_DIR", str(tmp_path / "d"))
+    assert nest_store.default_dir() == tmp_path / "d"
+    for off in ("off", "OFF", ""):
+        monkeypatch.setenv("STEMS_OPT_CACHE_DIR", off)
+        assert nest_store.default_dir() is None
+    monkeypatch.delenv("STEMS_OPT_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert nest_store.default_dir() == tmp_path / "x" / "stems_opt"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    assert nest_store.default_dir() == tmp_path / "h" / ".cache" / "stems_opt"
+
+
+def _solve_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    rc = main(["solve", str(ROOT / "instances" / "tiny_chain.yaml"), "--objective", "energy",
+               "--json", "--quiet", *args])
+    assert rc == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_the_command_line_keeps_the_table(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """``solve --nest-cache DIR`` (energy, tiny_chain on hardware with loop nests) writes
+    the table; a second run reads it, solves no nest and proves the same optimum with
+    the same mapping as a run without it (``off``, which writes nothing)."""
+    store = tmp_path / "nests"
+    cold = _solve_json(capsys, "--nest-cache", "off")
+    assert not store.exists()
+    first = _solve_json(capsys, "--nest-cache", str(store))
+    (table,) = store.glob("nests-*.npz")
+    assert len(np.load(table)["energy_fj"]) > 0
+    clear_nest_table()
+    with _no_search():
+        warm = _solve_json(capsys, "--nest-cache", str(store))
+    for doc in (first, warm):
+        assert doc["status"] == cold["status"] == "optimal"
+        assert doc["objective_value"] == cold["objective_value"]
+        assert doc["mapping"] == cold["mapping"]
+    shutil.rmtree(store)
+
+
+def test_a_nest_cache_that_is_a_file_is_refused(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """``--nest-cache`` naming a file: exit 2, one line naming the file and the option,
+    and the file left as it was."""
+    path = tmp_path / "notes.txt"
+    path.write_text("mine")
+    rc = main(["solve", str(ROOT / "instances" / "tiny_chain.yaml"), "--nest-cache", str(path)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert str(path) in err and "nest-cache" in err and "not a directory" in err
+    assert "Traceback" not in err
+    assert path.read_text() == "mine"
