@@ -261,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--dask", metavar="ADDRESS",
                     help="run on a dask.distributed scheduler at ADDRESS, or 'local' "
                          "(default: local worker processes)")
+    _nest_cache_option(sw)
 
     ad = sub.add_parser("advise-state", help="rank stateful layers by the exact saving of "
                                              "making them stateless", parents=[common])
@@ -302,10 +303,27 @@ def _search_options(p: argparse.ArgumentParser) -> None:
                    help="search only segments of at most N layers: a smaller space, "
                         "optimal within the cap (default: the instance's "
                         "options.max_segment_layers, else no cap)")
+    _nest_cache_option(p)
+
+
+def _nest_cache_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nest-cache", type=_non_empty, metavar="DIR|off",
                    help="directory keeping solved loop-nest energies between runs (they "
                         "depend on the hardware below the global buffer alone), or 'off' "
                         "(default: $STEMS_OPT_CACHE_DIR, else ~/.cache/stems_opt)")
+
+
+def _nest_dir(args: argparse.Namespace) -> Path | None:
+    """The ``--nest-cache`` directory (``None``: ``off``)."""
+    from stems_opt.cost.nest_store import chosen_dir
+    from stems_opt.errors import Issue, StemsInputError
+
+    directory = chosen_dir(args.nest_cache)
+    if args.nest_cache is not None and directory is not None and directory.exists() \
+            and not directory.is_dir():
+        raise StemsInputError(Issue("is not a directory", file=args.nest_cache,
+                                    field="nest-cache"))
+    return directory
 
 
 def _nest_table(problem: Problem, args: argparse.Namespace
@@ -313,20 +331,8 @@ def _nest_table(problem: Problem, args: argparse.Namespace
     """Keeps the nest table of ``problem``'s hardware in ``--nest-cache`` (loaded on
     entry, saved on exit); nothing for hardware without loop nests or with ``off``."""
     from stems_opt.cost import nest_store
-    from stems_opt.cost.loops import NestHardware
-    from stems_opt.errors import Issue, StemsInputError
 
-    if args.nest_cache is None:
-        directory = nest_store.default_dir()
-    elif args.nest_cache.strip().lower() == "off":
-        directory = None
-    else:
-        directory = Path(args.nest_cache).expanduser()
-        if directory.exists() and not directory.is_dir():
-            raise StemsInputError(Issue("is not a directory", file=args.nest_cache,
-                                        field="nest-cache"))
-    hw = NestHardware.of(problem.hardware) if problem.hardware.loop_nests else None
-    return nest_store.kept(directory, hw)
+    return nest_store.kept(_nest_dir(args), nest_store.hardware_of(problem.hardware))
 
 
 def _capped(problem: Problem, args: argparse.Namespace) -> Problem:
@@ -712,6 +718,10 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.plot:
         check_writable(args.plot, field="plot")
     sweep = load_sweep(args.sweep, threads=threads)
+    nests = _nest_dir(args)
+    if nests is not None:  # (every point keeps its nests there: larger sizes run first)
+        sweep = dataclasses.replace(sweep, points=tuple(
+            dataclasses.replace(p, nest_cache=str(nests)) for p in sweep.points))
     client = dask_client(args.dask, workers) if args.dask else None
     try:
         if client is not None:

@@ -70,6 +70,7 @@ class SweepPoint:
     time_limit_s: float | None = None
     solver: str = "cpsat"
     threads: int = 1
+    nest_cache: str | None = None  # the nest table's directory (nest_store): none kept
 
 
 @dataclass(frozen=True)
@@ -289,13 +290,23 @@ def solve_point(point: SweepPoint) -> dict[str, str]:
     The named schedules are scored in a second process while the solver runs (they
     also seed its search), as ``compare`` does; any the time limit cut off, and all
     of them in a daemonic worker, which may not start that process, are scored here
-    after the solve. ``solve_s`` is the solve's own wall time.
+    after the solve. ``solve_s`` is the solve's own wall time. With ``nest_cache``
+    the point starts from the nests kept there and adds its own.
     """
+    from stems_opt.cost import nest_store
+
+    problem = point_problem(point)
+    directory = None if point.nest_cache is None else Path(point.nest_cache)
+    with nest_store.kept(directory, nest_store.hardware_of(problem.hardware)):
+        return _solved_row(problem, point)
+
+
+def _solved_row(problem: Any, point: SweepPoint) -> dict[str, str]:
+    """:func:`solve_point`'s row of ``problem``."""
     from stems_opt import compulsory_traffic_bits, named_schedule
     from stems_opt.result import Result
     from stems_opt.solvers import solve, solve_and_score
 
-    problem = point_problem(point)
     scored: dict[str, object] = {}
     if may_start_processes():
         result, scored = solve_and_score(problem, NAMED_COLUMNS, solver=point.solver,

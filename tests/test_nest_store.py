@@ -193,3 +193,34 @@ def test_a_nest_cache_that_is_a_file_is_refused(tmp_path: Path,
     assert str(path) in err and "nest-cache" in err and "not a directory" in err
     assert "Traceback" not in err
     assert path.read_text() == "mine"
+
+
+def test_a_sweep_keeps_the_table(tmp_path: Path) -> None:
+    """``sweep --nest-cache DIR`` (energy, tiny_chain on two buffer sizes): the points
+    write the table; the same sweep again reads it (no nest energy solved) and writes
+    the same rows as a sweep with ``off`` (times aside)."""
+    import csv
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"networks: [{ROOT}/models/networks/tiny_chain.yaml]\n"
+                    f"hardware: {ROOT}/models/hardware/tiny.yaml\n"
+                    "global_buffer_sizes: [2048, 4096]\nobjectives: [energy]\n")
+    store = tmp_path / "nests"
+
+    def rows(name: str, cache: str) -> list[dict[str, str]]:
+        out = tmp_path / f"{name}.csv"
+        assert main(["sweep", str(grid), "--workers", "1", "--quiet", "--out", str(out),
+                     "--nest-cache", cache]) == 0
+        got = list(csv.DictReader(out.open()))
+        for r in got:
+            r.pop("solve_s")
+        return got
+
+    cold = rows("cold", "off")
+    assert not store.exists()
+    first = rows("first", str(store))
+    assert len(list(store.glob("nests-*.npz"))) == 1
+    clear_nest_table()
+    with _no_search():
+        again = rows("again", str(store))
+    assert cold == first == again

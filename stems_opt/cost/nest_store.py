@@ -35,8 +35,10 @@ import numpy as np
 
 from stems_opt.cost import loops
 from stems_opt.cost.loops import NestHardware, StepShape
+from stems_opt.hardware import Hardware
 
-__all__ = ["ENV_DIR", "default_dir", "kept", "load", "save", "table_path"]
+__all__ = ["ENV_DIR", "chosen_dir", "default_dir", "hardware_of", "kept", "load", "save",
+           "table_path"]
 
 LOG = logging.getLogger(__name__)
 
@@ -57,6 +59,20 @@ def default_dir() -> Path | None:
         return None if value.lower() in ("", "off") else Path(value).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "stems_opt"
+
+
+def chosen_dir(value: str | None) -> Path | None:
+    """The directory a ``--nest-cache`` value names: ``None`` for the default
+    (:func:`default_dir`), none for ``off``."""
+    if value is None:
+        return default_dir()
+    return None if value.strip().lower() == "off" else Path(value).expanduser()
+
+
+def hardware_of(hardware: Hardware) -> NestHardware | None:
+    """The nest hardware whose table a search on ``hardware`` uses (``None``:
+    without loop nests it solves none)."""
+    return NestHardware.of(hardware) if hardware.loop_nests else None
 
 
 def table_path(directory: Path, hw: NestHardware) -> Path:
