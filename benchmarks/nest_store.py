@@ -40,7 +40,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anytime import known_optima
-from solve_time import as_float, write_csv, write_text
+from solve_time import as_float, read_rows, write_csv, write_text
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -131,8 +131,9 @@ def render_md(rows: list[Row], args: argparse.Namespace) -> str:
             cells = [f"{_pct(got[b]['gap'])} ({_pct(got[b]['above_optimum'])})" if b in got
                      else "" for b in SMALL]
             last = [r for r in rows if r["network"] == net and r["pass"] == name][-1:]
-            table = "-" if not last or not last[0]["table_shapes"] else \
-                f"{last[0]['table_shapes']:,} shapes, {last[0]['table_mb']:.1f} MB"
+            shapes = as_float(last[0]["table_shapes"]) if last else None
+            table = "-" if not shapes else \
+                f"{int(shapes):,} shapes, {as_float(last[0]['table_mb']):.1f} MB"
             lines.append(f"| {net} | {name} | " + " | ".join(cells) + f" | {table} |")
     within = [r for r in rows if r["pass"] != "cold" and r["buffer"] in SMALL
               and as_float(r["gap"]) is not None and as_float(r["gap"]) < 0.05]
@@ -151,10 +152,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     optima = known_optima()
-    rows: list[Row] = []
+    # (the other networks' rows of an earlier run are kept: rerunning one keeps the rest)
+    rows = [r for r in read_rows(RESULTS_DIR / "nest_store.csv")
+            if r["network"] not in args.networks]
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     for net in args.networks:
         rows += passes(net, args.time_limit, args.threads, optima)
+        rows.sort(key=lambda r: NETWORKS.index(r["network"]) if r["network"] in NETWORKS
+                  else len(NETWORKS))
         write_csv(RESULTS_DIR / "nest_store.csv", rows, COLUMNS)
         write_text(RESULTS_DIR / "nest_store.md", render_md(rows, args))
     return 0
