@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from pathlib import Path
 from unittest.mock import patch
@@ -109,16 +108,15 @@ def test_saves_merge(tmp_path: Path) -> None:
         assert [nest_energy_fj(s, HW) for s in SHAPES] == first + second
 
 
-def test_a_damaged_file_is_ignored_and_replaced(tmp_path: Path,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_a_damaged_file_is_ignored_and_replaced(tmp_path: Path) -> None:
     """A file that is not a table (cut short, or of other fields) is read as empty,
     with a warning, and the next save writes a whole table over it."""
     energies = _solved(SHAPES, HW)
     path = nest_store.table_path(tmp_path, HW)
     path.write_bytes(b"PK\x03\x04 not a table")
-    with caplog.at_level(logging.WARNING, logger="stems_opt"):
+    with patch.object(nest_store.LOG, "warning") as warn:  # (whatever the CLI set up)
         assert nest_store.load(tmp_path, HW) == 0
-    assert "ignored" in caplog.text
+    assert "ignored" in warn.call_args.args[0]
     np.savez(path, shapes=np.ones((2, 3), dtype=np.int64), energy_fj=np.ones(2, dtype=np.int64))
     assert nest_store.load(tmp_path, HW) == 0
     assert nest_store.save(tmp_path, HW) == len(SHAPES)
@@ -224,3 +222,15 @@ def test_a_sweep_keeps_the_table(tmp_path: Path) -> None:
     with _no_search():
         again = rows("again", str(store))
     assert cold == first == again
+
+
+def test_without_the_cost_models_source_nothing_is_kept(tmp_path: Path) -> None:
+    """Where ``loops.py`` cannot be read (an install without sources), the table's name
+    cannot name the code: ``kept`` warns, the work inside runs, and nothing is written."""
+    ran = []
+    with patch.object(loops, "__file__", str(tmp_path / "missing.py")), \
+            patch.object(nest_store.LOG, "warning") as warn, \
+            nest_store.kept(tmp_path / "nests", HW):
+        ran.append(_solved(SHAPES[:1], HW))
+    assert ran and "not kept" in warn.call_args.args[0]
+    assert not (tmp_path / "nests").exists()

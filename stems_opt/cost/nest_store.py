@@ -57,7 +57,10 @@ def default_dir() -> Path | None:
     if ENV_DIR in os.environ:
         value = os.environ[ENV_DIR].strip()
         return None if value.lower() in ("", "off") else Path(value).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    try:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    except RuntimeError:  # (no home directory to be found)
+        return None
     return Path(base) / "stems_opt"
 
 
@@ -79,7 +82,7 @@ def table_path(directory: Path, hw: NestHardware) -> Path:
     """The file of ``hw``'s table in ``directory``."""
     digest = hashlib.sha256()
     digest.update(f"{FORMAT}\n{FIELDS}\n{hw!r}\n".encode())
-    digest.update(Path(loops.__file__).read_bytes())
+    digest.update(Path(loops.__file__).read_bytes())  # (OSError: no source, no table)
     return directory / f"nests-{digest.hexdigest()[:20]}.npz"
 
 
@@ -146,7 +149,12 @@ def kept(directory: Path | None, hw: NestHardware | None) -> Iterator[None]:
     if directory is None or hw is None:
         yield
         return
-    load(directory, hw)
+    try:
+        load(directory, hw)
+    except OSError as exc:  # (the cost model's source cannot be read: nothing is kept)
+        LOG.warning("nest table not kept: %s", exc)
+        yield
+        return
     try:
         yield
     finally:
