@@ -10,6 +10,7 @@ The public API re-exports the pieces a compiler flow needs (``docs/api.md``)::
 """
 
 from stems_opt.cost.evaluation import Cost, evaluate
+from stems_opt.cost.nest_store import kept_nests
 from stems_opt.cost.traffic import compulsory_traffic_bits
 from stems_opt.errors import Issue, StemsInputError
 from stems_opt.feasibility import check
@@ -95,7 +96,8 @@ __all__ = [
     "NeuronKind", "NirOptions", "Objective", "Order", "Placement", "Problem", "Result", "Segment",
     "SolveStatus", "StateMode", "StatePersistence", "StemsInputError", "Violation",
     "WeightChoice", "__version__", "build_network", "check", "compulsory_traffic_bits",
-    "dump_mapping", "evaluate", "hardware_from_dict", "load_hardware", "load_instance",
+    "dump_mapping", "evaluate", "hardware_from_dict", "kept_nests", "load_hardware",
+    "load_instance",
     "load_mapping", "load_network", "load_nir", "load_problem", "named_schedule",
     "network_from_dict", "result_to_dict", "solve",
 ]

@@ -234,3 +234,25 @@ def test_without_the_cost_models_source_nothing_is_kept(tmp_path: Path) -> None:
         ran.append(_solved(SHAPES[:1], HW))
     assert ran and "not kept" in warn.call_args.args[0]
     assert not (tmp_path / "nests").exists()
+
+
+def test_the_api_keeps_the_table(tmp_path: Path) -> None:
+    """``stems_opt.kept_nests(directory, hardware)`` around ``solve``: the first block
+    writes the table, a second one solves no nest energy and proves the same optimum;
+    hardware without loop nests keeps nothing."""
+    import dataclasses
+
+    import stems_opt
+
+    problem = stems_opt.load_problem(str(ROOT / "instances" / "tiny_chain.yaml"))
+    with stems_opt.kept_nests(tmp_path / "n", problem.hardware):
+        first = stems_opt.solve(problem, objective="energy")
+    clear_nest_table()
+    with stems_opt.kept_nests(tmp_path / "n", problem.hardware), _no_search():
+        again = stems_opt.solve(problem, objective="energy")
+    assert first.status is again.status is stems_opt.SolveStatus.OPTIMAL
+    assert first.objective_value == again.objective_value
+    plain = dataclasses.replace(problem.hardware, loop_nests=False)
+    with stems_opt.kept_nests(tmp_path / "plain", plain):
+        stems_opt.solve(dataclasses.replace(problem, hardware=plain), objective="energy")
+    assert not (tmp_path / "plain").exists()

@@ -23,11 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import os
-import tempfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,8 +34,8 @@ from stems_opt.cost import loops
 from stems_opt.cost.loops import NestHardware, StepShape
 from stems_opt.hardware import Hardware
 
-__all__ = ["ENV_DIR", "chosen_dir", "default_dir", "hardware_of", "kept", "load", "save",
-           "table_path"]
+__all__ = ["ENV_DIR", "chosen_dir", "default_dir", "hardware_of", "kept", "kept_nests", "load",
+           "save", "table_path"]
 
 LOG = logging.getLogger(__name__)
 
@@ -80,6 +77,8 @@ def hardware_of(hardware: Hardware) -> NestHardware | None:
 
 def table_path(directory: Path, hw: NestHardware) -> Path:
     """The file of ``hw``'s table in ``directory``."""
+    import hashlib
+
     digest = hashlib.sha256()
     digest.update(f"{FORMAT}\n{FIELDS}\n{hw!r}\n".encode())
     digest.update(Path(loops.__file__).read_bytes())  # (OSError: no source, no table)
@@ -88,6 +87,8 @@ def table_path(directory: Path, hw: NestHardware) -> Path:
 
 def _read(path: Path) -> dict[StepShape, int | None]:
     """The table in ``path`` (empty when it is missing or not a table of this format)."""
+    import zipfile  # (the stdlib modules of the store load with it, not with the package)
+
     try:
         with np.load(path, allow_pickle=False) as doc:
             shapes, energies = doc["shapes"], doc["energy_fj"]
@@ -125,6 +126,8 @@ def save(directory: Path, hw: NestHardware) -> int:
     shapes = np.array([dataclasses.astuple(s) for s in table], dtype=np.int64)
     energies = np.array([NO_NEST if fj is None else fj for fj in table.values()],
                         dtype=np.int64)
+    import tempfile
+
     tmp: str | None = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -140,6 +143,20 @@ def save(directory: Path, hw: NestHardware) -> int:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
     return len(table)
+
+
+def kept_nests(directory: str | Path, hardware: Hardware
+               ) -> contextlib.AbstractContextManager[None]:
+    """The public form of :func:`kept`: every solve inside the ``with`` block on
+    ``hardware`` (or any hardware with the same levels below the global buffer)
+    starts from the nest energies kept in ``directory`` and adds its own on exit.
+
+    Examples
+    --------
+    >>> with stems_opt.kept_nests("~/.cache/stems_opt", problem.hardware):  # doctest: +SKIP
+    ...     results = [stems_opt.solve(p, objective="energy") for p in sizes]
+    """
+    return kept(Path(directory).expanduser(), hardware_of(hardware))
 
 
 @contextlib.contextmanager
