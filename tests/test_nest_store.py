@@ -96,7 +96,9 @@ def test_each_hardware_and_each_cost_code_has_its_own_file(tmp_path: Path) -> No
 
 def test_saves_merge(tmp_path: Path) -> None:
     """Two runs that solved different shapes (a sweep's workers) both keep theirs: a
-    save adds to the file, it does not replace it with the process's table alone."""
+    save adds to the file, it does not replace it with the process's table alone; a
+    save with nothing new writes nothing. Mutations: the file not read before a save,
+    and a save that always writes, fail this."""
     first = _solved(SHAPES[:2], HW)
     nest_store.save(tmp_path, HW)
     clear_nest_table()
@@ -104,6 +106,10 @@ def test_saves_merge(tmp_path: Path) -> None:
     assert nest_store.save(tmp_path, HW) == len(SHAPES)
     clear_nest_table()
     nest_store.load(tmp_path, HW)
+    # Nothing new: the file is not written again (the same inode, not a replacement).
+    inode = nest_store.table_path(tmp_path, HW).stat().st_ino
+    assert nest_store.save(tmp_path, HW) == len(SHAPES)
+    assert nest_store.table_path(tmp_path, HW).stat().st_ino == inode
     with _no_search():
         assert [nest_energy_fj(s, HW) for s in SHAPES] == first + second
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import operator
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,47 +86,53 @@ def table_path(directory: Path, hw: NestHardware) -> Path:
     return directory / f"nests-{digest.hexdigest()[:20]}.npz"
 
 
-def _read(path: Path) -> dict[StepShape, int | None]:
-    """The table in ``path`` (empty when it is missing or not a table of this format)."""
+def _arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The shapes (one row of :data:`FIELDS` each) and energies in ``path``; none
+    when it is missing or not a table of this format."""
     import zipfile  # (the stdlib modules of the store load with it, not with the package)
 
+    none = np.zeros((0, len(FIELDS)), dtype=np.int64), np.zeros(0, dtype=np.int64)
     try:
         with np.load(path, allow_pickle=False) as doc:
             shapes, energies = doc["shapes"], doc["energy_fj"]
     except FileNotFoundError:
-        return {}
+        return none
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         LOG.warning("nest table %s ignored: %s", path, exc)
-        return {}
+        return none
     if shapes.ndim != 2 or shapes.shape[1] != len(FIELDS) or energies.shape != shapes.shape[:1] \
             or (energies < NO_NEST).any() or (shapes < 0).any():
         LOG.warning("nest table %s ignored: not a table of %d fields", path, len(FIELDS))
-        return {}
-    return {StepShape(*row): None if fj == NO_NEST else fj
-            for row, fj in zip(shapes.tolist(), energies.tolist(), strict=True)}
+        return none
+    return shapes.astype(np.int64), energies.astype(np.int64)
 
 
 def load(directory: Path, hw: NestHardware) -> int:
     """Add the table kept for ``hw`` in ``directory`` to this process's; returns
     how many shapes it held."""
-    table = _read(table_path(directory, hw))
-    loops.add_energies(hw, table)
-    return len(table)
+    shapes, energies = _arrays(table_path(directory, hw))
+    loops.add_energies(hw, {StepShape(*row): None if fj == NO_NEST else fj
+                            for row, fj in zip(shapes.tolist(), energies.tolist(), strict=True)})
+    return len(energies)
 
 
 def save(directory: Path, hw: NestHardware) -> int:
     """Merge this process's table of ``hw`` into its file in ``directory``
-    (written atomically); returns how many shapes the file holds, 0 when it
-    could not be written."""
+    (written atomically, not at all when it holds every shape already);
+    returns how many shapes the file holds, 0 when it could not be written."""
     path = table_path(directory, hw)
     ours = loops.known_energies(hw)
-    table = _read(path)
-    if not ours.keys() - table.keys():
-        return len(table)
-    table.update(ours)
-    shapes = np.array([dataclasses.astuple(s) for s in table], dtype=np.int64)
-    energies = np.array([NO_NEST if fj is None else fj for fj in table.values()],
-                        dtype=np.int64)
+    row = operator.attrgetter(*FIELDS)
+    old_shapes, old_fj = _arrays(path)
+    shapes = np.concatenate([old_shapes, np.array([row(s) for s in ours], dtype=np.int64)
+                             .reshape(-1, len(FIELDS))])
+    energies = np.concatenate([old_fj, np.array([NO_NEST if fj is None else fj
+                                                 for fj in ours.values()], dtype=np.int64)])
+    _, first = np.unique(shapes, axis=0, return_index=True)
+    if len(first) == len(old_fj):
+        return len(old_fj)
+    keep = np.sort(first)  # (the file's rows first, in their order, then the new ones)
+    shapes, energies = shapes[keep], energies[keep]
     import tempfile
 
     tmp: str | None = None
@@ -142,7 +149,7 @@ def save(directory: Path, hw: NestHardware) -> int:
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
-    return len(table)
+    return len(energies)
 
 
 def kept_nests(directory: str | Path, hardware: Hardware
