@@ -66,6 +66,7 @@ def run_one(network: str, buffer: str, objective: str, time_limit_s: float, solv
     import resource
     import time
 
+    from stems_opt.cost.loops import clear_nest_table
     from stems_opt.heuristics import named_schedule
     from stems_opt.incumbents import FALLBACK_SCHEDULES
     from stems_opt.io import load_hardware, load_instance
@@ -86,6 +87,9 @@ def run_one(network: str, buffer: str, objective: str, time_limit_s: float, solv
             continue
         if r.feasible and r.objective_value < best:
             best_name, best = name, r.objective_value
+    # The solve starts from an empty nest table, as `stems-opt solve --nest-cache off`
+    # does: the named schedules scored above must not warm it (their steps' nests).
+    clear_nest_table()
     beat: list[float] = []
 
     def on_incumbent(elapsed_s: float, value: float) -> None:
