@@ -97,7 +97,6 @@ __all__ = [
     "SolveStatus", "StateMode", "StatePersistence", "StemsInputError", "Violation",
     "WeightChoice", "__version__", "build_network", "check", "compulsory_traffic_bits",
     "dump_mapping", "evaluate", "hardware_from_dict", "kept_nests", "load_hardware",
-    "load_instance",
-    "load_mapping", "load_network", "load_nir", "load_problem", "named_schedule",
-    "network_from_dict", "result_to_dict", "solve",
+    "load_instance", "load_mapping", "load_network", "load_nir", "load_problem",
+    "named_schedule", "network_from_dict", "result_to_dict", "solve",
 ]

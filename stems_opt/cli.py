@@ -310,7 +310,8 @@ def _nest_cache_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nest-cache", type=_non_empty, metavar="DIR|off",
                    help="directory keeping solved loop-nest energies between runs (they "
                         "depend on the hardware below the global buffer alone), or 'off' "
-                        "(default: $STEMS_OPT_CACHE_DIR, else ~/.cache/stems_opt)")
+                        "(default: $STEMS_OPT_CACHE_DIR, else $XDG_CACHE_HOME/stems_opt, "
+                        "else ~/.cache/stems_opt)")
 
 
 def _nest_dir(args: argparse.Namespace) -> Path | None:
@@ -326,13 +327,13 @@ def _nest_dir(args: argparse.Namespace) -> Path | None:
     return directory
 
 
-def _nest_table(problem: Problem, args: argparse.Namespace
+def _nest_table(problem: Problem, directory: Path | None
                 ) -> contextlib.AbstractContextManager[None]:
-    """Keeps the nest table of ``problem``'s hardware in ``--nest-cache`` (loaded on
+    """Keeps the nest table of ``problem``'s hardware in ``directory`` (loaded on
     entry, saved on exit); nothing for hardware without loop nests or with ``off``."""
     from stems_opt.cost import nest_store
 
-    return nest_store.kept(_nest_dir(args), nest_store.hardware_of(problem.hardware))
+    return nest_store.kept(directory, nest_store.hardware_of(problem.hardware))
 
 
 def _capped(problem: Problem, args: argparse.Namespace) -> Problem:
@@ -519,6 +520,7 @@ def _solve(args: argparse.Namespace) -> int:
     for path, field in ((args.out, "out"), (args.write_model, "write-model")):
         if path:
             check_writable(path, field=field)
+    nests = _nest_dir(args)  # (refused before anything is read or written)
     problem = _capped(_load(args, args.objective), args)
     check_solver(args.solver)
     _check_show_loops(problem, args)
@@ -529,7 +531,7 @@ def _solve(args: argparse.Namespace) -> int:
               f"{info['constraints']:,} rows; {problem.objective.value} in {unit} = (objective + "
               f"{info['constant']:g}) / {info['scale']:g}", file=sys.stderr)
     stop = _new_stop(args.time_limit)  # (loading the nest table counts in the limit)
-    with _nest_table(problem, args):  # (kept after the answer is printed)
+    with _nest_table(problem, nests):  # (kept after the answer is printed)
         result = solve(problem, solver=args.solver, time_limit_s=args.time_limit,
                        threads=args.threads, seed=args.seed, method=args.method, stop=stop)
         if args.out is not None and result.mapping is not None:
@@ -552,6 +554,7 @@ def _compare(args: argparse.Namespace) -> int:
                                     f"{', '.join(HEURISTICS)})", field="heuristics"))
     if args.plot:
         check_writable(args.plot, field="plot")
+    nests = _nest_dir(args)  # (refused before anything is read)
     problem = _capped(_load(args, args.objective), args)
     check_solver(args.solver)
     names = tuple(dict.fromkeys(s.strip() for s in args.schedules.split(",") if s.strip()))
@@ -560,7 +563,7 @@ def _compare(args: argparse.Namespace) -> int:
 
         raise StemsInputError(Issue("no schedule named", field="schedules"))
     stop = _new_stop(args.time_limit)  # (loading the nest table counts in the limit)
-    with _nest_table(problem, args):  # (kept after the answer is printed)
+    with _nest_table(problem, nests):  # (kept after the answer is printed)
         return _compare_report(problem, names, heuristics, args, stop)
 
 
@@ -717,11 +720,12 @@ def _sweep(args: argparse.Namespace) -> int:
     out = args.out or str(Path(args.sweep).with_suffix(".csv"))
     if args.plot:
         check_writable(args.plot, field="plot")
-    sweep = load_sweep(args.sweep, threads=threads)
     nests = _nest_dir(args)
-    if nests is not None:  # (every point keeps its nests there: larger sizes run first)
+    sweep = load_sweep(args.sweep, threads=threads)
+    if nests is not None:  # (every point keeps its nests there: larger sizes run first;
+        # an absolute path, the same on every worker's file system)
         sweep = dataclasses.replace(sweep, points=tuple(
-            dataclasses.replace(p, nest_cache=str(nests)) for p in sweep.points))
+            dataclasses.replace(p, nest_cache=str(nests.resolve())) for p in sweep.points))
     client = dask_client(args.dask, workers) if args.dask else None
     try:
         if client is not None:

@@ -313,7 +313,7 @@ def check_writable(path: str | Path, field: str | None = None) -> None:
         raise fail(f"cannot be written: directory {str(parent)!r} is not writable")
 
 
-def _new_file_mode() -> int:
+def new_file_mode() -> int:
     """``0o666`` less the process umask: the mode ``open()`` would give a new file."""
     mask = os.umask(0)
     os.umask(mask)
@@ -339,7 +339,7 @@ def write_text_safely(path: str | Path, text: str) -> None:
     try:
         mode = stat.S_IMODE(target.stat().st_mode)
     except OSError:
-        mode = _new_file_mode()
+        mode = new_file_mode()
     tmp: str | None = None
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")

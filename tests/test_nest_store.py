@@ -79,18 +79,24 @@ def test_a_kept_table_gives_the_energies_solved(tmp_path: Path) -> None:
 def test_each_hardware_and_each_cost_code_has_its_own_file(tmp_path: Path) -> None:
     """Another nest hardware reads nothing of this one's table, and neither does
     another version of the code that computes the energies (``loops.py`` with one
-    byte more): a changed cost model never reads an energy it would not compute."""
+    byte more): a changed cost model never reads an energy it would not compute.
+    The name comes from the source as imported: ``loops.py`` edited on disk while a
+    process runs (a pull, an upgrade) does not file that process's energies under
+    the new code's name. Mutation: reading ``loops.py`` from disk when naming fails
+    this."""
     _solved(SHAPES, HW)
     nest_store.save(tmp_path, HW)
     assert nest_store.table_path(tmp_path, HW) != nest_store.table_path(tmp_path, TINY_IN)
     clear_nest_table()
     assert nest_store.load(tmp_path, TINY_IN) == 0
     before = nest_store.table_path(tmp_path, HW)
+    with patch.object(loops, "SOURCE", loops.SOURCE + b"\n"):
+        assert nest_store.table_path(tmp_path, HW) != before
+        assert nest_store.load(tmp_path, HW) == 0
     edited = tmp_path / "loops.py"
     edited.write_bytes(Path(loops.__file__).read_bytes() + b"\n")
     with patch.object(loops, "__file__", str(edited)):
-        assert nest_store.table_path(tmp_path, HW) != before
-        assert nest_store.load(tmp_path, HW) == 0
+        assert nest_store.table_path(tmp_path, HW) == before
     assert nest_store.load(tmp_path, HW) == len(SHAPES)
 
 
@@ -188,15 +194,20 @@ def test_the_command_line_keeps_the_table(tmp_path: Path,
 def test_a_nest_cache_that_is_a_file_is_refused(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """``--nest-cache`` naming a file: exit 2, one line naming the file and the option,
-    and the file left as it was."""
+    the file left as it was, and nothing written before the refusal (``--write-model``
+    is checked first but not written)."""
     path = tmp_path / "notes.txt"
     path.write_text("mine")
-    rc = main(["solve", str(ROOT / "instances" / "tiny_chain.yaml"), "--nest-cache", str(path)])
-    err = capsys.readouterr().err
-    assert rc == 2
-    assert str(path) in err and "nest-cache" in err and "not a directory" in err
-    assert "Traceback" not in err
+    model = tmp_path / "m.lp"
+    for command in (["solve", "--write-model", str(model)], ["compare"]):
+        rc = main([command[0], str(ROOT / "instances" / "tiny_chain.yaml"), *command[1:],
+                   "--nest-cache", str(path)])
+        err = capsys.readouterr().err
+        assert rc == 2
+        assert str(path) in err and "nest-cache" in err and "not a directory" in err
+        assert "Traceback" not in err
     assert path.read_text() == "mine"
+    assert not model.exists()
 
 
 def test_a_sweep_keeps_the_table(tmp_path: Path) -> None:
@@ -228,18 +239,99 @@ def test_a_sweep_keeps_the_table(tmp_path: Path) -> None:
     with _no_search():
         again = rows("again", str(store))
     assert cold == first == again
+    # Worker processes (a directory given relative to the working directory) write there.
+    shutil.rmtree(store)
+    out = tmp_path / "workers.csv"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path)
+        assert main(["sweep", str(grid), "--workers", "2", "--quiet", "--out", str(out),
+                     "--nest-cache", "nests"]) == 0
+    assert len(list(store.glob("nests-*.npz"))) == 1
 
 
 def test_without_the_cost_models_source_nothing_is_kept(tmp_path: Path) -> None:
-    """Where ``loops.py`` cannot be read (an install without sources), the table's name
-    cannot name the code: ``kept`` warns, the work inside runs, and nothing is written."""
+    """Where ``loops.py`` could not be read (an install without sources), no name can
+    name the code: ``kept`` warns, the work inside runs, and nothing is written."""
     ran = []
-    with patch.object(loops, "__file__", str(tmp_path / "missing.py")), \
+    with patch.object(loops, "SOURCE", None), \
             patch.object(nest_store.LOG, "warning") as warn, \
             nest_store.kept(tmp_path / "nests", HW):
         ran.append(_solved(SHAPES[:1], HW))
     assert ran and "not kept" in warn.call_args.args[0]
     assert not (tmp_path / "nests").exists()
+
+
+def test_the_table_is_kept_after_an_error(tmp_path: Path) -> None:
+    """An error (or Ctrl-C) inside ``kept`` still saves what was solved before it.
+    Mutation: saving only on a normal exit fails this."""
+    with pytest.raises(KeyboardInterrupt), nest_store.kept(tmp_path, HW):
+        _solved(SHAPES, HW)
+        raise KeyboardInterrupt
+    clear_nest_table()
+    assert nest_store.load(tmp_path, HW) == len(SHAPES)
+
+
+def test_bad_values_are_not_read(tmp_path: Path) -> None:
+    """A table whose energies or shapes hold impossible values (an energy below -1, a
+    negative field) is ignored as a whole. Mutations: dropping either check fails
+    this."""
+    energies = _solved(SHAPES, HW)
+    nest_store.save(tmp_path, HW)
+    path = nest_store.table_path(tmp_path, HW)
+    good = dict(np.load(path))
+    for field, bad in (("energy_fj", -2), ("shapes", -1)):
+        doc = {k: v.copy() for k, v in good.items()}
+        doc[field].flat[0] = bad
+        np.savez(path, **doc)
+        clear_nest_table()
+        with patch.object(nest_store.LOG, "warning") as warn:
+            assert nest_store.load(tmp_path, HW) == 0
+        assert "ignored" in warn.call_args.args[0]
+    np.savez(path, **good)
+    clear_nest_table()
+    assert nest_store.load(tmp_path, HW) == len(SHAPES)
+    with _no_search():
+        assert [nest_energy_fj(s, HW) for s in SHAPES] == energies
+
+
+def test_a_file_keeps_the_newest_shapes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    """Past ``MAX_SHAPES`` a save keeps the newest: this process's shapes, then the
+    file's latest. With a cap of 3: the file's two shapes and this run's three keep
+    this run's three."""
+    monkeypatch.setattr(nest_store, "MAX_SHAPES", 3)
+    _solved(SHAPES[:2], HW)
+    nest_store.save(tmp_path, HW)
+    clear_nest_table()
+    newest = _solved(SHAPES[2:], HW)
+    assert nest_store.save(tmp_path, HW) == 3
+    clear_nest_table()
+    assert nest_store.load(tmp_path, HW) == 3
+    with _no_search():
+        assert [nest_energy_fj(s, HW) for s in SHAPES[2:]] == newest
+
+
+def test_a_save_removes_old_temporary_files_and_follows_the_umask(tmp_path: Path) -> None:
+    """A run killed while saving leaves its temporary file: the next save removes it
+    once it is older than ``STALE_TMP_S`` (a younger one may be another run's, kept).
+    The table gets the mode ``open()`` would give (umask 022: 0o644), so a shared
+    directory stays readable."""
+    import os
+    import time
+
+    old, young = tmp_path / ".nests-a.npz.x.tmp", tmp_path / ".nests-b.npz.y.tmp"
+    for f in (old, young):
+        f.write_bytes(b"")
+    past = time.time() - nest_store.STALE_TMP_S - 10
+    os.utime(old, (past, past))
+    _solved(SHAPES, HW)
+    mask = os.umask(0o022)
+    try:
+        nest_store.save(tmp_path, HW)
+    finally:
+        os.umask(mask)
+    assert not old.exists() and young.exists()
+    assert nest_store.table_path(tmp_path, HW).stat().st_mode & 0o777 == 0o644
 
 
 def test_the_api_keeps_the_table(tmp_path: Path) -> None:

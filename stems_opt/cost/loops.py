@@ -45,6 +45,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -740,6 +741,18 @@ def _divisor_count(n: int) -> int:
 class NoNestError(ValueError):
     """No loop nest fits: an inner buffer cannot hold even one array tile."""
 
+
+def _source_bytes() -> bytes | None:
+    try:
+        return Path(__file__).read_bytes()
+    except OSError:
+        return None
+
+
+SOURCE = _source_bytes()
+"""This module's source as imported (``None``: not readable): the code that computes
+every energy below, which names the tables kept on disk (:mod:`.nest_store`), read
+now so that a file edited while a process runs never names that process's energies."""
 
 _TABLE: dict[tuple[StepShape, NestHardware], tuple[Nest, int] | None] = {}
 """The optimal nest of every step shape whose nest was asked for in this process."""

@@ -47,6 +47,11 @@ FORMAT = 1
 FIELDS = tuple(f.name for f in dataclasses.fields(StepShape))
 NO_NEST = -1
 """Energy stored for a shape no nest fits."""
+MAX_SHAPES = 50_000
+"""Shapes a file keeps at most, the newest (about 7 MB, loaded in well under a second:
+loading runs inside the time limit)."""
+STALE_TMP_S = 3600.0
+"""Age after which a temporary file of a killed save is removed."""
 
 
 def default_dir() -> Path | None:
@@ -76,13 +81,16 @@ def hardware_of(hardware: Hardware) -> NestHardware | None:
     return NestHardware.of(hardware) if hardware.loop_nests else None
 
 
-def table_path(directory: Path, hw: NestHardware) -> Path:
-    """The file of ``hw``'s table in ``directory``."""
+def table_path(directory: Path, hw: NestHardware) -> Path | None:
+    """The file of ``hw``'s table in ``directory`` (``None`` where the cost model's
+    source cannot be read: no file can name the code)."""
     import hashlib
 
+    if loops.SOURCE is None:
+        return None
     digest = hashlib.sha256()
     digest.update(f"{FORMAT}\n{FIELDS}\n{hw!r}\n".encode())
-    digest.update(Path(loops.__file__).read_bytes())  # (OSError: no source, no table)
+    digest.update(loops.SOURCE)
     return directory / f"nests-{digest.hexdigest()[:20]}.npz"
 
 
@@ -110,7 +118,10 @@ def _arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def load(directory: Path, hw: NestHardware) -> int:
     """Add the table kept for ``hw`` in ``directory`` to this process's; returns
     how many shapes it held."""
-    shapes, energies = _arrays(table_path(directory, hw))
+    path = table_path(directory, hw)
+    if path is None:
+        return 0
+    shapes, energies = _arrays(path)
     loops.add_energies(hw, {StepShape(*row): None if fj == NO_NEST else fj
                             for row, fj in zip(shapes.tolist(), energies.tolist(), strict=True)})
     return len(energies)
@@ -118,9 +129,12 @@ def load(directory: Path, hw: NestHardware) -> int:
 
 def save(directory: Path, hw: NestHardware) -> int:
     """Merge this process's table of ``hw`` into its file in ``directory``
-    (written atomically, not at all when it holds every shape already);
-    returns how many shapes the file holds, 0 when it could not be written."""
+    (written atomically, not at all when it holds every shape already; the
+    :data:`MAX_SHAPES` newest kept, this process's last); returns how many
+    shapes the file holds, 0 when it could not be written."""
     path = table_path(directory, hw)
+    if path is None:
+        return 0
     ours = loops.known_energies(hw)
     row = operator.attrgetter(*FIELDS)
     old_shapes, old_fj = _arrays(path)
@@ -128,18 +142,33 @@ def save(directory: Path, hw: NestHardware) -> int:
                              .reshape(-1, len(FIELDS))])
     energies = np.concatenate([old_fj, np.array([NO_NEST if fj is None else fj
                                                  for fj in ours.values()], dtype=np.int64)])
-    _, first = np.unique(shapes, axis=0, return_index=True)
-    if len(first) == len(old_fj):
+    _, last = np.unique(shapes[::-1], axis=0, return_index=True)
+    if len(last) == len(old_fj):
         return len(old_fj)
-    keep = np.sort(first)  # (the file's rows first, in their order, then the new ones)
-    shapes, energies = shapes[keep], energies[keep]
-    import tempfile
+    keep = np.sort(len(shapes) - 1 - last)[-MAX_SHAPES:]  # (each shape's last row)
+    return _write(path, shapes[keep], energies[keep])
 
+
+def _write(path: Path, shapes: np.ndarray, energies: np.ndarray) -> int:
+    """Replace ``path`` by a table of ``shapes`` and ``energies`` atomically; how many
+    shapes it holds, 0 when it could not be written."""
+    import tempfile
+    import time
+
+    from stems_opt.files import new_file_mode
+
+    directory = path.parent
     tmp: str | None = None
     try:
         directory.mkdir(parents=True, exist_ok=True)
+        # (a run killed while saving leaves its temporary file: removed once old)
+        for stale in directory.glob(".nests-*.tmp"):
+            with contextlib.suppress(OSError):
+                if time.time() - stale.stat().st_mtime > STALE_TMP_S:
+                    stale.unlink()
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), new_file_mode())  # (a shared directory stays readable)
             np.savez(fh, shapes=shapes, energy_fj=energies)
         os.replace(tmp, path)
         tmp = None
@@ -173,12 +202,11 @@ def kept(directory: Path | None, hw: NestHardware | None) -> Iterator[None]:
     if directory is None or hw is None:
         yield
         return
-    try:
-        load(directory, hw)
-    except OSError as exc:  # (the cost model's source cannot be read: nothing is kept)
-        LOG.warning("nest table not kept: %s", exc)
+    if loops.SOURCE is None:
+        LOG.warning("nest table not kept: the source of %s cannot be read", loops.__name__)
         yield
         return
+    load(directory, hw)
     try:
         yield
     finally:
