@@ -743,6 +743,7 @@ class NoNestError(ValueError):
 
 
 def _source_bytes() -> bytes | None:
+    """This file's bytes, or ``None`` where the source is not installed."""
     try:
         return Path(__file__).read_bytes()
     except OSError:
