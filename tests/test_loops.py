@@ -368,6 +368,8 @@ def test_batched_shapes_equal_brute_force() -> None:
     rows (``iy``) makes this fail. The energy-only batch (the frame floors')
     gives the same energies: keeping the first case's energy instead of the
     least in ``_ChainSearch.solve`` when no nest is asked makes this fail."""
+    from nest_cases import BATCH_HW, batch_shapes
+
     from stems_opt.cost.loops import (
         _ChainSearch,
         clear_nest_table,
@@ -375,12 +377,7 @@ def test_batched_shapes_equal_brute_force() -> None:
         solve_nests,
     )
 
-    hw = NestHardware((2, 1, 2, 1, 1, 1), 1, 2, None, Buffer("weight_buffer", 24, 3, 5, None),
-                      Buffer("input_buffer", 12, 7, 11, None))
-    shapes = [StepShape(k=4, c=2, oy=oy, ox=2, fy=3, fx=1, tb=2, iy=iy, ix=2, stride_y=sy,
-                        input_bits=ib, state_bits=sb)
-              for oy, sy, iy, ib, sb in [(4, 1, 6, 1, 8), (3, 1, 5, 1, 12), (4, 2, 7, 1, 8),
-                                         (3, 2, 5, 4, 8), (4, 1, 4, 1, 4)]]
+    hw, shapes = BATCH_HW, batch_shapes((4, 1, 4, 1, 4))
     assert len({_ChainSearch.key(s, hw) for s in shapes}) == 1  # one batch
     clear_nest_table()
     solve_nests(shapes, hw)  # energies alone, in one batch

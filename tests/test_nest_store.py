@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -9,11 +10,11 @@ from unittest.mock import patch
 
 import numpy as np
 import pytest
+from nest_cases import BATCH_HW, batch_shapes
 
 from stems_opt.cli import main
 from stems_opt.cost import loops, nest_store
 from stems_opt.cost.loops import (
-    Buffer,
     NestHardware,
     StepShape,
     clear_nest_table,
@@ -22,15 +23,11 @@ from stems_opt.cost.loops import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-HW = NestHardware((2, 1, 2, 1, 1, 1), 1, 2, None, Buffer("weight_buffer", 24, 3, 5, None),
-                  Buffer("input_buffer", 12, 7, 11, None))
+HW = BATCH_HW
 # An input buffer of 1 bit holds no input tile of 4-bit spikes: no nest fits.
-TINY_IN = NestHardware((2, 1, 2, 1, 1, 1), 1, 2, None, Buffer("weight_buffer", 24, 3, 5, None),
-                       Buffer("input_buffer", 1, 7, 11, None))
-SHAPES = [StepShape(k=4, c=2, oy=oy, ox=2, fy=3, fx=1, tb=2, iy=iy, ix=2, stride_y=sy,
-                    input_bits=ib, state_bits=sb)
-          for oy, sy, iy, ib, sb in [(4, 1, 6, 1, 8), (3, 1, 5, 1, 12), (4, 2, 7, 1, 8),
-                                     (3, 2, 5, 4, 8), (2, 1, 4, 1, 0)]]
+TINY_IN = dataclasses.replace(HW, input_buffer=dataclasses.replace(HW.input_buffer,
+                                                                   capacity_bits=1))
+SHAPES = batch_shapes((2, 1, 4, 1, 0))
 
 
 def _solved(shapes: list[StepShape], hw: NestHardware) -> list[int | None]:
@@ -338,8 +335,6 @@ def test_the_api_keeps_the_table(tmp_path: Path) -> None:
     """``stems_opt.kept_nests(directory, hardware)`` around ``solve``: the first block
     writes the table, a second one solves no nest energy and proves the same optimum;
     hardware without loop nests keeps nothing."""
-    import dataclasses
-
     import stems_opt
 
     problem = stems_opt.load_problem(str(ROOT / "instances" / "tiny_chain.yaml"))
