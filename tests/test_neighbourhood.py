@@ -243,3 +243,51 @@ def test_fewest_tiles_fit_and_one_fewer_does_not() -> None:
             seg, sctx = frugal_segment(cs, col, s)
             assert segment_value(p.network, seg, sctx, cs.unit_rates)[1] > \
                 p.hardware.gb_capacity_bits
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES, ids=lambda o: o.value)
+def test_polish_beats_a_poor_incumbent_once(objective: Objective) -> None:
+    """``Turns.polish`` (run under a short limit right after the dive) searches the
+    incumbent's columns until one move makes it strictly better, then stops: on the
+    chain, from the poor mapping, it returns ``True`` with a strictly better valid
+    mapping scored exactly, after one improving move; with its time already past it
+    does nothing. Mutations: a polish that never calls ``improve_column``, or that
+    does not stop at the first improvement, fail this."""
+    network, ku, size = CASES["chain_T4"]
+    p = make_problem(network, size, ku, objective)
+    cs = solver_for(p)
+    cs.seed(poor_mapping(cs))
+    poor = cs.incumbent()[1]
+    assert Turns(cs, 0.0, None).polish(0.0) is False  # (no time: no move)
+    assert cs.incumbent()[1] == poor
+    turns = Turns(cs, 0.0, None)
+    assert turns.polish(math.inf) is True
+    assert assert_exact(p, cs) < poor
+    assert turns.improved == 1
+
+
+@pytest.mark.parametrize("limit_s", [None, 10.0, 90.0])
+def test_the_search_polishes_only_under_a_short_limit(
+        limit_s: float | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a limit of at most 60 s the search polishes its incumbent once after the
+    dive, within 5 % of the limit (0.5 s of 10 s); without a limit or under a long one
+    (whose dive is that of no limit) it does not. Mutation: polishing whatever the
+    limit fails this."""
+    import time
+
+    calls: list[float] = []
+    real = Turns.polish
+
+    def spy(self: Turns, until: float) -> bool:
+        calls.append(until - time.perf_counter())
+        return real(self, until)
+
+    monkeypatch.setattr(Turns, "polish", spy)
+    network, ku, size = CASES["chain_T4"]
+    p = make_problem(network, size, ku, Objective.TRAFFIC)
+    assert solve(p, time_limit_s=limit_s).mapping is not None
+    if limit_s is not None and limit_s <= 60.0:
+        (budget,) = calls
+        assert 0.0 < budget <= 0.05 * limit_s
+    else:
+        assert calls == []

@@ -88,7 +88,7 @@ from stems_opt.formulation.frame_store import FrameStore
 from stems_opt.formulation.intervals import IntervalsMixin
 from stems_opt.formulation.master import MasterMixin, PathGraph, TieBudget
 from stems_opt.formulation.model import build_frame_model
-from stems_opt.formulation.neighbourhood import Turns
+from stems_opt.formulation.neighbourhood import POLISH_CAP_S, POLISH_SHARE, Turns
 from stems_opt.formulation.primal import Rates
 from stems_opt.formulation.shapes import ShapeIndex
 from stems_opt.mapping import (
@@ -467,13 +467,16 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         # interval is bounded by the per-layer cheap floors alone (excluded_bound), below
         # what the tightened columns see. (SEW-ResNet-152: 58,902 columns, a few seconds.)
         late = self.open_len < self.max_len  # (long intervals opened after the dive)
+        # (the neighbourhood search's share of the time)
+        turns = Turns(self, start, left, long_pass=late)
+        if left is not None:  # a short limit: beat the incumbent once before the opening
+            with contextlib.suppress(SearchStoppedError):
+                turns.polish(time.perf_counter() + min(POLISH_SHARE * left, POLISH_CAP_S))
         if self._budget_len >= self.max_len > self.open_len:
             # (stopped: what was opened stays; the rest is still bounded apart)
             with contextlib.suppress(SearchStoppedError):
                 self._open_lengths(self.max_len)
             self.stats.update(columns=len(self.columns), open_len=self.open_len)
-        # (the neighbourhood search's share of the time)
-        turns = Turns(self, start, left, long_pass=late)
         if self._lower > 0:
             found = self.incumbent()
             if found is not None and found[1] <= self._lower:
