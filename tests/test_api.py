@@ -19,17 +19,22 @@ from stems_opt.io import hardware_from_dict, network_from_dict
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_api_doc_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_api_doc_runs(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                      tmp_path: Path) -> None:
+    """Every Python block of docs/api.md runs as written; its nest-table example keeps
+    the table under ``~`` of a home made for the test, not the user's."""
     pytest.importorskip("nir")
     text = (ROOT / "docs" / "api.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
     assert len(blocks) >= 5
     monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setattr(sys, "path", list(sys.path))
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, "docs/api.md", "exec"), namespace)
     assert "conv1" in namespace["plans"]
+    assert list((tmp_path / ".cache" / "stems_opt").glob("nests-*.npz"))
 
 
 def test_solve_takes_keywords_only() -> None:
