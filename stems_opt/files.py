@@ -313,7 +313,7 @@ def check_writable(path: str | Path, field: str | None = None) -> None:
         raise fail(f"cannot be written: directory {str(parent)!r} is not writable")
 
 
-def new_file_mode() -> int:
+def _new_file_mode() -> int:
     """``0o666`` less the process umask: the mode ``open()`` would give a new file."""
     mask = os.umask(0)
     os.umask(mask)
@@ -321,9 +321,14 @@ def new_file_mode() -> int:
 
 
 def write_text_safely(path: str | Path, text: str) -> None:
-    """Write ``text`` atomically: a failure never leaves a half-written file behind.
+    """Write ``text`` (UTF-8) atomically (:func:`write_bytes_safely`)."""
+    write_bytes_safely(path, text.encode("utf-8"))
 
-    The text goes to a temporary file in the target's directory, is flushed
+
+def write_bytes_safely(path: str | Path, data: bytes) -> None:
+    """Write ``data`` atomically: a failure never leaves a half-written file behind.
+
+    The bytes go to a temporary file in the target's directory, is flushed
     to disk and renamed over the target (``os.replace``), so the file holds
     either its old content or the whole new one. Only regular files are
     written; a symlink's target is replaced, not the link. A new file gets
@@ -339,12 +344,12 @@ def write_text_safely(path: str | Path, text: str) -> None:
     try:
         mode = stat.S_IMODE(target.stat().st_mode)
     except OSError:
-        mode = new_file_mode()
+        mode = _new_file_mode()
     tmp: str | None = None
     try:
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fchmod(fh.fileno(), mode)
             os.fsync(fh.fileno())

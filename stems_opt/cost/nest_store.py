@@ -58,8 +58,7 @@ def default_dir() -> Path | None:
     """``$STEMS_OPT_CACHE_DIR`` (``None`` when it is ``off`` or empty), else
     ``stems_opt`` in ``$XDG_CACHE_HOME`` (default ``~/.cache``)."""
     if ENV_DIR in os.environ:
-        value = os.environ[ENV_DIR].strip()
-        return None if value.lower() in ("", "off") else Path(value).expanduser()
+        return _named_dir(os.environ[ENV_DIR])
     try:
         base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     except RuntimeError:  # (no home directory to be found)
@@ -70,9 +69,13 @@ def default_dir() -> Path | None:
 def chosen_dir(value: str | None) -> Path | None:
     """The directory a ``--nest-cache`` value names: ``None`` for the default
     (:func:`default_dir`), none for ``off``."""
-    if value is None:
-        return default_dir()
-    return None if value.strip().lower() == "off" else Path(value).expanduser()
+    return default_dir() if value is None else _named_dir(value)
+
+
+def _named_dir(value: str) -> Path | None:
+    """The directory ``value`` names; none for ``off`` or nothing."""
+    value = value.strip()
+    return None if value.lower() in ("", "off") else Path(value).expanduser()
 
 
 def hardware_of(hardware: Hardware) -> NestHardware | None:
@@ -150,34 +153,31 @@ def save(directory: Path, hw: NestHardware) -> int:
 
 
 def _write(path: Path, shapes: np.ndarray, energies: np.ndarray) -> int:
-    """Replace ``path`` by a table of ``shapes`` and ``energies`` atomically; how many
-    shapes it holds, 0 when it could not be written."""
-    import tempfile
+    """Replace ``path`` by a table of ``shapes`` and ``energies`` atomically
+    (:func:`~stems_opt.files.write_bytes_safely`); how many shapes it holds, 0 when
+    it could not be written."""
+    import io
     import time
 
-    from stems_opt.files import new_file_mode
+    from stems_opt.errors import StemsInputError
+    from stems_opt.files import write_bytes_safely
 
-    directory = path.parent
-    tmp: str | None = None
+    buffer = io.BytesIO()
+    np.savez(buffer, shapes=shapes, energy_fj=energies)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         # (a run killed while saving leaves its temporary file: removed once old)
-        for stale in directory.glob(".nests-*.tmp"):
+        for stale in path.parent.glob(".nests-*.tmp"):
             with contextlib.suppress(OSError):
                 if time.time() - stale.stat().st_mtime > STALE_TMP_S:
                     stale.unlink()
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), new_file_mode())  # (a shared directory stays readable)
-            np.savez(fh, shapes=shapes, energy_fj=energies)
-        os.replace(tmp, path)
-        tmp = None
+        write_bytes_safely(path, buffer.getvalue())
     except OSError as exc:
-        LOG.warning("nest table not kept in %s: %s", directory, exc.strerror or exc)
+        LOG.warning("nest table not kept in %s: %s", path.parent, exc.strerror or exc)
         return 0
-    finally:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+    except StemsInputError as exc:
+        LOG.warning("nest table not kept: %s", exc)
+        return 0
     return len(energies)
 
 
