@@ -196,9 +196,14 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         energy_floors = layer_energy_floors(  # (energy_floor.py: energy without nests)
             self.net, self.ctx.capacity_bits, self.ctx.k_unroll, self.axes, self.rates[0],
             use_rate) if self.rates[0] and use_rate else None
+        # Tensors held past a chunked layer and blocks' joint floors count DRAM traffic
+        # alone. For traffic, and for energy through loop nests (whose operand and nest
+        # floors hold whatever goes through DRAM), they add to the rest of the bound;
+        # without nests the per-layer energy floors already trade the forced steps' GB
+        # reads against DRAM re-reads, which a block's choice could pay instead.
         self.chunk_floors = ChunkFloors(self.net, self.ctx.capacity_bits, self.ctx.k_unroll,
                                         self.axes, self.rates[0], energy_floors,
-                                        None if energy else self.rates[1])
+                                        self.rates[1] if energy_floors is None else None)
         self._reach = 0
         self._opened: set[tuple[int, int]] = set()
         # Intervals up to this length are opened (their columns built); longer ones only
