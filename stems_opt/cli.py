@@ -473,21 +473,33 @@ def _validate(args: argparse.Namespace) -> int:
 
 class _Signals:
     """Ctrl-C and SIGTERM: the first stops the search (the best mapping so far is
-    reported), a second exits at once."""
+    reported), a second exits at once; once the answer is out, the first exits at
+    once (what is left is keeping the loop-nest table)."""
 
     def __init__(self) -> None:
         self.stop: Stop | None = None
         self.signum: int | None = None
+        self.answer_out = False
 
     def reset(self) -> None:
         """Forget a previous run's stop and signal (``main`` may run more than once)."""
-        self.stop, self.signum = None, None
+        self.stop, self.signum, self.answer_out = None, None, False
 
     def install(self) -> None:
         signal.signal(signal.SIGINT, self.handle)
         signal.signal(signal.SIGTERM, self.handle)
 
+    def answered(self) -> None:
+        """The answer is printed: a signal now cuts short only what follows it."""
+        self.answer_out = True
+
     def handle(self, signum: int, _frame: object) -> None:
+        if self.answer_out:
+            sys.stdout.flush()  # (an answer printed to a pipe is still buffered)
+            print("stems-opt: stopped after the answer; the loop-nest table of this run "
+                  "is not kept", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+            return  # (only where os._exit is replaced, as in the tests)
         if self.signum is not None:
             os._exit(128 + signum)
         self.signum = signum
@@ -538,6 +550,7 @@ def _solve(args: argparse.Namespace) -> int:
             dump_mapping(mapping_with_nests(problem, result.mapping), args.out,
                          mapping_provenance(problem, result))
         _emit(*_with_loops(problem, result, args))
+        SIGNALS.answered()
     return SIGNALS.exit_code(_exit_for(result))
 
 
@@ -564,7 +577,9 @@ def _compare(args: argparse.Namespace) -> int:
         raise StemsInputError(Issue("no schedule named", field="schedules"))
     stop = _new_stop(args.time_limit)  # (loading the nest table counts in the limit)
     with _nest_table(problem, nests):  # (kept after the answer is printed)
-        return _compare_report(problem, names, heuristics, args, stop)
+        code = _compare_report(problem, names, heuristics, args, stop)
+        SIGNALS.answered()
+        return code
 
 
 def _compare_report(problem: Problem, names: tuple[str, ...], heuristics: list[str],

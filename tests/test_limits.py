@@ -260,6 +260,38 @@ def test_second_signal_exits_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     assert signals.exit_code(0) == 130
 
 
+def test_signal_after_the_answer_exits_at_once(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Once the answer is printed (the nest table being kept), the first Ctrl-C exits
+    with 130 at once, saying the table is not kept, without asking a search to stop."""
+    from stems_opt import cli
+
+    exits: list[int] = []
+    monkeypatch.setattr(cli.os, "_exit", exits.append)
+    signals = cli._Signals()
+    signals.stop = Stop()
+    signals.answered()
+    signals.handle(signal.SIGINT, None)
+    assert exits == [130] and signals.stop.reason is None
+    assert "not kept" in capsys.readouterr().err
+    signals.reset()
+    assert not signals.answer_out
+
+
+@pytest.mark.parametrize("command", ["solve", "compare"])
+def test_solve_and_compare_mark_their_answer_out(command: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """``solve`` and ``compare`` tell the signal handler once their answer is printed
+    (and before the nest table is kept), so a later Ctrl-C does not claim to stop a
+    search."""
+    from stems_opt import cli
+
+    assert main([command, str(ROOT / "instances" / "tiny_chain.yaml"), "--time-limit",
+                 "60", "--quiet"]) == 0
+    assert capsys.readouterr().out.strip()  # (the answer)
+    assert cli.SIGNALS.answer_out
+
+
 def test_ctrl_c_outside_a_search_is_a_clean_exit() -> None:
     """Without a search to stop, Ctrl-C ends the command (exit 130, no traceback)."""
     from stems_opt import cli
