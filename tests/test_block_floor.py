@@ -15,7 +15,9 @@ the resident sets) fails all three (bounds above the exact values); keeping the
 chain's outputs on chip always (no DRAM placement) fails the random test under
 hypothesis seeds 2 and 3; reading the floor's weights at three times the DRAM
 read rate fails both energy tests (the random one at its bounds: 10.2 against an
-exact 7.0 uJ-scale value).
+exact 7.0 uJ-scale value); pricing the search's bits at the read rate alone, where a
+DRAM write costs less than a read, fails the cheap-write test (a column's bound
+11,465,020 against its exact 11,304,080).
 
 In energy through loop nests the floors count the same DRAM traffic at its
 energy rates, beside operand and nest floors that hold whatever goes through DRAM:
@@ -25,6 +27,7 @@ inner buffers.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
@@ -255,3 +258,26 @@ def test_random_columns_below_their_exact_energy(data: st.DataObject) -> None:
               data.draw(st.sampled_from([1, 2])))
     check_columns(nest_problem(d, data.draw(st.integers(40, 600)),
                                data.draw(st.sampled_from([1, 4]))))
+
+
+def cheap_write_problem(network: dict[str, Any], size: int, k_unroll: int) -> Problem:
+    """:func:`nest_problem` on hardware whose DRAM write costs a tenth of its read."""
+    p = nest_problem(network, size, k_unroll)
+    dram = dataclasses.replace(p.hardware.dram, read_pj_per_bit=20.0, write_pj_per_bit=2.0)
+    return dataclasses.replace(p, hardware=dataclasses.replace(p.hardware, dram=dram))
+
+
+@settings(**{**RANDOM_SETTINGS, "max_examples": 12})
+@given(st.data())
+def test_random_columns_below_their_exact_energy_cheap_writes(data: st.DataObject) -> None:
+    """The same where a DRAM write costs less than a read: a chain output sent through
+    DRAM is written at the write rate, so the floor's bits count at the lesser rate."""
+    d = block(data.draw(st.integers(1, 3)), data.draw(st.sampled_from([3, 4, 6])),
+              data.draw(st.sampled_from([1, 2, 3])), data.draw(st.integers(1, 3)),
+              data.draw(st.integers(1, 3)), data.draw(st.sampled_from([1, 3])),
+              data.draw(st.sampled_from([1, 3])),
+              (data.draw(st.sampled_from(NEURONS)), data.draw(st.sampled_from(NEURONS)),
+               data.draw(st.sampled_from(NEURONS))),
+              data.draw(st.sampled_from([1, 2])))
+    check_columns(cheap_write_problem(d, data.draw(st.integers(40, 600)),
+                                      data.draw(st.sampled_from([1, 4]))))

@@ -513,7 +513,10 @@ class BlockFloors:
             got = self._values[key] = tuple(
                 self._least(item, present, made_inside, axis, placed, wheres, x_choice,
                             budget) for axis in self.axes)
-        return min(min(on_chip * r, other * r + x_dram) for on_chip, other in got)
+        # The search sums bits of weight re-reads (DRAM reads) and of chain outputs
+        # sent through DRAM (written and read): each costs at least the lesser rate.
+        lo = min(r, w)
+        return min(min(on_chip * lo, other * lo + x_dram) for on_chip, other in got)
 
     def _least(self, item: BlockItem, present: tuple[int, ...], made_inside: int,
                axis: Axis, placed: dict[str, str], wheres: tuple[str, ...], x_choice: bool,
