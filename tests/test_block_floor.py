@@ -67,6 +67,17 @@ def block(c0: int, h: int, w: int, k: int, k_mid: int, f1: int, f2: int,
                 {"name": "c", "type": "add", "inputs": ["l2", "p"]}]}
 
 
+def draw_block(data: st.DataObject, heights: list[int]) -> dict[str, Any]:
+    """A random :func:`block` of one of ``heights`` rows."""
+    return block(data.draw(st.integers(1, 3)), data.draw(st.sampled_from(heights)),
+                 data.draw(st.sampled_from([1, 2, 3])), data.draw(st.integers(1, 3)),
+                 data.draw(st.integers(1, 3)), data.draw(st.sampled_from([1, 3])),
+                 data.draw(st.sampled_from([1, 3])),
+                 (data.draw(st.sampled_from(NEURONS)), data.draw(st.sampled_from(NEURONS)),
+                  data.draw(st.sampled_from(NEURONS))),
+                 data.draw(st.sampled_from([1, 2])))
+
+
 @pytest.fixture(autouse=True)
 def block_floors_on_small_networks(monkeypatch: pytest.MonkeyPatch) -> None:
     """The search uses block floors on deep networks only (``MIN_LAYERS``); these
@@ -218,13 +229,7 @@ def test_tile_counts_within_their_tolerance(data: st.DataObject) -> None:
 @given(st.data())
 def test_random_columns_below_their_exact_value(data: st.DataObject) -> None:
     """Every column with a block floor, on random blocks and buffers."""
-    d = block(data.draw(st.integers(1, 3)), data.draw(st.sampled_from([3, 4, 6, 8])),
-              data.draw(st.sampled_from([1, 2, 3])), data.draw(st.integers(1, 3)),
-              data.draw(st.integers(1, 3)), data.draw(st.sampled_from([1, 3])),
-              data.draw(st.sampled_from([1, 3])),
-              (data.draw(st.sampled_from(NEURONS)), data.draw(st.sampled_from(NEURONS)),
-               data.draw(st.sampled_from(NEURONS))),
-              data.draw(st.sampled_from([1, 2])))
+    d = draw_block(data, [3, 4, 6, 8])
     p = make_problem(d, data.draw(st.integers(40, 600)),
                      k_unroll=data.draw(st.sampled_from([1, 4])))
     check_columns(p)
@@ -249,13 +254,7 @@ def test_hand_case_in_energy_through_loop_nests() -> None:
 def test_random_columns_below_their_exact_energy(data: st.DataObject) -> None:
     """Every column with a block floor, in energy through loop nests: the floors'
     DRAM energy adds to operand and nest floors that hold whatever goes through DRAM."""
-    d = block(data.draw(st.integers(1, 3)), data.draw(st.sampled_from([3, 4, 6])),
-              data.draw(st.sampled_from([1, 2, 3])), data.draw(st.integers(1, 3)),
-              data.draw(st.integers(1, 3)), data.draw(st.sampled_from([1, 3])),
-              data.draw(st.sampled_from([1, 3])),
-              (data.draw(st.sampled_from(NEURONS)), data.draw(st.sampled_from(NEURONS)),
-               data.draw(st.sampled_from(NEURONS))),
-              data.draw(st.sampled_from([1, 2])))
+    d = draw_block(data, [3, 4, 6])
     check_columns(nest_problem(d, data.draw(st.integers(40, 600)),
                                data.draw(st.sampled_from([1, 4]))))
 
@@ -272,12 +271,6 @@ def cheap_write_problem(network: dict[str, Any], size: int, k_unroll: int) -> Pr
 def test_random_columns_below_their_exact_energy_cheap_writes(data: st.DataObject) -> None:
     """The same where a DRAM write costs less than a read: a chain output sent through
     DRAM is written at the write rate, so the floor's bits count at the lesser rate."""
-    d = block(data.draw(st.integers(1, 3)), data.draw(st.sampled_from([3, 4, 6])),
-              data.draw(st.sampled_from([1, 2, 3])), data.draw(st.integers(1, 3)),
-              data.draw(st.integers(1, 3)), data.draw(st.sampled_from([1, 3])),
-              data.draw(st.sampled_from([1, 3])),
-              (data.draw(st.sampled_from(NEURONS)), data.draw(st.sampled_from(NEURONS)),
-               data.draw(st.sampled_from(NEURONS))),
-              data.draw(st.sampled_from([1, 2])))
+    d = draw_block(data, [3, 4, 6])
     check_columns(cheap_write_problem(d, data.draw(st.integers(40, 600)),
                                       data.draw(st.sampled_from([1, 4]))))

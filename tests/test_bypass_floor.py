@@ -76,6 +76,25 @@ HAND_GB = 550
 HAND_ITEM = 512
 
 
+def draw_branch(data: st.DataObject) -> tuple[dict[str, Any], int]:
+    """A random :func:`branch` (b with no state: a state row would dwarf a's rows) and a
+    buffer between b's chunk beside its finest step with a's row and beside its whole
+    map with a's window, where the item is worth something (K unrolling 1)."""
+    d = branch(data.draw(st.integers(1, 3)), data.draw(st.sampled_from([3, 4])),
+               data.draw(st.sampled_from([2, 3, 4])), data.draw(st.integers(1, 3)), 1,
+               data.draw(st.sampled_from([1, 3])), data.draw(st.sampled_from([1, 3])),
+               data.draw(st.sampled_from(NEURONS)),
+               data.draw(st.sampled_from(["stateless", "none"])),
+               data.draw(st.sampled_from([1, 2])))
+    d["layers"][1]["loop_dims"]["K"] = d["layers"][0]["loop_dims"]["K"]  # (add: same K)
+    net = make_problem(d, 10 ** 6, k_unroll=1).network
+    lay, add = net.layer("b"), net.layer("c")
+    chunk = lay.weight_size_bits // lay.k  # (K unrolling 1: K chunks)
+    lo = chunk + _held_bits(net, lay, add, "a", Axis.OY, 1, 1)
+    hi = chunk + _held_bits(net, lay, add, "a", Axis.OY, lay.extent(Axis.OY), net.timesteps)
+    return d, data.draw(st.integers(lo, max(lo, hi)))
+
+
 def items_of(p: Problem) -> tuple[list[int], BypassFloors]:
     net = p.network
     k_unroll = p.hardware.array.factor("K")
@@ -217,20 +236,8 @@ def test_random_segments_pay_the_item(data: st.DataObject) -> None:
     no state (a state row would dwarf a's rows) and the buffer is drawn between b's
     chunk beside its finest step with a's row and beside its whole map with a's
     window, where the item is worth something; about a quarter of the draws have one."""
-    d = branch(data.draw(st.integers(1, 3)), data.draw(st.sampled_from([3, 4])),
-               data.draw(st.sampled_from([2, 3, 4])), data.draw(st.integers(1, 3)), 1,
-               data.draw(st.sampled_from([1, 3])), data.draw(st.sampled_from([1, 3])),
-               data.draw(st.sampled_from(NEURONS)),
-               data.draw(st.sampled_from(["stateless", "none"])),
-               data.draw(st.sampled_from([1, 2])))
-    d["layers"][1]["loop_dims"]["K"] = d["layers"][0]["loop_dims"]["K"]  # (add: same K)
-    net = make_problem(d, 10 ** 6, k_unroll=1).network
-    lay, add = net.layer("b"), net.layer("c")
-    chunk = lay.weight_size_bits // lay.k  # (K unrolling 1: K chunks)
-    rows = lay.extent(Axis.OY)
-    lo = chunk + _held_bits(net, lay, add, "a", Axis.OY, 1, 1)
-    hi = chunk + _held_bits(net, lay, add, "a", Axis.OY, rows, net.timesteps)
-    p = make_problem(d, data.draw(st.integers(lo, max(lo, hi))), k_unroll=1)
+    d, size = draw_branch(data)
+    p = make_problem(d, size, k_unroll=1)
     assume(bf.segment_count(p, ("a", "b", "c")) <= 40000)
     _, items = items_of(p)
     got = least_paid(p)
@@ -244,16 +251,4 @@ def test_random_columns_pay_the_item_in_energy(data: st.DataObject) -> None:
     """The random branches of the test above in energy through loop nests: every column
     over a, b and c, its item at the DRAM rates in its cheap bound, is at most its
     exact value (the least local optimum of its frames)."""
-    d = branch(data.draw(st.integers(1, 3)), data.draw(st.sampled_from([3, 4])),
-               data.draw(st.sampled_from([2, 3, 4])), data.draw(st.integers(1, 3)), 1,
-               data.draw(st.sampled_from([1, 3])), data.draw(st.sampled_from([1, 3])),
-               data.draw(st.sampled_from(NEURONS)),
-               data.draw(st.sampled_from(["stateless", "none"])),
-               data.draw(st.sampled_from([1, 2])))
-    d["layers"][1]["loop_dims"]["K"] = d["layers"][0]["loop_dims"]["K"]  # (add: same K)
-    net = make_problem(d, 10 ** 6, k_unroll=1).network
-    lay, add = net.layer("b"), net.layer("c")
-    chunk = lay.weight_size_bits // lay.k
-    lo = chunk + _held_bits(net, lay, add, "a", Axis.OY, 1, 1)
-    hi = chunk + _held_bits(net, lay, add, "a", Axis.OY, lay.extent(Axis.OY), net.timesteps)
-    columns_within_exact(nest_problem(d, data.draw(st.integers(lo, max(lo, hi))), 1))
+    columns_within_exact(nest_problem(*draw_branch(data), 1))
