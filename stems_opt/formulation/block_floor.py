@@ -40,8 +40,10 @@ the segment's extra weight reads and the chain's and ``X``'s DRAM traffic from
 below. Every layer's reads in it are at least its chunk floor (its step holds at
 least what that floor's does), and the bypass items on the block's layers and
 tensors count the same traffic, so an interval adds what the floor exceeds them
-by. Distinct blocks have distinct layers and tensors: their gains add. Traffic
-only, as the bypass items.
+by. Distinct blocks have distinct layers and tensors: their gains add. Counted
+for traffic and for energy through loop nests, as the bypass items; in energy the
+searched bits (weight re-reads, chain outputs written and read) count at the lesser
+DRAM rate.
 """
 
 from __future__ import annotations
@@ -433,7 +435,7 @@ class BlockFloors:
         one on a block's layers or tensors counts part of the block's traffic.
     read_rate, write_rate
         Model units per DRAM read and write bit (traffic: 1 and 1); ``read_rate`` 0
-        or ``write_rate`` ``None`` (energy, latency): no blocks.
+        or ``write_rate`` ``None`` (latency, energy without loop nests): no blocks.
     """
 
     def __init__(self, network: Network, capacity_bits: int, k_unroll: int,

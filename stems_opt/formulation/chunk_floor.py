@@ -85,7 +85,8 @@ class ChunkFloors:
         (none otherwise): :attr:`cheap_per_layer` is then the larger of it and the
         re-read floor.
     write_rate
-        Model units per DRAM write bit; given (traffic), the intervals' sums also
+        Model units per DRAM write bit; given (traffic, energy through loop nests),
+        the intervals' sums also
         count the tensors held past a chunked layer
         (:mod:`~stems_opt.formulation.bypass_floor`) and the residual blocks' joint
         floors (:mod:`~stems_opt.formulation.block_floor`).
