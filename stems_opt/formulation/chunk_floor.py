@@ -86,8 +86,7 @@ class ChunkFloors:
         re-read floor.
     write_rate
         Model units per DRAM write bit; given (traffic, energy through loop nests),
-        the intervals' sums also
-        count the tensors held past a chunked layer
+        the intervals' sums also count the tensors held past a chunked layer
         (:mod:`~stems_opt.formulation.bypass_floor`) and the residual blocks' joint
         floors (:mod:`~stems_opt.formulation.block_floor`).
     """
