@@ -328,7 +328,7 @@ def write_text_safely(path: str | Path, text: str) -> None:
 def write_bytes_safely(path: str | Path, data: bytes) -> None:
     """Write ``data`` atomically: a failure never leaves a half-written file behind.
 
-    The bytes go to a temporary file in the target's directory, is flushed
+    The bytes go to a temporary file in the target's directory, are flushed
     to disk and renamed over the target (``os.replace``), so the file holds
     either its old content or the whole new one. Only regular files are
     written; a symlink's target is replaced, not the link. A new file gets

@@ -14,9 +14,9 @@ exact excess); dropping the resident weights from the search (``range(1)`` for
 the resident sets) fails all three (bounds above the exact values); keeping the
 chain's outputs on chip always (no DRAM placement) fails the random test under
 hypothesis seeds 2 and 3; reading the floor's weights at three times the DRAM
-read rate fails both energy tests (the random one at its bounds: 10.2 against an
-exact 7.0 uJ-scale value); pricing the search's bits at the read rate alone, where a
-DRAM write costs less than a read, fails ``test_cheap_writes_case`` (26,803,500
+read rate fails both energy tests (the random one with a column's bound of
+10,201,370 fJ against its exact 7,039,950); pricing the search's bits at the read
+rate alone, where a DRAM write costs less than a read, fails ``test_cheap_writes_case`` (26,803,500
 against an exact 25,168,380) and, in some runs, the random cheap-write test.
 
 In energy through loop nests the floors count the same DRAM traffic at its

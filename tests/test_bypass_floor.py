@@ -44,7 +44,7 @@ from stems_opt.problem import Problem
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import brute_force as bf
-from test_bounds import frame_optima, nest_problem
+from test_bounds import frame_optima, nest_problem, solver_for
 from test_optimizer import NEURONS, RANDOM_SETTINGS, make_problem
 
 
@@ -141,10 +141,6 @@ def test_hand_case_is_tight() -> None:
     """The item by hand; the brute force's best segment pays it exactly; the column
     solver's cheap bound of the whole network counts it (traffic only) and stays at
     most the best whole segment."""
-    from stems_opt.formulation.backend import SolveOptions
-    from stems_opt.formulation.columns import ColumnSolver
-    from stems_opt.formulation.cpsat import solve_cpsat
-
     p = make_problem(HAND, HAND_GB)
     floors, items = items_of(p)
     assert floors[1] == 384
@@ -157,7 +153,7 @@ def test_hand_case_is_tight() -> None:
     got = least_paid(p)
     assert got is not None
     assert got[0] == HAND_ITEM
-    cs = ColumnSolver(p, solve_cpsat, SolveOptions(threads=1, seed=0))
+    cs = solver_for(p)
     assert cs.chunk_floors.between(0, 2) == 384 + HAND_ITEM
     whole = [c.bound for c in cs.columns if (c.first, c.last) == (0, 2)]
     assert whole and min(whole) <= got[1]
@@ -174,14 +170,6 @@ def test_write_only_when_every_reader_is_inside() -> None:
     assert items.item_value(later, 5) == 512
 
 
-def energy_solver(p: Problem) -> Any:
-    from stems_opt.formulation.backend import SolveOptions
-    from stems_opt.formulation.columns import ColumnSolver
-    from stems_opt.formulation.cpsat import solve_cpsat
-
-    return ColumnSolver(p, solve_cpsat, SolveOptions(threads=1, seed=0))
-
-
 def test_energy_items_through_loop_nests_only() -> None:
     """Energy through loop nests counts the items at the DRAM rates (its operand and
     nest floors hold whatever goes through DRAM): the hand item is b's 512 extra weight
@@ -190,18 +178,18 @@ def test_energy_items_through_loop_nests_only() -> None:
     none (its per-layer energy floors price the forced steps' GB reads instead)."""
     from stems_opt.problem import Objective
 
-    cs = energy_solver(nest_problem(HAND, HAND_GB, 4))
+    cs = solver_for(nest_problem(HAND, HAND_GB, 4))
     r_read, r_write = cs.rates[0], cs.rates[1]
     assert (r_read, r_write) == (11_115, 11_850)  # (model units: fJ)
     assert cs.chunk_floors.bypass.between(0, 2) == 512 * r_read < 256 * (r_read + r_write)
-    plain = energy_solver(make_problem(HAND, HAND_GB, objective=Objective.ENERGY))
+    plain = solver_for(make_problem(HAND, HAND_GB, objective=Objective.ENERGY))
     assert plain.chunk_floors.bypass.items == ()
 
 
 def columns_within_exact(p: Problem) -> int:
     """Assert every column over a, b and c has its cheap bound at most its exact value;
     how many had an item and a fitting frame."""
-    cs = energy_solver(p)
+    cs = solver_for(p)
     compared = 0
     for col in cs.columns:
         if (col.first, col.last) != (0, 2) or cs.chunk_floors.bypass.between(0, 2) <= 0:

@@ -95,6 +95,7 @@ POLISH_SHARE = 0.05
 """Under a time limit, the share of it (up to :data:`POLISH_CAP_S`) the incumbent's
 columns get, right after the dive, to beat it once (:meth:`Turns.polish`)."""
 POLISH_CAP_S = 1.0
+"""Most seconds :meth:`Turns.polish` takes, whatever the limit."""
 
 
 def fewest_tiles(cs: ColumnSolver, col: Column, axis: Axis, time_batch: int
