@@ -256,6 +256,13 @@ def _named_offer(named: list[Result], background: BackgroundNamed | None
     return best.objective_value, best.solver
 
 
+def _named_model_value(named: list[Result], background: BackgroundNamed | None,
+                       scale: float, constant: float) -> float | None:
+    """:func:`_named_offer`'s value in model units (the search's)."""
+    offer = _named_offer(named, background)
+    return None if offer is None else offer[0] * scale - constant
+
+
 def _stop_for(stop: Stop | None, time_limit_s: float | None) -> Stop:
     """``stop``, or a new one, with the time limit applied from now."""
     if stop is None:
@@ -305,6 +312,8 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
         else:
             _hook(cs, start, constant, scale, background,
                   [*mappings, *(r.mapping for r in named)], on_incumbent)
+            cs.named_value = functools.partial(_named_model_value, named, background, scale,
+                                               constant)
             # Model units are integers: rounding down keeps a bound in objective units valid.
             hint = 0.0 if lower_bound is None else max(
                 0.0, math.floor(lower_bound * scale - constant))

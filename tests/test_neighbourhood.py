@@ -28,6 +28,7 @@ from stems_opt.formulation.neighbourhood import (
     improve_column,
     neighbours,
     on_ladder,
+    polish_seconds,
     spec_of,
 )
 from stems_opt.formulation.primal import segment_value
@@ -291,3 +292,58 @@ def test_the_search_polishes_only_under_a_short_limit(
         assert 0.0 < budget <= 0.05 * limit_s
     else:
         assert calls == []
+
+
+def test_polish_seconds_by_hand() -> None:
+    """The polish's time under a limit with ``left`` seconds left: 5 % of it, at most 1 s;
+    30 %, at most 3 s, while the incumbent is no better than the best mapping from
+    elsewhere."""
+    assert polish_seconds(9.0, False) == pytest.approx(0.45)  # 0.05 x 9
+    assert polish_seconds(40.0, False) == 1.0  # 0.05 x 40 = 2, capped
+    assert polish_seconds(9.0, True) == pytest.approx(2.7)  # 0.3 x 9
+    assert polish_seconds(40.0, True) == 3.0  # 0.3 x 40 = 12, capped
+
+
+def test_at_named_compares_the_incumbent_with_the_best_mapping_from_elsewhere() -> None:
+    """``at_named``: the incumbent (the seeds included) is no better than
+    ``named_value``'s mapping (an incumbent equal to the named schedule it came from
+    has not beaten it); never without one. Mutation: the comparison reversed fails."""
+    network, ku, size = CASES["chain_T4"]
+    cs = solver_for(make_problem(network, size, ku))
+    cs.seed(poor_mapping(cs))
+    poor = cs.incumbent()[1]
+    assert not cs.at_named()  # (no mapping from elsewhere)
+    cs.named_value = lambda: None
+    assert not cs.at_named()
+    for named, expected in ((poor, True), (2 * poor, False), (poor / 2, True)):
+        cs.named_value = lambda named=named: named
+        assert cs.at_named() is expected, (named, poor)
+
+
+def test_the_search_polishes_longer_at_the_named_schedule(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a 10 s limit the search hands the polish up to 30 % of the time left while
+    its incumbent is no better than the best named schedule arrived, and ``named_value``
+    is that schedule's value in model units (bits, for traffic). Mutation: the search
+    asking ``polish_seconds`` for the short polish whatever ``at_named`` says fails."""
+    import time
+
+    calls: list[float] = []
+    named: list[float | None] = []
+    real = Turns.polish
+
+    def spy(self: Turns, until: float) -> bool:
+        calls.append(until - time.perf_counter())
+        named.append(self.cs.named_value())
+        return real(self, until)
+
+    monkeypatch.setattr(Turns, "polish", spy)
+    monkeypatch.setattr(ColumnSolver, "at_named", lambda self: True)
+    network, ku, size = CASES["chain_T4"]
+    p = make_problem(network, size, ku, Objective.TRAFFIC)
+    assert solve(p, time_limit_s=10.0).mapping is not None
+    (budget,) = calls
+    assert 0.05 * 10.0 < budget <= 0.3 * 10.0
+    best = min(r.objective_value for r in (named_schedule(p, n) for n in FALLBACK_SCHEDULES)
+               if r.feasible)
+    assert named == [best]

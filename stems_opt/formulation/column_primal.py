@@ -687,6 +687,17 @@ class PrimalMixin:
             self.best_found = res[1]
             self.on_incumbent(res[1])
 
+    def at_named(self) -> bool:
+        """Whether the best mapping over the segments found (the seeds arrived so far
+        included) is no better than the best mapping from elsewhere
+        (:attr:`named_value`)."""
+        named = None if self.named_value is None else self.named_value()
+        if named is None:
+            return False
+        self.poll_seeds()
+        found = self.incumbent()
+        return found is not None and found[1] >= named * (1 - 1e-9)
+
     def incumbent(self) -> tuple[list[Column], float] | None:
         """The best mapping over the segments found so far and its value, or ``None``."""
         try:

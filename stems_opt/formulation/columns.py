@@ -88,7 +88,7 @@ from stems_opt.formulation.frame_store import FrameStore
 from stems_opt.formulation.intervals import IntervalsMixin
 from stems_opt.formulation.master import MasterMixin, PathGraph, TieBudget
 from stems_opt.formulation.model import build_frame_model
-from stems_opt.formulation.neighbourhood import POLISH_CAP_S, POLISH_SHARE, Turns
+from stems_opt.formulation.neighbourhood import Turns, polish_seconds
 from stems_opt.formulation.primal import Rates
 from stems_opt.formulation.shapes import ShapeIndex
 from stems_opt.mapping import (
@@ -154,6 +154,8 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         self.seed_source: Callable[[], Iterable[Mapping]] | None = None
         # (another search's mappings arrive through seed_source as it goes: a shorter dive)
         self.seeded_as_it_goes = False
+        # The best mapping from elsewhere arrived so far (model units), if any.
+        self.named_value: Callable[[], float | None] | None = None
         self._seeded: set[int] = set()
         self._seed_keep: list[Mapping] = []
         self._lower = 0.0  # the search's proven bound so far (model units)
@@ -476,7 +478,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         turns = Turns(self, start, left, long_pass=late)
         if left is not None:  # a short limit: beat the incumbent once before the opening
             with contextlib.suppress(SearchStoppedError):
-                turns.polish(time.perf_counter() + min(POLISH_SHARE * left, POLISH_CAP_S))
+                turns.polish(time.perf_counter() + polish_seconds(left, self.at_named()))
         if self._budget_len >= self.max_len > self.open_len:
             # (stopped: what was opened stays; the rest is still bounded apart)
             with contextlib.suppress(SearchStoppedError):
