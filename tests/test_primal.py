@@ -283,23 +283,3 @@ def test_repair_all_finds_red_lif_lif13_at_128_kb() -> None:
     seg = col.segment
     assert (seg.time_batch, seg.tiles, seg.axis.value, seg.order.value) == (
         4, 12, "OY", "space_outer")
-
-
-def test_dive_ranks_frames_without_nest_floors_per_time_batch() -> None:
-    """The dive ranks a column's frames (``_sampled_bounds``) at the floor of every time
-    batch: with loop nests it solves no frame's nest floor at its own time batch, which
-    on RED-LIF took seconds before the dive's first mapping (energy at 128 KB: its first
-    mapping of its own at 19.7 s of a 58 s proof, 9.3 s with this ranking). Each ranked
-    bound is still at most the frame's bound once the column is tightened (the same
-    cheapest choices and excess, with a floor of every time batch at most the frame's)."""
-    from test_bounds import nest_problem
-
-    network, k_unroll, size = CASES["chain_T4"]
-    cs = solver_for(nest_problem(network, size, k_unroll))
-    col = next(c for c in cs.columns if c.last > c.first and cs._sig_parts(c)[0] > 0)
-    ranked = cs._sampled_bounds(col)
-    assert ranked
-    # (the cheapest choices kept per (first, last, axis, tiles, time batch or None))
-    assert [key for key in cs.cheapest if key[4] is not None] == []
-    cs.tighten(col)
-    assert all(ranked[spec] <= col.frame_bounds[spec] for spec in ranked)

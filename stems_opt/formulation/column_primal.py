@@ -147,10 +147,8 @@ class PrimalMixin:
     def _sampled_bounds(self, col: Column) -> dict[FrameKey, float]:
         """Capacity-aware bounds (:meth:`tighten`'s) of a sample of ``col``'s frames:
         tile counts 1, 2, 3, 4, 6, 8, 12, ... and the largest, for ranking only
-        (the column's bound needs every frame), so with loop nests at the floor of
-        every time batch, which solves no nest per time batch (RED-LIF energy at 128
-        KB: its first mapping of its own at 9.3 s, not 19.7 s, and proven as fast).
-        Empty when the tensors kept whole fill the buffer."""
+        (the column's bound needs every frame). Empty when the tensors kept
+        whole fill the buffer."""
         if col.tight:
             return col.frame_bounds
         budget, written, _, whole = self._sig_parts(col)
@@ -167,7 +165,7 @@ class PrimalMixin:
                 budget, written, whole, read_rate=self.rates[0], write_rate=self.rates[1],
                 k_unroll=self.ctx.k_unroll)
             for spec, e in zip(sample, excess.tolist(), strict=True):
-                out[spec] = self._cheapest(spec, any_tb=True) + e
+                out[spec] = self._cheapest(spec) + e
         return out
 
     @staticmethod
