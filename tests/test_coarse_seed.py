@@ -295,3 +295,32 @@ def test_a_helper_lowers_its_priority_after_its_first_job(
     later = min(19, own + CHILD_NICE) if helper else own
     # (the order run: the first schedule, the seed, the second schedule)
     assert got == {SCORING_ORDER[0]: own, "probe": later, SCORING_ORDER[1]: later}
+
+
+def test_the_parent_takes_the_nests_the_second_process_found(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mapping from the second process arrives with the optimal nests found there to
+    score it, so scoring it in the search's process (from an empty table) finds no nest
+    again: under a short limit that scoring is the answer's last step. Mutation: a
+    ``poll`` that drops the nests fails this (the scoring solves the mapping's nests)."""
+    from stems_opt.cost import loops
+
+    p = nest_case()
+    loops.clear_nest_table()
+    with BackgroundNamed(p, SCORING_ORDER[:1], ()) as background:
+        end = time.perf_counter() + 30.0
+        while not background.done() and time.perf_counter() < end:
+            time.sleep(0.02)
+        (result,) = background.poll().values()
+    assert result.mapping is not None
+    solved: list[int] = []
+    real = loops._ChainSearch.solve
+
+    def counting(self: loops._ChainSearch, nests: bool = True) -> list:
+        solved.append(len(self.shapes))
+        return real(self, nests)
+
+    monkeypatch.setattr(loops._ChainSearch, "solve", counting)
+    cost = evaluate(p, result.mapping)
+    assert solved == []
+    assert cost.objective_value("energy", None) == result.objective_value

@@ -809,6 +809,20 @@ def add_energies(hw: NestHardware, energies: dict[StepShape, int | None]) -> Non
         _ENERGY.setdefault((shape, hw), fj)
 
 
+def known_nests(hw: NestHardware) -> dict[StepShape, tuple[Nest, int] | None]:
+    """Every step shape whose optimal nest was found on ``hw`` in this process, with
+    its nest and energy (``None``: no nest fits), to hand to another process."""
+    return {shape: got for (shape, h), got in _TABLE.items() if h == hw}
+
+
+def add_nests(hw: NestHardware, table: dict[StepShape, tuple[Nest, int] | None]) -> None:
+    """Take optimal nests on ``hw`` found by another process running this module's code
+    (:func:`known_nests`) as if found in this process."""
+    for shape, got in table.items():
+        _TABLE.setdefault((shape, hw), got)
+        _ENERGY.setdefault((shape, hw), None if got is None else got[1])
+
+
 def clear_nest_table() -> None:
     """Forget every solved nest (for benchmarks)."""
     _TABLE.clear()
