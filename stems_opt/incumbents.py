@@ -218,7 +218,9 @@ def _child(problem: Problem, names: tuple[str, ...], seeds: Seeds, conn: Connect
     parent = os.getppid()
     seeded = {name for name, _ in seeds}
     best = math.inf  # the least value sent so far
-    sent: set = set()  # step shapes whose optimal nests went to the parent
+    # Step shapes whose optimal nests the parent has: those found before the fork (a
+    # process that solved before keeps its table), then those sent.
+    sent: set = set(_new_nests(problem, set()))
     for k, (name, job) in enumerate(_jobs(names, seeds)):
         if os.getppid() != parent:  # the parent is gone
             return
