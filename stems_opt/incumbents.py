@@ -333,6 +333,11 @@ class BackgroundNamed:
             return False
         return self._proc.is_alive() or self._conn.poll()
 
+    def running(self) -> bool:
+        """Whether the child still runs (and uses a core): results it sent may still
+        wait in the pipe."""
+        return self._proc.is_alive()
+
     def close(self) -> None:
         """Stop the child at once."""
         if self._proc.is_alive():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from stems_opt.incumbents import BackgroundNamed
 
 EXACT_SOLVERS = ("cpsat", "highs")
+NEST_OBJECTIVES = (Objective.ENERGY, Objective.EDP)
+"""Objectives whose search solves loop nests (on hardware with them)."""
 FINISH_RESERVE_S = 0.3
 """Seconds kept, at most, from a time limit for the work after the search (5 % of the
 limit when that is less): the best mapping over the columns found, its check and score."""
@@ -157,11 +160,28 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     background = BackgroundNamed(problem, rest, seeds, helper=True) \
         if (rest or seeds) and not stop.expired() else None
     try:
-        return _solve_columns(problem, solver, threads, seed, stop, background, ColumnSolver,
-                              lower_bound, mappings, on_incumbent, named)
+        with _nest_helper(problem, threads, background) as helper:
+            result = _solve_columns(problem, solver, threads, seed, stop, background,
+                                    ColumnSolver, lower_bound, mappings, on_incumbent, named)
+            if helper is not None:
+                result.stats.update(nest_batches_helped=helper.batches_helped)
+            return result
     finally:
         if background is not None:
             background.close()
+
+
+def _nest_helper(problem: Problem, threads: int | None,
+                 background: BackgroundNamed | None) -> contextlib.AbstractContextManager:
+    """A second process solving loop nests with the search once ``background`` is done
+    (:mod:`~stems_opt.cost.nest_helper`), where the search solves nests (energy and
+    EDP through loop nests) and may use two cores; else nothing."""
+    from stems_opt.cost import nest_helper
+
+    if not (problem.hardware.loop_nests and problem.objective in NEST_OBJECTIVES
+            and nest_helper.wanted(threads)):
+        return contextlib.nullcontext()
+    return nest_helper.helping(lambda: background is None or not background.running())
 
 
 def coarse_seed(problem: Problem, seconds: float) -> Result:

@@ -767,23 +767,46 @@ BATCH_POINTS = 1 << 18
 def solve_nests(shapes: Iterable[StepShape], hw: NestHardware, nests: bool = False) -> None:
     """Solve the least nest energy of every shape not yet in :data:`_ENERGY`
     (``nests``: the optimal nest of every shape not yet in :data:`_TABLE`), in
-    batches of shapes that share a grid (one array operation serves them all)."""
+    batches of shapes that share a grid (one array operation serves them all),
+    shared with the helper process of :func:`set_helper` when it is ready."""
     table = _TABLE if nests else _ENERGY
     groups: dict[tuple[int, ...], list[StepShape]] = {}
     for shape in dict.fromkeys(shapes):
         if (shape, hw) not in table:
             groups.setdefault(_ChainSearch.key(shape, hw), []).append(shape)
+    batches = []
     for group in groups.values():
         key = _ChainSearch.key(group[0], hw)
         points = math.prod(_divisor_count(e) for e in key[:7]) * (2 if key[7] > 1 else 1)
         size = max(1, BATCH_POINTS // points)
-        for lo in range(0, len(group), size):
+        batches.extend(group[lo:lo + size] for lo in range(0, len(group), size))
+
+    def record(i: int, solved: list) -> None:
+        for shape, got in zip(batches[i], solved, strict=True):
+            _ENERGY[(shape, hw)] = None if got is None else got[1]
+            if nests:
+                _TABLE[(shape, hw)] = None if got is None else (got[0], got[1])
+
+    helper = _HELPER
+    if helper is not None and helper.usable(len(batches)):
+        helper.solve(batches, hw, nests, record)
+    for i, batch in enumerate(batches):  # (all of them, or what a helper that died left)
+        if any((shape, hw) not in table for shape in batch):
             checkpoint()  # a network's table takes seconds: a building search may stop here
-            batch = group[lo:lo + size]
-            for shape, got in zip(batch, _ChainSearch(batch, hw).solve(nests), strict=True):
-                _ENERGY[(shape, hw)] = None if got is None else got[1]
-                if nests:
-                    _TABLE[(shape, hw)] = None if got is None else (got[0], got[1])
+            record(i, _ChainSearch(batch, hw).solve(nests))
+
+
+_HELPER = None
+"""The :class:`~stems_opt.cost.nest_helper.NestHelper` :func:`solve_nests` shares
+its batches with (``None``: none)."""
+
+
+def set_helper(helper: object) -> object:
+    """Make ``helper`` (a :class:`~stems_opt.cost.nest_helper.NestHelper`, or
+    ``None``) the one :func:`solve_nests` shares with; return the one before."""
+    global _HELPER
+    previous, _HELPER = _HELPER, helper
+    return previous
 
 
 def nest_energy_fj(shape: StepShape, hw: NestHardware) -> int | None:

@@ -1,0 +1,149 @@
+"""A second process that solves loop nests beside the search.
+
+Energy through loop nests spends seconds solving step shapes
+(:func:`stems_opt.cost.loops.solve_nests`): RED-LIF's partition floors and
+block floors take 15 s of a 54 s proof, in calls of tens of independent
+batches. While the search's second process (the named schedules and seeds,
+:class:`stems_opt.incumbents.BackgroundNamed`) is done, the second core is
+idle. :class:`NestHelper` is a process forked at the start of a solve that
+takes batches of such a call from a shared counter while the search's
+process takes the others: each batch is solved by one of the two, whole,
+by the same code, so the table is the same as solved alone (a shape's optimum
+does not depend on the other shapes of its batch).
+
+Use :func:`helping`: inside it, ``solve_nests`` hands a call of two batches or
+more to the helper whenever ``ready()`` says the core is free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.connection import Connection
+from typing import Any
+
+from stems_opt.cost import loops
+
+Batch = Sequence["loops.StepShape"]
+Record = Callable[[int, list], None]
+"""Called with a batch's index and what :meth:`loops._ChainSearch.solve` gave for it."""
+
+
+def _serve(conn: Connection, counter: Any) -> None:
+    """The helper's loop: for each call, solve the batches it takes from ``counter``
+    (the search's process takes the others) and send back what it solved."""
+    # Ctrl-C reaches the whole process group: only the search decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    while True:
+        try:
+            batches, hw, nests = conn.recv()
+        except (EOFError, OSError):  # the search is gone
+            return
+        done: dict[int, list] = {}
+        while (i := _take(counter, len(batches))) is not None:
+            done[i] = loops._ChainSearch(batches[i], hw).solve(nests)
+        conn.send(done)
+
+
+def _take(counter: Any, n: int) -> int | None:
+    """The next batch index of ``n`` from the shared ``counter``; ``None`` when all
+    are taken."""
+    with counter.get_lock():
+        i = counter.value
+        if i >= n:
+            return None
+        counter.value = i + 1
+    return i
+
+
+class NestHelper:
+    """A forked process solving batches of loop nests with the search's process
+    (:meth:`solve`). Fork it before the search starts threads (the solvers') and
+    while the process is small: it shares the pages it does not write."""
+
+    def __init__(self, ready: Callable[[], bool]) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self._counter = ctx.Value("q", 0)
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child, self._counter),
+                                 name="stems-opt-nests", daemon=True)
+        self._proc.start()
+        child.close()
+        self.ready = ready
+        self.batches_helped = 0
+        """How many batches the helper solved (for the stats and the tests)."""
+
+    def usable(self, batches: int) -> bool:
+        """Whether a call of ``batches`` batches should be shared now."""
+        return batches >= 2 and self._proc.is_alive() and self.ready()
+
+    def solve(self, batches: Sequence[Batch], hw: loops.NestHardware, nests: bool,
+              record: Record) -> None:
+        """Solve every batch of ``batches`` once, here or in the helper, calling
+        ``record`` for each as it is in hand. When the search is stopped
+        (:func:`~stems_opt.stopping.checkpoint` raises), the batches solved by
+        then are still recorded."""
+        with self._counter.get_lock():
+            self._counter.value = 0
+        try:
+            self._conn.send((list(batches), hw, nests))
+        except (OSError, ValueError):  # the helper is gone: solve alone
+            for i, batch in enumerate(batches):
+                loops.checkpoint()
+                record(i, loops._ChainSearch(batch, hw).solve(nests))
+            return
+        try:
+            while (i := _take(self._counter, len(batches))) is not None:
+                loops.checkpoint()
+                record(i, loops._ChainSearch(batches[i], hw).solve(nests))
+        finally:
+            with self._counter.get_lock():  # (stopped: the helper ends its batch and stops)
+                self._counter.value = len(batches)
+            self._collect(batches, hw, nests, record)
+
+    def _collect(self, batches: Sequence[Batch], hw: loops.NestHardware, nests: bool,
+                 record: Record) -> None:
+        try:
+            done = self._conn.recv()
+        except (EOFError, OSError):  # the helper died mid-call: nothing of it is kept
+            self.close()
+            return
+        self.batches_helped += len(done)
+        for i, got in done.items():
+            record(i, got)
+
+    def close(self) -> None:
+        """Stop the helper at once."""
+        if self._proc.is_alive():
+            self._proc.terminate()
+        self._proc.join(1.0)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join()
+        self._conn.close()
+
+
+def wanted(threads: int | None) -> bool:
+    """Whether a solve with ``threads`` (``None``: every core) may use a helper:
+    with two cores or more for it."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)
+    return cores >= 2 and (threads is None or threads >= 2) \
+        and "fork" in multiprocessing.get_all_start_methods()
+
+
+@contextlib.contextmanager
+def helping(ready: Callable[[], bool]) -> Iterator[NestHelper]:
+    """Solve loop nests with a :class:`NestHelper` inside this block whenever
+    ``ready()``; the helper stops at its end."""
+    helper = NestHelper(ready)
+    previous = loops.set_helper(helper)
+    try:
+        yield helper
+    finally:
+        loops.set_helper(previous)
+        helper.close()
