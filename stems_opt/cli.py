@@ -296,7 +296,8 @@ def _search_options(p: argparse.ArgumentParser) -> None:
                    help="wall-clock seconds for the whole search, or 'none' "
                         f"(default: {DEFAULT_TIME_LIMIT_S:g})")
     p.add_argument("--threads", type=_threads, default=None, metavar="N",
-                   help="solver threads, 1..1024 or 'auto' (one per core) (default: 1)")
+                   help="solver threads, 1..1024 or 'auto' (one per core) (default: 1; "
+                        "only an explicit 1 also keeps loop nests off a second core)")
     p.add_argument("--seed", type=_seed, default=0, metavar="N",
                    help=f"solver random seed, 0..{MAX_SEED} (default: 0)")
     p.add_argument("--max-segment-layers", type=_positive, default=None, metavar="N",

@@ -172,9 +172,10 @@ def test_a_solve_shares_its_nests_and_finds_the_same_optimum() -> None:
     ("traffic", 2, False)])
 def test_only_a_search_that_solves_nests_on_two_cores_gets_a_helper(
         objective: str, threads: int | None, helped: bool) -> None:
-    """Energy through loop nests on two threads or every core (this machine has two or
-    more, or the suite could not run two workers); not on one thread, nor for traffic,
-    which solves no nest."""
+    """Energy through loop nests on two threads or unset (one solver thread, but the
+    search runs a second process anyway); on this machine's two cores or more (the
+    suite runs two workers); not on one thread, nor for traffic, which solves no
+    nest."""
     from test_coarse_seed import nest_case
 
     from stems_opt.problem import Objective

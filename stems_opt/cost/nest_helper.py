@@ -83,18 +83,17 @@ class NestHelper:
 
     def solve(self, batches: Sequence[Batch], hw: loops.NestHardware, nests: bool,
               record: Record) -> None:
-        """Solve every batch of ``batches`` once, here or in the helper, calling
+        """Solve the batches of ``batches`` once each, here or in the helper, calling
         ``record`` for each as it is in hand. When the search is stopped
         (:func:`~stems_opt.stopping.checkpoint` raises), the batches solved by
-        then are still recorded."""
+        then are still recorded; a helper that died leaves its batches unrecorded
+        (:func:`~stems_opt.cost.loops.solve_nests` solves them)."""
         with self._counter.get_lock():
             self._counter.value = 0
         try:
             self._conn.send((list(batches), hw, nests))
-        except (OSError, ValueError):  # the helper is gone: solve alone
-            for i, batch in enumerate(batches):
-                loops.checkpoint()
-                record(i, loops._ChainSearch(batch, hw).solve(nests))
+        except (OSError, ValueError):  # the helper is gone: the caller solves them all
+            self.close()
             return
         try:
             while (i := _take(self._counter, len(batches))) is not None:
@@ -128,8 +127,9 @@ class NestHelper:
 
 
 def wanted(threads: int | None) -> bool:
-    """Whether a solve with ``threads`` (``None``: every core) may use a helper:
-    with two cores or more for it."""
+    """Whether a solve with ``threads`` may use a helper: on two cores or more, unless
+    asked for one thread (``None``, the default, is one solver thread, but the search
+    uses a second process anyway: :class:`~stems_opt.incumbents.BackgroundNamed`)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else (os.cpu_count() or 1)
     return cores >= 2 and (threads is None or threads >= 2) \
