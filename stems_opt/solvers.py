@@ -173,15 +173,17 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
 
 def _nest_helper(problem: Problem, threads: int | None,
                  background: BackgroundNamed | None) -> contextlib.AbstractContextManager:
-    """A second process solving loop nests with the search once ``background`` is done
-    (:mod:`~stems_opt.cost.nest_helper`), where the search solves nests (energy and
-    EDP through loop nests) and may use two cores; else nothing."""
+    """A process solving loop nests with the search (:mod:`~stems_opt.cost.nest_helper`)
+    where the search solves nests (energy and EDP through loop nests) and may use two
+    cores, else nothing; it is asked from the start, unless ``background`` runs seeds
+    (short limits), which are worth more: then once ``background`` is done."""
     from stems_opt.cost import nest_helper
 
     if not (problem.hardware.loop_nests and problem.objective in NEST_OBJECTIVES
             and nest_helper.wanted(threads)):
         return contextlib.nullcontext()
-    return nest_helper.helping(lambda: background is None or not background.running())
+    return nest_helper.helping(lambda: background is None or not background.seeds
+                               or not background.running())
 
 
 def coarse_seed(problem: Problem, seconds: float) -> Result:
