@@ -33,6 +33,7 @@ from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
 
 from stems_opt.problem import Objective, Problem
+from stems_opt.processes import stop_process
 from stems_opt.result import Result, SolveStatus
 from stems_opt.stopping import INTERRUPTED, SearchStoppedError, Stop
 
@@ -340,13 +341,7 @@ class BackgroundNamed:
 
     def close(self) -> None:
         """Stop the child at once."""
-        if self._proc.is_alive():
-            self._proc.terminate()
-        self._proc.join(1.0)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join()
-        self._conn.close()
+        stop_process(self._proc, self._conn)
 
     def __enter__(self) -> BackgroundNamed:
         return self

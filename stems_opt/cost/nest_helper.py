@@ -26,6 +26,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from stems_opt.cost import loops
+from stems_opt.processes import stop_process
 
 Batch = Sequence["loops.StepShape"]
 Record = Callable[[int, list], None]
@@ -117,13 +118,7 @@ class NestHelper:
 
     def close(self) -> None:
         """Stop the helper at once."""
-        if self._proc.is_alive():
-            self._proc.terminate()
-        self._proc.join(1.0)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join()
-        self._conn.close()
+        stop_process(self._proc, self._conn)
 
 
 def wanted(threads: int | None) -> bool:
