@@ -204,3 +204,26 @@ def test_the_helper_waits_only_for_a_second_process_with_seeds(
     background = SimpleNamespace(seeds=seeds, running=lambda: running)
     with _nest_helper(nest_case(), 2, background) as helper:  # type: ignore[arg-type]
         assert helper.ready() is ready
+
+
+def test_the_helper_ends_quietly_when_the_search_is_gone(alone: tuple) -> None:
+    """The search's process gone while the helper solves (a second Ctrl-C exits at once,
+    without stopping the helper): the helper ends with exit code 0 once its batches are
+    solved, without a traceback. Mutations: sending without catching the broken pipe
+    fails this (exit code 1), and so does keeping the search's end of the pipe that
+    the fork gave the helper (it waits for the next call forever: no exit code)."""
+    import multiprocessing
+
+    from stems_opt.cost.nest_helper import _serve
+
+    shapes, hw, _, _ = alone
+    ctx = multiprocessing.get_context("fork")
+    counter = ctx.Value("q", 0)
+    mine, theirs = ctx.Pipe()
+    proc = ctx.Process(target=_serve, args=(theirs, counter, mine), daemon=True)
+    proc.start()
+    theirs.close()
+    mine.send(([shapes[:8], shapes[8:16]], hw, False))
+    mine.close()
+    proc.join(30)
+    assert proc.exitcode == 0

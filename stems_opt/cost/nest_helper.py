@@ -33,12 +33,16 @@ Record = Callable[[int, list], None]
 """Called with a batch's index and what :meth:`loops._ChainSearch.solve` gave for it."""
 
 
-def _serve(conn: Connection, counter: Any) -> None:
+def _serve(conn: Connection, counter: Any, search_end: Connection) -> None:
     """The helper's loop: for each call, solve the batches it takes from ``counter``
-    (the search's process takes the others) and send back what it solved."""
+    (the search's process takes the others) and send back what it solved.
+    ``search_end`` is the search's end of the pipe, inherited at the fork."""
     # Ctrl-C reaches the whole process group: only the search decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Held here, the search's end would keep the pipe open after the search is gone
+    # (a second Ctrl-C, a kill): this process would wait for a call forever.
+    search_end.close()
     while True:
         try:
             batches, hw, nests = conn.recv()
@@ -47,7 +51,10 @@ def _serve(conn: Connection, counter: Any) -> None:
         done: dict[int, list] = {}
         while (i := _take(counter, len(batches))) is not None:
             done[i] = loops._ChainSearch(batches[i], hw).solve(nests)
-        conn.send(done)
+        try:
+            conn.send(done)
+        except OSError:  # the search ended meanwhile (a second Ctrl-C): end quietly
+            return
 
 
 def _take(counter: Any, n: int) -> int | None:
@@ -70,7 +77,7 @@ class NestHelper:
         ctx = multiprocessing.get_context("fork")
         self._counter = ctx.Value("q", 0)
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, self._counter),
+        self._proc = ctx.Process(target=_serve, args=(child, self._counter, self._conn),
                                  name="stems-opt-nests", daemon=True)
         self._proc.start()
         child.close()
