@@ -71,7 +71,7 @@ def alone() -> tuple[list, loops.NestHardware, dict, dict]:
 def test_the_helper_fills_the_table_solved_alone(alone: tuple, nests: bool) -> None:
     """Energies and optimal nests equal those solved alone, shape by shape, and the helper
     solved a share of the batches. Mutation: the helper solving energies when nests are
-    asked (``solve(False)``) fails the nests case (its nests are ``None``)."""
+    asked (``solve_batch(..., False)``) fails the nests case (its nests are ``None``)."""
     shapes, hw, energies, nest_table = alone
     assert len({loops._ChainSearch.key(s, hw) for s in shapes}) >= 2
     loops.clear_nest_table()

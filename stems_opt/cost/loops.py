@@ -793,7 +793,14 @@ def solve_nests(shapes: Iterable[StepShape], hw: NestHardware, nests: bool = Fal
     for i, batch in enumerate(batches):  # (all of them, or what a helper that died left)
         if any((shape, hw) not in table for shape in batch):
             checkpoint()  # a network's table takes seconds: a building search may stop here
-            record(i, _ChainSearch(batch, hw).solve(nests))
+            record(i, solve_batch(batch, hw, nests))
+
+
+def solve_batch(shapes: list[StepShape], hw: NestHardware, nests: bool
+                ) -> list[tuple[Nest | None, int] | None]:
+    """Per shape of one batch of :func:`solve_nests` (shapes sharing a grid), its least
+    nest energy and (``nests``) its optimal nest; ``None`` where no nest fits."""
+    return _ChainSearch(shapes, hw).solve(nests)
 
 
 _HELPER = None

@@ -3,9 +3,10 @@
 Energy through loop nests spends seconds solving step shapes
 (:func:`stems_opt.cost.loops.solve_nests`): RED-LIF's partition floors and
 block floors take 15 s of a 54 s proof, in calls of tens of independent
-batches. While the search's second process (the named schedules and seeds,
-:class:`stems_opt.incumbents.BackgroundNamed`) is done, the second core is
-idle. :class:`NestHelper` is a process forked at the start of a solve that
+batches. The search's second process (the named schedules and, under short
+limits, seeds: :class:`stems_opt.incumbents.BackgroundNamed`) exits long before
+such a proof ends, and without a time limit there is none: the second core
+idles. :class:`NestHelper` is a process forked at the start of a solve that
 takes batches of such a call from a shared counter while the search's
 process takes the others: each batch is solved by one of the two, whole,
 by the same code, so the table is the same as solved alone (a shape's optimum
@@ -30,7 +31,8 @@ from stems_opt.processes import stop_process
 
 Batch = Sequence["loops.StepShape"]
 Record = Callable[[int, list], None]
-"""Called with a batch's index and what :meth:`loops._ChainSearch.solve` gave for it."""
+"""Called with a batch's index and what :func:`~stems_opt.cost.loops.solve_batch` gave
+for it."""
 
 
 def _serve(conn: Connection, counter: Any, search_end: Connection) -> None:
@@ -50,7 +52,7 @@ def _serve(conn: Connection, counter: Any, search_end: Connection) -> None:
             return
         done: dict[int, list] = {}
         while (i := _take(counter, len(batches))) is not None:
-            done[i] = loops._ChainSearch(batches[i], hw).solve(nests)
+            done[i] = loops.solve_batch(batches[i], hw, nests)
         try:
             conn.send(done)
         except OSError:  # the search ended meanwhile (a second Ctrl-C): end quietly
@@ -106,14 +108,15 @@ class NestHelper:
         try:
             while (i := _take(self._counter, len(batches))) is not None:
                 loops.checkpoint()
-                record(i, loops._ChainSearch(batches[i], hw).solve(nests))
+                record(i, loops.solve_batch(batches[i], hw, nests))
         finally:
             with self._counter.get_lock():  # (stopped: the helper ends its batch and stops)
                 self._counter.value = len(batches)
-            self._collect(batches, hw, nests, record)
+            self._collect(record)
 
-    def _collect(self, batches: Sequence[Batch], hw: loops.NestHardware, nests: bool,
-                 record: Record) -> None:
+    def _collect(self, record: Record) -> None:
+        """Wait for the helper's batches of the call (it ends the one in hand) and
+        record them."""
         try:
             done = self._conn.recv()
         except (EOFError, OSError):  # the helper died mid-call: nothing of it is kept
