@@ -41,10 +41,11 @@ def red_lif_steps() -> tuple[list[loops.StepShape], loops.NestHardware]:
 
 @pytest.fixture(autouse=True)
 def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Batches of at most 2**15 grid points: 17 of them for these shapes (4 + 7 + 6, at
-    7, 5 and 2 shapes of 4,608, 6,144 and 12,288 points), so that both processes take
-    several; :func:`alone` solves them in 3 (a shape's optimum does not depend on its
-    batch)."""
+    """Batches of at most 2**15 grid points: 17 of them for these shapes, so that both
+    processes take several. The three grids hold 22, 32 and 12 shapes of 4,608, 6,144
+    and 12,288 points: 32,768 // 4,608 = 7 shapes a batch (4 batches), // 6,144 = 5 (7
+    batches), // 12,288 = 2 (6 batches). :func:`alone` solves them in 3 (at 2**18
+    points; a shape's optimum does not depend on its batch)."""
     monkeypatch.setattr(loops, "BATCH_POINTS", 1 << 15)
 
 
@@ -85,7 +86,8 @@ def test_the_helper_fills_the_table_solved_alone(alone: tuple, nests: bool) -> N
 
 def test_a_helper_not_ready_is_not_asked(alone: tuple) -> None:
     """While ``ready()`` is false (the search's second process still runs) the search's
-    process solves every batch itself."""
+    process solves every batch itself. Mutation: ``usable`` ignoring ``ready()`` fails
+    this (the helper solves some)."""
     shapes, hw, energies, _ = alone
     loops.clear_nest_table()
     with helping(lambda: False) as helper:
