@@ -210,11 +210,24 @@ def _jobs(names: tuple[str, ...], seeds: Seeds) -> list[tuple[str, Callable]]:
 
 
 def _child(problem: Problem, names: tuple[str, ...], seeds: Seeds, conn: Connection,
-           helper: bool) -> None:
+           helper: bool, parent_end: Connection) -> None:
+    """The second process: run the jobs in order and send each result on ``conn``.
+    ``parent_end`` is the parent's end of the pipe, inherited at the fork."""
     # Ctrl-C reaches the whole process group: only the parent decides what it means;
     # the parent ends this process with SIGTERM, whatever handler it had installed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Held here, the parent's end would keep the pipe open after a killed parent: a
+    # result larger than the pipe's buffer would block this process forever.
+    parent_end.close()
+    with contextlib.suppress(OSError):  # the parent is gone: end quietly
+        _run_jobs(problem, names, seeds, conn, helper)
+    conn.close()
+
+
+def _run_jobs(problem: Problem, names: tuple[str, ...], seeds: Seeds, conn: Connection,
+              helper: bool) -> None:
+    """:func:`_child`'s jobs, each result sent on ``conn`` as it is found."""
     logging.getLogger("stems_opt.progress").disabled = True  # (the seed: silent)
     parent = os.getppid()
     seeded = {name for name, _ in seeds}
@@ -233,10 +246,10 @@ def _child(problem: Problem, names: tuple[str, ...], seeds: Seeds, conn: Connect
                 result = _unless_worse(result, best)
             if result.feasible and result.objective_value is not None:
                 best = min(best, result.objective_value)
-            conn.send((name, result, _new_nests(problem, sent)))
+            message = (name, result, _new_nests(problem, sent))
         except Exception as exc:  # the parent reports it; the search goes on
-            conn.send((name, f"{type(exc).__name__}: {exc}", {}))
-    conn.close()
+            message = (name, f"{type(exc).__name__}: {exc}", {})
+        conn.send(message)
 
 
 def _new_nests(problem: Problem, sent: set) -> dict:
@@ -293,7 +306,8 @@ class BackgroundNamed:
         ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self._conn, child_conn = ctx.Pipe(duplex=False)
         self._proc = ctx.Process(target=_child,
-                                 args=(problem, names, seeds, child_conn, helper),
+                                 args=(problem, names, seeds, child_conn, helper,
+                                       self._conn),
                                  name="stems-opt-named", daemon=True)
         self._proc.start()
         child_conn.close()

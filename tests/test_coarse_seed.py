@@ -297,6 +297,38 @@ def test_a_helper_lowers_its_priority_after_its_first_job(
     assert got == {SCORING_ORDER[0]: own, "probe": later, SCORING_ORDER[1]: later}
 
 
+def _large(problem: Problem, name: str = "large") -> Result:
+    """A job for the second process whose result is far larger than a pipe's buffer
+    (64 KB on Linux), as a deep network's mapping with its nests can be."""
+    return Result(SolveStatus.UNKNOWN, name, problem.objective.value, message="x" * 2**20)
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
+                    reason="the test hands the child the parent's end as a fork does")
+def test_the_second_process_ends_once_its_parent_is_gone() -> None:
+    """A parent gone (killed, or a second Ctrl-C: its end of the pipe closed) while the
+    second process sends a result larger than the pipe's buffer: that process ends with
+    exit code 0 and no traceback. Mutations: keeping the parent's end that the fork gave
+    it fails this (its send waits forever: no exit code), and so does sending without
+    catching the broken pipe (exit code 1)."""
+    from stems_opt.incumbents import _child
+
+    ctx = multiprocessing.get_context("fork")
+    mine, theirs = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, daemon=True,
+                       args=(nest_case(), (), (("large", _large),), theirs, False, mine))
+    proc.start()
+    theirs.close()
+    mine.close()
+    try:
+        proc.join(30)
+        assert proc.exitcode == 0
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
 def test_the_parent_takes_the_nests_the_second_process_found(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A mapping from the second process arrives with the optimal nests found there to
