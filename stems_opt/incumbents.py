@@ -316,10 +316,11 @@ class BackgroundNamed:
         self.names = (*names, *self.seeds)
         self.results: dict[str, Result] = {}
         self.errors: dict[str, str] = {}
+        self._ended = False  # the child's end of the pipe is closed and all read
 
     def poll(self) -> dict[str, Result]:
         """Results arrived so far, by schedule name (without waiting)."""
-        with contextlib.suppress(EOFError, OSError):
+        try:
             while self._conn.poll():
                 name, item, nests = self._conn.recv()
                 if nests:  # (the child's nests: exact, from the same code)
@@ -331,6 +332,8 @@ class BackgroundNamed:
                     self.results[name] = item
                 else:
                     self.errors[name] = str(item)
+        except (EOFError, OSError):  # the child exited (or was killed) and all is read
+            self._ended = True
         return self.results
 
     def best(self) -> Result | None:
@@ -343,10 +346,12 @@ class BackgroundNamed:
         return len(self.results) + len(self.errors) == len(self.names)
 
     def alive(self) -> bool:
-        """Whether the child may still send results."""
+        """Whether the child may still send results: it runs, or what it sent is unread.
+        (A pipe whose writer has closed polls as readable: only reading its end tells.)"""
         if self._conn.closed:
             return False
-        return self._proc.is_alive() or self._conn.poll()
+        self.poll()
+        return not self._ended
 
     def running(self) -> bool:
         """Whether the child still runs (and uses a core): results it sent may still

@@ -329,6 +329,33 @@ def test_the_second_process_ends_once_its_parent_is_gone() -> None:
             proc.join()
 
 
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(),
+                    reason="the patched scorer reaches the child by fork")
+def test_a_second_process_killed_mid_job_is_no_longer_alive(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second process killed while it scores its second schedule (as the kernel's
+    out-of-memory killer would): what it sent before arrives, and it is no longer
+    ``alive`` (``stems-opt compare`` waits while it is, without a time limit forever).
+    Mutation: ``alive`` as the child running or its pipe polling readable fails this
+    (a pipe whose writer has closed polls readable)."""
+    import os
+
+    import stems_opt.heuristics as heuristics
+
+    def scored_or_killed(problem: Problem, name: str, **_: object) -> Result:
+        if name != SCORING_ORDER[0]:
+            os._exit(9)
+        return Result(SolveStatus.UNKNOWN, name, problem.objective.value)
+
+    monkeypatch.setattr(heuristics, "named_schedule", scored_or_killed)
+    with BackgroundNamed(nest_case(), SCORING_ORDER[:2]) as background:
+        end = time.perf_counter() + 30.0
+        while background.alive() and time.perf_counter() < end:
+            time.sleep(0.02)
+        assert not background.alive() and not background.done()
+        assert list(background.results) == [SCORING_ORDER[0]]
+
+
 def test_the_parent_takes_the_nests_the_second_process_found(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """A mapping from the second process arrives with the optimal nests found there to
