@@ -352,15 +352,19 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
         stats.update(model_build_s=build_s, solve_s=time.perf_counter() - start - build_s)
         proven = mapping is not None and model_bound >= model_value
         if (background is not None or named) and not proven and model_bound < math.inf:
-            waited = None if background is None else \
+            if background is not None:
                 _wait_for_named(background, stop, mapping is None and not named)
-            fallback = best_of(named if waited is None else [*named, waited])
             if cs is not None:  # schedules arrived since: their segments join the ones found
-                cs.poll_seeds()
+                # Scoring their segments in the columns may solve nests: it stops at the
+                # deadline, as the search does; the best arrived mapping still counts whole.
+                with contextlib.suppress(SearchStoppedError), stop.active():
+                    cs.poll_seeds()
                 found = cs.incumbent()
                 if found is not None and found[1] < model_value:
                     mapping, model_value = cs.mapping_of(found[0]), found[1]
                     cs.note_incumbent()
+            arrived = None if background is None else background.best()  # (the latest)
+            fallback = best_of(named if arrived is None else [*named, arrived])
             if fallback is not None and fallback.objective_value is not None:
                 fb_value = fallback.objective_value * scale - constant
                 assert model_bound <= fb_value * (1 + 1e-9), "a schedule beats the proven bound"
@@ -452,19 +456,16 @@ def _traffic_bound_arrived(background: BackgroundNamed | None) -> float | None:
     return max((float(b) for b in bits if isinstance(b, (int, float))), default=None)
 
 
-def _wait_for_named(background: BackgroundNamed, stop: Stop, have_none: bool) -> Result | None:
-    """The best named schedule arrived; with no mapping at all, wait for the first one
+def _wait_for_named(background: BackgroundNamed, stop: Stop, have_none: bool) -> None:
+    """With no mapping at all (``have_none``), wait for the second process's first one
     while the deadline allows (never after a stop request)."""
-    best = background.best()
-    while best is None and have_none and stop.reason != INTERRUPTED:
+    while have_none and background.best() is None and stop.reason != INTERRUPTED:
         left = stop.remaining_s()
         if left is not None and left <= 0:
             break
         if not background.alive():
             break
         time.sleep(0.02)
-        best = background.best()
-    return best
 
 
 def _model_upper(problem: Problem, named: Result | None, scale: float) -> float | None:
