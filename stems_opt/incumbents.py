@@ -346,8 +346,8 @@ class BackgroundNamed:
         return len(self.results) + len(self.errors) == len(self.names)
 
     def alive(self) -> bool:
-        """Whether the child may still send results: it runs, or what it sent is unread.
-        (A pipe whose writer has closed polls as readable: only reading its end tells.)"""
+        """Whether the child may still send results: false once its pipe is read to the
+        end (a pipe whose writer has closed polls as readable: only reading tells)."""
         if self._conn.closed:
             return False
         self.poll()

@@ -352,8 +352,8 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
         stats.update(model_build_s=build_s, solve_s=time.perf_counter() - start - build_s)
         proven = mapping is not None and model_bound >= model_value
         if (background is not None or named) and not proven and model_bound < math.inf:
-            if background is not None:
-                _wait_for_named(background, stop, mapping is None and not named)
+            if background is not None and mapping is None and not named:
+                _wait_for_named(background, stop)
             if cs is not None:  # schedules arrived since: their segments join the ones found
                 # Scoring their segments in the columns may solve nests: it stops at the
                 # deadline, as the search does; the best arrived mapping still counts whole.
@@ -456,10 +456,10 @@ def _traffic_bound_arrived(background: BackgroundNamed | None) -> float | None:
     return max((float(b) for b in bits if isinstance(b, (int, float))), default=None)
 
 
-def _wait_for_named(background: BackgroundNamed, stop: Stop, have_none: bool) -> None:
-    """With no mapping at all (``have_none``), wait for the second process's first one
-    while the deadline allows (never after a stop request)."""
-    while have_none and background.best() is None and stop.reason != INTERRUPTED:
+def _wait_for_named(background: BackgroundNamed, stop: Stop) -> None:
+    """Wait for the second process's first mapping while the deadline allows (never
+    after a stop request): the answer of a search that found none."""
+    while background.best() is None and stop.reason != INTERRUPTED:
         left = stop.remaining_s()
         if left is not None and left <= 0:
             break

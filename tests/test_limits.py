@@ -181,7 +181,7 @@ def test_a_schedule_arriving_after_the_search_is_seeded_within_the_limit(
         while not self.stop.expired():
             time.sleep(0.01)
 
-    def wait_for_one(background: object, stop: Stop, have_none: bool) -> None:
+    def wait_for_one(background: object, stop: Stop) -> None:
         end = time.perf_counter() + 60.0
         while background.best() is None and time.perf_counter() < end:
             time.sleep(0.01)
