@@ -8,7 +8,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stems_opt.cost.geometry import SegmentGeometry, sub_tile_limits
 from stems_opt.cost.traffic import SegmentContext, compulsory_traffic_bits, peak_of, segment_terms
@@ -106,7 +106,7 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
                   stop: Stop | None = None, lower_bound: float | None = None,
                   mappings: Sequence[Mapping] = (),
                   on_incumbent: Callable[[float, float], None] | None = None,
-                  **_: object) -> Result:
+                  bound_first: bool = False, **_: object) -> Result:
     """Solve by lazily priced segment columns chained by a shortest path over
     segment boundaries (see :mod:`stems_opt.formulation.columns`); the frame
     models are solved by ``solver``.
@@ -127,7 +127,10 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
     fit: in a sweep over buffer sizes, the bound for a larger buffer bounds a
     smaller one, and a mapping for a smaller buffer fits a larger one (see
     :mod:`stems_opt.size_bounds`). ``on_incumbent(elapsed_s, value)`` is called with
-    each better mapping the search finds (value in objective units).
+    each better mapping the search finds (value in objective units). ``bound_first``
+    skips the dive, the polish and the neighbourhood search: masters and pricing alone
+    raise the bound from the start, and the mapping is the proof's (the traffic seed,
+    run for its bound).
     """
     from stems_opt.formulation.columns import ColumnSolver
     from stems_opt.incumbents import (
@@ -139,6 +142,7 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
         in_process,
         in_process_budget_s,
         score_in_process,
+        traffic_seed_s,
     )
 
     check_solver(solver)
@@ -156,13 +160,15 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
             named, rest = score_in_process(problem, stop, in_process_budget_s(limit))
     seeds = () if seed_s is None else \
         ((COARSE_SEED, functools.partial(coarse_seed, seconds=seed_s)),
-         (TRAFFIC_SEED, functools.partial(traffic_seed, seconds=seed_s)))
+         (TRAFFIC_SEED, functools.partial(traffic_seed,
+                                          seconds=traffic_seed_s(problem, limit))))
     background = BackgroundNamed(problem, rest, seeds, helper=True) \
         if (rest or seeds) and not stop.expired() else None
     try:
         with _nest_helper(problem, threads, background) as helper:
+            column_solver = functools.partial(ColumnSolver, bound_first=bound_first)
             result = _solve_columns(problem, solver, threads, seed, stop, background,
-                                    ColumnSolver, lower_bound, mappings, on_incumbent, named)
+                                    column_solver, lower_bound, mappings, on_incumbent, named)
             if helper is not None:
                 result.stats.update(nest_batches_helped=helper.batches_helped)
             return result
@@ -199,23 +205,26 @@ def coarse_seed(problem: Problem, seconds: float) -> Result:
 
 
 def traffic_seed(problem: Problem, seconds: float) -> Result:
-    """The traffic search for ``seconds`` (CP-SAT, one thread): its best mapping scored
-    on ``problem`` by the cost model (a seed), and its proven lower bound on every
-    mapping's traffic in ``problem``'s search space, as ``stats["traffic_bound_bits"]``
-    (with the operand floors, a bound on the energy:
+    """The traffic search for ``seconds`` (CP-SAT, one thread, bound first): its best
+    mapping scored on ``problem`` by the cost model (a seed), and its proven lower bound
+    on every mapping's traffic in ``problem``'s search space, as
+    ``stats["traffic_bound_bits"]`` (with the operand floors, a bound on the energy:
     :meth:`~stems_opt.formulation.columns.ColumnSolver.traffic_floor`)."""
     from stems_opt.incumbents import TRAFFIC_SEED
 
     return _twin_seed(problem, problem.with_objective(Objective.TRAFFIC), seconds,
-                      TRAFFIC_SEED)
+                      TRAFFIC_SEED, bound_first=True)
 
 
-def _twin_seed(problem: Problem, twin: Problem, seconds: float, name: str) -> Result:
-    """The search of ``twin`` for ``seconds`` (CP-SAT, one thread, no named schedules),
-    its mapping checked and scored on ``problem``; a traffic ``twin``'s proven bound
-    goes along as ``stats["traffic_bound_bits"]``."""
+def _twin_seed(problem: Problem, twin: Problem, seconds: float, name: str,
+               bound_first: bool = False) -> Result:
+    """The search of ``twin`` for ``seconds`` (CP-SAT, one thread, no named schedules;
+    ``bound_first`` as :func:`solve_columns`), its mapping checked and scored on
+    ``problem``; a traffic ``twin``'s proven bound goes along as
+    ``stats["traffic_bound_bits"]``."""
     start = time.perf_counter()
-    found = solve_columns(twin, time_limit_s=seconds, threads=1, warm_start=False)
+    found = solve_columns(twin, time_limit_s=seconds, threads=1, warm_start=False,
+                          bound_first=bound_first)
     stats: dict[str, float | str] = {}
     if twin.objective is Objective.TRAFFIC and found.bound is not None:
         stats["traffic_bound_bits"] = float(found.bound)
@@ -296,7 +305,7 @@ def _stop_for(stop: Stop | None, time_limit_s: float | None) -> Stop:
 
 
 def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int, stop: Stop,
-                   background: BackgroundNamed | None, column_solver: type,
+                   background: BackgroundNamed | None, column_solver: Callable[..., Any],
                    lower_bound: float | None = None, mappings: Sequence[Mapping] = (),
                    on_incumbent: Callable[[float, float], None] | None = None,
                    named: Sequence[Result] = ()) -> Result:

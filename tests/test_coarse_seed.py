@@ -30,6 +30,7 @@ from stems_opt.incumbents import (
     TRAFFIC_SEED,
     BackgroundNamed,
     coarse_seed_s,
+    traffic_seed_s,
 )
 from stems_opt.problem import Objective, Problem
 from stems_opt.result import Result, SolveStatus
@@ -51,17 +52,21 @@ def without_nests(p: Problem) -> Problem:
 
 
 def test_only_energy_through_nests_gets_a_seed_for_a_share_of_the_limit() -> None:
-    """A quarter of the limit, at most 10 s, under limits up to 60 s (none beyond, nor
-    without a limit); no seed for traffic, latency, the EDP search's weighted solves, or
-    energy without nests (the search is the coarse one itself)."""
+    """A quarter of the limit (the traffic seed: half), at most 10 s, under limits up to
+    60 s (none beyond, nor without a limit); no seed for traffic, latency, the EDP
+    search's weighted solves, or energy without nests (the search is the coarse one
+    itself)."""
     p = nest_case()
     assert coarse_seed_s(p, 8.0) == pytest.approx(2.0)  # 0.25 x 8
-    assert coarse_seed_s(p, 60.0) == SEED_MAX_S == 10.0  # min(10, 15)
-    assert coarse_seed_s(p, 61.0) is None and coarse_seed_s(p, None) is None
-    for objective in (Objective.TRAFFIC, Objective.LATENCY):
-        assert coarse_seed_s(p.with_objective(objective), 8.0) is None
-    assert coarse_seed_s(p.weighted(1, 1), 8.0) is None
-    assert coarse_seed_s(without_nests(p), 8.0) is None
+    assert traffic_seed_s(p, 8.0) == pytest.approx(4.0)  # 0.5 x 8
+    assert coarse_seed_s(p, 60.0) == traffic_seed_s(p, 60.0) == SEED_MAX_S == 10.0
+    assert traffic_seed_s(p, 30.0) == 10.0  # min(10, 15)
+    for seconds in (coarse_seed_s, traffic_seed_s):
+        assert seconds(p, 61.0) is None and seconds(p, None) is None
+        for objective in (Objective.TRAFFIC, Objective.LATENCY):
+            assert seconds(p.with_objective(objective), 8.0) is None
+        assert seconds(p.weighted(1, 1), 8.0) is None
+        assert seconds(without_nests(p), 8.0) is None
 
 
 @pytest.mark.parametrize("case", ["chain_T4", "conv_pool_T2_chunks"])
@@ -126,10 +131,10 @@ def test_the_energy_search_through_nests_starts_the_seed(
     r = solve(p, time_limit_s=20.0)
     assert r.mapping is not None
     if nests:
-        # (the coarse and traffic seeds for 0.25 x 20 s each)
+        # (the coarse seed for 0.25 x 20 s, the traffic seed for min(10, 0.5 x 20 s))
         # (a helper: its first job at the search's priority, the rest lower)
         assert started == [(SCORING_ORDER, ((COARSE_SEED, coarse_seed, {"seconds": 5.0}),
-                                            (TRAFFIC_SEED, traffic_seed, {"seconds": 5.0})),
+                                            (TRAFFIC_SEED, traffic_seed, {"seconds": 10.0})),
                             True)]
     else:
         assert started == []  # (every named schedule scored here: nothing left over)
@@ -383,3 +388,39 @@ def test_the_parent_takes_the_nests_the_second_process_found(
     cost = evaluate(p, result.mapping)
     assert solved == []
     assert cost.objective_value("energy", None) == result.objective_value
+
+
+@pytest.mark.parametrize("case", ["chain_T4", "conv_pool_T2_chunks"])
+def test_a_search_bound_first_proves_the_optimum_without_dive_polish_or_turns(
+        case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bound_first`` (the traffic seed) runs masters and pricing alone: no dive, no
+    polish, no neighbourhood turn is even asked for, and it proves the same least
+    traffic, with a mapping that moves exactly that, as the search that has them all
+    (which does call them here, or this test would show nothing). Mutation: ignoring
+    ``bound_first`` at any one of the three fails it."""
+    from stems_opt.formulation import neighbourhood
+    from stems_opt.formulation.columns import ColumnSolver
+    from stems_opt.solvers import solve_columns
+
+    calls: list[str] = []
+    dive, polish, due = ColumnSolver.dive, neighbourhood.Turns.polish, neighbourhood.Turns.due
+
+    def spy(name: str, real):
+        def called(self, *args, **kwargs):
+            calls.append(name)
+            return real(self, *args, **kwargs)
+        return called
+
+    monkeypatch.setattr(ColumnSolver, "dive", spy("dive", dive))
+    monkeypatch.setattr(neighbourhood.Turns, "polish", spy("polish", polish))
+    monkeypatch.setattr(neighbourhood.Turns, "due", spy("due", due))
+    p = nest_case(case).with_objective(Objective.TRAFFIC)
+    full = solve_columns(p, time_limit_s=30.0, threads=1, warm_start=False)
+    assert {"dive", "polish", "due"} <= set(calls)
+    calls.clear()
+    first = solve_columns(p, time_limit_s=30.0, threads=1, warm_start=False,
+                          bound_first=True)
+    assert calls == []
+    assert full.gap == first.gap == 0.0
+    assert first.objective_value == first.bound == full.objective_value
+    assert evaluate(p, first.mapping).traffic_bits == full.objective_value

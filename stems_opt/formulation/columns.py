@@ -106,8 +106,12 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
     """Lazy column pricing and the master MIP for one problem."""
 
     def __init__(self, problem: Problem, backend: Backend, options: SolveOptions,
-                 master_mip: bool = False, progress: Progress | None = None):
+                 master_mip: bool = False, progress: Progress | None = None,
+                 bound_first: bool = False):
         self.master_mip = master_mip  # the master as a MIP of the backend, not a path
+        # No dive, polish or neighbourhood turns: masters and pricing alone (a search run
+        # for its bound).
+        self.bound_first = bound_first
         self._groups: dict[tuple, list[Column]] | None = None
         # (kept from the first column on: built at once over 60,000 columns it took a
         # second past a deadline, when seeds arrived)
@@ -465,9 +469,10 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         span = DIVE_CAP_S if left is None else left
         improving = DIVE_IMPROVING_SHARE_SEEDED if self.seeded_as_it_goes \
             else DIVE_IMPROVING_SHARE
-        self.dive(start + DIVE_SHARE * span, start + DIVE_NONE_SHARE * span,
-                  None if left is None
-                  else start + min(improving * span, DIVE_IMPROVING_CAP_S))
+        if not self.bound_first:
+            self.dive(start + DIVE_SHARE * span, start + DIVE_NONE_SHARE * span,
+                      None if left is None
+                      else start + min(improving * span, DIVE_IMPROVING_CAP_S))
         self.stats["dive_s"] = time.perf_counter() - start
         # Every interval within the column budget opened before the proof (the dive opens
         # them a length at a time within its share only): a mapping through an unopened
@@ -476,7 +481,8 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         late = self.open_len < self.max_len  # (long intervals opened after the dive)
         # (the neighbourhood search's share of the time)
         turns = Turns(self, start, left, long_pass=late)
-        if left is not None:  # a short limit: beat the incumbent once before the opening
+        if left is not None and not self.bound_first:
+            # a short limit: beat the incumbent once before the opening
             with contextlib.suppress(SearchStoppedError):
                 turns.polish(time.perf_counter() + polish_seconds(left, self.at_named()))
         if self._budget_len >= self.max_len > self.open_len:
@@ -522,7 +528,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
                 if optimal and self.open_more():
                     continue  # a mapping through a longer interval may still be better
                 break
-            if turns.due():
+            if not self.bound_first and turns.due():
                 try:
                     turns.turn()
                 except SearchStoppedError:
@@ -570,7 +576,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
                     self.touch(col)  # (its price and found segment may have changed)
                     if stopped():
                         break
-                    if turns.due():  # (pricing a long list takes a while)
+                    if not self.bound_first and turns.due():  # (a long list takes a while)
                         turns.turn()
             except SearchStoppedError:
                 break
