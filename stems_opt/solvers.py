@@ -22,6 +22,7 @@ from stems_opt.result import Result, SolveStatus, relative_gap
 from stems_opt.stopping import INTERRUPTED, TIME_LIMIT, SearchStoppedError, Stop
 
 if TYPE_CHECKING:
+    from stems_opt.formulation.columns import ColumnSolver
     from stems_opt.incumbents import BackgroundNamed
 
 EXACT_SOLVERS = ("cpsat", "highs")
@@ -355,9 +356,9 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
             stats.update(cs.stats)
             if model_bound < math.inf:  # a search stopped early may not have reached it
                 model_bound = max(model_bound, _quick_bound(problem))
-                least_bits = _traffic_bound_arrived(background)
-                if least_bits is not None:  # (the traffic seed's proven least traffic)
-                    model_bound = max(model_bound, cs.traffic_floor(least_bits))
+                floor = _traffic_floor_arrived(cs, background)
+                if floor is not None:  # (from the traffic seed's proven least traffic)
+                    model_bound = max(model_bound, floor)
         stats.update(model_build_s=build_s, solve_s=time.perf_counter() - start - build_s)
         proven = mapping is not None and model_bound >= model_value
         if (background is not None or named) and not proven and model_bound < math.inf:
@@ -429,6 +430,8 @@ def _hook(cs: object, start: float, constant: float, scale: float,
         cs.seed_source = lambda: [r.mapping for r in background.poll().values()
                                   if r.mapping is not None]
         cs.seeded_as_it_goes = bool(background.seeds)
+        if background.seeds:  # (the traffic seed's least traffic bounds the energy)
+            cs.floor_source = lambda: _traffic_floor_arrived(cs, background)
     if on_incumbent is not None:
         cs.on_incumbent = lambda v: on_incumbent(time.perf_counter() - start,
                                                  (v + constant) / scale)
@@ -463,6 +466,14 @@ def _traffic_bound_arrived(background: BackgroundNamed | None) -> float | None:
         return None
     bits = [r.stats.get("traffic_bound_bits") for r in background.poll().values()]
     return max((float(b) for b in bits if isinstance(b, (int, float))), default=None)
+
+
+def _traffic_floor_arrived(cs: ColumnSolver, background: BackgroundNamed | None
+                           ) -> float | None:
+    """The floor (model units, :meth:`ColumnSolver.traffic_floor`) from the least traffic
+    the second process proved, if it arrived."""
+    bits = _traffic_bound_arrived(background)
+    return None if bits is None else cs.traffic_floor(bits)
 
 
 def _wait_for_named(background: BackgroundNamed, stop: Stop) -> None:

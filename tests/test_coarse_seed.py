@@ -32,6 +32,7 @@ from stems_opt.incumbents import (
     coarse_seed_s,
     traffic_seed_s,
 )
+from stems_opt.mapping import Mapping
 from stems_opt.problem import Objective, Problem
 from stems_opt.result import Result, SolveStatus
 from stems_opt.solvers import _traffic_bound_arrived, coarse_seed, solve, traffic_seed
@@ -424,3 +425,85 @@ def test_a_search_bound_first_proves_the_optimum_without_dive_polish_or_turns(
     assert full.gap == first.gap == 0.0
     assert first.objective_value == first.bound == full.objective_value
     assert evaluate(p, first.mapping).traffic_bits == full.objective_value
+
+
+def _bound_masters(monkeypatch: pytest.MonkeyPatch) -> list[list[float]]:
+    """Per search, the search's bound (model units) as each of its masters over bounds
+    starts (not the dive's, nor the incumbent's over found segments); a new search
+    appends a new list."""
+    from stems_opt.formulation.columns import ColumnSolver
+
+    searches: list[list[float]] = []
+    real = ColumnSolver.master_path
+
+    def spy(self, *args, **kwargs):
+        if not (kwargs.get("primal") or kwargs.get("exact_only") or args):
+            searches[-1].append(self._lower)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ColumnSolver, "master_path", spy)
+    return searches
+
+
+def test_a_floor_from_elsewhere_is_the_bound_from_the_next_master_on(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A floor from elsewhere (``floor_source``: the least traffic's, once the second
+    process proved it) above the masters' bound is the search's bound from the next
+    master on, and from then the neighbourhood search gets the larger share
+    (``Turns.favour_mapping``). chain_T4 with nests: its masters start at the chain
+    floor, 23,789,280 (model units), the optimum is 26,096,160, the floor here one
+    below it; the proof still ends at the optimum. With the optimum seeded, a floor at
+    it proves it at the first master that sees the floor, where the search without
+    a floor needs masters that raise its own bound. (Mutations: ignoring the floor, or
+    not returning at it, fail this.)"""
+    import stems_opt.solvers as solvers
+    from stems_opt.formulation import neighbourhood
+    from stems_opt.formulation.backend import SolveOptions
+    from stems_opt.formulation.columns import ColumnSolver
+
+    p = nest_case()
+    searches = _bound_masters(monkeypatch)
+
+    def search(floor: float | None, seed: Mapping | None = None
+               ) -> tuple[Mapping, float, float, list[float]]:
+        searches.append([])
+        cs = ColumnSolver(p, solvers._backend("cpsat"), SolveOptions(threads=1))
+        if seed is not None:
+            cs.seed(seed)
+        if floor is not None:
+            cs.floor_source = lambda: floor
+        return (*cs.solve(), searches[-1])
+
+    best, optimum, bound, _ = search(None)
+    assert optimum == bound == 26_096_160
+    favoured: list[bool] = []
+    real_favour = neighbourhood.Turns.favour_mapping
+    monkeypatch.setattr(neighbourhood.Turns, "favour_mapping",
+                        lambda self: favoured.append(True) or real_favour(self))
+    _, value, bound, seen = search(optimum - 1)
+    assert value == bound == optimum
+    assert seen[0] == 23_789_280 and optimum - 1 in seen and favoured
+    _, value, bound, seen_seeded = search(None, best)
+    _, value_at, bound_at, seen_at = search(optimum, best)
+    assert value == bound == value_at == bound_at == optimum
+    assert seen_at == [23_789_280] and len(seen_seeded) > 1  # (the floor: one master)
+
+
+def test_favouring_the_mapping_gives_the_neighbourhood_search_its_larger_share() -> None:
+    """Ten seconds into a search (the first two its warm-up), with 5 s already in
+    neighbourhood moves: at half the time after the warm-up (``SHARE``) that is too
+    much, 5 > 0.5 / 0.5 x 3; at ``BOUND_ELSEWHERE_SHARE`` it is not, 5 < 0.8 / 0.2 x 3;
+    and moves that pay keep the larger share."""
+    import stems_opt.solvers as solvers
+    from stems_opt.formulation import neighbourhood
+    from stems_opt.formulation.backend import SolveOptions
+    from stems_opt.formulation.columns import ColumnSolver
+
+    assert (neighbourhood.SHARE, neighbourhood.BOUND_ELSEWHERE_SHARE) == (0.5, 0.8)
+    assert neighbourhood.WARMUP_S == 2.0
+    cs = ColumnSolver(nest_case(), solvers._backend("cpsat"), SolveOptions(threads=1))
+    turns = neighbourhood.Turns(cs, time.perf_counter() - 10.0, None)
+    turns.used_s = 5.0
+    assert not turns.due()
+    turns.favour_mapping()
+    assert turns.due() and turns.top_share == turns.share == 0.8

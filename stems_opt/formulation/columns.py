@@ -158,6 +158,9 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         self.seed_source: Callable[[], Iterable[Mapping]] | None = None
         # (another search's mappings arrive through seed_source as it goes: a shorter dive)
         self.seeded_as_it_goes = False
+        # A proven lower bound from elsewhere (model units), polled: the floor of the
+        # least traffic the second process proved, once it arrives.
+        self.floor_source: Callable[[], float | None] | None = None
         # The best mapping from elsewhere arrived so far (model units), if any.
         self.named_value: Callable[[], float | None] | None = None
         self._seeded: set[int] = set()
@@ -510,6 +513,11 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
             chosen, value, bound, optimal = res
             # The master sees opened intervals only: the others are bounded apart.
             self._lower = max(self._lower, min(bound, self.excluded_bound()))
+            if self._floor_arrived():
+                turns.favour_mapping()
+                found = self.incumbent()
+                if found is not None and found[1] <= self._lower:
+                    return self.mapping_of(found[0]), found[1], found[1]
             self._report(self._lower)
             self.poll_seeds()
             self.note_incumbent()
@@ -583,6 +591,15 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         self.stats.update(lns_moves=turns.moves, lns_improved=turns.improved,
                           lns_s=round(turns.used_s, 3))
         return self._answer(self._lower)
+
+    def _floor_arrived(self) -> bool:
+        """Raise the bound to the floor from elsewhere (:attr:`floor_source`) where that is
+        more; whether the floor is (still) above what the masters have raised."""
+        floor = None if self.floor_source is None else self.floor_source()
+        if floor is None or floor <= self._lower:
+            return False
+        self._lower = floor
+        return True
 
     def _report(self, bound: float) -> None:
         """Tell the progress reporter the bound, and the incumbent when a report is due
