@@ -493,7 +493,7 @@ def test_favouring_the_mapping_gives_the_neighbourhood_search_its_larger_share()
     """Ten seconds into a search (the first two its warm-up), with 5 s already in
     neighbourhood moves: at half the time after the warm-up (``SHARE``) that is too
     much, 5 > 0.5 / 0.5 x 3; at ``BOUND_ELSEWHERE_SHARE`` it is not, 5 < 0.8 / 0.2 x 3;
-    and moves that pay keep the larger share."""
+    and the share that moves that pay return to (``top_share``) is the larger one."""
     import stems_opt.solvers as solvers
     from stems_opt.formulation import neighbourhood
     from stems_opt.formulation.backend import SolveOptions

@@ -493,10 +493,8 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
             with contextlib.suppress(SearchStoppedError):
                 self._open_lengths(self.max_len)
             self.stats.update(columns=len(self.columns), open_len=self.open_len)
-        if self._lower > 0:
-            found = self.incumbent()
-            if found is not None and found[1] <= self._lower:
-                return self.mapping_of(found[0]), found[1], found[1]
+        if self._lower > 0 and (proven := self._proven_incumbent()) is not None:
+            return proven
 
         while not stopped():
             try:
@@ -515,9 +513,8 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
             self._lower = max(self._lower, min(bound, self.excluded_bound()))
             if self._floor_arrived():
                 turns.favour_mapping()
-                found = self.incumbent()
-                if found is not None and found[1] <= self._lower:
-                    return self.mapping_of(found[0]), found[1], found[1]
+                if (proven := self._proven_incumbent()) is not None:
+                    return proven
             self._report(self._lower)
             self.poll_seeds()
             self.note_incumbent()
@@ -591,6 +588,14 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         self.stats.update(lns_moves=turns.moves, lns_improved=turns.improved,
                           lns_s=round(turns.used_s, 3))
         return self._answer(self._lower)
+
+    def _proven_incumbent(self) -> tuple[Mapping, float, float] | None:
+        """The incumbent as a proven answer (mapping, value, bound) when it reaches the
+        bound so far, else ``None``."""
+        found = self.incumbent()
+        if found is None or found[1] > self._lower:
+            return None
+        return self.mapping_of(found[0]), found[1], found[1]
 
     def _floor_arrived(self) -> bool:
         """Raise the bound to the floor from elsewhere (:attr:`floor_source`) where that is
