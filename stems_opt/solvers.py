@@ -22,6 +22,7 @@ from stems_opt.result import Result, SolveStatus, relative_gap
 from stems_opt.stopping import INTERRUPTED, TIME_LIMIT, SearchStoppedError, Stop
 
 if TYPE_CHECKING:
+    from stems_opt.formulation.column_helper import ColumnHelper
     from stems_opt.formulation.columns import ColumnSolver
     from stems_opt.incumbents import BackgroundNamed
 
@@ -159,17 +160,22 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
         rest, seed_s = SCORING_ORDER, coarse_seed_s(problem, limit)
         if seed_s is None and in_process(problem, limit):
             named, rest = score_in_process(problem, stop, in_process_budget_s(limit))
-    seeds = () if seed_s is None else \
+    # A deep network's bound is what a short limit leaves open: the second core tightens
+    # columns there (column_helper.py), in place of the seeds and the nest helper.
+    columns_help = seed_s is not None and _column_helper_wanted(problem, threads)
+    seeds = () if seed_s is None or columns_help else \
         ((COARSE_SEED, functools.partial(coarse_seed, seconds=seed_s)),
          (TRAFFIC_SEED, functools.partial(traffic_seed,
                                           seconds=traffic_seed_s(problem, limit))))
     background = BackgroundNamed(problem, rest, seeds, helper=True) \
         if (rest or seeds) and not stop.expired() else None
     try:
-        with _nest_helper(problem, threads, background) as helper:
+        with _column_helper(problem, solver, columns_help) as columns, \
+                _nest_helper(problem, threads, background, columns is None) as helper:
             column_solver = functools.partial(ColumnSolver, bound_first=bound_first)
             result = _solve_columns(problem, solver, threads, seed, stop, background,
-                                    column_solver, lower_bound, mappings, on_incumbent, named)
+                                    column_solver, lower_bound, mappings, on_incumbent, named,
+                                    columns)
             if helper is not None:
                 result.stats.update(nest_batches_helped=helper.batches_helped)
             return result
@@ -178,15 +184,39 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
             background.close()
 
 
+def _column_helper_wanted(problem: Problem, threads: int | None) -> bool:
+    """Whether a short-limit energy solve of ``problem`` (one with seeds) gets a
+    :class:`~stems_opt.formulation.column_helper.ColumnHelper` instead: networks deeper
+    than ``column_base.EAGER_LAYERS``, on two cores or more. (SEW-ResNet-152's seeds,
+    whose searches neither finish nor beat the search's own mappings in time there,
+    changed neither its mapping nor its bound at 128 and 384 KB under 10 s.)"""
+    from stems_opt.cost import nest_helper
+    from stems_opt.formulation.column_base import EAGER_LAYERS
+
+    return len(problem.network.layers) > EAGER_LAYERS and nest_helper.wanted(threads)
+
+
+def _column_helper(problem: Problem, solver: str, wanted: bool
+                   ) -> contextlib.AbstractContextManager:
+    """A process tightening columns with the search where ``wanted``
+    (:mod:`~stems_opt.formulation.column_helper`), else nothing."""
+    if not wanted:
+        return contextlib.nullcontext()
+    from stems_opt.formulation import column_helper
+
+    return column_helper.helping(problem, _backend(solver))
+
+
 def _nest_helper(problem: Problem, threads: int | None,
-                 background: BackgroundNamed | None) -> contextlib.AbstractContextManager:
+                 background: BackgroundNamed | None,
+                 wanted: bool = True) -> contextlib.AbstractContextManager:
     """A process solving loop nests with the search (:mod:`~stems_opt.cost.nest_helper`)
     where the search solves nests (energy and EDP through loop nests) and may use two
     cores, else nothing; it is asked from the start, unless ``background`` runs seeds
     (short limits), which are worth more: then once ``background`` is done."""
     from stems_opt.cost import nest_helper
 
-    if not (problem.hardware.loop_nests and problem.objective in NEST_OBJECTIVES
+    if not (wanted and problem.hardware.loop_nests and problem.objective in NEST_OBJECTIVES
             and nest_helper.wanted(threads)):
         return contextlib.nullcontext()
     return nest_helper.helping(lambda: background is None or not background.seeds
@@ -309,7 +339,8 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
                    background: BackgroundNamed | None, column_solver: Callable[..., Any],
                    lower_bound: float | None = None, mappings: Sequence[Mapping] = (),
                    on_incumbent: Callable[[float, float], None] | None = None,
-                   named: Sequence[Result] = ()) -> Result:
+                   named: Sequence[Result] = (), columns: ColumnHelper | None = None
+                   ) -> Result:
     """The search of :func:`solve_columns`; ``named`` are named schedules scored before it
     (seeds, and the fallback when better), ``background`` the second process scoring
     others meanwhile."""
@@ -344,6 +375,11 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
         else:
             _hook(cs, start, constant, scale, background,
                   [*mappings, *(r.mapping for r in named)], on_incumbent)
+            if columns is not None:
+                from stems_opt.formulation.column_helper import helper_takes
+
+                cs.column_source, cs.column_sink = columns.poll, columns.send
+                cs.helper_takes = helper_takes
             cs.named_value = functools.partial(_named_model_value, named, background, scale,
                                                constant)
             # Model units are integers: rounding down keeps a bound in objective units valid.

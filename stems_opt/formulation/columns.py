@@ -102,6 +102,12 @@ from stems_opt.stopping import SearchStoppedError, Stop
 __all__ = ["Column", "ColumnSolver", "Signature"]
 
 
+HELPED_ROUND_S = 0.5
+"""Most seconds a round of columns to tighten takes beside a helper
+(:attr:`ColumnSolver.column_source`): the helper's bounds, and the round's, reach the
+master's bound at the next master."""
+
+
 class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareMixin):
     """Lazy column pricing and the master MIP for one problem."""
 
@@ -161,6 +167,12 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         # A proven lower bound from elsewhere (model units), polled: the floor of the
         # least traffic the second process proved, once it arrives.
         self.floor_source: Callable[[], float | None] | None = None
+        # Column bounds tightened elsewhere (column_helper.py), polled, and whether a
+        # column is this process's to tighten (the other tightens the others).
+        self.column_source: Callable[[], list[tuple]] | None = None
+        self.helper_takes: Callable[[Column], bool] | None = None
+        self.column_sink: Callable[[list[tuple]], None] | None = None  # (and what rose here)
+        self._from_elsewhere: set[int] = set()  # (ranks of the columns raised so)
         # The best mapping from elsewhere arrived so far (model units), if any.
         self.named_value: Callable[[], float | None] | None = None
         self._seeded: set[int] = set()
@@ -497,6 +509,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
             return proven
 
         while not stopped():
+            self._columns_arrived()
             try:
                 res = self.master(time_limit_s=self.stop.limit_s(None)) if self.master_mip \
                     else self.master_path()
@@ -543,8 +556,9 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
             # few columns (most networks at large buffers) must not wait for hundreds
             # of ties.
             tie_s = ties_budget.seconds(time.perf_counter() - start)
-            ties = [] if self.master_mip or tie_s <= 0 else \
-                self.master_ties(ties_budget.batch())
+            if self.helper_takes is not None:  # (its columns count from the next master on)
+                tie_s = min(tie_s, HELPED_ROUND_S)
+            ties = [] if self.master_mip or tie_s <= 0 else self._ties(ties_budget.batch())
             for c in pending:
                 self.touch(c)
             try:
@@ -559,8 +573,10 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
 
                 if ties:  # (the labels they come from are stale once anything rose)
                     tie_start = time.perf_counter()
+                    bounds = [c.bound for c in ties]
                     tried, rose = self._tighten_for(ties, tie_s)
                     ties_budget.record(tried, rose, time.perf_counter() - tie_start)
+                    self._tell_helper(ties, bounds)
                     LOG.debug("ties: %d of %d tightened rose (growth %d)", rose, tried,
                               ties_budget.growth)
                 # Intervals with many signatures: one bound for all of them first.
@@ -568,8 +584,10 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
                         if (c.first, c.last) not in self._interval_bounds
                         and self.signature_count(c.first, c.last) > 6]) and moved():
                     continue
-                if sum([self.tighten(c, cover=self.cover_in_search()) for c in pending]) \
-                        or moved():
+                bounds = [c.bound for c in pending]
+                raised = sum([self.tighten(c, cover=self.cover_in_search()) for c in pending])
+                self._tell_helper(pending, bounds)
+                if raised or moved():
                     continue  # bounds rose: ask the master again before pricing anything
                 for col in pending:
                     if col.upper is None and col.tight and not col.exact and \
@@ -587,7 +605,60 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
                 break
         self.stats.update(lns_moves=turns.moves, lns_improved=turns.improved,
                           lns_s=round(turns.used_s, 3))
+        self._last_master()
         return self._answer(self._lower)
+
+    def _last_master(self) -> None:
+        """With a helper (:attr:`column_source`), one more master once the search has
+        stopped: the bounds that arrived since the last one count too (a pass over the
+        built graph takes tens of milliseconds; none once the deadline has passed)."""
+        if self.column_source is None or self.master_mip:
+            return
+        self._columns_arrived()
+        with contextlib.suppress(MasterStoppedError, SearchStoppedError):
+            res = self.master_path()
+            if res is not None:
+                self._lower = max(self._lower, min(res[2], self.excluded_bound()))
+                self._report(self._lower)
+
+    def _ties(self, limit: int) -> list[Column]:
+        """Columns to tighten next beside the master's path: up to ``limit`` tied with
+        it (:meth:`master_ties`), or with a helper (:attr:`column_source`) this
+        process's share of every column least path first (:meth:`master_through`)."""
+        if self.helper_takes is None:
+            return self.master_ties(limit)
+        takes, done = self.helper_takes, self._from_elsewhere
+        return self.master_through(limit, math.inf,
+                                   lambda c: c.rank not in done and not takes(c))
+
+    def _tell_helper(self, cols: list[Column], before: list[float]) -> None:
+        """Send :attr:`column_sink` the columns of ``cols`` whose bound rose from
+        ``before`` (``inf``: no frame fits)."""
+        if self.column_sink is None:
+            return
+        self.column_sink([(c.first, c.last, c.sig, math.inf if c.exact and c.value is None
+                           else c.bound) for c, b in zip(cols, before, strict=True)
+                          if c.bound > b or (c.exact and c.value is None)])
+
+    def _columns_arrived(self) -> None:
+        """Raise the columns whose tightened bounds arrived from elsewhere
+        (:attr:`column_source`; ``inf``: no frame of the column fits)."""
+        if self.column_source is None:
+            return
+        for first, last, sig, bound in self.column_source():
+            col = self._by_key.get((first, last, sig))
+            if col is None or col.exact or bound <= col.bound:
+                continue
+            if bound == math.inf:
+                if col.upper is not None:  # (a segment fits: never so; kept safe)
+                    continue
+                col.exact, col.value = True, None
+            else:
+                col.bound = bound
+            self.touch(col)
+            self._from_elsewhere.add(col.rank)
+            self.stats["columns_helped"] = self.stats.get("columns_helped", 0) + 1
+        LOG.debug("helped: %d", self.stats.get("columns_helped", 0))
 
     def _proven_incumbent(self) -> tuple[Mapping, float, float] | None:
         """The incumbent as a proven answer (mapping, value, bound) when it reaches the

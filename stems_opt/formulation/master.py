@@ -368,6 +368,52 @@ class MasterMixin:
                     suf_k[state] = least
         return sorted(found.values(), key=lambda c: c.rank)[:limit]
 
+    def master_through(self, limit: int, target: float,
+                       keep: Callable[[Column], bool] = lambda c: True) -> list[Column]:
+        """Up to ``limit`` columns not yet tightened (and kept by ``keep``) whose least
+        path through them costs less than ``target``, least first (the last bound
+        master's labels, read backwards as :meth:`master_ties` reads them).
+
+        Only such columns can hold the master's bound below ``target``: tightening
+        them in this order raises it as fast as columns are tightened, where the
+        tied columns alone (paths at the master's value) take a master pass per
+        handful (SEW-ResNet-152 at 128 KB: 7,659 of 29,702 columns lie below 0.95
+        of its best mapping). Empty when the labels are not complete."""
+        graph = self._graph
+        if graph is None or "bound" not in graph.labels or graph.end < 0 \
+                or graph.labels["bound"][0][graph.end] == math.inf:
+            return []
+        through = self._through(graph)
+        below = np.flatnonzero(through < target)
+        found = []
+        for r in below[np.argsort(through[below], kind="stable")].tolist():
+            c = self.columns[r]
+            if not c.tight and not c.exact and keep(c):
+                found.append(c)
+                if len(found) == limit:
+                    break
+        return found
+
+    def _through(self, graph: PathGraph) -> np.ndarray:
+        """Each column's least path through it at the last bound pass's prices (``inf``
+        for a column on no path, or touched since the pass)."""
+        label = graph.labels["bound"][0]
+        price = graph.price["bound"].copy()
+        if graph.dirty["bound"]:
+            price[list(graph.dirty["bound"])] = math.inf
+        suf = np.full(len(label), math.inf)
+        suf[graph.end] = 0.0
+        for src, col, dst in reversed(graph.out_of[:-1]):
+            if len(src):
+                np.minimum.at(suf, src, price[col] + suf[dst])
+        src = np.concatenate([e[0] for e in graph.out_of])
+        col = np.concatenate([e[1] for e in graph.out_of])
+        dst = np.concatenate([e[2] for e in graph.out_of])
+        through = np.full(len(self.columns), math.inf)
+        with np.errstate(invalid="ignore"):
+            np.minimum.at(through, col, label[src] + price[col] + suf[dst])
+        return through
+
     @staticmethod
     def _mode_price(col: Column, mode: str) -> float:
         """:meth:`master_path`'s price of ``col`` in ``mode`` (``inf``: none, never
