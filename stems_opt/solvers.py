@@ -389,6 +389,8 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
                                   0.25 if problem.hardware.loop_nests else 0.05)
             with stop.active(reserve_s):
                 mapping, model_value, model_bound = cs.solve(share, hint)
+            if columns is not None:  # (its core is the answer's now)
+                columns.close()
             stats.update(cs.stats)
             if model_bound < math.inf:  # a search stopped early may not have reached it
                 model_bound = max(model_bound, _quick_bound(problem))
