@@ -32,6 +32,10 @@ NEST_OBJECTIVES = (Objective.ENERGY, Objective.EDP)
 FINISH_RESERVE_S = 0.3
 """Seconds kept, at most, from a time limit for the work after the search (5 % of the
 limit when that is less): the best mapping over the columns found, its check and score."""
+LATE_MARGIN_S = 0.15
+LATE_MARGIN_SHARE = 0.03
+"""Seconds (or share of the limit, when more) a search with a column helper leaves
+before its deadline, after raising its bound in the time its answer left."""
 FINISH_PER_LAYER_S = 0.003
 """Seconds more kept per layer (within the same 5 %): checking and scoring a mapping, and
 seeding the named schedules arrived, take about a millisecond per layer each."""
@@ -389,8 +393,6 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
                                   0.25 if problem.hardware.loop_nests else 0.05)
             with stop.active(reserve_s):
                 mapping, model_value, model_bound = cs.solve(share, hint)
-            if columns is not None:  # (its core is the answer's now)
-                columns.close()
             stats.update(cs.stats)
             if model_bound < math.inf:  # a search stopped early may not have reached it
                 model_bound = max(model_bound, _quick_bound(problem))
@@ -419,6 +421,10 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
                 if fb_value < model_value:
                     mapping, model_value = fallback.mapping, fb_value
                     stats.update(incumbent=fallback.solver)
+        if columns is not None:
+            if cs is not None and mapping is not None and model_bound < model_value:
+                model_bound = max(model_bound, _bound_until_deadline(cs, stop))
+            columns.close()
         if mapping is not None:  # the answer's own line: a search may end between reports
             progress.update(bound=min(model_bound, model_value), incumbent=model_value,
                             source=str(stats.get("incumbent", "search")))
@@ -452,6 +458,20 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
                   objective_value=value, bound=bound, gap=0.0 if status is SolveStatus.OPTIMAL
                   else relative_gap(value, bound), runtime_s=time.perf_counter() - start,
                   build_s=build_s, stats=stats, message=message)
+
+
+def _bound_until_deadline(cs: ColumnSolver, stop: Stop) -> float:
+    """The bound (model units) a search with a column helper reaches in the time its
+    answer left: until :data:`LATE_MARGIN_S` (or that share of the limit, when more)
+    before the deadline, which scoring the answer and the last master pass need."""
+    limit = stop.time_limit_s
+    left = stop.remaining_s()
+    if limit is None or left is None:
+        return 0.0
+    with contextlib.suppress(SearchStoppedError), stop.active():
+        return cs.bound_until(time.perf_counter() + left - max(LATE_MARGIN_S,
+                                                               LATE_MARGIN_SHARE * limit))
+    return 0.0
 
 
 def _hook(cs: object, start: float, constant: float, scale: float,

@@ -9,7 +9,9 @@ Mutations that make these tests fail (each tried, then reverted):
 - an arrived bound not re-pricing its column (no ``touch`` in ``_columns_arrived``);
 - the helper sending each bound plus one, or the bound before its tightening;
 - no last master after the search (``_last_master`` not called in ``_search``);
-- the seeds kept beside the helper (``columns_help`` ignored in ``solve_columns``).
+- the seeds kept beside the helper (``columns_help`` ignored in ``solve_columns``);
+- no bound raised after the answer (``_bound_until_deadline`` not called, or
+  ``bound_until`` without its loop), or its margin without the limit's share.
 """
 
 from __future__ import annotations
@@ -241,3 +243,70 @@ def test_a_search_with_the_helper_proves_the_optimum_alone(
     assert forks == [1]
     assert helped.gap == 0.0
     assert math.isclose(helped.objective_value, alone.objective_value, rel_tol=1e-9)
+
+
+def test_after_the_answer_the_bound_rises_until_the_deadline_less_a_margin() -> None:
+    """``bound_until`` keeps raising the bound with the helper's bounds (here those of
+    its share, as it would send them) and tightens the search's own share: it ends at
+    the master over every column tightened, above what the helper's share alone gives.
+    ``_bound_until_deadline`` gives it the time left less the margin: a 2 s limit with
+    its deadline 1.0 s away ends it 1.0 - max(0.15, 0.03 * 2) = 0.85 s from now, a 10 s
+    limit 1.0 - max(0.15, 0.03 * 10) = 0.7 s."""
+    from stems_opt import solvers
+    from stems_opt.stopping import Stop
+
+    network, ku, size = CASES["residual_T1"]
+    problem = nest_problem(network, size, ku)
+    ref = opened(problem)
+    for col in ref.columns:
+        ref.tighten(col)
+    tight = ref.master_path()[1]
+    theirs = [(c.first, c.last, c.sig, math.inf if c.exact and c.value is None else c.bound)
+              for c in ref.columns if helper_takes(c)]
+    half = opened(problem)
+    half.column_source = lambda: theirs
+    half._columns_arrived()
+    assert half.master_path()[1] < tight  # (the search's own share counts)
+
+    cs = opened(problem)
+    pending = [theirs]
+    cs.column_source = lambda: pending.pop() if pending else []
+    cs.helper_takes = helper_takes
+    assert cs.master_path() is not None
+    assert cs.bound_until(time.perf_counter() + 1.0) == tight
+
+    ends: list[float] = []
+
+    class Recorder:
+        def bound_until(self, end: float) -> float:
+            ends.append(end - time.perf_counter())
+            return 0.0
+
+    for limit, expected in ((2.0, 0.85), (10.0, 0.7)):
+        stop = Stop(limit)
+        stop.deadline = time.perf_counter() + 1.0
+        solvers._bound_until_deadline(Recorder(), stop)
+        assert abs(ends.pop() - expected) < 0.05
+
+
+def test_a_helped_search_stopped_short_raises_its_bound_before_its_deadline(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search with a helper whose answer comes back unproven (its bound the chain
+    floor, as if stopped early) spends the time left on its bound: the answer is
+    proven, before the limit."""
+    from stems_opt import solvers
+
+    network, ku, size = CASES["residual_T1"]
+    problem = nest_problem(network, size, ku)
+    real = ColumnSolver.solve
+
+    def short(self: ColumnSolver, *args, **kwargs):
+        mapping, value, _ = real(self, *args, **kwargs)
+        return mapping, value, self.chain_floor()
+
+    monkeypatch.setattr(ColumnSolver, "solve", short)
+    monkeypatch.setattr(solvers, "_column_helper_wanted", lambda p, threads: True)
+    start = time.perf_counter()
+    got = solvers.solve_columns(problem, time_limit_s=1.5)
+    assert got.gap == 0.0
+    assert time.perf_counter() - start < 1.5
