@@ -283,8 +283,9 @@ def test_after_the_answer_the_bound_rises_until_the_deadline_less_a_margin() -> 
             return 0.0
 
     for limit, expected in ((2.0, 0.85), (10.0, 0.7)):
-        stop = Stop(limit)
-        stop.deadline = time.perf_counter() + 1.0
+        stop = Stop(limit)  # (started limit - 1 s ago)
+        stop.start = time.perf_counter() + 1.0 - limit
+        stop.deadline = stop.start + limit
         solvers._bound_until_deadline(Recorder(), stop)
         assert abs(ends.pop() - expected) < 0.05
 
