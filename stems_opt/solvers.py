@@ -165,7 +165,7 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
         if seed_s is None and in_process(problem, limit):
             named, rest = score_in_process(problem, stop, in_process_budget_s(limit))
     # A deep network's bound is what a short limit leaves open: the second core tightens
-    # columns there (column_helper.py), in place of the seeds and the nest helper.
+    # columns there (column_helper.py), in place of the seeds (the nest helper waits for it).
     columns_help = seed_s is not None and _column_helper_wanted(problem, threads)
     seeds = () if seed_s is None or columns_help else \
         ((COARSE_SEED, functools.partial(coarse_seed, seconds=seed_s)),
@@ -175,7 +175,7 @@ def solve_columns(problem: Problem, solver: str = "cpsat", time_limit_s: float |
         if (rest or seeds) and not stop.expired() else None
     try:
         with _column_helper(problem, solver, columns_help) as columns, \
-                _nest_helper(problem, threads, background, columns is None) as helper:
+                _nest_helper(problem, threads, background, columns) as helper:
             column_solver = functools.partial(ColumnSolver, bound_first=bound_first)
             result = _solve_columns(problem, solver, threads, seed, stop, background,
                                     column_solver, lower_bound, mappings, on_incumbent, named,
@@ -213,18 +213,20 @@ def _column_helper(problem: Problem, solver: str, wanted: bool
 
 def _nest_helper(problem: Problem, threads: int | None,
                  background: BackgroundNamed | None,
-                 wanted: bool = True) -> contextlib.AbstractContextManager:
+                 columns: ColumnHelper | None = None) -> contextlib.AbstractContextManager:
     """A process solving loop nests with the search (:mod:`~stems_opt.cost.nest_helper`)
     where the search solves nests (energy and EDP through loop nests) and may use two
     cores, else nothing; it is asked from the start, unless ``background`` runs seeds
-    (short limits), which are worth more: then once ``background`` is done."""
+    (short limits) or ``columns`` tightens columns, which are worth more: then once
+    they are done."""
     from stems_opt.cost import nest_helper
 
-    if not (wanted and problem.hardware.loop_nests and problem.objective in NEST_OBJECTIVES
+    if not (problem.hardware.loop_nests and problem.objective in NEST_OBJECTIVES
             and nest_helper.wanted(threads)):
         return contextlib.nullcontext()
-    return nest_helper.helping(lambda: background is None or not background.seeds
-                               or not background.running())
+    return nest_helper.helping(lambda: (background is None or not background.seeds
+                                        or not background.running())
+                               and (columns is None or not columns.running()))
 
 
 def coarse_seed(problem: Problem, seconds: float) -> Result:

@@ -152,6 +152,11 @@ class ColumnHelper:
             with contextlib.suppress(OSError):
                 self._conn.send(raised)
 
+    def running(self) -> bool:
+        """Whether the helper still runs (and uses a core): it ends once its share is
+        tightened."""
+        return self._proc.is_alive()
+
     def close(self) -> None:
         """Stop the helper at once."""
         stop_process(self._proc, self._conn)

@@ -57,6 +57,7 @@ class TieBudget:
 
     growth: int = 1
     charged_s: float = 0.0
+    spent_s: float = 0.0  # (every round's seconds, useful or not)
 
     def seconds(self, elapsed_s: float) -> float:
         """Seconds the next round may take, ``elapsed_s`` into the search."""
@@ -76,6 +77,7 @@ class TieBudget:
         grow = rose >= TIE_USEFUL * tried and rose >= TIE_USEFUL_MIN
         self.growth = min(TIE_GROWTH_MAX, 2 * self.growth) if grow else 1
         self.charged_s += 0.0 if grow else spent_s
+        self.spent_s += spent_s
 
 
 @dataclass
