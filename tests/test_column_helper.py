@@ -11,7 +11,8 @@ Mutations that make these tests fail (each tried, then reverted):
 - no last master after the search (``_last_master`` not called in ``_search``);
 - the seeds kept beside the helper (``columns_help`` ignored in ``solve_columns``);
 - no bound raised after the answer (``_bound_until_deadline`` not called, or
-  ``bound_until`` without its loop), or its margin without the limit's share.
+  ``bound_until`` without its loop), or its margin without the limit's share;
+- rounds beside a helper without their 0.5 s cap, or without their share.
 """
 
 from __future__ import annotations
@@ -311,3 +312,20 @@ def test_a_helped_search_stopped_short_raises_its_bound_before_its_deadline(
     got = solvers.solve_columns(problem, time_limit_s=1.5)
     assert got.gap == 0.0
     assert time.perf_counter() - start < 1.5
+
+
+def test_rounds_beside_a_helper_are_short_and_take_a_share_of_the_search() -> None:
+    """Beside a helper a round takes at most 0.5 s, and all rounds at most 0.35 of the
+    search: 10 s in with 2.0 s spent, min(0.5, 0.35 * 10 - 2.0 = 1.5) = 0.5 s; with
+    3.4 s spent, 0.35 * 10 - 3.4 = 0.1 s. Without one, what the tie budget allows
+    (``TIE_S`` times its growth: 3 * 2 = 6 s)."""
+    from stems_opt.formulation.master import TieBudget
+
+    network, ku, size = CASES["chain_T4"]
+    cs = ColumnSolver(make_problem(network, size, ku), solve_cpsat, SolveOptions(threads=1))
+    budget = TieBudget(growth=2, spent_s=2.0)
+    assert cs._round_s(budget, 10.0) == 6.0
+    cs.helper_takes = helper_takes
+    assert cs._round_s(budget, 10.0) == pytest.approx(0.5)
+    budget.spent_s = 3.4
+    assert cs._round_s(budget, 10.0) == pytest.approx(0.1)
