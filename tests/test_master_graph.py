@@ -6,7 +6,8 @@ ties to the largest rank and node instead of the smallest
 (``np.lexsort((-src_o, -col_o, total_o, dst_o))``); columns touched between the pass
 and the tie round keeping their price in ``_graph_ties`` (no masking of
 ``graph.dirty``); tied columns judged without the cost from their end to the
-network's end (``0 * suf[dst]``). (Putting the node before the rank in the tie order
+network's end (``0 * suf[dst]``); an exact pass reusing its labels when a price changed
+(``changed = False``). (Putting the node before the rank in the tie order
 changes nothing here: columns are built in the order of their first layer and
 signature, nodes numbered by boundary and sorted state, so the two orders agree.)
 """

@@ -506,13 +506,20 @@ class MasterMixin:
             raise MasterStoppedError(None)
         graph = self._path_graph(mode == "bound", mode == "exact")
         price = graph.price.get(mode)
+        changed = price is None
         if price is None:
             price = graph.price[mode] = np.array(
                 [self._mode_price(c, mode) for c in self.columns], dtype=np.float64)
         else:
             for r in graph.dirty[mode]:
-                price[r] = self._mode_price(self.columns[r], mode)
+                new = self._mode_price(self.columns[r], mode)
+                changed = changed or new != price[r]
+                price[r] = new
         graph.dirty[mode] = set()
+        if mode == "exact" and not changed and mode in graph.labels:
+            # (the incumbent's pass at every master: columns touched for their bounds
+            # leave the segments found, and so its path, as they were)
+            return self._labelled_path(graph, mode)
         n = len(graph.states)
         label = np.full(n, math.inf)
         arg_col = np.full(n, -1, dtype=np.int64)
@@ -536,6 +543,12 @@ class MasterMixin:
             arg_src[dst_o[pick]] = src_o[pick]
         graph.labels[mode] = label, arg_col, arg_src
         self.stats["master_solves"] += 1
+        return self._labelled_path(graph, mode)
+
+    def _labelled_path(self, graph: PathGraph, mode: str
+                       ) -> tuple[list[Column], float, float, bool] | None:
+        """The path of ``graph``'s labels in ``mode`` (``None``: the end unreached)."""
+        label, arg_col, arg_src = graph.labels[mode]
         if graph.end < 0 or label[graph.end] == math.inf:
             return None
         chosen: list[Column] = []
