@@ -329,3 +329,18 @@ def test_rounds_beside_a_helper_are_short_and_take_a_share_of_the_search() -> No
     assert cs._round_s(budget, 10.0) == pytest.approx(0.5)
     budget.spent_s = 3.4
     assert cs._round_s(budget, 10.0) == pytest.approx(0.1)
+
+
+def test_a_solver_that_keeps_no_frame_bounds_tightens_to_the_same_bounds() -> None:
+    """The helper keeps no frame bounds (it prices nothing): its columns' bounds are
+    those of a solver that keeps them, and it holds none."""
+    network, ku, size = CASES["residual_T1"]
+    problem = nest_problem(network, size, ku)
+    kept, lean = opened(problem), opened(problem)
+    lean.keep_frame_bounds = False
+    for a, b in zip(kept.columns, lean.columns, strict=True):
+        kept.tighten(a)
+        lean.tighten(b)
+        assert (a.bound, a.exact, a.value) == (b.bound, b.exact, b.value)
+        assert not b.frame_bounds and not b.frame_slack
+    assert any(a.frame_bounds for a in kept.columns)

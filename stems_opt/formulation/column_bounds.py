@@ -330,8 +330,9 @@ class BoundsMixin:
                 got = self.cap_bounds[key]
             # (over arrays: SEW-ResNet-152's columns have about 100 frames each)
             bounds = self._frame_base(col.first, col.last, specs) + np.maximum(got[0], floor)
-            col.frame_bounds.update(zip(specs, bounds.tolist(), strict=True))
-            col.frame_slack.update(zip(specs, got[1].tolist(), strict=True))
+            if self.keep_frame_bounds:  # (what pricing reads; a column helper prices none)
+                col.frame_bounds.update(zip(specs, bounds.tolist(), strict=True))
+                col.frame_slack.update(zip(specs, got[1].tolist(), strict=True))
             best = min(best, float(bounds.min()))
         col.tight = True
         col.covered = col.covered or cover
