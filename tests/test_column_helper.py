@@ -344,3 +344,20 @@ def test_a_solver_that_keeps_no_frame_bounds_tightens_to_the_same_bounds() -> No
         assert (a.bound, a.exact, a.value) == (b.bound, b.exact, b.value)
         assert not b.frame_bounds and not b.frame_slack
     assert any(a.frame_bounds for a in kept.columns)
+
+
+@pytest.mark.parametrize(("budget", "longest"), [(1, 1), (10**6, 3)])
+def test_the_helper_opens_what_the_column_budget_allows(
+        budget: int, longest: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The helper builds the intervals the search builds: within ``COLUMN_BUDGET``
+    (residual_T1's 3 layers: one-layer intervals alone under a budget of 1, which are
+    the search's share, so it sends nothing; every length under a large one, where
+    it sends some of 2 or 3 layers). (A 1000-layer chain's helper would otherwise
+    build every interval of up to 16 layers.)"""
+    from stems_opt.formulation import column_base
+
+    monkeypatch.setattr(column_base, "COLUMN_BUDGET", budget)
+    network, ku, size = CASES["residual_T1"]
+    sent = helper_bounds(nest_problem(network, size, ku))
+    lengths = {last - first + 1 for first, last, _, _ in sent}
+    assert max(lengths, default=1) == longest

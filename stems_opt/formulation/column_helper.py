@@ -71,7 +71,8 @@ def _serve(problem: Problem, backend: Backend, conn: Connection,
     # (SEW-ResNet-152 at 384 KB, 32,000 columns in: 625 MB against 916 MB keeping them)
     cs.keep_frame_bounds = False
     cs.column_source = _reader(conn)  # (the search's own bounds, likewise)
-    cs._open_lengths(cs.max_len)
+    # (as many lengths as the search opens: within the column budget)
+    cs._open_lengths(min(cs.max_len, cs._budget_len))
     done = cs._from_elsewhere  # (the search's own, tightened there)
 
     def mine(col: Column) -> bool:
