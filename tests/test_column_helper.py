@@ -1,6 +1,6 @@
-"""The column helper (``column_helper.py``): the columns least path first
-(``MasterMixin.master_through``), bounds tightened in a second process and raised in
-the search by their keys, and which solves get one.
+"""The column helper (``column_helper.py``, the search's side in ``column_helped.py``):
+the columns least path first (``MasterMixin.master_through``), bounds tightened in a
+second process and raised in the search by their keys, and which solves get one.
 
 Mutations that make these tests fail (each tried, then reverted):
 - the least path through a column without the cost from its end to the network's

@@ -9,15 +9,15 @@ buffer forces) gives a bound 2.9 % below the optimum, and the 7,659 columns
 whose least path lies below 0.95 of that mapping take about 10 s of one core.
 
 :class:`ColumnHelper` is a process forked at the start of such a solve. It
-builds the same columns (every interval opened), and tightens the columns of
-its share (:func:`helper_takes`: intervals of half the lengths, so that
+builds the same columns (the intervals the search opens), and tightens the
+columns of its share (:func:`helper_takes`: intervals of most lengths, so that
 translated intervals, which share their bounds, stay on one side) least path
 first (``MasterMixin.master_through``), sending each column's new bound as it
-goes. The search raises its own columns to them (a bound of the same column,
-computed by the same code, is valid there too) and tightens the other share
-itself, in the same order. The bounds do not depend on which process computed
-them, so a proven optimum is the one proven alone; only how soon the bound
-rises does.
+goes (``column_helped.py`` is the search's side). The search raises its own
+columns to them (a bound of the same column, computed by the same code, is valid
+there too) and tightens the other share itself, in the same order. The bounds do
+not depend on which process computed them, so a proven optimum is the one proven
+alone; only how soon the bound rises does.
 """
 
 from __future__ import annotations
@@ -34,15 +34,9 @@ from typing import TYPE_CHECKING
 from stems_opt.processes import stop_process
 
 if TYPE_CHECKING:
-    from stems_opt.formulation.column_base import Backend, Column, Signature
+    from stems_opt.formulation.column_base import Backend, Column
+    from stems_opt.formulation.column_helped import Raised
     from stems_opt.problem import Problem
-
-HELPER_BATCH = 200
-"""Columns the helper tightens between two of its master passes (and sends at once)."""
-
-Raised = tuple[int, int, "Signature", float]
-"""A column the helper tightened: ``(first, last, signature, bound)`` (model units)."""
-
 
 def helper_takes(col: Column) -> bool:
     """Whether ``col`` is the helper's to tighten: intervals of 2, 3, 4, 6, 7, 8, ...
@@ -57,13 +51,12 @@ def helper_takes(col: Column) -> bool:
 
 def _serve(problem: Problem, backend: Backend, conn: Connection,
            search_end: Connection) -> None:
-    """The helper: build the columns, then tighten its share least path first,
-    sending what rose after each batch, until none is left (or the search is gone)."""
+    """The helper: build the columns, then tighten its share least path first
+    (``HelpedMixin.tighten_share``), sending what rose after each batch, until none is
+    left (or the search is gone)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # (only the search decides what it means)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     search_end.close()  # (held here, a search that is gone would leave the pipe open)
-    import math
-
     from stems_opt.formulation.backend import SolveOptions
     from stems_opt.formulation.columns import ColumnSolver
 
@@ -71,29 +64,10 @@ def _serve(problem: Problem, backend: Backend, conn: Connection,
     # (SEW-ResNet-152 at 384 KB, 32,000 columns in: 625 MB against 916 MB keeping them)
     cs.keep_frame_bounds = False
     cs.column_source = _reader(conn)  # (the search's own bounds, likewise)
-    # (as many lengths as the search opens: within the column budget)
-    cs._open_lengths(min(cs.max_len, cs._budget_len))
-    done = cs._from_elsewhere  # (the search's own, tightened there)
-
-    def mine(col: Column) -> bool:
-        return col.rank not in done and helper_takes(col)
-
-    while True:
-        cs._columns_arrived()
-        if cs.master_path() is None:
-            break
-        cols = cs.master_through(HELPER_BATCH, math.inf, mine)
-        if not cols:
-            break
-        before = [c.bound for c in cols]
-        cs._tighten_for(cols, math.inf)
-        raised = [(c.first, c.last, c.sig, math.inf if c.exact and c.value is None
-                   else c.bound) for c, b in zip(cols, before, strict=True)
-                  if c.bound > b or (c.exact and c.value is None)]
-        try:
-            conn.send(raised)
-        except OSError:  # the search is gone
-            return
+    try:
+        cs.tighten_share(conn.send, helper_takes)
+    except OSError:  # the search is gone
+        return
     conn.close()
 
 

@@ -64,7 +64,6 @@ from stems_opt.formulation.column_base import (
     EAGER_LAYERS,
     LOCAL_LIMIT_S,
     LOG,
-    TIE_BATCH,
     Backend,
     Column,
     FrameSpecs,
@@ -72,6 +71,7 @@ from stems_opt.formulation.column_base import (
     Signature,
 )
 from stems_opt.formulation.column_bounds import BoundsMixin
+from stems_opt.formulation.column_helped import HelpedMixin
 from stems_opt.formulation.column_primal import PrimalMixin
 from stems_opt.formulation.column_share import ShareMixin
 from stems_opt.formulation.data import (
@@ -103,19 +103,8 @@ from stems_opt.stopping import SearchStoppedError, Stop
 __all__ = ["Column", "ColumnSolver", "Signature"]
 
 
-HELPED_SHARE = 0.35
-"""Most share of the search so far that rounds of columns beside a helper take in all:
-they almost all rise (every column is tightened once), so ``TieBudget`` would let them
-run at every master, and the pricing that proves the mapping waits (SEW-ResNet-152
-energy at 384 KB under 60 s: proven in 56.0 and 56.9 s; without the share, its mapping
-optimal but a gap of 0.004 % at the limit)."""
-HELPED_ROUND_S = 0.5
-"""Most seconds a round of columns to tighten takes beside a helper
-(:attr:`ColumnSolver.column_source`): the helper's bounds, and the round's, reach the
-master's bound at the next master."""
-
-
-class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareMixin):
+class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareMixin,
+                   HelpedMixin):
     """Lazy column pricing and the master MIP for one problem."""
 
     def __init__(self, problem: Problem, backend: Backend, options: SolveOptions,
@@ -615,94 +604,6 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
                           lns_s=round(turns.used_s, 3))
         self._last_master()
         return self._answer(self._lower)
-
-    def bound_until(self, end: float) -> float:
-        """With a helper (:attr:`column_source`), after the answer: raise the bound until
-        ``end`` (``time.perf_counter``), the helper's bounds and this process's share
-        tightened as in :meth:`solve`, then one last master; the bound (model units).
-        Nothing when the master's graph would have to be built again (seconds on a
-        deep network)."""
-        while self.column_source is not None and self._graph is not None \
-                and self._graph.columns == len(self.columns):
-            left = end - time.perf_counter()
-            if left <= 0:
-                break
-            self._columns_arrived()
-            res = self.master_path()
-            if res is None:
-                break
-            self._lower = max(self._lower, min(res[2], self.excluded_bound()))
-            ties = self._ties(TIE_BATCH)
-            if not ties:  # (this process's share is done: the helper's may still come)
-                time.sleep(min(0.05, left))
-                continue
-            bounds = [c.bound for c in ties]
-            self._tighten_for(ties, min(HELPED_ROUND_S, left))
-            self._tell_helper(ties, bounds)
-        self._last_master()
-        return self._lower
-
-    def _last_master(self) -> None:
-        """With a helper (:attr:`column_source`), one more master once the search has
-        stopped: the bounds that arrived since the last one count too (a pass over the
-        built graph takes tens of milliseconds; none once the deadline has passed)."""
-        if self.column_source is None or self.master_mip:
-            return
-        self._columns_arrived()
-        with contextlib.suppress(MasterStoppedError, SearchStoppedError):
-            res = self.master_path()
-            if res is not None:
-                self._lower = max(self._lower, min(res[2], self.excluded_bound()))
-                self._report(self._lower)
-
-    def _round_s(self, budget: TieBudget, elapsed_s: float) -> float:
-        """Seconds the next round of columns to tighten may take, ``elapsed_s`` into the
-        search: what ``budget`` allows, and beside a helper at most
-        :data:`HELPED_ROUND_S` (its bounds, and the round's, count from the next master
-        on) and what keeps all rounds within :data:`HELPED_SHARE` of the search."""
-        seconds = budget.seconds(elapsed_s)
-        if self.helper_takes is None:
-            return seconds
-        return min(seconds, HELPED_ROUND_S, HELPED_SHARE * elapsed_s - budget.spent_s)
-
-    def _ties(self, limit: int) -> list[Column]:
-        """Columns to tighten next beside the master's path: up to ``limit`` tied with
-        it (:meth:`master_ties`), or with a helper (:attr:`column_source`) this
-        process's share of every column least path first (:meth:`master_through`)."""
-        if self.helper_takes is None:
-            return self.master_ties(limit)
-        takes, done = self.helper_takes, self._from_elsewhere
-        return self.master_through(limit, math.inf,
-                                   lambda c: c.rank not in done and not takes(c))
-
-    def _tell_helper(self, cols: list[Column], before: list[float]) -> None:
-        """Send :attr:`column_sink` the columns of ``cols`` whose bound rose from
-        ``before`` (``inf``: no frame fits)."""
-        if self.column_sink is None:
-            return
-        self.column_sink([(c.first, c.last, c.sig, math.inf if c.exact and c.value is None
-                           else c.bound) for c, b in zip(cols, before, strict=True)
-                          if c.bound > b or (c.exact and c.value is None)])
-
-    def _columns_arrived(self) -> None:
-        """Raise the columns whose tightened bounds arrived from elsewhere
-        (:attr:`column_source`; ``inf``: no frame of the column fits)."""
-        if self.column_source is None:
-            return
-        for first, last, sig, bound in self.column_source():
-            col = self._by_key.get((first, last, sig))
-            if col is None or col.exact or bound <= col.bound:
-                continue
-            if bound == math.inf:
-                if col.upper is not None:  # (a segment fits: never so; kept safe)
-                    continue
-                col.exact, col.value = True, None
-            else:
-                col.bound = bound
-            self.touch(col)
-            self._from_elsewhere.add(col.rank)
-            self.stats["columns_helped"] = self.stats.get("columns_helped", 0) + 1
-        LOG.debug("helped: %d", self.stats.get("columns_helped", 0))
 
     def _proven_incumbent(self) -> tuple[Mapping, float, float] | None:
         """The incumbent as a proven answer (mapping, value, bound) when it reaches the
