@@ -12,7 +12,8 @@ Mutations that make these tests fail (each tried, then reverted):
 - the seeds kept beside the helper (``columns_help`` ignored in ``solve_columns``);
 - no bound raised after the answer (``_bound_until_deadline`` not called, or
   ``bound_until`` without its loop), or its margin without the limit's share;
-- rounds beside a helper without their 0.5 s cap, or without their share.
+- rounds beside a helper without their 0.5 s cap, or without their share;
+- a stop request during the bound after the answer not caught (it raised).
 """
 
 from __future__ import annotations
@@ -361,3 +362,18 @@ def test_the_helper_opens_what_the_column_budget_allows(
     sent = helper_bounds(nest_problem(network, size, ku))
     lengths = {last - first + 1 for first, last, _, _ in sent}
     assert max(lengths, default=1) == longest
+
+
+def test_a_stop_request_ends_the_bound_after_the_answer_with_the_bound_so_far() -> None:
+    """Ctrl-C while the bound rises after the answer (the stop requested): no exception,
+    the bound as it was, at once."""
+    network, ku, size = CASES["residual_T1"]
+    cs = opened(nest_problem(network, size, ku))
+    cs.column_source = lambda: []
+    cs.helper_takes = helper_takes
+    assert cs.master_path() is not None
+    cs._lower = 7.0
+    cs.stop.request()
+    start = time.perf_counter()
+    assert cs.bound_until(time.perf_counter() + 30.0) == 7.0
+    assert time.perf_counter() - start < 1.0

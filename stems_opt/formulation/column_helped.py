@@ -81,24 +81,26 @@ class HelpedMixin:
         ``end`` (``time.perf_counter``), the helper's bounds and this process's share
         tightened as in :meth:`solve`, then one last master; the bound (model units).
         Nothing when the master's graph would have to be built again (seconds on a
-        deep network)."""
-        while self.column_source is not None and self._graph is not None \
-                and self._graph.columns == len(self.columns):
-            left = end - time.perf_counter()
-            if left <= 0:
-                break
-            self._columns_arrived()
-            res = self.master_path()
-            if res is None:
-                break
-            self._lower = max(self._lower, min(res[2], self.excluded_bound()))
-            ties = self._ties(TIE_BATCH)
-            if not ties:  # (this process's share is done: the helper's may still come)
-                time.sleep(min(0.05, left))
-                continue
-            bounds = [c.bound for c in ties]
-            self._tighten_for(ties, min(HELPED_ROUND_S, left))
-            self._tell_helper(ties, bounds)
+        deep network); a stop request ends it with the bound so far."""
+        # (a stop requested meanwhile, Ctrl-C: the bound so far)
+        with contextlib.suppress(MasterStoppedError, SearchStoppedError):
+            while self.column_source is not None and self._graph is not None \
+                    and self._graph.columns == len(self.columns):
+                left = end - time.perf_counter()
+                if left <= 0:
+                    break
+                self._columns_arrived()
+                res = self.master_path()
+                if res is None:
+                    break
+                self._lower = max(self._lower, min(res[2], self.excluded_bound()))
+                ties = self._ties(TIE_BATCH)
+                if not ties:  # (this process's share is done: the helper's may still come)
+                    time.sleep(min(0.05, left))
+                    continue
+                bounds = [c.bound for c in ties]
+                self._tighten_for(ties, min(HELPED_ROUND_S, left))
+                self._tell_helper(ties, bounds)
         self._last_master()
         return self._lower
 
