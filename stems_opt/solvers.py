@@ -32,7 +32,7 @@ NEST_OBJECTIVES = (Objective.ENERGY, Objective.EDP)
 FINISH_RESERVE_S = 0.3
 """Seconds kept, at most, from a time limit for the work after the search (5 % of the
 limit when that is less): the best mapping over the columns found, its check and score."""
-LATE_MARGIN_S = 0.25
+LATE_MARGIN_S = 0.4
 LATE_MARGIN_SHARE = 0.03
 """Seconds (or share of the limit, when more) a search with a column helper leaves
 before its deadline, after raising its bound in the time its answer left."""
@@ -425,6 +425,9 @@ def _solve_columns(problem: Problem, solver: str, threads: int | None, seed: int
                     stats.update(incumbent=fallback.solver)
         if columns is not None:
             if cs is not None and mapping is not None and model_bound < model_value:
+                # The answer's score first (its steps' nests, what the reserve was kept
+                # for: scored again below from the table), then the time left.
+                check_and_score(problem, mapping)
                 model_bound = max(model_bound, _bound_until_deadline(cs, stop))
             columns.close()
         if mapping is not None:  # the answer's own line: a search may end between reports
