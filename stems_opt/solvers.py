@@ -32,7 +32,7 @@ NEST_OBJECTIVES = (Objective.ENERGY, Objective.EDP)
 FINISH_RESERVE_S = 0.3
 """Seconds kept, at most, from a time limit for the work after the search (5 % of the
 limit when that is less): the best mapping over the columns found, its check and score."""
-LATE_MARGIN_S = 0.4
+LATE_MARGIN_S = 0.25
 LATE_MARGIN_SHARE = 0.03
 """Seconds (or share of the limit, when more) a search with a column helper leaves
 before its deadline, after raising its bound in the time its answer left."""

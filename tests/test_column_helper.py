@@ -259,8 +259,8 @@ def test_after_the_answer_the_bound_rises_until_the_deadline_less_a_margin() -> 
     its share, as it would send them) and tightens the search's own share: it ends at
     the master over every column tightened, above what the helper's share alone gives.
     ``_bound_until_deadline`` gives it the time left less the margin: a 2 s limit with
-    its deadline 1.0 s away ends it 1.0 - max(0.4, 0.03 * 2) = 0.6 s from now, a 20 s
-    limit 1.0 - max(0.4, 0.03 * 20) = 0.4 s."""
+    its deadline 1.0 s away ends it 1.0 - max(0.25, 0.03 * 2) = 0.75 s from now, a 20 s
+    limit 1.0 - max(0.25, 0.03 * 20) = 0.4 s."""
     from stems_opt import solvers
     from stems_opt.stopping import Stop
 
@@ -291,7 +291,7 @@ def test_after_the_answer_the_bound_rises_until_the_deadline_less_a_margin() -> 
             ends.append(end - time.perf_counter())
             return 0.0
 
-    for limit, expected in ((2.0, 0.6), (20.0, 0.4)):
+    for limit, expected in ((2.0, 0.75), (20.0, 0.4)):
         stop = Stop(limit)  # (started limit - 1 s ago)
         stop.start = time.perf_counter() + 1.0 - limit
         stop.deadline = stop.start + limit
