@@ -13,7 +13,8 @@ Mutations that make these tests fail (each tried, then reverted):
 - the seeds kept beside the helper (``columns_help`` ignored in ``solve_columns``);
 - no bound raised after the answer (``_bound_until_deadline`` not called, or
   ``bound_until`` without its loop), or its margin without the limit's share;
-- rounds beside a helper without their 0.5 s cap, or without their share;
+- rounds beside a helper without their 0.5 s cap, or without their share; rounds
+  past the search's share of the limit (``left_s`` ignored);
 - a stop request during the bound after the answer not caught (it raised).
 """
 
@@ -337,6 +338,11 @@ def test_rounds_beside_a_helper_are_short_and_take_a_share_of_the_search() -> No
     assert cs._round_s(budget, 10.0) == pytest.approx(0.5)
     budget.spent_s = 3.4
     assert cs._round_s(budget, 10.0) == pytest.approx(0.1)
+    # With 0.05 s of the search's share left, a round takes no more (with a helper or
+    # without): past the share nothing would count it.
+    assert cs._round_s(budget, 10.0, 0.05) == pytest.approx(0.05)
+    cs.helper_takes = None
+    assert cs._round_s(budget, 10.0, 0.05) == pytest.approx(0.05)
 
 
 def test_a_solver_that_keeps_no_frame_bounds_tightens_to_the_same_bounds() -> None:

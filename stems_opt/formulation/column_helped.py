@@ -120,12 +120,15 @@ class HelpedMixin:
                 self._lower = max(self._lower, min(res[2], self.excluded_bound()))
                 self._report(self._lower)
 
-    def _round_s(self, budget: TieBudget, elapsed_s: float) -> float:
+    def _round_s(self, budget: TieBudget, elapsed_s: float,
+                 left_s: float | None = None) -> float:
         """Seconds the next round of columns to tighten may take, ``elapsed_s`` into the
-        search: what ``budget`` allows, and beside a helper at most
-        :data:`HELPED_ROUND_S` (its bounds, and the round's, count from the next master
-        on) and what keeps all rounds within :data:`HELPED_SHARE` of the search."""
-        seconds = budget.seconds(elapsed_s)
+        search with ``left_s`` of its share left (a round past it counts nowhere): what
+        ``budget`` allows, and beside a helper at most :data:`HELPED_ROUND_S` (its
+        bounds, and the round's, count from the next master on) and what keeps all
+        rounds within :data:`HELPED_SHARE` of the search."""
+        seconds = budget.seconds(elapsed_s) if left_s is None \
+            else min(budget.seconds(elapsed_s), left_s)
         if self.helper_takes is None:
             return seconds
         return min(seconds, HELPED_ROUND_S, HELPED_SHARE * elapsed_s - budget.spent_s)

@@ -554,9 +554,8 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
             # within a share of the search so far (TieBudget): a proof that prices a
             # few columns (most networks at large buffers) must not wait for hundreds
             # of ties.
-            tie_s = self._round_s(ties_budget, time.perf_counter() - start)
-            if local_end is not None:  # (a round past the search's share counts nowhere)
-                tie_s = min(tie_s, local_end - time.perf_counter())
+            tie_s = self._round_s(ties_budget, time.perf_counter() - start,
+                                  None if local_end is None else local_end - time.perf_counter())
             ties = [] if self.master_mip or tie_s <= 0 else self._ties(ties_budget.batch())
             for c in pending:
                 self.touch(c)
