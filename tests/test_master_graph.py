@@ -4,7 +4,7 @@ over boundary states it replaces, and its tied columns against their definition.
 Mutations that make these tests fail (each tried, then reverted): the array path's
 ties to the largest rank and node instead of the smallest
 (``np.lexsort((-src_o, -col_o, total_o, dst_o))``); columns touched between the pass
-and the tie round keeping their price in ``_graph_ties`` (no masking of
+and the tie round keeping their price in ``_through`` (no masking of
 ``graph.dirty``); tied columns judged without the cost from their end to the
 network's end (``0 * suf[dst]``); an exact pass reusing its labels when a price changed
 (``changed = False``). (Putting the node before the rank in the tie order

@@ -110,6 +110,12 @@ class PathGraph:
         default_factory=dict)
 
 
+def _labelled(graph: PathGraph | None) -> bool:
+    """Whether ``graph`` has the labels of a bound pass that reached the end."""
+    return graph is not None and "bound" in graph.labels and graph.end >= 0 \
+        and graph.labels["bound"][0][graph.end] < math.inf
+
+
 def _arrays(triples: list[tuple[int, int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(src, col, dst)`` index arrays of a list of edges."""
     got = np.array(triples, dtype=np.int64).reshape(-1, 3)
@@ -373,8 +379,8 @@ class MasterMixin:
     def master_through(self, limit: int, target: float,
                        keep: Callable[[Column], bool] = lambda c: True) -> list[Column]:
         """Up to ``limit`` columns not yet tightened (and kept by ``keep``) whose least
-        path through them costs less than ``target``, least first (the last bound
-        master's labels, read backwards as :meth:`master_ties` reads them).
+        path through them costs less than ``target``, least first (:meth:`_through`, as
+        :meth:`master_ties` reads them).
 
         Only such columns can hold the master's bound below ``target``: tightening
         them in this order raises it as fast as columns are tightened, where the
@@ -382,19 +388,12 @@ class MasterMixin:
         handful (SEW-ResNet-152 at 128 KB: 7,659 of 29,702 columns lie below 0.95
         of its best mapping). Empty when the labels are not complete."""
         graph = self._graph
-        if graph is None or "bound" not in graph.labels or graph.end < 0 \
-                or graph.labels["bound"][0][graph.end] == math.inf:
+        if not _labelled(graph):
             return []
         through = self._through(graph)
         below = np.flatnonzero(through < target)
-        found = []
-        for r in below[np.argsort(through[below], kind="stable")].tolist():
-            c = self.columns[r]
-            if not c.tight and not c.exact and keep(c):
-                found.append(c)
-                if len(found) == limit:
-                    break
-        return found
+        return self._untightened(below[np.argsort(through[below], kind="stable")].tolist(),
+                                 limit, keep)
 
     def _through(self, graph: PathGraph) -> np.ndarray:
         """Each column's least path through it at the last bound pass's prices (``inf``
@@ -560,36 +559,25 @@ class MasterMixin:
         return sorted(chosen, key=lambda c: c.first), value, value, True
 
     def _graph_ties(self, limit: int) -> list[Column]:
-        """:meth:`master_ties` over the :class:`PathGraph`: the least cost from each
-        labelled node to the end, and every column on an edge whose path through it
-        costs at most the master's value (columns touched since the pass have no price
-        here, as in the loop's price cache)."""
+        """:meth:`master_ties` over the :class:`PathGraph`: every column whose least path
+        through it (:meth:`_through`) costs at most the master's value, in rank order
+        (columns touched since the pass have no price here, as in the loop's price
+        cache)."""
         graph = self._graph
-        if graph is None or "bound" not in graph.labels or graph.end < 0 \
-                or graph.labels["bound"][0][graph.end] == math.inf:
+        if not _labelled(graph):
             return []
-        label = graph.labels["bound"][0]
-        price = graph.price["bound"].copy()
-        if graph.dirty["bound"]:
-            price[list(graph.dirty["bound"])] = math.inf
-        target = label[graph.end]
-        suf = np.full(len(label), math.inf)
-        suf[graph.end] = 0.0
-        for src, col, dst in reversed(graph.out_of[:-1]):
-            if not len(src):
-                continue
-            here = price[col] + suf[dst]
-            ok = (label[src] < math.inf) & (here < math.inf)
-            np.minimum.at(suf, src[ok], here[ok])
-        src = np.concatenate([e[0] for e in graph.out_of])
-        col = np.concatenate([e[1] for e in graph.out_of])
-        dst = np.concatenate([e[2] for e in graph.out_of])
-        with np.errstate(invalid="ignore"):
-            on = (label[src] + price[col]) + suf[dst] <= target + 0.5
+        target = graph.labels["bound"][0][graph.end]
+        on = np.flatnonzero(self._through(graph) <= target + 0.5)
+        return self._untightened(on.tolist(), limit, lambda c: True)
+
+    def _untightened(self, ranks: list[int], limit: int,
+                     keep: Callable[[Column], bool]) -> list[Column]:
+        """Up to ``limit`` of the columns ``ranks`` (in that order) not yet tightened and
+        kept by ``keep``."""
         found = []
-        for r in np.unique(col[on]).tolist():
+        for r in ranks:
             c = self.columns[r]
-            if not c.tight and not c.exact:
+            if not c.tight and not c.exact and keep(c):
                 found.append(c)
                 if len(found) == limit:
                     break
