@@ -60,6 +60,7 @@ class HelpedMixin:
         columns ``takes`` least path first, :data:`HELPER_BATCH` at a time, sending
         what rose after each batch, until none is left."""
         self._open_lengths(min(self.max_len, self._budget_len))  # (as the search: budget)
+        self.column_sink = send
         done = self._from_elsewhere  # (the search's own, tightened there)
 
         def mine(col: Column) -> bool:
@@ -72,9 +73,7 @@ class HelpedMixin:
             cols = self.master_through(HELPER_BATCH, math.inf, mine)
             if not cols:
                 break
-            before = [c.bound for c in cols]
-            self._tighten_for(cols, math.inf)
-            send(raised_bounds(cols, before))
+            self._tighten_told(cols, math.inf)
 
     def bound_until(self, end: float) -> float:
         """With a helper (:attr:`column_source`), after the answer: raise the bound until
@@ -93,14 +92,12 @@ class HelpedMixin:
                 res = self.master_path()
                 if res is None:
                     break
-                self._lower = max(self._lower, min(res[2], self.excluded_bound()))
+                self._raise_lower(res[2])
                 ties = self._ties(TIE_BATCH)
                 if not ties:  # (this process's share is done: the helper's may still come)
                     time.sleep(min(0.05, left))
                     continue
-                bounds = [c.bound for c in ties]
-                self._tighten_for(ties, min(HELPED_ROUND_S, left))
-                self._tell_helper(ties, bounds)
+                self._tighten_told(ties, min(HELPED_ROUND_S, left))
         self._last_master()
         return self._lower
 
@@ -117,7 +114,7 @@ class HelpedMixin:
         with contextlib.suppress(MasterStoppedError, SearchStoppedError):
             res = self.master_path()
             if res is not None:
-                self._lower = max(self._lower, min(res[2], self.excluded_bound()))
+                self._raise_lower(res[2])
                 self._report(self._lower)
 
     def _round_s(self, budget: TieBudget, elapsed_s: float,
@@ -143,6 +140,14 @@ class HelpedMixin:
         return self.master_through(limit, math.inf,
                                    lambda c: c.rank not in done and not takes(c))
 
+    def _tighten_told(self, cols: list[Column], seconds: float) -> tuple[int, int]:
+        """:meth:`_tighten_for` (how many tightened and rose), and what rose sent to the
+        other process (:meth:`_tell_helper`)."""
+        before = [c.bound for c in cols]
+        got = self._tighten_for(cols, seconds)
+        self._tell_helper(cols, before)
+        return got
+
     def _tell_helper(self, cols: list[Column], before: list[float]) -> None:
         """Send :attr:`column_sink` the columns of ``cols`` whose bound rose from
         ``before`` (``inf``: no frame fits)."""
@@ -154,7 +159,8 @@ class HelpedMixin:
         (:attr:`column_source`; ``inf``: no frame of the column fits)."""
         if self.column_source is None:
             return
-        for first, last, sig, bound in self.column_source():
+        arrived = self.column_source()
+        for first, last, sig, bound in arrived:
             col = self._by_key.get((first, last, sig))
             if col is None or col.exact or bound <= col.bound:
                 continue
@@ -167,4 +173,5 @@ class HelpedMixin:
             self.touch(col)
             self._from_elsewhere.add(col.rank)
             self.stats["columns_helped"] = self.stats.get("columns_helped", 0) + 1
-        LOG.debug("helped: %d", self.stats.get("columns_helped", 0))
+        if arrived:
+            LOG.debug("helped: %d", self.stats.get("columns_helped", 0))

@@ -521,8 +521,7 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
             if res is None:
                 return None, math.inf, math.inf  # no cover at all: infeasible
             chosen, value, bound, optimal = res
-            # The master sees opened intervals only: the others are bounded apart.
-            self._lower = max(self._lower, min(bound, self.excluded_bound()))
+            self._raise_lower(bound)
             if self._floor_arrived():
                 turns.favour_mapping()
                 if (proven := self._proven_incumbent()) is not None:
@@ -571,10 +570,8 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
 
                 if ties:  # (the labels they come from are stale once anything rose)
                     tie_start = time.perf_counter()
-                    bounds = [c.bound for c in ties]
-                    tried, rose = self._tighten_for(ties, tie_s)
+                    tried, rose = self._tighten_told(ties, tie_s)
                     ties_budget.record(tried, rose, time.perf_counter() - tie_start)
-                    self._tell_helper(ties, bounds)
                     LOG.debug("ties: %d of %d tightened rose (growth %d)", rose, tried,
                               ties_budget.growth)
                 # Intervals with many signatures: one bound for all of them first.
@@ -605,6 +602,11 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
                           lns_s=round(turns.used_s, 3))
         self._last_master()
         return self._answer(self._lower)
+
+    def _raise_lower(self, master_bound: float) -> None:
+        """Raise the search's bound with a bound master's: the master sees opened
+        intervals only, the others are bounded apart (:meth:`excluded_bound`)."""
+        self._lower = max(self._lower, min(master_bound, self.excluded_bound()))
 
     def _proven_incumbent(self) -> tuple[Mapping, float, float] | None:
         """The incumbent as a proven answer (mapping, value, bound) when it reaches the
