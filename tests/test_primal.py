@@ -283,3 +283,36 @@ def test_repair_all_finds_red_lif_lif13_at_128_kb() -> None:
     seg = col.segment
     assert (seg.time_batch, seg.tiles, seg.axis.value, seg.order.value) == (
         4, 12, "OY", "space_outer")
+
+
+def test_repair_trades_sub_tiles_for_weight_chunks_together() -> None:
+    """SEW-ResNet-152 at 384 KB (energy): ``s3_b2_conv3`` alone, with the block's
+    residual ``s3_b1_add`` and its input kept whole on chip and its output kept whole
+    (the optimum's segment there, proven in 56 s). At ``Tb`` 4 and one tile its
+    streamed weights fit only beside 14 sub-tiles (154.4 uJ); its 32 weight chunks
+    fit beside 2 (92.5 uJ, the frame MIP's optimum): neither change alone saves, so
+    the greedy repair found the 14 until weights and sub-tiles moved together
+    (``_State.joint_moves``). Mutation: ``joint_moves`` yielding nothing fails this
+    (154,410,803,200 against 92,455,690,240)."""
+    from stems_opt.formulation.column_base import Signature
+    from stems_opt.io import load_hardware, load_instance
+    from stems_opt.mapping import Axis, Order
+
+    base = load_instance(ROOT / "instances" / "sew_resnet152_1mb.yaml")
+    hw = load_hardware(ROOT / "models" / "hardware" / "edge_384kb.yaml")
+    p = Problem(base.network, hw, Objective.ENERGY, "sew_resnet152_384kb", (),
+                base.max_segment_layers)
+    cs = solver_for(p)
+    i = [lay.name for lay in p.network.layers].index("s3_b2_conv3")
+    sig = Signature((("s3_b1_add", True), ("s3_b2_conv2", True)),
+                    (("s3_b2_conv3", True, False),))
+    col = cs.column_of(i, i, sig)
+    spec = (i, i, 4, Axis.OY, 1, Order.TIME_OUTER)
+    seg, sctx = cs._cheapest_segment(col, spec, fine=True)
+    got = repair(p.network, seg, sctx, cs.ctx.capacity_bits, cs.unit_rates, cs.ctx.k_unroll)
+    assert got is not None
+    frame = cs._frame(spec)
+    local = cs._local(*cs._restrict(frame, col.sig), 60.0)
+    assert got[1] == local[0]
+    assert got[0].sub_tile("s3_b2_conv3") == 2
+    assert got[0].weight("s3_b2_conv3").chunks == 32

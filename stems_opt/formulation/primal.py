@@ -7,7 +7,9 @@ decision change with the least added cost per bit of overflow it removes is
 applied: weights resident -> streamed -> chunked, state kept -> spilled, an
 in-segment activation on chip -> through DRAM, a kept halo -> re-read, more
 sub-tiles. Once the segment fits, changes that lower the cost and still fit
-are applied back, the largest saving first.
+are applied back, the largest saving first: one decision, or a layer's weights
+with fewer sub-tiles at once (chunked weights leave room for larger sub-tiles,
+which neither change alone fits).
 
 Every number comes from the cost model's own term functions
 (:func:`stems_opt.cost.traffic.layer_terms`), and the returned segment is
@@ -250,6 +252,23 @@ class _State:
             h = self.halos.get(src, Halo.REREAD)
             yield "halos", src, Halo.REREAD if h is Halo.KEEP else Halo.KEEP
 
+    def joint_moves(self, k_unroll: int) -> Iterator[tuple[tuple[str, str, object], ...]]:
+        """A layer's weights changed together with fewer sub-tiles: chunked weights
+        leave room for larger sub-tiles that neither change alone fits (a 1x1 conv
+        whose streamed weights fit only beside 14 sub-tiles runs 2 beside 32 chunks)."""
+        if self.limits is None:
+            self.limits = sub_tile_limits(self.net, self.seg)
+        for lay in self.layers:
+            w = self.weights.get(lay.name)
+            if w is None or self.subs[lay.name] == 1:
+                continue
+            chunked = WeightChoice(chunks=max_chunks(lay.k, k_unroll))
+            fewer = _fewer_sub_tiles(self.subs[lay.name], self.limits[lay.name])
+            for alt in (RESIDENT, STREAMED) + ((chunked,) if chunked.chunks > 1 else ()):
+                if alt != w:
+                    for m in fewer:
+                        yield ("weights", lay.name, alt), ("subs", lay.name, m)
+
     def apply(self, field: str, name: str, value: object) -> object:
         """Set one decision; returns the old value."""
         table = getattr(self, field)
@@ -263,6 +282,14 @@ class _State:
             table.pop(name, None)
         else:
             table[name] = old
+
+
+def _fewer_sub_tiles(m: int, limit: int) -> list[int]:
+    """The sub-tile counts below ``m`` that a joint move tries: for each sub-tile
+    height of a tile split up to ``limit`` ways (the rows it has), the fewest
+    sub-tiles of that height (more of the same height only add steps)."""
+    return sorted({-(-limit // h) for h in range(1, limit + 1)} & set(range(1, m)),
+                  reverse=True)
 
 
 def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: int,
@@ -329,6 +356,22 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
         dv, do, new = hit
         return value + dv, occ if do is None else occ + do, new
 
+    def joint_trial(pair: tuple[tuple[str, str, object], ...]
+                    ) -> tuple[float, np.ndarray, list] | None:
+        """Value, occupancy and keys with a layer's weights and sub-tiles changed
+        together (:meth:`_State.joint_moves`: one layer's key, no halo); ``None`` when
+        the key stays."""
+        i = pos[pair[0][1]]
+        olds = [st.apply(*move) for move in pair]
+        key = st.key(i)
+        for (field, name, _), old in zip(reversed(pair), reversed(olds), strict=True):
+            st.undo(field, name, old)
+        if key == keys[i]:
+            return None
+        gv, _, go = st.group(keys[i])
+        nv, _, no = st.group(key)
+        return value + nv - gv, occ + (no - go), [(i, key)]
+
     def overflow(o: np.ndarray) -> int:
         above = o[o > capacity_bits]
         return int(above.sum()) - capacity_bits * above.size
@@ -365,11 +408,17 @@ def repair(network: Network, seg: Segment, ctx: SegmentContext, capacity_bits: i
         for field, name, alt in st.moves(k_unroll, tighter=False):
             v, o, new = trial(field, name, alt)
             if v < value and (best is None or v < best[0]) and int(o.max()) <= capacity_bits:
-                best = (v, field, name, alt, o, new)
+                best = (v, ((field, name, alt),), o, new)
+        for pair in st.joint_moves(k_unroll):
+            got = joint_trial(pair)
+            if got is not None and got[0] < value and (best is None or got[0] < best[0]) \
+                    and int(got[1].max()) <= capacity_bits:
+                best = (got[0], pair, got[1], got[2])
         if best is None:
             break
-        value, field, name, alt, occ, new = best
-        st.apply(field, name, alt)
+        value, applied, occ, new = best
+        for field, name, alt in applied:
+            st.apply(field, name, alt)
         for i, k in new:
             keys[i] = k
     out = st.segment()
