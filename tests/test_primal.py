@@ -316,3 +316,16 @@ def test_repair_trades_sub_tiles_for_weight_chunks_together() -> None:
     assert got[1] == local[0]
     assert got[0].sub_tile("s3_b2_conv3") == 2
     assert got[0].weight("s3_b2_conv3").chunks == 32
+
+
+def test_joint_moves_try_each_sub_tile_height_once() -> None:
+    """From 14 sub-tiles of a 14-row tile, the joint moves try each smaller sub-tile
+    height's fewest count: heights 2, 3, 4, 5, 7, 14 rows need ceil(14 / h) = 7, 5, 4,
+    3, 2, 1 sub-tiles (6 or 13 sub-tiles have the heights of 5 and 14, more steps);
+    from 5 sub-tiles of a 56-row tile, ceil(56 / h) below 5: 4 (h 14..18), 3 (h 19..27),
+    2 (h 28..55), 1. Mutation: every count below ``m`` (no height filter) fails this."""
+    from stems_opt.formulation.primal import _fewer_sub_tiles
+
+    assert _fewer_sub_tiles(14, 14) == [7, 5, 4, 3, 2, 1]
+    assert _fewer_sub_tiles(5, 56) == [4, 3, 2, 1]
+    assert _fewer_sub_tiles(1, 56) == []
