@@ -41,6 +41,17 @@ def solver_for(p: Problem) -> ColumnSolver:
     return ColumnSolver(p, solve_cpsat, SolveOptions(threads=1, seed=0))
 
 
+def bundled(network: str, size: str, objective: Objective) -> Problem:
+    """A bundled network (its 1 MB instance's layers) on the edge accelerator with a
+    ``size`` global buffer."""
+    from stems_opt.io import load_hardware, load_instance
+
+    base = load_instance(ROOT / "instances" / f"{network}_1mb.yaml")
+    hw = load_hardware(ROOT / "models" / "hardware" / f"edge_{size}.yaml")
+    return Problem(base.network, hw, objective, f"{network}_{size}", (),
+                   base.max_segment_layers)
+
+
 def model_value(p: Problem, mapping) -> float:
     """The cost model's objective in model units (bits, or fJ without the constant)."""
     cost = evaluate(p, mapping)
@@ -269,12 +280,7 @@ def test_repair_all_finds_red_lif_lif13_at_128_kb() -> None:
     bounds (``bounds._sub_window_rows``) its bound is its value and the least of
     the column's, so the sampled repairs find it too. Mutation: ``repair_all``
     skipping the frame of least bound (``specs[1:]``) fails this."""
-    from stems_opt.io import load_hardware, load_instance
-
-    base = load_instance(ROOT / "instances" / "red_lif_1mb.yaml")
-    hw = load_hardware(ROOT / "models" / "hardware" / "edge_128kb.yaml")
-    p = Problem(base.network, hw, Objective.TRAFFIC, "red_lif_128kb", (),
-                base.max_segment_layers)
+    p = bundled("red_lif", "128kb", Objective.TRAFFIC)
     cs = solver_for(p)
     i = [lay.name for lay in p.network.layers].index("lif13")
     col = next(c for c in cs._plain_columns() if c.first == c.last == i)
@@ -295,13 +301,9 @@ def test_repair_trades_sub_tiles_for_weight_chunks_together() -> None:
     (``_State.joint_moves``). Mutation: ``joint_moves`` yielding nothing fails this
     (154,410,803,200 against 92,455,690,240)."""
     from stems_opt.formulation.column_base import Signature
-    from stems_opt.io import load_hardware, load_instance
     from stems_opt.mapping import Axis, Order
 
-    base = load_instance(ROOT / "instances" / "sew_resnet152_1mb.yaml")
-    hw = load_hardware(ROOT / "models" / "hardware" / "edge_384kb.yaml")
-    p = Problem(base.network, hw, Objective.ENERGY, "sew_resnet152_384kb", (),
-                base.max_segment_layers)
+    p = bundled("sew_resnet152", "384kb", Objective.ENERGY)
     cs = solver_for(p)
     i = [lay.name for lay in p.network.layers].index("s3_b2_conv3")
     sig = Signature((("s3_b1_add", True), ("s3_b2_conv2", True)),
