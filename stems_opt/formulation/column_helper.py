@@ -106,8 +106,6 @@ class ColumnHelper:
                                  name="stems-opt-columns", daemon=True)
         self._proc.start()
         child.close()
-        self.received = 0
-        """How many column bounds arrived (for the stats and the tests)."""
 
     def poll(self) -> list[Raised]:
         """The column bounds sent since the last poll (without waiting)."""
@@ -119,7 +117,6 @@ class ColumnHelper:
                 got.extend(self._conn.recv())
         except (EOFError, OSError):  # the helper is done (or was killed): all is read
             self._conn.close()
-        self.received += len(got)
         return got
 
     def send(self, raised: list[Raised]) -> None:

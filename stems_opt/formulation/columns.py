@@ -71,7 +71,7 @@ from stems_opt.formulation.column_base import (
     Signature,
 )
 from stems_opt.formulation.column_bounds import BoundsMixin
-from stems_opt.formulation.column_helped import HelpedMixin
+from stems_opt.formulation.column_helped import HelpedMixin, Raised
 from stems_opt.formulation.column_primal import PrimalMixin
 from stems_opt.formulation.column_share import ShareMixin
 from stems_opt.formulation.data import (
@@ -165,9 +165,9 @@ class ColumnSolver(IntervalsMixin, BoundsMixin, MasterMixin, PrimalMixin, ShareM
         self.floor_source: Callable[[], float | None] | None = None
         # Column bounds tightened elsewhere (column_helper.py), polled, and whether a
         # column is this process's to tighten (the other tightens the others).
-        self.column_source: Callable[[], list[tuple]] | None = None
+        self.column_source: Callable[[], list[Raised]] | None = None
         self.helper_takes: Callable[[Column], bool] | None = None
-        self.column_sink: Callable[[list[tuple]], None] | None = None  # (and what rose here)
+        self.column_sink: Callable[[list[Raised]], None] | None = None  # (and what rose here)
         self._from_elsewhere: set[int] = set()  # (ranks of the columns raised so)
         # Each tightened column's frame bounds and slack, which pricing reads (a column
         # helper, which prices nothing, keeps none: 100 or so per SEW-ResNet-152 column).
