@@ -348,3 +348,35 @@ def test_the_search_polishes_longer_at_the_named_schedule(
     best = min(r.objective_value for r in (named_schedule(p, n) for n in FALLBACK_SCHEDULES)
                if r.feasible)
     assert named == [best]
+
+
+def test_translates_on_the_path_weigh_a_columns_gain_and_are_searched_once() -> None:
+    """The incumbent's columns go by found value less bound times the number of its
+    translates on the path (shape key and canonical signature: share_found gives them
+    what one finds), and one search serves them all.
+
+    ``a``: gain 10 - 4 = 6, alone. ``b1, b2, b3``: gain 5 - 2.5 = 2.5 each, three
+    copies, 7.5 > 6, so ``b1`` comes first (the earliest of equal ones), then ``a``,
+    then none: ``b2`` and ``b3`` are ``b1``'s search. Mutations: the gain alone gives
+    ``a`` first; done keyed by interval and signature gives ``b2`` third."""
+    from stems_opt.formulation.column_base import Column
+
+    sig = Signature((), ())
+    a = Column(0, 0, sig, bound=4.0, upper=10.0)
+    b1, b2, b3 = (Column(i, i, sig, bound=2.5, upper=5.0, share_key=("block", "sig"))
+                  for i in (1, 2, 3))
+    c = Column(4, 4, sig, bound=1.0, upper=1.0, exact=True, value=1.0)
+    path = [a, b1, b2, b3, c]
+
+    class Search:
+        def poll_seeds(self) -> None:
+            pass
+
+        def incumbent(self) -> tuple[list[Column], float]:
+            return path, sum(col.upper for col in path)
+
+    turns = Turns.__new__(Turns)
+    turns.cs = Search()
+    done: set[tuple] = set()
+    picked = [turns._next(done, merges=False) for _ in range(3)]
+    assert picked == [b1, a, None]

@@ -29,8 +29,10 @@ before the exact loop proves anything. Its moves, in turn:
   every column of the incumbent had its turn, the union of two consecutive
   ones (with the boundary states they have) is re-solved the same way.
 
-Columns go by what they may still gain (found value less bound), then by
-position; each neighbourhood is searched once. The frame MIPs go through
+Columns go by what they may still gain (found value less bound, times the
+number of the incumbent's columns it stands for: its translates on the path,
+which take what it finds), then by position; each neighbourhood is searched
+once, for all its translates. The frame MIPs go through
 :meth:`ColumnSolver._price_frame`, so the frames solved here count as tried
 for the exact loop (no MIP is solved twice). A segment only ever replaces a
 worse one of its column, so the incumbent never gets worse, and never worse
@@ -44,6 +46,7 @@ random: the same input and the same work give the same mappings.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import math
@@ -381,7 +384,7 @@ class Turns:
         self.begin = start + (WARMUP_S if span_s is None
                               else min(WARMUP_S, WARMUP_SHARE * span_s))
         self.used_s = 0.0
-        self.done: set[tuple] = set()  # neighbourhoods searched: (first, last, signature)
+        self.done: set[tuple] = set()  # neighbourhoods searched (_kind, or a union's key)
         self.exhausted = False  # no move left around the current incumbent
         self.moves = 0
         self.top_share = SHARE  # the share while moves pay
@@ -583,10 +586,14 @@ class Turns:
         if found is None:
             return None
         chosen = found[0]
-        cands = [c for c in chosen if not c.exact and (c.first, c.last, c.sig) not in done]
+        # A better segment for one column goes to every translate on the path too
+        # (share_found): a column's gain counts once per copy, and is searched once.
+        copies = collections.Counter(_kind(c) for c in chosen)
+        cands = [c for c in chosen if not c.exact and _kind(c) not in done]
         if cands:
-            col = max(cands, key=lambda c: ((c.upper or 0.0) - c.bound, -c.first))
-            done.add((col.first, col.last, col.sig))
+            col = max(cands, key=lambda c: (((c.upper or 0.0) - c.bound) * copies[_kind(c)],
+                                            -c.first))
+            done.add(_kind(col))
             return col
         if not merges:
             return None
@@ -603,3 +610,10 @@ class Turns:
                 cs.touch(col)
                 return col
         return None
+
+
+def _kind(col: Column) -> tuple:
+    """What a neighbourhood search of ``col`` is the same for: its shape key and
+    canonical signature (its translates take what it finds), else its interval and
+    signature."""
+    return col.share_key if col.share_key is not None else (col.first, col.last, col.sig)
