@@ -380,3 +380,42 @@ def test_translates_on_the_path_weigh_a_columns_gain_and_are_searched_once() -> 
     done: set[tuple] = set()
     picked = [turns._next(done, merges=False) for _ in range(3)]
     assert picked == [b1, a, None]
+
+
+def test_a_pass_under_way_keeps_the_share_and_a_move_that_does_not_pay_halves_it() -> None:
+    """The thorough pass's turns are one move cut into pieces: a turn after one of them
+    that did not end keeps the share (0.5), though the incumbent did not improve; the
+    turn after the pass's last halves it (0.5 -> 0.25).
+    Mutation: without the pass's exception the second turn's share is 0.25."""
+    from stems_opt.formulation import neighbourhood
+
+    ends = iter([False, False, True])
+    stop = type("Stop", (), {"expired": lambda self: False})()
+
+    class Search:
+        def incumbent(self) -> tuple[list, float]:
+            return [], 100.0  # never better
+
+        def thorough_dive(self, over) -> bool:
+            return next(ends)
+
+    turns = Turns.__new__(Turns)
+    turns.cs = Search()
+    turns.cs.stop = stop
+    turns.turns, turns.used_s, turns.value = 0, 0.0, math.inf
+    turns.share = turns.top_share = neighbourhood.SHARE
+    turns.dives = turns.long = turns.passing = False
+    turns.thorough, turns.repairs = True, True
+    shares = []
+    for _ in range(3):
+        turns.turn()
+        shares.append(turns.share)
+    # turn 1: the first look (0.5), the pass goes on; turn 2: after a piece of the pass
+    # (0.5), it goes on; turn 3: after another piece (0.5), it ends.
+    assert shares == [0.5, 0.5, 0.5]
+    assert not turns.thorough and not turns.passing
+    # Turn 4 (kind 0, nothing left to search): after the pass's end, no better mapping.
+    turns.merges, turns.done = [], set()
+    turns.cs.poll_seeds = lambda: None
+    turns.turn()
+    assert turns.share == 0.25

@@ -40,7 +40,8 @@ than a seed.
 
 The search takes turns with the exact loop (:class:`Turns`): after a warm-up
 that leaves fast proofs alone, it gets half of the time while its turns find
-better mappings, less (down to a tenth) while they do not. Nothing is
+better mappings, less (down to a tenth) while they do not (a pass's turn that did not
+end is a piece of one move, and does not count). Nothing is
 random: the same input and the same work give the same mappings.
 """
 
@@ -395,6 +396,7 @@ class Turns:
         self.repairs = True  # some may still be
         self.dives = True  # the master over found segments and bounds may pick new columns
         self.thorough = True  # the thorough dive may not have ended
+        self.passing = False  # the last turn was a pass's that did not end
         # The long dive may not have ended. (Not for energy with loop nests: each of its
         # scorings may solve nests from a cold table, and those proofs were not measured
         # with it.)
@@ -433,10 +435,12 @@ class Turns:
             found = self.cs.incumbent()
             if found is not None:
                 # Moves that pay keep the search's share; each turn without a better
-                # mapping since the last halves it (down to MIN_SHARE).
-                self.share = self.top_share if found[1] < self.value \
+                # mapping since the last halves it (down to MIN_SHARE), but for a pass
+                # still under way: its turns are one move cut into pieces.
+                self.share = self.top_share if found[1] < self.value or self.passing \
                     else max(MIN_SHARE, self.share / 2)
                 self.value = min(self.value, found[1])
+            self.passing = False
             # In turn: a dive step (the master over the found segments, the other
             # columns at their bounds, greedy repairs of what it picks: the bounds have
             # risen since the dive), a greedy repair of an incumbent's segment (cheap), a
@@ -553,6 +557,7 @@ class Turns:
         after = cs.incumbent()
         if after is not None and (before is None or after[1] < before[1]):
             self.repairs = True  # (the incumbent may have new segments)
+        self.passing = not ended
         return ended
 
     def _merge(self) -> None:
