@@ -262,6 +262,7 @@ def test_polish_beats_a_poor_incumbent_once(objective: Objective) -> None:
     assert Turns(cs, 0.0, None).polish(0.0) is False  # (no time: no move)
     assert cs.incumbent()[1] == poor
     turns = Turns(cs, 0.0, None)
+    turns.thorough = False  # (the thorough pass first: the test below)
     assert turns.polish(math.inf) is True
     assert assert_exact(p, cs) < poor
     assert turns.improved == 1
@@ -419,3 +420,47 @@ def test_a_pass_under_way_keeps_the_share_and_a_move_that_does_not_pay_halves_it
     turns.cs.poll_seeds = lambda: None
     turns.turn()
     assert turns.share == 0.25
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_polish_runs_the_thorough_pass_first_until_the_incumbent_improves(
+        late: bool) -> None:
+    """Where every interval was open for the dive (``late`` false) and the thorough
+    pass has not ended, the polish runs the pass first and stops it once the incumbent
+    is better: the fake pass improves at its second of five steps, so it is stopped
+    after two, the polish returns ``True`` with no frame MIP, and the pass is still
+    under way (its next turn keeps the share). A deep network (``late``) polishes by
+    frame MIPs alone: here there are none (no column left), so ``False`` and no step.
+    Mutations: the pass not stopped at the improvement runs all five steps; the pass
+    also on a deep network takes steps there."""
+    value = [100.0]
+    steps = []
+
+    class Search:
+        stop = type("Stop", (), {"expired": lambda self: False})()
+
+        def incumbent(self) -> tuple[list, float]:
+            return [], value[0]
+
+        def poll_seeds(self) -> None:
+            pass
+
+        def thorough_dive(self, over) -> bool:
+            for k in range(5):
+                steps.append(k)
+                if k == 1:
+                    value[0] = 90.0
+                if over():
+                    return False
+            return True
+
+    turns = Turns.__new__(Turns)
+    turns.cs = Search()
+    turns.thorough, turns.late, turns.passing = True, late, False
+    turns.used_s, turns.moves, turns.done = 0.0, 0, set()
+    got = turns.polish(math.inf)
+    if late:
+        assert got is False and steps == [] and turns.thorough
+    else:
+        assert got is True and steps == [0, 1]
+        assert turns.thorough and turns.passing
