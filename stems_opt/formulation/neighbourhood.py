@@ -539,10 +539,8 @@ class Turns:
             return now is not None and now[1] < value
 
         t0 = time.perf_counter()
-        if cs.thorough_dive(lambda: cs.stop.expired() or time.perf_counter() >= until
-                            or better()):
+        if self._pass_turn(cs.thorough_dive, until - t0, better):
             self.thorough = False
-        self.passing = self.thorough
         self.used_s += time.perf_counter() - t0
         return better()
 
@@ -572,13 +570,16 @@ class Turns:
             self.long = False
         LOG.debug("long dive turn (more: %s)", self.long)
 
-    def _pass_turn(self, run: Callable[[Callable[[], bool]], bool], turn_s: float) -> bool:
+    def _pass_turn(self, run: Callable[[Callable[[], bool]], bool], turn_s: float,
+                   enough: Callable[[], bool] | None = None) -> bool:
         """One turn of a resumable pass (``run(over)`` is ``True`` once it has ended),
-        at most ``turn_s`` seconds; whether it ended."""
+        at most ``turn_s`` seconds, and (``enough``) until ``enough()``; whether it
+        ended."""
         cs = self.cs
         end = time.perf_counter() + turn_s
         before = cs.incumbent()
-        ended = run(lambda: cs.stop.expired() or time.perf_counter() >= end)
+        ended = run(lambda: cs.stop.expired() or time.perf_counter() >= end
+                    or (enough is not None and enough()))
         after = cs.incumbent()
         if after is not None and (before is None or after[1] < before[1]):
             self.repairs = True  # (the incumbent may have new segments)
